@@ -1,0 +1,1 @@
+"""DutyLink SDK and adapters for department systems."""

@@ -1,0 +1,70 @@
+"""Admission of one published event: validate, check the claimed source, stamp, route. Pure.
+
+The same function serves Publish and each event of PublishBatch, so both refuse and accept
+alike; the servicer only turns the outcome into a status or a per-event result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import grpc
+from dutylink.v1 import event_pb2
+
+from gateway import envelope, subjects
+from gateway.auth import Principal
+from gateway.validation import FieldProblem, Validator
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An event ready for JetStream: stamped, serialised and routed."""
+
+    event: event_pb2.Event
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why an event is not stored, as the gRPC status the caller receives."""
+
+    code: grpc.StatusCode
+    message: str
+    problems: tuple[FieldProblem, ...] = field(default=())
+
+
+def admit(
+    validator: Validator,
+    principal: Principal,
+    event: event_pb2.Event,
+    received: datetime,
+    *,
+    max_event_bytes: int,
+) -> Admitted | Refused:
+    size = event.ByteSize()
+    if size > max_event_bytes:
+        problem = FieldProblem(
+            "", f"event is {size} bytes; the limit is {max_event_bytes}", "event.max_bytes"
+        )
+        return Refused(grpc.StatusCode.INVALID_ARGUMENT, problem.description, (problem,))
+    problems = validator.problems(event)
+    if problems:
+        fields = ", ".join(sorted({p.field or p.rule_id for p in problems}))
+        return Refused(
+            grpc.StatusCode.INVALID_ARGUMENT, f"invalid event: {fields}", tuple(problems)
+        )
+    if event.source and event.source != principal.agency:
+        return Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"source '{event.source}' is not the calling agency '{principal.agency}'",
+        )
+    stamped = envelope.stamped(event, principal.agency, received)
+    subject = subjects.event_subject(
+        stamped.plane, stamped.type, stamped.jurisdiction.division_code
+    )
+    return Admitted(
+        stamped, subject, stamped.SerializeToString(), envelope.cloudevents_headers(stamped)
+    )

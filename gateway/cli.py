@@ -1,0 +1,93 @@
+"""The `dutylink` command: serve the gateway, run the demo, inspect the configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway import config as config_module
+from gateway import logs
+from gateway.config import Config, ConfigError
+
+app = typer.Typer(
+    help="DutyLink: the inter-agency event bus for a city's public-safety agencies.",
+    no_args_is_help=True,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML configuration file.", dir_okay=False)
+]
+ListenOption = Annotated[
+    str | None, typer.Option("--listen", help="gRPC address HOST:PORT (default 127.0.0.1:50051).")
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Embedded NATS storage and local state.")
+]
+NatsUrlOption = Annotated[
+    str | None,
+    typer.Option("--nats-url", help="Use this NATS server or cluster instead of the embedded one."),
+]
+
+
+def load_config(
+    path: Path | None,
+    *,
+    listen: str | None = None,
+    data_dir: Path | None = None,
+    nats_url: str | None = None,
+) -> Config:
+    """File, then environment, then these flags; a bad file exits with its name and key."""
+    try:
+        loaded = config_module.load(path)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    gateway = (
+        loaded.gateway if listen is None else dataclasses.replace(loaded.gateway, listen=listen)
+    )
+    nats = loaded.nats
+    if data_dir is not None:
+        nats = dataclasses.replace(nats, data_dir=str(data_dir))
+    if nats_url is not None:
+        nats = dataclasses.replace(nats, url=nats_url)
+    return dataclasses.replace(loaded, gateway=gateway, nats=nats)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    listen: ListenOption = None,
+    data_dir: DataDirOption = None,
+    nats_url: NatsUrlOption = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the gateway until SIGTERM/SIGINT (with an embedded NATS unless --nats-url is given)."""
+    from gateway.server import Gateway
+
+    settings = load_config(config, listen=listen, data_dir=data_dir, nats_url=nats_url)
+    logs.configure(log_level)
+
+    async def run() -> None:
+        async with Gateway(settings) as gateway:
+            await gateway.serve_until_signalled()
+
+    asyncio.run(run())
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    listen: ListenOption = None,
+    data_dir: DataDirOption = None,
+    nats_url: NatsUrlOption = None,
+) -> None:
+    """Print the effective configuration (file + DUTYLINK_* environment + flags), secrets masked."""
+    settings = load_config(config, listen=listen, data_dir=data_dir, nats_url=nats_url)
+    typer.echo(json.dumps(config_module.masked(settings), indent=2, ensure_ascii=False))

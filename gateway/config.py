@@ -1,0 +1,200 @@
+"""Gateway configuration: a TOML file, then `DUTYLINK_<SECTION>_<KEY>` environment overrides.
+
+Precedence, lowest first: built-in defaults < the TOML file < environment < command-line flags.
+Unknown sections and keys are errors that name the file and the key: a typo must not silently
+leave a default in force. With no `[[agencies]]` in the file the sample agencies of
+`sample_agencies.toml` are used (development tokens, logged loudly at start-up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+SAMPLE_AGENCIES = Path(__file__).with_name("sample_agencies.toml")
+ENV_PREFIX = "DUTYLINK_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file (or variable) and the key."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The gRPC side."""
+
+    listen: str = "127.0.0.1:50051"
+    gateway_id: str = "gw-1"
+    reflection: bool = True
+    max_message_bytes: int = 1_048_576
+    max_batch_events: int = 1000
+    publish_timeout_seconds: float = 5.0
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """JetStream. An empty `url` starts the embedded nats-server in `data_dir`."""
+
+    url: str = ""
+    data_dir: str = ".dutylink"
+    stream_replicas: int = 1
+    duplicate_window_seconds: float = 120.0
+    events_max_age_days: float = 30.0
+    deadletter_max_age_days: float = 180.0
+    connect_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class SubscriptionSettings:
+    """Delivery to subscribers."""
+
+    ack_wait_seconds: float = 30.0
+    max_deliveries: int = 5
+    default_in_flight: int = 64
+    max_in_flight: int = 1000
+    max_filter_subjects: int = 256
+
+
+@dataclass(frozen=True)
+class Agency:
+    """A connected agency and its (development) API token."""
+
+    id: str
+    name: str
+    token: str = field(repr=False)
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway: GatewaySettings = GatewaySettings()
+    nats: NatsSettings = NatsSettings()
+    subscriptions: SubscriptionSettings = SubscriptionSettings()
+    agencies: tuple[Agency, ...] = ()
+    # Where the agencies came from, so start-up can warn about sample tokens.
+    agencies_source: str = str(SAMPLE_AGENCIES)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "gateway": GatewaySettings,
+    "nats": NatsSettings,
+    "subscriptions": SubscriptionSettings,
+}
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+
+
+def _section(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:
+    known = get_type_hints(cls)
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{key}' (expected one of {', '.join(known)})")
+    return cls(**{k: _coerce(v, known[k], f"{where}.{k}") for k, v in values.items()})
+
+
+def _agencies(raw: Any, where: str) -> tuple[Agency, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: 'agencies' must be an array of tables ([[agencies]])")
+    agencies = []
+    for index, entry in enumerate(raw):
+        here = f"{where}: agencies[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{here}: must be a table")
+        unknown = set(entry) - {"id", "name", "token", "roles"}
+        if unknown:
+            raise ConfigError(f"{here}: unknown key '{sorted(unknown)[0]}'")
+        for key in ("id", "name", "token"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ConfigError(f"{here}: '{key}' is required and must be a non-empty string")
+        roles = entry.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise ConfigError(f"{here}: 'roles' must be an array of strings")
+        agencies.append(Agency(entry["id"], entry["name"], entry["token"], tuple(roles)))
+    ids = [a.id for a in agencies]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: agency ids must be unique")
+    if len({a.token for a in agencies}) != len(agencies):
+        raise ConfigError(f"{where}: agency tokens must be unique")
+    return tuple(agencies)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the file at `path` (if any), then `DUTYLINK_*` variables of `environ`."""
+    environ = os.environ if environ is None else environ
+    raw = _read_toml(path) if path is not None else {}
+    where = str(path) if path is not None else "defaults"
+    for key in raw:
+        if key not in (*_SECTIONS, "agencies"):
+            raise ConfigError(
+                f"{where}: unknown section '{key}' (expected one of {', '.join(_SECTIONS)}, agencies)"
+            )
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        values = dict(raw.get(name, {}))
+        if not isinstance(raw.get(name, {}), dict):
+            raise ConfigError(f"{where}: '{name}' must be a table")
+        section = _section(cls, values, f"{where}: {name}")
+        overrides = {}
+        for key, kind in get_type_hints(cls).items():
+            variable = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+            if variable in environ:
+                overrides[key] = _coerce(environ[variable], kind, variable)
+        sections[name] = dataclasses.replace(section, **overrides)
+    if "agencies" in raw:
+        agencies, source = _agencies(raw["agencies"], where), where
+    else:
+        agencies, source = (
+            _agencies(_read_toml(SAMPLE_AGENCIES)["agencies"], str(SAMPLE_AGENCIES)),
+            str(SAMPLE_AGENCIES),
+        )
+    return Config(agencies=agencies, agencies_source=source, **sections)
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets replaced by '***'."""
+    data = dataclasses.asdict(config)
+    for agency in data["agencies"]:
+        agency["token"] = "***"
+        agency["roles"] = list(agency["roles"])
+    return data

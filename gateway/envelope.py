@@ -1,0 +1,48 @@
+"""Envelope helpers: what the gateway adds to an event and how it names it on the wire. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dutylink.v1 import event_pb2
+
+CLOUDEVENTS_SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/protobuf"
+DATA_SCHEMA = "dutylink.v1.Event"
+
+
+def family(event: event_pb2.Event) -> str:
+    """The payload's family: "incident", "resource" or "warning" ("" when none is set)."""
+    return event.WhichOneof("payload") or ""
+
+
+def dedup_key(agency: str, event_id: str) -> str:
+    """JetStream's `Nats-Msg-Id`. Event ids are unique per agency (CloudEvents: per source),
+    so the key is qualified by the agency; agency ids never contain ':'."""
+    return f"{agency}:{event_id}"
+
+
+def stamped(event: event_pb2.Event, agency: str, received: datetime) -> event_pb2.Event:
+    """A copy of `event` with the gateway's attributes: the authenticated source and receive time."""
+    copy = event_pb2.Event()
+    copy.CopyFrom(event)
+    copy.source = agency
+    copy.received_time.FromDatetime(received)
+    return copy
+
+
+def cloudevents_headers(event: event_pb2.Event) -> dict[str, str]:
+    """CloudEvents binary-mode attributes as NATS headers, plus JetStream's dedup key."""
+    headers = {
+        "Nats-Msg-Id": dedup_key(event.source, event.id),
+        "ce-specversion": CLOUDEVENTS_SPEC_VERSION,
+        "ce-id": event.id,
+        "ce-source": event.source,
+        "ce-type": event.type,
+        "ce-time": event.time.ToJsonString(),
+        "ce-datacontenttype": CONTENT_TYPE,
+        "ce-dataschema": DATA_SCHEMA,
+    }
+    if event.subject:
+        headers["ce-subject"] = event.subject
+    return headers

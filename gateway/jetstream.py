@@ -1,0 +1,272 @@
+"""The gateway's JetStream edge: streams, publishing, durable subscriptions and dead letters.
+
+All names come from `gateway.subjects`. Errors are translated into three kinds the servicers
+map onto gRPC codes: the store is unavailable (retry with the same event id), the store is full
+(no eviction of accepted events: new ones are refused), or it rejected the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from gateway import subjects
+from gateway.config import Config
+
+DAY = 86_400.0
+
+
+class StoreError(Exception):
+    """JetStream could not store or deliver a message."""
+
+
+class StoreUnavailableError(StoreError):
+    """No answer from JetStream (disconnected, timed out, no quorum): the outcome is unknown."""
+
+
+class StoreFullError(StoreError):
+    """The stream reached its limits; it refuses new messages rather than evict old ones."""
+
+
+class StoreRejectedError(StoreError):
+    """JetStream refused the message for a reason retrying will not fix."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """JetStream's acknowledgement of one stored event."""
+
+    sequence: int
+    duplicate: bool
+
+
+def _translate(error: BaseException) -> StoreError:
+    if isinstance(error, nats.js.errors.ServiceUnavailableError):
+        return StoreUnavailableError(f"JetStream unavailable: {error.description}")
+    if isinstance(error, nats.js.errors.APIError):
+        text = (error.description or "").lower()
+        if ("maximum" in text and "exceeded" in text) or "insufficient resources" in text:
+            return StoreFullError(f"event stream is full: {error.description}")
+        return StoreRejectedError(f"JetStream refused the event: {error.description}")
+    if isinstance(error, nats.errors.TimeoutError | asyncio.TimeoutError):
+        return StoreUnavailableError("JetStream did not acknowledge in time; outcome unknown")
+    return StoreUnavailableError(f"JetStream unreachable: {type(error).__name__}: {error}")
+
+
+_STORE_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
+
+
+def _pub_ack(ack: api.PubAck) -> Stored:
+    return Stored(sequence=ack.seq, duplicate=bool(ack.duplicate))
+
+
+class DurableSubscription:
+    """One open session on an agency's durable consumer."""
+
+    def __init__(self, pull: JetStreamContext.PullSubscription, pending: int) -> None:
+        self._pull = pull
+        self.pending = pending
+
+    async def fetch(self, count: int, wait: float) -> list[Msg]:
+        """Up to `count` messages, waiting at most `wait` seconds; [] when none arrived."""
+        try:
+            return await self._pull.fetch(count, timeout=wait)
+        except nats.errors.TimeoutError:
+            return []
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+
+    async def close(self) -> None:
+        # If the connection is gone, the server forgets the pull requests by itself.
+        with contextlib.suppress(*_STORE_FAILURES):
+            await self._pull.unsubscribe()
+
+
+class EventStore:
+    """Connects to NATS, keeps the streams in shape, and moves events in and out.
+
+    Built before it connects, so the gRPC services can be registered up front; until
+    `connect` succeeds every operation fails as unavailable."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        on_disconnected: Callable[[], Awaitable[None]] | None = None,
+        on_reconnected: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._config = config
+        self._on_disconnected = on_disconnected
+        self._on_reconnected = on_reconnected
+        self._client: NatsClient | None = None
+        self._js_context: JetStreamContext | None = None
+
+    async def connect(self, url: str) -> None:
+        async def ignore() -> None:
+            return None
+
+        try:
+            self._client = await nats.connect(
+                url,
+                name=f"dutylink-gateway-{self._config.gateway.gateway_id}",
+                connect_timeout=self._config.nats.connect_timeout_seconds,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                disconnected_cb=self._on_disconnected or ignore,
+                reconnected_cb=self._on_reconnected or ignore,
+            )
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        self._js_context = self._client.jetstream()
+
+    @property
+    def _js(self) -> JetStreamContext:
+        if self._js_context is None:
+            raise StoreUnavailableError("not connected to NATS yet")
+        return self._js_context
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and bool(self._client.is_connected)
+
+    async def ensure_streams(self) -> None:
+        """Create the streams, or bring their settings up to date: safe at every start."""
+        nats_settings = self._config.nats
+        common: dict[str, Any] = {
+            "storage": api.StorageType.FILE,
+            "retention": api.RetentionPolicy.LIMITS,
+            "discard": api.DiscardPolicy.NEW,
+            "num_replicas": nats_settings.stream_replicas,
+            "deny_delete": True,
+            "deny_purge": True,
+            "allow_rollup_hdrs": False,
+            "max_msg_size": self._config.gateway.max_message_bytes,
+        }
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=subjects.EVENTS_STREAM,
+                description="DutyLink events, by plane, family, type and jurisdiction",
+                subjects=[f"{subjects.EVENTS_PREFIX}.>", f"{subjects.REDELIVER_PREFIX}.>"],
+                max_age=nats_settings.events_max_age_days * DAY,
+                duplicate_window=nats_settings.duplicate_window_seconds,
+                **common,
+            )
+        )
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=subjects.DEADLETTER_STREAM,
+                description="Events a subscription failed to handle, kept for inspection and replay",
+                subjects=[f"{subjects.DEADLETTER_PREFIX}.>"],
+                max_age=nats_settings.deadletter_max_age_days * DAY,
+                duplicate_window=nats_settings.duplicate_window_seconds,
+                **common,
+            )
+        )
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        try:
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                # It exists with other settings (e.g. a new retention): update it in place.
+                await self._js.update_stream(config)
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+
+    async def publish(
+        self, subject: str, data: bytes, headers: dict[str, str], timeout: float
+    ) -> Stored:
+        try:
+            ack = await self._js.publish(
+                subject, data, timeout=timeout, stream=subjects.EVENTS_STREAM, headers=dict(headers)
+            )
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        return _pub_ack(ack)
+
+    async def publish_pipelined(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float
+    ) -> list[Stored | StoreError]:
+        """Publishes without waiting for each acknowledgement in turn (messages leave in order),
+        then collects every acknowledgement or error, in order."""
+
+        async def one(subject: str, data: bytes, headers: dict[str, str]) -> Stored | StoreError:
+            try:
+                return await self.publish(subject, data, headers, timeout)
+            except StoreError as error:
+                return error
+
+        return list(await asyncio.gather(*(one(*message) for message in messages)))
+
+    async def open_subscription(
+        self, agency: str, name: str, filter_subjects: Sequence[str], max_in_flight: int
+    ) -> DurableSubscription:
+        """Create or update the agency's durable consumer, then open a pull session on it."""
+        settings = self._config.subscriptions
+        consumer = subjects.consumer_name(agency, name)
+        config = api.ConsumerConfig(
+            name=consumer,
+            durable_name=consumer,
+            description=f"subscription '{name}' of agency '{agency}'",
+            deliver_policy=api.DeliverPolicy.NEW,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=settings.ack_wait_seconds,
+            # The gateway counts deliveries itself and dead-letters; JetStream never gives up.
+            max_deliver=-1,
+            max_ack_pending=max(settings.max_in_flight, max_in_flight),
+            filter_subjects=[*filter_subjects, subjects.redeliver_subject(agency, name)],
+            num_replicas=self._config.nats.stream_replicas,
+        )
+        try:
+            info = await self._js.add_consumer(subjects.EVENTS_STREAM, config)
+            pull = await self._js.pull_subscribe_bind(consumer, stream=subjects.EVENTS_STREAM)
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        return DurableSubscription(pull, (info.num_pending or 0) + (info.num_ack_pending or 0))
+
+    async def dead_letter(
+        self, message: Msg, agency: str, name: str, *, deliveries: int, reason: str
+    ) -> None:
+        """Keep `message` on the subscription's dead-letter subject, then stop its delivery.
+        `deliveries` is how often the subscriber was given it."""
+        meta = message.metadata
+        headers = {
+            "Nats-Msg-Id": f"{subjects.consumer_name(agency, name)}:{meta.sequence.stream}",
+            "Dutylink-Original-Subject": message.subject,
+            "Dutylink-Original-Sequence": str(meta.sequence.stream),
+            "Dutylink-Deliveries": str(deliveries),
+            "Dutylink-Reason": reason,
+        }
+        for key, value in (message.headers or {}).items():
+            if key.startswith("ce-"):
+                headers[key] = value
+        try:
+            await self._js.publish(
+                subjects.deadletter_subject(agency, name),
+                message.data,
+                stream=subjects.DEADLETTER_STREAM,
+                headers=headers,
+            )
+            await message.term()
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+
+    async def close(self) -> None:
+        """Drain: let in-flight publishes and acks finish, then close."""
+        if self._client is None or self._client.is_closed:
+            return
+        try:
+            await self._client.drain()
+        except _STORE_FAILURES:
+            await self._client.close()

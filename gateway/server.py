@@ -1,0 +1,180 @@
+"""Assembles and runs one gateway: gRPC server, health, reflection, JetStream, embedded NATS.
+
+Start-up order: connect to NATS and ensure the streams, then serve; health says NOT_SERVING
+until both are done and again whenever NATS is disconnected. Shutdown order: health to
+NOT_SERVING, stop accepting calls and let in-flight ones finish within the grace period, drain
+NATS, stop the embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+import structlog
+from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.auth import TokenAuthenticator
+from gateway.config import Config
+from gateway.jetstream import EventStore
+from gateway.nats_server import NatsServer
+from gateway.service import Publisher, Subscriber
+from gateway.validation import Validator
+
+log = structlog.get_logger("dutylink.gateway")
+
+SERVICE_NAMES = tuple(
+    gateway_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("PublisherService", "SubscriberService")
+)
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+
+
+class Gateway:
+    """One gateway replica. `async with Gateway(config) as gw:` serves until the block ends."""
+
+    def __init__(self, config: Config, *, nats_url: str | None = None) -> None:
+        self.config = config
+        self._nats_url = nats_url if nats_url is not None else config.nats.url
+        self._embedded: NatsServer | None = None
+        self._store: EventStore | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        host = self.config.gateway.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    @property
+    def nats_url(self) -> str:
+        return self._nats_url
+
+    async def _set_health(
+        self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    async def _on_nats_disconnected(self) -> None:
+        log.warning("nats.disconnected")
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def _on_nats_reconnected(self) -> None:
+        log.info("nats.reconnected")
+        if self._store is not None:
+            await self._store.ensure_streams()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def start(self) -> None:
+        if self.config.agencies_source.endswith("sample_agencies.toml"):
+            log.warning(
+                "auth.sample_tokens",
+                message="serving the sample agencies with their public development tokens: not for real use",
+            )
+        log.warning(
+            "auth.token_mode", message="agencies authenticate with bearer tokens (development mode)"
+        )
+        if not self._nats_url:
+            self._embedded = NatsServer(Path(self.config.nats.data_dir) / "nats")
+            self._nats_url = await self._embedded.start()
+        gateway_settings = self.config.gateway
+        max_request = (
+            max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
+        )
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max_request),
+                (
+                    "grpc.max_send_message_length",
+                    gateway_settings.max_message_bytes + REQUEST_OVERHEAD_BYTES,
+                ),
+            ]
+        )
+        self._store = EventStore(
+            self.config,
+            on_disconnected=self._on_nats_disconnected,
+            on_reconnected=self._on_nats_reconnected,
+        )
+        authenticator = TokenAuthenticator(self.config.agencies)
+        validator = Validator()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        gateway_pb2_grpc.add_PublisherServiceServicer_to_server(
+            Publisher(self.config, self._store, authenticator, validator), self._server
+        )
+        gateway_pb2_grpc.add_SubscriberServiceServicer_to_server(
+            Subscriber(self.config, self._store, authenticator, validator), self._server
+        )
+        if gateway_settings.reflection:
+            reflection.enable_server_reflection(
+                (
+                    *SERVICE_NAMES,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                self._server,
+            )
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self._server.add_insecure_port(gateway_settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {gateway_settings.listen}")
+        # Serve health at once; the event services answer UNAVAILABLE until NATS is ready.
+        await self._server.start()
+        await self._store.connect(self._nats_url)
+        await self._store.ensure_streams()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "gateway.started",
+            address=self.address,
+            nats=self._nats_url,
+            embedded=self._embedded is not None,
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.config.gateway.shutdown_grace_seconds if grace is None else grace
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._store is not None:
+            await self._store.close()
+        if self._embedded is not None:
+            await self._embedded.stop()
+        log.info("gateway.stopped")
+
+    async def serve_until_signalled(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+            log.info("gateway.stopping")
+
+    async def __aenter__(self) -> Gateway:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

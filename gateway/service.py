@@ -1,0 +1,443 @@
+"""gRPC servicers: PublisherService and SubscriberService, the gateway's I/O edge.
+
+Each RPC authenticates first (the agency comes from the credential only), then hands the event
+to the pure admission step, then to JetStream. A publish is answered only after JetStream has
+acknowledged (and, with `sync_interval: always`, fsynced) the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any, NoReturn, cast
+
+import grpc
+import structlog
+from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from nats.aio.msg import Msg
+
+from gateway import subjects
+from gateway.admission import Admitted, Refused, admit
+from gateway.auth import Principal, TokenAuthenticator, UnauthenticatedError
+from gateway.config import Config
+from gateway.jetstream import (
+    DurableSubscription,
+    EventStore,
+    Stored,
+    StoreError,
+    StoreFullError,
+    StoreRejectedError,
+)
+from gateway.validation import FieldProblem, Validator
+
+log = structlog.get_logger("dutylink.gateway")
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _store_code(error: StoreError) -> grpc.StatusCode:
+    if isinstance(error, StoreFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, StoreRejectedError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.UNAVAILABLE
+
+
+def _status(
+    code: grpc.StatusCode, message: str, problems: tuple[FieldProblem, ...] = ()
+) -> grpc.Status:
+    details = []
+    if problems:
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=p.field, description=p.description, reason=p.rule_id
+                    )
+                    for p in problems
+                ]
+            )
+        )
+        details.append(detail)
+    value = cast(int, code.value[0])
+    return cast(
+        grpc.Status,
+        rpc_status.to_status(status_pb2.Status(code=value, message=message, details=details)),
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
+    # abort_with_status is missing from the aio context's type stubs (grpc/grpc#42733).
+    await cast(Any, context).abort_with_status(status)
+    raise AssertionError("unreachable: abort_with_status raises")
+
+
+async def _authenticate(
+    authenticator: TokenAuthenticator, context: grpc.aio.ServicerContext[Any, Any], rpc: str
+) -> Principal:
+    try:
+        principal = authenticator.authenticate(context.invocation_metadata() or ())
+    except UnauthenticatedError as error:
+        log.warning("rpc.unauthenticated", rpc=rpc, reason=str(error))
+        await _abort(context, _status(grpc.StatusCode.UNAUTHENTICATED, str(error)))
+    structlog.contextvars.bind_contextvars(agency=principal.agency, rpc=rpc)
+    return principal
+
+
+def _receipt(admitted: Admitted, stored: Stored) -> gateway_pb2.Receipt:
+    receipt = gateway_pb2.Receipt(
+        event_id=admitted.event.id, stream_sequence=stored.sequence, duplicate=stored.duplicate
+    )
+    receipt.received_time.CopyFrom(admitted.event.received_time)
+    return receipt
+
+
+def _publish_error(
+    code: grpc.StatusCode, message: str, problems: tuple[FieldProblem, ...] = ()
+) -> gateway_pb2.PublishError:
+    return gateway_pb2.PublishError(
+        code=cast(int, code.value[0]),
+        message=message,
+        violations=[
+            gateway_pb2.FieldViolation(field=p.field, description=p.description, rule_id=p.rule_id)
+            for p in problems
+        ],
+    )
+
+
+class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
+    def __init__(
+        self,
+        config: Config,
+        store: EventStore,
+        authenticator: TokenAuthenticator,
+        validator: Validator,
+        clock: Clock = _utc_now,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._authenticator = authenticator
+        self._validator = validator
+        self._clock = clock
+
+    def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        remaining = context.time_remaining()
+        limit = self._config.gateway.publish_timeout_seconds
+        return limit if remaining is None else max(0.001, min(limit, remaining))
+
+    def _admit(self, principal: Principal, event: event_pb2.Event) -> Admitted | Refused:
+        return admit(
+            self._validator,
+            principal,
+            event,
+            self._clock(),
+            max_event_bytes=self._config.gateway.max_message_bytes,
+        )
+
+    async def Publish(
+        self, request: gateway_pb2.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.PublishResponse:
+        started = time.perf_counter()
+        principal = await _authenticate(self._authenticator, context, "Publish")
+        if not request.HasField("event"):
+            problem = FieldProblem("event", "value is required", "required")
+            await _abort(
+                context, _status(grpc.StatusCode.INVALID_ARGUMENT, "event is required", (problem,))
+            )
+        outcome = self._admit(principal, request.event)
+        if isinstance(outcome, Refused):
+            log.info(
+                "publish.refused",
+                event_id=request.event.id,
+                code=outcome.code.name,
+                reason=outcome.message,
+            )
+            await _abort(context, _status(outcome.code, outcome.message, outcome.problems))
+        try:
+            stored = await self._store.publish(
+                outcome.subject, outcome.data, outcome.headers, self._timeout(context)
+            )
+        except StoreError as error:
+            log.warning("publish.failed", event_id=outcome.event.id, reason=str(error))
+            await _abort(
+                context, _status(_store_code(error), f"{error}; retry with the same event id")
+            )
+        log.info(
+            "publish.stored",
+            event_id=outcome.event.id,
+            type=outcome.event.type,
+            sequence=stored.sequence,
+            duplicate=stored.duplicate,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return gateway_pb2.PublishResponse(receipt=_receipt(outcome, stored))
+
+    async def PublishBatch(
+        self, request: gateway_pb2.PublishBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.PublishBatchResponse:
+        started = time.perf_counter()
+        principal = await _authenticate(self._authenticator, context, "PublishBatch")
+        limit = self._config.gateway.max_batch_events
+        if len(request.events) > limit:
+            problem = FieldProblem(
+                "events", f"at most {limit} events per batch", "repeated.max_items"
+            )
+            await _abort(
+                context,
+                _status(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"batch of {len(request.events)} events; the limit is {limit}",
+                    (problem,),
+                ),
+            )
+        results = [
+            gateway_pb2.PublishResult(index=i, event_id=e.id) for i, e in enumerate(request.events)
+        ]
+        admitted: list[tuple[int, Admitted]] = []
+        for index, event in enumerate(request.events):
+            outcome = self._admit(principal, event)
+            if isinstance(outcome, Refused):
+                problems = tuple(
+                    FieldProblem(
+                        f"events[{index}].{p.field}" if p.field else f"events[{index}]",
+                        p.description,
+                        p.rule_id,
+                    )
+                    for p in outcome.problems
+                )
+                results[index].error.CopyFrom(
+                    _publish_error(outcome.code, outcome.message, problems)
+                )
+            else:
+                admitted.append((index, outcome))
+        stored_all = await self._store.publish_pipelined(
+            [(a.subject, a.data, a.headers) for _, a in admitted], self._timeout(context)
+        )
+        for (index, accepted), stored in zip(admitted, stored_all, strict=True):
+            if isinstance(stored, StoreError):
+                results[index].error.CopyFrom(
+                    _publish_error(_store_code(stored), f"{stored}; retry with the same event id")
+                )
+            else:
+                results[index].receipt.CopyFrom(_receipt(accepted, stored))
+        log.info(
+            "publish_batch.done",
+            events=len(request.events),
+            stored=sum(r.HasField("receipt") for r in results),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return gateway_pb2.PublishBatchResponse(results=results)
+
+
+class _Session:
+    """The deliveries of one Subscribe stream that await the subscriber's ack."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.unacked: dict[int, Msg] = {}
+        self._by_sequence: dict[int, int] = {}
+        self.room = asyncio.Event()
+        self.room.set()
+        self._next_id = 0
+
+    def add(self, message: Msg) -> int:
+        sequence = message.metadata.sequence.stream
+        # A redelivery (the ack wait ran out) replaces the stale delivery of the same event.
+        if (stale := self._by_sequence.pop(sequence, None)) is not None:
+            self.unacked.pop(stale, None)
+        self._next_id += 1
+        self.unacked[self._next_id] = message
+        self._by_sequence[sequence] = self._next_id
+        if len(self.unacked) >= self.limit:
+            self.room.clear()
+        return self._next_id
+
+    def take(self, delivery_id: int) -> Msg | None:
+        message = self.unacked.pop(delivery_id, None)
+        if message is not None:
+            self._by_sequence.pop(message.metadata.sequence.stream, None)
+        if len(self.unacked) < self.limit:
+            self.room.set()
+        return message
+
+    @property
+    def free(self) -> int:
+        return self.limit - len(self.unacked)
+
+
+class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
+    # How long one pull waits for events; also how soon a closed stream is noticed.
+    FETCH_WAIT_SECONDS = 0.5
+
+    def __init__(
+        self,
+        config: Config,
+        store: EventStore,
+        authenticator: TokenAuthenticator,
+        validator: Validator,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._authenticator = authenticator
+        self._validator = validator
+
+    # Writes with context.write() instead of yielding, so the generated ABC's return type differs.
+    async def Subscribe(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[gateway_pb2.SubscribeRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        # read()/write() rather than the iterator: acks are read while deliveries are written.
+        principal = await _authenticate(self._authenticator, context, "Subscribe")
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        request = cast(gateway_pb2.SubscribeRequest, first)
+        if not request.HasField("open"):
+            problem = FieldProblem(
+                "open", "the first message must open a subscription", "subscribe.open_first"
+            )
+            await _abort(
+                context, _status(grpc.StatusCode.INVALID_ARGUMENT, problem.description, (problem,))
+            )
+        opening = request.open
+        problems = tuple(self._validator.problems(opening, "open"))
+        if problems:
+            await _abort(
+                context, _status(grpc.StatusCode.INVALID_ARGUMENT, "invalid subscription", problems)
+            )
+        settings = self._config.subscriptions
+        limit = min(opening.max_in_flight or settings.default_in_flight, settings.max_in_flight)
+        selection = subjects.Filter(
+            families=tuple(opening.filter.families),
+            types=tuple(opening.filter.types),
+            jurisdiction_prefixes=tuple(opening.filter.jurisdiction_prefixes),
+            planes=tuple(opening.filter.planes),
+        )
+        try:
+            filters = subjects.filter_subjects(selection, limit=settings.max_filter_subjects)
+        except subjects.FilterTooBroadError as error:
+            problem = FieldProblem("open.filter", str(error), "subscribe.filter_size")
+            await _abort(context, _status(grpc.StatusCode.INVALID_ARGUMENT, str(error), (problem,)))
+        try:
+            subscription = await self._store.open_subscription(
+                principal.agency, opening.name, filters, limit
+            )
+        except StoreError as error:
+            await _abort(context, _status(_store_code(error), str(error)))
+        log.info(
+            "subscribe.opened",
+            subscription=opening.name,
+            filters=len(filters),
+            pending=subscription.pending,
+        )
+        session = _Session(limit)
+        reader = asyncio.create_task(self._read_acks(context, session))
+        try:
+            await context.write(
+                gateway_pb2.SubscribeResponse(
+                    ready=gateway_pb2.SubscriptionReady(
+                        name=opening.name, pending=subscription.pending, max_in_flight=limit
+                    )
+                )
+            )
+            await self._deliver(context, principal, opening.name, subscription, session, reader)
+        finally:
+            reader.cancel()
+            # Whatever the subscriber did not ack goes back for prompt redelivery.
+            for message in session.unacked.values():
+                try:
+                    await message.nak()
+                except Exception:
+                    break
+            await subscription.close()
+            log.info("subscribe.closed", subscription=opening.name, unacked=len(session.unacked))
+
+    async def _deliver(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        principal: Principal,
+        name: str,
+        subscription: DurableSubscription,
+        session: _Session,
+        reader: asyncio.Task[None],
+    ) -> None:
+        max_deliveries = self._config.subscriptions.max_deliveries
+        while not reader.done():
+            if not session.room.is_set():
+                room = asyncio.ensure_future(session.room.wait())
+                await asyncio.wait({room, reader}, return_when=asyncio.FIRST_COMPLETED)
+                room.cancel()
+                continue
+            try:
+                messages = await subscription.fetch(session.free, self.FETCH_WAIT_SECONDS)
+            except StoreError as error:
+                log.warning("subscribe.fetch_failed", subscription=name, reason=str(error))
+                await asyncio.sleep(self.FETCH_WAIT_SECONDS)
+                continue
+            for message in messages:
+                attempt = message.metadata.num_delivered
+                if attempt > max_deliveries:
+                    await self._store.dead_letter(
+                        message,
+                        principal.agency,
+                        name,
+                        deliveries=max_deliveries,
+                        reason=f"not acknowledged after {max_deliveries} deliveries",
+                    )
+                    log.warning(
+                        "subscribe.dead_lettered",
+                        subscription=name,
+                        sequence=message.metadata.sequence.stream,
+                    )
+                    continue
+                try:
+                    event = event_pb2.Event.FromString(message.data)
+                except Exception:
+                    await self._store.dead_letter(
+                        message,
+                        principal.agency,
+                        name,
+                        deliveries=attempt - 1,
+                        reason="undecodable event",
+                    )
+                    continue
+                delivery_id = session.add(message)
+                await context.write(
+                    gateway_pb2.SubscribeResponse(
+                        delivery=gateway_pb2.Delivery(
+                            delivery_id=delivery_id,
+                            event=event,
+                            stream_sequence=message.metadata.sequence.stream,
+                            attempt=attempt,
+                        )
+                    )
+                )
+        reader.result()  # surface a reader failure
+
+    async def _read_acks(
+        self, context: grpc.aio.ServicerContext[Any, Any], session: _Session
+    ) -> None:
+        while True:
+            request = await context.read()
+            if request is grpc.aio.EOF:
+                return
+            action = cast(gateway_pb2.SubscribeRequest, request)
+            if action.HasField("ack"):
+                message = session.take(action.ack.delivery_id)
+                if message is not None:
+                    # Double ack: return only once JetStream has recorded it.
+                    await message.ack_sync()
+            elif action.HasField("nack"):
+                message = session.take(action.nack.delivery_id)
+                if message is not None:
+                    await message.nak(delay=action.nack.delay.ToTimedelta().total_seconds() or None)

@@ -1,0 +1,110 @@
+"""The one place that names DutyLink's JetStream streams, subjects and consumers.
+
+Event subjects (one token per routing attribute, so consumers filter on the server):
+
+    dutylink.events.<plane>.<family>.<name>.<province>.<city>.<county>
+    e.g. dutylink.events.actual.incident.reported.31.01.15   (type incident.reported, 310115)
+
+The 6-digit GB/T 2260 division code is split into its three 2-digit levels, so a
+jurisdiction prefix ("3101") becomes a subject filter ("31.01.*"). Each subscription also
+listens on its own redelivery subject, where dead letters are replayed to it alone:
+
+    dutylink.redeliver.<agency>.<subscription>
+
+Dead letters are kept per subscription on `dutylink.deadletter.<agency>.<subscription>`.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from dutylink.v1 import event_pb2
+
+EVENTS_STREAM = "DUTYLINK_EVENTS"
+DEADLETTER_STREAM = "DUTYLINK_DEADLETTER"
+EVENTS_PREFIX = "dutylink.events"
+REDELIVER_PREFIX = "dutylink.redeliver"
+DEADLETTER_PREFIX = "dutylink.deadletter"
+
+FAMILIES = ("incident", "resource", "warning")
+PLANE_TOKENS: dict[int, str] = {
+    event_pb2.PLANE_ACTUAL: "actual",
+    event_pb2.PLANE_EXERCISE: "exercise",
+    event_pb2.PLANE_TEST: "test",
+}
+
+
+class FilterTooBroadError(ValueError):
+    """A subscription filter expands to more subject filters than the gateway allows."""
+
+
+def event_subject(plane: int, event_type: str, division_code: str) -> str:
+    """The subject an event is stored under. Inputs are already validated (see event.proto)."""
+    family, name = event_type.split(".", 1)
+    province, city, county = division_code[0:2], division_code[2:4], division_code[4:6]
+    return f"{EVENTS_PREFIX}.{PLANE_TOKENS[plane]}.{family}.{name}.{province}.{city}.{county}"
+
+
+def consumer_name(agency: str, subscription: str) -> str:
+    """The durable JetStream consumer behind an agency's named subscription."""
+    return f"sub_{agency}_{subscription}"
+
+
+def redeliver_subject(agency: str, subscription: str) -> str:
+    return f"{REDELIVER_PREFIX}.{agency}.{subscription}"
+
+
+def deadletter_subject(agency: str, subscription: str) -> str:
+    return f"{DEADLETTER_PREFIX}.{agency}.{subscription}"
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What a subscription selects; empty tuples select everything (planes: ACTUAL only)."""
+
+    families: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    jurisdiction_prefixes: tuple[str, ...] = ()
+    planes: tuple[int, ...] = ()
+
+
+def _type_patterns(families: Sequence[str], types: Sequence[str]) -> list[str]:
+    if not families and not types:
+        return ["*.*"]
+    patterns = [f"{family}.*" for family in sorted(set(families))]
+    patterns += sorted({t for t in types if t.split(".", 1)[0] not in families})
+    return patterns
+
+
+def _jurisdiction_patterns(prefixes: Iterable[str]) -> list[str]:
+    # Drop prefixes covered by a shorter one: JetStream refuses overlapping filters.
+    kept = sorted(set(prefixes), key=len)
+    kept = [p for i, p in enumerate(kept) if not any(p.startswith(q) for q in kept[:i])]
+    if not kept:
+        return ["*.*.*"]
+    patterns = []
+    for prefix in sorted(kept):
+        levels = [prefix[i : i + 2] for i in range(0, len(prefix), 2)]
+        patterns.append(".".join(levels + ["*"] * (3 - len(levels))))
+    return patterns
+
+
+def filter_subjects(selection: Filter, *, limit: int) -> list[str]:
+    """The non-overlapping JetStream subject filters for a subscription filter."""
+    planes = sorted(set(selection.planes)) or [event_pb2.PLANE_ACTUAL]
+    types = _type_patterns(selection.families, selection.types)
+    areas = _jurisdiction_patterns(selection.jurisdiction_prefixes)
+    count = len(planes) * len(types) * len(areas)
+    if count > limit:
+        raise FilterTooBroadError(
+            f"the filter combines into {count} subject filters (limit {limit}): "
+            "select whole families or shorter jurisdiction prefixes"
+        )
+    return [
+        f"{EVENTS_PREFIX}.{PLANE_TOKENS[plane]}.{kind}.{area}"
+        for plane in planes
+        for kind in types
+        for area in areas
+    ]

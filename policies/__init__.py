@@ -1,0 +1,1 @@
+"""DutyLink access policies (the policies issue fills this package)."""

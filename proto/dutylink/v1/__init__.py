@@ -1,0 +1,1 @@
+"""Generated protobuf code; the schemas are the .proto files here."""

@@ -1,0 +1,48 @@
+"""Fixtures: a real nats-server per test (see gateway.testing) and a real gateway on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from adapters.client import DutyLinkClient
+from gateway.server import Gateway
+from gateway.testing import config_for_tests, gateway_for_tests, nats_for_tests
+
+TOKENS = {"fire": "dev-fire-token", "health": "dev-health-token", "police": "dev-police-token",
+          "ecology": "dev-ecology-token", "transport": "dev-transport-token",
+          "emergency": "dev-emergency-token"}  # fmt: skip
+
+
+@pytest.fixture
+async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
+    async with nats_for_tests(tmp_path / "nats") as url:
+        yield url
+
+
+@pytest.fixture
+async def gateway(nats_url: str) -> AsyncIterator[Gateway]:
+    async with gateway_for_tests(
+        nats_url, config_for_tests(subscriptions={"ack_wait_seconds": 2.0})
+    ) as running:
+        yield running
+
+
+ClientFactory = Callable[[str], Awaitable[DutyLinkClient]]
+
+
+@pytest.fixture
+async def client_for(gateway: Gateway) -> AsyncIterator[ClientFactory]:
+    """`await client_for("fire")`: a client authenticated as that sample agency."""
+    clients: list[DutyLinkClient] = []
+
+    async def make(agency: str) -> DutyLinkClient:
+        client = DutyLinkClient(gateway.address, token=TOKENS[agency])
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()

@@ -1,0 +1,61 @@
+"""Configuration: file, environment, defaults, and errors that name file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway import config
+from gateway.cli import app
+from gateway.config import ConfigError
+
+
+def test_no_file_gives_loopback_defaults_and_the_sample_agencies() -> None:
+    loaded = config.load(None, environ={})
+    assert loaded.gateway.listen == "127.0.0.1:50051"
+    assert loaded.nats.url == ""
+    assert {a.id for a in loaded.agencies} >= {"police", "fire", "health", "emergency", "transport"}
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "dutylink.toml"
+    path.write_text('[nats]\nurl = "nats://127.0.0.1:4222"\n[subscriptions]\nmax_deliveries = 3\n')
+    loaded = config.load(path, environ={"DUTYLINK_SUBSCRIPTIONS_MAX_DELIVERIES": "7"})
+    assert loaded.nats.url == "nats://127.0.0.1:4222"
+    assert loaded.subscriptions.max_deliveries == 7
+
+
+def test_an_unknown_key_is_an_error_naming_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "dutylink.toml"
+    path.write_text("[gateway]\nlisten_address = '127.0.0.1:1'\n")
+    with pytest.raises(ConfigError, match=r"dutylink\.toml: gateway: unknown key 'listen_address'"):
+        config.load(path, environ={})
+
+
+def test_a_wrongly_typed_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="DUTYLINK_GATEWAY_MAX_BATCH_EVENTS: expected int"):
+        config.load(None, environ={"DUTYLINK_GATEWAY_MAX_BATCH_EVENTS": "many"})
+
+
+def test_agencies_in_the_file_replace_the_samples_and_need_unique_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "dutylink.toml"
+    path.write_text(
+        '[[agencies]]\nid = "fire"\nname = "Fire"\ntoken = "t"\n[[agencies]]\nid = "police"\nname = "P"\ntoken = "t"\n'
+    )
+    with pytest.raises(ConfigError, match="tokens must be unique"):
+        config.load(path, environ={})
+
+
+def test_config_show_masks_tokens_and_a_bad_file_exits_2_with_its_name(tmp_path: Path) -> None:
+    runner = CliRunner()
+    shown = runner.invoke(app, ["config", "show", "--listen", "127.0.0.1:6000"])
+    assert shown.exit_code == 0, shown.output
+    assert '"listen": "127.0.0.1:6000"' in shown.output
+    assert "dev-fire-token" not in shown.output and '"token": "***"' in shown.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gatway]\n")
+    failed = runner.invoke(app, ["config", "show", "--config", str(bad)])
+    assert failed.exit_code == 2
+    assert "bad.toml: unknown section 'gatway'" in failed.output

@@ -1,0 +1,137 @@
+"""Publishing through the gateway: receipts, idempotency, validation, authentication."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from adapters.client import DutyLinkClient
+from gateway.server import Gateway
+from gateway.testing import config_for_tests, gateway_for_tests
+from tests.conftest import ClientFactory
+from tests.factories import incident_event, resource_request_event, warning_event
+
+
+def bad_request(error: grpc.aio.AioRpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    status = rpc_status.from_call(error)
+    assert status is not None, "the error carries no google.rpc.Status"
+    violations = []
+    for detail in status.details:
+        request = error_details_pb2.BadRequest()
+        assert detail.Unpack(request)
+        violations.extend(request.field_violations)
+    return violations
+
+
+async def test_a_publish_is_stored_and_stamped_with_the_callers_agency(
+    client_for: ClientFactory,
+) -> None:
+    fire = await client_for("fire")
+    receipt = await fire.publish(incident_event())
+    assert receipt.stream_sequence >= 1
+    assert not receipt.duplicate
+    assert receipt.received_time.seconds > 0
+
+
+async def test_the_same_event_id_twice_stores_one_event_and_says_duplicate(
+    client_for: ClientFactory,
+) -> None:
+    fire = await client_for("fire")
+    event = incident_event()
+    first = await fire.publish(event)
+    second = await fire.publish(event)
+    assert second.duplicate
+    assert second.stream_sequence == first.stream_sequence
+
+
+async def test_two_agencies_may_use_the_same_event_id(client_for: ClientFactory) -> None:
+    event = incident_event()
+    first = await (await client_for("fire")).publish(event)
+    second = await (await client_for("police")).publish(event)
+    assert not second.duplicate
+    assert second.stream_sequence != first.stream_sequence
+
+
+async def test_an_invalid_event_lists_every_violated_field(client_for: ClientFactory) -> None:
+    event = incident_event()
+    event.jurisdiction.division_code = "31011"
+    event.incident.location.point.latitude = 123.0
+    event.ClearField("time")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await (await client_for("fire")).publish(event)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = {v.field for v in bad_request(caught.value)}
+    assert {"jurisdiction.division_code", "incident.location.point.latitude", "time"} <= fields
+
+
+async def test_a_type_of_another_family_than_the_payload_is_refused(
+    client_for: ClientFactory,
+) -> None:
+    event = incident_event()
+    event.type = "warning.alert"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await (await client_for("fire")).publish(event)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "event.type_matches_payload" in {v.reason for v in bad_request(caught.value)}
+
+
+async def test_claiming_another_agency_as_source_is_permission_denied(
+    client_for: ClientFactory,
+) -> None:
+    event = incident_event()
+    event.source = "police"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await (await client_for("fire")).publish(event)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("token", ["", "not-a-token"])
+async def test_an_unknown_or_missing_token_is_unauthenticated(gateway: Gateway, token: str) -> None:
+    channel = grpc.aio.insecure_channel(gateway.address)
+    publisher = gateway_pb2_grpc.PublisherServiceStub(channel)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await publisher.Publish(
+            gateway_pb2.PublishRequest(event=incident_event()), metadata=metadata
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await channel.close()
+
+
+async def test_a_batch_stores_the_valid_events_and_reports_each_invalid_one(
+    client_for: ClientFactory,
+) -> None:
+    health = await client_for("health")
+    good = [resource_request_event() for _ in range(3)]
+    bad = resource_request_event()
+    bad.classification = event_pb2.CLASSIFICATION_UNSPECIFIED
+    results = await health.publish_batch([good[0], bad, good[1], good[1], good[2]])
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    assert [r.WhichOneof("outcome") for r in results] == [
+        "receipt",
+        "error",
+        "receipt",
+        "receipt",
+        "receipt",
+    ]
+    assert results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert [v.field for v in results[1].error.violations] == ["events[1].classification"]
+    assert (
+        results[3].receipt.duplicate
+        and results[3].receipt.stream_sequence == results[2].receipt.stream_sequence
+    )
+    sequences = [r.receipt.stream_sequence for r in results if r.HasField("receipt")]
+    assert sequences[0] < sequences[1] < sequences[3], "a batch is stored in request order"
+
+
+async def test_a_batch_over_the_limit_is_refused_whole(nats_url: str) -> None:
+    config = config_for_tests(gateway={"max_batch_events": 2})
+    async with gateway_for_tests(nats_url, config) as small:
+        client = DutyLinkClient(small.address, token="dev-weather-token")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.publish_batch([warning_event() for _ in range(3)])
+        await client.close()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,0 +1,218 @@
+"""Receiving through the gateway: each family end to end, filters, acks, redelivery, dead letters."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import grpc
+import nats
+import pytest
+from dutylink.v1 import event_pb2, gateway_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from adapters.client import DutyLinkClient, Subscription
+from gateway import subjects
+from gateway.server import Gateway
+from gateway.testing import config_for_tests, gateway_for_tests
+from tests.conftest import TOKENS, ClientFactory
+from tests.factories import incident_event, resource_request_event, warning_event
+
+
+async def receive(
+    subscription: Subscription, count: int, *, ack: bool = True, timeout: float = 10.0
+) -> list[gateway_pb2.Delivery]:
+    deliveries = []
+    for _ in range(count):
+        delivery = await subscription.next(timeout=timeout)
+        assert delivery is not None, "the stream ended early"
+        deliveries.append(delivery)
+        if ack:
+            await subscription.ack(delivery)
+    return deliveries
+
+
+async def assert_nothing_arrives(subscription: Subscription, within: float = 1.5) -> None:
+    with pytest.raises(TimeoutError):
+        await subscription.next(timeout=within)
+
+
+@pytest.mark.parametrize(
+    ("publisher", "make_event", "family"),
+    [("fire", incident_event, "incident"), ("health", resource_request_event, "resource"),
+     ("ecology", warning_event, "warning")],
+)  # fmt: skip
+async def test_every_family_reaches_every_subscribed_agency_as_published(
+    client_for: ClientFactory, publisher: str, make_event: object, family: str
+) -> None:
+    receivers = [await client_for(agency) for agency in ("police", "transport")]
+    subscriptions = [r.subscribe("duty", families=[family]) for r in receivers]
+    for subscription in subscriptions:
+        await subscription.open()
+    event = make_event()  # type: ignore[operator]
+    receipt = await (await client_for(publisher)).publish(event)
+    for subscription in subscriptions:
+        (delivery,) = await receive(subscription, 1)
+        assert delivery.stream_sequence == receipt.stream_sequence
+        assert delivery.attempt == 1
+        assert delivery.event.source == publisher
+        stamped = event_pb2.Event()
+        stamped.CopyFrom(event)
+        stamped.source = publisher
+        stamped.received_time.CopyFrom(receipt.received_time)
+        assert delivery.event == stamped
+        await subscription.close()
+
+
+async def test_filters_select_by_family_jurisdiction_and_plane(client_for: ClientFactory) -> None:
+    police = await client_for("police")
+    subscription = police.subscribe("pudong", families=["incident"], jurisdiction_prefixes=["3101"])
+    await subscription.open()
+    fire = await client_for("fire")
+    elsewhere = incident_event()
+    elsewhere.jurisdiction.division_code = "440305"
+    drill = incident_event()
+    drill.plane = event_pb2.PLANE_EXERCISE
+    await fire.publish(elsewhere)
+    await fire.publish(drill)
+    await (await client_for("ecology")).publish(warning_event())
+    wanted = incident_event()
+    await fire.publish(wanted)
+    (delivery,) = await receive(subscription, 1)
+    assert delivery.event.id == wanted.id
+    await assert_nothing_arrives(subscription)
+    await subscription.close()
+
+
+async def test_a_subscriber_that_disconnects_resumes_with_every_event_and_none_twice(
+    client_for: ClientFactory,
+) -> None:
+    police = await client_for("police")
+    fire = await client_for("fire")
+    first = police.subscribe("resume", families=["incident"])
+    await first.open()
+    events = [incident_event() for _ in range(10)]
+    for event in events[:4]:
+        await fire.publish(event)
+    got = await receive(first, 4)
+    await first.close()
+    for event in events[4:]:
+        await fire.publish(event)  # published while the agency is away
+    second = police.subscribe("resume", families=["incident"])
+    ready = await second.open()
+    assert ready.pending == 6
+    got += await receive(second, 6)
+    assert [d.event.id for d in got] == [e.id for e in events]
+    await assert_nothing_arrives(second)
+    await second.close()
+
+
+async def test_an_unacked_delivery_comes_again_after_the_stream_closes(
+    client_for: ClientFactory,
+) -> None:
+    police = await client_for("police")
+    first = police.subscribe("retry", families=["incident"])
+    await first.open()
+    event = incident_event()
+    await (await client_for("fire")).publish(event)
+    await receive(first, 1, ack=False)
+    await first.close()
+    second = police.subscribe("retry", families=["incident"])
+    await second.open()
+    (again,) = await receive(second, 1)
+    assert again.event.id == event.id and again.attempt == 2
+    await second.close()
+
+
+async def test_a_nacked_delivery_is_redelivered_after_its_delay(client_for: ClientFactory) -> None:
+    police = await client_for("police")
+    subscription = police.subscribe("nack", families=["incident"])
+    await subscription.open()
+    await (await client_for("fire")).publish(incident_event())
+    (first,) = await receive(subscription, 1, ack=False)
+    await subscription.nack(first, delay=timedelta(milliseconds=300), reason="database busy")
+    (second,) = await receive(subscription, 1)
+    assert second.stream_sequence == first.stream_sequence and second.attempt == 2
+    await subscription.close()
+
+
+async def test_a_slow_subscriber_gets_no_more_than_its_in_flight_limit(
+    client_for: ClientFactory,
+) -> None:
+    police = await client_for("police")
+    subscription = police.subscribe("slow", families=["incident"], max_in_flight=3)
+    ready = await subscription.open()
+    assert ready.max_in_flight == 3
+    fire = await client_for("fire")
+    await fire.publish_batch([incident_event() for _ in range(8)])
+    held = await receive(subscription, 3, ack=False)
+    await assert_nothing_arrives(subscription, within=1.0)
+    await subscription.ack(held[0])
+    (fourth,) = await receive(subscription, 1, ack=False)
+    assert fourth.stream_sequence > held[-1].stream_sequence
+    await subscription.close()
+
+
+async def test_an_event_never_acked_moves_to_the_dead_letter_queue(nats_url: str) -> None:
+    config = config_for_tests(subscriptions={"ack_wait_seconds": 0.5, "max_deliveries": 2})
+    async with gateway_for_tests(nats_url, config) as gateway:
+        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
+        subscription = police.subscribe("poison", families=["incident"])
+        await subscription.open()
+        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
+        event = incident_event()
+        await fire.publish(event)
+        attempts = [d.attempt for d in await receive(subscription, 2, ack=False)]
+        assert attempts == [1, 2]
+        await assert_nothing_arrives(subscription, within=2.0)
+        await subscription.close()
+        await police.close()
+        await fire.close()
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    dead = await js.get_last_msg(
+        subjects.DEADLETTER_STREAM, subjects.deadletter_subject("police", "poison")
+    )
+    await nc.close()
+    assert event_pb2.Event.FromString(dead.data).id == event.id
+    assert dead.headers is not None and dead.headers["Dutylink-Deliveries"] == "2"
+
+
+async def test_nothing_acknowledged_is_lost_when_the_gateway_restarts(nats_url: str) -> None:
+    config = config_for_tests()
+    async with gateway_for_tests(nats_url, config) as gateway:
+        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
+        await police.subscribe("restart", families=["incident"]).open()
+        await police.close()
+        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
+        acknowledged = [incident_event() for _ in range(20)]
+        for event in acknowledged:
+            await fire.publish(event)
+        await fire.close()
+    async with gateway_for_tests(nats_url, config) as restarted:
+        police = DutyLinkClient(restarted.address, token=TOKENS["police"])
+        subscription = police.subscribe("restart", families=["incident"])
+        await subscription.open()
+        got = await receive(subscription, 20)
+        assert {d.event.id for d in got} == {e.id for e in acknowledged}
+        await subscription.close()
+        await police.close()
+
+
+async def test_health_serves_and_reflection_lists_the_services(gateway: Gateway) -> None:
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        status = await health.Check(
+            health_pb2.HealthCheckRequest(service="dutylink.v1.PublisherService")
+        )
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        reflector = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflector.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name async for r in responses for s in r.list_services_response.service}
+    assert {
+        "dutylink.v1.PublisherService",
+        "dutylink.v1.SubscriberService",
+        "grpc.health.v1.Health",
+    } <= names

@@ -1,0 +1,63 @@
+"""Set up and run DutyLink with nothing but Python 3.11+ (standard library only).
+
+    python3 tools/bootstrap.py demo    # the gateway on an embedded NATS, with simulated agencies
+    python3 tools/bootstrap.py serve   # just the gateway (extra arguments go to `dutylink serve`)
+    python3 tools/bootstrap.py test    # the test suite (extra arguments go to pytest)
+    python3 tools/bootstrap.py check   # lint, types, schema lint, generated-code freshness
+
+Creates `.venv` beside the repo on first use and reinstalls only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".dutylink-installed"
+
+
+def run(*command: str | Path) -> None:
+    result = subprocess.run([str(c) for c in command], cwd=ROOT, check=False)
+    if result.returncode != 0:
+        sys.exit(result.returncode)
+
+
+def ensure_environment() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"DutyLink needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not STAMP.exists() or STAMP.read_text().strip() != wanted:
+        print("installing DutyLink and its development tools into .venv", flush=True)
+        run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+        run(BIN / "python", "-m", "pip", "install", "--quiet", "--editable", ".[dev]")
+        STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("demo", "serve", "test", "check"):
+        sys.exit(__doc__)
+    ensure_environment()
+    command, rest = argv[0], argv[1:]
+    if command in ("demo", "serve"):
+        run(BIN / "dutylink", command, *rest)
+    elif command == "test":
+        run(BIN / "python", "-m", "pytest", *rest)
+    else:
+        run(BIN / "ruff", "check", ".")
+        run(BIN / "ruff", "format", "--check", ".")
+        run(BIN / "mypy")
+        run(BIN / "python", "tools/gen_proto.py", "--check", "--lint")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

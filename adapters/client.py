@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, cast
 
 import grpc
+
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 
 

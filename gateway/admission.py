@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import grpc
-from dutylink.v1 import event_pb2
 
+from dutylink.v1 import event_pb2
 from gateway import envelope, subjects
 from gateway.auth import Principal
 from gateway.validation import FieldProblem, Validator

@@ -81,6 +81,50 @@ def serve(
     asyncio.run(run())
 
 
+@app.command()
+def demo(
+    listen: Annotated[
+        str, typer.Option("--listen", help="gRPC address HOST:PORT.")
+    ] = "127.0.0.1:50051",
+    data_dir: DataDirOption = None,
+    nats_url: NatsUrlOption = None,
+    keep_serving: Annotated[
+        bool,
+        typer.Option("--keep-serving", help="Keep the gateway running afterwards (for grpcurl)."),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="Gateway log level during the demo.")] = "error",
+) -> None:
+    """Start the gateway (embedded NATS in a fresh directory) and play a linked-duty scenario."""
+    import tempfile
+
+    from rich.console import Console
+
+    from gateway.demo import run_demo
+    from gateway.server import Gateway
+
+    logs.configure(log_level)
+    console = Console()
+
+    async def run(directory: Path) -> None:
+        settings = load_config(None, listen=listen, data_dir=directory, nats_url=nats_url)
+        async with Gateway(settings) as gateway:
+            console.print(
+                f"gateway on [bold]{gateway.address}[/], NATS JetStream at {gateway.nats_url}"
+            )
+            await run_demo(gateway.address, console)
+            if keep_serving:
+                console.print(
+                    f"serving until Ctrl-C; try: grpcurl -plaintext {gateway.address} list"
+                )
+                await gateway.serve_until_signalled()
+
+    if data_dir is not None:
+        asyncio.run(run(data_dir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="dutylink-demo-") as directory:
+            asyncio.run(run(Path(directory)))
+
+
 @config_app.command("show")
 def config_show(
     config: ConfigOption = None,

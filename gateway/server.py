@@ -16,10 +16,10 @@ from types import TracebackType
 
 import grpc
 import structlog
-from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.auth import TokenAuthenticator
 from gateway.config import Config
 from gateway.jetstream import EventStore

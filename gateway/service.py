@@ -15,12 +15,12 @@ from typing import Any, NoReturn, cast
 
 import grpc
 import structlog
-from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from nats.aio.msg import Msg
 
+from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway import subjects
 from gateway.admission import Admitted, Refused, admit
 from gateway.auth import Principal, TokenAuthenticator, UnauthenticatedError

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from adapters.client import DutyLinkClient
+from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
 from tests.conftest import ClientFactory

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from dutylink.v1 import event_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dutylink.v1 import event_pb2
 from gateway import subjects
 from gateway.subjects import Filter, FilterTooBroadError, event_subject, filter_subjects
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 import grpc
 import nats
 import pytest
-from dutylink.v1 import event_pb2, gateway_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from adapters.client import DutyLinkClient, Subscription
+from dutylink.v1 import event_pb2, gateway_pb2
 from gateway import subjects
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests

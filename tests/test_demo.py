@@ -1,0 +1,35 @@
+"""The demo scenario runs end to end through a real gateway and every agency gets its share."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from gateway.demo import SUBSCRIPTIONS, run_demo, scenario
+from gateway.server import Gateway
+from gateway.validation import Validator
+
+
+def test_every_scripted_event_is_valid() -> None:
+    validator = Validator()
+    for step in scenario(datetime(2026, 8, 15, 6, tzinfo=UTC)):
+        assert validator.problems(step.event) == [], step.narration
+
+
+async def test_the_demo_delivers_each_event_to_every_other_subscribed_agency(
+    gateway: Gateway,
+) -> None:
+    output = io.StringIO()
+    report = await run_demo(gateway.address, Console(file=output, width=200), pause=0)
+    steps = scenario(datetime.now(UTC))
+    for agency, families in SUBSCRIPTIONS.items():
+        expected = sum(
+            1 for s in steps if s.agency != agency and s.event.WhichOneof("payload") in families
+        )
+        assert report.received[agency] == expected, agency
+    assert sum(report.sent.values()) == len(steps)
+    assert report.duplicates == 1
+    assert "jurisdiction.division_code" in report.rejected_fields
+    assert "Exchange summary" in output.getvalue()

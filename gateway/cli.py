@@ -9,10 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from gateway import config as config_module
 from gateway import logs
 from gateway.config import Config, ConfigError
+from gateway.jetstream import EventStore, StoreError
+from gateway.nats_server import running_url
 
 app = typer.Typer(
     help="DutyLink: the inter-agency event bus for a city's public-safety agencies.",
@@ -20,6 +24,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+deadletter_app = typer.Typer(
+    help="Inspect and replay dead letters (operators).", no_args_is_help=True
+)
+app.add_typer(deadletter_app, name="deadletter")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="TOML configuration file.", dir_okay=False)
@@ -97,8 +105,6 @@ def demo(
     """Start the gateway (embedded NATS in a fresh directory) and play a linked-duty scenario."""
     import tempfile
 
-    from rich.console import Console
-
     from gateway.demo import run_demo
     from gateway.server import Gateway
 
@@ -135,3 +141,101 @@ def config_show(
     """Print the effective configuration (file + DUTYLINK_* environment + flags), secrets masked."""
     settings = load_config(config, listen=listen, data_dir=data_dir, nats_url=nats_url)
     typer.echo(json.dumps(config_module.masked(settings), indent=2, ensure_ascii=False))
+
+
+async def _connected_store(settings: Config) -> EventStore:
+    """An EventStore on the configured NATS, or on the embedded server of the data directory."""
+    url = settings.nats.url or running_url(settings.nats.data_dir)
+    if not url:
+        typer.echo(
+            f"error: no NATS to talk to: give --nats-url, set nats.url, or start the gateway "
+            f"with data directory {settings.nats.data_dir}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    store = EventStore(settings)
+    try:
+        await store.connect(url)
+    except StoreError as error:
+        typer.echo(f"error: {url}: {error}", err=True)
+        raise typer.Exit(1) from None
+    return store
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    agency: Annotated[str, typer.Option(help="Only this agency's subscriptions.")] = "*",
+    subscription: Annotated[str, typer.Option(help="Only this subscription name.")] = "*",
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    nats_url: NatsUrlOption = None,
+) -> None:
+    """List dead letters: events a subscription did not acknowledge within its delivery limit."""
+    settings = load_config(config, data_dir=data_dir, nats_url=nats_url)
+
+    async def run() -> None:
+        store = await _connected_store(settings)
+        try:
+            letters = await store.dead_letters(agency, subscription)
+        finally:
+            await store.close()
+        table = Table(title=f"Dead letters ({len(letters)})")
+        for column in (
+            "seq",
+            "agency",
+            "subscription",
+            "event id",
+            "type",
+            "from",
+            "deliveries",
+            "reason",
+        ):
+            table.add_column(column)
+        for letter in letters:
+            table.add_row(
+                str(letter.sequence), letter.agency, letter.subscription, letter.event_id, letter.event_type,
+                letter.source, str(letter.deliveries), letter.reason,
+            )  # fmt: skip
+        Console().print(table)
+
+    asyncio.run(run())
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    sequences: Annotated[
+        list[int], typer.Argument(help="Dead-letter sequence numbers (from `list`).")
+    ],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    nats_url: NatsUrlOption = None,
+) -> None:
+    """Deliver dead letters again, each to the subscription that gave up on it."""
+    settings = load_config(config, data_dir=data_dir, nats_url=nats_url)
+
+    async def run() -> int:
+        store = await _connected_store(settings)
+        failures = 0
+        try:
+            for sequence in sequences:
+                try:
+                    letter, stored = await store.replay_dead_letter(sequence)
+                except StoreError as error:
+                    typer.echo(f"dead letter {sequence}: {error}", err=True)
+                    failures += 1
+                    continue
+                note = " (already replayed: stored once)" if stored.duplicate else ""
+                typer.echo(
+                    f"dead letter {sequence}: event {letter.event_id} replayed to "
+                    f"{letter.agency}/{letter.subscription} as stream sequence {stored.sequence}{note}"
+                )
+        finally:
+            await store.close()
+        return failures
+
+    if asyncio.run(run()):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -50,6 +50,37 @@ class Stored:
     duplicate: bool
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event a subscription gave up on, as kept in the dead-letter stream."""
+
+    sequence: int
+    agency: str
+    subscription: str
+    event_id: str
+    event_type: str
+    source: str
+    original_sequence: int
+    deliveries: int
+    reason: str
+
+    @classmethod
+    def from_stored(cls, raw: api.RawStreamMsg) -> DeadLetter:
+        headers = raw.headers or {}
+        _, _, agency, subscription = (raw.subject or "").split(".", 3)
+        return cls(
+            sequence=raw.seq or 0,
+            agency=agency,
+            subscription=subscription,
+            event_id=headers.get("ce-id", ""),
+            event_type=headers.get("ce-type", ""),
+            source=headers.get("ce-source", ""),
+            original_sequence=int(headers.get("Dutylink-Original-Sequence", "0")),
+            deliveries=int(headers.get("Dutylink-Deliveries", "0")),
+            reason=headers.get("Dutylink-Reason", ""),
+        )
+
+
 def _translate(error: BaseException) -> StoreError:
     if isinstance(error, nats.js.errors.ServiceUnavailableError):
         return StoreUnavailableError(f"JetStream unavailable: {error.description}")
@@ -261,6 +292,46 @@ class EventStore:
             await message.term()
         except _STORE_FAILURES as error:
             raise _translate(error) from error
+
+    async def dead_letters(self, agency: str = "*", subscription: str = "*") -> list[DeadLetter]:
+        """Every dead letter of the matching subscriptions, oldest first (kept, never deleted:
+        replaying one copies it back, so the record of what failed stays)."""
+        wanted = subjects.deadletter_subject(agency, subscription)
+        found: list[DeadLetter] = []
+        sequence = 1
+        while True:
+            try:
+                raw = await self._js.get_msg(
+                    subjects.DEADLETTER_STREAM, seq=sequence, subject=wanted, next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return found
+            except _STORE_FAILURES as error:
+                raise _translate(error) from error
+            found.append(DeadLetter.from_stored(raw))
+            sequence = (raw.seq or sequence) + 1
+
+    async def replay_dead_letter(self, sequence: int) -> tuple[DeadLetter, Stored]:
+        """Deliver a dead letter again, to its own subscription only. Replaying the same dead
+        letter twice within the duplicate window stores it once."""
+        try:
+            raw = await self._js.get_msg(subjects.DEADLETTER_STREAM, seq=sequence)
+        except nats.js.errors.NotFoundError:
+            raise StoreRejectedError(f"no dead letter with sequence {sequence}") from None
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        letter = DeadLetter.from_stored(raw)
+        headers = {k: v for k, v in (raw.headers or {}).items() if k.startswith("ce-")}
+        headers["Nats-Msg-Id"] = f"replay:{sequence}"
+        headers["Dutylink-Replay-Of"] = str(sequence)
+        subject = subjects.redeliver_subject(letter.agency, letter.subscription)
+        try:
+            ack = await self._js.publish(
+                subject, raw.data or b"", stream=subjects.EVENTS_STREAM, headers=headers
+            )
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        return letter, _pub_ack(ack)
 
     async def close(self) -> None:
         """Drain: let in-flight publishes and acks finish, then close."""

@@ -21,6 +21,7 @@ import structlog
 
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
 _READY = b"Server is ready"
+URL_FILE = "nats-server.url"
 _PROBLEM = re.compile(rb"\[(FTL|ERR)\] (.*)")
 
 log = structlog.get_logger("dutylink.nats_server")
@@ -28,6 +29,17 @@ log = structlog.get_logger("dutylink.nats_server")
 
 class NatsServerError(RuntimeError):
     """The nats-server process could not be found, failed to start or died."""
+
+
+def embedded_dir(data_dir: str | Path) -> Path:
+    """Where the embedded server of a gateway with this `nats.data_dir` keeps its files."""
+    return Path(data_dir) / "nats"
+
+
+def running_url(data_dir: str | Path) -> str | None:
+    """The URL of the embedded server running for this data directory, if any."""
+    path = embedded_dir(data_dir) / URL_FILE
+    return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
 
 def find_binary() -> Path:
@@ -84,6 +96,10 @@ class NatsServer:
         return self._url
 
     @property
+    def url_file(self) -> Path:
+        return self.data_dir / URL_FILE
+
+    @property
     def pid(self) -> int:
         if self._process is None:
             raise NatsServerError("nats-server is not running")
@@ -111,6 +127,8 @@ class NatsServer:
         except BaseException:
             await self.stop()
             raise
+        # Operator tools (e.g. `dutylink deadletter`) find the embedded server through this file.
+        self.url_file.write_text(self._url + "\n", encoding="utf-8")
         # Keep draining the log: a full pipe would block the server.
         self._stderr_task = asyncio.create_task(self._forward_log())
         log.info("nats_server.started", url=self._url, pid=self._process.pid)
@@ -142,6 +160,7 @@ class NatsServer:
 
     async def stop(self, timeout: float = 10.0) -> None:
         process, self._process, self._url = self._process, None, None
+        self.url_file.unlink(missing_ok=True)
         if process is not None and process.returncode is None:
             process.terminate()
             try:

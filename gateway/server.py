@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -23,7 +22,7 @@ from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.auth import TokenAuthenticator
 from gateway.config import Config
 from gateway.jetstream import EventStore
-from gateway.nats_server import NatsServer
+from gateway.nats_server import NatsServer, embedded_dir
 from gateway.service import Publisher, Subscriber
 from gateway.validation import Validator
 
@@ -83,7 +82,7 @@ class Gateway:
             "auth.token_mode", message="agencies authenticate with bearer tokens (development mode)"
         )
         if not self._nats_url:
-            self._embedded = NatsServer(Path(self.config.nats.data_dir) / "nats")
+            self._embedded = NatsServer(embedded_dir(self.config.nats.data_dir))
             self._nats_url = await self._embedded.start()
         gateway_settings = self.config.gateway
         max_request = (

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from datetime import timedelta
 
 import grpc
-import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from adapters.client import DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
-from gateway import subjects
+from gateway.jetstream import EventStore
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS, ClientFactory
@@ -153,29 +155,51 @@ async def test_a_slow_subscriber_gets_no_more_than_its_in_flight_limit(
     await subscription.close()
 
 
-async def test_an_event_never_acked_moves_to_the_dead_letter_queue(nats_url: str) -> None:
+async def test_an_event_never_acked_is_dead_lettered_and_replays_to_its_subscription_only(
+    nats_url: str,
+) -> None:
     config = config_for_tests(subscriptions={"ack_wait_seconds": 0.5, "max_deliveries": 2})
     async with gateway_for_tests(nats_url, config) as gateway:
         police = DutyLinkClient(gateway.address, token=TOKENS["police"])
-        subscription = police.subscribe("poison", families=["incident"])
-        await subscription.open()
+        transport = DutyLinkClient(gateway.address, token=TOKENS["transport"])
+        poisoned = police.subscribe("poison", families=["incident"])
+        healthy = transport.subscribe("healthy", families=["incident"])
+        await poisoned.open()
+        await healthy.open()
         fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
         event = incident_event()
         await fire.publish(event)
-        attempts = [d.attempt for d in await receive(subscription, 2, ack=False)]
+        await receive(healthy, 1)
+        attempts = [d.attempt for d in await receive(poisoned, 2, ack=False)]
         assert attempts == [1, 2]
-        await assert_nothing_arrives(subscription, within=2.0)
-        await subscription.close()
-        await police.close()
-        await fire.close()
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    dead = await js.get_last_msg(
-        subjects.DEADLETTER_STREAM, subjects.deadletter_subject("police", "poison")
-    )
-    await nc.close()
-    assert event_pb2.Event.FromString(dead.data).id == event.id
-    assert dead.headers is not None and dead.headers["Dutylink-Deliveries"] == "2"
+        await assert_nothing_arrives(poisoned, within=2.0)
+
+        store = EventStore(config)
+        await store.connect(nats_url)
+        (letter,) = await store.dead_letters("police", "poison")
+        assert (letter.event_id, letter.source, letter.deliveries) == (event.id, "fire", 2)
+        _, first = await store.replay_dead_letter(letter.sequence)
+        _, again = await store.replay_dead_letter(letter.sequence)
+        assert again.duplicate and again.sequence == first.sequence
+        (replayed,) = await receive(poisoned, 1)
+        assert replayed.event.id == event.id
+        await assert_nothing_arrives(healthy, within=1.0)
+        assert [d.event_id for d in await store.dead_letters()] == [event.id], (
+            "replay keeps the record"
+        )
+        await store.close()
+        for subscription in (poisoned, healthy):
+            await subscription.close()
+        for client in (police, transport, fire):
+            await client.close()
+
+    listing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "deadletter", "list", "--nats-url", nats_url,
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    output, _ = await listing.communicate()
+    assert listing.returncode == 0
+    assert event.id in output.decode()
 
 
 async def test_nothing_acknowledged_is_lost_when_the_gateway_restarts(nats_url: str) -> None:

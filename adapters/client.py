@@ -103,6 +103,7 @@ class Subscription:
         self._metadata = metadata
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._error: grpc.aio.AioRpcError | None = None
         self._deliveries: asyncio.Queue[gateway_pb2.Delivery | None] = asyncio.Queue()
         self.ready: gateway_pb2.SubscriptionReady | None = None
 
@@ -123,6 +124,8 @@ class Subscription:
         try:
             while (response := await call.read()) is not grpc.aio.EOF:
                 self._deliveries.put_nowait(cast(gateway_pb2.SubscribeResponse, response).delivery)
+        except grpc.aio.AioRpcError as error:
+            self._error = error
         finally:
             self._deliveries.put_nowait(None)
 
@@ -132,8 +135,8 @@ class Subscription:
         delivery = await asyncio.wait_for(self._deliveries.get(), timeout)
         if delivery is None:
             self._deliveries.put_nowait(None)  # stay ended for later calls
-            if self._reader is not None and self._reader.done() and self._reader.exception():
-                raise cast(BaseException, self._reader.exception())
+            if self._error is not None:
+                raise self._error
         return delivery
 
     async def __aiter__(self) -> AsyncIterator[gateway_pb2.Delivery]:

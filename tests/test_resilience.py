@@ -30,9 +30,11 @@ async def health_of(address: str) -> int:
 
 
 async def wait_for_health(address: str, wanted: int, within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while await health_of(address) != wanted:
-            await asyncio.sleep(0.05)
+    async with grpc.aio.insecure_channel(address) as channel, asyncio.timeout(within):
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        async for response in watch:
+            if response.status == wanted:
+                return
 
 
 async def test_a_nats_crash_refuses_publishes_as_unavailable_and_loses_nothing_acknowledged(

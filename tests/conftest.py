@@ -13,7 +13,7 @@ from gateway.testing import config_for_tests, gateway_for_tests, nats_for_tests
 
 TOKENS = {"fire": "dev-fire-token", "health": "dev-health-token", "police": "dev-police-token",
           "ecology": "dev-ecology-token", "transport": "dev-transport-token",
-          "emergency": "dev-emergency-token"}  # fmt: skip
+          "emergency": "dev-emergency-token", "weather": "dev-weather-token"}  # fmt: skip
 
 
 @pytest.fixture

@@ -131,6 +131,34 @@ def demo(
             asyncio.run(run(Path(directory)))
 
 
+@app.command()
+def bench(
+    runs: Annotated[int, typer.Option(help="Repetitions; each figure is their median.")] = 3,
+    events: Annotated[int, typer.Option(help="Events per gateway run.")] = 2000,
+) -> None:
+    """Measure the publish path on this machine and print one table (medians)."""
+    from gateway import bench as bench_module
+
+    logs.configure("error")
+    figures = asyncio.run(bench_module.run(runs=runs, count=events))
+    table = Table(title=f"DutyLink publish path, median of {runs} runs")
+    for column in ("figure", "median", "unit", "runs"):
+        table.add_column(column)
+    for figure in figures:
+        table.add_row(
+            figure.name,
+            f"{figure.median:,.2f}",
+            figure.unit,
+            ", ".join(f"{s:,.2f}" for s in figure.samples),
+        )
+    by_name = {f.name: f.median for f in figures}
+    Console().print(table)
+    Console().print(
+        f"fsync on every write costs {by_name[figures[0].name] / by_name[figures[1].name]:.1f}x per sequential publish; "
+        f"PublishBatch is {by_name[figures[3].name] / by_name[figures[2].name]:.1f}x unary Publish"
+    )
+
+
 @config_app.command("show")
 def config_show(
     config: ConfigOption = None,

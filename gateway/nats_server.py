@@ -53,15 +53,18 @@ def find_binary() -> Path:
     return Path(found)
 
 
-def render_config(store_dir: Path, *, host: str, port: int, name: str) -> str:
-    """The server's configuration file. JSON strings are valid NATS config strings."""
+def render_config(
+    store_dir: Path, *, host: str, port: int, name: str, sync_always: bool = True
+) -> str:
+    """The server's configuration file. JSON strings are valid NATS config strings.
+    `sync_always=False` (JetStream's own default) exists only so the benchmark can show the cost."""
     return "\n".join(
         [
             f"server_name: {json.dumps(name)}",
             f"listen: {json.dumps(f'{host}:{port}')}",
             "jetstream {",
             f"  store_dir: {json.dumps(str(store_dir))}",
-            "  sync_interval: always",
+            *(["  sync_interval: always"] if sync_always else []),
             "}",
             "",
         ]
@@ -79,12 +82,14 @@ class NatsServer:
         port: int = -1,
         name: str = "dutylink-embedded",
         start_timeout: float = 10.0,
+        sync_always: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.name = name
         self.start_timeout = start_timeout
+        self.sync_always = sync_always
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._url: str | None = None

@@ -1,0 +1,121 @@
+"""`dutylink bench`: figures for the publish path, each a median over repeated runs.
+
+Measured on whatever machine runs it, against fresh embedded nats-servers on loopback:
+- the cost of `sync_interval: always`: raw nats-py acked JetStream publishes, one at a time,
+  with fsync on every write vs JetStream's default (fsync every two minutes);
+- gateway unary Publish with 16 calls in flight, and PublishBatch, in events/s (validation on,
+  `sync_interval: always`), and their ratio.
+The cluster, fan-out, latency and memory figures come with the scale-out issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import nats
+
+from adapters.client import DutyLinkClient
+from dutylink.v1 import event_pb2
+from gateway.config import load
+from gateway.demo import scenario
+from gateway.nats_server import NatsServer
+from gateway.server import Gateway
+
+PAYLOAD = b"x" * 512
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    unit: str
+    median: float
+    samples: tuple[float, ...]
+
+
+def _events(count: int) -> list[event_pb2.Event]:
+    template = scenario(datetime.now(UTC))[0].event
+    events = []
+    for index in range(count):
+        event = event_pb2.Event()
+        event.CopyFrom(template)
+        event.id = f"bench-{time.time_ns()}-{index}"
+        events.append(event)
+    return events
+
+
+async def _raw_publish_latency_ms(directory: Path, *, sync_always: bool, count: int) -> float:
+    async with NatsServer(directory, sync_always=sync_always) as server:
+        client = await nats.connect(server.url)
+        js = client.jetstream()
+        await js.add_stream(name="BENCH", subjects=["bench.>"])
+        latencies = []
+        for index in range(count):
+            started = time.perf_counter()
+            await js.publish(f"bench.{index % 16}", PAYLOAD)
+            latencies.append(time.perf_counter() - started)
+        await client.close()
+    return statistics.median(latencies) * 1000
+
+
+async def _gateway_rates(
+    directory: Path, *, count: int, in_flight: int, batch: int
+) -> tuple[float, float]:
+    config = load(None, environ={})
+    async with NatsServer(directory) as server, Gateway(config, nats_url=server.url) as gateway:
+        client = DutyLinkClient(gateway.address, token="dev-fire-token")
+        limit = asyncio.Semaphore(in_flight)
+
+        async def one(event: event_pb2.Event) -> None:
+            async with limit:
+                await client.publish(event)
+
+        events = _events(count)
+        started = time.perf_counter()
+        await asyncio.gather(*(one(e) for e in events))
+        unary = count / (time.perf_counter() - started)
+
+        events = _events(count)
+        started = time.perf_counter()
+        for offset in range(0, count, batch):
+            results = await client.publish_batch(events[offset : offset + batch])
+            if any(r.HasField("error") for r in results):
+                raise RuntimeError(f"batch publish failed: {results[0].error.message}")
+        batched = count / (time.perf_counter() - started)
+        await client.close()
+    return unary, batched
+
+
+T = TypeVar("T")
+
+
+async def _repeat(runs: int, measure: Callable[[Path], Awaitable[T]]) -> list[T]:
+    samples: list[T] = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="dutylink-bench-") as directory:
+            samples.append(await measure(Path(directory)))
+    return samples
+
+
+async def run(runs: int = 3, count: int = 2000) -> list[Figure]:
+    def figure(name: str, unit: str, samples: list[float]) -> Figure:
+        return Figure(name, unit, statistics.median(samples), tuple(samples))
+
+    synced = await _repeat(runs, lambda d: _raw_publish_latency_ms(d, sync_always=True, count=1000))
+    default = await _repeat(
+        runs, lambda d: _raw_publish_latency_ms(d, sync_always=False, count=1000)
+    )
+    rates = await _repeat(runs, lambda d: _gateway_rates(d, count=count, in_flight=16, batch=500))
+    return [
+        figure("raw JetStream publish, sync_interval: always", "ms/publish", synced),
+        figure("raw JetStream publish, default (2 min fsync)", "ms/publish", default),
+        figure("gateway Publish, 16 in flight", "events/s", [u for u, _ in rates]),
+        figure("gateway PublishBatch, 500 per call", "events/s", [b for _, b in rates]),
+    ]

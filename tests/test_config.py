@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,13 @@ def test_config_show_masks_tokens_and_a_bad_file_exits_2_with_its_name(tmp_path:
     failed = runner.invoke(app, ["config", "show", "--config", str(bad)])
     assert failed.exit_code == 2
     assert "bad.toml: unknown section 'gatway'" in failed.output
+
+
+def test_the_example_configuration_in_deploy_shows_every_key_with_its_default() -> None:
+    example = Path(__file__).resolve().parent.parent / "deploy" / "dutylink.example.toml"
+    raw = tomllib.loads(example.read_text())
+    loaded, defaults = config.load(example, environ={}), config.load(None, environ={})
+    for name in ("gateway", "nats", "subscriptions"):
+        assert set(raw[name]) == {f.name for f in dataclasses.fields(getattr(defaults, name))}, name
+        assert getattr(loaded, name) == getattr(defaults, name), name
+    assert [a.id for a in loaded.agencies] == ["fire", "command"]

@@ -4,7 +4,8 @@ Measured on whatever machine runs it, against fresh embedded nats-servers on loo
 - the cost of `sync_interval: always`: raw nats-py acked JetStream publishes, one at a time,
   with fsync on every write vs JetStream's default (fsync every two minutes);
 - gateway unary Publish with 16 calls in flight, and PublishBatch, in events/s (validation on,
-  `sync_interval: always`), and their ratio.
+  `sync_interval: always`), against raw nats-py pipelined publishing of the same events with
+  the same server settings.
 The cluster, fan-out, latency and memory figures come with the scale-out issue.
 """
 
@@ -65,6 +66,24 @@ async def _raw_publish_latency_ms(directory: Path, *, sync_always: bool, count: 
     return statistics.median(latencies) * 1000
 
 
+async def _raw_pipelined_rate(directory: Path, *, count: int) -> float:
+    """The baseline for PublishBatch: nats-py publishing without waiting for each ack."""
+    async with NatsServer(directory) as server:
+        client = await nats.connect(server.url)
+        js = client.jetstream()
+        await js.add_stream(name="BENCH", subjects=["bench.>"], duplicate_window=120)
+        data = _events(1)[0].SerializeToString()
+        started = time.perf_counter()
+        futures = [
+            await js.publish_async(f"bench.{i % 16}", data, headers={"Nats-Msg-Id": f"raw-{i}"})
+            for i in range(count)
+        ]
+        await asyncio.gather(*futures)
+        rate = count / (time.perf_counter() - started)
+        await client.close()
+    return rate
+
+
 async def _gateway_rates(
     directory: Path, *, count: int, in_flight: int, batch: int
 ) -> tuple[float, float]:
@@ -113,9 +132,11 @@ async def run(runs: int = 3, count: int = 2000) -> list[Figure]:
         runs, lambda d: _raw_publish_latency_ms(d, sync_always=False, count=1000)
     )
     rates = await _repeat(runs, lambda d: _gateway_rates(d, count=count, in_flight=16, batch=500))
+    raw = await _repeat(runs, lambda d: _raw_pipelined_rate(d, count=count))
     return [
         figure("raw JetStream publish, sync_interval: always", "ms/publish", synced),
         figure("raw JetStream publish, default (2 min fsync)", "ms/publish", default),
         figure("gateway Publish, 16 in flight", "events/s", [u for u, _ in rates]),
         figure("gateway PublishBatch, 500 per call", "events/s", [b for _, b in rates]),
+        figure("raw nats-py pipelined JetStream publish", "events/s", raw),
     ]

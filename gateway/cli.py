@@ -155,7 +155,8 @@ def bench(
     Console().print(table)
     Console().print(
         f"fsync on every write costs {by_name[figures[0].name] / by_name[figures[1].name]:.1f}x per sequential publish; "
-        f"PublishBatch is {by_name[figures[3].name] / by_name[figures[2].name]:.1f}x unary Publish"
+        f"PublishBatch is {by_name[figures[3].name] / by_name[figures[2].name]:.1f}x unary Publish "
+        f"and {by_name[figures[3].name] / by_name[figures[4].name]:.2f}x raw pipelined nats-py"
     )
 
 

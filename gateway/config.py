@@ -46,6 +46,7 @@ class NatsSettings:
     stream_replicas: int = 1
     duplicate_window_seconds: float = 120.0
     events_max_age_days: float = 30.0
+    events_max_bytes: int = -1
     deadletter_max_age_days: float = 180.0
     connect_timeout_seconds: float = 5.0
 

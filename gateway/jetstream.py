@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,20 +83,80 @@ class DeadLetter:
         )
 
 
+def _api_error(code: int | None, description: str | None) -> StoreError:
+    text = (description or "").lower()
+    # A full stream answers 503 too ("maximum bytes exceeded"): look at the text first.
+    if ("maximum" in text and "exceeded" in text) or "insufficient resources" in text:
+        return StoreFullError(f"event stream is full: {description}")
+    if code == 503:
+        return StoreUnavailableError(f"JetStream unavailable: {description}")
+    return StoreRejectedError(f"JetStream refused the event: {description}")
+
+
 def _translate(error: BaseException) -> StoreError:
-    if isinstance(error, nats.js.errors.ServiceUnavailableError):
-        return StoreUnavailableError(f"JetStream unavailable: {error.description}")
+    if isinstance(error, StoreError):
+        return error
     if isinstance(error, nats.js.errors.APIError):
-        text = (error.description or "").lower()
-        if ("maximum" in text and "exceeded" in text) or "insufficient resources" in text:
-            return StoreFullError(f"event stream is full: {error.description}")
-        return StoreRejectedError(f"JetStream refused the event: {error.description}")
+        return _api_error(error.code, error.description)
     if isinstance(error, nats.errors.TimeoutError | asyncio.TimeoutError):
         return StoreUnavailableError("JetStream did not acknowledge in time; outcome unknown")
     return StoreUnavailableError(f"JetStream unreachable: {type(error).__name__}: {error}")
 
 
 _STORE_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
+
+
+class _AckInbox:
+    """Pipelined publishing: every publish names a reply subject under one wildcard inbox, and
+    JetStream's acknowledgements resolve one future each. (nats-py's own publish_async loses
+    JetStream's error replies: its reply handler raises instead of failing the future, so a
+    refused event would look like a time-out.)"""
+
+    def __init__(self, client: NatsClient) -> None:
+        self._client = client
+        self._prefix = client.new_inbox()
+        self._futures: dict[str, asyncio.Future[Stored]] = {}
+        self._tokens = itertools.count()
+
+    async def start(self) -> None:
+        await self._client.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+
+    async def publish(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[Stored]:
+        token = str(next(self._tokens))
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        try:
+            await self._client.publish(
+                subject, data, reply=f"{self._prefix}.{token}", headers=headers
+            )
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    async def _on_reply(self, message: Msg) -> None:
+        future = self._futures.get(message.subject.rsplit(".", 1)[-1])
+        if future is None or future.done():
+            return  # the publisher gave up waiting; its outcome was reported as unknown
+        if message.headers and message.headers.get("Status") == "503":
+            future.set_exception(StoreUnavailableError("no JetStream stream answered"))
+            return
+        try:
+            reply = json.loads(message.data)
+        except ValueError:
+            future.set_exception(StoreUnavailableError("unreadable acknowledgement from JetStream"))
+            return
+        if "error" in reply:
+            future.set_exception(
+                _api_error(reply["error"].get("code"), reply["error"].get("description"))
+            )
+        else:
+            future.set_result(
+                Stored(sequence=int(reply["seq"]), duplicate=bool(reply.get("duplicate")))
+            )
 
 
 def _pub_ack(ack: api.PubAck) -> Stored:
@@ -141,6 +203,7 @@ class EventStore:
         self._on_reconnected = on_reconnected
         self._client: NatsClient | None = None
         self._js_context: JetStreamContext | None = None
+        self._acks: _AckInbox | None = None
 
     async def connect(self, url: str) -> None:
         async def ignore() -> None:
@@ -160,6 +223,8 @@ class EventStore:
         except _STORE_FAILURES as error:
             raise _translate(error) from error
         self._js_context = self._client.jetstream()
+        self._acks = _AckInbox(self._client)
+        await self._acks.start()
 
     @property
     def _js(self) -> JetStreamContext:
@@ -190,6 +255,7 @@ class EventStore:
                 description="DutyLink events, by plane, family, type and jurisdiction",
                 subjects=[f"{subjects.EVENTS_PREFIX}.>", f"{subjects.REDELIVER_PREFIX}.>"],
                 max_age=nats_settings.events_max_age_days * DAY,
+                max_bytes=nats_settings.events_max_bytes,
                 duplicate_window=nats_settings.duplicate_window_seconds,
                 **common,
             )
@@ -218,27 +284,35 @@ class EventStore:
     async def publish(
         self, subject: str, data: bytes, headers: dict[str, str], timeout: float
     ) -> Stored:
-        try:
-            ack = await self._js.publish(
-                subject, data, timeout=timeout, stream=subjects.EVENTS_STREAM, headers=dict(headers)
-            )
-        except _STORE_FAILURES as error:
-            raise _translate(error) from error
-        return _pub_ack(ack)
+        (outcome,) = await self.publish_pipelined([(subject, data, headers)], timeout)
+        if isinstance(outcome, StoreError):
+            raise outcome
+        return outcome
 
     async def publish_pipelined(
         self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float
     ) -> list[Stored | StoreError]:
-        """Publishes without waiting for each acknowledgement in turn (messages leave in order),
-        then collects every acknowledgement or error, in order."""
-
-        async def one(subject: str, data: bytes, headers: dict[str, str]) -> Stored | StoreError:
+        """Sends every message without waiting for acknowledgements in between (they leave in
+        order on one connection), then collects each acknowledgement or error, in order."""
+        if self._acks is None:
+            raise StoreUnavailableError("not connected to NATS yet")
+        expected = {"Nats-Expected-Stream": subjects.EVENTS_STREAM}
+        pending: list[asyncio.Future[Stored] | StoreError] = []
+        for subject, data, headers in messages:
             try:
-                return await self.publish(subject, data, headers, timeout)
-            except StoreError as error:
-                return error
+                pending.append(await self._acks.publish(subject, data, {**headers, **expected}))
+            except _STORE_FAILURES as error:
+                pending.append(_translate(error))
 
-        return list(await asyncio.gather(*(one(*message) for message in messages)))
+        async def outcome(item: asyncio.Future[Stored] | StoreError) -> Stored | StoreError:
+            if isinstance(item, StoreError):
+                return item
+            try:
+                return await asyncio.wait_for(item, timeout)
+            except (StoreError, *_STORE_FAILURES) as error:
+                return _translate(error)
+
+        return list(await asyncio.gather(*(outcome(item) for item in pending)))
 
     async def open_subscription(
         self, agency: str, name: str, filter_subjects: Sequence[str], max_in_flight: int

@@ -32,6 +32,7 @@ from gateway.jetstream import (
     StoreError,
     StoreFullError,
     StoreRejectedError,
+    StoreUnavailableError,
 )
 from gateway.validation import FieldProblem, Validator
 
@@ -49,6 +50,12 @@ def _store_code(error: StoreError) -> grpc.StatusCode:
     if isinstance(error, StoreRejectedError):
         return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.UNAVAILABLE
+
+
+def _store_message(error: StoreError) -> str:
+    if isinstance(error, StoreUnavailableError):
+        return f"{error}; retry with the same event id"
+    return str(error)
 
 
 def _status(
@@ -168,9 +175,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             )
         except StoreError as error:
             log.warning("publish.failed", event_id=outcome.event.id, reason=str(error))
-            await _abort(
-                context, _status(_store_code(error), f"{error}; retry with the same event id")
-            )
+            await _abort(context, _status(_store_code(error), _store_message(error)))
         log.info(
             "publish.stored",
             event_id=outcome.event.id,
@@ -225,7 +230,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         for (index, accepted), stored in zip(admitted, stored_all, strict=True):
             if isinstance(stored, StoreError):
                 results[index].error.CopyFrom(
-                    _publish_error(_store_code(stored), f"{stored}; retry with the same event id")
+                    _publish_error(_store_code(stored), _store_message(stored))
                 )
             else:
                 results[index].receipt.CopyFrom(_receipt(accepted, stored))

@@ -15,6 +15,12 @@ from tests.conftest import ClientFactory
 from tests.factories import incident_event, resource_request_event, warning_event
 
 
+def incident_event_with_id(event_id: str):  # type: ignore[no-untyped-def]
+    event = incident_event()
+    event.id = event_id
+    return event
+
+
 def bad_request(error: grpc.aio.AioRpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
     status = rpc_status.from_call(error)
     assert status is not None, "the error carries no google.rpc.Status"
@@ -135,3 +141,22 @@ async def test_a_batch_over_the_limit_is_refused_whole(nats_url: str) -> None:
             await client.publish_batch([warning_event() for _ in range(3)])
         await client.close()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_full_event_stream_refuses_new_events_and_evicts_nothing(nats_url: str) -> None:
+    config = config_for_tests(nats={"events_max_bytes": 16 * 1024})
+    async with gateway_for_tests(nats_url, config) as small:
+        client = DutyLinkClient(small.address, token="dev-fire-token")
+        results = await client.publish_batch([incident_event() for _ in range(40)])
+        codes = [r.error.code if r.HasField("error") else 0 for r in results]
+        assert codes.index(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]) > 0, (
+            "some fit, then the stream is full"
+        )
+        assert set(codes) == {0, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.publish(incident_event())
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        first = results[0].receipt.stream_sequence
+        again = await client.publish(incident_event_with_id(results[0].event_id))
+        assert again.duplicate and again.stream_sequence == first, "the first event is still there"
+        await client.close()

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -24,12 +26,41 @@ import grpc
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 
 
-class DutyLinkClient:
-    """One connection to a gateway, as one agency."""
+@dataclass(frozen=True)
+class ClientCertificate:
+    """An agency's mutual-TLS identity (see `dutylink pki issue`) and the exchange CA."""
 
-    def __init__(self, target: str, *, token: str) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
-        self._metadata = (("authorization", f"Bearer {token}"),)
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def from_files(cls, ca_file: Path, cert_file: Path, key_file: Path) -> ClientCertificate:
+        return cls(ca_file.read_bytes(), cert_file.read_bytes(), key_file.read_bytes())
+
+
+class DutyLinkClient:
+    """One connection to a gateway, as one agency: with a client certificate (mutual TLS), or
+    with a development token on plaintext."""
+
+    def __init__(
+        self, target: str, *, token: str | None = None, certificate: ClientCertificate | None = None
+    ) -> None:
+        if (token is None) == (certificate is None):
+            raise ValueError(
+                "give exactly one of token= (development) or certificate= (mutual TLS)"
+            )
+        if certificate is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=certificate.ca_pem,
+                private_key=certificate.key_pem,
+                certificate_chain=certificate.cert_pem,
+            )
+            self._channel = grpc.aio.secure_channel(target, credentials)
+            self._metadata: tuple[tuple[str, str], ...] = ()
+        else:
+            self._channel = grpc.aio.insecure_channel(target)
+            self._metadata = (("authorization", f"Bearer {token}"),)
         self._publisher = gateway_pb2_grpc.PublisherServiceStub(self._channel)
         self._subscriber = gateway_pb2_grpc.SubscriberServiceStub(self._channel)
 

@@ -63,12 +63,28 @@ class SubscriptionSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """Mutual TLS. With `cert_file` set the gateway serves TLS only and every agency must present
+    a client certificate issued by `ca_file` (see `dutylink pki`); without it, plaintext with
+    bearer tokens (development only)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    crl_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True)
 class Agency:
-    """A connected agency and its (development) API token."""
+    """A connected agency; `token` only in bearer-token (development) mode."""
 
     id: str
     name: str
-    token: str = field(repr=False)
+    token: str = field(default="", repr=False)
     roles: tuple[str, ...] = ()
 
 
@@ -77,6 +93,7 @@ class Config:
     gateway: GatewaySettings = GatewaySettings()
     nats: NatsSettings = NatsSettings()
     subscriptions: SubscriptionSettings = SubscriptionSettings()
+    tls: TlsSettings = TlsSettings()
     agencies: tuple[Agency, ...] = ()
     # Where the agencies came from, so start-up can warn about sample tokens.
     agencies_source: str = str(SAMPLE_AGENCIES)
@@ -86,6 +103,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "gateway": GatewaySettings,
     "nats": NatsSettings,
     "subscriptions": SubscriptionSettings,
+    "tls": TlsSettings,
 }
 
 
@@ -135,17 +153,20 @@ def _agencies(raw: Any, where: str) -> tuple[Agency, ...]:
         unknown = set(entry) - {"id", "name", "token", "roles"}
         if unknown:
             raise ConfigError(f"{here}: unknown key '{sorted(unknown)[0]}'")
-        for key in ("id", "name", "token"):
+        for key in ("id", "name"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(f"{here}: '{key}' is required and must be a non-empty string")
+        if not isinstance(entry.get("token", ""), str):
+            raise ConfigError(f"{here}: 'token' must be a string")
         roles = entry.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise ConfigError(f"{here}: 'roles' must be an array of strings")
-        agencies.append(Agency(entry["id"], entry["name"], entry["token"], tuple(roles)))
+        agencies.append(Agency(entry["id"], entry["name"], entry.get("token", ""), tuple(roles)))
     ids = [a.id for a in agencies]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where}: agency ids must be unique")
-    if len({a.token for a in agencies}) != len(agencies):
+    tokens = [a.token for a in agencies if a.token]
+    if len(set(tokens)) != len(tokens):
         raise ConfigError(f"{where}: agency tokens must be unique")
     return tuple(agencies)
 
@@ -188,6 +209,16 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         agencies, source = (
             _agencies(_read_toml(SAMPLE_AGENCIES)["agencies"], str(SAMPLE_AGENCIES)),
             str(SAMPLE_AGENCIES),
+        )
+    tls = sections["tls"]
+    given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)]
+    if given and len(given) < 3:
+        raise ConfigError(
+            f"{where}: tls: ca_file, cert_file and key_file go together (only {', '.join(given)} set)"
+        )
+    if not tls.enabled and (missing := [a.id for a in agencies if not a.token]):
+        raise ConfigError(
+            f"{where}: without [tls] every agency needs a token (missing: {', '.join(missing)})"
         )
     return Config(agencies=agencies, agencies_source=source, **sections)
 

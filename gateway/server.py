@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -19,8 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.auth import TokenAuthenticator
-from gateway.config import Config
+from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
+from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore
 from gateway.nats_server import NatsServer, embedded_dir
 from gateway.service import Publisher, Subscriber
@@ -33,6 +34,13 @@ SERVICE_NAMES = tuple(
     for name in ("PublisherService", "SubscriberService")
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
+
+
+def _read(path: str, key: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
 
 
 class Gateway:
@@ -72,15 +80,32 @@ class Gateway:
             await self._store.ensure_streams()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
-    async def start(self) -> None:
+    def _security(self) -> tuple[Authenticator, grpc.ServerCredentials | None]:
+        """mTLS when [tls] is configured, else bearer tokens on plaintext (development)."""
+        tls = self.config.tls
+        if tls.enabled:
+            ca_pem = _read(tls.ca_file, "tls.ca_file")
+            credentials = grpc.ssl_server_credentials(
+                [(_read(tls.key_file, "tls.key_file"), _read(tls.cert_file, "tls.cert_file"))],
+                root_certificates=ca_pem,
+                require_client_auth=True,
+            )
+            crl = Path(tls.crl_file) if tls.crl_file else None
+            log.info("auth.mtls", ca=tls.ca_file, crl=tls.crl_file or None)
+            return CertificateAuthenticator(self.config.agencies, ca_pem, crl), credentials
         if self.config.agencies_source.endswith("sample_agencies.toml"):
             log.warning(
                 "auth.sample_tokens",
                 message="serving the sample agencies with their public development tokens: not for real use",
             )
         log.warning(
-            "auth.token_mode", message="agencies authenticate with bearer tokens (development mode)"
+            "auth.token_mode",
+            message="plaintext with bearer tokens (development mode): configure [tls] for real use",
         )
+        return TokenAuthenticator(self.config.agencies), None
+
+    async def start(self) -> None:
+        authenticator, credentials = self._security()
         if not self._nats_url:
             self._embedded = NatsServer(embedded_dir(self.config.nats.data_dir))
             self._nats_url = await self._embedded.start()
@@ -103,7 +128,6 @@ class Gateway:
             on_disconnected=self._on_nats_disconnected,
             on_reconnected=self._on_nats_reconnected,
         )
-        authenticator = TokenAuthenticator(self.config.agencies)
         validator = Validator()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         gateway_pb2_grpc.add_PublisherServiceServicer_to_server(
@@ -122,7 +146,10 @@ class Gateway:
                 self._server,
             )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self._server.add_insecure_port(gateway_settings.listen)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(gateway_settings.listen)
+        else:
+            self.port = self._server.add_secure_port(gateway_settings.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {gateway_settings.listen}")
         # Serve health at once; the event services answer UNAVAILABLE until NATS is ready.

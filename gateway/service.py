@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway import subjects
 from gateway.admission import Admitted, Refused, admit
-from gateway.auth import Principal, TokenAuthenticator, UnauthenticatedError
+from gateway.auth import Authenticator, Principal, UnauthenticatedError
 from gateway.config import Config
 from gateway.jetstream import (
     DurableSubscription,
@@ -89,10 +89,10 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Statu
 
 
 async def _authenticate(
-    authenticator: TokenAuthenticator, context: grpc.aio.ServicerContext[Any, Any], rpc: str
+    authenticator: Authenticator, context: grpc.aio.ServicerContext[Any, Any], rpc: str
 ) -> Principal:
     try:
-        principal = authenticator.authenticate(context.invocation_metadata() or ())
+        principal = authenticator.authenticate(context)
     except UnauthenticatedError as error:
         log.warning("rpc.unauthenticated", rpc=rpc, reason=str(error))
         await _abort(context, _status(grpc.StatusCode.UNAUTHENTICATED, str(error)))
@@ -126,7 +126,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         self,
         config: Config,
         store: EventStore,
-        authenticator: TokenAuthenticator,
+        authenticator: Authenticator,
         validator: Validator,
         clock: Clock = _utc_now,
     ) -> None:
@@ -287,7 +287,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         self,
         config: Config,
         store: EventStore,
-        authenticator: TokenAuthenticator,
+        authenticator: Authenticator,
         validator: Validator,
     ) -> None:
         self._config = config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+import structlog.testing
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -160,3 +161,15 @@ async def test_a_full_event_stream_refuses_new_events_and_evicts_nothing(nats_ur
         again = await client.publish(incident_event_with_id(results[0].event_id))
         assert again.duplicate and again.stream_sequence == first, "the first event is still there"
         await client.close()
+
+
+async def test_logs_name_the_event_but_never_carry_its_content(client_for: ClientFactory) -> None:
+    event = incident_event()
+    event.incident.reporter.phone = "13912345678"
+    event.incident.title = "Unmistakable-title-marker"
+    with structlog.testing.capture_logs() as captured:
+        await (await client_for("fire")).publish(event)
+    stored = [entry for entry in captured if entry["event"] == "publish.stored"]
+    assert [e["event_id"] for e in stored] == [event.id]
+    text = repr(captured)
+    assert "13912345678" not in text and "Unmistakable-title-marker" not in text

@@ -362,7 +362,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             for message in session.unacked.values():
                 try:
                     await message.nak()
-                except Exception:
+                except Exception:  # the connection is gone: the ack wait redelivers them anyway
                     break
             await subscription.close()
             log.info("subscribe.closed", subscription=opening.name, unacked=len(session.unacked))
@@ -391,29 +391,22 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 continue
             for message in messages:
                 attempt = message.metadata.num_delivered
+                reason = None
                 if attempt > max_deliveries:
-                    await self._store.dead_letter(
+                    reason = f"not acknowledged after {max_deliveries} deliveries"
+                    event = None
+                else:
+                    try:
+                        event = event_pb2.Event.FromString(message.data)
+                    except Exception:  # any undecodable payload is poison, not a crash
+                        reason, event = "undecodable event", None
+                if event is None:
+                    await self._dead_letter(
                         message,
                         principal.agency,
                         name,
-                        deliveries=max_deliveries,
-                        reason=f"not acknowledged after {max_deliveries} deliveries",
-                    )
-                    log.warning(
-                        "subscribe.dead_lettered",
-                        subscription=name,
-                        sequence=message.metadata.sequence.stream,
-                    )
-                    continue
-                try:
-                    event = event_pb2.Event.FromString(message.data)
-                except Exception:
-                    await self._store.dead_letter(
-                        message,
-                        principal.agency,
-                        name,
-                        deliveries=attempt - 1,
-                        reason="undecodable event",
+                        min(attempt - 1, max_deliveries),
+                        reason or "",
                     )
                     continue
                 delivery_id = session.add(message)
@@ -428,6 +421,24 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                     )
                 )
         reader.result()  # surface a reader failure
+
+    async def _dead_letter(
+        self, message: Msg, agency: str, name: str, deliveries: int, reason: str
+    ) -> None:
+        try:
+            await self._store.dead_letter(
+                message, agency, name, deliveries=deliveries, reason=reason
+            )
+        except StoreError as error:
+            # Not acked, so JetStream offers it again and the next attempt retries the move.
+            log.warning("subscribe.dead_letter_failed", subscription=name, reason=str(error))
+            return
+        log.warning(
+            "subscribe.dead_lettered",
+            subscription=name,
+            sequence=message.metadata.sequence.stream,
+            reason=reason,
+        )
 
     async def _read_acks(
         self, context: grpc.aio.ServicerContext[Any, Any], session: _Session

@@ -1,4 +1,5 @@
-"""Admission of one published event: validate, check the claimed source, stamp, route. Pure.
+"""Admission of one published event: validate, check the claimed source, stamp, decide, route.
+Pure (the policy decision comes in as a function).
 
 The same function serves Publish and each event of PublishBatch, so both refuse and accept
 alike; the servicer only turns the outcome into a status or a per-event result.
@@ -6,6 +7,7 @@ alike; the servicer only turns the outcome into a status or a per-event result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,6 +17,7 @@ from dutylink.v1 import event_pb2
 from gateway import envelope, subjects
 from gateway.auth import Principal
 from gateway.validation import FieldProblem, Validator
+from policies.engine import Decision
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Admitted:
     subject: str
     data: bytes
     headers: dict[str, str]
+    decision: Decision
 
 
 @dataclass(frozen=True)
@@ -34,16 +38,20 @@ class Refused:
     code: grpc.StatusCode
     message: str
     problems: tuple[FieldProblem, ...] = field(default=())
+    decision: Decision | None = None
 
 
 def admit(
     validator: Validator,
+    decide: Callable[[event_pb2.Event], Decision],
     principal: Principal,
     event: event_pb2.Event,
     received: datetime,
     *,
     max_event_bytes: int,
 ) -> Admitted | Refused:
+    """Size, field rules, claimed source, then the access policy's publish decision (on the
+    stamped event, so the policy sees the authenticated source)."""
     size = event.ByteSize()
     if size > max_event_bytes:
         problem = FieldProblem(
@@ -62,9 +70,21 @@ def admit(
             f"source '{event.source}' is not the calling agency '{principal.agency}'",
         )
     stamped = envelope.stamped(event, principal.agency, received)
+    decision = decide(stamped)
+    if not decision.allowed:
+        return Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{principal.agency} may not publish {stamped.type} here: {decision.reason} "
+            f"(policy {decision.policy_version[:12]})",
+            decision=decision,
+        )
     subject = subjects.event_subject(
         stamped.plane, stamped.type, stamped.jurisdiction.division_code
     )
     return Admitted(
-        stamped, subject, stamped.SerializeToString(), envelope.cloudevents_headers(stamped)
+        stamped,
+        subject,
+        stamped.SerializeToString(),
+        envelope.cloudevents_headers(stamped),
+        decision,
     )

@@ -63,6 +63,15 @@ class SubscriptionSettings:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """Access policies: the directory of `*.yaml` files (empty: the sample policies shipped in
+    the `policies` package), re-read this often when they change."""
+
+    dir: str = ""
+    reload_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
 class TlsSettings:
     """Mutual TLS. With `cert_file` set the gateway serves TLS only and every agency must present
     a client certificate issued by `ca_file` (see `dutylink pki`); without it, plaintext with
@@ -94,6 +103,7 @@ class Config:
     nats: NatsSettings = NatsSettings()
     subscriptions: SubscriptionSettings = SubscriptionSettings()
     tls: TlsSettings = TlsSettings()
+    policy: PolicySettings = PolicySettings()
     agencies: tuple[Agency, ...] = ()
     # Where the agencies came from, so start-up can warn about sample tokens.
     agencies_source: str = str(SAMPLE_AGENCIES)
@@ -104,6 +114,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "nats": NatsSettings,
     "subscriptions": SubscriptionSettings,
     "tls": TlsSettings,
+    "policy": PolicySettings,
 }
 
 

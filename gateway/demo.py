@@ -218,6 +218,7 @@ class DemoReport:
     received: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     rejected_fields: list[str] = field(default_factory=list)
+    withheld: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _tag(agency: str) -> str:
@@ -234,8 +235,14 @@ async def _receive(
         event = delivery.event
         if event.source != agency:
             report.received[agency] += 1
+            report.withheld.setdefault(agency, set()).update(delivery.withheld_fields)
+            withheld = (
+                f" [yellow]withheld by policy: {', '.join(delivery.withheld_fields)}[/]"
+                if delivery.withheld_fields
+                else ""
+            )
             console.print(
-                f"          {_tag(agency)} [dim]◀ {event.type:<24} from {event.source} (seq {delivery.stream_sequence})[/]"
+                f"          {_tag(agency)} [dim]◀ {event.type:<24} from {event.source} (seq {delivery.stream_sequence})[/]{withheld}"
             )
         await subscription.ack(delivery)
 

@@ -270,6 +270,46 @@ class EventStore:
                 **common,
             )
         )
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=subjects.GRANTS_STREAM,
+                description="Break-glass declarations, kept for the mandatory review",
+                subjects=[f"{subjects.GRANTS_PREFIX}.>"],
+                max_age=nats_settings.deadletter_max_age_days * DAY,
+                duplicate_window=nats_settings.duplicate_window_seconds,
+                **common,
+            )
+        )
+
+    async def record_grant(self, grant_id: str, data: bytes) -> Stored:
+        """Keep a break-glass declaration (never deleted: it is listed for review)."""
+        try:
+            ack = await self._js.publish(
+                f"{subjects.GRANTS_PREFIX}.{grant_id}",
+                data,
+                stream=subjects.GRANTS_STREAM,
+                headers={"Nats-Msg-Id": grant_id},
+            )
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        return _pub_ack(ack)
+
+    async def follow_grants(self, on_grant: Callable[[bytes], None]) -> None:
+        """Replay every recorded declaration, then keep delivering new ones as they come."""
+
+        async def deliver(message: Msg) -> None:
+            on_grant(message.data)
+
+        try:
+            await self._js.subscribe(
+                f"{subjects.GRANTS_PREFIX}.>",
+                stream=subjects.GRANTS_STREAM,
+                cb=deliver,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.ALL,
+            )
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
         try:

@@ -21,17 +21,20 @@ from grpc_reflection.v1alpha import reflection
 
 from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
+from gateway.authorization import Authorizer, GrantBook, PolicyHolder, cancel
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore
 from gateway.nats_server import NatsServer, embedded_dir
-from gateway.service import Publisher, Subscriber
+from gateway.service import BreakGlass, Dependencies, Publisher, Subscriber
 from gateway.validation import Validator
+from policies.loader import SAMPLE_DIR
+from policies.model import PolicyError
 
 log = structlog.get_logger("dutylink.gateway")
 
 SERVICE_NAMES = tuple(
     gateway_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("PublisherService", "SubscriberService")
+    for name in ("PublisherService", "SubscriberService", "BreakGlassService")
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 
@@ -52,6 +55,7 @@ class Gateway:
         self._embedded: NatsServer | None = None
         self._store: EventStore | None = None
         self._server: grpc.aio.Server | None = None
+        self._policy_watch: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()
         self.port = 0
 
@@ -104,8 +108,26 @@ class Gateway:
         )
         return TokenAuthenticator(self.config.agencies), None
 
+    def _policy(self) -> PolicyHolder:
+        directory = Path(self.config.policy.dir) if self.config.policy.dir else SAMPLE_DIR
+        try:
+            holder = PolicyHolder(directory)
+        except PolicyError as error:
+            raise ConfigError(
+                f"policy {directory}: cannot load:\n{error}"
+                if error.findings
+                else f"policy {directory}: no *.yaml files"
+            ) from None
+        if directory == SAMPLE_DIR:
+            log.warning(
+                "policy.samples", message="enforcing the sample policies of the policies package"
+            )
+        return holder
+
     async def start(self) -> None:
         authenticator, credentials = self._security()
+        policy = self._policy()
+        grants = GrantBook()
         if not self._nats_url:
             self._embedded = NatsServer(embedded_dir(self.config.nats.data_dir))
             self._nats_url = await self._embedded.start()
@@ -128,13 +150,14 @@ class Gateway:
             on_disconnected=self._on_nats_disconnected,
             on_reconnected=self._on_nats_reconnected,
         )
-        validator = Validator()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        gateway_pb2_grpc.add_PublisherServiceServicer_to_server(
-            Publisher(self.config, self._store, authenticator, validator), self._server
+        deps = Dependencies(
+            self.config, self._store, authenticator, Validator(), Authorizer(policy, grants)
         )
-        gateway_pb2_grpc.add_SubscriberServiceServicer_to_server(
-            Subscriber(self.config, self._store, authenticator, validator), self._server
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        gateway_pb2_grpc.add_PublisherServiceServicer_to_server(Publisher(deps), self._server)
+        gateway_pb2_grpc.add_SubscriberServiceServicer_to_server(Subscriber(deps), self._server)
+        gateway_pb2_grpc.add_BreakGlassServiceServicer_to_server(
+            BreakGlass(deps, grants), self._server
         )
         if gateway_settings.reflection:
             reflection.enable_server_reflection(
@@ -156,6 +179,10 @@ class Gateway:
         await self._server.start()
         await self._store.connect(self._nats_url)
         await self._store.ensure_streams()
+        await self._store.follow_grants(
+            lambda data: grants.add(gateway_pb2.EmergencyGrant.FromString(data))
+        )
+        self._policy_watch = asyncio.create_task(policy.watch(self.config.policy.reload_seconds))
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway.started",
@@ -167,6 +194,7 @@ class Gateway:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.gateway.shutdown_grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
+        await cancel(self._policy_watch)
         if self._server is not None:
             await self._server.stop(grace)
         if self._store is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
@@ -24,6 +26,7 @@ from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway import subjects
 from gateway.admission import Admitted, Refused, admit
 from gateway.auth import Authenticator, Principal, UnauthenticatedError
+from gateway.authorization import Authorizer, GrantBook
 from gateway.config import Config
 from gateway.jetstream import (
     DurableSubscription,
@@ -35,6 +38,8 @@ from gateway.jetstream import (
     StoreUnavailableError,
 )
 from gateway.validation import FieldProblem, Validator
+from policies.engine import BreakGlassError, declare_grant
+from policies.redaction import redact
 
 log = structlog.get_logger("dutylink.gateway")
 Clock = Callable[[], datetime]
@@ -121,20 +126,24 @@ def _publish_error(
     )
 
 
+@dataclass(frozen=True)
+class Dependencies:
+    """What every servicer works with; built once by the gateway."""
+
+    config: Config
+    store: EventStore
+    authenticator: Authenticator
+    validator: Validator
+    authorizer: Authorizer
+    clock: Clock = _utc_now
+
+
 class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
-    def __init__(
-        self,
-        config: Config,
-        store: EventStore,
-        authenticator: Authenticator,
-        validator: Validator,
-        clock: Clock = _utc_now,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._authenticator = authenticator
-        self._validator = validator
-        self._clock = clock
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+        self._config = deps.config
+        self._store = deps.store
+        self._authenticator = deps.authenticator
 
     def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
         remaining = context.time_remaining()
@@ -142,11 +151,13 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         return limit if remaining is None else max(0.001, min(limit, remaining))
 
     def _admit(self, principal: Principal, event: event_pb2.Event) -> Admitted | Refused:
+        now = self._deps.clock()
         return admit(
-            self._validator,
+            self._deps.validator,
+            lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
             principal,
             event,
-            self._clock(),
+            now,
             max_event_bytes=self._config.gateway.max_message_bytes,
         )
 
@@ -182,6 +193,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             type=outcome.event.type,
             sequence=stored.sequence,
             duplicate=stored.duplicate,
+            rule_ids=outcome.decision.rule_ids,
+            policy_version=outcome.decision.policy_version[:12],
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return gateway_pb2.PublishResponse(receipt=_receipt(outcome, stored))
@@ -283,17 +296,12 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
     # How long one pull waits for events; also how soon a closed stream is noticed.
     FETCH_WAIT_SECONDS = 0.5
 
-    def __init__(
-        self,
-        config: Config,
-        store: EventStore,
-        authenticator: Authenticator,
-        validator: Validator,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._authenticator = authenticator
-        self._validator = validator
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+        self._config = deps.config
+        self._store = deps.store
+        self._authenticator = deps.authenticator
+        self._validator = deps.validator
 
     # Writes with context.write() instead of yielding, so the generated ABC's return type differs.
     async def Subscribe(  # type: ignore[override]
@@ -409,6 +417,23 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                         reason or "",
                     )
                     continue
+                decision = self._deps.authorizer.decide(
+                    principal, "receive", event, self._deps.clock()
+                )
+                if not decision.allowed:
+                    # Never sent, not even in part; acked so it does not come back to this agency.
+                    log.info(
+                        "subscribe.not_allowed",
+                        subscription=name,
+                        event_id=event.id,
+                        reason=decision.reason,
+                        policy_version=decision.policy_version[:12],
+                    )
+                    await message.ack()
+                    continue
+                withheld: tuple[str, ...] = ()
+                if decision.redacted_fields:
+                    event, withheld = redact(event, decision.redacted_fields)
                 delivery_id = session.add(message)
                 await context.write(
                     gateway_pb2.SubscribeResponse(
@@ -417,6 +442,9 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                             event=event,
                             stream_sequence=message.metadata.sequence.stream,
                             attempt=attempt,
+                            withheld_fields=withheld,
+                            policy_version=decision.policy_version,
+                            rule_ids=decision.rule_ids,
                         )
                     )
                 )
@@ -457,3 +485,82 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 message = session.take(action.nack.delivery_id)
                 if message is not None:
                     await message.nak(delay=action.nack.delay.ToTimedelta().total_seconds() or None)
+
+
+class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
+    """Break-glass declarations: checked against the policy, recorded durably, then in force."""
+
+    def __init__(self, deps: Dependencies, grants: GrantBook) -> None:
+        self._deps = deps
+        self._grants = grants
+
+    async def DeclareEmergency(
+        self,
+        request: gateway_pb2.DeclareEmergencyRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.DeclareEmergencyResponse:
+        principal = await _authenticate(self._deps.authenticator, context, "DeclareEmergency")
+        problems = tuple(self._deps.validator.problems(request))
+        if problems:
+            await _abort(
+                context, _status(grpc.StatusCode.INVALID_ARGUMENT, "invalid declaration", problems)
+            )
+        policy = self._deps.authorizer.policy
+        profile = policy.agency(principal.agency)
+        if profile is None or not (policy.break_glass.roles & principal.roles & profile.roles):
+            await _abort(
+                context,
+                _status(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"{principal.agency} holds no break-glass role "
+                    f"({', '.join(sorted(policy.break_glass.roles)) or 'none in the policy'})",
+                ),
+            )
+        now = self._deps.clock()
+        grant_id = f"bg-{now:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
+        try:
+            grant = declare_grant(
+                policy,
+                grant_id=grant_id,
+                agency=principal.agency,
+                roles=principal.roles,
+                reason=request.reason,
+                now=now,
+                duration=request.duration.ToTimedelta(),
+                incident_id=request.incident_id,
+                jurisdiction=request.jurisdiction_prefix,
+                agencies=request.agencies,
+                unredact=tuple(request.fields),
+                receive_types=tuple(request.receive_types),
+            )
+        except BreakGlassError as error:
+            await _abort(context, _status(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+        record = gateway_pb2.EmergencyGrant(
+            id=grant.id, declared_by=grant.declared_by, scope=request
+        )
+        record.declared_at.FromDatetime(grant.declared_at)
+        record.not_after.FromDatetime(grant.not_after)
+        try:
+            await self._deps.store.record_grant(grant.id, record.SerializeToString())
+        except StoreError as error:
+            # Not recorded means not in force: an elevation nobody can review must not exist.
+            await _abort(context, _status(_store_code(error), _store_message(error)))
+        self._grants.add(record)
+        log.warning(
+            "breakglass.declared",
+            grant_id=grant.id,
+            incident_id=request.incident_id,
+            jurisdiction=request.jurisdiction_prefix,
+            fields=list(request.fields),
+            not_after=grant.not_after.isoformat(),
+            reason=request.reason,
+        )
+        return gateway_pb2.DeclareEmergencyResponse(grant=record)
+
+    async def ListEmergencies(
+        self,
+        request: gateway_pb2.ListEmergenciesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.ListEmergenciesResponse:
+        await _authenticate(self._deps.authenticator, context, "ListEmergencies")
+        return gateway_pb2.ListEmergenciesResponse(grants=self._grants.records())

@@ -11,7 +11,8 @@ listens on its own redelivery subject, where dead letters are replayed to it alo
 
     dutylink.redeliver.<agency>.<subscription>
 
-Dead letters are kept per subscription on `dutylink.deadletter.<agency>.<subscription>`.
+Dead letters are kept per subscription on `dutylink.deadletter.<agency>.<subscription>`;
+break-glass declarations on `dutylink.grants.<grant id>`.
 Pure: no I/O.
 """
 
@@ -24,6 +25,8 @@ from dutylink.v1 import event_pb2
 
 EVENTS_STREAM = "DUTYLINK_EVENTS"
 DEADLETTER_STREAM = "DUTYLINK_DEADLETTER"
+GRANTS_STREAM = "DUTYLINK_GRANTS"
+GRANTS_PREFIX = "dutylink.grants"
 EVENTS_PREFIX = "dutylink.events"
 REDELIVER_PREFIX = "dutylink.redeliver"
 DEADLETTER_PREFIX = "dutylink.deadletter"

@@ -52,12 +52,18 @@ async def nats_for_tests(store_dir: Path) -> AsyncIterator[str]:
         yield server.url
 
 
+OPEN_POLICY = Path(__file__).resolve().parent / "testing_policies"
+
+
 def config_for_tests(**sections: dict[str, Any]) -> Config:
-    """Defaults plus the sample agencies, listening on a free loopback port; `sections`
-    override fields, e.g. `subscriptions={"ack_wait_seconds": 1}`."""
+    """Defaults plus the sample agencies, listening on a free loopback port, under a policy
+    that lets every agency publish and receive everything (unless `policy={"dir": ...}`);
+    `sections` override fields, e.g. `subscriptions={"ack_wait_seconds": 1}`."""
     config = config_module.load(None, environ={})
     config = dataclasses.replace(
-        config, gateway=dataclasses.replace(config.gateway, listen="127.0.0.1:0")
+        config,
+        gateway=dataclasses.replace(config.gateway, listen="127.0.0.1:0"),
+        policy=dataclasses.replace(config.policy, dir=str(OPEN_POLICY), reload_seconds=0.2),
     )
     for name, values in sections.items():
         config = dataclasses.replace(

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from gateway.demo import SUBSCRIPTIONS, run_demo, scenario
-from gateway.server import Gateway
+from gateway.testing import config_for_tests, gateway_for_tests
 from gateway.validation import Validator
+from policies.loader import SAMPLE_DIR
 
 
 def test_every_scripted_event_is_valid() -> None:
@@ -18,11 +19,13 @@ def test_every_scripted_event_is_valid() -> None:
         assert validator.problems(step.event) == [], step.narration
 
 
-async def test_the_demo_delivers_each_event_to_every_other_subscribed_agency(
-    gateway: Gateway,
+async def test_the_demo_delivers_each_event_to_every_other_subscribed_agency_under_the_sample_policy(
+    nats_url: str,
 ) -> None:
     output = io.StringIO()
-    report = await run_demo(gateway.address, Console(file=output, width=200), pause=0)
+    config = config_for_tests(policy={"dir": str(SAMPLE_DIR)})
+    async with gateway_for_tests(nats_url, config) as gateway:
+        report = await run_demo(gateway.address, Console(file=output, width=200), pause=0)
     steps = scenario(datetime.now(UTC))
     for agency, families in SUBSCRIPTIONS.items():
         expected = sum(
@@ -33,3 +36,8 @@ async def test_the_demo_delivers_each_event_to_every_other_subscribed_agency(
     assert report.duplicates == 1
     assert "jurisdiction.division_code" in report.rejected_fields
     assert "Exchange summary" in output.getvalue()
+    covering_phone = [
+        f for f in report.withheld["transport"] if "incident.reporter.phone".startswith(f)
+    ]
+    assert covering_phone, "transport sees the place, not the person"
+    assert not any(f.startswith("incident.reporter") for f in report.withheld["police"])

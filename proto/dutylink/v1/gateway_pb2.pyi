@@ -505,15 +505,30 @@ class Delivery(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     STREAM_SEQUENCE_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELDS_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    RULE_IDS_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.int
     """Identifies this delivery on this stream; quote it in `ack` or `nack`."""
     stream_sequence: _builtins.int
     """The event's position in the exchange's event stream: a stable key for idempotent handling."""
     attempt: _builtins.int
     """1 on first delivery, higher on redeliveries."""
+    policy_version: _builtins.str
+    """Version (content hash) of the access policy that decided this delivery."""
     @_builtins.property
     def event(self) -> _event_pb2.Event:
         """The event."""
+
+    @_builtins.property
+    def withheld_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths of the fields the access policy withheld from this agency (data minimisation), e.g.
+        "incident.reporter.phone". Their values are cleared in `event`.
+        """
+
+    @_builtins.property
+    def rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the policy rules (and emergency grants) that allowed this delivery."""
 
     def __init__(
         self,
@@ -522,11 +537,180 @@ class Delivery(_message.Message):
         event: _event_pb2.Event | None = ...,
         stream_sequence: _builtins.int = ...,
         attempt: _builtins.int = ...,
+        withheld_fields: _abc.Iterable[_builtins.str] | None = ...,
+        policy_version: _builtins.str = ...,
+        rule_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delivery_id", b"delivery_id", "event", b"event", "stream_sequence", b"stream_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delivery_id", b"delivery_id", "event", b"event", "policy_version", b"policy_version", "rule_ids", b"rule_ids", "stream_sequence", b"stream_sequence", "withheld_fields", b"withheld_fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
+
+@_typing.final
+class DeclareEmergencyRequest(_message.Message):
+    """Request of BreakGlassService.DeclareEmergency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_PREFIX_FIELD_NUMBER: _builtins.int
+    AGENCIES_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    RECEIVE_TYPES_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    """The incident the elevation covers (events whose correlation id or incident id is this)."""
+    jurisdiction_prefix: _builtins.str
+    """Or: every event in this administrative area (2, 4 or 6 digits of the division code)."""
+    reason: _builtins.str
+    """Why: recorded for the review (no personal data)."""
+    @_builtins.property
+    def agencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Agencies that gain access; empty means every agency the policy lets receive the event."""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Field paths that stop being withheld, e.g. "incident.casualties", "incident.reporter"."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long it lasts; at most the policy's maximum."""
+
+    @_builtins.property
+    def receive_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Event types the agencies may receive under the elevation even where no rule allows it
+        ("incident.*", "incident.reported"); deny rules still apply. A declaration must name
+        `fields` or `receive_types`.
+        """
+
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        jurisdiction_prefix: _builtins.str = ...,
+        agencies: _abc.Iterable[_builtins.str] | None = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        receive_types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "duration", b"duration", "fields", b"fields", "incident_id", b"incident_id", "jurisdiction_prefix", b"jurisdiction_prefix", "reason", b"reason", "receive_types", b"receive_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeclareEmergencyRequest: _TypeAlias = DeclareEmergencyRequest  # noqa: Y015
+
+@_typing.final
+class DeclareEmergencyResponse(_message.Message):
+    """Response of BreakGlassService.DeclareEmergency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def grant(self) -> Global___EmergencyGrant:
+        """The recorded declaration."""
+
+    def __init__(
+        self,
+        *,
+        grant: Global___EmergencyGrant | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeclareEmergencyResponse: _TypeAlias = DeclareEmergencyResponse  # noqa: Y015
+
+@_typing.final
+class ListEmergenciesRequest(_message.Message):
+    """Request of BreakGlassService.ListEmergencies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmergenciesRequest: _TypeAlias = ListEmergenciesRequest  # noqa: Y015
+
+@_typing.final
+class ListEmergenciesResponse(_message.Message):
+    """Response of BreakGlassService.ListEmergencies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmergencyGrant]:
+        """Every declaration, newest first."""
+
+    def __init__(
+        self,
+        *,
+        grants: _abc.Iterable[Global___EmergencyGrant] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grants", b"grants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmergenciesResponse: _TypeAlias = ListEmergenciesResponse  # noqa: Y015
+
+@_typing.final
+class EmergencyGrant(_message.Message):
+    """A recorded break-glass declaration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DECLARED_BY_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    DECLARED_AT_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique id, e.g. "bg-20260815-3f2a"."""
+    declared_by: _builtins.str
+    """The declaring agency (from its authenticated identity)."""
+    @_builtins.property
+    def scope(self) -> Global___DeclareEmergencyRequest:
+        """The declaration as made."""
+
+    @_builtins.property
+    def declared_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was declared."""
+
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp:
+        """When it ends by itself."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        declared_by: _builtins.str = ...,
+        scope: Global___DeclareEmergencyRequest | None = ...,
+        declared_at: _timestamp_pb2.Timestamp | None = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["declared_at", b"declared_at", "not_after", b"not_after", "scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["declared_at", b"declared_at", "declared_by", b"declared_by", "id", b"id", "not_after", b"not_after", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmergencyGrant: _TypeAlias = EmergencyGrant  # noqa: Y015

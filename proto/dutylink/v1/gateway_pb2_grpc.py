@@ -232,3 +232,132 @@ class SubscriberService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class BreakGlassServiceStub:
+    """Break-glass: the joint command centre declares a time-boxed emergency elevation, e.g. "all
+    responding agencies see casualty and reporter details of this incident for 6 hours". Every
+    declaration is recorded with who declared it and why, expires by itself, and stays listed for
+    the mandatory review afterwards.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.DeclareEmergency = channel.unary_unary(
+                '/dutylink.v1.BreakGlassService/DeclareEmergency',
+                request_serializer=dutylink_dot_v1_dot_gateway__pb2.DeclareEmergencyRequest.SerializeToString,
+                response_deserializer=dutylink_dot_v1_dot_gateway__pb2.DeclareEmergencyResponse.FromString,
+                _registered_method=True)
+        self.ListEmergencies = channel.unary_unary(
+                '/dutylink.v1.BreakGlassService/ListEmergencies',
+                request_serializer=dutylink_dot_v1_dot_gateway__pb2.ListEmergenciesRequest.SerializeToString,
+                response_deserializer=dutylink_dot_v1_dot_gateway__pb2.ListEmergenciesResponse.FromString,
+                _registered_method=True)
+
+
+class BreakGlassServiceServicer:
+    """Break-glass: the joint command centre declares a time-boxed emergency elevation, e.g. "all
+    responding agencies see casualty and reporter details of this incident for 6 hours". Every
+    declaration is recorded with who declared it and why, expires by itself, and stays listed for
+    the mandatory review afterwards.
+    """
+
+    def DeclareEmergency(self, request, context):
+        """Declares an elevation. Only agencies holding a role the policy names for break-glass may.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEmergencies(self, request, context):
+        """Lists declarations, active and expired, newest first, for review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BreakGlassServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'DeclareEmergency': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeclareEmergency,
+                    request_deserializer=dutylink_dot_v1_dot_gateway__pb2.DeclareEmergencyRequest.FromString,
+                    response_serializer=dutylink_dot_v1_dot_gateway__pb2.DeclareEmergencyResponse.SerializeToString,
+            ),
+            'ListEmergencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmergencies,
+                    request_deserializer=dutylink_dot_v1_dot_gateway__pb2.ListEmergenciesRequest.FromString,
+                    response_serializer=dutylink_dot_v1_dot_gateway__pb2.ListEmergenciesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dutylink.v1.BreakGlassService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dutylink.v1.BreakGlassService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class BreakGlassService:
+    """Break-glass: the joint command centre declares a time-boxed emergency elevation, e.g. "all
+    responding agencies see casualty and reporter details of this incident for 6 hours". Every
+    declaration is recorded with who declared it and why, expires by itself, and stays listed for
+    the mandatory review afterwards.
+    """
+
+    @staticmethod
+    def DeclareEmergency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dutylink.v1.BreakGlassService/DeclareEmergency',
+            dutylink_dot_v1_dot_gateway__pb2.DeclareEmergencyRequest.SerializeToString,
+            dutylink_dot_v1_dot_gateway__pb2.DeclareEmergencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmergencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dutylink.v1.BreakGlassService/ListEmergencies',
+            dutylink_dot_v1_dot_gateway__pb2.ListEmergenciesRequest.SerializeToString,
+            dutylink_dot_v1_dot_gateway__pb2.ListEmergenciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

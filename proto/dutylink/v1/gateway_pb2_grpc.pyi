@@ -148,3 +148,58 @@ class SubscriberServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_SubscriberServiceServicer_to_server(servicer: SubscriberServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class BreakGlassServiceStub:
+    """Break-glass: the joint command centre declares a time-boxed emergency elevation, e.g. "all
+    responding agencies see casualty and reporter details of this incident for 6 hours". Every
+    declaration is recorded with who declared it and why, expires by itself, and stays listed for
+    the mandatory review afterwards.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> BreakGlassServiceAsyncStub: ...
+    DeclareEmergency: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeclareEmergencyRequest, _gateway_pb2.DeclareEmergencyResponse]
+    """Declares an elevation. Only agencies holding a role the policy names for break-glass may."""
+    ListEmergencies: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListEmergenciesRequest, _gateway_pb2.ListEmergenciesResponse]
+    """Lists declarations, active and expired, newest first, for review."""
+
+@_typing.type_check_only
+class BreakGlassServiceAsyncStub(BreakGlassServiceStub):
+    """Break-glass: the joint command centre declares a time-boxed emergency elevation, e.g. "all
+    responding agencies see casualty and reporter details of this incident for 6 hours". Every
+    declaration is recorded with who declared it and why, expires by itself, and stays listed for
+    the mandatory review afterwards.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    DeclareEmergency: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeclareEmergencyRequest, _gateway_pb2.DeclareEmergencyResponse]  # type: ignore[assignment]
+    """Declares an elevation. Only agencies holding a role the policy names for break-glass may."""
+    ListEmergencies: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListEmergenciesRequest, _gateway_pb2.ListEmergenciesResponse]  # type: ignore[assignment]
+    """Lists declarations, active and expired, newest first, for review."""
+
+class BreakGlassServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Break-glass: the joint command centre declares a time-boxed emergency elevation, e.g. "all
+    responding agencies see casualty and reporter details of this incident for 6 hours". Every
+    declaration is recorded with who declared it and why, expires by itself, and stays listed for
+    the mandatory review afterwards.
+    """
+
+    @_abc_1.abstractmethod
+    def DeclareEmergency(
+        self,
+        request: _gateway_pb2.DeclareEmergencyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DeclareEmergencyResponse, _abc.Awaitable[_gateway_pb2.DeclareEmergencyResponse]]:
+        """Declares an elevation. Only agencies holding a role the policy names for break-glass may."""
+
+    @_abc_1.abstractmethod
+    def ListEmergencies(
+        self,
+        request: _gateway_pb2.ListEmergenciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListEmergenciesResponse, _abc.Awaitable[_gateway_pb2.ListEmergenciesResponse]]:
+        """Lists declarations, active and expired, newest first, for review."""
+
+def add_BreakGlassServiceServicer_to_server(servicer: BreakGlassServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

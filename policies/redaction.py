@@ -1,0 +1,140 @@
+"""Field paths over `Event` and redaction: withholding fields from a copy of an event.
+
+A path names protobuf fields from `Event` down, e.g. "incident.reporter.phone". A path through a
+repeated message field ("resource.contacts.phone") means that field in every element; a path
+ending on a message field withholds the whole sub-message. Paths are checked against the
+descriptors, so a policy cannot name a field the schema does not have.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import cast
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from dutylink.v1 import event_pb2, options_pb2
+
+EVENT = event_pb2.Event.DESCRIPTOR
+
+
+def _fields(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+    return dict(descriptor.fields_by_name)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def field_path_error(path: str, root: Descriptor = EVENT) -> str | None:
+    """Why `path` names no field below `root`; None when it does."""
+    descriptor: Descriptor | None = root
+    previous: FieldDescriptor | None = None
+    for part in path.split("."):
+        if descriptor is None:
+            assert previous is not None
+            kind = "an enum" if previous.enum_type is not None else "a scalar"
+            return (
+                f"unknown field path '{path}': '{previous.name}' is {kind} field, "
+                f"it has no field '{part}'"
+            )
+        fields = _fields(descriptor)
+        field = fields.get(part)
+        if field is None:
+            hint = difflib.get_close_matches(part, fields, n=1)
+            return f"unknown field path '{path}': {descriptor.name} has no field '{part}'" + (
+                f" (did you mean '{hint[0]}'?)" if hint else f" (fields: {', '.join(fields)})"
+            )
+        if _is_map(field):
+            return f"field path '{path}': map field '{part}' cannot be redacted into"
+        previous, descriptor = field, field.message_type
+    return None
+
+
+@functools.cache
+def _checked(path: str) -> tuple[str, ...]:
+    if error := field_path_error(path):
+        raise ValueError(error)
+    return tuple(path.split("."))
+
+
+def covers(ancestor: str, path: str) -> bool:
+    """True when `ancestor` is `path` or a message field that contains it."""
+    return path == ancestor or path.startswith(ancestor + ".")
+
+
+def minimal_paths(paths: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, without duplicates and without paths inside another path of the set: withholding
+    "incident.reporter" already withholds "incident.reporter.name"."""
+    unique = sorted(set(paths))
+    return tuple(p for p in unique if not any(covers(a, p) for a in unique if a != p))
+
+
+def sensitive_fields(root: Descriptor = EVENT) -> Iterator[tuple[str, int]]:
+    """Every path below `root` to a field marked `(dutylink.v1.sensitivity)`, with the marking."""
+
+    def walk(
+        descriptor: Descriptor, prefix: str, seen: frozenset[str]
+    ) -> Iterator[tuple[str, int]]:
+        for field in descriptor.fields:
+            path = prefix + field.name
+            marking = field.GetOptions().Extensions[options_pb2.sensitivity]
+            if marking:
+                yield path, marking
+            nested = field.message_type
+            # Only our own messages carry markings; `seen` stops on recursive message types.
+            if (
+                nested is not None
+                and nested.full_name.startswith("dutylink.")
+                and nested.full_name not in seen
+            ):
+                yield from walk(nested, path + ".", seen | {nested.full_name})
+
+    yield from walk(root, "", frozenset({root.full_name}))
+
+
+def _present(message: Message, field: FieldDescriptor) -> bool:
+    value = getattr(message, field.name)
+    if field.is_repeated:
+        return len(value) > 0
+    if field.has_presence:
+        return message.HasField(field.name)
+    return bool(value != field.default_value)
+
+
+def _clear(message: Message, parts: Sequence[str]) -> bool:
+    """Clear the field at `parts` in `message` (in every element of repeated fields on the way);
+    True when something was there to clear."""
+    field = cast(FieldDescriptor, message.DESCRIPTOR.fields_by_name[parts[0]])
+    if len(parts) == 1:
+        present = _present(message, field)
+        if present:
+            message.ClearField(field.name)
+        return present
+    if field.is_repeated:
+        found = False
+        for element in getattr(message, field.name):
+            found |= _clear(element, parts[1:])
+        return found
+    # Descend only into sub-messages that are set: reading an unset one is harmless, but
+    # there is nothing in it to withhold.
+    if not message.HasField(field.name):
+        return False
+    return _clear(getattr(message, field.name), parts[1:])
+
+
+def redact(event: event_pb2.Event, paths: Sequence[str]) -> tuple[event_pb2.Event, tuple[str, ...]]:
+    """A copy of `event` with `paths` cleared, and the paths that held a value and were withheld
+    (sorted; a path covered by another listed path is reported through that one). The input
+    is never changed. A path the schema does not have raises ValueError: policies are
+    validated on load, so that is a caller's bug."""
+    copy = event_pb2.Event()
+    copy.CopyFrom(event)
+    withheld = []
+    for path in minimal_paths(paths):
+        if _clear(copy, _checked(path)):
+            withheld.append(path)
+    return copy, tuple(withheld)

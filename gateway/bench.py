@@ -6,12 +6,15 @@ Measured on whatever machine runs it, against fresh embedded nats-servers on loo
 - gateway unary Publish with 16 calls in flight, and PublishBatch, in events/s (validation on,
   `sync_interval: always`), against raw nats-py pipelined publishing of the same events with
   the same server settings.
+- batch publish and subscribe delivery under the sample policies (20-odd rules, redaction) vs
+  a permissive one-rule policy, in the same run: the cost of access control.
 The cluster, fan-out, latency and memory figures come with the scale-out issue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -29,6 +32,8 @@ from gateway.config import load
 from gateway.demo import scenario
 from gateway.nats_server import NatsServer
 from gateway.server import Gateway
+from gateway.testing import OPEN_POLICY
+from policies.loader import SAMPLE_DIR
 
 PAYLOAD = b"x" * 512
 
@@ -84,12 +89,28 @@ async def _raw_pipelined_rate(directory: Path, *, count: int) -> float:
     return rate
 
 
+@dataclass(frozen=True)
+class GatewayRates:
+    unary: float
+    batched: float
+    delivered: float
+
+
 async def _gateway_rates(
-    directory: Path, *, count: int, in_flight: int, batch: int
-) -> tuple[float, float]:
+    directory: Path, *, count: int, in_flight: int, batch: int, policy_dir: Path
+) -> GatewayRates:
     config = load(None, environ={})
+    config = dataclasses.replace(
+        config, policy=dataclasses.replace(config.policy, dir=str(policy_dir))
+    )
     async with NatsServer(directory) as server, Gateway(config, nats_url=server.url) as gateway:
         client = DutyLinkClient(gateway.address, token="dev-fire-token")
+        receiver = DutyLinkClient(gateway.address, token="dev-transport-token")
+        # Transport receives the fire's incidents with the reporter withheld (sample policy).
+        subscription = receiver.subscribe(
+            "bench", families=["incident"], planes=[event_pb2.PLANE_EXERCISE], max_in_flight=batch
+        )
+        await subscription.open()
         limit = asyncio.Semaphore(in_flight)
 
         async def one(event: event_pb2.Event) -> None:
@@ -108,8 +129,18 @@ async def _gateway_rates(
             if any(r.HasField("error") for r in results):
                 raise RuntimeError(f"batch publish failed: {results[0].error.message}")
         batched = count / (time.perf_counter() - started)
+
+        started = time.perf_counter()
+        for _ in range(2 * count):  # everything published above, acked one by one
+            delivery = await subscription.next(timeout=30)
+            if delivery is None:
+                raise RuntimeError("the subscription ended early")
+            await subscription.ack(delivery)
+        delivered = 2 * count / (time.perf_counter() - started)
+        await subscription.close()
+        await receiver.close()
         await client.close()
-    return unary, batched
+    return GatewayRates(unary, batched, delivered)
 
 
 T = TypeVar("T")
@@ -131,12 +162,32 @@ async def run(runs: int = 3, count: int = 2000) -> list[Figure]:
     default = await _repeat(
         runs, lambda d: _raw_publish_latency_ms(d, sync_always=False, count=1000)
     )
-    rates = await _repeat(runs, lambda d: _gateway_rates(d, count=count, in_flight=16, batch=500))
+    sample = await _repeat(
+        runs,
+        lambda d: _gateway_rates(d, count=count, in_flight=16, batch=500, policy_dir=SAMPLE_DIR),
+    )
+    permissive = await _repeat(
+        runs,
+        lambda d: _gateway_rates(d, count=count, in_flight=16, batch=500, policy_dir=OPEN_POLICY),
+    )
     raw = await _repeat(runs, lambda d: _raw_pipelined_rate(d, count=count))
     return [
         figure("raw JetStream publish, sync_interval: always", "ms/publish", synced),
         figure("raw JetStream publish, default (2 min fsync)", "ms/publish", default),
-        figure("gateway Publish, 16 in flight", "events/s", [u for u, _ in rates]),
-        figure("gateway PublishBatch, 500 per call", "events/s", [b for _, b in rates]),
+        figure("gateway Publish, 16 in flight", "events/s", [r.unary for r in sample]),
+        figure("gateway PublishBatch, 500 per call", "events/s", [r.batched for r in sample]),
         figure("raw nats-py pipelined JetStream publish", "events/s", raw),
+        figure(
+            "PublishBatch, permissive one-rule policy", "events/s", [r.batched for r in permissive]
+        ),
+        figure(
+            "Subscribe delivery + ack, sample policy (redacting)",
+            "events/s",
+            [r.delivered for r in sample],
+        ),
+        figure(
+            "Subscribe delivery + ack, permissive policy",
+            "events/s",
+            [r.delivered for r in permissive],
+        ),
     ]

@@ -7,11 +7,5 @@ from gateway import bench
 
 async def test_the_benchmark_produces_every_figure_from_real_runs() -> None:
     figures = await bench.run(runs=1, count=20)
-    assert [f.unit for f in figures] == [
-        "ms/publish",
-        "ms/publish",
-        "events/s",
-        "events/s",
-        "events/s",
-    ]
+    assert [f.unit for f in figures] == ["ms/publish"] * 2 + ["events/s"] * 6
     assert all(len(f.samples) == 1 and f.median > 0 for f in figures)

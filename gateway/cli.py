@@ -15,6 +15,7 @@ from rich.table import Table
 from gateway import config as config_module
 from gateway import logs
 from gateway.cli_pki import pki_app
+from gateway.cli_policy import policy_app
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore, StoreError
 from gateway.nats_server import running_url
@@ -26,6 +27,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(pki_app, name="pki")
+app.add_typer(policy_app, name="policy")
 deadletter_app = typer.Typer(
     help="Inspect and replay dead letters (operators).", no_args_is_help=True
 )

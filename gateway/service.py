@@ -1,4 +1,4 @@
-"""gRPC servicers: PublisherService and SubscriberService, the gateway's I/O edge.
+"""gRPC servicers: PublisherService, SubscriberService and BreakGlassService, the I/O edge.
 
 Each RPC authenticates first (the agency comes from the credential only), then hands the event
 to the pure admission step, then to JetStream. A publish is answered only after JetStream has

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
         run(BIN / "ruff", "check", ".")
         run(BIN / "ruff", "format", "--check", ".")
         run(BIN / "mypy")
-        run(BIN / "python", "tools/gen_proto.py", "--check", "--lint")
+        run(BIN / "python", "tools/gen_proto.py", "--check", "--lint", "--breaking")
 
 
 if __name__ == "__main__":

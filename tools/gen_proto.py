@@ -3,6 +3,8 @@
     python tools/gen_proto.py          # write *_pb2.py, *_pb2.pyi, *_pb2_grpc.py(i) beside the .proto files
     python tools/gen_proto.py --check  # exit 1 if the committed generated code is stale
     python tools/gen_proto.py --lint   # also run `buf lint` offline on a descriptor image
+    python tools/gen_proto.py --breaking          # fail on breaking changes vs proto/baseline/
+    python tools/gen_proto.py --update-baseline   # at a release: the schemas become the baseline
 
 Generated modules live beside their .proto files so that proto paths equal import paths
 (`from dutylink.v1 import event_pb2`). The check regenerates into a temporary directory and
@@ -22,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+BASELINE = ROOT / "proto" / "baseline" / "dutylink-v1.binpb"
+BREAKING_CONFIG = '{"version":"v2","breaking":{"use":["WIRE_JSON"]}}'
 BUF_CONFIG = '{"version":"v2","lint":{"use":["STANDARD"]}}'
 
 
@@ -92,21 +96,46 @@ def check() -> int:
     return 1 if problems else 0
 
 
+def _buf() -> str:
+    buf = shutil.which("buf", path=str(Path(sys.executable).parent)) or shutil.which("buf")
+    if buf is None:
+        sys.exit("buf not found: pip install buf-bin")
+    return buf
+
+
+def build_image(out: Path, proto_root: Path = PROTO_ROOT) -> None:
+    """A descriptor image of every schema (buf works on it offline: no BSR needed)."""
+    protoc(
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={out}",
+        *proto_files(proto_root),
+        proto_root=proto_root,
+    )
+
+
 def lint() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "image.binpb"
-        protoc(
-            "--include_imports",
-            "--include_source_info",
-            f"--descriptor_set_out={image}",
-            *proto_files(),
-        )
-        buf = shutil.which("buf", path=str(Path(sys.executable).parent)) or shutil.which("buf")
-        if buf is None:
-            sys.exit("buf not found: pip install buf-bin")
+        build_image(image)
         return subprocess.run(
-            [buf, "lint", str(image), "--path", "dutylink", "--config", BUF_CONFIG], check=False
+            [_buf(), "lint", str(image), "--path", "dutylink", "--config", BUF_CONFIG], check=False
         ).returncode
+
+
+def breaking(
+    proto_root: Path = PROTO_ROOT, baseline: Path = BASELINE
+) -> subprocess.CompletedProcess[str]:
+    """`buf breaking` (WIRE_JSON: what breaks clients on the wire or in JSON) against the
+    committed baseline image of the released schema."""
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "image.binpb"
+        build_image(image, proto_root)
+        return subprocess.run(
+            [_buf(), "breaking", str(image), "--against", str(baseline), "--path", "dutylink",
+             "--config", BREAKING_CONFIG],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
 
 
 def main() -> int:
@@ -115,7 +144,19 @@ def main() -> int:
     )
     parser.add_argument("--check", action="store_true", help="fail if generated code is stale")
     parser.add_argument("--lint", action="store_true", help="run buf lint on the schemas")
+    parser.add_argument(
+        "--breaking", action="store_true", help="fail on wire/JSON-breaking changes vs the baseline"
+    )
+    parser.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="make the current schemas the baseline (a release)",
+    )
     args = parser.parse_args()
+    if args.update_baseline:
+        BASELINE.parent.mkdir(exist_ok=True)
+        build_image(BASELINE)
+        return 0
     if args.check:
         status = check()
     else:
@@ -128,6 +169,10 @@ def main() -> int:
         status = 0
     if args.lint:
         status = status or lint()
+    if args.breaking and not status:
+        result = breaking()
+        print(result.stdout + result.stderr, end="", file=sys.stderr)
+        status = result.returncode
     return status
 
 

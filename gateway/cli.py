@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,7 +19,8 @@ from gateway.cli_pki import pki_app
 from gateway.cli_policy import policy_app
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore, StoreError
-from gateway.nats_server import running_url
+from gateway.nats_server import NatsServerError, running_url
+from gateway.pki import PkiError
 
 app = typer.Typer(
     help="DutyLink: the inter-agency event bus for a city's public-safety agencies.",
@@ -72,6 +74,18 @@ def load_config(
     return dataclasses.replace(loaded, gateway=gateway, nats=nats)
 
 
+def _run_reporting_startup_errors(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main`; a configuration or start-up failure is one line naming what failed."""
+    try:
+        asyncio.run(main())
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except (StoreError, NatsServerError, PkiError, OSError) as error:
+        typer.echo(f"error: cannot start: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -90,7 +104,7 @@ def serve(
         async with Gateway(settings) as gateway:
             await gateway.serve_until_signalled()
 
-    asyncio.run(run())
+    _run_reporting_startup_errors(run)
 
 
 @app.command()
@@ -129,10 +143,10 @@ def demo(
                 await gateway.serve_until_signalled()
 
     if data_dir is not None:
-        asyncio.run(run(data_dir))
+        _run_reporting_startup_errors(lambda: run(data_dir))
     else:
         with tempfile.TemporaryDirectory(prefix="dutylink-demo-") as directory:
-            asyncio.run(run(Path(directory)))
+            _run_reporting_startup_errors(lambda: run(Path(directory)))
 
 
 @app.command()

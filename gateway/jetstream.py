@@ -18,6 +18,7 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -26,6 +27,7 @@ from gateway import subjects
 from gateway.config import Config
 
 DAY = 86_400.0
+log = structlog.get_logger("dutylink.nats")
 
 
 class StoreError(Exception):
@@ -104,6 +106,11 @@ def _translate(error: BaseException) -> StoreError:
 
 
 _STORE_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
+
+
+async def _log_nats_error(error: Exception) -> None:
+    # One line instead of nats-py's default traceback; the client keeps reconnecting.
+    log.warning("nats.error", error=f"{type(error).__name__}: {error}")
 
 
 class _AckInbox:
@@ -219,6 +226,7 @@ class EventStore:
                 allow_reconnect=True,
                 disconnected_cb=self._on_disconnected or ignore,
                 reconnected_cb=self._on_reconnected or ignore,
+                error_cb=_log_nats_error,
             )
         except _STORE_FAILURES as error:
             raise _translate(error) from error

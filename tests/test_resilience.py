@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters.client import DutyLinkClient
 from gateway.nats_server import NatsServer
+from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
@@ -123,3 +125,28 @@ async def test_sigterm_stops_serving_drains_and_stops_the_embedded_nats(tmp_path
     assert events.index("gateway.stopping") < events.index("gateway.stopped")
     assert not url_file.exists(), "the embedded nats-server was not stopped"
     assert all(line.get("level") != "error" for line in lines)
+
+
+async def test_the_gateway_says_not_serving_until_nats_comes_up_then_serves(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free loopback port for a NATS that is not there yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gateway = Gateway(config_for_tests(), nats_url=f"nats://127.0.0.1:{port}")
+    starting = asyncio.create_task(gateway.start())
+    try:
+        async with asyncio.timeout(10):
+            while gateway.port == 0:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        assert await health_of(gateway.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+        async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await fire.publish(incident_event())
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            async with NatsServer(tmp_path / "late", port=port):
+                await asyncio.wait_for(starting, 15)
+                assert await health_of(gateway.address) == health_pb2.HealthCheckResponse.SERVING
+                assert (await fire.publish(incident_event())).stream_sequence == 1
+                await gateway.stop(grace=1)
+    finally:
+        starting.cancel()

@@ -58,6 +58,9 @@ class Gateway:
         self._policy_watch: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()
         self.port = 0
+        # Set once the gRPC port is open (health answers; the event services may still wait
+        # for NATS): for embedders and tests that start the gateway in the background.
+        self.listening = asyncio.Event()
 
     @property
     def address(self) -> str:
@@ -177,6 +180,7 @@ class Gateway:
             raise OSError(f"cannot listen on {gateway_settings.listen}")
         # Serve health at once; the event services answer UNAVAILABLE until NATS is ready.
         await self._server.start()
+        self.listening.set()
         await self._store.connect(self._nats_url)
         await self._store.ensure_streams()
         await self._store.follow_grants(

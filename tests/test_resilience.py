@@ -134,10 +134,8 @@ async def test_the_gateway_says_not_serving_until_nats_comes_up_then_serves(tmp_
     gateway = Gateway(config_for_tests(), nats_url=f"nats://127.0.0.1:{port}")
     starting = asyncio.create_task(gateway.start())
     try:
-        async with asyncio.timeout(10):
-            while gateway.port == 0:
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)
+        await asyncio.wait_for(gateway.listening.wait(), 10)
+        await asyncio.sleep(0.5)  # NATS has had time to be tried, and is still not there
         assert await health_of(gateway.address) == health_pb2.HealthCheckResponse.NOT_SERVING
         async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
             with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -72,6 +72,17 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The signed audit log. `key_file` holds this replica's Ed25519 checkpoint key (empty:
+    `<nats.data_dir>/audit/<gateway_id>.key`, created on first start)."""
+
+    enabled: bool = True
+    key_file: str = ""
+    checkpoint_seconds: float = 1.0
+    retention_days: float = 180.0
+
+
+@dataclass(frozen=True)
 class TlsSettings:
     """Mutual TLS. With `cert_file` set the gateway serves TLS only and every agency must present
     a client certificate issued by `ca_file` (see `dutylink pki`); without it, plaintext with
@@ -104,6 +115,7 @@ class Config:
     subscriptions: SubscriptionSettings = SubscriptionSettings()
     tls: TlsSettings = TlsSettings()
     policy: PolicySettings = PolicySettings()
+    audit: AuditSettings = AuditSettings()
     agencies: tuple[Agency, ...] = ()
     # Where the agencies came from, so start-up can warn about sample tokens.
     agencies_source: str = str(SAMPLE_AGENCIES)
@@ -115,6 +127,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "subscriptions": SubscriptionSettings,
     "tls": TlsSettings,
     "policy": PolicySettings,
+    "audit": AuditSettings,
 }
 
 
@@ -226,6 +239,10 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     if given and len(given) < 3:
         raise ConfigError(
             f"{where}: tls: ca_file, cert_file and key_file go together (only {', '.join(given)} set)"
+        )
+    if sections["audit"].retention_days < 180:
+        raise ConfigError(
+            f"{where}: audit: retention_days must be at least 180 (network logs are kept six months)"
         )
     if not tls.enabled and (missing := [a.id for a in agencies if not a.token]):
         raise ConfigError(

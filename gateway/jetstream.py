@@ -241,6 +241,13 @@ class EventStore:
         return self._js_context
 
     @property
+    def client(self) -> NatsClient:
+        """The NATS connection, for the other JetStream users of this gateway (the audit log)."""
+        if self._client is None:
+            raise StoreUnavailableError("not connected to NATS yet")
+        return self._client
+
+    @property
     def connected(self) -> bool:
         return self._client is not None and bool(self._client.is_connected)
 

@@ -19,13 +19,14 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
+from dutylink.v1 import audit_pb2, gateway_pb2, gateway_pb2_grpc
+from gateway.audit.log import AuditLog, AuditUnavailableError, load_or_create_signer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.authorization import Authorizer, GrantBook, PolicyHolder, cancel
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore
 from gateway.nats_server import NatsServer, embedded_dir
-from gateway.service import BreakGlass, Dependencies, Publisher, Subscriber
+from gateway.service import AuditHolder, BreakGlass, Dependencies, Publisher, Subscriber
 from gateway.validation import Validator
 from policies.loader import SAMPLE_DIR
 from policies.model import PolicyError
@@ -56,6 +57,8 @@ class Gateway:
         self._store: EventStore | None = None
         self._server: grpc.aio.Server | None = None
         self._policy_watch: asyncio.Task[None] | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
+        self._deps_audit = AuditHolder()
         self._health = health.aio.HealthServicer()
         self.port = 0
         # Set once the gRPC port is open (health answers; the event services may still wait
@@ -154,7 +157,12 @@ class Gateway:
             on_reconnected=self._on_nats_reconnected,
         )
         deps = Dependencies(
-            self.config, self._store, authenticator, Validator(), Authorizer(policy, grants)
+            self.config,
+            self._store,
+            authenticator,
+            Validator(),
+            Authorizer(policy, grants),
+            self._deps_audit,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         gateway_pb2_grpc.add_PublisherServiceServicer_to_server(Publisher(deps), self._server)
@@ -183,6 +191,8 @@ class Gateway:
         self.listening.set()
         await self._store.connect(self._nats_url)
         await self._store.ensure_streams()
+        if self.config.audit.enabled:
+            await self._start_audit()
         await self._store.follow_grants(
             lambda data: grants.add(gateway_pb2.EmergencyGrant.FromString(data))
         )
@@ -195,12 +205,55 @@ class Gateway:
             embedded=self._embedded is not None,
         )
 
+    async def _start_audit(self) -> None:
+        settings, gateway_id = self.config.audit, self.config.gateway.gateway_id
+        key_file = (
+            Path(settings.key_file)
+            if settings.key_file
+            else Path(self.config.nats.data_dir) / "audit" / f"{gateway_id}.key"
+        )
+        signer = load_or_create_signer(key_file, f"dutylink/audit/{gateway_id}")
+        assert self._store is not None
+        audit = AuditLog(
+            self._store.client,
+            gateway_id,
+            signer,
+            origin=signer.name,
+            retention_days=settings.retention_days,
+            replicas=self.config.nats.stream_replicas,
+        )
+        await audit.start()
+        await audit.append(
+            [
+                audit_pb2.AuditEntry(
+                    action=audit_pb2.AUDIT_ACTION_GATEWAY_START, outcome=audit_pb2.AUDIT_OUTCOME_OK
+                )
+            ]
+        )
+        self._deps_audit.log = audit
+        self._checkpoints = asyncio.create_task(audit.run_checkpoints(settings.checkpoint_seconds))
+
+    @property
+    def audit(self) -> AuditLog | None:
+        return self._deps_audit.log
+
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.gateway.shutdown_grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
         await cancel(self._policy_watch)
         if self._server is not None:
             await self._server.stop(grace)
+        if (audit := self._deps_audit.log) is not None:
+            with contextlib.suppress(AuditUnavailableError):
+                await audit.append(
+                    [
+                        audit_pb2.AuditEntry(
+                            action=audit_pb2.AUDIT_ACTION_GATEWAY_STOP,
+                            outcome=audit_pb2.AUDIT_OUTCOME_OK,
+                        )
+                    ]
+                )
+        await cancel(self._checkpoints)  # signs a last checkpoint on the way out
         if self._store is not None:
             await self._store.close()
         if self._embedded is not None:

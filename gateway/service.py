@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
@@ -22,9 +22,11 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from nats.aio.msg import Msg
 
-from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
+from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway import subjects
 from gateway.admission import Admitted, Refused, admit
+from gateway.audit.entries import publish_entry
+from gateway.audit.log import AuditLog, AuditUnavailableError
 from gateway.auth import Authenticator, Principal, UnauthenticatedError
 from gateway.authorization import Authorizer, GrantBook
 from gateway.config import Config
@@ -126,6 +128,13 @@ def _publish_error(
     )
 
 
+@dataclass
+class AuditHolder:
+    """The audit log once it is open (it needs NATS, which may come up after the services)."""
+
+    log: AuditLog | None = None
+
+
 @dataclass(frozen=True)
 class Dependencies:
     """What every servicer works with; built once by the gateway."""
@@ -135,7 +144,59 @@ class Dependencies:
     authenticator: Authenticator
     validator: Validator
     authorizer: Authorizer
+    audit: AuditHolder = field(default_factory=AuditHolder)
     clock: Clock = _utc_now
+
+    async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
+        """Append to the audit log (fail closed: raises AuditUnavailableError when the log is
+        enabled but cannot be appended)."""
+        if not self.config.audit.enabled or not entries:
+            return
+        if self.audit.log is None:
+            raise AuditUnavailableError("the audit log is not open yet")
+        await self.audit.log.append(entries)
+
+    async def record_best_effort(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
+        """For facts that happen whether or not they are logged (a refusal is still a refusal)."""
+        try:
+            await self.record(entries)
+        except AuditUnavailableError as error:
+            log.error("audit.unrecorded", entries=len(entries), reason=str(error))
+
+
+def _refusal_entry(
+    principal: Principal, event: event_pb2.Event, refused: Refused
+) -> audit_pb2.AuditEntry:
+    outcome = (
+        audit_pb2.AUDIT_OUTCOME_INVALID
+        if refused.code == grpc.StatusCode.INVALID_ARGUMENT
+        else audit_pb2.AUDIT_OUTCOME_DENIED
+    )
+    return publish_entry(
+        principal.agency, event, outcome, reason=refused.message, decision=refused.decision
+    )
+
+
+def _accepted_entry(principal: Principal, admitted: Admitted) -> audit_pb2.AuditEntry:
+    return publish_entry(
+        principal.agency,
+        admitted.event,
+        audit_pb2.AUDIT_OUTCOME_ACCEPTED,
+        data=admitted.data,
+        decision=admitted.decision,
+    )
+
+
+def _failure_entry(
+    principal: Principal, admitted: Admitted, error: StoreError
+) -> audit_pb2.AuditEntry:
+    return publish_entry(
+        principal.agency,
+        admitted.event,
+        audit_pb2.AUDIT_OUTCOME_FAILED,
+        reason=str(error),
+        data=admitted.data,
+    )
 
 
 class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
@@ -179,13 +240,27 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 code=outcome.code.name,
                 reason=outcome.message,
             )
+            await self._deps.record_best_effort([_refusal_entry(principal, request.event, outcome)])
             await _abort(context, _status(outcome.code, outcome.message, outcome.problems))
+        try:
+            # Audit first: no event is ever stored without its entry (fail closed).
+            await self._deps.record([_accepted_entry(principal, outcome)])
+        except AuditUnavailableError as error:
+            log.error("publish.unaudited", event_id=outcome.event.id, reason=str(error))
+            await _abort(
+                context,
+                _status(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{error}; not accepted, retry with the same event id",
+                ),
+            )
         try:
             stored = await self._store.publish(
                 outcome.subject, outcome.data, outcome.headers, self._timeout(context)
             )
         except StoreError as error:
             log.warning("publish.failed", event_id=outcome.event.id, reason=str(error))
+            await self._deps.record_best_effort([_failure_entry(principal, outcome, error)])
             await _abort(context, _status(_store_code(error), _store_message(error)))
         log.info(
             "publish.stored",
@@ -221,9 +296,11 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             gateway_pb2.PublishResult(index=i, event_id=e.id) for i, e in enumerate(request.events)
         ]
         admitted: list[tuple[int, Admitted]] = []
+        refusals: list[audit_pb2.AuditEntry] = []
         for index, event in enumerate(request.events):
             outcome = self._admit(principal, event)
             if isinstance(outcome, Refused):
+                refusals.append(_refusal_entry(principal, event, outcome))
                 problems = tuple(
                     FieldProblem(
                         f"events[{index}].{p.field}" if p.field else f"events[{index}]",
@@ -237,16 +314,33 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 )
             else:
                 admitted.append((index, outcome))
+        await self._deps.record_best_effort(refusals)
+        try:
+            # Audit first, in one append for the whole batch: no event stored without its entry.
+            await self._deps.record([_accepted_entry(principal, a) for _, a in admitted])
+        except AuditUnavailableError as error:
+            log.error("publish_batch.unaudited", events=len(admitted), reason=str(error))
+            for index, _ in admitted:
+                results[index].error.CopyFrom(
+                    _publish_error(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"{error}; not accepted, retry with the same event id",
+                    )
+                )
+            admitted = []
         stored_all = await self._store.publish_pipelined(
             [(a.subject, a.data, a.headers) for _, a in admitted], self._timeout(context)
         )
+        failures: list[audit_pb2.AuditEntry] = []
         for (index, accepted), stored in zip(admitted, stored_all, strict=True):
             if isinstance(stored, StoreError):
+                failures.append(_failure_entry(principal, accepted, stored))
                 results[index].error.CopyFrom(
                     _publish_error(_store_code(stored), _store_message(stored))
                 )
             else:
                 results[index].receipt.CopyFrom(_receipt(accepted, stored))
+        await self._deps.record_best_effort(failures)
         log.info(
             "publish_batch.done",
             events=len(request.events),

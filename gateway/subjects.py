@@ -12,7 +12,8 @@ listens on its own redelivery subject, where dead letters are replayed to it alo
     dutylink.redeliver.<agency>.<subscription>
 
 Dead letters are kept per subscription on `dutylink.deadletter.<agency>.<subscription>`;
-break-glass declarations on `dutylink.grants.<grant id>`.
+break-glass declarations on `dutylink.grants.<grant id>`; each gateway replica's audit log on
+`dutylink.audit.<gateway id>.entries` and its signed checkpoints on `….checkpoints`.
 Pure: no I/O.
 """
 
@@ -26,6 +27,8 @@ from dutylink.v1 import event_pb2
 EVENTS_STREAM = "DUTYLINK_EVENTS"
 DEADLETTER_STREAM = "DUTYLINK_DEADLETTER"
 GRANTS_STREAM = "DUTYLINK_GRANTS"
+AUDIT_STREAM = "DUTYLINK_AUDIT"
+AUDIT_PREFIX = "dutylink.audit"
 GRANTS_PREFIX = "dutylink.grants"
 EVENTS_PREFIX = "dutylink.events"
 REDELIVER_PREFIX = "dutylink.redeliver"
@@ -48,6 +51,16 @@ def event_subject(plane: int, event_type: str, division_code: str) -> str:
     family, name = event_type.split(".", 1)
     province, city, county = division_code[0:2], division_code[2:4], division_code[4:6]
     return f"{EVENTS_PREFIX}.{PLANE_TOKENS[plane]}.{family}.{name}.{province}.{city}.{county}"
+
+
+def audit_entries(gateway_id: str) -> str:
+    """Where a gateway replica appends its audit entries (one Merkle log per replica)."""
+    return f"{AUDIT_PREFIX}.{gateway_id}.entries"
+
+
+def audit_checkpoints(gateway_id: str) -> str:
+    """Where a gateway replica stores its signed checkpoints."""
+    return f"{AUDIT_PREFIX}.{gateway_id}.checkpoints"
 
 
 def consumer_name(agency: str, subscription: str) -> str:

@@ -67,7 +67,7 @@ def test_the_example_configuration_in_deploy_shows_every_key_with_its_default() 
     example = Path(__file__).resolve().parent.parent / "deploy" / "dutylink.example.toml"
     raw = tomllib.loads(example.read_text())
     loaded, defaults = config.load(example, environ={}), config.load(None, environ={})
-    for name in ("gateway", "nats", "subscriptions", "tls", "policy"):
+    for name in ("gateway", "nats", "subscriptions", "tls", "policy", "audit"):
         assert set(raw[name]) == {f.name for f in dataclasses.fields(getattr(defaults, name))}, name
         assert getattr(loaded, name) == getattr(defaults, name), name
     assert [a.id for a in loaded.agencies] == ["fire", "command"]

@@ -1,0 +1,188 @@
+"""This gateway's audit log in JetStream: append entries, keep the Merkle state, sign checkpoints.
+
+Layout (one stream for every replica, one subject pair per replica, names in `gateway.subjects`):
+    dutylink.audit.<gateway id>.entries       AuditEntry bytes; leaf i = i-th message
+    dutylink.audit.<gateway id>.checkpoints   C2SP signed notes of tlog-checkpoints
+The stream denies delete and purge, discards new messages when full (fail closed, never evict)
+and keeps at least 180 days. One process appends per gateway id, in order, under a lock;
+after a crash the log state is rebuilt from the entries themselves.
+
+Ordering on publish (see `AuditOutcome.ACCEPTED`): audit entry durable, then the event stored,
+then the publisher acknowledged. If the audit append fails the publish is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats.errors
+import nats.js.errors
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client as NatsClient
+from nats.js import api
+
+from dutylink.v1 import audit_pb2
+from gateway import subjects
+from gateway.audit.merkle import TreeState, leaf_hash
+from gateway.audit.note import Checkpoint, Signer, sign_note
+
+log = structlog.get_logger("dutylink.audit")
+DAY = 86_400.0
+
+
+class AuditUnavailableError(Exception):
+    """The audit log cannot be appended: whatever needed the entry must not happen."""
+
+
+def load_or_create_signer(key_file: Path, name: str) -> Signer:
+    """The gateway's Ed25519 checkpoint key, created (0600) on first start. The verifier key
+    string is written beside it (`.pub`) for auditors."""
+    if key_file.exists():
+        return Signer.from_key_string(key_file.read_text(encoding="utf-8").strip())
+    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    signer = Signer(name, Ed25519PrivateKey.generate())
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(signer.key_string() + "\n")
+    key_file.with_suffix(".pub").write_text(signer.verifier().key_string() + "\n", encoding="utf-8")
+    return signer
+
+
+class AuditLog:
+    """Appends this gateway's entries and signs checkpoints of the log."""
+
+    def __init__(
+        self,
+        client: NatsClient,
+        gateway_id: str,
+        signer: Signer,
+        *,
+        origin: str,
+        retention_days: float,
+        replicas: int,
+    ) -> None:
+        self._js = client.jetstream()
+        self.gateway_id = gateway_id
+        self._signer = signer
+        self.origin = origin
+        self._retention_days = retention_days
+        self._replicas = replicas
+        self._tree = TreeState()
+        self._lock = asyncio.Lock()
+        self._signed_size = -1
+        self._in_doubt = False
+        self.latest_checkpoint: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    async def start(self) -> None:
+        """Ensure the stream, then rebuild the tree from every entry already stored."""
+        config = api.StreamConfig(
+            name=subjects.AUDIT_STREAM,
+            description="Audit entries and signed checkpoints of every gateway replica",
+            subjects=[f"{subjects.AUDIT_PREFIX}.>"],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.NEW,
+            max_age=self._retention_days * DAY,
+            num_replicas=self._replicas,
+            deny_delete=True,
+            deny_purge=True,
+            allow_rollup_hdrs=False,
+        )
+        try:
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self._js.update_stream(config)
+            leaves = [
+                leaf_hash(data)
+                for data in await self._stored(subjects.audit_entries(self.gateway_id))
+            ]
+        except (nats.errors.Error, OSError) as error:
+            raise AuditUnavailableError(f"audit stream unavailable: {error}") from error
+        self._tree = TreeState.from_leaf_hashes(leaves)
+        self._in_doubt = False
+        log.info(
+            "audit.log_ready", gateway_id=self.gateway_id, size=self._tree.size, origin=self.origin
+        )
+
+    async def _stored(self, subject: str) -> list[bytes]:
+        found: list[bytes] = []
+        sequence = 1
+        while True:
+            try:
+                raw = await self._js.get_msg(
+                    subjects.AUDIT_STREAM, seq=sequence, subject=subject, next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return found
+            found.append(raw.data or b"")
+            sequence = (raw.seq or sequence) + 1
+
+    async def append(self, entries: Sequence[audit_pb2.AuditEntry]) -> list[int]:
+        """Append entries in order, durably; returns their leaf indices. Raises
+        `AuditUnavailableError` if any could not be stored (then none after it is)."""
+        subject = subjects.audit_entries(self.gateway_id)
+        async with self._lock:
+            if self._in_doubt:
+                # A failed append may still have been stored: the stream, not memory, decides.
+                await self.start()
+            indices = []
+            for entry in entries:
+                entry.sequence = self._tree.size
+                entry.gateway_id = self.gateway_id
+                if not entry.HasField("time"):
+                    entry.time.FromDatetime(datetime.now(UTC))
+                data = entry.SerializeToString()
+                try:
+                    await self._js.publish(subject, data, stream=subjects.AUDIT_STREAM)
+                except (TimeoutError, nats.errors.Error, OSError) as error:
+                    self._in_doubt = True
+                    raise AuditUnavailableError(f"audit log append failed: {error}") from error
+                self._tree.append(leaf_hash(data))
+                indices.append(entry.sequence)
+            return indices
+
+    async def checkpoint(self) -> str | None:
+        """Sign and store a checkpoint if the log grew since the last one (signing is per
+        checkpoint, never per entry); returns the signed note."""
+        async with self._lock:
+            if self._in_doubt:
+                return (
+                    None  # never sign a root the stream might contradict; the next append resyncs
+                )
+            size, root = self._tree.size, self._tree.root()
+        if size == self._signed_size:
+            return None
+        note = sign_note(Checkpoint(self.origin, size, root).to_text(), [self._signer])
+        try:
+            await self._js.publish(
+                subjects.audit_checkpoints(self.gateway_id),
+                note.encode(),
+                stream=subjects.AUDIT_STREAM,
+            )
+        except (TimeoutError, nats.errors.Error, OSError) as error:
+            log.error("audit.checkpoint_failed", size=size, reason=str(error))
+            return None
+        self._signed_size, self.latest_checkpoint = size, note
+        return note
+
+    async def run_checkpoints(self, interval: float) -> None:
+        """Sign a checkpoint every `interval` seconds while entries arrive, until cancelled;
+        sign a last one on the way out."""
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                await self.checkpoint()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.checkpoint())

@@ -1,0 +1,129 @@
+"""The gateway's signed audit log: audit first, fail closed, one log continued across restarts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+
+from adapters.client import DutyLinkClient
+from dutylink.v1 import audit_pb2, event_pb2
+from gateway import subjects
+from gateway.audit import merkle
+from gateway.audit.log import AuditUnavailableError
+from gateway.audit.note import Checkpoint, Verifier, open_note
+from gateway.testing import config_for_tests, gateway_for_tests
+from tests.conftest import TOKENS
+from tests.factories import incident_event
+
+
+async def stored(nats_url: str, subject: str, stream: str) -> list[bytes]:
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    found, sequence = [], 1
+    while True:
+        try:
+            raw = await js.get_msg(stream, seq=sequence, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            break
+        found.append(raw.data or b"")
+        sequence = (raw.seq or sequence) + 1
+    await client.close()
+    return found
+
+
+def entries_of(raw: Sequence[bytes]) -> list[audit_pb2.AuditEntry]:
+    return [audit_pb2.AuditEntry.FromString(data) for data in raw]
+
+
+async def test_every_publish_is_recorded_with_the_digest_of_the_stored_bytes(
+    nats_url: str, tmp_path: Path
+) -> None:
+    config = config_for_tests(nats={"data_dir": str(tmp_path)})
+    async with (
+        gateway_for_tests(nats_url, config) as gateway,
+        DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+    ):
+        receipt = await fire.publish(incident_event())
+        invalid = incident_event()
+        invalid.jurisdiction.division_code = "x"
+        with pytest.raises(grpc.aio.AioRpcError):
+            await fire.publish(invalid)
+    (event_bytes,) = await stored(nats_url, ">", subjects.EVENTS_STREAM)
+    log = entries_of(await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM))
+    actions = [(e.action, e.outcome) for e in log]
+    assert actions == [
+        (audit_pb2.AUDIT_ACTION_GATEWAY_START, audit_pb2.AUDIT_OUTCOME_OK),
+        (audit_pb2.AUDIT_ACTION_PUBLISH, audit_pb2.AUDIT_OUTCOME_ACCEPTED),
+        (audit_pb2.AUDIT_ACTION_PUBLISH, audit_pb2.AUDIT_OUTCOME_INVALID),
+        (audit_pb2.AUDIT_ACTION_GATEWAY_STOP, audit_pb2.AUDIT_OUTCOME_OK),
+    ]
+    accepted = log[1]
+    assert accepted.event_digest == hashlib.sha256(event_bytes).digest()
+    assert accepted.actor_agency == "fire" and accepted.rule_ids and accepted.policy_version
+    assert event_pb2.Event.FromString(event_bytes).id == accepted.event_id
+    assert receipt.stream_sequence == 1
+    assert [e.sequence for e in log] == [0, 1, 2, 3]
+    assert b"Zhang San" not in b"".join(e.SerializeToString() for e in log), (
+        "no personal data in the log"
+    )
+
+
+async def test_when_the_audit_log_cannot_be_appended_nothing_is_accepted(
+    nats_url: str, tmp_path: Path
+) -> None:
+    config = config_for_tests(nats={"data_dir": str(tmp_path)})
+    async with gateway_for_tests(nats_url, config) as gateway:
+        assert gateway.audit is not None
+
+        async def unavailable(entries: Sequence[audit_pb2.AuditEntry]) -> list[int]:
+            raise AuditUnavailableError("audit stream full")
+
+        gateway.audit.append = unavailable  # type: ignore[method-assign]
+        async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await fire.publish(incident_event())
+            results = await fire.publish_batch([incident_event(), incident_event()])
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert [r.error.code for r in results] == [grpc.StatusCode.UNAVAILABLE.value[0]] * 2
+    assert await stored(nats_url, ">", subjects.EVENTS_STREAM) == [], "nothing stored unlogged"
+
+
+async def test_a_restarted_gateway_continues_the_same_log_with_consistent_signed_checkpoints(
+    nats_url: str, tmp_path: Path
+) -> None:
+    config = config_for_tests(nats={"data_dir": str(tmp_path)}, audit={"checkpoint_seconds": 0.1})
+    for _ in range(2):
+        async with (
+            gateway_for_tests(nats_url, config) as gateway,
+            DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+        ):
+            await fire.publish_batch([incident_event() for _ in range(5)])
+    raw = await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM)
+    assert [e.sequence for e in entries_of(raw)] == list(range(14)), (
+        "start, 5, stop; start, 5, stop"
+    )
+    notes = [
+        n.decode()
+        for n in await stored(nats_url, subjects.audit_checkpoints("gw-1"), subjects.AUDIT_STREAM)
+    ]
+    verifier = Verifier.from_key_string((tmp_path / "audit" / "gw-1.pub").read_text().strip())
+    leaves = [merkle.leaf_hash(data) for data in raw]
+    previous: Checkpoint | None = None
+    for note in notes:
+        text, signers = open_note(note, [verifier])
+        checkpoint = Checkpoint.parse(text)
+        assert signers == [verifier.name]
+        assert checkpoint.root_hash == merkle.root(leaves[: checkpoint.size])
+        if previous is not None:
+            assert checkpoint.size > previous.size
+            proof = merkle.consistency_proof(leaves[: checkpoint.size], previous.size)
+            merkle.verify_consistency(
+                previous.size, checkpoint.size, proof, previous.root_hash, checkpoint.root_hash
+            )
+        previous = checkpoint
+    assert previous is not None and previous.size == 14, "a last checkpoint is signed at shutdown"

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from gateway import config as config_module
 from gateway import logs
+from gateway.cli_audit import audit_app
 from gateway.cli_pki import pki_app
 from gateway.cli_policy import policy_app
 from gateway.config import Config, ConfigError
@@ -30,6 +31,7 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 app.add_typer(pki_app, name="pki")
 app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
 deadletter_app = typer.Typer(
     help="Inspect and replay dead letters (operators).", no_args_is_help=True
 )

@@ -79,7 +79,6 @@ class AuditSettings:
     enabled: bool = True
     key_file: str = ""
     checkpoint_seconds: float = 1.0
-    retention_days: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -239,10 +238,6 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     if given and len(given) < 3:
         raise ConfigError(
             f"{where}: tls: ca_file, cert_file and key_file go together (only {', '.join(given)} set)"
-        )
-    if sections["audit"].retention_days < 180:
-        raise ConfigError(
-            f"{where}: audit: retention_days must be at least 180 (network logs are kept six months)"
         )
     if not tls.enabled and (missing := [a.id for a in agencies if not a.token]):
         raise ConfigError(

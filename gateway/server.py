@@ -219,7 +219,6 @@ class Gateway:
             gateway_id,
             signer,
             origin=signer.name,
-            retention_days=settings.retention_days,
             replicas=self.config.nats.stream_replicas,
         )
         await audit.start()

@@ -4,7 +4,7 @@ Layout (one stream for every replica, one subject pair per replica, names in `ga
     dutylink.audit.<gateway id>.entries       AuditEntry bytes; leaf i = i-th message
     dutylink.audit.<gateway id>.checkpoints   C2SP signed notes of tlog-checkpoints
 The stream denies delete and purge, discards new messages when full (fail closed, never evict)
-and keeps at least 180 days. One process appends per gateway id, in order, under a lock;
+and has no age limit (leaf numbering depends on every entry staying). One process appends per gateway id, in order, under a lock;
 after a crash the log state is rebuilt from the entries themselves.
 
 Ordering on publish (see `AuditOutcome.ACCEPTED`): audit entry durable, then the event stored,
@@ -33,7 +33,6 @@ from gateway.audit.merkle import TreeState, leaf_hash
 from gateway.audit.note import Checkpoint, Signer, sign_note
 
 log = structlog.get_logger("dutylink.audit")
-DAY = 86_400.0
 
 
 class AuditUnavailableError(Exception):
@@ -64,14 +63,12 @@ class AuditLog:
         signer: Signer,
         *,
         origin: str,
-        retention_days: float,
         replicas: int,
     ) -> None:
         self._js = client.jetstream()
         self.gateway_id = gateway_id
         self._signer = signer
         self.origin = origin
-        self._retention_days = retention_days
         self._replicas = replicas
         self._tree = TreeState()
         self._lock = asyncio.Lock()
@@ -92,7 +89,9 @@ class AuditLog:
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             discard=api.DiscardPolicy.NEW,
-            max_age=self._retention_days * DAY,
+            # No age limit: leaf i is the i-th stored entry, so nothing may ever age out (the
+            # law asks for at least 180 days; archiving comes with `dutylink audit export`).
+            max_age=0,
             num_replicas=self._replicas,
             deny_delete=True,
             deny_purge=True,

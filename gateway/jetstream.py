@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +106,21 @@ def _translate(error: BaseException) -> StoreError:
 
 
 _STORE_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
+
+
+async def stored_messages(
+    js: JetStreamContext, stream: str, subject: str
+) -> AsyncIterator[api.RawStreamMsg]:
+    """Every message of `stream` on `subject` (wildcards allowed), oldest first, read one by one
+    with direct gets (no consumer to create or clean up). Ends at the last stored message."""
+    sequence = 1
+    while True:
+        try:
+            raw = await js.get_msg(stream, seq=sequence, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return
+        yield raw
+        sequence = (raw.seq or sequence) + 1
 
 
 async def _log_nats_error(error: Exception) -> None:
@@ -426,19 +441,13 @@ class EventStore:
         """Every dead letter of the matching subscriptions, oldest first (kept, never deleted:
         replaying one copies it back, so the record of what failed stays)."""
         wanted = subjects.deadletter_subject(agency, subscription)
-        found: list[DeadLetter] = []
-        sequence = 1
-        while True:
-            try:
-                raw = await self._js.get_msg(
-                    subjects.DEADLETTER_STREAM, seq=sequence, subject=wanted, next=True
-                )
-            except nats.js.errors.NotFoundError:
-                return found
-            except _STORE_FAILURES as error:
-                raise _translate(error) from error
-            found.append(DeadLetter.from_stored(raw))
-            sequence = (raw.seq or sequence) + 1
+        try:
+            return [
+                DeadLetter.from_stored(raw)
+                async for raw in stored_messages(self._js, subjects.DEADLETTER_STREAM, wanted)
+            ]
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
 
     async def replay_dead_letter(self, sequence: int) -> tuple[DeadLetter, Stored]:
         """Deliver a dead letter again, to its own subscription only. Replaying the same dead

@@ -16,6 +16,7 @@ from gateway import subjects
 from gateway.audit import merkle
 from gateway.audit.log import AuditUnavailableError
 from gateway.audit.note import Checkpoint, Verifier, open_note
+from gateway.jetstream import stored_messages
 from gateway.testing import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
@@ -23,15 +24,7 @@ from tests.factories import incident_event
 
 async def stored(nats_url: str, subject: str, stream: str) -> list[bytes]:
     client = await nats.connect(nats_url)
-    js = client.jetstream()
-    found, sequence = [], 1
-    while True:
-        try:
-            raw = await js.get_msg(stream, seq=sequence, subject=subject, next=True)
-        except nats.js.errors.NotFoundError:
-            break
-        found.append(raw.data or b"")
-        sequence = (raw.seq or sequence) + 1
+    found = [raw.data or b"" async for raw in stored_messages(client.jetstream(), stream, subject)]
     await client.close()
     return found
 

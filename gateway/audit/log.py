@@ -31,6 +31,7 @@ from dutylink.v1 import audit_pb2
 from gateway import subjects
 from gateway.audit.merkle import TreeState, leaf_hash
 from gateway.audit.note import Checkpoint, Signer, sign_note
+from gateway.jetstream import stored_messages
 
 log = structlog.get_logger("dutylink.audit")
 
@@ -102,9 +103,10 @@ class AuditLog:
                 await self._js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 await self._js.update_stream(config)
+            entries = subjects.audit_entries(self.gateway_id)
             leaves = [
-                leaf_hash(data)
-                for data in await self._stored(subjects.audit_entries(self.gateway_id))
+                leaf_hash(raw.data or b"")
+                async for raw in stored_messages(self._js, subjects.AUDIT_STREAM, entries)
             ]
         except (nats.errors.Error, OSError) as error:
             raise AuditUnavailableError(f"audit stream unavailable: {error}") from error
@@ -113,19 +115,6 @@ class AuditLog:
         log.info(
             "audit.log_ready", gateway_id=self.gateway_id, size=self._tree.size, origin=self.origin
         )
-
-    async def _stored(self, subject: str) -> list[bytes]:
-        found: list[bytes] = []
-        sequence = 1
-        while True:
-            try:
-                raw = await self._js.get_msg(
-                    subjects.AUDIT_STREAM, seq=sequence, subject=subject, next=True
-                )
-            except nats.js.errors.NotFoundError:
-                return found
-            found.append(raw.data or b"")
-            sequence = (raw.seq or sequence) + 1
 
     async def append(self, entries: Sequence[audit_pb2.AuditEntry]) -> list[int]:
         """Append entries in order, durably; returns their leaf indices. Raises

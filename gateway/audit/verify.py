@@ -43,6 +43,7 @@ from gateway.audit.merkle import (
     verify_consistency,
 )
 from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note
+from gateway.jetstream import stored_messages
 
 
 @dataclass
@@ -329,15 +330,7 @@ def verify_log(
 
 
 async def _read_subject(js: JetStreamContext, subject: str) -> list[bytes]:
-    found: list[bytes] = []
-    sequence = 1
-    while True:
-        try:
-            raw = await js.get_msg(subjects.AUDIT_STREAM, seq=sequence, subject=subject, next=True)
-        except nats.js.errors.NotFoundError:
-            return found
-        found.append(raw.data or b"")
-        sequence = (raw.seq or sequence) + 1
+    return [raw.data or b"" async for raw in stored_messages(js, subjects.AUDIT_STREAM, subject)]
 
 
 async def read_log(js: JetStreamContext, gateway_id: str) -> tuple[list[bytes], list[str]]:

@@ -279,37 +279,27 @@ class EventStore:
             "allow_rollup_hdrs": False,
             "max_msg_size": self._config.gateway.max_message_bytes,
         }
-        await self._ensure_stream(
-            api.StreamConfig(
-                name=subjects.EVENTS_STREAM,
-                description="DutyLink events, by plane, family, type and jurisdiction",
-                subjects=[f"{subjects.EVENTS_PREFIX}.>", f"{subjects.REDELIVER_PREFIX}.>"],
-                max_age=nats_settings.events_max_age_days * DAY,
-                max_bytes=nats_settings.events_max_bytes,
-                duplicate_window=nats_settings.duplicate_window_seconds,
-                **common,
+        streams = [
+            (subjects.EVENTS_STREAM, "DutyLink events, by plane, family, type and jurisdiction",
+             [f"{subjects.EVENTS_PREFIX}.>", f"{subjects.REDELIVER_PREFIX}.>"],
+             nats_settings.events_max_age_days, nats_settings.events_max_bytes),
+            (subjects.DEADLETTER_STREAM, "Events a subscription failed to handle, kept for inspection and replay",
+             [f"{subjects.DEADLETTER_PREFIX}.>"], nats_settings.deadletter_max_age_days, -1),
+            (subjects.GRANTS_STREAM, "Break-glass declarations, kept for the mandatory review",
+             [f"{subjects.GRANTS_PREFIX}.>"], nats_settings.deadletter_max_age_days, -1),
+        ]  # fmt: skip
+        for name, description, stream_subjects, max_age_days, max_bytes in streams:
+            await self._ensure_stream(
+                api.StreamConfig(
+                    name=name,
+                    description=description,
+                    subjects=stream_subjects,
+                    max_age=max_age_days * DAY,
+                    max_bytes=max_bytes,
+                    duplicate_window=nats_settings.duplicate_window_seconds,
+                    **common,
+                )
             )
-        )
-        await self._ensure_stream(
-            api.StreamConfig(
-                name=subjects.DEADLETTER_STREAM,
-                description="Events a subscription failed to handle, kept for inspection and replay",
-                subjects=[f"{subjects.DEADLETTER_PREFIX}.>"],
-                max_age=nats_settings.deadletter_max_age_days * DAY,
-                duplicate_window=nats_settings.duplicate_window_seconds,
-                **common,
-            )
-        )
-        await self._ensure_stream(
-            api.StreamConfig(
-                name=subjects.GRANTS_STREAM,
-                description="Break-glass declarations, kept for the mandatory review",
-                subjects=[f"{subjects.GRANTS_PREFIX}.>"],
-                max_age=nats_settings.deadletter_max_age_days * DAY,
-                duplicate_window=nats_settings.duplicate_window_seconds,
-                **common,
-            )
-        )
 
     async def record_grant(self, grant_id: str, data: bytes) -> Stored:
         """Keep a break-glass declaration (never deleted: it is listed for review)."""

@@ -11,9 +11,7 @@ The decisions themselves are the pure `policies` core; this module owns the I/O 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -149,14 +147,3 @@ class Authorizer:
     @property
     def policy(self) -> Policy:
         return self.holder.policy
-
-
-async def cancel(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def rule_list(ids: Sequence[str]) -> str:
-    return ", ".join(ids) if ids else "no rule allows"

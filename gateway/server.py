@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from dutylink.v1 import audit_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.audit.log import AuditLog, AuditUnavailableError, load_or_create_signer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
-from gateway.authorization import Authorizer, GrantBook, PolicyHolder, cancel
+from gateway.authorization import Authorizer, GrantBook, PolicyHolder
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore
 from gateway.nats_server import NatsServer, embedded_dir
@@ -38,6 +38,13 @@ SERVICE_NAMES = tuple(
     for name in ("PublisherService", "SubscriberService", "BreakGlassService")
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _read(path: str, key: str) -> bytes:
@@ -58,7 +65,7 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
         self._policy_watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
-        self._deps_audit = AuditHolder()
+        self._audit = AuditHolder()
         self._health = health.aio.HealthServicer()
         self.port = 0
         # Set once the gRPC port is open (health answers; the event services may still wait
@@ -162,7 +169,7 @@ class Gateway:
             authenticator,
             Validator(),
             Authorizer(policy, grants),
-            self._deps_audit,
+            self._audit,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         gateway_pb2_grpc.add_PublisherServiceServicer_to_server(Publisher(deps), self._server)
@@ -229,20 +236,20 @@ class Gateway:
                 )
             ]
         )
-        self._deps_audit.log = audit
+        self._audit.log = audit
         self._checkpoints = asyncio.create_task(audit.run_checkpoints(settings.checkpoint_seconds))
 
     @property
     def audit(self) -> AuditLog | None:
-        return self._deps_audit.log
+        return self._audit.log
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.gateway.shutdown_grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
-        await cancel(self._policy_watch)
+        await _cancel(self._policy_watch)
         if self._server is not None:
             await self._server.stop(grace)
-        if (audit := self._deps_audit.log) is not None:
+        if (audit := self._audit.log) is not None:
             with contextlib.suppress(AuditUnavailableError):
                 await audit.append(
                     [
@@ -252,7 +259,7 @@ class Gateway:
                         )
                     ]
                 )
-        await cancel(self._checkpoints)  # signs a last checkpoint on the way out
+        await _cancel(self._checkpoints)  # signs a last checkpoint on the way out
         if self._store is not None:
             await self._store.close()
         if self._embedded is not None:

@@ -350,13 +350,17 @@ class EventStore:
         return outcome
 
     async def publish_pipelined(
-        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float
+        self,
+        messages: Sequence[tuple[str, bytes, dict[str, str]]],
+        timeout: float,
+        *,
+        stream: str = subjects.EVENTS_STREAM,
     ) -> list[Stored | StoreError]:
         """Sends every message without waiting for acknowledgements in between (they leave in
         order on one connection), then collects each acknowledgement or error, in order."""
         if self._acks is None:
             raise StoreUnavailableError("not connected to NATS yet")
-        expected = {"Nats-Expected-Stream": subjects.EVENTS_STREAM}
+        expected = {"Nats-Expected-Stream": stream}
         pending: list[asyncio.Future[Stored] | StoreError] = []
         for subject, data, headers in messages:
             try:

@@ -222,7 +222,7 @@ class Gateway:
         signer = load_or_create_signer(key_file, f"dutylink/audit/{gateway_id}")
         assert self._store is not None
         audit = AuditLog(
-            self._store.client,
+            self._store,
             gateway_id,
             signer,
             origin=signer.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,3 +121,29 @@ async def test_a_restarted_gateway_continues_the_same_log_with_consistent_signed
             )
         previous = checkpoint
     assert previous is not None and previous.size == 14, "a last checkpoint is signed at shutdown"
+
+
+async def test_concurrent_appends_are_committed_together_in_one_gapless_order(
+    nats_url: str, tmp_path: Path
+) -> None:
+    config = config_for_tests(nats={"data_dir": str(tmp_path)})
+    async with gateway_for_tests(nats_url, config) as gateway:
+        audit = gateway.audit
+        assert audit is not None
+        before = audit.size
+        batches = [
+            [
+                audit_pb2.AuditEntry(action=audit_pb2.AUDIT_ACTION_PUBLISH, event_id=f"{n}-{k}")
+                for k in range(3)
+            ]
+            for n in range(40)
+        ]
+        positions = await asyncio.gather(*(audit.append(batch) for batch in batches))
+    assert sorted(p for batch in positions for p in batch) == list(range(before, before + 120))
+    assert all(batch == list(range(batch[0], batch[0] + 3)) for batch in positions), (
+        "a batch stays contiguous"
+    )
+    log = entries_of(await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM))
+    assert [e.sequence for e in log] == list(range(len(log)))
+    by_event = {e.event_id: e.sequence for e in log}
+    assert all(by_event[f"{n}-{k}"] == positions[n][k] for n in range(40) for k in range(3))

@@ -33,7 +33,9 @@ from gateway.audit.verify import (
     verify_log,
 )
 from gateway.cli_audit import audit_app
+from gateway.jetstream import EventStore
 from gateway.nats_server import NatsServer
+from gateway.testing import config_for_tests
 
 GW = "gw-1"
 SIGNER = Signer(f"dutylink/audit/{GW}", Ed25519PrivateKey.from_private_bytes(bytes(32)))
@@ -335,13 +337,15 @@ async def test_the_audit_log_in_jetstream_verifies_across_a_restart(tmp_path: Pa
     signer = Signer(f"dutylink/audit/{gateway_id}", Ed25519PrivateKey.generate())
     async with NatsServer(tmp_path / "nats") as server:
         client = await nats.connect(server.url)
+        store = EventStore(config_for_tests())
+        await store.connect(server.url)
         try:
             js = client.jetstream()
             with pytest.raises(LogNotFoundError):
                 await read_log(js, gateway_id)
 
             def new_log() -> AuditLog:
-                return AuditLog(client, gateway_id, signer, origin=signer.name, replicas=1)
+                return AuditLog(store, gateway_id, signer, origin=signer.name, replicas=1)
 
             log = new_log()
             await log.start()
@@ -381,6 +385,7 @@ async def test_the_audit_log_in_jetstream_verifies_across_a_restart(tmp_path: Pa
             ]
         finally:
             await client.close()
+            await store.close()
 
 
 # --- dutylink audit verify --------------------------------------------------------------------
@@ -421,8 +426,10 @@ def running_nats(data_dir: Path) -> Iterator[tuple[LoopThread, str]]:
 
 async def write_log(url: str, signer: Signer, gateway_id: str, *, garbage: bool = False) -> None:
     client = await nats.connect(url)
+    store = EventStore(config_for_tests())
+    await store.connect(url)
     try:
-        log = AuditLog(client, gateway_id, signer, origin=signer.name, replicas=1)
+        log = AuditLog(store, gateway_id, signer, origin=signer.name, replicas=1)
         await log.start()
         await log.append([audit_entry(f"e{n}") for n in range(4)])
         await log.checkpoint()
@@ -430,6 +437,7 @@ async def write_log(url: str, signer: Signer, gateway_id: str, *, garbage: bool 
             await client.jetstream().publish(subjects.audit_entries(gateway_id), b"\xff")
     finally:
         await client.close()
+        await store.close()
 
 
 def test_cli_verifies_a_good_log_and_names_problems(tmp_path: Path) -> None:

@@ -24,16 +24,16 @@ import nats.errors
 import nats.js.errors
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from nats.aio.client import Client as NatsClient
 from nats.js import api
 
 from dutylink.v1 import audit_pb2
 from gateway import subjects
 from gateway.audit.merkle import TreeState, leaf_hash
 from gateway.audit.note import Checkpoint, Signer, sign_note
-from gateway.jetstream import stored_messages
+from gateway.jetstream import EventStore, StoreError, stored_messages
 
 log = structlog.get_logger("dutylink.audit")
+APPEND_TIMEOUT_SECONDS = 5.0
 
 
 class AuditUnavailableError(Exception):
@@ -59,14 +59,16 @@ class AuditLog:
 
     def __init__(
         self,
-        client: NatsClient,
+        store: EventStore,
         gateway_id: str,
         signer: Signer,
         *,
         origin: str,
         replicas: int,
     ) -> None:
-        self._js = client.jetstream()
+        self._store = store
+        self._js = store.client.jetstream()
+        self._queued: list[tuple[Sequence[audit_pb2.AuditEntry], asyncio.Future[list[int]]]] = []
         self.gateway_id = gateway_id
         self._signer = signer
         self.origin = origin
@@ -118,27 +120,59 @@ class AuditLog:
 
     async def append(self, entries: Sequence[audit_pb2.AuditEntry]) -> list[int]:
         """Append entries in order, durably; returns their leaf indices. Raises
-        `AuditUnavailableError` if any could not be stored (then none after it is)."""
-        subject = subjects.audit_entries(self.gateway_id)
+        `AuditUnavailableError` if they could not all be stored.
+
+        Group commit: while one append is in flight, others queue up, and the next one writes
+        everything queued in one pipelined round trip — so concurrent publishes do not pay one
+        JetStream round trip each, and the log still has exactly one writer."""
+        done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queued.append((entries, done))
         async with self._lock:
+            if not done.done():
+                queued, self._queued = self._queued, []
+                await self._write(queued)
+        return await done
+
+    async def _write(
+        self, queued: list[tuple[Sequence[audit_pb2.AuditEntry], asyncio.Future[list[int]]]]
+    ) -> None:
+        try:
             if self._in_doubt:
                 # A failed append may still have been stored: the stream, not memory, decides.
                 await self.start()
-            indices = []
-            for entry in entries:
-                entry.sequence = self._tree.size
-                entry.gateway_id = self.gateway_id
-                if not entry.HasField("time"):
-                    entry.time.FromDatetime(datetime.now(UTC))
-                data = entry.SerializeToString()
-                try:
-                    await self._js.publish(subject, data, stream=subjects.AUDIT_STREAM)
-                except (TimeoutError, nats.errors.Error, OSError) as error:
-                    self._in_doubt = True
-                    raise AuditUnavailableError(f"audit log append failed: {error}") from error
-                self._tree.append(leaf_hash(data))
-                indices.append(entry.sequence)
-            return indices
+            now = datetime.now(UTC)
+            subject = subjects.audit_entries(self.gateway_id)
+            messages: list[tuple[str, bytes, dict[str, str]]] = []
+            indices: list[list[int]] = []
+            for entries, _ in queued:
+                positions = []
+                for entry in entries:
+                    entry.sequence = self._tree.size + len(messages)
+                    entry.gateway_id = self.gateway_id
+                    if not entry.HasField("time"):
+                        entry.time.FromDatetime(now)
+                    positions.append(entry.sequence)
+                    messages.append((subject, entry.SerializeToString(), {}))
+                indices.append(positions)
+            outcomes = await self._store.publish_pipelined(
+                messages, APPEND_TIMEOUT_SECONDS, stream=subjects.AUDIT_STREAM
+            )
+            if failures := [o for o in outcomes if isinstance(o, StoreError)]:
+                self._in_doubt = True
+                raise AuditUnavailableError(f"audit log append failed: {failures[0]}")
+        except (AuditUnavailableError, StoreError) as error:
+            failure = (
+                error
+                if isinstance(error, AuditUnavailableError)
+                else AuditUnavailableError(str(error))
+            )
+            for _, done in queued:
+                done.set_exception(failure)
+            return
+        for _, data, _ in messages:
+            self._tree.append(leaf_hash(data))
+        for (_, done), positions in zip(queued, indices, strict=True):
+            done.set_result(positions)
 
     async def checkpoint(self) -> str | None:
         """Sign and store a checkpoint if the log grew since the last one (signing is per

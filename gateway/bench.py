@@ -28,7 +28,7 @@ import nats
 
 from adapters.client import DutyLinkClient
 from dutylink.v1 import event_pb2
-from gateway.config import load
+from gateway.config import load, sample_tokens
 from gateway.demo import scenario
 from gateway.nats_server import NatsServer
 from gateway.server import Gateway
@@ -104,8 +104,9 @@ async def _gateway_rates(
         config, policy=dataclasses.replace(config.policy, dir=str(policy_dir))
     )
     async with NatsServer(directory) as server, Gateway(config, nats_url=server.url) as gateway:
-        client = DutyLinkClient(gateway.address, token="dev-fire-token")
-        receiver = DutyLinkClient(gateway.address, token="dev-transport-token")
+        tokens = sample_tokens()
+        client = DutyLinkClient(gateway.address, token=tokens["fire"])
+        receiver = DutyLinkClient(gateway.address, token=tokens["transport"])
         # Transport receives the fire's incidents with the reporter withheld (sample policy).
         subscription = receiver.subscribe(
             "bench", families=["incident"], planes=[event_pb2.PLANE_EXERCISE], max_in_flight=batch

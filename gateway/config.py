@@ -246,6 +246,14 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     return Config(agencies=agencies, agencies_source=source, **sections)
 
 
+def sample_tokens() -> dict[str, str]:
+    """Agency id -> the public development token of the sample agencies (demo, bench, tests)."""
+    return {
+        a.id: a.token
+        for a in _agencies(_read_toml(SAMPLE_AGENCIES)["agencies"], str(SAMPLE_AGENCIES))
+    }
+
+
 def masked(config: Config) -> dict[str, Any]:
     """The effective configuration as plain data, secrets replaced by '***'."""
     data = dataclasses.asdict(config)

@@ -25,11 +25,13 @@ from rich.table import Table
 
 from adapters.client import DutyLinkClient, Subscription
 from dutylink.v1 import common_pb2, event_pb2, incident_pb2, resource_pb2, warning_pb2
+from gateway.config import sample_tokens
 
 INCIDENT_ID = "INC-119-0815-0042"
 DIVISION = "310115"
 SCENE = (31.2397, 121.4998)
-TOKENS = {agency: f"dev-{agency}-token" for agency in ("fire", "police", "health", "emergency", "transport", "ecology", "weather")}  # fmt: skip
+# The agencies playing the scenario, with their sample development tokens.
+PLAYERS = ("fire", "police", "health", "emergency", "transport", "ecology", "weather")
 # What each simulated agency's duty system subscribes to.
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "police": ("incident", "warning"),
@@ -258,7 +260,8 @@ async def run_demo(
     now = (clock or (lambda: datetime.now(UTC)))()
     steps = scenario(now)
     report = DemoReport()
-    clients = {agency: DutyLinkClient(address, token=token) for agency, token in TOKENS.items()}
+    tokens = sample_tokens()
+    clients = {agency: DutyLinkClient(address, token=tokens[agency]) for agency in PLAYERS}
     subscriptions: dict[str, Subscription] = {}
     try:
         for agency, families in SUBSCRIPTIONS.items():
@@ -316,7 +319,7 @@ async def run_demo(
     table.add_column("agency")
     table.add_column("sent", justify="right")
     table.add_column("received (acked)", justify="right")
-    for agency in TOKENS:
+    for agency in PLAYERS:
         table.add_row(agency, str(report.sent[agency]), str(report.received[agency]))
     console.print(table)
     return report

@@ -202,13 +202,10 @@ def _failure_entry(
 class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
     def __init__(self, deps: Dependencies) -> None:
         self._deps = deps
-        self._config = deps.config
-        self._store = deps.store
-        self._authenticator = deps.authenticator
 
     def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
         remaining = context.time_remaining()
-        limit = self._config.gateway.publish_timeout_seconds
+        limit = self._deps.config.gateway.publish_timeout_seconds
         return limit if remaining is None else max(0.001, min(limit, remaining))
 
     def _admit(self, principal: Principal, event: event_pb2.Event) -> Admitted | Refused:
@@ -219,14 +216,14 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             principal,
             event,
             now,
-            max_event_bytes=self._config.gateway.max_message_bytes,
+            max_event_bytes=self._deps.config.gateway.max_message_bytes,
         )
 
     async def Publish(
         self, request: gateway_pb2.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.PublishResponse:
         started = time.perf_counter()
-        principal = await _authenticate(self._authenticator, context, "Publish")
+        principal = await _authenticate(self._deps.authenticator, context, "Publish")
         if not request.HasField("event"):
             problem = FieldProblem("event", "value is required", "required")
             await _abort(
@@ -255,7 +252,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 ),
             )
         try:
-            stored = await self._store.publish(
+            stored = await self._deps.store.publish(
                 outcome.subject, outcome.data, outcome.headers, self._timeout(context)
             )
         except StoreError as error:
@@ -278,8 +275,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         self, request: gateway_pb2.PublishBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.PublishBatchResponse:
         started = time.perf_counter()
-        principal = await _authenticate(self._authenticator, context, "PublishBatch")
-        limit = self._config.gateway.max_batch_events
+        principal = await _authenticate(self._deps.authenticator, context, "PublishBatch")
+        limit = self._deps.config.gateway.max_batch_events
         if len(request.events) > limit:
             problem = FieldProblem(
                 "events", f"at most {limit} events per batch", "repeated.max_items"
@@ -328,7 +325,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     )
                 )
             admitted = []
-        stored_all = await self._store.publish_pipelined(
+        stored_all = await self._deps.store.publish_pipelined(
             [(a.subject, a.data, a.headers) for _, a in admitted], self._timeout(context)
         )
         failures: list[audit_pb2.AuditEntry] = []
@@ -392,10 +389,6 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
 
     def __init__(self, deps: Dependencies) -> None:
         self._deps = deps
-        self._config = deps.config
-        self._store = deps.store
-        self._authenticator = deps.authenticator
-        self._validator = deps.validator
 
     # Writes with context.write() instead of yielding, so the generated ABC's return type differs.
     async def Subscribe(  # type: ignore[override]
@@ -404,7 +397,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         # read()/write() rather than the iterator: acks are read while deliveries are written.
-        principal = await _authenticate(self._authenticator, context, "Subscribe")
+        principal = await _authenticate(self._deps.authenticator, context, "Subscribe")
         first = await context.read()
         if first is grpc.aio.EOF:
             return
@@ -417,12 +410,12 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 context, _status(grpc.StatusCode.INVALID_ARGUMENT, problem.description, (problem,))
             )
         opening = request.open
-        problems = tuple(self._validator.problems(opening, "open"))
+        problems = tuple(self._deps.validator.problems(opening, "open"))
         if problems:
             await _abort(
                 context, _status(grpc.StatusCode.INVALID_ARGUMENT, "invalid subscription", problems)
             )
-        settings = self._config.subscriptions
+        settings = self._deps.config.subscriptions
         limit = min(opening.max_in_flight or settings.default_in_flight, settings.max_in_flight)
         selection = subjects.Filter(
             families=tuple(opening.filter.families),
@@ -436,7 +429,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             problem = FieldProblem("open.filter", str(error), "subscribe.filter_size")
             await _abort(context, _status(grpc.StatusCode.INVALID_ARGUMENT, str(error), (problem,)))
         try:
-            subscription = await self._store.open_subscription(
+            subscription = await self._deps.store.open_subscription(
                 principal.agency, opening.name, filters, limit
             )
         except StoreError as error:
@@ -478,7 +471,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         session: _Session,
         reader: asyncio.Task[None],
     ) -> None:
-        max_deliveries = self._config.subscriptions.max_deliveries
+        max_deliveries = self._deps.config.subscriptions.max_deliveries
         while not reader.done():
             if not session.room.is_set():
                 room = asyncio.ensure_future(session.room.wait())
@@ -548,7 +541,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         self, message: Msg, agency: str, name: str, deliveries: int, reason: str
     ) -> None:
         try:
-            await self._store.dead_letter(
+            await self._deps.store.dead_letter(
                 message, agency, name, deliveries=deliveries, reason=reason
             )
         except StoreError as error:

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from adapters.client import DutyLinkClient
+from gateway.config import sample_tokens
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests, nats_for_tests
 
-TOKENS = {"fire": "dev-fire-token", "health": "dev-health-token", "police": "dev-police-token",
-          "ecology": "dev-ecology-token", "transport": "dev-transport-token",
-          "emergency": "dev-emergency-token", "weather": "dev-weather-token"}  # fmt: skip
+TOKENS = sample_tokens()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from gateway import pki
 from gateway.config import Agency, ConfigError, TlsSettings
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
+from tests.conftest import TOKENS
 from tests.factories import incident_event
 
 
@@ -87,7 +88,7 @@ async def test_a_certificate_claiming_another_source_is_permission_denied(
 
 
 async def test_a_token_without_a_certificate_cannot_connect(tls_gateway: Gateway) -> None:
-    async with DutyLinkClient(target(tls_gateway), token="dev-fire-token") as plaintext:
+    async with DutyLinkClient(target(tls_gateway), token=TOKENS["fire"]) as plaintext:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await plaintext.publish(incident_event(), timeout=3)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -38,7 +38,7 @@ async def gateway(nats_url: str, policy_dir: Path) -> AsyncIterator[Gateway]:
 
 
 def client(gateway: Gateway, agency: str) -> DutyLinkClient:
-    return DutyLinkClient(gateway.address, token=TOKENS.get(agency, f"dev-{agency}-token"))
+    return DutyLinkClient(gateway.address, token=TOKENS[agency])
 
 
 async def opened(agency_client: DutyLinkClient, name: str, **filters: object) -> Subscription:
@@ -163,15 +163,15 @@ async def test_break_glass_unredacts_for_the_incident_until_it_expires_and_is_li
         request.duration.FromTimedelta(timedelta(seconds=2))
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await breakglass.DeclareEmergency(
-                request, metadata=(("authorization", "Bearer dev-fire-token"),)
+                request, metadata=(("authorization", f"Bearer {TOKENS['fire']}"),)
             )
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         declared = await breakglass.DeclareEmergency(
-            request, metadata=(("authorization", "Bearer dev-command-token"),)
+            request, metadata=(("authorization", f"Bearer {TOKENS['command']}"),)
         )
         listed = await breakglass.ListEmergencies(
             gateway_pb2.ListEmergenciesRequest(),
-            metadata=(("authorization", "Bearer dev-transport-token"),),
+            metadata=(("authorization", f"Bearer {TOKENS['transport']}"),),
         )
     assert [g.id for g in listed.grants] == [declared.grant.id]
     assert declared.grant.declared_by == "command"

@@ -12,7 +12,7 @@ from adapters.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
-from tests.conftest import ClientFactory
+from tests.conftest import TOKENS, ClientFactory
 from tests.factories import incident_event, resource_request_event, warning_event
 
 
@@ -137,7 +137,7 @@ async def test_a_batch_stores_the_valid_events_and_reports_each_invalid_one(
 async def test_a_batch_over_the_limit_is_refused_whole(nats_url: str) -> None:
     config = config_for_tests(gateway={"max_batch_events": 2})
     async with gateway_for_tests(nats_url, config) as small:
-        client = DutyLinkClient(small.address, token="dev-weather-token")
+        client = DutyLinkClient(small.address, token=TOKENS["weather"])
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await client.publish_batch([warning_event() for _ in range(3)])
         await client.close()
@@ -147,7 +147,7 @@ async def test_a_batch_over_the_limit_is_refused_whole(nats_url: str) -> None:
 async def test_a_full_event_stream_refuses_new_events_and_evicts_nothing(nats_url: str) -> None:
     config = config_for_tests(nats={"events_max_bytes": 16 * 1024})
     async with gateway_for_tests(nats_url, config) as small:
-        client = DutyLinkClient(small.address, token="dev-fire-token")
+        client = DutyLinkClient(small.address, token=TOKENS["fire"])
         results = await client.publish_batch([incident_event() for _ in range(40)])
         codes = [r.error.code if r.HasField("error") else 0 for r in results]
         assert codes.index(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]) > 0, (

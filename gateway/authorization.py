@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -23,6 +25,15 @@ from policies.loader import load_policy, policy_files
 from policies.model import Grant, Policy, PolicyError
 
 log = structlog.get_logger("dutylink.policy")
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """A policy reload: the version now in force, and why a changed policy was refused, if it
+    was (the old version then stays in force)."""
+
+    in_force: str
+    refused: str = ""
 
 
 class PolicyHolder:
@@ -62,31 +73,37 @@ class PolicyHolder:
             log.warning("policy.lint", finding=str(warning))
         return policy
 
-    def reload_if_changed(self) -> bool:
-        """Re-read the files if they changed; True when a new version is now in force."""
+    def reload_if_changed(self) -> PolicyChange | None:
+        """Re-read the files if they changed; what came of it (None: nothing changed)."""
         stamp = self._files_stamp()
         if stamp == self._stamp:
-            return False
+            return None
         self._stamp = stamp
         try:
             evaluator = Evaluator(self._load())
         except PolicyError as error:
+            findings = [str(f) for f in error.findings] or ["no *.yaml files"]
             log.error(
                 "policy.rejected",
                 directory=str(self.directory),
-                findings=[str(f) for f in error.findings] or ["no *.yaml files"],
+                findings=findings,
                 in_force=self.version,
             )
-            return False
+            return PolicyChange(self.version, refused="; ".join(findings))
         old, self._evaluator = self.version, evaluator
+        if old == self.version:
+            return None  # touched, not changed
         log.warning("policy.reloaded", previous=old, version=self.version)
-        return old != self.version
+        return PolicyChange(self.version)
 
-    async def watch(self, interval: float) -> None:
-        """Poll for changes every `interval` seconds until cancelled."""
+    async def watch(
+        self, interval: float, on_change: Callable[[PolicyChange], Awaitable[None]]
+    ) -> None:
+        """Poll for changes every `interval` seconds until cancelled; report each change."""
         while True:
             await asyncio.sleep(interval)
-            self.reload_if_changed()
+            if change := self.reload_if_changed():
+                await on_change(change)
 
 
 def grant_of(record: gateway_pb2.EmergencyGrant) -> Grant:

@@ -105,17 +105,23 @@ async def _verify(url: str, gateway_id: str, verifier: Verifier) -> Report:
     try:
         js = client.jetstream()
         try:
-            entries, checkpoints = await read_log(js, gateway_id)
+            stored = await read_log(js, gateway_id)
         except LogNotFoundError as error:
             _fail(2, f"error: {url}: {error}: no gateway has written an audit log there")
-        if not entries and not checkpoints:
+        if not stored.entries and not stored.checkpoints and not stored.frame_problems:
             known = ", ".join(await logged_gateways(js)) or "none"
             _fail(
                 2,
                 f"error: {url}: no audit log for gateway {gateway_id!r} in stream "
                 f"{subjects.AUDIT_STREAM} (gateways with a log: {known})",
             )
-        return verify_log(entries, checkpoints, verifier, gateway_id)
+        return verify_log(
+            stored.entries,
+            stored.checkpoints,
+            verifier,
+            gateway_id,
+            frame_problems=stored.frame_problems,
+        )
     except (nats.errors.Error, OSError, TimeoutError) as error:
         _fail(1, f"error: {url}: reading the audit log failed: {error or type(error).__name__}")
     finally:

@@ -74,10 +74,13 @@ class PolicySettings:
 @dataclass(frozen=True)
 class AuditSettings:
     """The signed audit log. `key_file` holds this replica's Ed25519 checkpoint key (empty:
-    `<nats.data_dir>/audit/<gateway_id>.key`, created on first start)."""
+    `<nats.data_dir>/audit/<gateway_id>.key`, created on first start); `commitment_key_file` the
+    deployment's secret for withheld-field commitments, the same file on every replica (empty:
+    `<nats.data_dir>/audit/commitment.key`, created on first start)."""
 
     enabled: bool = True
     key_file: str = ""
+    commitment_key_file: str = ""
     checkpoint_seconds: float = 1.0
 
 

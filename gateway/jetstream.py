@@ -109,11 +109,12 @@ _STORE_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
 
 
 async def stored_messages(
-    js: JetStreamContext, stream: str, subject: str
+    js: JetStreamContext, stream: str, subject: str, *, start: int = 1
 ) -> AsyncIterator[api.RawStreamMsg]:
-    """Every message of `stream` on `subject` (wildcards allowed), oldest first, read one by one
-    with direct gets (no consumer to create or clean up). Ends at the last stored message."""
-    sequence = 1
+    """Every message of `stream` on `subject` (wildcards allowed) from stream sequence `start`,
+    oldest first, read one by one with direct gets (no consumer to create or clean up). Ends
+    at the last stored message."""
+    sequence = start
     while True:
         try:
             raw = await js.get_msg(stream, seq=sequence, subject=subject, next=True)

@@ -20,9 +20,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dutylink.v1 import audit_pb2, gateway_pb2, gateway_pb2_grpc
+from gateway.audit.commitments import load_or_create_key
+from gateway.audit.entries import gateway_entry, schema_version
 from gateway.audit.log import AuditLog, AuditUnavailableError, load_or_create_signer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
-from gateway.authorization import Authorizer, GrantBook, PolicyHolder
+from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore
 from gateway.nats_server import NatsServer, embedded_dir
@@ -199,11 +201,13 @@ class Gateway:
         await self._store.connect(self._nats_url)
         await self._store.ensure_streams()
         if self.config.audit.enabled:
-            await self._start_audit()
+            await self._start_audit(policy.version)
         await self._store.follow_grants(
             lambda data: grants.add(gateway_pb2.EmergencyGrant.FromString(data))
         )
-        self._policy_watch = asyncio.create_task(policy.watch(self.config.policy.reload_seconds))
+        self._policy_watch = asyncio.create_task(
+            policy.watch(self.config.policy.reload_seconds, self._record_policy_change)
+        )
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway.started",
@@ -212,12 +216,14 @@ class Gateway:
             embedded=self._embedded is not None,
         )
 
-    async def _start_audit(self) -> None:
+    async def _start_audit(self, policy_version: str) -> None:
         settings, gateway_id = self.config.audit, self.config.gateway.gateway_id
-        key_file = (
-            Path(settings.key_file)
-            if settings.key_file
-            else Path(self.config.nats.data_dir) / "audit" / f"{gateway_id}.key"
+        audit_dir = Path(self.config.nats.data_dir) / "audit"
+        key_file = Path(settings.key_file) if settings.key_file else audit_dir / f"{gateway_id}.key"
+        self._audit.commitment_key = load_or_create_key(
+            Path(settings.commitment_key_file)
+            if settings.commitment_key_file
+            else audit_dir / "commitment.key"
         )
         signer = load_or_create_signer(key_file, f"dutylink/audit/{gateway_id}")
         assert self._store is not None
@@ -231,13 +237,31 @@ class Gateway:
         await audit.start()
         await audit.append(
             [
-                audit_pb2.AuditEntry(
-                    action=audit_pb2.AUDIT_ACTION_GATEWAY_START, outcome=audit_pb2.AUDIT_OUTCOME_OK
+                gateway_entry(
+                    audit_pb2.AUDIT_ACTION_GATEWAY_START,
+                    policy_version=policy_version,
+                    schema_version=schema_version(),
                 )
             ]
         )
         self._audit.log = audit
         self._checkpoints = asyncio.create_task(audit.run_checkpoints(settings.checkpoint_seconds))
+
+    async def _record_policy_change(self, change: PolicyChange) -> None:
+        if self._audit.log is None:
+            return
+        entry = gateway_entry(
+            audit_pb2.AUDIT_ACTION_POLICY_RELOAD,
+            audit_pb2.AUDIT_OUTCOME_INVALID if change.refused else audit_pb2.AUDIT_OUTCOME_OK,
+            policy_version=change.in_force,
+            reason=change.refused,
+        )
+        try:
+            await self._audit.log.append([entry])
+        except AuditUnavailableError as error:
+            # The policy is in force either way (the files changed); the log says so later:
+            # every decision entry carries its policy version.
+            log.error("audit.unrecorded", action="policy_reload", reason=str(error))
 
     @property
     def audit(self) -> AuditLog | None:
@@ -251,14 +275,7 @@ class Gateway:
             await self._server.stop(grace)
         if (audit := self._audit.log) is not None:
             with contextlib.suppress(AuditUnavailableError):
-                await audit.append(
-                    [
-                        audit_pb2.AuditEntry(
-                            action=audit_pb2.AUDIT_ACTION_GATEWAY_STOP,
-                            outcome=audit_pb2.AUDIT_OUTCOME_OK,
-                        )
-                    ]
-                )
+                await audit.append([gateway_entry(audit_pb2.AUDIT_ACTION_GATEWAY_STOP)])
         await _cancel(self._checkpoints)  # signs a last checkpoint on the way out
         if self._store is not None:
             await self._store.close()

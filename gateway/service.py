@@ -8,6 +8,8 @@ acknowledged (and, with `sync_interval: always`, fsynced) the event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,7 +27,15 @@ from nats.aio.msg import Msg
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway import subjects
 from gateway.admission import Admitted, Refused, admit
-from gateway.audit.entries import publish_entry
+from gateway.audit.commitments import commit
+from gateway.audit.entries import (
+    Delivered,
+    delivery_entry,
+    gateway_entry,
+    publish_entry,
+    settled_entry,
+    withheld_entry,
+)
 from gateway.audit.log import AuditLog, AuditUnavailableError
 from gateway.auth import Authenticator, Principal, UnauthenticatedError
 from gateway.authorization import Authorizer, GrantBook
@@ -130,9 +140,11 @@ def _publish_error(
 
 @dataclass
 class AuditHolder:
-    """The audit log once it is open (it needs NATS, which may come up after the services)."""
+    """The audit log once it is open (it needs NATS, which may come up after the services), and
+    the deployment's key for withheld-field commitments."""
 
     log: AuditLog | None = None
+    commitment_key: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -352,35 +364,48 @@ class _Session:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.unacked: dict[int, Msg] = {}
+        self.unacked: dict[int, tuple[Msg, Delivered]] = {}
         self._by_sequence: dict[int, int] = {}
         self.room = asyncio.Event()
         self.room.set()
         self._next_id = 0
 
-    def add(self, message: Msg) -> int:
+    def add(self, message: Msg, delivered: Delivered) -> int:
         sequence = message.metadata.sequence.stream
         # A redelivery (the ack wait ran out) replaces the stale delivery of the same event.
         if (stale := self._by_sequence.pop(sequence, None)) is not None:
             self.unacked.pop(stale, None)
         self._next_id += 1
-        self.unacked[self._next_id] = message
+        self.unacked[self._next_id] = (message, delivered)
         self._by_sequence[sequence] = self._next_id
         if len(self.unacked) >= self.limit:
             self.room.clear()
         return self._next_id
 
-    def take(self, delivery_id: int) -> Msg | None:
-        message = self.unacked.pop(delivery_id, None)
-        if message is not None:
-            self._by_sequence.pop(message.metadata.sequence.stream, None)
+    def take(self, delivery_id: int) -> tuple[Msg, Delivered] | None:
+        taken = self.unacked.pop(delivery_id, None)
+        if taken is not None:
+            self._by_sequence.pop(taken[0].metadata.sequence.stream, None)
         if len(self.unacked) < self.limit:
             self.room.set()
-        return message
+        return taken
 
     @property
     def free(self) -> int:
         return self.limit - len(self.unacked)
+
+
+@dataclass
+class _Planned:
+    """What to do with one fetched message, decided before anything is sent, so that its audit
+    entry can be made durable first."""
+
+    message: Msg
+    entry: audit_pb2.AuditEntry
+    delivered: Delivered
+    # Set for an event to send; None to withhold it (acked) or dead-letter it.
+    delivery: gateway_pb2.Delivery | None = None
+    dead_letter: str = ""  # the reason, when dead-lettering
 
 
 class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
@@ -389,6 +414,33 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
 
     def __init__(self, deps: Dependencies) -> None:
         self._deps = deps
+
+    async def _refuse(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        principal: Principal,
+        name: str,
+        code: grpc.StatusCode,
+        message: str,
+        problems: tuple[FieldProblem, ...] = (),
+    ) -> NoReturn:
+        outcome = (
+            audit_pb2.AUDIT_OUTCOME_INVALID
+            if code == grpc.StatusCode.INVALID_ARGUMENT
+            else audit_pb2.AUDIT_OUTCOME_FAILED
+        )
+        await self._deps.record_best_effort(
+            [
+                gateway_entry(
+                    audit_pb2.AUDIT_ACTION_SUBSCRIBE,
+                    outcome,
+                    actor=principal.agency,
+                    subscription=name,
+                    reason=message,
+                )
+            ]
+        )
+        await _abort(context, _status(code, message, problems))
 
     # Writes with context.write() instead of yielding, so the generated ABC's return type differs.
     async def Subscribe(  # type: ignore[override]
@@ -406,14 +458,24 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             problem = FieldProblem(
                 "open", "the first message must open a subscription", "subscribe.open_first"
             )
-            await _abort(
-                context, _status(grpc.StatusCode.INVALID_ARGUMENT, problem.description, (problem,))
+            await self._refuse(
+                context,
+                principal,
+                "",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                problem.description,
+                (problem,),
             )
         opening = request.open
         problems = tuple(self._deps.validator.problems(opening, "open"))
         if problems:
-            await _abort(
-                context, _status(grpc.StatusCode.INVALID_ARGUMENT, "invalid subscription", problems)
+            await self._refuse(
+                context,
+                principal,
+                opening.name,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid subscription",
+                problems,
             )
         settings = self._deps.config.subscriptions
         limit = min(opening.max_in_flight or settings.default_in_flight, settings.max_in_flight)
@@ -427,13 +489,30 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             filters = subjects.filter_subjects(selection, limit=settings.max_filter_subjects)
         except subjects.FilterTooBroadError as error:
             problem = FieldProblem("open.filter", str(error), "subscribe.filter_size")
-            await _abort(context, _status(grpc.StatusCode.INVALID_ARGUMENT, str(error), (problem,)))
+            await self._refuse(
+                context,
+                principal,
+                opening.name,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                str(error),
+                (problem,),
+            )
         try:
             subscription = await self._deps.store.open_subscription(
                 principal.agency, opening.name, filters, limit
             )
         except StoreError as error:
-            await _abort(context, _status(_store_code(error), str(error)))
+            await self._refuse(context, principal, opening.name, _store_code(error), str(error))
+        await self._deps.record_best_effort(
+            [
+                gateway_entry(
+                    audit_pb2.AUDIT_ACTION_SUBSCRIBE,
+                    actor=principal.agency,
+                    subscription=opening.name,
+                    reason=f"{len(filters)} filter subjects, {subscription.pending} pending",
+                )
+            ]
+        )
         log.info(
             "subscribe.opened",
             subscription=opening.name,
@@ -441,7 +520,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             pending=subscription.pending,
         )
         session = _Session(limit)
-        reader = asyncio.create_task(self._read_acks(context, session))
+        acks: set[asyncio.Task[None]] = set()
+        reader = asyncio.create_task(self._read_acks(context, session, acks))
         try:
             await context.write(
                 gateway_pb2.SubscribeResponse(
@@ -453,14 +533,65 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             await self._deliver(context, principal, opening.name, subscription, session, reader)
         finally:
             reader.cancel()
+            if acks:
+                await asyncio.wait(acks)
             # Whatever the subscriber did not ack goes back for prompt redelivery.
-            for message in session.unacked.values():
+            for message, _ in session.unacked.values():
                 try:
                     await message.nak()
                 except Exception:  # the connection is gone: the ack wait redelivers them anyway
                     break
             await subscription.close()
             log.info("subscribe.closed", subscription=opening.name, unacked=len(session.unacked))
+
+    def _plan(self, principal: Principal, name: str, message: Msg) -> _Planned:
+        """Decide what one fetched message becomes: a delivery (redacted as the policy says),
+        a withheld event, or a dead letter; with its audit entry. No I/O."""
+        max_deliveries = self._deps.config.subscriptions.max_deliveries
+        attempt = message.metadata.num_delivered
+        headers = message.headers or {}
+        delivered = Delivered(
+            recipient=principal.agency,
+            subscription=name,
+            event_id=headers.get("ce-id", ""),
+            event_type=headers.get("ce-type", ""),
+            stream_sequence=message.metadata.sequence.stream,
+            attempt=attempt,
+        )
+        event: event_pb2.Event | None = None
+        if attempt > max_deliveries:
+            reason = f"not acknowledged after {max_deliveries} deliveries"
+        else:
+            try:
+                event = event_pb2.Event.FromString(message.data)
+            except Exception:  # any undecodable payload is poison, not a crash
+                reason = "undecodable event"
+        if event is None:
+            return _Planned(
+                message,
+                settled_entry(delivered, audit_pb2.AUDIT_ACTION_DEAD_LETTER, reason),
+                delivered,
+                dead_letter=reason,
+            )
+        delivered = dataclasses.replace(delivered, event_id=event.id, event_type=event.type)
+        decision = self._deps.authorizer.decide(principal, "receive", event, self._deps.clock())
+        if not decision.allowed:
+            # Never sent, not even in part; acked so it does not come back to this agency.
+            return _Planned(message, withheld_entry(delivered, decision), delivered)
+        sent, withheld = redact(event, decision.redacted_fields)
+        commitments = commit(self._deps.audit.commitment_key, event, principal.agency, withheld)
+        delivery = gateway_pb2.Delivery(
+            event=sent,
+            stream_sequence=delivered.stream_sequence,
+            attempt=attempt,
+            withheld_fields=withheld,
+            policy_version=decision.policy_version,
+            rule_ids=decision.rule_ids,
+        )
+        entry = delivery_entry(
+            delivered, data=sent.SerializeToString(), decision=decision, commitments=commitments
+        )
+        return _Planned(message, entry, delivered, delivery=delivery)
 
     async def _deliver(
         self,
@@ -471,7 +602,6 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         session: _Session,
         reader: asyncio.Task[None],
     ) -> None:
-        max_deliveries = self._deps.config.subscriptions.max_deliveries
         while not reader.done():
             if not session.room.is_set():
                 room = asyncio.ensure_future(session.room.wait())
@@ -484,65 +614,39 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 log.warning("subscribe.fetch_failed", subscription=name, reason=str(error))
                 await asyncio.sleep(self.FETCH_WAIT_SECONDS)
                 continue
-            for message in messages:
-                attempt = message.metadata.num_delivered
-                reason = None
-                if attempt > max_deliveries:
-                    reason = f"not acknowledged after {max_deliveries} deliveries"
-                    event = None
-                else:
-                    try:
-                        event = event_pb2.Event.FromString(message.data)
-                    except Exception:  # any undecodable payload is poison, not a crash
-                        reason, event = "undecodable event", None
-                if event is None:
-                    await self._dead_letter(
-                        message,
-                        principal.agency,
-                        name,
-                        min(attempt - 1, max_deliveries),
-                        reason or "",
-                    )
-                    continue
-                decision = self._deps.authorizer.decide(
-                    principal, "receive", event, self._deps.clock()
-                )
-                if not decision.allowed:
-                    # Never sent, not even in part; acked so it does not come back to this agency.
+            plans = [self._plan(principal, name, message) for message in messages]
+            try:
+                # Audit first, one append for the whole fetch: nothing leaves unrecorded.
+                await self._deps.record([plan.entry for plan in plans])
+            except AuditUnavailableError as error:
+                log.error("subscribe.unaudited", subscription=name, reason=str(error))
+                for plan in plans:
+                    with contextlib.suppress(Exception):
+                        await plan.message.nak(delay=self.FETCH_WAIT_SECONDS)
+                await asyncio.sleep(self.FETCH_WAIT_SECONDS)
+                continue
+            for plan in plans:
+                if plan.dead_letter:
+                    await self._dead_letter(plan, principal.agency, name)
+                elif plan.delivery is None:
                     log.info(
                         "subscribe.not_allowed",
                         subscription=name,
-                        event_id=event.id,
-                        reason=decision.reason,
-                        policy_version=decision.policy_version[:12],
+                        event_id=plan.delivered.event_id,
+                        policy_version=plan.entry.policy_version[:12],
                     )
-                    await message.ack()
-                    continue
-                withheld: tuple[str, ...] = ()
-                if decision.redacted_fields:
-                    event, withheld = redact(event, decision.redacted_fields)
-                delivery_id = session.add(message)
-                await context.write(
-                    gateway_pb2.SubscribeResponse(
-                        delivery=gateway_pb2.Delivery(
-                            delivery_id=delivery_id,
-                            event=event,
-                            stream_sequence=message.metadata.sequence.stream,
-                            attempt=attempt,
-                            withheld_fields=withheld,
-                            policy_version=decision.policy_version,
-                            rule_ids=decision.rule_ids,
-                        )
-                    )
-                )
+                    await plan.message.ack()
+                else:
+                    plan.delivery.delivery_id = session.add(plan.message, plan.delivered)
+                    await context.write(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
         reader.result()  # surface a reader failure
 
-    async def _dead_letter(
-        self, message: Msg, agency: str, name: str, deliveries: int, reason: str
-    ) -> None:
+    async def _dead_letter(self, plan: _Planned, agency: str, name: str) -> None:
+        max_deliveries = self._deps.config.subscriptions.max_deliveries
+        deliveries = min(plan.delivered.attempt - 1, max_deliveries)
         try:
             await self._deps.store.dead_letter(
-                message, agency, name, deliveries=deliveries, reason=reason
+                plan.message, agency, name, deliveries=deliveries, reason=plan.dead_letter
             )
         except StoreError as error:
             # Not acked, so JetStream offers it again and the next attempt retries the move.
@@ -551,12 +655,35 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         log.warning(
             "subscribe.dead_lettered",
             subscription=name,
-            sequence=message.metadata.sequence.stream,
-            reason=reason,
+            sequence=plan.delivered.stream_sequence,
+            reason=plan.dead_letter,
         )
 
+    async def _settle(self, message: Msg, delivered: Delivered, nack_delay: float | None) -> None:
+        """Record the subscriber's ack or nack, then pass it to JetStream. Recorded first: if
+        the gateway dies in between, or the log cannot be appended, JetStream redelivers the
+        event after the ack wait, and the log shows that redelivery."""
+        action = audit_pb2.AUDIT_ACTION_ACK if nack_delay is None else audit_pb2.AUDIT_ACTION_NACK
+        try:
+            await self._deps.record([settled_entry(delivered, action)])
+            if nack_delay is None:
+                # Double ack: return only once JetStream has recorded it.
+                await message.ack_sync()
+            else:
+                await message.nak(delay=nack_delay or None)
+        except Exception as error:  # a lost ack is redelivered; it must not end the stream
+            log.warning(
+                "subscribe.settle_failed",
+                subscription=delivered.subscription,
+                event_id=delivered.event_id,
+                reason=f"{type(error).__name__}: {error}",
+            )
+
     async def _read_acks(
-        self, context: grpc.aio.ServicerContext[Any, Any], session: _Session
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        session: _Session,
+        acks: set[asyncio.Task[None]],
     ) -> None:
         while True:
             request = await context.read()
@@ -564,14 +691,18 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 return
             action = cast(gateway_pb2.SubscribeRequest, request)
             if action.HasField("ack"):
-                message = session.take(action.ack.delivery_id)
-                if message is not None:
-                    # Double ack: return only once JetStream has recorded it.
-                    await message.ack_sync()
+                taken, delay = session.take(action.ack.delivery_id), None
             elif action.HasField("nack"):
-                message = session.take(action.nack.delivery_id)
-                if message is not None:
-                    await message.nak(delay=action.nack.delay.ToTimedelta().total_seconds() or None)
+                taken = session.take(action.nack.delivery_id)
+                delay = action.nack.delay.ToTimedelta().total_seconds()
+            else:
+                continue
+            if taken is not None:
+                # Settled concurrently (at most the session's window at once), so the audit
+                # log's group commit and JetStream's acks are shared among them.
+                task = asyncio.create_task(self._settle(*taken, delay))
+                acks.add(task)
+                task.add_done_callback(acks.discard)
 
 
 class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
@@ -594,15 +725,32 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
             )
         policy = self._deps.authorizer.policy
         profile = policy.agency(principal.agency)
+
+        def fact(
+            outcome: audit_pb2.AuditOutcome.ValueType,
+            reason: str,
+            grant_id: str = "",
+            data: bytes = b"",
+        ) -> list[audit_pb2.AuditEntry]:
+            return [
+                gateway_entry(
+                    audit_pb2.AUDIT_ACTION_BREAK_GLASS,
+                    outcome,
+                    actor=principal.agency,
+                    reason=reason,
+                    policy_version=policy.version,
+                    grant_id=grant_id,
+                    data=data,
+                )
+            ]
+
         if profile is None or not (policy.break_glass.roles & principal.roles & profile.roles):
-            await _abort(
-                context,
-                _status(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"{principal.agency} holds no break-glass role "
-                    f"({', '.join(sorted(policy.break_glass.roles)) or 'none in the policy'})",
-                ),
+            refusal = (
+                f"{principal.agency} holds no break-glass role "
+                f"({', '.join(sorted(policy.break_glass.roles)) or 'none in the policy'})"
             )
+            await self._deps.record_best_effort(fact(audit_pb2.AUDIT_OUTCOME_DENIED, refusal))
+            await _abort(context, _status(grpc.StatusCode.PERMISSION_DENIED, refusal))
         now = self._deps.clock()
         grant_id = f"bg-{now:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
         try:
@@ -621,16 +769,33 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
                 receive_types=tuple(request.receive_types),
             )
         except BreakGlassError as error:
+            await self._deps.record_best_effort(fact(audit_pb2.AUDIT_OUTCOME_INVALID, str(error)))
             await _abort(context, _status(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
         record = gateway_pb2.EmergencyGrant(
             id=grant.id, declared_by=grant.declared_by, scope=request
         )
         record.declared_at.FromDatetime(grant.declared_at)
         record.not_after.FromDatetime(grant.not_after)
+        data = record.SerializeToString()
+        # The entry names the grant and the digest of its record (which holds the free-text
+        # reason; the log holds no free text from people).
+        summary = (
+            f"incident {request.incident_id or '-'}, fields {', '.join(request.fields) or '-'}, "
+            f"until {grant.not_after.isoformat()}"
+        )
         try:
-            await self._deps.store.record_grant(grant.id, record.SerializeToString())
+            await self._deps.record(fact(audit_pb2.AUDIT_OUTCOME_ACCEPTED, summary, grant.id, data))
+        except AuditUnavailableError as error:
+            await _abort(
+                context, _status(grpc.StatusCode.UNAVAILABLE, f"{error}; not declared, retry")
+            )
+        try:
+            await self._deps.store.record_grant(grant.id, data)
         except StoreError as error:
             # Not recorded means not in force: an elevation nobody can review must not exist.
+            await self._deps.record_best_effort(
+                fact(audit_pb2.AUDIT_OUTCOME_FAILED, str(error), grant.id, data)
+            )
             await _abort(context, _status(_store_code(error), _store_message(error)))
         self._grants.add(record)
         log.warning(

@@ -15,6 +15,7 @@ from adapters.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway import subjects
 from gateway.audit import merkle
+from gateway.audit.entries import decode_frames
 from gateway.audit.log import AuditUnavailableError
 from gateway.audit.note import Checkpoint, Verifier, open_note
 from gateway.jetstream import stored_messages
@@ -30,8 +31,8 @@ async def stored(nats_url: str, subject: str, stream: str) -> list[bytes]:
     return found
 
 
-def entries_of(raw: Sequence[bytes]) -> list[audit_pb2.AuditEntry]:
-    return [audit_pb2.AuditEntry.FromString(data) for data in raw]
+def entries_of(frames: Sequence[bytes]) -> list[audit_pb2.AuditEntry]:
+    return [audit_pb2.AuditEntry.FromString(data) for data in decode_frames(frames).entries]
 
 
 async def test_every_publish_is_recorded_with_the_digest_of_the_stored_bytes(
@@ -106,7 +107,7 @@ async def test_a_restarted_gateway_continues_the_same_log_with_consistent_signed
         for n in await stored(nats_url, subjects.audit_checkpoints("gw-1"), subjects.AUDIT_STREAM)
     ]
     verifier = Verifier.from_key_string((tmp_path / "audit" / "gw-1.pub").read_text().strip())
-    leaves = [merkle.leaf_hash(data) for data in raw]
+    leaves = [merkle.leaf_hash(data) for data in decode_frames(raw).entries]
     previous: Checkpoint | None = None
     for note in notes:
         text, signers = open_note(note, [verifier])
@@ -143,7 +144,9 @@ async def test_concurrent_appends_are_committed_together_in_one_gapless_order(
     assert all(batch == list(range(batch[0], batch[0] + 3)) for batch in positions), (
         "a batch stays contiguous"
     )
-    log = entries_of(await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM))
+    frames = await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM)
+    log = entries_of(frames)
     assert [e.sequence for e in log] == list(range(len(log)))
+    assert len(frames) < 40, "concurrent appends share frames (group commit)"
     by_event = {e.event_id: e.sequence for e in log}
     assert all(by_event[f"{n}-{k}"] == positions[n][k] for n in range(40) for k in range(3))

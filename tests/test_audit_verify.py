@@ -28,6 +28,7 @@ from gateway.audit.note import Checkpoint, Signer, sign_note
 from gateway.audit.verify import (
     LogNotFoundError,
     Report,
+    StoredLog,
     SubtreeHashes,
     read_log,
     verify_log,
@@ -354,11 +355,11 @@ async def test_the_audit_log_in_jetstream_verifies_across_a_restart(tmp_path: Pa
             await log.append([audit_entry("e5")])
             assert await log.checkpoint() is not None
 
-            entries, checkpoints = await read_log(js, gateway_id)
-            report = verify_log(entries, checkpoints, signer.verifier(), gateway_id)
+            stored = await read_log(js, gateway_id)
+            report = verify_log(stored.entries, stored.checkpoints, signer.verifier(), gateway_id)
             assert report.ok, report.problems
             assert (report.entries, report.checkpoints, report.latest_size) == (6, 2, 6)
-            assert (await read_log(js, "gw-other")) == ([], [])
+            assert (await read_log(js, "gw-other")) == StoredLog([], [], [])
 
             restarted = new_log()  # a restart rebuilds the tree from the stored entries
             await restarted.start()
@@ -366,19 +367,29 @@ async def test_the_audit_log_in_jetstream_verifies_across_a_restart(tmp_path: Pa
             await restarted.append([audit_entry(f"after-{n}") for n in range(3)])
             assert await restarted.checkpoint() is not None
 
-            entries, checkpoints = await read_log(js, gateway_id)
-            report = verify_log(entries, checkpoints, signer.verifier(), gateway_id)
+            stored = await read_log(js, gateway_id)
+            report = verify_log(stored.entries, stored.checkpoints, signer.verifier(), gateway_id)
             assert report.ok, report.problems
             assert (report.entries, report.checkpoints, report.latest_size) == (9, 3, 9)
-            assert report.latest_root == merkle.root([merkle.leaf_hash(e) for e in entries])
+            assert report.latest_root == merkle.root([merkle.leaf_hash(e) for e in stored.entries])
 
             # What the stream cannot refuse, the verifier finds: an extra message on the subject.
             await js.publish(subjects.audit_checkpoints(gateway_id), b"\xff not a note\n")
-            await js.publish(subjects.audit_entries(gateway_id), entry(9, gateway_id="gw-test"))
-            await js.publish(subjects.audit_entries(gateway_id), b"\x08")
-            entries, checkpoints = await read_log(js, gateway_id)
-            report = verify_log(entries, checkpoints, signer.verifier(), gateway_id)
+            frame = audit_pb2.AuditFrame(
+                first_sequence=9, entries=[entry(9, gateway_id="gw-test"), b"\x08"]
+            )
+            await js.publish(subjects.audit_entries(gateway_id), frame.SerializeToString())
+            await js.publish(subjects.audit_entries(gateway_id), b"\xff")
+            stored = await read_log(js, gateway_id)
+            report = verify_log(
+                stored.entries,
+                stored.checkpoints,
+                signer.verifier(),
+                gateway_id,
+                frame_problems=stored.frame_problems,
+            )
             assert report.problems == [
+                "frame 4: does not decode as an AuditFrame",
                 "entry 10: not an AuditEntry (protobuf decode failed)",
                 "checkpoint 3: signature does not verify "
                 "(note is not valid UTF-8 (lone surrogate at 0))",
@@ -461,8 +472,8 @@ def test_cli_verifies_a_good_log_and_names_problems(tmp_path: Path) -> None:
         assert result.exit_code == 1
         assert result.stdout == ""
         assert result.stderr.splitlines() == [
-            "entry 8: not an AuditEntry (protobuf decode failed)",
-            "error: audit log gw-cli: 9 entries, 2 checkpoints: 1 problem (listed earliest first)",
+            "frame 2: does not decode as an AuditFrame",
+            "error: audit log gw-cli: 8 entries, 2 checkpoints: 1 problem (listed earliest first)",
         ]
 
 

@@ -1,7 +1,8 @@
 """This gateway's audit log in JetStream: append entries, keep the Merkle state, sign checkpoints.
 
 Layout (one stream for every replica, one subject pair per replica, names in `gateway.subjects`):
-    dutylink.audit.<gateway id>.entries       AuditEntry bytes; leaf i = i-th message
+    dutylink.audit.<gateway id>.entries       AuditFrames: the entries of one append each, in
+                                              order; leaf i = the i-th entry over all frames
     dutylink.audit.<gateway id>.checkpoints   C2SP signed notes of tlog-checkpoints
 The stream denies delete and purge, discards new messages when full (fail closed, never evict)
 and has no age limit (leaf numbering depends on every entry staying). One process appends per gateway id, in order, under a lock;
@@ -28,6 +29,7 @@ from nats.js import api
 
 from dutylink.v1 import audit_pb2
 from gateway import subjects
+from gateway.audit.entries import decode_frames, encode_frames
 from gateway.audit.merkle import TreeState, leaf_hash
 from gateway.audit.note import Checkpoint, Signer, sign_note
 from gateway.jetstream import EventStore, StoreError, stored_messages
@@ -77,6 +79,7 @@ class AuditLog:
         self._lock = asyncio.Lock()
         self._signed_size = -1
         self._in_doubt = False
+        self._last_stored = 0  # stream sequence of this log's last stored frame
         self.latest_checkpoint: str | None = None
 
     @property
@@ -106,12 +109,22 @@ class AuditLog:
             except nats.js.errors.BadRequestError:
                 await self._js.update_stream(config)
             entries = subjects.audit_entries(self.gateway_id)
-            leaves = [
-                leaf_hash(raw.data or b"")
-                async for raw in stored_messages(self._js, subjects.AUDIT_STREAM, entries)
-            ]
+            frames = []
+            last_stored = 0
+            async for raw in stored_messages(self._js, subjects.AUDIT_STREAM, entries):
+                frames.append(raw.data or b"")
+                last_stored = raw.seq or last_stored
         except (nats.errors.Error, OSError) as error:
             raise AuditUnavailableError(f"audit stream unavailable: {error}") from error
+        stored = decode_frames(frames)
+        if stored.problems:
+            # Appending to a damaged log would sign over the damage: refuse, loudly.
+            raise AuditUnavailableError(
+                f"audit log of {self.gateway_id} is damaged ({'; '.join(stored.problems[:3])}); "
+                "run `dutylink audit verify`"
+            )
+        leaves = [leaf_hash(data) for data in stored.entries]
+        self._last_stored = last_stored
         self._tree = TreeState.from_leaf_hashes(leaves)
         self._in_doubt = False
         log.info(
@@ -141,25 +154,35 @@ class AuditLog:
                 # A failed append may still have been stored: the stream, not memory, decides.
                 await self.start()
             now = datetime.now(UTC)
-            subject = subjects.audit_entries(self.gateway_id)
-            messages: list[tuple[str, bytes, dict[str, str]]] = []
+            first = self._tree.size
+            encoded: list[bytes] = []
             indices: list[list[int]] = []
             for entries, _ in queued:
                 positions = []
                 for entry in entries:
-                    entry.sequence = self._tree.size + len(messages)
+                    entry.sequence = first + len(encoded)
                     entry.gateway_id = self.gateway_id
                     if not entry.HasField("time"):
                         entry.time.FromDatetime(now)
                     positions.append(entry.sequence)
-                    messages.append((subject, entry.SerializeToString(), {}))
+                    encoded.append(entry.SerializeToString())
                 indices.append(positions)
-            outcomes = await self._store.publish_pipelined(
-                messages, APPEND_TIMEOUT_SECONDS, stream=subjects.AUDIT_STREAM
-            )
-            if failures := [o for o in outcomes if isinstance(o, StoreError)]:
-                self._in_doubt = True
-                raise AuditUnavailableError(f"audit log append failed: {failures[0]}")
+            subject = subjects.audit_entries(self.gateway_id)
+            # Frames one after another (nearly always just one): a later frame must never be
+            # stored after an earlier one failed. The expected last sequence makes JetStream
+            # refuse a frame if anything else wrote to this log meanwhile (a second process
+            # misconfigured with the same gateway id), instead of interleaving two histories.
+            for frame in encode_frames(encoded, first):
+                headers = {"Nats-Expected-Last-Subject-Sequence": str(self._last_stored)}
+                [outcome] = await self._store.publish_pipelined(
+                    [(subject, frame, headers)],
+                    APPEND_TIMEOUT_SECONDS,
+                    stream=subjects.AUDIT_STREAM,
+                )
+                if isinstance(outcome, StoreError):
+                    self._in_doubt = True
+                    raise AuditUnavailableError(f"audit log append failed: {outcome}")
+                self._last_stored = outcome.sequence
         except (AuditUnavailableError, StoreError) as error:
             failure = (
                 error
@@ -169,7 +192,7 @@ class AuditLog:
             for _, done in queued:
                 done.set_exception(failure)
             return
-        for _, data, _ in messages:
+        for data in encoded:
             self._tree.append(leaf_hash(data))
         for (_, done), positions in zip(queued, indices, strict=True):
             done.set_result(positions)

@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 
 from dutylink.v1 import audit_pb2
 from gateway import subjects
+from gateway.audit.entries import decode_frames
 from gateway.audit.merkle import (
     ProofError,
     TreeState,
@@ -302,12 +303,15 @@ def verify_log(
     gateway_id: str,
     *,
     origin: str | None = None,
+    frame_problems: Sequence[str] = (),
 ) -> Report:
     """Check a gateway's stored entries (bytes, in stored order) against its signed
     checkpoints (note texts, in stored order) and `verifier`, the gateway's public key.
-    `origin` is the checkpoints' expected first line: by default the key's name."""
+    `origin` is the checkpoints' expected first line: by default the key's name.
+    `frame_problems` (from unpacking stored frames) are reported first."""
     expected_origin = verifier.name if origin is None else origin
     report = Report(gateway_id, len(entries), len(checkpoints))
+    report.problems.extend(frame_problems)
     report.problems.extend(_entry_problems(entries, gateway_id))
     leaves = [leaf_hash(data) for data in entries]
     signed: list[_Signed] = []
@@ -333,8 +337,18 @@ async def _read_subject(js: JetStreamContext, subject: str) -> list[bytes]:
     return [raw.data or b"" async for raw in stored_messages(js, subjects.AUDIT_STREAM, subject)]
 
 
-async def read_log(js: JetStreamContext, gateway_id: str) -> tuple[list[bytes], list[str]]:
-    """A gateway's stored entries (bytes) and checkpoints (note texts), in stored order.
+@dataclass(frozen=True)
+class StoredLog:
+    """A gateway's log as read: its entries (unpacked from their frames), its checkpoints
+    (note texts), both in stored order, and any frame that did not unpack."""
+
+    entries: list[bytes]
+    checkpoints: list[str]
+    frame_problems: list[str]
+
+
+async def read_log(js: JetStreamContext, gateway_id: str) -> StoredLog:
+    """A gateway's stored log.
 
     Checkpoints are read first: a gateway appending meanwhile then only adds entries beyond
     what the checkpoints cover, never checkpoints beyond the entries read. Raises
@@ -345,17 +359,17 @@ async def read_log(js: JetStreamContext, gateway_id: str) -> tuple[list[bytes], 
     except nats.js.errors.NotFoundError:
         raise LogNotFoundError(f"stream {subjects.AUDIT_STREAM} does not exist") from None
     notes = await _read_subject(js, subjects.audit_checkpoints(gateway_id))
-    entries = await _read_subject(js, subjects.audit_entries(gateway_id))
+    unframed = decode_frames(await _read_subject(js, subjects.audit_entries(gateway_id)))
     # Invalid UTF-8 survives as lone surrogates, which the note parser names with their offset.
-    return entries, [data.decode("utf-8", "surrogateescape") for data in notes]
+    checkpoints = [data.decode("utf-8", "surrogateescape") for data in notes]
+    return StoredLog(unframed.entries, checkpoints, unframed.problems)
 
 
-async def logged_gateways(js: JetStreamContext) -> dict[str, int]:
-    """Gateway ids with audit entries in the stream, and how many each has."""
+async def logged_gateways(js: JetStreamContext) -> list[str]:
+    """Gateway ids with audit entries in the stream."""
     info = await js.stream_info(subjects.AUDIT_STREAM, subjects_filter=subjects.audit_entries("*"))
-    counts = info.state.subjects or {}
     prefix = f"{subjects.AUDIT_PREFIX}."
-    return {
-        subject.removeprefix(prefix).removesuffix(".entries"): count
-        for subject, count in sorted(counts.items())
-    }
+    return [
+        subject.removeprefix(prefix).removesuffix(".entries")
+        for subject in sorted(info.state.subjects or {})
+    ]

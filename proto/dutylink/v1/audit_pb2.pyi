@@ -37,7 +37,7 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     AUDIT_ACTION_PUBLISH: _AuditAction.ValueType  # 1
     """An agency published an event."""
     AUDIT_ACTION_DELIVER: _AuditAction.ValueType  # 2
-    """An event was sent to a subscribing agency, or withheld from it by policy."""
+    """An event was sent to a subscribing agency (first attempt), or withheld from it by policy."""
     AUDIT_ACTION_ACK: _AuditAction.ValueType  # 3
     """A subscriber acknowledged a delivery."""
     AUDIT_ACTION_NACK: _AuditAction.ValueType  # 4
@@ -52,6 +52,10 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """The gateway started."""
     AUDIT_ACTION_GATEWAY_STOP: _AuditAction.ValueType  # 9
     """The gateway stopped."""
+    AUDIT_ACTION_REDELIVER: _AuditAction.ValueType  # 10
+    """An event was sent again to a subscription (an earlier delivery was not acknowledged)."""
+    AUDIT_ACTION_SUBSCRIBE: _AuditAction.ValueType  # 11
+    """An agency opened a subscription, or was refused one."""
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
     """What an audit entry records."""
@@ -61,7 +65,7 @@ AUDIT_ACTION_UNSPECIFIED: AuditAction.ValueType  # 0
 AUDIT_ACTION_PUBLISH: AuditAction.ValueType  # 1
 """An agency published an event."""
 AUDIT_ACTION_DELIVER: AuditAction.ValueType  # 2
-"""An event was sent to a subscribing agency, or withheld from it by policy."""
+"""An event was sent to a subscribing agency (first attempt), or withheld from it by policy."""
 AUDIT_ACTION_ACK: AuditAction.ValueType  # 3
 """A subscriber acknowledged a delivery."""
 AUDIT_ACTION_NACK: AuditAction.ValueType  # 4
@@ -76,6 +80,10 @@ AUDIT_ACTION_GATEWAY_START: AuditAction.ValueType  # 8
 """The gateway started."""
 AUDIT_ACTION_GATEWAY_STOP: AuditAction.ValueType  # 9
 """The gateway stopped."""
+AUDIT_ACTION_REDELIVER: AuditAction.ValueType  # 10
+"""An event was sent again to a subscription (an earlier delivery was not acknowledged)."""
+AUDIT_ACTION_SUBSCRIBE: AuditAction.ValueType  # 11
+"""An agency opened a subscription, or was refused one."""
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 
 class _AuditOutcome:
@@ -141,6 +149,9 @@ class AuditEntry(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     WITHHELD_FIELDS_FIELD_NUMBER: _builtins.int
     GRANT_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    WITHHELD_COMMITMENTS_FIELD_NUMBER: _builtins.int
+    SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in this gateway's log (0-based leaf index), assigned by the log."""
     gateway_id: _builtins.str
@@ -169,6 +180,12 @@ class AuditEntry(_message.Message):
     """Version (content hash) of the policy that decided."""
     grant_id: _builtins.str
     """The break-glass declaration concerned."""
+    attempt: _builtins.int
+    """Which delivery of the event to this subscription this is (1 = first; more = redelivery)."""
+    schema_version: _builtins.str
+    """Fingerprint (SHA-256, hex) of the event schemas the gateway runs (GATEWAY_START), so a
+    schema change shows between two starts.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the gateway recorded the fact."""
@@ -180,6 +197,13 @@ class AuditEntry(_message.Message):
     @_builtins.property
     def withheld_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Paths of the fields withheld from the recipient."""
+
+    @_builtins.property
+    def withheld_commitments(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldCommitment]:
+        """One salted commitment per withheld field (same order as `withheld_fields`), so that an
+        auditor given the original event and the salt can prove what was withheld from whom,
+        while the log alone reveals nothing of the values.
+        """
 
     def __init__(
         self,
@@ -201,11 +225,77 @@ class AuditEntry(_message.Message):
         policy_version: _builtins.str = ...,
         withheld_fields: _abc.Iterable[_builtins.str] | None = ...,
         grant_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        withheld_commitments: _abc.Iterable[Global___FieldCommitment] | None = ...,
+        schema_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_agency", b"actor_agency", "event_digest", b"event_digest", "event_id", b"event_id", "event_type", b"event_type", "gateway_id", b"gateway_id", "grant_id", b"grant_id", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "recipient_agency", b"recipient_agency", "rule_ids", b"rule_ids", "sequence", b"sequence", "stream_sequence", b"stream_sequence", "subscription", b"subscription", "time", b"time", "withheld_fields", b"withheld_fields"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_agency", b"actor_agency", "attempt", b"attempt", "event_digest", b"event_digest", "event_id", b"event_id", "event_type", b"event_type", "gateway_id", b"gateway_id", "grant_id", b"grant_id", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "recipient_agency", b"recipient_agency", "rule_ids", b"rule_ids", "schema_version", b"schema_version", "sequence", b"sequence", "stream_sequence", b"stream_sequence", "subscription", b"subscription", "time", b"time", "withheld_commitments", b"withheld_commitments", "withheld_fields", b"withheld_fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class FieldCommitment(_message.Message):
+    """A commitment to the value of one withheld field:
+      salt       = HMAC-SHA256(the gateway's commitment key,
+                               "dutylink/commitment/v1" 0x00 event_id 0x00 recipient 0x00 path)
+      commitment = SHA-256(salt || the deterministic encoding of an Event holding only `path`)
+    The salt is disclosed to auditors per entry; without it, guessing low-entropy values (a
+    phone number) is not possible from the log.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    COMMITMENT_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The withheld field path, e.g. "incident.reporter"."""
+    commitment: _builtins.bytes
+    """SHA-256(salt || value encoding), 32 bytes."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        commitment: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commitment", b"commitment", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldCommitment: _TypeAlias = FieldCommitment  # noqa: Y015
+
+@_typing.final
+class AuditFrame(_message.Message):
+    """How entries are stored: one JetStream message holds the entries of one append, in log order.
+    Storing many entries per message is what keeps the log's cost per event small; leaves are
+    still one per entry, over the entry's own bytes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    first_sequence: _builtins.int
+    """Leaf index of the first entry in this frame; frames follow one another without gaps."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Encoded AuditEntry messages. Leaf = SHA-256(0x00 || these exact bytes)."""
+
+    def __init__(
+        self,
+        *,
+        first_sequence: _builtins.int = ...,
+        entries: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "first_sequence", b"first_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditFrame: _TypeAlias = AuditFrame  # noqa: Y015

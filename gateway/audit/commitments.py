@@ -1,0 +1,95 @@
+"""Salted commitments to withheld field values. Pure.
+
+When policy withholds a field from a recipient, the audit entry of that delivery carries, per
+withheld path, SHA-256(salt || the deterministic encoding of an Event holding only that path's
+values). The salt is an HMAC of the delivery's context under the deployment's commitment key, so:
+- the log alone reveals nothing (no salt, no dictionary attack on a phone number);
+- an auditor given the original event and the salt (`AuditService.RevealCommitmentSalts`)
+  recomputes the commitment and proves exactly what was withheld from whom;
+- nothing per delivery has to be stored besides the entry itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from dutylink.v1 import audit_pb2, event_pb2
+
+_CONTEXT = b"dutylink/commitment/v1"
+KEY_BYTES = 32
+
+
+def salt(key: bytes, event_id: str, recipient: str, path: str) -> bytes:
+    """The salt of one withheld field of one delivery."""
+    message = b"\x00".join((_CONTEXT, event_id.encode(), recipient.encode(), path.encode()))
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def _project(source: Message, target: Message, parts: Sequence[str]) -> None:
+    field = cast(FieldDescriptor, source.DESCRIPTOR.fields_by_name[parts[0]])
+    value = getattr(source, field.name)
+    if len(parts) == 1:
+        if field.is_repeated:
+            getattr(target, field.name).MergeFrom(value)
+        elif field.message_type is not None:
+            if source.HasField(field.name):
+                getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+        return
+    if field.is_repeated:
+        for element in value:
+            _project(element, getattr(target, field.name).add(), parts[1:])
+    elif source.HasField(field.name):
+        nested = getattr(target, field.name)
+        nested.SetInParent()
+        _project(value, nested, parts[1:])
+
+
+def withheld_value(event: event_pb2.Event, path: str) -> bytes:
+    """The deterministic encoding of an Event holding only the values at `path` (a path of
+    `policies.redaction`, repeated fields keeping their element positions)."""
+    projection = event_pb2.Event()
+    _project(event, projection, path.split("."))
+    return projection.SerializeToString(deterministic=True)
+
+
+def commitment(salt_bytes: bytes, event: event_pb2.Event, path: str) -> bytes:
+    return hashlib.sha256(salt_bytes + withheld_value(event, path)).digest()
+
+
+def commit(
+    key: bytes, event: event_pb2.Event, recipient: str, paths: Sequence[str]
+) -> list[audit_pb2.FieldCommitment]:
+    """Commitments to the values of `paths` in the original `event`, withheld from `recipient`."""
+    return [
+        audit_pb2.FieldCommitment(
+            path=path, commitment=commitment(salt(key, event.id, recipient, path), event, path)
+        )
+        for path in paths
+    ]
+
+
+def load_or_create_key(key_file: Path) -> bytes:
+    """The deployment's commitment key (hex in a 0600 file), created on first use. Replicas
+    share it (copy the file) so any of them can reveal salts for any entry."""
+    if key_file.exists():
+        key = bytes.fromhex(key_file.read_text(encoding="utf-8").strip())
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"{key_file}: a commitment key is {KEY_BYTES} bytes in hex")
+        return key
+    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(KEY_BYTES)
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(key.hex() + "\n")
+    return key

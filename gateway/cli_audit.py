@@ -19,7 +19,8 @@ from nats.aio.client import Client as NatsClient
 
 from gateway import subjects
 from gateway.audit.note import NoteError, Verifier
-from gateway.audit.verify import LogNotFoundError, Report, logged_gateways, read_log, verify_log
+from gateway.audit.reader import AuditReader
+from gateway.audit.verify import LogNotFoundError, Report, read_log, verify_log
 from gateway.nats_server import running_url
 
 audit_app = typer.Typer(help="Verify the signed audit logs.", no_args_is_help=True)
@@ -109,7 +110,7 @@ async def _verify(url: str, gateway_id: str, verifier: Verifier) -> Report:
         except LogNotFoundError as error:
             _fail(2, f"error: {url}: {error}: no gateway has written an audit log there")
         if not stored.entries and not stored.checkpoints and not stored.frame_problems:
-            known = ", ".join(await logged_gateways(js)) or "none"
+            known = ", ".join(await AuditReader(js).gateways()) or "none"
             _fail(
                 2,
                 f"error: {url}: no audit log for gateway {gateway_id!r} in stream "

@@ -16,6 +16,17 @@ def family(event: event_pb2.Event) -> str:
     return event.WhichOneof("payload") or ""
 
 
+def incident_ids(event: event_pb2.Event) -> list[str]:
+    """The incidents an event belongs to, whatever its family."""
+    if event.HasField("incident"):
+        return [event.incident.incident_id]
+    if event.HasField("resource"):
+        return [event.resource.incident_id] if event.resource.incident_id else []
+    if event.HasField("warning"):
+        return list(event.warning.incidents)
+    return []
+
+
 def dedup_key(agency: str, event_id: str) -> str:
     """JetStream's `Nats-Msg-Id`. Event ids are unique per agency (CloudEvents: per source),
     so the key is qualified by the agency; agency ids never contain ':'."""

@@ -19,10 +19,17 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dutylink.v1 import audit_pb2, gateway_pb2, gateway_pb2_grpc
+from dutylink.v1 import (
+    audit_pb2,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 from gateway.audit.commitments import load_or_create_key
 from gateway.audit.entries import gateway_entry, schema_version
 from gateway.audit.log import AuditLog, AuditUnavailableError, load_or_create_signer
+from gateway.audit_rpc import AuditServicer, CheckpointServicer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
@@ -35,9 +42,15 @@ from policies.model import PolicyError
 
 log = structlog.get_logger("dutylink.gateway")
 
-SERVICE_NAMES = tuple(
-    gateway_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("PublisherService", "SubscriberService", "BreakGlassService")
+SERVICE_NAMES = (
+    *(
+        gateway_pb2.DESCRIPTOR.services_by_name[name].full_name
+        for name in ("PublisherService", "SubscriberService", "BreakGlassService")
+    ),
+    *(
+        audit_service_pb2.DESCRIPTOR.services_by_name[name].full_name
+        for name in ("AuditService", "CheckpointService")
+    ),
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 
@@ -178,6 +191,10 @@ class Gateway:
         gateway_pb2_grpc.add_SubscriberServiceServicer_to_server(Subscriber(deps), self._server)
         gateway_pb2_grpc.add_BreakGlassServiceServicer_to_server(
             BreakGlass(deps, grants), self._server
+        )
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(deps), self._server)
+        audit_service_pb2_grpc.add_CheckpointServiceServicer_to_server(
+            CheckpointServicer(deps), self._server
         )
         if gateway_settings.reflection:
             reflection.enable_server_reflection(

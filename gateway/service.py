@@ -19,9 +19,6 @@ from typing import Any, NoReturn, cast
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from nats.aio.msg import Msg
 
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
@@ -37,9 +34,10 @@ from gateway.audit.entries import (
     withheld_entry,
 )
 from gateway.audit.log import AuditLog, AuditUnavailableError
-from gateway.auth import Authenticator, Principal, UnauthenticatedError
+from gateway.auth import Authenticator, Principal
 from gateway.authorization import Authorizer, GrantBook
 from gateway.config import Config
+from gateway.envelope import incident_ids
 from gateway.jetstream import (
     DurableSubscription,
     EventStore,
@@ -49,6 +47,7 @@ from gateway.jetstream import (
     StoreRejectedError,
     StoreUnavailableError,
 )
+from gateway.rpc import abort, authenticate, status
 from gateway.validation import FieldProblem, Validator
 from policies.engine import BreakGlassError, declare_grant
 from policies.redaction import redact
@@ -73,48 +72,6 @@ def _store_message(error: StoreError) -> str:
     if isinstance(error, StoreUnavailableError):
         return f"{error}; retry with the same event id"
     return str(error)
-
-
-def _status(
-    code: grpc.StatusCode, message: str, problems: tuple[FieldProblem, ...] = ()
-) -> grpc.Status:
-    details = []
-    if problems:
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=p.field, description=p.description, reason=p.rule_id
-                    )
-                    for p in problems
-                ]
-            )
-        )
-        details.append(detail)
-    value = cast(int, code.value[0])
-    return cast(
-        grpc.Status,
-        rpc_status.to_status(status_pb2.Status(code=value, message=message, details=details)),
-    )
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
-    # abort_with_status is missing from the aio context's type stubs (grpc/grpc#42733).
-    await cast(Any, context).abort_with_status(status)
-    raise AssertionError("unreachable: abort_with_status raises")
-
-
-async def _authenticate(
-    authenticator: Authenticator, context: grpc.aio.ServicerContext[Any, Any], rpc: str
-) -> Principal:
-    try:
-        principal = authenticator.authenticate(context)
-    except UnauthenticatedError as error:
-        log.warning("rpc.unauthenticated", rpc=rpc, reason=str(error))
-        await _abort(context, _status(grpc.StatusCode.UNAUTHENTICATED, str(error)))
-    structlog.contextvars.bind_contextvars(agency=principal.agency, rpc=rpc)
-    return principal
 
 
 def _receipt(admitted: Admitted, stored: Stored) -> gateway_pb2.Receipt:
@@ -235,11 +192,11 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         self, request: gateway_pb2.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.PublishResponse:
         started = time.perf_counter()
-        principal = await _authenticate(self._deps.authenticator, context, "Publish")
+        principal = await authenticate(self._deps.authenticator, context, "Publish")
         if not request.HasField("event"):
             problem = FieldProblem("event", "value is required", "required")
-            await _abort(
-                context, _status(grpc.StatusCode.INVALID_ARGUMENT, "event is required", (problem,))
+            await abort(
+                context, status(grpc.StatusCode.INVALID_ARGUMENT, "event is required", (problem,))
             )
         outcome = self._admit(principal, request.event)
         if isinstance(outcome, Refused):
@@ -250,15 +207,15 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 reason=outcome.message,
             )
             await self._deps.record_best_effort([_refusal_entry(principal, request.event, outcome)])
-            await _abort(context, _status(outcome.code, outcome.message, outcome.problems))
+            await abort(context, status(outcome.code, outcome.message, outcome.problems))
         try:
             # Audit first: no event is ever stored without its entry (fail closed).
             await self._deps.record([_accepted_entry(principal, outcome)])
         except AuditUnavailableError as error:
             log.error("publish.unaudited", event_id=outcome.event.id, reason=str(error))
-            await _abort(
+            await abort(
                 context,
-                _status(
+                status(
                     grpc.StatusCode.UNAVAILABLE,
                     f"{error}; not accepted, retry with the same event id",
                 ),
@@ -270,7 +227,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         except StoreError as error:
             log.warning("publish.failed", event_id=outcome.event.id, reason=str(error))
             await self._deps.record_best_effort([_failure_entry(principal, outcome, error)])
-            await _abort(context, _status(_store_code(error), _store_message(error)))
+            await abort(context, status(_store_code(error), _store_message(error)))
         log.info(
             "publish.stored",
             event_id=outcome.event.id,
@@ -287,15 +244,15 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         self, request: gateway_pb2.PublishBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.PublishBatchResponse:
         started = time.perf_counter()
-        principal = await _authenticate(self._deps.authenticator, context, "PublishBatch")
+        principal = await authenticate(self._deps.authenticator, context, "PublishBatch")
         limit = self._deps.config.gateway.max_batch_events
         if len(request.events) > limit:
             problem = FieldProblem(
                 "events", f"at most {limit} events per batch", "repeated.max_items"
             )
-            await _abort(
+            await abort(
                 context,
-                _status(
+                status(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"batch of {len(request.events)} events; the limit is {limit}",
                     (problem,),
@@ -440,7 +397,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 )
             ]
         )
-        await _abort(context, _status(code, message, problems))
+        await abort(context, status(code, message, problems))
 
     # Writes with context.write() instead of yielding, so the generated ABC's return type differs.
     async def Subscribe(  # type: ignore[override]
@@ -449,7 +406,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         # read()/write() rather than the iterator: acks are read while deliveries are written.
-        principal = await _authenticate(self._deps.authenticator, context, "Subscribe")
+        principal = await authenticate(self._deps.authenticator, context, "Subscribe")
         first = await context.read()
         if first is grpc.aio.EOF:
             return
@@ -573,7 +530,12 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 delivered,
                 dead_letter=reason,
             )
-        delivered = dataclasses.replace(delivered, event_id=event.id, event_type=event.type)
+        delivered = dataclasses.replace(
+            delivered,
+            event_id=event.id,
+            event_type=event.type,
+            incident_ids=tuple(incident_ids(event)),
+        )
         decision = self._deps.authorizer.decide(principal, "receive", event, self._deps.clock())
         if not decision.allowed:
             # Never sent, not even in part; acked so it does not come back to this agency.
@@ -717,11 +679,11 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
         request: gateway_pb2.DeclareEmergencyRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> gateway_pb2.DeclareEmergencyResponse:
-        principal = await _authenticate(self._deps.authenticator, context, "DeclareEmergency")
+        principal = await authenticate(self._deps.authenticator, context, "DeclareEmergency")
         problems = tuple(self._deps.validator.problems(request))
         if problems:
-            await _abort(
-                context, _status(grpc.StatusCode.INVALID_ARGUMENT, "invalid declaration", problems)
+            await abort(
+                context, status(grpc.StatusCode.INVALID_ARGUMENT, "invalid declaration", problems)
             )
         policy = self._deps.authorizer.policy
         profile = policy.agency(principal.agency)
@@ -750,7 +712,7 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
                 f"({', '.join(sorted(policy.break_glass.roles)) or 'none in the policy'})"
             )
             await self._deps.record_best_effort(fact(audit_pb2.AUDIT_OUTCOME_DENIED, refusal))
-            await _abort(context, _status(grpc.StatusCode.PERMISSION_DENIED, refusal))
+            await abort(context, status(grpc.StatusCode.PERMISSION_DENIED, refusal))
         now = self._deps.clock()
         grant_id = f"bg-{now:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
         try:
@@ -770,7 +732,7 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
             )
         except BreakGlassError as error:
             await self._deps.record_best_effort(fact(audit_pb2.AUDIT_OUTCOME_INVALID, str(error)))
-            await _abort(context, _status(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+            await abort(context, status(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
         record = gateway_pb2.EmergencyGrant(
             id=grant.id, declared_by=grant.declared_by, scope=request
         )
@@ -786,8 +748,8 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
         try:
             await self._deps.record(fact(audit_pb2.AUDIT_OUTCOME_ACCEPTED, summary, grant.id, data))
         except AuditUnavailableError as error:
-            await _abort(
-                context, _status(grpc.StatusCode.UNAVAILABLE, f"{error}; not declared, retry")
+            await abort(
+                context, status(grpc.StatusCode.UNAVAILABLE, f"{error}; not declared, retry")
             )
         try:
             await self._deps.store.record_grant(grant.id, data)
@@ -796,7 +758,7 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
             await self._deps.record_best_effort(
                 fact(audit_pb2.AUDIT_OUTCOME_FAILED, str(error), grant.id, data)
             )
-            await _abort(context, _status(_store_code(error), _store_message(error)))
+            await abort(context, status(_store_code(error), _store_message(error)))
         self._grants.add(record)
         log.warning(
             "breakglass.declared",
@@ -814,5 +776,5 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
         request: gateway_pb2.ListEmergenciesRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> gateway_pb2.ListEmergenciesResponse:
-        await _authenticate(self._deps.authenticator, context, "ListEmergencies")
+        await authenticate(self._deps.authenticator, context, "ListEmergencies")
         return gateway_pb2.ListEmergenciesResponse(grants=self._grants.records())

@@ -133,6 +133,10 @@ async def test_a_delivery_is_logged_with_the_digest_of_the_bytes_sent_and_commit
     assert list(delivered.rule_ids) == list(to_transport.rule_ids)
     assert delivered.policy_version == to_transport.policy_version
     assert list(delivered.withheld_fields) == ["incident.reporter"]
+    incident_entries = [e for e in entries if list(e.incident_ids) == ["INC-2026-0815-001"]]
+    assert {e.action for e in incident_entries} >= {
+        A.AUDIT_ACTION_PUBLISH, A.AUDIT_ACTION_DELIVER, A.AUDIT_ACTION_ACK, A.AUDIT_ACTION_NACK
+    }  # fmt: skip
     serialized = b"".join(e.SerializeToString() for e in entries)
     assert b"13812345678" not in serialized and b"Wang Fang" not in serialized, "no personal data"
 

@@ -42,7 +42,7 @@ def test_check_passes_on_the_samples_with_version_and_counts() -> None:
     result = runner.invoke(policy_app, ["check"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
-        f"policy {SAMPLES.version[:12]}: 10 agencies, 19 rules, 3 redactions"
+        f"policy {SAMPLES.version[:12]}: 11 agencies, 19 rules, 3 redactions"
     )
     assert result.stderr == ""
 

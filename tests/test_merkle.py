@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.audit import merkle
 from gateway.audit.merkle import (
     EMPTY_ROOT,
     MAX_PROOF_LENGTH,
@@ -441,3 +442,23 @@ def test_tree_state_rebuilt_or_restored_continues_like_the_original(size: int) -
 def test_tree_state_refuses_a_stored_state_with_the_wrong_number_of_subtrees() -> None:
     with pytest.raises(ValueError, match="a tree of size 7 has 3 full subtrees, got 2 hashes"):
         TreeState(7, MANY[:2])
+
+
+def test_the_subtree_cache_grown_leaf_by_leaf_gives_the_reference_roots_and_proofs() -> None:
+    leaves = [merkle.leaf_hash(index.to_bytes(2, "big")) for index in range(70)]
+    subtrees = merkle.SubtreeHashes()
+    for size2 in range(71):
+        assert subtrees.size == size2
+        assert subtrees.root(size2) == merkle.root(leaves[:size2])
+        for size1 in range(size2 + 1):
+            assert subtrees.consistency_proof(size1, size2) == merkle.consistency_proof(
+                leaves[:size2], size1
+            ), (size1, size2)
+        for index in range(size2):
+            assert subtrees.inclusion_proof(index, size2) == merkle.inclusion_proof(
+                leaves[:size2], index
+            ), (index, size2)
+        if size2 < 70:
+            subtrees.append(leaves[size2])
+    with pytest.raises(ValueError, match="outside a tree of size 70"):
+        subtrees.inclusion_proof(70, 70)

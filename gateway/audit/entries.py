@@ -23,6 +23,7 @@ from dutylink.v1 import (
     resource_pb2,
     warning_pb2,
 )
+from gateway.envelope import incident_ids
 from policies.engine import Decision
 
 
@@ -66,6 +67,7 @@ def publish_entry(
         reason=reason,
         event_id=event.id,
         event_type=event.type,
+        incident_ids=incident_ids(event),
     )
     if data:
         entry.event_digest = digest(data)
@@ -89,6 +91,7 @@ class Delivered:
     event_type: str
     stream_sequence: int
     attempt: int
+    incident_ids: tuple[str, ...] = ()
 
 
 def delivery_entry(
@@ -145,6 +148,7 @@ def _delivery_fact(
         event_type=delivered.event_type,
         stream_sequence=delivered.stream_sequence,
         attempt=delivered.attempt,
+        incident_ids=delivered.incident_ids,
     )
 
 

@@ -228,6 +228,92 @@ def verify_consistency(
         raise _mismatch("new root", new, root2)
 
 
+class SubtreeHashes:
+    """The hashes of every aligned full subtree of a growing list of leaf hashes (level k holds
+    the blocks of 2**k leaves), so that the Merkle hash of any range the RFC 9162 recursion
+    visits, and so every proof, costs O(log n) node hashes instead of O(n). Appending a leaf
+    costs at most log n node hashes; memory is about two hashes per leaf."""
+
+    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+        self._levels: list[list[bytes]] = [[]]
+        for leaf in leaf_hashes:
+            self.append(leaf)
+
+    def append(self, leaf: bytes) -> None:
+        self._levels[0].append(leaf)
+        level = 0
+        while len(below := self._levels[level]) % 2 == 0:
+            if level + 1 == len(self._levels):
+                self._levels.append([])
+            self._levels[level + 1].append(node_hash(below[-2], below[-1]))
+            level += 1
+
+    @property
+    def size(self) -> int:
+        return len(self._levels[0])
+
+    def leaf(self, index: int) -> bytes:
+        return self._levels[0][index]
+
+    def subtree(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end]) for 0 <= start < end <= size."""
+        width = end - start
+        if width & (width - 1) == 0 and start % width == 0:
+            level = width.bit_length() - 1
+            return self._levels[level][start >> level]
+        middle = start + _split(width)
+        return node_hash(self.subtree(start, middle), self.subtree(middle, end))
+
+    def root(self, size: int) -> bytes:
+        """MTH(D[0:size])."""
+        if not 0 <= size <= self.size:
+            raise ValueError(f"size {size} is not within 0..{self.size}")
+        return self.subtree(0, size) if size else EMPTY_ROOT
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """PATH(index, D[0:size]) (RFC 9162 §2.1.3.1), equal to
+        `inclusion_proof(leaf_hashes[:size], index)`."""
+        if not 0 <= index < size <= self.size:
+            raise ValueError(f"leaf index {index} is outside a tree of size {size}")
+        siblings: list[bytes] = []
+        start, end = 0, size
+        while end - start > 1:
+            middle = start + _split(end - start)
+            if index < middle:
+                siblings.append(self.subtree(middle, end))
+                end = middle
+            else:
+                siblings.append(self.subtree(start, middle))
+                start = middle
+        siblings.reverse()
+        return siblings
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """PROOF(size1, D[0:size2]) (RFC 9162 §2.1.4.1), equal to
+        `merkle.consistency_proof(leaf_hashes[:size2], size1)`."""
+        if not 0 <= size1 <= size2 <= self.size:
+            raise ValueError(f"sizes {size1} and {size2} are not within 0..{self.size} in order")
+        if size1 in (0, size2):
+            return []
+        siblings: list[bytes] = []
+        start, end, old = 0, size2, size1
+        whole_old_tree = True
+        while old != end - start:
+            middle = start + _split(end - start)
+            if old <= middle - start:
+                siblings.append(self.subtree(middle, end))
+                end = middle
+            else:
+                siblings.append(self.subtree(start, middle))
+                old -= middle - start
+                start = middle
+                whole_old_tree = False
+        if not whole_old_tree:
+            siblings.append(self.subtree(start, end))
+        siblings.reverse()
+        return siblings
+
+
 class TreeState:
     """The right edge of a growing tree, so a sequencer can append without keeping leaves.
 

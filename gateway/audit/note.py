@@ -286,6 +286,15 @@ def _index(verifiers: Iterable[Verifier]) -> dict[tuple[str, bytes], Verifier]:
     return known
 
 
+def unverified_text(note: str) -> str:
+    """A note's text without checking its signatures: for display and routing only; trust
+    nothing in it before `open_note` verified it."""
+    cut = note.rfind("\n\n")
+    if cut < 0:
+        raise NoteError("note has no blank line between its text and its signatures")
+    return note[: cut + 1]
+
+
 def open_note(
     note: str | bytes,
     verifiers: Iterable[Verifier],

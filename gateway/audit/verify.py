@@ -38,9 +38,9 @@ from gateway import subjects
 from gateway.audit.entries import decode_frames
 from gateway.audit.merkle import (
     ProofError,
+    SubtreeHashes,
     TreeState,
     leaf_hash,
-    node_hash,
     verify_consistency,
 )
 from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note
@@ -150,57 +150,6 @@ class _Signed:
 
     def __str__(self) -> str:
         return f"checkpoint {self.number} (size {self.size})"
-
-
-class SubtreeHashes:
-    """The hashes of every aligned full subtree of a list of leaf hashes (level k holds the
-    blocks of 2**k leaves), so that the Merkle hash of any range the RFC 9162 recursion visits
-    costs O(log n) node hashes instead of O(n). Building it costs n node hashes."""
-
-    def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
-        self._levels: list[Sequence[bytes]] = [leaf_hashes]
-        while len(below := self._levels[-1]) > 1:
-            self._levels.append(
-                [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
-            )
-
-    @property
-    def size(self) -> int:
-        return len(self._levels[0])
-
-    def subtree(self, start: int, end: int) -> bytes:
-        """MTH(D[start:end]) for 0 <= start < end <= size."""
-        width = end - start
-        if width & (width - 1) == 0 and start % width == 0:
-            level = width.bit_length() - 1
-            return self._levels[level][start >> level]
-        middle = start + (1 << ((width - 1).bit_length() - 1))
-        return node_hash(self.subtree(start, middle), self.subtree(middle, end))
-
-    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        """PROOF(size1, D[0:size2]) (RFC 9162 §2.1.4.1), equal to
-        `merkle.consistency_proof(leaf_hashes[:size2], size1)`."""
-        if not 0 <= size1 <= size2 <= self.size:
-            raise ValueError(f"sizes {size1} and {size2} are not within 0..{self.size} in order")
-        if size1 in (0, size2):
-            return []
-        siblings: list[bytes] = []
-        start, end, old = 0, size2, size1
-        whole_old_tree = True
-        while old != end - start:
-            middle = start + (1 << ((end - start - 1).bit_length() - 1))
-            if old <= middle - start:
-                siblings.append(self.subtree(middle, end))
-                end = middle
-            else:
-                siblings.append(self.subtree(start, middle))
-                old -= middle - start
-                start = middle
-                whole_old_tree = False
-        if not whole_old_tree:
-            siblings.append(self.subtree(start, end))
-        siblings.reverse()
-        return siblings
 
 
 def _open(number: int, text: str, verifier: Verifier, origin: str) -> _Signed | str:
@@ -363,13 +312,3 @@ async def read_log(js: JetStreamContext, gateway_id: str) -> StoredLog:
     # Invalid UTF-8 survives as lone surrogates, which the note parser names with their offset.
     checkpoints = [data.decode("utf-8", "surrogateescape") for data in notes]
     return StoredLog(unframed.entries, checkpoints, unframed.problems)
-
-
-async def logged_gateways(js: JetStreamContext) -> list[str]:
-    """Gateway ids with audit entries in the stream."""
-    info = await js.stream_info(subjects.AUDIT_STREAM, subjects_filter=subjects.audit_entries("*"))
-    prefix = f"{subjects.AUDIT_PREFIX}."
-    return [
-        subject.removeprefix(prefix).removesuffix(".entries")
-        for subject in sorted(info.state.subjects or {})
-    ]

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64utylink/v1/audit.proto\x12\x0b\x64utylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x04\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngateway_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63tor_agency\x18\x04 \x01(\t\x12(\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x18.dutylink.v1.AuditAction\x12*\n\x07outcome\x18\x06 \x01(\x0e\x32\x19.dutylink.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\x12\x12\n\nevent_type\x18\t \x01(\t\x12\x14\n\x0c\x65vent_digest\x18\n \x01(\x0c\x12\x17\n\x0fstream_sequence\x18\x0b \x01(\x04\x12\x18\n\x10recipient_agency\x18\x0c \x01(\t\x12\x14\n\x0csubscription\x18\r \x01(\t\x12\x10\n\x08rule_ids\x18\x0e \x03(\t\x12\x16\n\x0epolicy_version\x18\x0f \x01(\t\x12\x17\n\x0fwithheld_fields\x18\x10 \x03(\t\x12\x10\n\x08grant_id\x18\x11 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x12 \x01(\r\x12:\n\x14withheld_commitments\x18\x13 \x03(\x0b\x32\x1c.dutylink.v1.FieldCommitment\x12\x16\n\x0eschema_version\x18\x14 \x01(\t\"3\n\x0f\x46ieldCommitment\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\ncommitment\x18\x02 \x01(\x0c\"5\n\nAuditFrame\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x02 \x03(\x0c*\xdf\x02\n\x0b\x41uditAction\x12\x1c\n\x18\x41UDIT_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIT_ACTION_PUBLISH\x10\x01\x12\x18\n\x14\x41UDIT_ACTION_DELIVER\x10\x02\x12\x14\n\x10\x41UDIT_ACTION_ACK\x10\x03\x12\x15\n\x11\x41UDIT_ACTION_NACK\x10\x04\x12\x1c\n\x18\x41UDIT_ACTION_DEAD_LETTER\x10\x05\x12\x1e\n\x1a\x41UDIT_ACTION_POLICY_RELOAD\x10\x06\x12\x1c\n\x18\x41UDIT_ACTION_BREAK_GLASS\x10\x07\x12\x1e\n\x1a\x41UDIT_ACTION_GATEWAY_START\x10\x08\x12\x1d\n\x19\x41UDIT_ACTION_GATEWAY_STOP\x10\t\x12\x1a\n\x16\x41UDIT_ACTION_REDELIVER\x10\n\x12\x1a\n\x16\x41UDIT_ACTION_SUBSCRIBE\x10\x0b*\xae\x01\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIT_OUTCOME_OK\x10\x01\x12\x1a\n\x16\x41UDIT_OUTCOME_ACCEPTED\x10\x02\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x03\x12\x19\n\x15\x41UDIT_OUTCOME_INVALID\x10\x04\x12\x18\n\x14\x41UDIT_OUTCOME_FAILED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64utylink/v1/audit.proto\x12\x0b\x64utylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x04\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngateway_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63tor_agency\x18\x04 \x01(\t\x12(\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x18.dutylink.v1.AuditAction\x12*\n\x07outcome\x18\x06 \x01(\x0e\x32\x19.dutylink.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\x12\x12\n\nevent_type\x18\t \x01(\t\x12\x14\n\x0c\x65vent_digest\x18\n \x01(\x0c\x12\x17\n\x0fstream_sequence\x18\x0b \x01(\x04\x12\x18\n\x10recipient_agency\x18\x0c \x01(\t\x12\x14\n\x0csubscription\x18\r \x01(\t\x12\x10\n\x08rule_ids\x18\x0e \x03(\t\x12\x16\n\x0epolicy_version\x18\x0f \x01(\t\x12\x17\n\x0fwithheld_fields\x18\x10 \x03(\t\x12\x10\n\x08grant_id\x18\x11 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x12 \x01(\r\x12:\n\x14withheld_commitments\x18\x13 \x03(\x0b\x32\x1c.dutylink.v1.FieldCommitment\x12\x16\n\x0eschema_version\x18\x14 \x01(\t\x12\x14\n\x0cincident_ids\x18\x15 \x03(\t\"3\n\x0f\x46ieldCommitment\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\ncommitment\x18\x02 \x01(\x0c\"5\n\nAuditFrame\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x02 \x03(\x0c*\xdf\x02\n\x0b\x41uditAction\x12\x1c\n\x18\x41UDIT_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIT_ACTION_PUBLISH\x10\x01\x12\x18\n\x14\x41UDIT_ACTION_DELIVER\x10\x02\x12\x14\n\x10\x41UDIT_ACTION_ACK\x10\x03\x12\x15\n\x11\x41UDIT_ACTION_NACK\x10\x04\x12\x1c\n\x18\x41UDIT_ACTION_DEAD_LETTER\x10\x05\x12\x1e\n\x1a\x41UDIT_ACTION_POLICY_RELOAD\x10\x06\x12\x1c\n\x18\x41UDIT_ACTION_BREAK_GLASS\x10\x07\x12\x1e\n\x1a\x41UDIT_ACTION_GATEWAY_START\x10\x08\x12\x1d\n\x19\x41UDIT_ACTION_GATEWAY_STOP\x10\t\x12\x1a\n\x16\x41UDIT_ACTION_REDELIVER\x10\n\x12\x1a\n\x16\x41UDIT_ACTION_SUBSCRIBE\x10\x0b*\xae\x01\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIT_OUTCOME_OK\x10\x01\x12\x1a\n\x16\x41UDIT_OUTCOME_ACCEPTED\x10\x02\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x03\x12\x19\n\x15\x41UDIT_OUTCOME_INVALID\x10\x04\x12\x18\n\x14\x41UDIT_OUTCOME_FAILED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dutylink.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITACTION']._serialized_start=720
-  _globals['_AUDITACTION']._serialized_end=1071
-  _globals['_AUDITOUTCOME']._serialized_start=1074
-  _globals['_AUDITOUTCOME']._serialized_end=1248
+  _globals['_AUDITACTION']._serialized_start=742
+  _globals['_AUDITACTION']._serialized_end=1093
+  _globals['_AUDITOUTCOME']._serialized_start=1096
+  _globals['_AUDITOUTCOME']._serialized_end=1270
   _globals['_AUDITENTRY']._serialized_start=74
-  _globals['_AUDITENTRY']._serialized_end=609
-  _globals['_FIELDCOMMITMENT']._serialized_start=611
-  _globals['_FIELDCOMMITMENT']._serialized_end=662
-  _globals['_AUDITFRAME']._serialized_start=664
-  _globals['_AUDITFRAME']._serialized_end=717
+  _globals['_AUDITENTRY']._serialized_end=631
+  _globals['_FIELDCOMMITMENT']._serialized_start=633
+  _globals['_FIELDCOMMITMENT']._serialized_end=684
+  _globals['_AUDITFRAME']._serialized_start=686
+  _globals['_AUDITFRAME']._serialized_end=739
 # @@protoc_insertion_point(module_scope)

@@ -152,6 +152,7 @@ class AuditEntry(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     WITHHELD_COMMITMENTS_FIELD_NUMBER: _builtins.int
     SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    INCIDENT_IDS_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in this gateway's log (0-based leaf index), assigned by the log."""
     gateway_id: _builtins.str
@@ -205,6 +206,12 @@ class AuditEntry(_message.Message):
         while the log alone reveals nothing of the values.
         """
 
+    @_builtins.property
+    def incident_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The incidents the event belongs to (Incident.incident_id, ResourceMessage.incident_id or
+        the warning's CAP `incidents`), so that one incident's whole exchange can be exported.
+        """
+
     def __init__(
         self,
         *,
@@ -228,10 +235,11 @@ class AuditEntry(_message.Message):
         attempt: _builtins.int = ...,
         withheld_commitments: _abc.Iterable[Global___FieldCommitment] | None = ...,
         schema_version: _builtins.str = ...,
+        incident_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_agency", b"actor_agency", "attempt", b"attempt", "event_digest", b"event_digest", "event_id", b"event_id", "event_type", b"event_type", "gateway_id", b"gateway_id", "grant_id", b"grant_id", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "recipient_agency", b"recipient_agency", "rule_ids", b"rule_ids", "schema_version", b"schema_version", "sequence", b"sequence", "stream_sequence", b"stream_sequence", "subscription", b"subscription", "time", b"time", "withheld_commitments", b"withheld_commitments", "withheld_fields", b"withheld_fields"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_agency", b"actor_agency", "attempt", b"attempt", "event_digest", b"event_digest", "event_id", b"event_id", "event_type", b"event_type", "gateway_id", b"gateway_id", "grant_id", b"grant_id", "incident_ids", b"incident_ids", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "recipient_agency", b"recipient_agency", "rule_ids", b"rule_ids", "schema_version", b"schema_version", "sequence", b"sequence", "stream_sequence", b"stream_sequence", "subscription", b"subscription", "time", b"time", "withheld_commitments", b"withheld_commitments", "withheld_fields", b"withheld_fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

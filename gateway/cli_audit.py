@@ -1,14 +1,19 @@
-"""`dutylink audit`: check a gateway's signed audit log as an auditor would.
+"""`dutylink audit`: read and check the gateways' signed audit logs as an auditor would.
 
-`verify` reads every entry and checkpoint of one gateway replica from JetStream and checks them
-with the gateway's public key alone (see gateway.audit.verify). It prints one summary line and
-exits 0 when everything verifies; otherwise every problem on stderr, earliest first, and exit 1.
+- `verify` checks every entry and checkpoint of one replica's log, from JetStream or from an
+  exported bundle, with the gateway's public key alone (see gateway.audit.verify). It prints one
+  summary line and exits 0 when everything verifies; otherwise every problem on stderr,
+  earliest first, and exit 1.
+- `export` writes an evidence bundle (gateway.audit.bundle), the whole log or one incident's.
+- `prove EVENT_ID` prints an event's entries, their inclusion proofs and the checkpoint.
+- `tail` prints recent entries one readable line each, and follows the log with --follow.
 Usage errors (no NATS to talk to, no or bad key, no log for that gateway id) exit 2.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -16,10 +21,23 @@ import nats
 import nats.errors
 import typer
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
+from dutylink.v1 import audit_pb2
 from gateway import subjects
-from gateway.audit.note import NoteError, Verifier
-from gateway.audit.reader import AuditReader
+from gateway.audit.bundle import (
+    FULL,
+    Bundle,
+    BundleError,
+    Proof,
+    read_bundle,
+    verify_bundle,
+    write_bundle,
+)
+from gateway.audit.entries import describe
+from gateway.audit.merkle import ProofError, leaf_hash, verify_inclusion
+from gateway.audit.note import NoteError, Verifier, open_note
+from gateway.audit.reader import READ_FAILURES, AuditReader, DamagedLogError, StoredCheckpoint
 from gateway.audit.verify import LogNotFoundError, Report, read_log, verify_log
 from gateway.nats_server import running_url
 
@@ -147,41 +165,40 @@ def _summary(report: Report) -> str:
     return line
 
 
-@audit_app.command()
-def verify(
-    gateway_id: Annotated[
-        str,
-        typer.Option("--gateway-id", help="The gateway replica whose log to check, e.g. gw-1."),
-    ],
-    nats_url: Annotated[
-        str | None,
-        typer.Option(
-            "--nats-url",
-            help="NATS server or cluster holding the log (default: the embedded server of "
-            "--data-dir, which must be running).",
-            show_default=False,
-        ),
-    ] = None,
-    data_dir: Annotated[
-        Path,
-        typer.Option(
-            "--data-dir",
-            help="The gateway's data directory: its embedded NATS, and audit/<gateway id>.pub.",
-            file_okay=False,
-        ),
-    ] = DEFAULT_DATA_DIR,
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--key",
-            help="The gateway's verifier key (name+id+base64), or a file holding it "
-            "(default: <data dir>/audit/<gateway id>.pub).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Check every entry and signed checkpoint of one gateway's audit log."""
-    verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
+# Options every command shares.
+GatewayOption = Annotated[
+    str,
+    typer.Option("--gateway-id", help="The gateway replica whose log to read, e.g. gw-1."),
+]
+NatsUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-url",
+        help="NATS server or cluster holding the log (default: the embedded server of "
+        "--data-dir, which must be running).",
+        show_default=False,
+    ),
+]
+DataDirOption = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        help="The gateway's data directory: its embedded NATS, and audit/<gateway id>.pub.",
+        file_okay=False,
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        help="The gateway's verifier key (name+id+base64), or a file holding it "
+        "(default: <data dir>/audit/<gateway id>.pub).",
+        show_default=False,
+    ),
+]
+
+
+def _url(nats_url: str | None, data_dir: Path) -> str:
     url = nats_url or running_url(data_dir)
     if not url:
         _fail(
@@ -189,10 +206,226 @@ def verify(
             f"error: no NATS to talk to: give --nats-url, or start the gateway with data "
             f"directory {data_dir}",
         )
-    report = asyncio.run(_verify(url, gateway_id, verifier))
+    return url
+
+
+def _report(report: Report) -> None:
     if report.ok:
         typer.echo(_summary(report))
         return
     for problem in report.problems:
         typer.echo(problem, err=True)
     _fail(1, f"error: {_summary(report)}")
+
+
+@audit_app.command()
+def verify(
+    gateway_id: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway-id",
+            help="The gateway replica whose log to check, e.g. gw-1 (not with --bundle).",
+            show_default=False,
+        ),
+    ] = None,
+    nats_url: NatsUrlOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    key: KeyOption = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            help="Check an evidence bundle written by `audit export` instead of a live log "
+            "(default key: the bundle's own keys/<id>.pub).",
+            file_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Check every entry and signed checkpoint of one gateway's audit log, live or exported."""
+    if bundle is not None:
+        try:
+            found, altered = read_bundle(bundle)
+        except BundleError as error:
+            _fail(2, f"error: {error}")
+        shipped = bundle / "keys" / f"{found.gateway_id}.pub"
+        verifier = _load_key(key, shipped)
+        if key is None:
+            typer.echo(
+                f"note: using the key shipped in the bundle ({verifier.name}+"
+                f"{verifier.key_id.hex()}); compare it with the one you hold",
+                err=True,
+            )
+        _report(verify_bundle(found, verifier, altered))
+        return
+    if gateway_id is None:
+        _fail(2, "error: give --gateway-id (or --bundle)")
+    verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
+    _report(asyncio.run(_verify(_url(nats_url, data_dir), gateway_id, verifier)))
+
+
+async def _export(url: str, gateway_id: str, incident: str | None, key: Verifier) -> Bundle:
+    client = await _connect(url)
+    try:
+        reader = AuditReader(client.jetstream())
+        latest = await reader.latest_checkpoint(gateway_id)
+        hashes = await reader.refresh(gateway_id)
+        if hashes.size == 0:
+            known = ", ".join(await reader.gateways()) or "none"
+            _fail(2, f"error: {url}: no audit log for gateway {gateway_id!r} (logs: {known})")
+        bundle = Bundle(gateway_id, key.name, FULL if incident is None else f"incident {incident}")
+        bundle.key = key.key_string()
+        if incident is None:
+            bundle.entries = [item async for item in reader.entries(gateway_id, 0, hashes.size)]
+            bundle.checkpoints = [
+                c.note async for c in reader.checkpoints(gateway_id) if not isinstance(c, NoteError)
+            ]
+            return bundle
+        if latest is None:
+            _fail(
+                1, f"error: audit log {gateway_id} has no signed checkpoint yet: nothing to prove"
+            )
+        size = latest.checkpoint.size
+        async for index, data in reader.entries(gateway_id, 0, size):
+            if incident in audit_pb2.AuditEntry.FromString(data).incident_ids:
+                bundle.entries.append((index, data))
+                bundle.proofs.append(Proof(index, size, tuple(hashes.inclusion_proof(index, size))))
+        bundle.checkpoints = [latest.note]
+        return bundle
+    except (DamagedLogError, *READ_FAILURES) as error:
+        _fail(1, f"error: {url}: reading the audit log failed: {error or type(error).__name__}")
+    finally:
+        await client.close()
+
+
+@audit_app.command()
+def export(
+    gateway_id: GatewayOption,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory to write the bundle into (new or empty).")
+    ],
+    incident: Annotated[
+        str | None,
+        typer.Option(
+            "--incident",
+            help="Only the entries of this incident, each with its inclusion proof against "
+            "the latest signed checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
+    nats_url: NatsUrlOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    key: KeyOption = None,
+) -> None:
+    """Write an evidence bundle: entries, signed checkpoints, proofs, key and a README."""
+    verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
+    bundle = asyncio.run(_export(_url(nats_url, data_dir), gateway_id, incident, verifier))
+    if incident is not None and not bundle.entries:
+        _fail(1, f"error: audit log {gateway_id} has no entries of incident {incident!r}")
+    try:
+        write_bundle(out, bundle)
+    except (BundleError, OSError) as error:
+        _fail(2, f"error: {error}")
+    report = verify_bundle(bundle, verifier)  # never hand over a bundle that does not verify
+    if not report.ok:
+        for problem in report.problems:
+            typer.echo(problem, err=True)
+        _fail(1, f"error: the exported bundle does not verify: {_summary(report)}")
+    typer.echo(
+        f"exported {_plural(len(bundle.entries), 'entry', 'entries')} and "
+        f"{_plural(len(bundle.checkpoints), 'checkpoint')} of {gateway_id} ({bundle.scope}) to {out}"
+    )
+
+
+async def _prove(
+    url: str, gateway_id: str, event_id: str, key: Verifier
+) -> tuple[StoredCheckpoint, list[tuple[int, bytes, list[bytes]]]]:
+    client = await _connect(url)
+    try:
+        reader = AuditReader(client.jetstream())
+        latest = await reader.latest_checkpoint(gateway_id)
+        if latest is None:
+            _fail(1, f"error: audit log {gateway_id} has no signed checkpoint yet")
+        hashes = await reader.refresh(gateway_id)
+        size = latest.checkpoint.size
+        found = []
+        async for index, data in reader.entries(gateway_id, 0, size):
+            if audit_pb2.AuditEntry.FromString(data).event_id == event_id:
+                proof = hashes.inclusion_proof(index, size)
+                # Checked here as an auditor would, from the bytes and the signed root alone.
+                verify_inclusion(index, size, leaf_hash(data), proof, latest.checkpoint.root_hash)
+                found.append((index, data, proof))
+        open_note(latest.note, [key])
+        return latest, found
+    except (DamagedLogError, ProofError, NoteError, *READ_FAILURES) as error:
+        _fail(1, f"error: {url}: {error or type(error).__name__}")
+    finally:
+        await client.close()
+
+
+@audit_app.command()
+def prove(
+    event_id: Annotated[str, typer.Argument(help="The event whose entries to prove.")],
+    gateway_id: GatewayOption,
+    nats_url: NatsUrlOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    key: KeyOption = None,
+) -> None:
+    """Show an event's entries with their inclusion proofs and the signed checkpoint they are in."""
+    verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
+    latest, found = asyncio.run(_prove(_url(nats_url, data_dir), gateway_id, event_id, verifier))
+    if not found:
+        _fail(
+            1,
+            f"error: no entry of event {event_id!r} in the first "
+            f"{_count(latest.checkpoint.size)} entries of {gateway_id} (the signed part)",
+        )
+    for index, data, proof in found:
+        typer.echo(f"entry {index}: {describe(audit_pb2.AuditEntry.FromString(data))}")
+        typer.echo(f"  leaf hash {leaf_hash(data).hex()}")
+        for number, node in enumerate(proof):
+            typer.echo(f"  proof[{number}] {node.hex()}")
+    typer.echo(f"all verified against checkpoint size {_count(latest.checkpoint.size)}:")
+    typer.echo(latest.note, nl=False)
+
+
+async def _tail(url: str, gateway_id: str, count: int, follow: bool) -> None:
+    client = await _connect(url)
+    try:
+        reader = AuditReader(client.jetstream())
+        size = (await reader.refresh(gateway_id)).size
+        async for index, data in reader.entries(gateway_id, max(0, size - count), size):
+            typer.echo(f"{index:>8} {describe(audit_pb2.AuditEntry.FromString(data))}")
+        if not follow:
+            return
+        arrived: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_frame(message: Msg) -> None:
+            await arrived.put(message.data)
+
+        await client.subscribe(subjects.audit_entries(gateway_id), cb=on_frame)
+        while True:
+            frame = audit_pb2.AuditFrame.FromString(await arrived.get())
+            for offset, data in enumerate(frame.entries):
+                index = frame.first_sequence + offset
+                if index >= size:
+                    typer.echo(f"{index:>8} {describe(audit_pb2.AuditEntry.FromString(data))}")
+    except (DamagedLogError, *READ_FAILURES) as error:
+        _fail(1, f"error: {url}: {error or type(error).__name__}")
+    finally:
+        await client.close()
+
+
+@audit_app.command()
+def tail(
+    gateway_id: GatewayOption,
+    count: Annotated[int, typer.Option("--count", "-n", help="How many recent entries.")] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new entries as they come.")
+    ] = False,
+    nats_url: NatsUrlOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+) -> None:
+    """Print the latest entries of a log, one readable line each (and follow it)."""
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends --follow quietly
+        asyncio.run(_tail(_url(nats_url, data_dir), gateway_id, count, follow))

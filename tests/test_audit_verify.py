@@ -8,12 +8,9 @@ the CLI tests run `dutylink audit verify` against a nats-server on a loop in ano
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import nats
 import pytest
@@ -37,6 +34,7 @@ from gateway.cli_audit import audit_app
 from gateway.jetstream import EventStore
 from gateway.nats_server import NatsServer
 from gateway.testing import config_for_tests
+from tests.cli_support import running_nats
 
 GW = "gw-1"
 SIGNER = Signer(f"dutylink/audit/{GW}", Ed25519PrivateKey.from_private_bytes(bytes(32)))
@@ -391,36 +389,6 @@ async def test_the_audit_log_in_jetstream_verifies_across_a_restart(tmp_path: Pa
 
 T = TypeVar("T")
 runner = CliRunner()
-
-
-class LoopThread:
-    """An event loop on another thread, so this thread can run the (asyncio.run) CLI."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self.loop.close()
-
-
-@contextmanager
-def running_nats(data_dir: Path) -> Iterator[tuple[LoopThread, str]]:
-    """The embedded nats-server of `data_dir` (as the gateway runs it), for the block."""
-    loop = LoopThread()
-    server = NatsServer(data_dir / "nats")
-    try:
-        url = loop.run(server.start())
-        yield loop, url
-    finally:
-        loop.run(server.stop())
-        loop.close()
 
 
 async def write_log(url: str, signer: Signer, gateway_id: str, *, garbage: bool = False) -> None:

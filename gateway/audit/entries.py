@@ -180,6 +180,36 @@ def gateway_entry(
     return entry
 
 
+def describe(entry: audit_pb2.AuditEntry) -> str:
+    """One readable line: when, what, who, about which event, decided by what."""
+    action = audit_pb2.AuditAction.Name(entry.action).removeprefix("AUDIT_ACTION_")
+    outcome = audit_pb2.AuditOutcome.Name(entry.outcome).removeprefix("AUDIT_OUTCOME_")
+    parts = [entry.time.ToJsonString() if entry.HasField("time") else "-", action, outcome]
+    if entry.actor_agency:
+        parts.append(entry.actor_agency)
+    if entry.recipient_agency and entry.recipient_agency != entry.actor_agency:
+        parts.append(f"-> {entry.recipient_agency}")
+    if entry.subscription:
+        parts.append(f"subscription={entry.subscription}")
+    if entry.event_id:
+        parts.append(f"event={entry.event_id}")
+    if entry.event_type:
+        parts.append(f"type={entry.event_type}")
+    if entry.attempt > 1:
+        parts.append(f"attempt={entry.attempt}")
+    if entry.withheld_fields:
+        parts.append(f"withheld={','.join(entry.withheld_fields)}")
+    if entry.rule_ids:
+        parts.append(f"rules={','.join(entry.rule_ids)}")
+    if entry.policy_version:
+        parts.append(f"policy={entry.policy_version[:12]}")
+    if entry.grant_id:
+        parts.append(f"grant={entry.grant_id}")
+    if entry.reason:
+        parts.append(f"reason={entry.reason!r}")
+    return " ".join(parts)
+
+
 # --- storage frames ---------------------------------------------------------------------------
 
 # Under NATS's default 1 MiB message limit, with room for headers.

@@ -1,0 +1,45 @@
+"""For tests of CLI commands that call asyncio.run themselves: servers on an event loop in
+another thread, while CliRunner runs the command on the test's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.nats_server import NatsServer
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop on another thread, so this thread can run the (asyncio.run) CLI."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+@contextmanager
+def running_nats(data_dir: Path) -> Iterator[tuple[LoopThread, str]]:
+    """The embedded nats-server of `data_dir` (as the gateway runs it), for the block."""
+    loop = LoopThread()
+    server = NatsServer(data_dir / "nats")
+    try:
+        url = loop.run(server.start())
+        yield loop, url
+    finally:
+        loop.run(server.stop())
+        loop.close()

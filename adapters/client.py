@@ -23,7 +23,13 @@ from typing import Any, cast
 
 import grpc
 
-from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
+from dutylink.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    event_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class DutyLinkClient:
             self._metadata = (("authorization", f"Bearer {token}"),)
         self._publisher = gateway_pb2_grpc.PublisherServiceStub(self._channel)
         self._subscriber = gateway_pb2_grpc.SubscriberServiceStub(self._channel)
+        self._checkpoints = audit_service_pb2_grpc.CheckpointServiceStub(self._channel)
 
     async def publish(
         self, event: event_pb2.Event, *, timeout: float = 10.0
@@ -104,6 +111,35 @@ class DutyLinkClient:
             max_in_flight=max_in_flight,
         )
         return Subscription(self._subscriber, opening, self._metadata)
+
+    async def watch_checkpoints(
+        self, gateway_id: str = ""
+    ) -> AsyncIterator[audit_service_pb2.SignedCheckpoint]:
+        """The audit logs' signed checkpoints (of every replica, or one): the latest of each,
+        then every new one. Keep them with `adapters.checkpoints.CheckpointKeeper`."""
+        call = self._checkpoints.WatchCheckpoints(
+            audit_service_pb2.WatchCheckpointsRequest(gateway_id=gateway_id),
+            metadata=self._metadata,
+        )
+        try:
+            async for response in call:
+                yield response.checkpoint
+        finally:
+            call.cancel()
+
+    async def consistency_proof(
+        self, gateway_id: str, old_size: int, new_size: int, *, timeout: float = 30.0
+    ) -> list[bytes]:
+        """The gateway's RFC 9162 consistency proof between two sizes of a log (verify it:
+        `gateway.audit.merkle.verify_consistency`)."""
+        response = await self._checkpoints.GetConsistencyProof(
+            audit_service_pb2.GetConsistencyProofRequest(
+                gateway_id=gateway_id, old_size=old_size, new_size=new_size
+            ),
+            metadata=self._metadata,
+            timeout=timeout,
+        )
+        return list(response.proof)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -35,7 +35,15 @@ from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHol
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore
 from gateway.nats_server import NatsServer, embedded_dir
-from gateway.service import AuditHolder, BreakGlass, Dependencies, Publisher, Subscriber
+from gateway.service import (
+    AuditHolder,
+    BreakGlass,
+    Dependencies,
+    Failpoint,
+    Publisher,
+    Subscriber,
+    no_failpoint,
+)
 from gateway.validation import Validator
 from policies.loader import SAMPLE_DIR
 from policies.model import PolicyError
@@ -72,8 +80,11 @@ def _read(path: str, key: str) -> bytes:
 class Gateway:
     """One gateway replica. `async with Gateway(config) as gw:` serves until the block ends."""
 
-    def __init__(self, config: Config, *, nats_url: str | None = None) -> None:
+    def __init__(
+        self, config: Config, *, nats_url: str | None = None, failpoint: Failpoint = no_failpoint
+    ) -> None:
         self.config = config
+        self._failpoint = failpoint
         self._nats_url = nats_url if nats_url is not None else config.nats.url
         self._embedded: NatsServer | None = None
         self._store: EventStore | None = None
@@ -185,6 +196,7 @@ class Gateway:
             Validator(),
             Authorizer(policy, grants),
             self._audit,
+            failpoint=self._failpoint,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         gateway_pb2_grpc.add_PublisherServiceServicer_to_server(Publisher(deps), self._server)

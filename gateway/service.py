@@ -60,6 +60,16 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# Called with the name of each step of the publish path ("publish.admitted", "publish.audited",
+# "publish.stored"); crash drills make one of them kill the process (`dutylink serve` with
+# DUTYLINK_FAILPOINT). Otherwise it does nothing.
+Failpoint = Callable[[str], None]
+
+
+def no_failpoint(step: str) -> None:
+    pass
+
+
 def _store_code(error: StoreError) -> grpc.StatusCode:
     if isinstance(error, StoreFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -115,6 +125,7 @@ class Dependencies:
     authorizer: Authorizer
     audit: AuditHolder = field(default_factory=AuditHolder)
     clock: Clock = _utc_now
+    failpoint: Failpoint = no_failpoint
 
     async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """Append to the audit log (fail closed: raises AuditUnavailableError when the log is
@@ -208,6 +219,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             )
             await self._deps.record_best_effort([_refusal_entry(principal, request.event, outcome)])
             await abort(context, status(outcome.code, outcome.message, outcome.problems))
+        self._deps.failpoint("publish.admitted")
         try:
             # Audit first: no event is ever stored without its entry (fail closed).
             await self._deps.record([_accepted_entry(principal, outcome)])
@@ -220,6 +232,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     f"{error}; not accepted, retry with the same event id",
                 ),
             )
+        self._deps.failpoint("publish.audited")
         try:
             stored = await self._deps.store.publish(
                 outcome.subject, outcome.data, outcome.headers, self._timeout(context)
@@ -228,6 +241,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             log.warning("publish.failed", event_id=outcome.event.id, reason=str(error))
             await self._deps.record_best_effort([_failure_entry(principal, outcome, error)])
             await abort(context, status(_store_code(error), _store_message(error)))
+        self._deps.failpoint("publish.stored")
         log.info(
             "publish.stored",
             event_id=outcome.event.id,
@@ -281,6 +295,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             else:
                 admitted.append((index, outcome))
         await self._deps.record_best_effort(refusals)
+        if admitted:
+            self._deps.failpoint("publish.admitted")
         try:
             # Audit first, in one append for the whole batch: no event stored without its entry.
             await self._deps.record([_accepted_entry(principal, a) for _, a in admitted])
@@ -294,9 +310,13 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     )
                 )
             admitted = []
+        if admitted:
+            self._deps.failpoint("publish.audited")
         stored_all = await self._deps.store.publish_pipelined(
             [(a.subject, a.data, a.headers) for _, a in admitted], self._timeout(context)
         )
+        if admitted:
+            self._deps.failpoint("publish.stored")
         failures: list[audit_pb2.AuditEntry] = []
         for (index, accepted), stored in zip(admitted, stored_all, strict=True):
             if isinstance(stored, StoreError):

@@ -1,0 +1,130 @@
+"""Crash drills: the gateway process is killed (SIGKILL) at each step of the publish path, then
+restarted; the publisher retries; the audit log continues the same history and verifies, and
+no event is stored without its ACCEPTED entry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from adapters.client import DutyLinkClient
+from dutylink.v1 import audit_pb2, event_pb2
+from gateway import subjects
+from gateway.audit.note import Verifier
+from gateway.audit.verify import read_log, verify_log
+from gateway.jetstream import stored_messages
+from gateway.testing import OPEN_POLICY
+from tests.conftest import TOKENS
+from tests.factories import incident_event
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def start_gateway(
+    nats_url: str, data_dir: Path, port: int, crash_at: str | None
+) -> asyncio.subprocess.Process:
+    environment = {
+        **os.environ,
+        "DUTYLINK_NATS_URL": nats_url,
+        "DUTYLINK_NATS_DATA_DIR": str(data_dir),
+        "DUTYLINK_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "DUTYLINK_POLICY_DIR": str(OPEN_POLICY),
+        "DUTYLINK_AUDIT_CHECKPOINT_SECONDS": "0.1",
+    }
+    environment.pop("DUTYLINK_FAILPOINT", None)
+    if crash_at:
+        environment["DUTYLINK_FAILPOINT"] = crash_at
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--log-level", "error",
+        env=environment, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(200):
+            try:
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return process
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.05)
+    process.kill()
+    pytest.fail("the gateway did not start")
+
+
+async def stored_event_ids(nats_url: str) -> list[str]:
+    connection = await nats.connect(nats_url)
+    try:
+        return [
+            event_pb2.Event.FromString(raw.data or b"").id
+            async for raw in stored_messages(
+                connection.jetstream(), subjects.EVENTS_STREAM, "dutylink.events.>"
+            )
+        ]
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize(
+    ("step", "stored_before_the_crash"),
+    [("publish.admitted", False), ("publish.audited", False), ("publish.stored", True)],
+)
+@pytest.mark.parametrize("batch", [False, True], ids=["unary", "batch"])
+async def test_a_gateway_killed_at_any_publish_step_restarts_and_continues_one_verified_log(
+    nats_url: str, tmp_path: Path, step: str, stored_before_the_crash: bool, batch: bool
+) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    event, later = incident_event(), incident_event()
+
+    crashing = await start_gateway(nats_url, data_dir, port, crash_at=step)
+    async with DutyLinkClient(f"127.0.0.1:{port}", token=TOKENS["fire"]) as fire:
+        publish = fire.publish_batch([event]) if batch else fire.publish(event)
+        with pytest.raises(grpc.aio.AioRpcError) as lost:
+            await publish
+        assert lost.value.code() == grpc.StatusCode.UNAVAILABLE, "an unknown outcome, not an answer"
+    assert await crashing.wait() == -signal.SIGKILL
+    assert (event.id in await stored_event_ids(nats_url)) == stored_before_the_crash
+
+    restarted = await start_gateway(nats_url, data_dir, port, crash_at=None)
+    async with DutyLinkClient(f"127.0.0.1:{port}", token=TOKENS["fire"]) as fire:
+        retried = await fire.publish(event)  # the publisher retries with the same id
+        await fire.publish(later)
+    assert retried.duplicate == stored_before_the_crash, "stored exactly once either way"
+    restarted.send_signal(signal.SIGTERM)
+    assert await restarted.wait() == 0
+
+    connection = await nats.connect(nats_url)
+    try:
+        stored = await read_log(connection.jetstream(), "gw-1")
+    finally:
+        await connection.close()
+    key = Verifier.from_key_string((data_dir / "audit" / "gw-1.pub").read_text().strip())
+    report = verify_log(
+        stored.entries, stored.checkpoints, key, "gw-1", frame_problems=stored.frame_problems
+    )
+    assert report.ok, report.problems
+    assert report.latest_size == report.entries, "the shutdown checkpoint covers everything"
+    entries = [audit_pb2.AuditEntry.FromString(data) for data in stored.entries]
+    starts = [e.sequence for e in entries if e.action == audit_pb2.AUDIT_ACTION_GATEWAY_START]
+    assert len(starts) == 2 and starts[0] == 0, "one log, continued after the restart"
+    accepted = [e.event_id for e in entries if e.outcome == audit_pb2.AUDIT_OUTCOME_ACCEPTED]
+    expected_accepts = 1 if step == "publish.admitted" else 2  # audited before the crash too
+    assert accepted.count(event.id) == expected_accepts
+    for event_id in await stored_event_ids(nats_url):
+        assert event_id in accepted, f"{event_id} was stored without its audit entry"

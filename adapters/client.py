@@ -7,14 +7,20 @@
                 handle(delivery.event)
                 await subscription.ack(delivery)
 
-Retries, reconnection and the adapter framework come with the adapters issue; this client is
-the thin, honest layer under them.
+Publishing retries with exponential backoff and jitter (stamina) on outcomes that may go
+away — UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED — never on a refusal
+(INVALID_ARGUMENT, PERMISSION_DENIED, ...). Retrying is safe because the event id is the
+idempotency key: a retry of a stored event stores nothing new (its receipt says `duplicate`).
+`consume` runs a handler per delivery with bounded concurrency, acks only after the handler
+succeeded, nacks with a delay when it fails, and reopens the durable subscription after a lost
+connection (it resumes where the agency left off).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +28,8 @@ from types import TracebackType
 from typing import Any, cast
 
 import grpc
+import stamina
+import structlog
 
 from dutylink.v1 import (
     audit_service_pb2,
@@ -30,6 +38,65 @@ from dutylink.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
+
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+log = structlog.get_logger("dutylink.client")
+
+# gRPC waits at least 20 s between reconnection attempts by default: far too long for a
+# department system whose gateway replica just restarted behind its load balancer.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+
+
+def is_retryable(error: Exception) -> bool:
+    """A failure that may succeed when tried again with the same event ids."""
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() in RETRYABLE_CODES
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How long to keep trying a publish: at most `attempts` tries within `timeout` seconds,
+    waiting `wait_initial` doubling up to `wait_max`, plus up to `wait_jitter` at random."""
+
+    attempts: int = 10
+    timeout: float = 60.0
+    wait_initial: float = 0.2
+    wait_max: float = 10.0
+    wait_jitter: float = 1.0
+
+    def context(self, on: Callable[[Exception], bool] = is_retryable) -> Any:
+        return stamina.retry_context(
+            on=on,
+            attempts=self.attempts,
+            timeout=self.timeout,
+            wait_initial=self.wait_initial,
+            wait_max=self.wait_max,
+            wait_jitter=self.wait_jitter,
+        )
+
+
+NO_RETRY = Retry(attempts=1)
+
+
+class _RetryableResults(Exception):
+    """Some events of a batch failed with a retryable code: send just those again."""
+
+
+def _retryable_result(result: gateway_pb2.PublishResult) -> bool:
+    return result.HasField("error") and any(
+        result.error.code == code.value[0] for code in RETRYABLE_CODES
+    )
 
 
 @dataclass(frozen=True)
@@ -50,7 +117,12 @@ class DutyLinkClient:
     with a development token on plaintext."""
 
     def __init__(
-        self, target: str, *, token: str | None = None, certificate: ClientCertificate | None = None
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        certificate: ClientCertificate | None = None,
+        retry: Retry = NO_RETRY,
     ) -> None:
         if (token is None) == (certificate is None):
             raise ValueError(
@@ -62,11 +134,12 @@ class DutyLinkClient:
                 private_key=certificate.key_pem,
                 certificate_chain=certificate.cert_pem,
             )
-            self._channel = grpc.aio.secure_channel(target, credentials)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
             self._metadata: tuple[tuple[str, str], ...] = ()
         else:
-            self._channel = grpc.aio.insecure_channel(target)
+            self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
             self._metadata = (("authorization", f"Bearer {token}"),)
+        self.retry = retry
         self._publisher = gateway_pb2_grpc.PublisherServiceStub(self._channel)
         self._subscriber = gateway_pb2_grpc.SubscriberServiceStub(self._channel)
         self._checkpoints = audit_service_pb2_grpc.CheckpointServiceStub(self._channel)
@@ -74,20 +147,43 @@ class DutyLinkClient:
     async def publish(
         self, event: event_pb2.Event, *, timeout: float = 10.0
     ) -> gateway_pb2.Receipt:
-        """Publish one event; returns once it is durably stored. Raises grpc.aio.AioRpcError."""
-        response: gateway_pb2.PublishResponse = await self._publisher.Publish(
-            gateway_pb2.PublishRequest(event=event), metadata=self._metadata, timeout=timeout
-        )
+        """Publish one event; returns once it is durably stored, retrying as `retry` says.
+        Raises grpc.aio.AioRpcError (a refusal at once, a retryable error when retries ran out)."""
+        async for attempt in self.retry.context():
+            with attempt:
+                response: gateway_pb2.PublishResponse = await self._publisher.Publish(
+                    gateway_pb2.PublishRequest(event=event),
+                    metadata=self._metadata,
+                    timeout=timeout,
+                )
         return response.receipt
 
     async def publish_batch(
         self, events: Sequence[event_pb2.Event], *, timeout: float = 30.0
     ) -> list[gateway_pb2.PublishResult]:
-        """Publish many events; one result (receipt or error) per event, in order."""
-        response = await self._publisher.PublishBatch(
-            gateway_pb2.PublishBatchRequest(events=events), metadata=self._metadata, timeout=timeout
-        )
-        return list(response.results)
+        """Publish many events; one result (receipt or error) per event, in order. Events that
+        failed with a retryable code are sent again (alone) as `retry` says; refused ones not."""
+        results: list[gateway_pb2.PublishResult] = [
+            gateway_pb2.PublishResult(index=i, event_id=e.id) for i, e in enumerate(events)
+        ]
+        pending = list(range(len(events)))
+        with contextlib.suppress(_RetryableResults):
+            async for attempt in self.retry.context(
+                on=lambda error: isinstance(error, _RetryableResults) or is_retryable(error)
+            ):
+                with attempt:
+                    response = await self._publisher.PublishBatch(
+                        gateway_pb2.PublishBatchRequest(events=[events[i] for i in pending]),
+                        metadata=self._metadata,
+                        timeout=timeout,
+                    )
+                    for index, result in zip(pending, response.results, strict=True):
+                        results[index].CopyFrom(result)
+                        results[index].index = index
+                    pending = [i for i in pending if _retryable_result(results[i])]
+                    if pending:
+                        raise _RetryableResults()
+        return results
 
     def subscribe(
         self,
@@ -111,6 +207,88 @@ class DutyLinkClient:
             max_in_flight=max_in_flight,
         )
         return Subscription(self._subscriber, opening, self._metadata)
+
+    async def consume(
+        self,
+        name: str,
+        handler: Callable[[gateway_pb2.Delivery], Awaitable[None]],
+        *,
+        families: Sequence[str] = (),
+        types: Sequence[str] = (),
+        jurisdiction_prefixes: Sequence[str] = (),
+        planes: Sequence[event_pb2.Plane.ValueType] = (),
+        max_in_flight: int = 16,
+        nack_delay: timedelta = timedelta(seconds=5),
+        reconnect: Retry = Retry(attempts=0, timeout=0, wait_max=10.0),
+    ) -> None:
+        """Run `handler` on every delivery of a durable subscription until cancelled: at most
+        `max_in_flight` at once, each acked after the handler returns, nacked for redelivery
+        after `nack_delay` if it raises. A lost stream is reopened with backoff; refusals
+        (a bad filter, no permission) raise grpc.aio.AioRpcError."""
+        while True:
+            async for attempt in stamina.retry_context(
+                on=is_retryable,
+                attempts=reconnect.attempts or None,
+                timeout=reconnect.timeout or None,
+                wait_initial=reconnect.wait_initial,
+                wait_max=reconnect.wait_max,
+                wait_jitter=reconnect.wait_jitter,
+            ):
+                with attempt:
+                    subscription = self.subscribe(
+                        name,
+                        families=families,
+                        types=types,
+                        jurisdiction_prefixes=jurisdiction_prefixes,
+                        planes=planes,
+                        max_in_flight=max_in_flight,
+                    )
+                    await subscription.open()  # a failure here backs off and tries again
+            # Opened: from here a lost stream starts a fresh backoff.
+            await self._run_handlers(subscription, handler, max_in_flight, nack_delay)
+
+    @staticmethod
+    async def _run_handlers(
+        subscription: Subscription,
+        handler: Callable[[gateway_pb2.Delivery], Awaitable[None]],
+        max_in_flight: int,
+        nack_delay: timedelta,
+    ) -> None:
+        slots = asyncio.Semaphore(max_in_flight)
+        running: set[asyncio.Task[None]] = set()
+
+        async def handle(delivery: gateway_pb2.Delivery) -> None:
+            try:
+                await handler(delivery)
+            except Exception as error:  # the handler's failure: redeliver later, keep going
+                log.warning(
+                    "consume.handler_failed",
+                    event_id=delivery.event.id,
+                    attempt=delivery.attempt,
+                    error=f"{type(error).__name__}: {error}",
+                )
+                with contextlib.suppress(Exception):
+                    await subscription.nack(delivery, delay=nack_delay, reason=str(error)[:200])
+            else:
+                with contextlib.suppress(Exception):  # a lost ack is redelivered
+                    await subscription.ack(delivery)
+            finally:
+                slots.release()
+
+        try:
+            async for delivery in subscription:
+                await slots.acquire()
+                task = asyncio.create_task(handle(delivery))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        except grpc.aio.AioRpcError as error:
+            if not is_retryable(error):
+                raise
+            log.warning("consume.stream_lost", code=error.code().name, details=error.details())
+        finally:
+            if running:
+                await asyncio.wait(running)
+            await subscription.close()
 
     async def watch_checkpoints(
         self, gateway_id: str = ""
@@ -172,6 +350,8 @@ class Subscription:
         self._reader: asyncio.Task[None] | None = None
         self._error: grpc.aio.AioRpcError | None = None
         self._deliveries: asyncio.Queue[gateway_pb2.Delivery | None] = asyncio.Queue()
+        # gRPC allows one write in flight per stream; acks may come from many tasks.
+        self._writing = asyncio.Lock()
         self.ready: gateway_pb2.SubscriptionReady | None = None
 
     async def open(self) -> gateway_pb2.SubscriptionReady:
@@ -210,8 +390,12 @@ class Subscription:
         while (delivery := await self.next()) is not None:
             yield delivery
 
+    async def _write(self, request: gateway_pb2.SubscribeRequest) -> None:
+        async with self._writing:
+            await self._call.write(request)
+
     async def ack(self, delivery: gateway_pb2.Delivery) -> None:
-        await self._call.write(
+        await self._write(
             gateway_pb2.SubscribeRequest(ack=gateway_pb2.Ack(delivery_id=delivery.delivery_id))
         )
 
@@ -220,7 +404,7 @@ class Subscription:
     ) -> None:
         nack = gateway_pb2.Nack(delivery_id=delivery.delivery_id, reason=reason)
         nack.delay.FromTimedelta(delay)
-        await self._call.write(gateway_pb2.SubscribeRequest(nack=nack))
+        await self._write(gateway_pb2.SubscribeRequest(nack=nack))
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close gracefully: the gateway records every ack already sent before the stream
@@ -229,7 +413,8 @@ class Subscription:
         if call is None:
             return
         try:
-            await call.done_writing()
+            async with self._writing:
+                await call.done_writing()
             if reader is not None:
                 await asyncio.wait_for(asyncio.shield(reader), timeout)
         except (TimeoutError, grpc.aio.AioRpcError):

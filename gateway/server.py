@@ -85,6 +85,7 @@ class Gateway:
     ) -> None:
         self.config = config
         self._failpoint = failpoint
+        self._deps: Dependencies | None = None
         self._nats_url = nats_url if nats_url is not None else config.nats.url
         self._embedded: NatsServer | None = None
         self._store: EventStore | None = None
@@ -189,7 +190,7 @@ class Gateway:
             on_disconnected=self._on_nats_disconnected,
             on_reconnected=self._on_nats_reconnected,
         )
-        deps = Dependencies(
+        self._deps = deps = Dependencies(
             self.config,
             self._store,
             authenticator,
@@ -299,6 +300,8 @@ class Gateway:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.gateway.shutdown_grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
+        if self._deps is not None:
+            self._deps.stopping.set()
         await _cancel(self._policy_watch)
         if self._server is not None:
             await self._server.stop(grace)

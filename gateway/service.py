@@ -126,6 +126,9 @@ class Dependencies:
     audit: AuditHolder = field(default_factory=AuditHolder)
     clock: Clock = _utc_now
     failpoint: Failpoint = no_failpoint
+    # Set when the gateway begins to shut down: long-lived streams end promptly (subscribers
+    # reconnect, to another replica if there is one) instead of holding the shutdown's grace.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """Append to the audit log (fail closed: raises AuditUnavailableError when the log is
@@ -508,6 +511,14 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 )
             )
             await self._deliver(context, principal, opening.name, subscription, session, reader)
+            if self._deps.stopping.is_set():
+                await abort(
+                    context,
+                    status(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "the gateway is shutting down: reopen the subscription (it resumes)",
+                    ),
+                )
         finally:
             reader.cancel()
             if acks:
@@ -584,11 +595,14 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         session: _Session,
         reader: asyncio.Task[None],
     ) -> None:
-        while not reader.done():
+        stopping = self._deps.stopping
+        while not reader.done() and not stopping.is_set():
             if not session.room.is_set():
                 room = asyncio.ensure_future(session.room.wait())
-                await asyncio.wait({room, reader}, return_when=asyncio.FIRST_COMPLETED)
+                stop = asyncio.ensure_future(stopping.wait())
+                await asyncio.wait({room, stop, reader}, return_when=asyncio.FIRST_COMPLETED)
                 room.cancel()
+                stop.cancel()
                 continue
             try:
                 messages = await subscription.fetch(session.free, self.FETCH_WAIT_SECONDS)
@@ -621,7 +635,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 else:
                     plan.delivery.delivery_id = session.add(plan.message, plan.delivered)
                     await context.write(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
-        reader.result()  # surface a reader failure
+        if reader.done():
+            reader.result()  # surface a reader failure
 
     async def _dead_letter(self, plan: _Planned, agency: str, name: str) -> None:
         max_deliveries = self._deps.config.subscriptions.max_deliveries

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -77,3 +78,11 @@ async def gateway_for_tests(nats_url: str, config: Config | None = None) -> Asyn
     """A started gateway on 127.0.0.1 with a free port, stopped when the block ends."""
     async with Gateway(config or config_for_tests(), nats_url=nats_url) as gateway:
         yield gateway
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server that must be restarted on the same
+    address, where port 0 would not do)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

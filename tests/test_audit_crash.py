@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -22,17 +21,11 @@ from gateway import subjects
 from gateway.audit.note import Verifier
 from gateway.audit.verify import read_log, verify_log
 from gateway.jetstream import stored_messages
-from gateway.testing import OPEN_POLICY
+from gateway.testing import OPEN_POLICY, free_port
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def start_gateway(

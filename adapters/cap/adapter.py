@@ -1,0 +1,284 @@
+"""The CAP 1.2 adapter: warnings in from CAP XML (a drop directory, a polled Atom/RSS feed),
+warnings out as CAP XML files, for the meteorological bureau, the earthquake agency and public
+alerting.
+
+    [options]
+    system = "cma-sh"                 # prefix of event ids: "<system>:<CAP identifier>"
+    division_code = "310000"          # jurisdiction when no GB/T 2260 geocode is given
+
+    [options.inbound]
+    directory = "drop/cap"            # *.xml files, one alert each (see adapters.transports)
+    feed_url = "https://..."          # optional: an Atom or RSS index linking CAP documents
+    poll_seconds = 30
+
+    [options.outbound]
+    subscription = "cap-out"
+    directory = "outbox/cap"          # one <identifier>.xml per warning, written atomically
+    forward_original = true           # write the received CAP bytes when present (signatures)
+
+Envelope from the alert (documented in adapters/cap/README.md): type `warning.<msgType>`
+("warning.alert", "warning.update", "warning.cancel"; Ack and Error are not published), time =
+`sent`, plane from `status` (Actual, Exercise, else Test), classification from `scope` (Public →
+PUBLIC, Restricted → RESTRICTED, Private → CONFIDENTIAL), priority from the most urgent and
+severe info block, jurisdiction from the first GB/T 2260 geocode (`valueName` "GB/T 2260" or
+"division_code"), else `division_code`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+import structlog
+
+from adapters.cap.codec import CapError, parse_cap, to_cap_xml
+from adapters.edxl.xml import XmlError, parse_xml
+from adapters.framework import (
+    AdapterKind,
+    AdapterPlan,
+    Outbound,
+    OutboundRecord,
+    Pipeline,
+    PublishUnavailableError,
+    Record,
+    Rejected,
+    Subscription,
+    event_id_for,
+)
+from adapters.transports import DirectorySink, DirectorySource, split_whole
+from dutylink.v1 import common_pb2, event_pb2, warning_pb2
+
+log = structlog.get_logger("dutylink.adapter")
+
+_GEOCODE_NAMES = {"gb/t 2260", "gb2260", "division_code"}
+_PLANES = {
+    warning_pb2.CAP_STATUS_ACTUAL: event_pb2.PLANE_ACTUAL,
+    warning_pb2.CAP_STATUS_EXERCISE: event_pb2.PLANE_EXERCISE,
+}
+_CLASSIFICATIONS = {
+    warning_pb2.CAP_SCOPE_PUBLIC: event_pb2.CLASSIFICATION_PUBLIC,
+    warning_pb2.CAP_SCOPE_RESTRICTED: event_pb2.CLASSIFICATION_RESTRICTED,
+    warning_pb2.CAP_SCOPE_PRIVATE: event_pb2.CLASSIFICATION_CONFIDENTIAL,
+}
+_TYPES = {
+    warning_pb2.CAP_MSG_TYPE_ALERT: "warning.alert",
+    warning_pb2.CAP_MSG_TYPE_UPDATE: "warning.update",
+    warning_pb2.CAP_MSG_TYPE_CANCEL: "warning.cancel",
+}
+
+
+def _priority(warning: warning_pb2.Warning) -> event_pb2.Priority.ValueType:
+    urgent = any(i.urgency == warning_pb2.CAP_URGENCY_IMMEDIATE for i in warning.infos)
+    severe = any(
+        i.severity in (warning_pb2.CAP_SEVERITY_EXTREME, warning_pb2.CAP_SEVERITY_SEVERE)
+        for i in warning.infos
+    )
+    if urgent and severe:
+        return event_pb2.PRIORITY_FLASH
+    if urgent or severe:
+        return event_pb2.PRIORITY_URGENT
+    return event_pb2.PRIORITY_ELEVATED
+
+
+def _division_code(warning: warning_pb2.Warning, default: str) -> str:
+    for info in warning.infos:
+        for area in info.areas:
+            for geocode in area.geocodes:
+                if geocode.value_name.strip().lower() in _GEOCODE_NAMES and geocode.value.isdigit():
+                    return geocode.value
+    return default
+
+
+def warning_event(warning: warning_pb2.Warning, system: str, division_code: str) -> event_pb2.Event | None:  # fmt: skip
+    """The envelope for one CAP alert (None for Ack and Error messages, which stay local)."""
+    event_type = _TYPES.get(warning.msg_type)
+    if event_type is None:
+        return None
+    event = event_pb2.Event(
+        id=event_id_for(system, warning.identifier),
+        type=event_type,
+        subject=warning.identifier,
+        jurisdiction=common_pb2.Jurisdiction(division_code=_division_code(warning, division_code)),
+        classification=_CLASSIFICATIONS.get(warning.scope, event_pb2.CLASSIFICATION_INTERNAL),
+        plane=_PLANES.get(warning.status, event_pb2.PLANE_TEST),
+        priority=_priority(warning),
+    )
+    event.time.CopyFrom(warning.sent)
+    if warning.incidents:
+        event.correlation_id = warning.incidents[0]
+    expiries = [i.expires for i in warning.infos if i.HasField("expires")]
+    if expiries:
+        event.expires.CopyFrom(max(expiries, key=lambda t: t.ToNanoseconds()))
+    event.warning.CopyFrom(warning)
+    return event
+
+
+def inbound_mapping(system: str, division_code: str) -> Any:
+    def to_events(record: Record) -> list[event_pb2.Event]:
+        try:
+            warning = parse_cap(record.body)
+        except CapError as error:
+            raise Rejected(f"CAP: {error}") from None
+        event = warning_event(warning, system, division_code)
+        return [] if event is None else [event]
+
+    return to_events
+
+
+def _file_name(identifier: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", identifier)[:120] + ".xml"
+
+
+def outbound_mapping(forward_original: bool) -> Any:
+    def to_record(event: event_pb2.Event) -> OutboundRecord | None:
+        if not event.HasField("warning"):
+            return None
+        warning = event.warning
+        try:
+            body = warning.cap_xml if forward_original and warning.cap_xml else to_cap_xml(warning)
+        except CapError as error:
+            raise Rejected(f"cannot write CAP: {error}") from None
+        return OutboundRecord(_file_name(warning.identifier), body, "application/cap+xml")
+
+    return to_record
+
+
+# --- the feed poller --------------------------------------------------------------------------
+
+_ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+def feed_links(index: bytes) -> list[tuple[str, str]]:
+    """(link, version) of every CAP document an Atom or RSS index lists; the version (Atom
+    `updated`, RSS `pubDate` or `guid`) tells a re-issued document from one already read."""
+    root = parse_xml(index)
+    found: list[tuple[str, str]] = []
+    if root.tag == f"{_ATOM}feed":
+        for entry in root.iter(f"{_ATOM}entry"):
+            version = entry.findtext(f"{_ATOM}updated") or entry.findtext(f"{_ATOM}id") or ""
+            for link in entry.iter(f"{_ATOM}link"):
+                kind, href = link.get("type", ""), link.get("href", "")
+                if href and ("cap" in kind or href.endswith(".xml")):
+                    found.append((href, version.strip()))
+                    break
+    else:  # RSS 2.0
+        for item in root.iter("item"):
+            version = item.findtext("pubDate") or item.findtext("guid") or ""
+            enclosure = item.find("enclosure")
+            href = (
+                enclosure.get("url", "") if enclosure is not None else item.findtext("link") or ""
+            )
+            if href:
+                found.append((href.strip(), version.strip()))
+    return found
+
+
+class FeedSource:
+    """Polls a feed index and publishes every CAP document it links that was not read before.
+    What was read is kept in `<state>/feed-seen.json`, so a restart does not re-read (and even
+    a re-read would publish nothing new: event ids come from CAP identifiers)."""
+
+    def __init__(self, url: str, state_dir: Path, poll_seconds: float, max_bytes: int = 512 * 1024) -> None:  # fmt: skip
+        self.url = url
+        self._seen_file = state_dir / "feed-seen.json"
+        self._poll = poll_seconds
+        self._max_bytes = max_bytes
+
+    def _load_seen(self) -> dict[str, str]:
+        if not self._seen_file.exists():
+            return {}
+        return dict(json.loads(self._seen_file.read_text(encoding="utf-8")))
+
+    def _save_seen(self, seen: Mapping[str, str]) -> None:
+        self._seen_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self._seen_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(seen, indent=1), encoding="utf-8")
+        temporary.replace(self._seen_file)
+
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> bytes:
+        async with session.get(url) as response:
+            response.raise_for_status()
+            data = await response.content.read(self._max_bytes + 1)
+            if len(data) > self._max_bytes:
+                raise ValueError(f"{url}: larger than {self._max_bytes} bytes")
+            return data
+
+    async def run(self, pipeline: Pipeline) -> None:
+        seen = await asyncio.to_thread(self._load_seen)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    await self._poll_once(session, pipeline, seen)
+                except (aiohttp.ClientError, TimeoutError, XmlError, ValueError) as error:
+                    log.warning("adapter.feed_failed", url=self.url, reason=str(error))
+                except PublishUnavailableError as error:
+                    log.warning("adapter.gateway_unavailable", url=self.url, reason=str(error))
+                await asyncio.sleep(self._poll)
+
+    async def _poll_once(
+        self, session: aiohttp.ClientSession, pipeline: Pipeline, seen: dict[str, str]
+    ) -> None:
+        links = feed_links(await self._get(session, self.url))
+        fresh = [(link, version) for link, version in links if seen.get(link) != version]
+        records = []
+        for link, _ in fresh:
+            absolute = urljoin(self.url, link)
+            records.append(Record(link, await self._get(session, absolute), absolute, "application/cap+xml"))  # fmt: skip
+        if records:
+            await pipeline.publish(records)  # rejected ones are kept in rejected/ by the pipeline
+            seen.update(fresh)
+            await asyncio.to_thread(self._save_seen, seen)
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+def _table(options: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = options.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"[options.{key}] must be a table")
+    return value
+
+
+def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    system = str(options.get("system", "cap"))
+    division_code = str(options.get("division_code", ""))
+    inbound, outbound = _table(options, "inbound"), _table(options, "outbound")
+    plan = AdapterPlan(inbound=inbound_mapping(system, division_code))
+    poll = float(inbound.get("poll_seconds", 5.0))
+    if directory := inbound.get("directory"):
+        plan.sources.append(
+            DirectorySource(
+                Path(str(directory)), state_dir / "drop", ["*.xml"],
+                split_whole("application/cap+xml"), poll_seconds=poll,
+            )
+        )  # fmt: skip
+    if feed_url := inbound.get("feed_url"):
+        plan.sources.append(FeedSource(str(feed_url), state_dir, poll))
+    if outbound:
+        plan.outbound.append(
+            Outbound(
+                Subscription(
+                    str(outbound.get("subscription", "cap-out")),
+                    families=("warning",),
+                    types=tuple(outbound.get("types", ())),
+                ),
+                outbound_mapping(bool(outbound.get("forward_original", False))),
+                DirectorySink(Path(str(outbound["directory"]))),
+            )
+        )
+    return plan
+
+
+KIND = AdapterKind(
+    name="cap",
+    description="CAP 1.2 warnings: XML files or an Atom/RSS feed in, CAP XML files out",
+    build=build,
+)

@@ -1,0 +1,313 @@
+"""The adapter framework: how a department system joins the exchange without being rewritten.
+
+An adapter is made of
+- an **inbound mapping** (`InboundMapping`: one department record -> events, or `Rejected`),
+- an **outbound mapping** (`OutboundMapping`: one event -> a department record, None when the
+  department does not take it, or `Rejected`),
+- **transports**: `Source`s that read records (a directory, an HTTP endpoint, a polled feed) and
+  `Sink`s that hand records to the department (files, HTTP POSTs).
+
+The mappings are pure; transports do the I/O. The `Pipeline` in between is the same for every
+adapter: it maps records, publishes their events in batches through the SDK (retries included),
+keeps every record it cannot map or the gateway refuses in `rejected/` with a reason file, and
+counts everything for the metrics. Nothing is dropped silently.
+
+Idempotency: events are named after the source record (`event_id_for`), so re-reading a file,
+re-polling a feed or restarting the adapter publishes nothing twice — the gateway answers
+`duplicate` for an id it already stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from adapters.client import DutyLinkClient
+from dutylink.v1 import event_pb2, gateway_pb2
+
+log = structlog.get_logger("dutylink.adapter")
+
+_ID_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,95}$")
+
+
+def event_id_for(system: str, record_id: str, part: str = "") -> str:
+    """The event id of a source record (and of one of its parts, when a record yields several
+    events): stable across re-reads and restarts, within the gateway's id syntax."""
+    local = f"{record_id}.{part}" if part else record_id
+    if _ID_SAFE.match(local):
+        return f"{system}:{local}"
+    digest = hashlib.sha256(local.encode("utf-8")).hexdigest()[:40]
+    return f"{system}:h-{digest}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One department record as a transport read it."""
+
+    record_id: str  # the source system's own id for it
+    body: bytes
+    origin: str  # where it came from, for people: "drop/calls.csv:12", "POST /events"
+    content_type: str = "application/octet-stream"
+    problem: str = ""  # set by a transport that could not read it whole: rejected unmapped
+
+
+class Rejected(Exception):
+    """A mapping's verdict that a record cannot become events (or an event a record)."""
+
+
+@dataclass(frozen=True)
+class OutboundRecord:
+    """What a sink hands to the department for one event."""
+
+    name: str  # unique per event: a file name, an idempotency key for HTTP
+    body: bytes
+    content_type: str
+
+
+InboundMapping = Callable[[Record], Sequence[event_pb2.Event]]
+OutboundMapping = Callable[[event_pb2.Event], OutboundRecord | None]
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What became of one record: published (receipts), or rejected (reason)."""
+
+    record: Record
+    receipts: tuple[gateway_pb2.Receipt, ...] = ()
+    rejected: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+
+class PublishUnavailableError(Exception):
+    """The gateway could not be reached or refused for now (after the SDK's retries): the
+    records were not published; the source keeps them and tries again later."""
+
+
+class Metrics:
+    """The counters every adapter exposes on /metrics (one registry per adapter)."""
+
+    def __init__(self, adapter: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"adapter": adapter}
+        self.records_in = Counter(
+            "dutylink_adapter_records_in", "Department records read", registry=self.registry,
+            labelnames=["adapter"],
+        ).labels(**labels)  # fmt: skip
+        self.events_published = Counter(
+            "dutylink_adapter_events_published", "Events the gateway stored (new or duplicate)",
+            registry=self.registry, labelnames=["adapter"],
+        ).labels(**labels)  # fmt: skip
+        self.records_out = Counter(
+            "dutylink_adapter_records_out", "Records handed to the department system",
+            registry=self.registry, labelnames=["adapter"],
+        ).labels(**labels)  # fmt: skip
+        self.rejected = Counter(
+            "dutylink_adapter_records_rejected", "Records kept in rejected/, by direction",
+            registry=self.registry, labelnames=["adapter", "direction"],
+        )  # fmt: skip
+        self.lag = Gauge(
+            "dutylink_adapter_lag_seconds",
+            "Age of the last record handled when it was handled (in: since the file or request "
+            "arrived; out: since the gateway received the event)",
+            registry=self.registry, labelnames=["adapter", "direction"],
+        )  # fmt: skip
+        self.adapter = adapter
+        for direction in ("in", "out"):  # exported as 0 from the start, not missing
+            self.rejected.labels(adapter=adapter, direction=direction)
+            self.lag.labels(adapter=adapter, direction=direction)
+
+
+class RejectedStore:
+    """`rejected/`: every record that could not be mapped or was refused, with why."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def keep(self, direction: str, record_id: str, body: bytes, origin: str, reason: str) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", record_id)[:80] or "record"
+        path = self.directory / f"{stamp}-{direction}-{safe}"
+        path.with_suffix(".record").write_bytes(body)
+        path.with_suffix(".reason.json").write_text(
+            json.dumps(
+                {
+                    "direction": direction,
+                    "record_id": record_id,
+                    "origin": origin,
+                    "reason": reason,
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        return path.with_suffix(".record")
+
+
+_REFUSALS = {
+    grpc.StatusCode.INVALID_ARGUMENT.value[0],
+    grpc.StatusCode.PERMISSION_DENIED.value[0],
+    grpc.StatusCode.FAILED_PRECONDITION.value[0],
+}
+
+
+class Pipeline:
+    """Records in, events published, outcomes out: the part every inbound adapter shares."""
+
+    def __init__(
+        self,
+        client: DutyLinkClient,
+        mapping: InboundMapping,
+        rejected: RejectedStore,
+        metrics: Metrics,
+        *,
+        batch_size: int = 500,
+    ) -> None:
+        self._client = client
+        self._mapping = mapping
+        self._rejected = rejected
+        self._metrics = metrics
+        self._batch_size = batch_size
+
+    def _reject(self, record: Record, reason: str) -> RecordOutcome:
+        self._rejected.keep("in", record.record_id, record.body, record.origin, reason)
+        self._metrics.rejected.labels(adapter=self._metrics.adapter, direction="in").inc()
+        log.warning(
+            "adapter.rejected", record_id=record.record_id, origin=record.origin, reason=reason
+        )
+        return RecordOutcome(record, rejected=reason)
+
+    async def publish(self, records: Sequence[Record]) -> list[RecordOutcome]:
+        """Map and publish `records`; one outcome per record, in order. Raises
+        PublishUnavailableError when the gateway stays unavailable: then nothing of the
+        unfinished records is settled and the caller must offer them again (their event ids
+        make that safe)."""
+        self._metrics.records_in.inc(len(records))
+        outcomes: list[RecordOutcome | None] = [None] * len(records)
+        events: list[tuple[int, event_pb2.Event]] = []
+        for index, record in enumerate(records):
+            if record.problem:
+                outcomes[index] = self._reject(record, record.problem)
+                continue
+            try:
+                mapped = self._mapping(record)
+            except Rejected as verdict:
+                outcomes[index] = self._reject(record, str(verdict))
+                continue
+            if not mapped:
+                outcomes[index] = RecordOutcome(record)  # nothing to publish for it
+            events.extend((index, event) for event in mapped)
+        results: list[gateway_pb2.PublishResult] = []
+        for start in range(0, len(events), self._batch_size):
+            chunk = [event for _, event in events[start : start + self._batch_size]]
+            try:
+                results += await self._client.publish_batch(chunk)
+            except grpc.aio.AioRpcError as error:
+                raise PublishUnavailableError(f"{error.code().name}: {error.details()}") from error
+        receipts: dict[int, list[gateway_pb2.Receipt]] = {}
+        refusals: dict[int, str] = {}
+        for (index, event), result in zip(events, results, strict=True):
+            if result.HasField("receipt"):
+                receipts.setdefault(index, []).append(result.receipt)
+            elif result.error.code in _REFUSALS:
+                detail = "; ".join(f"{v.field}: {v.description}" for v in result.error.violations)
+                refusals.setdefault(index, f"event {event.id}: {result.error.message}" + (f" ({detail})" if detail else ""))  # fmt: skip
+            else:
+                raise PublishUnavailableError(f"event {event.id}: {result.error.message}")
+        for index, record in enumerate(records):
+            if outcomes[index] is not None:
+                continue
+            if index in refusals:
+                outcomes[index] = self._reject(record, refusals[index])
+            else:
+                outcomes[index] = RecordOutcome(record, receipts=tuple(receipts.get(index, ())))
+        self._metrics.events_published.inc(sum(len(r) for r in receipts.values()))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+
+class Source(Protocol):
+    """A transport that reads department records and hands them to the pipeline."""
+
+    async def run(self, pipeline: Pipeline) -> None:
+        """Read until cancelled."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What an outbound side subscribes to."""
+
+    name: str
+    families: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    jurisdiction_prefixes: tuple[str, ...] = ()
+
+
+class Deliver(Protocol):
+    """A transport that hands one outbound record to the department system; raises when it
+    could not (the event is then redelivered later)."""
+
+    async def __call__(self, record: OutboundRecord) -> None: ...
+
+
+@dataclass
+class Outbound:
+    subscription: Subscription
+    mapping: OutboundMapping
+    deliver: Deliver
+
+
+@dataclass
+class AdapterPlan:
+    """What an adapter kind builds from its options: sources in, and outbound sides."""
+
+    inbound: InboundMapping | None = None  # what the sources' records become
+    sources: list[Source] = field(default_factory=list)
+    outbound: list[Outbound] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AdapterKind:
+    """A registered adapter: its name, what it is for, and how to build it from options."""
+
+    name: str
+    description: str
+    build: Callable[[Mapping[str, Any], Path], AdapterPlan]  # (options, state directory)
+
+
+async def deliver_outbound(
+    outbound: Outbound, rejected: RejectedStore, metrics: Metrics, delivery: gateway_pb2.Delivery
+) -> None:
+    """The handler of one delivery on an outbound side (run by the SDK's consume)."""
+    event = delivery.event
+    try:
+        record = outbound.mapping(event)
+    except Rejected as verdict:
+        # It can never become a record: kept, and acked so it does not come back forever.
+        rejected.keep(
+            "out", event.id, event.SerializeToString(), f"event {event.type}", str(verdict)
+        )
+        metrics.rejected.labels(adapter=metrics.adapter, direction="out").inc()
+        log.warning("adapter.rejected_out", event_id=event.id, reason=str(verdict))
+        return
+    if record is None:
+        return
+    await outbound.deliver(record)  # raises -> nack -> redelivered later
+    metrics.records_out.inc()
+    if event.HasField("received_time"):
+        age = datetime.now(UTC) - event.received_time.ToDatetime(UTC)
+        metrics.lag.labels(adapter=metrics.adapter, direction="out").set(age.total_seconds())

@@ -1,0 +1,12 @@
+"""The adapters `dutylink adapter run NAME` knows, by name."""
+
+from __future__ import annotations
+
+from adapters.framework import AdapterKind
+
+
+def adapter_kinds() -> dict[str, AdapterKind]:
+    # Imported here, not at module level: each adapter pulls in its own codecs and transports.
+    from adapters.cap.adapter import KIND as CAP
+
+    return {kind.name: kind for kind in (CAP,)}

@@ -1,0 +1,202 @@
+"""Running an adapter: one config file shape, one health endpoint, one metrics page, for all.
+
+    dutylink adapter run cap --config weather-cap.toml
+
+The config file (TOML):
+
+    [adapter]
+    gateway = "127.0.0.1:50051"      # the gateway (or its load balancer)
+    token = "dev-weather-token"      # development; or [adapter.tls] below
+    state_dir = "state/weather-cap"  # rejected/, progress and seen-lists live here
+    http_listen = "127.0.0.1:9101"   # GET /healthz and /metrics (Prometheus)
+    batch_size = 500                 # events per PublishBatch
+
+    [adapter.tls]                    # mutual TLS (see `dutylink pki issue`)
+    ca_file = "..."; cert_file = "..."; key_file = "..."
+
+    [options]                        # the adapter's own keys, documented with each adapter
+
+Relative paths, here and in [options], are relative to the working directory. Errors in the
+file are reported as `FILE: [section] key: problem`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from adapters.client import ClientCertificate, DutyLinkClient, Retry
+from adapters.framework import (
+    AdapterKind,
+    Metrics,
+    Outbound,
+    Pipeline,
+    RejectedStore,
+    deliver_outbound,
+)
+from dutylink.v1 import gateway_pb2
+
+log = structlog.get_logger("dutylink.adapter")
+
+_ADAPTER_KEYS = {"gateway", "token", "tls", "state_dir", "http_listen", "batch_size"}
+_TLS_KEYS = {"ca_file", "cert_file", "key_file"}
+
+
+class AdapterConfigError(ValueError):
+    """The adapter's config file is unusable; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    file: Path
+    gateway: str
+    state_dir: Path
+    token: str | None = None
+    certificate: ClientCertificate | None = None
+    http_listen: str = "127.0.0.1:0"
+    batch_size: int = 500
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_adapter_config(path: Path) -> AdapterConfig:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise AdapterConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise AdapterConfigError(f"{path}: {error}") from None
+    unknown = set(document) - {"adapter", "options"}
+    if unknown:
+        raise AdapterConfigError(f"{path}: unknown section [{sorted(unknown)[0]}] (expected [adapter], [options])")  # fmt: skip
+    adapter = document.get("adapter")
+    if not isinstance(adapter, dict):
+        raise AdapterConfigError(f"{path}: [adapter] is required")
+    if unknown := set(adapter) - _ADAPTER_KEYS:
+        raise AdapterConfigError(f"{path}: [adapter] unknown key '{sorted(unknown)[0]}' (expected one of {', '.join(sorted(_ADAPTER_KEYS))})")  # fmt: skip
+    for key in ("gateway", "state_dir"):
+        if not isinstance(adapter.get(key), str) or not adapter[key]:
+            raise AdapterConfigError(f"{path}: [adapter] {key}: required, a non-empty string")
+    certificate = None
+    if (tls := adapter.get("tls")) is not None:
+        if not isinstance(tls, dict) or set(tls) != _TLS_KEYS:
+            raise AdapterConfigError(f"{path}: [adapter.tls] needs exactly {', '.join(sorted(_TLS_KEYS))}")  # fmt: skip
+        try:
+            certificate = ClientCertificate.from_files(
+                *(Path(str(tls[key])) for key in ("ca_file", "cert_file", "key_file"))
+            )
+        except OSError as error:
+            raise AdapterConfigError(f"{path}: [adapter.tls] {error.filename}: {error.strerror}") from None  # fmt: skip
+    token = adapter.get("token")
+    if (token is None) == (certificate is None):
+        raise AdapterConfigError(f"{path}: [adapter] give exactly one of token or [adapter.tls]")
+    batch_size = adapter.get("batch_size", 500)
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= 1000:
+        raise AdapterConfigError(f"{path}: [adapter] batch_size: an integer from 1 to 1000")
+    options = document.get("options", {})
+    if not isinstance(options, dict):
+        raise AdapterConfigError(f"{path}: [options] must be a table")
+    return AdapterConfig(
+        file=path,
+        gateway=adapter["gateway"],
+        state_dir=Path(adapter["state_dir"]),
+        token=str(token) if token is not None else None,
+        certificate=certificate,
+        http_listen=str(adapter.get("http_listen", "127.0.0.1:0")),
+        batch_size=batch_size,
+        options=options,
+    )
+
+
+class AdapterRunner:
+    """Runs one adapter until cancelled: its sources into the gateway, its outbound sides out
+    of it, and the health and metrics endpoint."""
+
+    def __init__(self, kind: AdapterKind, config: AdapterConfig) -> None:
+        self.kind = kind
+        self.config = config
+        self.metrics = Metrics(kind.name)
+        self.rejected = RejectedStore(config.state_dir / "rejected")
+        self.http_port = 0
+        self._started = asyncio.Event()
+
+    def _client(self) -> DutyLinkClient:
+        # Long retries: a record waits in its source until the gateway is back.
+        retry = Retry(attempts=30, timeout=300.0)
+        if self.config.certificate is not None:
+            return DutyLinkClient(self.config.gateway, certificate=self.config.certificate, retry=retry)  # fmt: skip
+        return DutyLinkClient(self.config.gateway, token=self.config.token, retry=retry)
+
+    async def _http(self) -> web.AppRunner:
+        async def health(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "adapter": self.kind.name})
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(self.metrics.registry),
+                headers={"Content-Type": CONTENT_TYPE_LATEST},
+            )
+
+        app = web.Application()
+        app.add_routes([web.get("/healthz", health), web.get("/metrics", metrics)])
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, _, port = self.config.http_listen.rpartition(":")
+        site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+        await site.start()
+        self.http_port = int(runner.addresses[0][1])
+        return runner
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    async def run(self) -> None:
+        plan = self.kind.build(self.config.options, self.config.state_dir)
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        http = await self._http()
+        client = self._client()
+        tasks = []
+        if plan.sources:
+            if plan.inbound is None:
+                raise AdapterConfigError(f"adapter {self.kind.name}: sources without an inbound mapping")  # fmt: skip
+            pipeline = Pipeline(
+                client, plan.inbound, self.rejected, self.metrics, batch_size=self.config.batch_size
+            )
+            tasks = [asyncio.create_task(source.run(pipeline)) for source in plan.sources]
+        for outbound in plan.outbound:
+
+            async def handle(delivery: gateway_pb2.Delivery, outbound: Outbound = outbound) -> None:
+                await deliver_outbound(outbound, self.rejected, self.metrics, delivery)
+
+            subscription = outbound.subscription
+            tasks.append(
+                asyncio.create_task(
+                    client.consume(
+                        subscription.name, handle, families=subscription.families,
+                        types=subscription.types,
+                        jurisdiction_prefixes=subscription.jurisdiction_prefixes,
+                    )
+                )
+            )  # fmt: skip
+        log.info("adapter.started", adapter=self.kind.name, http_port=self.http_port, sources=len(plan.sources), outbound=len(plan.outbound))  # fmt: skip
+        self._started.set()
+        try:
+            if tasks:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # a source or consumer that failed for good ends the adapter
+            else:
+                await asyncio.Event().wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.close()
+            await http.cleanup()

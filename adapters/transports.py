@@ -1,0 +1,194 @@
+"""Transports shared by the adapters: a drop directory in, a directory out.
+
+`DirectorySource` — the file-drop contract for department systems:
+- write a file under another name (or a dot-name) and rename it into the inbox when complete;
+- the adapter claims it by renaming it into `<state>/processing/` (atomic: the inbox and the
+  state directory must be on one filesystem), splits it into records, publishes them in
+  batches, and after each batch records how far it got in `<name>.progress`;
+- after a crash it resumes that file from its progress: the batch in doubt is published again
+  and the gateway reports its events as duplicates (their ids come from the records), so there
+  is no duplicate and no gap;
+- a finished file moves to `<state>/done/`; a file that cannot be read at all moves to
+  `<state>/rejected/` with `<name>.reason.txt`; records it could not publish are kept one by
+  one in `rejected/` with their line and reason (see framework.RejectedStore).
+
+`DirectorySink` writes each outbound record as a file, atomically (temporary name, fsync,
+rename), named after its event so that a redelivery rewrites the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from adapters.framework import OutboundRecord, Pipeline, PublishUnavailableError, Record
+
+log = structlog.get_logger("dutylink.adapter")
+
+Splitter = Callable[[str, bytes], list[Record]]  # (file name, content) -> records
+
+
+class UnreadableFileError(Exception):
+    """The file as a whole cannot be split into records (the reason says why)."""
+
+
+def split_whole(content_type: str) -> Splitter:
+    """One record per file (CAP, EDXL: one XML document each)."""
+
+    def split(name: str, data: bytes) -> list[Record]:
+        return [Record(name, data, name, content_type)]
+
+    return split
+
+
+def split_json_lines(name: str, data: bytes) -> list[Record]:
+    """One record per non-empty line; the record id is `name:line`."""
+    records = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.strip():
+            records.append(Record(f"{name}:{number}", line, f"{name}:{number}", "application/json"))
+    return records
+
+
+def split_csv(name: str, data: bytes) -> list[Record]:
+    """One record per row, as a JSON object keyed by the header row (UTF-8, BOM allowed)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UnreadableFileError(f"not UTF-8 text: {error}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        raise UnreadableFileError("no header row")
+    records = []
+    for row in reader:
+        where = f"{name}:{reader.line_num}"
+        extra = row.pop(None, None)
+        problem = f"{len(extra)} more fields than the header" if extra else ""
+        if not extra and None in row.values():
+            problem = "fewer fields than the header"
+        body = json.dumps(row, ensure_ascii=False).encode()
+        records.append(Record(where, body, where, "application/json", problem))
+    return records
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    temporary.replace(path)
+
+
+class DirectorySource:
+    def __init__(
+        self,
+        inbox: Path,
+        state_dir: Path,
+        patterns: Sequence[str],
+        split: Splitter,
+        *,
+        poll_seconds: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        self.inbox = inbox
+        self.processing = state_dir / "processing"
+        self.done = state_dir / "done"
+        self.rejected = state_dir / "rejected"
+        self._patterns = patterns
+        self._split = split
+        self._poll = poll_seconds
+        self._batch = batch_size
+
+    def _claim_new(self) -> None:
+        for pattern in self._patterns:
+            for path in sorted(self.inbox.glob(pattern)):
+                if path.name.startswith(".") or not path.is_file():
+                    continue
+                target = self.processing / path.name
+                if target.exists():  # a file of that name is still being processed
+                    continue
+                path.rename(target)
+                log.info("adapter.file_claimed", file=path.name)
+
+    def _prepare(self) -> None:
+        for directory in (self.inbox, self.processing, self.done, self.rejected):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def _claimed(self) -> list[Path]:
+        self._claim_new()
+        return sorted(
+            p
+            for p in self.processing.iterdir()
+            if p.suffix != ".progress" and not p.name.startswith(".")
+        )
+
+    def _load(self, path: Path) -> tuple[list[Record], int] | None:
+        """The file's records and how many are settled; None if it went to rejected/."""
+        try:
+            records = self._split(path.name, path.read_bytes())
+        except UnreadableFileError as error:
+            path.rename(self.rejected / path.name)
+            (self.rejected / f"{path.name}.reason.txt").write_text(f"{error}\n", encoding="utf-8")
+            log.warning("adapter.file_rejected", file=path.name, reason=str(error))
+            return None
+        progress = self._progress_file(path)
+        return records, int(progress.read_text()) if progress.exists() else 0
+
+    @staticmethod
+    def _progress_file(path: Path) -> Path:
+        return path.with_name(path.name + ".progress")
+
+    def _finish(self, path: Path) -> None:
+        path.rename(self.done / path.name)
+        self._progress_file(path).unlink(missing_ok=True)
+
+    async def run(self, pipeline: Pipeline) -> None:
+        await asyncio.to_thread(self._prepare)
+        while True:
+            for path in await asyncio.to_thread(self._claimed):
+                try:
+                    await self._process(path, pipeline)
+                except PublishUnavailableError as error:
+                    log.warning("adapter.gateway_unavailable", file=path.name, reason=str(error))
+                    break  # keep the file and its progress; try again on the next poll
+            await asyncio.sleep(self._poll)
+
+    async def _process(self, path: Path, pipeline: Pipeline) -> None:
+        loaded = await asyncio.to_thread(self._load, path)
+        if loaded is None:
+            return
+        records, settled = loaded
+        if settled:
+            log.info("adapter.file_resumed", file=path.name, from_record=settled)
+        while settled < len(records):
+            batch = records[settled : settled + self._batch]
+            outcomes = await pipeline.publish(batch)
+            settled += len(batch)
+            await asyncio.to_thread(
+                _write_atomically, self._progress_file(path), str(settled).encode()
+            )
+            rejected = sum(not o.ok for o in outcomes)
+            log.info(
+                "adapter.batch_published", file=path.name, records=len(batch), rejected=rejected
+            )
+        await asyncio.to_thread(self._finish, path)
+        log.info("adapter.file_done", file=path.name, records=len(records))
+
+
+class DirectorySink:
+    """Hands outbound records to a department system that reads files from a directory."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+
+    async def __call__(self, record: OutboundRecord) -> None:
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_write_atomically, self.outbox / record.name, record.body)

@@ -8,5 +8,6 @@ from adapters.framework import AdapterKind
 def adapter_kinds() -> dict[str, AdapterKind]:
     # Imported here, not at module level: each adapter pulls in its own codecs and transports.
     from adapters.cap.adapter import KIND as CAP
+    from adapters.edxl.adapter import KIND as EDXL
 
-    return {kind.name: kind for kind in (CAP,)}
+    return {kind.name: kind for kind in (CAP, EDXL)}

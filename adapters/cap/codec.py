@@ -36,6 +36,7 @@ from xmlschema.validators import (
     XsdEnumerationFacets,
 )
 
+from adapters.xmlsafe import XmlError, parse_xml
 from dutylink.v1 import common_pb2, warning_pb2
 
 CAP_NAMESPACE: Final = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -72,17 +73,12 @@ _MAX_OFFSET_MINUTES: Final = 14 * 60  # xs:dateTime offsets span -14:00 to +14:0
 _MAX_UINT64: Final = 2**64 - 1
 
 
-class CapError(ValueError):
+class CapError(XmlError):
     """A CAP document that `parse_cap` refuses, or a `Warning` that `to_cap_xml` cannot write.
 
     `message` names the element (or the Warning field); `line` is the line in the document when
     known. `str()` reads "line 12: <urgency>: 'Soon' is not one of ...".
     """
-
-    def __init__(self, message: str, *, line: int | None = None) -> None:
-        self.message = message
-        self.line = line
-        super().__init__(f"line {line}: {message}" if line is not None else message)
 
 
 # CAP's code lists, in schema order, and the enum value each maps to.
@@ -169,7 +165,7 @@ def parse_cap(data: bytes, *, max_bytes: int = MAX_CAP_BYTES) -> warning_pb2.War
     identifiers, malformed `references`, bad base64, `ceiling` without `altitude`).
     """
     if len(data) > max_bytes:
-        raise CapError(f"document is {len(data)} bytes; the limit is {max_bytes} bytes")
+        raise CapError(f"document is {len(data)} bytes, larger than the limit of {max_bytes} bytes")
     root = _parse_xml(data)
     _check_root(root)
     problem = _schema_problem(root)
@@ -181,65 +177,7 @@ def parse_cap(data: bytes, *, max_bytes: int = MAX_CAP_BYTES) -> warning_pb2.War
 
 
 def _parse_xml(data: bytes) -> etree._Element:
-    doctype_at = _prolog_doctype(data)
-    if doctype_at is not None:
-        raise _doctype_refused(data.count(b"\n", 0, doctype_at) + 1)
-    # A parser per call: lxml parsers must not be shared between threads. Do not add
-    # collect_ids=False: lxml sets libxml2's XML_SKIP_IDS bit in `loadsubset` for it, and any
-    # non-zero `loadsubset` makes libxml2 load the external DTD subset and parameter entities
-    # (lxml 6.1 / libxml2 2.14, caught by the named-pipe tests).
-    parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        attribute_defaults=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        message = exc.msg.split(", line ")[0] if exc.msg else "syntax error"
-        raise CapError(f"not well-formed XML: {message}", line=exc.lineno or None) from None
-    # Catches what the byte scan cannot see, e.g. a UTF-16 document; nothing was expanded.
-    # (Only plain reads here: DocInfo.externalDTD would load the external subset.)
-    if root.getroottree().docinfo.doctype:
-        raise _doctype_refused(None)
-    return root
-
-
-def _prolog_doctype(data: bytes) -> int | None:
-    """Where a DOCTYPE starts in the prolog of an ASCII-compatible document, if it has one.
-
-    Refusing it here, before libxml2 reads the internal subset, gives an entity bomb this
-    message rather than a libxml2 one. A plain scan, not a regular expression: patterns over
-    repeated comments and whitespace backtrack catastrophically.
-    """
-    position = 3 if data.startswith(b"\xef\xbb\xbf") else 0
-    while True:
-        while position < len(data) and data[position] in b" \t\r\n":
-            position += 1
-        if data.startswith(b"<!DOCTYPE", position):
-            return position
-        if data.startswith(b"<!--", position):
-            end, skip = data.find(b"-->", position + 4), 3
-        elif data.startswith(b"<?", position):  # the XML declaration, or a processing instruction
-            end, skip = data.find(b"?>", position + 2), 2
-        else:
-            return None
-        if end < 0:
-            return None  # unterminated: libxml2 reports it
-        position = end + skip
-
-
-def _doctype_refused(line: int | None) -> CapError:
-    return CapError(
-        "<!DOCTYPE> is not allowed in CAP: DTDs, entity declarations and external references "
-        "are refused",
-        line=line,
-    )
+    return parse_xml(data, max_bytes=len(data), error=CapError)
 
 
 def _check_root(root: etree._Element) -> None:

@@ -1,9 +1,6 @@
-"""Safe XML for the EDXL codecs: bounded size, no DTD, no entities, no network, no schema
-imports from outside the vendored schema folder. Pure: bytes in, elements or errors out.
-
-Every document is parsed with its own `XMLParser` (lxml parsers hold per-parse state), and any
-DOCTYPE is refused outright: EDXL needs none, and refusing it closes billion-laughs, external
-entities (XXE) and external DTDs at once, whatever libxml2's own limits would do.
+"""XML helpers of the EDXL codecs: the shared safe parser (adapters.xmlsafe: bounded size, no
+DOCTYPE, no entities, no network), schemas compiled from the vendored folder only (no import
+from anywhere else), validation errors naming element and line, and dateTimes. Pure.
 """
 
 from __future__ import annotations
@@ -16,12 +13,10 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
+from adapters.xmlsafe import MAX_XML_BYTES, XmlError, parse_xml
+
 if TYPE_CHECKING:
     from lxml.etree._docloader import _InputDocument
-
-MAX_XML_BYTES = 512 * 1024
-"""Default largest document accepted, in bytes. EDXL-RM messages are a few KiB; an envelope
-with a CAP alert and a resource request is well under 64 KiB."""
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 
@@ -30,59 +25,10 @@ _CLARK = re.compile(r"\{(?:urn:|https?:)[^}]*\}")
 _ELEMENT_ERROR = re.compile(
     r"^Element '(?:\{[^}]*\})?([^']+)'(?:, attribute '([^']+)')?: (.*)$", re.S
 )
-# XMLDecl, Misc* and then a DOCTYPE; possessive so that no input makes it backtrack.
-_PROLOG = r"(?:\s|<\?.*?\?>|<!--.*?-->)*+<!DOCTYPE"
-_PROLOG_DOCTYPE = re.compile(rb"\A(?:\xef\xbb\xbf)?" + _PROLOG.encode(), re.S)
-_PROLOG_DOCTYPE_TEXT = re.compile(r"\A\ufeff?" + _PROLOG, re.S)
-_DOCTYPE_REFUSED = "DOCTYPE is not allowed (DTDs, entities and external references are refused)"
 # xs:dateTime as libxml2 has already validated it; groups: date, time, fraction, zone.
 _DATETIME = re.compile(
     r"^(-?\d{4,})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$"
 )
-
-
-class XmlError(ValueError):
-    """The input is not acceptable XML (syntax, DOCTYPE, size, schema). `line` is the line in
-    the input when known; `str()` starts with it so a person can find the spot."""
-
-    def __init__(self, message: str, *, line: int | None = None) -> None:
-        self.message = message
-        self.line = line
-        super().__init__(f"line {line}: {message}" if line else message)
-
-
-def parse_xml(
-    data: bytes, *, max_bytes: int = MAX_XML_BYTES, error: type[XmlError] = XmlError
-) -> etree._Element:
-    """The root element of `data`, parsed safely; raises `error` (an XmlError class)."""
-    if len(data) > max_bytes:
-        raise error(f"document is {len(data)} bytes, larger than the limit of {max_bytes} bytes")
-    if (line := _doctype_line(data)) is not None:
-        # Refused before libxml2 reads the internal subset, whatever its own limits would do.
-        raise error(_DOCTYPE_REFUSED, line=line)
-    parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        remove_comments=True,
-    )
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise error(f"not well-formed XML: {exc.msg}", line=exc.lineno or None) from None
-    if root.getroottree().docinfo.doctype:  # a prolog _doctype_line could not read
-        raise error(_DOCTYPE_REFUSED, line=root.sourceline)
-    return root
-
-
-def _doctype_line(data: bytes) -> int | None:
-    """The line of a DOCTYPE in the prolog (after the XML declaration, comments and PIs)."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 needs a byte-order mark
-        found = _PROLOG_DOCTYPE_TEXT.match(data.decode("utf-16", errors="replace"))
-        return None if found is None else found.group().count("\n") + 1
-    match = _PROLOG_DOCTYPE.match(data)
-    return None if match is None else match.group().count(b"\n") + 1
 
 
 def text(element: etree._Element) -> str:
@@ -203,3 +149,14 @@ def format_datetime(moment: datetime, nanos: int = 0) -> str:
     date_time, zone = head[:19], head[19:]
     fraction = f".{nanos:09d}".rstrip("0") if nanos else ""
     return f"{date_time}{fraction}{'Z' if zone in ('+00:00', '') else zone}"
+
+
+__all__ = [
+    "MAX_XML_BYTES",
+    "XmlError",
+    "load_schema",
+    "local_name",
+    "parse_xml",
+    "text",
+    "validate",
+]

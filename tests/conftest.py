@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from adapters.client import DutyLinkClient
 from gateway.config import sample_tokens
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests, nats_for_tests
+from policies.loader import SAMPLE_DIR
 
 TOKENS = sample_tokens()
 
@@ -19,6 +21,16 @@ TOKENS = sample_tokens()
 async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
     async with nats_for_tests(tmp_path / "nats") as url:
         yield url
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A copy of the sample policies that a test may change (hot reload)."""
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    for source in SAMPLE_DIR.glob("*.yaml"):
+        shutil.copy(source, directory / source.name)
+    return directory
 
 
 @pytest.fixture

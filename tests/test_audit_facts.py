@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -28,15 +27,6 @@ from tests.conftest import TOKENS
 from tests.factories import incident_event, warning_event
 
 A = audit_pb2
-
-
-@pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "policies"
-    directory.mkdir()
-    for source in SAMPLE_DIR.glob("*.yaml"):
-        shutil.copy(source, directory / source.name)
-    return directory
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ checked the way an auditor would: every proof verified against a signed checkpoi
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from gateway.audit import commitments, merkle
 from gateway.audit.note import Checkpoint, Verifier, open_note
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
-from policies.loader import SAMPLE_DIR
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
@@ -27,15 +25,11 @@ S = audit_service_pb2
 
 
 @pytest.fixture
-async def gateway(nats_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    for source in SAMPLE_DIR.glob("*.yaml"):
-        shutil.copy(source, policies / source.name)
+async def gateway(nats_url: str, tmp_path: Path, policy_dir: Path) -> AsyncIterator[Gateway]:
     config = config_for_tests(
         nats={"data_dir": str(tmp_path / "data")},
         audit={"checkpoint_seconds": 0.1},
-        policy={"dir": str(policies)},
+        policy={"dir": str(policy_dir)},
     )
     async with gateway_for_tests(nats_url, config) as running:
         yield running

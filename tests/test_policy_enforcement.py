@@ -4,7 +4,6 @@ field redaction before delivery, hot reload, and break-glass."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,18 +15,8 @@ from adapters.client import DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
-from policies.loader import SAMPLE_DIR
 from tests.conftest import TOKENS
 from tests.factories import incident_event, resource_request_event, warning_event
-
-
-@pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "policies"
-    directory.mkdir()
-    for source in SAMPLE_DIR.glob("*.yaml"):
-        shutil.copy(source, directory / source.name)
-    return directory
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ import aiohttp
 import structlog
 
 from adapters.cap.codec import CapError, parse_cap, to_cap_xml
-from adapters.edxl.xml import XmlError, parse_xml
+from adapters.xmlsafe import XmlError, parse_xml
 from adapters.framework import (
     AdapterKind,
     AdapterPlan,

@@ -50,6 +50,11 @@ def event_id_for(system: str, record_id: str, part: str = "") -> str:
     return f"{system}:h-{digest}"
 
 
+class AdapterConfigError(ValueError):
+    """An adapter's configuration is unusable (its file, or its [options] when the adapter is
+    built); the message names the file or key."""
+
+
 @dataclass(frozen=True)
 class Record:
     """One department record as a transport read it."""
@@ -259,7 +264,8 @@ class Subscription:
 
 class Deliver(Protocol):
     """A transport that hands one outbound record to the department system; raises when it
-    could not (the event is then redelivered later)."""
+    could not (the event is then redelivered later), or `Rejected` when the department refuses
+    it for good (it is then kept in rejected/, like a record the mapping rejects)."""
 
     async def __call__(self, record: OutboundRecord) -> None: ...
 
@@ -296,17 +302,18 @@ async def deliver_outbound(
     event = delivery.event
     try:
         record = outbound.mapping(event)
+        if record is None:
+            return
+        await outbound.deliver(record)  # raises -> nack -> redelivered later
     except Rejected as verdict:
-        # It can never become a record: kept, and acked so it does not come back forever.
+        # It can never become a record, or the department refuses it for good: kept, and
+        # acked so it does not come back forever.
         rejected.keep(
             "out", event.id, event.SerializeToString(), f"event {event.type}", str(verdict)
         )
         metrics.rejected.labels(adapter=metrics.adapter, direction="out").inc()
         log.warning("adapter.rejected_out", event_id=event.id, reason=str(verdict))
         return
-    if record is None:
-        return
-    await outbound.deliver(record)  # raises -> nack -> redelivered later
     metrics.records_out.inc()
     if event.HasField("received_time"):
         age = datetime.now(UTC) - event.received_time.ToDatetime(UTC)

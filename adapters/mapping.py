@@ -50,11 +50,11 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from adapters.framework import Record, Rejected, event_id_for
+from adapters.framework import AdapterConfigError, Record, Rejected, event_id_for
 from dutylink.v1 import event_pb2
 
 
-class MappingError(ValueError):
+class MappingError(AdapterConfigError):
     """The mapping in the config is wrong (named by its key); found when the adapter starts."""
 
 

@@ -9,5 +9,6 @@ def adapter_kinds() -> dict[str, AdapterKind]:
     # Imported here, not at module level: each adapter pulls in its own codecs and transports.
     from adapters.cap.adapter import KIND as CAP
     from adapters.edxl.adapter import KIND as EDXL
+    from adapters.webhook.adapter import KIND as WEBHOOK
 
-    return {kind.name: kind for kind in (CAP, EDXL)}
+    return {kind.name: kind for kind in (CAP, EDXL, WEBHOOK)}

@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.client import ClientCertificate, DutyLinkClient, Retry
 from adapters.framework import (
+    AdapterConfigError,
     AdapterKind,
     Metrics,
     Outbound,
@@ -44,14 +45,12 @@ from adapters.framework import (
 )
 from dutylink.v1 import gateway_pb2
 
+__all__ = ["AdapterConfig", "AdapterConfigError", "AdapterRunner", "load_adapter_config"]
+
 log = structlog.get_logger("dutylink.adapter")
 
 _ADAPTER_KEYS = {"gateway", "token", "tls", "state_dir", "http_listen", "batch_size"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file"}
-
-
-class AdapterConfigError(ValueError):
-    """The adapter's config file is unusable; the message names the file and key."""
 
 
 @dataclass(frozen=True)

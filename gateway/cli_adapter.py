@@ -52,5 +52,8 @@ def run(
     except AdapterConfigError as error:
         _fail(f"error: {error}")
     logs.configure(log_level)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(AdapterRunner(kind, settings).run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(AdapterRunner(kind, settings).run())
+    except AdapterConfigError as error:  # raised when the adapter is built from [options]
+        _fail(f"error: {config}: [options] {error}")

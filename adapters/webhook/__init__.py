@@ -1,0 +1,1 @@
+"""The generic webhook adapter: signed JSON records POSTed in, signed JSON events POSTed out."""

@@ -1,0 +1,515 @@
+"""The generic webhook adapter: a department's REST system POSTs signed JSON records to us, and
+we POST signed JSON events to it. The reference, with examples, is adapters/webhook/README.md.
+
+    [options.inbound]                  # records in: POST <path> on <listen>
+    listen = "127.0.0.1:8081"
+    path = "/events"
+    secret_file = "secrets/in.secret"  # the shared HMAC secret (required)
+
+    [options.mapping]                  # record JSON -> event (adapters.mapping.JsonMapping)
+    system = "housing-bsr"
+    id = "report_id"                   # the sender's own id: resends are duplicates
+    ...
+
+    [options.outbound]                 # events out: POST <url>
+    subscription = "housing-incidents"
+    families = ["incident"]
+    url = "http://127.0.0.1:8090/dutylink/incidents"
+    secret_file = "secrets/out.secret"
+
+Inbound, a request is answered only after its records were published or refused, so a 200 means
+every record is settled (published, duplicate, or kept in rejected/ with its reason) and a 503
+means nothing was acknowledged: the sender retries, and the records' own ids make that safe.
+Outbound, a delivery is retried with backoff while the department's endpoint fails for now, and
+kept in rejected/ when the endpoint refuses it for good (a 4xx other than 408 and 429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import stamina
+import structlog
+from aiohttp import web
+from google.protobuf.descriptor import Descriptor
+
+from adapters.client import Retry
+from adapters.framework import (
+    AdapterKind,
+    AdapterPlan,
+    Outbound,
+    OutboundMapping,
+    OutboundRecord,
+    Pipeline,
+    PublishUnavailableError,
+    Record,
+    RecordOutcome,
+    Rejected,
+    Subscription,
+)
+from adapters.mapping import JsonMapping, event_to_json
+from adapters.runner import AdapterConfigError
+from adapters.webhook.signing import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ReplayGuard,
+    ReplayGuardFullError,
+    SignatureError,
+    signed_headers,
+    verify,
+)
+from dutylink.v1 import event_pb2
+
+log = structlog.get_logger("dutylink.adapter")
+
+JSON = "application/json"
+
+# --- options ----------------------------------------------------------------------------------
+
+
+def _check_keys(table: Mapping[str, Any], known: set[str], section: str) -> None:
+    if unknown := set(table) - known:
+        raise AdapterConfigError(f"[{section}]: unknown key '{sorted(unknown)[0]}' (expected one of {', '.join(sorted(known))})")  # fmt: skip
+
+
+def _table(options: Mapping[str, Any], key: str, section: str) -> Mapping[str, Any]:
+    value = options.get(key, {})
+    if not isinstance(value, Mapping):
+        raise AdapterConfigError(f"[{section}.{key}] must be a table")
+    return value
+
+
+def _text(table: Mapping[str, Any], key: str, default: str | None, where: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise AdapterConfigError(f"{where} {key}: required, a non-empty string")
+    return value
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise AdapterConfigError(f"{where} {key}: a number greater than 0")
+    return float(value)
+
+
+def _count(table: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AdapterConfigError(f"{where} {key}: a whole number of at least 1")
+    return value
+
+
+def _strings(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise AdapterConfigError(f"{where} {key}: a list of strings")
+    return tuple(value)
+
+
+def _flag(table: Mapping[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise AdapterConfigError(f"{where} {key}: true or false")
+    return value
+
+
+def read_secret(path: Path, where: str) -> bytes:
+    """The shared secret: the file's content without surrounding whitespace (a trailing
+    newline is not part of it)."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as error:
+        raise AdapterConfigError(f"{where} secret_file: {path}: {error.strerror}") from None
+    if not secret:
+        raise AdapterConfigError(f"{where} secret_file: {path} is empty")
+    return secret
+
+
+# --- inbound ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboundSettings:
+    host: str = "127.0.0.1"
+    port: int = 8081
+    path: str = "/events"
+    tolerance_seconds: float = 300.0
+    max_body_bytes: int = 1024 * 1024
+    publish_timeout_seconds: float = 20.0
+    retry_after_seconds: int = 30
+    replay_capacity: int = 100_000
+
+
+_INBOUND_KEYS = {
+    "listen", "path", "secret_file", "allow_remote", "tolerance_seconds", "max_body_bytes",
+    "publish_timeout_seconds", "retry_after_seconds", "replay_capacity",
+}  # fmt: skip
+
+
+def _listen(value: str, allow_remote: bool, where: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise AdapterConfigError(f"{where} listen: '{value}' is not HOST:PORT")
+    if not allow_remote:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise AdapterConfigError(
+                f"{where} listen: '{host}' is not a loopback address; put a TLS-terminating "
+                "proxy in front and set allow_remote = true to listen there"
+            )
+    return host, int(port)
+
+
+def inbound_settings(table: Mapping[str, Any]) -> tuple[InboundSettings, bytes]:
+    """[options.inbound] read and checked, and the shared secret."""
+    where = "[options.inbound]"
+    _check_keys(table, _INBOUND_KEYS, "options.inbound")
+    defaults = InboundSettings()
+    host, port = _listen(
+        _text(table, "listen", f"{defaults.host}:{defaults.port}", where),
+        _flag(table, "allow_remote", where),
+        where,
+    )
+    path = _text(table, "path", defaults.path, where)
+    if not path.startswith("/"):
+        raise AdapterConfigError(f"{where} path: must start with '/'")
+    settings = InboundSettings(
+        host=host,
+        port=port,
+        path=path,
+        tolerance_seconds=_number(table, "tolerance_seconds", defaults.tolerance_seconds, where),
+        max_body_bytes=_count(table, "max_body_bytes", defaults.max_body_bytes, where),
+        publish_timeout_seconds=_number(
+            table, "publish_timeout_seconds", defaults.publish_timeout_seconds, where
+        ),
+        retry_after_seconds=_count(
+            table, "retry_after_seconds", defaults.retry_after_seconds, where
+        ),
+        replay_capacity=_count(table, "replay_capacity", defaults.replay_capacity, where),
+    )
+    return settings, read_secret(Path(_text(table, "secret_file", None, where)), where)
+
+
+class _BodyError(Exception):
+    """The request body as a whole is not a JSON object or array (kept in rejected/)."""
+
+
+def body_items(body: bytes) -> list[Any]:
+    """The records of a request body: the object, or each element of the array."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise _BodyError(f"not JSON: {error}") from None
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list):
+        return document
+    raise _BodyError("the body must be a JSON object or an array of JSON objects")
+
+
+def _result(outcome: RecordOutcome) -> dict[str, Any]:
+    if not outcome.ok:
+        return {"rejected": outcome.rejected}
+    return {
+        "event_ids": [receipt.event_id for receipt in outcome.receipts],
+        "duplicate": [receipt.duplicate for receipt in outcome.receipts],
+    }
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class WebhookSource:
+    """Takes signed POSTs of JSON records and publishes them, answering only once they are
+    settled. Listens on loopback unless told otherwise: TLS is a reverse proxy's job."""
+
+    def __init__(self, settings: InboundSettings, secret: bytes) -> None:
+        self.settings = settings
+        self._secret = secret
+        self._replays = ReplayGuard(settings.tolerance_seconds, settings.replay_capacity)
+
+    async def run(self, pipeline: Pipeline) -> None:
+        settings = self.settings
+
+        async def receive(request: web.Request) -> web.Response:
+            return await self._receive(pipeline, request)
+
+        # client_max_size makes aiohttp stop reading at the limit: an oversized body is never held.
+        app = web.Application(client_max_size=settings.max_body_bytes)
+        app.router.add_post(settings.path, receive)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+            log.info("webhook.listening", host=settings.host, port=settings.port, path=settings.path)  # fmt: skip
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    def _unavailable(self, message: str) -> web.Response:
+        headers = {"Retry-After": str(self.settings.retry_after_seconds)}
+        return _error(503, message, headers)
+
+    async def _receive(self, pipeline: Pipeline, request: web.Request) -> web.Response:
+        settings = self.settings
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"the body is larger than {settings.max_body_bytes} bytes")
+        now = time.time()
+        try:
+            verified = verify(
+                self._secret, body, request.headers.get(TIMESTAMP_HEADER),
+                request.headers.get(SIGNATURE_HEADER), now=now,
+                tolerance=settings.tolerance_seconds,
+            )  # fmt: skip
+        except SignatureError as error:
+            log.warning("webhook.unauthenticated", remote=request.remote, reason=str(error))
+            return _error(401, str(error))
+        try:
+            if not self._replays.admit(verified, now):
+                log.warning("webhook.replayed", remote=request.remote, timestamp=verified.timestamp)  # fmt: skip
+                return _error(401, "replayed: this signature was already used; sign again with the current time")  # fmt: skip
+        except ReplayGuardFullError as error:
+            log.warning("webhook.replay_guard_full", reason=str(error))
+            return self._unavailable(f"too many requests for now ({error})")
+        name = f"POST {settings.path}"
+        origin = f"{name} from {request.remote} at {verified.timestamp}"
+        try:
+            records = [
+                Record(
+                    f"{name}#{i}",
+                    json.dumps(item, ensure_ascii=False).encode(),
+                    f"{origin} #{i}",
+                    JSON,
+                )
+                for i, item in enumerate(body_items(body))
+            ]
+            whole: str | None = None
+        except _BodyError as error:
+            records, whole = [Record(name, body, origin, JSON, problem=str(error))], str(error)
+        try:
+            # The SDK retries for minutes; a sender waits seconds. On timeout some events may
+            # be stored already: the resend finds them as duplicates.
+            async with asyncio.timeout(settings.publish_timeout_seconds):
+                outcomes = await pipeline.publish(records)
+        except (PublishUnavailableError, TimeoutError) as error:
+            self._replays.forget(verified)  # nothing acknowledged: the same request may come again
+            log.warning("webhook.gateway_unavailable", records=len(records), reason=str(error) or "timed out")  # fmt: skip
+            return self._unavailable("the exchange is unavailable; nothing was acknowledged: send the request again later")  # fmt: skip
+        if whole is not None:
+            return _error(400, whole)
+        log.info("webhook.received", records=len(records), rejected=sum(not o.ok for o in outcomes))  # fmt: skip
+        return web.json_response({"results": [_result(outcome) for outcome in outcomes]})
+
+
+# --- outbound ---------------------------------------------------------------------------------
+
+
+class WebhookDeliveryError(Exception):
+    """The department's endpoint did not take the event for now (after the retries): the
+    event is nacked and redelivered later."""
+
+
+class _RetryableStatusError(WebhookDeliveryError):
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if it has one."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+_TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+DEFAULT_RETRY = Retry(attempts=5, timeout=30.0, wait_initial=0.5, wait_max=10.0, wait_jitter=1.0)
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    url: str
+    request_timeout_seconds: float = 10.0
+    retry: Retry = DEFAULT_RETRY
+
+
+class WebhookSink:
+    """POSTs one outbound record, signed, with its event id as the Idempotency-Key."""
+
+    def __init__(self, settings: OutboundSettings, secret: bytes) -> None:
+        self.settings = settings
+        self._secret = secret
+
+    def _backoff(self, error: Exception) -> bool | float:
+        if isinstance(error, _RetryableStatusError) and error.retry_after is not None:
+            return min(error.retry_after, self.settings.retry.wait_max)  # the endpoint's wish
+        return isinstance(error, (_RetryableStatusError, *_TRANSIENT))
+
+    async def __call__(self, record: OutboundRecord) -> None:
+        settings, retry = self.settings, self.settings.retry
+        # A session per delivery: an Outbound has no close hook to end a shared one.
+        timeout = aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            last = 0
+            async for attempt in stamina.retry_context(
+                on=self._backoff, attempts=retry.attempts, timeout=retry.timeout,
+                wait_initial=retry.wait_initial, wait_max=retry.wait_max,
+                wait_jitter=retry.wait_jitter,
+            ):  # fmt: skip
+                with attempt:
+                    # Each attempt signed with a later timestamp than the one before, so that a
+                    # receiver that remembers signatures does not take a retry for a replay.
+                    last = max(int(time.time()), last + 1)
+                    await self._post(session, record, last)
+
+    async def _post(self, session: aiohttp.ClientSession, record: OutboundRecord, timestamp: int) -> None:  # fmt: skip
+        url = self.settings.url
+        headers = {
+            **signed_headers(self._secret, timestamp, record.body),
+            "Content-Type": record.content_type,
+            "Idempotency-Key": record.name,
+        }
+        async with session.post(url, data=record.body, headers=headers, allow_redirects=False) as response:  # fmt: skip
+            if 200 <= response.status < 300:
+                log.info("webhook.delivered", event_id=record.name, status=response.status)
+                return
+            said = (await response.content.read(300)).decode("utf-8", "replace").strip()
+            message = f"{url} answered {response.status} {response.reason or ''}".rstrip() + (f": {said}" if said else "")  # fmt: skip
+            if response.status in (408, 429) or response.status >= 500:
+                log.warning("webhook.delivery_failed", event_id=record.name, status=response.status)  # fmt: skip
+                raise _RetryableStatusError(message, _retry_after(response.headers.get("Retry-After")))  # fmt: skip
+            if 400 <= response.status < 500:
+                raise Rejected(f"refused for good: {message}")
+            # A redirect (not followed: the body is signed for this URL) means a wrong url.
+            raise WebhookDeliveryError(message)
+
+
+def outbound_mapping(fields: Mapping[str, str], ignore_sources: frozenset[str]) -> OutboundMapping:
+    def to_record(event: event_pb2.Event) -> OutboundRecord | None:
+        if event.source in ignore_sources:
+            return None
+        return OutboundRecord(event.id, event_to_json(event, fields or None), JSON)
+
+    return to_record
+
+
+_OUTBOUND_KEYS = {
+    "subscription", "families", "types", "jurisdiction_prefixes", "ignore_sources", "url",
+    "secret_file", "fields", "request_timeout_seconds", "retry",
+}  # fmt: skip
+_RETRY_KEYS = {"attempts", "timeout_seconds", "wait_initial_seconds", "wait_max_seconds", "wait_jitter_seconds"}  # fmt: skip
+
+
+def _check_event_path(path: str, where: str) -> None:
+    """An event field path for event_to_json: proto field names, list indexes allowed."""
+    descriptor: Descriptor | None = event_pb2.Event.DESCRIPTOR
+    for part in path.split("."):
+        if part.isdigit():
+            continue
+        if descriptor is None or part not in descriptor.fields_by_name:
+            raise AdapterConfigError(f"{where}: '{path}': no field '{part}'")
+        descriptor = descriptor.fields_by_name[part].message_type
+
+
+def _retry(table: Mapping[str, Any]) -> Retry:
+    where = "[options.outbound.retry]"
+    _check_keys(table, _RETRY_KEYS, "options.outbound.retry")
+    default = DEFAULT_RETRY
+    jitter = table.get("wait_jitter_seconds", default.wait_jitter)
+    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or jitter < 0:
+        raise AdapterConfigError(f"{where} wait_jitter_seconds: a number of at least 0")
+    return Retry(
+        attempts=_count(table, "attempts", default.attempts, where),
+        timeout=_number(table, "timeout_seconds", default.timeout, where),
+        wait_initial=_number(table, "wait_initial_seconds", default.wait_initial, where),
+        wait_max=_number(table, "wait_max_seconds", default.wait_max, where),
+        wait_jitter=float(jitter),
+    )
+
+
+def outbound_side(table: Mapping[str, Any]) -> Outbound:
+    """[options.outbound] read and checked: the subscription, the mapping and the sink."""
+    where = "[options.outbound]"
+    _check_keys(table, _OUTBOUND_KEYS, "options.outbound")
+    url = _text(table, "url", None, where)
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise AdapterConfigError(f"{where} url: '{url}' is not an http(s) URL")
+    fields = _table(table, "fields", "options.outbound")
+    for key, path in fields.items():
+        if not isinstance(path, str) or not path:
+            raise AdapterConfigError(f"[options.outbound.fields] {key}: an event field path")
+        _check_event_path(path, f"[options.outbound.fields] {key}")
+    settings = OutboundSettings(
+        url=url,
+        request_timeout_seconds=_number(table, "request_timeout_seconds", 10.0, where),
+        retry=_retry(_table(table, "retry", "options.outbound")),
+    )
+    secret = read_secret(Path(_text(table, "secret_file", None, where)), where)
+    return Outbound(
+        Subscription(
+            _text(table, "subscription", "webhook-out", where),
+            families=_strings(table, "families", where),
+            types=_strings(table, "types", where),
+            jurisdiction_prefixes=_strings(table, "jurisdiction_prefixes", where),
+        ),
+        outbound_mapping(dict(fields), frozenset(_strings(table, "ignore_sources", where))),
+        WebhookSink(settings, secret),
+    )
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    """Sources and outbound side from [options]; errors name the key. Reads the secret files
+    here, so that a missing secret stops the adapter before it listens or subscribes."""
+    _check_keys(options, {"inbound", "mapping", "outbound"}, "options")
+    inbound, outbound = _table(options, "inbound", "options"), _table(options, "outbound", "options")  # fmt: skip
+    if not inbound and not outbound:
+        raise AdapterConfigError("[options]: give [options.inbound] (with [options.mapping]), [options.outbound], or both")  # fmt: skip
+    plan = AdapterPlan()
+    if inbound:
+        mapping = _table(options, "mapping", "options")
+        if not mapping:
+            raise AdapterConfigError("[options.mapping]: required with [options.inbound]")
+        plan.inbound = JsonMapping.from_options(mapping).to_events
+        plan.sources.append(WebhookSource(*inbound_settings(inbound)))
+    if outbound:
+        plan.outbound.append(outbound_side(outbound))
+    return plan
+
+
+KIND = AdapterKind(
+    name="webhook",
+    description="JSON over HTTP: signed POSTs of records in, signed POSTs of events out",
+    build=build,
+)

@@ -145,9 +145,9 @@ class RejectedStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", record_id)[:80] or "record"
-        path = self.directory / f"{stamp}-{direction}-{safe}"
-        path.with_suffix(".record").write_bytes(body)
-        path.with_suffix(".reason.json").write_text(
+        base = f"{stamp}-{direction}-{safe}"
+        (self.directory / f"{base}.record").write_bytes(body)
+        (self.directory / f"{base}.reason.json").write_text(
             json.dumps(
                 {
                     "direction": direction,
@@ -161,7 +161,7 @@ class RejectedStore:
             + "\n",
             encoding="utf-8",
         )
-        return path.with_suffix(".record")
+        return self.directory / f"{base}.record"
 
 
 _REFUSALS = {
@@ -260,6 +260,7 @@ class Subscription:
     families: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
     jurisdiction_prefixes: tuple[str, ...] = ()
+    planes: tuple[event_pb2.Plane.ValueType, ...] = ()  # default: real events only
 
 
 class Deliver(Protocol):

@@ -8,7 +8,9 @@ from adapters.framework import AdapterKind
 def adapter_kinds() -> dict[str, AdapterKind]:
     # Imported here, not at module level: each adapter pulls in its own codecs and transports.
     from adapters.cap.adapter import KIND as CAP
+    from adapters.dispatch.adapter import CAD110, DISPATCH119
     from adapters.edxl.adapter import KIND as EDXL
+    from adapters.filedrop.adapter import KIND as FILEDROP
     from adapters.webhook.adapter import KIND as WEBHOOK
 
-    return {kind.name: kind for kind in (CAP, EDXL, WEBHOOK)}
+    return {kind.name: kind for kind in (CAP, EDXL, WEBHOOK, FILEDROP, CAD110, DISPATCH119)}

@@ -181,6 +181,7 @@ class AdapterRunner:
                         subscription.name, handle, families=subscription.families,
                         types=subscription.types,
                         jurisdiction_prefixes=subscription.jurisdiction_prefixes,
+                        planes=subscription.planes,
                     )
                 )
             )  # fmt: skip

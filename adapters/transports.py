@@ -147,8 +147,11 @@ class DirectorySource:
         return path.with_name(path.name + ".progress")
 
     def _finish(self, path: Path) -> None:
-        path.rename(self.done / path.name)
+        # Progress first: a crash in between then re-reads the file (duplicates, dropped by the
+        # gateway) instead of leaving a stale progress file that would make the next file of
+        # the same name skip its first records.
         self._progress_file(path).unlink(missing_ok=True)
+        path.rename(self.done / path.name)
 
     async def run(self, pipeline: Pipeline) -> None:
         await asyncio.to_thread(self._prepare)
@@ -189,6 +192,9 @@ class DirectorySink:
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
 
-    async def __call__(self, record: OutboundRecord) -> None:
+    def _write(self, record: OutboundRecord) -> None:
         self.outbox.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(_write_atomically, self.outbox / record.name, record.body)
+        _write_atomically(self.outbox / record.name, record.body)
+
+    async def __call__(self, record: OutboundRecord) -> None:
+        await asyncio.to_thread(self._write, record)

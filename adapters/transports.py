@@ -24,6 +24,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -156,34 +157,56 @@ class DirectorySource:
     async def run(self, pipeline: Pipeline) -> None:
         await asyncio.to_thread(self._prepare)
         while True:
-            for path in await asyncio.to_thread(self._claimed):
+            claimed = await asyncio.to_thread(self._claimed)
+            if claimed:
                 try:
-                    await self._process(path, pipeline)
+                    await self._process(claimed, pipeline)
                 except PublishUnavailableError as error:
-                    log.warning("adapter.gateway_unavailable", file=path.name, reason=str(error))
-                    break  # keep the file and its progress; try again on the next poll
+                    # Files and their progress stay; the next poll offers them again.
+                    log.warning("adapter.gateway_unavailable", reason=str(error))
             await asyncio.sleep(self._poll)
 
-    async def _process(self, path: Path, pipeline: Pipeline) -> None:
-        loaded = await asyncio.to_thread(self._load, path)
-        if loaded is None:
-            return
-        records, settled = loaded
-        if settled:
-            log.info("adapter.file_resumed", file=path.name, from_record=settled)
-        while settled < len(records):
-            batch = records[settled : settled + self._batch]
-            outcomes = await pipeline.publish(batch)
-            settled += len(batch)
-            await asyncio.to_thread(
-                _write_atomically, self._progress_file(path), str(settled).encode()
-            )
+    async def _process(self, paths: list[Path], pipeline: Pipeline) -> None:
+        """Publish the claimed files' records in batches that may span files (many small files,
+        one alert each, still make full batches), writing each file's progress after every
+        batch and moving each file to done/ once all its records are settled."""
+        pending: list[_File] = []
+        for path in paths:
+            loaded = await asyncio.to_thread(self._load, path)
+            if loaded is not None:
+                pending.append(_File(path, *loaded))
+                if loaded[1]:
+                    log.info("adapter.file_resumed", file=path.name, from_record=loaded[1])
+        while pending:
+            batch: list[Record] = []
+            touched: list[tuple[_File, int]] = []
+            for file in pending:
+                take = file.records[file.settled : file.settled + self._batch - len(batch)]
+                if take:
+                    batch += take
+                    touched.append((file, file.settled + len(take)))
+                if len(batch) >= self._batch:
+                    break
+            outcomes = await pipeline.publish(batch) if batch else []
+            for file, settled in touched:
+                file.settled = settled
+                if settled < len(file.records):
+                    await asyncio.to_thread(
+                        _write_atomically, self._progress_file(file.path), str(settled).encode()
+                    )
             rejected = sum(not o.ok for o in outcomes)
-            log.info(
-                "adapter.batch_published", file=path.name, records=len(batch), rejected=rejected
-            )
-        await asyncio.to_thread(self._finish, path)
-        log.info("adapter.file_done", file=path.name, records=len(records))
+            log.info("adapter.batch_published", files=len(touched), records=len(batch), rejected=rejected)  # fmt: skip
+            for file in [f for f in pending if f.settled >= len(f.records)]:
+                await asyncio.to_thread(self._finish, file.path)
+                pending.remove(file)
+                log.info("adapter.file_done", file=file.path.name, records=len(file.records))
+
+
+@dataclass
+class _File:
+    path: Path
+    records: list[Record]
+    settled: int
 
 
 class DirectorySink:

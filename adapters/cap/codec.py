@@ -206,8 +206,18 @@ def _schema() -> xmlschema.XMLSchema10:
     return xmlschema.XMLSchema10(xsd, allow="none", defuse="always")
 
 
+@functools.cache
+def _fast_schema() -> etree.XMLSchema:
+    """The same schema compiled by libxml2: about twenty times faster than xmlschema, so valid
+    documents (nearly all) are checked by it alone; xmlschema then explains a refusal."""
+    xsd = resources.files(__package__).joinpath("schema", "CAP-v1.2.xsd").read_bytes()
+    return etree.XMLSchema(parse_xml(xsd, max_bytes=len(xsd)))
+
+
 def _schema_problem(root: etree._Element) -> CapError | None:
     """The first schema violation in `root`, as a CapError naming the element and line."""
+    if _fast_schema().validate(root):
+        return None
     # xmlschema reads lxml trees (and keeps their line numbers), but its element protocol and
     # types-lxml disagree on details, hence the cast.
     source = cast(XMLSourceType, root)

@@ -38,7 +38,6 @@ import aiohttp
 import structlog
 
 from adapters.cap.codec import CapError, parse_cap, to_cap_xml
-from adapters.xmlsafe import XmlError, parse_xml
 from adapters.framework import (
     AdapterKind,
     AdapterPlan,
@@ -52,6 +51,7 @@ from adapters.framework import (
     event_id_for,
 )
 from adapters.transports import DirectorySink, DirectorySource, split_whole
+from adapters.xmlsafe import XmlError, parse_xml
 from dutylink.v1 import common_pb2, event_pb2, warning_pb2
 
 log = structlog.get_logger("dutylink.adapter")

@@ -20,6 +20,7 @@ from gateway import config as config_module
 from gateway import logs
 from gateway.cli_adapter import adapter_app
 from gateway.cli_audit import audit_app
+from gateway.cli_cluster import cluster_app
 from gateway.cli_pki import pki_app
 from gateway.cli_policy import policy_app
 from gateway.config import Config, ConfigError
@@ -37,6 +38,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapter_app, name="adapter")
+app.add_typer(cluster_app, name="cluster")
 deadletter_app = typer.Typer(
     help="Inspect and replay dead letters (operators).", no_args_is_help=True
 )

@@ -31,6 +31,7 @@ class GatewaySettings:
     listen: str = "127.0.0.1:50051"
     gateway_id: str = "gw-1"
     reflection: bool = True
+    metrics_listen: str = ""
     max_message_bytes: int = 1_048_576
     max_batch_events: int = 1000
     publish_timeout_seconds: float = 5.0
@@ -49,6 +50,7 @@ class NatsSettings:
     events_max_bytes: int = -1
     deadletter_max_age_days: float = 180.0
     connect_timeout_seconds: float = 5.0
+    durability: str = "refuse"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import nats
 import nats.errors
@@ -24,10 +25,16 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from gateway import subjects
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 
 DAY = 86_400.0
 log = structlog.get_logger("dutylink.nats")
+# The system account's per-server VARZ, imported into the gateway's account under this subject
+# by deploy/nats/nats.conf (and gateway.cluster): how the gateway sees each node's sync setting.
+VARZ_SUBJECT = "dutylink.nats.varz"
+DURABILITY_MODES = ("refuse", "warn")
+# Fewer than 3 replicas on a cluster: one node's lost disk loses acknowledged events.
+CLUSTER_MIN_REPLICAS = 3
 
 
 class StoreError(Exception):
@@ -44,6 +51,55 @@ class StoreFullError(StoreError):
 
 class StoreRejectedError(StoreError):
     """JetStream refused the message for a reason retrying will not fix."""
+
+
+class DurabilityError(StoreError):
+    """The streams or servers found cannot keep "acknowledged means durable" (nats.durability
+    = "refuse"): fix the NATS or stream settings named in the message."""
+
+
+@dataclass(frozen=True)
+class DurabilityFinding:
+    """One setting that breaks the durability promise: where (a stream or a server) and why."""
+
+    where: str
+    problem: str
+
+
+def durability_findings(
+    streams: Mapping[str, api.StreamInfo], sync_always: Mapping[str, bool], *, replicas: int
+) -> list[DurabilityFinding]:
+    """What the streams' actual settings and the servers' observed sync settings (server name
+    -> `sync_interval: always`) cannot promise, given `nats.stream_replicas`. Pure."""
+    findings = []
+    for name, info in streams.items():
+        config = info.config
+        if config.storage != api.StorageType.FILE:
+            kind = getattr(config.storage, "value", config.storage) or "unknown"
+            findings.append(DurabilityFinding(name, f"storage is {kind}: a restart loses it all"))
+        actual = config.num_replicas or 1
+        if actual < replicas:
+            findings.append(
+                DurabilityFinding(name, f"{actual} replica(s), nats.stream_replicas is {replicas}")
+            )
+        if info.cluster is not None and info.cluster.name and actual < CLUSTER_MIN_REPLICAS:
+            findings.append(
+                DurabilityFinding(
+                    name,
+                    f"{actual} replica(s) on cluster {info.cluster.name}: losing one node's disk "
+                    f"loses acknowledged events (set nats.stream_replicas = {CLUSTER_MIN_REPLICAS})",
+                )
+            )
+    for server, always in sorted(sync_always.items()):
+        if not always:
+            findings.append(
+                DurabilityFinding(
+                    f"server {server}",
+                    "jetstream sync_interval is not 'always': writes are acknowledged before "
+                    "they reach the disk, and a power cut can lose them (nats-server#7564)",
+                )
+            )
+    return findings
 
 
 @dataclass(frozen=True)
@@ -122,6 +178,73 @@ async def stored_messages(
             return
         yield raw
         sequence = (raw.seq or sequence) + 1
+
+
+async def gather_replies(
+    client: NatsClient,
+    subject: str,
+    payload: bytes,
+    *,
+    expected: int | None,
+    timeout: float,
+    idle: float = 0.25,
+) -> list[dict[str, Any]]:
+    """One request answered by several servers (a `$SYS...PING` service): their JSON replies,
+    collected until `expected` arrived, or `timeout` passed, or (when the number is unknown)
+    nothing more came for `idle` seconds after the first. [] when nobody answers."""
+    inbox = client.new_inbox()
+    arrived: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_reply(message: Msg) -> None:
+        arrived.put_nowait(message)
+
+    subscription = await client.subscribe(inbox, cb=on_reply)
+    replies: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        await client.publish(subject, payload, reply=inbox)
+        while expected is None or len(replies) < expected:
+            remaining = deadline - loop.time()
+            if replies and expected is None:
+                remaining = min(remaining, idle)
+            if remaining <= 0:
+                break
+            try:
+                message = await asyncio.wait_for(arrived.get(), remaining)
+            except TimeoutError:
+                break
+            if message.headers and message.headers.get("Status") == "503":
+                break  # no responders: nothing serves this subject here
+            with contextlib.suppress(ValueError):
+                replies.append(json.loads(message.data))
+    finally:
+        with contextlib.suppress(*_STORE_FAILURES):
+            await subscription.unsubscribe()
+    return replies
+
+
+def split_servers(url: str) -> tuple[list[str], dict[str, str]]:
+    """`nats://user:pass@a:4222,nats://b:4222` -> the server URLs without credentials, and the
+    credentials as connection options. nats-py sends a URL's credentials to that server only,
+    not to the cluster nodes it discovers later, so a reconnect to any other node would be
+    refused; as options they go to every node."""
+    servers: list[str] = []
+    credentials: dict[str, str] = {}
+    for part in (p.strip() for p in url.split(",")):
+        if not part:
+            continue
+        parsed = urlsplit(part)
+        if parsed.username is not None and not credentials:
+            if parsed.password is None:
+                credentials = {"token": unquote(parsed.username)}
+            else:
+                credentials = {
+                    "user": unquote(parsed.username),
+                    "password": unquote(parsed.password),
+                }
+        servers.append(parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl())
+    return servers, credentials
 
 
 async def _log_nats_error(error: Exception) -> None:
@@ -232,9 +355,11 @@ class EventStore:
         async def ignore() -> None:
             return None
 
+        servers, credentials = split_servers(url)
         try:
             self._client = await nats.connect(
-                url,
+                servers,
+                **credentials,
                 name=f"dutylink-gateway-{self._config.gateway.gateway_id}",
                 connect_timeout=self._config.nats.connect_timeout_seconds,
                 max_reconnect_attempts=-1,
@@ -301,6 +426,65 @@ class EventStore:
                     **common,
                 )
             )
+
+    async def _observed_sync(self) -> dict[str, bool]:
+        """Each answering server's `sync_interval: always`, from the VARZ import ({} when the
+        deployment does not import it, e.g. the embedded server)."""
+        replies = await gather_replies(self.client, VARZ_SUBJECT, b"", expected=None, timeout=1.0)
+        observed = {}
+        for reply in replies:
+            config = ((reply.get("data") or {}).get("jetstream") or {}).get("config") or {}
+            if "sync_always" in config or "sync_interval" in config:
+                name = str((reply.get("server") or {}).get("name", "?"))
+                observed[name] = bool(config.get("sync_always", False))
+        return observed
+
+    async def check_durability(self) -> list[DurabilityFinding]:
+        """Compare what the streams and servers actually are with the durability promise, after
+        `ensure_streams`: `nats.durability = "refuse"` raises `DurabilityError` on any finding,
+        "warn" logs each one loudly and carries on. Returns the findings."""
+        mode = self._config.nats.durability
+        if mode not in DURABILITY_MODES:
+            expected = ", ".join(DURABILITY_MODES)
+            raise ConfigError(f"nats.durability: expected one of {expected}, got {mode!r}")
+        names = (
+            subjects.EVENTS_STREAM,
+            subjects.DEADLETTER_STREAM,
+            subjects.GRANTS_STREAM,
+            subjects.AUDIT_STREAM,
+        )
+        streams: dict[str, api.StreamInfo] = {}
+        try:
+            for name in names:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    # The audit stream is made just after, with the same nats.stream_replicas.
+                    streams[name] = await self._js.stream_info(name)
+            sync = await self._observed_sync()
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        if not sync:
+            log.warning(
+                "durability.sync_unobservable",
+                message="cannot see the servers' jetstream sync_interval (no VARZ import in "
+                "this account, see deploy/nats/nats.conf): check it is 'always' on every node",
+            )
+        findings = durability_findings(streams, sync, replicas=self._config.nats.stream_replicas)
+        if findings and mode == "refuse":
+            raise DurabilityError(
+                "JetStream cannot keep acknowledged events durable: "
+                + "; ".join(f"{f.where}: {f.problem}" for f in findings)
+                + ' (fix the settings, or set nats.durability = "warn" to serve anyway)'
+            )
+        for finding in findings:
+            log.warning(
+                "durability.at_risk",
+                where=finding.where,
+                problem=finding.problem,
+                message="serving anyway (nats.durability = warn): acknowledged events may be lost",
+            )
+        if not findings:
+            log.info("durability.ok", streams=sorted(streams), sync_always=sorted(sync))
+        return findings
 
     async def record_grant(self, grant_id: str, data: bytes) -> Stored:
         """Keep a break-glass declaration (never deleted: it is listed for review)."""

@@ -83,13 +83,17 @@ class NatsServer:
         name: str = "dutylink-embedded",
         start_timeout: float = 10.0,
         sync_always: bool = True,
+        config_text: str | None = None,
     ) -> None:
+        """`config_text` replaces the rendered single-server configuration (cluster nodes bring
+        their own, see gateway.cluster); it must listen on a loopback client port."""
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.name = name
         self.start_timeout = start_timeout
         self.sync_always = sync_always
+        self.config_text = config_text
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._url: str | None = None
@@ -114,8 +118,13 @@ class NatsServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "nats-server.conf"
         config.write_text(
-            render_config(
-                self.data_dir / "jetstream", host=self.host, port=self.port, name=self.name
+            self.config_text
+            or render_config(
+                self.data_dir / "jetstream",
+                host=self.host,
+                port=self.port,
+                name=self.name,
+                sync_always=self.sync_always,
             ),
             encoding="utf-8",
         )
@@ -183,6 +192,14 @@ class NatsServer:
         """SIGKILL, as a crash would: for tests of what survives."""
         if self._process is not None and self._process.returncode is None:
             self._process.kill()
+
+    async def crash(self) -> None:
+        """SIGKILL and reap, so `start` can bring it back on the same directory and port."""
+        process = self._process
+        self.kill()
+        if process is not None:
+            await process.wait()
+        await self.stop()
 
     async def __aenter__(self) -> NatsServer:
         await self.start()

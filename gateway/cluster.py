@@ -36,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from nats.aio.client import Client as NatsClient
 
 from gateway import pki
+from gateway.faults import FaultProxy
 from gateway.jetstream import VARZ_SUBJECT, gather_replies
 from gateway.nats_server import NatsServer, NatsServerError
 
@@ -107,6 +108,9 @@ class ClusterPlan:
     system_password: str
     sync_always: bool = True
     tls: ClusterTls | None = None
+    # With fault proxies: route_ports[i][j] is where node i dials node j (a proxy's port), for
+    # every j != i. Empty: nodes dial each other's cluster ports directly.
+    route_ports: tuple[tuple[int, ...], ...] = ()
 
 
 def _free_ports(count: int) -> list[int]:
@@ -125,11 +129,14 @@ def plan_local_cluster(
     name: str = "dutylink-local",
     sync_always: bool = True,
     tls: ClusterTls | None = None,
+    route_proxies: bool = False,
 ) -> ClusterPlan:
-    """Names, free loopback ports, directories and fresh development passwords for `nodes`."""
+    """Names, free loopback ports, directories and fresh development passwords for `nodes`;
+    with `route_proxies`, a port for a proxy on each directed route (i dials j)."""
     if nodes < 1:
         raise ClusterError(f"a cluster needs at least one node, not {nodes}")
-    ports = _free_ports(2 * nodes)
+    ports = _free_ports(2 * nodes + (nodes * nodes if route_proxies else 0))
+    proxy_ports = ports[2 * nodes :]
     return ClusterPlan(
         name=name,
         nodes=tuple(
@@ -140,6 +147,9 @@ def plan_local_cluster(
         system_password=secrets.token_urlsafe(18),
         sync_always=sync_always,
         tls=tls,
+        route_ports=tuple(
+            tuple(proxy_ports[i * nodes : (i + 1) * nodes]) for i in range(nodes) if route_proxies
+        ),
     )
 
 
@@ -155,7 +165,11 @@ def _strings(values: Sequence[str]) -> str:
 def render_node_config(plan: ClusterPlan, index: int) -> str:
     """The configuration of node `index`; see deploy/nats/nats.conf for every setting's why."""
     node = plan.nodes[index]
-    routes = [f"nats-route://{HOST}:{peer.cluster_port}" for peer in plan.nodes]
+    if plan.route_ports:
+        dialled = [port for peer, port in enumerate(plan.route_ports[index]) if peer != index]
+    else:
+        dialled = [peer.cluster_port for peer in plan.nodes]
+    routes = [f"nats-route://{HOST}:{port}" for port in dialled]
     lines = [
         f"server_name: {_string(node.name)}",
         f"listen: {_string(f'{HOST}:{node.client_port}')}",
@@ -305,13 +319,26 @@ class LocalCluster:
         sync_always: bool = True,
         name: str = "dutylink-local",
         ready_timeout: float = 30.0,
+        route_proxies: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.ready_timeout = ready_timeout
         cluster_tls = local_tls(self.directory / "pki") if tls else None
         self.plan = plan_local_cluster(
-            self.directory, nodes, name=name, sync_always=sync_always, tls=cluster_tls
+            self.directory,
+            nodes,
+            name=name,
+            sync_always=sync_always,
+            tls=cluster_tls,
+            route_proxies=route_proxies,
         )
+        # (i, j): the proxy node i dials node j through; a partition cuts both directions.
+        self.route_proxies = {
+            (i, j): FaultProxy((HOST, peer.cluster_port), port=port, name=f"n{i + 1}->n{j + 1}")
+            for i, ports in enumerate(self.plan.route_ports)
+            for j, (peer, port) in enumerate(zip(self.plan.nodes, ports, strict=True))
+            if i != j
+        }
         self._servers = [
             NatsServer(
                 node.directory,
@@ -351,9 +378,40 @@ class LocalCluster:
     def pid(self, index: int) -> int:
         return self._servers[index].pid
 
+    def _links(self, sides: tuple[Sequence[int], Sequence[int]]) -> list[FaultProxy]:
+        if not self.route_proxies:
+            raise ClusterError("network faults need LocalCluster(route_proxies=True)")
+        one, other = sides
+        return [
+            proxy for (i, j), proxy in self.route_proxies.items()
+            if (i in one and j in other) or (i in other and j in one)
+        ]  # fmt: skip
+
+    def partition(self, *sides: Sequence[int]) -> None:
+        """Cut every route between the groups of node indexes, e.g. `partition([0], [1, 2])`;
+        routes inside a group stay up. Clients still reach every node."""
+        for a, first in enumerate(sides):
+            for second in sides[a + 1 :]:
+                for proxy in self._links((first, second)):
+                    proxy.cut()
+
+    def heal(self) -> None:
+        """End every partition and delay."""
+        for proxy in self.route_proxies.values():
+            proxy.delay(0)
+            proxy.heal()
+
+    def delay_routes(self, seconds: float, *, jitter: float = 0.0) -> None:
+        """Slow every route between two nodes by `seconds` ± `jitter` each way."""
+        every = range(len(self.plan.nodes))
+        for proxy in self._links((every, every)):
+            proxy.delay(seconds, jitter=jitter)
+
     async def start(self) -> None:
         # Start every node before waiting on any: a clustered node is only useful with peers.
         try:
+            for proxy in self.route_proxies.values():
+                await proxy.start()
             await asyncio.gather(*(server.start() for server in self._servers))
             await self.wait_until_ready()
         except BaseException:
@@ -443,6 +501,8 @@ class LocalCluster:
 
     async def stop(self) -> None:
         await asyncio.gather(*(server.stop() for server in self._servers))
+        for proxy in self.route_proxies.values():
+            await proxy.stop()
 
     async def __aenter__(self) -> LocalCluster:
         await self.start()

@@ -32,6 +32,9 @@ class GatewaySettings:
     gateway_id: str = "gw-1"
     reflection: bool = True
     metrics_listen: str = ""
+    # Plaintext grpc.health.v1 only (no other service), for probes that cannot present a client
+    # certificate (Kubernetes' gRPC probes); empty: off.
+    health_listen: str = ""
     max_message_bytes: int = 1_048_576
     max_batch_events: int = 1000
     publish_timeout_seconds: float = 5.0
@@ -170,6 +173,41 @@ def _section(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:
     return cls(**{k: _coerce(v, known[k], f"{where}.{k}") for k, v in values.items()})
 
 
+# Keys of [gateway] that are addresses to listen on; all but `listen` may be empty (off).
+_ADDRESSES = ("listen", "health_listen", "metrics_listen")
+
+
+def _check_address(value: str, where: str) -> None:
+    """HOST:PORT with a port from 0 (any) to 65535; an IPv6 host in brackets."""
+    host, _, port = value.rpartition(":")
+    if (
+        not host
+        or not (port.isascii() and port.isdigit() and int(port) <= 65535)
+        or (":" in host and not (host.startswith("[") and host.endswith("]")))
+    ):
+        raise ConfigError(f"{where}: expected HOST:PORT (e.g. 127.0.0.1:50052), got {value!r}")
+
+
+def _check_addresses(gateway: GatewaySettings, where: str, environ: Mapping[str, str]) -> None:
+    """Each set address is valid (the error names the variable when it came from there), and
+    the health port is not the gRPC port."""
+
+    def origin(key: str) -> str:
+        variable = f"{ENV_PREFIX}GATEWAY_{key.upper()}"
+        return variable if variable in environ else f"{where}: gateway.{key}"
+
+    for key in _ADDRESSES:
+        value = getattr(gateway, key)
+        if value or key == "listen":
+            _check_address(value, origin(key))
+    health_port = gateway.health_listen.rpartition(":")[2]
+    if health_port not in ("", "0") and health_port == gateway.listen.rpartition(":")[2]:
+        raise ConfigError(
+            f"{origin('health_listen')}: {gateway.health_listen!r} is the port of gateway.listen;"
+            " the health port must be a separate one"
+        )
+
+
 def _agencies(raw: Any, where: str) -> tuple[Agency, ...]:
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: 'agencies' must be an array of tables ([[agencies]])")
@@ -238,6 +276,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
             _agencies(_read_toml(SAMPLE_AGENCIES)["agencies"], str(SAMPLE_AGENCIES)),
             str(SAMPLE_AGENCIES),
         )
+    _check_addresses(sections["gateway"], where, environ)
     tls = sections["tls"]
     given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)]
     if given and len(given) < 3:

@@ -4,6 +4,10 @@ Start-up order: connect to NATS and ensure the streams, then serve; health says 
 until both are done and again whenever NATS is disconnected. Shutdown order: health to
 NOT_SERVING, stop accepting calls and let in-flight ones finish within the grace period, drain
 NATS, stop the embedded server.
+
+With `[gateway] health_listen` a second, plaintext server answers grpc.health.v1 there and
+nothing else, from the same HealthServicer: orchestrator probes (Kubernetes' gRPC probes) cannot
+present the client certificate the main port requires.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ SERVICE_NAMES = (
     ),
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
+# Options of every gRPC server of the gateway. No SO_REUSEPORT: a second process on the same
+# port must fail to bind, not silently share the port (and its calls) with this one.
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -70,6 +77,26 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _bind(
+    server: grpc.aio.Server,
+    address: str,
+    key: str,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """Open `address` (the value of config key `key`) on `server`: the port bound, or OSError
+    naming the key (gRPC returns 0 or raises RuntimeError, without a reason)."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"{key}: cannot listen on {address} (in use, or not an address of this host)")
+    return int(port)
 
 
 def _read(path: str, key: str) -> bytes:
@@ -95,6 +122,8 @@ class Gateway:
         self._embedded: NatsServer | None = None
         self._store: EventStore | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
         self._policy_watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self._audit = AuditHolder()
@@ -108,6 +137,14 @@ class Gateway:
     def address(self) -> str:
         host = self.config.gateway.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
+
+    @property
+    def health_address(self) -> str:
+        """The plaintext health-only address (`[gateway] health_listen`), or "" when off."""
+        if not self.health_port:
+            return ""
+        host = self.config.gateway.health_listen.rsplit(":", 1)[0]
+        return f"{host}:{self.health_port}"
 
     @property
     def nats_url(self) -> str:
@@ -183,7 +220,7 @@ class Gateway:
         self._server = grpc.aio.server(
             interceptors=[MetricsInterceptor(self.metrics)],
             options=[
-                ("grpc.so_reuseport", 0),
+                *SERVER_OPTIONS,
                 ("grpc.max_receive_message_length", max_request),
                 (
                     "grpc.max_send_message_length",
@@ -225,14 +262,11 @@ class Gateway:
                 self._server,
             )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if credentials is None:
-            self.port = self._server.add_insecure_port(gateway_settings.listen)
-        else:
-            self.port = self._server.add_secure_port(gateway_settings.listen, credentials)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {gateway_settings.listen}")
+        self.port = _bind(self._server, gateway_settings.listen, "gateway.listen", credentials)
         # Serve health at once; the event services answer UNAVAILABLE until NATS is ready.
         await self._server.start()
+        if gateway_settings.health_listen:
+            await self._serve_health(gateway_settings.health_listen)
         if gateway_settings.metrics_listen:
             self._metrics_http, self.metrics_port = await serve_http(
                 [metrics_route(self.metrics.registry)], gateway_settings.metrics_listen
@@ -256,6 +290,16 @@ class Gateway:
             nats=",".join(split_servers(self._nats_url)[0]),  # never the password
             embedded=self._embedded is not None,
         )
+
+    async def _serve_health(self, listen: str) -> None:
+        """The health-only server: plaintext, no reflection, no metrics, the same servicer (so
+        it says what the main port's health says)."""
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.health_port = _bind(server, listen, "gateway.health_listen")
+        await server.start()
+        self._health_server = server
+        log.info("health.listening", address=self.health_address, services="grpc.health.v1")
 
     async def _start_audit(self, policy_version: str) -> None:
         settings, gateway_id = self.config.audit, self.config.gateway.gateway_id
@@ -318,6 +362,8 @@ class Gateway:
         await _cancel(self._policy_watch)
         if self._server is not None:
             await self._server.stop(grace)
+        if self._health_server is not None:  # NOT_SERVING there until the main port closed
+            await self._health_server.stop(None)
         if (audit := self._audit.log) is not None:
             with contextlib.suppress(AuditUnavailableError):
                 await audit.append([gateway_entry(audit_pb2.AUDIT_ACTION_GATEWAY_STOP)])

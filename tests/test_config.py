@@ -71,3 +71,46 @@ def test_the_example_configuration_in_deploy_shows_every_key_with_its_default() 
         assert set(raw[name]) == {f.name for f in dataclasses.fields(getattr(defaults, name))}, name
         assert getattr(loaded, name) == getattr(defaults, name), name
     assert [a.id for a in loaded.agencies] == ["fire", "command"]
+
+
+def test_the_health_port_is_off_by_default_and_set_by_file_or_environment(tmp_path: Path) -> None:
+    assert config.load(None, environ={}).gateway.health_listen == ""
+    path = tmp_path / "dutylink.toml"
+    path.write_text('[gateway]\nhealth_listen = "0.0.0.0:50052"\n')
+    assert config.load(path, environ={}).gateway.health_listen == "0.0.0.0:50052"
+    overridden = config.load(path, environ={"DUTYLINK_GATEWAY_HEALTH_LISTEN": "[::]:50053"})
+    assert overridden.gateway.health_listen == "[::]:50053"
+
+
+@pytest.mark.parametrize(
+    "address", ["50052", "0.0.0.0", ":50052", "0.0.0.0:port", "::1:50052", "h:70000"]
+)
+def test_a_listen_address_that_is_not_host_port_names_the_file_and_key(
+    tmp_path: Path, address: str
+) -> None:
+    path = tmp_path / "dutylink.toml"
+    path.write_text(f'[gateway]\nhealth_listen = "{address}"\n')
+    with pytest.raises(
+        ConfigError, match=r"dutylink\.toml: gateway\.health_listen: expected HOST:PORT"
+    ):
+        config.load(path, environ={})
+    with pytest.raises(ConfigError, match=r"^DUTYLINK_GATEWAY_LISTEN: expected HOST:PORT"):
+        config.load(None, environ={"DUTYLINK_GATEWAY_LISTEN": address})
+
+
+def test_the_health_port_cannot_be_the_grpc_port(tmp_path: Path) -> None:
+    path = tmp_path / "dutylink.toml"
+    path.write_text('[gateway]\nlisten = "0.0.0.0:50051"\nhealth_listen = "127.0.0.1:50051"\n')
+    with pytest.raises(ConfigError, match=r"gateway\.health_listen: .* port of gateway\.listen"):
+        config.load(path, environ={})
+    # Port 0 (any free port, as in tests) is no conflict.
+    assert (
+        config.load(
+            None,
+            environ={
+                "DUTYLINK_GATEWAY_LISTEN": "127.0.0.1:0",
+                "DUTYLINK_GATEWAY_HEALTH_LISTEN": "127.0.0.1:0",
+            },
+        ).gateway.health_listen
+        == "127.0.0.1:0"
+    )

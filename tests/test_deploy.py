@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import re
+import sys
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from gateway import cluster, config, pki
 from gateway.cli import app
 from gateway.jetstream import EventStore, StoreError
 from gateway.nats_server import NatsServer, find_binary
-from gateway.testing import config_for_tests
+from gateway.testing import config_for_tests, free_port, gateway_for_tests
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 NATS_CONF = DEPLOY / "nats" / "nats.conf"
@@ -70,6 +71,14 @@ def test_the_cluster_gateway_configuration_is_valid_and_keeps_acks_durable() -> 
     assert loaded.nats.durability == "refuse"
     assert loaded.tls.enabled and loaded.tls.crl_file
     assert loaded.gateway.listen == "0.0.0.0:50051"
+    assert loaded.gateway.health_listen == "0.0.0.0:50052"  # the probes' port: plaintext
+
+
+def health_port() -> int:
+    """The port of health_listen in the gateway's ConfigMap (the text of deploy/gateway.toml,
+    which compose mounts: a test below compares them)."""
+    text = kind("ConfigMap")["dutylink-gateway"]["data"]["dutylink.toml"]
+    return int(tomllib.loads(text)["gateway"]["health_listen"].rpartition(":")[2])
 
 
 def test_the_dockerfile_builds_from_a_pinned_python_and_runs_unprivileged() -> None:
@@ -78,6 +87,8 @@ def test_the_dockerfile_builds_from_a_pinned_python_and_runs_unprivileged() -> N
     assert pinned(base) and base.startswith("python:3.12")
     assert re.search(r"^USER 10001$", text, re.MULTILINE)
     assert "pip install ." in text
+    (exposed,) = re.findall(r"^EXPOSE\s+(.+)$", text, re.MULTILINE)
+    assert str(health_port()) in exposed.split()
 
 
 # --- docker-compose -------------------------------------------------------------------------------
@@ -107,6 +118,39 @@ def test_compose_runs_three_nats_nodes_two_distinct_gateways_a_balancer_and_prom
         assert service["environment"]["DUTYLINK_NATS_URL"].count("nats://") == 3
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert any(p.endswith(":50051:50051") for p in services["lb"]["ports"])
+
+
+def test_compose_checks_each_gateway_on_its_health_port() -> None:
+    for name, service in compose()["services"].items():
+        if "build" in service:
+            test = service["healthcheck"]["test"]
+            assert test[:3] == ["CMD", "python", "-c"], name
+            assert f'"127.0.0.1:{health_port()}"' in test[3], name
+            assert "ports" not in service  # the health port stays inside the container
+
+
+async def test_the_compose_healthcheck_command_passes_only_while_the_gateway_serves(
+    nats_url: str, tmp_path: Path
+) -> None:
+    (script,) = {
+        s["healthcheck"]["test"][3] for s in compose()["services"].values() if "build" in s
+    }
+    address = f"127.0.0.1:{free_port()}"
+    script = script.replace(f"127.0.0.1:{health_port()}", address)
+
+    async def healthcheck() -> int:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        return await process.wait()
+
+    settings = config_for_tests(
+        gateway={"health_listen": address}, nats={"data_dir": str(tmp_path / "gw")}
+    )
+    async with gateway_for_tests(nats_url, settings):
+        assert await healthcheck() == 0
+    assert await healthcheck() != 0
 
 
 def test_compose_images_are_pinned_and_every_file_it_names_is_declared() -> None:
@@ -143,9 +187,15 @@ def test_kubernetes_runs_three_nats_nodes_and_two_gateways_with_grpc_health_prob
     gateway = sets["dutylink-gateway"]
     assert gateway["spec"]["replicas"] == 2
     (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    # The probes reach the plaintext health-only port of the ConfigMap's health_listen (the
+    # main port requires a client certificate, which kubelet cannot present).
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["service"] == "", probe
-        assert isinstance(container[probe]["grpc"]["port"], int), probe
+        assert container[probe]["grpc"] == {"port": health_port(), "service": ""}, probe
+    ports = {p["containerPort"] for p in container["ports"]}
+    assert {50051, health_port()} <= ports
+    for service in kind("Service").values():  # kubelet probes the pod, nobody else needs it
+        if service["metadata"]["name"].startswith("dutylink-gateway"):
+            assert all(p["port"] != health_port() for p in service["spec"]["ports"])
     env = {e["name"]: e for e in container["env"]}
     assert env["DUTYLINK_GATEWAY_GATEWAY_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.name"

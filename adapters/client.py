@@ -194,8 +194,11 @@ class DutyLinkClient:
         jurisdiction_prefixes: Sequence[str] = (),
         planes: Sequence[event_pb2.Plane.ValueType] = (),
         max_in_flight: int = 0,
+        confirm_acks: bool = False,
     ) -> Subscription:
-        """A durable subscription; open it with `async with`."""
+        """A durable subscription; open it with `async with`. With `confirm_acks`, `ack()`
+        returns only once the gateway confirms that JetStream recorded the ack, so a delivery
+        acked without an error never comes again."""
         opening = gateway_pb2.SubscriptionOpen(
             name=name,
             filter=gateway_pb2.SubscriptionFilter(
@@ -205,6 +208,7 @@ class DutyLinkClient:
                 planes=planes,
             ),
             max_in_flight=max_in_flight,
+            confirm_acks=confirm_acks,
         )
         return Subscription(self._subscriber, opening, self._metadata)
 
@@ -352,6 +356,8 @@ class Subscription:
         self._deliveries: asyncio.Queue[gateway_pb2.Delivery | None] = asyncio.Queue()
         # gRPC allows one write in flight per stream; acks may come from many tasks.
         self._writing = asyncio.Lock()
+        # Acks awaiting the gateway's confirmation, by delivery id (with `confirm_acks`).
+        self._confirmations: dict[int, asyncio.Future[None]] = {}
         self.ready: gateway_pb2.SubscriptionReady | None = None
 
     async def open(self) -> gateway_pb2.SubscriptionReady:
@@ -370,11 +376,22 @@ class Subscription:
         # the RPC; it never holds more than the gateway's in-flight limit.
         try:
             while (response := await call.read()) is not grpc.aio.EOF:
-                self._deliveries.put_nowait(cast(gateway_pb2.SubscribeResponse, response).delivery)
+                message = cast(gateway_pb2.SubscribeResponse, response)
+                if message.HasField("ack_confirmed"):
+                    waiting = self._confirmations.pop(message.ack_confirmed.delivery_id, None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(None)
+                else:
+                    self._deliveries.put_nowait(message.delivery)
         except grpc.aio.AioRpcError as error:
             self._error = error
         finally:
             self._deliveries.put_nowait(None)
+            ended = ConnectionError("the subscription ended before the gateway confirmed the ack")
+            for waiting in self._confirmations.values():
+                if not waiting.done():
+                    waiting.set_exception(ended)
+            self._confirmations.clear()
 
     async def next(self, timeout: float | None = None) -> gateway_pb2.Delivery | None:
         """The next delivery, or None once the stream has ended; TimeoutError after `timeout`.
@@ -394,10 +411,28 @@ class Subscription:
         async with self._writing:
             await self._call.write(request)
 
-    async def ack(self, delivery: gateway_pb2.Delivery) -> None:
-        await self._write(
-            gateway_pb2.SubscribeRequest(ack=gateway_pb2.Ack(delivery_id=delivery.delivery_id))
-        )
+    async def ack(self, delivery: gateway_pb2.Delivery, *, timeout: float | None = 30.0) -> None:
+        """Acknowledge `delivery`. With `confirm_acks`, wait for the gateway's confirmation:
+        ConnectionError if the stream ends first, TimeoutError after `timeout` (then, as
+        without confirmation, the event may come again, e.g. when this delivery had already
+        been superseded by a redelivery)."""
+        confirmed: asyncio.Future[None] | None = None
+        if self._opening.confirm_acks:
+            if self._reader is None or self._reader.done():
+                raise ConnectionError("the subscription is not open")
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmations[delivery.delivery_id] = confirmed
+        try:
+            await self._write(
+                gateway_pb2.SubscribeRequest(ack=gateway_pb2.Ack(delivery_id=delivery.delivery_id))
+            )
+            if confirmed is not None:
+                await asyncio.wait_for(asyncio.shield(confirmed), timeout)
+        finally:
+            if confirmed is not None:
+                self._confirmations.pop(delivery.delivery_id, None)
+                if confirmed.done() and not confirmed.cancelled():
+                    confirmed.exception()  # retrieved: no "never retrieved" warning
 
     async def nack(
         self, delivery: gateway_pb2.Delivery, *, delay: timedelta = timedelta(0), reason: str = ""

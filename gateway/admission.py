@@ -1,17 +1,19 @@
 """Admission of one published event: validate, check the claimed source, stamp, decide, route.
 Pure (the policy decision comes in as a function).
 
-The same function serves Publish and each event of PublishBatch, so both refuse and accept
-alike; the servicer only turns the outcome into a status or a per-event result.
+The same function serves Publish and each event of PublishBatch (`admit_all`: one request,
+one moment of receipt), so both refuse and accept alike; the servicer only turns the outcome
+into a status or a per-event result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from dutylink.v1 import event_pb2
 from gateway import envelope, subjects
@@ -52,6 +54,33 @@ def admit(
 ) -> Admitted | Refused:
     """Size, field rules, claimed source, then the access policy's publish decision (on the
     stamped event, so the policy sees the authenticated source)."""
+    return _admit(
+        validator, decide, principal, event, envelope.timestamp(received), max_event_bytes
+    )
+
+
+def admit_all(
+    validator: Validator,
+    decide: Callable[[event_pb2.Event], Decision],
+    principal: Principal,
+    events: Iterable[event_pb2.Event],
+    received: datetime,
+    *,
+    max_event_bytes: int,
+) -> list[Admitted | Refused]:
+    """`admit` for each event of a batch, all received at one moment (`received`)."""
+    stamp = envelope.timestamp(received)
+    return [_admit(validator, decide, principal, event, stamp, max_event_bytes) for event in events]
+
+
+def _admit(
+    validator: Validator,
+    decide: Callable[[event_pb2.Event], Decision],
+    principal: Principal,
+    event: event_pb2.Event,
+    received: timestamp_pb2.Timestamp,
+    max_event_bytes: int,
+) -> Admitted | Refused:
     size = event.ByteSize()
     if size > max_event_bytes:
         problem = FieldProblem(

@@ -109,7 +109,8 @@ class ClusterPlan:
     sync_always: bool = True
     tls: ClusterTls | None = None
     # With fault proxies: route_ports[i][j] is where node i dials node j (a proxy's port), for
-    # every j != i. Empty: nodes dial each other's cluster ports directly.
+    # every j != i; route_ports[i][i] is never listened on. Empty: nodes dial each other's
+    # cluster ports directly.
     route_ports: tuple[tuple[int, ...], ...] = ()
 
 
@@ -120,6 +121,12 @@ def _free_ports(count: int) -> list[int]:
         for probe in probes:
             probe.bind((HOST, 0))
         return [int(probe.getsockname()[1]) for probe in probes]
+
+
+def _password() -> str:
+    # Starts with a letter: a NATS configuration reads an unquoted value (an environment
+    # variable, as in deploy/nats/nats.conf) that starts with a digit as a number.
+    return "dl" + secrets.token_urlsafe(18)
 
 
 def plan_local_cluster(
@@ -143,8 +150,8 @@ def plan_local_cluster(
             Node(f"n{i + 1}", ports[2 * i], ports[2 * i + 1], Path(directory) / f"n{i + 1}")
             for i in range(nodes)
         ),
-        gateway_password=secrets.token_urlsafe(18),
-        system_password=secrets.token_urlsafe(18),
+        gateway_password=_password(),
+        system_password=_password(),
         sync_always=sync_always,
         tls=tls,
         route_ports=tuple(
@@ -185,6 +192,12 @@ def render_node_config(plan: ClusterPlan, index: int) -> str:
             f"  listen: {_string(f'{HOST}:{node.cluster_port}')}",
             f"  routes: {_strings(routes)}",
         ]
+        if plan.route_ports:
+            # Nodes tell each other where to reach them (gossip), and a node that learns of a
+            # peer before its own route to it is up dials it there: around the proxies. So
+            # advertise a port nobody listens on (route_ports[i][i], planned, never bound):
+            # such a dial fails and only the routes through the proxies remain.
+            lines.append(f"  advertise: {_string(f'{HOST}:{plan.route_ports[index][index]}')}")
         if plan.tls is not None:
             lines += [
                 "  tls {",

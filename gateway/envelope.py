@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from google.protobuf import timestamp_pb2
+
 from dutylink.v1 import event_pb2
 
 CLOUDEVENTS_SPEC_VERSION = "1.0"
@@ -33,12 +35,24 @@ def dedup_key(agency: str, event_id: str) -> str:
     return f"{agency}:{event_id}"
 
 
-def stamped(event: event_pb2.Event, agency: str, received: datetime) -> event_pb2.Event:
+def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    """`moment` as a protobuf Timestamp (convert once, stamp many events with it)."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def stamped(
+    event: event_pb2.Event, agency: str, received: datetime | timestamp_pb2.Timestamp
+) -> event_pb2.Event:
     """A copy of `event` with the gateway's attributes: the authenticated source and receive time."""
     copy = event_pb2.Event()
     copy.CopyFrom(event)
     copy.source = agency
-    copy.received_time.FromDatetime(received)
+    if isinstance(received, datetime):
+        copy.received_time.FromDatetime(received)
+    else:
+        copy.received_time.CopyFrom(received)
     return copy
 
 

@@ -35,6 +35,8 @@ VARZ_SUBJECT = "dutylink.nats.varz"
 DURABILITY_MODES = ("refuse", "warn")
 # Fewer than 3 replicas on a cluster: one node's lost disk loses acknowledged events.
 CLUSTER_MIN_REPLICAS = 3
+# Pipelined publishing hands nats-py's flusher what is pending after this many messages.
+FLUSH_EVERY = 64
 
 
 class StoreError(Exception):
@@ -148,6 +150,11 @@ def _api_error(code: int | None, description: str | None) -> StoreError:
         return StoreFullError(f"event stream is full: {description}")
     if code == 503:
         return StoreUnavailableError(f"JetStream unavailable: {description}")
+    if "in process" in text:
+        # "duplicate message id is in process": the same id's earlier try is still being
+        # replicated (e.g. it timed out during a leader change). Its outcome is not known yet:
+        # retrying, not refusing, is what keeps a stored event from being reported as refused.
+        return StoreUnavailableError(f"JetStream is still storing an earlier try: {description}")
     return StoreRejectedError(f"JetStream refused the event: {description}")
 
 
@@ -252,56 +259,88 @@ async def _log_nats_error(error: Exception) -> None:
     log.warning("nats.error", error=f"{type(error).__name__}: {error}")
 
 
+class _Batch:
+    """The acknowledgements one pipelined publish awaits: one outcome per message, in order,
+    and a future resolved once every message sent has its outcome."""
+
+    __slots__ = ("done", "missing", "outcomes", "sealed", "tokens")
+
+    def __init__(self, count: int) -> None:
+        self.outcomes: list[Stored | StoreError | None] = [None] * count
+        self.tokens: list[str] = []
+        self.missing = 0
+        self.sealed = False  # every message sent (or failed to send): `done` may resolve
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(self, index: int, outcome: Stored | StoreError) -> None:
+        self.outcomes[index] = outcome
+        self.missing -= 1
+        if self.sealed and self.missing == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def seal(self) -> None:
+        self.sealed = True
+        if self.missing == 0 and not self.done.done():
+            self.done.set_result(None)
+
+
 class _AckInbox:
     """Pipelined publishing: every publish names a reply subject under one wildcard inbox, and
-    JetStream's acknowledgements resolve one future each. (nats-py's own publish_async loses
-    JetStream's error replies: its reply handler raises instead of failing the future, so a
-    refused event would look like a time-out.)"""
+    JetStream's acknowledgement (or error) settles that message's outcome in its batch; no
+    future, task or timer per message. (nats-py's own publish_async loses JetStream's error
+    replies: its reply handler raises instead of failing the future, so a refused event would
+    look like a time-out.)"""
 
     def __init__(self, client: NatsClient) -> None:
         self._client = client
         self._prefix = client.new_inbox()
-        self._futures: dict[str, asyncio.Future[Stored]] = {}
+        self._waiting: dict[str, tuple[_Batch, int]] = {}
         self._tokens = itertools.count()
 
     async def start(self) -> None:
         await self._client.subscribe(f"{self._prefix}.*", cb=self._on_reply)
 
     async def publish(
-        self, subject: str, data: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[Stored]:
+        self, batch: _Batch, index: int, subject: str, data: bytes, headers: dict[str, str]
+    ) -> None:
+        """Send message `index` of `batch`; its acknowledgement settles it later."""
         token = str(next(self._tokens))
-        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._futures[token] = future
-        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        self._waiting[token] = (batch, index)
+        batch.tokens.append(token)
+        batch.missing += 1
         try:
             await self._client.publish(
                 subject, data, reply=f"{self._prefix}.{token}", headers=headers
             )
         except BaseException:
-            future.cancel()
+            del self._waiting[token]
+            batch.missing -= 1
             raise
-        return future
+
+    def forget(self, batch: _Batch) -> None:
+        """Stop waiting for the batch's missing acknowledgements (timed out or cancelled)."""
+        for token in batch.tokens:
+            self._waiting.pop(token, None)
 
     async def _on_reply(self, message: Msg) -> None:
-        future = self._futures.get(message.subject.rsplit(".", 1)[-1])
-        if future is None or future.done():
+        waiting = self._waiting.pop(message.subject.rsplit(".", 1)[-1], None)
+        if waiting is None:
             return  # the publisher gave up waiting; its outcome was reported as unknown
+        batch, index = waiting
         if message.headers and message.headers.get("Status") == "503":
-            future.set_exception(StoreUnavailableError("no JetStream stream answered"))
+            batch.settle(index, StoreUnavailableError("no JetStream stream answered"))
             return
         try:
             reply = json.loads(message.data)
         except ValueError:
-            future.set_exception(StoreUnavailableError("unreadable acknowledgement from JetStream"))
+            batch.settle(index, StoreUnavailableError("unreadable acknowledgement from JetStream"))
             return
         if "error" in reply:
-            future.set_exception(
-                _api_error(reply["error"].get("code"), reply["error"].get("description"))
-            )
+            error = reply["error"]
+            batch.settle(index, _api_error(error.get("code"), error.get("description")))
         else:
-            future.set_result(
-                Stored(sequence=int(reply["seq"]), duplicate=bool(reply.get("duplicate")))
+            batch.settle(
+                index, Stored(sequence=int(reply["seq"]), duplicate=bool(reply.get("duplicate")))
             )
 
 
@@ -322,6 +361,10 @@ class DurableSubscription:
             return await self._pull.fetch(count, timeout=wait)
         except nats.errors.TimeoutError:
             return []
+        except nats.js.errors.APIError as error:
+            # E.g. 409/503 while the consumer's leader changes: transient, the caller retries.
+            reason = error.description or type(error).__name__
+            raise StoreUnavailableError(f"pull failed ({error.code}): {reason}") from error
         except _STORE_FAILURES as error:
             raise _translate(error) from error
 
@@ -542,26 +585,36 @@ class EventStore:
         stream: str = subjects.EVENTS_STREAM,
     ) -> list[Stored | StoreError]:
         """Sends every message without waiting for acknowledgements in between (they leave in
-        order on one connection), then collects each acknowledgement or error, in order."""
-        if self._acks is None:
+        order on one connection), then collects each acknowledgement or error, in order; a
+        message not acknowledged within `timeout` of the last send is unavailable (outcome
+        unknown)."""
+        acks = self._acks
+        if acks is None:
             raise StoreUnavailableError("not connected to NATS yet")
         expected = {"Nats-Expected-Stream": stream}
-        pending: list[asyncio.Future[Stored] | StoreError] = []
-        for subject, data, headers in messages:
-            try:
-                pending.append(await self._acks.publish(subject, data, {**headers, **expected}))
-            except _STORE_FAILURES as error:
-                pending.append(_translate(error))
-
-        async def outcome(item: asyncio.Future[Stored] | StoreError) -> Stored | StoreError:
-            if isinstance(item, StoreError):
-                return item
-            try:
-                return await asyncio.wait_for(item, timeout)
-            except (StoreError, *_STORE_FAILURES) as error:
-                return _translate(error)
-
-        return list(await asyncio.gather(*(outcome(item) for item in pending)))
+        batch = _Batch(len(messages))
+        try:
+            for index, (subject, data, headers) in enumerate(messages):
+                try:
+                    await acks.publish(batch, index, subject, data, {**headers, **expected})
+                except _STORE_FAILURES as error:
+                    batch.outcomes[index] = _translate(error)
+                if index % FLUSH_EVERY == FLUSH_EVERY - 1:
+                    # Let nats-py's flusher send what is pending, so JetStream stores (and
+                    # fsyncs) the first messages while the rest are still being encoded.
+                    await asyncio.sleep(0)
+            batch.seal()
+            if not batch.done.done():
+                await asyncio.wait((batch.done,), timeout=timeout)
+        finally:
+            if batch.missing:
+                acks.forget(batch)  # acknowledgements still missing are no longer awaited
+        return [
+            StoreUnavailableError("JetStream did not acknowledge in time; outcome unknown")
+            if outcome is None
+            else outcome
+            for outcome in batch.outcomes
+        ]
 
     async def open_subscription(
         self, agency: str, name: str, filter_subjects: Sequence[str], max_in_flight: int
@@ -588,6 +641,20 @@ class EventStore:
         except _STORE_FAILURES as error:
             raise _translate(error) from error
         return DurableSubscription(pull, (info.num_pending or 0) + (info.num_ack_pending or 0))
+
+    async def ack(self, message: Msg, *, attempts: int = 3, timeout: float = 2.0) -> None:
+        """Ack `message` and wait until JetStream answers (a double ack). An ack is idempotent
+        and JetStream answers a repeated one too, so an ack whose answer was lost (a timeout
+        while the consumer's leader changes) is sent again: the answer, not the first send,
+        tells whether the event can come back. Raises StoreUnavailableError if none came."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.client.request(message.reply, b"+ACK", timeout=timeout)
+                return
+            except _STORE_FAILURES as error:
+                if attempt == attempts:
+                    raise _translate(error) from error
+                await asyncio.sleep(0.2 * attempt)
 
     async def dead_letter(
         self, message: Msg, agency: str, name: str, *, deliveries: int, reason: str

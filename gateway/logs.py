@@ -8,8 +8,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO, cast
 
 import structlog
+
+
+class _CurrentStdout:
+    """Whatever `sys.stdout` is when a line is written, not when logging was configured:
+    loggers are cached on first use, and a stream swapped in for a while (a test runner's
+    capture, an embedding application) may be closed by the time they write."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
@@ -28,6 +41,6 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStdout())),
         cache_logger_on_first_use=True,
     )

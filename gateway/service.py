@@ -12,7 +12,8 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
@@ -23,7 +24,7 @@ from nats.aio.msg import Msg
 
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway import subjects
-from gateway.admission import Admitted, Refused, admit
+from gateway.admission import Admitted, Refused, admit, admit_all
 from gateway.audit.commitments import commit
 from gateway.audit.entries import (
     Delivered,
@@ -85,11 +86,16 @@ def _store_message(error: StoreError) -> str:
 
 
 def _receipt(admitted: Admitted, stored: Stored) -> gateway_pb2.Receipt:
-    receipt = gateway_pb2.Receipt(
-        event_id=admitted.event.id, stream_sequence=stored.sequence, duplicate=stored.duplicate
-    )
-    receipt.received_time.CopyFrom(admitted.event.received_time)
+    receipt = gateway_pb2.Receipt()
+    _fill_receipt(receipt, admitted, stored)
     return receipt
+
+
+def _fill_receipt(receipt: gateway_pb2.Receipt, admitted: Admitted, stored: Stored) -> None:
+    receipt.event_id = admitted.event.id
+    receipt.stream_sequence = stored.sequence
+    receipt.duplicate = stored.duplicate
+    receipt.received_time.CopyFrom(admitted.event.received_time)
 
 
 def _publish_error(
@@ -129,6 +135,7 @@ class Dependencies:
     # Set when the gateway begins to shut down: long-lived streams end promptly (subscribers
     # reconnect, to another replica if there is one) instead of holding the shutdown's grace.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    confirmed_acks: ConfirmedAcks = field(default_factory=lambda: ConfirmedAcks())
 
     async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """Append to the audit log (fail closed: raises AuditUnavailableError when the log is
@@ -275,13 +282,23 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     (problem,),
                 ),
             )
-        results = [
-            gateway_pb2.PublishResult(index=i, event_id=e.id) for i, e in enumerate(request.events)
-        ]
+        response = gateway_pb2.PublishBatchResponse()
+        results = response.results
+        for index, event in enumerate(request.events):
+            results.add(index=index, event_id=event.id)
+        # One request, one moment of receipt: every event is stamped and decided at `now`.
+        now = self._deps.clock()
+        outcomes = admit_all(
+            self._deps.validator,
+            lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
+            principal,
+            request.events,
+            now,
+            max_event_bytes=self._deps.config.gateway.max_message_bytes,
+        )
         admitted: list[tuple[int, Admitted]] = []
         refusals: list[audit_pb2.AuditEntry] = []
-        for index, event in enumerate(request.events):
-            outcome = self._admit(principal, event)
+        for index, (event, outcome) in enumerate(zip(request.events, outcomes, strict=True)):
             if isinstance(outcome, Refused):
                 refusals.append(_refusal_entry(principal, event, outcome))
                 problems = tuple(
@@ -328,15 +345,52 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     _publish_error(_store_code(stored), _store_message(stored))
                 )
             else:
-                results[index].receipt.CopyFrom(_receipt(accepted, stored))
+                _fill_receipt(results[index].receipt, accepted, stored)
         await self._deps.record_best_effort(failures)
         log.info(
             "publish_batch.done",
             events=len(request.events),
-            stored=sum(r.HasField("receipt") for r in results),
+            stored=len(admitted) - len(failures),
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-        return gateway_pb2.PublishBatchResponse(results=results)
+        return response
+
+
+class ConfirmedAcks:
+    """The stream sequences this replica saw JetStream confirm an ack of, per consumer: the
+    latest `per_consumer` of each, for the `consumers` most recently acked on. JetStream answers
+    an AckSync before the ack is replicated: when the consumer's leader is cut off just then,
+    its successor redelivers (after the ack wait) an event whose ack was confirmed. A redelivery
+    through this replica of a sequence listed here is acked again instead of sent. (Through
+    another replica it is sent: handlers stay idempotent, keyed by `stream_sequence`.) Only the
+    last moments before a leader change matter, so the memory is small and bounded: about
+    0.5 MB per busy consumer at the default."""
+
+    def __init__(self, per_consumer: int = 4096, consumers: int = 256) -> None:
+        self.per_consumer = per_consumer
+        self.consumers = consumers
+        # consumer -> (oldest-first sequences, the same as a set); most recently used last
+        self._acked: OrderedDict[str, tuple[deque[int], set[int]]] = OrderedDict()
+
+    def add(self, consumer: str, sequence: int) -> None:
+        if consumer in self._acked:
+            self._acked.move_to_end(consumer)
+        else:
+            self._acked[consumer] = (deque(), set())
+            if len(self._acked) > self.consumers:
+                self._acked.popitem(last=False)
+        order, members = self._acked[consumer]
+        if sequence in members:
+            return
+        order.append(sequence)
+        members.add(sequence)
+        if len(order) > self.per_consumer:
+            members.discard(order.popleft())
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        consumer, sequence = key
+        held = self._acked.get(consumer)
+        return held is not None and sequence in held[1]
 
 
 class _Session:
@@ -386,6 +440,7 @@ class _Planned:
     # Set for an event to send; None to withhold it (acked) or dead-letter it.
     delivery: gateway_pb2.Delivery | None = None
     dead_letter: str = ""  # the reason, when dead-lettering
+    already_acked: bool = False  # a redelivery of an ack this replica saw confirmed
 
 
 class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
@@ -500,17 +555,25 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             pending=subscription.pending,
         )
         session = _Session(limit)
+        writing = asyncio.Lock()
+
+        async def send(response: gateway_pb2.SubscribeResponse) -> None:
+            # One write at a time: deliveries and ack confirmations share the stream.
+            async with writing:
+                await context.write(response)
+
         acks: set[asyncio.Task[None]] = set()
-        reader = asyncio.create_task(self._read_acks(context, session, acks))
+        confirm = send if opening.confirm_acks else None
+        reader = asyncio.create_task(self._read_acks(context, session, acks, confirm))
         try:
-            await context.write(
+            await send(
                 gateway_pb2.SubscribeResponse(
                     ready=gateway_pb2.SubscriptionReady(
                         name=opening.name, pending=subscription.pending, max_in_flight=limit
                     )
                 )
             )
-            await self._deliver(context, principal, opening.name, subscription, session, reader)
+            await self._deliver(send, principal, opening.name, subscription, session, reader)
             if self._deps.stopping.is_set():
                 await abort(
                     context,
@@ -546,6 +609,11 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             stream_sequence=message.metadata.sequence.stream,
             attempt=attempt,
         )
+        consumer = subjects.consumer_name(principal.agency, name)
+        if attempt > 1 and (consumer, delivered.stream_sequence) in self._deps.confirmed_acks:
+            reason = "redelivered although its ack was confirmed: acked again, not sent"
+            entry = settled_entry(delivered, audit_pb2.AUDIT_ACTION_ACK, reason)
+            return _Planned(message, entry, delivered, already_acked=True)
         event: event_pb2.Event | None = None
         if attempt > max_deliveries:
             reason = f"not acknowledged after {max_deliveries} deliveries"
@@ -588,7 +656,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
 
     async def _deliver(
         self,
-        context: grpc.aio.ServicerContext[Any, Any],
+        send: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]],
         principal: Principal,
         name: str,
         subscription: DurableSubscription,
@@ -624,6 +692,14 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             for plan in plans:
                 if plan.dead_letter:
                     await self._dead_letter(plan, principal.agency, name)
+                elif plan.already_acked:
+                    log.warning(
+                        "subscribe.acked_again",
+                        subscription=name,
+                        sequence=plan.delivered.stream_sequence,
+                    )
+                    with contextlib.suppress(StoreError):  # if lost, it comes back: same again
+                        await self._deps.store.ack(plan.message)
                 elif plan.delivery is None:
                     log.info(
                         "subscribe.not_allowed",
@@ -634,7 +710,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                     await plan.message.ack()
                 else:
                     plan.delivery.delivery_id = session.add(plan.message, plan.delivered)
-                    await context.write(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
+                    await send(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
         if reader.done():
             reader.result()  # surface a reader failure
 
@@ -656,16 +732,29 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             reason=plan.dead_letter,
         )
 
-    async def _settle(self, message: Msg, delivered: Delivered, nack_delay: float | None) -> None:
-        """Record the subscriber's ack or nack, then pass it to JetStream. Recorded first: if
-        the gateway dies in between, or the log cannot be appended, JetStream redelivers the
-        event after the ack wait, and the log shows that redelivery."""
+    async def _settle(
+        self,
+        delivery_id: int,
+        message: Msg,
+        delivered: Delivered,
+        nack_delay: float | None,
+        confirm: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]] | None,
+    ) -> None:
+        """Record the subscriber's ack or nack, then pass it to JetStream, then (if asked)
+        confirm an ack to the subscriber. Recorded first: if the gateway dies in between, or the
+        log cannot be appended, JetStream redelivers the event after the ack wait, and the log
+        shows that redelivery. Confirmed last: a confirmed ack is never followed by a redelivery."""
         action = audit_pb2.AUDIT_ACTION_ACK if nack_delay is None else audit_pb2.AUDIT_ACTION_NACK
         try:
             await self._deps.record([settled_entry(delivered, action)])
             if nack_delay is None:
                 # Double ack: return only once JetStream has recorded it.
-                await message.ack_sync()
+                await self._deps.store.ack(message)
+                consumer = subjects.consumer_name(delivered.recipient, delivered.subscription)
+                self._deps.confirmed_acks.add(consumer, delivered.stream_sequence)
+                if confirm is not None:
+                    confirmed = gateway_pb2.AckConfirmed(delivery_id=delivery_id)
+                    await confirm(gateway_pb2.SubscribeResponse(ack_confirmed=confirmed))
             else:
                 await message.nak(delay=nack_delay or None)
         except Exception as error:  # a lost ack is redelivered; it must not end the stream
@@ -681,6 +770,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
         session: _Session,
         acks: set[asyncio.Task[None]],
+        confirm: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]] | None,
     ) -> None:
         while True:
             request = await context.read()
@@ -688,16 +778,16 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 return
             action = cast(gateway_pb2.SubscribeRequest, request)
             if action.HasField("ack"):
-                taken, delay = session.take(action.ack.delivery_id), None
+                delivery_id, delay = action.ack.delivery_id, None
             elif action.HasField("nack"):
-                taken = session.take(action.nack.delivery_id)
+                delivery_id = action.nack.delivery_id
                 delay = action.nack.delay.ToTimedelta().total_seconds()
             else:
                 continue
-            if taken is not None:
+            if (taken := session.take(delivery_id)) is not None:
                 # Settled concurrently (at most the session's window at once), so the audit
                 # log's group commit and JetStream's acks are shared among them.
-                task = asyncio.create_task(self._settle(*taken, delay))
+                task = asyncio.create_task(self._settle(delivery_id, *taken, delay, confirm))
                 acks.add(task)
                 task.add_done_callback(acks.discard)
 

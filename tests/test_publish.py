@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
 import grpc
+import nats
 import pytest
 import structlog.testing
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from nats.aio.msg import Msg
 
 from adapters.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
+from gateway.admission import Admitted, admit, admit_all
+from gateway.auth import Principal
+from gateway.jetstream import (
+    FLUSH_EVERY,
+    EventStore,
+    Stored,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
 from gateway.server import Gateway
+from gateway.subjects import EVENTS_PREFIX
 from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.validation import Validator
+from policies.engine import Decision
 from tests.conftest import TOKENS, ClientFactory
 from tests.factories import incident_event, resource_request_event, warning_event
 
@@ -173,3 +191,109 @@ async def test_logs_name_the_event_but_never_carry_its_content(client_for: Clien
     assert [e["event_id"] for e in stored] == [event.id]
     text = repr(captured)
     assert "13912345678" not in text and "Unmistakable-title-marker" not in text
+
+
+async def test_a_batch_is_stamped_with_one_moment_of_receipt(client_for: ClientFactory) -> None:
+    fire = await client_for("fire")
+    results = await fire.publish_batch([incident_event() for _ in range(3)])
+    stamps = {r.receipt.received_time.ToNanoseconds() for r in results}
+    assert len(stamps) == 1 and stamps.pop() > 0
+
+
+def test_admitting_a_batch_decides_each_event_as_admitting_it_alone() -> None:
+    validator, principal = Validator(), Principal("fire")
+    now = datetime.now(UTC)
+    decisions: list[str] = []
+
+    def decide(stamped: event_pb2.Event) -> Decision:
+        decisions.append(stamped.id)
+        return Decision(stamped.type != "incident.updated", ("r1",), "ok", (), "v1")
+
+    denied, invalid, other_source = incident_event(), incident_event(), incident_event()
+    denied.type = "incident.updated"
+    invalid.ClearField("classification")
+    other_source.source = "police"
+    events = [incident_event(), denied, invalid, other_source, incident_event()]
+    together = admit_all(validator, decide, principal, events, now, max_event_bytes=1 << 20)
+    alone = [admit(validator, decide, principal, e, now, max_event_bytes=1 << 20) for e in events]
+    assert together == alone
+    assert [type(o).__name__ for o in together] == [
+        "Admitted", "Refused", "Refused", "Refused", "Admitted",
+    ]  # fmt: skip
+    assert decisions == [e.id for e in (events[0], denied, events[4])] * 2
+    for outcome in together:
+        if isinstance(outcome, Admitted):
+            assert outcome.event.received_time.ToDatetime(UTC) == now
+            assert outcome.event.source == "fire"
+            assert outcome.data == outcome.event.SerializeToString()
+
+
+async def test_a_pipelined_publish_gives_each_message_its_own_outcome_in_order(
+    nats_url: str,
+) -> None:
+    store = EventStore(config_for_tests())
+    await store.connect(nats_url)
+    try:
+        await store.ensure_streams()
+        tag = uuid.uuid4().hex
+        count = 3 * FLUSH_EVERY + 5  # several flushes while sending
+        messages = [
+            (f"{EVENTS_PREFIX}.t{tag}.{i}", b"x", {"Nats-Msg-Id": f"{tag}-{i}"})
+            for i in range(count)
+        ]
+        messages[7] = (messages[7][0], b"x", {"Nats-Msg-Id": f"{tag}-3"})  # a duplicate of 3
+        refused = FLUSH_EVERY + 1  # JetStream refuses it: not the last sequence it expects
+        messages[refused] = (
+            messages[refused][0],
+            b"x",
+            {"Nats-Msg-Id": f"{tag}-r", "Nats-Expected-Last-Sequence": "1"},
+        )
+        outcomes = await store.publish_pipelined(messages, 5.0)
+        assert len(outcomes) == count
+        assert isinstance(outcomes[refused], StoreRejectedError)
+        assert isinstance(outcomes[7], Stored) and isinstance(outcomes[3], Stored)
+        assert outcomes[7].duplicate and outcomes[7].sequence == outcomes[3].sequence
+        stored = [o for i, o in enumerate(outcomes) if i not in (7, refused)]
+        assert all(isinstance(o, Stored) and not o.duplicate for o in stored)
+        sequences = [o.sequence for o in stored if isinstance(o, Stored)]
+        assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+    finally:
+        await store.close()
+
+
+async def test_unacknowledged_publishes_time_out_as_unknown_and_are_not_awaited_after(
+    nats_url: str,
+) -> None:
+    store = EventStore(config_for_tests())
+    await store.connect(nats_url)
+    # Not a stream subject: this subscriber takes the messages and never acknowledges them.
+    listener = await nats.connect(nats_url)
+    received: list[Msg] = []
+    six = asyncio.Event()
+
+    async def keep(message: Msg) -> None:
+        received.append(message)
+        if len(received) >= 6:
+            six.set()
+
+    await listener.subscribe("untracked.>", cb=keep)
+    await listener.flush()
+    try:
+        messages = [(f"untracked.{i}", b"x", {"Nats-Msg-Id": str(i)}) for i in range(3)]
+        outcomes = await store.publish_pipelined(messages, 0.3)
+        assert all(isinstance(o, StoreUnavailableError) for o in outcomes)
+        assert all("outcome unknown" in str(o) for o in outcomes)
+        assert len({id(o) for o in outcomes}) == 3, "an error of its own for each message"
+        # A late acknowledgement is ignored: nobody waits for it any more.
+        await listener.publish(received[0].reply, b'{"stream":"X","seq":1}')
+        await listener.flush()
+        # Cancelled while waiting: the acknowledgements are no longer awaited either.
+        waiting = asyncio.create_task(store.publish_pipelined(messages, 30.0))
+        await asyncio.wait_for(six.wait(), 10)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not store._acks._waiting  # type: ignore[union-attr]
+    finally:
+        await listener.close()
+        await store.close()

@@ -155,6 +155,41 @@ async def test_a_slow_subscriber_gets_no_more_than_its_in_flight_limit(
     await subscription.close()
 
 
+async def test_a_confirmed_ack_is_final_and_an_ack_of_a_superseded_delivery_is_not_confirmed(
+    nats_url: str,
+) -> None:
+    config = config_for_tests(subscriptions={"ack_wait_seconds": 2})
+    async with gateway_for_tests(nats_url, config) as gateway:
+        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
+        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
+        try:
+            subscription = police.subscribe("confirm", families=["incident"], confirm_acks=True)
+            await subscription.open()
+            kept, late = incident_event(), incident_event()
+            await fire.publish(kept)
+            (delivery,) = await receive(subscription, 1)  # returns once confirmed
+            assert delivery.event.id == kept.id
+            # Not acked within the ack wait: redelivered, and the first delivery is stale.
+            await fire.publish(late)
+            (first,) = await receive(subscription, 1, ack=False)
+            (again,) = await receive(subscription, 1, ack=False)
+            assert again.stream_sequence == first.stream_sequence and again.attempt == 2
+            with pytest.raises(TimeoutError):
+                await subscription.ack(first, timeout=0.5)
+            await subscription.ack(again)
+            await subscription.close()
+            # Both confirmed acks are final: nothing comes back to a new session.
+            reopened = police.subscribe("confirm", families=["incident"], confirm_acks=True)
+            assert (await reopened.open()).pending == 0
+            await assert_nothing_arrives(reopened)
+            await reopened.close()
+            with pytest.raises(ConnectionError, match="not open"):
+                await reopened.ack(again)
+        finally:
+            await police.close()
+            await fire.close()
+
+
 async def test_an_event_never_acked_is_dead_lettered_and_replays_to_its_subscription_only(
     nats_url: str,
 ) -> None:

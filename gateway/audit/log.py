@@ -25,6 +25,7 @@ import nats.errors
 import nats.js.errors
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import timestamp_pb2
 from nats.js import api
 
 from dutylink.v1 import audit_pb2
@@ -158,7 +159,8 @@ class AuditLog:
             if self._in_doubt:
                 # A failed append may still have been stored: the stream, not memory, decides.
                 await self.start()
-            now = datetime.now(UTC)
+            now = timestamp_pb2.Timestamp()
+            now.FromDatetime(datetime.now(UTC))
             first = self._tree.size
             encoded: list[bytes] = []
             indices: list[list[int]] = []
@@ -168,7 +170,7 @@ class AuditLog:
                     entry.sequence = first + len(encoded)
                     entry.gateway_id = self.gateway_id
                     if not entry.HasField("time"):
-                        entry.time.FromDatetime(now)
+                        entry.time.CopyFrom(now)
                     positions.append(entry.sequence)
                     encoded.append(entry.SerializeToString())
                 indices.append(positions)

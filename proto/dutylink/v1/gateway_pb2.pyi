@@ -310,6 +310,7 @@ class SubscriptionOpen(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    CONFIRM_ACKS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The subscription's name, unique within the agency, e.g. "dispatch". Reopening with the same
     name resumes where the agency left off; a changed filter applies from then on.
@@ -317,6 +318,11 @@ class SubscriptionOpen(_message.Message):
     max_in_flight: _builtins.int
     """At most this many deliveries unacknowledged at once (0 = the gateway's default). Capped by
     the gateway's configured maximum.
+    """
+    confirm_acks: _builtins.bool
+    """Answer each ack with `AckConfirmed` once JetStream has recorded it. A confirmed ack is
+    final: that delivery never comes again. Without confirmation an ack lost in a crash is
+    followed by a redelivery, which idempotent handlers absorb (key: `stream_sequence`).
     """
     @_builtins.property
     def filter(self) -> Global___SubscriptionFilter:
@@ -328,10 +334,11 @@ class SubscriptionOpen(_message.Message):
         name: _builtins.str = ...,
         filter: Global___SubscriptionFilter | None = ...,
         max_in_flight: _builtins.int = ...,
+        confirm_acks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "max_in_flight", b"max_in_flight", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_acks", b"confirm_acks", "filter", b"filter", "max_in_flight", b"max_in_flight", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -441,6 +448,7 @@ class SubscribeResponse(_message.Message):
 
     READY_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
+    ACK_CONFIRMED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ready(self) -> Global___SubscriptionReady:
         """The subscription is open; deliveries follow."""
@@ -449,21 +457,48 @@ class SubscribeResponse(_message.Message):
     def delivery(self) -> Global___Delivery:
         """An event to handle."""
 
+    @_builtins.property
+    def ack_confirmed(self) -> Global___AckConfirmed:
+        """An ack is recorded for good (only when the subscription asked for `confirm_acks`)."""
+
     def __init__(
         self,
         *,
         ready: Global___SubscriptionReady | None = ...,
         delivery: Global___Delivery | None = ...,
+        ack_confirmed: Global___AckConfirmed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["ready", "delivery"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["ready", "delivery", "ack_confirmed"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class AckConfirmed(_message.Message):
+    """JetStream recorded the subscriber's ack of a delivery: it is not delivered again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.int
+    """The delivery's id from `Delivery.delivery_id`."""
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AckConfirmed: _TypeAlias = AckConfirmed  # noqa: Y015
 
 @_typing.final
 class SubscriptionReady(_message.Message):

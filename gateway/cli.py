@@ -178,32 +178,72 @@ def demo(
 @app.command()
 def bench(
     runs: Annotated[int, typer.Option(help="Repetitions; each figure is their median.")] = 3,
-    events: Annotated[int, typer.Option(help="Events per gateway run.")] = 2000,
+    events: Annotated[int, typer.Option(help="Events per throughput run.")] = 2000,
+    seconds: Annotated[
+        float, typer.Option(help="Length of each rate-driven run (latency, fan-out, checkpoint).")
+    ] = 10.0,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            metavar="SECTION",
+            help="Run just this section (repeatable): sync, publish, policy, audit, latency, "
+            "fanout, checkpoint, soak.",
+        ),
+    ] = None,
+    skip_soak: Annotated[
+        bool, typer.Option("--skip-soak", help="Skip the memory and replica runs.")
+    ] = False,
+    rss_seconds: Annotated[
+        float, typer.Option(help="Length of the memory run with a stalled subscriber.")
+    ] = 600.0,
+    nats_url: NatsUrlOption = None,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="Run the gateway (and the echo baseline) in the bench's own process and event "
+            "loop, sharing its CPU with the clients, instead of as separate processes.",
+        ),
+    ] = False,
 ) -> None:
-    """Measure the publish path on this machine and print one table (medians)."""
+    """Measure the gateway on this machine against raw baselines and print one table (medians
+    of --runs, ratios to the baseline measured in the same runs). See gateway/bench.py."""
     from gateway import bench as bench_module
 
-    logs.configure("error")
-    figures = asyncio.run(bench_module.run(runs=runs, count=events))
-    table = Table(title=f"DutyLink publish path, median of {runs} runs")
-    for column in ("figure", "median", "unit", "runs"):
-        table.add_column(column)
-    for figure in figures:
-        table.add_row(
-            figure.name,
-            f"{figure.median:,.2f}",
-            figure.unit,
-            ", ".join(f"{s:,.2f}" for s in figure.samples),
+    sections = frozenset(only or bench_module.SECTIONS) - ({"soak"} if skip_soak else set())
+    unknown = sections - set(bench_module.SECTIONS)
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown section {', '.join(sorted(unknown))} "
+            f"(expected one of {', '.join(bench_module.SECTIONS)})",
+            param_hint="--only",
         )
-    m = [f.median for f in figures]
-    Console().print(table)
-    Console().print(
-        f"fsync on every write: {m[0] / m[1]:.2f}x per sequential publish; "
-        f"PublishBatch: {m[3] / m[2]:.1f}x unary Publish, {m[3] / m[4]:.2f}x raw pipelined nats-py; "
-        f"policy overhead: batch publish {1 - m[3] / m[5]:+.0%}, delivery {1 - m[6] / m[7]:+.0%}; "
-        f"audit log overhead on batch publish {m[9]:.1f}% (target < 15%), "
-        f"checkpoint latency p99 {m[11]:.2f} s (target < 1.5 s)"
+    settings = bench_module.Settings(
+        runs=runs,
+        count=events,
+        seconds=seconds,
+        sections=sections,
+        nats_url=nats_url or "",
+        rss_seconds=rss_seconds,
+        in_process=in_process,
     )
+    logs.configure("error")
+    figures = asyncio.run(bench_module.run(settings))
+    table = Table(
+        title=f"DutyLink, median of {runs} runs, {bench_module.mode(settings)}, "
+        f"on {bench_module.where(settings)}"
+    )
+    for column in bench_module.COLUMNS:
+        table.add_column(column)
+    for row in bench_module.table_rows(figures):
+        table.add_row(*row)
+    console = Console()
+    if not console.is_terminal:  # a log or a file: no wrapping at 80 columns
+        console = Console(width=180)
+    console.print(table)
+    judged = [f.met for f in figures if f.met is not None]
+    console.print(f"targets met: {sum(judged)} of {len(judged)}")
 
 
 @config_app.command("show")

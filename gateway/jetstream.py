@@ -187,6 +187,24 @@ async def stored_messages(
         sequence = (raw.seq or sequence) + 1
 
 
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig, attempts: int = 5) -> None:
+    """Create the stream, or update it in place when it exists with other settings (e.g. a new
+    retention). On a cluster that has just formed, creation can fail for a moment (no peers
+    current yet: refused as a bad request, and the update then finds no stream): tried again
+    a few times, a little later each, before the error is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(config)
+            return
+        except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError):
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(0.5 * attempt)
+
+
 async def gather_replies(
     client: NatsClient,
     subject: str,
@@ -561,11 +579,7 @@ class EventStore:
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
         try:
-            try:
-                await self._js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                # It exists with other settings (e.g. a new retention): update it in place.
-                await self._js.update_stream(config)
+            await ensure_stream(self._js, config)
         except _STORE_FAILURES as error:
             raise _translate(error) from error
 

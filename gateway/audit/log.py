@@ -33,7 +33,7 @@ from gateway import subjects
 from gateway.audit.entries import decode_frames, encode_frames
 from gateway.audit.merkle import TreeState, leaf_hash
 from gateway.audit.note import Checkpoint, Signer, sign_note
-from gateway.jetstream import EventStore, StoreError, stored_messages
+from gateway.jetstream import EventStore, StoreError, ensure_stream, stored_messages
 
 log = structlog.get_logger("dutylink.audit")
 APPEND_TIMEOUT_SECONDS = 5.0
@@ -110,10 +110,7 @@ class AuditLog:
             allow_rollup_hdrs=False,
         )
         try:
-            try:
-                await self._js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await self._js.update_stream(config)
+            await ensure_stream(self._js, config)
             entries = subjects.audit_entries(self.gateway_id)
             frames = []
             last_stored = 0

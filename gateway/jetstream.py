@@ -738,4 +738,7 @@ class EventStore:
         try:
             await self._client.drain()
         except _STORE_FAILURES:
-            await self._client.close()
+            # Reconnecting (NATS just restarted) or already gone: nothing left to drain, and a
+            # failing close must not turn the gateway's shutdown into an error.
+            with contextlib.suppress(*_STORE_FAILURES):
+                await self._client.close()

@@ -144,6 +144,10 @@ class Dependencies:
             return
         if self.audit.log is None:
             raise AuditUnavailableError("the audit log is not open yet")
+        if not self.store.connected:
+            # Fail at once rather than after the append's timeouts: the caller's deadline may
+            # be shorter, and "unavailable, retry" is the answer either way.
+            raise AuditUnavailableError("NATS is not connected: the audit log cannot be appended")
         await self.audit.log.append(entries)
 
     async def record_best_effort(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:

@@ -37,6 +37,9 @@ class GatewaySettings:
     health_listen: str = ""
     max_message_bytes: int = 1_048_576
     max_batch_events: int = 1000
+    # Calls served at once, open subscriptions included. Beyond it a call is refused with
+    # RESOURCE_EXHAUSTED (which clients retry with backoff) instead of queueing without bound.
+    max_concurrent_rpcs: int = 1000
     publish_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
 
@@ -188,9 +191,9 @@ def _check_address(value: str, where: str) -> None:
         raise ConfigError(f"{where}: expected HOST:PORT (e.g. 127.0.0.1:50052), got {value!r}")
 
 
-def _check_addresses(gateway: GatewaySettings, where: str, environ: Mapping[str, str]) -> None:
-    """Each set address is valid (the error names the variable when it came from there), and
-    the health port is not the gRPC port."""
+def _check_gateway(gateway: GatewaySettings, where: str, environ: Mapping[str, str]) -> None:
+    """Each set address is valid (the error names the variable when it came from there), the
+    health port is not the gRPC port, and at least one call can be served."""
 
     def origin(key: str) -> str:
         variable = f"{ENV_PREFIX}GATEWAY_{key.upper()}"
@@ -205,6 +208,10 @@ def _check_addresses(gateway: GatewaySettings, where: str, environ: Mapping[str,
         raise ConfigError(
             f"{origin('health_listen')}: {gateway.health_listen!r} is the port of gateway.listen;"
             " the health port must be a separate one"
+        )
+    if gateway.max_concurrent_rpcs < 1:
+        raise ConfigError(
+            f"{origin('max_concurrent_rpcs')}: must be at least 1, got {gateway.max_concurrent_rpcs}"
         )
 
 
@@ -276,7 +283,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
             _agencies(_read_toml(SAMPLE_AGENCIES)["agencies"], str(SAMPLE_AGENCIES)),
             str(SAMPLE_AGENCIES),
         )
-    _check_addresses(sections["gateway"], where, environ)
+    _check_gateway(sections["gateway"], where, environ)
     tls = sections["tls"]
     given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)]
     if given and len(given) < 3:

@@ -219,6 +219,7 @@ class Gateway:
         )
         self._server = grpc.aio.server(
             interceptors=[MetricsInterceptor(self.metrics)],
+            maximum_concurrent_rpcs=gateway_settings.max_concurrent_rpcs,
             options=[
                 *SERVER_OPTIONS,
                 ("grpc.max_receive_message_length", max_request),

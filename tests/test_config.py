@@ -114,3 +114,12 @@ def test_the_health_port_cannot_be_the_grpc_port(tmp_path: Path) -> None:
         ).gateway.health_listen
         == "127.0.0.1:0"
     )
+
+
+def test_the_concurrent_call_limit_must_let_one_call_through(tmp_path: Path) -> None:
+    path = tmp_path / "dutylink.toml"
+    path.write_text("[gateway]\nmax_concurrent_rpcs = 0\n")
+    with pytest.raises(ConfigError, match=r"gateway\.max_concurrent_rpcs: must be at least 1"):
+        config.load(path, environ={})
+    loaded = config.load(None, environ={"DUTYLINK_GATEWAY_MAX_CONCURRENT_RPCS": "7"})
+    assert loaded.gateway.max_concurrent_rpcs == 7

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from nats.aio.msg import Msg
 
-from adapters.client import DutyLinkClient
+from adapters.client import DutyLinkClient, Retry
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.admission import Admitted, admit, admit_all
 from gateway.auth import Principal
@@ -160,6 +160,35 @@ async def test_a_batch_over_the_limit_is_refused_whole(nats_url: str) -> None:
             await client.publish_batch([warning_event() for _ in range(3)])
         await client.close()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_calls_beyond_the_concurrent_limit_are_refused_not_queued(nats_url: str) -> None:
+    """Open subscriptions hold their slots; one call more is RESOURCE_EXHAUSTED (retryable), and
+    a slot freed serves the next call."""
+    config = config_for_tests(gateway={"max_concurrent_rpcs": 2})
+    async with gateway_for_tests(nats_url, config) as small:
+        receiver = DutyLinkClient(small.address, token=TOKENS["police"])
+        publisher = DutyLinkClient(small.address, token=TOKENS["fire"])
+        first = receiver.subscribe(f"limit-a-{uuid.uuid4().hex[:8]}", families=["incident"])
+        second = receiver.subscribe(f"limit-b-{uuid.uuid4().hex[:8]}", families=["incident"])
+        await first.open()
+        await second.open()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await publisher.publish(incident_event())
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The SDK's retry backs off on RESOURCE_EXHAUSTED and gets through once a slot frees.
+        patient = DutyLinkClient(
+            small.address, token=TOKENS["fire"], retry=Retry(wait_initial=0.05, wait_jitter=0)
+        )
+        retrying = asyncio.create_task(patient.publish(incident_event()))
+        await asyncio.sleep(0.3)
+        assert not retrying.done()
+        await second.close()
+        receipt = await asyncio.wait_for(retrying, 30)
+        assert receipt.stream_sequence > 0
+        await first.close()
+        for client in (receiver, publisher, patient):
+            await client.close()
 
 
 async def test_a_full_event_stream_refuses_new_events_and_evicts_nothing(nats_url: str) -> None:

@@ -840,7 +840,14 @@ async def _latency_figures(settings: Settings) -> list[Figure]:
         )
     )
     raw = _Series(lambda d: _raw_latency(d, rate=rate, seconds=seconds, nats_url=url))
-    await _interleave(settings.runs, [gateway, raw])
+    # The same path below saturation: how much of the figure at `rate` is queueing.
+    light_rate = rate / 4
+    light = _Series(
+        lambda d: _gateway_latency(
+            d, rate=light_rate, seconds=seconds, nats_url=url, in_process=settings.in_process
+        )
+    )
+    await _interleave(settings.runs, [gateway, raw, light])
     where = f"publish → delivery at {rate:,.0f} events/s"
     baseline = "raw nats-py"
     return [
@@ -866,6 +873,13 @@ async def _latency_figures(settings: Settings) -> list[Figure]:
             [r.max for r in gateway.samples],
             (baseline, [r.max for r in raw.samples]),
         ),
+        _figure(
+            "latency",
+            f"end-to-end latency p50, at {light_rate:,.0f} events/s",
+            "ms",
+            [r.p50 for r in light.samples],
+        ),
+        _figure("latency", "end-to-end latency p99", "ms", [r.p99 for r in light.samples]),
     ]
 
 

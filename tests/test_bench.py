@@ -122,7 +122,7 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 2, 2, 1, 3, 3, 2, 4]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 2, 2, 1, 5, 3, 2, 4]
     for figure in figures:
         assert len(figure.samples) == 1, figure.name
         assert len(figure.baseline_samples) in (0, len(figure.samples)), figure.name
@@ -139,8 +139,9 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
         "gateway RSS growth",
     }
     assert all(f.median > 0 for f in figures if f.name not in signed)
-    p50, p99, top = by_section["latency"]
+    p50, p99, top, light_p50, light_p99 = by_section["latency"]
     assert 0 < p50.median <= p99.median <= top.median
+    assert 0 < light_p50.median <= light_p99.median, "the same path at a quarter of the rate"
     checkpoint_p50, checkpoint_p99 = by_section["checkpoint"]
     assert checkpoint_p50.median <= checkpoint_p99.median
     targets = {f.name: f.target for f in figures if f.target is not None}
@@ -169,6 +170,6 @@ async def test_in_process_mode_gives_the_same_figures() -> None:
         in_process=True,
     )
     figures = await bench.run(settings)
-    assert [f.section for f in figures] == ["publish"] * 2 + ["latency"] * 3 + ["fanout"] * 3
+    assert [f.section for f in figures] == ["publish"] * 2 + ["latency"] * 5 + ["fanout"] * 3
     assert all(len(f.samples) == 1 for f in figures)
     assert all(f.median > 0 for f in figures if f.section != "fanout" or f.baseline)

@@ -68,6 +68,10 @@ class SubscriptionSettings:
     default_in_flight: int = 64
     max_in_flight: int = 1000
     max_filter_subjects: int = 256
+    # How long every replica remembers an ack confirmed to a subscriber (the DUTYLINK_ACKED
+    # stream): a redelivery within it, after a consumer leader change lost the ack, is acked
+    # again instead of sent. One small record per confirmed ack, kept this long.
+    ack_record_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -474,6 +474,9 @@ class EventStore:
              [f"{subjects.DEADLETTER_PREFIX}.>"], nats_settings.deadletter_max_age_days, -1),
             (subjects.GRANTS_STREAM, "Break-glass declarations, kept for the mandatory review",
              [f"{subjects.GRANTS_PREFIX}.>"], nats_settings.deadletter_max_age_days, -1),
+            (subjects.ACKED_STREAM, "Acks confirmed to subscribers, seen by every replica",
+             [f"{subjects.ACKED_PREFIX}.>"],
+             self._config.subscriptions.ack_record_seconds / DAY, -1),
         ]  # fmt: skip
         for name, description, stream_subjects, max_age_days, max_bytes in streams:
             await self._ensure_stream(
@@ -512,6 +515,7 @@ class EventStore:
             subjects.EVENTS_STREAM,
             subjects.DEADLETTER_STREAM,
             subjects.GRANTS_STREAM,
+            subjects.ACKED_STREAM,
             subjects.AUDIT_STREAM,
         )
         streams: dict[str, api.StreamInfo] = {}
@@ -669,6 +673,30 @@ class EventStore:
                 if attempt == attempts:
                     raise _translate(error) from error
                 await asyncio.sleep(0.2 * attempt)
+
+    async def record_confirmed_ack(self, consumer: str, stream_sequence: int) -> None:
+        """Remember, for every replica, that the ack of this event on `consumer` was confirmed
+        to the subscriber (JetStream answers an ack before replicating it: see `ack_confirmed`)."""
+        try:
+            await self._js.publish(
+                subjects.acked_subject(consumer, stream_sequence), b"", stream=subjects.ACKED_STREAM
+            )
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+
+    async def ack_confirmed(self, consumer: str, stream_sequence: int) -> bool:
+        """Whether any replica confirmed an ack of this event on `consumer` (within
+        `subscriptions.ack_record_seconds`). Asked of the stream's leader, not a direct get from
+        a replica that may lag: the record was acknowledged by a quorum before the confirmation."""
+        try:
+            await self._js.get_last_msg(
+                subjects.ACKED_STREAM, subjects.acked_subject(consumer, stream_sequence)
+            )
+        except nats.js.errors.NotFoundError:
+            return False
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        return True
 
     async def dead_letter(
         self, message: Msg, agency: str, name: str, *, deliveries: int, reason: str

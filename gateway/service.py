@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,7 +134,6 @@ class Dependencies:
     # Set when the gateway begins to shut down: long-lived streams end promptly (subscribers
     # reconnect, to another replica if there is one) instead of holding the shutdown's grace.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    confirmed_acks: ConfirmedAcks = field(default_factory=lambda: ConfirmedAcks())
 
     async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """Append to the audit log (fail closed: raises AuditUnavailableError when the log is
@@ -360,43 +358,6 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         return response
 
 
-class ConfirmedAcks:
-    """The stream sequences this replica saw JetStream confirm an ack of, per consumer: the
-    latest `per_consumer` of each, for the `consumers` most recently acked on. JetStream answers
-    an AckSync before the ack is replicated: when the consumer's leader is cut off just then,
-    its successor redelivers (after the ack wait) an event whose ack was confirmed. A redelivery
-    through this replica of a sequence listed here is acked again instead of sent. (Through
-    another replica it is sent: handlers stay idempotent, keyed by `stream_sequence`.) Only the
-    last moments before a leader change matter, so the memory is small and bounded: about
-    0.5 MB per busy consumer at the default."""
-
-    def __init__(self, per_consumer: int = 4096, consumers: int = 256) -> None:
-        self.per_consumer = per_consumer
-        self.consumers = consumers
-        # consumer -> (oldest-first sequences, the same as a set); most recently used last
-        self._acked: OrderedDict[str, tuple[deque[int], set[int]]] = OrderedDict()
-
-    def add(self, consumer: str, sequence: int) -> None:
-        if consumer in self._acked:
-            self._acked.move_to_end(consumer)
-        else:
-            self._acked[consumer] = (deque(), set())
-            if len(self._acked) > self.consumers:
-                self._acked.popitem(last=False)
-        order, members = self._acked[consumer]
-        if sequence in members:
-            return
-        order.append(sequence)
-        members.add(sequence)
-        if len(order) > self.per_consumer:
-            members.discard(order.popleft())
-
-    def __contains__(self, key: tuple[str, int]) -> bool:
-        consumer, sequence = key
-        held = self._acked.get(consumer)
-        return held is not None and sequence in held[1]
-
-
 class _Session:
     """The deliveries of one Subscribe stream that await the subscriber's ack."""
 
@@ -599,9 +560,12 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             await subscription.close()
             log.info("subscribe.closed", subscription=opening.name, unacked=len(session.unacked))
 
-    def _plan(self, principal: Principal, name: str, message: Msg) -> _Planned:
+    def _plan(
+        self, principal: Principal, name: str, message: Msg, *, ack_confirmed: bool = False
+    ) -> _Planned:
         """Decide what one fetched message becomes: a delivery (redacted as the policy says),
-        a withheld event, or a dead letter; with its audit entry. No I/O."""
+        a withheld event, a dead letter, or (`ack_confirmed`: a redelivery of an event whose
+        ack a replica confirmed) an ack again; with its audit entry. No I/O."""
         max_deliveries = self._deps.config.subscriptions.max_deliveries
         attempt = message.metadata.num_delivered
         headers = message.headers or {}
@@ -613,8 +577,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             stream_sequence=message.metadata.sequence.stream,
             attempt=attempt,
         )
-        consumer = subjects.consumer_name(principal.agency, name)
-        if attempt > 1 and (consumer, delivered.stream_sequence) in self._deps.confirmed_acks:
+        if ack_confirmed:
             reason = "redelivered although its ack was confirmed: acked again, not sent"
             entry = settled_entry(delivered, audit_pb2.AUDIT_ACTION_ACK, reason)
             return _Planned(message, entry, delivered, already_acked=True)
@@ -682,7 +645,18 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 log.warning("subscribe.fetch_failed", subscription=name, reason=str(error))
                 await asyncio.sleep(self.FETCH_WAIT_SECONDS)
                 continue
-            plans = [self._plan(principal, name, message) for message in messages]
+            confirmed = await self._acks_confirmed(
+                subjects.consumer_name(principal.agency, name), messages
+            )
+            plans = [
+                self._plan(
+                    principal,
+                    name,
+                    message,
+                    ack_confirmed=message.metadata.sequence.stream in confirmed,
+                )
+                for message in messages
+            ]
             try:
                 # Audit first, one append for the whole fetch: nothing leaves unrecorded.
                 await self._deps.record([plan.entry for plan in plans])
@@ -718,6 +692,26 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         if reader.done():
             reader.result()  # surface a reader failure
 
+    async def _acks_confirmed(self, consumer: str, messages: Sequence[Msg]) -> set[int]:
+        """The stream sequences among the redeliveries in `messages` whose ack some replica
+        confirmed. JetStream answers an ack before it is replicated, so when a consumer's leader
+        is cut off just then, its successor redelivers (after the ack wait) an event whose ack
+        was confirmed; such a redelivery is acked again, never sent. A lookup that fails counts
+        as not confirmed: the event is sent (at least once still holds)."""
+        redelivered = [m.metadata.sequence.stream for m in messages if m.metadata.num_delivered > 1]
+        if not redelivered:
+            return set()
+        found = await asyncio.gather(
+            *(self._deps.store.ack_confirmed(consumer, sequence) for sequence in redelivered),
+            return_exceptions=True,
+        )
+        for answer in found:
+            if isinstance(answer, BaseException):
+                log.warning("subscribe.ack_record_unreadable", reason=str(answer))
+        return {
+            sequence for sequence, answer in zip(redelivered, found, strict=True) if answer is True
+        }
+
     async def _dead_letter(self, plan: _Planned, agency: str, name: str) -> None:
         max_deliveries = self._deps.config.subscriptions.max_deliveries
         deliveries = min(plan.delivered.attempt - 1, max_deliveries)
@@ -751,16 +745,20 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         action = audit_pb2.AUDIT_ACTION_ACK if nack_delay is None else audit_pb2.AUDIT_ACTION_NACK
         try:
             await self._deps.record([settled_entry(delivered, action)])
-            if nack_delay is None:
-                # Double ack: return only once JetStream has recorded it.
-                await self._deps.store.ack(message)
-                consumer = subjects.consumer_name(delivered.recipient, delivered.subscription)
-                self._deps.confirmed_acks.add(consumer, delivered.stream_sequence)
-                if confirm is not None:
-                    confirmed = gateway_pb2.AckConfirmed(delivery_id=delivery_id)
-                    await confirm(gateway_pb2.SubscribeResponse(ack_confirmed=confirmed))
-            else:
+            if nack_delay is not None:
                 await message.nak(delay=nack_delay or None)
+            elif confirm is None:
+                await self._deps.store.ack(message)  # double ack: JetStream has recorded it
+            else:
+                # The ack, and the record that lets every replica recognise a redelivery of it
+                # (see _acks_confirmed), both durable before the subscriber hears "confirmed".
+                consumer = subjects.consumer_name(delivered.recipient, delivered.subscription)
+                await asyncio.gather(
+                    self._deps.store.ack(message),
+                    self._deps.store.record_confirmed_ack(consumer, delivered.stream_sequence),
+                )
+                confirmed = gateway_pb2.AckConfirmed(delivery_id=delivery_id)
+                await confirm(gateway_pb2.SubscribeResponse(ack_confirmed=confirmed))
         except Exception as error:  # a lost ack is redelivered; it must not end the stream
             log.warning(
                 "subscribe.settle_failed",

@@ -28,11 +28,13 @@ EVENTS_STREAM = "DUTYLINK_EVENTS"
 DEADLETTER_STREAM = "DUTYLINK_DEADLETTER"
 GRANTS_STREAM = "DUTYLINK_GRANTS"
 AUDIT_STREAM = "DUTYLINK_AUDIT"
+ACKED_STREAM = "DUTYLINK_ACKED"
 AUDIT_PREFIX = "dutylink.audit"
 GRANTS_PREFIX = "dutylink.grants"
 EVENTS_PREFIX = "dutylink.events"
 REDELIVER_PREFIX = "dutylink.redeliver"
 DEADLETTER_PREFIX = "dutylink.deadletter"
+ACKED_PREFIX = "dutylink.acked"
 
 FAMILIES = ("incident", "resource", "warning")
 PLANE_TOKENS: dict[int, str] = {
@@ -66,6 +68,11 @@ def audit_checkpoints(gateway_id: str) -> str:
 def consumer_name(agency: str, subscription: str) -> str:
     """The durable JetStream consumer behind an agency's named subscription."""
     return f"sub_{agency}_{subscription}"
+
+
+def acked_subject(consumer: str, stream_sequence: int) -> str:
+    """The record that an ack of this event on this consumer was confirmed to the subscriber."""
+    return f"{ACKED_PREFIX}.{consumer}.{stream_sequence}"
 
 
 def redeliver_subject(agency: str, subscription: str) -> str:

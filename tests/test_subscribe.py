@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from adapters.client import DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
+from gateway import subjects
 from gateway.jetstream import EventStore
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
@@ -186,6 +187,47 @@ async def test_a_confirmed_ack_is_final_and_an_ack_of_a_superseded_delivery_is_n
             with pytest.raises(ConnectionError, match="not open"):
                 await reopened.ack(again)
         finally:
+            await police.close()
+            await fire.close()
+
+
+async def test_a_redelivery_of_an_ack_any_replica_confirmed_is_acked_again_not_sent(
+    nats_url: str,
+) -> None:
+    """JetStream answers an ack before replicating it, so after a consumer leader change it may
+    redeliver an event whose ack a replica confirmed. Every confirmed ack leaves a replicated
+    record; here that record is written directly, as another replica would have written it,
+    and the delivery is then nacked so that JetStream redelivers it."""
+    config = config_for_tests()
+    consumer = subjects.consumer_name("police", "elsewhere")
+    async with gateway_for_tests(nats_url, config) as gateway:
+        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
+        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
+        other_replica = EventStore(config)
+        await other_replica.connect(nats_url)
+        try:
+            subscription = police.subscribe("elsewhere", families=["incident"], confirm_acks=True)
+            await subscription.open()
+            await fire.publish(incident_event())
+            (acked,) = await receive(subscription, 1)  # confirmed
+            assert await other_replica.ack_confirmed(consumer, acked.stream_sequence)
+
+            await fire.publish(incident_event())
+            (held,) = await receive(subscription, 1, ack=False)
+            assert not await other_replica.ack_confirmed(consumer, held.stream_sequence)
+            await other_replica.record_confirmed_ack(consumer, held.stream_sequence)
+            await subscription.nack(held, delay=timedelta(0))
+            later = incident_event()
+            await fire.publish(later)
+            (delivery,) = await receive(subscription, 1)
+            assert delivery.event.id == later.id, "the redelivery was acked, not sent"
+            await assert_nothing_arrives(subscription)
+            await subscription.close()
+            reopened = police.subscribe("elsewhere", families=["incident"], confirm_acks=True)
+            assert (await reopened.open()).pending == 0
+            await reopened.close()
+        finally:
+            await other_replica.close()
             await police.close()
             await fire.close()
 

@@ -39,12 +39,14 @@ Sections (`--only SECTION`, repeatable) and their figures:
   of channel (plaintext, the client's channel options) with the same bearer-token metadata
   (target >= 0.8x; the echo's client sends ready bytes, the gateway's builds and parses
   messages); gateway PublishBatch, 500 events per call, vs raw nats-py pipelined
-  publishing (`publish_async`) of the same events (target >= 0.7x).
+  publishing (`publish_async`) of the same events (target >= 0.7x); Subscribe delivery +
+  confirmed ack (`confirm_acks`: each ack also writes its DUTYLINK_ACKED record, and the client
+  awaits every confirmation, up to 500 at once) vs delivery + plain ack in the same run.
 - `policy`: PublishBatch and Subscribe delivery + ack (transport receiving the fire's exercise
   incidents, the reporter withheld) under the sample policies vs a permissive one-rule policy.
 - `audit`: PublishBatch with the audit log on vs off (target >= 0.85x: overhead under 15 %).
 - `latency`: end to end, publish -> subscriber delivery, p50/p99/max in ms, at 1,000 events/s
-  for `--seconds`: an open-loop publisher (event i is due at i/rate; unary Publish, up to 64
+  (and p50/p99 at a quarter of that, below saturation) for `--seconds`: an open-loop publisher (event i is due at i/rate; unary Publish, up to 64
   calls in flight) and one subscriber of another agency acking each delivery. Latency is
   delivery time - the event's *scheduled* send time, so a stalled publisher shows up in the
   figures instead of hiding (coordinated omission). Baseline: raw nats-py, the same schedule of
@@ -602,6 +604,7 @@ class GatewayRates:
     unary: float
     batched: float
     delivered: float
+    confirmed: float  # delivery + ack with confirm_acks, acks awaited concurrently
 
 
 async def _gateway_rates(
@@ -614,7 +617,8 @@ async def _gateway_rates(
     in_process: bool = False,
 ) -> GatewayRates:
     """Unary Publish (IN_FLIGHT at once), then PublishBatch (BATCH per call), then delivery +
-    ack of everything published to transport's subscription."""
+    ack of everything published to transport's subscription, then the same through a second
+    subscription with confirmed acks (each ack awaited, up to BATCH at once)."""
     config = _gateway_config(directory, policy_dir=policy_dir, audit=audit)
     async with (
         _nats(directory, nats_url) as url,
@@ -630,6 +634,14 @@ async def _gateway_rates(
             max_in_flight=BATCH,
         )
         await subscription.open()
+        confirming = receiver.subscribe(
+            _unique("bench"),
+            families=["incident"],
+            planes=[event_pb2.PLANE_EXERCISE],
+            max_in_flight=BATCH,
+            confirm_acks=True,
+        )
+        await confirming.open()
 
         events = _events(count)
         unary = await _rate_in_flight(count, IN_FLIGHT, lambda i: client.publish(events[i]))
@@ -650,9 +662,22 @@ async def _gateway_rates(
             await subscription.ack(delivery)
         delivered = 2 * count / (time.perf_counter() - started)
         await subscription.close()
+
+        started = time.perf_counter()
+        acks: set[asyncio.Task[None]] = set()
+        for _ in range(2 * count):
+            delivery = await confirming.next(timeout=30)
+            if delivery is None:
+                raise RuntimeError("the confirming subscription ended early")
+            ack = asyncio.create_task(confirming.ack(delivery))
+            acks.add(ack)
+            ack.add_done_callback(acks.discard)
+        await asyncio.gather(*acks)
+        confirmed = 2 * count / (time.perf_counter() - started)
+        await confirming.close()
         await receiver.close()
         await client.close()
-    return GatewayRates(unary, batched, delivered)
+    return GatewayRates(unary, batched, delivered, confirmed)
 
 
 async def _throughput_figures(settings: Settings) -> list[Figure]:
@@ -702,6 +727,13 @@ async def _throughput_figures(settings: Settings) -> list[Figure]:
                 [r.batched for r in gateway.samples],
                 ("raw nats-py pipelined", raw.samples),
                 Target(0.7, of_ratio=True),
+            ),
+            _figure(
+                "publish",
+                "Subscribe delivery + confirmed ack (confirm_acks: ack + DUTYLINK_ACKED record)",
+                "events/s",
+                [r.confirmed for r in gateway.samples],
+                ("plain ack", [r.delivered for r in gateway.samples]),
             ),
         ]
     if "policy" in chosen:

@@ -25,7 +25,6 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import nats
@@ -38,6 +37,7 @@ from nats.aio.client import Client as NatsClient
 from gateway import pki
 from gateway.faults import FaultProxy
 from gateway.jetstream import VARZ_SUBJECT, gather_replies
+from gateway.lifecycle import Started
 from gateway.nats_server import NatsServer, NatsServerError
 
 HOST = "127.0.0.1"
@@ -319,7 +319,7 @@ def _running(server: NatsServer) -> bool:
         return False
 
 
-class LocalCluster:
+class LocalCluster(Started):
     """`async with LocalCluster(tmp_path) as cluster:` runs a JetStream cluster on loopback
     until the block ends; `gateway_urls` are what a gateway connects with."""
 
@@ -516,15 +516,3 @@ class LocalCluster:
         await asyncio.gather(*(server.stop() for server in self._servers))
         for proxy in self.route_proxies.values():
             await proxy.stop()
-
-    async def __aenter__(self) -> LocalCluster:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

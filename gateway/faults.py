@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Coroutine
-from types import TracebackType
 from typing import Any
+
+from gateway.lifecycle import Started
 
 HOST = "127.0.0.1"
 CHUNK = 64 * 1024
@@ -31,7 +32,7 @@ CHUNK = 64 * 1024
 QUEUED_CHUNKS = 64
 
 
-class FaultProxy:
+class FaultProxy(Started):
     def __init__(self, target: tuple[str, int], *, port: int = 0, name: str = "") -> None:
         self.target = target
         self.name = name or f"proxy->{target[1]}"
@@ -163,15 +164,3 @@ class FaultProxy:
                     return
                 writer.write(data)
                 await writer.drain()
-
-    async def __aenter__(self) -> FaultProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -13,7 +13,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import nats
@@ -169,6 +169,21 @@ def _translate(error: BaseException) -> StoreError:
 
 
 _STORE_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
+T = TypeVar("T")
+
+
+async def _tries(operation: Callable[[], Awaitable[T]], attempts: int) -> T:
+    """`operation`, tried again while NATS fails (0.2 s, 0.4 s, ... apart), at most `attempts`
+    times; the last failure raised as a StoreError."""
+    for attempt in range(1, attempts):
+        try:
+            return await operation()
+        except _STORE_FAILURES:
+            await asyncio.sleep(0.2 * attempt)
+    try:
+        return await operation()
+    except _STORE_FAILURES as error:
+        raise _translate(error) from error
 
 
 async def stored_messages(
@@ -665,14 +680,7 @@ class EventStore:
         and JetStream answers a repeated one too, so an ack whose answer was lost (a timeout
         while the consumer's leader changes) is sent again: the answer, not the first send,
         tells whether the event can come back. Raises StoreUnavailableError if none came."""
-        for attempt in range(1, attempts + 1):
-            try:
-                await self.client.request(message.reply, b"+ACK", timeout=timeout)
-                return
-            except _STORE_FAILURES as error:
-                if attempt == attempts:
-                    raise _translate(error) from error
-                await asyncio.sleep(0.2 * attempt)
+        await _tries(lambda: self.client.request(message.reply, b"+ACK", timeout=timeout), attempts)
 
     async def record_confirmed_ack(self, consumer: str, stream_sequence: int) -> None:
         """Remember, for every replica, that the ack of this event on `consumer` was confirmed
@@ -684,19 +692,22 @@ class EventStore:
         except _STORE_FAILURES as error:
             raise _translate(error) from error
 
-    async def ack_confirmed(self, consumer: str, stream_sequence: int) -> bool:
+    async def ack_confirmed(self, consumer: str, stream_sequence: int, attempts: int = 5) -> bool:
         """Whether any replica confirmed an ack of this event on `consumer` (within
         `subscriptions.ack_record_seconds`). Asked of the stream's leader, not a direct get from
-        a replica that may lag: the record was acknowledged by a quorum before the confirmation."""
-        try:
-            await self._js.get_last_msg(
-                subjects.ACKED_STREAM, subjects.acked_subject(consumer, stream_sequence)
-            )
-        except nats.js.errors.NotFoundError:
-            return False
-        except _STORE_FAILURES as error:
-            raise _translate(error) from error
-        return True
+        a replica that may lag: the record was acknowledged by a quorum before the confirmation.
+        Tried again while the stream elects a leader (the redeliveries that need this answer
+        come just after a leader change); StoreError if it never answers."""
+        subject = subjects.acked_subject(consumer, stream_sequence)
+
+        async def look_up() -> bool:
+            try:
+                await self._js.get_last_msg(subjects.ACKED_STREAM, subject)
+            except nats.js.errors.NotFoundError:
+                return False
+            return True
+
+        return await _tries(look_up, attempts)
 
     async def dead_letter(
         self, message: Msg, agency: str, name: str, *, deliveries: int, reason: str

@@ -15,9 +15,10 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from types import TracebackType
 
 import structlog
+
+from gateway.lifecycle import Started
 
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
 _READY = b"Server is ready"
@@ -71,7 +72,7 @@ def render_config(
     )
 
 
-class NatsServer:
+class NatsServer(Started):
     """Runs one nats-server until stopped; use as `async with NatsServer(dir) as server:`."""
 
     def __init__(
@@ -199,16 +200,4 @@ class NatsServer:
         self.kill()
         if process is not None:
             await process.wait()
-        await self.stop()
-
-    async def __aenter__(self) -> NatsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
         await self.stop()

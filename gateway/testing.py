@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import config as config_module
 from gateway.config import Config
+from gateway.lifecycle import Started
 from gateway.nats_server import NatsServer
 from gateway.server import Gateway
 
@@ -110,7 +111,7 @@ def _log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-class GatewayProcess:
+class GatewayProcess(Started):
     """One gateway replica as a real `python -m gateway.cli serve` process, configured through
     DUTYLINK_* variables only (none is inherited from this process's environment). It listens
     on a loopback port fixed at construction, keeps its files (audit keys) in `data_dir` and
@@ -262,13 +263,6 @@ class GatewayProcess:
         if env is not None:
             self.env = dict(env)
         await self.start()
-
-    async def __aenter__(self) -> GatewayProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
 
 @asynccontextmanager

@@ -122,7 +122,7 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 2, 2, 1, 5, 3, 2, 4]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 3, 2, 1, 5, 3, 2, 4]
     for figure in figures:
         assert len(figure.samples) == 1, figure.name
         assert len(figure.baseline_samples) in (0, len(figure.samples)), figure.name
@@ -170,6 +170,6 @@ async def test_in_process_mode_gives_the_same_figures() -> None:
         in_process=True,
     )
     figures = await bench.run(settings)
-    assert [f.section for f in figures] == ["publish"] * 2 + ["latency"] * 5 + ["fanout"] * 3
+    assert [f.section for f in figures] == ["publish"] * 3 + ["latency"] * 5 + ["fanout"] * 3
     assert all(len(f.samples) == 1 for f in figures)
     assert all(f.median > 0 for f in figures if f.section != "fanout" or f.baseline)

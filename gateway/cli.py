@@ -208,7 +208,7 @@ def bench(
     ] = False,
 ) -> None:
     """Measure the gateway on this machine against raw baselines and print one table (medians
-    of --runs, ratios to the baseline measured in the same runs). See gateway/bench.py."""
+    of --runs, ratios to the baseline measured in the same runs). See gateway/bench/."""
     from gateway import bench as bench_module
 
     sections = frozenset(only or bench_module.SECTIONS) - ({"soak"} if skip_soak else set())

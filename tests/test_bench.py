@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from gateway import bench
 from gateway.bench import Figure, Target
+from gateway.bench.harness import Series, interleave
 from gateway.cli import app
 
 # --- pure: ratios, targets, the table ------------------------------------------------------------
@@ -82,16 +83,16 @@ def test_the_title_says_where_the_gateway_ran() -> None:
 async def test_measurements_alternate_so_none_always_runs_first() -> None:
     order: list[str] = []
 
-    def measure(name: str) -> bench._Series[str]:
+    def measure(name: str) -> Series[str]:
         async def one(directory: Path) -> str:
             assert directory.name.startswith("dutylink-bench-")
             order.append(name)
             return f"{name}{len(order)}"
 
-        return bench._Series(one)
+        return Series(one)
 
     first, second = measure("a"), measure("b")
-    await bench._interleave(3, [first, second])
+    await interleave(3, [first, second])
     assert order == ["a", "b", "b", "a", "a", "b"]
     assert first.samples == ["a1", "a4", "a5"], "one sample per run, in run order"
 

@@ -1,5 +1,5 @@
-"""Gateway replicas as subprocesses (gateway.testing.gateway_process): start, kill -9, restart
-on the same port with the same audit log; and the two measurements of gateway.bench_soak with
+"""Gateway replicas as subprocesses (gateway.testing.GatewayProcess): start, kill -9, restart
+on the same port with the same audit log; and the two measurements of gateway.bench.soak with
 tiny parameters (their figures are for people to read: shape and sanity only, no thresholds)."""
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import pytest
 
 from adapters.client import DutyLinkClient
 from dutylink.v1 import audit_pb2
-from gateway import bench_soak
 from gateway.audit.note import Verifier
 from gateway.audit.verify import read_log, verify_log
-from gateway.testing import GatewayProcessError, gateway_process
+from gateway.bench import soak as bench_soak
+from gateway.testing import GatewayProcess, GatewayProcessError
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
 
 async def test_a_gateway_that_cannot_start_says_why(nats_url: str, tmp_path: Path) -> None:
     with pytest.raises(GatewayProcessError, match="exited with 2") as failed:
-        async with gateway_process(
+        async with GatewayProcess(
             nats_url, tmp_path / "gw", env={"DUTYLINK_GATEWAY_MAX_BATCH_EVENTS": "many"}
         ):
             pass
@@ -37,7 +37,7 @@ async def test_a_killed_gateway_refuses_connections_and_restarts_on_its_port_and
 ) -> None:
     first, second = incident_event(), incident_event()
     env = {"DUTYLINK_AUDIT_CHECKPOINT_SECONDS": "0.1"}
-    async with gateway_process(nats_url, tmp_path / "gw", gateway_id="gw-7", env=env) as gateway:
+    async with GatewayProcess(nats_url, tmp_path / "gw", gateway_id="gw-7", env=env) as gateway:
         async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
             await fire.publish(first)
         killed = gateway.pid

@@ -25,7 +25,7 @@ from gateway import subjects
 from gateway.cluster import LocalCluster
 from gateway.config import Config
 from gateway.history import History, Outcome, Verdict, check
-from gateway.testing import GatewayProcess, config_for_tests, gateway_for_tests, gateway_process
+from gateway.testing import GatewayProcess, config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.drill_support import Workload, drill_event, final_reads, until, verify_audit_logs
 from tests.test_cluster import stream_leader
@@ -95,7 +95,7 @@ async def drill(
         urls = cluster.gateway_urls
         replicas = [
             await stack.enter_async_context(
-                gateway_process(
+                GatewayProcess(
                     urls[i:] + urls[:i],
                     tmp_path / f"gw-{i + 1}",
                     gateway_id=f"gw-{i + 1}",

@@ -1,5 +1,5 @@
-"""Two benchmark measurements of the scale-out issue, each with gateways as real subprocesses
-(`gateway.testing.gateway_process`), so a figure belongs to one gateway process (its memory,
+"""The `soak` section: two measurements of the scale-out issue, each with gateways as real subprocesses
+(`gateway.testing.GatewayProcess`), so a figure belongs to one gateway process (its memory,
 its CPU) and replicas do not share one interpreter's GIL.
 
 `rss_with_stalled_subscriber` — memory under a stalled subscriber. One gateway (sample
@@ -52,22 +52,20 @@ import grpc
 
 from adapters.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
+from gateway.bench.figures import Figure, Settings, Target, make_figure
+from gateway.bench.harness import BATCH, PUBLISHER, RECEIVER, repeat
 from gateway.cluster import LocalCluster
 from gateway.config import sample_tokens
 from gateway.demo import scenario
 from gateway.nats_server import NatsServer
-from gateway.testing import GatewayProcess, gateway_process
+from gateway.testing import GatewayProcess
 from policies.loader import SAMPLE_DIR
 
-# Under the sample policies the fire brigade publishes incidents and transport receives them
-# (the reporter withheld), on the exercise plane.
-PUBLISHER = "fire"
-RECEIVER = "transport"
 STALLED_IN_FLIGHT = 1000
 STALLED_READS = 10  # deliveries the stalled subscriber reads before it stops reading
 WARMUP_FRACTION = 0.1
+RSS_FLAT_MB_PER_MIN = 0.5  # "flat": under 5 MB over the ten-minute run
 TICK_SECONDS = 0.05
-BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -198,7 +196,7 @@ async def rss_with_stalled_subscriber(
     interval = min(5.0, max(0.5, seconds / 100))
     async with (
         NatsServer(directory / "nats") as server,
-        gateway_process(server.url, directory / "gateway", policy_dir=SAMPLE_DIR) as gateway,
+        GatewayProcess(server.url, directory / "gateway", policy_dir=SAMPLE_DIR) as gateway,
         DutyLinkClient(gateway.address, token=tokens[PUBLISHER]) as publishing,
         DutyLinkClient(gateway.address, token=tokens[RECEIVER]) as receiving,
         # Its own connection: a stalled stream holds its HTTP/2 connection's window too.
@@ -322,7 +320,7 @@ async def replica_scaling(directory: Path, *, count: int, clients: int = 4) -> S
         for gateway_id in ("gw-1", "gw-2"):
             gateways.append(
                 await stack.enter_async_context(
-                    gateway_process(
+                    GatewayProcess(
                         cluster.gateway_urls,
                         directory / gateway_id,
                         gateway_id=gateway_id,
@@ -358,3 +356,48 @@ async def replica_scaling(directory: Path, *, count: int, clients: int = 4) -> S
         cpu_one_replica=_mean_cores([cores for _, cores in one]),
         cpu_two_replicas=_mean_cores([cores for _, cores in two]),
     )
+
+
+# --- the `soak` section --------------------------------------------------------------------------
+
+
+async def soak_figures(settings: Settings) -> list[Figure]:
+    """The memory run once (`rss_seconds` long: fitted after its 10 % warm-up),
+    the replica comparison `runs` times. Both start their own embedded servers."""
+    figures = []
+    if settings.rss_seconds > 0:
+        (memory,) = await repeat(
+            1,
+            lambda d: rss_with_stalled_subscriber(
+                d, seconds=settings.rss_seconds, rate=settings.rss_rate
+            ),
+        )
+        load = f"{settings.rss_seconds / 60:g} min at {settings.rss_rate:,.0f} events/s"
+        figures += [
+            make_figure(
+                "soak",
+                f"gateway RSS with a stalled subscriber, {load}: at the end",
+                "MB",
+                [memory.end_mb],
+                ("start", [memory.start_mb]),
+            ),
+            make_figure("soak", "gateway RSS peak", "MB", [memory.peak_mb]),
+            make_figure(
+                "soak",
+                "gateway RSS growth",
+                "MB/min",
+                [memory.slope_mb_per_min],
+                target=Target(RSS_FLAT_MB_PER_MIN, at_most=True),
+            ),
+        ]
+    scaling = await repeat(settings.runs, lambda d: replica_scaling(d, count=settings.count))
+    figures.append(
+        make_figure(
+            "soak",
+            f"PublishBatch through 2 gateway replicas (3-node cluster, R3), {BATCH} per call",
+            "events/s",
+            [s.two_replicas for s in scaling],
+            ("1 replica", [s.one_replica for s in scaling]),
+        )
+    )
+    return figures

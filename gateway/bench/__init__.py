@@ -1,0 +1,134 @@
+"""`dutylink bench`: the gateway's figures, each a median over repeated runs, each beside the raw
+baseline it is compared with, measured in the same run (the ratio is the median of the per-run
+ratios, so the noise of one moment of this shared machine hits both sides alike).
+
+Where: by default against fresh embedded nats-servers on loopback, with `sync_interval: always`
+(as the gateway runs them), one per run and per side. With `--nats-url` the gateway and raw
+figures run against that server or cluster instead: each gateway keeps its files in the run's
+temporary directory and uses a fresh `gateway_id` and fresh subscription names (its events and
+audit entries stay in the cluster's DutyLink streams, which deny deletes: use a disposable
+cluster); each raw baseline makes its own uniquely named stream there (same duplicate window and
+replicas as the gateway's) and deletes it afterwards if permitted. The `sync` section compares
+two server settings, so it needs the embedded servers and is skipped there; the soak section
+always starts its own.
+
+Like for like: the raw publishers send the same event bytes the gateway stores (stamped with
+source and receive time), with the gateway's headers (CloudEvents attributes, `Nats-Msg-Id`,
+`Nats-Expected-Stream`) into a stream with the gateway's duplicate window. Gateway runs have
+validation, the sample access policies and the audit log on unless a figure says otherwise.
+
+Processes: as in production, each gateway measured runs as its own `dutylink serve` process
+(`gateway.testing.GatewayProcess`, configured through DUTYLINK_* variables plus a generated
+agencies file in the run's directory), so its CPU is not shared with the bench's clients (the
+publishers, the subscribers, the fan-out's 20 agencies), which all run in this process's event
+loop; the raw echo of the `publish` section likewise runs as its own process (`python -m
+gateway.bench echo`), while the raw nats-py baselines, which have no server but nats-server,
+publish and subscribe from this process. `--in-process` (`Settings.in_process`) puts the
+gateway and the echo back into this process and event loop, where they compete with their
+clients for one core: the figures then measure the bench's loop as much as the gateway. The
+`checkpoint` section reads the audit log's size, so its gateway always runs in this process;
+the `soak` section always runs subprocesses. The table's title says which mode was used.
+
+Sections (`--only SECTION`, repeatable) and their figures:
+- `sync`: raw nats-py acked JetStream publishes one at a time, ms each, with `sync_interval:
+  always` vs JetStream's default (fsync every two minutes): the ratio is the cost of the fsync.
+- `publish`: gateway unary Publish with 16 calls in flight, events/s, vs a raw grpc.aio unary
+  echo (generic bytes handler, no protobuf parsing, a response the size of a PublishResponse,
+  in its own process unless `--in-process`)
+  called with the serialised PublishRequests of the same events, 16 in flight, on the same kind
+  of channel (plaintext, the client's channel options) with the same bearer-token metadata
+  (target >= 0.8x; the echo's client sends ready bytes, the gateway's builds and parses
+  messages); gateway PublishBatch, 500 events per call, vs raw nats-py pipelined
+  publishing (`publish_async`) of the same events (target >= 0.7x); Subscribe delivery +
+  confirmed ack (`confirm_acks`: each ack also writes its DUTYLINK_ACKED record, and the client
+  awaits every confirmation, up to 500 at once) vs delivery + plain ack in the same run.
+- `policy`: PublishBatch and Subscribe delivery + ack (transport receiving the fire's exercise
+  incidents, the reporter withheld) under the sample policies vs a permissive one-rule policy.
+- `audit`: PublishBatch with the audit log on vs off (target >= 0.85x: overhead under 15 %).
+- `latency`: end to end, publish -> subscriber delivery, p50/p99/max in ms, at 1,000 events/s
+  (and p50/p99 at a quarter of that, below saturation) for `--seconds`: an open-loop publisher (event i is due at i/rate; unary Publish, up to 64
+  calls in flight) and one subscriber of another agency acking each delivery. Latency is
+  delivery time - the event's *scheduled* send time, so a stalled publisher shows up in the
+  figures instead of hiding (coordinated omission). Baseline: raw nats-py, the same schedule of
+  acked `js.publish` calls into a JetStream push consumer acking each message. Target: p99
+  <= 10 ms.
+- `fanout`: 20 generated agencies (a generated config and permissive policy in the run's
+  directory), each with one subscription acking every event, an open-loop publisher at 500
+  events/s for `--seconds`. Over those seconds: delivered events/s per agency (median over
+  agencies) vs the publish rate achieved; the lag of each agency, sampled every second: events
+  due on the publisher's schedule so far - events delivered (so a publisher the gateway holds
+  back counts as lag too), at the end of the schedule (worst agency) and its growth, the
+  least-squares slope of the worst agency's samples in events/s (target: <= 2 % of the publish
+  rate, i.e. not growing).
+- `checkpoint`: under a steady 200 events/s publish load at the default `checkpoint_seconds`,
+  from a Publish acknowledgement (its audit entry is durable by then) until a signed checkpoint
+  covers that entry, p50 and p99 in s (target: p99 <= 1.5 s).
+- `soak` (`gateway.bench.soak`, gateways as subprocesses): the gateway's RSS over
+  `--rss-seconds` at 500 events/s with one stalled subscriber, measured once (its figures are
+  fitted over the run after a 10 % warm-up): at the end vs at the start, the peak, and the growth, the
+  least-squares slope in MB/min (target: <= 0.5 MB/min, i.e. flat: under 5 MB over ten
+  minutes); PublishBatch events/s through two gateway replicas vs one on a three-node R3
+  cluster (`--runs` runs, no target: it depends on free cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+from gateway.bench.checkpoint import checkpoint_figures
+from gateway.bench.fanout import fanout_figures
+from gateway.bench.figures import (
+    COLUMNS,
+    SECTIONS,
+    Figure,
+    Settings,
+    Target,
+    mode,
+    table_rows,
+    where,
+)
+from gateway.bench.latency import latency_figures
+from gateway.bench.raw import sync_figures
+from gateway.bench.soak import soak_figures
+from gateway.bench.throughput import throughput_figures
+
+__all__ = [
+    "COLUMNS",
+    "SECTIONS",
+    "Figure",
+    "Settings",
+    "Target",
+    "mode",
+    "run",
+    "table_rows",
+    "where",
+]
+
+# Each group of sections and what measures it; `publish`, `policy` and `audit` share runs.
+_GROUPS: tuple[tuple[frozenset[str], Callable[[Settings], Awaitable[list[Figure]]]], ...] = (
+    (frozenset({"sync"}), sync_figures),
+    (frozenset({"publish", "policy", "audit"}), throughput_figures),
+    (frozenset({"latency"}), latency_figures),
+    (frozenset({"fanout"}), fanout_figures),
+    (frozenset({"checkpoint"}), checkpoint_figures),
+    (frozenset({"soak"}), soak_figures),
+)
+
+
+async def run(settings: Settings | None = None) -> list[Figure]:
+    """The figures of the chosen sections, in SECTIONS order (`sync` only on embedded servers);
+    `dutylink bench`'s defaults when no settings are given."""
+    settings = settings or Settings()
+    unknown = settings.sections - set(SECTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown section {', '.join(sorted(unknown))} (expected one of {', '.join(SECTIONS)})"
+        )
+    if settings.nats_url:
+        settings = dataclasses.replace(settings, sections=settings.sections - {"sync"})
+    figures: list[Figure] = []
+    for sections, measure in _GROUPS:
+        if sections & settings.sections:
+            figures += await measure(settings)
+    return figures

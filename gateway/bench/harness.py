@@ -1,0 +1,221 @@
+"""What every section of the benchmark uses: events, embedded servers, gateways (in this
+process or their own), rate control, repeated interleaved runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from adapters.client import Subscription
+from dutylink.v1 import event_pb2, gateway_pb2
+from gateway.config import Agency, Config, load
+from gateway.demo import scenario
+from gateway.nats_server import NatsServer
+from gateway.server import Gateway
+from gateway.testing import GatewayProcess
+
+PAYLOAD = b"x" * 512
+IN_FLIGHT = 16  # unary calls in flight, gateway and echo alike
+BATCH = 500
+OPEN_LOOP_IN_FLIGHT = 64  # enough unary calls in flight for the rate-driven publishers
+PUBLISH_METHOD = "/dutylink.v1.PublisherService/Publish"
+PUBLISHER = "fire"  # sample agencies: the fire publishes incidents ...
+RECEIVER = "transport"  # ... that transport receives with the reporter withheld
+
+T = TypeVar("T")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def make_events(count: int) -> list[event_pb2.Event]:
+    template = scenario(datetime.now(UTC))[0].event
+    events = []
+    for index in range(count):
+        event = event_pb2.Event()
+        event.CopyFrom(template)
+        event.id = f"bench-{time.time_ns()}-{index}"
+        events.append(event)
+    return events
+
+
+@contextlib.asynccontextmanager
+async def nats_at(directory: Path, url: str, *, sync_always: bool = True) -> AsyncIterator[str]:
+    """`url`, or a fresh embedded server in `directory` for the duration of the block."""
+    if url:
+        yield url
+        return
+    async with NatsServer(directory / "nats", sync_always=sync_always) as server:
+        yield server.url
+
+
+def gateway_config(
+    directory: Path,
+    *,
+    policy_dir: Path,
+    audit: bool = True,
+    agencies: tuple[Agency, ...] = (),
+) -> Config:
+    """Defaults with this policy and audit switch, on a free port, with a fresh gateway id and
+    the gateway's files (audit keys) in the run's directory: never a real deployment's
+    `.dutylink`, its port or its audit log. `agencies` replace the sample agencies."""
+    config = load(None, environ={})
+    return dataclasses.replace(
+        config,
+        gateway=dataclasses.replace(
+            config.gateway, listen="127.0.0.1:0", gateway_id=unique("bench")
+        ),
+        nats=dataclasses.replace(config.nats, data_dir=str(directory / "gateway")),
+        policy=dataclasses.replace(config.policy, dir=str(policy_dir)),
+        audit=dataclasses.replace(config.audit, enabled=audit),
+        agencies=agencies or config.agencies,
+        agencies_source="dutylink bench" if agencies else config.agencies_source,
+    )
+
+
+@contextlib.asynccontextmanager
+async def gateway_at(config: Config, nats_url: str, *, in_process: bool) -> AsyncIterator[str]:
+    """The address of a gateway serving `config` (as `gateway_config` makes it) on `nats_url`:
+    in this process, or as its own `dutylink serve` process with the same agencies, policy,
+    audit switch, gateway id and data directory (stopped with SIGTERM after the block)."""
+    if in_process:
+        async with Gateway(config, nats_url=nats_url) as gateway:
+            yield gateway.address
+        return
+    data_dir = Path(config.nats.data_dir)
+    config_file = data_dir.with_name(f"{data_dir.name}.toml")  # beside it, in the run's directory
+    agencies = "".join(
+        f"[[agencies]]\nid = {json.dumps(a.id)}\nname = {json.dumps(a.name)}\n"
+        f"token = {json.dumps(a.token)}\nroles = {json.dumps(list(a.roles))}\n\n"
+        for a in config.agencies
+    )
+    await asyncio.to_thread(config_file.write_text, agencies, "utf-8")
+    process = GatewayProcess(
+        nats_url,
+        data_dir,
+        gateway_id=config.gateway.gateway_id,
+        policy_dir=Path(config.policy.dir),
+        env={"DUTYLINK_AUDIT_ENABLED": str(config.audit.enabled).lower()},
+        log_level="error",
+        config_file=config_file,
+    )
+    async with process:
+        yield process.address
+
+
+async def rate_in_flight(
+    count: int, in_flight: int, call: Callable[[int], Awaitable[object]]
+) -> float:
+    """Calls per second of `call(0..count-1)`, at most `in_flight` at once (closed loop)."""
+    limit = asyncio.Semaphore(in_flight)
+
+    async def one(index: int) -> None:
+        async with limit:
+            await call(index)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return count / (time.perf_counter() - started)
+
+
+async def open_loop(
+    rate: float, count: int, send: Callable[[int], Awaitable[object]], *, in_flight: int
+) -> float:
+    """Starts `send(i)` at its scheduled time `start + i / rate` (or at once when behind), not
+    waiting for earlier calls unless `in_flight` are pending; returns `start` (perf_counter)
+    once every call finished."""
+    limit = asyncio.Semaphore(in_flight)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(index: int) -> None:
+        try:
+            await send(index)
+        finally:
+            limit.release()
+
+    start = time.perf_counter()
+    for index in range(count):
+        await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
+        await limit.acquire()
+        tasks.append(asyncio.create_task(one(index)))
+    await asyncio.gather(*tasks)
+    return start
+
+
+async def until(done: Callable[[], bool], timeout: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():  # noqa: ASYNC110 (counters that many tasks update)
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise RuntimeError(f"bench: {what} did not happen within {timeout:g} s") from None
+
+
+async def cancel_all(*tasks: asyncio.Task[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def acking(subscription: Subscription, note: Callable[[gateway_pb2.Delivery], None]) -> None:
+    """Note and ack every delivery, until cancelled. An ack is never cut off halfway: gRPC
+    cancels the whole stream when a write is cancelled."""
+    async for delivery in subscription:
+        note(delivery)
+        await asyncio.shield(subscription.ack(delivery))
+
+
+def slope(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, y) points; 0 with fewer than two distinct x."""
+    if len({x for x, _ in points}) < 2:
+        return 0.0
+    xs, ys = zip(*points, strict=True)
+    return statistics.linear_regression(xs, ys).slope
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Latency:
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+        return cls(p50=cuts[49], p99=cuts[98], max=max(values))
+
+
+@dataclass
+class Series(Generic[T]):
+    """One measurement and its samples, one per run."""
+
+    measure: Callable[[Path], Awaitable[T]]
+    samples: list[T] = field(default_factory=list)
+
+
+async def interleave(runs: int, series: Sequence[Series[Any]]) -> None:
+    """Every measurement once per run, in order on even runs and reversed on odd ones (AB BA
+    AB ...), so drift and machine noise hit all alike and none always runs first (warm caches,
+    CPU frequency); each in a fresh temporary directory."""
+    for index in range(runs):
+        for one in series if index % 2 == 0 else series[::-1]:
+            with tempfile.TemporaryDirectory(prefix="dutylink-bench-") as directory:
+                one.samples.append(await one.measure(Path(directory)))
+
+
+async def repeat(runs: int, measure: Callable[[Path], Awaitable[T]]) -> list[T]:
+    series = Series(measure)
+    await interleave(runs, [series])
+    return series.samples

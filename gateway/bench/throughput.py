@@ -1,0 +1,197 @@
+"""The `publish`, `policy` and `audit` sections: one interleaved set of gateway runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.client import DutyLinkClient
+from dutylink.v1 import event_pb2
+from gateway.bench.figures import Figure, Settings, Target, make_figure
+from gateway.bench.harness import (
+    BATCH,
+    IN_FLIGHT,
+    PUBLISHER,
+    RECEIVER,
+    Series,
+    gateway_at,
+    gateway_config,
+    interleave,
+    make_events,
+    nats_at,
+    rate_in_flight,
+    unique,
+)
+from gateway.bench.raw import echo_rate, raw_pipelined_rate
+from gateway.config import sample_tokens
+from gateway.testing import OPEN_POLICY
+from policies.loader import SAMPLE_DIR
+
+
+@dataclass(frozen=True)
+class GatewayRates:
+    unary: float
+    batched: float
+    delivered: float
+    confirmed: float  # delivery + ack with confirm_acks, acks awaited concurrently
+
+
+async def _gateway_rates(
+    directory: Path,
+    *,
+    count: int,
+    policy_dir: Path,
+    audit: bool = True,
+    nats_url: str = "",
+    in_process: bool = False,
+) -> GatewayRates:
+    """Unary Publish (IN_FLIGHT at once), then PublishBatch (BATCH per call), then delivery +
+    ack of everything published to transport's subscription, then the same through a second
+    subscription with confirmed acks (each ack awaited, up to BATCH at once)."""
+    config = gateway_config(directory, policy_dir=policy_dir, audit=audit)
+    async with (
+        nats_at(directory, nats_url) as url,
+        gateway_at(config, url, in_process=in_process) as address,
+    ):
+        tokens = sample_tokens()
+        client = DutyLinkClient(address, token=tokens[PUBLISHER])
+        receiver = DutyLinkClient(address, token=tokens[RECEIVER])
+        subscription = receiver.subscribe(
+            unique("bench"),
+            families=["incident"],
+            planes=[event_pb2.PLANE_EXERCISE],
+            max_in_flight=BATCH,
+        )
+        await subscription.open()
+        confirming = receiver.subscribe(
+            unique("bench"),
+            families=["incident"],
+            planes=[event_pb2.PLANE_EXERCISE],
+            max_in_flight=BATCH,
+            confirm_acks=True,
+        )
+        await confirming.open()
+
+        events = make_events(count)
+        unary = await rate_in_flight(count, IN_FLIGHT, lambda i: client.publish(events[i]))
+
+        events = make_events(count)
+        started = time.perf_counter()
+        for offset in range(0, count, BATCH):
+            results = await client.publish_batch(events[offset : offset + BATCH])
+            if any(r.HasField("error") for r in results):
+                raise RuntimeError(f"batch publish failed: {results[0].error.message}")
+        batched = count / (time.perf_counter() - started)
+
+        started = time.perf_counter()
+        for _ in range(2 * count):  # everything published above, acked one by one
+            delivery = await subscription.next(timeout=30)
+            if delivery is None:
+                raise RuntimeError("the subscription ended early")
+            await subscription.ack(delivery)
+        delivered = 2 * count / (time.perf_counter() - started)
+        await subscription.close()
+
+        started = time.perf_counter()
+        acks: set[asyncio.Task[None]] = set()
+        for _ in range(2 * count):
+            delivery = await confirming.next(timeout=30)
+            if delivery is None:
+                raise RuntimeError("the confirming subscription ended early")
+            ack = asyncio.create_task(confirming.ack(delivery))
+            acks.add(ack)
+            ack.add_done_callback(acks.discard)
+        await asyncio.gather(*acks)
+        confirmed = 2 * count / (time.perf_counter() - started)
+        await confirming.close()
+        await receiver.close()
+        await client.close()
+    return GatewayRates(unary, batched, delivered, confirmed)
+
+
+async def throughput_figures(settings: Settings) -> list[Figure]:
+    """`publish`, `policy` and `audit`: one interleaved set of runs, sharing the gateway runs
+    with the sample policy and the audit log on."""
+    chosen = settings.sections
+
+    def rates(policy_dir: Path, *, audit: bool = True) -> Series[GatewayRates]:
+        return Series(
+            lambda d: _gateway_rates(
+                d,
+                count=settings.count,
+                policy_dir=policy_dir,
+                audit=audit,
+                nats_url=settings.nats_url,
+                in_process=settings.in_process,
+            )
+        )
+
+    gateway = rates(SAMPLE_DIR)
+    echo = Series(lambda d: echo_rate(d, count=settings.count, in_process=settings.in_process))
+    raw = Series(lambda d: raw_pipelined_rate(d, count=settings.count, nats_url=settings.nats_url))
+    permissive = rates(OPEN_POLICY)
+    unaudited = rates(SAMPLE_DIR, audit=False)
+    series: list[Series[Any]] = [gateway]
+    series += [echo, raw] if "publish" in chosen else []
+    series += [permissive] if "policy" in chosen else []
+    series += [unaudited] if "audit" in chosen else []
+    await interleave(settings.runs, series)
+    figures = []
+    if "publish" in chosen:
+        figures += [
+            make_figure(
+                "publish",
+                f"gateway Publish, {IN_FLIGHT} in flight",
+                "events/s",
+                [r.unary for r in gateway.samples],
+                ("raw grpcio echo", echo.samples),
+                Target(0.8, of_ratio=True),
+            ),
+            make_figure(
+                "publish",
+                f"gateway PublishBatch, {BATCH} per call",
+                "events/s",
+                [r.batched for r in gateway.samples],
+                ("raw nats-py pipelined", raw.samples),
+                Target(0.7, of_ratio=True),
+            ),
+            make_figure(
+                "publish",
+                "Subscribe delivery + confirmed ack (confirm_acks: ack + DUTYLINK_ACKED record)",
+                "events/s",
+                [r.confirmed for r in gateway.samples],
+                ("plain ack", [r.delivered for r in gateway.samples]),
+            ),
+        ]
+    if "policy" in chosen:
+        figures += [
+            make_figure(
+                "policy",
+                "PublishBatch, sample policy",
+                "events/s",
+                [r.batched for r in gateway.samples],
+                ("permissive policy", [r.batched for r in permissive.samples]),
+            ),
+            make_figure(
+                "policy",
+                "Subscribe delivery + ack, sample policy (redacting)",
+                "events/s",
+                [r.delivered for r in gateway.samples],
+                ("permissive policy", [r.delivered for r in permissive.samples]),
+            ),
+        ]
+    if "audit" in chosen:
+        figures.append(
+            make_figure(
+                "audit",
+                "PublishBatch, audit log on (overhead = 1 - ratio)",
+                "events/s",
+                [r.batched for r in gateway.samples],
+                ("audit log off", [r.batched for r in unaudited.samples]),
+                Target(0.85, of_ratio=True),
+            )
+        )
+    return figures

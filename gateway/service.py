@@ -359,19 +359,32 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
 
 
 class _Session:
-    """The deliveries of one Subscribe stream that await the subscriber's ack."""
+    """The deliveries of one Subscribe stream that await the subscriber's answer (`unacked`),
+    and the events whose ack it answered lately.
+
+    JetStream redelivers an event whose ack wait ran out. If the subscriber has not answered
+    yet, the redelivery replaces the stale delivery (an ack of that one is not confirmed). If
+    its ack is on the way to JetStream (held up, say, by a cut-off consumer leader), the
+    redelivery is not sent: the ack settles the event, or if it fails, the ack wait brings the
+    event back. So nothing follows an ack on the stream, confirmed or about to be."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.unacked: dict[int, tuple[Msg, Delivered]] = {}
-        self._by_sequence: dict[int, int] = {}
+        self._by_sequence: dict[int, int] = {}  # stream sequence → delivery id, of `unacked`
+        self._acking: set[int] = set()  # stream sequences whose ack is on its way to JetStream
+        # Acked since the current fetch began. Acks confirmed before it are found by their
+        # record in the DUTYLINK_ACKED stream instead (see Subscriber._acks_confirmed).
+        self.acked_since_fetch: set[int] = set()
         self.room = asyncio.Event()
         self.room.set()
         self._next_id = 0
 
+    def acking(self, sequence: int) -> bool:
+        return sequence in self._acking
+
     def add(self, message: Msg, delivered: Delivered) -> int:
         sequence = message.metadata.sequence.stream
-        # A redelivery (the ack wait ran out) replaces the stale delivery of the same event.
         if (stale := self._by_sequence.pop(sequence, None)) is not None:
             self.unacked.pop(stale, None)
         self._next_id += 1
@@ -381,13 +394,22 @@ class _Session:
             self.room.clear()
         return self._next_id
 
-    def take(self, delivery_id: int) -> tuple[Msg, Delivered] | None:
+    def take(self, delivery_id: int, *, ack: bool) -> tuple[Msg, Delivered] | None:
+        """The delivery the subscriber just acked or nacked; None if unknown or stale."""
         taken = self.unacked.pop(delivery_id, None)
         if taken is not None:
-            self._by_sequence.pop(taken[0].metadata.sequence.stream, None)
+            sequence = taken[0].metadata.sequence.stream
+            self._by_sequence.pop(sequence, None)
+            if ack:
+                self._acking.add(sequence)
         if len(self.unacked) < self.limit:
             self.room.set()
         return taken
+
+    def settled(self, sequence: int, *, acked: bool) -> None:
+        self._acking.discard(sequence)
+        if acked:
+            self.acked_since_fetch.add(sequence)
 
     @property
     def free(self) -> int:
@@ -405,7 +427,7 @@ class _Planned:
     # Set for an event to send; None to withhold it (acked) or dead-letter it.
     delivery: gateway_pb2.Delivery | None = None
     dead_letter: str = ""  # the reason, when dead-lettering
-    already_acked: bool = False  # a redelivery of an ack this replica saw confirmed
+    already_acked: bool = False  # a redelivery of an event whose ack was confirmed
 
 
 class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
@@ -639,6 +661,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 room.cancel()
                 stop.cancel()
                 continue
+            session.acked_since_fetch.clear()
             try:
                 messages = await subscription.fetch(session.free, self.FETCH_WAIT_SECONDS)
             except StoreError as error:
@@ -648,15 +671,21 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             confirmed = await self._acks_confirmed(
                 subjects.consumer_name(principal.agency, name), messages
             )
-            plans = [
-                self._plan(
-                    principal,
-                    name,
-                    message,
-                    ack_confirmed=message.metadata.sequence.stream in confirmed,
+            confirmed |= session.acked_since_fetch
+            plans = []
+            for message in messages:
+                sequence = message.metadata.sequence.stream
+                if session.acking(sequence):
+                    # Redelivered while the subscriber's ack is on its way: see _Session.
+                    log.info(
+                        "subscribe.redelivery_while_acking", subscription=name, sequence=sequence
+                    )
+                    continue
+                plans.append(
+                    self._plan(principal, name, message, ack_confirmed=sequence in confirmed)
                 )
-                for message in messages
-            ]
+            if not plans:
+                continue
             try:
                 # Audit first, one append for the whole fetch: nothing leaves unrecorded.
                 await self._deps.record([plan.entry for plan in plans])
@@ -732,6 +761,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
 
     async def _settle(
         self,
+        session: _Session,
         delivery_id: int,
         message: Msg,
         delivered: Delivered,
@@ -743,12 +773,14 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         log cannot be appended, JetStream redelivers the event after the ack wait, and the log
         shows that redelivery. Confirmed last: a confirmed ack is never followed by a redelivery."""
         action = audit_pb2.AUDIT_ACTION_ACK if nack_delay is None else audit_pb2.AUDIT_ACTION_NACK
+        acked = False
         try:
             await self._deps.record([settled_entry(delivered, action)])
             if nack_delay is not None:
                 await message.nak(delay=nack_delay or None)
             elif confirm is None:
                 await self._deps.store.ack(message)  # double ack: JetStream has recorded it
+                acked = True
             else:
                 # The ack, and the record that lets every replica recognise a redelivery of it
                 # (see _acks_confirmed), both durable before the subscriber hears "confirmed".
@@ -757,6 +789,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                     self._deps.store.ack(message),
                     self._deps.store.record_confirmed_ack(consumer, delivered.stream_sequence),
                 )
+                acked = True
                 confirmed = gateway_pb2.AckConfirmed(delivery_id=delivery_id)
                 await confirm(gateway_pb2.SubscribeResponse(ack_confirmed=confirmed))
         except Exception as error:  # a lost ack is redelivered; it must not end the stream
@@ -766,6 +799,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 event_id=delivered.event_id,
                 reason=f"{type(error).__name__}: {error}",
             )
+        finally:
+            session.settled(delivered.stream_sequence, acked=acked)
 
     async def _read_acks(
         self,
@@ -786,10 +821,12 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 delay = action.nack.delay.ToTimedelta().total_seconds()
             else:
                 continue
-            if (taken := session.take(delivery_id)) is not None:
+            if (taken := session.take(delivery_id, ack=delay is None)) is not None:
                 # Settled concurrently (at most the session's window at once), so the audit
                 # log's group commit and JetStream's acks are shared among them.
-                task = asyncio.create_task(self._settle(delivery_id, *taken, delay, confirm))
+                task = asyncio.create_task(
+                    self._settle(session, delivery_id, *taken, delay, confirm)
+                )
                 acks.add(task)
                 task.add_done_callback(acks.discard)
 

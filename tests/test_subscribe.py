@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import grpc
+import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -189,6 +191,60 @@ async def test_a_confirmed_ack_is_final_and_an_ack_of_a_superseded_delivery_is_n
         finally:
             await police.close()
             await fire.close()
+
+
+async def test_a_redelivery_while_the_ack_is_on_its_way_is_not_sent(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer leader cut off from its peers holds up the gateway's ack past the ack wait,
+    and JetStream redelivers the event meanwhile: the subscriber, whose ack is then confirmed,
+    must not be handed it again (the partition drill once caught exactly that)."""
+    config = config_for_tests(subscriptions={"ack_wait_seconds": 1})
+    consumer = subjects.consumer_name("police", "held-up")
+    watcher = await nats.connect(nats_url)
+    jetstream = watcher.jetstream()
+
+    async def until_redelivered() -> None:
+        for _ in range(100):
+            info = await jetstream.consumer_info(subjects.EVENTS_STREAM, consumer)
+            if info.num_redelivered:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("JetStream never redelivered the event")
+        await asyncio.sleep(0.5)  # and the gateway has fetched the redelivery
+
+    def held_up(write: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        async def held(*args: object, **options: object) -> None:
+            await until_redelivered()
+            await write(*args, **options)
+
+        return held
+
+    # Both of the ack's writes: the consumer's and the ack record's leaders were cut off.
+    monkeypatch.setattr(EventStore, "ack", held_up(EventStore.ack))
+    monkeypatch.setattr(
+        EventStore, "record_confirmed_ack", held_up(EventStore.record_confirmed_ack)
+    )
+    async with gateway_for_tests(nats_url, config) as gateway:
+        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
+        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
+        try:
+            subscription = police.subscribe("held-up", families=["incident"], confirm_acks=True)
+            await subscription.open()
+            event = incident_event()
+            await fire.publish(event)
+            (delivery,) = await receive(subscription, 1)  # returns once confirmed
+            assert delivery.event.id == event.id
+            await assert_nothing_arrives(subscription, within=2.0)
+            await subscription.close()
+            reopened = police.subscribe("held-up", families=["incident"], confirm_acks=True)
+            assert (await reopened.open()).pending == 0
+            await reopened.close()
+        finally:
+            await police.close()
+            await fire.close()
+            await watcher.close()
 
 
 async def test_a_redelivery_of_an_ack_any_replica_confirmed_is_acked_again_not_sent(

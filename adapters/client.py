@@ -338,6 +338,12 @@ class DutyLinkClient:
         await self.close()
 
 
+class AckNotConfirmedError(Exception):
+    """The gateway did not record an ack (`confirm_acks`): the delivery had been superseded by
+    a redelivery, which comes (or came) on the stream, or JetStream did not answer. The event
+    may be delivered again; the message says why."""
+
+
 class Subscription:
     """An open Subscribe stream: iterate deliveries, then `ack` or `nack` each."""
 
@@ -377,12 +383,18 @@ class Subscription:
         try:
             while (response := await call.read()) is not grpc.aio.EOF:
                 message = cast(gateway_pb2.SubscribeResponse, response)
-                if message.HasField("ack_confirmed"):
+                kind = message.WhichOneof("kind")
+                if kind == "delivery":
+                    self._deliveries.put_nowait(message.delivery)
+                elif kind == "ack_confirmed":
                     waiting = self._confirmations.pop(message.ack_confirmed.delivery_id, None)
                     if waiting is not None and not waiting.done():
                         waiting.set_result(None)
-                else:
-                    self._deliveries.put_nowait(message.delivery)
+                elif kind == "ack_not_confirmed":
+                    answer = message.ack_not_confirmed
+                    waiting = self._confirmations.pop(answer.delivery_id, None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_exception(AckNotConfirmedError(answer.reason))
         except grpc.aio.AioRpcError as error:
             self._error = error
         finally:
@@ -413,9 +425,9 @@ class Subscription:
 
     async def ack(self, delivery: gateway_pb2.Delivery, *, timeout: float | None = 30.0) -> None:
         """Acknowledge `delivery`. With `confirm_acks`, wait for the gateway's confirmation:
-        ConnectionError if the stream ends first, TimeoutError after `timeout` (then, as
-        without confirmation, the event may come again, e.g. when this delivery had already
-        been superseded by a redelivery)."""
+        AckNotConfirmedError if the gateway says the ack did not count (e.g. the delivery had
+        been superseded by a redelivery), ConnectionError if the stream ends first,
+        TimeoutError after `timeout`. After any of them the event may come again."""
         confirmed: asyncio.Future[None] | None = None
         if self._opening.confirm_acks:
             if self._reader is None or self._reader.done():

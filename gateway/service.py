@@ -793,12 +793,16 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 confirmed = gateway_pb2.AckConfirmed(delivery_id=delivery_id)
                 await confirm(gateway_pb2.SubscribeResponse(ack_confirmed=confirmed))
         except Exception as error:  # a lost ack is redelivered; it must not end the stream
+            reason = f"{type(error).__name__}: {error}"
             log.warning(
                 "subscribe.settle_failed",
                 subscription=delivered.subscription,
                 event_id=delivered.event_id,
-                reason=f"{type(error).__name__}: {error}",
+                reason=reason,
             )
+            if confirm is not None and nack_delay is None and not acked:
+                with contextlib.suppress(Exception):  # the stream itself may be gone
+                    await confirm(_not_confirmed(delivery_id, f"not recorded: {reason}"))
         finally:
             session.settled(delivered.stream_sequence, acked=acked)
 
@@ -829,6 +833,15 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 )
                 acks.add(task)
                 task.add_done_callback(acks.discard)
+            elif confirm is not None and delay is None:
+                reason = "not awaited: superseded by a redelivery (ack that one), or answered"
+                await confirm(_not_confirmed(delivery_id, reason))
+
+
+def _not_confirmed(delivery_id: int, reason: str) -> gateway_pb2.SubscribeResponse:
+    """The answer to an ack that did not count, so that the subscriber need not wait it out."""
+    answer = gateway_pb2.AckNotConfirmed(delivery_id=delivery_id, reason=reason)
+    return gateway_pb2.SubscribeResponse(ack_not_confirmed=answer)
 
 
 class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):

@@ -22,7 +22,7 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from adapters.client import DutyLinkClient, Subscription
+from adapters.client import AckNotConfirmedError, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2
 from gateway import subjects
 from gateway.audit.note import Verifier
@@ -199,6 +199,9 @@ class Workload:
                 continue  # stalled while this one was on its way: never acked
             try:
                 await subscription.ack(delivery, timeout=10)
+            except AckNotConfirmedError:  # a redelivery superseded it, or JetStream failed
+                self.history.ack_unconfirmed(agency, delivery.event.id)
+                continue
             except (ConnectionError, TimeoutError):
                 self.history.ack_unconfirmed(agency, delivery.event.id)
                 raise

@@ -13,11 +13,12 @@ import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from nats.aio.msg import Msg
 
-from adapters.client import DutyLinkClient, Subscription
+from adapters.client import AckNotConfirmedError, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway import subjects
-from gateway.jetstream import EventStore
+from gateway.jetstream import EventStore, StoreUnavailableError
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS, ClientFactory
@@ -177,8 +178,8 @@ async def test_a_confirmed_ack_is_final_and_an_ack_of_a_superseded_delivery_is_n
             (first,) = await receive(subscription, 1, ack=False)
             (again,) = await receive(subscription, 1, ack=False)
             assert again.stream_sequence == first.stream_sequence and again.attempt == 2
-            with pytest.raises(TimeoutError):
-                await subscription.ack(first, timeout=0.5)
+            with pytest.raises(AckNotConfirmedError, match="superseded"):
+                await subscription.ack(first)  # answered at once, not waited out
             await subscription.ack(again)
             await subscription.close()
             # Both confirmed acks are final: nothing comes back to a new session.
@@ -245,6 +246,42 @@ async def test_a_redelivery_while_the_ack_is_on_its_way_is_not_sent(
             await police.close()
             await fire.close()
             await watcher.close()
+
+
+async def test_an_ack_jetstream_left_unanswered_is_answered_at_once_and_still_counts(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscriber hears at once that its ack was not confirmed, instead of waiting it out.
+    Its ack record was written all the same, so the redelivery is acked for it, not sent."""
+    config = config_for_tests(subscriptions={"ack_wait_seconds": 1})
+    passed_on = EventStore.ack
+    failures = [StoreUnavailableError("JetStream did not acknowledge in time; outcome unknown")]
+
+    async def unanswered_once(store: EventStore, message: Msg, **options: float) -> None:
+        if failures:
+            raise failures.pop()
+        await passed_on(store, message, **options)
+
+    monkeypatch.setattr(EventStore, "ack", unanswered_once)
+    async with gateway_for_tests(nats_url, config) as gateway:
+        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
+        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
+        try:
+            subscription = police.subscribe("unanswered", families=["incident"], confirm_acks=True)
+            await subscription.open()
+            event = incident_event()
+            await fire.publish(event)
+            (first,) = await receive(subscription, 1, ack=False)
+            with pytest.raises(AckNotConfirmedError, match="did not acknowledge in time"):
+                await subscription.ack(first)
+            await assert_nothing_arrives(subscription, within=3.0)  # three ack waits
+            await subscription.close()
+            reopened = police.subscribe("unanswered", families=["incident"], confirm_acks=True)
+            assert (await reopened.open()).pending == 0
+            await reopened.close()
+        finally:
+            await police.close()
+            await fire.close()
 
 
 async def test_a_redelivery_of_an_ack_any_replica_confirmed_is_acked_again_not_sent(

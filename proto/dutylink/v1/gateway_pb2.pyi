@@ -449,6 +449,7 @@ class SubscribeResponse(_message.Message):
     READY_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
     ACK_CONFIRMED_FIELD_NUMBER: _builtins.int
+    ACK_NOT_CONFIRMED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ready(self) -> Global___SubscriptionReady:
         """The subscription is open; deliveries follow."""
@@ -461,18 +462,23 @@ class SubscribeResponse(_message.Message):
     def ack_confirmed(self) -> Global___AckConfirmed:
         """An ack is recorded for good (only when the subscription asked for `confirm_acks`)."""
 
+    @_builtins.property
+    def ack_not_confirmed(self) -> Global___AckNotConfirmed:
+        """An ack did not count (only with `confirm_acks`): the event may be delivered again."""
+
     def __init__(
         self,
         *,
         ready: Global___SubscriptionReady | None = ...,
         delivery: Global___Delivery | None = ...,
         ack_confirmed: Global___AckConfirmed | None = ...,
+        ack_not_confirmed: Global___AckNotConfirmed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "ack_not_confirmed", b"ack_not_confirmed", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "ack_not_confirmed", b"ack_not_confirmed", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["ready", "delivery", "ack_confirmed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["ready", "delivery", "ack_confirmed", "ack_not_confirmed"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -499,6 +505,34 @@ class AckConfirmed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AckConfirmed: _TypeAlias = AckConfirmed  # noqa: Y015
+
+@_typing.final
+class AckNotConfirmed(_message.Message):
+    """The subscriber's ack of a delivery was not recorded: the delivery had been superseded by a
+    redelivery (its ack wait ran out; ack that one instead), or JetStream did not answer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.int
+    """The delivery's id from `Delivery.delivery_id`."""
+    reason: _builtins.str
+    """Why, for people."""
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AckNotConfirmed: _TypeAlias = AckNotConfirmed  # noqa: Y015
 
 @_typing.final
 class SubscriptionReady(_message.Message):

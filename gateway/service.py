@@ -363,10 +363,11 @@ class _Session:
     and the events whose ack it answered lately.
 
     JetStream redelivers an event whose ack wait ran out. If the subscriber has not answered
-    yet, the redelivery replaces the stale delivery (an ack of that one is not confirmed). If
-    its ack is on the way to JetStream (held up, say, by a cut-off consumer leader), the
-    redelivery is not sent: the ack settles the event, or if it fails, the ack wait brings the
-    event back. So nothing follows an ack on the stream, confirmed or about to be."""
+    yet, the redelivery replaces the stale delivery from the moment it is planned (an ack of
+    that one is then answered "not confirmed"). If its ack is on the way to JetStream (held up,
+    say, by a cut-off consumer leader), the redelivery is not sent: the ack settles the event,
+    or if it fails, the ack wait brings the event back. So nothing follows an ack on the
+    stream, confirmed or about to be."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -681,9 +682,12 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                         "subscribe.redelivery_while_acking", subscription=name, sequence=sequence
                     )
                     continue
-                plans.append(
-                    self._plan(principal, name, message, ack_confirmed=sequence in confirmed)
-                )
+                plan = self._plan(principal, name, message, ack_confirmed=sequence in confirmed)
+                if plan.delivery is not None:
+                    # In the session now, before the audit append: an ack of a delivery this
+                    # one supersedes that comes meanwhile is then not confirmed.
+                    plan.delivery.delivery_id = session.add(plan.message, plan.delivered)
+                plans.append(plan)
             if not plans:
                 continue
             try:
@@ -692,6 +696,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             except AuditUnavailableError as error:
                 log.error("subscribe.unaudited", subscription=name, reason=str(error))
                 for plan in plans:
+                    if plan.delivery is not None:
+                        session.take(plan.delivery.delivery_id, ack=False)  # never sent
                     with contextlib.suppress(Exception):
                         await plan.message.nak(delay=self.FETCH_WAIT_SECONDS)
                 await asyncio.sleep(self.FETCH_WAIT_SECONDS)
@@ -716,7 +722,6 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                     )
                     await plan.message.ack()
                 else:
-                    plan.delivery.delivery_id = session.add(plan.message, plan.delivered)
                     await send(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
         if reader.done():
             reader.result()  # surface a reader failure

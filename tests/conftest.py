@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -44,16 +45,26 @@ async def gateway(nats_url: str) -> AsyncIterator[Gateway]:
 ClientFactory = Callable[[str], Awaitable[DutyLinkClient]]
 
 
-@pytest.fixture
-async def client_for(gateway: Gateway) -> AsyncIterator[ClientFactory]:
-    """`await client_for("fire")`: a client authenticated as that sample agency."""
+@contextlib.asynccontextmanager
+async def agency_clients(address: str) -> AsyncIterator[ClientFactory]:
+    """`await client_for("fire")` inside the block: a client of the gateway at `address`,
+    authenticated as that sample agency; all closed when the block ends."""
     clients: list[DutyLinkClient] = []
 
     async def make(agency: str) -> DutyLinkClient:
-        client = DutyLinkClient(gateway.address, token=TOKENS[agency])
+        client = DutyLinkClient(address, token=TOKENS[agency])
         clients.append(client)
         return client
 
-    yield make
-    for client in clients:
-        await client.close()
+    try:
+        yield make
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@pytest.fixture
+async def client_for(gateway: Gateway) -> AsyncIterator[ClientFactory]:
+    """`await client_for("fire")`: a client of the shared gateway, as that sample agency."""
+    async with agency_clients(gateway.address) as make:
+        yield make

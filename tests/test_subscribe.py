@@ -21,7 +21,7 @@ from gateway import subjects
 from gateway.jetstream import EventStore, StoreUnavailableError
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
-from tests.conftest import TOKENS, ClientFactory
+from tests.conftest import TOKENS, ClientFactory, agency_clients
 from tests.factories import incident_event, resource_request_event, warning_event
 
 
@@ -41,6 +41,13 @@ async def receive(
 async def assert_nothing_arrives(subscription: Subscription, within: float = 1.5) -> None:
     with pytest.raises(TimeoutError):
         await subscription.next(timeout=within)
+
+
+async def assert_nothing_pending(client: DutyLinkClient, name: str) -> None:
+    """Reopened, the confirming subscription `name` has nothing left to deliver."""
+    reopened = client.subscribe(name, families=["incident"], confirm_acks=True)
+    assert (await reopened.open()).pending == 0
+    await reopened.close()
 
 
 @pytest.mark.parametrize(
@@ -163,35 +170,33 @@ async def test_a_confirmed_ack_is_final_and_an_ack_of_a_superseded_delivery_is_n
     nats_url: str,
 ) -> None:
     config = config_for_tests(subscriptions={"ack_wait_seconds": 2})
-    async with gateway_for_tests(nats_url, config) as gateway:
-        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
-        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
-        try:
-            subscription = police.subscribe("confirm", families=["incident"], confirm_acks=True)
-            await subscription.open()
-            kept, late = incident_event(), incident_event()
-            await fire.publish(kept)
-            (delivery,) = await receive(subscription, 1)  # returns once confirmed
-            assert delivery.event.id == kept.id
-            # Not acked within the ack wait: redelivered, and the first delivery is stale.
-            await fire.publish(late)
-            (first,) = await receive(subscription, 1, ack=False)
-            (again,) = await receive(subscription, 1, ack=False)
-            assert again.stream_sequence == first.stream_sequence and again.attempt == 2
-            with pytest.raises(AckNotConfirmedError, match="superseded"):
-                await subscription.ack(first)  # answered at once, not waited out
-            await subscription.ack(again)
-            await subscription.close()
-            # Both confirmed acks are final: nothing comes back to a new session.
-            reopened = police.subscribe("confirm", families=["incident"], confirm_acks=True)
-            assert (await reopened.open()).pending == 0
-            await assert_nothing_arrives(reopened)
-            await reopened.close()
-            with pytest.raises(ConnectionError, match="not open"):
-                await reopened.ack(again)
-        finally:
-            await police.close()
-            await fire.close()
+    async with (
+        gateway_for_tests(nats_url, config) as gateway,
+        agency_clients(gateway.address) as client_for,
+    ):
+        police, fire = await client_for("police"), await client_for("fire")
+        subscription = police.subscribe("confirm", families=["incident"], confirm_acks=True)
+        await subscription.open()
+        kept, late = incident_event(), incident_event()
+        await fire.publish(kept)
+        (delivery,) = await receive(subscription, 1)  # returns once confirmed
+        assert delivery.event.id == kept.id
+        # Not acked within the ack wait: redelivered, and the first delivery is stale.
+        await fire.publish(late)
+        (first,) = await receive(subscription, 1, ack=False)
+        (again,) = await receive(subscription, 1, ack=False)
+        assert again.stream_sequence == first.stream_sequence and again.attempt == 2
+        with pytest.raises(AckNotConfirmedError, match="superseded"):
+            await subscription.ack(first)  # answered at once, not waited out
+        await subscription.ack(again)
+        await subscription.close()
+        # Both confirmed acks are final: nothing comes back to a new session.
+        reopened = police.subscribe("confirm", families=["incident"], confirm_acks=True)
+        assert (await reopened.open()).pending == 0
+        await assert_nothing_arrives(reopened)
+        await reopened.close()
+        with pytest.raises(ConnectionError, match="not open"):
+            await reopened.ack(again)
 
 
 async def test_a_redelivery_while_the_ack_is_on_its_way_is_not_sent(
@@ -202,17 +207,17 @@ async def test_a_redelivery_while_the_ack_is_on_its_way_is_not_sent(
     must not be handed it again (the partition drill once caught exactly that)."""
     config = config_for_tests(subscriptions={"ack_wait_seconds": 1})
     consumer = subjects.consumer_name("police", "held-up")
-    watcher = await nats.connect(nats_url)
-    jetstream = watcher.jetstream()
 
     async def until_redelivered() -> None:
-        for _ in range(100):
-            info = await jetstream.consumer_info(subjects.EVENTS_STREAM, consumer)
-            if info.num_redelivered:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("JetStream never redelivered the event")
+        async with await nats.connect(nats_url) as watcher:
+            jetstream = watcher.jetstream()
+            for _ in range(100):
+                info = await jetstream.consumer_info(subjects.EVENTS_STREAM, consumer)
+                if info.num_redelivered:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("JetStream never redelivered the event")
         await asyncio.sleep(0.5)  # and the gateway has fetched the redelivery
 
     def held_up(write: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -227,25 +232,20 @@ async def test_a_redelivery_while_the_ack_is_on_its_way_is_not_sent(
     monkeypatch.setattr(
         EventStore, "record_confirmed_ack", held_up(EventStore.record_confirmed_ack)
     )
-    async with gateway_for_tests(nats_url, config) as gateway:
-        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
-        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
-        try:
-            subscription = police.subscribe("held-up", families=["incident"], confirm_acks=True)
-            await subscription.open()
-            event = incident_event()
-            await fire.publish(event)
-            (delivery,) = await receive(subscription, 1)  # returns once confirmed
-            assert delivery.event.id == event.id
-            await assert_nothing_arrives(subscription, within=2.0)
-            await subscription.close()
-            reopened = police.subscribe("held-up", families=["incident"], confirm_acks=True)
-            assert (await reopened.open()).pending == 0
-            await reopened.close()
-        finally:
-            await police.close()
-            await fire.close()
-            await watcher.close()
+    async with (
+        gateway_for_tests(nats_url, config) as gateway,
+        agency_clients(gateway.address) as client_for,
+    ):
+        police, fire = await client_for("police"), await client_for("fire")
+        subscription = police.subscribe("held-up", families=["incident"], confirm_acks=True)
+        await subscription.open()
+        event = incident_event()
+        await fire.publish(event)
+        (delivery,) = await receive(subscription, 1)  # returns once confirmed
+        assert delivery.event.id == event.id
+        await assert_nothing_arrives(subscription, within=2.0)
+        await subscription.close()
+        await assert_nothing_pending(police, "held-up")
 
 
 async def test_an_ack_jetstream_left_unanswered_is_answered_at_once_and_still_counts(
@@ -263,25 +263,21 @@ async def test_an_ack_jetstream_left_unanswered_is_answered_at_once_and_still_co
         await passed_on(store, message, **options)
 
     monkeypatch.setattr(EventStore, "ack", unanswered_once)
-    async with gateway_for_tests(nats_url, config) as gateway:
-        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
-        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
-        try:
-            subscription = police.subscribe("unanswered", families=["incident"], confirm_acks=True)
-            await subscription.open()
-            event = incident_event()
-            await fire.publish(event)
-            (first,) = await receive(subscription, 1, ack=False)
-            with pytest.raises(AckNotConfirmedError, match="did not acknowledge in time"):
-                await subscription.ack(first)
-            await assert_nothing_arrives(subscription, within=3.0)  # three ack waits
-            await subscription.close()
-            reopened = police.subscribe("unanswered", families=["incident"], confirm_acks=True)
-            assert (await reopened.open()).pending == 0
-            await reopened.close()
-        finally:
-            await police.close()
-            await fire.close()
+    async with (
+        gateway_for_tests(nats_url, config) as gateway,
+        agency_clients(gateway.address) as client_for,
+    ):
+        police, fire = await client_for("police"), await client_for("fire")
+        subscription = police.subscribe("unanswered", families=["incident"], confirm_acks=True)
+        await subscription.open()
+        event = incident_event()
+        await fire.publish(event)
+        (first,) = await receive(subscription, 1, ack=False)
+        with pytest.raises(AckNotConfirmedError, match="did not acknowledge in time"):
+            await subscription.ack(first)
+        await assert_nothing_arrives(subscription, within=3.0)  # three ack waits
+        await subscription.close()
+        await assert_nothing_pending(police, "unanswered")
 
 
 async def test_a_redelivery_of_an_ack_any_replica_confirmed_is_acked_again_not_sent(
@@ -293,9 +289,11 @@ async def test_a_redelivery_of_an_ack_any_replica_confirmed_is_acked_again_not_s
     and the delivery is then nacked so that JetStream redelivers it."""
     config = config_for_tests()
     consumer = subjects.consumer_name("police", "elsewhere")
-    async with gateway_for_tests(nats_url, config) as gateway:
-        police = DutyLinkClient(gateway.address, token=TOKENS["police"])
-        fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
+    async with (
+        gateway_for_tests(nats_url, config) as gateway,
+        agency_clients(gateway.address) as client_for,
+    ):
+        police, fire = await client_for("police"), await client_for("fire")
         other_replica = EventStore(config)
         await other_replica.connect(nats_url)
         try:
@@ -316,13 +314,9 @@ async def test_a_redelivery_of_an_ack_any_replica_confirmed_is_acked_again_not_s
             assert delivery.event.id == later.id, "the redelivery was acked, not sent"
             await assert_nothing_arrives(subscription)
             await subscription.close()
-            reopened = police.subscribe("elsewhere", families=["incident"], confirm_acks=True)
-            assert (await reopened.open()).pending == 0
-            await reopened.close()
+            await assert_nothing_pending(police, "elsewhere")
         finally:
             await other_replica.close()
-            await police.close()
-            await fire.close()
 
 
 async def test_an_event_never_acked_is_dead_lettered_and_replays_to_its_subscription_only(

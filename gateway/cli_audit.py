@@ -27,11 +27,14 @@ from dutylink.v1 import audit_pb2
 from gateway import subjects
 from gateway.audit.bundle import (
     FULL,
+    MANIFEST,
     Bundle,
     BundleError,
     Proof,
-    read_bundle,
-    verify_bundle,
+    check_bundle,
+    key_file,
+    manifest_gateway_id,
+    read_files,
     write_bundle,
 )
 from gateway.audit.entries import describe
@@ -241,22 +244,18 @@ def verify(
             show_default=False,
         ),
     ] = None,
+    allow_unsigned_tail: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned-tail",
+            help="With --bundle: accept entries after the last signed checkpoint (they are "
+            "reported, and prove nothing).",
+        ),
+    ] = False,
 ) -> None:
     """Check every entry and signed checkpoint of one gateway's audit log, live or exported."""
     if bundle is not None:
-        try:
-            found, altered = read_bundle(bundle)
-        except BundleError as error:
-            _fail(2, f"error: {error}")
-        shipped = bundle / "keys" / f"{found.gateway_id}.pub"
-        verifier = _load_key(key, shipped)
-        if key is None:
-            typer.echo(
-                f"note: using the key shipped in the bundle ({verifier.name}+"
-                f"{verifier.key_id.hex()}); compare it with the one you hold",
-                err=True,
-            )
-        _report(verify_bundle(found, verifier, altered))
+        _verify_bundle(bundle, key, allow_unsigned_tail)
         return
     if gateway_id is None:
         _fail(2, "error: give --gateway-id (or --bundle)")
@@ -264,34 +263,56 @@ def verify(
     _report(asyncio.run(_verify(_url(nats_url, data_dir), gateway_id, verifier)))
 
 
-async def _export(url: str, gateway_id: str, incident: str | None, key: Verifier) -> Bundle:
+def _verify_bundle(directory: Path, key: str | None, allow_unsigned_tail: bool) -> None:
+    try:
+        files = read_files(directory)
+    except BundleError as error:
+        _fail(2, f"error: {error}")
+    if key is None:
+        gateway_id = manifest_gateway_id(files)
+        if gateway_id is None:
+            _fail(1, f"error: {directory / MANIFEST}: missing or names no gateway id (give --key)")
+        verifier = _load_key(None, directory / key_file(gateway_id))
+        typer.echo(
+            f"note: using the key shipped in the bundle ({verifier.name}+"
+            f"{verifier.key_id.hex()}); compare it with the one you hold",
+            err=True,
+        )
+    else:
+        verifier = _load_key(key, directory)  # `key` is given: no default needed
+    _report(check_bundle(files, verifier, allow_unsigned_tail=allow_unsigned_tail))
+
+
+async def _export(
+    url: str, gateway_id: str, incident: str | None, key: Verifier
+) -> tuple[Bundle, int]:
+    """The bundle, and how many newer entries it leaves out because no checkpoint signs them."""
     client = await _connect(url)
     try:
         reader = AuditReader(client.jetstream())
-        latest = await reader.latest_checkpoint(gateway_id)
+        # Checkpoints first: entries stored meanwhile are beyond them, never the other way.
+        stored = [c async for c in reader.checkpoints(gateway_id) if not isinstance(c, NoteError)]
         hashes = await reader.refresh(gateway_id)
         if hashes.size == 0:
             known = ", ".join(await reader.gateways()) or "none"
             _fail(2, f"error: {url}: no audit log for gateway {gateway_id!r} (logs: {known})")
+        if not stored:
+            _fail(1, f"error: audit log {gateway_id} has no signed checkpoint yet: nothing to export")  # fmt: skip
         bundle = Bundle(gateway_id, key.name, FULL if incident is None else f"incident {incident}")
         bundle.key = key.key_string()
-        if incident is None:
-            bundle.entries = [item async for item in reader.entries(gateway_id, 0, hashes.size)]
-            bundle.checkpoints = [
-                c.note async for c in reader.checkpoints(gateway_id) if not isinstance(c, NoteError)
-            ]
-            return bundle
-        if latest is None:
-            _fail(
-                1, f"error: audit log {gateway_id} has no signed checkpoint yet: nothing to prove"
-            )
+        latest = stored[-1]
+        # Only what a checkpoint signs is evidence: newer entries wait for the next export.
         size = latest.checkpoint.size
+        if incident is None:
+            bundle.entries = [item async for item in reader.entries(gateway_id, 0, size)]
+            bundle.checkpoints = [c.note for c in stored]
+            return bundle, hashes.size - size
         async for index, data in reader.entries(gateway_id, 0, size):
             if incident in audit_pb2.AuditEntry.FromString(data).incident_ids:
                 bundle.entries.append((index, data))
                 bundle.proofs.append(Proof(index, size, tuple(hashes.inclusion_proof(index, size))))
         bundle.checkpoints = [latest.note]
-        return bundle
+        return bundle, hashes.size - size
     except (DamagedLogError, *READ_FAILURES) as error:
         _fail(1, f"error: {url}: reading the audit log failed: {error or type(error).__name__}")
     finally:
@@ -319,14 +340,17 @@ def export(
 ) -> None:
     """Write an evidence bundle: entries, signed checkpoints, proofs, key and a README."""
     verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
-    bundle = asyncio.run(_export(_url(nats_url, data_dir), gateway_id, incident, verifier))
+    bundle, unsigned = asyncio.run(
+        _export(_url(nats_url, data_dir), gateway_id, incident, verifier)
+    )
     if incident is not None and not bundle.entries:
         _fail(1, f"error: audit log {gateway_id} has no entries of incident {incident!r}")
     try:
         write_bundle(out, bundle)
+        written = read_files(out)
     except (BundleError, OSError) as error:
         _fail(2, f"error: {error}")
-    report = verify_bundle(bundle, verifier)  # never hand over a bundle that does not verify
+    report = check_bundle(written, verifier)  # never hand over a bundle that does not verify
     if not report.ok:
         for problem in report.problems:
             typer.echo(problem, err=True)
@@ -334,7 +358,15 @@ def export(
     typer.echo(
         f"exported {_plural(len(bundle.entries), 'entry', 'entries')} and "
         f"{_plural(len(bundle.checkpoints), 'checkpoint')} of {gateway_id} ({bundle.scope}) to {out}"
+        + _left_out(unsigned)
     )
+
+
+def _left_out(unsigned: int) -> str:
+    if unsigned <= 0:
+        return ""
+    newer = _plural(unsigned, "newer entry", "newer entries")
+    return f"; left out {newer} no checkpoint signs yet (export again after the next one)"
 
 
 async def _prove(

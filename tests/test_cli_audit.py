@@ -74,9 +74,12 @@ def test_a_full_export_verifies_on_its_own_and_a_changed_entry_is_named(
     assert code == 1
     problems = err.splitlines()
     assert problems[0].startswith("note: using the key shipped in the bundle (dutylink/audit/gw-1+")
-    assert problems[1] == "file entries.jsonl: SHA-256 differs"
-    assert problems[2] == "entry 2: not an AuditEntry (protobuf decode failed)"
-    assert problems[3].startswith("checkpoint 0 (size 5): root mismatch: signed ")
+    assert problems[1] == "entries.jsonl: SHA-256 differs from the one manifest.json lists"
+    assert problems[2].startswith("entries.jsonl:3 (entry 2): readable view differs from the stored bytes: ")  # fmt: skip
+    assert problems[3] == "entries.jsonl: entry 2: not an AuditEntry (protobuf decode failed)"
+    assert problems[4].startswith(
+        "checkpoints.jsonl: checkpoint 0 (size 5): root mismatch: signed "
+    )
 
 
 def test_an_incident_export_holds_its_entries_with_proofs_that_verify(
@@ -103,7 +106,7 @@ def test_an_incident_export_holds_its_entries_with_proofs_that_verify(
     code, _, err = audit("verify", "--bundle", str(bundle), "--key", str(data_dir / "audit" / "gw-1.pub"))  # fmt: skip
     assert code == 1
     index = exported[0]["index"]
-    assert f"entry {index}: not in the signed tree" in err
+    assert f"proofs.jsonl:1 (entry {index}): not in the signed tree" in err
 
     code, _, err = audit("export", "--gateway-id", "gw-1", "--incident", "INC-NONE", "--out", str(tmp_path / "none"), "--data-dir", str(data_dir))  # fmt: skip
     assert (code, err) == (1, "error: audit log gw-1 has no entries of incident 'INC-NONE'\n")

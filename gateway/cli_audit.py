@@ -3,8 +3,11 @@
 - `verify` checks every entry and checkpoint of one replica's log, from JetStream or from an
   exported bundle, with the gateway's public key alone (see gateway.audit.verify). It prints one
   summary line and exits 0 when everything verifies; otherwise every problem on stderr,
-  earliest first, and exit 1.
-- `export` writes an evidence bundle (gateway.audit.bundle), the whole log or one incident's.
+  earliest first, and exit 1. A bundle verifies only if every entry in it is covered by a
+  checkpoint the trusted key signed (`--allow-unsigned-tail` accepts newer entries after the
+  last one, and counts them); each problem names the bundle file (and line and entry).
+- `export` writes an evidence bundle (gateway.audit.bundle), the whole log or one incident's,
+  as far as the latest signed checkpoint goes, and checks the files it wrote.
 - `prove EVENT_ID` prints an event's entries, their inclusion proofs and the checkpoint.
 - `tail` prints recent entries one readable line each, and follows the log with --follow.
 Usage errors (no NATS to talk to, no or bad key, no log for that gateway id) exit 2.
@@ -338,7 +341,8 @@ def export(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     key: KeyOption = None,
 ) -> None:
-    """Write an evidence bundle: entries, signed checkpoints, proofs, key and a README."""
+    """Write an evidence bundle: entries (as far as a checkpoint signs them), signed
+    checkpoints, proofs, key and a README."""
     verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
     bundle, unsigned = asyncio.run(
         _export(_url(nats_url, data_dir), gateway_id, incident, verifier)

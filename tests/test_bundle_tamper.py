@@ -269,6 +269,14 @@ def other_gateways_entry(bundle: Path) -> None:
     reseal(bundle)
 
 
+def duplicate_outcome_key(bundle: Path) -> None:
+    """Parsers where the first of two equal keys wins read the INVALID entry as OK."""
+    lines = (bundle / "entries.jsonl").read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace('"entry": {', '"entry": {"outcome": "AUDIT_OUTCOME_OK", ', 1)
+    (bundle / "entries.jsonl").write_text("".join(lines))
+    reseal(bundle)
+
+
 def all_checkpoints_removed_entries_rewritten(bundle: Path) -> None:
     rewrite_from(bundle, 1)
     (bundle / "checkpoints.jsonl").write_text("")
@@ -475,6 +483,12 @@ FULL_CLASSES: list[tuple[str, Callable[[Path], None], str, str]] = [
         "readable view differs",
     ),
     (
+        "view: a duplicate key shows some readers another outcome",
+        duplicate_outcome_key,
+        "entries.jsonl:2",
+        "not JSON (duplicate key 'outcome')",
+    ),
+    (
         "field added to an entry line",
         edit_line("entries.jsonl", 1, set_field("verified", True)),
         "entries.jsonl:2",
@@ -674,9 +688,7 @@ def incident_scope_changed(bundle: Path) -> None:
     reseal(bundle)
 
 
-INCIDENT_CLASSES: list[
-    tuple[str, Callable[[Path], None] | Callable[[Path], Callable[[Path], None]], str, str]
-] = [
+INCIDENT_CLASSES: list[tuple[str, Callable[[Path], None], str, str]] = [
     (
         "proof hash edited",
         edit_line("proofs.jsonl", 0, proof_hash_edited),
@@ -734,7 +746,7 @@ INCIDENT_CLASSES: list[
     ),
 ]
 # These need the full bundle (from the fixture) to forge with.
-INCIDENT_CLASSES_FROM_FULL = [
+INCIDENT_CLASSES_FROM_FULL: list[tuple[str, Callable[[Path], Callable[[Path], None]], str, str]] = [
     (
         "another incident's entry added with a valid proof",
         another_incidents_entry_with_a_valid_proof,
@@ -855,3 +867,27 @@ def test_a_format_1_bundle_still_verifies_its_readme_by_hash_alone(
     readme_edited(bundle)  # format 1 READMEs held the export time: not derivable
     code, _, err = audit("verify", "--bundle", str(bundle), "--key", exported.key)
     assert (code, err) == (0, "")
+
+
+async def _export_while_running(url: str, data_dir: Path, out: Path) -> tuple[int, str, str]:
+    """A gateway that signs only when it stops: its second run's start entry is unsigned."""
+    config = config_for_tests(nats={"data_dir": str(data_dir)}, audit={"checkpoint_seconds": 3600})
+    async with Gateway(config, nats_url=url):
+        pass
+    async with Gateway(config, nats_url=url):
+        args = ["export", "--gateway-id", "gw-1", "--out", str(out), "--data-dir", str(data_dir)]
+        return await asyncio.to_thread(audit, *args)
+
+
+def test_export_leaves_out_the_entries_no_checkpoint_signs_yet(tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    with running_nats(tmp_path) as (loop, url):
+        code, stdout, err = loop.run(_export_while_running(url, tmp_path, out))
+    assert code == 0, err
+    line = next(line for line in stdout.splitlines() if line.startswith("exported "))
+    assert line.startswith("exported 2 entries and 1 checkpoint of gw-1 (full) to ")
+    assert line.endswith(
+        "; left out 1 newer entry no checkpoint signs yet (export again after the next one)"
+    )
+    key = (tmp_path / "audit" / "gw-1.pub").read_text().strip()
+    assert audit("verify", "--bundle", str(out), "--key", key)[0] == 0

@@ -216,10 +216,23 @@ def read_files(directory: Path) -> dict[str, bytes | None]:
     return found
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        # Parsers differ on which of two equal keys wins: a reader could see another value.
+        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
+def _json(data: str | bytes) -> Any:
+    """Strict JSON: no duplicate keys."""
+    return json.loads(data, object_pairs_hook=_unique_keys)
+
+
 def manifest_gateway_id(files: Mapping[str, bytes | None]) -> str | None:
     """The gateway id the manifest names, if it names a usable one (to find the shipped key)."""
     try:
-        manifest = json.loads(files.get(MANIFEST) or b"")
+        manifest = _json(files.get(MANIFEST) or b"")
     except (ValueError, UnicodeDecodeError):
         return None
     gateway_id = manifest.get("gateway_id") if isinstance(manifest, dict) else None
@@ -293,7 +306,7 @@ class _Checker:
         found = []
         for number, row in enumerate(rows[:-1] if not rows[-1] else rows, start=1):
             try:
-                value = json.loads(row)
+                value = _json(row)
             except ValueError as error:
                 self.problem(f"{name}:{number}: not JSON ({error})")
                 continue
@@ -328,7 +341,7 @@ def _manifest(checker: _Checker) -> dict[str, Any] | None:
         )
         return None
     try:
-        manifest = json.loads(data)
+        manifest = _json(data)
     except (ValueError, UnicodeDecodeError) as error:
         checker.problem(f"{MANIFEST}: not JSON ({error})")
         return None

@@ -398,6 +398,12 @@ FULL_CLASSES: list[tuple[str, Callable[[Path], None], str, str]] = [
         "index 3, expected 2",
     ),
     (
+        "last entry removed",
+        rearrange("entries.jsonl", lambda r: r[:-1]),
+        "checkpoints.jsonl: checkpoint",
+        "(size 7) covers more entries than the log holds (6)",
+    ),
+    (
         "entries reordered",
         rearrange("entries.jsonl", lambda r: [r[0], r[2], r[1], *r[3:]]),
         "entries.jsonl:2",

@@ -595,7 +595,7 @@ def check_bundle(
     checker = _Checker(files, verifier)
     manifest = _manifest(checker)
     if manifest is None:
-        report = Report("", 0, 0)
+        report = Report("(unknown: no manifest)", 0, 0)
         report.problems.extend(checker.problems)
         return report
     _files(checker, manifest)

@@ -319,6 +319,8 @@ class Gateway:
             signer,
             origin=signer.name,
             replicas=self.config.nats.stream_replicas,
+            max_field_bytes=settings.max_field_bytes,
+            max_field_items=settings.max_field_items,
         )
         await audit.start()
         await audit.append(

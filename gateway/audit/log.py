@@ -26,13 +26,21 @@ import nats.js.errors
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
 from nats.js import api
 
 from dutylink.v1 import audit_pb2
 from gateway import subjects
-from gateway.audit.entries import decode_frames, encode_frames
+from gateway.audit.entries import (
+    bound_entry,
+    decode_frames,
+    encode_frames,
+    fits_a_frame,
+    frame_budget,
+)
 from gateway.audit.merkle import TreeState, leaf_hash
 from gateway.audit.note import Checkpoint, Signer, sign_note
+from gateway.config import AuditSettings
 from gateway.jetstream import EventStore, StoreError, ensure_stream, stored_messages
 
 log = structlog.get_logger("dutylink.audit")
@@ -41,6 +49,13 @@ APPEND_TIMEOUT_SECONDS = 5.0
 
 class AuditUnavailableError(Exception):
     """The audit log cannot be appended: whatever needed the entry must not happen."""
+
+
+class AuditEntryRefusedError(AuditUnavailableError):
+    """This caller's entries cannot be encoded or do not fit a frame; others' are unaffected."""
+
+
+_Queued = tuple[Sequence[audit_pb2.AuditEntry], asyncio.Future[list[int]]]
 
 
 def load_or_create_signer(key_file: Path, name: str) -> Signer:
@@ -68,10 +83,15 @@ class AuditLog:
         *,
         origin: str,
         replicas: int,
+        max_field_bytes: int = AuditSettings.max_field_bytes,
+        max_field_items: int = AuditSettings.max_field_items,
     ) -> None:
         self._store = store
         self._js = store.client.jetstream()
-        self._queued: list[tuple[Sequence[audit_pb2.AuditEntry], asyncio.Future[list[int]]]] = []
+        self._queued: list[_Queued] = []
+        self._max_field_bytes = max_field_bytes
+        self._max_field_items = max_field_items
+        self._frame_bytes = frame_budget(store.client.max_payload)
         self.gateway_id = gateway_id
         self._signer = signer
         self.origin = origin
@@ -82,6 +102,8 @@ class AuditLog:
         self._in_doubt = False
         self._last_stored = 0  # stream sequence of this log's last stored frame
         self.latest_checkpoint: str | None = None
+        # Frames read back from the stream (start-up reads them all; a re-sync only the tail).
+        self.frames_read = 0
 
     @property
     def size(self) -> int:
@@ -117,6 +139,7 @@ class AuditLog:
             async for raw in stored_messages(self._js, subjects.AUDIT_STREAM, entries):
                 frames.append(raw.data or b"")
                 last_stored = raw.seq or last_stored
+                self.frames_read += 1
         except (nats.errors.Error, OSError) as error:
             raise AuditUnavailableError(f"audit stream unavailable: {error}") from error
         stored = decode_frames(frames)
@@ -128,6 +151,7 @@ class AuditLog:
             )
         leaves = [leaf_hash(data) for data in stored.entries]
         self._last_stored = last_stored
+        self._frame_bytes = frame_budget(self._store.client.max_payload)
         self._tree = TreeState.from_leaf_hashes(leaves)
         self._in_doubt = False
         log.info(
@@ -149,57 +173,120 @@ class AuditLog:
                 await self._write(queued)
         return await done
 
-    async def _write(
-        self, queued: list[tuple[Sequence[audit_pb2.AuditEntry], asyncio.Future[list[int]]]]
-    ) -> None:
+    async def _write(self, queued: list[_Queued]) -> None:
         try:
             if self._in_doubt:
-                # A failed append may still have been stored: the stream, not memory, decides.
-                await self.start()
-            now = timestamp_pb2.Timestamp()
-            now.FromDatetime(datetime.now(UTC))
-            first = self._tree.size
-            encoded: list[bytes] = []
-            indices: list[list[int]] = []
-            for entries, _ in queued:
-                positions = []
-                for entry in entries:
-                    entry.sequence = first + len(encoded)
-                    entry.gateway_id = self.gateway_id
-                    if not entry.HasField("time"):
-                        entry.time.CopyFrom(now)
-                    positions.append(entry.sequence)
-                    encoded.append(entry.SerializeToString())
-                indices.append(positions)
-            subject = subjects.audit_entries(self.gateway_id)
-            # Frames one after another (nearly always just one): a later frame must never be
-            # stored after an earlier one failed. The expected last sequence makes JetStream
-            # refuse a frame if anything else wrote to this log meanwhile (a second process
-            # misconfigured with the same gateway id), instead of interleaving two histories.
-            for frame in encode_frames(encoded, first):
-                headers = {"Nats-Expected-Last-Subject-Sequence": str(self._last_stored)}
+                await self._resync()
+        except AuditUnavailableError as error:
+            for _, done in queued:
+                done.set_exception(error)
+            return
+        now = timestamp_pb2.Timestamp()
+        now.FromDatetime(datetime.now(UTC))
+        first = self._tree.size
+        encoded: list[bytes] = []
+        admitted: list[tuple[asyncio.Future[list[int]], list[int]]] = []
+        for entries, done in queued:
+            # Each caller's entries are encoded on their own: one caller's entry that cannot be
+            # stored fails that caller alone, never the others sharing this group commit.
+            try:
+                own = [
+                    self._encode(entry, first + len(encoded) + n, now)
+                    for n, entry in enumerate(entries)
+                ]
+            except AuditEntryRefusedError as error:
+                log.error("audit.entry_refused", reason=str(error))
+                done.set_exception(error)
+                continue
+            admitted.append(
+                (done, list(range(first + len(encoded), first + len(encoded) + len(own))))
+            )
+            encoded.extend(own)
+        stored, failure = await self._publish(encoded, first)
+        for data in encoded[:stored]:
+            self._tree.append(leaf_hash(data))
+        for done, positions in admitted:
+            # Entries in frames stored before a failed one are durable: their callers succeed.
+            if not positions or positions[-1] < first + stored:
+                done.set_result(positions)
+            else:
+                assert failure is not None
+                done.set_exception(failure)
+
+    def _encode(
+        self, entry: audit_pb2.AuditEntry, sequence: int, now: timestamp_pb2.Timestamp
+    ) -> bytes:
+        """The entry's stored bytes, with bounded content, its leaf index, gateway id and time."""
+        entry.sequence = sequence
+        entry.gateway_id = self.gateway_id
+        if not entry.HasField("time"):
+            entry.time.CopyFrom(now)
+        try:
+            bound_entry(entry, self._max_field_bytes, self._max_field_items)
+            data = entry.SerializeToString()
+        except Exception as error:  # whatever the encoder objects to, it is this entry's fault
+            raise AuditEntryRefusedError(f"audit entry cannot be encoded: {error}") from error
+        if not fits_a_frame(data, self._frame_bytes):
+            raise AuditEntryRefusedError(
+                f"audit entry of {len(data)} bytes does not fit a frame of {self._frame_bytes}"
+            )
+        return data
+
+    async def _publish(
+        self, encoded: list[bytes], first: int
+    ) -> tuple[int, AuditUnavailableError | None]:
+        """Store the entries as frames; (how many entries are durable, the failure if any)."""
+        subject = subjects.audit_entries(self.gateway_id)
+        stored = 0
+        # Frames one after another (nearly always just one): a later frame must never be
+        # stored after an earlier one failed. The expected last sequence makes JetStream
+        # refuse a frame if anything else wrote to this log meanwhile (a second process
+        # misconfigured with the same gateway id), instead of interleaving two histories.
+        for frame in encode_frames(encoded, first, self._frame_bytes):
+            headers = {"Nats-Expected-Last-Subject-Sequence": str(self._last_stored)}
+            try:
                 [outcome] = await self._store.publish_pipelined(
                     [(subject, frame, headers)],
                     APPEND_TIMEOUT_SECONDS,
                     stream=subjects.AUDIT_STREAM,
                 )
-                if isinstance(outcome, StoreError):
-                    self._in_doubt = True
-                    raise AuditUnavailableError(f"audit log append failed: {outcome}")
-                self._last_stored = outcome.sequence
-        except (AuditUnavailableError, StoreError) as error:
-            failure = (
-                error
-                if isinstance(error, AuditUnavailableError)
-                else AuditUnavailableError(str(error))
-            )
-            for _, done in queued:
-                done.set_exception(failure)
-            return
-        for data in encoded:
-            self._tree.append(leaf_hash(data))
-        for (_, done), positions in zip(queued, indices, strict=True):
-            done.set_result(positions)
+            except StoreError as error:
+                outcome = error
+            if isinstance(outcome, StoreError):
+                # It may still have been stored: the stream, not memory, decides (`_resync`).
+                self._in_doubt = True
+                return stored, AuditUnavailableError(f"audit log append failed: {outcome}")
+            self._last_stored = outcome.sequence
+            stored += len(audit_pb2.AuditFrame.FromString(frame).entries)
+        return stored, None
+
+    async def _resync(self) -> None:
+        """After a failed append: adopt whatever the stream holds beyond the last frame this
+        process knows it stored (a frame whose acknowledgement was lost, or another writer's),
+        reading only those frames — never the whole log again."""
+        subject = subjects.audit_entries(self.gateway_id)
+        try:
+            async for raw in stored_messages(
+                self._js, subjects.AUDIT_STREAM, subject, start=self._last_stored + 1
+            ):
+                self.frames_read += 1
+                try:
+                    frame = audit_pb2.AuditFrame.FromString(raw.data or b"")
+                except DecodeError:
+                    frame = None
+                if frame is None or frame.first_sequence != self._tree.size:
+                    raise AuditUnavailableError(
+                        f"audit log of {self.gateway_id} is damaged: the frame at stream "
+                        f"sequence {raw.seq} does not continue entry {self._tree.size}; "
+                        "run `dutylink audit verify`"
+                    )
+                for data in frame.entries:
+                    self._tree.append(leaf_hash(data))
+                self._last_stored = raw.seq or self._last_stored
+        except (nats.errors.Error, OSError, TimeoutError) as error:
+            raise AuditUnavailableError(f"audit stream unavailable: {error}") from error
+        self._in_doubt = False
+        log.info("audit.resynced", gateway_id=self.gateway_id, size=self._tree.size)
 
     async def checkpoint(self) -> str | None:
         """Sign and store a checkpoint if the log grew since the last one (signing is per

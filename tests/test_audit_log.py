@@ -17,7 +17,7 @@ from dutylink.v1 import audit_pb2, event_pb2
 from gateway import subjects
 from gateway.audit import merkle
 from gateway.audit.entries import decode_frames, gateway_entry
-from gateway.audit.log import AuditLog, AuditUnavailableError
+from gateway.audit.log import AuditEntryRefusedError, AuditLog, AuditUnavailableError
 from gateway.audit.note import Checkpoint, Signer, Verifier, open_note
 from gateway.jetstream import EventStore, stored_messages
 from gateway.testing import config_for_tests, gateway_for_tests
@@ -214,3 +214,32 @@ async def test_after_a_failed_append_the_log_resyncs_by_reading_only_the_frames_
     raw = await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM)
     assert [e.sequence for e in entries_of(raw)] == list(range(42))
     assert ours.size == 42
+
+
+async def test_an_entry_too_large_for_a_frame_fails_its_own_append_and_no_other_in_the_group(
+    nats_url: str, tmp_path: Path
+) -> None:
+    config = config_for_tests(nats={"data_dir": str(tmp_path)})
+    signer = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.generate())
+    store = EventStore(config)
+    await store.connect(nats_url)
+    try:
+        # Unbounded fields, so that the entry itself is larger than any frame may be.
+        audit = AuditLog(
+            store, "gw-1", signer, origin=signer.name, replicas=1, max_field_bytes=10**7
+        )
+        await audit.start()
+        huge = gateway_entry(audit_pb2.AUDIT_ACTION_POLICY_RELOAD, reason="r" * 2_000_000)
+        small = [gateway_entry(audit_pb2.AUDIT_ACTION_POLICY_RELOAD) for _ in range(20)]
+        outcomes = await asyncio.gather(
+            *(audit.append([e]) for e in small[:10]),
+            audit.append([huge]),
+            *(audit.append([e]) for e in small[10:]),
+            return_exceptions=True,
+        )
+    finally:
+        await store.close()
+    assert isinstance(outcomes[10], AuditEntryRefusedError)
+    assert sorted(i for o in outcomes if isinstance(o, list) for i in o) == list(range(20))
+    raw = await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM)
+    assert [e.sequence for e in entries_of(raw)] == list(range(20))

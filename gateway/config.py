@@ -100,6 +100,11 @@ class AuditSettings:
     # digest of the rest. 1024 bytes keeps every valid id and type whole.
     max_field_bytes: int = 1024
     max_field_items: int = 64
+    # A log's checkpoint key is fixed by its first checkpoint; start-up refuses another key
+    # unless this names the former one: its key id (as the refusal prints it), its public key,
+    # or the path of its key file (then the former key co-signs, endorsing the new one). The
+    # rotation is recorded in the log; once recorded, this setting is ignored.
+    rotate_from_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dutylink.v1 import (
     resource_pb2,
     warning_pb2,
 )
+from gateway.audit.note import NoteError, Verifier
 from gateway.envelope import incident_ids
 from policies.engine import Decision
 
@@ -219,6 +220,51 @@ def bound_entry(entry: audit_pb2.AuditEntry, max_field_bytes: int, max_items: in
             ]
         del value[:]
         value.extend(bounded_text(item, max_field_bytes) for item in items)
+
+
+# --- key rotation -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    """A declared change of a log's checkpoint key (an AUDIT_ACTION_KEY_ROTATION entry). The
+    old key may be known by its id alone (its files lost); the new key is always whole."""
+
+    old_name: str
+    old_key_id: bytes
+    old_key: Verifier | None
+    new_key: Verifier
+
+    @property
+    def old_label(self) -> str:
+        return f"{self.old_name}+{self.old_key_id.hex()}"
+
+    @property
+    def new_label(self) -> str:
+        return f"{self.new_key.name}+{self.new_key.key_id.hex()}"
+
+
+def rotation_entry(rotation: KeyRotation) -> audit_pb2.AuditEntry:
+    old = rotation.old_key.key_string() if rotation.old_key else rotation.old_label
+    return gateway_entry(
+        audit_pb2.AUDIT_ACTION_KEY_ROTATION,
+        reason=f"from {old} to {rotation.new_key.key_string()}",
+    )
+
+
+def parse_rotation(entry: audit_pb2.AuditEntry) -> KeyRotation:
+    """The rotation a KEY_ROTATION entry records; NoteError if its reason is not one."""
+    words = entry.reason.split(" ")
+    if len(words) != 4 or words[0] != "from" or words[2] != "to":
+        raise NoteError(f"key rotation {entry.reason[:200]!r} is not 'from <key> to <key>'")
+    new_key = Verifier.from_key_string(words[3])
+    if words[1].count("+") >= 2:
+        old_key = Verifier.from_key_string(words[1])
+        return KeyRotation(old_key.name, old_key.key_id, old_key, new_key)
+    name, _, key_id = words[1].partition("+")
+    if not name or len(key_id) != 8 or key_id.strip("0123456789abcdef"):
+        raise NoteError(f"key rotation names old key {words[1][:100]!r}, not name+<8 hex key id>")
+    return KeyRotation(name, bytes.fromhex(key_id), None, new_key)
 
 
 def describe(entry: audit_pb2.AuditEntry) -> str:

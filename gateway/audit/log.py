@@ -8,6 +8,11 @@ The stream denies delete and purge, discards new messages when full (fail closed
 and has no age limit (leaf numbering depends on every entry staying). One process appends per gateway id, in order, under a lock;
 after a crash the log state is rebuilt from the entries themselves.
 
+The log's checkpoint key is fixed by its first checkpoint: start-up refuses to sign on with
+another key unless `audit.rotate_from_key` declares the change, which is then recorded as a
+KEY_ROTATION entry (and, with the former private key at hand, endorsed: the first checkpoint
+covering it is signed by both keys), so that verifiers can follow it.
+
 Ordering on publish (see `AuditOutcome.ACCEPTED`): audit entry durable, then the event stored,
 then the publisher acknowledged. If the audit append fails the publish is refused.
 """
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,15 +38,26 @@ from nats.js import api
 from dutylink.v1 import audit_pb2
 from gateway import subjects
 from gateway.audit.entries import (
+    KeyRotation,
     bound_entry,
     decode_frames,
     encode_frames,
     fits_a_frame,
     frame_budget,
+    parse_rotation,
+    rotation_entry,
 )
 from gateway.audit.merkle import TreeState, leaf_hash
-from gateway.audit.note import Checkpoint, Signer, sign_note
-from gateway.config import AuditSettings
+from gateway.audit.note import (
+    Checkpoint,
+    NoteError,
+    Signer,
+    Verifier,
+    sign_note,
+    signature_keys,
+    unverified_text,
+)
+from gateway.config import AuditSettings, ConfigError
 from gateway.jetstream import EventStore, StoreError, ensure_stream, stored_messages
 
 log = structlog.get_logger("dutylink.audit")
@@ -55,7 +72,49 @@ class AuditEntryRefusedError(AuditUnavailableError):
     """This caller's entries cannot be encoded or do not fit a frame; others' are unaffected."""
 
 
+class SigningKeyChangedError(ConfigError):
+    """The log's checkpoints are signed with another key than this gateway's, and no key
+    rotation from that key is declared (`audit.rotate_from_key`)."""
+
+
 _Queued = tuple[Sequence[audit_pb2.AuditEntry], asyncio.Future[list[int]]]
+
+
+@dataclass(frozen=True)
+class DeclaredRotation:
+    """`audit.rotate_from_key`: the log's former checkpoint key, as the operator knows it: its
+    id alone (the refusal at start-up names it), its public key, or its private key (which
+    then endorses the new key: it co-signs the first checkpoint after the rotation)."""
+
+    key_id: bytes
+    key: Verifier | None = None
+    signer: Signer | None = None
+
+
+def declared_rotation(value: str) -> DeclaredRotation:
+    """Parse `audit.rotate_from_key`: 8 hex digits (a key id), a verifier key string, or the
+    path of a file holding the former private key or its `.pub`."""
+    where = "audit.rotate_from_key"
+    text = value.strip()
+    if len(text) == 8 and not text.strip("0123456789abcdef"):
+        return DeclaredRotation(bytes.fromhex(text))
+    if text.count("+") < 2:
+        try:
+            text = Path(text).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(
+                f"{where}: {value!r} is neither a key id (8 hex digits), a key nor a readable "
+                f"key file ({error.strerror})"
+            ) from None
+        where = f"{where}: {value}"
+    try:
+        if text.startswith("PRIVATE+KEY+"):
+            signer = Signer.from_key_string(text)
+            return DeclaredRotation(signer.key_id, signer.verifier(), signer)
+        key = Verifier.from_key_string(text)
+    except NoteError as error:
+        raise ConfigError(f"{where}: not a checkpoint key: {error}") from None
+    return DeclaredRotation(key.key_id, key)
 
 
 def load_or_create_signer(key_file: Path, name: str) -> Signer:
@@ -85,12 +144,18 @@ class AuditLog:
         replicas: int,
         max_field_bytes: int = AuditSettings.max_field_bytes,
         max_field_items: int = AuditSettings.max_field_items,
+        rotate_from: DeclaredRotation | None = None,
+        key_source: str = "audit.key_file",
     ) -> None:
         self._store = store
         self._js = store.client.jetstream()
         self._queued: list[_Queued] = []
         self._max_field_bytes = max_field_bytes
         self._max_field_items = max_field_items
+        self._rotate_from = rotate_from
+        self._key_source = key_source  # where the signing key came from, for messages
+        # The former key, while it still has to co-sign the first checkpoint after a rotation.
+        self._endorser: Signer | None = None
         self._frame_bytes = frame_budget(store.client.max_payload)
         self.gateway_id = gateway_id
         self._signer = signer
@@ -140,6 +205,12 @@ class AuditLog:
                 frames.append(raw.data or b"")
                 last_stored = raw.seq or last_stored
                 self.frames_read += 1
+            try:
+                last_note = await self._js.get_last_msg(
+                    subjects.AUDIT_STREAM, subjects.audit_checkpoints(self.gateway_id)
+                )
+            except nats.js.errors.NotFoundError:
+                last_note = None
         except (nats.errors.Error, OSError) as error:
             raise AuditUnavailableError(f"audit stream unavailable: {error}") from error
         stored = decode_frames(frames)
@@ -154,9 +225,72 @@ class AuditLog:
         self._frame_bytes = frame_budget(self._store.client.max_payload)
         self._tree = TreeState.from_leaf_hashes(leaves)
         self._in_doubt = False
+        rotation = self._check_signing_key(
+            None if last_note is None else (last_note.data or b"").decode("utf-8", "replace"),
+            stored.entries,
+        )
         log.info(
             "audit.log_ready", gateway_id=self.gateway_id, size=self._tree.size, origin=self.origin
         )
+        if rotation is not None:
+            await self.append([rotation_entry(rotation)])
+            await self.checkpoint()  # at once: the former key's endorsement, if it is at hand
+            log.warning(
+                "audit.key_rotated",
+                gateway_id=self.gateway_id,
+                old=rotation.old_label,
+                new=rotation.new_label,
+                endorsed=self._signed_size == self._tree.size and rotation.old_key is not None,
+            )
+
+    def _check_signing_key(
+        self, last_note: str | None, entries: Sequence[bytes]
+    ) -> KeyRotation | None:
+        """A log's key is fixed by its first checkpoint; it changes only by a rotation recorded
+        in the log. Returns the rotation to record now, if one is declared and due; raises
+        `SigningKeyChangedError` if the log is signed with another key and none is."""
+        mine = (self._signer.name, self._signer.key_id)
+        if last_note is None:
+            return None  # nothing signed yet: this key will be the log's
+        try:
+            keys = signature_keys(last_note)
+            signed_size = Checkpoint.parse(unverified_text(last_note)).size
+        except NoteError as error:
+            raise AuditUnavailableError(
+                f"audit log of {self.gateway_id}: its last checkpoint is damaged ({error}); "
+                "run `dutylink audit verify`"
+            ) from None
+        if mine in keys:
+            return None
+        name, key_id = next(((n, k) for n, k in keys if n == self._signer.name), keys[0])
+        declared = self._rotate_from
+        for data in entries[signed_size:]:
+            entry = audit_pb2.AuditEntry.FromString(data)
+            if entry.action != audit_pb2.AUDIT_ACTION_KEY_ROTATION:
+                continue
+            recorded = parse_rotation(entry)
+            if recorded.new_key.key_id == self._signer.key_id and recorded.old_key_id == key_id:
+                # Recorded before a crash, not yet signed: sign on (endorsed if we still can).
+                if declared is not None and declared.signer is not None:
+                    self._endorser = declared.signer
+                return None
+        if declared is None or declared.key_id != key_id:
+            mismatch = (
+                f"this gateway's key is {self._signer.name}+{self._signer.key_id.hex()} "
+                f"({self._key_source}) but its log's checkpoints are signed by {name}+{key_id.hex()}"
+            )
+            remedy = (
+                "restore that key file, or declare a rotation with "
+                f'audit.rotate_from_key = "{key_id.hex()}" (or the path of that key file, so '
+                "that the old key endorses the new one)"
+            )
+            if declared is not None:
+                remedy = f"audit.rotate_from_key names key {declared.key_id.hex()}, not {key_id.hex()}: {remedy}"
+            raise SigningKeyChangedError(
+                f"audit log of gateway {self.gateway_id}: {mismatch}; {remedy}"
+            )
+        self._endorser = declared.signer
+        return KeyRotation(name, key_id, declared.key, self._signer.verifier())
 
     async def append(self, entries: Sequence[audit_pb2.AuditEntry]) -> list[int]:
         """Append entries in order, durably; returns their leaf indices. Raises
@@ -299,7 +433,9 @@ class AuditLog:
             size, root = self._tree.size, self._tree.root()
         if size == self._signed_size:
             return None
-        note = sign_note(Checkpoint(self.origin, size, root).to_text(), [self._signer])
+        endorser = self._endorser
+        signers = [self._signer] if endorser is None else [endorser, self._signer]
+        note = sign_note(Checkpoint(self.origin, size, root).to_text(), signers)
         try:
             await self._js.publish(
                 subjects.audit_checkpoints(self.gateway_id),
@@ -310,6 +446,8 @@ class AuditLog:
             log.error("audit.checkpoint_failed", size=size, reason=str(error))
             return None
         self._signed_size, self.latest_checkpoint = size, note
+        if endorser is not None and self._endorser is endorser:
+            self._endorser = None  # endorsed once, in a checkpoint covering the rotation
         return note
 
     async def run_checkpoints(self, interval: float) -> None:

@@ -16,7 +16,12 @@ from gateway.audit import merkle
 from gateway.audit.log import SigningKeyChangedError
 from gateway.audit.note import Checkpoint, Signer, Verifier, sign_note
 from gateway.audit.verify import Report, read_log, verify_log
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testing import (
+    GatewayProcess,
+    GatewayProcessError,
+    config_for_tests,
+    gateway_for_tests,
+)
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
@@ -92,6 +97,8 @@ async def test_a_rotation_endorsed_by_the_old_key_file_verifies_with_either_key(
     old, new = tmp_path / "old" / "audit", tmp_path / "new" / "audit"
     await _run(nats_url, tmp_path / "old")
     await _run(nats_url, tmp_path / "new", rotate_from_key=str(old / "gw-1.key"))
+    with pytest.raises(SigningKeyChangedError, match="signed by dutylink/audit/gw-1\\+"):
+        await _run(nats_url, tmp_path / "old")  # the former key, put back, may not sign on
     await _run(nats_url, tmp_path / "new", rotate_from_key=str(old / "gw-1.key"))  # recorded once
     await _run(nats_url, tmp_path / "new")  # the log's key is now the new one
     for key in (old / "gw-1.pub", new / "gw-1.pub"):
@@ -148,3 +155,19 @@ async def test_verify_rejects_a_key_change_no_rotation_declares(
         f"dutylink/audit/gw-1+{_key_id(tmp_path / 'audit' / 'gw-1.pub')}, and no key rotation "
         "is recorded before it: undeclared key change"
     )
+
+
+async def test_serve_with_another_key_exits_with_one_line_naming_the_gateway_and_the_keys(
+    nats_url: str, tmp_path: Path
+) -> None:
+    await _run(nats_url, tmp_path / "old")
+    process = GatewayProcess(nats_url, tmp_path / "new")
+    with pytest.raises(GatewayProcessError):
+        await process.start()
+    assert process.returncode == 2
+    output = process.log_file.read_text()
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if line.startswith("error:")]
+    old_id = _key_id(tmp_path / "old" / "audit" / "gw-1.pub")
+    assert line.startswith("error: audit log of gateway gw-1: this gateway's key is ")
+    assert old_id in line and _key_id(tmp_path / "new" / "audit" / "gw-1.pub") in line

@@ -131,6 +131,18 @@ def load_or_create_signer(key_file: Path, name: str) -> Signer:
     return signer
 
 
+def _last_rotation(entries: Sequence[bytes]) -> KeyRotation | None:
+    """The latest readable KEY_ROTATION among stored entries (read from the end)."""
+    for data in reversed(entries):
+        try:
+            entry = audit_pb2.AuditEntry.FromString(data)
+            if entry.action == audit_pb2.AUDIT_ACTION_KEY_ROTATION:
+                return parse_rotation(entry)
+        except (DecodeError, NoteError):
+            continue  # a damaged entry is for `dutylink audit verify` to name
+    return None
+
+
 class AuditLog:
     """Appends this gateway's entries and signs checkpoints of the log."""
 
@@ -260,20 +272,21 @@ class AuditLog:
                 f"audit log of {self.gateway_id}: its last checkpoint is damaged ({error}); "
                 "run `dutylink audit verify`"
             ) from None
-        if mine in keys:
+        log_key = self._log_key(keys, entries[:signed_size])
+        if log_key == mine:
             return None
-        name, key_id = next(((n, k) for n, k in keys if n == self._signer.name), keys[0])
+        name, key_id = log_key
         declared = self._rotate_from
-        for data in entries[signed_size:]:
-            entry = audit_pb2.AuditEntry.FromString(data)
-            if entry.action != audit_pb2.AUDIT_ACTION_KEY_ROTATION:
-                continue
-            recorded = parse_rotation(entry)
-            if recorded.new_key.key_id == self._signer.key_id and recorded.old_key_id == key_id:
-                # Recorded before a crash, not yet signed: sign on (endorsed if we still can).
-                if declared is not None and declared.signer is not None:
-                    self._endorser = declared.signer
-                return None
+        pending = _last_rotation(entries[signed_size:])
+        if (
+            pending is not None
+            and pending.new_key.key_id == self._signer.key_id
+            and pending.old_key_id == key_id
+        ):
+            # Recorded before a crash, not yet signed: sign on (endorsed if we still can).
+            if declared is not None and declared.signer is not None:
+                self._endorser = declared.signer
+            return None
         if declared is None or declared.key_id != key_id:
             mismatch = (
                 f"this gateway's key is {self._signer.name}+{self._signer.key_id.hex()} "
@@ -291,6 +304,18 @@ class AuditLog:
             )
         self._endorser = declared.signer
         return KeyRotation(name, key_id, declared.key, self._signer.verifier())
+
+    def _log_key(
+        self, keys: Sequence[tuple[str, bytes]], signed: Sequence[bytes]
+    ) -> tuple[str, bytes]:
+        """(name, key id) of the log's key in force, from its last checkpoint's signers. A
+        checkpoint signed by two keys of this name follows a rotation: the newer one is the
+        rotation's (so a former key put back in place is refused, not taken for the log's)."""
+        same_name = [(n, k) for n, k in keys if n == self._signer.name]
+        if len(same_name) > 1 and (rotation := _last_rotation(signed)) is not None:
+            return self._signer.name, rotation.new_key.key_id
+        mine = (self._signer.name, self._signer.key_id)
+        return mine if mine in keys else (same_name or list(keys))[0]
 
     async def append(self, entries: Sequence[audit_pb2.AuditEntry]) -> list[int]:
         """Append entries in order, durably; returns their leaf indices. Raises

@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.client import DutyLinkClient
 from gateway import subjects
 from gateway.audit import merkle
-from gateway.audit.log import SigningKeyChangedError
+from gateway.audit.log import SigningKeyChangedError, declared_rotation, load_or_create_signer
 from gateway.audit.note import Checkpoint, Signer, Verifier, sign_note
 from gateway.audit.verify import Report, read_log, verify_log
+from gateway.config import ConfigError
 from gateway.testing import (
     GatewayProcess,
     GatewayProcessError,
@@ -171,3 +172,19 @@ async def test_serve_with_another_key_exits_with_one_line_naming_the_gateway_and
     old_id = _key_id(tmp_path / "old" / "audit" / "gw-1.pub")
     assert line.startswith("error: audit log of gateway gw-1: this gateway's key is ")
     assert old_id in line and _key_id(tmp_path / "new" / "audit" / "gw-1.pub") in line
+
+
+def test_a_rotation_is_declared_by_key_id_public_key_or_key_file_never_an_inline_private_key(
+    tmp_path: Path,
+) -> None:
+    signer = load_or_create_signer(tmp_path / "old.key", "dutylink/audit/gw-1")
+    by_id = declared_rotation(signer.key_id.hex())
+    by_key = declared_rotation(signer.verifier().key_string())
+    by_file = declared_rotation(str(tmp_path / "old.key"))
+    assert by_id.key_id == by_key.key_id == by_file.key_id == signer.key_id
+    assert by_id.key is None and by_key.signer is None
+    assert by_file.signer is not None, "the key file lets the old key endorse the new one"
+    with pytest.raises(ConfigError, match="never the key itself"):
+        declared_rotation(signer.key_string())
+    with pytest.raises(ConfigError, match=r"audit\.rotate_from_key: 'nope' is neither"):
+        declared_rotation("nope")

@@ -98,6 +98,8 @@ def declared_rotation(value: str) -> DeclaredRotation:
     text = value.strip()
     if len(text) == 8 and not text.strip("0123456789abcdef"):
         return DeclaredRotation(bytes.fromhex(text))
+    if text.startswith("PRIVATE+KEY+"):  # configuration is shown (`config show`): no secrets
+        raise ConfigError(f"{where}: give the path of the former key file, never the key itself")
     if text.count("+") < 2:
         try:
             text = Path(text).read_text(encoding="utf-8").strip()

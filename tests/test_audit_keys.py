@@ -151,10 +151,11 @@ async def test_verify_rejects_a_key_change_no_rotation_declares(
         await client.close()
     report = await _verify(nats_url, tmp_path / "audit" / "gw-1.pub")
     (problem,) = report.problems
+    assert problem.startswith("checkpoint ") and ": signature does not verify" in problem
     assert problem.endswith(
-        f"signed by key dutylink/audit/gw-1+{intruder.key_id.hex()}, not by the log's key "
-        f"dutylink/audit/gw-1+{_key_id(tmp_path / 'audit' / 'gw-1.pub')}, and no key rotation "
-        "is recorded before it: undeclared key change"
+        f"; it is signed by key dutylink/audit/gw-1+{intruder.key_id.hex()}, not by the log's "
+        f"key dutylink/audit/gw-1+{_key_id(tmp_path / 'audit' / 'gw-1.pub')}, and no key "
+        "rotation is recorded before it: undeclared key change"
     )
 
 

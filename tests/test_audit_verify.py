@@ -210,8 +210,10 @@ def test_a_checkpoint_signed_with_another_key_does_not_verify() -> None:
     checkpoints[3] = checkpoint(entries, 20, signer=FORGER)  # re-signed over the rewritten log
     report = verify(entries, checkpoints)
     assert report.problems == [
-        f"checkpoint 3 is signed by key {FORGER.name}+{FORGER.key_id.hex()}, not by the log's "
-        f"key {SIGNER.name}+{SIGNER.key_id.hex()}, and no key rotation is recorded before it: "
+        "checkpoint 3: signature does not verify (note has no signature by a trusted key "
+        f"(trusted: {SIGNER.name}+{SIGNER.key_id.hex()})); it is signed by key "
+        f"{FORGER.name}+{FORGER.key_id.hex()}, not by the log's key "
+        f"{SIGNER.name}+{SIGNER.key_id.hex()}, and no key rotation is recorded before it: "
         "undeclared key change"
     ]
     assert report.latest_size == 13  # the last checkpoint that is the gateway's

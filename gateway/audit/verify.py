@@ -370,7 +370,7 @@ def _key_epochs(
     return epochs, problems
 
 
-def _undeclared(number: int, text: str, epoch: _Epoch) -> str | None:
+def _undeclared(text: str, epoch: _Epoch) -> str | None:
     """The problem of a checkpoint signed by another key of the same name than the log's."""
     try:
         keys = signature_keys(text)
@@ -386,8 +386,8 @@ def _undeclared(number: int, text: str, epoch: _Epoch) -> str | None:
         f"{epoch.label}"
     )
     return (
-        f"checkpoint {number} is signed by key {epoch.name}+{others[0].hex()}, not by the log's "
-        f"key {epoch.label}, and {since}: undeclared key change"
+        f"it is signed by key {epoch.name}+{others[0].hex()}, not by the log's key "
+        f"{epoch.label}, and {since}: undeclared key change"
     )
 
 
@@ -431,7 +431,8 @@ def _open_by_epoch(
         for number, text in epoch.checkpoints:
             opened = _open(number, text, epoch.key, origin)
             if isinstance(opened, str):
-                found.append((number, _undeclared(number, text, epoch) or opened))
+                undeclared = _undeclared(text, epoch)
+                found.append((number, f"{opened}; {undeclared}" if undeclared else opened))
             else:
                 signed.append(opened)
     signed.sort(key=lambda checkpoint: checkpoint.number)

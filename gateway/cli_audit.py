@@ -216,6 +216,8 @@ def _url(nats_url: str | None, data_dir: Path) -> str:
 
 
 def _report(report: Report) -> None:
+    for note in report.notes:  # key rotations, checkpoints of a former key left unchecked
+        typer.echo(f"note: {note}")
     if report.ok:
         typer.echo(_summary(report))
         return

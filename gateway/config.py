@@ -94,6 +94,17 @@ class AuditSettings:
     key_file: str = ""
     commitment_key_file: str = ""
     checkpoint_seconds: float = 1.0
+    # Bounds on what one entry holds, so that any entry fits a frame (a refused Publish with a
+    # 1 MB event id once failed the whole group commit): a longer string field keeps a prefix
+    # plus its length and SHA-256; a longer caller-supplied list keeps its first items plus a
+    # digest of the rest. 1024 bytes keeps every valid id and type whole.
+    max_field_bytes: int = 1024
+    max_field_items: int = 64
+    # A log's checkpoint key is fixed by its first checkpoint; start-up refuses another key
+    # unless this names the former one: its key id (as the refusal prints it), its public key,
+    # or the path of its key file (then the former key co-signs, endorsing the new one). The
+    # rotation is recorded in the log; once recorded, this setting is ignored.
+    rotate_from_key: str = ""
 
 
 @dataclass(frozen=True)

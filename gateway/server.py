@@ -33,7 +33,12 @@ from dutylink.v1 import (
 )
 from gateway.audit.commitments import load_or_create_key
 from gateway.audit.entries import gateway_entry, schema_version
-from gateway.audit.log import AuditLog, AuditUnavailableError, load_or_create_signer
+from gateway.audit.log import (
+    AuditLog,
+    AuditUnavailableError,
+    declared_rotation,
+    load_or_create_signer,
+)
 from gateway.audit_rpc import AuditServicer, CheckpointServicer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
@@ -319,6 +324,12 @@ class Gateway:
             signer,
             origin=signer.name,
             replicas=self.config.nats.stream_replicas,
+            max_field_bytes=settings.max_field_bytes,
+            max_field_items=settings.max_field_items,
+            rotate_from=declared_rotation(settings.rotate_from_key)
+            if settings.rotate_from_key
+            else None,
+            key_source=str(key_file),
         )
         await audit.start()
         await audit.append(

@@ -16,11 +16,15 @@ share one GIL).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
+import functools
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -67,14 +71,27 @@ async def nats_for_tests(store_dir: Path) -> AsyncIterator[str]:
 OPEN_POLICY = Path(__file__).resolve().parent / "testing_policies"
 
 
+@functools.cache
+def scratch_dir() -> Path:
+    """This process's directory for gateway files of tests that name none (audit keys):
+    one per process, so that every gateway of a test run signs its log with one key, as
+    the same gateway id on a shared NATS must; removed when the process exits. Never the
+    working directory: a later real `dutylink serve` there would sign with a test key."""
+    directory = Path(tempfile.mkdtemp(prefix="dutylink-tests-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
 def config_for_tests(**sections: dict[str, Any]) -> Config:
     """Defaults plus the sample agencies, listening on a free loopback port, under a policy
-    that lets every agency publish and receive everything (unless `policy={"dir": ...}`);
+    that lets every agency publish and receive everything (unless `policy={"dir": ...}`),
+    keeping its files in `scratch_dir()` (unless `nats={"data_dir": ...}`);
     `sections` override fields, e.g. `subscriptions={"ack_wait_seconds": 1}`."""
     config = config_module.load(None, environ={})
     config = dataclasses.replace(
         config,
         gateway=dataclasses.replace(config.gateway, listen="127.0.0.1:0"),
+        nats=dataclasses.replace(config.nats, data_dir=str(scratch_dir())),
         policy=dataclasses.replace(config.policy, dir=str(OPEN_POLICY), reload_seconds=0.2),
     )
     for name, values in sections.items():

@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.audit import commitments
-from gateway.audit.entries import decode_frames, encode_frames
+from gateway.audit.entries import (
+    HEADER_ROOM_BYTES,
+    MAX_FRAME_BYTES,
+    FrameTooLargeError,
+    bound_entry,
+    bounded_text,
+    decode_frames,
+    encode_frames,
+    fits_a_frame,
+    frame_budget,
+)
 from tests.factories import incident_event, resource_request_event
 
 KEY = bytes(range(32))
 
 
 @given(st.lists(st.binary(max_size=300), max_size=60), st.integers(0, 10**9), st.integers(64, 2000))
-def test_frames_hold_every_entry_in_order_within_the_size_limit(
+def test_frames_hold_every_entry_in_order_and_never_exceed_the_size_limit(
     entries: list[bytes], first: int, limit: int
 ) -> None:
+    entries = [data for data in entries if fits_a_frame(data, limit)]
     frames = encode_frames(entries, first, limit)
     decoded = [audit_pb2.AuditFrame.FromString(f) for f in frames]
     assert [e for frame in decoded for e in frame.entries] == entries
-    assert all(
-        len(f) <= limit + 16 or len(d.entries) == 1 for f, d in zip(frames, decoded, strict=True)
-    )
+    assert all(len(f) <= limit for f in frames)
     starts = [d.first_sequence for d in decoded]
     assert starts == [first + sum(len(d.entries) for d in decoded[:i]) for i in range(len(decoded))]
     if first == 0:
@@ -32,8 +43,52 @@ def test_frames_hold_every_entry_in_order_within_the_size_limit(
         assert (unframed.entries, unframed.problems) == (entries, [])
 
 
+def test_an_entry_too_large_for_any_frame_is_refused_instead_of_framed() -> None:
+    assert not fits_a_frame(b"x" * 100, 64)
+    with pytest.raises(FrameTooLargeError, match="100 bytes does not fit a frame of 64"):
+        encode_frames([b"a", b"x" * 100], 0, 64)
+
+
+def test_a_frame_leaves_room_for_headers_under_the_servers_max_payload() -> None:
+    assert frame_budget(1024 * 1024) == MAX_FRAME_BYTES
+    assert frame_budget(64 * 1024) == 64 * 1024 - HEADER_ROOM_BYTES
+
+
+@given(st.text(max_size=3000), st.integers(100, 2000))
+def test_a_long_string_keeps_a_prefix_and_its_digest_within_the_bound(
+    text: str, limit: int
+) -> None:
+    bounded = bounded_text(text, limit)
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        assert bounded == text
+    else:
+        assert len(bounded.encode()) <= limit
+        assert bounded.endswith(f"[{len(raw)} bytes, sha256:{hashlib.sha256(raw).hexdigest()}]")
+        assert raw.startswith(bounded.rsplit("…[", 1)[0].encode())
+
+
+def test_an_entry_with_a_megabyte_of_caller_strings_stays_small_and_identifies_them() -> None:
+    huge_id = "e" * 1_000_000
+    entry = audit_pb2.AuditEntry(
+        event_id=huge_id,
+        event_type="t" * 50_000,
+        reason="r" * 200_000,
+        incident_ids=[f"INC-{n}" for n in range(10_000)],
+        withheld_fields=["incident.reporter"],
+    )
+    bound_entry(entry, 1024, 64)
+    assert len(entry.SerializeToString()) < 80 * 1024
+    assert entry.event_id.startswith("eee") and hashlib.sha256(huge_id.encode()).hexdigest() in (
+        entry.event_id
+    )
+    assert len(entry.incident_ids) == 64 and entry.incident_ids[62] == "INC-62"
+    assert entry.incident_ids[63].startswith("…[9937 more, sha256:")
+    assert list(entry.withheld_fields) == ["incident.reporter"], "short values stay whole"
+
+
 def test_a_gap_or_an_undecodable_frame_is_named() -> None:
-    frames = encode_frames([b"a", b"b"], 0, 4) + encode_frames([b"c"], 5) + [b"\xff"]
+    frames = encode_frames([b"a", b"b"], 0, 16) + encode_frames([b"c"], 5) + [b"\xff"]
     assert decode_frames(frames).problems == [
         "frame 2: starts at entry 5, but the frames before it hold 2",
         "frame 3: does not decode as an AuditFrame",

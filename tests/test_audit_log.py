@@ -10,15 +10,16 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway import subjects
 from gateway.audit import merkle
-from gateway.audit.entries import decode_frames
-from gateway.audit.log import AuditUnavailableError
-from gateway.audit.note import Checkpoint, Verifier, open_note
-from gateway.jetstream import stored_messages
+from gateway.audit.entries import decode_frames, gateway_entry
+from gateway.audit.log import AuditEntryRefusedError, AuditLog, AuditUnavailableError
+from gateway.audit.note import Checkpoint, Signer, Verifier, open_note
+from gateway.jetstream import EventStore, stored_messages
 from gateway.testing import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
@@ -150,3 +151,95 @@ async def test_concurrent_appends_are_committed_together_in_one_gapless_order(
     assert len(frames) < 40, "concurrent appends share frames (group commit)"
     by_event = {e.event_id: e.sequence for e in log}
     assert all(by_event[f"{n}-{k}"] == positions[n][k] for n in range(40) for k in range(3))
+
+
+async def test_a_refused_megabyte_id_is_audited_in_bounded_form_and_fails_nobody_else(
+    nats_url: str, tmp_path: Path
+) -> None:
+    huge = incident_event()
+    huge.id = "x" * 1_000_000
+    config = config_for_tests(nats={"data_dir": str(tmp_path)})
+    async with (
+        gateway_for_tests(nats_url, config) as gateway,
+        DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+        DutyLinkClient(gateway.address, token=TOKENS["police"]) as police,
+        DutyLinkClient(gateway.address, token=TOKENS["health"]) as health,
+    ):
+        others = [c.publish(incident_event()) for c in (police, health) for _ in range(15)]
+        outcomes = await asyncio.gather(fire.publish(huge), *others, return_exceptions=True)
+    refused, *published = outcomes
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [type(o).__name__ for o in published] == ["Receipt"] * 30
+    log = entries_of(await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM))
+    (refusal,) = [e for e in log if e.outcome == audit_pb2.AUDIT_OUTCOME_INVALID]
+    assert refusal.actor_agency == "fire"
+    assert len(refusal.SerializeToString()) < 16 * 1024
+    assert refusal.event_id.startswith("xxx")
+    assert refusal.event_id.endswith(
+        f"[1000000 bytes, sha256:{hashlib.sha256(huge.id.encode()).hexdigest()}]"
+    )
+    accepted = [e for e in log if e.outcome == audit_pb2.AUDIT_OUTCOME_ACCEPTED]
+    assert len(accepted) == 30
+
+
+async def test_after_a_failed_append_the_log_resyncs_by_reading_only_the_frames_after_its_last(
+    nats_url: str, tmp_path: Path
+) -> None:
+    config = config_for_tests(nats={"data_dir": str(tmp_path)})
+    signer = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.generate())
+    ours_store, other_store = EventStore(config), EventStore(config)
+    await ours_store.connect(nats_url)
+    await other_store.connect(nats_url)
+
+    def entry() -> audit_pb2.AuditEntry:
+        return gateway_entry(audit_pb2.AUDIT_ACTION_POLICY_RELOAD)
+
+    try:
+        ours = AuditLog(ours_store, "gw-1", signer, origin=signer.name, replicas=1)
+        await ours.start()
+        for _ in range(40):
+            await ours.append([entry()])
+        other = AuditLog(other_store, "gw-1", signer, origin=signer.name, replicas=1)
+        await other.start()
+        assert await other.append([entry()]) == [40]  # behind our back: our next append fails
+        with pytest.raises(AuditUnavailableError, match="append failed"):
+            await ours.append([entry()])
+        read_before = ours.frames_read
+        assert await ours.append([entry()]) == [41]
+        assert ours.frames_read - read_before == 1, "only the other writer's frame, not all 41"
+    finally:
+        await ours_store.close()
+        await other_store.close()
+    raw = await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM)
+    assert [e.sequence for e in entries_of(raw)] == list(range(42))
+    assert ours.size == 42
+
+
+async def test_an_entry_too_large_for_a_frame_fails_its_own_append_and_no_other_in_the_group(
+    nats_url: str, tmp_path: Path
+) -> None:
+    config = config_for_tests(nats={"data_dir": str(tmp_path)})
+    signer = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.generate())
+    store = EventStore(config)
+    await store.connect(nats_url)
+    try:
+        # Unbounded fields, so that the entry itself is larger than any frame may be.
+        audit = AuditLog(
+            store, "gw-1", signer, origin=signer.name, replicas=1, max_field_bytes=10**7
+        )
+        await audit.start()
+        huge = gateway_entry(audit_pb2.AUDIT_ACTION_POLICY_RELOAD, reason="r" * 2_000_000)
+        small = [gateway_entry(audit_pb2.AUDIT_ACTION_POLICY_RELOAD) for _ in range(20)]
+        outcomes = await asyncio.gather(
+            *(audit.append([e]) for e in small[:10]),
+            audit.append([huge]),
+            *(audit.append([e]) for e in small[10:]),
+            return_exceptions=True,
+        )
+    finally:
+        await store.close()
+    assert isinstance(outcomes[10], AuditEntryRefusedError)
+    assert sorted(i for o in outcomes if isinstance(o, list) for i in o) == list(range(20))
+    raw = await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM)
+    assert [e.sequence for e in entries_of(raw)] == list(range(20))

@@ -211,7 +211,10 @@ def test_a_checkpoint_signed_with_another_key_does_not_verify() -> None:
     report = verify(entries, checkpoints)
     assert report.problems == [
         "checkpoint 3: signature does not verify (note has no signature by a trusted key "
-        f"(trusted: {SIGNER.name}+{SIGNER.key_id.hex()}))"
+        f"(trusted: {SIGNER.name}+{SIGNER.key_id.hex()})); it is signed by key "
+        f"{FORGER.name}+{FORGER.key_id.hex()}, not by the log's key "
+        f"{SIGNER.name}+{SIGNER.key_id.hex()}, and no key rotation is recorded before it: "
+        "undeclared key change"
     ]
     assert report.latest_size == 13  # the last checkpoint that is the gateway's
 

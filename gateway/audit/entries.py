@@ -23,6 +23,7 @@ from dutylink.v1 import (
     resource_pb2,
     warning_pb2,
 )
+from gateway.audit.note import NoteError, Verifier
 from gateway.envelope import incident_ids
 from policies.engine import Decision
 
@@ -180,6 +181,92 @@ def gateway_entry(
     return entry
 
 
+# --- bounded content --------------------------------------------------------------------------
+
+# Lists whose items a caller supplies (an event's incident ids): their count is capped too.
+# Lists the policy produces (rule ids, withheld fields and their commitments) stay whole.
+_CALLER_LISTS = ("incident_ids",)
+
+
+def bounded_text(text: str, max_bytes: int) -> str:
+    """`text` if its UTF-8 fits `max_bytes`; otherwise as much of its start as fits beside a
+    marker naming its full length and SHA-256, so the entry still identifies it without
+    holding it. The result never exceeds `max(max_bytes, len(marker))` bytes."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= max_bytes:
+        return text
+    marker = f"…[{len(raw)} bytes, sha256:{hashlib.sha256(raw).hexdigest()}]"
+    room = max(0, max_bytes - len(marker.encode()))
+    return raw[:room].decode("utf-8", "ignore") + marker
+
+
+def bound_entry(entry: audit_pb2.AuditEntry, max_field_bytes: int, max_items: int) -> None:
+    """Bound, in place, every string the entry holds (see `bounded_text`), and the number of
+    items of caller-supplied lists: past `max_items`, the rest become one item naming their
+    count and digest. An entry's size then has a fixed ceiling, whatever the input was."""
+    for field, value in entry.ListFields():
+        if field.type != field.TYPE_STRING:
+            continue
+        if not field.is_repeated:
+            setattr(entry, field.name, bounded_text(value, max_field_bytes))
+            continue
+        items = list(value)
+        if field.name in _CALLER_LISTS and len(items) > max_items:
+            rest = items[max_items - 1 :]
+            joined = "\n".join(rest).encode("utf-8", "surrogatepass")
+            items = [
+                *items[: max_items - 1],
+                f"…[{len(rest)} more, sha256:{hashlib.sha256(joined).hexdigest()}]",
+            ]
+        del value[:]
+        value.extend(bounded_text(item, max_field_bytes) for item in items)
+
+
+# --- key rotation -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    """A declared change of a log's checkpoint key (an AUDIT_ACTION_KEY_ROTATION entry). The
+    old key may be known by its id alone (its files lost); the new key is always whole."""
+
+    old_name: str
+    old_key_id: bytes
+    old_key: Verifier | None
+    new_key: Verifier
+
+    @property
+    def old_label(self) -> str:
+        return f"{self.old_name}+{self.old_key_id.hex()}"
+
+    @property
+    def new_label(self) -> str:
+        return f"{self.new_key.name}+{self.new_key.key_id.hex()}"
+
+
+def rotation_entry(rotation: KeyRotation) -> audit_pb2.AuditEntry:
+    old = rotation.old_key.key_string() if rotation.old_key else rotation.old_label
+    return gateway_entry(
+        audit_pb2.AUDIT_ACTION_KEY_ROTATION,
+        reason=f"from {old} to {rotation.new_key.key_string()}",
+    )
+
+
+def parse_rotation(entry: audit_pb2.AuditEntry) -> KeyRotation:
+    """The rotation a KEY_ROTATION entry records; NoteError if its reason is not one."""
+    words = entry.reason.split(" ")
+    if len(words) != 4 or words[0] != "from" or words[2] != "to":
+        raise NoteError(f"key rotation {entry.reason[:200]!r} is not 'from <key> to <key>'")
+    new_key = Verifier.from_key_string(words[3])
+    if words[1].count("+") >= 2:
+        old_key = Verifier.from_key_string(words[1])
+        return KeyRotation(old_key.name, old_key.key_id, old_key, new_key)
+    name, _, key_id = words[1].partition("+")
+    if not name or len(key_id) != 8 or key_id.strip("0123456789abcdef"):
+        raise NoteError(f"key rotation names old key {words[1][:100]!r}, not name+<8 hex key id>")
+    return KeyRotation(name, bytes.fromhex(key_id), None, new_key)
+
+
 def describe(entry: audit_pb2.AuditEntry) -> str:
     """One readable line: when, what, who, about which event, decided by what."""
     action = audit_pb2.AuditAction.Name(entry.action).removeprefix("AUDIT_ACTION_")
@@ -212,25 +299,57 @@ def describe(entry: audit_pb2.AuditEntry) -> str:
 
 # --- storage frames ---------------------------------------------------------------------------
 
-# Under NATS's default 1 MiB message limit, with room for headers.
+# Under NATS's default 1 MiB message limit, with room for headers; less if the server's
+# max_payload is smaller (see `frame_budget`).
 MAX_FRAME_BYTES = 256 * 1024
+# Room left in a NATS message for the frame's headers (expected stream and last sequence).
+HEADER_ROOM_BYTES = 4096
+# A frame's own fields besides its entries: first_sequence's tag and varint.
+_FRAME_HEAD_BYTES = 11
+
+
+def frame_budget(max_payload: int, max_bytes: int = MAX_FRAME_BYTES) -> int:
+    """The largest frame to publish to a server whose messages carry `max_payload` bytes."""
+    return max(0, min(max_bytes, max_payload - HEADER_ROOM_BYTES))
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def framed_size(data: bytes) -> int:
+    """Bytes an encoded entry takes inside a frame: tag, length prefix, the entry."""
+    return 1 + _varint_size(len(data)) + len(data)
+
+
+def fits_a_frame(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> bool:
+    return _FRAME_HEAD_BYTES + framed_size(data) <= max_bytes
+
+
+class FrameTooLargeError(ValueError):
+    """An entry does not fit a frame by itself (the log refuses it before packing)."""
 
 
 def encode_frames(
     entries: Sequence[bytes], first_sequence: int, max_bytes: int = MAX_FRAME_BYTES
 ) -> list[bytes]:
     """Encoded entries (in log order, the first being leaf `first_sequence`) packed into as few
-    `AuditFrame`s as fit `max_bytes` each; an entry larger than that gets a frame of its own."""
+    `AuditFrame`s as fit `max_bytes` each. No frame is ever larger: an entry that does not fit
+    one by itself raises `FrameTooLargeError` (check with `fits_a_frame` first)."""
     frames: list[bytes] = []
     frame = audit_pb2.AuditFrame(first_sequence=first_sequence)
-    size = 0
+    size = _FRAME_HEAD_BYTES
     for data in entries:
-        if frame.entries and size + len(data) + 8 > max_bytes:
+        if not fits_a_frame(data, max_bytes):
+            raise FrameTooLargeError(
+                f"an audit entry of {len(data)} bytes does not fit a frame of {max_bytes} bytes"
+            )
+        if frame.entries and size + framed_size(data) > max_bytes:
             frames.append(frame.SerializeToString())
             frame = audit_pb2.AuditFrame(first_sequence=frame.first_sequence + len(frame.entries))
-            size = 0
+            size = _FRAME_HEAD_BYTES
         frame.entries.append(data)
-        size += len(data) + 8  # the field's tag and length prefix, generously
+        size += framed_size(data)
     if frame.entries:
         frames.append(frame.SerializeToString())
     return frames

@@ -295,6 +295,17 @@ def unverified_text(note: str) -> str:
     return note[: cut + 1]
 
 
+def signature_keys(note: str) -> list[tuple[str, bytes]]:
+    """(key name, key id) of each signature line, without checking any signature: to tell
+    which key signed a note before knowing that key (a log's key at start-up)."""
+    text = _decode_note(note, MAX_NOTE_SIZE)
+    cut = text.rfind("\n\n")
+    if cut < 0:
+        raise NoteError("note has no blank line between its text and its signatures")
+    lines = text[cut + 2 :].removesuffix("\n").split("\n")
+    return [_parse_signature(number, line)[:2] for number, line in enumerate(lines, start=1)]
+
+
 def open_note(
     note: str | bytes,
     verifiers: Iterable[Verifier],

@@ -8,6 +8,11 @@ of the stream; `read_log` fetches those values from JetStream. What is checked:
 - each checkpoint is a signed note the gateway's key opens, a tlog-checkpoint of the right
   origin, not larger than the log, and its root is the Merkle root of that many leading entries
   (leaf = SHA-256(0x00 || the stored bytes), as stored, never re-serialised);
+- the key of each checkpoint is the log's key at its size: the one before any KEY_ROTATION
+  entry it covers, the rotation's new key after. The auditor's key is trusted; a rotation
+  passes trust on when the former key co-signed a checkpoint covering it (endorsement), or
+  back when the trusted new key signed one covering an entry that names the former key in
+  full. Another key than the one in force is an undeclared key change;
 - along the stored order, checkpoint sizes never go down (rollback), one size never has two
   roots (fork), and each checkpoint is consistent with the one before it, checked with an RFC
   9162 consistency proof built from the leaves: a second path besides the prefix roots.
@@ -26,6 +31,7 @@ O(log² n) per checkpoint: 100 000 entries with 1 000 checkpoints take about 0.3
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +41,7 @@ from nats.js import JetStreamContext
 
 from dutylink.v1 import audit_pb2
 from gateway import subjects
-from gateway.audit.entries import decode_frames
+from gateway.audit.entries import KeyRotation, decode_frames, parse_rotation
 from gateway.audit.merkle import (
     ProofError,
     SubtreeHashes,
@@ -43,7 +49,14 @@ from gateway.audit.merkle import (
     leaf_hash,
     verify_consistency,
 )
-from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note
+from gateway.audit.note import (
+    Checkpoint,
+    NoteError,
+    Verifier,
+    open_note,
+    signature_keys,
+    unverified_text,
+)
 from gateway.jetstream import stored_messages
 
 
@@ -59,6 +72,8 @@ class Report:
     problems: list[str] = field(default_factory=list)
     latest_size: int | None = None
     latest_root: bytes | None = None
+    # What an auditor should know besides problems: key rotations, checkpoints left unchecked.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -245,6 +260,185 @@ def _checkpoint_problems(
     return problems
 
 
+# --- checkpoint keys and their rotations -------------------------------------------------------
+
+
+@dataclass
+class _Epoch:
+    """The checkpoints signed while one key was the log's: those covering `start` entries or
+    more, up to the next rotation. `key` is None when only its id is known."""
+
+    name: str
+    key_id: bytes
+    key: Verifier | None
+    start: int  # entries a checkpoint must cover to fall in this epoch (rotation index + 1)
+    rotation: KeyRotation | None = None  # the rotation that began it
+    trusted: bool = False
+    endorsed: bool = False
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}+{self.key_id.hex()}"
+
+
+def _rotations(entries: Sequence[bytes]) -> tuple[list[tuple[int, KeyRotation]], list[str]]:
+    found: list[tuple[int, KeyRotation]] = []
+    problems: list[str] = []
+    for index, data in enumerate(entries):
+        try:
+            entry = audit_pb2.AuditEntry.FromString(data)
+        except DecodeError:
+            continue  # named by the entry checks
+        if entry.action != audit_pb2.AUDIT_ACTION_KEY_ROTATION:
+            continue
+        try:
+            found.append((index, parse_rotation(entry)))
+        except NoteError as error:
+            problems.append(f"entry {index}: key rotation does not parse ({error})")
+    return found, problems
+
+
+def _size(text: str) -> int | None:
+    try:
+        return Checkpoint.parse(unverified_text(text)).size
+    except NoteError:
+        return None
+
+
+def _opens(text: str, key: Verifier) -> bool:
+    try:
+        open_note(text, [key])
+    except NoteError:
+        return False
+    return True
+
+
+def _key_epochs(
+    verifier: Verifier, rotations: Sequence[tuple[int, KeyRotation]], checkpoints: Sequence[str]
+) -> tuple[list[_Epoch], list[str]]:
+    """The log's keys in turn, each with its checkpoints, and which of them to trust.
+
+    The auditor's key is trusted. A rotation passes trust forward when the former (trusted) key
+    co-signs a checkpoint covering it (an endorsement), and backward when the new (trusted) key
+    signs a checkpoint covering an entry naming the former key in full."""
+    problems: list[str] = []
+    first = rotations[0][1] if rotations else None
+    if first is None:
+        epochs = [_Epoch(verifier.name, verifier.key_id, verifier, 0)]
+    else:
+        known = first.old_key
+        if known is None and first.old_key_id == verifier.key_id:
+            known = verifier
+        epochs = [_Epoch(first.old_name, first.old_key_id, known, 0)]
+    for index, rotation in rotations:
+        before = epochs[-1]
+        if rotation.old_key_id != before.key_id:
+            problems.append(
+                f"entry {index}: key rotation from {rotation.old_label}, but the log's key "
+                f"then was {before.label}"
+            )
+        if before.key is None and rotation.old_key is not None:
+            before.key = rotation.old_key
+        new = rotation.new_key
+        epochs.append(_Epoch(new.name, new.key_id, new, index + 1, rotation))
+    starts = [epoch.start for epoch in epochs]
+    for number, text in enumerate(checkpoints):
+        size = _size(text)
+        at = 0 if size is None else max(bisect.bisect_right(starts, size) - 1, 0)
+        epochs[at].checkpoints.append((number, text))
+    for epoch in epochs:
+        epoch.trusted = epoch.key is not None and epoch.key.key_string() == verifier.key_string()
+    changed = True
+    while changed:
+        changed = False
+        for before, after in itertools.pairwise(epochs):
+            if (
+                before.trusted
+                and not after.trusted
+                and before.key is not None
+                and any(_opens(text, before.key) for _, text in after.checkpoints)
+            ):
+                after.trusted = after.endorsed = changed = True
+            if after.trusted and not before.trusted and before.key is not None:
+                assert after.key is not None
+                if any(_opens(text, after.key) for _, text in after.checkpoints):
+                    before.trusted = changed = True
+        for before, after in itertools.pairwise(epochs):
+            if before.trusted and after.trusted and before.key is not None and not after.endorsed:
+                after.endorsed = any(_opens(text, before.key) for _, text in after.checkpoints)
+    return epochs, problems
+
+
+def _undeclared(text: str, epoch: _Epoch) -> str | None:
+    """The problem of a checkpoint signed by another key of the same name than the log's."""
+    try:
+        keys = signature_keys(text)
+    except NoteError:
+        return None
+    others = [k for n, k in keys if n == epoch.name and k != epoch.key_id]
+    if not others or any(n == epoch.name and k == epoch.key_id for n, k in keys):
+        return None
+    since = (
+        "no key rotation is recorded before it"
+        if epoch.rotation is None
+        else f"the last key rotation recorded before it (entry {epoch.start - 1}) is to "
+        f"{epoch.label}"
+    )
+    return (
+        f"it is signed by key {epoch.name}+{others[0].hex()}, not by the log's key "
+        f"{epoch.label}, and {since}: undeclared key change"
+    )
+
+
+def _open_by_epoch(
+    epochs: Sequence[_Epoch], origin: str, report: Report
+) -> tuple[list[_Signed], list[tuple[int, str]]]:
+    """Open each checkpoint with the key of its epoch, when that key is trusted."""
+    signed: list[_Signed] = []
+    found: list[tuple[int, str]] = []
+    for position, epoch in enumerate(epochs):
+        if epoch.rotation is not None:
+            how = (
+                "endorsed by the former key"
+                if epoch.endorsed
+                else "declared, not endorsed by the former key"
+            )
+            report.notes.append(
+                f"key rotated at entry {epoch.start - 1} from {epoch.rotation.old_label} to "
+                f"{epoch.label} ({how})"
+            )
+        if not epoch.checkpoints:
+            continue
+        numbers = f"{epoch.checkpoints[0][0]} to {epoch.checkpoints[-1][0]}"
+        if not epoch.trusted or epoch.key is None:
+            if any(later.trusted for later in epochs[position + 1 :]):
+                report.notes.append(
+                    f"checkpoints {numbers} are signed by the former key {epoch.label}, which "
+                    "you did not give: not checked (later checkpoints cover their entries)"
+                )
+                continue
+            assert epoch.key is not None
+            found.append(
+                (
+                    epoch.checkpoints[0][0],
+                    f"checkpoints {numbers} are signed by {epoch.label}, to which the log "
+                    f"rotated at entry {epoch.start - 1} without the former key's endorsement: "
+                    f"give --key {epoch.key.key_string()} if you trust that key",
+                )
+            )
+            continue
+        for number, text in epoch.checkpoints:
+            opened = _open(number, text, epoch.key, origin)
+            if isinstance(opened, str):
+                undeclared = _undeclared(text, epoch)
+                found.append((number, f"{opened}; {undeclared}" if undeclared else opened))
+            else:
+                signed.append(opened)
+    signed.sort(key=lambda checkpoint: checkpoint.number)
+    return signed, found
+
+
 def verify_log(
     entries: Sequence[bytes],
     checkpoints: Sequence[str],
@@ -263,14 +457,11 @@ def verify_log(
     report.problems.extend(frame_problems)
     report.problems.extend(_entry_problems(entries, gateway_id))
     leaves = [leaf_hash(data) for data in entries]
-    signed: list[_Signed] = []
-    found: list[tuple[int, str]] = []
-    for number, text in enumerate(checkpoints):
-        opened = _open(number, text, verifier, expected_origin)
-        if isinstance(opened, str):
-            found.append((number, opened))
-        else:
-            signed.append(opened)
+    rotations, rotation_problems = _rotations(entries)
+    report.problems.extend(rotation_problems)
+    epochs, chain_problems = _key_epochs(verifier, rotations, checkpoints)
+    report.problems.extend(chain_problems)
+    signed, found = _open_by_epoch(epochs, expected_origin, report)
     found.extend(_checkpoint_problems(signed, leaves))
     found.sort(key=lambda item: item[0])  # stable: one checkpoint's problems keep their order
     report.problems.extend(text for _, text in found)

@@ -56,6 +56,12 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """An event was sent again to a subscription (an earlier delivery was not acknowledged)."""
     AUDIT_ACTION_SUBSCRIBE: _AuditAction.ValueType  # 11
     """An agency opened a subscription, or was refused one."""
+    AUDIT_ACTION_KEY_ROTATION: _AuditAction.ValueType  # 12
+    """The log's checkpoint signing key changed, as its operator declared: `reason` is
+    "from <old key> to <new key>" (old: a verifier key string, or name+<8 hex key id> when only
+    its id is known; new: a verifier key string). Checkpoints covering this entry are signed
+    with the new key; the first of them also by the old key when it was still at hand.
+    """
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
     """What an audit entry records."""
@@ -84,6 +90,12 @@ AUDIT_ACTION_REDELIVER: AuditAction.ValueType  # 10
 """An event was sent again to a subscription (an earlier delivery was not acknowledged)."""
 AUDIT_ACTION_SUBSCRIBE: AuditAction.ValueType  # 11
 """An agency opened a subscription, or was refused one."""
+AUDIT_ACTION_KEY_ROTATION: AuditAction.ValueType  # 12
+"""The log's checkpoint signing key changed, as its operator declared: `reason` is
+"from <old key> to <new key>" (old: a verifier key string, or name+<8 hex key id> when only
+its id is known; new: a verifier key string). Checkpoints covering this entry are signed
+with the new key; the first of them also by the old key when it was still at hand.
+"""
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 
 class _AuditOutcome:

@@ -20,6 +20,12 @@ from typer.testing import CliRunner
 
 from gateway import pki
 from gateway.cli_pki import pki_app
+from gateway.revocation import (
+    ChangeKind,
+    RevocationKeeper,
+    RevocationUnavailableError,
+    replacement_refusal,
+)
 
 METHOD = "/dutylink.test.WhoAmI/Call"
 AUTH_KEYS_SEEN: list[str] = []
@@ -397,3 +403,40 @@ def test_cli_errors_and_usage(tmp_path: Path) -> None:
     assert runner.invoke(pki_app, ["issue", "fire"]).exit_code == 2  # no --dir
     unknown = runner.invoke(pki_app, ["revoke", "nobody", "--dir", str(tmp_path)])
     assert unknown.exit_code == 1 and "'nobody'" in unknown.stderr
+
+
+def test_a_crl_replaces_the_one_in_force_only_if_newer(tmp_path: Path) -> None:
+    pki.init_ca(tmp_path)
+    ca_pem = (tmp_path / "ca.pem").read_bytes()
+    first = pki.RevocationList.load((tmp_path / "crl.pem").read_bytes(), ca_pem)
+    pki.sign_crl(tmp_path)
+    second = pki.RevocationList.load((tmp_path / "crl.pem").read_bytes(), ca_pem)
+    assert (first.number, second.number) == (1, 2)
+    assert replacement_refusal(first, second) is None
+    assert replacement_refusal(second, second) is None, "the same list again is no change"
+    assert "CRL number 1 of" in (replacement_refusal(second, first) or "")
+
+
+def test_the_keeper_notices_a_crl_outliving_its_next_update_without_a_new_file(
+    tmp_path: Path,
+) -> None:
+    pki.init_ca(tmp_path)
+    now = [dt.datetime.now(dt.UTC)]
+    keeper = RevocationKeeper(
+        tmp_path / "crl.pem", (tmp_path / "ca.pem").read_bytes(), clock=lambda: now[0]
+    )
+    assert keeper.current().number == 1 and keeper.problem is None
+    now[0] += pki.CRL_VALIDITY + dt.timedelta(seconds=1)
+    with pytest.raises(RevocationUnavailableError, match="past its nextUpdate"):
+        keeper.current()
+    kinds = [c.kind for c in keeper.take_changes()]
+    assert kinds == [ChangeKind.LOADED, ChangeKind.UNUSABLE]
+    keeper.refresh()
+    assert keeper.take_changes() == [], "an unusable list is reported once"
+
+
+def test_a_missing_crl_at_start_up_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    pki.init_ca(tmp_path)
+    (tmp_path / "crl.pem").unlink()
+    with pytest.raises(pki.PkiError, match=r"crl\.pem: cannot read the CRL"):
+        RevocationKeeper(tmp_path / "crl.pem", (tmp_path / "ca.pem").read_bytes())

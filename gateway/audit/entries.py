@@ -24,6 +24,7 @@ from dutylink.v1 import (
     warning_pb2,
 )
 from gateway.envelope import incident_ids
+from gateway.revocation import ChangeKind, RevocationChange
 from policies.engine import Decision
 
 
@@ -177,6 +178,25 @@ def gateway_entry(
     )
     if data:
         entry.event_digest = digest(data)
+    return entry
+
+
+_REVOCATION_OUTCOMES = {
+    ChangeKind.LOADED: audit_pb2.AUDIT_OUTCOME_OK,
+    ChangeKind.REFUSED: audit_pb2.AUDIT_OUTCOME_INVALID,
+    ChangeKind.UNUSABLE: audit_pb2.AUDIT_OUTCOME_FAILED,
+}
+
+
+def revocation_entry(change: RevocationChange) -> audit_pb2.AuditEntry:
+    """A change of the CRL in force: loaded, a replacement refused, or unusable."""
+    entry = gateway_entry(
+        audit_pb2.AUDIT_ACTION_REVOCATION_LIST,
+        _REVOCATION_OUTCOMES[change.kind],
+        reason=change.reason,
+    )
+    if change.digest:
+        entry.event_digest = change.digest
     return entry
 
 

@@ -56,6 +56,23 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """An event was sent again to a subscription (an earlier delivery was not acknowledged)."""
     AUDIT_ACTION_SUBSCRIBE: _AuditAction.ValueType  # 11
     """An agency opened a subscription, or was refused one."""
+    AUDIT_ACTION_REVOCATION_LIST: _AuditAction.ValueType  # 31
+    """(Numbers 12-30 are left to other additions; these three came together.)
+    The certificate revocation list in force changed: loaded (OK), a replacement refused
+    (INVALID: older than the one in force, or not signed by the CA), or it became unusable
+    (FAILED: the file is missing, or the list is past its nextUpdate). `event_digest` is the
+    SHA-256 of the CRL file concerned, `reason` says what happened and what is in force.
+    """
+    AUDIT_ACTION_DEAD_LETTER_REPLAY: _AuditAction.ValueType  # 32
+    """An operator replayed a dead letter: `actor_agency` is "operator:<user>", `recipient_agency`
+    and `subscription` whom it was delivered to again, `event_id` and `stream_sequence` which
+    event (the dead letter's own sequence is in `reason`). FAILED follows if storing failed.
+    """
+    AUDIT_ACTION_SALT_REVEAL: _AuditAction.ValueType  # 33
+    """An auditor was given the salts of a delivery's withheld-field commitments: `actor_agency`
+    is the auditor, `recipient_agency`, `subscription` and `event_id` the delivery's,
+    `withheld_fields` the paths revealed, `reason` which entry of which log.
+    """
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
     """What an audit entry records."""
@@ -84,6 +101,23 @@ AUDIT_ACTION_REDELIVER: AuditAction.ValueType  # 10
 """An event was sent again to a subscription (an earlier delivery was not acknowledged)."""
 AUDIT_ACTION_SUBSCRIBE: AuditAction.ValueType  # 11
 """An agency opened a subscription, or was refused one."""
+AUDIT_ACTION_REVOCATION_LIST: AuditAction.ValueType  # 31
+"""(Numbers 12-30 are left to other additions; these three came together.)
+The certificate revocation list in force changed: loaded (OK), a replacement refused
+(INVALID: older than the one in force, or not signed by the CA), or it became unusable
+(FAILED: the file is missing, or the list is past its nextUpdate). `event_digest` is the
+SHA-256 of the CRL file concerned, `reason` says what happened and what is in force.
+"""
+AUDIT_ACTION_DEAD_LETTER_REPLAY: AuditAction.ValueType  # 32
+"""An operator replayed a dead letter: `actor_agency` is "operator:<user>", `recipient_agency`
+and `subscription` whom it was delivered to again, `event_id` and `stream_sequence` which
+event (the dead letter's own sequence is in `reason`). FAILED follows if storing failed.
+"""
+AUDIT_ACTION_SALT_REVEAL: AuditAction.ValueType  # 33
+"""An auditor was given the salts of a delivery's withheld-field commitments: `actor_agency`
+is the auditor, `recipient_agency`, `subscription` and `event_id` the delivery's,
+`withheld_fields` the paths revealed, `reason` which entry of which log.
+"""
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 
 class _AuditOutcome:

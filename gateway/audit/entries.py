@@ -181,6 +181,55 @@ def gateway_entry(
     return entry
 
 
+def salt_reveal_entry(
+    auditor: str, gateway_id: str, index: int, revealed: audit_pb2.AuditEntry
+) -> audit_pb2.AuditEntry:
+    """An auditor was given the salts of entry `index` of `gateway_id`'s log (`revealed`, a
+    delivery): who asked, about which event, delivered to whom, which paths."""
+    entry = audit_pb2.AuditEntry(
+        action=audit_pb2.AUDIT_ACTION_SALT_REVEAL,
+        outcome=audit_pb2.AUDIT_OUTCOME_OK,
+        actor_agency=auditor,
+        recipient_agency=revealed.recipient_agency,
+        subscription=revealed.subscription,
+        event_id=revealed.event_id,
+        event_type=revealed.event_type,
+        stream_sequence=revealed.stream_sequence,
+        incident_ids=revealed.incident_ids,
+        withheld_fields=[c.path for c in revealed.withheld_commitments],
+        reason=f"salts of entry {index} of audit log {gateway_id} revealed to {auditor}",
+    )
+    return entry
+
+
+def dead_letter_replay_entry(
+    operator: str,
+    letter_sequence: int,
+    *,
+    recipient: str,
+    subscription: str,
+    event_id: str,
+    event_type: str,
+    original_sequence: int,
+    outcome: audit_pb2.AuditOutcome.ValueType = audit_pb2.AUDIT_OUTCOME_OK,
+    reason: str = "",
+) -> audit_pb2.AuditEntry:
+    """An operator replayed dead letter `letter_sequence` (event `event_id`, first stored at
+    `original_sequence`) to `recipient`'s `subscription`."""
+    told = f"dead letter {letter_sequence} replayed by {operator}"
+    return audit_pb2.AuditEntry(
+        action=audit_pb2.AUDIT_ACTION_DEAD_LETTER_REPLAY,
+        outcome=outcome,
+        actor_agency=operator,
+        recipient_agency=recipient,
+        subscription=subscription,
+        event_id=event_id,
+        event_type=event_type,
+        stream_sequence=original_sequence,
+        reason=f"{told}: {reason}" if reason else told,
+    )
+
+
 _REVOCATION_OUTCOMES = {
     ChangeKind.LOADED: audit_pb2.AUDIT_OUTCOME_OK,
     ChangeKind.REFUSED: audit_pb2.AUDIT_OUTCOME_INVALID,

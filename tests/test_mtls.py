@@ -140,6 +140,10 @@ def test_tls_files_come_together_and_token_less_agencies_need_tls(tmp_path: Path
     tokenless.write_text('[[agencies]]\nid = "fire"\nname = "Fire"\n')
     with pytest.raises(ConfigError, match="every agency needs a token"):
         config.load(tokenless, environ={})
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[tls]\ncrl_unusable = "ignore"\n')
+    with pytest.raises(ConfigError, match=r"typo\.toml: tls\.crl_unusable: expected one of refuse"):
+        config.load(typo, environ={})
 
 
 # --- the CRL in force: never rolled back, lost or outlived silently -----------------------------

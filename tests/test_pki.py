@@ -377,6 +377,11 @@ def test_cli_happy_path(tmp_path: Path) -> None:
     assert san.value.get_values_for_type(x509.DNSName) == ["gw.dutylink.test"]
     fire_serial = str(_load(tmp_path / "pki" / "agencies" / "fire.pem").serial_number)
     assert f"revoked {fire_serial}" in run("revoke", "fire")
+    assert "CRL re-signed, valid for 7 days" in run("crl")
+    resigned = pki.RevocationList.load(
+        (tmp_path / "pki" / "crl.pem").read_bytes(), (tmp_path / "pki" / "ca.pem").read_bytes()
+    )
+    assert resigned.number == 3 and resigned.serials == {int(fire_serial)}
 
     listing = run("list")
     rows = {line.split("│")[1].strip(): line for line in listing.splitlines() if "│" in line}

@@ -90,11 +90,14 @@ class CertificateAuthenticator:
         crl_file: Path | None,
         *,
         crl_unusable: str = REFUSE,
+        crl_kept_file: Path | None = None,
     ) -> None:
         self._principals = {a.id: Principal(a.id, frozenset(a.roles)) for a in agencies}
-        # A missing or bad CRL at start-up is a configuration error: RevocationKeeper raises.
+        # A missing or bad CRL at start-up (and none kept) is a configuration error: raises.
         self.revocations = (
-            None if crl_file is None else RevocationKeeper(crl_file, ca_pem, unusable=crl_unusable)
+            None
+            if crl_file is None
+            else RevocationKeeper(crl_file, ca_pem, unusable=crl_unusable, kept_file=crl_kept_file)
         )
 
     def authenticate(self, context: CallContext) -> Principal:

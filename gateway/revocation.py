@@ -8,8 +8,10 @@ the list is *unusable*; `tls.crl_unusable` says what then happens to calls:
 - "refuse" (default): every call is refused (UNAVAILABLE, saying why) until a current CRL is in
   place: nobody is let in on a list that may be missing recent revocations;
 - "last_good": calls go on, checked against the last good list kept in memory.
-Either way the last good list is never forgotten, and every change (loaded, refused, unusable,
-usable again) is queued as a `RevocationChange` for the audit log (`take_changes`).
+Either way the last good list is never forgotten: it is kept in memory and, for the next start,
+copied to the gateway's data directory (so an older CRL put back while the gateway was stopped
+is refused too). Every change (loaded, refused, unusable, usable again) is queued as a
+`RevocationChange` for the audit log (`take_changes`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from gateway.pki import PkiError, RevocationList
 log = structlog.get_logger("dutylink.auth")
 
 REFUSE, LAST_GOOD = CRL_UNUSABLE_POLICIES  # the values of `tls.crl_unusable`
+# The copy of the list in force, under the gateway's data directory (nats.data_dir).
+CRL_KEPT_FILE = "tls/crl-in-force.pem"
 
 
 class RevocationUnavailableError(Exception):
@@ -81,28 +85,77 @@ class RevocationKeeper:
         ca_pem: bytes,
         *,
         unusable: str = REFUSE,
+        kept_file: Path | None = None,
         clock: Callable[[], dt.datetime] = _now,
     ) -> None:
+        """`kept_file` (in the gateway's data directory) holds a copy of the list in force, so
+        that an older CRL put back while the gateway was stopped is refused at start too, and a
+        missing file at start-up falls back to it (under the unusable policy)."""
         if unusable not in CRL_UNUSABLE_POLICIES:
             raise ValueError(f"crl_unusable must be one of {CRL_UNUSABLE_POLICIES}: {unusable!r}")
         self._file = crl_file
+        self._kept_file = kept_file
         self._ca_pem = ca_pem
         self._refuse = unusable == REFUSE
         self._clock = clock
         self._changes: list[RevocationChange] = []
         self._problem: str | None = None
+        self._stamp_seen: tuple[int, int] | None = None
+        kept = self._load_kept()
         try:
             data = crl_file.read_bytes()
             stamp = self._stamp()
         except OSError as error:
-            raise PkiError(f"{crl_file}: cannot read the CRL ({error.strerror})") from None
+            if kept is None:
+                raise PkiError(f"{crl_file}: cannot read the CRL ({error.strerror})") from None
+            self._in_force = kept
+            self._note(ChangeKind.LOADED, f"{kept_file}: {self._summary()} (kept)", kept.digest)
+            self._missing(error)
+            self._check_stale()
+            return
+        self._stamp_seen = stamp
+        refusal: str | None = None
         try:
-            self._in_force = RevocationList.load(data, ca_pem)
+            candidate: RevocationList | None = RevocationList.load(data, ca_pem)
         except PkiError as error:
-            raise PkiError(f"{crl_file}: {error}") from None
-        self._stamp_seen: tuple[int, int] | None = stamp
-        self._note(ChangeKind.LOADED, f"{crl_file}: {self._summary()}", self._in_force.digest)
+            if kept is None:
+                raise PkiError(f"{crl_file}: {error}") from None
+            candidate, refusal = None, str(error)
+        if candidate is not None:
+            refusal = None if kept is None else replacement_refusal(kept, candidate)
+        if candidate is not None and refusal is None:
+            self._in_force = candidate
+            self._note(ChangeKind.LOADED, f"{crl_file}: {self._summary()}", candidate.digest)
+            self._keep(data)
+        else:
+            assert kept is not None
+            self._in_force = kept
+            self._note(ChangeKind.LOADED, f"{kept_file}: {self._summary()} (kept)", kept.digest)
+            self._refused(f"{crl_file}: {refusal}", hashlib.sha256(data).digest())
         self._check_stale()
+
+    def _load_kept(self) -> RevocationList | None:
+        if self._kept_file is None:
+            return None
+        try:
+            return RevocationList.load(self._kept_file.read_bytes(), self._ca_pem)
+        except FileNotFoundError:
+            return None
+        except (OSError, PkiError) as error:  # e.g. the CA changed: start from the file
+            log.error("auth.crl_kept_unusable", file=str(self._kept_file), reason=str(error))
+            return None
+
+    def _keep(self, data: bytes) -> None:
+        """Copy the list now in force to `kept_file` (atomically)."""
+        if self._kept_file is None:
+            return
+        try:
+            self._kept_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self._kept_file.with_name(f".{self._kept_file.name}.tmp")
+            temporary.write_bytes(data)
+            temporary.replace(self._kept_file)
+        except OSError as error:
+            log.error("auth.crl_not_kept", file=str(self._kept_file), reason=str(error))
 
     @property
     def in_force(self) -> RevocationList:
@@ -161,6 +214,8 @@ class RevocationKeeper:
             return
         same = candidate.digest == self._in_force.digest
         self._in_force = candidate
+        if not same:
+            self._keep(data)
         was_unusable, self._problem = self._problem, None
         if not same or was_unusable is not None:
             verb = "back in place" if same else "in force"

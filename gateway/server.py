@@ -41,7 +41,7 @@ from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore, split_servers
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, embedded_dir
-from gateway.revocation import RevocationChange, RevocationKeeper
+from gateway.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.service import (
     AuditHolder,
     BreakGlass,
@@ -182,7 +182,11 @@ class Gateway:
             crl = Path(tls.crl_file) if tls.crl_file else None
             log.info("auth.mtls", ca=tls.ca_file, crl=tls.crl_file or None)
             authenticator = CertificateAuthenticator(
-                self.config.agencies, ca_pem, crl, crl_unusable=tls.crl_unusable
+                self.config.agencies,
+                ca_pem,
+                crl,
+                crl_unusable=tls.crl_unusable,
+                crl_kept_file=Path(self.config.nats.data_dir) / CRL_KEPT_FILE,
             )
             self._revocations = authenticator.revocations
             return authenticator, credentials

@@ -276,3 +276,23 @@ async def test_a_crl_past_its_next_update_refuses_calls_until_a_current_one_is_s
     assert stale_loaded.outcome == audit_pb2.AUDIT_OUTCOME_OK
     assert stale.outcome == audit_pb2.AUDIT_OUTCOME_FAILED and "past its nextUpdate" in stale.reason
     assert current.outcome == audit_pb2.AUDIT_OUTCOME_OK and "number 3" in current.reason
+
+
+async def test_an_older_crl_put_back_while_the_gateway_was_stopped_is_refused_at_start(
+    nats_url: str, authority: Path, tmp_path: Path
+) -> None:
+    crl = authority / "crl.pem"
+    before_revocation = crl.read_bytes()
+    pki.revoke(authority, "fire")
+    config = crl_config(authority, tmp_path)
+    async with gateway_for_tests(nats_url, config):
+        pass
+    replace_file(crl, before_revocation)
+    async with gateway_for_tests(nats_url, config) as gateway:
+        assert await publish_as(gateway, authority, "fire") == grpc.StatusCode.UNAUTHENTICATED
+        assert await publish_as(gateway, authority, "police") == grpc.StatusCode.OK
+        first_start, kept, put_back = await revocation_entries(gateway, nats_url, 3)
+    assert "CRL number 2" in first_start.reason and "CRL number 2" in kept.reason
+    assert "(kept)" in kept.reason
+    assert put_back.outcome == audit_pb2.AUDIT_OUTCOME_INVALID
+    assert "CRL number 1" in put_back.reason and "not newer than CRL number 2" in put_back.reason

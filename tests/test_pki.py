@@ -445,3 +445,16 @@ def test_a_missing_crl_at_start_up_is_an_error_naming_the_file(tmp_path: Path) -
     (tmp_path / "crl.pem").unlink()
     with pytest.raises(pki.PkiError, match=r"crl\.pem: cannot read the CRL"):
         RevocationKeeper(tmp_path / "crl.pem", (tmp_path / "ca.pem").read_bytes())
+
+
+def test_a_crl_missing_at_start_up_falls_back_to_the_kept_copy_under_the_policy(
+    tmp_path: Path,
+) -> None:
+    pki.init_ca(tmp_path)
+    ca_pem, kept = (tmp_path / "ca.pem").read_bytes(), tmp_path / "data" / "crl-in-force.pem"
+    RevocationKeeper(tmp_path / "crl.pem", ca_pem, kept_file=kept)
+    assert kept.read_bytes() == (tmp_path / "crl.pem").read_bytes()
+    (tmp_path / "crl.pem").unlink()
+    keeper = RevocationKeeper(tmp_path / "crl.pem", ca_pem, kept_file=kept, unusable="last_good")
+    assert keeper.current().number == 1
+    assert keeper.problem is not None and "No such file" in keeper.problem

@@ -36,8 +36,8 @@ def authority(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def tls_gateway(nats_url: str, authority: Path) -> AsyncIterator[Gateway]:
-    config = config_for_tests()
+async def tls_gateway(nats_url: str, authority: Path, tmp_path: Path) -> AsyncIterator[Gateway]:
+    config = config_for_tests(nats={"data_dir": str(tmp_path / "data")})
     config = dataclasses.replace(
         config,
         tls=TlsSettings(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class Record:
     origin: str  # where it came from, for people: "drop/calls.csv:12", "POST /events"
     content_type: str = "application/octet-stream"
     problem: str = ""  # set by a transport that could not read it whole: rejected unmapped
+    # Permission bits of the file it came from: a kept copy is never more readable than the
+    # original (None: not from a file, kept owner-only).
+    mode: int | None = None
 
 
 class Rejected(Exception):
@@ -141,27 +145,42 @@ class RejectedStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def keep(self, direction: str, record_id: str, body: bytes, origin: str, reason: str) -> Path:
+    def keep(
+        self,
+        direction: str,
+        record_id: str,
+        body: bytes,
+        origin: str,
+        reason: str,
+        mode: int | None = None,
+    ) -> Path:
+        """Keep a record and why; both files get `mode` (the source file's permission bits;
+        None: owner-only), whatever the umask, since records may hold personal data."""
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", record_id)[:80] or "record"
         base = f"{stamp}-{direction}-{safe}"
-        (self.directory / f"{base}.record").write_bytes(body)
-        (self.directory / f"{base}.reason.json").write_text(
-            json.dumps(
-                {
-                    "direction": direction,
-                    "record_id": record_id,
-                    "origin": origin,
-                    "reason": reason,
-                },
-                ensure_ascii=False,
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
+        why = json.dumps(
+            {"direction": direction, "record_id": record_id, "origin": origin, "reason": reason},
+            ensure_ascii=False,
+            indent=2,
         )
+        permissions = KEPT_MODE if mode is None else mode & 0o777
+        write_new_file(self.directory / f"{base}.record", body, permissions)
+        write_new_file(self.directory / f"{base}.reason.json", (why + "\n").encode(), permissions)
         return self.directory / f"{base}.record"
+
+
+# Permission bits of a kept record that did not come from a file.
+KEPT_MODE = 0o600
+
+
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` with exactly `mode` (not widened by the umask, never through a symlink)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o600)
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(data)
+        os.fchmod(stream.fileno(), mode)
 
 
 _REFUSALS = {
@@ -190,7 +209,9 @@ class Pipeline:
         self._batch_size = batch_size
 
     def _reject(self, record: Record, reason: str) -> RecordOutcome:
-        self._rejected.keep("in", record.record_id, record.body, record.origin, reason)
+        self._rejected.keep(
+            "in", record.record_id, record.body, record.origin, reason, mode=record.mode
+        )
         self._metrics.rejected.labels(adapter=self._metrics.adapter, direction="in").inc()
         log.warning(
             "adapter.rejected", record_id=record.record_id, origin=record.origin, reason=reason

@@ -10,7 +10,11 @@
   is no duplicate and no gap;
 - a finished file moves to `<state>/done/`; a file that cannot be read at all moves to
   `<state>/rejected/` with `<name>.reason.txt`; records it could not publish are kept one by
-  one in `rejected/` with their line and reason (see framework.RejectedStore).
+  one in `rejected/` with their line and reason (see framework.RejectedStore), each with the
+  permission bits of the file it came from;
+- only regular files are taken: a symbolic link (which could point at any file the adapter
+  may read) is moved, as a link, to `<state>/rejected/` with its reason, its target never
+  opened; other kinds (directories, FIFOs) are left alone.
 
 `DirectorySink` writes each outbound record as a file, atomically (temporary name, fsync,
 rename), named after its event so that a redelivery rewrites the same file.
@@ -20,16 +24,26 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
+import errno
 import io
 import json
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from adapters.framework import OutboundRecord, Pipeline, PublishUnavailableError, Record
+from adapters.framework import (
+    KEPT_MODE,
+    OutboundRecord,
+    Pipeline,
+    PublishUnavailableError,
+    Record,
+    write_new_file,
+)
 
 log = structlog.get_logger("dutylink.adapter")
 
@@ -111,13 +125,27 @@ class DirectorySource:
     def _claim_new(self) -> None:
         for pattern in self._patterns:
             for path in sorted(self.inbox.glob(pattern)):
-                if path.name.startswith(".") or not path.is_file():
+                if path.name.startswith("."):
+                    continue
+                if path.is_symlink():
+                    # rename() moves the link itself: its target is never opened.
+                    self._reject(path, "a symbolic link, refused: drop the file itself")
+                    continue
+                if not path.is_file():
                     continue
                 target = self.processing / path.name
                 if target.exists():  # a file of that name is still being processed
                     continue
                 path.rename(target)
                 log.info("adapter.file_claimed", file=path.name)
+
+    def _reject(self, path: Path, reason: str, mode: int = KEPT_MODE) -> None:
+        """Move a whole file (or link) to rejected/ with `<name>.reason.txt` beside it."""
+        path.rename(self.rejected / path.name)
+        reason_file = self.rejected / f"{path.name}.reason.txt"
+        reason_file.unlink(missing_ok=True)  # a file of the same name rejected before
+        write_new_file(reason_file, f"{reason}\n".encode(), mode)
+        log.warning("adapter.file_rejected", file=path.name, reason=reason)
 
     def _prepare(self) -> None:
         for directory in (self.inbox, self.processing, self.done, self.rejected):
@@ -134,11 +162,21 @@ class DirectorySource:
     def _load(self, path: Path) -> tuple[list[Record], int] | None:
         """The file's records and how many are settled; None if it went to rejected/."""
         try:
-            records = self._split(path.name, path.read_bytes())
+            # O_NOFOLLOW: a link that reached processing/ (claimed before links were refused)
+            # is not followed either.
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            self._reject(path, "a symbolic link, refused: drop the file itself")
+            return None
+        with os.fdopen(descriptor, "rb") as stream:
+            mode = stat.S_IMODE(os.fstat(stream.fileno()).st_mode)
+            data = stream.read()
+        try:
+            records = [dataclasses.replace(r, mode=mode) for r in self._split(path.name, data)]
         except UnreadableFileError as error:
-            path.rename(self.rejected / path.name)
-            (self.rejected / f"{path.name}.reason.txt").write_text(f"{error}\n", encoding="utf-8")
-            log.warning("adapter.file_rejected", file=path.name, reason=str(error))
+            self._reject(path, str(error), mode)
             return None
         progress = self._progress_file(path)
         return records, int(progress.read_text()) if progress.exists() else 0

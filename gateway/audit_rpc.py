@@ -15,6 +15,8 @@ from google.protobuf.message import Message
 from dutylink.v1 import audit_pb2, audit_service_pb2, audit_service_pb2_grpc
 from gateway import subjects
 from gateway.audit.commitments import salt
+from gateway.audit.entries import salt_reveal_entry
+from gateway.audit.log import AuditUnavailableError
 from gateway.audit.merkle import SubtreeHashes
 from gateway.audit.note import NoteError
 from gateway.audit.reader import (
@@ -228,7 +230,14 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
         data = await self._access.entry(context, gateway_id, request.index)
         entry = audit_pb2.AuditEntry.FromString(data)
         key = self._access.deps.audit.commitment_key
-        # Revealing is itself a fact worth keeping: who looked at which delivery's salts.
+        # Revealing is itself a fact: who was given which delivery's salts. Recorded before
+        # they are given (fail closed: no record, no salts).
+        try:
+            await self._access.deps.record(
+                [salt_reveal_entry(principal.agency, gateway_id, request.index, entry)]
+            )
+        except AuditUnavailableError as error:
+            await abort(context, status(grpc.StatusCode.UNAVAILABLE, str(error)))
         log.warning(
             "audit.salts_revealed",
             auditor=principal.agency,

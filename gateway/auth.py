@@ -4,7 +4,9 @@ Two ways in, chosen by configuration:
 - **mutual TLS** (`[tls]` set): the agency is the `urn:dutylink:agency:<id>` URI SAN of the
   client certificate the TLS handshake verified against the exchange's CA. The handshake
   refuses foreign, expired and not-yet-valid certificates; this module refuses revoked ones
-  (the CRL file is re-read when it changes) and agencies the gateway does not know.
+  (the CRL is kept by gateway.revocation: re-read when it changes, never rolled back, calls
+  refused while it is missing or stale unless configured otherwise) and agencies the gateway
+  does not know.
 - **bearer tokens** (no `[tls]`): `authorization: Bearer <token>` metadata; development only,
   logged loudly at start-up.
 Nothing downstream reads a request to learn who sent it.
@@ -21,7 +23,8 @@ from typing import Protocol
 import structlog
 
 from gateway.config import Agency
-from gateway.pki import IdentityError, PkiError, RevocationList, check_client_certificate
+from gateway.pki import IdentityError, check_client_certificate
+from gateway.revocation import REFUSE, RevocationKeeper
 
 log = structlog.get_logger("dutylink.auth")
 
@@ -80,33 +83,22 @@ class TokenAuthenticator:
 class CertificateAuthenticator:
     """Maps the verified client certificate to a configured agency, refusing revoked ones."""
 
-    def __init__(self, agencies: Iterable[Agency], ca_pem: bytes, crl_file: Path | None) -> None:
+    def __init__(
+        self,
+        agencies: Iterable[Agency],
+        ca_pem: bytes,
+        crl_file: Path | None,
+        *,
+        crl_unusable: str = REFUSE,
+        crl_kept_file: Path | None = None,
+    ) -> None:
         self._principals = {a.id: Principal(a.id, frozenset(a.roles)) for a in agencies}
-        self._ca_pem = ca_pem
-        self._crl_file = crl_file
-        self._crl: RevocationList | None = None
-        self._crl_stamp: tuple[int, int] | None = None
-        self._revocations()  # a bad CRL at start-up is a configuration error: fail now
-
-    def _revocations(self) -> RevocationList | None:
-        """The current CRL, re-read whenever the file changes. A new CRL that does not verify
-        leaves the last good one in force (loudly) rather than un-revoking anything."""
-        if self._crl_file is None:
-            return None
-        status = self._crl_file.stat()
-        stamp = (status.st_mtime_ns, status.st_size)
-        if stamp != self._crl_stamp:
-            self._crl_stamp = stamp
-            try:
-                self._crl = RevocationList.load(self._crl_file.read_bytes(), self._ca_pem)
-                log.info(
-                    "auth.crl_loaded", file=str(self._crl_file), revoked=len(self._crl.serials)
-                )
-            except PkiError as error:
-                if self._crl is None:
-                    raise
-                log.error("auth.crl_rejected", file=str(self._crl_file), reason=str(error))
-        return self._crl
+        # A missing or bad CRL at start-up (and none kept) is a configuration error: raises.
+        self.revocations = (
+            None
+            if crl_file is None
+            else RevocationKeeper(crl_file, ca_pem, unusable=crl_unusable, kept_file=crl_kept_file)
+        )
 
     def authenticate(self, context: CallContext) -> Principal:
         certificates = list(context.auth_context().get("x509_pem_cert", ()))
@@ -117,7 +109,7 @@ class CertificateAuthenticator:
             agency = check_client_certificate(certificate)
         except IdentityError as error:
             raise UnauthenticatedError(str(error)) from None
-        revocations = self._revocations()
+        revocations = None if self.revocations is None else self.revocations.current()
         if revocations is not None and revocations.is_revoked(certificate):
             raise UnauthenticatedError(f"the certificate of agency '{agency}' is revoked")
         principal = self._principals.get(agency)

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from gateway import config as config_module
 from gateway import logs
+from gateway.audit.log import AuditUnavailableError
 from gateway.cli_adapter import adapter_app
 from gateway.cli_audit import audit_app
 from gateway.cli_cluster import cluster_app
@@ -26,6 +27,7 @@ from gateway.cli_policy import policy_app
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore, StoreError
 from gateway.nats_server import NatsServerError, running_url
+from gateway.operator_audit import open_operator_log, operator_name, replay_dead_letter
 from gateway.pki import PkiError
 
 app = typer.Typer(
@@ -325,17 +327,24 @@ def deadletter_replay(
     data_dir: DataDirOption = None,
     nats_url: NatsUrlOption = None,
 ) -> None:
-    """Deliver dead letters again, each to the subscription that gave up on it."""
+    """Deliver dead letters again, each to the subscription that gave up on it; each replay is
+    audited (who, which, to whom) in the log <gateway id>-operator, before it happens."""
     settings = load_config(config, data_dir=data_dir, nats_url=nats_url)
 
     async def run() -> int:
         store = await _connected_store(settings)
         failures = 0
+        operator = operator_name()
         try:
+            try:
+                audit = await open_operator_log(settings, store)
+            except AuditUnavailableError as error:
+                typer.echo(f"error: cannot audit the replay, nothing replayed: {error}", err=True)
+                return len(sequences)
             for sequence in sequences:
                 try:
-                    letter, stored = await store.replay_dead_letter(sequence)
-                except StoreError as error:
+                    letter, stored = await replay_dead_letter(store, audit, sequence, operator)
+                except (StoreError, AuditUnavailableError) as error:
                     typer.echo(f"dead letter {sequence}: {error}", err=True)
                     failures += 1
                     continue

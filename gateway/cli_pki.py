@@ -116,6 +116,15 @@ def revoke(
     typer.echo(f"CRL written to {directory / pki.CRL}")
 
 
+@pki_app.command("crl")
+def crl(directory: DirOption) -> None:
+    """Re-sign crl.pem with a fresh nextUpdate (run it daily: by default the gateway refuses
+    calls once the CRL in force is past its nextUpdate)."""
+    with _reported():
+        path = pki.sign_crl(directory)
+    typer.echo(f"CRL re-signed, valid for {pki.CRL_VALIDITY.days} days: {path}")
+
+
 @pki_app.command("list")
 def list_certificates(directory: DirOption) -> None:
     """Show every certificate the CA issued: serial, subject, expiry, revoked."""

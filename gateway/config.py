@@ -107,6 +107,10 @@ class AuditSettings:
     rotate_from_key: str = ""
 
 
+# What `tls.crl_unusable` may say (see gateway.revocation).
+CRL_UNUSABLE_POLICIES = ("refuse", "last_good")
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     """Mutual TLS. With `cert_file` set the gateway serves TLS only and every agency must present
@@ -117,6 +121,14 @@ class TlsSettings:
     cert_file: str = ""
     key_file: str = ""
     crl_file: str = ""
+    # While the CRL file is missing or unreadable, or the list in force is past its nextUpdate:
+    # "refuse" every call (UNAVAILABLE) until a current CRL is in place, or "last_good": go on
+    # checking against the last good list kept in memory. A CRL older than the one in force is
+    # refused either way (see gateway.revocation).
+    crl_unusable: str = "refuse"
+    # How often the gateway looks at the CRL file (and the clock) without a call to prompt it,
+    # so that each change is audited promptly.
+    crl_check_seconds: float = 5.0
 
     @property
     def enabled(self) -> bool:
@@ -304,6 +316,11 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     if given and len(given) < 3:
         raise ConfigError(
             f"{where}: tls: ca_file, cert_file and key_file go together (only {', '.join(given)} set)"
+        )
+    if tls.crl_unusable not in CRL_UNUSABLE_POLICIES:
+        raise ConfigError(
+            f"{where}: tls.crl_unusable: expected one of {', '.join(CRL_UNUSABLE_POLICIES)}, "
+            f"got {tls.crl_unusable!r}"
         )
     if not tls.enabled and (missing := [a.id for a in agencies if not a.token]):
         raise ConfigError(

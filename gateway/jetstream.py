@@ -748,6 +748,16 @@ class EventStore:
         except _STORE_FAILURES as error:
             raise _translate(error) from error
 
+    async def dead_letter_at(self, sequence: int) -> DeadLetter:
+        """The dead letter stored at `sequence`; StoreRejectedError if there is none."""
+        try:
+            raw = await self._js.get_msg(subjects.DEADLETTER_STREAM, seq=sequence)
+        except nats.js.errors.NotFoundError:
+            raise StoreRejectedError(f"no dead letter with sequence {sequence}") from None
+        except _STORE_FAILURES as error:
+            raise _translate(error) from error
+        return DeadLetter.from_stored(raw)
+
     async def replay_dead_letter(self, sequence: int) -> tuple[DeadLetter, Stored]:
         """Deliver a dead letter again, to its own subscription only. Replaying the same dead
         letter twice within the duplicate window stores it once."""

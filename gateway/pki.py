@@ -19,6 +19,7 @@ from there (`agency_of`), never from the CN, because a SAN is a typed, exact ide
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import os
@@ -306,10 +307,11 @@ def _write_crl(
     ca_cert: x509.Certificate,
     ca_key: ec.EllipticCurvePrivateKey,
     issued: dict[str, dict[str, Any]],
+    now: dt.datetime | None = None,
 ) -> None:
     """Rebuild crl.pem from issued.json: every revoked serial, signed by the CA, valid for
     `CRL_VALIDITY` so a gateway can tell a stale list from a current one."""
-    now = _now()
+    now = _now() if now is None else now.astimezone(dt.UTC)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
@@ -522,6 +524,16 @@ def revoke(directory: Path, agency_or_serial: str | int) -> list[int]:
     return newly
 
 
+def sign_crl(directory: Path, *, now: dt.datetime | None = None) -> Path:
+    """Re-sign crl.pem as it stands (a higher CRLNumber, a fresh nextUpdate `CRL_VALIDITY` from
+    `now`); gateways refuse calls once the list in force is past its nextUpdate (by default),
+    so run this well within `CRL_VALIDITY` (e.g. daily). Returns crl.pem's path."""
+    directory = Path(directory)
+    ca_cert, ca_key = _load_ca(directory)
+    _write_crl(directory, ca_cert, ca_key, _load_issued(directory), now)
+    return directory / CRL
+
+
 # --- parsing for the gateway (pure: bytes in, answer out) --------------------------------------
 
 
@@ -582,16 +594,31 @@ def check_client_certificate(cert_pem: bytes) -> str:
     return _agency_of(certificate)
 
 
+_LONG_AGO = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
 class RevocationList:
     """A CRL whose signature was checked against the CA, answering "is this certificate
     revoked?" by (issuer, serial): serial numbers are only unique per issuer."""
 
     def __init__(
-        self, issuer: x509.Name, serials: frozenset[int], next_update: dt.datetime | None
+        self,
+        issuer: x509.Name,
+        serials: frozenset[int],
+        next_update: dt.datetime | None,
+        *,
+        number: int | None = None,
+        this_update: dt.datetime = _LONG_AGO,
+        digest: bytes = b"",
     ) -> None:
         self.issuer = issuer
         self.serials = serials
         self.next_update = next_update
+        # CRLNumber (None: the list has none) and thisUpdate tell a newer list from an older
+        # one put back; `digest` (SHA-256 of the PEM) names the exact list.
+        self.number = number
+        self.this_update = this_update
+        self.digest = digest
 
     @classmethod
     def load(cls, crl_pem: bytes, ca_cert_pem: bytes) -> RevocationList:
@@ -618,7 +645,20 @@ class RevocationList:
                 f"CRL signature does not verify with the CA {ca_cert.subject.rfc4514_string()}"
             )
         serials = frozenset(entry.serial_number for entry in crl)
-        return cls(crl.issuer, serials, crl.next_update_utc)
+        try:
+            number: int | None = crl.extensions.get_extension_for_class(
+                x509.CRLNumber
+            ).value.crl_number
+        except x509.ExtensionNotFound:
+            number = None
+        return cls(
+            crl.issuer,
+            serials,
+            crl.next_update_utc,
+            number=number,
+            this_update=crl.last_update_utc,
+            digest=hashlib.sha256(crl_pem).digest(),
+        )
 
     def is_stale(self, now: dt.datetime | None = None) -> bool:
         """True once nextUpdate has passed: the operator has stopped re-signing the list, and a

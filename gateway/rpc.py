@@ -12,6 +12,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.auth import Authenticator, Principal, UnauthenticatedError
+from gateway.revocation import RevocationUnavailableError
 from gateway.validation import FieldProblem
 
 log = structlog.get_logger("dutylink.gateway")
@@ -55,5 +56,9 @@ async def authenticate(
     except UnauthenticatedError as error:
         log.warning("rpc.unauthenticated", rpc=rpc, reason=str(error))
         await abort(context, status(grpc.StatusCode.UNAUTHENTICATED, str(error)))
+    except RevocationUnavailableError as error:
+        # Not the caller's fault, and over once a current CRL is in place: retryable.
+        log.warning("rpc.revocation_unavailable", rpc=rpc, reason=str(error))
+        await abort(context, status(grpc.StatusCode.UNAVAILABLE, str(error)))
     structlog.contextvars.bind_contextvars(agency=principal.agency, rpc=rpc)
     return principal

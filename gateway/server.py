@@ -32,7 +32,7 @@ from dutylink.v1 import (
     gateway_pb2_grpc,
 )
 from gateway.audit.commitments import load_or_create_key
-from gateway.audit.entries import gateway_entry, schema_version
+from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
 from gateway.audit.log import (
     AuditLog,
     AuditUnavailableError,
@@ -46,6 +46,7 @@ from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore, split_servers
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, embedded_dir
+from gateway.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.service import (
     AuditHolder,
     BreakGlass,
@@ -130,6 +131,8 @@ class Gateway:
         self._health_server: grpc.aio.Server | None = None
         self.health_port = 0
         self._policy_watch: asyncio.Task[None] | None = None
+        self._revocations: RevocationKeeper | None = None
+        self._crl_watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self._audit = AuditHolder()
         self._health = health.aio.HealthServicer()
@@ -183,7 +186,15 @@ class Gateway:
             )
             crl = Path(tls.crl_file) if tls.crl_file else None
             log.info("auth.mtls", ca=tls.ca_file, crl=tls.crl_file or None)
-            return CertificateAuthenticator(self.config.agencies, ca_pem, crl), credentials
+            authenticator = CertificateAuthenticator(
+                self.config.agencies,
+                ca_pem,
+                crl,
+                crl_unusable=tls.crl_unusable,
+                crl_kept_file=Path(self.config.nats.data_dir) / CRL_KEPT_FILE,
+            )
+            self._revocations = authenticator.revocations
+            return authenticator, credentials
         if self.config.agencies_source.endswith("sample_agencies.toml"):
             log.warning(
                 "auth.sample_tokens",
@@ -289,6 +300,8 @@ class Gateway:
         self._policy_watch = asyncio.create_task(
             policy.watch(self.config.policy.reload_seconds, self._record_policy_change)
         )
+        if self._revocations is not None:
+            self._crl_watch = asyncio.create_task(self._watch_revocations(self._revocations))
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway.started",
@@ -362,6 +375,22 @@ class Gateway:
             # every decision entry carries its policy version.
             log.error("audit.unrecorded", action="policy_reload", reason=str(error))
 
+    async def _watch_revocations(self, keeper: RevocationKeeper) -> None:
+        """Look at the CRL now and then (calls look too), and audit every change, the load at
+        start-up included. A change that cannot be recorded now is tried again next time."""
+        pending: list[RevocationChange] = []
+        while True:
+            keeper.refresh()
+            pending += keeper.take_changes()
+            if pending and self._audit.log is not None:
+                entries = [revocation_entry(change) for change in pending]
+                try:
+                    await self._audit.log.append(entries)
+                    pending = []
+                except AuditUnavailableError as error:
+                    log.error("audit.unrecorded", action="revocation_list", reason=str(error))
+            await asyncio.sleep(self.config.tls.crl_check_seconds)
+
     @property
     def audit(self) -> AuditLog | None:
         return self._audit.log
@@ -372,6 +401,7 @@ class Gateway:
         if self._deps is not None:
             self._deps.stopping.set()
         await _cancel(self._policy_watch)
+        await _cancel(self._crl_watch)
         if self._server is not None:
             await self._server.stop(grace)
         if self._health_server is not None:  # NOT_SERVING there until the main port closed

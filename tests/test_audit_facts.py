@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from gateway.audit import commitments
 from gateway.audit.entries import schema_version
 from gateway.audit.verify import read_log
 from gateway.authorization import PolicyHolder
+from gateway.operator_audit import operator_name
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
@@ -191,6 +193,52 @@ async def test_an_event_never_acked_is_logged_at_every_delivery_and_when_dead_le
     ]
     dead = next(e for e in entries if e.action == A.AUDIT_ACTION_DEAD_LETTER)
     assert dead.reason == "not acknowledged after 2 deliveries"
+
+
+async def test_a_dead_letter_replay_is_logged_with_who_which_and_to_whom(
+    gateway: Gateway, nats_url: str, tmp_path: Path
+) -> None:
+    event = warning_event()
+    async with client(gateway, "transport") as transport, client(gateway, "ecology") as ecology:
+        poison = transport.subscribe("poison", families=["warning"])
+        await poison.open()
+        await ecology.publish(event)
+        for _ in (1, 2):
+            assert await poison.next(timeout=10) is not None  # never acked
+        await eventually(
+            nats_url, lambda log: any(e.action == A.AUDIT_ACTION_DEAD_LETTER for e in log)
+        )
+        await poison.close()
+    operator_dir = tmp_path / "operator"
+    replay = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "deadletter", "replay", "1",
+        "--nats-url", nats_url, "--data-dir", str(operator_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    output, errors = await replay.communicate()
+    assert replay.returncode == 0, errors.decode()
+    assert f"event {event.id} replayed to transport/poison" in output.decode()
+
+    connection = await nats.connect(nats_url)
+    try:
+        stored = await read_log(connection.jetstream(), "gw-1-operator")
+    finally:
+        await connection.close()
+    (entry,) = [audit_pb2.AuditEntry.FromString(data) for data in stored.entries]
+    assert entry.action == A.AUDIT_ACTION_DEAD_LETTER_REPLAY
+    assert entry.outcome == A.AUDIT_OUTCOME_ACCEPTED
+    assert entry.actor_agency == operator_name()  # who
+    assert (entry.event_id, entry.event_type) == (event.id, event.type)  # which
+    assert (entry.recipient_agency, entry.subscription) == ("transport", "poison")  # to whom
+    assert entry.reason == f"dead letter 1 replayed by {operator_name()}"
+    assert (operator_dir / "audit" / "gw-1-operator.key").stat().st_mode & 0o777 == 0o600
+    verify = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "audit", "verify", "--gateway-id", "gw-1-operator",
+        "--nats-url", nats_url, "--data-dir", str(operator_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    verified, problems = await verify.communicate()
+    assert verify.returncode == 0, (verified + problems).decode()
 
 
 async def test_subscriptions_policy_reloads_and_break_glass_are_logged(

@@ -184,6 +184,41 @@ async def test_salts_let_an_auditor_prove_what_was_withheld_from_whom(gateway: G
     assert commitments.commitment(salt.salt, event, salt.path) == commitment.commitment
 
 
+async def test_a_salt_reveal_is_audited_naming_the_auditor_the_event_and_its_recipient(
+    gateway: Gateway,
+) -> None:
+    event = incident_event()
+    async with (
+        DutyLinkClient(gateway.address, token=TOKENS["transport"]) as transport,
+        DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+    ):
+        roads = transport.subscribe("roads", families=["incident"])
+        await roads.open()
+        await fire.publish(event)
+        assert await roads.next(timeout=10) is not None
+        await roads.close()
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        audit = audit_service_pb2_grpc.AuditServiceStub(channel)
+        found = await audit.ListEntries(
+            S.ListEntriesRequest(event_id=event.id, actions=[audit_pb2.AUDIT_ACTION_DELIVER]),
+            metadata=metadata("audit"),
+        )
+        (stored,) = found.entries
+        await audit.RevealCommitmentSalts(
+            S.RevealCommitmentSaltsRequest(index=stored.index), metadata=metadata("audit")
+        )
+        reveals = await audit.ListEntries(
+            S.ListEntriesRequest(actions=[audit_pb2.AUDIT_ACTION_SALT_REVEAL]),
+            metadata=metadata("audit"),
+        )
+    (reveal,) = [e.entry for e in reveals.entries]
+    assert (reveal.actor_agency, reveal.recipient_agency, reveal.subscription) == (
+        "audit", "transport", "roads",
+    )  # fmt: skip
+    assert reveal.event_id == event.id and list(reveal.withheld_fields) == ["incident.reporter"]
+    assert f"salts of entry {stored.index} of audit log gw-1 revealed to audit" == reveal.reason
+
+
 async def test_every_agency_watches_checkpoints_as_they_are_signed(
     gateway: Gateway, tmp_path: Path
 ) -> None:

@@ -231,6 +231,51 @@ async def test_an_unreadable_file_is_rejected_whole_with_its_reason(
         assert metric(r, "dutylink_adapter_records_in_total") == 0, "no line of them published"
 
 
+async def test_a_symlink_in_the_drop_directory_is_refused_without_reading_its_target(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    secret = tmp_path / "elsewhere" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_bytes((SAMPLES / "gas-alarms.csv").read_bytes())
+    secret.chmod(0o600)
+    before = secret.stat()
+    csv_runner = runner(gateway, tmp_path, "csv", "energy", options(tmp_path, "csv"))
+    inbox = tmp_path / "drop-csv"
+    inbox.mkdir()
+    (inbox / "linked.csv").symlink_to(secret)
+    rejected = tmp_path / "state-csv" / "drop" / "rejected"
+    async with running(csv_runner):
+        await until(lambda: (rejected / "linked.csv.reason.txt").exists())
+    assert (rejected / "linked.csv").is_symlink(), "the link itself is set aside"
+    assert "symbolic link" in (rejected / "linked.csv.reason.txt").read_text()
+    after = secret.stat()
+    assert (after.st_mode, after.st_size, after.st_mtime_ns) == (
+        before.st_mode, before.st_size, before.st_mtime_ns,
+    ), "the target is untouched"  # fmt: skip
+    assert secret.read_bytes() == (SAMPLES / "gas-alarms.csv").read_bytes()
+    assert not reasons(tmp_path / "state-csv"), "no record of the target was read"
+    assert metric(csv_runner, "dutylink_adapter_records_in_total") == 0
+    assert not list(inbox.iterdir())
+
+
+async def test_done_and_rejected_copies_keep_the_mode_of_the_dropped_file(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    csv_runner = runner(gateway, tmp_path, "csv", "energy", options(tmp_path, "csv"))
+    inbox = tmp_path / "drop-csv"
+    inbox.mkdir()
+    part = inbox / ".alarms.csv.part"
+    part.write_bytes((SAMPLES / "gas-alarms.csv").read_bytes())  # two bad lines among them
+    part.chmod(0o600)
+    part.rename(inbox / "alarms.csv")
+    done = tmp_path / "state-csv" / "drop" / "done" / "alarms.csv"
+    async with running(csv_runner):
+        await until(done.exists)
+    kept = list((tmp_path / "state-csv" / "rejected").iterdir())
+    assert len(kept) == 4, "two bad lines, each a record and its reason"
+    assert {oct(p.stat().st_mode & 0o777) for p in [done, *kept]} == {oct(0o600)}
+
+
 class CrashingPipeline(Pipeline):
     """The real pipeline, which dies (hangs until killed) right after publishing its
     `crash_on`-th batch: before DirectorySource writes that batch's progress."""

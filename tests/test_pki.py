@@ -20,6 +20,12 @@ from typer.testing import CliRunner
 
 from gateway import pki
 from gateway.cli_pki import pki_app
+from gateway.revocation import (
+    ChangeKind,
+    RevocationKeeper,
+    RevocationUnavailableError,
+    replacement_refusal,
+)
 
 METHOD = "/dutylink.test.WhoAmI/Call"
 AUTH_KEYS_SEEN: list[str] = []
@@ -371,6 +377,11 @@ def test_cli_happy_path(tmp_path: Path) -> None:
     assert san.value.get_values_for_type(x509.DNSName) == ["gw.dutylink.test"]
     fire_serial = str(_load(tmp_path / "pki" / "agencies" / "fire.pem").serial_number)
     assert f"revoked {fire_serial}" in run("revoke", "fire")
+    assert "CRL re-signed, valid for 7 days" in run("crl")
+    resigned = pki.RevocationList.load(
+        (tmp_path / "pki" / "crl.pem").read_bytes(), (tmp_path / "pki" / "ca.pem").read_bytes()
+    )
+    assert resigned.number == 3 and resigned.serials == {int(fire_serial)}
 
     listing = run("list")
     rows = {line.split("│")[1].strip(): line for line in listing.splitlines() if "│" in line}
@@ -397,3 +408,53 @@ def test_cli_errors_and_usage(tmp_path: Path) -> None:
     assert runner.invoke(pki_app, ["issue", "fire"]).exit_code == 2  # no --dir
     unknown = runner.invoke(pki_app, ["revoke", "nobody", "--dir", str(tmp_path)])
     assert unknown.exit_code == 1 and "'nobody'" in unknown.stderr
+
+
+def test_a_crl_replaces_the_one_in_force_only_if_newer(tmp_path: Path) -> None:
+    pki.init_ca(tmp_path)
+    ca_pem = (tmp_path / "ca.pem").read_bytes()
+    first = pki.RevocationList.load((tmp_path / "crl.pem").read_bytes(), ca_pem)
+    pki.sign_crl(tmp_path)
+    second = pki.RevocationList.load((tmp_path / "crl.pem").read_bytes(), ca_pem)
+    assert (first.number, second.number) == (1, 2)
+    assert replacement_refusal(first, second) is None
+    assert replacement_refusal(second, second) is None, "the same list again is no change"
+    assert "CRL number 1 of" in (replacement_refusal(second, first) or "")
+
+
+def test_the_keeper_notices_a_crl_outliving_its_next_update_without_a_new_file(
+    tmp_path: Path,
+) -> None:
+    pki.init_ca(tmp_path)
+    now = [dt.datetime.now(dt.UTC)]
+    keeper = RevocationKeeper(
+        tmp_path / "crl.pem", (tmp_path / "ca.pem").read_bytes(), clock=lambda: now[0]
+    )
+    assert keeper.current().number == 1 and keeper.problem is None
+    now[0] += pki.CRL_VALIDITY + dt.timedelta(seconds=1)
+    with pytest.raises(RevocationUnavailableError, match="past its nextUpdate"):
+        keeper.current()
+    kinds = [c.kind for c in keeper.take_changes()]
+    assert kinds == [ChangeKind.LOADED, ChangeKind.UNUSABLE]
+    keeper.refresh()
+    assert keeper.take_changes() == [], "an unusable list is reported once"
+
+
+def test_a_missing_crl_at_start_up_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    pki.init_ca(tmp_path)
+    (tmp_path / "crl.pem").unlink()
+    with pytest.raises(pki.PkiError, match=r"crl\.pem: cannot read the CRL"):
+        RevocationKeeper(tmp_path / "crl.pem", (tmp_path / "ca.pem").read_bytes())
+
+
+def test_a_crl_missing_at_start_up_falls_back_to_the_kept_copy_under_the_policy(
+    tmp_path: Path,
+) -> None:
+    pki.init_ca(tmp_path)
+    ca_pem, kept = (tmp_path / "ca.pem").read_bytes(), tmp_path / "data" / "crl-in-force.pem"
+    RevocationKeeper(tmp_path / "crl.pem", ca_pem, kept_file=kept)
+    assert kept.read_bytes() == (tmp_path / "crl.pem").read_bytes()
+    (tmp_path / "crl.pem").unlink()
+    keeper = RevocationKeeper(tmp_path / "crl.pem", ca_pem, kept_file=kept, unusable="last_good")
+    assert keeper.current().number == 1
+    assert keeper.problem is not None and "No such file" in keeper.problem

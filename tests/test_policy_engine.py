@@ -3,15 +3,17 @@ and the sample agreements read as decisions."""
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 
 import pytest
 
+from adapters.edxl.adapter import RM_EVENT_TYPES
 from dutylink.v1 import event_pb2, incident_pb2
 from policies import bench
-from policies.engine import Decision, Evaluator
+from policies.engine import Decision, Evaluator, declare_grant
 from policies.loader import load_policy, parse_policy, policy_files
-from tests.factories import incident_event, resource_request_event, warning_event
+from tests.factories import NOW, incident_event, resource_request_event, warning_event
 
 SAMPLES = Evaluator(load_policy(policy_files()))
 NONE: frozenset[str] = frozenset()
@@ -265,7 +267,52 @@ def test_incident_categories_and_severity_select_what_specialists_receive() -> N
 
 def test_everyone_receives_public_warnings() -> None:
     for agency in SAMPLES.policy.agency_ids:
-        assert decide(agency, "receive", warning_event()).allowed, agency
+        if agency != "audit":  # the audit office takes no part in the exchange (below)
+            assert decide(agency, "receive", warning_event()).allowed, agency
+
+
+# Every event type the adapters and the samples produce, per family.
+SAMPLE_TYPES = (
+    "incident.reported", "incident.updated", "incident.status_changed", "incident.closed",
+    *RM_EVENT_TYPES.values(), "resource.message",
+    "warning.alert", "warning.update", "warning.cancel",
+)  # fmt: skip
+
+
+def test_the_sample_audit_office_publishes_and_receives_no_event_of_any_type() -> None:
+    # The auditors read the signed audit log (AuditService), never the events themselves; the
+    # sample says so, and the "*" rules (link tests, grave incidents, public warnings) must not
+    # make it untrue. Break-glass cannot lift it either.
+    makers = {"incident": incident_event, "resource": resource_request_event,
+              "warning": warning_event}  # fmt: skip
+    profile = SAMPLES.policy.agency("audit")
+    assert profile is not None and "auditor" in profile.roles
+    grant = declare_grant(
+        SAMPLES.policy, grant_id="grant-1", agency="command", roles=frozenset({"command"}),
+        reason="all hands", now=NOW, duration=dt.timedelta(hours=1), receive_types=("*",),
+        jurisdiction="31",
+        max_classification=event_pb2.CLASSIFICATION_INTERNAL,
+    )  # fmt: skip
+    checked = 0
+    for event_type in SAMPLE_TYPES:
+        for plane in (event_pb2.PLANE_ACTUAL, event_pb2.PLANE_EXERCISE, event_pb2.PLANE_TEST):
+            for classification in (
+                event_pb2.CLASSIFICATION_PUBLIC,
+                event_pb2.CLASSIFICATION_INTERNAL,
+            ):
+                event = makers[event_type.partition(".")[0]]()
+                event.type = event_type
+                event.plane = plane  # type: ignore[assignment]
+                event.classification = classification  # type: ignore[assignment]
+                if event.HasField("incident"):
+                    event.incident.severity = incident_pb2.INCIDENT_SEVERITY_EXTRAORDINARY
+                for action in ("publish", "receive"):
+                    decision = SAMPLES.decide(
+                        "audit", profile.roles, action, event, grants=[grant], now=NOW
+                    )
+                    assert not decision.allowed, (event_type, plane, classification, action)
+                    checked += 1
+    assert checked == len(SAMPLE_TYPES) * 3 * 2 * 2
 
 
 def test_explain_says_why_each_rule_did_or_did_not_match() -> None:

@@ -25,6 +25,7 @@ from dutylink.v1 import (
 )
 from gateway.audit.note import NoteError, Verifier
 from gateway.envelope import incident_ids
+from gateway.revocation import ChangeKind, RevocationChange
 from policies.engine import Decision
 
 
@@ -265,6 +266,74 @@ def parse_rotation(entry: audit_pb2.AuditEntry) -> KeyRotation:
     if not name or len(key_id) != 8 or key_id.strip("0123456789abcdef"):
         raise NoteError(f"key rotation names old key {words[1][:100]!r}, not name+<8 hex key id>")
     return KeyRotation(name, bytes.fromhex(key_id), None, new_key)
+
+
+def salt_reveal_entry(
+    auditor: str, gateway_id: str, index: int, revealed: audit_pb2.AuditEntry
+) -> audit_pb2.AuditEntry:
+    """An auditor was given the salts of entry `index` of `gateway_id`'s log (`revealed`, a
+    delivery): who asked, about which event, delivered to whom, which paths."""
+    entry = audit_pb2.AuditEntry(
+        action=audit_pb2.AUDIT_ACTION_SALT_REVEAL,
+        outcome=audit_pb2.AUDIT_OUTCOME_OK,
+        actor_agency=auditor,
+        recipient_agency=revealed.recipient_agency,
+        subscription=revealed.subscription,
+        event_id=revealed.event_id,
+        event_type=revealed.event_type,
+        stream_sequence=revealed.stream_sequence,
+        incident_ids=revealed.incident_ids,
+        withheld_fields=[c.path for c in revealed.withheld_commitments],
+        reason=f"salts of entry {index} of audit log {gateway_id} revealed to {auditor}",
+    )
+    return entry
+
+
+def dead_letter_replay_entry(
+    operator: str,
+    letter_sequence: int,
+    *,
+    recipient: str,
+    subscription: str,
+    event_id: str,
+    event_type: str,
+    original_sequence: int,
+    outcome: audit_pb2.AuditOutcome.ValueType = audit_pb2.AUDIT_OUTCOME_OK,
+    reason: str = "",
+) -> audit_pb2.AuditEntry:
+    """An operator replayed dead letter `letter_sequence` (event `event_id`, first stored at
+    `original_sequence`) to `recipient`'s `subscription`."""
+    told = f"dead letter {letter_sequence} replayed by {operator}"
+    return audit_pb2.AuditEntry(
+        action=audit_pb2.AUDIT_ACTION_DEAD_LETTER_REPLAY,
+        outcome=outcome,
+        actor_agency=operator,
+        recipient_agency=recipient,
+        subscription=subscription,
+        event_id=event_id,
+        event_type=event_type,
+        stream_sequence=original_sequence,
+        reason=f"{told}: {reason}" if reason else told,
+    )
+
+
+_REVOCATION_OUTCOMES = {
+    ChangeKind.LOADED: audit_pb2.AUDIT_OUTCOME_OK,
+    ChangeKind.REFUSED: audit_pb2.AUDIT_OUTCOME_INVALID,
+    ChangeKind.UNUSABLE: audit_pb2.AUDIT_OUTCOME_FAILED,
+}
+
+
+def revocation_entry(change: RevocationChange) -> audit_pb2.AuditEntry:
+    """A change of the CRL in force: loaded, a replacement refused, or unusable."""
+    entry = gateway_entry(
+        audit_pb2.AUDIT_ACTION_REVOCATION_LIST,
+        _REVOCATION_OUTCOMES[change.kind],
+        reason=change.reason,
+    )
+    if change.digest:
+        entry.event_digest = change.digest
+    return entry
 
 
 def describe(entry: audit_pb2.AuditEntry) -> str:

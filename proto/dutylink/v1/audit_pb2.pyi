@@ -62,6 +62,22 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     its id is known; new: a verifier key string). Checkpoints covering this entry are signed
     with the new key; the first of them also by the old key when it was still at hand.
     """
+    AUDIT_ACTION_REVOCATION_LIST: _AuditAction.ValueType  # 13
+    """The certificate revocation list in force changed: loaded (OK), a replacement refused
+    (INVALID: older than the one in force, or not signed by the CA), or it became unusable
+    (FAILED: the file is missing, or the list is past its nextUpdate). `event_digest` is the
+    SHA-256 of the CRL file concerned, `reason` says what happened and what is in force.
+    """
+    AUDIT_ACTION_DEAD_LETTER_REPLAY: _AuditAction.ValueType  # 14
+    """An operator replayed a dead letter: `actor_agency` is "operator:<user>", `recipient_agency`
+    and `subscription` whom it was delivered to again, `event_id` and `stream_sequence` which
+    event (the dead letter's own sequence is in `reason`). FAILED follows if storing failed.
+    """
+    AUDIT_ACTION_SALT_REVEAL: _AuditAction.ValueType  # 15
+    """An auditor was given the salts of a delivery's withheld-field commitments: `actor_agency`
+    is the auditor, `recipient_agency`, `subscription` and `event_id` the delivery's,
+    `withheld_fields` the paths revealed, `reason` which entry of which log.
+    """
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
     """What an audit entry records."""
@@ -95,6 +111,22 @@ AUDIT_ACTION_KEY_ROTATION: AuditAction.ValueType  # 12
 "from <old key> to <new key>" (old: a verifier key string, or name+<8 hex key id> when only
 its id is known; new: a verifier key string). Checkpoints covering this entry are signed
 with the new key; the first of them also by the old key when it was still at hand.
+"""
+AUDIT_ACTION_REVOCATION_LIST: AuditAction.ValueType  # 13
+"""The certificate revocation list in force changed: loaded (OK), a replacement refused
+(INVALID: older than the one in force, or not signed by the CA), or it became unusable
+(FAILED: the file is missing, or the list is past its nextUpdate). `event_digest` is the
+SHA-256 of the CRL file concerned, `reason` says what happened and what is in force.
+"""
+AUDIT_ACTION_DEAD_LETTER_REPLAY: AuditAction.ValueType  # 14
+"""An operator replayed a dead letter: `actor_agency` is "operator:<user>", `recipient_agency`
+and `subscription` whom it was delivered to again, `event_id` and `stream_sequence` which
+event (the dead letter's own sequence is in `reason`). FAILED follows if storing failed.
+"""
+AUDIT_ACTION_SALT_REVEAL: AuditAction.ValueType  # 15
+"""An auditor was given the salts of a delivery's withheld-field commitments: `actor_agency`
+is the auditor, `recipient_agency`, `subscription` and `event_id` the delivery's,
+`withheld_fields` the paths revealed, `reason` which entry of which log.
 """
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 

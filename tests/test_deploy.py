@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gateway import cluster, config, pki
+from gateway import cluster, config, nats_auth, pki
 from gateway.cli import app
 from gateway.jetstream import EventStore, StoreError
 from gateway.nats_server import NatsServer, find_binary
@@ -274,15 +274,19 @@ def test_kustomization_lists_every_manifest_but_the_example_secrets() -> None:
 # --- the NATS configuration, for real -----------------------------------------------------------
 
 
-def test_the_gateway_permissions_in_nats_conf_are_the_local_clusters() -> None:
+def test_the_gateway_permissions_in_nats_conf_are_the_declared_ones() -> None:
     text = NATS_CONF.read_text()
     block = text[text.index("permissions: {") : text.index("imports: [")]
-    quoted = set(re.findall(r'"([^"]+)"', block))
-    assert quoted == {
-        *cluster.GATEWAY_PUBLISH_ALLOW,
-        *cluster.GATEWAY_PUBLISH_DENY,
-        *cluster.GATEWAY_SUBSCRIBE_ALLOW,
-    }
+    publish = block[block.index("publish: {") : block.index("subscribe: {")]
+    allow, deny = publish[: publish.index("deny: [")], publish[publish.index("deny: [") :]
+    subscribe = block[block.index("subscribe: {") :]
+
+    def quoted(part: str) -> list[str]:
+        return re.findall(r'"([^"]+)"', part)
+
+    assert quoted(allow) == list(nats_auth.GATEWAY.publish_allow)
+    assert quoted(deny) == list(nats_auth.GATEWAY.publish_deny) == list(nats_auth.FORBIDDEN)
+    assert quoted(subscribe) == list(nats_auth.GATEWAY.subscribe_allow)
     assert re.search(r"^\s*sync_interval: always$", text, re.MULTILINE)
 
 

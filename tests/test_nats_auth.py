@@ -229,6 +229,40 @@ async def test_the_cli_users_cannot_forge_events_nor_delete_purge_or_read_the_ev
     assert await _messages(embedded, subjects.AUDIT_STREAM) >= audit_entries
 
 
+async def test_the_cli_users_do_their_jobs_audit_tail_and_dead_letter_list_and_replay(
+    embedded: Embedded,
+) -> None:
+    runner = CliRunner()
+    data_dir = str(embedded.data_dir)
+    tailed = await asyncio.to_thread(
+        runner.invoke, app, ["audit", "tail", "--gateway-id", "gw-1", "--data-dir", data_dir]
+    )
+    assert tailed.exit_code == 0, tailed.output
+    assert " PUBLISH ACCEPTED fire " in tailed.stdout
+
+    gateway_user = await _open(embedded.url_as(GATEWAY))
+    try:  # a dead letter as the gateway files one when a subscriber gives up
+        letter = await gateway_user.client.jetstream().publish(
+            subjects.deadletter_subject("police", "poison"),
+            incident_event().SerializeToString(),
+            stream=subjects.DEADLETTER_STREAM,
+            headers={"ce-id": "evt-1", "ce-source": "fire", "Dutylink-Deliveries": "5"},
+        )
+    finally:
+        await gateway_user.client.close()
+    listed = await asyncio.to_thread(
+        runner.invoke, app, ["deadletter", "list", "--data-dir", data_dir]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert "evt-1" in listed.stdout
+    replayed = await asyncio.to_thread(
+        runner.invoke, app, ["deadletter", "replay", str(letter.seq), "--data-dir", data_dir]
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert "replayed to police/poison as stream sequence 2" in replayed.stdout
+    assert await _messages(embedded, subjects.EVENTS_STREAM) == 2
+
+
 async def test_a_restarted_gateway_reuses_its_credentials(tmp_path: Path) -> None:
     config = config_for_tests(nats={"data_dir": str(tmp_path)})
     async with Gateway(config):

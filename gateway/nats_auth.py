@@ -23,7 +23,7 @@ import secrets
 import stat
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -181,9 +181,9 @@ def hash_password(password: str) -> str:
 
 @dataclass(frozen=True)
 class Credentials:
-    """The embedded server's generated passwords, by user."""
+    """The embedded server's generated passwords, by user (kept out of repr: never logged)."""
 
-    passwords: dict[str, str]
+    passwords: dict[str, str] = field(repr=False)
 
     def password(self, role: Role) -> str:
         return self.passwords[role.user]

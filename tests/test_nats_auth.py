@@ -7,6 +7,7 @@ import asyncio
 import functools
 import stat
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,16 @@ def test_credentials_are_created_once_as_0600_files_and_reused(tmp_path: Path) -
     files = sorted(directory.iterdir())
     assert [f.name for f in files] == ["auditor.password", "gateway.password", "operator.password"]
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+
+
+def test_starts_racing_on_a_fresh_directory_all_get_the_same_passwords(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: nats_auth.ensure_credentials(tmp_path), range(16)))
+    assert all(result == results[0] for result in results)
+    assert [
+        p.name for p in nats_auth.credentials_dir(tmp_path).iterdir() if p.name.startswith(".")
+    ] == []
+    assert not any(p in repr(results[0]) for p in results[0].passwords.values()), "never in a repr"
 
 
 def test_a_credentials_file_others_can_read_is_refused_naming_it(tmp_path: Path) -> None:

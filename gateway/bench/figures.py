@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.nats_auth import redact_url
+from gateway.nats_auth import split_servers
 
 SECTIONS = ("sync", "publish", "policy", "audit", "latency", "fanout", "checkpoint", "soak")
 
@@ -145,4 +145,4 @@ def where(settings: Settings) -> str:
     """What the figures ran against, without credentials."""
     if not settings.nats_url:
         return "fresh embedded nats-servers (sync_interval: always)"
-    return redact_url(settings.nats_url)
+    return ", ".join(split_servers(settings.nats_url)[0])

@@ -242,6 +242,20 @@ def _create_password(path: Path) -> None:
         os.unlink(temporary)
 
 
+def write_secret_file(path: Path, text: str) -> None:
+    """Replace `path` with `text`, never readable by others: a 0600 temporary file renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def ensure_credentials(embedded_dir: Path, roles: Sequence[Role] = EMBEDDED_ROLES) -> Credentials:
     """Each role's password from `<embedded_dir>/credentials/<user>.password`, created (0600) on
     first use and reused afterwards."""
@@ -312,15 +326,14 @@ def split_servers(url: str) -> tuple[list[str], dict[str, str]]:
 
 def redact_url(url: str) -> str:
     """`url` fit to show or log: in each comma-separated server, a password or token becomes
-    '***' (the user name stays: it says who connects)."""
+    '***' (the user name stays: it says who connects). Works without a scheme too, and on a
+    password holding characters a URL parser would stop at."""
     shown = []
-    for part in url.split(","):
-        parsed = urlsplit(part.strip())
-        userinfo, at, host = parsed.netloc.rpartition("@")
-        if not at:
-            shown.append(part.strip())
-            continue
-        user, colon, _ = userinfo.partition(":")
-        hidden = f"{user}:{MASK}" if colon else MASK
-        shown.append(parsed._replace(netloc=f"{hidden}@{host}").geturl())
+    for part in (p.strip() for p in url.split(",")):
+        scheme, separator, rest = part.rpartition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            rest = f"{user}:{MASK}@{host}" if colon else f"{MASK}@{host}"
+        shown.append(f"{scheme}{separator}{rest}")
     return ",".join(shown)

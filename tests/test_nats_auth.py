@@ -43,6 +43,7 @@ def test_a_password_or_token_in_any_server_of_a_url_is_masked_and_the_user_kept(
         "nats://127.0.0.1:4222,nats://127.0.0.1:4223"
     )
     assert redact_url("") == ""
+    assert redact_url("gateway:p/w@x@127.0.0.1:4222") == "gateway:***@127.0.0.1:4222"
 
 
 def test_every_declared_user_is_denied_deleting_purging_and_moving_streams() -> None:

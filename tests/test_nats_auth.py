@@ -96,6 +96,22 @@ def test_a_credentials_file_others_can_read_is_refused_naming_it(tmp_path: Path)
         nats_auth.ensure_credentials(tmp_path)
 
 
+def test_serve_refuses_in_one_line_to_start_with_a_credentials_file_others_can_read(
+    tmp_path: Path,
+) -> None:
+    nats_auth.ensure_credentials(embedded_dir(tmp_path))
+    exposed = nats_auth.credentials_dir(embedded_dir(tmp_path)) / "auditor.password"
+    exposed.chmod(0o640)
+    result = CliRunner().invoke(
+        app, ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: cannot start: {exposed}: other users may read it (mode 0640): chmod 600 it\n"
+    )
+    assert exposed.read_text().strip() not in result.output
+
+
 # --- the embedded server, for real -------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import config as config_module
-from gateway import logs
+from gateway import logs, nats_auth
 from gateway.audit.log import AuditUnavailableError
 from gateway.cli_adapter import adapter_app
 from gateway.cli_audit import audit_app
@@ -26,7 +26,7 @@ from gateway.cli_pki import pki_app
 from gateway.cli_policy import policy_app
 from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore, StoreError
-from gateway.nats_server import NatsServerError, running_url
+from gateway.nats_server import NatsServerError, embedded_dir, running_url
 from gateway.operator_audit import open_operator_log, operator_name, replay_dead_letter
 from gateway.pki import PkiError
 
@@ -161,7 +161,8 @@ def demo(
         settings = load_config(None, listen=listen, data_dir=directory, nats_url=nats_url)
         async with Gateway(settings) as gateway:
             console.print(
-                f"gateway on [bold]{gateway.address}[/], NATS JetStream at {gateway.nats_url}"
+                f"gateway on [bold]{gateway.address}[/], NATS JetStream at "
+                f"{nats_auth.redact_url(gateway.nats_url)}"
             )
             await run_demo(gateway.address, console)
             if keep_serving:
@@ -261,20 +262,30 @@ def config_show(
 
 
 async def _connected_store(settings: Config) -> EventStore:
-    """An EventStore on the configured NATS, or on the embedded server of the data directory."""
-    url = settings.nats.url or running_url(settings.nats.data_dir)
+    """An EventStore on the configured NATS, or on the embedded server of the data directory
+    as the operator user (dead letters only: it can neither publish events nor read them)."""
+    url = settings.nats.url
     if not url:
-        typer.echo(
-            f"error: no NATS to talk to: give --nats-url, set nats.url, or start the gateway "
-            f"with data directory {settings.nats.data_dir}",
-            err=True,
-        )
-        raise typer.Exit(2)
+        running = running_url(settings.nats.data_dir)
+        if not running:
+            typer.echo(
+                f"error: no NATS to talk to: give --nats-url, set nats.url, or start the gateway "
+                f"with data directory {settings.nats.data_dir}",
+                err=True,
+            )
+            raise typer.Exit(2)
+        try:
+            url = nats_auth.embedded_url_as(
+                running, embedded_dir(settings.nats.data_dir), nats_auth.OPERATOR
+            )
+        except nats_auth.CredentialsError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
     store = EventStore(settings)
     try:
         await store.connect(url)
     except StoreError as error:
-        typer.echo(f"error: {url}: {error}", err=True)
+        typer.echo(f"error: {nats_auth.redact_url(url)}: {error}", err=True)
         raise typer.Exit(1) from None
     return store
 

@@ -27,7 +27,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from dutylink.v1 import audit_pb2
-from gateway import subjects
+from gateway import nats_auth, subjects
 from gateway.audit.bundle import (
     FULL,
     MANIFEST,
@@ -45,7 +45,7 @@ from gateway.audit.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.audit.note import NoteError, Verifier, open_note
 from gateway.audit.reader import READ_FAILURES, AuditReader, DamagedLogError, StoredCheckpoint
 from gateway.audit.verify import LogNotFoundError, Report, read_log, verify_log
-from gateway.nats_server import running_url
+from gateway.nats_server import embedded_dir, running_url
 
 audit_app = typer.Typer(help="Verify the signed audit logs.", no_args_is_help=True)
 
@@ -109,9 +109,11 @@ async def _connect(url: str) -> NatsClient:
     try:
         # nats-py retries an initial connect `max_reconnect_attempts` times, whatever
         # `allow_reconnect` says: one retry, and a bound on the whole.
+        servers, credentials = nats_auth.split_servers(url)
         return await asyncio.wait_for(
             nats.connect(
-                url,
+                servers,
+                **credentials,
                 name="dutylink-audit-verify",
                 connect_timeout=5,
                 allow_reconnect=False,
@@ -122,7 +124,11 @@ async def _connect(url: str) -> NatsClient:
             timeout=15,
         )
     except (nats.errors.Error, OSError, TimeoutError) as error:
-        _fail(2, f"error: cannot connect to NATS at {url}: {error or type(error).__name__}")
+        _fail(
+            2,
+            f"error: cannot connect to NATS at {nats_auth.redact_url(url)}: "
+            f"{error or type(error).__name__}",
+        )
 
 
 async def _verify(url: str, gateway_id: str, verifier: Verifier) -> Report:
@@ -132,12 +138,15 @@ async def _verify(url: str, gateway_id: str, verifier: Verifier) -> Report:
         try:
             stored = await read_log(js, gateway_id)
         except LogNotFoundError as error:
-            _fail(2, f"error: {url}: {error}: no gateway has written an audit log there")
+            _fail(
+                2,
+                f"error: {nats_auth.redact_url(url)}: {error}: no gateway has written an audit log there",
+            )
         if not stored.entries and not stored.checkpoints and not stored.frame_problems:
             known = ", ".join(await AuditReader(js).gateways()) or "none"
             _fail(
                 2,
-                f"error: {url}: no audit log for gateway {gateway_id!r} in stream "
+                f"error: {nats_auth.redact_url(url)}: no audit log for gateway {gateway_id!r} in stream "
                 f"{subjects.AUDIT_STREAM} (gateways with a log: {known})",
             )
         return verify_log(
@@ -148,7 +157,10 @@ async def _verify(url: str, gateway_id: str, verifier: Verifier) -> Report:
             frame_problems=stored.frame_problems,
         )
     except (nats.errors.Error, OSError, TimeoutError) as error:
-        _fail(1, f"error: {url}: reading the audit log failed: {error or type(error).__name__}")
+        _fail(
+            1,
+            f"error: {nats_auth.redact_url(url)}: reading the audit log failed: {error or type(error).__name__}",
+        )
     finally:
         await client.close()
 
@@ -205,14 +217,21 @@ KeyOption = Annotated[
 
 
 def _url(nats_url: str | None, data_dir: Path) -> str:
-    url = nats_url or running_url(data_dir)
+    """--nats-url as given, else the embedded server of `data_dir` as the auditor user (read
+    the audit stream, nothing else)."""
+    if nats_url:
+        return nats_url
+    url = running_url(data_dir)
     if not url:
         _fail(
             2,
             f"error: no NATS to talk to: give --nats-url, or start the gateway with data "
             f"directory {data_dir}",
         )
-    return url
+    try:
+        return nats_auth.embedded_url_as(url, embedded_dir(data_dir), nats_auth.AUDITOR)
+    except nats_auth.CredentialsError as error:
+        _fail(2, f"error: {error}")
 
 
 def _report(report: Report) -> None:
@@ -300,7 +319,10 @@ async def _export(
         hashes = await reader.refresh(gateway_id)
         if hashes.size == 0:
             known = ", ".join(await reader.gateways()) or "none"
-            _fail(2, f"error: {url}: no audit log for gateway {gateway_id!r} (logs: {known})")
+            _fail(
+                2,
+                f"error: {nats_auth.redact_url(url)}: no audit log for gateway {gateway_id!r} (logs: {known})",
+            )
         if not stored:
             _fail(1, f"error: audit log {gateway_id} has no signed checkpoint yet: nothing to export")  # fmt: skip
         bundle = Bundle(gateway_id, key.name, FULL if incident is None else f"incident {incident}")
@@ -319,7 +341,10 @@ async def _export(
         bundle.checkpoints = [latest.note]
         return bundle, hashes.size - size
     except (DamagedLogError, *READ_FAILURES) as error:
-        _fail(1, f"error: {url}: reading the audit log failed: {error or type(error).__name__}")
+        _fail(
+            1,
+            f"error: {nats_auth.redact_url(url)}: reading the audit log failed: {error or type(error).__name__}",
+        )
     finally:
         await client.close()
 
@@ -396,7 +421,7 @@ async def _prove(
         open_note(latest.note, [key])
         return latest, found
     except (DamagedLogError, ProofError, NoteError, *READ_FAILURES) as error:
-        _fail(1, f"error: {url}: {error or type(error).__name__}")
+        _fail(1, f"error: {nats_auth.redact_url(url)}: {error or type(error).__name__}")
     finally:
         await client.close()
 
@@ -449,7 +474,7 @@ async def _tail(url: str, gateway_id: str, count: int, follow: bool) -> None:
                 if index >= size:
                     typer.echo(f"{index:>8} {describe(audit_pb2.AuditEntry.FromString(data))}")
     except (DamagedLogError, *READ_FAILURES) as error:
-        _fail(1, f"error: {url}: {error or type(error).__name__}")
+        _fail(1, f"error: {nats_auth.redact_url(url)}: {error or type(error).__name__}")
     finally:
         await client.close()
 

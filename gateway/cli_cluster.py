@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from gateway import logs, pki
+from gateway import logs, nats_auth, pki
 from gateway.cluster import GATEWAY_USER, ClusterError, LocalCluster, issue_node_certificate
 from gateway.nats_server import NatsServerError
 
@@ -40,7 +40,30 @@ async def _until_signalled() -> None:
                 loop.remove_signal_handler(signum)
 
 
-def _describe(cluster: LocalCluster, leader: str) -> list[str]:
+ENV_FILE = "gateway.env"
+
+
+def _gateway_environment(cluster: LocalCluster) -> list[str]:
+    """What a gateway needs, as shell exports (with the gateway's password)."""
+    plan = cluster.plan
+    # Every node in the URL list: the gateway can start while any one of them is down.
+    servers = ",".join([cluster.gateway_urls[0], *cluster.urls[1:]])
+    lines = [
+        f"export DUTYLINK_NATS_URL={servers}",
+        f"export DUTYLINK_NATS_STREAM_REPLICAS={min(3, len(plan.nodes))}",
+    ]
+    if plan.tls is not None:
+        lines.append(f"export SSL_CERT_FILE={plan.tls.ca_file}")
+    return lines
+
+
+def _redacted(export: str) -> str:
+    name, _, value = export.partition("=")
+    return f"{name}={nats_auth.redact_url(value)}"
+
+
+def _describe(cluster: LocalCluster, leader: str, env_file: Path) -> list[str]:
+    """What runs and how to use it; passwords only in `env_file` (0600), never printed."""
     plan = cluster.plan
     lines = [
         f"JetStream cluster {plan.name}: {len(plan.nodes)} node(s) on 127.0.0.1, "
@@ -48,17 +71,12 @@ def _describe(cluster: LocalCluster, leader: str) -> list[str]:
     ]
     for node, url in zip(plan.nodes, cluster.urls, strict=True):
         lines.append(f"  {node.name}  {url}  (store {node.directory / 'jetstream'})")
-    # Every node in the URL list: the gateway can start while any one of them is down.
-    servers = ",".join([cluster.gateway_urls[0], *cluster.urls[1:]])
     lines += [
-        "Point a gateway at it (this session's passwords; they change on every `up`):",
-        f"  export DUTYLINK_NATS_URL={servers}",
-        f"  export DUTYLINK_NATS_STREAM_REPLICAS={min(3, len(plan.nodes))}",
-    ]
-    if plan.tls is not None:
-        lines.append(f"  export SSL_CERT_FILE={plan.tls.ca_file}")
-    lines += [
-        f"System account (cluster operations, no JetStream): {cluster.system_urls[0]}",
+        f"Point a gateway at it: source {env_file}",
+        "(this session's passwords, mode 0600; they change on every `up`):",
+        *(f"  {_redacted(line)}" for line in _gateway_environment(cluster)),
+        "System account (cluster operations, no JetStream): "
+        f"{nats_auth.redact_url(cluster.system_urls[0])}",
         f"Only the {GATEWAY_USER!r} user reaches the streams. Ctrl-C stops every node.",
     ]
     return lines
@@ -89,7 +107,9 @@ def up(
         cluster = LocalCluster(where, nodes, tls=tls)
         async with cluster:
             leader = await cluster.wait_until_ready()
-            for line in _describe(cluster, leader):
+            env_file = where / ENV_FILE
+            nats_auth.write_secret_file(env_file, "\n".join(_gateway_environment(cluster)) + "\n")
+            for line in _describe(cluster, leader, env_file):
                 typer.echo(line)
             await _until_signalled()
         typer.echo("cluster stopped")

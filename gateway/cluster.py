@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import secrets
 import socket
 import ssl
 from collections.abc import Sequence
@@ -34,49 +33,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from nats.aio.client import Client as NatsClient
 
-from gateway import pki
+from gateway import nats_auth, pki
 from gateway.faults import FaultProxy
 from gateway.jetstream import VARZ_SUBJECT, gather_replies
 from gateway.lifecycle import Started
 from gateway.nats_server import NatsServer, NatsServerError
 
 HOST = "127.0.0.1"
-GATEWAY_USER = "gateway"
+GATEWAY_USER = nats_auth.GATEWAY.user
 SYSTEM_USER = "admin"
 ACCOUNT = "DUTYLINK"
 SYSTEM_ACCOUNT = "SYS"
 NODE_CERT_HOLDER = "nats-cluster"
 NODE_CERT = "nats-node.pem"
 NODE_KEY = "nats-node.key"
-
-# What the gateway user may do: its own subjects, the JetStream API calls nats-py makes for
-# streams, consumers, direct gets and acks, and the VARZ import. Never delete or purge a stream
-# or its messages, restore, snapshot or move peers: that is an administrator's job, done with
-# the system account's tools, and a stolen gateway password must not erase the evidence.
-GATEWAY_PUBLISH_ALLOW = (
-    "dutylink.>",
-    "$JS.API.INFO",
-    "$JS.API.STREAM.CREATE.*",
-    "$JS.API.STREAM.UPDATE.*",
-    "$JS.API.STREAM.INFO.*",
-    "$JS.API.STREAM.NAMES",
-    "$JS.API.STREAM.LIST",
-    "$JS.API.STREAM.MSG.GET.*",
-    "$JS.API.DIRECT.GET.>",
-    "$JS.API.CONSUMER.>",
-    "$JS.ACK.>",
-    "$JS.FC.>",
-)
-GATEWAY_PUBLISH_DENY = (
-    "$JS.API.STREAM.DELETE.>",
-    "$JS.API.STREAM.PURGE.>",
-    "$JS.API.STREAM.MSG.DELETE.>",
-    "$JS.API.STREAM.SNAPSHOT.>",
-    "$JS.API.STREAM.RESTORE.>",
-    "$JS.API.STREAM.PEER.>",
-    "$JS.API.META.>",
-)
-GATEWAY_SUBSCRIBE_ALLOW = ("_INBOX.>", "dutylink.>")
 
 
 class ClusterError(NatsServerError):
@@ -123,12 +93,6 @@ def _free_ports(count: int) -> list[int]:
         return [int(probe.getsockname()[1]) for probe in probes]
 
 
-def _password() -> str:
-    # Starts with a letter: a NATS configuration reads an unquoted value (an environment
-    # variable, as in deploy/nats/nats.conf) that starts with a digit as a number.
-    return "dl" + secrets.token_urlsafe(18)
-
-
 def plan_local_cluster(
     directory: Path,
     nodes: int = 3,
@@ -150,8 +114,8 @@ def plan_local_cluster(
             Node(f"n{i + 1}", ports[2 * i], ports[2 * i + 1], Path(directory) / f"n{i + 1}")
             for i in range(nodes)
         ),
-        gateway_password=_password(),
-        system_password=_password(),
+        gateway_password=nats_auth.new_password(),
+        system_password=nats_auth.new_password(),
         sync_always=sync_always,
         tls=tls,
         route_ports=tuple(
@@ -221,14 +185,8 @@ def render_node_config(plan: ClusterPlan, index: int) -> str:
         "accounts {",
         f"  {ACCOUNT} {{",
         "    jetstream: { max_mem: 0 }",  # file storage only, as in deploy/nats/nats.conf
-        "    users: [{",
-        f"      user: {_string(GATEWAY_USER)}",
-        f"      password: {_string(plan.gateway_password)}",
-        "      permissions: {",
-        f"        publish: {{ allow: {_strings(GATEWAY_PUBLISH_ALLOW)}, deny: {_strings(GATEWAY_PUBLISH_DENY)} }}",
-        f"        subscribe: {{ allow: {_strings(GATEWAY_SUBSCRIBE_ALLOW)} }}",
-        "      }",
-        "    }]",
+        # The gateway's permissions are declared once, in gateway.nats_auth.
+        f"    users: [{nats_auth.render_user(nats_auth.GATEWAY, plan.gateway_password)}]",
         f"    imports: [{{ service: {{ account: {SYSTEM_ACCOUNT}, subject: "
         f'"$SYS.REQ.SERVER.PING.VARZ" }}, to: {_string(VARZ_SUBJECT)} }}]',
         "  }",

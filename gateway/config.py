@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from gateway.nats_auth import redact_url
+
 SAMPLE_AGENCIES = Path(__file__).with_name("sample_agencies.toml")
 ENV_PREFIX = "DUTYLINK_"
 
@@ -338,8 +340,10 @@ def sample_tokens() -> dict[str, str]:
 
 
 def masked(config: Config) -> dict[str, Any]:
-    """The effective configuration as plain data, secrets replaced by '***'."""
+    """The effective configuration as plain data, secrets replaced by '***' (agency tokens, the
+    password or token in the NATS URL)."""
     data = dataclasses.asdict(config)
+    data["nats"]["url"] = redact_url(config.nats.url)
     for agency in data["agencies"]:
         agency["token"] = "***"
         agency["roles"] = list(agency["roles"])

@@ -14,7 +14,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import nats
 import nats.errors
@@ -26,6 +25,7 @@ from nats.js import JetStreamContext, api
 
 from gateway import subjects
 from gateway.config import Config, ConfigError
+from gateway.nats_auth import split_servers as split_servers  # its old home, still imported
 
 DAY = 86_400.0
 log = structlog.get_logger("dutylink.nats")
@@ -262,29 +262,6 @@ async def gather_replies(
         with contextlib.suppress(*_STORE_FAILURES):
             await subscription.unsubscribe()
     return replies
-
-
-def split_servers(url: str) -> tuple[list[str], dict[str, str]]:
-    """`nats://user:pass@a:4222,nats://b:4222` -> the server URLs without credentials, and the
-    credentials as connection options. nats-py sends a URL's credentials to that server only,
-    not to the cluster nodes it discovers later, so a reconnect to any other node would be
-    refused; as options they go to every node."""
-    servers: list[str] = []
-    credentials: dict[str, str] = {}
-    for part in (p.strip() for p in url.split(",")):
-        if not part:
-            continue
-        parsed = urlsplit(part)
-        if parsed.username is not None and not credentials:
-            if parsed.password is None:
-                credentials = {"token": unquote(parsed.username)}
-            else:
-                credentials = {
-                    "user": unquote(parsed.username),
-                    "password": unquote(parsed.password),
-                }
-        servers.append(parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl())
-    return servers, credentials
 
 
 async def _log_nats_error(error: Exception) -> None:

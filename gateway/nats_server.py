@@ -14,11 +14,13 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
 from gateway.lifecycle import Started
+from gateway.nats_auth import ServerUser, render_authorization
 
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
 _READY = b"Server is ready"
@@ -55,10 +57,18 @@ def find_binary() -> Path:
 
 
 def render_config(
-    store_dir: Path, *, host: str, port: int, name: str, sync_always: bool = True
+    store_dir: Path,
+    *,
+    host: str,
+    port: int,
+    name: str,
+    sync_always: bool = True,
+    users: Sequence[ServerUser] = (),
 ) -> str:
     """The server's configuration file. JSON strings are valid NATS config strings.
-    `sync_always=False` (JetStream's own default) exists only so the benchmark can show the cost."""
+    `sync_always=False` (JetStream's own default) exists only so the benchmark can show the cost.
+    With `users` (gateway.nats_auth) only they may connect, each within its permissions; the
+    file holds their bcrypt hashes, never a password."""
     return "\n".join(
         [
             f"server_name: {json.dumps(name)}",
@@ -67,6 +77,7 @@ def render_config(
             f"  store_dir: {json.dumps(str(store_dir))}",
             *(["  sync_interval: always"] if sync_always else []),
             "}",
+            *render_authorization(users),
             "",
         ]
     )
@@ -85,9 +96,11 @@ class NatsServer(Started):
         start_timeout: float = 10.0,
         sync_always: bool = True,
         config_text: str | None = None,
+        users: Sequence[ServerUser] = (),
     ) -> None:
         """`config_text` replaces the rendered single-server configuration (cluster nodes bring
-        their own, see gateway.cluster); it must listen on a loopback client port."""
+        their own, see gateway.cluster); it must listen on a loopback client port. `users`:
+        who may connect (see gateway.nats_auth); none: anyone (test servers only)."""
         self.data_dir = data_dir
         self.host = host
         self.port = port
@@ -95,6 +108,7 @@ class NatsServer(Started):
         self.start_timeout = start_timeout
         self.sync_always = sync_always
         self.config_text = config_text
+        self.users = tuple(users)
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._url: str | None = None
@@ -126,6 +140,7 @@ class NatsServer(Started):
                 port=self.port,
                 name=self.name,
                 sync_always=self.sync_always,
+                users=self.users,
             ),
             encoding="utf-8",
         )

@@ -31,6 +31,7 @@ from dutylink.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
+from gateway import nats_auth
 from gateway.audit.commitments import load_or_create_key
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
 from gateway.audit.log import (
@@ -43,7 +44,7 @@ from gateway.audit_rpc import AuditServicer, CheckpointServicer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
-from gateway.jetstream import EventStore, split_servers
+from gateway.jetstream import EventStore
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, embedded_dir
 from gateway.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
@@ -227,8 +228,12 @@ class Gateway:
         policy = self._policy()
         grants = GrantBook()
         if not self._nats_url:
-            self._embedded = NatsServer(embedded_dir(self.config.nats.data_dir))
-            self._nats_url = await self._embedded.start()
+            # Only the generated users may connect; the gateway as its own (gateway.nats_auth).
+            directory = embedded_dir(self.config.nats.data_dir)
+            nats_users = nats_auth.ensure_credentials(directory)
+            users = await asyncio.to_thread(nats_users.server_users)  # bcrypt: not on the loop
+            self._embedded = NatsServer(directory, users=users)
+            self._nats_url = nats_users.url(await self._embedded.start(), nats_auth.GATEWAY)
         gateway_settings = self.config.gateway
         max_request = (
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
@@ -306,7 +311,7 @@ class Gateway:
         log.info(
             "gateway.started",
             address=self.address,
-            nats=",".join(split_servers(self._nats_url)[0]),  # never the password
+            nats=nats_auth.redact_url(self._nats_url),
             embedded=self._embedded is not None,
         )
 

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.nats_server import NatsServer
+from gateway import nats_auth
+from gateway.nats_server import NatsServer, embedded_dir
 
 T = TypeVar("T")
 
@@ -34,11 +35,14 @@ class LoopThread:
 
 @contextmanager
 def running_nats(data_dir: Path) -> Iterator[tuple[LoopThread, str]]:
-    """The embedded nats-server of `data_dir` (as the gateway runs it), for the block."""
+    """The embedded nats-server of `data_dir` as the gateway runs it (its generated users
+    only), for the block; the URL carries the gateway user's credentials."""
     loop = LoopThread()
-    server = NatsServer(data_dir / "nats")
+    embedded = embedded_dir(data_dir)
+    credentials = nats_auth.ensure_credentials(embedded)
+    server = NatsServer(embedded, users=credentials.server_users())
     try:
-        url = loop.run(server.start())
+        url = credentials.url(loop.run(server.start()), nats_auth.GATEWAY)
         yield loop, url
     finally:
         loop.run(server.stop())

@@ -32,6 +32,7 @@ from gateway.audit.verify import (
 )
 from gateway.cli_audit import audit_app
 from gateway.jetstream import EventStore
+from gateway.nats_auth import redact_url
 from gateway.nats_server import NatsServer
 from gateway.testing import config_for_tests
 from tests.cli_support import running_nats
@@ -462,16 +463,18 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     assert code == 2 and stderr.startswith("error: cannot connect to NATS at nats://127.0.0.1:1")
 
     with running_nats(tmp_path) as (loop, url):
+        # The CLI reads as the auditor user, and never shows its password.
+        shown = redact_url(url).replace("gateway:", "auditor:")
         code, stderr = verify_cli("--data-dir", str(tmp_path))
         assert (code, stderr) == (
             2,
-            f"error: {url}: stream DUTYLINK_AUDIT does not exist: no gateway has written an "
+            f"error: {shown}: stream DUTYLINK_AUDIT does not exist: no gateway has written an "
             "audit log there\n",
         )
         loop.run(write_log(url, signer, "gw-other"))
         code, stderr = verify_cli("--data-dir", str(tmp_path))
         assert (code, stderr) == (
             2,
-            f"error: {url}: no audit log for gateway 'gw-cli' in stream DUTYLINK_AUDIT "
+            f"error: {shown}: no audit log for gateway 'gw-cli' in stream DUTYLINK_AUDIT "
             "(gateways with a log: gw-other)\n",
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -346,8 +347,13 @@ async def test_cluster_up_prints_the_gateway_url_serves_it_and_stops_on_ctrl_c(
                 raw = await process.stdout.readline()
                 assert raw, f"cluster up exited early: {lines}"
                 lines.append(raw.decode())
-        url = next(line for line in lines if "DUTYLINK_NATS_URL=" in line).split("=", 1)[1]
-        servers, credentials = split_servers(url.strip())
+        env_file = tmp_path / "gateway.env"
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines()
+        )
+        servers, credentials = split_servers(exports["DUTYLINK_NATS_URL"])
+        assert credentials["password"] not in "".join(lines), "passwords are never printed"
         assert len(servers) == 3 and credentials["user"] == "gateway"
         client = await nats.connect(servers, **credentials)
         try:

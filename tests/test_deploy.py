@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gateway import cluster, config, pki
+from gateway import cluster, config, nats_auth, pki
 from gateway.cli import app
 from gateway.jetstream import EventStore, StoreError
 from gateway.nats_server import NatsServer, find_binary
@@ -274,15 +274,22 @@ def test_kustomization_lists_every_manifest_but_the_example_secrets() -> None:
 # --- the NATS configuration, for real -----------------------------------------------------------
 
 
-def test_the_gateway_permissions_in_nats_conf_are_the_local_clusters() -> None:
+def test_the_users_and_permissions_in_nats_conf_are_the_declared_ones() -> None:
     text = NATS_CONF.read_text()
-    block = text[text.index("permissions: {") : text.index("imports: [")]
-    quoted = set(re.findall(r'"([^"]+)"', block))
-    assert quoted == {
-        *cluster.GATEWAY_PUBLISH_ALLOW,
-        *cluster.GATEWAY_PUBLISH_DENY,
-        *cluster.GATEWAY_SUBSCRIBE_ALLOW,
-    }
+    account = text[text.index("users: [") : text.index("imports: [")]
+    blocks = re.split(r"^\s*user: ", account, flags=re.MULTILINE)[1:]
+    assert [block.split()[0] for block in blocks] == [r.user for r in nats_auth.EMBEDDED_ROLES]
+
+    def quoted(part: str) -> list[str]:
+        return re.findall(r'"([^"]+)"', part)
+
+    for role, block in zip(nats_auth.EMBEDDED_ROLES, blocks, strict=True):
+        publish = block[block.index("publish: {") : block.index("subscribe: {")]
+        allow, deny = publish[: publish.index("deny: [")], publish[publish.index("deny: [") :]
+        assert quoted(allow) == list(role.publish_allow), role.user
+        assert quoted(deny) == list(role.publish_deny) == list(nats_auth.FORBIDDEN), role.user
+        assert quoted(block[block.index("subscribe: {") :]) == list(role.subscribe_allow)
+        assert f"password: ${role.user.upper()}_PASSWORD_HASH" in block
     assert re.search(r"^\s*sync_interval: always$", text, re.MULTILINE)
 
 
@@ -310,6 +317,8 @@ def node_environment(plan: cluster.ClusterPlan, index: int) -> dict[str, str]:
         "NATS_ROUTES": f"[{routes}]",
         # Plain text stands in for the bcrypt hashes (nats-server takes both).
         "GATEWAY_PASSWORD_HASH": plan.gateway_password,
+        "AUDITOR_PASSWORD_HASH": nats_auth.new_password(),
+        "OPERATOR_PASSWORD_HASH": nats_auth.new_password(),
         "SYSTEM_PASSWORD_HASH": plan.system_password,
     }
 

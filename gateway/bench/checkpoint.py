@@ -15,7 +15,7 @@ from gateway.audit.note import Checkpoint, Verifier, open_note
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import PUBLISHER, Latency, gateway_config, make_events, nats_at, repeat
 from gateway.config import sample_tokens
-from gateway.jetstream import split_servers
+from gateway.nats_auth import split_servers
 from gateway.server import Gateway
 from policies.loader import SAMPLE_DIR
 

@@ -35,7 +35,7 @@ from gateway.bench.harness import (
     rate_in_flight,
 )
 from gateway.config import load, sample_tokens
-from gateway.jetstream import split_servers
+from gateway.nats_auth import split_servers
 from gateway.server import SERVER_OPTIONS
 
 

@@ -94,6 +94,10 @@ class AuditSettings:
     key_file: str = ""
     commitment_key_file: str = ""
     checkpoint_seconds: float = 1.0
+    # When the event stream lacks events the audit log records as stored (a damaged store,
+    # checked at start-up): "refuse" to start, or serve "read-only" (publishes refused with
+    # FAILED_PRECONDITION naming the first missing event; subscriptions still served).
+    store_mismatch: str = "refuse"
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,12 @@ def audit_checkpoints(gateway_id: str) -> str:
     return f"{AUDIT_PREFIX}.{gateway_id}.checkpoints"
 
 
+def audit_witnessed(gateway_id: str) -> str:
+    """Where a gateway replica notes how far its log was last checked against the event
+    stream (so the start-up check reads only what came since)."""
+    return f"{AUDIT_PREFIX}.{gateway_id}.witnessed"
+
+
 def consumer_name(agency: str, subscription: str) -> str:
     """The durable JetStream consumer behind an agency's named subscription."""
     return f"sub_{agency}_{subscription}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -225,12 +225,17 @@ class AuditLog:
         self._signed_size, self.latest_checkpoint = size, note
         return note
 
-    async def run_checkpoints(self, interval: float) -> None:
+    async def run_checkpoints(
+        self, interval: float, before: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Sign a checkpoint every `interval` seconds while entries arrive, until cancelled;
-        sign a last one on the way out."""
+        sign a last one on the way out. `before` runs before each (appending facts that wait
+        for an append, so the checkpoint covers them)."""
         try:
             while True:
                 await asyncio.sleep(interval)
+                if before is not None:
+                    await before()
                 await self.checkpoint()
         finally:
             with contextlib.suppress(Exception):

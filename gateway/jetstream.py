@@ -221,12 +221,18 @@ class EventsState:
     last_sequence: int
     messages: int
     deleted: int
+    max_age: float  # seconds an event is kept (0: for ever)
 
 
 async def events_state(js: JetStreamContext) -> EventsState:
-    state = (await js.stream_info(subjects.EVENTS_STREAM)).state
+    info = await js.stream_info(subjects.EVENTS_STREAM)
+    state = info.state
     return EventsState(
-        state.first_seq or 0, state.last_seq or 0, state.messages or 0, state.num_deleted or 0
+        state.first_seq or 0,
+        state.last_seq or 0,
+        state.messages or 0,
+        state.num_deleted or 0,
+        float(info.config.max_age or 0.0),
     )
 
 

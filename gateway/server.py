@@ -43,7 +43,6 @@ from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthentic
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
 from gateway.jetstream import (
-    DAY,
     EventStore,
     StoreDamagedError,
     StoreUnavailableError,
@@ -384,7 +383,7 @@ class Gateway:
             digests = await event_digests(js, state, start=read_from, wanted=ledger.wanted())
         except (nats.errors.Error, OSError, TimeoutError) as error:
             raise StoreUnavailableError(f"checking the event stream failed: {error}") from error
-        max_age = self.config.nats.events_max_age_days * DAY
+        max_age = state.max_age
         view = StreamView(
             state.first_sequence,
             state.last_sequence,

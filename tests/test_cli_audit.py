@@ -77,7 +77,9 @@ def test_a_full_export_verifies_on_its_own_and_a_changed_entry_is_named(
     assert problems[0].startswith("note: using the key shipped in the bundle (dutylink/audit/gw-1+")
     assert problems[1] == "file entries.jsonl: SHA-256 differs"
     assert problems[2] == "entry 2: not an AuditEntry (protobuf decode failed)"
-    assert problems[3].startswith("checkpoint 0 (size ") and ": root mismatch: signed " in problems[3]
+    assert (
+        problems[3].startswith("checkpoint 0 (size ") and ": root mismatch: signed " in problems[3]
+    )
 
 
 def test_an_incident_export_holds_its_entries_with_proofs_that_verify(

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from gateway import config as config_module
 from gateway import logs
+from gateway.audit.log import AuditUnavailableError
 from gateway.cli_adapter import adapter_app
 from gateway.cli_audit import audit_app
 from gateway.cli_cluster import cluster_app
@@ -90,7 +91,7 @@ def _run_reporting_startup_errors(main: Callable[[], Coroutine[Any, Any, None]])
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    except (StoreError, NatsServerError, PkiError, OSError) as error:
+    except (StoreError, AuditUnavailableError, NatsServerError, PkiError, OSError) as error:
         typer.echo(f"error: cannot start: {error}", err=True)
         raise typer.Exit(1) from None
 

@@ -21,10 +21,12 @@ from types import TracebackType
 
 import grpc
 import nats.errors
+import nats.js.errors
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from nats.js import JetStreamContext
 
 from dutylink.v1 import (
     audit_pb2,
@@ -37,6 +39,8 @@ from gateway import subjects
 from gateway.audit.commitments import load_or_create_key
 from gateway.audit.entries import gateway_entry, schema_version
 from gateway.audit.log import AuditLog, AuditUnavailableError, load_or_create_signer
+from gateway.audit.note import NoteError
+from gateway.audit.reader import parse_stored_checkpoint
 from gateway.audit.witness import Ledger, StreamView, compare, publish_facts, settlement
 from gateway.audit_rpc import AuditServicer, CheckpointServicer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
@@ -367,6 +371,7 @@ class Gateway:
         assert self._store is not None
         js = self._store.client.jetstream()
         try:
+            await self._check_signed_size(js, audit)
             mark = await read_witness_mark(js, gateway_id)
             state = await events_state(js)
             bounded = (
@@ -436,6 +441,30 @@ class Gateway:
             full=not mark,
         )
         return state.last_sequence
+
+    async def _check_signed_size(self, js: JetStreamContext, audit: AuditLog) -> None:
+        """A log shorter than its latest signed checkpoint lost entries (its stream was damaged
+        or truncated): appending would sign a second history. StoreDamagedError, one line."""
+        gateway_id = audit.gateway_id
+        try:
+            raw = await js.get_last_msg(
+                subjects.AUDIT_STREAM, subjects.audit_checkpoints(gateway_id)
+            )
+        except nats.js.errors.NotFoundError:
+            return
+        try:
+            signed = parse_stored_checkpoint(gateway_id, raw.data or b"").checkpoint.size
+        except NoteError as error:
+            raise StoreDamagedError(
+                f"audit log {gateway_id} is damaged: its latest checkpoint does not parse "
+                f"({error}); run `dutylink audit verify`"
+            ) from None
+        if signed > audit.size:
+            raise StoreDamagedError(
+                f"audit log {gateway_id} is damaged: its latest signed checkpoint covers "
+                f"{signed} entries, the stream holds {audit.size}; refusing to append a second "
+                "history (run `dutylink audit verify`)"
+            )
 
     async def _flush_follow_ups(self) -> None:
         """Record the facts the publish path left for the next append (events stored), before

@@ -3,7 +3,9 @@ by `dutylink audit verify --store`, named by its first missing event; duplicates
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
 from pathlib import Path
 
 import grpc
@@ -208,6 +210,64 @@ def test_verify_store_names_the_first_missing_event_of_a_damaged_stream(tmp_path
         assert f"event {missing} (acknowledged at stream sequence" in line
         assert "below the 30 the audit log recorded" in line, "sequence reuse is named too"
         assert "Traceback" not in damaged.output
+    finally:
+        loop.run(server.stop())
+        loop.close()
+
+
+def damage_audit_block(server: NatsServer, how: str) -> None:
+    [block] = (server.data_dir / "jetstream").rglob(f"{subjects.AUDIT_STREAM}/msgs/1.blk")
+    data = block.read_bytes()
+    if how == "truncate":
+        block.write_bytes(data[: len(data) // 2])
+        (block.parent / "index.db").unlink()
+    else:
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0xFF
+        block.write_bytes(bytes(flipped))
+
+
+# A block cut short at a frame boundary leaves a shorter log that is consistent in itself
+# (its checkpoints went with it): only an auditor holding a later checkpoint can tell.
+@pytest.mark.parametrize("how", ["flip"])
+async def test_a_damaged_audit_block_ends_serve_and_verify_in_one_line_not_a_traceback(
+    tmp_path: Path, how: str
+) -> None:
+    server = NatsServer(tmp_path / "nats")
+    url = await server.start()
+    await publish_some(url, tmp_path, 30)
+    await server.stop()
+    damage_audit_block(server, how)
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+        "--data-dir", str(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(serve.communicate(), 60)
+    text = stderr.decode()
+    assert serve.returncode == 1, text
+    assert "Traceback" not in text
+    [line] = [line for line in text.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: cannot start: audit log of gw-1 is damaged (frame ")
+
+
+@pytest.mark.parametrize("how", ["flip"])
+def test_verify_of_a_damaged_audit_block_names_the_damage_in_lines_not_a_traceback(
+    tmp_path: Path, how: str
+) -> None:
+    loop = LoopThread()
+    server = NatsServer(tmp_path / "nats")
+    try:
+        url = loop.run(server.start())
+        loop.run(publish_some(url, tmp_path, 30))
+        loop.run(server.stop())
+        damage_audit_block(server, how)
+        loop.run(server.start())
+        args = ["verify", "--store", "--gateway-id", "gw-1", "--data-dir", str(tmp_path)]
+        result = runner.invoke(audit_app, args)
+        assert result.exit_code == 1
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.stderr.splitlines()[-1].startswith("error: ")
     finally:
         loop.run(server.stop())
         loop.close()

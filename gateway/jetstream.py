@@ -37,6 +37,8 @@ VARZ_SUBJECT = "dutylink.nats.varz"
 DURABILITY_MODES = ("refuse", "warn")
 # Fewer than 3 replicas on a cluster: one node's lost disk loses acknowledged events.
 CLUSTER_MIN_REPLICAS = 3
+# Reading a stream through a consumer: no message for this long means JetStream stopped sending.
+READ_IDLE_SECONDS = 10.0
 # Pipelined publishing hands nats-py's flusher what is pending after this many messages.
 FLUSH_EVERY = 64
 
@@ -250,10 +252,31 @@ async def event_digests(
     if start > state.last_sequence:
         return digests
     events = f"{subjects.EVENTS_PREFIX}.>"
-    async for raw in stored_messages(js, subjects.EVENTS_STREAM, events, start=max(start, 1)):
-        if raw.seq is not None:
-            digests[raw.seq] = hashlib.sha256(raw.data or b"").digest()
-    return digests
+    try:  # the first event from `start`: the stream may hold none on these subjects
+        first = await js.get_msg(
+            subjects.EVENTS_STREAM, seq=max(start, 1), subject=events, next=True
+        )
+    except nats.js.errors.NotFoundError:
+        return digests
+    # Then the rest in one flow (an ordered consumer), not one request per message.
+    reading = await js.subscribe(
+        events,
+        stream=subjects.EVENTS_STREAM,
+        ordered_consumer=True,
+        config=api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first.seq
+        ),
+    )
+    try:
+        while True:
+            message = await reading.next_msg(timeout=READ_IDLE_SECONDS)
+            meta = message.metadata
+            digests[meta.sequence.stream] = hashlib.sha256(message.data or b"").digest()
+            if meta.num_pending == 0 or meta.sequence.stream >= state.last_sequence:
+                return digests
+    finally:
+        with contextlib.suppress(*_STORE_FAILURES):
+            await reading.unsubscribe()
 
 
 async def audit_entries_from(

@@ -76,7 +76,9 @@ async def test_a_gateway_refuses_to_serve_a_damaged_event_stream_naming_the_firs
     server = NatsServer(tmp_path / "nats")
     url = await server.start()
     try:
-        receipts = await publish_some(url, tmp_path, 40)
+        # Two sessions: the second start's check leaves a mark at sequence 20, so the check
+        # after the damage is a bounded one, which must still see the older events' loss.
+        receipts = await publish_some(url, tmp_path, 20) + await publish_some(url, tmp_path, 20)
         await server.stop()
         damage_events_block(server, how)
         url = await server.start()

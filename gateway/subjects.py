@@ -13,7 +13,8 @@ listens on its own redelivery subject, where dead letters are replayed to it alo
 
 Dead letters are kept per subscription on `dutylink.deadletter.<agency>.<subscription>`;
 break-glass declarations on `dutylink.grants.<grant id>`; each gateway replica's audit log on
-`dutylink.audit.<gateway id>.entries` and its signed checkpoints on `….checkpoints`.
+`dutylink.audit.<gateway id>.entries`, its signed checkpoints on `….checkpoints`, and where its
+start-up check of the event stream ended on `….witnessed` (see gateway.audit.witness).
 Pure: no I/O.
 """
 

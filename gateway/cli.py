@@ -92,7 +92,7 @@ def _run_reporting_startup_errors(main: Callable[[], Coroutine[Any, Any, None]])
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    except (StoreError, NatsServerError, PkiError, OSError) as error:
+    except (StoreError, AuditUnavailableError, NatsServerError, PkiError, OSError) as error:
         typer.echo(f"error: cannot start: {error}", err=True)
         raise typer.Exit(1) from None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -45,6 +46,8 @@ from gateway.audit.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.audit.note import NoteError, Verifier, open_note
 from gateway.audit.reader import READ_FAILURES, AuditReader, DamagedLogError, StoredCheckpoint
 from gateway.audit.verify import LogNotFoundError, Report, read_log, verify_log
+from gateway.audit.witness import Ledger, StreamView, Verdict, compare, publish_facts
+from gateway.jetstream import event_digests, events_state
 from gateway.nats_server import embedded_dir, running_url
 
 audit_app = typer.Typer(help="Verify the signed audit logs.", no_args_is_help=True)
@@ -131,7 +134,21 @@ async def _connect(url: str) -> NatsClient:
         )
 
 
-async def _verify(url: str, gateway_id: str, verifier: Verifier) -> Report:
+async def _witness(client: NatsClient, entries: list[bytes]) -> tuple[Verdict, int]:
+    """The whole log's publish facts against the whole events stream (`--store`)."""
+    js = client.jetstream()
+    state = await events_state(js)
+    ledger = Ledger().add(publish_facts(enumerate(entries)))
+    digests = await event_digests(js, state, start=1, wanted=ledger.wanted())
+    retained_since = time.time() - state.max_age if state.max_age > 0 else 0.0
+    view = StreamView(state.first_sequence, state.last_sequence, digests, 1, retained_since)
+    return compare(ledger, view), state.last_sequence
+
+
+async def _verify(
+    url: str, gateway_id: str, verifier: Verifier, *, store: bool = False
+) -> tuple[Report, str, str]:
+    """The log's report; with `store`, also a line on the event store, and its problem."""
     client = await _connect(url)
     try:
         js = client.jetstream()
@@ -149,13 +166,29 @@ async def _verify(url: str, gateway_id: str, verifier: Verifier) -> Report:
                 f"error: {nats_auth.redact_url(url)}: no audit log for gateway {gateway_id!r} in stream "
                 f"{subjects.AUDIT_STREAM} (gateways with a log: {known})",
             )
-        return verify_log(
+        report = verify_log(
             stored.entries,
             stored.checkpoints,
             verifier,
             gateway_id,
             frame_problems=stored.frame_problems,
         )
+        if not store:
+            return report, "", ""
+        verdict, last = await _witness(client, stored.entries)
+        if not verdict.ok:
+            summary = verdict.summary(subjects.EVENTS_STREAM, last)
+            return report, "", f"error: the event store lost acknowledged events: {summary}"
+        line = (
+            f"event store {subjects.EVENTS_STREAM}: "
+            f"{_plural(verdict.checked, 'acknowledged event')} present at their sequences"
+        )
+        if verdict.unknown:
+            line += (
+                f"; {_plural(len(verdict.unknown), 'accepted event')} without a recorded store "
+                "answer and not stored (in flight, or the gateway stopped abruptly)"
+            )
+        return report, line, ""
     except (nats.errors.Error, OSError, TimeoutError) as error:
         _fail(
             1,
@@ -258,6 +291,14 @@ def verify(
     nats_url: NatsUrlOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     key: KeyOption = None,
+    store: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="Also check that the events stream holds every event the log records as "
+            "stored, at its sequence with the same digest (reads the whole stream).",
+        ),
+    ] = False,
     bundle: Annotated[
         Path | None,
         typer.Option(
@@ -284,7 +325,15 @@ def verify(
     if gateway_id is None:
         _fail(2, "error: give --gateway-id (or --bundle)")
     verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
-    _report(asyncio.run(_verify(_url(nats_url, data_dir), gateway_id, verifier)))
+    url = _url(nats_url, data_dir)
+    report, store_line, store_problem = asyncio.run(_verify(url, gateway_id, verifier, store=store))
+    if store_problem:
+        for problem in report.problems:
+            typer.echo(problem, err=True)
+        _fail(1, store_problem)
+    _report(report)
+    if store_line:
+        typer.echo(store_line)
 
 
 def _verify_bundle(directory: Path, key: str | None, allow_unsigned_tail: bool) -> None:

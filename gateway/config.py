@@ -107,6 +107,10 @@ class AuditSettings:
     # or the path of its key file (then the former key co-signs, endorsing the new one). The
     # rotation is recorded in the log; once recorded, this setting is ignored.
     rotate_from_key: str = ""
+    # When the event stream lacks events the audit log records as stored (a damaged store,
+    # checked at start-up): "refuse" to start, or serve "read-only" (publishes refused with
+    # FAILED_PRECONDITION naming the first missing event; subscriptions still served).
+    store_mismatch: str = "refuse"
 
 
 # What `tls.crl_unusable` may say (see gateway.revocation).

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from gateway import subjects
+from gateway.audit.entries import frame_entries
 from gateway.config import Config, ConfigError
 from gateway.nats_auth import split_servers as split_servers  # its old home, still imported
 
@@ -35,6 +37,8 @@ VARZ_SUBJECT = "dutylink.nats.varz"
 DURABILITY_MODES = ("refuse", "warn")
 # Fewer than 3 replicas on a cluster: one node's lost disk loses acknowledged events.
 CLUSTER_MIN_REPLICAS = 3
+# Reading a stream through a consumer: no message for this long means JetStream stopped sending.
+READ_IDLE_SECONDS = 10.0
 # Pipelined publishing hands nats-py's flusher what is pending after this many messages.
 FLUSH_EVERY = 64
 
@@ -58,6 +62,11 @@ class StoreRejectedError(StoreError):
 class DurabilityError(StoreError):
     """The streams or servers found cannot keep "acknowledged means durable" (nats.durability
     = "refuse"): fix the NATS or stream settings named in the message."""
+
+
+class StoreDamagedError(StoreError):
+    """The event stream no longer holds what it acknowledged, by the audit log's account (or
+    the audit log itself is damaged): the message names the first thing missing."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,123 @@ async def stored_messages(
             return
         yield raw
         sequence = (raw.seq or sequence) + 1
+
+
+# --- the audit log as the event store's witness (see gateway.audit.witness) -------------------
+
+
+@dataclass(frozen=True)
+class EventsState:
+    """The event stream's sequence range and interior gaps (no delete is allowed on it, so
+    gaps are lost messages)."""
+
+    first_sequence: int
+    last_sequence: int
+    messages: int
+    deleted: int
+    max_age: float  # seconds an event is kept (0: for ever)
+
+
+async def events_state(js: JetStreamContext) -> EventsState:
+    info = await js.stream_info(subjects.EVENTS_STREAM)
+    state = info.state
+    return EventsState(
+        state.first_seq or 0,
+        state.last_seq or 0,
+        state.messages or 0,
+        state.num_deleted or 0,
+        float(info.config.max_age or 0.0),
+    )
+
+
+async def event_digests(
+    js: JetStreamContext, state: EventsState, *, start: int, wanted: Iterable[int] = ()
+) -> dict[int, bytes]:
+    """SHA-256 of the stored bytes of every event from stream sequence `start` to the last (on
+    the event subjects: a replayed dead letter is a copy, not an accepted event), and of each
+    `wanted` sequence before `start`; a sequence that holds nothing is left out."""
+    digests: dict[int, bytes] = {}
+    for sequence in sorted(s for s in set(wanted) if s < start):
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            raw = await js.get_msg(subjects.EVENTS_STREAM, seq=sequence)
+            digests[sequence] = hashlib.sha256(raw.data or b"").digest()
+    if start > state.last_sequence:
+        return digests
+    events = f"{subjects.EVENTS_PREFIX}.>"
+    try:  # the first event from `start`: the stream may hold none on these subjects
+        first = await js.get_msg(
+            subjects.EVENTS_STREAM, seq=max(start, 1), subject=events, next=True
+        )
+    except nats.js.errors.NotFoundError:
+        return digests
+    # Then the rest in one flow (an ordered consumer), not one request per message.
+    reading = await js.subscribe(
+        events,
+        stream=subjects.EVENTS_STREAM,
+        ordered_consumer=True,
+        config=api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first.seq
+        ),
+    )
+    try:
+        while True:
+            message = await reading.next_msg(timeout=READ_IDLE_SECONDS)
+            meta = message.metadata
+            digests[meta.sequence.stream] = hashlib.sha256(message.data or b"").digest()
+            if meta.num_pending == 0 or meta.sequence.stream >= state.last_sequence:
+                return digests
+    finally:
+        with contextlib.suppress(*_STORE_FAILURES):
+            await reading.unsubscribe()
+
+
+async def audit_entries_from(
+    js: JetStreamContext, gateway_id: str, start: int = 1
+) -> tuple[list[tuple[int, bytes]], int]:
+    """This gateway's audit entries (leaf index, stored bytes) in the frames stored from
+    stream sequence `start` on, and the sequence to continue from. A frame that does not decode
+    or does not continue the one before raises StoreDamagedError naming it."""
+    entries: list[tuple[int, bytes]] = []
+    following = start
+    expected: int | None = None
+    subject = subjects.audit_entries(gateway_id)
+    async for raw in stored_messages(js, subjects.AUDIT_STREAM, subject, start=start):
+        where = f"audit log {gateway_id}: the frame at stream sequence {raw.seq}"
+        try:
+            first, data = frame_entries(raw.data or b"")
+        except ValueError as error:
+            raise StoreDamagedError(f"{where} {error}; run `dutylink audit verify`") from None
+        if expected is not None and first != expected:
+            raise StoreDamagedError(
+                f"{where} starts at entry {first}, expected {expected}; run `dutylink audit verify`"
+            )
+        entries.extend((first + offset, item) for offset, item in enumerate(data))
+        expected = first + len(data)
+        following = (raw.seq or following) + 1
+    return entries, following
+
+
+async def read_witness_mark(js: JetStreamContext, gateway_id: str) -> dict[str, int] | None:
+    """Where the last start-up check of this gateway's log against the event stream ended."""
+    try:
+        raw = await js.get_last_msg(subjects.AUDIT_STREAM, subjects.audit_witnessed(gateway_id))
+    except nats.js.errors.NotFoundError:
+        return None
+    try:
+        mark = json.loads(raw.data or b"")
+    except ValueError:
+        return None
+    if not isinstance(mark, dict) or not all(isinstance(v, int) for v in mark.values()):
+        return None
+    return mark
+
+
+async def write_witness_mark(js: JetStreamContext, gateway_id: str, mark: dict[str, int]) -> None:
+    await js.publish(
+        subjects.audit_witnessed(gateway_id),
+        json.dumps(mark, sort_keys=True).encode(),
+        stream=subjects.AUDIT_STREAM,
+    )
 
 
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig, attempts: int = 5) -> None:

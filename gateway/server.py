@@ -15,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from pathlib import Path
 from types import TracebackType
 
 import grpc
+import nats.errors
+import nats.js.errors
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from nats.js import JetStreamContext
 
 from dutylink.v1 import (
     audit_pb2,
@@ -31,7 +35,7 @@ from dutylink.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
-from gateway import nats_auth
+from gateway import nats_auth, subjects
 from gateway.audit.commitments import load_or_create_key
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
 from gateway.audit.log import (
@@ -40,11 +44,23 @@ from gateway.audit.log import (
     declared_rotation,
     load_or_create_signer,
 )
+from gateway.audit.note import NoteError
+from gateway.audit.reader import parse_stored_checkpoint
+from gateway.audit.witness import Ledger, StreamView, compare, publish_facts, settlement
 from gateway.audit_rpc import AuditServicer, CheckpointServicer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
-from gateway.jetstream import EventStore
+from gateway.jetstream import (
+    EventStore,
+    StoreDamagedError,
+    StoreUnavailableError,
+    audit_entries_from,
+    event_digests,
+    events_state,
+    read_witness_mark,
+    write_witness_mark,
+)
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, embedded_dir
 from gateway.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
@@ -74,6 +90,7 @@ SERVICE_NAMES = (
     ),
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
+STORE_MISMATCH_MODES = ("refuse", "read-only")
 # Options of every gRPC server of the gateway. No SO_REUSEPORT: a second process on the same
 # port must fail to bind, not silently share the port (and its calls) with this one.
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
@@ -350,19 +367,138 @@ class Gateway:
             key_source=str(key_file),
         )
         await audit.start()
-        await audit.append(
-            [
-                gateway_entry(
-                    audit_pb2.AUDIT_ACTION_GATEWAY_START,
-                    policy_version=policy_version,
-                    schema_version=schema_version(),
-                )
-            ]
+        events_last = await self._witness_store(audit)
+        started = gateway_entry(
+            audit_pb2.AUDIT_ACTION_GATEWAY_START,
+            policy_version=policy_version,
+            schema_version=schema_version(),
         )
+        started.stream_sequence = events_last  # the event stream's end, as found at start
+        await audit.append([started])
         self._audit.log = audit
         self.metrics.audit_size.set_function(lambda: audit.size)
         self.metrics.checkpoint_size.set_function(lambda: audit.signed_size)
-        self._checkpoints = asyncio.create_task(audit.run_checkpoints(settings.checkpoint_seconds))
+        self._checkpoints = asyncio.create_task(
+            audit.run_checkpoints(settings.checkpoint_seconds, self._flush_follow_ups)
+        )
+
+    async def _witness_store(self, audit: AuditLog) -> int:
+        """Check that the event stream holds every event this gateway's audit log records as
+        stored, at its sequence with the same digest, and that no sequence would be reused (see
+        gateway.audit.witness). Bounded: from where the last check ended (its mark in the audit
+        stream), unless the stream's end or its gaps changed since, which takes a full check.
+        Records how unsettled events (a crash between store and record) turned out, then moves
+        the mark. On a mismatch: StoreDamagedError naming the first missing event, or with
+        audit.store_mismatch = "read-only" every publish is refused. Returns the stream's last
+        sequence."""
+        mode, gateway_id = self.config.audit.store_mismatch, self.config.gateway.gateway_id
+        if mode not in STORE_MISMATCH_MODES:
+            expected = ", ".join(STORE_MISMATCH_MODES)
+            raise ConfigError(f"audit.store_mismatch: expected one of {expected}, got {mode!r}")
+        assert self._store is not None
+        js = self._store.client.jetstream()
+        try:
+            await self._check_signed_size(js, audit)
+            mark = await read_witness_mark(js, gateway_id)
+            state = await events_state(js)
+            bounded = (
+                mark is not None
+                and state.last_sequence >= mark.get("events_last_sequence", 0)
+                and state.deleted <= mark.get("events_deleted", 0)
+            )
+            mark = mark if bounded and mark is not None else {}
+            entries, following = await audit_entries_from(
+                js, gateway_id, mark.get("audit_sequence", 1)
+            )
+            ledger = Ledger(high_water=mark.get("high_water", 0)).add(publish_facts(entries))
+            read_from = mark.get("events_last_sequence", 0) + 1
+            digests = await event_digests(js, state, start=read_from, wanted=ledger.wanted())
+        except (nats.errors.Error, OSError, TimeoutError) as error:
+            raise StoreUnavailableError(f"checking the event stream failed: {error}") from error
+        max_age = state.max_age
+        view = StreamView(
+            state.first_sequence,
+            state.last_sequence,
+            digests,
+            read_from,
+            retained_since=time.time() - max_age if max_age > 0 else 0.0,
+        )
+        verdict = compare(ledger, view)
+        if not verdict.ok:
+            problem = "the event store lost acknowledged events: " + verdict.summary(
+                subjects.EVENTS_STREAM, state.last_sequence
+            )
+            if mode == "refuse":
+                raise StoreDamagedError(
+                    f"{problem}; refusing to serve (restore the stream from a backup, or set "
+                    'audit.store_mismatch = "read-only" to serve subscribers meanwhile)'
+                )
+            log.error("audit.store_mismatch", problem=problem, mode=mode)
+            self._audit.store_fault = problem
+            return state.last_sequence
+        settled = settlement(verdict)
+        if settled:
+            log.warning(
+                "audit.settled",
+                stored=len(verdict.settled),
+                unknown=len(verdict.unknown),
+                message="accepted events whose store answer the gateway had not recorded",
+            )
+            await audit.append(settled)
+        high_water = max([ledger.high_water, *(sequence for _, sequence in verdict.settled)])
+        try:
+            await write_witness_mark(
+                js,
+                gateway_id,
+                {
+                    "audit_sequence": following,
+                    "events_last_sequence": state.last_sequence,
+                    "events_deleted": state.deleted,
+                    "high_water": high_water,
+                },
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as error:
+            # Only the next start's bound is lost: it checks from the older mark.
+            log.warning("audit.witness_mark_failed", reason=str(error))
+        log.info(
+            "audit.witnessed",
+            checked=verdict.checked,
+            events_from=read_from,
+            events_last=state.last_sequence,
+            full=not mark,
+        )
+        return state.last_sequence
+
+    async def _check_signed_size(self, js: JetStreamContext, audit: AuditLog) -> None:
+        """A log shorter than its latest signed checkpoint lost entries (its stream was damaged
+        or truncated): appending would sign a second history. StoreDamagedError, one line."""
+        gateway_id = audit.gateway_id
+        try:
+            raw = await js.get_last_msg(
+                subjects.AUDIT_STREAM, subjects.audit_checkpoints(gateway_id)
+            )
+        except nats.js.errors.NotFoundError:
+            return
+        try:
+            signed = parse_stored_checkpoint(gateway_id, raw.data or b"").checkpoint.size
+        except NoteError as error:
+            raise StoreDamagedError(
+                f"audit log {gateway_id} is damaged: its latest checkpoint does not parse "
+                f"({error}); run `dutylink audit verify`"
+            ) from None
+        if signed > audit.size:
+            raise StoreDamagedError(
+                f"audit log {gateway_id} is damaged: its latest signed checkpoint covers "
+                f"{signed} entries, the stream holds {audit.size}; refusing to append a second "
+                "history (run `dutylink audit verify`)"
+            )
+
+    async def _flush_follow_ups(self) -> None:
+        """Record the facts the publish path left for the next append (events stored), before
+        each checkpoint, when no other append took them along."""
+        if self._deps is not None:
+            with contextlib.suppress(AuditUnavailableError):
+                await self._deps.record([])
 
     async def _record_policy_change(self, change: PolicyChange) -> None:
         if self._audit.log is None:
@@ -411,9 +547,10 @@ class Gateway:
             await self._server.stop(grace)
         if self._health_server is not None:  # NOT_SERVING there until the main port closed
             await self._health_server.stop(None)
-        if (audit := self._audit.log) is not None:
+        if self._audit.log is not None and self._deps is not None:
             with contextlib.suppress(AuditUnavailableError):
-                await audit.append([gateway_entry(audit_pb2.AUDIT_ACTION_GATEWAY_STOP)])
+                # With the facts still waiting for an append (events stored meanwhile).
+                await self._deps.record([gateway_entry(audit_pb2.AUDIT_ACTION_GATEWAY_STOP)])
         await _cancel(self._checkpoints)  # signs a last checkpoint on the way out
         if self._store is not None:
             await self._store.close()

@@ -31,6 +31,7 @@ from gateway.audit.entries import (
     gateway_entry,
     publish_entry,
     settled_entry,
+    stored_entry,
     withheld_entry,
 )
 from gateway.audit.log import AuditLog, AuditUnavailableError
@@ -117,6 +118,12 @@ class AuditHolder:
 
     log: AuditLog | None = None
     commitment_key: bytes = b""
+    # Facts known after a reply (an event stored at a sequence): they ride with the next
+    # append, so the publish path waits for no extra audit round trip (see Dependencies.record).
+    follow_ups: list[audit_pb2.AuditEntry] = field(default_factory=list)
+    # Set when the start-up check found the event store short of what the log says it stored
+    # and audit.store_mismatch = "read-only": every publish is refused with this message.
+    store_fault: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,7 @@ class Dependencies:
     async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """Append to the audit log (fail closed: raises AuditUnavailableError when the log is
         enabled but cannot be appended)."""
-        if not self.config.audit.enabled or not entries:
+        if not self.config.audit.enabled or not (entries or self.audit.follow_ups):
             return
         if self.audit.log is None:
             raise AuditUnavailableError("the audit log is not open yet")
@@ -146,7 +153,17 @@ class Dependencies:
             # Fail at once rather than after the append's timeouts: the caller's deadline may
             # be shorter, and "unavailable, retry" is the answer either way.
             raise AuditUnavailableError("NATS is not connected: the audit log cannot be appended")
-        await self.audit.log.append(entries)
+        pending, self.audit.follow_ups = self.audit.follow_ups, []
+        try:
+            await self.audit.log.append([*pending, *entries])
+        except AuditUnavailableError:
+            self.audit.follow_ups[:0] = pending  # kept for the next append
+            raise
+
+    def follow_up(self, entry: audit_pb2.AuditEntry) -> None:
+        """Record `entry` with the next append (or flush), without waiting for it."""
+        if self.config.audit.enabled:
+            self.audit.follow_ups.append(entry)
 
     async def record_best_effort(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """For facts that happen whether or not they are logged (a refusal is still a refusal)."""
@@ -179,6 +196,16 @@ def _accepted_entry(principal: Principal, admitted: Admitted) -> audit_pb2.Audit
     )
 
 
+def _stored_entry(principal: Principal, admitted: Admitted, stored: Stored) -> audit_pb2.AuditEntry:
+    return stored_entry(
+        principal.agency,
+        admitted.event,
+        admitted.data,
+        sequence=stored.sequence,
+        duplicate=stored.duplicate,
+    )
+
+
 def _failure_entry(
     principal: Principal, admitted: Admitted, error: StoreError
 ) -> audit_pb2.AuditEntry:
@@ -199,6 +226,17 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         remaining = context.time_remaining()
         limit = self._deps.config.gateway.publish_timeout_seconds
         return limit if remaining is None else max(0.001, min(limit, remaining))
+
+    async def _refuse_if_read_only(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if fault := self._deps.audit.store_fault:
+            await abort(
+                context,
+                status(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the gateway is read-only: {fault}; nothing is accepted until the event "
+                    "store is repaired",
+                ),
+            )
 
     def _admit(self, principal: Principal, event: event_pb2.Event) -> Admitted | Refused:
         now = self._deps.clock()
@@ -221,6 +259,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             await abort(
                 context, status(grpc.StatusCode.INVALID_ARGUMENT, "event is required", (problem,))
             )
+        await self._refuse_if_read_only(context)
         outcome = self._admit(principal, request.event)
         if isinstance(outcome, Refused):
             log.info(
@@ -254,6 +293,11 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             await self._deps.record_best_effort([_failure_entry(principal, outcome, error)])
             await abort(context, status(_store_code(error), _store_message(error)))
         self._deps.failpoint("publish.stored")
+        if stored.duplicate:
+            # Rare, and a decision the log must show: recorded before the answer.
+            await self._deps.record_best_effort([_stored_entry(principal, outcome, stored)])
+        else:
+            self._deps.follow_up(_stored_entry(principal, outcome, stored))
         log.info(
             "publish.stored",
             event_id=outcome.event.id,
@@ -271,6 +315,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
     ) -> gateway_pb2.PublishBatchResponse:
         started = time.perf_counter()
         principal = await authenticate(self._deps.authenticator, context, "PublishBatch")
+        await self._refuse_if_read_only(context)
         limit = self._deps.config.gateway.max_batch_events
         if len(request.events) > limit:
             problem = FieldProblem(
@@ -340,6 +385,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         if admitted:
             self._deps.failpoint("publish.stored")
         failures: list[audit_pb2.AuditEntry] = []
+        duplicates: list[audit_pb2.AuditEntry] = []
         for (index, accepted), stored in zip(admitted, stored_all, strict=True):
             if isinstance(stored, StoreError):
                 failures.append(_failure_entry(principal, accepted, stored))
@@ -348,7 +394,11 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 )
             else:
                 _fill_receipt(results[index].receipt, accepted, stored)
-        await self._deps.record_best_effort(failures)
+                if stored.duplicate:
+                    duplicates.append(_stored_entry(principal, accepted, stored))
+                else:
+                    self._deps.follow_up(_stored_entry(principal, accepted, stored))
+        await self._deps.record_best_effort([*failures, *duplicates])
         log.info(
             "publish_batch.done",
             events=len(request.events),

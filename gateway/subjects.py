@@ -13,7 +13,8 @@ listens on its own redelivery subject, where dead letters are replayed to it alo
 
 Dead letters are kept per subscription on `dutylink.deadletter.<agency>.<subscription>`;
 break-glass declarations on `dutylink.grants.<grant id>`; each gateway replica's audit log on
-`dutylink.audit.<gateway id>.entries` and its signed checkpoints on `….checkpoints`.
+`dutylink.audit.<gateway id>.entries`, its signed checkpoints on `….checkpoints`, and where its
+start-up check of the event stream ended on `….witnessed` (see gateway.audit.witness).
 Pure: no I/O.
 """
 
@@ -63,6 +64,12 @@ def audit_entries(gateway_id: str) -> str:
 def audit_checkpoints(gateway_id: str) -> str:
     """Where a gateway replica stores its signed checkpoints."""
     return f"{AUDIT_PREFIX}.{gateway_id}.checkpoints"
+
+
+def audit_witnessed(gateway_id: str) -> str:
+    """Where a gateway replica notes how far its log was last checked against the event
+    stream (so the start-up check reads only what came since)."""
+    return f"{AUDIT_PREFIX}.{gateway_id}.witnessed"
 
 
 def consumer_name(agency: str, subscription: str) -> str:

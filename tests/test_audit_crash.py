@@ -92,3 +92,15 @@ async def test_a_gateway_killed_at_any_publish_step_restarts_and_continues_one_v
     assert accepted.count(event.id) == expected_accepts
     for event_id in await stored_event_ids(nats_url):
         assert event_id in accepted, f"{event_id} was stored without its audit entry"
+    # What the crash left unsettled is settled by the restart's check of the event stream:
+    # stored (found at its sequence), or failed (not stored, never acknowledged).
+    A = audit_pb2
+    answers = [e.outcome for e in entries if e.event_id == event.id and e.outcome != A.AUDIT_OUTCOME_ACCEPTED]  # fmt: skip
+    assert (
+        answers
+        == {
+            "publish.admitted": [A.AUDIT_OUTCOME_STORED],
+            "publish.audited": [A.AUDIT_OUTCOME_FAILED, A.AUDIT_OUTCOME_STORED],
+            "publish.stored": [A.AUDIT_OUTCOME_STORED, A.AUDIT_OUTCOME_DUPLICATE],
+        }[step]
+    )

@@ -57,13 +57,14 @@ def test_a_full_export_verifies_on_its_own_and_a_changed_entry_is_named(
     bundle = tmp_path / "bundle"
     code, out, err = audit("export", "--gateway-id", "gw-1", "--out", str(bundle), "--data-dir", str(data_dir))  # fmt: skip
     assert code == 0, err
-    assert out.startswith("exported 6 entries and ") and "(full)" in out  # start, 4, stop
+    # start, 4 accepted, 4 stored, stop
+    assert out.startswith("exported 10 entries and ") and "(full)" in out
     assert {p.name for p in bundle.iterdir()} == {"manifest.json", "entries.jsonl", "checkpoints.jsonl", "keys", "README.md"}  # fmt: skip
 
     key = (data_dir / "audit" / "gw-1.pub").read_text().strip()
     code, out, err = audit("verify", "--bundle", str(bundle), "--key", key)
     assert code == 0, err
-    assert out.startswith("audit log gw-1: 6 entries, ") and "all verified" in out
+    assert out.startswith("audit log gw-1: 10 entries, ") and "all verified" in out
 
     lines = (bundle / "entries.jsonl").read_text().splitlines()
     changed = json.loads(lines[2])
@@ -77,8 +78,9 @@ def test_a_full_export_verifies_on_its_own_and_a_changed_entry_is_named(
     assert problems[1] == "entries.jsonl: SHA-256 differs from the one manifest.json lists"
     assert problems[2].startswith("entries.jsonl:3 (entry 2): readable view differs from the stored bytes: ")  # fmt: skip
     assert problems[3] == "entries.jsonl: entry 2: not an AuditEntry (protobuf decode failed)"
-    assert problems[4].startswith(
-        "checkpoints.jsonl: checkpoint 0 (size 5): root mismatch: signed "
+    assert (
+        problems[4].startswith("checkpoints.jsonl: checkpoint 0 (size ")
+        and ": root mismatch: signed " in problems[4]
     )
 
 
@@ -89,14 +91,15 @@ def test_an_incident_export_holds_its_entries_with_proofs_that_verify(
     bundle = tmp_path / "incident"
     code, out, err = audit("export", "--gateway-id", "gw-1", "--incident", INCIDENT, "--out", str(bundle), "--data-dir", str(data_dir))  # fmt: skip
     assert code == 0, err
-    assert out.startswith("exported 3 entries and 1 checkpoint of gw-1 (incident ")
+    # each event's ACCEPTED and STORED entries
+    assert out.startswith("exported 6 entries and 1 checkpoint of gw-1 (incident ")
     exported = [json.loads(line) for line in (bundle / "entries.jsonl").read_text().splitlines()]
-    assert [e["entry"]["eventId"] for e in exported] == [e.id for e in events[:3]]
-    assert len((bundle / "proofs.jsonl").read_text().splitlines()) == 3
+    assert [e["entry"]["eventId"] for e in exported] == [e.id for e in events[:3]] * 2
+    assert len((bundle / "proofs.jsonl").read_text().splitlines()) == 6
 
     code, out, err = audit("verify", "--bundle", str(bundle), "--data-dir", str(data_dir), "--key", str(data_dir / "audit" / "gw-1.pub"))  # fmt: skip
     assert code == 0, err
-    assert "3 entries, 1 checkpoint, all verified" in out
+    assert "6 entries, 1 checkpoint, all verified" in out
 
     proofs = (bundle / "proofs.jsonl").read_text().splitlines()
     first = json.loads(proofs[0])
@@ -138,5 +141,6 @@ def test_tail_prints_the_latest_entries_one_line_each(
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 3
-    assert lines[0].split()[0] == "3" and f"event={events[2].id}" in lines[0]
+    assert lines[0].split()[0] == "7" and f"event={events[2].id}" in lines[0]
+    assert " PUBLISH STORED fire " in lines[0]
     assert " GATEWAY_STOP OK" in lines[2]

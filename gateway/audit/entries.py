@@ -76,6 +76,21 @@ def publish_entry(
     return _decided(entry, decision)
 
 
+def stored_entry(
+    agency: str, event: event_pb2.Event, data: bytes, *, sequence: int, duplicate: bool
+) -> audit_pb2.AuditEntry:
+    """What the event stream answered for an accepted event (`data`: its exact bytes): stored
+    at `sequence`, or a duplicate of the event already stored there."""
+    entry = publish_entry(
+        agency,
+        event,
+        audit_pb2.AUDIT_OUTCOME_DUPLICATE if duplicate else audit_pb2.AUDIT_OUTCOME_STORED,
+        data=data,
+    )
+    entry.stream_sequence = sequence
+    return entry
+
+
 def _decided(entry: audit_pb2.AuditEntry, decision: Decision | None) -> audit_pb2.AuditEntry:
     if decision is not None:
         entry.rule_ids.extend(decision.rule_ids)
@@ -351,6 +366,8 @@ def describe(entry: audit_pb2.AuditEntry) -> str:
         parts.append(f"event={entry.event_id}")
     if entry.event_type:
         parts.append(f"type={entry.event_type}")
+    if entry.stream_sequence:
+        parts.append(f"seq={entry.stream_sequence}")
     if entry.attempt > 1:
         parts.append(f"attempt={entry.attempt}")
     if entry.withheld_fields:
@@ -422,6 +439,15 @@ def encode_frames(
     if frame.entries:
         frames.append(frame.SerializeToString())
     return frames
+
+
+def frame_entries(data: bytes) -> tuple[int, list[bytes]]:
+    """One stored frame's first leaf index and entries; ValueError if it does not decode."""
+    try:
+        frame = audit_pb2.AuditFrame.FromString(data)
+    except DecodeError:
+        raise ValueError("does not decode as an AuditFrame") from None
+    return frame.first_sequence, list(frame.entries)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -477,12 +477,17 @@ class AuditLog:
             self._endorser = None  # endorsed once, in a checkpoint covering the rotation
         return note
 
-    async def run_checkpoints(self, interval: float) -> None:
+    async def run_checkpoints(
+        self, interval: float, before: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Sign a checkpoint every `interval` seconds while entries arrive, until cancelled;
-        sign a last one on the way out."""
+        sign a last one on the way out. `before` runs before each (appending facts that wait
+        for an append, so the checkpoint covers them)."""
         try:
             while True:
                 await asyncio.sleep(interval)
+                if before is not None:
+                    await before()
                 await self.checkpoint()
         finally:
             with contextlib.suppress(Exception):

@@ -149,7 +149,18 @@ class _AuditOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditOut
     AUDIT_OUTCOME_INVALID: _AuditOutcome.ValueType  # 4
     """Refused as invalid input."""
     AUDIT_OUTCOME_FAILED: _AuditOutcome.ValueType  # 5
-    """Failed for a reason outside the caller (store unavailable or full)."""
+    """Failed for a reason outside the caller (store unavailable or full). After a store time-out
+    the event may still have been stored: only a STORED entry says it was.
+    """
+    AUDIT_OUTCOME_STORED: _AuditOutcome.ValueType  # 6
+    """The event stream acknowledged the accepted event at `stream_sequence` (same `event_digest`
+    as its ACCEPTED entry). Recorded after the fact, with the gateway's next append: the audit
+    log is the event store's witness (`dutylink audit verify --store`).
+    """
+    AUDIT_OUTCOME_DUPLICATE: _AuditOutcome.ValueType  # 7
+    """A retry of an event already stored (JetStream's duplicate answer): not stored again;
+    `stream_sequence` is the original's.
+    """
 
 class AuditOutcome(_AuditOutcome, metaclass=_AuditOutcomeEnumTypeWrapper):
     """How an audited action ended."""
@@ -167,7 +178,18 @@ AUDIT_OUTCOME_DENIED: AuditOutcome.ValueType  # 3
 AUDIT_OUTCOME_INVALID: AuditOutcome.ValueType  # 4
 """Refused as invalid input."""
 AUDIT_OUTCOME_FAILED: AuditOutcome.ValueType  # 5
-"""Failed for a reason outside the caller (store unavailable or full)."""
+"""Failed for a reason outside the caller (store unavailable or full). After a store time-out
+the event may still have been stored: only a STORED entry says it was.
+"""
+AUDIT_OUTCOME_STORED: AuditOutcome.ValueType  # 6
+"""The event stream acknowledged the accepted event at `stream_sequence` (same `event_digest`
+as its ACCEPTED entry). Recorded after the fact, with the gateway's next append: the audit
+log is the event store's witness (`dutylink audit verify --store`).
+"""
+AUDIT_OUTCOME_DUPLICATE: AuditOutcome.ValueType  # 7
+"""A retry of an event already stored (JetStream's duplicate answer): not stored again;
+`stream_sequence` is the original's.
+"""
 Global___AuditOutcome: _TypeAlias = AuditOutcome  # noqa: Y015
 
 @_typing.final

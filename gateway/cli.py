@@ -24,6 +24,7 @@ from gateway.cli_cluster import cluster_app
 from gateway.cli_pki import pki_app
 from gateway.cli_policy import policy_app
 from gateway.config import Config, ConfigError
+from gateway.data_dir_lock import DataDirInUseError
 from gateway.jetstream import EventStore, StoreError
 from gateway.nats_server import NatsServerError, running_url
 from gateway.pki import PkiError
@@ -90,7 +91,7 @@ def _run_reporting_startup_errors(main: Callable[[], Coroutine[Any, Any, None]])
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    except (StoreError, NatsServerError, PkiError, OSError) as error:
+    except (StoreError, NatsServerError, PkiError, DataDirInUseError, OSError) as error:
         typer.echo(f"error: cannot start: {error}", err=True)
         raise typer.Exit(1) from None
 

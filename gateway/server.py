@@ -38,6 +38,7 @@ from gateway.audit_rpc import AuditServicer, CheckpointServicer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
+from gateway.data_dir_lock import DataDirLock
 from gateway.jetstream import EventStore, split_servers
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, embedded_dir
@@ -128,6 +129,7 @@ class Gateway:
         self._checkpoints: asyncio.Task[None] | None = None
         self._audit = AuditHolder()
         self._health = health.aio.HealthServicer()
+        self._data_dir_lock = DataDirLock(config.nats.data_dir)
         self.port = 0
         # Set once the gRPC port is open (health answers; the event services may still wait
         # for NATS): for embedders and tests that start the gateway in the background.
@@ -207,6 +209,8 @@ class Gateway:
         return holder
 
     async def start(self) -> None:
+        # Before anything is written there: a second gateway on this directory stops here.
+        self._data_dir_lock.acquire()
         authenticator, credentials = self._security()
         policy = self._policy()
         grants = GrantBook()
@@ -375,6 +379,7 @@ class Gateway:
             await self._embedded.stop()
         if self._metrics_http is not None:
             await self._metrics_http.cleanup()
+        self._data_dir_lock.release()
         log.info("gateway.stopped")
 
     async def serve_until_signalled(self) -> None:

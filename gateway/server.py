@@ -1,7 +1,11 @@
 """Assembles and runs one gateway: gRPC server, health, reflection, JetStream, embedded NATS.
 
 Start-up order: connect to NATS and ensure the streams, then serve; health says NOT_SERVING
-until both are done and again whenever NATS is disconnected. Shutdown order: health to
+until both are done and again whenever NATS is disconnected. After a reconnect the streams are
+ensured again, tried until JetStream answers (a restarted server may accept connections before
+its JetStream does), then health says SERVING again; nothing needs a gateway restart. The
+embedded nats-server is this gateway's own: if it dies, it is started again on the same port
+and store, and dies with the gateway (see gateway.nats_server). Shutdown order: health to
 NOT_SERVING, stop accepting calls and let in-flight ones finish within the grace period, drain
 NATS, stop the embedded server.
 
@@ -39,9 +43,9 @@ from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthentic
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
 from gateway.data_dir_lock import DataDirLock
-from gateway.jetstream import EventStore, split_servers
+from gateway.jetstream import EventStore, StoreError, split_servers
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
-from gateway.nats_server import NatsServer, embedded_dir
+from gateway.nats_server import NatsServer, NatsServerError, embedded_dir
 from gateway.service import (
     AuditHolder,
     BreakGlass,
@@ -71,6 +75,10 @@ REQUEST_OVERHEAD_BYTES = 64 * 1024
 # Options of every gRPC server of the gateway. No SO_REUSEPORT: a second process on the same
 # port must fail to bind, not silently share the port (and its calls) with this one.
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
+# Waits between tries to re-ensure the streams after a reconnect, and to start a dead embedded
+# nats-server again: doubled after each failure, from the first up to the last.
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 5.0
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -126,6 +134,9 @@ class Gateway:
         self._health_server: grpc.aio.Server | None = None
         self.health_port = 0
         self._policy_watch: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._nats_back = asyncio.Event()
+        self._embedded_watch: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self._audit = AuditHolder()
         self._health = health.aio.HealthServicer()
@@ -163,10 +174,47 @@ class Gateway:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _on_nats_reconnected(self) -> None:
+        # Runs inside nats-py's reconnect task: whatever raised here would end that task with
+        # the client connected and health NOT_SERVING for good. The recovery task does the work.
         log.info("nats.reconnected")
-        if self._store is not None:
-            await self._store.ensure_streams()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._nats_back.set()
+
+    async def _recover_after_reconnects(self) -> None:
+        """After each reconnect: ensure the streams (tried until JetStream answers, while the
+        connection stays up), then say SERVING."""
+        assert self._store is not None
+        while True:
+            await self._nats_back.wait()
+            self._nats_back.clear()
+            wait = RETRY_FIRST_SECONDS
+            while self._store.connected:
+                try:
+                    await self._store.ensure_streams()
+                except StoreError as error:
+                    log.warning("nats.not_ready", error=str(error), retry_seconds=wait)
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RETRY_MAX_SECONDS)
+                    continue
+                if self._store.connected:  # not lost again meanwhile
+                    await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+                    log.info("nats.recovered")
+                break
+
+    async def _keep_embedded_running(self, server: NatsServer) -> None:
+        """The embedded nats-server is this gateway's alone: when it dies, start it again on
+        its port and store (the NATS client reconnects there, and recovery follows)."""
+        while True:
+            status = await server.wait_exited()
+            log.error("nats_server.died", exit_status=status, message="starting it again")
+            wait = RETRY_FIRST_SECONDS
+            while True:
+                await asyncio.sleep(wait)
+                try:
+                    await server.restart()
+                    break
+                except NatsServerError as error:
+                    log.error("nats_server.restart_failed", error=str(error), retry_seconds=wait)
+                    wait = min(wait * 2, RETRY_MAX_SECONDS)
 
     def _security(self) -> tuple[Authenticator, grpc.ServerCredentials | None]:
         """mTLS when [tls] is configured, else bearer tokens on plaintext (development)."""
@@ -217,6 +265,7 @@ class Gateway:
         if not self._nats_url:
             self._embedded = NatsServer(embedded_dir(self.config.nats.data_dir))
             self._nats_url = await self._embedded.start()
+            self._embedded_watch = asyncio.create_task(self._keep_embedded_running(self._embedded))
         gateway_settings = self.config.gateway
         max_request = (
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
@@ -288,6 +337,7 @@ class Gateway:
         self._policy_watch = asyncio.create_task(
             policy.watch(self.config.policy.reload_seconds, self._record_policy_change)
         )
+        self._recovery = asyncio.create_task(self._recover_after_reconnects())
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway.started",
@@ -365,6 +415,7 @@ class Gateway:
         if self._deps is not None:
             self._deps.stopping.set()
         await _cancel(self._policy_watch)
+        await _cancel(self._recovery)
         if self._server is not None:
             await self._server.stop(grace)
         if self._health_server is not None:  # NOT_SERVING there until the main port closed
@@ -375,6 +426,7 @@ class Gateway:
         await _cancel(self._checkpoints)  # signs a last checkpoint on the way out
         if self._store is not None:
             await self._store.close()
+        await _cancel(self._embedded_watch)  # before the stop, which it would undo
         if self._embedded is not None:
             await self._embedded.stop()
         if self._metrics_http is not None:

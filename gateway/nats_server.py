@@ -6,7 +6,7 @@ JetStream fsyncs every write before acknowledging it (`sync_interval: always`): 
 default (fsync every two minutes) acknowledges writes a power cut can still lose.
 
 The server dies with the process that started it: on Linux the kernel sends it SIGTERM when
-its parent dies (PR_SET_PDEATHSIG), kill -9 included. Where that does not exist, or for a
+its parent dies (PR_SET_PDEATHSIG, armed by a launcher that then execs it), kill -9 included. Where that does not exist, or for a
 server started otherwise, its pid file lets the next start find it still running on the store
 and refuse, rather than run a second server on the same JetStream store.
 """
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import re
 import shutil
-import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -34,7 +31,6 @@ _READY = b"Server is ready"
 URL_FILE = "nats-server.url"
 PID_FILE = "nats-server.pid"
 CONFIG_FILE = "nats-server.conf"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _PROBLEM = re.compile(rb"\[(FTL|ERR)\] (.*)")
 
 log = structlog.get_logger("dutylink.nats_server")
@@ -86,25 +82,28 @@ def running_pid(data_dir: str | Path) -> int | None:
     return _live_pid(embedded_dir(data_dir))
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """For `preexec_fn`: the child gets SIGTERM when this process dies (Linux prctl
-    PR_SET_PDEATHSIG). None where prctl is not available; the pid file is the fallback."""
+# Run by a fresh interpreter that then becomes the nats-server: execv keeps the pid, the parent
+# and the parent-death signal. (A preexec_fn would run Python between fork and exec in a process
+# with gRPC's threads, which can deadlock or abort the child.)
+_LAUNCHER = """
+import ctypes, os, signal, sys
+parent, program = int(sys.argv[1]), sys.argv[2]
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass  # no prctl here: the pid file is the fallback
+if os.getppid() != parent:  # the parent died before the signal was armed
+    sys.exit(1)
+os.execv(program, sys.argv[2:])
+"""
+
+
+def _dying_with_this_process(command: list[str]) -> list[str]:
+    """`command` (a program and its arguments) run so that it gets SIGTERM when this process
+    dies, kill -9 included (Linux PR_SET_PDEATHSIG); elsewhere `command` as it is."""
     if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-
-    def in_child() -> None:  # runs between fork and exec: nothing but the two system calls
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
-    return in_child
+        return command
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), *command]
 
 
 def find_binary() -> Path:
@@ -206,13 +205,10 @@ class NatsServer(Started):
             encoding="utf-8",
         )
         self._process = await asyncio.create_subprocess_exec(
-            str(find_binary()),
-            "-c",
-            str(config),
+            *_dying_with_this_process([str(find_binary()), "-c", str(config)]),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent(),
         )
         self._owns_files = True
         self.pid_file.write_text(f"{self._process.pid}\n", encoding="ascii")

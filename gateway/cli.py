@@ -28,6 +28,7 @@ from gateway.data_dir_lock import DataDirInUseError
 from gateway.jetstream import EventStore, StoreError
 from gateway.nats_server import NatsServerError, running_url
 from gateway.pki import PkiError
+from gateway.writer_lease import WriterLeaseError
 
 app = typer.Typer(
     help="DutyLink: the inter-agency event bus for a city's public-safety agencies.",
@@ -91,7 +92,14 @@ def _run_reporting_startup_errors(main: Callable[[], Coroutine[Any, Any, None]])
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    except (StoreError, NatsServerError, PkiError, DataDirInUseError, OSError) as error:
+    except (
+        StoreError,
+        NatsServerError,
+        PkiError,
+        DataDirInUseError,
+        WriterLeaseError,
+        OSError,
+    ) as error:
         typer.echo(f"error: cannot start: {error}", err=True)
         raise typer.Exit(1) from None
 
@@ -117,6 +125,9 @@ def serve(
         )
         async with gateway:
             await gateway.serve_until_signalled()
+        if gateway.failure:
+            typer.echo(f"error: stopped: {gateway.failure}", err=True)
+            raise typer.Exit(1)
 
     _run_reporting_startup_errors(run)
 

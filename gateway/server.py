@@ -56,6 +56,7 @@ from gateway.service import (
     no_failpoint,
 )
 from gateway.validation import Validator
+from gateway.writer_lease import WriterLease
 from policies.loader import SAMPLE_DIR
 from policies.model import PolicyError
 
@@ -137,6 +138,12 @@ class Gateway:
         self._recovery: asyncio.Task[None] | None = None
         self._nats_back = asyncio.Event()
         self._embedded_watch: asyncio.Task[None] | None = None
+        self._lease: WriterLease | None = None
+        self._lease_keeper: asyncio.Task[None] | None = None
+        # Why this gateway stopped serving for good while running ("" while it serves or
+        # stopped as asked): `serve_until_signalled` returns when it is set.
+        self.failure = ""
+        self._failed = asyncio.Event()
         self._checkpoints: asyncio.Task[None] | None = None
         self._audit = AuditHolder()
         self._health = health.aio.HealthServicer()
@@ -330,6 +337,7 @@ class Gateway:
         await self._store.ensure_streams()
         await self._store.check_durability()
         if self.config.audit.enabled:
+            await self._take_writer_lease()
             await self._start_audit(policy.version)
         await self._store.follow_grants(
             lambda data: grants.add(gateway_pb2.EmergencyGrant.FromString(data))
@@ -355,6 +363,30 @@ class Gateway:
         await server.start()
         self._health_server = server
         log.info("health.listening", address=self.health_address, services="grpc.health.v1")
+
+    async def _take_writer_lease(self) -> None:
+        """Become the one writer of this gateway id's audit log on this NATS, before any
+        write to it (WriterLeaseError if another live gateway is)."""
+        assert self._store is not None
+        self._lease = WriterLease(
+            self._store.client.jetstream(),
+            self.config.gateway.gateway_id,
+            self.config.nats.data_dir,
+            lease_seconds=self.config.gateway.writer_lease_seconds,
+            replicas=self.config.nats.stream_replicas,
+            on_lost=self._on_writer_lease_lost,
+        )
+        await self._lease.acquire()
+        self._lease_keeper = asyncio.create_task(self._lease.keep())
+
+    async def _on_writer_lease_lost(self, reason: str) -> None:
+        """Another gateway with this id writes the audit log now: append nothing more (every
+        decision fails closed as unavailable) and stop serving."""
+        log.error("writer_lease.lost", reason=reason)
+        self._audit.log = None
+        self.failure = reason
+        self._failed.set()
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _start_audit(self, policy_version: str) -> None:
         settings, gateway_id = self.config.audit, self.config.gateway.gateway_id
@@ -424,6 +456,9 @@ class Gateway:
             with contextlib.suppress(AuditUnavailableError):
                 await audit.append([gateway_entry(audit_pb2.AUDIT_ACTION_GATEWAY_STOP)])
         await _cancel(self._checkpoints)  # signs a last checkpoint on the way out
+        await _cancel(self._lease_keeper)
+        if self._lease is not None and self._store is not None and self._store.connected:
+            await self._lease.release()
         if self._store is not None:
             await self._store.close()
         await _cancel(self._embedded_watch)  # before the stop, which it would undo
@@ -435,13 +470,18 @@ class Gateway:
         log.info("gateway.stopped")
 
     async def serve_until_signalled(self) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        """Serve until SIGTERM or SIGINT (or a `failure`), then shut down gracefully."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await stop.wait()
+            waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._failed.wait())}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(Exception):

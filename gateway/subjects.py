@@ -35,6 +35,9 @@ EVENTS_PREFIX = "dutylink.events"
 REDELIVER_PREFIX = "dutylink.redeliver"
 DEADLETTER_PREFIX = "dutylink.deadletter"
 ACKED_PREFIX = "dutylink.acked"
+# One message per gateway id: which process may append to that gateway id's audit log.
+WRITERS_STREAM = "DUTYLINK_WRITERS"
+WRITERS_PREFIX = "dutylink.writers"
 
 FAMILIES = ("incident", "resource", "warning")
 PLANE_TOKENS: dict[int, str] = {
@@ -63,6 +66,11 @@ def audit_entries(gateway_id: str) -> str:
 def audit_checkpoints(gateway_id: str) -> str:
     """Where a gateway replica stores its signed checkpoints."""
     return f"{AUDIT_PREFIX}.{gateway_id}.checkpoints"
+
+
+def writer_lease(gateway_id: str) -> str:
+    """The subject of the lease naming the one writer of `gateway_id`'s audit log."""
+    return f"{WRITERS_PREFIX}.{gateway_id}"
 
 
 def consumer_name(agency: str, subscription: str) -> str:

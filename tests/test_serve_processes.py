@@ -20,21 +20,25 @@ from tests.test_resilience import health_of
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-def serve_command(data_dir: Path) -> list[str]:
+def serve_command(data_dir: Path, nats_url: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
-            "--data-dir", str(data_dir)]  # fmt: skip
+            "--data-dir", str(data_dir), *(["--nats-url", nats_url] if nats_url else [])]  # fmt: skip
 
 
 def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("DUTYLINK_")}
+    # A short writer lease: a refusal comes after a crashed holder's lease would have lapsed.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DUTYLINK_")}
+    return {**inherited, "DUTYLINK_GATEWAY_WRITER_LEASE_SECONDS": "1.0"}
 
 
 @asynccontextmanager
-async def serving(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """A `dutylink serve` process on `data_dir` once it has started, and its gRPC address;
-    SIGTERM (then SIGKILL) on the way out if it still runs."""
+async def serving(
+    data_dir: Path, nats_url: str = ""
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """A `dutylink serve` process on `data_dir` (embedded NATS unless `nats_url`) once it has
+    started, and its gRPC address; SIGTERM (then SIGKILL) on the way out if it still runs."""
     process = await asyncio.create_subprocess_exec(
-        *serve_command(data_dir), env=environment(), stdin=asyncio.subprocess.DEVNULL,
+        *serve_command(data_dir, nats_url), env=environment(), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None
@@ -63,10 +67,10 @@ async def serving(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proc
             await drain
 
 
-async def refused_serve(data_dir: Path) -> tuple[int, list[str]]:
+async def refused_serve(data_dir: Path, nats_url: str = "") -> tuple[int, list[str]]:
     """Run `dutylink serve` on `data_dir` expecting it to refuse: exit status and stderr lines."""
     process = await asyncio.create_subprocess_exec(
-        *serve_command(data_dir), env=environment(), stdin=asyncio.subprocess.DEVNULL,
+        *serve_command(data_dir, nats_url), env=environment(), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -145,3 +149,18 @@ async def test_serve_refuses_to_start_beside_a_live_leftover_nats_server_and_lea
         assert str(embedded_dir(tmp_path)) in lines[0]
         assert alive(leftover.pid)
         assert running_url(tmp_path) == leftover.url
+
+
+async def test_a_second_serve_with_the_same_gateway_id_on_one_nats_exits_naming_the_first(
+    nats_url: str, tmp_path: Path
+) -> None:
+    first_dir = tmp_path / "first"
+    async with serving(first_dir, nats_url) as (first, address):
+        code, lines = await refused_serve(tmp_path / "second", nats_url)
+
+        assert code == 1
+        assert len(lines) == 1, lines
+        assert "gateway id gw-1 is in use by another gateway" in lines[0]
+        assert f"pid {first.pid}" in lines[0]
+        assert str(first_dir) in lines[0]
+        assert await health_of(address) == SERVING

@@ -46,9 +46,13 @@ def embedded_dir(data_dir: str | Path) -> Path:
 
 
 def running_url(data_dir: str | Path) -> str | None:
-    """The URL of the embedded server running for this data directory, if any."""
-    path = embedded_dir(data_dir) / URL_FILE
-    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+    """The URL of the embedded server running for this data directory, if any (not the stale
+    file of a server that died with its gateway)."""
+    server_dir = embedded_dir(data_dir)
+    path = server_dir / URL_FILE
+    if not path.exists() or _live_pid(server_dir) is None:
+        return None
+    return path.read_text(encoding="utf-8").strip()
 
 
 def _live_pid(server_dir: Path) -> int | None:

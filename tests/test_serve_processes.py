@@ -130,6 +130,7 @@ async def test_kill_9_of_the_gateway_takes_its_embedded_nats_server_with_it(
         gateway.kill()
         await gateway.wait()
         assert await gone(nats_pid)
+        assert running_url(tmp_path) is None  # operator tools are not sent to a dead address
     # And the next start runs on the same store, alone.
     async with serving(tmp_path) as (_, address):
         assert await health_of(address) == SERVING

@@ -4,20 +4,27 @@ refused before it writes, and a crashed holder does not block its successor for 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import nats
+import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
+from adapters.client import DutyLinkClient
 from gateway import subjects
 from gateway.config import Config
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
-from gateway.writer_lease import WriterLease, WriterLeaseError
+from gateway.writer_lease import Holder, WriterLease, WriterLeaseError
+from tests.conftest import TOKENS
+from tests.factories import incident_event
 
 
 @pytest.fixture
@@ -111,3 +118,38 @@ async def test_a_holder_whose_lease_another_gateway_took_is_told_it_lost_it(
     assert len(lost) == 1
     assert str((tmp_path / "b").resolve()) in lost[0]
     assert not away.held and taker.held
+
+
+async def test_a_gateway_whose_lease_another_took_stops_serving_and_appends_nothing_more(
+    nats_url: str, js: JetStreamContext, tmp_path: Path
+) -> None:
+    config = config_for_tests(
+        gateway={"writer_lease_seconds": 0.6}, nats={"data_dir": str(tmp_path / "first")}
+    )
+    async with gateway_for_tests(nats_url, config) as gateway:
+        # Another gateway with this id takes the lease (as after an outage of the first one
+        # longer than the lease): written over the first one's, as a lease write is.
+        other = Holder(host="elsewhere", pid=1, data_dir="/srv/other", instance="other")
+        subject = subjects.writer_lease("gw-1")
+        async with asyncio.timeout(20):
+            while True:
+                last = await js.get_last_msg(subjects.WRITERS_STREAM, subject)
+                try:
+                    await js.publish(
+                        subject,
+                        json.dumps(dataclasses.asdict(other)).encode(),
+                        headers={"Nats-Expected-Last-Subject-Sequence": str(last.seq)},
+                    )
+                    break
+                except nats.js.errors.APIError:
+                    continue  # the first one renewed in between
+            await gateway.serve_until_signalled()  # returns on the failure
+
+        assert "pid 1 on elsewhere, data directory /srv/other" in gateway.failure
+        assert gateway.audit is None
+        written = await last_audit_sequence(js, "gw-1")
+        async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await fire.publish(incident_event())
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert await last_audit_sequence(js, "gw-1") == written

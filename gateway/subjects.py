@@ -36,6 +36,9 @@ EVENTS_PREFIX = "dutylink.events"
 REDELIVER_PREFIX = "dutylink.redeliver"
 DEADLETTER_PREFIX = "dutylink.deadletter"
 ACKED_PREFIX = "dutylink.acked"
+# One message per gateway id: which process may append to that gateway id's audit log.
+WRITERS_STREAM = "DUTYLINK_WRITERS"
+WRITERS_PREFIX = "dutylink.writers"
 
 FAMILIES = ("incident", "resource", "warning")
 PLANE_TOKENS: dict[int, str] = {
@@ -70,6 +73,11 @@ def audit_witnessed(gateway_id: str) -> str:
     """Where a gateway replica notes how far its log was last checked against the event
     stream (so the start-up check reads only what came since)."""
     return f"{AUDIT_PREFIX}.{gateway_id}.witnessed"
+
+
+def writer_lease(gateway_id: str) -> str:
+    """The subject of the lease naming the one writer of `gateway_id`'s audit log."""
+    return f"{WRITERS_PREFIX}.{gateway_id}"
 
 
 def consumer_name(agency: str, subscription: str) -> str:

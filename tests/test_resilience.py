@@ -12,11 +12,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import grpc
+import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.aio.msg import Msg
 
 from adapters.client import DutyLinkClient
-from gateway.nats_server import NatsServer
+from gateway.nats_server import CONFIG_FILE, NatsServer, running_pid, running_url
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
@@ -148,3 +150,75 @@ async def test_the_gateway_says_not_serving_until_nats_comes_up_then_serves(tmp_
                 await gateway.stop(grace=1)
     finally:
         starting.cancel()
+
+
+def listen_only(port: int) -> str:
+    return f'listen: "127.0.0.1:{port}"\n'
+
+
+async def test_a_nats_back_before_its_jetstream_is_ready_ends_serving_once_jetstream_answers(
+    tmp_path: Path,
+) -> None:
+    # A restarted server can take connections before its JetStream answers (recovering a large
+    # store, electing stream leaders): the gateway must not give up on that reconnect.
+    server = NatsServer(tmp_path / "nats")
+    url = await server.start()
+    port = urlparse(url).port
+    assert port is not None
+    config = config_for_tests(nats={"data_dir": str(tmp_path / "gateway")})
+    try:
+        async with (
+            gateway_for_tests(url, config) as gateway,
+            DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+        ):
+            await fire.publish(incident_event())
+            await server.crash()
+            await wait_for_health(gateway.address, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+            server = NatsServer(tmp_path / "nats", port=port, config_text=listen_only(port))
+            await server.start()  # the same port; JetStream does not answer yet
+            async with await nats.connect(server.url) as looking:
+                asked: asyncio.Queue[str] = asyncio.Queue()
+
+                async def note(message: Msg) -> None:  # and never answer
+                    asked.put_nowait(message.subject)
+
+                await looking.subscribe("$JS.API.STREAM.CREATE.>", cb=note)
+                async with asyncio.timeout(60):
+                    await asked.get()  # the streams ensured after the reconnect: no answer
+                    await asked.get()  # and tried again
+            assert await health_of(gateway.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+            # JetStream comes up on the same store, without another disconnect.
+            store = json.dumps(str(tmp_path / "nats" / "jetstream"))
+            (server.data_dir / CONFIG_FILE).write_text(
+                # (sync_interval cannot change on a reload: JetStream's default, in a test)
+                f"{listen_only(port)}jetstream {{\n  store_dir: {store}\n}}\n"
+            )
+            os.kill(server.pid, signal.SIGHUP)
+
+            await wait_for_health(gateway.address, health_pb2.HealthCheckResponse.SERVING, 30)
+            assert (await fire.publish(incident_event())).stream_sequence == 2
+    finally:
+        await server.stop()
+
+
+async def test_an_embedded_nats_server_that_dies_is_started_again_and_the_gateway_serves_again(
+    tmp_path: Path,
+) -> None:
+    config = config_for_tests(nats={"data_dir": str(tmp_path)})
+    async with (
+        Gateway(config) as gateway,
+        DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+    ):
+        await fire.publish(incident_event())
+        first = running_pid(tmp_path)
+        url = running_url(tmp_path)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+
+        await wait_for_health(gateway.address, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await wait_for_health(gateway.address, health_pb2.HealthCheckResponse.SERVING, 30)
+        assert (await fire.publish(incident_event())).stream_sequence == 2
+        again = running_pid(tmp_path)
+        assert again is not None and again != first
+        assert running_url(tmp_path) == url  # the same port: clients find it where it was

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -41,6 +42,7 @@ from gateway.config import Config, ConfigError
 from gateway.jetstream import EventStore, split_servers
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, embedded_dir
+from gateway.rpc import DecodeGuard
 from gateway.service import (
     AuditHolder,
     BreakGlass,
@@ -50,7 +52,7 @@ from gateway.service import (
     Subscriber,
     no_failpoint,
 )
-from gateway.validation import Validator
+from gateway.validation import ValidationLimits, Validator
 from policies.loader import SAMPLE_DIR
 from policies.model import PolicyError
 
@@ -218,7 +220,11 @@ class Gateway:
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
         )
         self._server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics)],
+            # Metrics outermost, so that they count the guard's refusals too.
+            interceptors=[
+                MetricsInterceptor(self.metrics),
+                DecodeGuard(authenticator, self._record_best_effort),
+            ],
             maximum_concurrent_rpcs=gateway_settings.max_concurrent_rpcs,
             options=[
                 *SERVER_OPTIONS,
@@ -238,7 +244,7 @@ class Gateway:
             self.config,
             self._store,
             authenticator,
-            Validator(),
+            Validator(ValidationLimits.of(gateway_settings)),
             Authorizer(policy, grants),
             self._audit,
             failpoint=self._failpoint,
@@ -350,6 +356,10 @@ class Gateway:
             # The policy is in force either way (the files changed); the log says so later:
             # every decision entry carries its policy version.
             log.error("audit.unrecorded", action="policy_reload", reason=str(error))
+
+    async def _record_best_effort(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
+        if self._deps is not None:
+            await self._deps.record_best_effort(entries)
 
     @property
     def audit(self) -> AuditLog | None:

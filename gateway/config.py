@@ -40,7 +40,7 @@ class GatewaySettings:
     # Messages and list items in one event (or request), counted before the validation rules
     # run: beyond it the event is refused at once. The rules cost ~20 µs per element on an idle
     # core (more with violations) and hold the event loop: this bounds one event's validation.
-    max_event_elements: int = 4096
+    max_event_elements: int = 2048
     # Field violations listed for one refused event; the rest are counted ("and N more were
     # cut"), which keeps every error status within gRPC's metadata limits.
     max_violations_per_event: int = 20

@@ -5,7 +5,8 @@ messages and list items (`max_event_elements`), each list's `repeated.max_items`
 string's `string.max_len` as declared in proto/, and the range of every Timestamp and Duration
 (protobuf's: years 0001-9999, nanos 0..999,999,999). Only a message within them meets the
 protovalidate rules, whose cost grows with the elements and the violations (and holds the event
-loop). At most `max_violations` problems are listed; the rest are counted in a last one.
+loop). At most `max_violations` problems are listed; the rest are counted in a last one. In a
+message of more than FULL_REPORT_ELEMENTS the rules stop at the first violation.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ DURATION_MAX_SECONDS = 315_576_000_000
 MAX_NANOS = 999_999_999
 # The rule id of the problem that stands for the violations not listed.
 CUT_RULE = "violations.cut"
+# Up to this many messages and list items every violation is collected; beyond, the rules stop
+# at the first one (each violation costs several times what a valid element does, so a big
+# event that breaks a rule everywhere would cost several times the worst valid one).
+FULL_REPORT_ELEMENTS = 256
 
 
 @dataclass(frozen=True)
@@ -129,9 +134,11 @@ def _range_problems(message: Message, path: str) -> Iterator[FieldProblem]:
             )
 
 
-def structural_problems(message: Message, prefix: str, max_elements: int) -> list[FieldProblem]:
-    """The cheap checks, breadth first; stops at once when the message has more than
-    `max_elements` messages and list items (the lists past their max_items are not entered)."""
+def structural_problems(
+    message: Message, prefix: str, max_elements: int
+) -> tuple[list[FieldProblem], int]:
+    """The cheap checks, breadth first, and the number of messages and list items met; stops
+    at once past `max_elements` (the lists past their max_items are not entered)."""
     problems: list[FieldProblem] = []
     elements = 1
     pending: deque[tuple[Message, str]] = deque([(message, prefix)])
@@ -166,14 +173,13 @@ def structural_problems(message: Message, prefix: str, max_elements: int) -> lis
                     )
                 )
             if elements > max_elements:
-                return [
-                    FieldProblem(
-                        prefix,
-                        f"more than {max_elements} messages and list items: not validated",
-                        "message.max_elements",
-                    )
-                ]
-    return problems
+                problem = FieldProblem(
+                    prefix,
+                    f"more than {max_elements} messages and list items: not validated",
+                    "message.max_elements",
+                )
+                return [problem], elements
+    return problems, elements
 
 
 class Validator:
@@ -187,10 +193,21 @@ class Validator:
         """Every problem of `message` (field paths under `prefix`), at most `max_violations`
         listed; the structural ones alone if there are any."""
         keep = self.limits.max_violations
-        found = structural_problems(message, prefix, self.limits.max_elements)
+        found, elements = structural_problems(message, prefix, self.limits.max_elements)
         if found:
             return list(cut(found, keep))
-        for violation in self._validator.collect_violations(message):
+        violations = self._validator.collect_violations(
+            message, fail_fast=elements > FULL_REPORT_ELEMENTS
+        )
+        if elements > FULL_REPORT_ELEMENTS and violations:
+            found.append(
+                FieldProblem(
+                    prefix,
+                    f"only the first violation is listed ({elements} messages and list items)",
+                    "violations.first_only",
+                )
+            )
+        for violation in violations:
             path = _path(violation)
             field = ".".join(p for p in (prefix, path) if p)
             found.append(FieldProblem(field, violation.proto.message, violation.proto.rule_id))

@@ -267,21 +267,21 @@ def test_the_structural_limits_refuse_an_event_with_too_many_elements_before_the
     assert [p.rule_id for p in problems] == ["message.max_elements"]
 
 
+def test_a_big_event_that_breaks_a_rule_everywhere_lists_only_the_first_violation() -> None:
+    event = many_violations(20, 50)  # 1000 geocodes, 2000 violations
+    problems = Validator().problems(event)
+    assert [p.rule_id for p in problems] == ["violations.first_only", "string.min_len"]
+
+
 async def test_the_violations_of_one_event_are_capped_and_the_rest_counted(
-    nats_url: str, tmp_path: Path
+    gateway: Gateway,
 ) -> None:
-    config = config_for_tests(
-        nats={"data_dir": str(tmp_path / "data")}, gateway={"max_event_elements": 100_000}
-    )
-    async with (
-        gateway_for_tests(nats_url, config) as running,
-        client(running, "ecology") as ecology,
-    ):
+    async with client(gateway, "ecology") as ecology:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await ecology.publish(many_violations(63, 70))
+            await ecology.publish(many_violations(1, 60))  # 120 violations
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     found = violations(caught.value)
-    assert len(found) == config.gateway.max_violations_per_event + 1
+    assert len(found) == gateway.config.gateway.max_violations_per_event + 1
     assert found[-1].reason == CUT_RULE and "more were cut" in found[-1].description
     status = rpc_status.from_call(caught.value)
     assert status is not None and status.ByteSize() < MAX_STATUS_DETAIL_BYTES + 2048

@@ -29,7 +29,7 @@ log = structlog.get_logger("dutylink.gateway")
 # RESOURCE_EXHAUSTED, which SDKs retry: these keep one status well inside it.
 MAX_STATUS_MESSAGE_CHARS = 1024
 MAX_STATUS_DETAIL_BYTES = 4096
-# An event id echoed back in a batch result is never longer than a valid one (Event.id).
+# An event id echoed back (a batch result, a log line) is never longer than a valid one (Event.id).
 MAX_ECHOED_ID_CHARS = 128
 
 

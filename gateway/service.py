@@ -237,7 +237,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         if isinstance(outcome, Refused):
             log.info(
                 "publish.refused",
-                event_id=request.event.id,
+                event_id=shorten(request.event.id, MAX_ECHOED_ID_CHARS),
                 code=outcome.code.name,
                 reason=outcome.message,
             )

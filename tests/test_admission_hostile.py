@@ -315,3 +315,27 @@ async def test_a_batch_result_echoes_an_overlong_event_id_shortened(gateway: Gat
     (result,) = response.results
     assert len(result.event_id) <= 128 and result.event_id.startswith("xxx")
     assert [v.rule_id for v in result.error.violations] == ["string.max_len"]
+
+
+async def test_an_undecodable_message_in_the_middle_of_a_subscribe_stream_ends_it_invalid_argument(
+    gateway: Gateway,
+) -> None:
+    opening = gateway_pb2.SubscribeRequest(open=gateway_pb2.SubscriptionOpen(name="desk"))
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        call = channel.stream_stream("/dutylink.v1.SubscriberService/Subscribe")(
+            metadata=auth("police"), timeout=20
+        )
+        await call.write(opening.SerializeToString())
+        ready = gateway_pb2.SubscribeResponse.FromString(await call.read())
+        assert ready.HasField("ready")
+        await call.write(b"\x12\xff\xff\xff\xff\x0f")  # an ack whose length runs past the end
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await read_until_the_status(call)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def read_until_the_status(call: grpc.aio.StreamStreamCall[bytes, bytes]) -> None:
+    """Read responses until the call ends (AioRpcError) or the stream does (then fail)."""
+    while await call.read() is not grpc.aio.EOF:
+        pass
+    pytest.fail("the stream ended without a status")

@@ -1,14 +1,18 @@
 """Admission of one published event: validate, check the claimed source, stamp, decide, route.
 Pure (the policy decision comes in as a function).
 
-The same function serves Publish and each event of PublishBatch (`admit_all`: one request,
+The same function serves Publish and each event of PublishBatch (`admit_each`: one request,
 one moment of receipt), so both refuse and accept alike; the servicer only turns the outcome
 into a status or a per-event result.
+
+Unknown fields never pass the door: they are dropped from the stored event (and from every
+request when it is decoded, see gateway.rpc), so no policy, redaction or receiver meets a
+field that no rule was written for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,8 +73,24 @@ def admit_all(
     max_event_bytes: int,
 ) -> list[Admitted | Refused]:
     """`admit` for each event of a batch, all received at one moment (`received`)."""
+    return list(
+        admit_each(validator, decide, principal, events, received, max_event_bytes=max_event_bytes)
+    )
+
+
+def admit_each(
+    validator: Validator,
+    decide: Callable[[event_pb2.Event], Decision],
+    principal: Principal,
+    events: Iterable[event_pb2.Event],
+    received: datetime,
+    *,
+    max_event_bytes: int,
+) -> Iterator[Admitted | Refused]:
+    """`admit_all` one event at a time, so that the caller may let others run in between."""
     stamp = envelope.timestamp(received)
-    return [_admit(validator, decide, principal, event, stamp, max_event_bytes) for event in events]
+    for event in events:
+        yield _admit(validator, decide, principal, event, stamp, max_event_bytes)
 
 
 def _admit(
@@ -99,6 +119,7 @@ def _admit(
             f"source '{event.source}' is not the calling agency '{principal.agency}'",
         )
     stamped = envelope.stamped(event, principal.agency, received)
+    stamped.DiscardUnknownFields()
     decision = decide(stamped)
     if not decision.allowed:
         return Refused(

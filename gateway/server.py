@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -70,6 +71,7 @@ from gateway.jetstream import (
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, NatsServerError, embedded_dir
 from gateway.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
+from gateway.rpc import DecodeGuard
 from gateway.service import (
     AuditHolder,
     BreakGlass,
@@ -79,7 +81,7 @@ from gateway.service import (
     Subscriber,
     no_failpoint,
 )
-from gateway.validation import Validator
+from gateway.validation import ValidationLimits, Validator
 from gateway.writer_lease import WriterLease
 from policies.loader import SAMPLE_DIR
 from policies.model import PolicyError
@@ -317,7 +319,11 @@ class Gateway:
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
         )
         self._server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics)],
+            # Metrics outermost, so that they count the guard's refusals too.
+            interceptors=[
+                MetricsInterceptor(self.metrics),
+                DecodeGuard(authenticator, self._record_best_effort),
+            ],
             maximum_concurrent_rpcs=gateway_settings.max_concurrent_rpcs,
             options=[
                 *SERVER_OPTIONS,
@@ -337,7 +343,7 @@ class Gateway:
             self.config,
             self._store,
             authenticator,
-            Validator(),
+            Validator(ValidationLimits.of(gateway_settings)),
             Authorizer(policy, grants),
             self._audit,
             failpoint=self._failpoint,
@@ -618,6 +624,10 @@ class Gateway:
                 except AuditUnavailableError as error:
                     log.error("audit.unrecorded", action="revocation_list", reason=str(error))
             await asyncio.sleep(self.config.tls.crl_check_seconds)
+
+    async def _record_best_effort(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
+        if self._deps is not None:
+            await self._deps.record_best_effort(entries)
 
     @property
     def audit(self) -> AuditLog | None:

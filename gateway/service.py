@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway import subjects
-from gateway.admission import Admitted, Refused, admit, admit_all
+from gateway.admission import Admitted, Refused, admit, admit_each
 from gateway.audit.commitments import commit
 from gateway.audit.entries import (
     Delivered,
@@ -48,7 +48,16 @@ from gateway.jetstream import (
     StoreRejectedError,
     StoreUnavailableError,
 )
-from gateway.rpc import abort, authenticate, status
+from gateway.rpc import (
+    MAX_ECHOED_ID_CHARS,
+    MAX_STATUS_DETAIL_BYTES,
+    MAX_STATUS_MESSAGE_CHARS,
+    abort,
+    authenticate,
+    fit_problems,
+    shorten,
+    status,
+)
 from gateway.validation import FieldProblem, Validator
 from policies.engine import BreakGlassError, declare_grant
 from policies.redaction import redact
@@ -99,11 +108,14 @@ def _fill_receipt(receipt: gateway_pb2.Receipt, admitted: Admitted, stored: Stor
 
 
 def _publish_error(
-    code: grpc.StatusCode, message: str, problems: tuple[FieldProblem, ...] = ()
+    code: grpc.StatusCode,
+    message: str,
+    problems: tuple[FieldProblem, ...] = (),
+    max_message_chars: int = MAX_STATUS_MESSAGE_CHARS,
 ) -> gateway_pb2.PublishError:
     return gateway_pb2.PublishError(
         code=cast(int, code.value[0]),
-        message=message,
+        message=shorten(message, max_message_chars),
         violations=[
             gateway_pb2.FieldViolation(field=p.field, description=p.description, rule_id=p.rule_id)
             for p in problems
@@ -264,7 +276,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         if isinstance(outcome, Refused):
             log.info(
                 "publish.refused",
-                event_id=request.event.id,
+                event_id=shorten(request.event.id, MAX_ECHOED_ID_CHARS),
                 code=outcome.code.name,
                 reason=outcome.message,
             )
@@ -332,10 +344,10 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         response = gateway_pb2.PublishBatchResponse()
         results = response.results
         for index, event in enumerate(request.events):
-            results.add(index=index, event_id=event.id)
+            results.add(index=index, event_id=shorten(event.id, MAX_ECHOED_ID_CHARS))
         # One request, one moment of receipt: every event is stamped and decided at `now`.
         now = self._deps.clock()
-        outcomes = admit_all(
+        outcomes = admit_each(
             self._deps.validator,
             lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
             principal,
@@ -345,6 +357,9 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         )
         admitted: list[tuple[int, Admitted]] = []
         refusals: list[audit_pb2.AuditEntry] = []
+        # The refusals' text shares half of the response's size limit; past it an error says
+        # only its code and how many violations were cut (the receipts must still fit).
+        room = self._deps.config.gateway.max_message_bytes // 2
         for index, (event, outcome) in enumerate(zip(request.events, outcomes, strict=True)):
             if isinstance(outcome, Refused):
                 refusals.append(_refusal_entry(principal, event, outcome))
@@ -356,11 +371,18 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     )
                     for p in outcome.problems
                 )
-                results[index].error.CopyFrom(
-                    _publish_error(outcome.code, outcome.message, problems)
+                error = _publish_error(
+                    outcome.code,
+                    outcome.message,
+                    fit_problems(problems, min(MAX_STATUS_DETAIL_BYTES, room)),
+                    MAX_STATUS_MESSAGE_CHARS if room > MAX_STATUS_MESSAGE_CHARS else 64,
                 )
+                room -= error.ByteSize()
+                results[index].error.CopyFrom(error)
             else:
                 admitted.append((index, outcome))
+            # Validation holds the event loop: let other calls run between two events.
+            await asyncio.sleep(0)
         await self._deps.record_best_effort(refusals)
         if admitted:
             self._deps.failpoint("publish.admitted")

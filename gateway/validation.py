@@ -1,11 +1,40 @@
-"""Event validation: the protovalidate rules written in proto/, as field-level problems. Pure."""
+"""Event validation, as field-level problems. Pure.
+
+Two passes. First the cheap structural limits, in one walk that stops early: the number of
+messages and list items (`max_event_elements`), each list's `repeated.max_items` and each
+string's `string.max_len` as declared in proto/, and the range of every Timestamp and Duration
+(protobuf's: years 0001-9999, nanos 0..999,999,999). Only a message within them meets the
+protovalidate rules, whose cost grows with the elements and the violations (and holds the event
+loop). At most `max_violations` problems are listed; the rest are counted in a last one. In a
+message of more than FULL_REPORT_ELEMENTS the rules stop at the first violation.
+"""
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import protovalidate
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+
+from buf.validate import validate_pb2
+from gateway.config import GatewaySettings
+
+# protobuf's Timestamp range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+TIMESTAMP_MIN_SECONDS = -62_135_596_800
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
+# protobuf's Duration range: ±10,000 years.
+DURATION_MAX_SECONDS = 315_576_000_000
+MAX_NANOS = 999_999_999
+# The rule id of the problem that stands for the violations not listed.
+CUT_RULE = "violations.cut"
+# Up to this many messages and list items every violation is collected; beyond, the rules stop
+# at the first one (each violation costs several times what a valid element does, so a big
+# event that breaks a rule everywhere would cost several times the worst valid one).
+FULL_REPORT_ELEMENTS = 256
 
 
 @dataclass(frozen=True)
@@ -15,6 +44,35 @@ class FieldProblem:
     field: str
     description: str
     rule_id: str
+
+
+@dataclass(frozen=True)
+class ValidationLimits:
+    """How much one message may cost to validate (defaults: those of [gateway])."""
+
+    max_elements: int = GatewaySettings.max_event_elements
+    max_violations: int = GatewaySettings.max_violations_per_event
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> ValidationLimits:
+        return cls(settings.max_event_elements, settings.max_violations_per_event)
+
+
+def cut(problems: Sequence[FieldProblem], keep: int) -> tuple[FieldProblem, ...]:
+    """The first `keep` problems and, if any were left out, one more that says how many (a
+    problem list already cut is cut again with the counts added up)."""
+    listed = [p for p in problems if p.rule_id != CUT_RULE]
+    already = sum(_cut_count(p) for p in problems if p.rule_id == CUT_RULE)
+    dropped = max(0, len(listed) - keep) + already
+    kept = tuple(listed[:keep])
+    if not dropped:
+        return kept
+    return (*kept, FieldProblem("", f"and {dropped} more were cut", CUT_RULE))
+
+
+def _cut_count(problem: FieldProblem) -> int:
+    words = problem.description.split()
+    return int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
 
 
 def _path(violation: protovalidate.Violation) -> str:
@@ -32,16 +90,125 @@ def _path(violation: protovalidate.Violation) -> str:
     return ".".join(parts)
 
 
+@dataclass(frozen=True)
+class _Declared:
+    """The structural rules of one field, as written in proto/."""
+
+    max_items: int | None
+    max_len: int | None
+
+
+@cache
+def _declared(field: FieldDescriptor) -> _Declared:
+    rules = field.GetOptions().Extensions[validate_pb2.field]
+    max_items = rules.repeated.max_items if rules.repeated.HasField("max_items") else None
+    max_len = None
+    if rules.HasField("string") and rules.string.HasField("max_len"):
+        max_len = rules.string.max_len
+    elif rules.HasField("bytes") and rules.bytes.HasField("max_len"):
+        max_len = rules.bytes.max_len
+    return _Declared(max_items, max_len)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _range_problems(message: Message, path: str) -> Iterator[FieldProblem]:
+    """A Timestamp or Duration outside protobuf's range (which no code can convert)."""
+    kind = message.DESCRIPTOR.full_name
+    seconds, nanos = getattr(message, "seconds", 0), getattr(message, "nanos", 0)
+    if kind == "google.protobuf.Timestamp":
+        if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS:
+            yield FieldProblem(path, "must be within years 0001 to 9999", "timestamp.range")
+        if not 0 <= nanos <= MAX_NANOS:
+            yield FieldProblem(path, "nanos must be 0 to 999999999", "timestamp.nanos")
+    elif kind == "google.protobuf.Duration":
+        if not -DURATION_MAX_SECONDS <= seconds <= DURATION_MAX_SECONDS:
+            yield FieldProblem(path, "must be within ±10000 years", "duration.range")
+        if not -MAX_NANOS <= nanos <= MAX_NANOS or (
+            seconds and nanos and (seconds < 0) != (nanos < 0)
+        ):
+            yield FieldProblem(
+                path, "nanos must be -999999999 to 999999999, signed as seconds", "duration.nanos"
+            )
+
+
+def structural_problems(
+    message: Message, prefix: str, max_elements: int
+) -> tuple[list[FieldProblem], int]:
+    """The cheap checks, breadth first, and the number of messages and list items met; stops
+    at once past `max_elements` (the lists past their max_items are not entered)."""
+    problems: list[FieldProblem] = []
+    elements = 1
+    pending: deque[tuple[Message, str]] = deque([(message, prefix)])
+    while pending:
+        current, path = pending.popleft()
+        problems.extend(_range_problems(current, path))
+        for field, value in current.ListFields():
+            where = _join(path, field.name)
+            declared = _declared(field)
+            if field.is_repeated:
+                if declared.max_items is not None and len(value) > declared.max_items:
+                    problems.append(
+                        FieldProblem(
+                            where,
+                            f"at most {declared.max_items} items, got {len(value)}",
+                            "repeated.max_items",
+                        )
+                    )
+                    continue
+                elements += len(value)
+                if field.message_type is not None:
+                    pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+            elif field.message_type is not None:
+                elements += 1
+                pending.append((value, where))
+            elif declared.max_len is not None and len(value) > declared.max_len:
+                problems.append(
+                    FieldProblem(
+                        where,
+                        f"at most {declared.max_len} long, got {len(value)}",
+                        "string.max_len" if isinstance(value, str) else "bytes.max_len",
+                    )
+                )
+            if elements > max_elements:
+                problem = FieldProblem(
+                    prefix,
+                    f"more than {max_elements} messages and list items: not validated",
+                    "message.max_elements",
+                )
+                return [problem], elements
+    return problems, elements
+
+
 class Validator:
     """Checks messages against their protovalidate rules; rules are compiled once and reused."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ValidationLimits | None = None) -> None:
         self._validator = protovalidate.Validator()
+        self.limits = limits or ValidationLimits()
 
     def problems(self, message: Message, prefix: str = "") -> list[FieldProblem]:
-        found = []
-        for violation in self._validator.collect_violations(message):
+        """Every problem of `message` (field paths under `prefix`), at most `max_violations`
+        listed; the structural ones alone if there are any."""
+        keep = self.limits.max_violations
+        found, elements = structural_problems(message, prefix, self.limits.max_elements)
+        if found:
+            return list(cut(found, keep))
+        violations = self._validator.collect_violations(
+            message, fail_fast=elements > FULL_REPORT_ELEMENTS
+        )
+        if elements > FULL_REPORT_ELEMENTS and violations:
+            found.append(
+                FieldProblem(
+                    prefix,
+                    f"only the first violation is listed ({elements} messages and list items)",
+                    "violations.first_only",
+                )
+            )
+        for violation in violations:
             path = _path(violation)
             field = ".".join(p for p in (prefix, path) if p)
             found.append(FieldProblem(field, violation.proto.message, violation.proto.rule_id))
-        return found
+        return list(cut(found, keep))

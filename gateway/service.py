@@ -895,6 +895,15 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             if request is grpc.aio.EOF:
                 return
             action = cast(gateway_pb2.SubscribeRequest, request)
+            if action.HasField("nack") and (problems := self._deps.validator.problems(action)):
+                # A delay past the schema's hour, or past what any Duration can hold, would
+                # otherwise reach JetStream or fail its conversion in this task. (Acks need no
+                # check: an unknown delivery id is answered as such.)
+                fields = ", ".join(sorted({p.field or p.rule_id for p in problems}))
+                await abort(
+                    context,
+                    status(grpc.StatusCode.INVALID_ARGUMENT, f"invalid {fields}", tuple(problems)),
+                )
             if action.HasField("ack"):
                 delivery_id, delay = action.ack.delivery_id, None
             elif action.HasField("nack"):

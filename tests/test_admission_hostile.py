@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -339,3 +340,30 @@ async def read_until_the_status(call: grpc.aio.StreamStreamCall[bytes, bytes]) -
     while await call.read() is not grpc.aio.EOF:
         pass
     pytest.fail("the stream ended without a status")
+
+
+@pytest.mark.parametrize(
+    "delay",
+    [
+        duration_pb2.Duration(seconds=10**12),  # past protobuf's range: no timedelta holds it
+        duration_pb2.Duration(seconds=7200),  # past the schema's hour
+        duration_pb2.Duration(seconds=-5),
+    ],
+)
+async def test_a_nack_with_a_delay_out_of_range_ends_the_stream_invalid_argument_naming_it(
+    gateway: Gateway, delay: duration_pb2.Duration
+) -> None:
+    opening = gateway_pb2.SubscribeRequest(open=gateway_pb2.SubscriptionOpen(name="desk"))
+    nack = gateway_pb2.SubscribeRequest(nack=gateway_pb2.Nack(delivery_id=1, delay=delay))
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        call = channel.stream_stream("/dutylink.v1.SubscriberService/Subscribe")(
+            metadata=auth("police"), timeout=20
+        )
+        await call.write(opening.SerializeToString())
+        ready = gateway_pb2.SubscribeResponse.FromString(await call.read())
+        assert ready.HasField("ready")
+        await call.write(nack.SerializeToString())
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await read_until_the_status(call)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nack.delay" in caught.value.details()

@@ -55,6 +55,10 @@ class GatewaySettings:
     agency_max_publish_bytes_in_flight: int = 64 * 1024 * 1024
     # Bytes of publish requests in progress (admission, audit, store) in the whole gateway.
     max_publish_bytes_in_flight: int = 256 * 1024 * 1024
+    # Events of one agency's batches on their way to JetStream at once, sent in pieces of half
+    # of it: JetStream stores in arrival order, so another agency's event waits behind at most
+    # this many of them (not behind whole batches).
+    agency_max_batch_events_storing: int = 64
     publish_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
 
@@ -233,6 +237,7 @@ _LIMITS = (
     "agency_max_subscriptions",
     "agency_max_publish_bytes_in_flight",
     "max_publish_bytes_in_flight",
+    "agency_max_batch_events_storing",
 )
 
 

@@ -4,12 +4,17 @@ of publish requests being worked on. Pure accounting, no I/O: `Quotas.acquire` d
 counts, `Quotas.release` gives back; the gRPC edge (gateway.quota_interceptor) calls them
 around each call once it knows the caller.
 
+`FairTurns` orders the expensive work of publishing (admission, which is CPU-bound and holds
+the event loop) among agencies: round-robin over the agencies waiting, so that one agency's
+many large batches queue behind each other instead of in front of everyone else's events.
+
 The gateway-wide limits are kept here too (not by gRPC's own `maximum_concurrent_rpcs`, which
 refuses before the caller is known and refuses health checks alike): health is never counted.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from gateway.config import GatewaySettings
@@ -144,3 +149,57 @@ class Quotas:
             usage.publish_bytes -= claim.publish_bytes
         if mine.calls == 0:
             del self._agencies[claim.agency]  # no entry per agency that once called
+
+
+@dataclass
+class FairTurns:
+    """At most `slots` turns held at once; when all are held, the next turn goes to the agency
+    waiting longest since its last turn (round-robin over agencies), each agency's waiters in
+    their order of arrival. Pure: `request` returns a ticket and whether it may start now; a
+    queued ticket is started by a later `finish` (which returns the tickets to start) or
+    dropped by `cancel`."""
+
+    slots: int
+    held: int = 0
+    _next_ticket: int = 0
+    _waiting: dict[str, deque[int]] = field(default_factory=dict)  # agency → tickets, in order
+    _rotation: deque[str] = field(default_factory=deque)  # agencies with waiters, next first
+
+    def request(self, agency: str) -> tuple[int, bool]:
+        self._next_ticket += 1
+        ticket = self._next_ticket
+        if self.held < self.slots and not self._rotation:
+            self.held += 1
+            return ticket, True
+        if agency not in self._waiting:
+            self._waiting[agency] = deque()
+            self._rotation.append(agency)
+        self._waiting[agency].append(ticket)
+        return ticket, False
+
+    def finish(self) -> list[int]:
+        """A turn ended: the tickets that start now (at most one)."""
+        self.held -= 1
+        return self._start_next()
+
+    def cancel(self, agency: str, ticket: int) -> None:
+        """A queued ticket gave up (its call was cancelled) before its turn."""
+        queue = self._waiting.get(agency)
+        if queue is not None and ticket in queue:
+            queue.remove(ticket)
+            if not queue:
+                del self._waiting[agency]
+                self._rotation.remove(agency)
+
+    def _start_next(self) -> list[int]:
+        if self.held >= self.slots or not self._rotation:
+            return []
+        agency = self._rotation.popleft()
+        queue = self._waiting[agency]
+        ticket = queue.popleft()
+        if queue:
+            self._rotation.append(agency)  # its next waiter goes after the other agencies'
+        else:
+            del self._waiting[agency]
+        self.held += 1
+        return [ticket]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -15,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters.client import NO_RETRY, DutyLinkClient
 from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.quotas import UNAUTHENTICATED, Claim, Limits, Quotas, Refusal
+from gateway.fairness import FairScheduler
+from gateway.quotas import UNAUTHENTICATED, Claim, FairTurns, Limits, Quotas, Refusal
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
@@ -96,6 +97,88 @@ def test_unauthenticated_callers_share_one_agency_allowance() -> None:
     quotas.acquire(UNAUTHENTICATED)
     refused = quotas.acquire(UNAUTHENTICATED)
     assert isinstance(refused, Refusal) and "unauthenticated callers" in refused.message
+
+
+def test_fair_turns_go_round_robin_over_agencies_not_in_order_of_arrival() -> None:
+    turns = FairTurns(slots=1)
+    assert turns.request("abuser")[1]
+    queued = [("abuser", turns.request("abuser")[0]) for _ in range(3)]
+    queued.append(("modest", turns.request("modest")[0]))
+    queued.append(("other", turns.request("other")[0]))
+    order = []
+    while started_now := turns.finish():
+        order += started_now
+    by_ticket = dict((ticket, agency) for agency, ticket in queued)
+    assert [by_ticket[t] for t in order] == ["abuser", "modest", "other", "abuser", "abuser"]
+    assert turns.held == 0
+
+
+def test_a_cancelled_waiter_loses_its_turn_and_nobody_else_does() -> None:
+    turns = FairTurns(slots=1)
+    turns.request("abuser")
+    gone, _ = turns.request("modest")
+    waiting, _ = turns.request("abuser")
+    turns.cancel("modest", gone)
+    assert turns.finish() == [waiting]
+    assert turns.finish() == []
+
+
+def test_free_slots_start_at_once_while_nobody_waits() -> None:
+    turns = FairTurns(slots=2)
+    assert turns.request("a")[1] and turns.request("a")[1]
+    assert not turns.request("b")[1]
+
+
+async def test_a_modest_agency_is_served_between_the_pieces_of_an_abusive_agencys_batches() -> None:
+    scheduler = FairScheduler()
+    order: list[str] = []
+
+    def work(agency: str) -> Callable[[Sequence[int]], list[int]]:
+        def admit(items: Sequence[int]) -> list[int]:
+            order.append(agency)
+            return [item * 2 for item in items]
+
+        return admit
+
+    abusive = [
+        asyncio.create_task(scheduler.in_turns("abuser", range(4), work("abuser"), slice_seconds=0))
+        for _ in range(6)
+    ]
+    for _ in range(3):
+        await asyncio.sleep(0)  # the abuser's batches are under way, queued for their turns
+
+    async def modest() -> None:
+        async with scheduler.turn("modest"):
+            order.append("modest")
+
+    order.append("modest arrives")
+    await asyncio.gather(*abusive, modest())
+    assert [await task for task in abusive] == [[0, 2, 4, 6]] * 6
+    arrived, served = order.index("modest arrives"), order.index("modest")
+    # Behind the abuser's piece in progress and its turn already due, not its six batches.
+    assert arrived > 0 and served - arrived <= 3, order
+    assert order.count("abuser") == 24
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    scheduler = FairScheduler()
+    entered: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(agency: str) -> None:
+        async with scheduler.turn(agency):
+            entered.append(agency)
+            await release.wait()
+
+    first = asyncio.create_task(hold("a"))
+    await asyncio.sleep(0)
+    gone = asyncio.create_task(hold("b"))
+    last = asyncio.create_task(hold("c"))
+    await asyncio.sleep(0)
+    gone.cancel()
+    release.set()
+    await asyncio.gather(first, last)
+    assert entered == ["a", "c"] and gone.cancelled()
 
 
 # With a real gateway.

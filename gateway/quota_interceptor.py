@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import structlog
 
-from gateway.auth import Authenticator, UnauthenticatedError
+from gateway.auth import Authenticator
 from gateway.quotas import UNAUTHENTICATED, Claim, Quotas, Refusal
 from gateway.rpc import abort, status
 
@@ -71,9 +71,7 @@ class QuotaInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _agency(self, context: Any) -> str:
         try:
             return self._authenticator.authenticate(context).agency
-        except UnauthenticatedError:
-            return UNAUTHENTICATED
-        except Exception:  # the servicer's own authentication answers it properly
+        except Exception:  # UnauthenticatedError and worse: the servicer's own check answers
             return UNAUTHENTICATED
 
     async def _claim(self, method: str, request: Any, context: Any) -> Claim:

@@ -251,7 +251,10 @@ async def test_health_answers_when_every_call_slot_of_the_gateway_is_held(nats_u
                 assert await _health(small.address) == health_pb2.HealthCheckResponse.SERVING
             for subscription in held:
                 await subscription.close()
-        assert small.metrics.quota_refusals.labels("fire", "max_concurrent_rpcs")._value.get() == 1
+        refusals = small.metrics.registry.get_sample_value(
+            "dutylink_quota_refusals_total", {"agency": "fire", "limit": "max_concurrent_rpcs"}
+        )
+        assert refusals == 1
 
 
 async def test_a_cancelled_subscription_frees_its_slot(limited: Gateway) -> None:

@@ -56,7 +56,9 @@ Sections (`--only SECTION`, repeatable) and their figures:
   from each call's scheduled time to its receipt), p50 and p99, while another agency keeps 4
   maximum-size PublishBatch calls in flight (1,000 events of ~4 KB: ~4 MB, about the largest
   request the gateway takes), vs the same agency alone just before, on the same gateway in the
-  same run; and the abuser's stored events/s meanwhile. No target: the ratio is the figure.
+  same run; the agency's calls that failed meanwhile (UNAVAILABLE after
+  `publish_timeout_seconds`); and the abuser's stored events/s. No target: the ratio is the
+  figure.
 - `fanout`: 20 generated agencies (a generated config and permissive policy in the run's
   directory), each with one subscription acking every event, an open-loop publisher at 500
   events/s for `--seconds`. Over those seconds: delivered events/s per agency (median over

@@ -1,7 +1,7 @@
 """Admission of one published event: validate, check the claimed source, stamp, decide, route.
 Pure (the policy decision comes in as a function).
 
-The same function serves Publish and each event of PublishBatch (`admit_each`: one request,
+The same function serves Publish and each event of PublishBatch (`admit_all`: one request,
 one moment of receipt), so both refuse and accept alike; the servicer only turns the outcome
 into a status or a per-event result.
 
@@ -12,7 +12,7 @@ field that no rule was written for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -72,25 +72,10 @@ def admit_all(
     *,
     max_event_bytes: int,
 ) -> list[Admitted | Refused]:
-    """`admit` for each event of a batch, all received at one moment (`received`)."""
-    return list(
-        admit_each(validator, decide, principal, events, received, max_event_bytes=max_event_bytes)
-    )
-
-
-def admit_each(
-    validator: Validator,
-    decide: Callable[[event_pb2.Event], Decision],
-    principal: Principal,
-    events: Iterable[event_pb2.Event],
-    received: datetime,
-    *,
-    max_event_bytes: int,
-) -> Iterator[Admitted | Refused]:
-    """`admit_all` one event at a time, so that the caller may let others run in between."""
+    """`admit` for each event of a batch, all received at one moment (`received`). The
+    servicer calls it a few events at a time, in fair turns among agencies."""
     stamp = envelope.timestamp(received)
-    for event in events:
-        yield _admit(validator, decide, principal, event, stamp, max_event_bytes)
+    return [_admit(validator, decide, principal, event, stamp, max_event_bytes) for event in events]
 
 
 def _admit(

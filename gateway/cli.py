@@ -204,7 +204,7 @@ def bench(
             "--only",
             metavar="SECTION",
             help="Run just this section (repeatable): sync, publish, policy, audit, latency, "
-            "fanout, checkpoint, soak.",
+            "abuse, fanout, checkpoint, soak.",
         ),
     ] = None,
     skip_soak: Annotated[

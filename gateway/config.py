@@ -53,6 +53,19 @@ class GatewaySettings:
     # Calls served at once, open subscriptions included. Beyond it a call is refused with
     # RESOURCE_EXHAUSTED (which clients retry with backoff) instead of queueing without bound.
     max_concurrent_rpcs: int = 1000
+    # What one agency may hold at once, so that its bug or abuse degrades only that agency:
+    # calls (open subscriptions included; at most max_concurrent_rpcs), open subscriptions, and
+    # bytes of publish requests in progress. Beyond them its calls are RESOURCE_EXHAUSTED too.
+    # Health checks count against none of these limits and are never refused.
+    agency_max_concurrent_rpcs: int = 500
+    agency_max_subscriptions: int = 250
+    agency_max_publish_bytes_in_flight: int = 64 * 1024 * 1024
+    # Bytes of publish requests in progress (admission, audit, store) in the whole gateway.
+    max_publish_bytes_in_flight: int = 256 * 1024 * 1024
+    # Events of one agency's batches on their way to JetStream at once, sent in pieces of half
+    # of it: JetStream stores in arrival order, so another agency's event waits behind at most
+    # this many of them (not behind whole batches).
+    agency_max_batch_events_storing: int = 64
     publish_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
 
@@ -224,6 +237,17 @@ def _section(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:
 _ADDRESSES = ("listen", "health_listen", "metrics_listen")
 
 
+# Keys of [gateway] that are limits: at least 1.
+_LIMITS = (
+    "max_concurrent_rpcs",
+    "agency_max_concurrent_rpcs",
+    "agency_max_subscriptions",
+    "agency_max_publish_bytes_in_flight",
+    "max_publish_bytes_in_flight",
+    "agency_max_batch_events_storing",
+)
+
+
 def _check_address(value: str, where: str) -> None:
     """HOST:PORT with a port from 0 (any) to 65535; an IPv6 host in brackets."""
     host, _, port = value.rpartition(":")
@@ -253,13 +277,9 @@ def _check_gateway(gateway: GatewaySettings, where: str, environ: Mapping[str, s
             f"{origin('health_listen')}: {gateway.health_listen!r} is the port of gateway.listen;"
             " the health port must be a separate one"
         )
-    for key in ("max_event_elements", "max_violations_per_event"):
+    for key in (*_LIMITS, "max_event_elements", "max_violations_per_event"):
         if getattr(gateway, key) < 1:
             raise ConfigError(f"{origin(key)}: must be at least 1, got {getattr(gateway, key)}")
-    if gateway.max_concurrent_rpcs < 1:
-        raise ConfigError(
-            f"{origin('max_concurrent_rpcs')}: must be at least 1, got {gateway.max_concurrent_rpcs}"
-        )
     if gateway.writer_lease_seconds <= 0:
         raise ConfigError(
             f"{origin('writer_lease_seconds')}: must be above 0, got {gateway.writer_lease_seconds}"

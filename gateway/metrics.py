@@ -36,6 +36,10 @@ class GatewayMetrics:
             "dutylink_rpc_duration_seconds", "RPC duration (streams: until they end)",
             ["method"], buckets=_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self.quota_refusals = Counter(
+            "dutylink_quota_refusals", "Calls refused RESOURCE_EXHAUSTED by a limit of [gateway]",
+            ["agency", "limit"], registry=self.registry,
+        )  # fmt: skip
         self.audit_size = Gauge(
             "dutylink_audit_log_entries", "Entries in this replica's audit log",
             registry=self.registry,

@@ -70,6 +70,8 @@ from gateway.jetstream import (
 )
 from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from gateway.nats_server import NatsServer, NatsServerError, embedded_dir
+from gateway.quota_interceptor import QuotaInterceptor
+from gateway.quotas import Limits, Quotas, Refusal
 from gateway.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.rpc import DecodeGuard
 from gateway.service import (
@@ -100,6 +102,7 @@ SERVICE_NAMES = (
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 STORE_MISMATCH_MODES = ("refuse", "read-only")
+BACKSTOP_HEADROOM = 100
 # Options of every gRPC server of the gateway. No SO_REUSEPORT: a second process on the same
 # port must fail to bind, not silently share the port (and its calls) with this one.
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
@@ -204,6 +207,9 @@ class Gateway:
     ) -> None:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
+
+    def _count_refusal(self, agency: str, refusal: Refusal) -> None:
+        self.metrics.quota_refusals.labels(agency=agency or "-", limit=refusal.limit).inc()
 
     async def _on_nats_disconnected(self) -> None:
         log.warning("nats.disconnected")
@@ -318,13 +324,18 @@ class Gateway:
         max_request = (
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
         )
+        quotas = Quotas(Limits.of(gateway_settings))
         self._server = grpc.aio.server(
-            # Metrics outermost, so that they count the guard's refusals too.
+            # Metrics outermost, so that they count the guard's and the quotas' refusals too.
             interceptors=[
                 MetricsInterceptor(self.metrics),
                 DecodeGuard(authenticator, self._record_best_effort),
+                QuotaInterceptor(quotas, authenticator, self._count_refusal),
             ],
-            maximum_concurrent_rpcs=gateway_settings.max_concurrent_rpcs,
+            # The limits are kept by QuotaInterceptor, which knows the caller and never counts
+            # health; gRPC's own limit (which refuses health alike) is only a backstop far above
+            # them, against a flood of calls arriving faster than they are refused.
+            maximum_concurrent_rpcs=2 * gateway_settings.max_concurrent_rpcs + BACKSTOP_HEADROOM,
             options=[
                 *SERVER_OPTIONS,
                 ("grpc.max_receive_message_length", max_request),

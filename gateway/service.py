@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway import subjects
-from gateway.admission import Admitted, Refused, admit, admit_each
+from gateway.admission import Admitted, Refused, admit, admit_all
 from gateway.audit.commitments import commit
 from gateway.audit.entries import (
     Delivered,
@@ -39,6 +39,7 @@ from gateway.auth import Authenticator, Principal
 from gateway.authorization import Authorizer, GrantBook
 from gateway.config import Config
 from gateway.envelope import incident_ids
+from gateway.fairness import FairScheduler, StoreWindow
 from gateway.jetstream import (
     DurableSubscription,
     EventStore,
@@ -233,6 +234,10 @@ def _failure_entry(
 class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
     def __init__(self, deps: Dependencies) -> None:
         self._deps = deps
+        # One agency's batches cannot hold the others up: admission goes turn by turn among
+        # agencies, and a batch's events go to JetStream a few at a time (gateway.fairness).
+        self._turns = FairScheduler()
+        self._store_window = StoreWindow(deps.config.gateway.agency_max_batch_events_storing)
 
     def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
         remaining = context.time_remaining()
@@ -272,7 +277,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 context, status(grpc.StatusCode.INVALID_ARGUMENT, "event is required", (problem,))
             )
         await self._refuse_if_read_only(context)
-        outcome = self._admit(principal, request.event)
+        async with self._turns.turn(principal.agency):
+            outcome = self._admit(principal, request.event)
         if isinstance(outcome, Refused):
             log.info(
                 "publish.refused",
@@ -347,13 +353,17 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             results.add(index=index, event_id=shorten(event.id, MAX_ECHOED_ID_CHARS))
         # One request, one moment of receipt: every event is stamped and decided at `now`.
         now = self._deps.clock()
-        outcomes = admit_each(
-            self._deps.validator,
-            lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
-            principal,
+        outcomes = await self._turns.in_turns(
+            principal.agency,
             request.events,
-            now,
-            max_event_bytes=self._deps.config.gateway.max_message_bytes,
+            lambda events: admit_all(
+                self._deps.validator,
+                lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
+                principal,
+                events,
+                now,
+                max_event_bytes=self._deps.config.gateway.max_message_bytes,
+            ),
         )
         admitted: list[tuple[int, Admitted]] = []
         refusals: list[audit_pb2.AuditEntry] = []
@@ -381,8 +391,6 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 results[index].error.CopyFrom(error)
             else:
                 admitted.append((index, outcome))
-            # Validation holds the event loop: let other calls run between two events.
-            await asyncio.sleep(0)
         await self._deps.record_best_effort(refusals)
         if admitted:
             self._deps.failpoint("publish.admitted")
@@ -401,8 +409,10 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             admitted = []
         if admitted:
             self._deps.failpoint("publish.audited")
-        stored_all = await self._deps.store.publish_pipelined(
-            [(a.subject, a.data, a.headers) for _, a in admitted], self._timeout(context)
+        stored_all = await self._store_window.in_pieces(
+            principal.agency,
+            [(a.subject, a.data, a.headers) for _, a in admitted],
+            lambda piece: self._deps.store.publish_pipelined(piece, self._timeout(context)),
         )
         if admitted:
             self._deps.failpoint("publish.stored")

@@ -52,6 +52,13 @@ Sections (`--only SECTION`, repeatable) and their figures:
   figures instead of hiding (coordinated omission). Baseline: raw nats-py, the same schedule of
   acked `js.publish` calls into a JetStream push consumer acking each message. Target: p99
   <= 10 ms.
+- `abuse`: one agency's unary Publish latency (open loop at 50 events/s for `--seconds`, ms
+  from each call's scheduled time to its receipt), p50 and p99, while another agency keeps 4
+  maximum-size PublishBatch calls in flight (1,000 events of ~4 KB: ~4 MB, about the largest
+  request the gateway takes), vs the same agency alone just before, on the same gateway in the
+  same run; the agency's calls that failed meanwhile (UNAVAILABLE after
+  `publish_timeout_seconds`); and the abuser's stored events/s. No target: the ratio is the
+  figure.
 - `fanout`: 20 generated agencies (a generated config and permissive policy in the run's
   directory), each with one subscription acking every event, an open-loop publisher at 500
   events/s for `--seconds`. Over those seconds: delivered events/s per agency (median over
@@ -76,6 +83,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 
+from gateway.bench.abuse import abuse_figures
 from gateway.bench.checkpoint import checkpoint_figures
 from gateway.bench.fanout import fanout_figures
 from gateway.bench.figures import (
@@ -110,6 +118,7 @@ _GROUPS: tuple[tuple[frozenset[str], Callable[[Settings], Awaitable[list[Figure]
     (frozenset({"sync"}), sync_figures),
     (frozenset({"publish", "policy", "audit"}), throughput_figures),
     (frozenset({"latency"}), latency_figures),
+    (frozenset({"abuse"}), abuse_figures),
     (frozenset({"fanout"}), fanout_figures),
     (frozenset({"checkpoint"}), checkpoint_figures),
     (frozenset({"soak"}), soak_figures),

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 
 from gateway.nats_auth import split_servers
 
-SECTIONS = ("sync", "publish", "policy", "audit", "latency", "fanout", "checkpoint", "soak")
+SECTIONS = (
+    "sync",
+    "publish",
+    "policy",
+    "audit",
+    "latency",
+    "abuse",
+    "fanout",
+    "checkpoint",
+    "soak",
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ class Settings:
     in_process: bool = False  # the gateway (and the echo) in this process, as before
     rss_seconds: float = 600.0
     latency_rate: float = 1000.0
+    abuse_rate: float = 50.0  # the modest agency's publishes per second
     fanout_rate: float = 500.0
     fanout_agencies: int = 20
     checkpoint_rate: float = 200.0

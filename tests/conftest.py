@@ -6,11 +6,14 @@ import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 from hypothesis import settings
 
 from adapters.client import DutyLinkClient
+from gateway import logs
 from gateway.config import sample_tokens
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests, nats_for_tests
@@ -22,6 +25,20 @@ TOKENS = sample_tokens()
 # it fails correct code (test_note's arbitrary-input test did). Speed lives in the benchmark.
 settings.register_profile("dutylink", deadline=None)
 settings.load_profile("dutylink")
+
+
+@pytest.fixture(autouse=True)
+def _loggers_stay_uncached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dutylink serve` run in-process (CliRunner) configures structlog to cache loggers on
+    first use, which would freeze every module's logger for the rest of the session, so that
+    later tests' `capture_logs` saw nothing. The same configuration, minus the cache."""
+    configure = logs.configure
+
+    def uncached(*args: Any, **kwargs: Any) -> None:
+        configure(*args, **kwargs)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    monkeypatch.setattr(logs, "configure", uncached)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,11 @@ settings.load_profile("dutylink")
 
 
 @pytest.fixture(autouse=True)
-def _loggers_stay_uncached(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`dutylink serve` run in-process (CliRunner) configures structlog to cache loggers on
-    first use, which would freeze every module's logger for the rest of the session, so that
-    later tests' `capture_logs` saw nothing. The same configuration, minus the cache."""
+def _logging_as_it_was(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`dutylink serve`, `demo` and the CLI run in-process (CliRunner) configure structlog: a
+    level filter (the CLI's "error" hides info lines from later tests' `capture_logs`) and
+    loggers cached on first use (frozen for the rest of the session). Keep them uncached, and
+    put the configuration back after each test."""
     configure = logs.configure
 
     def uncached(*args: Any, **kwargs: Any) -> None:
@@ -39,6 +40,9 @@ def _loggers_stay_uncached(monkeypatch: pytest.MonkeyPatch) -> None:
         structlog.configure(cache_logger_on_first_use=False)
 
     monkeypatch.setattr(logs, "configure", uncached)
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -116,10 +116,11 @@ AUDITOR = Role(
 #   raw events (the data controller's operators). With --data-dir its credentials file sits
 #   beside the gateway's: whoever can read that directory could read everything already.
 # - Read-only, by message gets alone (stream info and one message per request, replies to its
-#   own inboxes): no consumer, because creating one is server state (max_consumers) and a push
-#   consumer's deliver subject is not checked against its creator's permissions, so it could
-#   deliver stored events onto any subject, e.g. a subscription's redelivery subject. Costs
-#   one round trip per event, acceptable for a full check run by hand.
+#   own inboxes): no consumer, because creating one is server state (max_consumers), and a
+#   push consumer's deliveries are the server's publishes, which its creator's permissions do
+#   not limit: it could direct stored events onto any subject, e.g. a subscription's
+#   redelivery subject. Costs a round trip per event (overlapped: gateway.jetstream
+#   EVENT_GETS_IN_FLIGHT), acceptable for a full check run by hand.
 # No publish on event, redelivery or audit subjects; no dead letters (they are not witnessed).
 WITNESS = Role(
     user="witness",

@@ -139,7 +139,7 @@ async def _witness(client: NatsClient, entries: list[bytes]) -> tuple[Verdict, i
     js = client.jetstream()
     state = await events_state(js)
     ledger = Ledger().add(publish_facts(enumerate(entries)))
-    digests = await event_digests(js, state, start=1, wanted=ledger.wanted())
+    digests = await event_digests(js, state, start=1, wanted=ledger.wanted(), gets_only=True)
     retained_since = time.time() - state.max_age if state.max_age > 0 else 0.0
     view = StreamView(state.first_sequence, state.last_sequence, digests, 1, retained_since)
     return compare(ledger, view), state.last_sequence
@@ -249,9 +249,10 @@ KeyOption = Annotated[
 ]
 
 
-def _url(nats_url: str | None, data_dir: Path) -> str:
-    """--nats-url as given, else the embedded server of `data_dir` as the auditor user (read
-    the audit stream, nothing else)."""
+def _url(nats_url: str | None, data_dir: Path, role: nats_auth.Role = nats_auth.AUDITOR) -> str:
+    """--nats-url as given, else the embedded server of `data_dir` as `role`: the auditor user
+    (reads the audit stream, nothing else), or for `verify --store` the witness (also reads
+    the stored events, which hold PII: see gateway.nats_auth)."""
     if nats_url:
         return nats_url
     url = running_url(data_dir)
@@ -262,7 +263,7 @@ def _url(nats_url: str | None, data_dir: Path) -> str:
             f"directory {data_dir}",
         )
     try:
-        return nats_auth.embedded_url_as(url, embedded_dir(data_dir), nats_auth.AUDITOR)
+        return nats_auth.embedded_url_as(url, embedded_dir(data_dir), role)
     except nats_auth.CredentialsError as error:
         _fail(2, f"error: {error}")
 
@@ -325,7 +326,7 @@ def verify(
     if gateway_id is None:
         _fail(2, "error: give --gateway-id (or --bundle)")
     verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
-    url = _url(nats_url, data_dir)
+    url = _url(nats_url, data_dir, nats_auth.WITNESS if store else nats_auth.AUDITOR)
     report, store_line, store_problem = asyncio.run(_verify(url, gateway_id, verifier, store=store))
     if store_problem:
         for problem in report.problems:

@@ -238,12 +238,45 @@ async def events_state(js: JetStreamContext) -> EventsState:
     )
 
 
+# Message gets in flight at once when reading the events without a consumer: one round trip
+# each, so they overlap. Measured on 10 000 1 KB events on loopback (a loaded 2-core machine):
+# ~1 900 events/s one at a time, ~4 000/s with 64 in flight (16 or 256: no better); an ordered
+# consumer, ~6 700/s.
+EVENT_GETS_IN_FLIGHT = 64
+
+
+async def _event_digests_by_gets(js: JetStreamContext, first: int, last: int) -> dict[int, bytes]:
+    """`event_digests` from `first` to `last` by message gets of each sequence."""
+    prefix = f"{subjects.EVENTS_PREFIX}."
+
+    async def get(sequence: int) -> api.RawStreamMsg | None:
+        try:
+            return await js.get_msg(subjects.EVENTS_STREAM, seq=sequence)
+        except nats.js.errors.NotFoundError:  # lost, or never stored (a failed publish)
+            return None
+
+    digests: dict[int, bytes] = {}
+    for low in range(first, last + 1, EVENT_GETS_IN_FLIGHT):
+        window = range(low, min(low + EVENT_GETS_IN_FLIGHT, last + 1))
+        for sequence, raw in zip(window, await asyncio.gather(*map(get, window)), strict=True):
+            if raw is not None and (raw.subject or "").startswith(prefix):
+                digests[sequence] = hashlib.sha256(raw.data or b"").digest()
+    return digests
+
+
 async def event_digests(
-    js: JetStreamContext, state: EventsState, *, start: int, wanted: Iterable[int] = ()
+    js: JetStreamContext,
+    state: EventsState,
+    *,
+    start: int,
+    wanted: Iterable[int] = (),
+    gets_only: bool = False,
 ) -> dict[int, bytes]:
     """SHA-256 of the stored bytes of every event from stream sequence `start` to the last (on
     the event subjects: a replayed dead letter is a copy, not an accepted event), and of each
-    `wanted` sequence before `start`; a sequence that holds nothing is left out."""
+    `wanted` sequence before `start`; a sequence that holds nothing is left out. `gets_only`:
+    one message get per event instead of an ordered consumer, for a user that may not create
+    consumers (gateway.nats_auth.WITNESS)."""
     digests: dict[int, bytes] = {}
     for sequence in sorted(s for s in set(wanted) if s < start):
         with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -252,6 +285,9 @@ async def event_digests(
     if start > state.last_sequence:
         return digests
     events = f"{subjects.EVENTS_PREFIX}.>"
+    if gets_only:
+        digests.update(await _event_digests_by_gets(js, max(start, 1), state.last_sequence))
+        return digests
     try:  # the first event from `start`: the stream may hold none on these subjects
         first = await js.get_msg(
             subjects.EVENTS_STREAM, seq=max(start, 1), subject=events, next=True

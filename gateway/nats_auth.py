@@ -1,11 +1,13 @@
 """Who may do what on DutyLink's NATS, their generated passwords, and secrets kept out of sight.
 
-- One declaration of the NATS users (`GATEWAY`, `AUDITOR`, `OPERATOR`) and their permissions
-  feeds the embedded server's configuration (gateway.nats_server), the local cluster's
-  (gateway.cluster), and is compared with deploy/nats/nats.conf by tests/test_deploy.py.
-  Nobody may delete, purge, snapshot, restore or move a stream (`FORBIDDEN`): erasing evidence
-  is not something a stolen password can do. The gateway alone writes events; the audit CLI
-  reads the audit stream; the dead-letter CLI reads dead letters and replays them.
+- One declaration of the NATS users (`GATEWAY`, `AUDITOR`, `WITNESS`, `operator_role`) and
+  their permissions feeds the embedded server's configuration (gateway.nats_server, through
+  `embedded_roles`), the local cluster's (gateway.cluster), and is compared with
+  deploy/nats/nats.conf (`DEPLOY_ROLES`) by tests/test_deploy.py. Nobody may delete, purge,
+  snapshot, restore or move a stream (`FORBIDDEN`): erasing evidence is not something a stolen
+  password can do. The gateway alone writes events and its audit log; the audit CLI reads the
+  audit stream; `audit verify --store` also reads the event stream, as a user of its own; the
+  dead-letter CLI reads dead letters, replays them and audits that in its operator log.
 - The embedded server's passwords are generated at first start, one file per user, mode 0600,
   in `<data_dir>/nats/credentials/`, and reused; its configuration holds only bcrypt hashes.
 - `redact_url` is the one place that hides a password or token in a NATS URL before it is
@@ -106,21 +108,83 @@ AUDITOR = Role(
     inbox_prefix="_INBOX_auditor",
 )
 
-# `dutylink deadletter list|replay`: reads dead letters and copies one back onto its
-# subscription's redelivery subject; it cannot publish events nor read the event stream.
-OPERATOR = Role(
-    user="operator",
+# `dutylink audit verify --store`: compares the stored events with the audit log, so it reads
+# every event's bytes (to hash them), and those carry PII. Who may do that:
+# - Not the auditor: an auditor checks the signed log with a public key and must learn nothing
+#   an agency's policy withholds; handing out audit access must not hand out the events.
+# - A user of its own, whose password (in a deployment) goes only to those allowed to see the
+#   raw events (the data controller's operators). With --data-dir its credentials file sits
+#   beside the gateway's: whoever can read that directory could read everything already.
+# - Read-only, by message gets alone (stream info and one message per request, replies to its
+#   own inboxes): no consumer, because creating one is server state (max_consumers), and a
+#   push consumer's deliveries are the server's publishes, which its creator's permissions do
+#   not limit: it could direct stored events onto any subject, e.g. a subscription's
+#   redelivery subject. Costs a round trip per event (overlapped: gateway.jetstream
+#   EVENT_GETS_IN_FLIGHT), acceptable for a full check run by hand.
+# No publish on event, redelivery or audit subjects; no dead letters (they are not witnessed).
+WITNESS = Role(
+    user="witness",
     publish_allow=(
         "$JS.API.INFO",
-        f"$JS.API.STREAM.MSG.GET.{subjects.DEADLETTER_STREAM}",
-        f"{subjects.REDELIVER_PREFIX}.>",
+        f"$JS.API.STREAM.INFO.{subjects.AUDIT_STREAM}",
+        f"$JS.API.STREAM.MSG.GET.{subjects.AUDIT_STREAM}",
+        f"$JS.API.STREAM.INFO.{subjects.EVENTS_STREAM}",
+        f"$JS.API.STREAM.MSG.GET.{subjects.EVENTS_STREAM}",
     ),
-    subscribe_allow=("_INBOX_operator.>",),
-    inbox_prefix="_INBOX_operator",
+    subscribe_allow=("_INBOX_witness.>",),
+    inbox_prefix="_INBOX_witness",
 )
 
-EMBEDDED_ROLES = (GATEWAY, AUDITOR, OPERATOR)
-_BY_USER = {role.user: role for role in EMBEDDED_ROLES}
+_OPERATOR_USER = "operator"
+_OPERATOR_INBOX = "_INBOX_operator"
+
+
+def operator_role(gateway_ids: Sequence[str]) -> Role:
+    """`dutylink deadletter list|replay`: reads dead letters and copies one back onto its
+    subscription's redelivery subject; it cannot publish events nor read the event stream.
+    A replay is audited in the operator log of the gateway id (gateway.operator_audit), so it
+    also appends to the logs `<gateway id>-operator` of `gateway_ids`, and no other: NATS
+    wildcards match whole tokens, so each log is named. To append it reads the audit stream
+    (message gets); it may neither create nor update it: on a fresh cluster a create could
+    set up the audit stream with weaker settings (deletable, say) before the gateway does."""
+    logs = [subjects.operator_log_id(gateway_id) for gateway_id in gateway_ids]
+    return Role(
+        user=_OPERATOR_USER,
+        publish_allow=(
+            "$JS.API.INFO",
+            f"$JS.API.STREAM.MSG.GET.{subjects.DEADLETTER_STREAM}",
+            f"{subjects.REDELIVER_PREFIX}.>",
+            *((f"$JS.API.STREAM.MSG.GET.{subjects.AUDIT_STREAM}",) if logs else ()),
+            *(
+                subject
+                for log in logs
+                for subject in (subjects.audit_entries(log), subjects.audit_checkpoints(log))
+            ),
+        ),
+        subscribe_allow=(f"{_OPERATOR_INBOX}.>",),
+        inbox_prefix=_OPERATOR_INBOX,
+    )
+
+
+# Who the dead-letter CLI connects as (its user and inboxes); the server grants it
+# `operator_role` of the gateway ids it serves.
+OPERATOR = operator_role(())
+
+# The gateway ids of deploy/ (docker-compose.yaml: gw-0, gw-1; the Kubernetes StatefulSet's pod
+# names): deploy/nats/nats.conf lets the operator append to their operator logs. A replica
+# added there is added here (tests/test_deploy.py checks both).
+DEPLOY_GATEWAY_IDS = ("gw-0", "gw-1", "dutylink-gateway-0", "dutylink-gateway-1")
+
+
+def embedded_roles(gateway_id: str) -> tuple[Role, ...]:
+    """The users of the embedded server of the gateway `gateway_id`."""
+    return (GATEWAY, AUDITOR, WITNESS, operator_role([gateway_id]))
+
+
+# The users of deploy/nats/nats.conf, in its order.
+DEPLOY_ROLES = (GATEWAY, AUDITOR, WITNESS, operator_role(DEPLOY_GATEWAY_IDS))
+USERS = tuple(role.user for role in DEPLOY_ROLES)
+_INBOX_PREFIXES = {role.user: role.inbox_prefix for role in DEPLOY_ROLES}
 
 
 def _string(value: str) -> str:
@@ -193,11 +257,12 @@ class Credentials:
         """`url` (nats://host:port) with `role`'s user and password."""
         return with_credentials(url, role.user, self.password(role))
 
-    def server_users(self) -> list[ServerUser]:
-        """The users for the server configuration, passwords bcrypt-hashed (a few 100 ms)."""
+    def server_users(self, gateway_id: str) -> list[ServerUser]:
+        """The users of the embedded server of gateway `gateway_id`, for its configuration,
+        passwords bcrypt-hashed (a few 100 ms)."""
         return [
-            ServerUser(_BY_USER[user], hash_password(password))
-            for user, password in self.passwords.items()
+            ServerUser(role, hash_password(self.password(role)))
+            for role in embedded_roles(gateway_id)
         ]
 
 
@@ -205,8 +270,8 @@ def credentials_dir(embedded_dir: Path) -> Path:
     return Path(embedded_dir) / CREDENTIALS_DIR
 
 
-def _password_file(embedded_dir: Path, role: Role) -> Path:
-    return credentials_dir(embedded_dir) / f"{role.user}.password"
+def _password_file(embedded_dir: Path, user: str) -> Path:
+    return credentials_dir(embedded_dir) / f"{user}.password"
 
 
 def _read_password(path: Path) -> str:
@@ -256,20 +321,20 @@ def write_secret_file(path: Path, text: str) -> None:
         raise
 
 
-def ensure_credentials(embedded_dir: Path, roles: Sequence[Role] = EMBEDDED_ROLES) -> Credentials:
-    """Each role's password from `<embedded_dir>/credentials/<user>.password`, created (0600) on
+def ensure_credentials(embedded_dir: Path, users: Sequence[str] = USERS) -> Credentials:
+    """Each user's password from `<embedded_dir>/credentials/<user>.password`, created (0600) on
     first use and reused afterwards."""
     passwords = {}
-    for role in roles:
-        path = _password_file(embedded_dir, role)
+    for user in users:
+        path = _password_file(embedded_dir, user)
         try:
-            passwords[role.user] = _read_password(path)
+            passwords[user] = _read_password(path)
         except FileNotFoundError:
             try:
                 _create_password(path)
             except OSError as error:
                 raise CredentialsError(f"{path}: cannot create: {error}") from None
-            passwords[role.user] = _read_password(path)
+            passwords[user] = _read_password(path)
     return Credentials(passwords)
 
 
@@ -277,7 +342,7 @@ def read_credentials(embedded_dir: Path, role: Role) -> str | None:
     """`role`'s password for the embedded server of `embedded_dir`; None when it has none (a
     server started before authentication existed)."""
     try:
-        return _read_password(_password_file(embedded_dir, role))
+        return _read_password(_password_file(embedded_dir, role.user))
     except FileNotFoundError:
         return None
 
@@ -317,9 +382,9 @@ def split_servers(url: str) -> tuple[list[str], dict[str, str]]:
             else:
                 user = unquote(parsed.username)
                 options = {"user": user, "password": unquote(parsed.password)}
-                role = _BY_USER.get(user)
-                if role is not None and role.inbox_prefix != DEFAULT_INBOX_PREFIX:
-                    options["inbox_prefix"] = role.inbox_prefix
+                inbox_prefix = _INBOX_PREFIXES.get(user, DEFAULT_INBOX_PREFIX)
+                if inbox_prefix != DEFAULT_INBOX_PREFIX:
+                    options["inbox_prefix"] = inbox_prefix
         servers.append(parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl())
     return servers, options
 

@@ -22,12 +22,7 @@ from gateway.audit.entries import dead_letter_replay_entry
 from gateway.audit.log import AuditLog, AuditUnavailableError, load_or_create_signer
 from gateway.config import Config
 from gateway.jetstream import DeadLetter, EventStore, Stored, StoreError
-
-OPERATOR_LOG_SUFFIX = "-operator"
-
-
-def operator_log_id(gateway_id: str) -> str:
-    return f"{gateway_id}{OPERATOR_LOG_SUFFIX}"
+from gateway.subjects import operator_log_id
 
 
 def operator_name() -> str:
@@ -45,8 +40,15 @@ async def open_operator_log(settings: Config, store: EventStore) -> AuditLog:
     log_id = operator_log_id(settings.gateway.gateway_id)
     key_file = Path(settings.nats.data_dir) / "audit" / f"{log_id}.key"
     signer = load_or_create_signer(key_file, f"dutylink/audit/{log_id}")
+    # The operator user may not create or update streams (gateway.nats_auth.operator_role):
+    # it appends to the audit stream its gateway created.
     audit = AuditLog(
-        store, log_id, signer, origin=signer.name, replicas=settings.nats.stream_replicas
+        store,
+        log_id,
+        signer,
+        origin=signer.name,
+        replicas=settings.nats.stream_replicas,
+        create_stream=False,
     )
     await audit.start()
     return audit

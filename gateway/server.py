@@ -316,7 +316,9 @@ class Gateway:
             # Only the generated users may connect; the gateway as its own (gateway.nats_auth).
             directory = embedded_dir(self.config.nats.data_dir)
             nats_users = nats_auth.ensure_credentials(directory)
-            users = await asyncio.to_thread(nats_users.server_users)  # bcrypt: not on the loop
+            users = await asyncio.to_thread(  # bcrypt: not on the loop
+                nats_users.server_users, self.config.gateway.gateway_id
+            )
             self._embedded = NatsServer(directory, users=users)
             self._nats_url = nats_users.url(await self._embedded.start(), nats_auth.GATEWAY)
             self._embedded_watch = asyncio.create_task(self._keep_embedded_running(self._embedded))

@@ -69,6 +69,12 @@ def audit_checkpoints(gateway_id: str) -> str:
     return f"{AUDIT_PREFIX}.{gateway_id}.checkpoints"
 
 
+def operator_log_id(gateway_id: str) -> str:
+    """The audit log of the operator commands run against gateway `gateway_id` (e.g. dead-letter
+    replays; see gateway.operator_audit): a log of its own, beside the gateway's."""
+    return f"{gateway_id}-operator"
+
+
 def audit_witnessed(gateway_id: str) -> str:
     """Where a gateway replica notes how far its log was last checked against the event
     stream (so the start-up check reads only what came since)."""

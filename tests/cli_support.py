@@ -34,13 +34,13 @@ class LoopThread:
 
 
 @contextmanager
-def running_nats(data_dir: Path) -> Iterator[tuple[LoopThread, str]]:
-    """The embedded nats-server of `data_dir` as the gateway runs it (its generated users
-    only), for the block; the URL carries the gateway user's credentials."""
+def running_nats(data_dir: Path, gateway_id: str = "gw-1") -> Iterator[tuple[LoopThread, str]]:
+    """The embedded nats-server of `data_dir` as gateway `gateway_id` runs it (its generated
+    users only), for the block; the URL carries the gateway user's credentials."""
     loop = LoopThread()
     embedded = embedded_dir(data_dir)
     credentials = nats_auth.ensure_credentials(embedded)
-    server = NatsServer(embedded, users=credentials.server_users())
+    server = NatsServer(embedded, users=credentials.server_users(gateway_id))
     try:
         url = credentials.url(loop.run(server.start()), nats_auth.GATEWAY)
         yield loop, url

@@ -278,12 +278,12 @@ def test_the_users_and_permissions_in_nats_conf_are_the_declared_ones() -> None:
     text = NATS_CONF.read_text()
     account = text[text.index("users: [") : text.index("imports: [")]
     blocks = re.split(r"^\s*user: ", account, flags=re.MULTILINE)[1:]
-    assert [block.split()[0] for block in blocks] == [r.user for r in nats_auth.EMBEDDED_ROLES]
+    assert [block.split()[0] for block in blocks] == [r.user for r in nats_auth.DEPLOY_ROLES]
 
     def quoted(part: str) -> list[str]:
         return re.findall(r'"([^"]+)"', part)
 
-    for role, block in zip(nats_auth.EMBEDDED_ROLES, blocks, strict=True):
+    for role, block in zip(nats_auth.DEPLOY_ROLES, blocks, strict=True):
         publish = block[block.index("publish: {") : block.index("subscribe: {")]
         allow, deny = publish[: publish.index("deny: [")], publish[publish.index("deny: [") :]
         assert quoted(allow) == list(role.publish_allow), role.user
@@ -291,6 +291,14 @@ def test_the_users_and_permissions_in_nats_conf_are_the_declared_ones() -> None:
         assert quoted(block[block.index("subscribe: {") :]) == list(role.subscribe_allow)
         assert f"password: ${role.user.upper()}_PASSWORD_HASH" in block
     assert re.search(r"^\s*sync_interval: always$", text, re.MULTILINE)
+
+
+def test_the_operator_may_audit_replays_for_every_gateway_id_the_deployments_run() -> None:
+    gateways = [s for s in compose()["services"].values() if "build" in s]
+    ids = [s["environment"]["DUTYLINK_GATEWAY_GATEWAY_ID"] for s in gateways]
+    gateway_set = kind("StatefulSet")["dutylink-gateway"]  # pod names are its gateway ids
+    ids += [f"dutylink-gateway-{n}" for n in range(gateway_set["spec"]["replicas"])]
+    assert sorted(ids) == sorted(nats_auth.DEPLOY_GATEWAY_IDS)
 
 
 def loopback_config(node: cluster.Node, tls_dir: Path) -> str:
@@ -319,6 +327,7 @@ def node_environment(plan: cluster.ClusterPlan, index: int) -> dict[str, str]:
         "GATEWAY_PASSWORD_HASH": plan.gateway_password,
         "AUDITOR_PASSWORD_HASH": nats_auth.new_password(),
         "OPERATOR_PASSWORD_HASH": nats_auth.new_password(),
+        "WITNESS_PASSWORD_HASH": nats_auth.new_password(),
         "SYSTEM_PASSWORD_HASH": plan.system_password,
     }
 

@@ -22,7 +22,15 @@ from adapters.client import DutyLinkClient
 from gateway import nats_auth, subjects
 from gateway.audit.log import load_or_create_signer
 from gateway.cli import app
-from gateway.nats_auth import AUDITOR, GATEWAY, OPERATOR, Role, redact_url, split_servers
+from gateway.nats_auth import (
+    AUDITOR,
+    GATEWAY,
+    OPERATOR,
+    WITNESS,
+    Role,
+    redact_url,
+    split_servers,
+)
 from gateway.nats_server import embedded_dir, running_url
 from gateway.server import Gateway
 from gateway.testing import config_for_tests
@@ -47,15 +55,31 @@ def test_a_password_or_token_in_any_server_of_a_url_is_masked_and_the_user_kept(
 
 
 def test_every_declared_user_is_denied_deleting_purging_and_moving_streams() -> None:
-    for role in nats_auth.EMBEDDED_ROLES:
+    for role in {*nats_auth.embedded_roles("gw-1"), *nats_auth.DEPLOY_ROLES}:
         assert set(nats_auth.FORBIDDEN) <= set(role.publish_deny), role.user
         for allowed in role.publish_allow:
             assert not allowed.startswith(("$JS.API.STREAM.DELETE", "$JS.API.STREAM.PURGE")), (
                 role.user
             )
-    for role in (AUDITOR, OPERATOR):
+    for role in (AUDITOR, WITNESS, nats_auth.operator_role(["gw-1"])):
         assert not any(s.startswith(subjects.EVENTS_PREFIX) for s in role.publish_allow)
+        assert not any(".UPDATE." in s or "CONSUMER" in s for s in role.publish_allow)
         assert "_INBOX.>" not in role.subscribe_allow, "the gateway's inboxes carry events"
+
+
+def test_the_operator_may_append_to_the_operator_logs_of_the_named_gateways_only() -> None:
+    audit_subjects = [
+        s
+        for s in nats_auth.operator_role(["gw-1", "gw-2"]).publish_allow
+        if s.startswith("dutylink.audit")
+    ]
+    assert audit_subjects == [
+        "dutylink.audit.gw-1-operator.entries",
+        "dutylink.audit.gw-1-operator.checkpoints",
+        "dutylink.audit.gw-2-operator.entries",
+        "dutylink.audit.gw-2-operator.checkpoints",
+    ]
+    assert not any(s.startswith("dutylink.audit") for s in OPERATOR.publish_allow)
 
 
 def test_a_cli_user_connects_with_the_inbox_its_permissions_allow() -> None:
@@ -70,11 +94,13 @@ def test_credentials_are_created_once_as_0600_files_and_reused(tmp_path: Path) -
     first = nats_auth.ensure_credentials(tmp_path)
     again = nats_auth.ensure_credentials(tmp_path)
     assert first == again
-    assert len(set(first.passwords.values())) == 3
+    assert len(set(first.passwords.values())) == 4
     directory = nats_auth.credentials_dir(tmp_path)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     files = sorted(directory.iterdir())
-    assert [f.name for f in files] == ["auditor.password", "gateway.password", "operator.password"]
+    assert [f.name for f in files] == [
+        "auditor.password", "gateway.password", "operator.password", "witness.password"
+    ]  # fmt: skip
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
 
 
@@ -216,12 +242,14 @@ async def test_the_credential_files_are_0600_and_the_server_config_holds_only_ha
 ) -> None:
     directory = embedded_dir(embedded.data_dir)
     files = sorted(nats_auth.credentials_dir(directory).iterdir())
-    assert [f.name for f in files] == ["auditor.password", "gateway.password", "operator.password"]
+    assert [f.name for f in files] == [
+        "auditor.password", "gateway.password", "operator.password", "witness.password"
+    ]  # fmt: skip
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     server_config = (directory / "nats-server.conf").read_text()
     for file in files:
         assert file.read_text().strip() not in server_config
-    assert server_config.count('password: "$2a$') == 3
+    assert server_config.count('password: "$2a$') == 4
 
 
 async def test_the_gateway_user_cannot_delete_or_purge_a_stream(embedded: Embedded) -> None:
@@ -289,6 +317,89 @@ async def test_the_cli_users_do_their_jobs_audit_tail_and_dead_letter_list_and_r
     assert replayed.exit_code == 0, replayed.output
     assert "replayed to police/poison as stream sequence 2" in replayed.stdout
     assert await _messages(embedded, subjects.EVENTS_STREAM) == 2
+    # The replay's fact is in the operator log, signed, and an auditor can verify it.
+    operator_log = ["--gateway-id", "gw-1-operator", "--data-dir", data_dir]
+    verified = await asyncio.to_thread(runner.invoke, app, ["audit", "verify", *operator_log])
+    assert verified.exit_code == 0, verified.output
+    assert "audit log gw-1-operator: 1 entry, 1 checkpoint, all verified" in verified.stdout
+
+
+async def test_a_replay_for_another_gateway_id_cannot_write_its_operator_log_and_replays_nothing(
+    embedded: Embedded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway_user = await _open(embedded.url_as(GATEWAY))
+    try:
+        letter = await gateway_user.client.jetstream().publish(
+            subjects.deadletter_subject("police", "poison"),
+            incident_event().SerializeToString(),
+            stream=subjects.DEADLETTER_STREAM,
+            headers={"ce-id": "evt-1", "ce-source": "fire", "Dutylink-Deliveries": "5"},
+        )
+    finally:
+        await gateway_user.client.close()
+    monkeypatch.setenv("DUTYLINK_GATEWAY_GATEWAY_ID", "gw-2")  # not the embedded server's
+    args = ["deadletter", "replay", str(letter.seq), "--data-dir", str(embedded.data_dir)]
+    replayed = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert replayed.exit_code == 1
+    assert f"dead letter {letter.seq}: audit log append failed" in replayed.stderr
+    assert "Traceback" not in replayed.output
+    assert await _messages(embedded, subjects.EVENTS_STREAM) == 1
+
+
+async def test_audit_verify_store_on_the_embedded_server_checks_every_stored_event(
+    embedded: Embedded,
+) -> None:
+    # The first event's STORED entry goes into the log with the next append.
+    async with DutyLinkClient(embedded.gateway.address, token=TOKENS["fire"]) as fire:
+        await fire.publish(incident_event())
+    args = ["audit", "verify", "--store", "--gateway-id", "gw-1", "--data-dir"]
+    result = await asyncio.to_thread(CliRunner().invoke, app, [*args, str(embedded.data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "1 acknowledged event present at their sequences" in result.stdout
+
+
+async def test_the_store_witness_reads_events_and_audit_by_message_gets_only(
+    embedded: Embedded,
+) -> None:
+    witness = await _open(embedded.url_as(WITNESS))
+    try:
+        js = witness.client.jetstream()
+        assert (await js.get_msg(subjects.EVENTS_STREAM, seq=1)).data
+        assert (await js.stream_info(subjects.AUDIT_STREAM)).state.messages > 0
+        await witness.refused_publish(EVENT_SUBJECT, b'{"source": "police"}')
+        await witness.refused_publish(subjects.audit_entries("gw-1"))
+        await witness.refused_publish(f"{subjects.REDELIVER_PREFIX}.police.poison")
+        for stream in (subjects.AUDIT_STREAM, subjects.EVENTS_STREAM):
+            await witness.refused_publish(f"$JS.API.STREAM.DELETE.{stream}")
+            await witness.refused_publish(f"$JS.API.STREAM.PURGE.{stream}")
+            await witness.refused_publish(f"$JS.API.STREAM.MSG.DELETE.{stream}")
+            await witness.refused_publish(f"$JS.API.STREAM.UPDATE.{stream}")
+        # No consumer at all: a push consumer's deliver subject could be any subject.
+        await witness.refused_publish(f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}")
+        await witness.refused_publish(f"$JS.API.CONSUMER.DURABLE.CREATE.{subjects.EVENTS_STREAM}.x")
+        await witness.refused_publish(f"$JS.API.STREAM.MSG.GET.{subjects.DEADLETTER_STREAM}")
+        await witness.refused_subscription("_INBOX.>")
+        await witness.refused_subscription(f"{subjects.EVENTS_PREFIX}.>")
+    finally:
+        await witness.client.close()
+    assert await _messages(embedded, subjects.EVENTS_STREAM) == 1
+
+
+async def test_the_operator_writes_only_its_own_gateways_operator_log(embedded: Embedded) -> None:
+    operator = await _open(embedded.url_as(OPERATOR))
+    try:
+        for log_id in ("gw-1", "gw-2-operator", "gw-1-operator.x", "other"):
+            await operator.refused_publish(subjects.audit_entries(log_id))
+            await operator.refused_publish(subjects.audit_checkpoints(log_id))
+        # Not even create: on a fresh cluster it could set up a deletable audit stream first.
+        await operator.refused_publish(f"$JS.API.STREAM.CREATE.{subjects.AUDIT_STREAM}")
+        await operator.refused_publish(f"$JS.API.STREAM.UPDATE.{subjects.AUDIT_STREAM}")
+        await operator.refused_publish(f"$JS.API.STREAM.CREATE.{subjects.EVENTS_STREAM}")
+        await operator.refused_publish(f"$JS.API.STREAM.MSG.GET.{subjects.EVENTS_STREAM}")
+        await operator.refused_publish(f"$JS.API.STREAM.MSG.DELETE.{subjects.AUDIT_STREAM}")
+        await operator.refused_publish(f"$JS.API.CONSUMER.CREATE.{subjects.AUDIT_STREAM}")
+    finally:
+        await operator.client.close()
 
 
 async def test_a_restarted_gateway_reuses_its_credentials(tmp_path: Path) -> None:

@@ -160,8 +160,12 @@ class AuditLog:
         max_field_items: int = AuditSettings.max_field_items,
         rotate_from: DeclaredRotation | None = None,
         key_source: str = "audit.key_file",
+        create_stream: bool = True,
     ) -> None:
         self._store = store
+        # False for a writer that may neither create nor update streams (the operator log,
+        # gateway.operator_audit): it appends to the stream the gateway created.
+        self._create_stream = create_stream
         self._js = store.client.jetstream()
         self._queued: list[_Queued] = []
         self._max_field_bytes = max_field_bytes
@@ -211,7 +215,8 @@ class AuditLog:
             allow_rollup_hdrs=False,
         )
         try:
-            await ensure_stream(self._js, config)
+            if self._create_stream:
+                await ensure_stream(self._js, config)
             entries = subjects.audit_entries(self.gateway_id)
             frames = []
             last_stored = 0

@@ -43,6 +43,7 @@ from dutylink.v1 import (
 from gateway import nats_auth, subjects
 from gateway.audit.commitments import load_or_create_key
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
+from gateway.audit.kept import kept_checkpoint_file
 from gateway.audit.log import (
     AuditLog,
     AuditUnavailableError,
@@ -471,6 +472,8 @@ class Gateway:
             if settings.rotate_from_key
             else None,
             key_source=str(key_file),
+            # Checked by `start`: a stream cut short must not pass for the whole log.
+            kept_checkpoint=kept_checkpoint_file(audit_dir, gateway_id),
         )
         await audit.start()
         events_last = await self._witness_store(audit)

@@ -65,7 +65,16 @@ async def nats_for_tests(store_dir: Path) -> AsyncIterator[str]:
             yield container.nats_uri()
         return
     async with NatsServer(store_dir) as server:
+        forget_kept_checkpoints()
         yield server.url
+
+
+def forget_kept_checkpoints() -> None:
+    """A fresh test NATS holds no audit logs yet: drop the checkpoints that `scratch_dir()`
+    kept of earlier servers' logs (gateway.audit.kept), or the next gateway would rightly
+    refuse to start a log shorter than one it signed — as it would on a new NATS in earnest."""
+    for kept in (scratch_dir() / "audit").glob("*.checkpoint"):
+        kept.unlink(missing_ok=True)
 
 
 OPEN_POLICY = Path(__file__).resolve().parent / "testing_policies"

@@ -133,7 +133,9 @@ async def test_the_gateway_says_not_serving_until_nats_comes_up_then_serves(tmp_
     with socket.socket() as probe:  # a free loopback port for a NATS that is not there yet
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    gateway = Gateway(config_for_tests(), nats_url=f"nats://127.0.0.1:{port}")
+    gateway = Gateway(
+        config_for_tests(nats={"data_dir": str(tmp_path)}), nats_url=f"nats://127.0.0.1:{port}"
+    )
     starting = asyncio.create_task(gateway.start())
     try:
         await asyncio.wait_for(gateway.listening.wait(), 10)

@@ -47,7 +47,8 @@ from gateway.audit.entries import (
     parse_rotation,
     rotation_entry,
 )
-from gateway.audit.merkle import TreeState, leaf_hash
+from gateway.audit.kept import check_kept_checkpoint, keep_checkpoint, read_kept_checkpoint
+from gateway.audit.merkle import TreeState, leaf_hash, root
 from gateway.audit.note import (
     Checkpoint,
     NoteError,
@@ -161,6 +162,7 @@ class AuditLog:
         rotate_from: DeclaredRotation | None = None,
         key_source: str = "audit.key_file",
         create_stream: bool = True,
+        kept_checkpoint: Path | None = None,
     ) -> None:
         self._store = store
         # False for a writer that may neither create nor update streams (the operator log,
@@ -172,6 +174,10 @@ class AuditLog:
         self._max_field_items = max_field_items
         self._rotate_from = rotate_from
         self._key_source = key_source  # where the signing key came from, for messages
+        # The latest signed checkpoint, also kept outside the stream (gateway.audit.kept).
+        self._kept_file = kept_checkpoint
+        self._kept_size = -1
+        self._keeping = asyncio.Lock()
         # The former key, while it still has to co-sign the first checkpoint after a rotation.
         self._endorser: Signer | None = None
         self._frame_bytes = frame_budget(store.client.max_payload)
@@ -248,6 +254,7 @@ class AuditLog:
             None if last_note is None else (last_note.data or b"").decode("utf-8", "replace"),
             stored.entries,
         )
+        self._check_kept_checkpoint(leaves)
         log.info(
             "audit.log_ready", gateway_id=self.gateway_id, size=self._tree.size, origin=self.origin
         )
@@ -261,6 +268,47 @@ class AuditLog:
                 new=rotation.new_label,
                 endorsed=self._signed_size == self._tree.size and rotation.old_key is not None,
             )
+
+    def _check_kept_checkpoint(self, leaves: Sequence[bytes]) -> None:
+        """Refuse a log read from the stream that does not reach the checkpoint kept in the
+        data directory (its stream lost entries and checkpoints together), before appending."""
+        if self._kept_file is None or (note := read_kept_checkpoint(self._kept_file)) is None:
+            return
+        declared = self._rotate_from
+        verifiers = [self._signer.verifier()]
+        if declared is not None and declared.key is not None:
+            verifiers.append(declared.key)
+        checked = check_kept_checkpoint(
+            note,
+            where=self._kept_file,
+            gateway_id=self.gateway_id,
+            origin=self.origin,
+            verifiers=verifiers,
+            unverifiable_key_ids=[declared.key_id] if declared and declared.key is None else [],
+            size=len(leaves),
+            root_at=lambda size: root(leaves[:size]),
+        )
+        if not checked:
+            log.warning(
+                "audit.kept_checkpoint_unchecked",
+                file=str(self._kept_file),
+                reason="signed by the former key, known by its id alone",
+            )
+
+    async def _keep_checkpoint(self, size: int, note: str) -> None:
+        """Keep the note outside the stream; never an older one over a newer one. A failure
+        only weakens the next start's check (the older kept note still holds)."""
+        if self._kept_file is None:
+            return
+        async with self._keeping:
+            if size <= self._kept_size:
+                return
+            try:
+                await asyncio.to_thread(keep_checkpoint, self._kept_file, note)
+            except OSError as error:
+                log.error("audit.checkpoint_not_kept", file=str(self._kept_file), reason=str(error))
+                return
+            self._kept_size = size
 
     def _check_signing_key(
         self, last_note: str | None, entries: Sequence[bytes]
@@ -478,6 +526,7 @@ class AuditLog:
             log.error("audit.checkpoint_failed", size=size, reason=str(error))
             return None
         self._signed_size, self.latest_checkpoint = size, note
+        await self._keep_checkpoint(size, note)
         if endorser is not None and self._endorser is endorser:
             self._endorser = None  # endorsed once, in a checkpoint covering the rotation
         return note

@@ -65,16 +65,7 @@ async def nats_for_tests(store_dir: Path) -> AsyncIterator[str]:
             yield container.nats_uri()
         return
     async with NatsServer(store_dir) as server:
-        forget_kept_checkpoints()
         yield server.url
-
-
-def forget_kept_checkpoints() -> None:
-    """A fresh test NATS holds no audit logs yet: drop the checkpoints that `scratch_dir()`
-    kept of earlier servers' logs (gateway.audit.kept), or the next gateway would rightly
-    refuse to start a log shorter than one it signed — as it would on a new NATS in earnest."""
-    for kept in (scratch_dir() / "audit").glob("*.checkpoint"):
-        kept.unlink(missing_ok=True)
 
 
 OPEN_POLICY = Path(__file__).resolve().parent / "testing_policies"
@@ -93,19 +84,35 @@ def scratch_dir() -> Path:
 
 def config_for_tests(**sections: dict[str, Any]) -> Config:
     """Defaults plus the sample agencies, listening on a free loopback port, under a policy
-    that lets every agency publish and receive everything (unless `policy={"dir": ...}`),
-    keeping its files in `scratch_dir()` (unless `nats={"data_dir": ...}`);
-    `sections` override fields, e.g. `subscriptions={"ack_wait_seconds": 1}`."""
+    that lets every agency publish and receive everything (unless `policy={"dir": ...}`);
+    `sections` override fields, e.g. `subscriptions={"ack_wait_seconds": 1}`.
+
+    Unless `nats={"data_dir": ...}` names one, each call gets a data directory of its own under
+    `scratch_dir()` (so no state a gateway keeps there, such as its kept audit checkpoint, meets
+    another test's NATS), while the audit keys are the process's: every gateway of a test run
+    signs gw-1's log with one key, as the same gateway id on a shared NATS must."""
     config = config_module.load(None, environ={})
     config = dataclasses.replace(
         config,
         gateway=dataclasses.replace(config.gateway, listen="127.0.0.1:0"),
-        nats=dataclasses.replace(config.nats, data_dir=str(scratch_dir())),
         policy=dataclasses.replace(config.policy, dir=str(OPEN_POLICY), reload_seconds=0.2),
     )
     for name, values in sections.items():
         config = dataclasses.replace(
             config, **{name: dataclasses.replace(getattr(config, name), **values)}
+        )
+    if "data_dir" not in sections.get("nats", {}):
+        data_dir = tempfile.mkdtemp(prefix="gateway-", dir=scratch_dir())
+        keys = scratch_dir() / "audit"
+        audit = config.audit
+        config = dataclasses.replace(
+            config,
+            nats=dataclasses.replace(config.nats, data_dir=data_dir),
+            audit=dataclasses.replace(
+                audit,
+                key_file=audit.key_file or str(keys / f"{config.gateway.gateway_id}.key"),
+                commitment_key_file=audit.commitment_key_file or str(keys / "commitment.key"),
+            ),
         )
     return config
 

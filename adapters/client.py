@@ -421,13 +421,19 @@ class Subscription:
 
     async def _write(self, request: gateway_pb2.SubscribeRequest) -> None:
         async with self._writing:
-            await self._call.write(request)
+            if self._call is None:
+                raise ConnectionError("the subscription is closed")
+            try:
+                await self._call.write(request)
+            except asyncio.InvalidStateError as error:  # grpc's word for a finished stream
+                raise ConnectionError("the subscription ended") from error
 
     async def ack(self, delivery: gateway_pb2.Delivery, *, timeout: float | None = 30.0) -> None:
         """Acknowledge `delivery`. With `confirm_acks`, wait for the gateway's confirmation:
         AckNotConfirmedError if the gateway says the ack did not count (e.g. the delivery had
         been superseded by a redelivery), ConnectionError if the stream ends first,
-        TimeoutError after `timeout`. After any of them the event may come again."""
+        TimeoutError after `timeout`. After any of them the event may come again. ConnectionError
+        too if the stream had ended (an ack from a task that outlived it)."""
         confirmed: asyncio.Future[None] | None = None
         if self._opening.confirm_acks:
             if self._reader is None or self._reader.done():

@@ -23,7 +23,7 @@ import nats.errors
 import nats.js.errors
 
 from adapters.client import AckNotConfirmedError, DutyLinkClient, Subscription
-from dutylink.v1 import event_pb2
+from dutylink.v1 import event_pb2, gateway_pb2
 from gateway import subjects
 from gateway.audit.note import Verifier
 from gateway.audit.verify import read_log, verify_log
@@ -180,7 +180,7 @@ class Workload:
                 subscription = await self._open(client, agency)
                 try:
                     await self._read(subscription, agency)
-                except (grpc.aio.AioRpcError, ConnectionError, TimeoutError):
+                except* (grpc.aio.AioRpcError, ConnectionError, TimeoutError):
                     self.counters.reopened += 1
                 finally:
                     await subscription.close(timeout=1.0)
@@ -189,23 +189,33 @@ class Workload:
             await client.close()
 
     async def _read(self, subscription: Subscription, agency: str) -> None:
-        while True:
-            await self._reading[agency].wait()  # stalled: stops reading the stream
-            delivery = await subscription.next(timeout=None)
-            if delivery is None:
-                raise ConnectionError("the subscription ended")
-            self.history.delivered(agency, delivery.event.id, sequence=delivery.stream_sequence)
-            if not self._reading[agency].is_set():
-                continue  # stalled while this one was on its way: never acked
-            try:
-                await subscription.ack(delivery, timeout=10)
-            except AckNotConfirmedError:  # a redelivery superseded it, or JetStream failed
-                self.history.ack_unconfirmed(agency, delivery.event.id)
-                continue
-            except (ConnectionError, TimeoutError):
-                self.history.ack_unconfirmed(agency, delivery.event.id)
-                raise
-            self.history.confirmed(agency, delivery.event.id)
+        """Read deliveries and ack each in its own task, as a department system handling events
+        concurrently would (and as `DutyLinkClient.consume` does): one confirmed ack at a time
+        would make the subscriber's pace one ack round trip per event, which on a loaded
+        machine falls far behind the publishers, so the drain would end with events unread."""
+        async with asyncio.TaskGroup() as acks:  # a lost stream (an ack's error) ends them all
+            while True:
+                await self._reading[agency].wait()  # stalled: stops reading the stream
+                delivery = await subscription.next(timeout=None)
+                if delivery is None:
+                    raise ConnectionError("the subscription ended")
+                self.history.delivered(agency, delivery.event.id, sequence=delivery.stream_sequence)
+                if not self._reading[agency].is_set():
+                    continue  # stalled while this one was on its way: never acked
+                acks.create_task(self._ack(subscription, agency, delivery))
+
+    async def _ack(
+        self, subscription: Subscription, agency: str, delivery: gateway_pb2.Delivery
+    ) -> None:
+        try:
+            await subscription.ack(delivery, timeout=10)
+        except AckNotConfirmedError:  # a redelivery superseded it, or JetStream failed
+            self.history.ack_unconfirmed(agency, delivery.event.id)
+            return
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            self.history.ack_unconfirmed(agency, delivery.event.id)  # sent: it may have landed
+            raise
+        self.history.confirmed(agency, delivery.event.id)
 
     # --- running ---------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -197,6 +198,29 @@ async def test_a_confirmed_ack_is_final_and_an_ack_of_a_superseded_delivery_is_n
         await reopened.close()
         with pytest.raises(ConnectionError, match="not open"):
             await reopened.ack(again)
+
+
+async def test_an_ack_sent_after_the_stream_ended_raises_connection_error(nats_url: str) -> None:
+    """An ack from a handler task that outlived its stream (the gateway went away meanwhile)
+    raises the documented ConnectionError, not grpc's InvalidStateError."""
+    police = fire = None
+    try:
+        async with gateway_for_tests(nats_url, config_for_tests()) as gateway:
+            police = DutyLinkClient(gateway.address, token=TOKENS["police"])
+            fire = DutyLinkClient(gateway.address, token=TOKENS["fire"])
+            subscription = police.subscribe("outlived", families=["incident"])
+            await subscription.open()
+            await fire.publish(incident_event())
+            (delivery,) = await receive(subscription, 1, ack=False)
+        with contextlib.suppress(grpc.aio.AioRpcError):  # the gateway ended the stream
+            assert await subscription.next(timeout=10) is None
+        with pytest.raises(ConnectionError, match="ended"):
+            await subscription.ack(delivery)
+        await subscription.close()
+    finally:
+        for client in (police, fire):
+            if client is not None:
+                await client.close()
 
 
 async def test_a_redelivery_while_the_ack_is_on_its_way_is_not_sent(

@@ -108,7 +108,9 @@ def up(
         async with cluster:
             leader = await cluster.wait_until_ready()
             env_file = where / ENV_FILE
-            nats_auth.write_secret_file(env_file, "\n".join(_gateway_environment(cluster)) + "\n")
+            pki.write_atomically(
+                env_file, ("\n".join(_gateway_environment(cluster)) + "\n").encode(), 0o600
+            )
             for line in _describe(cluster, leader, env_file):
                 typer.echo(line)
             await _until_signalled()

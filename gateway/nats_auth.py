@@ -307,20 +307,6 @@ def _create_password(path: Path) -> None:
         os.unlink(temporary)
 
 
-def write_secret_file(path: Path, text: str) -> None:
-    """Replace `path` with `text`, never readable by others: a 0600 temporary file renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def ensure_credentials(embedded_dir: Path, users: Sequence[str] = USERS) -> Credentials:
     """Each user's password from `<embedded_dir>/credentials/<user>.password`, created (0600) on
     first use and reused afterwards."""

@@ -88,7 +88,7 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+def write_atomically(path: Path, data: bytes, mode: int) -> None:
     """Write via a fresh temporary file created with `mode` (O_EXCL), then rename it into place.
     A key is therefore never readable by others even for an instant (no chmod afterwards, and
     O_TRUNC on an old file would keep that file's looser mode), and a crash leaves either the
@@ -114,13 +114,13 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomically(path, pem, 0o600)
+    write_atomically(path, pem, 0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
     """Certificates and the CRL are public; 0644 lets a gateway running as another user read
     them."""
-    _write_atomically(path, data, 0o644)
+    write_atomically(path, data, 0o644)
 
 
 def _read(path: Path, what: str) -> bytes:

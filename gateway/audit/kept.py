@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note, signature_keys
 from gateway.jetstream import StoreDamagedError
-from gateway.pki import _write_atomically as write_atomically
+from gateway.pki import write_atomically
 
 
 class KeptCheckpointError(StoreDamagedError):

@@ -16,11 +16,11 @@ breaks only advice is accepted and they are reported beside it, at most `max_vio
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import cast
 
 import protovalidate
 from google.protobuf.descriptor import FieldDescriptor
@@ -155,16 +155,24 @@ def _path(violation: protovalidate.Violation) -> str:
     return ".".join(parts)
 
 
-@dataclass(frozen=True)
-class _Declared:
-    """The structural rules and the advice of one field, as written in proto/ (advice 0 or
-    False: none)."""
+# A limit not declared: nothing is that long.
+_NONE = sys.maxsize
 
-    max_items: int | None
-    max_len: int | None
-    advised_items: int = 0
-    advised_len: int = 0
-    advised_unique: bool = False
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    """One field's shape, structural rules and advice, as written in proto/ (a limit not
+    declared is _NONE): everything the walk needs from a field in one cached look-up."""
+
+    name: str
+    repeated: bool
+    message: bool
+    sized: bool  # a string or bytes with a length rule or advice
+    max_items: int
+    max_len: int
+    advised_items: int
+    advised_len: int
+    advised_unique: bool
 
 
 @cache
@@ -172,45 +180,35 @@ def _declared(field: FieldDescriptor) -> _Declared:
     options = field.GetOptions()
     rules = options.Extensions[validate_pb2.field]
     advice = options.Extensions[options_pb2.advice]
-    max_items = rules.repeated.max_items if rules.repeated.HasField("max_items") else None
-    max_len = None
+    max_items = rules.repeated.max_items if rules.repeated.HasField("max_items") else _NONE
+    max_len = _NONE
     if rules.HasField("string") and rules.string.HasField("max_len"):
         max_len = rules.string.max_len
     elif rules.HasField("bytes") and rules.bytes.HasField("max_len"):
         max_len = rules.bytes.max_len
-    return _Declared(max_items, max_len, advice.max_items, advice.max_len, advice.unique)
-
-
-def _field_advice(
-    declared: _Declared, field: FieldDescriptor, value: object, where: str
-) -> Iterator[FieldProblem]:
-    if field.is_repeated:
-        items = cast(Sequence[object], value)
-        if declared.advised_items and len(items) > declared.advised_items:
-            yield FieldProblem(
-                where,
-                f"advised at most {declared.advised_items} items, got {len(items)}",
-                "advice.max_items",
-            )
-        if declared.advised_unique and len(set(items)) < len(items):
-            yield FieldProblem(where, "advised without repeated items", "advice.unique")
-    elif declared.advised_len:
-        length = len(cast(Sequence[object], value))
-        if length > declared.advised_len:
-            yield FieldProblem(
-                where,
-                f"advised at most {declared.advised_len} long, got {length}",
-                "advice.max_len",
-            )
+    advised_len = advice.max_len or _NONE
+    return _Declared(
+        field.name,
+        field.is_repeated,
+        field.message_type is not None,
+        not field.is_repeated and (max_len != _NONE or advised_len != _NONE),
+        max_items,
+        max_len,
+        advice.max_items or _NONE,
+        advised_len,
+        advice.unique,
+    )
 
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _range_problems(message: Message, path: str) -> Iterator[FieldProblem]:
-    """A Timestamp or Duration outside protobuf's range (which no code can convert)."""
-    kind = message.DESCRIPTOR.full_name
+_RANGED = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration"})
+
+
+def _range_problems(message: Message, path: str, kind: str) -> Iterator[FieldProblem]:
+    """A Timestamp or Duration (`kind`) outside protobuf's range (which no code can convert)."""
     seconds, nanos = getattr(message, "seconds", 0), getattr(message, "nanos", 0)
     if kind == "google.protobuf.Timestamp":
         if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS:
@@ -240,46 +238,74 @@ def structural_problems(
 def _walk(
     message: Message, prefix: str, max_elements: int
 ) -> tuple[list[FieldProblem], list[FieldProblem], int]:
-    """`structural_problems`, and the advisories met on the way."""
+    """`structural_problems`, and the advisories met on the way. Runs per element: kept lean
+    (one cached look-up per field, paths built only where needed)."""
     problems: list[FieldProblem] = []
     advisories: list[FieldProblem] = []
     elements = 1
     pending: deque[tuple[Message, str]] = deque([(message, prefix)])
     while pending:
         current, path = pending.popleft()
-        problems.extend(_range_problems(current, path))
-        for rule in MESSAGE_ADVICE.get(current.DESCRIPTOR.full_name, ()):
+        kind = current.DESCRIPTOR.full_name
+        if kind in _RANGED:
+            problems.extend(_range_problems(current, path, kind))
+        for rule in MESSAGE_ADVICE.get(kind, ()):
             if rule.broken(current):
                 advisories.append(FieldProblem(path, rule.description, rule.rule_id))
         for field, value in current.ListFields():
-            where = _join(path, field.name)
             declared = _declared(field)
-            if declared.advised_items or declared.advised_len or declared.advised_unique:
-                advisories.extend(_field_advice(declared, field, value, where))
-            if field.is_repeated:
-                if declared.max_items is not None and len(value) > declared.max_items:
+            if declared.repeated:
+                count = len(value)
+                if count > declared.max_items:
                     problems.append(
                         FieldProblem(
-                            where,
-                            f"at most {declared.max_items} items, got {len(value)}",
+                            _join(path, declared.name),
+                            f"at most {declared.max_items} items, got {count}",
                             "repeated.max_items",
                         )
                     )
                     continue
-                elements += len(value)
-                if field.message_type is not None:
-                    pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
-            elif field.message_type is not None:
-                elements += 1
-                pending.append((value, where))
-            elif declared.max_len is not None and len(value) > declared.max_len:
-                problems.append(
-                    FieldProblem(
-                        where,
-                        f"at most {declared.max_len} long, got {len(value)}",
-                        "string.max_len" if isinstance(value, str) else "bytes.max_len",
+                if count > declared.advised_items:
+                    advisories.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            f"advised at most {declared.advised_items} items, got {count}",
+                            "advice.max_items",
+                        )
                     )
-                )
+                if declared.advised_unique and len(set(value)) < count:
+                    advisories.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            "advised without repeated items",
+                            "advice.unique",
+                        )
+                    )
+                elements += count
+                if declared.message:
+                    where = _join(path, declared.name)
+                    pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+            elif declared.message:
+                elements += 1
+                pending.append((value, _join(path, declared.name)))
+            elif declared.sized:
+                length = len(value)
+                if length > declared.max_len:
+                    problems.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            f"at most {declared.max_len} long, got {length}",
+                            "string.max_len" if isinstance(value, str) else "bytes.max_len",
+                        )
+                    )
+                elif length > declared.advised_len:
+                    advisories.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            f"advised at most {declared.advised_len} long, got {length}",
+                            "advice.max_len",
+                        )
+                    )
             if elements > max_elements:
                 problem = FieldProblem(
                     prefix,

@@ -16,6 +16,7 @@ breaks only advice is accepted and they are reported beside it, at most `max_vio
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -173,6 +174,7 @@ class _Declared:
     advised_items: int
     advised_len: int
     advised_unique: bool
+    advised_pattern: re.Pattern[str] | None
 
 
 @cache
@@ -187,16 +189,19 @@ def _declared(field: FieldDescriptor) -> _Declared:
     elif rules.HasField("bytes") and rules.bytes.HasField("max_len"):
         max_len = rules.bytes.max_len
     advised_len = advice.max_len or _NONE
+    string = field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated
+    pattern = re.compile(advice.pattern) if advice.pattern and string else None
     return _Declared(
         field.name,
         field.is_repeated,
         field.message_type is not None,
-        not field.is_repeated and (max_len != _NONE or advised_len != _NONE),
+        not field.is_repeated and (max_len != _NONE or advised_len != _NONE or bool(pattern)),
         max_items,
         max_len,
         advice.max_items or _NONE,
         advised_len,
         advice.unique,
+        pattern,
     )
 
 
@@ -298,12 +303,22 @@ def _walk(
                             "string.max_len" if isinstance(value, str) else "bytes.max_len",
                         )
                     )
-                elif length > declared.advised_len:
+                    continue
+                if length > declared.advised_len:
                     advisories.append(
                         FieldProblem(
                             _join(path, declared.name),
                             f"advised at most {declared.advised_len} long, got {length}",
                             "advice.max_len",
+                        )
+                    )
+                advised = declared.advised_pattern
+                if advised is not None and not advised.search(value):
+                    advisories.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            f"advised to match {advised.pattern}",
+                            "advice.pattern",
                         )
                     )
             if elements > max_elements:

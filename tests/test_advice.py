@@ -180,3 +180,24 @@ async def test_the_adapter_pipeline_logs_advisories_per_record(
         f"{len(LONG_HEADLINE)} (advice.max_len)"
     ]
     assert not (tmp_path / "rejected").exists()
+
+
+def test_lax_cap_uris_mime_types_and_digests_are_advice() -> None:
+    """CAP's XSD takes any string for these; real feeds send them so."""
+    event = warning_event()
+    info = event.warning.infos[0]
+    info.web = "www.weather.example/alerts"
+    info.resources.add(
+        resource_desc="radar map",
+        mime_type="jpg",
+        uri="maps/radar loop.jpg",
+        digest="ab" * 32,  # a SHA-256, not CAP's SHA-1
+    )
+    checked = Validator().check(event)
+    assert checked.problems == ()
+    assert advice_of(checked.advisories) == {
+        ("warning.infos[0].web", "advice.pattern"),
+        ("warning.infos[0].resources[0].mime_type", "advice.pattern"),
+        ("warning.infos[0].resources[0].uri", "advice.pattern"),
+        ("warning.infos[0].resources[0].digest", "advice.pattern"),
+    }

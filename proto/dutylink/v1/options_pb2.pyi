@@ -77,22 +77,28 @@ class Advice(_message.Message):
     MAX_LEN_FIELD_NUMBER: _builtins.int
     MAX_ITEMS_FIELD_NUMBER: _builtins.int
     UNIQUE_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
     max_len: _builtins.int
     """Strings: at most this many characters; bytes: at most this many bytes."""
     max_items: _builtins.int
     """Repeated fields: at most this many items."""
     unique: _builtins.bool
     """Repeated fields: no item twice."""
+    pattern: _builtins.str
+    """Strings: matching this regular expression (searched, as protovalidate's `pattern`: anchor
+    it with ^ and $ to match the whole value).
+    """
     def __init__(
         self,
         *,
         max_len: _builtins.int = ...,
         max_items: _builtins.int = ...,
         unique: _builtins.bool = ...,
+        pattern: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_items", b"max_items", "max_len", b"max_len", "unique", b"unique"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_items", b"max_items", "max_len", b"max_len", "pattern", b"pattern", "unique", b"unique"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

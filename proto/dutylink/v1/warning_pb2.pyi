@@ -618,7 +618,9 @@ class WarningInfo(_message.Message):
     vehicles from underground car parks".
     """
     web: _builtins.str
-    """Absolute URI of a page with more information (CAP `web`)."""
+    """Absolute URI of a page with more information (CAP `web`). CAP's XSD type (anyURI) takes
+    nearly any text, and real feeds send "www.example.gov": an absolute URI is advice.
+    """
     contact: _builtins.str
     """How to reach the issuer for follow-up and confirmation (CAP `contact`), e.g. a duty
     phone number of the office (not a private person's).
@@ -745,19 +747,23 @@ class WarningResource(_message.Message):
     resource_desc: _builtins.str
     """What the file is (CAP `resourceDesc`), e.g. "map", "photo", "雷达回波图". Required."""
     mime_type: _builtins.str
-    """MIME type of the file (CAP `mimeType`), e.g. "image/png". Required."""
+    """MIME type of the file (CAP `mimeType`), e.g. "image/png". Required; advised as RFC 2046
+    has it (CAP's XSD takes any string, and real feeds send e.g. "jpg").
+    """
     size: _builtins.int
     """Approximate size of the file in bytes (CAP `size`); 0 when not given."""
     uri: _builtins.str
     """Where to get the file (CAP `uri`): an absolute URI, or a relative one naming the content
-    of `deref_uri`.
+    of `deref_uri`; advised without spaces (CAP's anyURI is lax).
     """
     deref_uri: _builtins.bytes
     """The file's content inline, for one-way links (CAP `derefUri`, base64 in XML; raw bytes
     here), up to 512 KiB.
     """
     digest: _builtins.str
-    """SHA-1 digest of the file (CAP `digest`), 40 hex digits."""
+    """SHA-1 digest of the file (CAP `digest`), advised as 40 hex digits (CAP's XSD takes any
+    string; some issuers send other hashes).
+    """
     def __init__(
         self,
         *,

@@ -121,6 +121,26 @@ def test_repeated_categories_a_low_ceiling_and_a_long_polygon_are_advice() -> No
     }
 
 
+async def test_a_bilingual_alert_of_69_areas_with_inline_audio_is_stored_with_advisories(
+    gateway: Gateway,
+) -> None:
+    event = national_alert(languages=2, areas=69, geocodes=120)  # ~16,700 elements
+    for info in event.warning.infos:
+        info.headline = (LONG_HEADLINE * 2)[:300]
+    audio = event.warning.infos[0].resources.add(
+        resource_desc="spoken alert", mime_type="audio/mpeg"
+    )
+    audio.deref_uri = bytes(range(256)) * 300  # ~77 KB: ~100 KB of base64 in CAP XML
+    async with DutyLinkClient(gateway.address, token=TOKENS["ecology"]) as ecology:
+        receipt = await ecology.publish(event)
+    assert not receipt.duplicate and receipt.stream_sequence >= 1
+    assert {(a.field, a.rule_id) for a in receipt.advisories} == {
+        (f"warning.infos[{i}].{field}", rule)
+        for i in (0, 1)
+        for field, rule in (("headline", "advice.max_len"), ("areas", "advice.max_items"))
+    }
+
+
 async def test_publish_and_batch_receipts_carry_the_advisories_which_are_logged_and_counted(
     gateway: Gateway,
 ) -> None:

@@ -75,7 +75,7 @@ Global___PublishResponse: _TypeAlias = PublishResponse  # noqa: Y015
 
 @_typing.final
 class Receipt(_message.Message):
-    """What the gateway returns for a stored event."""
+    """What the gateway returns for a stored event (or one whose id is already stored)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -195,7 +195,9 @@ class PublishResult(_message.Message):
     """The event's id, as published (empty if the event had none)."""
     @_builtins.property
     def receipt(self) -> Global___Receipt:
-        """The event is stored."""
+        """The event is stored, or was already (`duplicate`; `conflict`: other content under its
+        id is stored, this event was not).
+        """
 
     @_builtins.property
     def error(self) -> Global___PublishError:

@@ -803,7 +803,7 @@ class EventStore:
     ) -> list[Stored | StoreError | None]:
         """Each duplicate of a message that carries a content digest, compared with the stored
         original's: a retry stays a duplicate, other content is a conflict. One get per
-        duplicate (rare), all at once."""
+        duplicate, EVENT_GETS_IN_FLIGHT at a time."""
         compared = list(outcomes)
         wanted = [
             (index, bytes.fromhex(headers[envelope.CONTENT_DIGEST_HEADER]), outcome.sequence)
@@ -812,9 +812,14 @@ class EventStore:
             and outcome.duplicate
             and envelope.CONTENT_DIGEST_HEADER in headers
         ]
-        found = await asyncio.gather(
-            *(self._stored_content_digest(stream, sequence) for _, _, sequence in wanted)
-        )
+        found: list[bytes | StoreError | None] = []
+        for low in range(0, len(wanted), EVENT_GETS_IN_FLIGHT):  # a retried batch: all of them
+            found += await asyncio.gather(
+                *(
+                    self._stored_content_digest(stream, sequence)
+                    for _, _, sequence in wanted[low : low + EVENT_GETS_IN_FLIGHT]
+                )
+            )
         for (index, digest, sequence), stored in zip(wanted, found, strict=True):
             if isinstance(stored, StoreError):
                 compared[index] = stored

@@ -19,7 +19,7 @@ from gateway import envelope, subjects
 from gateway.audit.entries import decode_frames
 from gateway.audit.witness import Ledger, publish_facts
 from gateway.cli_audit import audit_app
-from gateway.jetstream import stored_messages
+from gateway.jetstream import EVENT_GETS_IN_FLIGHT, stored_messages
 from gateway.nats_server import NatsServer
 from gateway.server import Gateway
 from gateway.testing import config_for_tests, gateway_for_tests
@@ -202,3 +202,18 @@ def test_a_conflict_is_audited_with_both_digests_and_verify_store_accepts_it(
     finally:
         loop.run(server.stop())
         loop.close()
+
+
+async def test_a_retried_batch_larger_than_one_window_of_gets_is_compared_event_by_event(
+    gateway: Gateway,
+) -> None:
+    events = [warning_event() for _ in range(EVENT_GETS_IN_FLIGHT + 6)]
+    async with DutyLinkClient(gateway.address, token=TOKENS["ecology"]) as ecology:
+        firsts = await ecology.publish_batch(events)
+        changed = len(events) - 2  # in the second window of gets
+        again = await ecology.publish_batch(
+            [reissued(e) if i == changed else e for i, e in enumerate(events)]
+        )
+    assert all(r.receipt.duplicate for r in again)
+    assert [i for i, r in enumerate(again) if r.receipt.conflict] == [changed]
+    assert [r.receipt.stream_sequence for r in again] == [r.receipt.stream_sequence for r in firsts]

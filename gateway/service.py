@@ -102,15 +102,22 @@ def _receipt(admitted: Admitted, stored: Stored) -> gateway_pb2.Receipt:
     return receipt
 
 
-def _fill_receipt(receipt: gateway_pb2.Receipt, admitted: Admitted, stored: Stored) -> None:
+def _fill_receipt(
+    receipt: gateway_pb2.Receipt, admitted: Admitted, stored: Stored, room: int | None = None
+) -> None:
+    """The receipt of `admitted`; its advisories listed within `room` bytes (None: all), the
+    rest counted in a last one (a batch's answer must stay within the message size limit)."""
     receipt.event_id = admitted.event.id
     receipt.stream_sequence = stored.sequence
     receipt.duplicate = stored.duplicate
     receipt.conflict = stored.conflict
     receipt.received_time.CopyFrom(admitted.event.received_time)
+    advisories = admitted.advisories
+    if room is not None:
+        advisories = fit_problems(advisories, room)
     receipt.advisories.extend(
         gateway_pb2.FieldViolation(field=p.field, description=p.description, rule_id=p.rule_id)
-        for p in admitted.advisories
+        for p in advisories
     )
 
 
@@ -461,6 +468,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             self._deps.failpoint("publish.stored")
         failures: list[audit_pb2.AuditEntry] = []
         duplicates: list[audit_pb2.AuditEntry] = []
+        # Advisories share a quarter of the response's size limit (refusals had half).
+        advice_room = self._deps.config.gateway.max_message_bytes // 4
         for (index, accepted), stored in zip(admitted, stored_all, strict=True):
             if isinstance(stored, StoreError):
                 failures.append(_failure_entry(principal, accepted, stored))
@@ -468,7 +477,9 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     _publish_error(_store_code(stored), _store_message(stored))
                 )
             else:
-                _fill_receipt(results[index].receipt, accepted, stored)
+                receipt = results[index].receipt
+                _fill_receipt(receipt, accepted, stored, max(0, advice_room))
+                advice_room -= sum(a.ByteSize() + 3 for a in receipt.advisories)
                 self._observe(principal, accepted, stored)
                 if stored.duplicate:
                     duplicates.append(_stored_entry(principal, accepted, stored))

@@ -11,9 +11,9 @@ from structlog.testing import capture_logs
 
 from adapters.client import DutyLinkClient
 from adapters.framework import Metrics, Pipeline, Record, RejectedStore
-from dutylink.v1 import common_pb2, event_pb2, warning_pb2
+from dutylink.v1 import common_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc, warning_pb2
 from gateway.server import Gateway
-from gateway.validation import FieldProblem, Validator
+from gateway.validation import CUT_RULE, FieldProblem, Validator
 from tests.conftest import TOKENS
 from tests.factories import warning_event
 
@@ -221,3 +221,29 @@ def test_lax_cap_uris_mime_types_and_digests_are_advice() -> None:
         ("warning.infos[0].resources[0].uri", "advice.pattern"),
         ("warning.infos[0].resources[0].digest", "advice.pattern"),
     }
+
+
+async def test_a_batch_answer_stays_within_the_size_limit_however_many_advisories(
+    gateway: Gateway,
+) -> None:
+    def advised() -> event_pb2.Event:
+        event = warning_event()
+        info = event.warning.infos[0]
+        for _ in range(65):  # 65 areas, each with its ceiling below its altitude
+            info.areas.add(area_desc="a", altitude=900.0, ceiling=100.0)
+        return event
+
+    events = [advised() for _ in range(600)]  # ~2 KB of advisories each listed in full
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = gateway_pb2_grpc.PublisherServiceStub(channel)
+        response = await stub.PublishBatch(
+            gateway_pb2.PublishBatchRequest(events=events),
+            metadata=(("authorization", f"Bearer {TOKENS['ecology']}"),),
+            timeout=60,
+        )
+    limit = gateway.config.gateway.max_message_bytes
+    assert response.ByteSize() <= limit
+    receipts = [r.receipt for r in response.results]
+    assert all(r.stream_sequence and r.advisories for r in receipts), "all stored"
+    assert len(receipts[0].advisories) == gateway.config.gateway.max_violations_per_event + 1
+    assert [a.rule_id for a in receipts[-1].advisories] == [CUT_RULE]

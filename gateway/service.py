@@ -489,7 +489,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         log.info(
             "publish_batch.done",
             events=len(request.events),
-            stored=len(admitted) - len(failures),
+            stored=len(admitted) - len(failures) - len(duplicates),
+            duplicates=len(duplicates),
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return response

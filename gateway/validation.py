@@ -9,7 +9,7 @@ loop). At most `max_violations` problems are listed; the rest are counted in a l
 message of more than FULL_REPORT_ELEMENTS the rules stop at the first violation.
 
 Advice rides on the same walk: each field's `(dutylink.v1.advice)` (declared next to its hard
-rule in proto/: longer, more items, a repeated item) and the message-level rules of
+rule in proto/: longer, more items, a repeated item, a pattern) and the message-level rules of
 `MESSAGE_ADVICE` (orderings CAP does not require). Advisories never refuse: an event that
 breaks only advice is accepted and they are reported beside it, at most `max_violations`.
 """
@@ -168,7 +168,7 @@ class _Declared:
     name: str
     repeated: bool
     message: bool
-    sized: bool  # a string or bytes with a length rule or advice
+    sized: bool  # a string or bytes with a length rule or advice (or a string with a pattern)
     max_items: int
     max_len: int
     advised_items: int

@@ -330,19 +330,42 @@ def test_export_writes_utc_as_minus_zero_and_drops_fractions() -> None:
     assert parse_cap(exported).sent == at("2026-07-14T08:00:00+00:00")
 
 
-def test_plus_zero_offset_reads_as_utc() -> None:
+def test_plus_zero_offset_reads_as_utc_and_is_written_back_as_plus_zero() -> None:
     document = THUNDERSTORM.replace(b"2003-06-17T14:57:00-07:00", b"2003-06-17T21:57:00+00:00")
     warning = parse_cap(document)
     assert warning.utc_offset_minutes == 0
+    assert warning.utc_plus_zero
     assert warning.sent == at("2003-06-17T14:57:00-07:00")
+    assert b"<sent>2003-06-17T21:57:00+00:00</sent>" in to_cap_xml(warning)
+    assert not parse_cap(THUNDERSTORM).utc_plus_zero
 
 
-def test_info_dates_are_written_with_the_alert_offset() -> None:
+def test_info_dates_keep_their_own_offsets() -> None:
     document = THUNDERSTORM.replace(
         b"<expires>2003-06-17T16:00:00-07:00", b"<expires>2003-06-17T23:00:00-00:00"
+    ).replace(b"<expires>", b"<onset>2003-06-17T14:57:00-07:00</onset><expires>")
+    warning = parse_cap(document)
+    info = warning.infos[0]
+    assert info.expires_utc_offset_minutes == 0
+    assert not info.HasField("onset_utc_offset_minutes")  # the alert's own offset: not repeated
+    assert info.expires == at("2003-06-17T16:00:00-07:00")
+    exported = to_cap_xml(warning)
+    assert b"<expires>2003-06-17T23:00:00-00:00</expires>" in exported
+    assert b"<onset>2003-06-17T14:57:00-07:00</onset>" in exported
+
+
+def test_references_keep_the_plus_zero_form() -> None:
+    document = swap(
+        b"<scope>Public</scope>",
+        b"<scope>Public</scope><references>a,b,2003-06-17T14:57:00+00:00 "
+        b"a,c,2003-06-17T14:57:00-00:00</references>",
     )
-    exported = to_cap_xml(parse_cap(document))
-    assert b"<expires>2003-06-17T16:00:00-07:00</expires>" in exported
+    warning = parse_cap(document)
+    assert [r.sent_utc_plus_zero for r in warning.references] == [True, False]
+    assert (
+        b"<references>a,b,2003-06-17T14:57:00+00:00 a,c,2003-06-17T14:57:00-00:00</references>"
+        in to_cap_xml(warning)
+    )
 
 
 def test_addresses_and_incidents_with_spaces_are_double_quoted() -> None:

@@ -247,25 +247,37 @@ class _Problems:
             )
 
 
+# CAP elements that may occur more than once: their steps in a path always carry a position.
+REPEATABLE_ELEMENTS: Final = frozenset(
+    {"code", "info", "category", "responseType", "eventCode", "parameter", "resource", "area"}
+    | {"polygon", "circle", "geocode"}
+)
+
+
 def element_path(elem: etree._Element) -> str:
-    """The element's path, e.g. "/alert/info[2]/area[3]/polygon[1]": local names for CAP
-    elements, "ds:" for XML Signature ones, "{namespace}name" for others; 1-based positions among
-    same-named siblings; none for the root."""
+    """The element's path, e.g. "/alert/info[2]/area[3]/polygon[1]" or "/alert/info[1]/headline":
+    local names for CAP elements, "ds:" for XML Signature ones, "{namespace}name" for others;
+    1-based positions among same-named siblings for elements that may repeat (and for any that
+    is repeated, which the schema refuses); none for the root."""
     steps: list[str] = []
     node: etree._Element | None = elem
     while node is not None:
         parent = node.getparent()
-        name = _step_name(node)
+        name = step_name(node)
         if parent is None:
             steps.append(name)
         else:
-            position = 1 + sum(1 for s in node.itersiblings(preceding=True) if s.tag == node.tag)
-            steps.append(f"{name}[{position}]")
+            before = sum(1 for s in node.itersiblings(preceding=True) if s.tag == node.tag)
+            after = any(s.tag == node.tag for s in node.itersiblings())
+            qname = etree.QName(node)
+            repeatable = qname.namespace != CAP_NAMESPACE or qname.localname in REPEATABLE_ELEMENTS
+            steps.append(f"{name}[{before + 1}]" if repeatable or before or after else name)
         node = parent
     return "/" + "/".join(reversed(steps))
 
 
-def _step_name(elem: etree._Element) -> str:
+def step_name(elem: etree._Element) -> str:
+    """An element's name in a path: its local name in CAP, "ds:name" in XML Signature."""
     qname = etree.QName(elem)
     if qname.namespace == CAP_NAMESPACE:
         return qname.localname
@@ -435,16 +447,17 @@ def _read_alert(root: etree._Element, found: _Problems) -> warning_pb2.Warning:
     warning.utc_plus_zero = plus_zero
     for info in warning.infos:
         # Offsets equal to the alert's are the default: kept only where they differ.
-        for field in _INFO_OFFSET_FIELDS:
+        for _, field in _INFO_TIMES:
             if info.HasField(field) and getattr(info, field) == warning.utc_offset_minutes:
                 info.ClearField(field)
     return warning
 
 
-_INFO_OFFSET_FIELDS: Final = (
-    "effective_utc_offset_minutes",
-    "onset_utc_offset_minutes",
-    "expires_utc_offset_minutes",
+# An info block's dateTimes and the fields that keep their offsets when not the alert's.
+_INFO_TIMES: Final = (
+    ("effective", "effective_utc_offset_minutes"),
+    ("onset", "onset_utc_offset_minutes"),
+    ("expires", "expires_utc_offset_minutes"),
 )
 
 
@@ -552,7 +565,9 @@ def _read_resource(elem: etree._Element, found: _Problems) -> warning_pb2.Warnin
                 case "size":
                     size = int(_text(child))  # an xs:integer, checked by the schema
                     if not 0 <= size <= _MAX_UINT64:
-                        raise CapError(f"<size>: {size} is not a size in bytes", line=child.sourceline)
+                        raise CapError(
+                            f"<size>: {size} is not a size in bytes", line=child.sourceline
+                        )
                     resource.size = size
                 case "uri":
                     resource.uri = _text(child)
@@ -870,9 +885,8 @@ def _write_info(
     out.optional("audience", info.audience, "audience")
     for index, code in enumerate(info.event_codes):
         _write_value_pair(out.child("eventCode", out.field(f"event_codes[{index}]")), code)
-    for name in ("effective", "onset", "expires"):
+    for name, offset_field in _INFO_TIMES:
         if info.HasField(name):
-            offset_field = f"{name}_utc_offset_minutes"
             offset = getattr(info, offset_field) if info.HasField(offset_field) else alert_offset
             when = _format_datetime(getattr(info, name), offset, out.field(name), plus_zero)
             out.add(name, when, name)

@@ -21,7 +21,8 @@ Envelope from the alert (documented in adapters/cap/README.md): type `warning.<m
 `sent`, plane from `status` (Actual, Exercise, else Test), classification from `scope` (Public →
 PUBLIC, Restricted → RESTRICTED, Private → CONFIDENTIAL), priority from the most urgent and
 severe info block, jurisdiction from the first GB/T 2260 geocode (`valueName` "GB/T 2260" or
-"division_code"), else `division_code`.
+"division_code"; of a 9- or 12-digit township or village code, its first six digits, the
+county), else `division_code`.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ def _division_code(warning: warning_pb2.Warning, default: str) -> str:
     for info in warning.infos:
         for area in info.areas:
             for geocode in area.geocodes:
-                if geocode.value_name.strip().lower() in _GEOCODE_NAMES and geocode.value.isdigit():
-                    return geocode.value
+                value = geocode.value
+                if geocode.value_name.strip().lower() in _GEOCODE_NAMES and value.isdigit():
+                    # Township (9-digit) and village (12-digit) codes begin with their county's.
+                    return value[:6]
     return default
 
 

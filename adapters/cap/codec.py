@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from importlib import resources
-from typing import Final, TypeVar, cast
+from typing import Final, Literal, TypeVar, cast
 
 import xmlschema
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -454,7 +454,11 @@ def _read_alert(root: etree._Element, found: _Problems) -> warning_pb2.Warning:
 
 
 # An info block's dateTimes and the fields that keep their offsets when not the alert's.
-_INFO_TIMES: Final = (
+_InfoTime = Literal["effective", "onset", "expires"]
+_InfoOffset = Literal[
+    "effective_utc_offset_minutes", "onset_utc_offset_minutes", "expires_utc_offset_minutes"
+]
+_INFO_TIMES: Final[tuple[tuple[_InfoTime, _InfoOffset], ...]] = (
     ("effective", "effective_utc_offset_minutes"),
     ("onset", "onset_utc_offset_minutes"),
     ("expires", "expires_utc_offset_minutes"),

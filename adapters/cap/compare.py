@@ -78,13 +78,13 @@ def _compare(a: etree._Element, b: etree._Element, path: str, out: list[str]) ->
 
 
 def _meaningful_children(elem: etree._Element) -> dict[str, list[etree._Element]]:
-    """Element children grouped by qualified tag, in first-seen order; empty leaves (which CAP
-    readers treat as absent) are left out."""
+    """Element children grouped by qualified tag, in first-seen order; empty CAP leaves (which
+    CAP readers treat as absent) are left out."""
     groups: dict[str, list[etree._Element]] = {}
     for child in elem:
         if not isinstance(child.tag, str):
             continue  # comments, processing instructions, entity references
-        if len(child) == 0 and not (child.text or "").strip(_XML_SPACE) and not child.attrib:
+        if _is_cap(child) and len(child) == 0 and not _text(child):
             continue
         groups.setdefault(child.tag, []).append(child)
     return groups

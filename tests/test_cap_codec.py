@@ -1065,3 +1065,70 @@ def test_comments_and_cdata_do_not_change_values() -> None:
         b"<headline>SEVERE <!-- x -->THUNDER<![CDATA[STORM]]> WARNING &amp; more</headline>",
     )
     assert parse_cap(document).infos[0].headline == "SEVERE THUNDERSTORM WARNING & more"
+
+
+def test_every_problem_is_reported_with_its_path_and_line() -> None:
+    document = (
+        THUNDERSTORM.replace(b"<identifier>KSTO1055887203", b"<identifier>KSTO,1055887203")
+        .replace(b"<status>Actual", b"<status>actual")
+        .replace(b"<urgency>Immediate", b"<urgency>Soon")
+        .replace(b"<certainty>Observed</certainty>", b"")
+        .replace(b" 38.47,-120.14</polygon>", b"</polygon>")
+    )
+    with pytest.raises(CapError) as refused:
+        parse_cap(document)
+    assert [(p.path, p.line) for p in refused.value.problems] == [
+        ("/alert/identifier", 5),
+        ("/alert/status", 8),
+        ("/alert/info[1]/urgency", 15),
+        ("/alert/info[1]/eventCode[1]", 18),
+        ("/alert/info[1]/area[1]/polygon[1]", 30),
+    ]
+    assert str(refused.value).splitlines() == [
+        "line 5: <identifier>: 'KSTO,1055887203' contains a space, comma, '<' or '&', which CAP "
+        "forbids",
+        "line 8: <status>: 'actual' is not one of Actual, Exercise, System, Test, Draft",
+        "line 15: <urgency>: 'Soon' is not one of Immediate, Expected, Future, Past, Unknown",
+        "line 18: <info>: expected <certainty>, found <eventCode>",
+        "line 30: <polygon>: not closed: CAP requires the last point to repeat the first",
+    ]
+    # The first problem is still the error's own message and line, as before.
+    assert (refused.value.line, refused.value.path) == (5, "/alert/identifier")
+    assert isinstance(refused.value, ValueError)
+
+
+def test_problems_in_later_info_blocks_and_areas_are_found() -> None:
+    area = (
+        b"<area><areaDesc>a</areaDesc>"
+        b"<polygon>1,1 2,2 3,3 1,1</polygon><polygon>1,1 2,2 3,3 4,4</polygon></area>\n"
+    )
+    info = (
+        b"<info><category>Met</category><event>x</event><urgency>Past</urgency>"
+        b"<severity>Minor</severity><certainty>Observed</certainty>\n" + area * 3 + b"</info>\n"
+    )
+    document = THUNDERSTORM.split(b"<info>")[0] + info * 2 + b"</alert>"
+    with pytest.raises(CapError) as refused:
+        parse_cap(document)
+    paths = [problem.path for problem in refused.value.problems]
+    assert paths == [f"/alert/info[{i}]/area[{a}]/polygon[2]" for i in (1, 2) for a in (1, 2, 3)]
+    assert "/alert/info[2]/area[3]/polygon[2]" in paths
+
+
+def test_the_report_is_bounded() -> None:
+    bad = b"<polygon>1,1 2,2 3,3</polygon>"
+    document = swap(b"</polygon>", b"</polygon>" + bad * 60)
+    with pytest.raises(CapError) as refused:
+        parse_cap(document)
+    assert len(refused.value.problems) == codec.MAX_REPORTED_PROBLEMS == 50
+    assert refused.value.more == 10
+    assert str(refused.value).splitlines()[-1] == "and 10 more problems"
+    assert refused.value.problems[-1].path == "/alert/info[1]/area[1]/polygon[51]"
+
+
+def test_a_value_the_schema_refuses_is_reported_once() -> None:
+    document = swap(b"</geocode>\n    </area>", b"</geocode><altitude>high</altitude></area>")
+    with pytest.raises(CapError) as refused:
+        parse_cap(document)
+    assert [p.message for p in refused.value.problems] == [
+        "<altitude>: 'high' is not a valid xs:decimal"
+    ]

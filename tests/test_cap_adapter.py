@@ -7,13 +7,15 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from aiohttp import web
 
 from adapters.cap.adapter import KIND, feed_links
 from adapters.cap.codec import parse_cap
-from adapters.runner import AdapterConfig, AdapterRunner
+from adapters.framework import AdapterConfigError
+from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
 from dutylink.v1 import warning_pb2
 from gateway.server import Gateway
 from tests.conftest import TOKENS
@@ -167,3 +169,47 @@ def test_rss_and_atom_indexes_list_their_cap_links() -> None:
     <item><enclosure url="https://x/b.xml" type="application/cap+xml"/><pubDate>Mon</pubDate></item>
     </channel></rss>"""
     assert feed_links(rss) == [("https://x/a.xml", "a1"), ("https://x/b.xml", "Mon")]
+
+
+# --- the example configurations (examples/cap/) ---------------------------------------------
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "cap"
+EXAMPLE_CONFIGS = sorted(EXAMPLES.glob("*.toml"))
+
+
+def test_the_examples_are_the_drop_directory_feed_and_outbox_configs() -> None:
+    assert [path.name for path in EXAMPLE_CONFIGS] == [
+        "cap-drop-directory.toml",
+        "cap-feed.toml",
+        "cap-outbox.toml",
+    ]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda path: path.stem)
+def test_example_config_loads_and_builds(path: Path, tmp_path: Path) -> None:
+    config = load_adapter_config(path)
+    assert config.token in {f"dev-{agency}-token" for agency in ("weather", "transport")}
+    assert config.gateway.startswith("127.0.0.1:")
+    plan = KIND.build(config.options, tmp_path)
+    assert plan.sources or plan.outbound
+
+
+def test_example_feed_index_links_the_samples_when_the_repository_is_served() -> None:
+    config = load_adapter_config(EXAMPLES / "cap-feed.toml")
+    feed_url = config.options["inbound"]["feed_url"]
+    served = urlsplit(feed_url)
+    assert served.hostname == "127.0.0.1"
+    root = Path(__file__).parent.parent
+    index = root / served.path.lstrip("/")
+    links = feed_links(index.read_bytes())
+    assert len(links) == 2
+    for link, _ in links:
+        target = root / urlsplit(urljoin(feed_url, link)).path.lstrip("/")
+        assert parse_cap(target.read_bytes()).identifier in target.read_text(encoding="utf-8")
+
+
+def test_a_misspelt_option_is_refused_naming_it() -> None:
+    with pytest.raises(AdapterConfigError, match=r"\[options.inbound\] unknown key 'directroy'"):
+        KIND.build({"inbound": {"directroy": "drop"}}, Path("state"))
+    with pytest.raises(AdapterConfigError, match=r"\[options.outbound\] directory: required"):
+        KIND.build({"outbound": {"subscription": "x"}}, Path("state"))

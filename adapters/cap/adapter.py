@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urljoin
 
 import aiohttp
@@ -40,6 +40,7 @@ import structlog
 
 from adapters.cap.codec import CapError, parse_cap, to_cap_xml
 from adapters.framework import (
+    AdapterConfigError,
     AdapterKind,
     AdapterPlan,
     Outbound,
@@ -250,10 +251,32 @@ def _table(options: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+_KEYS: Final = {
+    "": {"system", "division_code", "inbound", "outbound"},
+    "inbound": {"directory", "feed_url", "poll_seconds"},
+    "outbound": {"subscription", "directory", "forward_original", "types"},
+}
+
+
+def _check_keys(table: Mapping[str, Any], section: str) -> None:
+    """A misspelt key would otherwise be ignored silently (and a sample config rot unseen)."""
+    if unknown := set(table) - _KEYS[section]:
+        name = f"[options.{section}]" if section else "[options]"
+        raise AdapterConfigError(
+            f"{name} unknown key '{sorted(unknown)[0]}' (expected one of "
+            f"{', '.join(sorted(_KEYS[section]))})"
+        )
+
+
 def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    _check_keys(options, "")
     system = str(options.get("system", "cap"))
     division_code = str(options.get("division_code", ""))
     inbound, outbound = _table(options, "inbound"), _table(options, "outbound")
+    _check_keys(inbound, "inbound")
+    _check_keys(outbound, "outbound")
+    if outbound and "directory" not in outbound:
+        raise AdapterConfigError("[options.outbound] directory: required")
     plan = AdapterPlan(inbound=inbound_mapping(system, division_code))
     poll = float(inbound.get("poll_seconds", 5.0))
     if directory := inbound.get("directory"):

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from adapters.cap.adapter import KIND, feed_links
 from adapters.cap.codec import parse_cap
+from adapters.cap.compare import cap_differences
 from adapters.framework import AdapterConfigError
 from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
 from dutylink.v1 import warning_pb2
@@ -109,6 +110,53 @@ async def test_a_cap_file_arrives_as_an_equivalent_cap_file_at_another_agency(
     update = parse_cap(next(p for p in outbox.glob("*.xml") if p != written).read_bytes())
     assert update.msg_type == warning_pb2.CAP_MSG_TYPE_UPDATE
     assert update.references[0].identifier == original.identifier
+
+
+GOLDEN = Path(__file__).parent / "golden" / "cap"
+
+
+async def test_signed_and_latin_1_alerts_are_forwarded_byte_equal_or_re_rendered_intact(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Through a real gateway: one receiver forwards the issuer's bytes (the signature still
+    covers them), another re-renders from the fields (same meaning, UTF-8, no signature)."""
+    drop = tmp_path / "drop"
+    runners = [
+        AdapterRunner(KIND, AdapterConfig(
+            file=tmp_path / "weather.toml", gateway=gateway.address, token=TOKENS["weather"],
+            state_dir=tmp_path / "weather-state",
+            options={"system": "sh-mb", "division_code": "310000",
+                     "inbound": {"directory": str(drop), "poll_seconds": 0.1}},
+        )),
+    ] + [
+        AdapterRunner(KIND, AdapterConfig(
+            file=tmp_path / f"{name}.toml", gateway=gateway.address, token=TOKENS["transport"],
+            state_dir=tmp_path / f"{name}-state",
+            options={"outbound": {"subscription": name, "directory": str(tmp_path / name),
+                                  "forward_original": name == "forwarded"}},
+        ))
+        for name in ("forwarded", "rendered")
+    ]  # fmt: skip
+    tasks = [asyncio.create_task(runner.run()) for runner in runners]
+    try:
+        for runner in runners:
+            await runner.wait_started()
+        await asyncio.sleep(0.3)  # the subscriptions are open before anything is published
+        originals = {name: (GOLDEN / name).read_bytes() for name in ("signed.xml", "iso-8859-1.xml")}  # fmt: skip
+        for name, data in originals.items():
+            (drop / name).write_bytes(data)
+        for name in ("forwarded", "rendered"):
+            await until(lambda name=name: len(list((tmp_path / name).glob("*.xml"))) == 2)  # type: ignore[misc]
+        forwarded = {p.read_bytes() for p in (tmp_path / "forwarded").glob("*.xml")}
+        assert forwarded == set(originals.values())
+        rendered = {parse_cap(p.read_bytes()).identifier: p.read_bytes() for p in (tmp_path / "rendered").glob("*.xml")}  # fmt: skip
+        for data in originals.values():
+            differences = cap_differences(data, rendered[parse_cap(data).identifier])
+            assert differences in ([], ["/alert/ds:Signature[1]: only in a"])
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_the_feed_poller_reads_each_linked_cap_document_once(

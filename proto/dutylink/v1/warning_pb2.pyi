@@ -15,6 +15,13 @@ maps to. Differences from CAP's XML forms:
     without CAP's double-quoting of values that contain spaces;
   - `polygon` and `circle` are structured (`Polygon`, `Circle` of common.proto);
   - `derefUri` is carried as raw bytes, not base64 text.
+
+Limits. CAP sets none on lengths or counts (its headline's "160 characters MAY be a useful
+target" is advice), so the hard rules here (`buf.validate.field`) only keep one event's cost
+bounded, far above what real issuers send (national services: dozens of areas of 100+
+geocodes each, an info block per language, long headlines, audio inline in `derefUri`); the
+event's size limit bounds the bytes anyway. What DutyLink would like to see is advice
+(`dutylink.v1.advice`): breaking it is accepted and the receipt lists an advisory.
 """
 
 from collections import abc as _abc
@@ -457,7 +464,8 @@ class Warning(_message.Message):
     @_builtins.property
     def addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Intended recipients of a PRIVATE alert (CAP `addresses`, one entry per address), e.g.
-        DutyLink agency ids. Required (at least one) when scope is PRIVATE; at most 256.
+        DutyLink agency ids. Required (at least one) when scope is PRIVATE; advised at most
+        256.
         """
 
     @_builtins.property
@@ -470,18 +478,20 @@ class Warning(_message.Message):
     def references(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapReference]:
         """Earlier alerts this one refers to (CAP `references`): the alerts an UPDATE replaces, a
         CANCEL withdraws, an ACK acknowledges or an ERROR rejects. Required (at least one) for
-        those message types; at most 64.
+        those message types; advised at most 64.
         """
 
     @_builtins.property
     def incidents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the incidents the alert is about (CAP `incidents`), e.g. DutyLink incident ids;
-        they collate alerts on different aspects of one incident. At most 64.
+        they collate alerts on different aspects of one incident. Advised at most 64.
         """
 
     @_builtins.property
     def infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarningInfo]:
-        """The information blocks (CAP `info`, 0..n), e.g. one per language; at most 16."""
+        """The information blocks (CAP `info`, 0..n), e.g. one per language; advised at most
+        16.
+        """
 
     def __init__(
         self,
@@ -561,6 +571,8 @@ Global___CapReference: _TypeAlias = CapReference  # noqa: Y015
 class WarningInfo(_message.Message):
     """A CAP `<info>` block: the event, its urgency, severity and certainty, what to do, and
     where. An alert may have several, e.g. one per language.
+    Advice (gateway.validation, not a CAP rule): "warning_info.expires_after_effective",
+    expires later than effective. A cancellation may expire the moment it takes effect.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -612,8 +624,8 @@ class WarningInfo(_message.Message):
     "上海中心气象台" (Shanghai Central Meteorological Observatory).
     """
     headline: _builtins.str
-    """Brief, actionable headline (CAP `headline`), e.g. "上海中心气象台发布暴雨橙色预警". At most
-    160 characters, the target CAP sets so it fits SMS and small displays.
+    """Brief, actionable headline (CAP `headline`), e.g. "上海中心气象台发布暴雨橙色预警". Advised at
+    most 160 characters, the target CAP suggests so it fits SMS and small displays.
     """
     description: _builtins.str
     """Extended description of the hazard or event (CAP `description`)."""
@@ -637,16 +649,18 @@ class WarningInfo(_message.Message):
     expires_utc_offset_minutes: _builtins.int
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[Global___CapCategory.ValueType]:
-        """Categories of the event (CAP `category`, 1..n); no duplicates."""
+        """Categories of the event (CAP `category`, 1..n); advised without duplicates."""
 
     @_builtins.property
     def response_types(self) -> _containers.RepeatedScalarFieldContainer[Global___CapResponseType.ValueType]:
-        """Recommended actions for the audience (CAP `responseType`, 0..n); no duplicates."""
+        """Recommended actions for the audience (CAP `responseType`, 0..n); advised without
+        duplicates.
+        """
 
     @_builtins.property
     def event_codes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValuePair]:
         """System-specific codes for the event type (CAP `eventCode`, 0..n), e.g. {"SAME", "SVR"}
-        or a national warning-type code; at most 32.
+        or a national warning-type code; advised at most 32.
         """
 
     @_builtins.property
@@ -659,23 +673,25 @@ class WarningInfo(_message.Message):
 
     @_builtins.property
     def expires(self) -> _timestamp_pb2.Timestamp:
-        """When this information expires (CAP `expires`); must be later than `effective`. Absent
+        """When this information expires (CAP `expires`); advised later than `effective`. Absent
         leaves expiry to each recipient's policy (CAP).
         """
 
     @_builtins.property
     def parameters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValuePair]:
         """System-specific additional parameters (CAP `parameter`, 0..n), e.g. {"EventID",
-        "13970876"}, {"Magnitude", "3.4 Ml"}; at most 64.
+        "13970876"}, {"Magnitude", "3.4 Ml"}; advised at most 64.
         """
 
     @_builtins.property
     def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarningResource]:
-        """Supplementary files such as maps and photos (CAP `resource`, 0..n); at most 16."""
+        """Supplementary files such as maps and photos (CAP `resource`, 0..n); advised at
+        most 16.
+        """
 
     @_builtins.property
     def areas(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarningArea]:
-        """The affected areas (CAP `area`, 0..n); at most 64."""
+        """The affected areas (CAP `area`, 0..n); advised at most 64."""
 
     def __init__(
         self,
@@ -827,19 +843,19 @@ class WarningArea(_message.Message):
     @_builtins.property
     def polygons(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Polygon]:
         """Polygons delimiting the area (CAP `polygon`, 0..n), WGS-84, closed rings of at least 4
-        points; at most 64.
+        points; advised at most 64.
         """
 
     @_builtins.property
     def circles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Circle]:
-        """Circles delimiting the area (CAP `circle`, 0..n), WGS-84 centre and radius in km; at
-        most 64.
+        """Circles delimiting the area (CAP `circle`, 0..n), WGS-84 centre and radius in km;
+        advised at most 64.
         """
 
     @_builtins.property
     def geocodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValuePair]:
         """Geographic codes of the area (CAP `geocode`, 0..n), e.g. {"GB/T 2260", "310115"} or
-        {"SAME", "006109"}; CAP advises giving a polygon or circle as well. At most 256.
+        {"SAME", "006109"}; CAP advises giving a polygon or circle as well. Advised at most 256.
         """
 
     def __init__(

@@ -618,18 +618,26 @@ def infos(draw: st.DrawFn) -> warning_pb2.WarningInfo:
     return info
 
 
-references = st.builds(
-    warning_pb2.CapReference,
-    sender=tokens,
-    identifier=tokens,
-    sent=timestamps(),
-    sent_utc_offset_minutes=OFFSETS,
-)
+@st.composite
+def references_(draw: st.DrawFn) -> warning_pb2.CapReference:
+    offset = draw(OFFSETS)
+    return warning_pb2.CapReference(
+        sender=draw(tokens),
+        identifier=draw(tokens),
+        sent=draw(timestamps()),
+        sent_utc_offset_minutes=offset,
+        sent_utc_plus_zero=offset == 0 and draw(st.booleans()),
+    )
+
+
+references = references_()
 
 
 @st.composite
 def warnings(draw: st.DrawFn) -> warning_pb2.Warning:
-    return warning_pb2.Warning(
+    """A Warning in the codec's canonical form: info offsets only where they differ from the
+    alert's, and `utc_plus_zero` only when some dateTime has offset 0."""
+    warning = warning_pb2.Warning(
         identifier=draw(tokens),
         sender=draw(tokens),
         sent=draw(timestamps()),
@@ -646,6 +654,16 @@ def warnings(draw: st.DrawFn) -> warning_pb2.Warning:
         infos=draw(st.lists(infos(), max_size=3)),
         utc_offset_minutes=draw(OFFSETS),
     )
+    offsets = {warning.utc_offset_minutes}
+    for info in warning.infos:
+        for name, offset_field in codec._INFO_TIMES:
+            if info.HasField(name) and draw(st.booleans()):
+                offset = draw(OFFSETS)
+                offsets.add(offset)
+                if offset != warning.utc_offset_minutes:
+                    setattr(info, offset_field, offset)
+    warning.utc_plus_zero = 0 in offsets and draw(st.booleans())
+    return warning
 
 
 ROUND_TRIP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

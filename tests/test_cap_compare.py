@@ -211,3 +211,23 @@ def test_documents_that_are_not_xml_are_refused() -> None:
         cap_differences(BASE.encode(), b"<alert")
     with pytest.raises(CapError, match="DOCTYPE"):
         cap_differences(BASE.encode(), b'<!DOCTYPE a [<!ENTITY x "y">]><alert/>')
+
+
+def test_an_inserted_or_removed_sibling_is_named_once() -> None:
+    areas = [
+        f"<area><areaDesc>district {n}</areaDesc><geocode><valueName>GB/T 2260</valueName>"
+        f"<value>3101{n:02d}</value></geocode></area>"
+        for n in range(1, 8)
+    ]
+    with_all = BASE.replace("<area>", "".join(areas) + "<area>", 1)
+    without_third = BASE.replace("<area>", "".join(areas[:2] + areas[3:]) + "<area>", 1)
+    assert cap_differences(with_all.encode(), without_third.encode()) == [
+        "/alert/info[1]/area[3]: only in a"
+    ]
+    assert cap_differences(without_third.encode(), with_all.encode()) == [
+        "/alert/info[1]/area[3]: only in b"
+    ]
+    changed = with_all.replace("district 5<", "district five<")
+    assert cap_differences(with_all.encode(), changed.encode()) == [
+        "/alert/info[1]/area[5]/areaDesc: 'district 5' != 'district five'"
+    ]

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
@@ -65,16 +66,51 @@ def _compare(a: etree._Element, b: etree._Element, path: str, out: list[str]) ->
         _compare_values(a, b, path, out)
         return
     for tag in _union_in_order(children_a, children_b):
-        left, right = children_a.get(tag, []), children_b.get(tag, [])
-        for index in range(max(len(left), len(right))):
-            sample = left[0] if left else right[0]
-            step = _step(sample, index, max(len(left), len(right)))
-            if index >= len(right):
-                out.append(f"{path}/{step}: only in a{_shown_value(left[index])}")
-            elif index >= len(left):
-                out.append(f"{path}/{step}: only in b{_shown_value(right[index])}")
-            else:
-                _compare(left[index], right[index], f"{path}/{step}", out)
+        _compare_siblings(children_a.get(tag, []), children_b.get(tag, []), path, out)
+
+
+def _compare_siblings(
+    left: list[etree._Element], right: list[etree._Element], path: str, out: list[str]
+) -> None:
+    """Same-named siblings, aligned by content, so that one area inserted or removed is named
+    once instead of shifting every later area into a difference."""
+    count = max(len(left), len(right))
+
+    def step(elem: etree._Element, index: int) -> str:
+        return f"{path}/{_step(elem, index, count)}"
+
+    matcher = difflib.SequenceMatcher(
+        None, [_meaning(e) for e in left], [_meaning(e) for e in right], autojunk=False
+    )
+    for operation, a_from, a_to, b_from, b_to in matcher.get_opcodes():
+        if operation == "equal":
+            continue
+        paired = min(a_to - a_from, b_to - b_from)
+        for offset in range(paired):  # replaced: compared in place, named by a's position
+            index = a_from + offset
+            _compare(left[index], right[b_from + offset], step(left[index], index), out)
+        for index in range(a_from + paired, a_to):
+            out.append(f"{step(left[index], index)}: only in a{_shown_value(left[index])}")
+        for index in range(b_from + paired, b_to):
+            out.append(f"{step(right[index], index)}: only in b{_shown_value(right[index])}")
+
+
+def _meaning(elem: etree._Element) -> Hashable:
+    """A hashable form of the element that is equal exactly when `_compare` finds nothing."""
+    children = _meaningful_children(elem)
+    attributes = tuple(sorted(elem.attrib.items()))
+    if not children:
+        name = etree.QName(elem).localname if _is_cap(elem) else ""
+        value = _READERS.get(name, _plain)(_text(elem))
+        return (attributes, value)
+    return (
+        attributes,
+        tuple(
+            sorted(
+                (tag, tuple(_meaning(child) for child in group)) for tag, group in children.items()
+            )
+        ),
+    )
 
 
 def _meaningful_children(elem: etree._Element) -> dict[str, list[etree._Element]]:

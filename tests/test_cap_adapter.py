@@ -7,13 +7,16 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from aiohttp import web
 
 from adapters.cap.adapter import KIND, feed_links
 from adapters.cap.codec import parse_cap
-from adapters.runner import AdapterConfig, AdapterRunner
+from adapters.cap.compare import cap_differences
+from adapters.framework import AdapterConfigError
+from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
 from dutylink.v1 import warning_pb2
 from gateway.server import Gateway
 from tests.conftest import TOKENS
@@ -109,6 +112,53 @@ async def test_a_cap_file_arrives_as_an_equivalent_cap_file_at_another_agency(
     assert update.references[0].identifier == original.identifier
 
 
+GOLDEN = Path(__file__).parent / "golden" / "cap"
+
+
+async def test_signed_and_latin_1_alerts_are_forwarded_byte_equal_or_re_rendered_intact(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Through a real gateway: one receiver forwards the issuer's bytes (the signature still
+    covers them), another re-renders from the fields (same meaning, UTF-8, no signature)."""
+    drop = tmp_path / "drop"
+    runners = [
+        AdapterRunner(KIND, AdapterConfig(
+            file=tmp_path / "weather.toml", gateway=gateway.address, token=TOKENS["weather"],
+            state_dir=tmp_path / "weather-state",
+            options={"system": "sh-mb", "division_code": "310000",
+                     "inbound": {"directory": str(drop), "poll_seconds": 0.1}},
+        )),
+    ] + [
+        AdapterRunner(KIND, AdapterConfig(
+            file=tmp_path / f"{name}.toml", gateway=gateway.address, token=TOKENS["transport"],
+            state_dir=tmp_path / f"{name}-state",
+            options={"outbound": {"subscription": name, "directory": str(tmp_path / name),
+                                  "forward_original": name == "forwarded"}},
+        ))
+        for name in ("forwarded", "rendered")
+    ]  # fmt: skip
+    tasks = [asyncio.create_task(runner.run()) for runner in runners]
+    try:
+        for runner in runners:
+            await runner.wait_started()
+        await asyncio.sleep(0.3)  # the subscriptions are open before anything is published
+        originals = {name: (GOLDEN / name).read_bytes() for name in ("signed.xml", "iso-8859-1.xml")}  # fmt: skip
+        for name, data in originals.items():
+            (drop / name).write_bytes(data)
+        for name in ("forwarded", "rendered"):
+            await until(lambda name=name: len(list((tmp_path / name).glob("*.xml"))) == 2)  # type: ignore[misc]
+        forwarded = {p.read_bytes() for p in (tmp_path / "forwarded").glob("*.xml")}
+        assert forwarded == set(originals.values())
+        rendered = {parse_cap(p.read_bytes()).identifier: p.read_bytes() for p in (tmp_path / "rendered").glob("*.xml")}  # fmt: skip
+        for data in originals.values():
+            differences = cap_differences(data, rendered[parse_cap(data).identifier])
+            assert differences in ([], ["/alert/ds:Signature[1]: only in a"])
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def test_the_feed_poller_reads_each_linked_cap_document_once(
     gateway: Gateway, tmp_path: Path
 ) -> None:
@@ -167,3 +217,47 @@ def test_rss_and_atom_indexes_list_their_cap_links() -> None:
     <item><enclosure url="https://x/b.xml" type="application/cap+xml"/><pubDate>Mon</pubDate></item>
     </channel></rss>"""
     assert feed_links(rss) == [("https://x/a.xml", "a1"), ("https://x/b.xml", "Mon")]
+
+
+# --- the example configurations (examples/cap/) ---------------------------------------------
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "cap"
+EXAMPLE_CONFIGS = sorted(EXAMPLES.glob("*.toml"))
+
+
+def test_the_examples_are_the_drop_directory_feed_and_outbox_configs() -> None:
+    assert [path.name for path in EXAMPLE_CONFIGS] == [
+        "cap-drop-directory.toml",
+        "cap-feed.toml",
+        "cap-outbox.toml",
+    ]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda path: path.stem)
+def test_example_config_loads_and_builds(path: Path, tmp_path: Path) -> None:
+    config = load_adapter_config(path)
+    assert config.token in {f"dev-{agency}-token" for agency in ("weather", "transport")}
+    assert config.gateway.startswith("127.0.0.1:")
+    plan = KIND.build(config.options, tmp_path)
+    assert plan.sources or plan.outbound
+
+
+def test_example_feed_index_links_the_samples_when_the_repository_is_served() -> None:
+    config = load_adapter_config(EXAMPLES / "cap-feed.toml")
+    feed_url = config.options["inbound"]["feed_url"]
+    served = urlsplit(feed_url)
+    assert served.hostname == "127.0.0.1"
+    root = Path(__file__).parent.parent
+    index = root / served.path.lstrip("/")
+    links = feed_links(index.read_bytes())
+    assert len(links) == 2
+    for link, _ in links:
+        target = root / urlsplit(urljoin(feed_url, link)).path.lstrip("/")
+        assert parse_cap(target.read_bytes()).identifier in target.read_text(encoding="utf-8")
+
+
+def test_a_misspelt_option_is_refused_naming_it() -> None:
+    with pytest.raises(AdapterConfigError, match=r"\[options.inbound\] unknown key 'directroy'"):
+        KIND.build({"inbound": {"directroy": "drop"}}, Path("state"))
+    with pytest.raises(AdapterConfigError, match=r"\[options.outbound\] directory: required"):
+        KIND.build({"outbound": {"subscription": "x"}}, Path("state"))

@@ -330,19 +330,42 @@ def test_export_writes_utc_as_minus_zero_and_drops_fractions() -> None:
     assert parse_cap(exported).sent == at("2026-07-14T08:00:00+00:00")
 
 
-def test_plus_zero_offset_reads_as_utc() -> None:
+def test_plus_zero_offset_reads_as_utc_and_is_written_back_as_plus_zero() -> None:
     document = THUNDERSTORM.replace(b"2003-06-17T14:57:00-07:00", b"2003-06-17T21:57:00+00:00")
     warning = parse_cap(document)
     assert warning.utc_offset_minutes == 0
+    assert warning.utc_plus_zero
     assert warning.sent == at("2003-06-17T14:57:00-07:00")
+    assert b"<sent>2003-06-17T21:57:00+00:00</sent>" in to_cap_xml(warning)
+    assert not parse_cap(THUNDERSTORM).utc_plus_zero
 
 
-def test_info_dates_are_written_with_the_alert_offset() -> None:
+def test_info_dates_keep_their_own_offsets() -> None:
     document = THUNDERSTORM.replace(
         b"<expires>2003-06-17T16:00:00-07:00", b"<expires>2003-06-17T23:00:00-00:00"
+    ).replace(b"<expires>", b"<onset>2003-06-17T14:57:00-07:00</onset><expires>")
+    warning = parse_cap(document)
+    info = warning.infos[0]
+    assert info.expires_utc_offset_minutes == 0
+    assert not info.HasField("onset_utc_offset_minutes")  # the alert's own offset: not repeated
+    assert info.expires == at("2003-06-17T16:00:00-07:00")
+    exported = to_cap_xml(warning)
+    assert b"<expires>2003-06-17T23:00:00-00:00</expires>" in exported
+    assert b"<onset>2003-06-17T14:57:00-07:00</onset>" in exported
+
+
+def test_references_keep_the_plus_zero_form() -> None:
+    document = swap(
+        b"<scope>Public</scope>",
+        b"<scope>Public</scope><references>a,b,2003-06-17T14:57:00+00:00 "
+        b"a,c,2003-06-17T14:57:00-00:00</references>",
     )
-    exported = to_cap_xml(parse_cap(document))
-    assert b"<expires>2003-06-17T16:00:00-07:00</expires>" in exported
+    warning = parse_cap(document)
+    assert [r.sent_utc_plus_zero for r in warning.references] == [True, False]
+    assert (
+        b"<references>a,b,2003-06-17T14:57:00+00:00 a,c,2003-06-17T14:57:00-00:00</references>"
+        in to_cap_xml(warning)
+    )
 
 
 def test_addresses_and_incidents_with_spaces_are_double_quoted() -> None:
@@ -595,18 +618,26 @@ def infos(draw: st.DrawFn) -> warning_pb2.WarningInfo:
     return info
 
 
-references = st.builds(
-    warning_pb2.CapReference,
-    sender=tokens,
-    identifier=tokens,
-    sent=timestamps(),
-    sent_utc_offset_minutes=OFFSETS,
-)
+@st.composite
+def references_(draw: st.DrawFn) -> warning_pb2.CapReference:
+    offset = draw(OFFSETS)
+    return warning_pb2.CapReference(
+        sender=draw(tokens),
+        identifier=draw(tokens),
+        sent=draw(timestamps()),
+        sent_utc_offset_minutes=offset,
+        sent_utc_plus_zero=offset == 0 and draw(st.booleans()),
+    )
+
+
+references = references_()
 
 
 @st.composite
 def warnings(draw: st.DrawFn) -> warning_pb2.Warning:
-    return warning_pb2.Warning(
+    """A Warning in the codec's canonical form: info offsets only where they differ from the
+    alert's, and `utc_plus_zero` only when some dateTime has offset 0."""
+    warning = warning_pb2.Warning(
         identifier=draw(tokens),
         sender=draw(tokens),
         sent=draw(timestamps()),
@@ -623,6 +654,16 @@ def warnings(draw: st.DrawFn) -> warning_pb2.Warning:
         infos=draw(st.lists(infos(), max_size=3)),
         utc_offset_minutes=draw(OFFSETS),
     )
+    offsets = {warning.utc_offset_minutes}
+    for info in warning.infos:
+        for name, offset_field in codec._INFO_TIMES:
+            if info.HasField(name) and draw(st.booleans()):
+                offset = draw(OFFSETS)
+                offsets.add(offset)
+                if offset != warning.utc_offset_minutes:
+                    setattr(info, offset_field, offset)
+    warning.utc_plus_zero = 0 in offsets and draw(st.booleans())
+    return warning
 
 
 ROUND_TRIP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1042,3 +1083,70 @@ def test_comments_and_cdata_do_not_change_values() -> None:
         b"<headline>SEVERE <!-- x -->THUNDER<![CDATA[STORM]]> WARNING &amp; more</headline>",
     )
     assert parse_cap(document).infos[0].headline == "SEVERE THUNDERSTORM WARNING & more"
+
+
+def test_every_problem_is_reported_with_its_path_and_line() -> None:
+    document = (
+        THUNDERSTORM.replace(b"<identifier>KSTO1055887203", b"<identifier>KSTO,1055887203")
+        .replace(b"<status>Actual", b"<status>actual")
+        .replace(b"<urgency>Immediate", b"<urgency>Soon")
+        .replace(b"<certainty>Observed</certainty>", b"")
+        .replace(b" 38.47,-120.14</polygon>", b"</polygon>")
+    )
+    with pytest.raises(CapError) as refused:
+        parse_cap(document)
+    assert [(p.path, p.line) for p in refused.value.problems] == [
+        ("/alert/identifier", 5),
+        ("/alert/status", 8),
+        ("/alert/info[1]/urgency", 15),
+        ("/alert/info[1]/eventCode[1]", 18),
+        ("/alert/info[1]/area[1]/polygon[1]", 30),
+    ]
+    assert str(refused.value).splitlines() == [
+        "line 5: <identifier>: 'KSTO,1055887203' contains a space, comma, '<' or '&', which CAP "
+        "forbids",
+        "line 8: <status>: 'actual' is not one of Actual, Exercise, System, Test, Draft",
+        "line 15: <urgency>: 'Soon' is not one of Immediate, Expected, Future, Past, Unknown",
+        "line 18: <info>: expected <certainty>, found <eventCode>",
+        "line 30: <polygon>: not closed: CAP requires the last point to repeat the first",
+    ]
+    # The first problem is still the error's own message and line, as before.
+    assert (refused.value.line, refused.value.path) == (5, "/alert/identifier")
+    assert isinstance(refused.value, ValueError)
+
+
+def test_problems_in_later_info_blocks_and_areas_are_found() -> None:
+    area = (
+        b"<area><areaDesc>a</areaDesc>"
+        b"<polygon>1,1 2,2 3,3 1,1</polygon><polygon>1,1 2,2 3,3 4,4</polygon></area>\n"
+    )
+    info = (
+        b"<info><category>Met</category><event>x</event><urgency>Past</urgency>"
+        b"<severity>Minor</severity><certainty>Observed</certainty>\n" + area * 3 + b"</info>\n"
+    )
+    document = THUNDERSTORM.split(b"<info>")[0] + info * 2 + b"</alert>"
+    with pytest.raises(CapError) as refused:
+        parse_cap(document)
+    paths = [problem.path for problem in refused.value.problems]
+    assert paths == [f"/alert/info[{i}]/area[{a}]/polygon[2]" for i in (1, 2) for a in (1, 2, 3)]
+    assert "/alert/info[2]/area[3]/polygon[2]" in paths
+
+
+def test_the_report_is_bounded() -> None:
+    bad = b"<polygon>1,1 2,2 3,3</polygon>"
+    document = swap(b"</polygon>", b"</polygon>" + bad * 60)
+    with pytest.raises(CapError) as refused:
+        parse_cap(document)
+    assert len(refused.value.problems) == codec.MAX_REPORTED_PROBLEMS == 50
+    assert refused.value.more == 10
+    assert str(refused.value).splitlines()[-1] == "and 10 more problems"
+    assert refused.value.problems[-1].path == "/alert/info[1]/area[1]/polygon[51]"
+
+
+def test_a_value_the_schema_refuses_is_reported_once() -> None:
+    document = swap(b"</geocode>\n    </area>", b"</geocode><altitude>high</altitude></area>")
+    with pytest.raises(CapError) as refused:
+        parse_cap(document)
+    assert [p.message for p in refused.value.problems] == [
+        "<altitude>: 'high' is not a valid xs:decimal"
+    ]

@@ -21,7 +21,8 @@ Envelope from the alert (documented in adapters/cap/README.md): type `warning.<m
 `sent`, plane from `status` (Actual, Exercise, else Test), classification from `scope` (Public →
 PUBLIC, Restricted → RESTRICTED, Private → CONFIDENTIAL), priority from the most urgent and
 severe info block, jurisdiction from the first GB/T 2260 geocode (`valueName` "GB/T 2260" or
-"division_code"), else `division_code`.
+"division_code"; of a 9- or 12-digit township or village code, its first six digits, the
+county), else `division_code`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urljoin
 
 import aiohttp
@@ -39,6 +40,7 @@ import structlog
 
 from adapters.cap.codec import CapError, parse_cap, to_cap_xml
 from adapters.framework import (
+    AdapterConfigError,
     AdapterKind,
     AdapterPlan,
     Outbound,
@@ -90,8 +92,10 @@ def _division_code(warning: warning_pb2.Warning, default: str) -> str:
     for info in warning.infos:
         for area in info.areas:
             for geocode in area.geocodes:
-                if geocode.value_name.strip().lower() in _GEOCODE_NAMES and geocode.value.isdigit():
-                    return geocode.value
+                value = geocode.value
+                if geocode.value_name.strip().lower() in _GEOCODE_NAMES and value.isdigit():
+                    # Township (9-digit) and village (12-digit) codes begin with their county's.
+                    return value[:6]
     return default
 
 
@@ -247,10 +251,32 @@ def _table(options: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+_KEYS: Final = {
+    "": {"system", "division_code", "inbound", "outbound"},
+    "inbound": {"directory", "feed_url", "poll_seconds"},
+    "outbound": {"subscription", "directory", "forward_original", "types"},
+}
+
+
+def _check_keys(table: Mapping[str, Any], section: str) -> None:
+    """A misspelt key would otherwise be ignored silently (and a sample config rot unseen)."""
+    if unknown := set(table) - _KEYS[section]:
+        name = f"[options.{section}]" if section else "[options]"
+        raise AdapterConfigError(
+            f"{name} unknown key '{sorted(unknown)[0]}' (expected one of "
+            f"{', '.join(sorted(_KEYS[section]))})"
+        )
+
+
 def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    _check_keys(options, "")
     system = str(options.get("system", "cap"))
     division_code = str(options.get("division_code", ""))
     inbound, outbound = _table(options, "inbound"), _table(options, "outbound")
+    _check_keys(inbound, "inbound")
+    _check_keys(outbound, "outbound")
+    if outbound and "directory" not in outbound:
+        raise AdapterConfigError("[options.outbound] directory: required")
     plan = AdapterPlan(inbound=inbound_mapping(system, division_code))
     poll = float(inbound.get("poll_seconds", 5.0))
     if directory := inbound.get("directory"):

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from importlib import resources
-from typing import Final, TypeVar, cast
+from typing import Final, Literal, TypeVar, cast
 
 import xmlschema
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -40,6 +42,10 @@ from adapters.xmlsafe import XmlError, parse_xml
 from dutylink.v1 import common_pb2, warning_pb2
 
 CAP_NAMESPACE: Final = "urn:oasis:names:tc:emergency:cap:1.2"
+DSIG_NAMESPACE: Final = "http://www.w3.org/2000/09/xmldsig#"
+
+# A refusal lists this many problems at most, then says how many more there were.
+MAX_REPORTED_PROBLEMS: Final = 50
 
 # The default input limit equals the largest `Warning.cap_xml` the proto accepts.
 MAX_CAP_BYTES: Final = 512 * 1024
@@ -73,12 +79,48 @@ _MAX_OFFSET_MINUTES: Final = 14 * 60  # xs:dateTime offsets span -14:00 to +14:0
 _MAX_UINT64: Final = 2**64 - 1
 
 
+@dataclass(frozen=True)
+class CapProblem:
+    """One problem in a CAP document: where (`path`, e.g. "/alert/info[2]/area[3]/polygon[1]",
+    or the Warning field when writing; `line` in the document when known) and what."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line is not None else self.message
+
+
 class CapError(XmlError):
     """A CAP document that `parse_cap` refuses, or a `Warning` that `to_cap_xml` cannot write.
 
-    `message` names the element (or the Warning field); `line` is the line in the document when
-    known. `str()` reads "line 12: <urgency>: 'Soon' is not one of ...".
+    `problems` lists every problem found (schema errors and CAP rules alike, in document order, at
+    most MAX_REPORTED_PROBLEMS; `more` counts the rest). `message` and `line` are the first
+    problem's. `str()` gives one problem per line, "line 12: <urgency>: 'Soon' is not one of ...",
+    then "and 7 more problems" when some were left out.
     """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        line: int | None = None,
+        path: str = "",
+        problems: Sequence[CapProblem] = (),
+        more: int = 0,
+    ) -> None:
+        if problems:
+            message, line, path = problems[0].message, problems[0].line, problems[0].path
+        super().__init__(message, line=line)
+        self.path = path
+        self.problems: list[CapProblem] = list(problems) or [CapProblem(path, line, message)]
+        self.more = more
+        if len(self.problems) > 1 or more:
+            lines = [str(problem) for problem in self.problems]
+            if more:
+                lines.append(f"and {more} more problem{'s' if more > 1 else ''}")
+            self.args = ("\n".join(lines),)
 
 
 # CAP's code lists, in schema order, and the enum value each maps to.
@@ -168,12 +210,80 @@ def parse_cap(data: bytes, *, max_bytes: int = MAX_CAP_BYTES) -> warning_pb2.War
         raise CapError(f"document is {len(data)} bytes, larger than the limit of {max_bytes} bytes")
     root = _parse_xml(data)
     _check_root(root)
-    problem = _schema_problem(root)
-    if problem is not None:
-        raise problem
-    warning = _read_alert(root)
+    found = _Problems()
+    schema_problems = _schema_problems(root)
+    warning = _read_alert(root, found)
+    # The CAP rules run even on a document the schema refuses, so one refusal lists everything;
+    # a value the schema already refused (an unknown enum, a non-number) is reported once.
+    refused_paths = {problem.path for problem in schema_problems}
+    problems = schema_problems + [p for p in found.problems if p.path not in refused_paths]
+    if problems:
+        problems.sort(key=lambda problem: problem.line if problem.line is not None else 0)
+        raise CapError(
+            problems=problems[:MAX_REPORTED_PROBLEMS],
+            more=max(0, len(problems) - MAX_REPORTED_PROBLEMS),
+        )
     warning.cap_xml = data
     return warning
+
+
+class _Problems:
+    """Collects the CAP-rule problems of a document while it is read, so reading goes on."""
+
+    def __init__(self) -> None:
+        self.problems: list[CapProblem] = []
+
+    @contextlib.contextmanager
+    def checking(self, elem: etree._Element) -> Iterator[None]:
+        """Records a refusal raised while reading `elem` (and carries on after it)."""
+        try:
+            yield
+        except CapError as error:
+            line = error.line if error.line is not None else elem.sourceline
+            self.problems.append(CapProblem(element_path(elem), line, error.message))
+        except ValueError as error:  # a value the schema refused too (the duplicate is dropped)
+            self.problems.append(
+                CapProblem(element_path(elem), elem.sourceline, f"<{_local(elem.tag)}>: {error}")
+            )
+
+
+# CAP elements that may occur more than once: their steps in a path always carry a position.
+REPEATABLE_ELEMENTS: Final = frozenset(
+    {"code", "info", "category", "responseType", "eventCode", "parameter", "resource", "area"}
+    | {"polygon", "circle", "geocode"}
+)
+
+
+def element_path(elem: etree._Element) -> str:
+    """The element's path, e.g. "/alert/info[2]/area[3]/polygon[1]" or "/alert/info[1]/headline":
+    local names for CAP elements, "ds:" for XML Signature ones, "{namespace}name" for others;
+    1-based positions among same-named siblings for elements that may repeat (and for any that
+    is repeated, which the schema refuses); none for the root."""
+    steps: list[str] = []
+    node: etree._Element | None = elem
+    while node is not None:
+        parent = node.getparent()
+        name = step_name(node)
+        if parent is None:
+            steps.append(name)
+        else:
+            before = sum(1 for s in node.itersiblings(preceding=True) if s.tag == node.tag)
+            after = any(s.tag == node.tag for s in node.itersiblings())
+            qname = etree.QName(node)
+            repeatable = qname.namespace != CAP_NAMESPACE or qname.localname in REPEATABLE_ELEMENTS
+            steps.append(f"{name}[{before + 1}]" if repeatable or before or after else name)
+        node = parent
+    return "/" + "/".join(reversed(steps))
+
+
+def step_name(elem: etree._Element) -> str:
+    """An element's name in a path: its local name in CAP, "ds:name" in XML Signature."""
+    qname = etree.QName(elem)
+    if qname.namespace == CAP_NAMESPACE:
+        return qname.localname
+    if qname.namespace == DSIG_NAMESPACE:
+        return f"ds:{qname.localname}"
+    return qname.text
 
 
 def _parse_xml(data: bytes) -> etree._Element:
@@ -215,53 +325,73 @@ def _fast_schema() -> etree.XMLSchema:
 
 
 def _schema_problem(root: etree._Element) -> CapError | None:
-    """The first schema violation in `root`, as a CapError naming the element and line."""
+    """The schema violations in `root` as one CapError, or None when it is valid."""
+    problems = _schema_problems(root)
+    return CapError(problems=problems) if problems else None
+
+
+def _schema_problems(root: etree._Element) -> list[CapProblem]:
+    """Every schema violation in `root` (up to a bound), naming the element, path and line."""
     if _fast_schema().validate(root):
-        return None
+        return []
     # xmlschema reads lxml trees (and keeps their line numbers), but its element protocol and
     # types-lxml disagree on details, hence the cast.
     source = cast(XMLSourceType, root)
     resource = xmlschema.XMLResource(source, allow="none", defuse="always")
+    problems: list[CapProblem] = []
+    # Bounded, so that a document of nothing but errors costs little; "and N more" counts these.
     for error in _schema().iter_errors(resource):
-        return _describe_schema_error(error)
-    return None
+        problems.append(_describe_schema_error(error, root))
+        if len(problems) > 10 * MAX_REPORTED_PROBLEMS:
+            break
+    return problems
 
 
-def _describe_schema_error(error: xmlschema.XMLSchemaValidationError) -> CapError:
-    elem = error.elem
-    name = _local(elem.tag) if elem is not None else "alert"
+def _describe_schema_error(
+    error: xmlschema.XMLSchemaValidationError, root: etree._Element
+) -> CapProblem:
+    elem = cast("etree._Element | None", error.elem)
+    if elem is None:
+        elem = root
+    name = _local(elem.tag)
     line = error.sourceline
+    path = element_path(elem)
     if isinstance(error, xmlschema.XMLSchemaChildrenValidationError):
         expected = [_particle_name(particle) for particle in error.expected or ()]
-        child = error.invalid_child
+        child = cast("etree._Element | None", error.invalid_child)
         if child is None:
-            return CapError(f"<{name}>: incomplete: missing {_either(expected)}", line=line)
+            return CapProblem(path, line, f"<{name}>: incomplete: missing {_either(expected)}")
         child_line = getattr(child, "sourceline", line)
+        child_path = element_path(child)
         if expected:
-            return CapError(
+            return CapProblem(
+                child_path,
+                child_line,
                 f"<{name}>: expected {_either(expected)}, found <{_local(child.tag)}>",
-                line=child_line,
             )
-        return CapError(f"<{name}>: <{_local(child.tag)}> is not allowed here", line=child_line)
+        return CapProblem(
+            child_path, child_line, f"<{name}>: <{_local(child.tag)}> is not allowed here"
+        )
     if isinstance(error.obj, str):
         value = error.obj
     else:
         value = (elem.text or "").strip(_XML_SPACE) if elem is not None else ""
     if isinstance(error.validator, XsdEnumerationFacets):
         allowed = ", ".join(str(option) for option in error.validator.enumeration)
-        return CapError(f"<{name}>: {_shorten(value)!r} is not one of {allowed}", line=line)
+        return CapProblem(path, line, f"<{name}>: {_shorten(value)!r} is not one of {allowed}")
     if name in _DATETIME_ELEMENTS:
-        return _bad_datetime(name, value, line)
+        return CapProblem(path, line, _bad_datetime(name, value, line).message)
     if isinstance(error, xmlschema.XMLSchemaDecodeError) and isinstance(
         error.validator, XsdAtomicBuiltin
     ):
-        return CapError(
+        return CapProblem(
+            path,
+            line,
             f"<{name}>: {_shorten(value)!r} is not a valid {error.validator.prefixed_name}",
-            line=line,
         )
     reason = re.sub(r"\{[^}]*\}", "", error.reason or "invalid")
     shown = f"{_shorten(value)!r}: " if value else ""
-    return CapError(f"<{name}>: {shown}{reason}", line=line)
+    return CapProblem(path, line, f"<{name}>: {shown}{reason}")
 
 
 def _particle_name(particle: object) -> str:
@@ -308,135 +438,172 @@ def _children(elem: etree._Element) -> Iterator[tuple[str, etree._Element]]:
             yield qname.localname, child
 
 
-def _read_alert(root: etree._Element) -> warning_pb2.Warning:
+def _read_alert(root: etree._Element, found: _Problems) -> warning_pb2.Warning:
     warning = warning_pb2.Warning()
+    plus_zero = False
     for name, child in _children(root):
-        match name:
-            case "identifier":
-                warning.identifier = _read_token(child)
-            case "sender":
-                warning.sender = _read_token(child)
-            case "sent":
-                seconds, offset = _read_datetime(child)
-                warning.sent.seconds = seconds
-                warning.utc_offset_minutes = offset
-            case "status":
-                warning.status = _read_enum(child, _STATUS)
-            case "msgType":
-                warning.msg_type = _read_enum(child, _MSG_TYPE)
-            case "source":
-                warning.source = _text(child)
-            case "scope":
-                warning.scope = _read_enum(child, _SCOPE)
-            case "restriction":
-                warning.restriction = _text(child)
-            case "addresses":
-                warning.addresses.extend(_read_list(child))
-            case "code":
-                warning.codes.append(_text(child))
-            case "note":
-                warning.note = _text(child)
-            case "references":
-                warning.references.extend(_read_references(child))
-            case "incidents":
-                warning.incidents.extend(_read_list(child))
-            case "info":
-                warning.infos.append(_read_info(child))
+        with found.checking(child):
+            plus_zero |= _read_alert_child(warning, name, child, found)
+    warning.utc_plus_zero = plus_zero
+    for info in warning.infos:
+        # Offsets equal to the alert's are the default: kept only where they differ.
+        for _, field in _INFO_TIMES:
+            if info.HasField(field) and getattr(info, field) == warning.utc_offset_minutes:
+                info.ClearField(field)
     return warning
 
 
-def _read_info(elem: etree._Element) -> warning_pb2.WarningInfo:
+# An info block's dateTimes and the fields that keep their offsets when not the alert's.
+_InfoTime = Literal["effective", "onset", "expires"]
+_InfoOffset = Literal[
+    "effective_utc_offset_minutes", "onset_utc_offset_minutes", "expires_utc_offset_minutes"
+]
+_INFO_TIMES: Final[tuple[tuple[_InfoTime, _InfoOffset], ...]] = (
+    ("effective", "effective_utc_offset_minutes"),
+    ("onset", "onset_utc_offset_minutes"),
+    ("expires", "expires_utc_offset_minutes"),
+)
+
+
+def _read_alert_child(
+    warning: warning_pb2.Warning, name: str, child: etree._Element, found: _Problems
+) -> bool:
+    """Reads one child of <alert> into `warning`; True if it holds a "+00:00" dateTime."""
+    match name:
+        case "identifier":
+            warning.identifier = _read_token(child)
+        case "sender":
+            warning.sender = _read_token(child)
+        case "sent":
+            seconds, offset, plus_zero = _read_datetime(child)
+            warning.sent.seconds = seconds
+            warning.utc_offset_minutes = offset
+            return plus_zero
+        case "status":
+            warning.status = _read_enum(child, _STATUS)
+        case "msgType":
+            warning.msg_type = _read_enum(child, _MSG_TYPE)
+        case "source":
+            warning.source = _text(child)
+        case "scope":
+            warning.scope = _read_enum(child, _SCOPE)
+        case "restriction":
+            warning.restriction = _text(child)
+        case "addresses":
+            warning.addresses.extend(_read_list(child))
+        case "code":
+            warning.codes.append(_text(child))
+        case "note":
+            warning.note = _text(child)
+        case "references":
+            warning.references.extend(_read_references(child))
+        case "incidents":
+            warning.incidents.extend(_read_list(child))
+        case "info":
+            info, plus_zero = _read_info(child, found)
+            warning.infos.append(info)
+            return plus_zero
+    return False
+
+
+def _read_info(elem: etree._Element, found: _Problems) -> tuple[warning_pb2.WarningInfo, bool]:
+    """The info block, and whether one of its dateTimes is written with "+00:00"."""
     info = warning_pb2.WarningInfo()
+    plus_zero = False
     for name, child in _children(elem):
-        match name:
-            case "language":
-                info.language = _text(child)
-            case "category":
-                info.categories.append(_read_enum(child, _CATEGORY))
-            case "event":
-                info.event = _text(child)
-            case "responseType":
-                info.response_types.append(_read_enum(child, _RESPONSE_TYPE))
-            case "urgency":
-                info.urgency = _read_enum(child, _URGENCY)
-            case "severity":
-                info.severity = _read_enum(child, _SEVERITY)
-            case "certainty":
-                info.certainty = _read_enum(child, _CERTAINTY)
-            case "audience":
-                info.audience = _text(child)
-            case "eventCode":
-                info.event_codes.append(_read_value_pair(child))
-            case "effective":
-                info.effective.seconds = _read_datetime(child)[0]
-            case "onset":
-                info.onset.seconds = _read_datetime(child)[0]
-            case "expires":
-                info.expires.seconds = _read_datetime(child)[0]
-            case "senderName":
-                info.sender_name = _text(child)
-            case "headline":
-                info.headline = _text(child)
-            case "description":
-                info.description = _text(child)
-            case "instruction":
-                info.instruction = _text(child)
-            case "web":
-                info.web = _text(child)
-            case "contact":
-                info.contact = _text(child)
-            case "parameter":
-                info.parameters.append(_read_value_pair(child))
-            case "resource":
-                info.resources.append(_read_resource(child))
-            case "area":
-                info.areas.append(_read_area(child))
-    return info
+        with found.checking(child):
+            match name:
+                case "language":
+                    info.language = _text(child)
+                case "category":
+                    info.categories.append(_read_enum(child, _CATEGORY))
+                case "event":
+                    info.event = _text(child)
+                case "responseType":
+                    info.response_types.append(_read_enum(child, _RESPONSE_TYPE))
+                case "urgency":
+                    info.urgency = _read_enum(child, _URGENCY)
+                case "severity":
+                    info.severity = _read_enum(child, _SEVERITY)
+                case "certainty":
+                    info.certainty = _read_enum(child, _CERTAINTY)
+                case "audience":
+                    info.audience = _text(child)
+                case "eventCode":
+                    info.event_codes.append(_read_value_pair(child))
+                case "effective" | "onset" | "expires":
+                    seconds, offset, zero_plus = _read_datetime(child)
+                    getattr(info, name).seconds = seconds
+                    setattr(info, f"{name}_utc_offset_minutes", offset)
+                    plus_zero |= zero_plus
+                case "senderName":
+                    info.sender_name = _text(child)
+                case "headline":
+                    info.headline = _text(child)
+                case "description":
+                    info.description = _text(child)
+                case "instruction":
+                    info.instruction = _text(child)
+                case "web":
+                    info.web = _text(child)
+                case "contact":
+                    info.contact = _text(child)
+                case "parameter":
+                    info.parameters.append(_read_value_pair(child))
+                case "resource":
+                    info.resources.append(_read_resource(child, found))
+                case "area":
+                    info.areas.append(_read_area(child, found))
+    return info, plus_zero
 
 
-def _read_resource(elem: etree._Element) -> warning_pb2.WarningResource:
+def _read_resource(elem: etree._Element, found: _Problems) -> warning_pb2.WarningResource:
     resource = warning_pb2.WarningResource()
     for name, child in _children(elem):
-        match name:
-            case "resourceDesc":
-                resource.resource_desc = _text(child)
-            case "mimeType":
-                resource.mime_type = _text(child)
-            case "size":
-                size = int(_text(child))  # an xs:integer, checked by the schema
-                if not 0 <= size <= _MAX_UINT64:
-                    raise CapError(f"<size>: {size} is not a size in bytes", line=child.sourceline)
-                resource.size = size
-            case "uri":
-                resource.uri = _text(child)
-            case "derefUri":
-                resource.deref_uri = _read_base64(child)
-            case "digest":
-                resource.digest = _text(child)
+        with found.checking(child):
+            match name:
+                case "resourceDesc":
+                    resource.resource_desc = _text(child)
+                case "mimeType":
+                    resource.mime_type = _text(child)
+                case "size":
+                    size = int(_text(child))  # an xs:integer, checked by the schema
+                    if not 0 <= size <= _MAX_UINT64:
+                        raise CapError(
+                            f"<size>: {size} is not a size in bytes", line=child.sourceline
+                        )
+                    resource.size = size
+                case "uri":
+                    resource.uri = _text(child)
+                case "derefUri":
+                    resource.deref_uri = _read_base64(child)
+                case "digest":
+                    resource.digest = _text(child)
     return resource
 
 
-def _read_area(elem: etree._Element) -> warning_pb2.WarningArea:
+def _read_area(elem: etree._Element, found: _Problems) -> warning_pb2.WarningArea:
     area = warning_pb2.WarningArea()
     for name, child in _children(elem):
-        match name:
-            case "areaDesc":
-                area.area_desc = _text(child)
-            case "polygon":
-                area.polygons.append(_read_polygon(child))
-            case "circle":
-                area.circles.append(_read_circle(child))
-            case "geocode":
-                area.geocodes.append(_read_value_pair(child))
-            case "altitude":
-                area.altitude = _read_xs_decimal(child)
-            case "ceiling":
-                if not area.HasField("altitude"):
-                    raise CapError(
-                        "<ceiling>: CAP allows <ceiling> only together with <altitude>",
-                        line=child.sourceline,
-                    )
-                area.ceiling = _read_xs_decimal(child)
+        with found.checking(child):
+            match name:
+                case "areaDesc":
+                    area.area_desc = _text(child)
+                case "polygon":
+                    area.polygons.append(_read_polygon(child))
+                case "circle":
+                    area.circles.append(_read_circle(child))
+                case "geocode":
+                    area.geocodes.append(_read_value_pair(child))
+                case "altitude":
+                    area.altitude = _read_xs_decimal(child)
+                case "ceiling":
+                    if not area.HasField("altitude"):
+                        raise CapError(
+                            "<ceiling>: CAP allows <ceiling> only together with <altitude>",
+                            line=child.sourceline,
+                        )
+                    area.ceiling = _read_xs_decimal(child)
     return area
 
 
@@ -477,9 +644,11 @@ def _token_problem(text: str) -> str:
     return ""
 
 
-def _read_datetime(elem: etree._Element) -> tuple[int, int]:
-    """(seconds since the epoch, UTC offset in minutes) of a CAP dateTime element."""
-    return _parse_datetime(_text(elem), _local(elem.tag), elem.sourceline)
+def _read_datetime(elem: etree._Element) -> tuple[int, int, bool]:
+    """(seconds since the epoch, UTC offset in minutes, written "+00:00") of a CAP dateTime."""
+    text = _text(elem)
+    seconds, offset = _parse_datetime(text, _local(elem.tag), elem.sourceline)
+    return seconds, offset, text.endswith("+00:00")
 
 
 def _parse_datetime(text: str, name: str, line: int | None) -> tuple[int, int]:
@@ -523,6 +692,7 @@ def _read_references(elem: etree._Element) -> list[warning_pb2.CapReference]:
                 identifier=identifier,
                 sent=Timestamp(seconds=seconds),
                 sent_utc_offset_minutes=offset,
+                sent_utc_plus_zero=sent.endswith("+00:00"),
             )
         )
     return references
@@ -675,7 +845,8 @@ def _write_alert(warning: warning_pb2.Warning) -> etree._Element:
     out.add("sender", _write_token(warning.sender, "sender"), "sender")
     if not warning.HasField("sent"):
         raise CapError("sent: not set; CAP requires <sent>")
-    out.add("sent", _format_datetime(warning.sent, offset, "sent"), "sent")
+    plus_zero = warning.utc_plus_zero
+    out.add("sent", _format_datetime(warning.sent, offset, "sent", plus_zero), "sent")
     out.add("status", _write_enum(warning.status, _STATUS, "status"), "status")
     out.add("msgType", _write_enum(warning.msg_type, _MSG_TYPE, "msg_type"), "msg_type")
     out.optional("source", warning.source, "source")
@@ -688,11 +859,13 @@ def _write_alert(warning: warning_pb2.Warning) -> etree._Element:
     out.optional("references", _write_references(warning.references), "references")
     out.optional("incidents", _write_list(warning.incidents, "incidents"), "incidents")
     for index, info in enumerate(warning.infos):
-        _write_info(out.child("info", f"infos[{index}]"), info, offset)
+        _write_info(out.child("info", f"infos[{index}]"), info, offset, plus_zero)
     return alert
 
 
-def _write_info(out: _Writer, info: warning_pb2.WarningInfo, offset: int) -> None:
+def _write_info(
+    out: _Writer, info: warning_pb2.WarningInfo, alert_offset: int, plus_zero: bool
+) -> None:
     if info.language and not _LANGUAGE.fullmatch(info.language):
         raise CapError(
             f"{out.field('language')}: {_shorten(info.language)!r} is not a language tag "
@@ -716,16 +889,11 @@ def _write_info(out: _Writer, info: warning_pb2.WarningInfo, offset: int) -> Non
     out.optional("audience", info.audience, "audience")
     for index, code in enumerate(info.event_codes):
         _write_value_pair(out.child("eventCode", out.field(f"event_codes[{index}]")), code)
-    if info.HasField("effective"):
-        out.add(
-            "effective",
-            _format_datetime(info.effective, offset, out.field("effective")),
-            "effective",
-        )
-    if info.HasField("onset"):
-        out.add("onset", _format_datetime(info.onset, offset, out.field("onset")), "onset")
-    if info.HasField("expires"):
-        out.add("expires", _format_datetime(info.expires, offset, out.field("expires")), "expires")
+    for name, offset_field in _INFO_TIMES:
+        if info.HasField(name):
+            offset = getattr(info, offset_field) if info.HasField(offset_field) else alert_offset
+            when = _format_datetime(getattr(info, name), offset, out.field(name), plus_zero)
+            out.add(name, when, name)
     out.optional("senderName", info.sender_name, "sender_name")
     out.optional("headline", info.headline, "headline")
     out.optional("description", info.description, "description")
@@ -790,7 +958,9 @@ def _write_token(text: str, field: str) -> str:
     return text
 
 
-def _format_datetime(when: Timestamp, offset_minutes: int, field: str) -> str:
+def _format_datetime(
+    when: Timestamp, offset_minutes: int, field: str, plus_zero: bool = False
+) -> str:
     if not -_MAX_OFFSET_MINUTES <= offset_minutes <= _MAX_OFFSET_MINUTES:
         raise CapError(f"{field}: UTC offset {offset_minutes} min is outside -14:00..+14:00")
     zone = timezone(timedelta(minutes=offset_minutes))
@@ -800,8 +970,10 @@ def _format_datetime(when: Timestamp, offset_minutes: int, field: str) -> str:
     except OverflowError:
         raise CapError(f"{field}: {when.seconds} s is outside the years 1 to 9999") from None
     text = local.isoformat()
-    # CAP writes UTC as "-00:00" ("Z" is forbidden; "+00:00" would read as a real zone).
-    return text[:-6] + "-00:00" if offset_minutes == 0 else text
+    # CAP writes UTC as "-00:00" ("Z" is forbidden); some issuers write "+00:00", kept if so.
+    if offset_minutes == 0:
+        return text[:-6] + ("+00:00" if plus_zero else "-00:00")
+    return text
 
 
 def _write_references(references: Iterable[warning_pb2.CapReference]) -> str:
@@ -812,7 +984,12 @@ def _write_references(references: Iterable[warning_pb2.CapReference]) -> str:
         identifier = _write_token(reference.identifier, f"{field}.identifier")
         if not reference.HasField("sent"):
             raise CapError(f"{field}.sent: not set; a CAP reference needs the sent time")
-        sent = _format_datetime(reference.sent, reference.sent_utc_offset_minutes, f"{field}.sent")
+        sent = _format_datetime(
+            reference.sent,
+            reference.sent_utc_offset_minutes,
+            f"{field}.sent",
+            reference.sent_utc_plus_zero,
+        )
         triples.append(f"{sender},{identifier},{sent}")
     return " ".join(triples)
 

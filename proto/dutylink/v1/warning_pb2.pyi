@@ -409,6 +409,7 @@ class Warning(_message.Message):
     INFOS_FIELD_NUMBER: _builtins.int
     UTC_OFFSET_MINUTES_FIELD_NUMBER: _builtins.int
     CAP_XML_FIELD_NUMBER: _builtins.int
+    UTC_PLUS_ZERO_FIELD_NUMBER: _builtins.int
     identifier: _builtins.str
     """Id of this alert, unique for the sender (CAP `identifier`), e.g.
     "31000041600000_20261123080000". No spaces, commas, "<" or "&" (CAP). Required.
@@ -448,6 +449,11 @@ class Warning(_message.Message):
     imported from or exported as CAP XML. Not a CAP element: kept so that re-export is
     byte-identical and an XML signature (CAP's `ds:Signature`) still verifies. The parsed
     fields above must agree with it; receivers read the parsed fields.
+    """
+    utc_plus_zero: _builtins.bool
+    """True when a UTC offset of zero was written "+00:00" rather than CAP's "-00:00" (both
+    mean UTC to CAP). It applies to every dateTime of the alert written with offset 0 (`sent`
+    and the info times), so that export reproduces the issuer's form. Not a CAP element.
     """
     @_builtins.property
     def sent(self) -> _timestamp_pb2.Timestamp:
@@ -506,10 +512,11 @@ class Warning(_message.Message):
         infos: _abc.Iterable[Global___WarningInfo] | None = ...,
         utc_offset_minutes: _builtins.int = ...,
         cap_xml: _builtins.bytes = ...,
+        utc_plus_zero: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sent", b"sent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "cap_xml", b"cap_xml", "codes", b"codes", "identifier", b"identifier", "incidents", b"incidents", "infos", b"infos", "msg_type", b"msg_type", "note", b"note", "references", b"references", "restriction", b"restriction", "scope", b"scope", "sender", b"sender", "sent", b"sent", "source", b"source", "status", b"status", "utc_offset_minutes", b"utc_offset_minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "cap_xml", b"cap_xml", "codes", b"codes", "identifier", b"identifier", "incidents", b"incidents", "infos", b"infos", "msg_type", b"msg_type", "note", b"note", "references", b"references", "restriction", b"restriction", "scope", b"scope", "sender", b"sender", "sent", b"sent", "source", b"source", "status", b"status", "utc_offset_minutes", b"utc_offset_minutes", "utc_plus_zero", b"utc_plus_zero"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -525,6 +532,7 @@ class CapReference(_message.Message):
     IDENTIFIER_FIELD_NUMBER: _builtins.int
     SENT_FIELD_NUMBER: _builtins.int
     SENT_UTC_OFFSET_MINUTES_FIELD_NUMBER: _builtins.int
+    SENT_UTC_PLUS_ZERO_FIELD_NUMBER: _builtins.int
     sender: _builtins.str
     """The earlier alert's `sender`. Required."""
     identifier: _builtins.str
@@ -533,6 +541,10 @@ class CapReference(_message.Message):
     """UTC offset, in minutes, of the earlier alert's `sent` as it was written, so the triple can
     be reproduced exactly (receivers match references textually); e.g. 480 for +08:00. Not a
     CAP element.
+    """
+    sent_utc_plus_zero: _builtins.bool
+    """True when the earlier alert's `sent` was written with "+00:00" rather than "-00:00", so the
+    triple is reproduced exactly. Not a CAP element.
     """
     @_builtins.property
     def sent(self) -> _timestamp_pb2.Timestamp:
@@ -545,10 +557,11 @@ class CapReference(_message.Message):
         identifier: _builtins.str = ...,
         sent: _timestamp_pb2.Timestamp | None = ...,
         sent_utc_offset_minutes: _builtins.int = ...,
+        sent_utc_plus_zero: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sent", b"sent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identifier", b"identifier", "sender", b"sender", "sent", b"sent", "sent_utc_offset_minutes", b"sent_utc_offset_minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identifier", b"identifier", "sender", b"sender", "sent", b"sent", "sent_utc_offset_minutes", b"sent_utc_offset_minutes", "sent_utc_plus_zero", b"sent_utc_plus_zero"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -585,6 +598,9 @@ class WarningInfo(_message.Message):
     PARAMETERS_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
     AREAS_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_UTC_OFFSET_MINUTES_FIELD_NUMBER: _builtins.int
+    ONSET_UTC_OFFSET_MINUTES_FIELD_NUMBER: _builtins.int
+    EXPIRES_UTC_OFFSET_MINUTES_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     """Language of this block (CAP `language`), an RFC 3066/BCP 47 tag such as "zh-CN" or
     "en-US". Empty means "en-US", CAP's default: Chinese-language blocks must say "zh-CN".
@@ -625,6 +641,14 @@ class WarningInfo(_message.Message):
     """How to reach the issuer for follow-up and confirmation (CAP `contact`), e.g. a duty
     phone number of the office (not a private person's).
     """
+    effective_utc_offset_minutes: _builtins.int
+    """UTC offsets, in minutes, with which `effective`, `onset` and `expires` were written, when
+    they differ from the alert's `utc_offset_minutes` (absent: the alert's offset), e.g. an
+    expiry written in UTC (0) in an alert sent at +08:00. Not CAP elements: they keep the
+    offsets that Timestamps lose, so export reproduces the issuer's form.
+    """
+    onset_utc_offset_minutes: _builtins.int
+    expires_utc_offset_minutes: _builtins.int
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[Global___CapCategory.ValueType]:
         """Categories of the event (CAP `category`, 1..n); advised without duplicates."""
@@ -695,12 +719,26 @@ class WarningInfo(_message.Message):
         parameters: _abc.Iterable[Global___ValuePair] | None = ...,
         resources: _abc.Iterable[Global___WarningResource] | None = ...,
         areas: _abc.Iterable[Global___WarningArea] | None = ...,
+        effective_utc_offset_minutes: _builtins.int | None = ...,
+        onset_utc_offset_minutes: _builtins.int | None = ...,
+        expires_utc_offset_minutes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "expires", b"expires", "onset", b"onset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_effective_utc_offset_minutes", b"_effective_utc_offset_minutes", "_expires_utc_offset_minutes", b"_expires_utc_offset_minutes", "_onset_utc_offset_minutes", b"_onset_utc_offset_minutes", "effective", b"effective", "effective_utc_offset_minutes", b"effective_utc_offset_minutes", "expires", b"expires", "expires_utc_offset_minutes", b"expires_utc_offset_minutes", "onset", b"onset", "onset_utc_offset_minutes", b"onset_utc_offset_minutes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["areas", b"areas", "audience", b"audience", "categories", b"categories", "certainty", b"certainty", "contact", b"contact", "description", b"description", "effective", b"effective", "event", b"event", "event_codes", b"event_codes", "expires", b"expires", "headline", b"headline", "instruction", b"instruction", "language", b"language", "onset", b"onset", "parameters", b"parameters", "resources", b"resources", "response_types", b"response_types", "sender_name", b"sender_name", "severity", b"severity", "urgency", b"urgency", "web", b"web"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_effective_utc_offset_minutes", b"_effective_utc_offset_minutes", "_expires_utc_offset_minutes", b"_expires_utc_offset_minutes", "_onset_utc_offset_minutes", b"_onset_utc_offset_minutes", "areas", b"areas", "audience", b"audience", "categories", b"categories", "certainty", b"certainty", "contact", b"contact", "description", b"description", "effective", b"effective", "effective_utc_offset_minutes", b"effective_utc_offset_minutes", "event", b"event", "event_codes", b"event_codes", "expires", b"expires", "expires_utc_offset_minutes", b"expires_utc_offset_minutes", "headline", b"headline", "instruction", b"instruction", "language", b"language", "onset", b"onset", "onset_utc_offset_minutes", b"onset_utc_offset_minutes", "parameters", b"parameters", "resources", b"resources", "response_types", b"response_types", "sender_name", b"sender_name", "severity", b"severity", "urgency", b"urgency", "web", b"web"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__effective_utc_offset_minutes: _TypeAlias = _typing.Literal["effective_utc_offset_minutes"]  # noqa: Y015
+    _WhichOneofArgType__effective_utc_offset_minutes: _TypeAlias = _typing.Literal["_effective_utc_offset_minutes", b"_effective_utc_offset_minutes"]  # noqa: Y015
+    _WhichOneofReturnType__expires_utc_offset_minutes: _TypeAlias = _typing.Literal["expires_utc_offset_minutes"]  # noqa: Y015
+    _WhichOneofArgType__expires_utc_offset_minutes: _TypeAlias = _typing.Literal["_expires_utc_offset_minutes", b"_expires_utc_offset_minutes"]  # noqa: Y015
+    _WhichOneofReturnType__onset_utc_offset_minutes: _TypeAlias = _typing.Literal["onset_utc_offset_minutes"]  # noqa: Y015
+    _WhichOneofArgType__onset_utc_offset_minutes: _TypeAlias = _typing.Literal["_onset_utc_offset_minutes", b"_onset_utc_offset_minutes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__effective_utc_offset_minutes) -> _WhichOneofReturnType__effective_utc_offset_minutes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expires_utc_offset_minutes) -> _WhichOneofReturnType__expires_utc_offset_minutes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__onset_utc_offset_minutes) -> _WhichOneofReturnType__onset_utc_offset_minutes | None: ...
 
 Global___WarningInfo: _TypeAlias = WarningInfo  # noqa: Y015
 

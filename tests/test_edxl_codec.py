@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from adapters.edxl.adapter import RM_EVENT_TYPES, resource_event, utc_offset_minutes
 from adapters.edxl.de import (
     ContentObject,
     DeError,
@@ -33,10 +34,12 @@ from adapters.edxl.xml import (
     XmlError,
     _LocalOnly,
     format_datetime,
+    load_schema,
     parse_datetime,
     parse_xml,
 )
-from dutylink.v1 import common_pb2, resource_pb2
+from adapters.framework import AdapterConfigError
+from dutylink.v1 import common_pb2, event_pb2, resource_pb2
 from gateway.validation import Validator
 
 SAMPLES = Path(__file__).resolve().parents[1] / "adapters" / "edxl" / "samples"
@@ -79,7 +82,7 @@ def canonical(element: etree._Element) -> tuple[object, ...]:
 def test_there_is_one_sample_per_supported_message_type() -> None:
     roots = [etree.QName(etree.parse(str(path)).getroot()).localname for path in RM_SAMPLES]
     assert sorted(roots) == sorted(SUPPORTED_TYPES)
-    assert len(SUPPORTED_TYPES) == 12
+    assert len(SUPPORTED_TYPES) == 16
 
 
 @pytest.mark.parametrize("path", RM_SAMPLES, ids=lambda p: p.stem)
@@ -100,7 +103,10 @@ def test_sample_written_back_is_the_same_document(path: Path) -> None:
 
 
 def test_samples_form_one_exchange_each_message_following_an_earlier_one() -> None:
-    messages = [parse_rm(path.read_bytes()) for path in RM_SAMPLES]
+    # 13-16 (quote, extended deployment) are a side exchange during 06-12: order by time.
+    messages = sorted(
+        (parse_rm(path.read_bytes()) for path in RM_SAMPLES), key=lambda m: m.sent_at.seconds
+    )
     first = messages[0]
     assert first.WhichOneof("kind") == "request_resource"
     assert first.originating_message_id == first.message_id
@@ -110,8 +116,6 @@ def test_samples_form_one_exchange_each_message_following_an_earlier_one() -> No
         assert message.incident_id == "INC-2026-0815-001"
         assert not message.preceding_message_id or message.preceding_message_id in seen
         seen.add(message.message_id)
-    sent = [m.sent_at.ToDatetime() for m in messages]
-    assert sent == sorted(sent)
 
 
 def test_request_resource_sample_maps_every_field() -> None:
@@ -640,10 +644,10 @@ def test_elements_beyond_the_views_are_carried_and_leave_the_views_alone() -> No
     resource = message.requisition_resource.resource_infos[0].resource
     assert resource.credentials == "CN-ERT" and resource.ownership.home_unit == "GQ"
     assert '<any xmlns="urn:x">Type 1</any>' in resource.type_info_xml
-    for field in ("credentials", "type_info_xml"):
-        resource.ClearField(field)  # type: ignore[arg-type]
-    assert views(message) == views(parse_rm(original))
     assert rm_differences(extended, to_rm_xml(message)) == []
+    for field in ("credentials", "type_info_xml"):
+        resource.ClearField(field)
+    assert views(message) == views(parse_rm(original))
 
 
 def test_values_from_foreign_value_lists_are_carried_with_their_list() -> None:
@@ -1107,3 +1111,152 @@ def test_wrapping_refuses_unsafe_unnamespaced_or_oversized_content() -> None:
         )
     with pytest.raises(DeError, match="mime_type"):
         wrap([ContentObject(description="nothing")])
+
+
+# --------------------------------------------------------------------------------------------
+# Golden: real-world shapes (tests/golden/edxl-rm) and the 16 samples, checked three ways
+
+GOLDEN = sorted((Path(__file__).resolve().parent / "golden" / "edxl-rm").glob("*.xml"))
+
+
+def golden(name: str) -> bytes:
+    (path,) = (p for p in GOLDEN if p.name.startswith(name))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("path", GOLDEN + RM_SAMPLES, ids=lambda p: p.name)
+def test_golden_documents_parse_export_schema_valid_and_equal(path: Path) -> None:
+    data = path.read_bytes()
+    message = parse_rm(data, default_utc_offset_minutes=480)
+    exported = to_rm_xml(message)
+    root = etree.fromstring(exported)
+    schema = load_schema(f"edxl-rm/1.0/EDXL-RM{etree.QName(root).localname}.xsd")
+    assert schema.validate(root), schema.error_log
+    assert rm_differences(data, exported) == []
+    event = resource_event(message, "golden", "310115", event_pb2.CLASSIFICATION_INTERNAL)
+    assert event.type == RM_EVENT_TYPES[message.WhichOneof("kind") or ""]
+    assert Validator().problems(event) == []
+
+
+def test_offset_less_times_are_read_in_the_default_zone_and_written_without_offset() -> None:
+    data = golden("01")
+    message = parse_rm(data, default_utc_offset_minutes=480)
+    assert message.sent_at.ToDatetime(UTC) == datetime(2026, 9, 2, 22, 42, 10, tzinfo=UTC)
+    assert message.sent_at_zone == resource_pb2.TimeZoneForm(
+        utc_offset_minutes=480, offset_assumed=True
+    )
+    exported = to_rm_xml(message)
+    assert b"<SentDateTime>2026-09-03T06:42:10</SentDateTime>" in exported
+    assert b"<DateTime>2026-09-03T09:30:00.5</DateTime>" in exported
+    in_utc = parse_rm(data)  # the default zone is UTC
+    assert in_utc.sent_at.ToDatetime(UTC) == datetime(2026, 9, 3, 6, 42, 10, tzinfo=UTC)
+
+
+def test_an_offset_is_kept_and_written_back() -> None:
+    message = parse_rm(golden("02"))
+    status = message.offer_unsolicited_resource.resource_infos[0].resource.status
+    assert status.inventory_refresh_zone.utc_offset_minutes == 480
+    assert b"2026-08-15T07:00:00+08:00" in to_rm_xml(message)
+
+
+def test_foreign_lists_keywords_and_type_info_are_carried_as_received() -> None:
+    message = parse_rm(golden("01"))
+    resource = message.request_resource.resource_infos[0].resource
+    assert resource.type_structure.urn == "urn:x-cn:national-resource-typing:2024"
+    assert resource.type_info == ""  # no DutyLink type: the view stays empty
+    assert [k.urn for k in resource.keywords] == [
+        "urn:x-cn:hazard-types",
+        "urn:dutylink:valuelist:resource-kind",
+        "urn:x-jx:mutual-aid-tags",
+    ]
+    assert list(resource.keywords[0].values) == ["earthquake", "structural collapse"]
+    assert resource.kind == resource_pb2.RESOURCE_KIND_TEAM
+    assert "<rt:b>heavy lift</rt:b>" in resource.type_info_xml
+    assert len(message.additional_incidents) == 1
+    contact = message.contacts[0]
+    assert (contact.agency, contact.email) == ("", "eoc-resources@jx.example.org")
+    assert "CountryCode" in contact.party_xml  # the CIQ parts the views do not hold
+    location = message.request_resource.resource_infos[0].schedules[0]
+    assert "Polygon" in location.location_xml and not location.location.HasField("point")
+
+
+def test_a_changed_view_wins_over_the_received_form() -> None:
+    message = parse_rm(golden("01"))
+    resource = message.request_resource.resource_infos[0].resource
+    resource.kind = resource_pb2.RESOURCE_KIND_PERSONNEL
+    message.contacts[0].email = "desk@jx.example.org"
+    exported = to_rm_xml(message)
+    differences = rm_differences(golden("01"), exported)
+    assert any("Keyword" in d and "Personnel" in d for d in differences), differences
+    assert b"urn:x-cn:hazard-types" in exported  # the foreign keywords stay
+    assert parse_rm(exported).contacts[0].email == "desk@jx.example.org"
+    assert b"CountryCode" not in exported.split(b"</ContactInformation>")[0]
+
+
+def test_foreign_owner_and_deployment_status_are_carried_not_refused() -> None:
+    message = parse_rm(golden("02"))
+    resource = message.offer_unsolicited_resource.resource_infos[0].resource
+    assert resource.responsible_agency == ""
+    assert resource.ownership.owner == "Gaoqiao Industrial Rescue Ltd"
+    assert resource.status.deployment_status == resource_pb2.DEPLOYMENT_STATUS_UNSPECIFIED
+    assert list(resource.status.deployment_status_list.values) == ["Staged, ready in 30 min"]
+    assignment = message.offer_unsolicited_resource.resource_infos[0].assignment
+    assert not assignment.HasField("quantity") and len(assignment.quantity_texts) == 2
+    assert list(assignment.price_quote.texts) == [
+        "Per framework contract; first 12 h free of charge"
+    ]
+
+
+RM_DIFF_BASE = golden("03")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("<rm:Value>CNY</rm:Value>", "<rm:Value>USD</rm:Value>", "UnitOfMeasure/Value: text"),
+        ("02:00:00Z", "02:00:01Z", "SentDateTime: text"),
+        ("02:00:00Z", "02:00:00", "SentDateTime: text"),
+        ("<rm:ContactRole>Approver</rm:ContactRole>", "", "ContactInformation"),
+        ("<ScheduleType>EstimatedArrival", "<ScheduleType>BeginAvailable", "ScheduleType"),
+    ],
+)
+def test_rm_differences_names_each_difference_by_path(old: str, new: str, expected: str) -> None:
+    changed = _replace(RM_DIFF_BASE, old, new)
+    differences = rm_differences(RM_DIFF_BASE, changed)
+    assert len(differences) == 1 and expected in differences[0], differences
+
+
+def test_rm_differences_ignores_prefixes_order_spelling_and_offsets() -> None:
+    same = (
+        RM_DIFF_BASE.decode()
+        .replace(
+            'xmlns="urn:oasis:names:tc:emergency:EDXL:RM:1.0:msg"',
+            'xmlns:m="urn:oasis:names:tc:emergency:EDXL:RM:1.0:msg"',
+        )
+        .replace("<", "<m:")
+        .replace("<m:/", "</m:")
+        .replace("<m:rm:", "<rm:")
+        .replace("</m:rm:", "</rm:")
+        .replace("<m:?xml", "<?xml")
+        .replace("<m:!--", "<!--")
+        .replace("12500.50", "1.250050E4")
+        .replace("02:00:00Z", "10:00:00+08:00")
+    )
+    contacts = re.findall(r"<m:ContactInformation>.*?</m:ContactInformation>", same, re.S)
+    same = (
+        same.replace(contacts[0], "@@").replace(contacts[1], contacts[0]).replace("@@", contacts[1])
+    )
+    assert rm_differences(RM_DIFF_BASE, same.encode()) == []
+    assert (
+        rm_differences(RM_DIFF_BASE, b"<x") == [rm_differences(RM_DIFF_BASE, b"<x")[0]]
+        and "document b" in rm_differences(RM_DIFF_BASE, b"<x")[0]
+    )
+
+
+def test_the_default_utc_offset_option_is_read_strictly() -> None:
+    assert utc_offset_minutes("+08:00") == 480
+    assert utc_offset_minutes("-05:30") == -330
+    assert utc_offset_minutes("Z") == 0
+    for bad in ("8", "+8:00", "+15:00", "UTC+8"):
+        with pytest.raises(AdapterConfigError):
+            utc_offset_minutes(bad)

@@ -187,14 +187,19 @@ def _schema(message_type: str) -> etree.XMLSchema:
 
 
 def parse_rm(
-    data: bytes, *, max_bytes: int = MAX_XML_BYTES, default_utc_offset_minutes: int = 0
+    data: bytes,
+    *,
+    max_bytes: int = MAX_XML_BYTES,
+    default_utc_offset_minutes: int = 0,
+    keep_xml: bool = False,
 ) -> resource_pb2.ResourceMessage:
     """The ResourceMessage in an EDXL-RM 1.0 document. Raises RmError naming element and line.
 
     A dateTime without an offset (schema-valid) is read in the zone
     `default_utc_offset_minutes` east of UTC, and its `TimeZoneForm` says so, so export
-    writes it without an offset again. `rm_xml` keeps `data`. Does not run the protovalidate
-    rules (the gateway does on publish).
+    writes it without an offset again. With `keep_xml`, `rm_xml` keeps `data` (for verbatim
+    forwarding or signatures; the typed fields alone already export an equal document).
+    Does not run the protovalidate rules (the gateway does on publish).
     """
     root = parse_xml(data, max_bytes=max_bytes, error=RmError)
     qname = etree.QName(root)
@@ -219,7 +224,8 @@ def parse_rm(
     validate(_schema(message_type), root, error=RmError)
     zone = timezone(timedelta(minutes=default_utc_offset_minutes))
     message = _Reader(_shape(message_type), zone).message(root)
-    message.rm_xml = data
+    if keep_xml:
+        message.rm_xml = data
     return message
 
 

@@ -402,6 +402,7 @@ class ResourceMessage(_message.Message):
     rm_xml: _builtins.bytes
     """The EDXL-RM document exactly as received (UTF-8 XML), kept for verbatim forwarding and
     signature checks. Export never reads it: it renders from the fields.
+    Marked personal: it holds the CIQ names, phones and e-mail the views also hold.
     """
     @_builtins.property
     def sent_at(self) -> _timestamp_pb2.Timestamp:

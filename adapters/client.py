@@ -11,6 +11,11 @@ Publishing retries with exponential backoff and jitter (stamina) on outcomes tha
 away — UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED — never on a refusal
 (INVALID_ARGUMENT, PERMISSION_DENIED, ...). Retrying is safe because the event id is the
 idempotency key: a retry of a stored event stores nothing new (its receipt says `duplicate`).
+A receipt also says what the gateway advises (`receipt.advisories`: rules the stored event
+breaks only as advice, e.g. a headline over 160 characters) and whether other content was
+already stored under the event's id (`receipt.conflict`: this event was not stored, the
+original is kept at `receipt.stream_sequence`; new content needs a new id). The client logs
+both ("client.advisories", "client.conflict"); acting on them is the caller's decision.
 `consume` runs a handler per delivery with bounded concurrency, acks only after the handler
 succeeded, nacks with a delay when it fails, and reopens the durable subscription after a lost
 connection (it resumes where the agency left off).
@@ -89,6 +94,22 @@ class Retry:
 NO_RETRY = Retry(attempts=1)
 
 
+def _log_receipt(receipt: gateway_pb2.Receipt) -> None:
+    if receipt.conflict:
+        log.warning(
+            "client.conflict",
+            event_id=receipt.event_id,
+            stored_sequence=receipt.stream_sequence,
+            note="other content is stored under this id; this event was not stored",
+        )
+    if receipt.advisories:
+        log.info(
+            "client.advisories",
+            event_id=receipt.event_id,
+            advisories=[f"{a.field}: {a.description} ({a.rule_id})" for a in receipt.advisories],
+        )
+
+
 class _RetryableResults(Exception):
     """Some events of a batch failed with a retryable code: send just those again."""
 
@@ -156,6 +177,7 @@ class DutyLinkClient:
                     metadata=self._metadata,
                     timeout=timeout,
                 )
+        _log_receipt(response.receipt)
         return response.receipt
 
     async def publish_batch(
@@ -183,6 +205,9 @@ class DutyLinkClient:
                     pending = [i for i in pending if _retryable_result(results[i])]
                     if pending:
                         raise _RetryableResults()
+        for result in results:
+            if result.HasField("receipt"):
+                _log_receipt(result.receipt)
         return results
 
     def subscribe(

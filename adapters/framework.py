@@ -14,7 +14,10 @@ counts everything for the metrics. Nothing is dropped silently.
 
 Idempotency: events are named after the source record (`event_id_for`), so re-reading a file,
 re-polling a feed or restarting the adapter publishes nothing twice — the gateway answers
-`duplicate` for an id it already stored.
+`duplicate` for an id it already stored. A record whose event id is stored with *other*
+content (a re-issued CAP alert under the same identifier) is a `conflict`: nothing is stored
+for it, and it is kept in rejected/ like a refusal. Advisories in the receipts are logged per
+record ("adapter.advisories").
 """
 
 from __future__ import annotations
@@ -248,7 +251,9 @@ class Pipeline:
         receipts: dict[int, list[gateway_pb2.Receipt]] = {}
         refusals: dict[int, str] = {}
         for (index, event), result in zip(events, results, strict=True):
-            if result.HasField("receipt"):
+            if result.HasField("receipt") and result.receipt.conflict:
+                refusals.setdefault(index, f"conflict: event {event.id} is already stored with other content; this one was not stored, the stored original kept at sequence {result.receipt.stream_sequence}")  # fmt: skip
+            elif result.HasField("receipt"):
                 receipts.setdefault(index, []).append(result.receipt)
             elif result.error.code in _REFUSALS:
                 detail = "; ".join(f"{v.field}: {v.description}" for v in result.error.violations)
@@ -262,6 +267,13 @@ class Pipeline:
                 outcomes[index] = self._reject(record, refusals[index])
             else:
                 outcomes[index] = RecordOutcome(record, receipts=tuple(receipts.get(index, ())))
+                if advised := [a for r in receipts.get(index, ()) for a in r.advisories]:
+                    log.info(
+                        "adapter.advisories",
+                        record_id=record.record_id,
+                        origin=record.origin,
+                        advisories=[f"{a.field}: {a.description} ({a.rule_id})" for a in advised],
+                    )
         self._metrics.events_published.inc(sum(len(r) for r in receipts.values()))
         return [outcome for outcome in outcomes if outcome is not None]
 

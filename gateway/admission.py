@@ -35,6 +35,8 @@ class Admitted:
     data: bytes
     headers: dict[str, str]
     decision: Decision
+    # Advice the event does not follow: reported in the receipt, never a refusal.
+    advisories: tuple[FieldProblem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def _admit(
             "", f"event is {size} bytes; the limit is {max_event_bytes}", "event.max_bytes"
         )
         return Refused(grpc.StatusCode.INVALID_ARGUMENT, problem.description, (problem,))
-    problems = validator.problems(event)
+    checked = validator.check(event)
+    problems = checked.problems
     if problems:
         fields = ", ".join(sorted({p.field or p.rule_id for p in problems}))
         return Refused(
@@ -116,10 +119,8 @@ def _admit(
     subject = subjects.event_subject(
         stamped.plane, stamped.type, stamped.jurisdiction.division_code
     )
+    headers = envelope.cloudevents_headers(stamped)
+    headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()
     return Admitted(
-        stamped,
-        subject,
-        stamped.SerializeToString(),
-        envelope.cloudevents_headers(stamped),
-        decision,
+        stamped, subject, stamped.SerializeToString(), headers, decision, checked.advisories
     )

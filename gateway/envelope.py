@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from google.protobuf import timestamp_pb2
@@ -11,6 +12,9 @@ from dutylink.v1 import event_pb2
 CLOUDEVENTS_SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
 DATA_SCHEMA = "dutylink.v1.Event"
+# The stored event's content digest (hex SHA-256, see `content_digest`): a duplicate id is
+# compared with it to tell a retry from new content under a used id.
+CONTENT_DIGEST_HEADER = "Dutylink-Content-Digest"
 
 
 def family(event: event_pb2.Event) -> str:
@@ -54,6 +58,16 @@ def stamped(
     else:
         copy.received_time.CopyFrom(received)
     return copy
+
+
+def content_digest(event: event_pb2.Event) -> bytes:
+    """SHA-256 of what the publisher said: the deterministic encoding of the stamped event with
+    `received_time` cleared (the source is the same agency's for every publish under one dedup
+    key). A retry of the same event has the same digest whenever it is received."""
+    content = event_pb2.Event()
+    content.CopyFrom(event)
+    content.ClearField("received_time")
+    return hashlib.sha256(content.SerializeToString(deterministic=True)).digest()
 
 
 def cloudevents_headers(event: event_pb2.Event) -> dict[str, str]:

@@ -20,11 +20,13 @@ import nats
 import nats.errors
 import nats.js.errors
 import structlog
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from gateway import subjects
+from dutylink.v1 import event_pb2
+from gateway import envelope, subjects
 from gateway.audit.entries import frame_entries
 from gateway.config import Config, ConfigError
 from gateway.nats_auth import split_servers as split_servers  # its old home, still imported
@@ -119,6 +121,11 @@ class Stored:
 
     sequence: int
     duplicate: bool
+    # A duplicate id whose content differs from the original's (stored at `sequence`, kept):
+    # the digests of both contents (gateway.envelope.content_digest).
+    conflict: bool = False
+    content_digest: bytes = b""
+    stored_content_digest: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -785,8 +792,60 @@ class EventStore:
             StoreUnavailableError("JetStream did not acknowledge in time; outcome unknown")
             if outcome is None
             else outcome
-            for outcome in batch.outcomes
+            for outcome in await self._compared(stream, messages, batch.outcomes)
         ]
+
+    async def _compared(
+        self,
+        stream: str,
+        messages: Sequence[tuple[str, bytes, dict[str, str]]],
+        outcomes: Sequence[Stored | StoreError | None],
+    ) -> list[Stored | StoreError | None]:
+        """Each duplicate of a message that carries a content digest, compared with the stored
+        original's: a retry stays a duplicate, other content is a conflict. One get per
+        duplicate, EVENT_GETS_IN_FLIGHT at a time."""
+        compared = list(outcomes)
+        wanted = [
+            (index, bytes.fromhex(headers[envelope.CONTENT_DIGEST_HEADER]), outcome.sequence)
+            for index, ((_, _, headers), outcome) in enumerate(zip(messages, outcomes, strict=True))
+            if isinstance(outcome, Stored)
+            and outcome.duplicate
+            and envelope.CONTENT_DIGEST_HEADER in headers
+        ]
+        found: list[bytes | StoreError | None] = []
+        for low in range(0, len(wanted), EVENT_GETS_IN_FLIGHT):  # a retried batch: all of them
+            found += await asyncio.gather(
+                *(
+                    self._stored_content_digest(stream, sequence)
+                    for _, _, sequence in wanted[low : low + EVENT_GETS_IN_FLIGHT]
+                )
+            )
+        for (index, digest, sequence), stored in zip(wanted, found, strict=True):
+            if isinstance(stored, StoreError):
+                compared[index] = stored
+            elif stored is not None:
+                compared[index] = Stored(sequence, True, stored != digest, digest, stored)
+        return compared
+
+    async def _stored_content_digest(self, stream: str, sequence: int) -> bytes | StoreError | None:
+        """The content digest of the event stored at `sequence` (from its header, or computed
+        from its bytes when it was stored without one); None when it is no longer there."""
+        try:
+            raw = await self._js.get_msg(stream, seq=sequence)
+        except nats.js.errors.NotFoundError:
+            log.warning("publish.original_missing", sequence=sequence)
+            return None
+        except _STORE_FAILURES as error:
+            return StoreUnavailableError(
+                f"the stored original at sequence {sequence} could not be read ({error}); "
+                "outcome unknown"
+            )
+        try:
+            if digest := (raw.headers or {}).get(envelope.CONTENT_DIGEST_HEADER):
+                return bytes.fromhex(digest)
+            return envelope.content_digest(event_pb2.Event.FromString(raw.data or b""))
+        except (ValueError, DecodeError):  # not an event as the gateway stores them
+            return None
 
     async def open_subscription(
         self, agency: str, name: str, filter_subjects: Sequence[str], max_in_flight: int

@@ -40,6 +40,16 @@ class GatewayMetrics:
             "dutylink_quota_refusals", "Calls refused RESOURCE_EXHAUSTED by a limit of [gateway]",
             ["agency", "limit"], registry=self.registry,
         )  # fmt: skip
+        self.advisories = Counter(
+            "dutylink_publish_advisories",
+            "Advisories in publish receipts (advice a stored event does not follow), by rule",
+            ["agency", "rule_id"], registry=self.registry,
+        )  # fmt: skip
+        self.conflicts = Counter(
+            "dutylink_publish_conflicts",
+            "Publishes under an event id already stored with other content (not stored)",
+            ["agency"], registry=self.registry,
+        )  # fmt: skip
         self.audit_size = Gauge(
             "dutylink_audit_log_entries", "Entries in this replica's audit log",
             registry=self.registry,

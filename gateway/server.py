@@ -361,6 +361,7 @@ class Gateway:
             Authorizer(policy, grants),
             self._audit,
             failpoint=self._failpoint,
+            metrics=self.metrics,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         gateway_pb2_grpc.add_PublisherServiceServicer_to_server(Publisher(deps), self._server)

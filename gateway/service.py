@@ -49,6 +49,7 @@ from gateway.jetstream import (
     StoreRejectedError,
     StoreUnavailableError,
 )
+from gateway.metrics import GatewayMetrics
 from gateway.rpc import (
     MAX_ECHOED_ID_CHARS,
     MAX_STATUS_DETAIL_BYTES,
@@ -101,11 +102,30 @@ def _receipt(admitted: Admitted, stored: Stored) -> gateway_pb2.Receipt:
     return receipt
 
 
-def _fill_receipt(receipt: gateway_pb2.Receipt, admitted: Admitted, stored: Stored) -> None:
+def _fill_receipt(
+    receipt: gateway_pb2.Receipt, admitted: Admitted, stored: Stored, room: int | None = None
+) -> None:
+    """The receipt of `admitted`; its advisories listed within `room` bytes (None: all), the
+    rest counted in a last one (a batch's answer must stay within the message size limit)."""
     receipt.event_id = admitted.event.id
     receipt.stream_sequence = stored.sequence
     receipt.duplicate = stored.duplicate
+    receipt.conflict = stored.conflict
     receipt.received_time.CopyFrom(admitted.event.received_time)
+    advisories = admitted.advisories
+    if room is not None:
+        advisories = fit_problems(advisories, room)
+    receipt.advisories.extend(
+        gateway_pb2.FieldViolation(field=p.field, description=p.description, rule_id=p.rule_id)
+        for p in advisories
+    )
+
+
+def _conflict_reason(stored: Stored) -> str:
+    return (
+        f"event id already stored at sequence {stored.sequence} with other content: not "
+        "stored, the stored original is kept (content_digest vs stored_content_digest)"
+    )
 
 
 def _publish_error(
@@ -154,6 +174,7 @@ class Dependencies:
     # Set when the gateway begins to shut down: long-lived streams end promptly (subscribers
     # reconnect, to another replica if there is one) instead of holding the shutdown's grace.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
 
     async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """Append to the audit log (fail closed: raises AuditUnavailableError when the log is
@@ -210,13 +231,19 @@ def _accepted_entry(principal: Principal, admitted: Admitted) -> audit_pb2.Audit
 
 
 def _stored_entry(principal: Principal, admitted: Admitted, stored: Stored) -> audit_pb2.AuditEntry:
-    return stored_entry(
+    entry = stored_entry(
         principal.agency,
         admitted.event,
         admitted.data,
         sequence=stored.sequence,
         duplicate=stored.duplicate,
     )
+    if stored.conflict:
+        entry.outcome = audit_pb2.AUDIT_OUTCOME_CONFLICT
+        entry.reason = _conflict_reason(stored)
+        entry.content_digest = stored.content_digest
+        entry.stored_content_digest = stored.stored_content_digest
+    return entry
 
 
 def _failure_entry(
@@ -253,6 +280,27 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     f"the gateway is read-only: {fault}; nothing is accepted until the event "
                     "store is repaired",
                 ),
+            )
+
+    def _observe(self, principal: Principal, admitted: Admitted, stored: Stored) -> None:
+        """Log and count what a receipt says beyond "stored": advisories, a conflict."""
+        metrics = self._deps.metrics
+        for problem in admitted.advisories:
+            metrics.advisories.labels(agency=principal.agency, rule_id=problem.rule_id).inc()
+        if admitted.advisories:
+            log.info(
+                "publish.advisories",
+                event_id=admitted.event.id,
+                advisories=[f"{p.field}: {p.rule_id}" for p in admitted.advisories],
+            )
+        if stored.conflict:
+            metrics.conflicts.labels(agency=principal.agency).inc()
+            log.warning(
+                "publish.conflict",
+                event_id=admitted.event.id,
+                sequence=stored.sequence,
+                content_digest=stored.content_digest.hex(),
+                stored_content_digest=stored.stored_content_digest.hex(),
             )
 
     def _admit(self, principal: Principal, event: event_pb2.Event) -> Admitted | Refused:
@@ -311,6 +359,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             await self._deps.record_best_effort([_failure_entry(principal, outcome, error)])
             await abort(context, status(_store_code(error), _store_message(error)))
         self._deps.failpoint("publish.stored")
+        self._observe(principal, outcome, stored)
         if stored.duplicate:
             # Rare, and a decision the log must show: recorded before the answer.
             await self._deps.record_best_effort([_stored_entry(principal, outcome, stored)])
@@ -322,6 +371,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             type=outcome.event.type,
             sequence=stored.sequence,
             duplicate=stored.duplicate,
+            conflict=stored.conflict,
             rule_ids=outcome.decision.rule_ids,
             policy_version=outcome.decision.policy_version[:12],
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -418,6 +468,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             self._deps.failpoint("publish.stored")
         failures: list[audit_pb2.AuditEntry] = []
         duplicates: list[audit_pb2.AuditEntry] = []
+        # Advisories share a quarter of the response's size limit (refusals had half).
+        advice_room = self._deps.config.gateway.max_message_bytes // 4
         for (index, accepted), stored in zip(admitted, stored_all, strict=True):
             if isinstance(stored, StoreError):
                 failures.append(_failure_entry(principal, accepted, stored))
@@ -425,7 +477,10 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     _publish_error(_store_code(stored), _store_message(stored))
                 )
             else:
-                _fill_receipt(results[index].receipt, accepted, stored)
+                receipt = results[index].receipt
+                _fill_receipt(receipt, accepted, stored, max(0, advice_room))
+                advice_room -= sum(a.ByteSize() + 3 for a in receipt.advisories)
+                self._observe(principal, accepted, stored)
                 if stored.duplicate:
                     duplicates.append(_stored_entry(principal, accepted, stored))
                 else:
@@ -434,7 +489,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         log.info(
             "publish_batch.done",
             events=len(request.events),
-            stored=len(admitted) - len(failures),
+            stored=len(admitted) - len(failures) - len(duplicates),
+            duplicates=len(duplicates),
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return response

@@ -7,12 +7,19 @@ string's `string.max_len` as declared in proto/, and the range of every Timestam
 protovalidate rules, whose cost grows with the elements and the violations (and holds the event
 loop). At most `max_violations` problems are listed; the rest are counted in a last one. In a
 message of more than FULL_REPORT_ELEMENTS the rules stop at the first violation.
+
+Advice rides on the same walk: each field's `(dutylink.v1.advice)` (declared next to its hard
+rule in proto/: longer, more items, a repeated item, a pattern) and the message-level rules of
+`MESSAGE_ADVICE` (orderings CAP does not require). Advisories never refuse: an event that
+breaks only advice is accepted and they are reported beside it, at most `max_violations`.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -21,6 +28,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from buf.validate import validate_pb2
+from dutylink.v1 import options_pb2
 from gateway.config import GatewaySettings
 
 # protobuf's Timestamp range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
@@ -44,6 +52,64 @@ class FieldProblem:
     field: str
     description: str
     rule_id: str
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A message's hard problems (any refuses it) and its advisories (none refuses it)."""
+
+    problems: tuple[FieldProblem, ...]
+    advisories: tuple[FieldProblem, ...]
+
+
+@dataclass(frozen=True)
+class MessageAdvice:
+    """A message-level advisory rule: its id, what it advises, and when it is not followed."""
+
+    rule_id: str
+    description: str
+    broken: Callable[[Message], bool]
+
+
+def _at_or_before(message: Message, later: str, earlier: str) -> bool:
+    """`later` is set and not after `earlier` (unset: the epoch, as protovalidate's CEL has it)."""
+    if not message.HasField(later):
+        return False
+    a, b = getattr(message, later), getattr(message, earlier)
+    return (a.seconds, a.nanos) <= (b.seconds, b.nanos)
+
+
+def _ceiling_below_altitude(area: Message) -> bool:
+    has = area.HasField
+    return has("ceiling") and has("altitude") and area.ceiling < area.altitude  # type: ignore[attr-defined]
+
+
+# Message-level advice, by message type: orderings that CAP does not require (a cancellation
+# may expire the moment it is sent or takes effect), so they advise, never refuse. The only
+# place they are declared (the CEL of buf.validate is hard rules only).
+MESSAGE_ADVICE: Mapping[str, tuple[MessageAdvice, ...]] = {
+    "dutylink.v1.Event": (
+        MessageAdvice(
+            "event.expires_after_time",
+            "expires should be later than time",
+            lambda m: m.HasField("time") and _at_or_before(m, "expires", "time"),
+        ),
+    ),
+    "dutylink.v1.WarningInfo": (
+        MessageAdvice(
+            "warning_info.expires_after_effective",
+            "expires should be later than effective",
+            lambda m: m.HasField("effective") and _at_or_before(m, "expires", "effective"),
+        ),
+    ),
+    "dutylink.v1.WarningArea": (
+        MessageAdvice(
+            "warning_area.ceiling_above_altitude",
+            "ceiling should not be below altitude",
+            _ceiling_below_altitude,
+        ),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -90,33 +156,64 @@ def _path(violation: protovalidate.Violation) -> str:
     return ".".join(parts)
 
 
-@dataclass(frozen=True)
-class _Declared:
-    """The structural rules of one field, as written in proto/."""
+# A limit not declared: nothing is that long.
+_NONE = sys.maxsize
 
-    max_items: int | None
-    max_len: int | None
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    """One field's shape, structural rules and advice, as written in proto/ (a limit not
+    declared is _NONE): everything the walk needs from a field in one cached look-up."""
+
+    name: str
+    repeated: bool
+    message: bool
+    sized: bool  # a string or bytes with a length rule or advice (or a string with a pattern)
+    max_items: int
+    max_len: int
+    advised_items: int
+    advised_len: int
+    advised_unique: bool
+    advised_pattern: re.Pattern[str] | None
 
 
 @cache
 def _declared(field: FieldDescriptor) -> _Declared:
-    rules = field.GetOptions().Extensions[validate_pb2.field]
-    max_items = rules.repeated.max_items if rules.repeated.HasField("max_items") else None
-    max_len = None
+    options = field.GetOptions()
+    rules = options.Extensions[validate_pb2.field]
+    advice = options.Extensions[options_pb2.advice]
+    max_items = rules.repeated.max_items if rules.repeated.HasField("max_items") else _NONE
+    max_len = _NONE
     if rules.HasField("string") and rules.string.HasField("max_len"):
         max_len = rules.string.max_len
     elif rules.HasField("bytes") and rules.bytes.HasField("max_len"):
         max_len = rules.bytes.max_len
-    return _Declared(max_items, max_len)
+    advised_len = advice.max_len or _NONE
+    string = field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated
+    pattern = re.compile(advice.pattern) if advice.pattern and string else None
+    return _Declared(
+        field.name,
+        field.is_repeated,
+        field.message_type is not None,
+        not field.is_repeated and (max_len != _NONE or advised_len != _NONE or bool(pattern)),
+        max_items,
+        max_len,
+        advice.max_items or _NONE,
+        advised_len,
+        advice.unique,
+        pattern,
+    )
 
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _range_problems(message: Message, path: str) -> Iterator[FieldProblem]:
-    """A Timestamp or Duration outside protobuf's range (which no code can convert)."""
-    kind = message.DESCRIPTOR.full_name
+_RANGED = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration"})
+
+
+def _range_problems(message: Message, path: str, kind: str) -> Iterator[FieldProblem]:
+    """A Timestamp or Duration (`kind`) outside protobuf's range (which no code can convert)."""
     seconds, nanos = getattr(message, "seconds", 0), getattr(message, "nanos", 0)
     if kind == "google.protobuf.Timestamp":
         if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS:
@@ -139,47 +236,99 @@ def structural_problems(
 ) -> tuple[list[FieldProblem], int]:
     """The cheap checks, breadth first, and the number of messages and list items met; stops
     at once past `max_elements` (the lists past their max_items are not entered)."""
+    problems, _, elements = _walk(message, prefix, max_elements)
+    return problems, elements
+
+
+def _walk(
+    message: Message, prefix: str, max_elements: int
+) -> tuple[list[FieldProblem], list[FieldProblem], int]:
+    """`structural_problems`, and the advisories met on the way. Runs per element: kept lean
+    (one cached look-up per field, paths built only where needed)."""
     problems: list[FieldProblem] = []
+    advisories: list[FieldProblem] = []
     elements = 1
     pending: deque[tuple[Message, str]] = deque([(message, prefix)])
     while pending:
         current, path = pending.popleft()
-        problems.extend(_range_problems(current, path))
+        kind = current.DESCRIPTOR.full_name
+        if kind in _RANGED:
+            problems.extend(_range_problems(current, path, kind))
+        for rule in MESSAGE_ADVICE.get(kind, ()):
+            if rule.broken(current):
+                advisories.append(FieldProblem(path, rule.description, rule.rule_id))
         for field, value in current.ListFields():
-            where = _join(path, field.name)
             declared = _declared(field)
-            if field.is_repeated:
-                if declared.max_items is not None and len(value) > declared.max_items:
+            if declared.repeated:
+                count = len(value)
+                if count > declared.max_items:
                     problems.append(
                         FieldProblem(
-                            where,
-                            f"at most {declared.max_items} items, got {len(value)}",
+                            _join(path, declared.name),
+                            f"at most {declared.max_items} items, got {count}",
                             "repeated.max_items",
                         )
                     )
                     continue
-                elements += len(value)
-                if field.message_type is not None:
-                    pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
-            elif field.message_type is not None:
-                elements += 1
-                pending.append((value, where))
-            elif declared.max_len is not None and len(value) > declared.max_len:
-                problems.append(
-                    FieldProblem(
-                        where,
-                        f"at most {declared.max_len} long, got {len(value)}",
-                        "string.max_len" if isinstance(value, str) else "bytes.max_len",
+                if count > declared.advised_items:
+                    advisories.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            f"advised at most {declared.advised_items} items, got {count}",
+                            "advice.max_items",
+                        )
                     )
-                )
+                if declared.advised_unique and len(set(value)) < count:
+                    advisories.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            "advised without repeated items",
+                            "advice.unique",
+                        )
+                    )
+                elements += count
+                if declared.message:
+                    where = _join(path, declared.name)
+                    pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+            elif declared.message:
+                elements += 1
+                pending.append((value, _join(path, declared.name)))
+            elif declared.sized:
+                length = len(value)
+                if length > declared.max_len:
+                    problems.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            f"at most {declared.max_len} long, got {length}",
+                            "string.max_len" if isinstance(value, str) else "bytes.max_len",
+                        )
+                    )
+                    continue
+                if length > declared.advised_len:
+                    advisories.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            f"advised at most {declared.advised_len} long, got {length}",
+                            "advice.max_len",
+                        )
+                    )
+                advised = declared.advised_pattern
+                if advised is not None and not advised.search(value):
+                    advisories.append(
+                        FieldProblem(
+                            _join(path, declared.name),
+                            f"advised to match {advised.pattern}",
+                            "advice.pattern",
+                        )
+                    )
             if elements > max_elements:
                 problem = FieldProblem(
                     prefix,
                     f"more than {max_elements} messages and list items: not validated",
                     "message.max_elements",
                 )
-                return [problem], elements
-    return problems, elements
+                return [problem], [], elements
+    return problems, advisories, elements
 
 
 class Validator:
@@ -192,10 +341,16 @@ class Validator:
     def problems(self, message: Message, prefix: str = "") -> list[FieldProblem]:
         """Every problem of `message` (field paths under `prefix`), at most `max_violations`
         listed; the structural ones alone if there are any."""
+        return list(self.check(message, prefix).problems)
+
+    def check(self, message: Message, prefix: str = "") -> Checked:
+        """`problems`, and the advice `message` does not follow (at most `max_violations`
+        listed too): what a publish receipt reports beside an accepted event."""
         keep = self.limits.max_violations
-        found, elements = structural_problems(message, prefix, self.limits.max_elements)
+        found, advised, elements = _walk(message, prefix, self.limits.max_elements)
+        advisories = cut(advised, keep)
         if found:
-            return list(cut(found, keep))
+            return Checked(cut(found, keep), advisories)
         violations = self._validator.collect_violations(
             message, fail_fast=elements > FULL_REPORT_ELEMENTS
         )
@@ -211,4 +366,4 @@ class Validator:
             path = _path(violation)
             field = ".".join(p for p in (prefix, path) if p)
             found.append(FieldProblem(field, violation.proto.message, violation.proto.rule_id))
-        return list(cut(found, keep))
+        return Checked(cut(found, keep), advisories)

@@ -85,6 +85,20 @@ def test_a_duplicates_original_sequence_must_still_be_there() -> None:
     assert not compare(Ledger().add(facts), view({6: digest("x")}, last=7)).ok
 
 
+def test_a_conflict_settles_its_accepted_bytes_unstored_and_needs_the_original_kept() -> None:
+    facts = [fact(0, "new", A.AUDIT_OUTCOME_ACCEPTED), fact(1, "new", A.AUDIT_OUTCOME_CONFLICT, 7)]
+    ledger = Ledger().add(facts)
+    assert not ledger.unsettled and not ledger.stored
+    assert compare(ledger, view({7: digest("orig")})).ok
+    assert not compare(ledger, view({6: digest("x")}, last=7)).ok
+    entry = A.AuditEntry(
+        action=A.AUDIT_ACTION_PUBLISH, outcome=A.AUDIT_OUTCOME_CONFLICT, event_digest=digest("n")
+    )
+    assert [f.outcome for f in publish_facts([(0, entry.SerializeToString())])] == [
+        A.AUDIT_OUTCOME_CONFLICT
+    ]
+
+
 def test_unsettled_events_are_settled_as_stored_where_found_and_as_failed_where_not() -> None:
     facts = [fact(0, "found", A.AUDIT_OUTCOME_ACCEPTED), fact(1, "gone", A.AUDIT_OUTCOME_ACCEPTED)]
     verdict = compare(Ledger().add(facts), view({4: digest("found")}))

@@ -2,11 +2,12 @@
 
 Every publish leaves facts in the log: ACCEPTED (the digest of the exact bytes, written before
 the event goes to JetStream), then STORED at a stream sequence (or DUPLICATE of the event
-stored at one), or FAILED. From them `Ledger` knows what the event stream must hold:
+stored at one, or CONFLICT with it: other content under its id, not stored), or FAILED. From them `Ledger` knows what the event stream must hold:
 
 - each STORED event at its sequence with the same digest (it was acknowledged: a receipt names
   that sequence);
-- each DUPLICATE's original sequence (another receipt names it);
+- each DUPLICATE's and CONFLICT's original sequence (another receipt names it); a CONFLICT's
+  own bytes were never stored, and it settles their ACCEPTED entry;
 - no sequence reused: the stream's last sequence is at least the highest one recorded;
 - an ACCEPTED event with no outcome yet is *unsettled*: in flight, or the gateway stopped
   (crashed) before recording the outcome. Present in the stream, it is settled as stored;
@@ -33,6 +34,7 @@ _OUTCOMES = (
     audit_pb2.AUDIT_OUTCOME_ACCEPTED,
     audit_pb2.AUDIT_OUTCOME_STORED,
     audit_pb2.AUDIT_OUTCOME_DUPLICATE,
+    audit_pb2.AUDIT_OUTCOME_CONFLICT,
     audit_pb2.AUDIT_OUTCOME_FAILED,
 )
 
@@ -45,7 +47,7 @@ class PublishFact:
     event_id: str
     digest: bytes
     outcome: audit_pb2.AuditOutcome.ValueType
-    sequence: int  # the stream sequence (STORED, DUPLICATE), else 0
+    sequence: int  # the stream sequence (STORED; the original's: DUPLICATE, CONFLICT), else 0
     time: float  # when the entry was recorded, in seconds since the epoch
     agency: str = ""
 
@@ -95,7 +97,10 @@ class Ledger:
             if fact.outcome == audit_pb2.AUDIT_OUTCOME_STORED:
                 # The ACCEPTED entry is the moment of acceptance: name it, not the late fact.
                 self.stored.setdefault(fact.sequence, accepted or fact)
-            elif fact.outcome == audit_pb2.AUDIT_OUTCOME_DUPLICATE:
+            elif fact.outcome in (
+                audit_pb2.AUDIT_OUTCOME_DUPLICATE,
+                audit_pb2.AUDIT_OUTCOME_CONFLICT,
+            ):
                 self.duplicates.setdefault(fact.sequence, fact)
             self.high_water = max(self.high_water, fact.sequence)
         return self

@@ -161,6 +161,11 @@ class _AuditOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditOut
     """A retry of an event already stored (JetStream's duplicate answer): not stored again;
     `stream_sequence` is the original's.
     """
+    AUDIT_OUTCOME_CONFLICT: _AuditOutcome.ValueType  # 8
+    """A publish under an event id already stored with different content: nothing stored, the
+    original is kept at `stream_sequence`; `event_digest` is the refused bytes' (settling
+    their ACCEPTED entry), `content_digest` and `stored_content_digest` show the difference.
+    """
 
 class AuditOutcome(_AuditOutcome, metaclass=_AuditOutcomeEnumTypeWrapper):
     """How an audited action ended."""
@@ -189,6 +194,11 @@ log is the event store's witness (`dutylink audit verify --store`).
 AUDIT_OUTCOME_DUPLICATE: AuditOutcome.ValueType  # 7
 """A retry of an event already stored (JetStream's duplicate answer): not stored again;
 `stream_sequence` is the original's.
+"""
+AUDIT_OUTCOME_CONFLICT: AuditOutcome.ValueType  # 8
+"""A publish under an event id already stored with different content: nothing stored, the
+original is kept at `stream_sequence`; `event_digest` is the refused bytes' (settling
+their ACCEPTED entry), `content_digest` and `stored_content_digest` show the difference.
 """
 Global___AuditOutcome: _TypeAlias = AuditOutcome  # noqa: Y015
 
@@ -219,6 +229,8 @@ class AuditEntry(_message.Message):
     WITHHELD_COMMITMENTS_FIELD_NUMBER: _builtins.int
     SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
     INCIDENT_IDS_FIELD_NUMBER: _builtins.int
+    CONTENT_DIGEST_FIELD_NUMBER: _builtins.int
+    STORED_CONTENT_DIGEST_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in this gateway's log (0-based leaf index), assigned by the log."""
     gateway_id: _builtins.str
@@ -253,6 +265,12 @@ class AuditEntry(_message.Message):
     """Fingerprint (SHA-256, hex) of the event schemas the gateway runs (GATEWAY_START), so a
     schema change shows between two starts.
     """
+    content_digest: _builtins.bytes
+    """CONFLICT: SHA-256 of the refused event's content (the deterministic encoding of the
+    event with `received_time` cleared), which differs from `stored_content_digest`.
+    """
+    stored_content_digest: _builtins.bytes
+    """CONFLICT: the same digest of the original stored at `stream_sequence`."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the gateway recorded the fact."""
@@ -302,10 +320,12 @@ class AuditEntry(_message.Message):
         withheld_commitments: _abc.Iterable[Global___FieldCommitment] | None = ...,
         schema_version: _builtins.str = ...,
         incident_ids: _abc.Iterable[_builtins.str] | None = ...,
+        content_digest: _builtins.bytes = ...,
+        stored_content_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_agency", b"actor_agency", "attempt", b"attempt", "event_digest", b"event_digest", "event_id", b"event_id", "event_type", b"event_type", "gateway_id", b"gateway_id", "grant_id", b"grant_id", "incident_ids", b"incident_ids", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "recipient_agency", b"recipient_agency", "rule_ids", b"rule_ids", "schema_version", b"schema_version", "sequence", b"sequence", "stream_sequence", b"stream_sequence", "subscription", b"subscription", "time", b"time", "withheld_commitments", b"withheld_commitments", "withheld_fields", b"withheld_fields"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_agency", b"actor_agency", "attempt", b"attempt", "content_digest", b"content_digest", "event_digest", b"event_digest", "event_id", b"event_id", "event_type", b"event_type", "gateway_id", b"gateway_id", "grant_id", b"grant_id", "incident_ids", b"incident_ids", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "recipient_agency", b"recipient_agency", "rule_ids", b"rule_ids", "schema_version", b"schema_version", "sequence", b"sequence", "stored_content_digest", b"stored_content_digest", "stream_sequence", b"stream_sequence", "subscription", b"subscription", "time", b"time", "withheld_commitments", b"withheld_commitments", "withheld_fields", b"withheld_fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

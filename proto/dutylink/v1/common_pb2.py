@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from dutylink.v1 import options_pb2 as dutylink_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64utylink/v1/common.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\"\x9d\x01\n\x0cJurisdiction\x12\x30\n\rdivision_code\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x32\x0f^[1-8][0-9]{5}$\x98\x01\x06\x12+\n\x0bstreet_code\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x18\x03\x32\r^([0-9]{3})?$\x12.\n\x07grid_id\x18\x03 \x01(\tB\x1d\xbaH\x1ar\x18\x18 2\x14^[A-Za-z0-9-]{0,32}$\"\xef\x01\n\x08GeoPoint\x12)\n\x08latitude\x18\x01 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80V@)\x00\x00\x00\x00\x00\x80V\xc0\x12*\n\tlongitude\x18\x02 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80\x66@)\x00\x00\x00\x00\x00\x80\x66\xc0:\x8b\x01\xbaH\x87\x01\x1a\x84\x01\n\x19geo_point.not_null_island\x12\x38latitude and longitude are both 0: the point looks unset\x1a-this.latitude != 0.0 || this.longitude != 0.0\"\xed\x01\n\x08Location\x12$\n\x05point\x18\x01 \x01(\x0b\x32\x15.dutylink.v1.GeoPoint\x12\x19\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12/\n\x0cjurisdiction\x18\x03 \x01(\x0b\x32\x19.dutylink.v1.Jurisdiction:o\xbaHl\x1aj\n\x19location.point_or_address\x12&a location needs a point or an address\x1a%has(this.point) || this.address != \'\'\"\xc4\x02\n\x07Polygon\x12\x32\n\x06points\x18\x01 \x03(\x0b\x32\x15.dutylink.v1.GeoPointB\x0b\xbaH\x08\x92\x01\x05\x08\x04\x10\xe8\x07:\x84\x02\xbaH\x80\x02\x1a\xfd\x01\n\x0epolygon.closed\x12;polygon must be closed: the last point must equal the first\x1a\xad\x01size(this.points) < 4 || (this.points[0].latitude == this.points[size(this.points) - 1].latitude && this.points[0].longitude == this.points[size(this.points) - 1].longitude)\"c\n\x06\x43ircle\x12-\n\x06\x63\x65nter\x18\x01 \x01(\x0b\x32\x15.dutylink.v1.GeoPointB\x06\xbaH\x03\xc8\x01\x01\x12*\n\tradius_km\x18\x02 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x80\x91\xd3@)\x00\x00\x00\x00\x00\x00\x00\x00\"\xfb\x01\n\rAttachmentRef\x12\x1a\n\x03uri\x18\x01 \x01(\tB\r\xbaH\nr\x08\x10\x01\x18\x80\x10\x88\x01\x01\x12o\n\nmedia_type\x18\x02 \x01(\tB[\xbaHXrV\x10\x03\x18\xff\x01\x32O^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$\x12*\n\x06sha256\x18\x03 \x01(\tB\x1a\xbaH\x17r\x15\x18@2\x11^([0-9a-f]{64})?$\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x1d\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64utylink/v1/common.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19\x64utylink/v1/options.proto\"\x9d\x01\n\x0cJurisdiction\x12\x30\n\rdivision_code\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x32\x0f^[1-8][0-9]{5}$\x98\x01\x06\x12+\n\x0bstreet_code\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x18\x03\x32\r^([0-9]{3})?$\x12.\n\x07grid_id\x18\x03 \x01(\tB\x1d\xbaH\x1ar\x18\x18 2\x14^[A-Za-z0-9-]{0,32}$\"\xef\x01\n\x08GeoPoint\x12)\n\x08latitude\x18\x01 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80V@)\x00\x00\x00\x00\x00\x80V\xc0\x12*\n\tlongitude\x18\x02 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80\x66@)\x00\x00\x00\x00\x00\x80\x66\xc0:\x8b\x01\xbaH\x87\x01\x1a\x84\x01\n\x19geo_point.not_null_island\x12\x38latitude and longitude are both 0: the point looks unset\x1a-this.latitude != 0.0 || this.longitude != 0.0\"\xed\x01\n\x08Location\x12$\n\x05point\x18\x01 \x01(\x0b\x32\x15.dutylink.v1.GeoPoint\x12\x19\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12/\n\x0cjurisdiction\x18\x03 \x01(\x0b\x32\x19.dutylink.v1.Jurisdiction:o\xbaHl\x1aj\n\x19location.point_or_address\x12&a location needs a point or an address\x1a%has(this.point) || this.address != \'\'\"\xcc\x02\n\x07Polygon\x12:\n\x06points\x18\x01 \x03(\x0b\x32\x15.dutylink.v1.GeoPointB\x13\xbaH\t\x92\x01\x06\x08\x04\x10\xa0\x9c\x01\x92\xb5\x18\x03\x10\xe8\x07:\x84\x02\xbaH\x80\x02\x1a\xfd\x01\n\x0epolygon.closed\x12;polygon must be closed: the last point must equal the first\x1a\xad\x01size(this.points) < 4 || (this.points[0].latitude == this.points[size(this.points) - 1].latitude && this.points[0].longitude == this.points[size(this.points) - 1].longitude)\"c\n\x06\x43ircle\x12-\n\x06\x63\x65nter\x18\x01 \x01(\x0b\x32\x15.dutylink.v1.GeoPointB\x06\xbaH\x03\xc8\x01\x01\x12*\n\tradius_km\x18\x02 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x80\x91\xd3@)\x00\x00\x00\x00\x00\x00\x00\x00\"\xfb\x01\n\rAttachmentRef\x12\x1a\n\x03uri\x18\x01 \x01(\tB\r\xbaH\nr\x08\x10\x01\x18\x80\x10\x88\x01\x01\x12o\n\nmedia_type\x18\x02 \x01(\tB[\xbaHXrV\x10\x03\x18\xff\x01\x32O^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$\x12*\n\x06sha256\x18\x03 \x01(\tB\x1a\xbaH\x17r\x15\x18@2\x11^([0-9a-f]{64})?$\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x1d\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,7 +50,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOCATION']._loaded_options = None
   _globals['_LOCATION']._serialized_options = b'\272Hl\032j\n\031location.point_or_address\022&a location needs a point or an address\032%has(this.point) || this.address != \'\''
   _globals['_POLYGON'].fields_by_name['points']._loaded_options = None
-  _globals['_POLYGON'].fields_by_name['points']._serialized_options = b'\272H\010\222\001\005\010\004\020\350\007'
+  _globals['_POLYGON'].fields_by_name['points']._serialized_options = b'\272H\t\222\001\006\010\004\020\240\234\001\222\265\030\003\020\350\007'
   _globals['_POLYGON']._loaded_options = None
   _globals['_POLYGON']._serialized_options = b'\272H\200\002\032\375\001\n\016polygon.closed\022;polygon must be closed: the last point must equal the first\032\255\001size(this.points) < 4 || (this.points[0].latitude == this.points[size(this.points) - 1].latitude && this.points[0].longitude == this.points[size(this.points) - 1].longitude)'
   _globals['_CIRCLE'].fields_by_name['center']._loaded_options = None
@@ -64,16 +65,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTACHMENTREF'].fields_by_name['sha256']._serialized_options = b'\272H\027r\025\030@2\021^([0-9a-f]{64})?$'
   _globals['_ATTACHMENTREF'].fields_by_name['description']._loaded_options = None
   _globals['_ATTACHMENTREF'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\200\010'
-  _globals['_JURISDICTION']._serialized_start=71
-  _globals['_JURISDICTION']._serialized_end=228
-  _globals['_GEOPOINT']._serialized_start=231
-  _globals['_GEOPOINT']._serialized_end=470
-  _globals['_LOCATION']._serialized_start=473
-  _globals['_LOCATION']._serialized_end=710
-  _globals['_POLYGON']._serialized_start=713
-  _globals['_POLYGON']._serialized_end=1037
-  _globals['_CIRCLE']._serialized_start=1039
-  _globals['_CIRCLE']._serialized_end=1138
-  _globals['_ATTACHMENTREF']._serialized_start=1141
-  _globals['_ATTACHMENTREF']._serialized_end=1392
+  _globals['_JURISDICTION']._serialized_start=98
+  _globals['_JURISDICTION']._serialized_end=255
+  _globals['_GEOPOINT']._serialized_start=258
+  _globals['_GEOPOINT']._serialized_end=497
+  _globals['_LOCATION']._serialized_start=500
+  _globals['_LOCATION']._serialized_end=737
+  _globals['_POLYGON']._serialized_start=740
+  _globals['_POLYGON']._serialized_end=1072
+  _globals['_CIRCLE']._serialized_start=1074
+  _globals['_CIRCLE']._serialized_end=1173
+  _globals['_ATTACHMENTREF']._serialized_start=1176
+  _globals['_ATTACHMENTREF']._serialized_end=1427
 # @@protoc_insertion_point(module_scope)

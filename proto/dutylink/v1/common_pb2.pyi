@@ -147,8 +147,9 @@ class Polygon(_message.Message):
     POINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___GeoPoint]:
-        """The ring's vertices in order, first == last; 4 to 1000 points. In CAP XML they are
-        written as space-separated "lat,lon" pairs (latitude first).
+        """The ring's vertices in order, first == last; at least 4 points, advised at most 1000
+        (national issuers send coastlines of thousands). In CAP XML they are written as
+        space-separated "lat,lon" pairs (latitude first).
         """
 
     def __init__(

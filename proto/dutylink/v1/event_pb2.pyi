@@ -150,7 +150,8 @@ class Event(_message.Message):
     id: _builtins.str
     """Event id, chosen by the publisher and unique within its agency (CloudEvents `id`).
     It is the idempotency key: publishing the same id again within the duplicate window
-    stores nothing new and the receipt says `duplicate`. A UUID or the source system's own
+    stores nothing new and the receipt says `duplicate` (and `conflict` when the content
+    differs: the stored original is kept). A UUID or the source system's own
     record id (e.g. "CAD-2026-000123") both work.
     """
     source: _builtins.str
@@ -198,7 +199,9 @@ class Event(_message.Message):
 
     @_builtins.property
     def expires(self) -> _timestamp_pb2.Timestamp:
-        """After this instant the content is no longer valid (e.g. a road closure lifted)."""
+        """After this instant the content is no longer valid (e.g. a road closure lifted); advised
+        later than `time`.
+        """
 
     @_builtins.property
     def incident(self) -> _incident_pb2.Incident:

@@ -75,7 +75,7 @@ Global___PublishResponse: _TypeAlias = PublishResponse  # noqa: Y015
 
 @_typing.final
 class Receipt(_message.Message):
-    """What the gateway returns for a stored event."""
+    """What the gateway returns for a stored event (or one whose id is already stored)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -83,6 +83,8 @@ class Receipt(_message.Message):
     STREAM_SEQUENCE_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     RECEIVED_TIME_FIELD_NUMBER: _builtins.int
+    ADVISORIES_FIELD_NUMBER: _builtins.int
+    CONFLICT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The event's id, as published."""
     stream_sequence: _builtins.int
@@ -91,9 +93,25 @@ class Receipt(_message.Message):
     """
     duplicate: _builtins.bool
     """True when an event with this id from this agency was already stored; nothing new was stored."""
+    conflict: _builtins.bool
+    """True when an event with this id from this agency is already stored with *different*
+    content (fields the gateway stamps, `source` and `received_time`, aside): this event was
+    NOT stored, the stored original is kept at `stream_sequence`, and `duplicate` is true too
+    (clients that know only `duplicate` still see that nothing new was stored). A retry after
+    an unknown outcome is the same event and never conflicts; new content (e.g. a re-issued
+    CAP alert with the same identifier) needs a new event id. The call still answers OK (in a
+    batch: a receipt), so Publish and PublishBatch have one contract: check `conflict`.
+    """
     @_builtins.property
     def received_time(self) -> _timestamp_pb2.Timestamp:
         """When the gateway accepted the event (the envelope's `received_time`)."""
+
+    @_builtins.property
+    def advisories(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldViolation]:
+        """Advice the event does not follow (e.g. a headline over 160 characters, rule id
+        "advice.max_len"): the event is stored as sent; the advisories say what receivers may
+        handle less well. At most the gateway's `max_violations_per_event` are listed.
+        """
 
     def __init__(
         self,
@@ -102,10 +120,12 @@ class Receipt(_message.Message):
         stream_sequence: _builtins.int = ...,
         duplicate: _builtins.bool = ...,
         received_time: _timestamp_pb2.Timestamp | None = ...,
+        advisories: _abc.Iterable[Global___FieldViolation] | None = ...,
+        conflict: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["received_time", b"received_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event_id", b"event_id", "received_time", b"received_time", "stream_sequence", b"stream_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advisories", b"advisories", "conflict", b"conflict", "duplicate", b"duplicate", "event_id", b"event_id", "received_time", b"received_time", "stream_sequence", b"stream_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -175,7 +195,9 @@ class PublishResult(_message.Message):
     """The event's id, as published (empty if the event had none)."""
     @_builtins.property
     def receipt(self) -> Global___Receipt:
-        """The event is stored."""
+        """The event is stored, or was already (`duplicate`; `conflict`: other content under its
+        id is stored, this event was not).
+        """
 
     @_builtins.property
     def error(self) -> Global___PublishError:

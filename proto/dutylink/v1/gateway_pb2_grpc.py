@@ -55,7 +55,10 @@ class PublisherServiceServicer:
         """Publishes one event and returns once it is durably stored (JetStream acknowledged it).
         Invalid events fail with INVALID_ARGUMENT and a google.rpc.BadRequest listing every
         field violation. UNAVAILABLE or DEADLINE_EXCEEDED mean the outcome is unknown: retry with
-        the same event id, which can never store the event twice.
+        the same event id, which can never store the event twice. A retry must be the same
+        event: one whose content differs from the event stored under its id is answered OK with
+        `conflict` set in the receipt, and is not stored (see `Receipt.conflict`). Rules the
+        event breaks only as advice are listed in `Receipt.advisories`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,7 +41,10 @@ class PublisherServiceStub:
     """Publishes one event and returns once it is durably stored (JetStream acknowledged it).
     Invalid events fail with INVALID_ARGUMENT and a google.rpc.BadRequest listing every
     field violation. UNAVAILABLE or DEADLINE_EXCEEDED mean the outcome is unknown: retry with
-    the same event id, which can never store the event twice.
+    the same event id, which can never store the event twice. A retry must be the same
+    event: one whose content differs from the event stored under its id is answered OK with
+    `conflict` set in the receipt, and is not stored (see `Receipt.conflict`). Rules the
+    event breaks only as advice are listed in `Receipt.advisories`.
     """
     PublishBatch: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PublishBatchRequest, _gateway_pb2.PublishBatchResponse]
     """Publishes many events in one call: the high-throughput path. Each event gets its own
@@ -57,7 +60,10 @@ class PublisherServiceAsyncStub(PublisherServiceStub):
     """Publishes one event and returns once it is durably stored (JetStream acknowledged it).
     Invalid events fail with INVALID_ARGUMENT and a google.rpc.BadRequest listing every
     field violation. UNAVAILABLE or DEADLINE_EXCEEDED mean the outcome is unknown: retry with
-    the same event id, which can never store the event twice.
+    the same event id, which can never store the event twice. A retry must be the same
+    event: one whose content differs from the event stored under its id is answered OK with
+    `conflict` set in the receipt, and is not stored (see `Receipt.conflict`). Rules the
+    event breaks only as advice are listed in `Receipt.advisories`.
     """
     PublishBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PublishBatchRequest, _gateway_pb2.PublishBatchResponse]  # type: ignore[assignment]
     """Publishes many events in one call: the high-throughput path. Each event gets its own
@@ -76,7 +82,10 @@ class PublisherServiceServicer(metaclass=_abc_1.ABCMeta):
         """Publishes one event and returns once it is durably stored (JetStream acknowledged it).
         Invalid events fail with INVALID_ARGUMENT and a google.rpc.BadRequest listing every
         field violation. UNAVAILABLE or DEADLINE_EXCEEDED mean the outcome is unknown: retry with
-        the same event id, which can never store the event twice.
+        the same event id, which can never store the event twice. A retry must be the same
+        event: one whose content differs from the event stored under its id is answered OK with
+        `conflict` set in the receipt, and is not stored (see `Receipt.conflict`). Rules the
+        event breaks only as advice are listed in `Receipt.advisories`.
         """
 
     @_abc_1.abstractmethod

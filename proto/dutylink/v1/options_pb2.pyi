@@ -10,16 +10,17 @@ Unmarked fields carry no extra protection beyond the event's overall classificat
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.protobuf import message as _message
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
 import sys
 import typing as _typing
 
-if sys.version_info >= (3, 10):
-    from typing import TypeAlias as _TypeAlias
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing_extensions import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -62,9 +63,56 @@ Redacted for receivers without a precise-location grant.
 """
 Global___Sensitivity: _TypeAlias = Sensitivity  # noqa: Y015
 
+@_typing.final
+class Advice(_message.Message):
+    """What DutyLink advises for a field beyond its hard rules (`buf.validate.field`): a value
+    that breaks only advice is accepted, and the publish receipt lists an advisory for it
+    (rule id "advice.<member>", e.g. "advice.max_len"). Hard rules protect the gateway; advice
+    says what receivers handle well (e.g. CAP's 160-character headline target). Unset (0 or
+    false) members advise nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_LEN_FIELD_NUMBER: _builtins.int
+    MAX_ITEMS_FIELD_NUMBER: _builtins.int
+    UNIQUE_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
+    max_len: _builtins.int
+    """Strings: at most this many characters; bytes: at most this many bytes."""
+    max_items: _builtins.int
+    """Repeated fields: at most this many items."""
+    unique: _builtins.bool
+    """Repeated fields: no item twice."""
+    pattern: _builtins.str
+    """Strings: matching this regular expression (searched, as protovalidate's `pattern`: anchor
+    it with ^ and $ to match the whole value).
+    """
+    def __init__(
+        self,
+        *,
+        max_len: _builtins.int = ...,
+        max_items: _builtins.int = ...,
+        unique: _builtins.bool = ...,
+        pattern: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_items", b"max_items", "max_len", b"max_len", "pattern", b"pattern", "unique", b"unique"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Advice: _TypeAlias = Advice  # noqa: Y015
+
 SENSITIVITY_FIELD_NUMBER: _builtins.int
+ADVICE_FIELD_NUMBER: _builtins.int
 sensitivity: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___Sensitivity.ValueType]
 """Marks a field as holding protected data; see `Sensitivity`. Usage:
 `string phone = 2 [(dutylink.v1.sensitivity) = SENSITIVITY_PERSONAL];`
 50001 lies in the range reserved for an organisation's own options (50000-99999).
+"""
+advice: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___Advice]
+"""Advice on a field, next to its hard rule. Usage:
+`string headline = 14 [(buf.validate.field).string.max_len = 4096,
+                       (dutylink.v1.advice).max_len = 160];`
 """

@@ -15,6 +15,13 @@ maps to. Differences from CAP's XML forms:
     without CAP's double-quoting of values that contain spaces;
   - `polygon` and `circle` are structured (`Polygon`, `Circle` of common.proto);
   - `derefUri` is carried as raw bytes, not base64 text.
+
+Limits. CAP sets none on lengths or counts (its headline's "160 characters MAY be a useful
+target" is advice), so the hard rules here (`buf.validate.field`) only keep one event's cost
+bounded, far above what real issuers send (national services: dozens of areas of 100+
+geocodes each, an info block per language, long headlines, audio inline in `derefUri`); the
+event's size limit bounds the bytes anyway. What DutyLink would like to see is advice
+(`dutylink.v1.advice`): breaking it is accepted and the receipt lists an advisory.
 """
 
 from collections import abc as _abc
@@ -451,7 +458,8 @@ class Warning(_message.Message):
     @_builtins.property
     def addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Intended recipients of a PRIVATE alert (CAP `addresses`, one entry per address), e.g.
-        DutyLink agency ids. Required (at least one) when scope is PRIVATE; at most 256.
+        DutyLink agency ids. Required (at least one) when scope is PRIVATE; advised at most
+        256.
         """
 
     @_builtins.property
@@ -464,18 +472,20 @@ class Warning(_message.Message):
     def references(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapReference]:
         """Earlier alerts this one refers to (CAP `references`): the alerts an UPDATE replaces, a
         CANCEL withdraws, an ACK acknowledges or an ERROR rejects. Required (at least one) for
-        those message types; at most 64.
+        those message types; advised at most 64.
         """
 
     @_builtins.property
     def incidents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the incidents the alert is about (CAP `incidents`), e.g. DutyLink incident ids;
-        they collate alerts on different aspects of one incident. At most 64.
+        they collate alerts on different aspects of one incident. Advised at most 64.
         """
 
     @_builtins.property
     def infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarningInfo]:
-        """The information blocks (CAP `info`, 0..n), e.g. one per language; at most 16."""
+        """The information blocks (CAP `info`, 0..n), e.g. one per language; advised at most
+        16.
+        """
 
     def __init__(
         self,
@@ -548,6 +558,8 @@ Global___CapReference: _TypeAlias = CapReference  # noqa: Y015
 class WarningInfo(_message.Message):
     """A CAP `<info>` block: the event, its urgency, severity and certainty, what to do, and
     where. An alert may have several, e.g. one per language.
+    Advice (gateway.validation, not a CAP rule): "warning_info.expires_after_effective",
+    expires later than effective. A cancellation may expire the moment it takes effect.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -596,8 +608,8 @@ class WarningInfo(_message.Message):
     "上海中心气象台" (Shanghai Central Meteorological Observatory).
     """
     headline: _builtins.str
-    """Brief, actionable headline (CAP `headline`), e.g. "上海中心气象台发布暴雨橙色预警". At most
-    160 characters, the target CAP sets so it fits SMS and small displays.
+    """Brief, actionable headline (CAP `headline`), e.g. "上海中心气象台发布暴雨橙色预警". Advised at
+    most 160 characters, the target CAP suggests so it fits SMS and small displays.
     """
     description: _builtins.str
     """Extended description of the hazard or event (CAP `description`)."""
@@ -606,23 +618,27 @@ class WarningInfo(_message.Message):
     vehicles from underground car parks".
     """
     web: _builtins.str
-    """Absolute URI of a page with more information (CAP `web`)."""
+    """Absolute URI of a page with more information (CAP `web`). CAP's XSD type (anyURI) takes
+    nearly any text, and real feeds send "www.example.gov": an absolute URI is advice.
+    """
     contact: _builtins.str
     """How to reach the issuer for follow-up and confirmation (CAP `contact`), e.g. a duty
     phone number of the office (not a private person's).
     """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[Global___CapCategory.ValueType]:
-        """Categories of the event (CAP `category`, 1..n); no duplicates."""
+        """Categories of the event (CAP `category`, 1..n); advised without duplicates."""
 
     @_builtins.property
     def response_types(self) -> _containers.RepeatedScalarFieldContainer[Global___CapResponseType.ValueType]:
-        """Recommended actions for the audience (CAP `responseType`, 0..n); no duplicates."""
+        """Recommended actions for the audience (CAP `responseType`, 0..n); advised without
+        duplicates.
+        """
 
     @_builtins.property
     def event_codes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValuePair]:
         """System-specific codes for the event type (CAP `eventCode`, 0..n), e.g. {"SAME", "SVR"}
-        or a national warning-type code; at most 32.
+        or a national warning-type code; advised at most 32.
         """
 
     @_builtins.property
@@ -635,23 +651,25 @@ class WarningInfo(_message.Message):
 
     @_builtins.property
     def expires(self) -> _timestamp_pb2.Timestamp:
-        """When this information expires (CAP `expires`); must be later than `effective`. Absent
+        """When this information expires (CAP `expires`); advised later than `effective`. Absent
         leaves expiry to each recipient's policy (CAP).
         """
 
     @_builtins.property
     def parameters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValuePair]:
         """System-specific additional parameters (CAP `parameter`, 0..n), e.g. {"EventID",
-        "13970876"}, {"Magnitude", "3.4 Ml"}; at most 64.
+        "13970876"}, {"Magnitude", "3.4 Ml"}; advised at most 64.
         """
 
     @_builtins.property
     def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarningResource]:
-        """Supplementary files such as maps and photos (CAP `resource`, 0..n); at most 16."""
+        """Supplementary files such as maps and photos (CAP `resource`, 0..n); advised at
+        most 16.
+        """
 
     @_builtins.property
     def areas(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarningArea]:
-        """The affected areas (CAP `area`, 0..n); at most 64."""
+        """The affected areas (CAP `area`, 0..n); advised at most 64."""
 
     def __init__(
         self,
@@ -729,19 +747,23 @@ class WarningResource(_message.Message):
     resource_desc: _builtins.str
     """What the file is (CAP `resourceDesc`), e.g. "map", "photo", "雷达回波图". Required."""
     mime_type: _builtins.str
-    """MIME type of the file (CAP `mimeType`), e.g. "image/png". Required."""
+    """MIME type of the file (CAP `mimeType`), e.g. "image/png". Required; advised as RFC 2046
+    has it (CAP's XSD takes any string, and real feeds send e.g. "jpg").
+    """
     size: _builtins.int
     """Approximate size of the file in bytes (CAP `size`); 0 when not given."""
     uri: _builtins.str
     """Where to get the file (CAP `uri`): an absolute URI, or a relative one naming the content
-    of `deref_uri`.
+    of `deref_uri`; advised without spaces (CAP's anyURI is lax).
     """
     deref_uri: _builtins.bytes
     """The file's content inline, for one-way links (CAP `derefUri`, base64 in XML; raw bytes
     here), up to 512 KiB.
     """
     digest: _builtins.str
-    """SHA-1 digest of the file (CAP `digest`), 40 hex digits."""
+    """SHA-1 digest of the file (CAP `digest`), advised as 40 hex digits (CAP's XSD takes any
+    string; some issuers send other hashes).
+    """
     def __init__(
         self,
         *,
@@ -789,19 +811,19 @@ class WarningArea(_message.Message):
     @_builtins.property
     def polygons(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Polygon]:
         """Polygons delimiting the area (CAP `polygon`, 0..n), WGS-84, closed rings of at least 4
-        points; at most 64.
+        points; advised at most 64.
         """
 
     @_builtins.property
     def circles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Circle]:
-        """Circles delimiting the area (CAP `circle`, 0..n), WGS-84 centre and radius in km; at
-        most 64.
+        """Circles delimiting the area (CAP `circle`, 0..n), WGS-84 centre and radius in km;
+        advised at most 64.
         """
 
     @_builtins.property
     def geocodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValuePair]:
         """Geographic codes of the area (CAP `geocode`, 0..n), e.g. {"GB/T 2260", "310115"} or
-        {"SAME", "006109"}; CAP advises giving a polygon or circle as well. At most 256.
+        {"SAME", "006109"}; CAP advises giving a polygon or circle as well. Advised at most 256.
         """
 
     def __init__(

@@ -1260,3 +1260,13 @@ def test_the_default_utc_offset_option_is_read_strictly() -> None:
     for bad in ("8", "+8:00", "+15:00", "UTC+8"):
         with pytest.raises(AdapterConfigError):
             utc_offset_minutes(bad)
+
+
+def test_dutylink_id_wishes_are_advice_not_refusals() -> None:
+    message = parse_rm(golden("01"))  # MessageID "JX-EOC/RM/2026/00417": a '/' is no DutyLink id
+    event = resource_event(message, "golden", "310115", event_pb2.CLASSIFICATION_INTERNAL)
+    checked = Validator().check(event)
+    assert list(checked.problems) == []
+    advised = {(a.field, a.rule_id) for a in checked.advisories}
+    assert ("resource.message_id", "advice.pattern") in advised
+    assert ("resource.originating_message_id", "advice.pattern") in advised

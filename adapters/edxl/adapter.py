@@ -117,7 +117,7 @@ def inbound_mapping(
 
     def bare(data: bytes) -> event_pb2.Event:
         try:
-            message = parse_rm(data, default_utc_offset_minutes=offset, keep_xml=True)
+            message = parse_rm(data, default_utc_offset_minutes=offset)
         except RmError as error:
             raise Rejected(f"EDXL-RM: {error}") from None
         return resource_event(message, system, division_code, level)

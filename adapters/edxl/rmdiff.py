@@ -52,7 +52,7 @@ def rm_differences(a: bytes, b: bytes) -> list[str]:
 
 def element_differences(a: etree._Element, b: etree._Element, path: str | None = None) -> list[str]:
     """Differences between two elements and their subtrees (see the module's rules)."""
-    here = path if path is not None else "/" + etree.QName(a).localname
+    here = path if path is not None else "/" + _local(str(a.tag))
     if a.tag != b.tag:
         return [f"{here}: element {a.tag!s} in a, {b.tag!s} in b"]
     found: list[str] = []
@@ -60,19 +60,20 @@ def element_differences(a: etree._Element, b: etree._Element, path: str | None =
     for name in dict.fromkeys([*attributes_a, *attributes_b]):
         if attributes_a.get(name) != attributes_b.get(name):
             found.append(
-                f"{here}/@{etree.QName(name).localname}: "
+                f"{here}/@{_local(name)}: "
                 f"{attributes_a.get(name)!r} in a, {attributes_b.get(name)!r} in b"
             )
     text_a, text_b = _own_text(a), _own_text(b)
     if text_a != text_b:
         found.append(f"{here}: text {text_a!r} in a, {text_b!r} in b")
     children_a, children_b = _children(a), _children(b)
-    tags = dict.fromkeys([str(child.tag) for child in children_a + children_b])
-    for tag in tags:
-        group_a = [child for child in children_a if child.tag == tag]
-        group_b = [child for child in children_b if child.tag == tag]
-        name = etree.QName(tag).localname
-        unordered = name in _UNORDERED and etree.QName(tag).namespace in _RM_NAMESPACES
+    groups: dict[str, tuple[list[etree._Element], list[etree._Element]]] = {}
+    for side, children in ((0, children_a), (1, children_b)):
+        for child in children:
+            groups.setdefault(str(child.tag), ([], []))[side].append(child)
+    for tag, (group_a, group_b) in groups.items():
+        name = _local(tag)
+        unordered = name in _UNORDERED and tag[1:].partition("}")[0] in _RM_NAMESPACES
         if unordered:
             found += _unordered(group_a, group_b, f"{here}/{name}")
         else:
@@ -132,7 +133,7 @@ def _unmatched(partners: Counter[str], key: str) -> bool:
 
 def _line_id(line: etree._Element) -> str:
     for child in _children(line):
-        if etree.QName(child).localname == "ResourceInfoElementID":
+        if _local(str(child.tag)) == "ResourceInfoElementID":
             return _collapse(child.text or "")
     return ""
 
@@ -149,7 +150,7 @@ def _own_text(element: etree._Element) -> str:
     """The element's own character content (not its children's), normalised by its type."""
     parts = [element.text or ""] + [child.tail or "" for child in element]
     raw = _collapse("".join(parts))
-    name = etree.QName(element).localname
+    name = _local(str(element.tag))
     if name in _TIMES and not _children(element):
         return _instant(raw)
     if name in _DOUBLES and not _children(element):
@@ -181,7 +182,7 @@ def _canonical(element: etree._Element) -> str:
     for child, form in zip(_children(element), children, strict=True):
         grouped.setdefault(str(child.tag), []).append(form)
     for tag, forms in grouped.items():
-        if etree.QName(tag).localname in _UNORDERED:
+        if _local(tag) in _UNORDERED:
             forms.sort()
     attributes = sorted(_attributes(element).items())
     body = "".join(form for forms in grouped.values() for form in forms)
@@ -190,7 +191,12 @@ def _canonical(element: etree._Element) -> str:
 
 def _summary(element: etree._Element) -> str:
     text = _collapse(" ".join(element.itertext()))
-    return f"<{etree.QName(element).localname}> {text[:120]!r}"
+    return f"<{_local(str(element.tag))}> {text[:120]!r}"
+
+
+def _local(tag: str) -> str:
+    """Local name of a Clark-notation tag or attribute name: {urn:x}Name -> Name."""
+    return tag.rpartition("}")[2]
 
 
 def _collapse(value: str) -> str:

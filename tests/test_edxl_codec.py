@@ -192,6 +192,7 @@ class Caps:
     quantity_required: bool = False
     min_lines: int = 1
     description_required: bool = False
+    price_quote_required: bool = False  # ResponseToRequestQuote: with every assignment
 
 
 ALL_SCHEDULES = frozenset(range(1, 19))
@@ -257,6 +258,27 @@ CAPS: dict[str, Caps] = {
     ),
     "request_resource_deployment_status": Caps(ALL_SCHEDULES - {16}, status=NO_STATUS),
     "report_resource_deployment_status": Caps(ALL_SCHEDULES, response="optional"),
+    "request_quote": Caps(
+        frozenset({1, 4, 7, 8, 17, 18}), response="optional", status=NO_STATUS, order_id=False
+    ),
+    "response_to_request_quote": Caps(
+        frozenset({1, 2, 4, 5, 7, 8, 10, 11, 13, 14, 17, 18}),
+        preceding="required",
+        response="required",
+        resource_required=False,
+        order_id=False,
+        price_quote_required=True,
+    ),
+    "request_extended_deployment_duration": Caps(
+        ALL_SCHEDULES - {9, 12, 13, 14, 16}, status=STATUS_NO_REFRESH, instructions=False
+    ),
+    "response_to_request_extended_deployment_duration": Caps(
+        ALL_SCHEDULES - {9, 12, 13, 16},
+        preceding="required",
+        response="required",
+        resource_required=False,
+        status=STATUS_NO_REFRESH,
+    ),
 }
 XML_SPACE = re.compile(r"[ \t\n\r]+")
 
@@ -368,6 +390,10 @@ def lines(draw: st.DrawFn, caps: Caps, element_id: str) -> resource_pb2.Resource
                 st.floats(min_value=0, exclude_min=True, allow_infinity=False)
             )
             assignment.quantity.unit = draw(optional(texts))
+        elif draw(st.booleans()):  # EDXL-RM's other choice: free-text quantities
+            assignment.quantity_texts.extend(draw(st.lists(texts, min_size=1, max_size=2)))
+        if caps.price_quote_required:
+            assignment.price_quote.texts.extend(draw(st.lists(texts, min_size=1, max_size=2)))
         assignment.restrictions = draw(optional(texts))
         assignment.anticipated_function = draw(optional(texts))
         if caps.order_id:
@@ -1270,3 +1296,34 @@ def test_dutylink_id_wishes_are_advice_not_refusals() -> None:
     advised = {(a.field, a.rule_id) for a in checked.advisories}
     assert ("resource.message_id", "advice.pattern") in advised
     assert ("resource.originating_message_id", "advice.pattern") in advised
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    offset=st.integers(-48, 56).map(lambda quarters: quarters * 15),
+    assumed=st.booleans(),
+    keyword=st.lists(texts, min_size=1, max_size=3),
+)
+def test_received_forms_survive_a_second_trip(
+    data: st.DataObject, offset: int, assumed: bool, keyword: list[str]
+) -> None:
+    """A message carrying foreign forms (a sender's offset or none, a foreign keyword list, a
+    foreign deployment status) exports, re-reads and exports again to an equal document."""
+    message = data.draw(messages(data.draw(st.sampled_from(sorted(CAPS)))))
+    # Away from years 1 and 9999, where a local time in another offset leaves the range.
+    message.sent_at.seconds = data.draw(st.integers(0, 4_000_000_000))
+    message.sent_at_zone.utc_offset_minutes = offset
+    message.sent_at_zone.offset_assumed = assumed
+    body = getattr(message, message.WhichOneof("kind") or "")
+    for info in body.resource_infos:
+        if info.HasField("resource"):
+            info.resource.keywords.add(urn="urn:x-test:tags", values=keyword)
+            if info.resource.status.deployment_status:
+                info.resource.status.deployment_status = 0
+                info.resource.status.deployment_status_list.urn = "urn:x-test:status"
+                info.resource.status.deployment_status_list.values.append(keyword[0])
+    first = to_rm_xml(message)
+    again = to_rm_xml(parse_rm(first, default_utc_offset_minutes=offset))
+    assert rm_differences(first, again) == []
+    assert (b"urn:x-test:tags" in again) == (b"urn:x-test:tags" in first)

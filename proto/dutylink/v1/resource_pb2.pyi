@@ -844,8 +844,8 @@ class Radio(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     RADIO_TYPE_LIST_FIELD_NUMBER: _builtins.int
     radio_type: _builtins.str
-    """Radio system (EDXL-RM `RadioType`, a value list; DutyLink sends the value), e.g. "PDT"
-    (警用数字集群), "TETRA", "VHF". Required.
+    """Radio system (EDXL-RM `RadioType`, a value list): the first value of any list, e.g.
+    "PDT" (警用数字集群), "TETRA", "VHF"; the list itself is `radio_type_list`. Required.
     """
     channel: _builtins.str
     """Channel or talk group (EDXL-RM `RadioChannel`), e.g. "TG 31001 联合指挥". Required."""
@@ -945,9 +945,10 @@ class Response(_message.Message):
     type: Global___ResponseType.ValueType
     """The answer (EDXL-RM `ResponseType`). Required."""
     reason_code: _builtins.str
-    """Machine-readable reason (EDXL-RM `ReasonCode`, a value list; DutyLink sends the value),
-    e.g. "NOT_AVAILABLE", "PARTIAL". A CONDITIONAL or PROVISIONAL response needs
-    `reason_code` or `reason` (EDXL-RM requires this for Provisional).
+    """Machine-readable reason (EDXL-RM `ReasonCode` from DutyLink's list
+    `urn:dutylink:valuelist:reason-code`; other lists: `reason_code_list`), e.g.
+    "NOT_AVAILABLE", "PARTIAL". A CONDITIONAL or PROVISIONAL response needs a reason
+    (`reason_code`, `reason_code_list` or `reason`; EDXL-RM requires this for Provisional).
     """
     reason: _builtins.str
     """Free-text reason or conditions (EDXL-RM `ResponseReason`), e.g. "2 of 3 pumps available,
@@ -1023,8 +1024,9 @@ class Resource(_message.Message):
     """
     responsible_agency: _builtins.str
     """DutyLink agency id of the agency that owns the resource and is responsible for it, e.g.
-    "fire-119" (EDXL-RM `OwnershipInformation/Owner`; contact details go in the message's
-    `contacts` with role OWNER, EDXL-RM `ResponsibleParty`).
+    "fire-119" (EDXL-RM `OwnershipInformation/Owner`, when the owner is an agency id; any
+    owner is in `ownership`; contact details in `responsible_party` or the message's
+    `contacts` with role OWNER).
     """
     type_info_xml: _builtins.str
     """EDXL-RM `TypeInfo` (free XML, `xs:any`) as a standalone XML document: the `TypeInfo`

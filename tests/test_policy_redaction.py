@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.edxl.adapter import RM_EVENT_TYPES
 from dutylink.v1 import event_pb2
 from policies.redaction import field_path_error, minimal_paths, redact, sensitive_fields
 from tests.factories import incident_event, resource_request_event
@@ -160,6 +161,14 @@ def test_the_schemas_sensitive_fields_are_found() -> None:
         "resource.contacts.person_name": 1,
         "resource.contacts.phone": 1,
         "resource.contacts.email": 1,
+        "resource.contacts.party_xml": 1,
+        "resource.rm_xml": 1,
+        # EDXL-RM ResponsibleParty is a ContactInformation in every message type's lines.
+        **{
+            f"resource.{kind}.resource_infos.resource.responsible_party.{field}": 1
+            for kind in RM_EVENT_TYPES
+            for field in ("person_name", "phone", "email", "party_xml")
+        },
     }
 
 

@@ -5,6 +5,7 @@ alerts) in from a drop directory, resource messages out as EDXL-RM XML files.
     system = "em-sh"                  # prefix of event ids: "<system>:<MessageID>"
     division_code = "310115"          # jurisdiction when a message names none
     classification = "INTERNAL"       # of resource events (CAP alerts: from their scope)
+    default_utc_offset = "+08:00"     # zone of EDXL-RM dateTimes written without an offset
 
     [options.inbound]
     directory = "drop/edxl"           # *.xml: one EDXL-RM message or EDXL-DE envelope each
@@ -35,6 +36,7 @@ from adapters.edxl.de import DeError, unwrap_de
 from adapters.edxl.rm import RmError, parse_rm, to_rm_xml
 from adapters.edxl.xml import XmlError, local_name, parse_xml
 from adapters.framework import (
+    AdapterConfigError,
     AdapterKind,
     AdapterPlan,
     InboundMapping,
@@ -62,6 +64,10 @@ RM_EVENT_TYPES = {
     "response_to_request_return": "resource.return_response",
     "request_resource_deployment_status": "resource.request_status",
     "report_resource_deployment_status": "resource.status_report",
+    "request_quote": "resource.request_quote",
+    "response_to_request_quote": "resource.quote",
+    "request_extended_deployment_duration": "resource.request_extension",
+    "response_to_request_extended_deployment_duration": "resource.extension_response",
 }
 _DE_ROOT = "EDXLDistribution"
 
@@ -92,12 +98,26 @@ def resource_event(
     return event
 
 
-def inbound_mapping(system: str, division_code: str, classification: str) -> InboundMapping:
+def utc_offset_minutes(value: str) -> int:
+    """Minutes east of UTC of an option like "+08:00", "-05:30" or "Z"."""
+    if value in ("Z", "+00:00", "-00:00"):
+        return 0
+    match = re.fullmatch(r"([+-])(\d\d):([0-5]\d)", value)
+    if match is None or int(match[2]) > 14:
+        raise AdapterConfigError(f"default_utc_offset {value!r} is not an offset like '+08:00'")
+    minutes = int(match[2]) * 60 + int(match[3])
+    return -minutes if match[1] == "-" else minutes
+
+
+def inbound_mapping(
+    system: str, division_code: str, classification: str, default_utc_offset: str = "Z"
+) -> InboundMapping:
     level = event_pb2.Classification.Value(f"CLASSIFICATION_{classification.upper()}")
+    offset = utc_offset_minutes(default_utc_offset)
 
     def bare(data: bytes) -> event_pb2.Event:
         try:
-            message = parse_rm(data)
+            message = parse_rm(data, default_utc_offset_minutes=offset)
         except RmError as error:
             raise Rejected(f"EDXL-RM: {error}") from None
         return resource_event(message, system, division_code, level)
@@ -163,6 +183,7 @@ def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
             system,
             str(options.get("division_code", "")),
             str(options.get("classification", "INTERNAL")),
+            str(options.get("default_utc_offset", "Z")),
         )
     )
     if directory := inbound.get("directory"):

@@ -1,11 +1,13 @@
 """EDXL-RM 1.0 XML <-> `dutylink.v1.ResourceMessage`. Pure: bytes in, messages out, and back.
 
 `parse_rm` refuses unsafe XML (see `xml.py`), checks the message type, validates against that
-type's OASIS schema, then maps every element the proto models; `to_rm_xml` writes the same
+type's OASIS schema, then maps every element into the proto: DutyLink's convenient fields as
+views, and what they cannot hold in the received form beside them (value lists as received,
+time-zone forms, CIQ parties and locations as XML when the view does not reproduce them); `to_rm_xml` writes the same
 elements in schema order and validates its own output before returning it. README.md beside
 this file has the mapping tables.
 
-The 12 message schemas differ in small ways (RequestResource has no OwnershipInformation,
+The 16 message schemas differ in small ways (RequestResource has no OwnershipInformation,
 CommitResource no Availability, …). Rather than a second copy of those differences, the
 writer asks the message's own schema which elements it declares (`_shape`), and a proto field
 the type cannot carry is refused with its path instead of being dropped.
@@ -16,19 +18,21 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableSequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from lxml import etree
 
+from adapters.edxl.rmdiff import element_differences
 from adapters.edxl.xml import (
     MAX_XML_BYTES,
     SCHEMA_DIR,
     XmlError,
     format_datetime,
+    has_offset,
     load_schema,
     local_name,
     parse_datetime,
@@ -72,6 +76,12 @@ _WGS84 = frozenset(
     }
 )
 _AGENCY = re.compile(r"[a-z][a-z0-9-]{1,31}")  # ContactInformation.agency's pattern
+# What ContactInformation.phone / .email accept; other values stay in party_xml only.
+_PHONE = re.compile(r"[0-9+()*# -]{0,32}")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 # `ResourceMessage.kind` field -> EDXL-RM MessageContentType (and root element).
 _KINDS: dict[str, str] = {
@@ -87,15 +97,15 @@ _KINDS: dict[str, str] = {
     "response_to_request_return": "ResponseToRequestReturn",
     "request_resource_deployment_status": "RequestResourceDeploymentStatus",
     "report_resource_deployment_status": "ReportResourceDeploymentStatus",
+    "request_quote": "RequestQuote",
+    "response_to_request_quote": "ResponseToRequestQuote",
+    "request_extended_deployment_duration": "RequestExtendedDeploymentDuration",
+    "response_to_request_extended_deployment_duration": (
+        "ResponseToRequestExtendedDeploymentDuration"
+    ),
 }
 _FIELDS = {name: field for field, name in _KINDS.items()}
 SUPPORTED_TYPES = tuple(_KINDS.values())
-UNSUPPORTED_TYPES = (
-    "RequestQuote",
-    "ResponseToRequestQuote",
-    "RequestExtendedDeploymentDuration",
-    "ResponseToRequestExtendedDeploymentDuration",
-)
 
 _V = TypeVar("_V", bound=int)
 
@@ -176,11 +186,20 @@ def _schema(message_type: str) -> etree.XMLSchema:
 # EDXL-RM XML -> ResourceMessage
 
 
-def parse_rm(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> resource_pb2.ResourceMessage:
+def parse_rm(
+    data: bytes,
+    *,
+    max_bytes: int = MAX_XML_BYTES,
+    default_utc_offset_minutes: int = 0,
+    keep_xml: bool = False,
+) -> resource_pb2.ResourceMessage:
     """The ResourceMessage in an EDXL-RM 1.0 document. Raises RmError naming element and line.
 
-    Does not run the protovalidate rules (the gateway does on publish); it does refuse what
-    the proto cannot hold faithfully (e.g. two incidents, QuantityText, a non-WGS-84 point).
+    A dateTime without an offset (schema-valid) is read in the zone
+    `default_utc_offset_minutes` east of UTC, and its `TimeZoneForm` says so, so export
+    writes it without an offset again. With `keep_xml`, `rm_xml` keeps `data` (for verbatim
+    forwarding or signatures; the typed fields alone already export an equal document).
+    Does not run the protovalidate rules (the gateway does on publish).
     """
     root = parse_xml(data, max_bytes=max_bytes, error=RmError)
     qname = etree.QName(root)
@@ -195,36 +214,37 @@ def parse_rm(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> resource_pb2.Res
         content_type = root.find(_m("MessageContentType"))
         where = content_type if content_type is not None else root
         value = text(where) if content_type is not None else message_type
-        known = "is not supported" if value in UNSUPPORTED_TYPES else "is not an EDXL-RM type"
         raise RmError(
-            f"<{local_name(where)}>: {value!r} {known} (supported: {', '.join(SUPPORTED_TYPES)})",
+            f"<{local_name(where)}>: {value!r} is not an EDXL-RM type "
+            f"(known: {', '.join(SUPPORTED_TYPES)})",
             line=where.sourceline,
         )
+    if not -840 <= default_utc_offset_minutes <= 840:
+        raise RmError(f"default_utc_offset_minutes {default_utc_offset_minutes} is not an offset")
     validate(_schema(message_type), root, error=RmError)
-    return _Reader(_shape(message_type)).message(root)
+    zone = timezone(timedelta(minutes=default_utc_offset_minutes))
+    message = _Reader(_shape(message_type), zone).message(root)
+    if keep_xml:
+        message.rm_xml = data
+    return message
 
 
 class _Reader:
-    def __init__(self, shape: _Shape) -> None:
+    def __init__(self, shape: _Shape, default_zone: timezone) -> None:
         self.shape = shape
+        self.default_zone = default_zone
 
     def message(self, root: etree._Element) -> resource_pb2.ResourceMessage:
         message = resource_pb2.ResourceMessage()
         message.message_id = _text(root, _m("MessageID"))
-        self.time(_one(root, _m("SentDateTime")), message.sent_at)
+        self.time(_one(root, _m("SentDateTime")), message.sent_at, message.sent_at_zone)
         message.message_description = _text(root, _m("MessageDescription"))
         message.originating_message_id = _text(root, _m("OriginatingMessageID"))
         message.preceding_message_id = _text(root, _m("PrecedingMessageID"))
-        incidents = root.findall(_m("IncidentInformation"))
-        if len(incidents) > 1:
-            raise RmError(
-                "<IncidentInformation>: a DutyLink resource message belongs to one incident; "
-                f"this one names {len(incidents)}",
-                line=incidents[1].sourceline,
-            )
-        for incident in incidents:
-            message.incident_id = _text(incident, _r("IncidentID"))
-            message.incident_description = _text(incident, _r("IncidentDescription"))
+        for i, incident in enumerate(root.iterfind(_m("IncidentInformation"))):
+            target = message if i == 0 else message.additional_incidents.add()
+            target.incident_id = _text(incident, _r("IncidentID"))
+            target.incident_description = _text(incident, _r("IncidentDescription"))
         if (recall := root.find(_m("MessageRecall"))) is not None:
             message.recall.recall_message_id = _text(recall, _r("RecallMessageID"))
             message.recall.type = _enum(_one(recall, _r("RecallType")), _RECALL)
@@ -242,13 +262,19 @@ class _Reader:
         for line in lines:
             self.line(line, body.resource_infos.add())
         if isinstance(body, resource_pb2.RequestResource):
-            _fold_requested_arrival(body, lines)
+            _fold_requested_arrival(body)
         return message
 
-    def time(self, element: etree._Element, target: Timestamp) -> None:
+    def time(
+        self, element: etree._Element, target: Timestamp, zone: resource_pb2.TimeZoneForm
+    ) -> None:
         try:
-            moment, nanos = parse_datetime(text(element))
+            moment, nanos = parse_datetime(text(element), default_tz=self.default_zone)
             seconds = (moment - _EPOCH) // timedelta(seconds=1)
+            offset = moment.utcoffset()
+            assert offset is not None
+            zone.utc_offset_minutes = offset // timedelta(minutes=1)
+            zone.offset_assumed = not has_offset(text(element))
         except (ValueError, OverflowError) as exc:
             raise RmError(f"<{local_name(element)}>: {exc}", line=element.sourceline) from None
         if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
@@ -263,25 +289,27 @@ class _Reader:
         if (role := element.find(_r("ContactRole"))) is not None:
             contact.role = _enum(role, _ROLE)
         for radio in element.iterfind(_r("Radio")):
+            radio_type = _read_list(_one(radio, _r("RadioType")))
             contact.radios.add(
-                radio_type=_value(_one(radio, _r("RadioType"))),
+                radio_type=radio_type.values[0],
                 channel=_text(radio, _r("RadioChannel")),
+                radio_type_list=radio_type,
             )
         if (location := element.find(_r("ContactLocation"))) is not None:
-            self.location(location, contact.location)
+            contact.location_xml = self.location(location, contact.location)
         if (party := element.find(_r("AdditionalContactInformation"))) is not None:
             _read_party(party, contact)
+            rendered = etree.Element(party.tag)
+            _write_party(rendered, contact)
+            if element_differences(party, rendered):
+                contact.party_xml = _standalone(party)
 
-    def location(self, element: etree._Element, location: common_pb2.Location) -> None:
-        location.SetInParent()
-        location.address = _text(element, _r("LocationDescription"))
-        if (address := element.find(_r("Address"))) is not None:
-            if not location.address:
-                lines = address.findall(f"{{{XAL_NS}}}FreeTextAddress/{{{XAL_NS}}}AddressLine")
-                location.address = ", ".join(_collapse(text(line)) for line in lines)
-            _read_jurisdiction(address, location)
-        if (area := element.find(_r("TargetArea"))) is not None:
-            _read_point(area, location.point)
+    def location(self, element: etree._Element, location: common_pb2.Location) -> str:
+        """Fills `location`; returns the element as XML when the view does not reproduce it."""
+        _location_view(element, location)
+        rendered = etree.Element(element.tag)
+        _write_location(rendered, location, "")
+        return _standalone(element) if element_differences(element, rendered) else ""
 
     def line(self, element: etree._Element, info: resource_pb2.ResourceInfo) -> None:
         info.resource_info_element_id = _text(element, _m("ResourceInfoElementID"))
@@ -291,7 +319,8 @@ class _Reader:
             )
             info.response.type = _enum(_one(response, _r("ResponseType")), _RESPONSE_IN)
             if (reason_code := response.find(_r("ReasonCode"))) is not None:
-                info.response.reason_code = _value(reason_code)
+                info.response.reason_code_list.CopyFrom(_read_list(reason_code))
+                info.response.reason_code = _view(info.response.reason_code_list, REASON_CODE_LIST)
             info.response.reason = _text(response, _r("ResponseReason"))
         if (resource := element.find(_m("Resource"))) is not None:
             self.resource(resource, info.resource)
@@ -300,68 +329,61 @@ class _Reader:
         for schedule in element.iterfind(_m("ScheduleInformation")):
             target = info.schedules.add(type=_enum(_one(schedule, _m("ScheduleType")), _SCHEDULE))
             if (moment := schedule.find(_m("DateTime"))) is not None:
-                self.time(moment, target.time)
+                self.time(moment, target.time, target.time_zone)
             if (place := schedule.find(_m("Location"))) is not None:
-                self.location(place, target.location)
+                target.location_xml = self.location(place, target.location)
 
     def resource(self, element: etree._Element, resource: resource_pb2.Resource) -> None:
         resource.SetInParent()
         resource.resource_id = _text(element, _m("ResourceID"))
         resource.name = _text(element, _m("Name"))
         if (type_structure := element.find(_m("TypeStructure"))) is not None:
-            resource.type_info = _value(type_structure)
-        kinds = [
-            keyword
-            for keyword in element.iterfind(_m("Keyword"))
-            if _collapse(_text(keyword, _r("ValueListURN"))) == RESOURCE_KIND_LIST
-        ]
-        if len(kinds) > 1:
-            raise RmError(
-                f"<Keyword>: a resource has one {RESOURCE_KIND_LIST} keyword, not {len(kinds)}",
-                line=kinds[1].sourceline,
-            )
-        for keyword in kinds:
-            resource.kind = _enum(_one(keyword, _r("Value")), _KIND, value=_value(keyword))
+            resource.type_structure.CopyFrom(_read_list(type_structure))
+            resource.type_info = _view(resource.type_structure, RESOURCE_TYPE_LIST)
+        if (type_info := element.find(_m("TypeInfo"))) is not None:
+            resource.type_info_xml = _standalone(type_info)
+        for keyword in element.iterfind(_m("Keyword")):
+            resource.keywords.append(_read_list(keyword))
+        resource.kind = _kind_view(resource.keywords)
         resource.description = _text(element, _m("Description"))
+        resource.credentials = _text(element, _m("Credentials"))
+        resource.certifications = _text(element, _m("Certifications"))
         resource.special_requirements = _text(element, _m("SpecialRequirements"))
-        if (owner := element.find(f"{_m('OwnershipInformation')}/{_r('Owner')}")) is not None:
-            agency = _collapse(text(owner))
-            if not _is_agency(agency):
-                raise RmError(
-                    f"<Owner>: {agency!r} is not a DutyLink agency id (lowercase letters, digits "
-                    "and '-', 2 to 32 characters, e.g. 'fire')",
-                    line=owner.sourceline,
-                )
-            resource.responsible_agency = agency
+        if (party := element.find(_m("ResponsibleParty"))) is not None:
+            self.contact(party, resource.responsible_party)
+        if (ownership := element.find(_m("OwnershipInformation"))) is not None:
+            target = resource.ownership
+            target.SetInParent()
+            target.owner = _text(ownership, _r("Owner"))
+            target.owning_jurisdiction = _text(ownership, _r("OwningJurisdiction"))
+            target.home_dispatch = _text(ownership, _r("HomeDispatch"))
+            target.home_unit = _text(ownership, _r("HomeUnit"))
+            resource.responsible_agency = _agency_view(target.owner)
         if (status := element.find(_m("ResourceStatus"))) is not None:
             resource.status.SetInParent()
             if (refreshed := status.find(_m("InventoryRefreshDateTime"))) is not None:
-                self.time(refreshed, resource.status.inventory_refresh_time)
+                self.time(
+                    refreshed,
+                    resource.status.inventory_refresh_time,
+                    resource.status.inventory_refresh_zone,
+                )
             if (deployment := status.find(_m("DeploymentStatus"))) is not None:
-                resource.status.deployment_status = _enum(
-                    deployment, _DEPLOYMENT, value=_value(deployment)
+                received = _read_list(deployment)
+                resource.status.deployment_status_list.CopyFrom(received)
+                resource.status.deployment_status = _enum_view(
+                    received, DEPLOYMENT_STATUS_LIST, _DEPLOYMENT
                 )
             resource.status.availability = _text(status, _m("Availability"))
 
     def assignment(self, element: etree._Element, assignment: resource_pb2.Assignment) -> None:
         assignment.SetInParent()
         if (quantity := element.find(_m("Quantity"))) is not None:
-            measured = quantity.find(_r("MeasuredQuantity"))
-            if measured is None:  # the schema's other choice: QuantityText
-                raise RmError(
-                    "<QuantityText>: free-text quantities are not supported; DutyLink needs "
-                    "<MeasuredQuantity> with <Amount> and <UnitOfMeasure>",
-                    line=_one(quantity, _r("QuantityText")).sourceline,
-                )
-            amount = _one(measured, _r("Amount"))
-            value = float(text(amount))
-            if not math.isfinite(value):
-                raise RmError(f"<Amount>: {text(amount)!r} is not finite", line=amount.sourceline)
-            assignment.quantity.value = value
-            if (unit := measured.find(_r("UnitOfMeasure"))) is not None:
-                assignment.quantity.unit = _value(unit)
+            _read_quantity(quantity, assignment.quantity, assignment.quantity_texts)
         assignment.restrictions = _text(element, _m("Restrictions"))
         assignment.anticipated_function = _text(element, _m("AnticipatedFunction"))
+        if (price := element.find(_m("PriceQuote"))) is not None:
+            assignment.price_quote.SetInParent()
+            _read_quantity(price, assignment.price_quote.measured, assignment.price_quote.texts)
         assignment.order_id = _text(element, _m("OrderID"))
         if (instructions := element.find(_m("AssignmentInstructions"))) is not None:
             target = assignment.instructions
@@ -402,16 +424,65 @@ def _is_agency(value: str) -> bool:
     return _AGENCY.fullmatch(value) is not None
 
 
-def _value(value_list: etree._Element) -> str:
-    """The one <Value> of a ValueList. The ValueListURN is not kept: DutyLink reads the value
-    whichever list it comes from (and checks it where the proto has an enum)."""
-    values = value_list.findall(_r("Value"))
-    if len(values) != 1:
-        raise RmError(
-            f"<{local_name(value_list)}>: DutyLink reads one <Value> here, not {len(values)}",
-            line=values[1].sourceline if values else value_list.sourceline,
-        )
-    return text(values[0])
+def _read_list(value_list: etree._Element) -> resource_pb2.ValueList:
+    """A ValueList exactly as received (its URN whitespace-collapsed, as xs:anyURI is)."""
+    return resource_pb2.ValueList(
+        urn=_collapse(_text(value_list, _r("ValueListURN"))),
+        values=[text(value) for value in value_list.iterfind(_r("Value"))],
+    )
+
+
+def _view(received: resource_pb2.ValueList, own_list: str) -> str:
+    """The convenient string view of a value list: its value when it is DutyLink's list
+    `own_list` and holds one value, else ''."""
+    return received.values[0] if received.urn == own_list and len(received.values) == 1 else ""
+
+
+def _enum_view(received: resource_pb2.ValueList, own_list: str, names: dict[_V, str]) -> _V:
+    """The enum view: the number of the list's one value when the list is DutyLink's and the
+    value one of the enum's, else 0 (the value is still carried in the list)."""
+    value = _view(received, own_list)
+    numbers = {name: number for number, name in names.items()}
+    return numbers.get(value, 0)  # type: ignore[return-value]
+
+
+def _kind_view(keywords: Iterable[resource_pb2.ValueList]) -> resource_pb2.ResourceKind.ValueType:
+    """Resource.kind: the one DutyLink resource-kind keyword's value, if exactly one."""
+    kinds = [keyword for keyword in keywords if keyword.urn == RESOURCE_KIND_LIST]
+    if len(kinds) != 1:
+        return resource_pb2.RESOURCE_KIND_UNSPECIFIED
+    return _enum_view(kinds[0], RESOURCE_KIND_LIST, _KIND)
+
+
+def _agency_view(owner: str) -> str:
+    collapsed = _collapse(owner)
+    return collapsed if _is_agency(collapsed) else ""
+
+
+def _standalone(element: etree._Element) -> str:
+    """An element (and its subtree) as a standalone XML document, namespaces declared."""
+    copy = etree.fromstring(etree.tostring(element))
+    etree.cleanup_namespaces(copy)
+    return etree.tostring(copy, encoding="unicode")
+
+
+def _read_quantity(
+    quantity: etree._Element, measured_target: resource_pb2.Quantity, texts: MutableSequence[str]
+) -> None:
+    """EDXL-RM QuantityType (Quantity, PriceQuote): QuantityText 1..n or MeasuredQuantity."""
+    texts.extend(text(line) for line in quantity.iterfind(_r("QuantityText")))
+    measured = quantity.find(_r("MeasuredQuantity"))
+    if measured is None:
+        return
+    amount = _one(measured, _r("Amount"))
+    value = float(text(amount))
+    if not math.isfinite(value):
+        raise RmError(f"<Amount>: {text(amount)!r} is not finite", line=amount.sourceline)
+    measured_target.value = value
+    if (unit := measured.find(_r("UnitOfMeasure"))) is not None:
+        measured_target.unit_of_measure.CopyFrom(_read_list(unit))
+        measured_target.unit = _view(measured_target.unit_of_measure, UNIT_LIST)
+    measured_target.SetInParent()
 
 
 def _enum(element: etree._Element, names: dict[_V, str], *, value: str | None = None) -> _V:
@@ -433,7 +504,8 @@ def _read_party(party: etree._Element, contact: resource_pb2.ContactInformation)
     person = party.find("xpil:PartyName/xnl:PersonName", ns)
     if person is not None:
         parts = [_collapse(text(e)) for e in person.iterfind("xnl:NameElement", ns)]
-        contact.person_name = " ".join(part for part in parts if part)
+        name = " ".join(part for part in parts if part)
+        contact.person_name = name if len(name) <= 64 else ""
     organisation = party.find("xpil:PartyName/xnl:OrganisationName/xnl:NameElement", ns)
     # A DutyLink agency id; other organisation names are not modelled (README).
     if organisation is not None and _is_agency(name := _collapse(text(organisation))):
@@ -441,13 +513,30 @@ def _read_party(party: etree._Element, contact: resource_pb2.ContactInformation)
     number = party.find("xpil:ContactNumbers/xpil:ContactNumber", ns)
     if number is not None:
         parts = [_collapse(text(e)) for e in number.iterfind("xpil:ContactNumberElement", ns)]
-        contact.phone = " ".join(part for part in parts if part)
+        phone = " ".join(part for part in parts if part)
+        contact.phone = phone if _PHONE.fullmatch(phone) else ""
     for address in party.iterfind(
         "xpil:ElectronicAddressIdentifiers/xpil:ElectronicAddressIdentifier", ns
     ):
         if address.get(f"{{{XPIL_NS}}}Type") == "EMAIL":
-            contact.email = _collapse(text(address))
+            email = _collapse(text(address))
+            contact.email = email if len(email) <= 254 and _EMAIL.fullmatch(email) else ""
             break
+
+
+def _location_view(element: etree._Element, location: common_pb2.Location) -> None:
+    """The Location view of an EDXL-RM LocationType element."""
+    location.SetInParent()
+    location.address = _text(element, _r("LocationDescription"))
+    if (address := element.find(_r("Address"))) is not None:
+        if not location.address:
+            lines = address.findall(f"{{{XAL_NS}}}FreeTextAddress/{{{XAL_NS}}}AddressLine")
+            location.address = ", ".join(_collapse(text(line)) for line in lines)
+        _read_jurisdiction(address, location)
+    if (area := element.find(_r("TargetArea"))) is not None:
+        point = common_pb2.GeoPoint()
+        if _read_point(area, point):
+            location.point.CopyFrom(point)
 
 
 def _read_jurisdiction(address: etree._Element, location: common_pb2.Location) -> None:
@@ -467,59 +556,65 @@ def _read_jurisdiction(address: etree._Element, location: common_pb2.Location) -
         location.jurisdiction.grid_id = codes.get(GRID_ID_TYPE, "")
 
 
-def _read_point(area: etree._Element, point: common_pb2.GeoPoint) -> None:
+def _read_point(area: etree._Element, point: common_pb2.GeoPoint) -> bool:
     # WhereType is a choice of exactly one geometry (skip a stray processing instruction).
+    # Only a WGS-84 gml:Point with two finite numbers becomes `point`; any other geometry or
+    # reference system is left out of the view and travels in the kept location XML.
     shape = next(child for child in area if isinstance(child.tag, str))
     if etree.QName(shape).localname != "Point":
-        raise RmError(
-            f"<{local_name(shape)}>: only a gml:Point target area is supported (DutyLink "
-            "locations are a point and/or an address)",
-            line=shape.sourceline,
-        )
+        return False
     position = shape.find(f"{{{GML_NS}}}pos")
-    assert position is not None  # required by gml:PointType
+    if position is None:
+        return False
     for srs in (shape.get("srsName"), position.get("srsName")):
         if srs is not None and srs.strip() not in _WGS84:
-            raise RmError(
-                f"<{local_name(shape)}>: srsName {srs!r} is not WGS-84 (EPSG:4326); convert the "
-                "point before sending",
-                line=shape.sourceline,
-            )
-    numbers = [float(n) for n in text(position).split()]
+            return False
+    try:
+        numbers = [float(n) for n in text(position).split()]
+    except ValueError:
+        return False
     if len(numbers) != 2 or not all(math.isfinite(n) for n in numbers):
-        raise RmError(
-            f"<pos>: expected 'latitude longitude', got {text(position).strip()!r}",
-            line=position.sourceline,
-        )
+        return False
     point.latitude, point.longitude = numbers
+    return True
 
 
-def _fold_requested_arrival(
-    body: resource_pb2.RequestResource, lines: list[etree._Element]
-) -> None:
+def _fold_requested_arrival(body: resource_pb2.RequestResource) -> None:
     """Recover `needed_by` and `deliver_to`, which travel as each line's RequestedArrival
-    schedule: when every line has exactly one and they are all equal, it is the message's
-    default and leaves the lines; otherwise the lines keep their own and `deliver_to` (which
-    then applies to no line) is the first line's place."""
+    schedule. When every line's first schedule is its only RequestedArrival, they are all
+    equal and the view reproduces it (time and/or a location without kept XML), it is the
+    message's default and leaves the lines: the writer puts it back first in each line.
+    Otherwise the lines keep their schedules as sent (`schedules_as_sent`) and `deliver_to` /
+    `needed_by` are only views of the first RequestedArrival that has them."""
     arrivals = [
         [s for s in info.schedules if s.type == _REQUESTED_ARRIVAL] for info in body.resource_infos
     ]
-    for element, found in zip(lines, arrivals, strict=True):
-        if not any(schedule.HasField("location") for schedule in found):
-            raise RmError(
-                "<ResourceInformation>: each RequestResource line needs a RequestedArrival "
-                "schedule with a <Location> (DutyLink's deliver_to)",
-                line=element.sourceline,
-            )
-    first = next(schedule for schedule in arrivals[0] if schedule.HasField("location"))
-    body.deliver_to.CopyFrom(first.location)
-    if all(len(found) == 1 and found[0] == first for found in arrivals):
+    first = arrivals[0][0] if arrivals and arrivals[0] else None
+    foldable = (
+        first is not None
+        and (first.HasField("time") or first.HasField("location"))
+        and not first.location_xml
+        and all(
+            len(found) == 1 and found[0] == first and info.schedules[0] == first
+            for info, found in zip(body.resource_infos, arrivals, strict=True)
+        )
+    )
+    if foldable and first is not None:
         if first.HasField("time"):
             body.needed_by.CopyFrom(first.time)
+            body.needed_by_zone.CopyFrom(first.time_zone)
+        if first.HasField("location"):
+            body.deliver_to.CopyFrom(first.location)
         for info in body.resource_infos:
-            kept = [s for s in info.schedules if s.type != _REQUESTED_ARRIVAL]
-            del info.schedules[:]
-            info.schedules.extend(kept)
+            del info.schedules[0]
+        return
+    body.schedules_as_sent = True
+    every = [schedule for found in arrivals for schedule in found]
+    if placed := next((s for s in every if s.HasField("location")), None):
+        body.deliver_to.CopyFrom(placed.location)
+    if timed := next((s for s in every if s.HasField("time")), None):
+        body.needed_by.CopyFrom(timed.time)
+        body.needed_by_zone.CopyFrom(timed.time_zone)
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,10 +647,23 @@ def _sub(parent: etree._Element, tag: str, value: str | None = None) -> etree._E
     return child
 
 
-def _value_list(parent: etree._Element, tag: str, urn: str, value: str) -> None:
+def _value_list(parent: etree._Element, tag: str, urn: str, values: Iterable[str]) -> None:
     element = _sub(parent, tag)
     _sub(element, _r("ValueListURN"), urn)
-    _sub(element, _r("Value"), value)
+    for value in values:
+        _sub(element, _r("Value"), value)
+
+
+def _chosen_list(
+    received: resource_pb2.ValueList | None, view: str, own_list: str, derived: str
+) -> tuple[str, list[str]] | None:
+    """What to write for a value list: the received list while its view is unchanged
+    (`derived` == `view`), else DutyLink's list with the view's value, else nothing."""
+    if received is not None and received.values and derived == view:
+        return received.urn, list(received.values)
+    if view:
+        return own_list, [view]
+    return None
 
 
 def _format_double(value: float, path: str) -> str:
@@ -563,6 +671,13 @@ def _format_double(value: float, path: str) -> str:
         raise RmError(f"{path}: {value} cannot be written as an xs:double amount")
     # Integral amounts as "3", not "3.0"; others in their shortest round-trip form.
     return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def _kept_xml(kept: str, path: str) -> etree._Element:
+    try:
+        return parse_xml(kept.encode("utf-8"), error=RmError)
+    except XmlError as error:
+        raise RmError(f"{path}: kept XML is unreadable: {error}") from None
 
 
 class _Writer:
@@ -585,7 +700,8 @@ class _Writer:
         root = etree.Element(_m(self.shape.name), nsmap=_NSMAP)
         _sub(root, _m("MessageID"), message.message_id)
         if message.HasField("sent_at"):
-            _sub(root, _m("SentDateTime"), _timestamp_text(message.sent_at, "sent_at"))
+            sent = _timestamp_text(message.sent_at, "sent_at", message.sent_at_zone)
+            _sub(root, _m("SentDateTime"), sent)
         elif default_sent_at is not None:
             _sub(root, _m("SentDateTime"), format_datetime(default_sent_at))
         else:
@@ -598,12 +714,18 @@ class _Writer:
             "PrecedingMessageID", "preceding_message_id", present=bool(message.preceding_message_id)
         ):
             _sub(root, _m("PrecedingMessageID"), message.preceding_message_id)
-        if message.incident_id or message.incident_description:
+        incidents = [resource_pb2.IncidentInformation()] if message.incident_id or (
+            message.incident_description
+        ) else []  # fmt: skip
+        if incidents:
+            incidents[0].incident_id = message.incident_id
+            incidents[0].incident_description = message.incident_description
+        for incident_info in [*incidents, *message.additional_incidents]:
             incident = _sub(root, _m("IncidentInformation"))
-            if message.incident_id:
-                _sub(incident, _r("IncidentID"), message.incident_id)
-            if message.incident_description:
-                _sub(incident, _r("IncidentDescription"), message.incident_description)
+            if incident_info.incident_id:
+                _sub(incident, _r("IncidentID"), incident_info.incident_id)
+            if incident_info.incident_description:
+                _sub(incident, _r("IncidentDescription"), incident_info.incident_description)
         if message.HasField("recall"):
             recall = _sub(root, _m("MessageRecall"))
             _sub(recall, _r("RecallMessageID"), message.recall.recall_message_id)
@@ -622,7 +744,7 @@ class _Writer:
         for i, info in enumerate(body.resource_infos):
             path = f"{self.kind}.resource_infos[{i}]"
             schedules = list(info.schedules)
-            if isinstance(body, resource_pb2.RequestResource):
+            if isinstance(body, resource_pb2.RequestResource) and not body.schedules_as_sent:
                 schedules = _requested_arrivals(body, schedules)
             self.line(_sub(root, _m("ResourceInformation")), info, schedules, path)
         return root
@@ -641,26 +763,30 @@ class _Writer:
             _sub(element, _r("ContactRole"), self.name(_ROLE, contact.role, f"{path}.role"))
         for radio in contact.radios:
             radio_element = _sub(element, _r("Radio"))
-            _value_list(radio_element, _r("RadioType"), RADIO_TYPE_LIST, radio.radio_type)
+            received = radio.radio_type_list if radio.HasField("radio_type_list") else None
+            derived = received.values[0] if received is not None and received.values else ""
+            chosen = _chosen_list(received, radio.radio_type, RADIO_TYPE_LIST, derived)
+            urn, values = chosen or (RADIO_TYPE_LIST, [""])
+            _value_list(radio_element, _r("RadioType"), urn, values)
             _sub(radio_element, _r("RadioChannel"), radio.channel)
         if contact.HasField("location"):
-            self.location(
-                _sub(element, _r("ContactLocation")), contact.location, f"{path}.location"
-            )
+            _write_kept_location(
+                element, _r("ContactLocation"), contact.location, contact.location_xml,
+                f"{path}.location",
+            )  # fmt: skip
+        if contact.party_xml:
+            kept = _kept_xml(contact.party_xml, f"{path}.party_xml")
+            from_kept = resource_pb2.ContactInformation()
+            _read_party(kept, from_kept)
+            if all(
+                getattr(from_kept, field) == getattr(contact, field)
+                for field in ("agency", "person_name", "phone", "email")
+            ):
+                kept.tag = _r("AdditionalContactInformation")
+                element.append(kept)
+                return
         if contact.person_name or contact.agency or contact.phone or contact.email:
             _write_party(_sub(element, _r("AdditionalContactInformation")), contact)
-
-    def location(self, element: etree._Element, location: common_pb2.Location, path: str) -> None:
-        if location.address:
-            _sub(element, _r("LocationDescription"), location.address)
-        if location.HasField("jurisdiction") and location.jurisdiction.division_code:
-            _write_jurisdiction(_sub(element, _r("Address")), location.jurisdiction)
-        if location.HasField("point"):
-            point = _sub(_sub(element, _r("TargetArea")), f"{{{GML_NS}}}Point")
-            lat, lon = location.point.latitude, location.point.longitude
-            if not (math.isfinite(lat) and math.isfinite(lon)):
-                raise RmError(f"{path}.point: coordinates must be finite")
-            _sub(point, f"{{{GML_NS}}}pos", f"{lat!r} {lon!r}")
 
     def line(
         self,
@@ -683,8 +809,10 @@ class _Writer:
                 _r("ResponseType"),
                 self.name(_RESPONSE, response.type, f"{path}.response.type"),
             )
-            if response.reason_code:
-                _value_list(target, _r("ReasonCode"), REASON_CODE_LIST, response.reason_code)
+            received = response.reason_code_list if response.HasField("reason_code_list") else None
+            derived = _view(received, REASON_CODE_LIST) if received is not None else ""
+            if chosen := _chosen_list(received, response.reason_code, REASON_CODE_LIST, derived):
+                _value_list(target, _r("ReasonCode"), *chosen)
             if response.reason:
                 _sub(target, _r("ResponseReason"), response.reason)
         if info.HasField("resource"):
@@ -698,36 +826,78 @@ class _Writer:
             where = f"{path}.schedules[{j}]"
             _sub(target, _m("ScheduleType"), self.name(_SCHEDULE, schedule.type, f"{where}.type"))
             if schedule.HasField("time"):
-                _sub(target, _m("DateTime"), _timestamp_text(schedule.time, f"{where}.time"))
+                when = _timestamp_text(schedule.time, f"{where}.time", schedule.time_zone)
+                _sub(target, _m("DateTime"), when)
             if schedule.HasField("location"):
-                self.location(_sub(target, _m("Location")), schedule.location, f"{where}.location")
+                _write_kept_location(
+                    target, _m("Location"), schedule.location, schedule.location_xml,
+                    f"{where}.location",
+                )  # fmt: skip
 
     def resource(self, element: etree._Element, resource: resource_pb2.Resource, path: str) -> None:
         if resource.resource_id:
             _sub(element, _m("ResourceID"), resource.resource_id)
         if resource.name:
             _sub(element, _m("Name"), resource.name)
-        if resource.type_info:
-            _value_list(element, _m("TypeStructure"), RESOURCE_TYPE_LIST, resource.type_info)
-        if resource.kind:
-            kind = self.name(_KIND, resource.kind, f"{path}.kind")
-            _value_list(element, _m("Keyword"), RESOURCE_KIND_LIST, kind)
+        received = resource.type_structure if resource.HasField("type_structure") else None
+        derived = _view(received, RESOURCE_TYPE_LIST) if received is not None else ""
+        if chosen := _chosen_list(received, resource.type_info, RESOURCE_TYPE_LIST, derived):
+            _value_list(element, _m("TypeStructure"), *chosen)
+        if resource.type_info_xml:
+            kept = _kept_xml(resource.type_info_xml, f"{path}.type_info_xml")
+            kept.tag = _m("TypeInfo")
+            element.append(kept)
+        keywords = list(resource.keywords)
+        if _kind_view(keywords) != resource.kind:  # the view was changed: it wins
+            keywords = [k for k in keywords if k.urn != RESOURCE_KIND_LIST]
+            if resource.kind:
+                kind = self.name(_KIND, resource.kind, f"{path}.kind")
+                keywords.insert(0, resource_pb2.ValueList(urn=RESOURCE_KIND_LIST, values=[kind]))
+        for keyword in keywords:
+            _value_list(element, _m("Keyword"), keyword.urn, keyword.values)
         if resource.description:
             _sub(element, _m("Description"), resource.description)
+        if resource.credentials:
+            _sub(element, _m("Credentials"), resource.credentials)
+        if resource.certifications:
+            _sub(element, _m("Certifications"), resource.certifications)
         if resource.special_requirements:
             _sub(element, _m("SpecialRequirements"), resource.special_requirements)
         if self.allow(
+            "ResponsibleParty",
+            f"{path}.responsible_party",
+            present=resource.HasField("responsible_party"),
+        ):
+            self.contact(
+                _sub(element, _m("ResponsibleParty")),
+                resource.responsible_party,
+                f"{path}.responsible_party",
+            )
+        ownership = resource_pb2.OwnershipInformation()
+        ownership.CopyFrom(resource.ownership)
+        if _agency_view(ownership.owner) != resource.responsible_agency:
+            ownership.owner = resource.responsible_agency  # the view was changed: it wins
+        if self.allow(
             "OwnershipInformation",
             f"{path}.responsible_agency",
-            present=bool(resource.responsible_agency),
+            present=resource.HasField("ownership") or bool(resource.responsible_agency),
         ):
-            _sub(
-                _sub(element, _m("OwnershipInformation")), _r("Owner"), resource.responsible_agency
-            )
+            target = _sub(element, _m("OwnershipInformation"))
+            for tag, value in (
+                ("Owner", ownership.owner),
+                ("OwningJurisdiction", ownership.owning_jurisdiction),
+                ("HomeDispatch", ownership.home_dispatch),
+                ("HomeUnit", ownership.home_unit),
+            ):
+                if value:
+                    _sub(target, _r(tag), value)
         status = resource.status
         has_status = resource.HasField("status")
+        has_deployment = bool(status.deployment_status) or bool(
+            status.deployment_status_list.values
+        )
         if self.shape.status_required and not (
-            has_status and status.deployment_status and status.availability
+            has_status and has_deployment and status.availability
         ):
             raise RmError(
                 f"{path}.status: EDXL-RM {self.shape.name} requires a resource's ResourceStatus "
@@ -741,32 +911,77 @@ class _Writer:
                 present=status.HasField("inventory_refresh_time"),
             ):
                 when = _timestamp_text(
-                    status.inventory_refresh_time, f"{path}.status.inventory_refresh_time"
+                    status.inventory_refresh_time,
+                    f"{path}.status.inventory_refresh_time",
+                    status.inventory_refresh_zone,
                 )
                 _sub(target, _m("InventoryRefreshDateTime"), when)
-            if status.deployment_status:
-                value = self.name(
-                    _DEPLOYMENT, status.deployment_status, f"{path}.status.deployment_status"
-                )
-                _value_list(target, _m("DeploymentStatus"), DEPLOYMENT_STATUS_LIST, value)
+            received = (
+                status.deployment_status_list if status.HasField("deployment_status_list") else None
+            )
+            view = (
+                self.name(_DEPLOYMENT, status.deployment_status, f"{path}.status.deployment_status")
+                if status.deployment_status
+                else ""
+            )
+            derived = (
+                _DEPLOYMENT.get(_enum_view(received, DEPLOYMENT_STATUS_LIST, _DEPLOYMENT), "")
+                if received is not None
+                else ""
+            )
+            if chosen := _chosen_list(received, view, DEPLOYMENT_STATUS_LIST, derived):
+                _value_list(target, _m("DeploymentStatus"), *chosen)
             if self.allow(
                 "Availability", f"{path}.status.availability", present=bool(status.availability)
             ):
                 _sub(target, _m("Availability"), status.availability)
 
+    def quantity(
+        self,
+        element: etree._Element,
+        measured: resource_pb2.Quantity | None,
+        texts: Iterable[str],
+        path: str,
+    ) -> None:
+        """QuantityType's choice: the measured quantity when set, else the texts."""
+        if measured is None:
+            for line in texts:
+                _sub(element, _r("QuantityText"), line)
+            return
+        target = _sub(element, _r("MeasuredQuantity"))
+        _sub(target, _r("Amount"), _format_double(measured.value, f"{path}.value"))
+        received = measured.unit_of_measure if measured.HasField("unit_of_measure") else None
+        derived = _view(received, UNIT_LIST) if received is not None else ""
+        if chosen := _chosen_list(received, measured.unit, UNIT_LIST, derived):
+            _value_list(target, _r("UnitOfMeasure"), *chosen)
+
     def assignment(
         self, element: etree._Element, assignment: resource_pb2.Assignment, path: str
     ) -> None:
-        if assignment.HasField("quantity"):
-            measured = _sub(_sub(element, _m("Quantity")), _r("MeasuredQuantity"))
-            amount = _format_double(assignment.quantity.value, f"{path}.quantity.value")
-            _sub(measured, _r("Amount"), amount)
-            if assignment.quantity.unit:
-                _value_list(measured, _r("UnitOfMeasure"), UNIT_LIST, assignment.quantity.unit)
+        if assignment.HasField("quantity") or assignment.quantity_texts:
+            self.quantity(
+                _sub(element, _m("Quantity")),
+                assignment.quantity if assignment.HasField("quantity") else None,
+                assignment.quantity_texts,
+                f"{path}.quantity",
+            )
         if assignment.restrictions:
             _sub(element, _m("Restrictions"), assignment.restrictions)
         if assignment.anticipated_function:
             _sub(element, _m("AnticipatedFunction"), assignment.anticipated_function)
+        price = assignment.price_quote
+        if self.allow(
+            "PriceQuote",
+            f"{path}.price_quote",
+            present=assignment.HasField("price_quote")
+            and (price.HasField("measured") or bool(price.texts)),
+        ):
+            self.quantity(
+                _sub(element, _m("PriceQuote")),
+                price.measured if price.HasField("measured") else None,
+                price.texts,
+                f"{path}.price_quote.measured",
+            )
         if self.allow("OrderID", f"{path}.order_id", present=bool(assignment.order_id)):
             _sub(element, _m("OrderID"), assignment.order_id)
         if self.allow(
@@ -785,14 +1000,50 @@ class _Writer:
                     _sub(target, _r(tag), value)
 
 
-def _timestamp_text(timestamp: Timestamp, path: str) -> str:
+def _write_location(element: etree._Element, location: common_pb2.Location, path: str) -> None:
+    if location.address:
+        _sub(element, _r("LocationDescription"), location.address)
+    if location.HasField("jurisdiction") and location.jurisdiction.division_code:
+        _write_jurisdiction(_sub(element, _r("Address")), location.jurisdiction)
+    if location.HasField("point"):
+        point = _sub(_sub(element, _r("TargetArea")), f"{{{GML_NS}}}Point")
+        lat, lon = location.point.latitude, location.point.longitude
+        if not (math.isfinite(lat) and math.isfinite(lon)):
+            raise RmError(f"{path}.point: coordinates must be finite")
+        _sub(point, f"{{{GML_NS}}}pos", f"{lat!r} {lon!r}")
+
+
+def _write_kept_location(
+    parent: etree._Element, tag: str, location: common_pb2.Location, kept: str, path: str
+) -> None:
+    """The received location XML while `location` still equals its view, else the view."""
+    if kept:
+        element = _kept_xml(kept, f"{path}_xml")
+        derived = common_pb2.Location()
+        _location_view(element, derived)
+        if derived == location:
+            element.tag = tag
+            parent.append(element)
+            return
+    _write_location(_sub(parent, tag), location, path)
+
+
+def _timestamp_text(
+    timestamp: Timestamp, path: str, zone: resource_pb2.TimeZoneForm | None = None
+) -> str:
+    """xs:dateTime text of a Timestamp, in its recorded zone form (UTC 'Z' when none); an
+    assumed offset is left off again, as the sender wrote it."""
     if not 0 <= timestamp.nanos < 1_000_000_000:
         raise RmError(f"{path}: nanos {timestamp.nanos} out of range")
+    offset = timedelta(minutes=zone.utc_offset_minutes if zone is not None else 0)
     try:
-        moment = _EPOCH + timedelta(seconds=timestamp.seconds)
-    except OverflowError:
+        moment = (_EPOCH + timedelta(seconds=timestamp.seconds)).astimezone(timezone(offset))
+        written = format_datetime(moment, timestamp.nanos)
+    except (OverflowError, ValueError):
         raise RmError(f"{path}: {timestamp.seconds} s is outside years 0001-9999") from None
-    return format_datetime(moment, timestamp.nanos)
+    if zone is not None and zone.offset_assumed:  # drop "Z" or "+hh:mm"
+        written = written[:-1] if written.endswith("Z") else written[:-6]
+    return written
 
 
 def _requested_arrivals(
@@ -804,6 +1055,8 @@ def _requested_arrivals(
         default = resource_pb2.Schedule(type=_REQUESTED_ARRIVAL)
         if body.HasField("needed_by"):
             default.time.CopyFrom(body.needed_by)
+            if body.HasField("needed_by_zone"):
+                default.time_zone.CopyFrom(body.needed_by_zone)
         if body.HasField("deliver_to"):
             default.location.CopyFrom(body.deliver_to)
         has_content = default.HasField("time") or default.HasField("location")
@@ -811,11 +1064,11 @@ def _requested_arrivals(
     completed = []
     for schedule in schedules:
         if schedule.type == _REQUESTED_ARRIVAL and not schedule.HasField("location"):
-            schedule = resource_pb2.Schedule(
-                type=schedule.type,
-                time=schedule.time if schedule.HasField("time") else None,
-                location=body.deliver_to if body.HasField("deliver_to") else None,
-            )
+            completed_schedule = resource_pb2.Schedule()
+            completed_schedule.CopyFrom(schedule)
+            if body.HasField("deliver_to"):
+                completed_schedule.location.CopyFrom(body.deliver_to)
+            schedule = completed_schedule
         completed.append(schedule)
     return completed
 

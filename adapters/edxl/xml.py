@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,21 +110,24 @@ def _readable_path(element: etree._Element) -> str:
     return "/" + "/".join(reversed(steps))
 
 
-def parse_datetime(value: str) -> tuple[datetime, int]:
+def parse_datetime(value: str, *, default_tz: tzinfo | None = None) -> tuple[datetime, int]:
     """An xs:dateTime (already schema-valid) as an aware datetime at whole seconds, keeping its
     offset, plus nanoseconds. Digits beyond nanoseconds are dropped. A dateTime without an
-    offset is refused: guessing the zone of an inter-agency message would move it by hours.
-    Raises ValueError."""
+    offset (schema-valid) is read in `default_tz`; without one it is refused, since guessing
+    the zone of an inter-agency message would move it by hours. Raises ValueError."""
     match = _DATETIME.match(value)
     if match is None:
         raise ValueError(f"{value!r} is not an xs:dateTime")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
-    if zone is None:
+    if zone is None and default_tz is None:
         raise ValueError(f"{value!r} has no time-zone offset (add Z or e.g. +08:00)")
     if not 1 <= int(year) <= 9999:
         raise ValueError(f"{value!r}: year outside 0001-9999")
-    tz = UTC
-    if zone != "Z":
+    tz: tzinfo = UTC
+    if zone is None:
+        assert default_tz is not None
+        tz = default_tz
+    elif zone != "Z":
         sign = -1 if zone[0] == "-" else 1
         tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
     # XSD 1.0 allows 24:00:00, the first instant of the next day.
@@ -137,6 +140,12 @@ def parse_datetime(value: str) -> tuple[datetime, int]:
         moment += timedelta(days=1)
     nanos = int((fraction or "0")[:9].ljust(9, "0"))
     return moment, nanos
+
+
+def has_offset(value: str) -> bool:
+    """Whether an xs:dateTime text names its time zone (Z or an offset)."""
+    match = _DATETIME.match(value.strip())
+    return match is not None and match.group(8) is not None
 
 
 def format_datetime(moment: datetime, nanos: int = 0) -> str:

@@ -332,10 +332,13 @@ class ResourceMessage(_message.Message):
     """One EDXL-RM resource message: the common header plus exactly one typed body. The
     body's type is EDXL-RM `MessageContentType`.
 
-    DutyLink supports 12 of the 16 EDXL-RM message types. Not (yet) supported: RequestQuote,
-    ResponseToRequestQuote, RequestExtendedDeploymentDuration and
-    ResponseToRequestExtendedDeploymentDuration; field numbers 30, 31, 34 and 35 of `kind`
-    are kept free for them.
+    All 16 EDXL-RM message types are modelled.
+
+    Fidelity: a schema-valid EDXL-RM message from any issuer is carried so that exporting it
+    again gives a document semantically equal to the one received. The convenient DutyLink
+    fields (enums, agency ids, `type_info`, …) are *views* derived from what was received; the
+    received form travels beside them (`ValueList` fields, `*_zone`, `*_xml`). On export the
+    received form is written unless its view was changed, in which case the view wins.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -350,6 +353,9 @@ class ResourceMessage(_message.Message):
     RECALL_FIELD_NUMBER: _builtins.int
     FUNDING_FIELD_NUMBER: _builtins.int
     CONTACTS_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_INCIDENTS_FIELD_NUMBER: _builtins.int
+    SENT_AT_ZONE_FIELD_NUMBER: _builtins.int
+    RM_XML_FIELD_NUMBER: _builtins.int
     REQUEST_RESOURCE_FIELD_NUMBER: _builtins.int
     RESPONSE_TO_REQUEST_RESOURCE_FIELD_NUMBER: _builtins.int
     REQUISITION_RESOURCE_FIELD_NUMBER: _builtins.int
@@ -362,6 +368,10 @@ class ResourceMessage(_message.Message):
     RESPONSE_TO_REQUEST_RETURN_FIELD_NUMBER: _builtins.int
     REQUEST_RESOURCE_DEPLOYMENT_STATUS_FIELD_NUMBER: _builtins.int
     REPORT_RESOURCE_DEPLOYMENT_STATUS_FIELD_NUMBER: _builtins.int
+    REQUEST_QUOTE_FIELD_NUMBER: _builtins.int
+    RESPONSE_TO_REQUEST_QUOTE_FIELD_NUMBER: _builtins.int
+    REQUEST_EXTENDED_DEPLOYMENT_DURATION_FIELD_NUMBER: _builtins.int
+    RESPONSE_TO_REQUEST_EXTENDED_DEPLOYMENT_DURATION_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """Id of this message, unique for the sender (EDXL-RM `MessageID`), e.g. a UUID or
     "fire-119:RM:2026-000731". Required.
@@ -389,6 +399,11 @@ class ResourceMessage(_message.Message):
     """Short description of that incident (EDXL-RM `IncidentInformation/IncidentDescription`),
     for receivers that do not follow the incident's own events.
     """
+    rm_xml: _builtins.bytes
+    """The EDXL-RM document exactly as received (UTF-8 XML), kept for verbatim forwarding and
+    signature checks. Export never reads it: it renders from the fields.
+    Marked personal: it holds the CIQ names, phones and e-mail the views also hold.
+    """
     @_builtins.property
     def sent_at(self) -> _timestamp_pb2.Timestamp:
         """When the message was sent (EDXL-RM `SentDateTime`). When absent, exports use the
@@ -410,6 +425,16 @@ class ResourceMessage(_message.Message):
         """Contacts for this message: sender, requester, approver, … (EDXL-RM
         `ContactInformation`, 1..n). At least one, at most 16.
         """
+
+    @_builtins.property
+    def additional_incidents(self) -> _containers.RepeatedCompositeFieldContainer[Global___IncidentInformation]:
+        """Further incidents after the first (EDXL-RM `IncidentInformation` is 0..n; the first is
+        `incident_id` / `incident_description`), in document order.
+        """
+
+    @_builtins.property
+    def sent_at_zone(self) -> Global___TimeZoneForm:
+        """The time-zone form `sent_at` was written in (its offset, or none)."""
 
     @_builtins.property
     def request_resource(self) -> Global___RequestResource:
@@ -459,6 +484,22 @@ class ResourceMessage(_message.Message):
     def report_resource_deployment_status(self) -> Global___ReportResourceDeploymentStatus:
         """EDXL-RM `ReportResourceDeploymentStatus`: reports that, asked or not."""
 
+    @_builtins.property
+    def request_quote(self) -> Global___RequestQuote:
+        """EDXL-RM `RequestQuote`: asks what resources would cost."""
+
+    @_builtins.property
+    def response_to_request_quote(self) -> Global___ResponseToRequestQuote:
+        """EDXL-RM `ResponseToRequestQuote`: the price quote."""
+
+    @_builtins.property
+    def request_extended_deployment_duration(self) -> Global___RequestExtendedDeploymentDuration:
+        """EDXL-RM `RequestExtendedDeploymentDuration`: asks to keep deployed resources longer."""
+
+    @_builtins.property
+    def response_to_request_extended_deployment_duration(self) -> Global___ResponseToRequestExtendedDeploymentDuration:
+        """EDXL-RM `ResponseToRequestExtendedDeploymentDuration`: the owner's answer."""
+
     def __init__(
         self,
         *,
@@ -472,6 +513,9 @@ class ResourceMessage(_message.Message):
         recall: Global___MessageRecall | None = ...,
         funding: _abc.Iterable[Global___Funding] | None = ...,
         contacts: _abc.Iterable[Global___ContactInformation] | None = ...,
+        additional_incidents: _abc.Iterable[Global___IncidentInformation] | None = ...,
+        sent_at_zone: Global___TimeZoneForm | None = ...,
+        rm_xml: _builtins.bytes = ...,
         request_resource: Global___RequestResource | None = ...,
         response_to_request_resource: Global___ResponseToRequestResource | None = ...,
         requisition_resource: Global___RequisitionResource | None = ...,
@@ -484,16 +528,174 @@ class ResourceMessage(_message.Message):
         response_to_request_return: Global___ResponseToRequestReturn | None = ...,
         request_resource_deployment_status: Global___RequestResourceDeploymentStatus | None = ...,
         report_resource_deployment_status: Global___ReportResourceDeploymentStatus | None = ...,
+        request_quote: Global___RequestQuote | None = ...,
+        response_to_request_quote: Global___ResponseToRequestQuote | None = ...,
+        request_extended_deployment_duration: Global___RequestExtendedDeploymentDuration | None = ...,
+        response_to_request_extended_deployment_duration: Global___ResponseToRequestExtendedDeploymentDuration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["commit_resource", b"commit_resource", "kind", b"kind", "offer_unsolicited_resource", b"offer_unsolicited_resource", "recall", b"recall", "release_resource", b"release_resource", "report_resource_deployment_status", b"report_resource_deployment_status", "request_information", b"request_information", "request_resource", b"request_resource", "request_resource_deployment_status", b"request_resource_deployment_status", "request_return", b"request_return", "requisition_resource", b"requisition_resource", "response_to_request_information", b"response_to_request_information", "response_to_request_resource", b"response_to_request_resource", "response_to_request_return", b"response_to_request_return", "sent_at", b"sent_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commit_resource", b"commit_resource", "kind", b"kind", "offer_unsolicited_resource", b"offer_unsolicited_resource", "recall", b"recall", "release_resource", b"release_resource", "report_resource_deployment_status", b"report_resource_deployment_status", "request_extended_deployment_duration", b"request_extended_deployment_duration", "request_information", b"request_information", "request_quote", b"request_quote", "request_resource", b"request_resource", "request_resource_deployment_status", b"request_resource_deployment_status", "request_return", b"request_return", "requisition_resource", b"requisition_resource", "response_to_request_extended_deployment_duration", b"response_to_request_extended_deployment_duration", "response_to_request_information", b"response_to_request_information", "response_to_request_quote", b"response_to_request_quote", "response_to_request_resource", b"response_to_request_resource", "response_to_request_return", b"response_to_request_return", "sent_at", b"sent_at", "sent_at_zone", b"sent_at_zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_resource", b"commit_resource", "contacts", b"contacts", "funding", b"funding", "incident_description", b"incident_description", "incident_id", b"incident_id", "kind", b"kind", "message_description", b"message_description", "message_id", b"message_id", "offer_unsolicited_resource", b"offer_unsolicited_resource", "originating_message_id", b"originating_message_id", "preceding_message_id", b"preceding_message_id", "recall", b"recall", "release_resource", b"release_resource", "report_resource_deployment_status", b"report_resource_deployment_status", "request_information", b"request_information", "request_resource", b"request_resource", "request_resource_deployment_status", b"request_resource_deployment_status", "request_return", b"request_return", "requisition_resource", b"requisition_resource", "response_to_request_information", b"response_to_request_information", "response_to_request_resource", b"response_to_request_resource", "response_to_request_return", b"response_to_request_return", "sent_at", b"sent_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_incidents", b"additional_incidents", "commit_resource", b"commit_resource", "contacts", b"contacts", "funding", b"funding", "incident_description", b"incident_description", "incident_id", b"incident_id", "kind", b"kind", "message_description", b"message_description", "message_id", b"message_id", "offer_unsolicited_resource", b"offer_unsolicited_resource", "originating_message_id", b"originating_message_id", "preceding_message_id", b"preceding_message_id", "recall", b"recall", "release_resource", b"release_resource", "report_resource_deployment_status", b"report_resource_deployment_status", "request_extended_deployment_duration", b"request_extended_deployment_duration", "request_information", b"request_information", "request_quote", b"request_quote", "request_resource", b"request_resource", "request_resource_deployment_status", b"request_resource_deployment_status", "request_return", b"request_return", "requisition_resource", b"requisition_resource", "response_to_request_extended_deployment_duration", b"response_to_request_extended_deployment_duration", "response_to_request_information", b"response_to_request_information", "response_to_request_quote", b"response_to_request_quote", "response_to_request_resource", b"response_to_request_resource", "response_to_request_return", b"response_to_request_return", "rm_xml", b"rm_xml", "sent_at", b"sent_at", "sent_at_zone", b"sent_at_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request_resource", "response_to_request_resource", "requisition_resource", "commit_resource", "request_information", "response_to_request_information", "offer_unsolicited_resource", "release_resource", "request_return", "response_to_request_return", "request_resource_deployment_status", "report_resource_deployment_status"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request_resource", "response_to_request_resource", "requisition_resource", "commit_resource", "request_information", "response_to_request_information", "offer_unsolicited_resource", "release_resource", "request_return", "response_to_request_return", "request_resource_deployment_status", "report_resource_deployment_status", "request_quote", "response_to_request_quote", "request_extended_deployment_duration", "response_to_request_extended_deployment_duration"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___ResourceMessage: _TypeAlias = ResourceMessage  # noqa: Y015
+
+@_typing.final
+class ValueList(_message.Message):
+    """EDXL-RM `ValueListType`: values from a named list, exactly as received. DutyLink's own
+    lists are `urn:dutylink:valuelist:*`; any other URN (a national resource-typing catalogue,
+    a sender's reason codes, …) is carried unchanged and never rewritten to DutyLink's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URN_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    urn: _builtins.str
+    """The list's name (EDXL-RM `ValueListURN`), e.g. "urn:dutylink:valuelist:resource-type"."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The values (EDXL-RM `Value`, 1..n), in document order."""
+
+    def __init__(
+        self,
+        *,
+        urn: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["urn", b"urn", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValueList: _TypeAlias = ValueList  # noqa: Y015
+
+@_typing.final
+class TimeZoneForm(_message.Message):
+    """How an xs:dateTime was written, so export reproduces it: the sender's UTC offset, or that
+    it had none (then the Timestamp was computed in the receiving adapter's configured default
+    zone, `utc_offset_minutes`, and export writes the local time without an offset again).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UTC_OFFSET_MINUTES_FIELD_NUMBER: _builtins.int
+    OFFSET_ASSUMED_FIELD_NUMBER: _builtins.int
+    utc_offset_minutes: _builtins.int
+    """Offset from UTC in minutes, e.g. 480 for "+08:00"; 0 for "Z"."""
+    offset_assumed: _builtins.bool
+    """The dateTime had no offset; `utc_offset_minutes` is the zone DutyLink assumed."""
+    def __init__(
+        self,
+        *,
+        utc_offset_minutes: _builtins.int = ...,
+        offset_assumed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset_assumed", b"offset_assumed", "utc_offset_minutes", b"utc_offset_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeZoneForm: _TypeAlias = TimeZoneForm  # noqa: Y015
+
+@_typing.final
+class IncidentInformation(_message.Message):
+    """EDXL-RM `IncidentInformation`. At least one of the two is given."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    INCIDENT_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    """EDXL-RM `IncidentID`."""
+    incident_description: _builtins.str
+    """EDXL-RM `IncidentDescription`."""
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        incident_description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_description", b"incident_description", "incident_id", b"incident_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentInformation: _TypeAlias = IncidentInformation  # noqa: Y015
+
+@_typing.final
+class OwnershipInformation(_message.Message):
+    """EDXL-RM `OwnershipInformation`, as received. `Resource.responsible_agency` is its view:
+    the owner when that is a DutyLink agency id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    OWNING_JURISDICTION_FIELD_NUMBER: _builtins.int
+    HOME_DISPATCH_FIELD_NUMBER: _builtins.int
+    HOME_UNIT_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """EDXL-RM `Owner`: any owner, e.g. "Gaoqiao Rescue Ltd" or a DutyLink agency id."""
+    owning_jurisdiction: _builtins.str
+    """EDXL-RM `OwningJurisdiction`, e.g. "Pudong New Area"."""
+    home_dispatch: _builtins.str
+    """EDXL-RM `HomeDispatch`."""
+    home_unit: _builtins.str
+    """EDXL-RM `HomeUnit`."""
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        owning_jurisdiction: _builtins.str = ...,
+        home_dispatch: _builtins.str = ...,
+        home_unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["home_dispatch", b"home_dispatch", "home_unit", b"home_unit", "owner", b"owner", "owning_jurisdiction", b"owning_jurisdiction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OwnershipInformation: _TypeAlias = OwnershipInformation  # noqa: Y015
+
+@_typing.final
+class PriceQuote(_message.Message):
+    """EDXL-RM `PriceQuote` (`PriceQuoteType`, an extension of `QuantityType`): free-text
+    (`QuantityText`, 1..n) or a measured price (`MeasuredQuantity`: amount and currency list).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXTS_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """EDXL-RM `QuantityText`s, e.g. "CNY 1,800 per tender per day, fuel extra"."""
+
+    @_builtins.property
+    def measured(self) -> Global___Quantity:
+        """EDXL-RM `MeasuredQuantity`: `value` is the amount, `unit_of_measure` the currency list."""
+
+    def __init__(
+        self,
+        *,
+        texts: _abc.Iterable[_builtins.str] | None = ...,
+        measured: Global___Quantity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["measured", b"measured"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["measured", b"measured", "texts", b"texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriceQuote: _TypeAlias = PriceQuote  # noqa: Y015
 
 @_typing.final
 class MessageRecall(_message.Message):
@@ -571,6 +773,8 @@ class ContactInformation(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     RADIOS_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    PARTY_XML_FIELD_NUMBER: _builtins.int
+    LOCATION_XML_FIELD_NUMBER: _builtins.int
     description: _builtins.str
     """Who or what the contact is (EDXL-RM `ContactDescription`), e.g. "Pudong flood-control
     duty office (区防汛办值班室)".
@@ -589,6 +793,17 @@ class ContactInformation(_message.Message):
     """
     email: _builtins.str
     """E-mail address (EDXL-RM `AdditionalContactInformation`, electronic address identifier)."""
+    party_xml: _builtins.str
+    """The received `AdditionalContactInformation` (xpil:PartyType) as a standalone XML
+    document, kept only when `agency`, `person_name`, `phone` and `email` do not reproduce
+    it (other CIQ parts, several names or numbers, an organisation name that is no agency
+    id). Written as is while those four still equal what they derive from it.
+    """
+    location_xml: _builtins.str
+    """The received `ContactLocation` as a standalone XML document, kept only when `location`
+    does not reproduce it (non-point geometry, other xAL parts, …). Written as is while
+    `location` still equals what it derives from it.
+    """
     @_builtins.property
     def radios(self) -> _containers.RepeatedCompositeFieldContainer[Global___Radio]:
         """Radio channels on which the contact can be reached (EDXL-RM `Radio`), at most 8."""
@@ -608,10 +823,12 @@ class ContactInformation(_message.Message):
         email: _builtins.str = ...,
         radios: _abc.Iterable[Global___Radio] | None = ...,
         location: _common_pb2.Location | None = ...,
+        party_xml: _builtins.str = ...,
+        location_xml: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "description", b"description", "email", b"email", "location", b"location", "person_name", b"person_name", "phone", b"phone", "radios", b"radios", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "description", b"description", "email", b"email", "location", b"location", "location_xml", b"location_xml", "party_xml", b"party_xml", "person_name", b"person_name", "phone", b"phone", "radios", b"radios", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -625,21 +842,27 @@ class Radio(_message.Message):
 
     RADIO_TYPE_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
+    RADIO_TYPE_LIST_FIELD_NUMBER: _builtins.int
     radio_type: _builtins.str
-    """Radio system (EDXL-RM `RadioType`, a value list; DutyLink sends the value), e.g. "PDT"
-    (警用数字集群), "TETRA", "VHF". Required.
+    """Radio system (EDXL-RM `RadioType`, a value list): the first value of any list, e.g.
+    "PDT" (警用数字集群), "TETRA", "VHF"; the list itself is `radio_type_list`. Required.
     """
     channel: _builtins.str
     """Channel or talk group (EDXL-RM `RadioChannel`), e.g. "TG 31001 联合指挥". Required."""
+    @_builtins.property
+    def radio_type_list(self) -> Global___ValueList:
+        """EDXL-RM `RadioType` as received; `radio_type` is its first value."""
+
     def __init__(
         self,
         *,
         radio_type: _builtins.str = ...,
         channel: _builtins.str = ...,
+        radio_type_list: Global___ValueList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["radio_type_list", b"radio_type_list"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "radio_type", b"radio_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "radio_type", b"radio_type", "radio_type_list", b"radio_type_list"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -714,6 +937,7 @@ class Response(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     REASON_CODE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REASON_CODE_LIST_FIELD_NUMBER: _builtins.int
     preceding_resource_info_element_id: _builtins.str
     """`resource_info_element_id` of the answered line in the preceding message (EDXL-RM
     `PrecedingResourceInfoElementID`). Required.
@@ -721,14 +945,21 @@ class Response(_message.Message):
     type: Global___ResponseType.ValueType
     """The answer (EDXL-RM `ResponseType`). Required."""
     reason_code: _builtins.str
-    """Machine-readable reason (EDXL-RM `ReasonCode`, a value list; DutyLink sends the value),
-    e.g. "NOT_AVAILABLE", "PARTIAL". A CONDITIONAL or PROVISIONAL response needs
-    `reason_code` or `reason` (EDXL-RM requires this for Provisional).
+    """Machine-readable reason (EDXL-RM `ReasonCode` from DutyLink's list
+    `urn:dutylink:valuelist:reason-code`; other lists: `reason_code_list`), e.g.
+    "NOT_AVAILABLE", "PARTIAL". A CONDITIONAL or PROVISIONAL response needs a reason
+    (`reason_code`, `reason_code_list` or `reason`; EDXL-RM requires this for Provisional).
     """
     reason: _builtins.str
     """Free-text reason or conditions (EDXL-RM `ResponseReason`), e.g. "2 of 3 pumps available,
     the third after 18:00".
     """
+    @_builtins.property
+    def reason_code_list(self) -> Global___ValueList:
+        """EDXL-RM `ReasonCode` as received (any list). `reason_code` is its view: the value when
+        the list is DutyLink's and holds one value.
+        """
+
     def __init__(
         self,
         *,
@@ -736,10 +967,11 @@ class Response(_message.Message):
         type: Global___ResponseType.ValueType = ...,
         reason_code: _builtins.str = ...,
         reason: _builtins.str = ...,
+        reason_code_list: Global___ValueList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reason_code_list", b"reason_code_list"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["preceding_resource_info_element_id", b"preceding_resource_info_element_id", "reason", b"reason", "reason_code", b"reason_code", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preceding_resource_info_element_id", b"preceding_resource_info_element_id", "reason", b"reason", "reason_code", b"reason_code", "reason_code_list", b"reason_code_list", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -762,6 +994,13 @@ class Resource(_message.Message):
     SPECIAL_REQUIREMENTS_FIELD_NUMBER: _builtins.int
     RESPONSIBLE_AGENCY_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    TYPE_STRUCTURE_FIELD_NUMBER: _builtins.int
+    TYPE_INFO_XML_FIELD_NUMBER: _builtins.int
+    KEYWORDS_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    CERTIFICATIONS_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_PARTY_FIELD_NUMBER: _builtins.int
+    OWNERSHIP_FIELD_NUMBER: _builtins.int
     resource_id: _builtins.str
     """The owner's id of a specific resource (EDXL-RM `ResourceID`), e.g. a plate number
     "沪A·12345" or an asset number. Empty when asking for a type rather than a specific unit.
@@ -785,12 +1024,42 @@ class Resource(_message.Message):
     """
     responsible_agency: _builtins.str
     """DutyLink agency id of the agency that owns the resource and is responsible for it, e.g.
-    "fire-119" (EDXL-RM `OwnershipInformation/Owner`; contact details go in the message's
-    `contacts` with role OWNER, EDXL-RM `ResponsibleParty`).
+    "fire-119" (EDXL-RM `OwnershipInformation/Owner`, when the owner is an agency id; any
+    owner is in `ownership`; contact details in `responsible_party` or the message's
+    `contacts` with role OWNER).
     """
+    type_info_xml: _builtins.str
+    """EDXL-RM `TypeInfo` (free XML, `xs:any`) as a standalone XML document: the `TypeInfo`
+    element itself with its attributes and children, re-serialised (not byte-exact).
+    """
+    credentials: _builtins.str
+    """EDXL-RM `Credentials`, e.g. "hazmat technician level III, all crew"."""
+    certifications: _builtins.str
+    """EDXL-RM `Certifications`."""
     @_builtins.property
     def status(self) -> Global___ResourceStatus:
         """Current deployment status and availability (EDXL-RM `ResourceStatus`)."""
+
+    @_builtins.property
+    def type_structure(self) -> Global___ValueList:
+        """EDXL-RM `TypeStructure` as received, e.g. a national resource-typing catalogue's URN
+        and its type code. `type_info` is its view: the value when the list is DutyLink's
+        resource-type list and holds one value.
+        """
+
+    @_builtins.property
+    def keywords(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValueList]:
+        """Every EDXL-RM `Keyword`, from any list, in document order. `kind` is the view of the one
+        keyword from `urn:dutylink:valuelist:resource-kind`.
+        """
+
+    @_builtins.property
+    def responsible_party(self) -> Global___ContactInformation:
+        """EDXL-RM `ResponsibleParty`: who answers for the resource (a ContactInformationType)."""
+
+    @_builtins.property
+    def ownership(self) -> Global___OwnershipInformation:
+        """EDXL-RM `OwnershipInformation` as received; `responsible_agency` is its owner's view."""
 
     def __init__(
         self,
@@ -803,10 +1072,17 @@ class Resource(_message.Message):
         special_requirements: _builtins.str = ...,
         responsible_agency: _builtins.str = ...,
         status: Global___ResourceStatus | None = ...,
+        type_structure: Global___ValueList | None = ...,
+        type_info_xml: _builtins.str = ...,
+        keywords: _abc.Iterable[Global___ValueList] | None = ...,
+        credentials: _builtins.str = ...,
+        certifications: _builtins.str = ...,
+        responsible_party: Global___ContactInformation | None = ...,
+        ownership: Global___OwnershipInformation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ownership", b"ownership", "responsible_party", b"responsible_party", "status", b"status", "type_structure", b"type_structure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "kind", b"kind", "name", b"name", "resource_id", b"resource_id", "responsible_agency", b"responsible_agency", "special_requirements", b"special_requirements", "status", b"status", "type_info", b"type_info"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certifications", b"certifications", "credentials", b"credentials", "description", b"description", "keywords", b"keywords", "kind", b"kind", "name", b"name", "ownership", b"ownership", "resource_id", b"resource_id", "responsible_agency", b"responsible_agency", "responsible_party", b"responsible_party", "special_requirements", b"special_requirements", "status", b"status", "type_info", b"type_info", "type_info_xml", b"type_info_xml", "type_structure", b"type_structure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -821,6 +1097,8 @@ class ResourceStatus(_message.Message):
     INVENTORY_REFRESH_TIME_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_STATUS_FIELD_NUMBER: _builtins.int
     AVAILABILITY_FIELD_NUMBER: _builtins.int
+    INVENTORY_REFRESH_ZONE_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_STATUS_LIST_FIELD_NUMBER: _builtins.int
     deployment_status: Global___DeploymentStatus.ValueType
     """Deployment status (EDXL-RM `DeploymentStatus`, a value list; DutyLink uses the
     `DeploymentStatus` enum).
@@ -835,16 +1113,28 @@ class ResourceStatus(_message.Message):
         `InventoryRefreshDateTime`).
         """
 
+    @_builtins.property
+    def inventory_refresh_zone(self) -> Global___TimeZoneForm:
+        """The time-zone form `inventory_refresh_time` was written in."""
+
+    @_builtins.property
+    def deployment_status_list(self) -> Global___ValueList:
+        """EDXL-RM `DeploymentStatus` as received (any list, any value). `deployment_status` is its
+        view when the list is DutyLink's and its one value is one of the enum's.
+        """
+
     def __init__(
         self,
         *,
         inventory_refresh_time: _timestamp_pb2.Timestamp | None = ...,
         deployment_status: Global___DeploymentStatus.ValueType = ...,
         availability: _builtins.str = ...,
+        inventory_refresh_zone: Global___TimeZoneForm | None = ...,
+        deployment_status_list: Global___ValueList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["inventory_refresh_time", b"inventory_refresh_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment_status_list", b"deployment_status_list", "inventory_refresh_time", b"inventory_refresh_time", "inventory_refresh_zone", b"inventory_refresh_zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "deployment_status", b"deployment_status", "inventory_refresh_time", b"inventory_refresh_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "deployment_status", b"deployment_status", "deployment_status_list", b"deployment_status_list", "inventory_refresh_time", b"inventory_refresh_time", "inventory_refresh_zone", b"inventory_refresh_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -861,6 +1151,8 @@ class Assignment(_message.Message):
     ANTICIPATED_FUNCTION_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    QUANTITY_TEXTS_FIELD_NUMBER: _builtins.int
+    PRICE_QUOTE_FIELD_NUMBER: _builtins.int
     restrictions: _builtins.str
     """Restrictions on the use of the resource (EDXL-RM `Restrictions`), e.g. "not for use
     inside the hazmat hot zone", "within Pudong only".
@@ -884,6 +1176,16 @@ class Assignment(_message.Message):
     def instructions(self) -> Global___AssignmentInstructions:
         """How to travel, navigate and report (EDXL-RM `AssignmentInstructions`)."""
 
+    @_builtins.property
+    def quantity_texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """EDXL-RM `Quantity/QuantityText` (1..n): a free-text quantity, EDXL-RM's alternative to a
+        measured one, e.g. "as many as you can spare". Set instead of `quantity`.
+        """
+
+    @_builtins.property
+    def price_quote(self) -> Global___PriceQuote:
+        """EDXL-RM `PriceQuote`."""
+
     def __init__(
         self,
         *,
@@ -892,10 +1194,12 @@ class Assignment(_message.Message):
         anticipated_function: _builtins.str = ...,
         order_id: _builtins.str = ...,
         instructions: Global___AssignmentInstructions | None = ...,
+        quantity_texts: _abc.Iterable[_builtins.str] | None = ...,
+        price_quote: Global___PriceQuote | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "quantity", b"quantity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "price_quote", b"price_quote", "quantity", b"quantity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anticipated_function", b"anticipated_function", "instructions", b"instructions", "order_id", b"order_id", "quantity", b"quantity", "restrictions", b"restrictions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anticipated_function", b"anticipated_function", "instructions", b"instructions", "order_id", b"order_id", "price_quote", b"price_quote", "quantity", b"quantity", "quantity_texts", b"quantity_texts", "restrictions", b"restrictions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -903,31 +1207,38 @@ Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
 
 @_typing.final
 class Quantity(_message.Message):
-    """EDXL-RM `Quantity` as `MeasuredQuantity`: an amount with a unit. (EDXL-RM's alternative
-    free-text `QuantityText` is not supported: put such text in
-    `Assignment.anticipated_function` or `Resource.description`.)
+    """EDXL-RM `Quantity` as `MeasuredQuantity`: an amount with a unit. (EDXL-RM's alternative,
+    free-text `QuantityText`, is `Assignment.quantity_texts`.)
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUE_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
+    UNIT_OF_MEASURE_FIELD_NUMBER: _builtins.int
     value: _builtins.float
-    """The amount (EDXL-RM `MeasuredQuantity/Amount`); greater than 0, e.g. 3 or 2.5."""
-    unit: _builtins.str
-    """Unit of the amount (EDXL-RM `MeasuredQuantity/UnitOfMeasure`, a value list; DutyLink
-    sends the value), e.g. "vehicles", "teams", "persons", "pcs", "t", "m3", "beds".
-    Required.
+    """The amount (EDXL-RM `MeasuredQuantity/Amount`, xs:double), e.g. 3 or 2.5; finite. (0
+    is schema-valid, e.g. "none available".)
     """
+    unit: _builtins.str
+    """Unit of the amount (EDXL-RM `MeasuredQuantity/UnitOfMeasure`, a value list), e.g.
+    "vehicles", "teams", "persons", "pcs", "t", "m3", "beds". The view of
+    `unit_of_measure` when that is DutyLink's list; EDXL-RM makes the unit optional.
+    """
+    @_builtins.property
+    def unit_of_measure(self) -> Global___ValueList:
+        """EDXL-RM `UnitOfMeasure` as received (any list)."""
+
     def __init__(
         self,
         *,
         value: _builtins.float = ...,
         unit: _builtins.str = ...,
+        unit_of_measure: Global___ValueList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit_of_measure", b"unit_of_measure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit", "unit_of_measure", b"unit_of_measure", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -971,8 +1282,8 @@ Global___AssignmentInstructions: _TypeAlias = AssignmentInstructions  # noqa: Y0
 
 @_typing.final
 class Schedule(_message.Message):
-    """EDXL-RM `ScheduleInformation`: a time and/or place of a given kind. At least one of `time`
-    and `location` is required.
+    """EDXL-RM `ScheduleInformation`: a time and/or place of a given kind (EDXL-RM allows a
+    schedule with neither).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -980,9 +1291,15 @@ class Schedule(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    LOCATION_XML_FIELD_NUMBER: _builtins.int
     type: Global___ScheduleType.ValueType
     """What the time and place mean (EDXL-RM `ScheduleType`). Required. Which types a message
     may use depends on its type (per the OASIS message schemas).
+    """
+    location_xml: _builtins.str
+    """The received `Location` as a standalone XML document, kept only when `location` does
+    not reproduce it; written as is while `location` still equals what it derives from it.
     """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
@@ -992,16 +1309,22 @@ class Schedule(_message.Message):
     def location(self) -> _common_pb2.Location:
         """The place (EDXL-RM `Location`)."""
 
+    @_builtins.property
+    def time_zone(self) -> Global___TimeZoneForm:
+        """The time-zone form `time` was written in."""
+
     def __init__(
         self,
         *,
         type: Global___ScheduleType.ValueType = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         location: _common_pb2.Location | None = ...,
+        time_zone: Global___TimeZoneForm | None = ...,
+        location_xml: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "time", b"time", "time_zone", b"time_zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "location_xml", b"location_xml", "time", b"time", "time_zone", b"time_zone", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1020,6 +1343,13 @@ class RequestResource(_message.Message):
     RESOURCE_INFOS_FIELD_NUMBER: _builtins.int
     NEEDED_BY_FIELD_NUMBER: _builtins.int
     DELIVER_TO_FIELD_NUMBER: _builtins.int
+    SCHEDULES_AS_SENT_FIELD_NUMBER: _builtins.int
+    NEEDED_BY_ZONE_FIELD_NUMBER: _builtins.int
+    schedules_as_sent: _builtins.bool
+    """The lines' schedules are exactly as received: `needed_by` / `deliver_to` are views and
+    are not applied to the lines on export. Set by the EDXL-RM reader whenever the lines'
+    RequestedArrival schedules cannot be folded into `needed_by` / `deliver_to` exactly.
+    """
     @_builtins.property
     def resource_infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceInfo]:
         """The requested resources (EDXL-RM `ResourceInformation`, 1..n); 1 to 64 lines."""
@@ -1035,8 +1365,12 @@ class RequestResource(_message.Message):
     def deliver_to(self) -> _common_pb2.Location:
         """Where the resources are to be delivered or report (送达地点), e.g. the staging area.
         Applies to every line that has no REQUESTED_ARRIVAL location of its own; exported as
-        that schedule's EDXL-RM `Location`. Required.
+        that schedule's EDXL-RM `Location`. (EDXL-RM does not require one.)
         """
+
+    @_builtins.property
+    def needed_by_zone(self) -> Global___TimeZoneForm:
+        """The time-zone form of `needed_by`."""
 
     def __init__(
         self,
@@ -1044,10 +1378,12 @@ class RequestResource(_message.Message):
         resource_infos: _abc.Iterable[Global___ResourceInfo] | None = ...,
         needed_by: _timestamp_pb2.Timestamp | None = ...,
         deliver_to: _common_pb2.Location | None = ...,
+        schedules_as_sent: _builtins.bool = ...,
+        needed_by_zone: Global___TimeZoneForm | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deliver_to", b"deliver_to", "needed_by", b"needed_by"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deliver_to", b"deliver_to", "needed_by", b"needed_by", "needed_by_zone", b"needed_by_zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliver_to", b"deliver_to", "needed_by", b"needed_by", "resource_infos", b"resource_infos"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliver_to", b"deliver_to", "needed_by", b"needed_by", "needed_by_zone", b"needed_by_zone", "resource_infos", b"resource_infos", "schedules_as_sent", b"schedules_as_sent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1361,3 +1697,110 @@ class ReportResourceDeploymentStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportResourceDeploymentStatus: _TypeAlias = ReportResourceDeploymentStatus  # noqa: Y015
+
+@_typing.final
+class RequestQuote(_message.Message):
+    """EDXL-RM `RequestQuote`: asks what resources would cost (询价). Every line needs a
+    `resource`. Lines may use the schedule types REQUESTED_ARRIVAL, REQUESTED_DEPARTURE,
+    ESTIMATED_RETURN_DEPARTURE, ESTIMATED_RETURN_ARRIVAL, REPORT_TO and ROUTE. (EDXL-RM's
+    RequestQuote has no PriceQuote, OrderID or ResourceStatus.)
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_INFOS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resource_infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceInfo]:
+        """The lines to be priced (EDXL-RM `ResourceInformation`, 1..n); 1 to 64."""
+
+    def __init__(
+        self,
+        *,
+        resource_infos: _abc.Iterable[Global___ResourceInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_infos", b"resource_infos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestQuote: _TypeAlias = RequestQuote  # noqa: Y015
+
+@_typing.final
+class ResponseToRequestQuote(_message.Message):
+    """EDXL-RM `ResponseToRequestQuote`: the supplier's price quote (报价). Every line needs a
+    `response`; an `assignment`, when given, needs a `price_quote` (the schema's rule).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_INFOS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resource_infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceInfo]:
+        """The quoted lines (EDXL-RM `ResourceInformation`, 1..n); 1 to 64."""
+
+    def __init__(
+        self,
+        *,
+        resource_infos: _abc.Iterable[Global___ResourceInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_infos", b"resource_infos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseToRequestQuote: _TypeAlias = ResponseToRequestQuote  # noqa: Y015
+
+@_typing.final
+class RequestExtendedDeploymentDuration(_message.Message):
+    """EDXL-RM `RequestExtendedDeploymentDuration`: asks the owner to leave deployed resources
+    longer (申请延长部署). Every line needs a `resource`; the wished end goes in a schedule
+    (e.g. REQUESTED_RETURN_DEPARTURE).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_INFOS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resource_infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceInfo]:
+        """The resources to keep longer (EDXL-RM `ResourceInformation`, 1..n); 1 to 64."""
+
+    def __init__(
+        self,
+        *,
+        resource_infos: _abc.Iterable[Global___ResourceInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_infos", b"resource_infos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestExtendedDeploymentDuration: _TypeAlias = RequestExtendedDeploymentDuration  # noqa: Y015
+
+@_typing.final
+class ResponseToRequestExtendedDeploymentDuration(_message.Message):
+    """EDXL-RM `ResponseToRequestExtendedDeploymentDuration`: the owner's answer to such a
+    request. Every line needs a `response`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_INFOS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resource_infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceInfo]:
+        """The answered lines (EDXL-RM `ResourceInformation`, 1..n); 1 to 64."""
+
+    def __init__(
+        self,
+        *,
+        resource_infos: _abc.Iterable[Global___ResourceInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_infos", b"resource_infos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseToRequestExtendedDeploymentDuration: _TypeAlias = ResponseToRequestExtendedDeploymentDuration  # noqa: Y015

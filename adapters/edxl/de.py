@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -544,15 +545,26 @@ def _compare_trees(found: list[str], path: str, x: etree._Element, y: etree._Ele
 
 
 def _same_text(x: str | None, y: str | None) -> bool:
+    """Equal after collapsing whitespace, or token by token (split at whitespace and commas, as
+    in coordinate lists) equal as text, as decimals or as the same xs:dateTime instant."""
     left, right = " ".join((x or "").split()), " ".join((y or "").split())
     if left == right:
         return True
+    tokens = re.split(r"[\s,]+", left), re.split(r"[\s,]+", right)
+    return len(tokens[0]) == len(tokens[1]) and all(
+        _same_token(a, b) for a, b in zip(*tokens, strict=True)
+    )
+
+
+def _same_token(x: str, y: str) -> bool:
+    if x == y:
+        return True
     try:
-        (m, mn), (n, nn) = parse_datetime(left), parse_datetime(right)
+        (m, mn), (n, nn) = parse_datetime(x), parse_datetime(y)
         return m == n and mn == nn
     except ValueError:
         pass
     try:
-        return Decimal(left) == Decimal(right)
+        return Decimal(x) == Decimal(y)
     except InvalidOperation:
         return False

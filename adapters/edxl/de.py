@@ -441,7 +441,7 @@ def de_differences(a: bytes, b: bytes) -> list[str]:
     _compare_strings(found, f"{root}/distributionReference", left.distribution_references, right.distribution_references)  # fmt: skip
 
     def addresses(path: str, x: ExplicitAddress, y: ExplicitAddress) -> None:
-        _compare_strings(found, f"{path}/explicitAddressScheme", (x.scheme,), (y.scheme,))
+        _compare_text(found, f"{path}/explicitAddressScheme", x.scheme, y.scheme)
         _compare_strings(found, f"{path}/explicitAddressValue", x.values, y.values)
 
     _compare_items(found, f"{root}/explicitAddress", left.explicit_addresses, right.explicit_addresses, addresses)  # fmt: skip
@@ -479,17 +479,18 @@ def _compare_items(
         compare(f"{path}[{i + 1}]", x, y)
 
 
-def _compare_strings(found: list[str], path: str, left: Sequence[str], right: Sequence[str]) -> None:  # fmt: skip
-    def one(where: str, x: str, y: str) -> None:
-        if x.strip() != y.strip():
-            found.append(f"{where}: {x!r} != {y!r}")
+def _compare_text(found: list[str], path: str, x: str, y: str) -> None:
+    if x.strip() != y.strip():
+        found.append(f"{path}: {x!r} != {y!r}")
 
-    _compare_items(found, path, left, right, one)
+
+def _compare_strings(found: list[str], path: str, left: Sequence[str], right: Sequence[str]) -> None:  # fmt: skip
+    _compare_items(found, path, left, right, lambda where, x, y: _compare_text(found, where, x, y))
 
 
 def _compare_lists(found: list[str], path: str, left: Sequence[ValueList], right: Sequence[ValueList]) -> None:  # fmt: skip
     def one(where: str, x: ValueList, y: ValueList) -> None:
-        _compare_strings(found, f"{where}/valueListUrn", (x.urn,), (y.urn,))
+        _compare_text(found, f"{where}/valueListUrn", x.urn, y.urn)
         _compare_strings(found, f"{where}/value", x.values, y.values)
 
     _compare_items(found, path, left, right, one)
@@ -498,7 +499,7 @@ def _compare_lists(found: list[str], path: str, left: Sequence[ValueList], right
 def _compare_content(found: list[str], path: str, left: list[ContentObject], right: list[ContentObject]) -> None:  # fmt: skip
     x, y = left[0], right[0]
     for name, attr in (("contentDescription", "description"), ("incidentID", "incident_id"), ("incidentDescription", "incident_description"), ("confidentiality", "confidentiality")):  # fmt: skip
-        _compare_strings(found, f"{path}/{name}", (getattr(x, attr),), (getattr(y, attr),))
+        _compare_text(found, f"{path}/{name}", getattr(x, attr), getattr(y, attr))
     for name, attr in (("contentKeyword", "keywords"), ("originatorRole", "originator_roles"), ("consumerRole", "consumer_roles")):  # fmt: skip
         _compare_lists(found, f"{path}/{name}", getattr(x, attr), getattr(y, attr))
     if (x.xml is None) != (y.xml is None):

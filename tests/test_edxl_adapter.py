@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from adapters.client import DutyLinkClient
 from adapters.edxl.adapter import (
     KIND,
     de_outbound_mapping,
@@ -24,7 +25,7 @@ from adapters.edxl.adapter import (
 from adapters.edxl.de import de_differences, unwrap_de
 from adapters.edxl.rm import parse_rm
 from adapters.edxl.xml import load_schema
-from adapters.framework import AdapterConfigError, Parts, Record
+from adapters.framework import AdapterConfigError, Metrics, Parts, Pipeline, Record, RejectedStore
 from adapters.runner import AdapterConfig, AdapterRunner
 from dutylink.v1 import event_pb2
 from gateway.server import Gateway
@@ -292,3 +293,20 @@ async def test_an_envelopes_good_contents_cross_as_envelopes_and_its_bad_ones_wa
         assert de_differences(original, data) == [], written.name
     (rm,) = rm_out.glob("*.xml")
     assert parse_rm(rm.read_bytes()).message_id == "emergency:RM:2026-0903-022"
+
+
+async def test_an_envelope_whose_every_content_fails_is_kept_whole_with_each_reason(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    data = only_contents((GOLDEN / "mixed-good-and-bad.xml").read_bytes(), [1, 2, 5])
+    metrics, store = Metrics("edxl"), RejectedStore(tmp_path / "rejected")
+    async with DutyLinkClient(gateway.address, token=TOKENS["emergency"]) as client:
+        pipeline = Pipeline(client, inbound_mapping("em", "310115", "INTERNAL"), store, metrics)
+        (outcome,) = await pipeline.publish([Record("all-bad.xml", data, "drop/all-bad.xml")])
+    assert outcome.status == "rejected" and not outcome.receipts
+    # two refused by the codecs, the third by the gateway: one reason names all three parts
+    assert re.search(r"contentObject\[1\]: CAP: .*; contentObject\[2\]: EDXL-RM: .*; contentObject\[3\]: event em:emergency:CAP:2026-0903-009: .*expires", outcome.rejected)  # fmt: skip
+    (kept,) = (tmp_path / "rejected").glob("*.record")
+    assert kept.read_bytes() == data  # the whole envelope: what its parts share stays with them
+    assert metrics.registry.get_sample_value("dutylink_adapter_parts_rejected_total", {"adapter": "edxl"}) == 0  # fmt: skip
+    assert metrics.registry.get_sample_value("dutylink_adapter_records_rejected_total", {"adapter": "edxl", "direction": "in"}) == 1  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import tomllib
 from collections.abc import Callable, Iterable
 from datetime import UTC
 from pathlib import Path
@@ -26,7 +27,7 @@ from adapters.edxl.de import de_differences, unwrap_de
 from adapters.edxl.rm import parse_rm
 from adapters.edxl.xml import load_schema
 from adapters.framework import AdapterConfigError, Metrics, Parts, Pipeline, Record, RejectedStore
-from adapters.runner import AdapterConfig, AdapterRunner
+from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
 from dutylink.v1 import event_pb2
 from gateway.server import Gateway
 from gateway.validation import Validator
@@ -310,3 +311,20 @@ async def test_an_envelope_whose_every_content_fails_is_kept_whole_with_each_rea
     assert kept.read_bytes() == data  # the whole envelope: what its parts share stays with them
     assert metrics.registry.get_sample_value("dutylink_adapter_parts_rejected_total", {"adapter": "edxl"}) == 0  # fmt: skip
     assert metrics.registry.get_sample_value("dutylink_adapter_records_rejected_total", {"adapter": "edxl", "direction": "in"}) == 1  # fmt: skip
+
+
+def test_the_example_config_loads_and_builds_as_its_readme_says() -> None:
+    root = Path(__file__).parent.parent
+    config = load_adapter_config(root / "examples" / "edxl" / "emergency-edxl.toml")
+    assert config.gateway == "127.0.0.1:50051"
+    agencies = tomllib.loads((root / "gateway" / "sample_agencies.toml").read_text())["agencies"]
+    assert {"id": "emergency", "token": config.token}.items() <= next(a for a in agencies if a["id"] == "emergency").items()  # fmt: skip
+    plan = KIND.build(config.options, config.state_dir)
+    assert len(plan.sources) == 1 and plan.inbound is not None
+    rm_side, de_side = plan.outbound
+    assert (rm_side.subscription.families, de_side.subscription.families) == (("resource",), ("resource", "warning"))  # fmt: skip
+    # the README's walk-through: three of the mixed envelope's six content objects map (the
+    # gateway refuses one of them), three do not
+    data = (GOLDEN / "mixed-good-and-bad.xml").read_bytes()
+    result = plan.inbound(Record("mixed-good-and-bad.xml", data, "examples/edxl/drop"))
+    assert isinstance(result, Parts) and (len(result.events), len(result.rejected)) == (3, 3)

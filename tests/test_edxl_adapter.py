@@ -328,3 +328,31 @@ def test_the_example_config_loads_and_builds_as_its_readme_says() -> None:
     data = (GOLDEN / "mixed-good-and-bad.xml").read_bytes()
     result = plan.inbound(Record("mixed-good-and-bad.xml", data, "examples/edxl/drop"))
     assert isinstance(result, Parts) and (len(result.events), len(result.rejected)) == (3, 3)
+
+
+def test_a_content_object_with_only_key_excerpts_is_kept_with_its_metadata() -> None:
+    original = only_contents((GOLDEN / "mixed-good-and-bad.xml").read_bytes(), [0, 3])
+    data = re.sub(
+        rb"<nonXMLContent>.*</nonXMLContent>",
+        b"<xmlContent><keyXMLContent><p:station xmlns:p='urn:x-pump'>P-7</p:station></keyXMLContent></xmlContent>",
+        original, flags=re.S,
+    )  # fmt: skip
+    result = inbound_mapping("em", "310115", "INTERNAL")(Record("k.xml", data, "drop/k.xml"))
+    assert isinstance(result, Parts) and len(result.events) == 1
+    ((part, why),) = result.rejected
+    assert (part.label, why) == ("contentObject[2]", "key-XML-only content is neither CAP 1.2 nor EDXL-RM 1.0")  # fmt: skip
+    kept = etree.fromstring(part.body)
+    assert kept.tag == f"{DE}contentObject" and schema_valid_content(kept)
+    assert kept.findtext(f"{DE}contentDescription") == "Pumping station P-7 log excerpt"
+
+
+def schema_valid_content(content: etree._Element) -> bool:
+    """`content` is a valid contentObject: checked inside a minimal envelope."""
+    envelope = etree.fromstring(
+        f"<EDXLDistribution xmlns='{DE[1:-1]}'><distributionID>x</distributionID><senderID>x</senderID>"
+        "<dateTimeSent>2026-01-01T00:00:00Z</dateTimeSent><distributionStatus>Test</distributionStatus>"
+        "<distributionType>Report</distributionType><combinedConfidentiality>x</combinedConfidentiality>"
+        "</EDXLDistribution>"
+    )  # fmt: skip
+    envelope.append(content)
+    return schema_valid(etree.tostring(envelope))

@@ -290,8 +290,8 @@ def _part(envelope: Distribution, content: ContentObject) -> Part:
         label += f"/embeddedXMLContent[{sharing.index(content) + 1}]"
     try:
         body = content.xml if content.xml is not None else content_object_xml(content)
-    except DeError:  # no usable payload at all (keyXMLContent excerpts only)
-        body = b""
+    except DeError as error:  # cannot happen for an unwrapped envelope; never crash a batch
+        body = f"<!-- content object not kept: {error} -->".encode()
     relation: dict[str, str | int] = {
         "distribution_id": envelope.distribution_id,
         "sender_id": envelope.sender_id,

@@ -357,6 +357,11 @@ def _add_value_lists(parent: etree._Element, name: str, lists: Sequence[ValueLis
 
 
 def _add_content(element: etree._Element, content: ContentObject, index: int, limit: int) -> None:
+    _add_metadata(element, content)
+    _add_payload(element, content, index, limit)
+
+
+def _add_metadata(element: etree._Element, content: ContentObject) -> None:
     if content.description:
         _sub(element, "contentDescription", content.description)
     _add_value_lists(element, "contentKeyword", content.keywords)
@@ -368,6 +373,9 @@ def _add_content(element: etree._Element, content: ContentObject, index: int, li
     _add_value_lists(element, "consumerRole", content.consumer_roles)
     if content.confidentiality:
         _sub(element, "confidentiality", content.confidentiality)
+
+
+def _add_payload(element: etree._Element, content: ContentObject, index: int, limit: int) -> None:
     if content.xml is not None:
         try:
             document = parse_xml(content.xml, max_bytes=limit, error=DeError)
@@ -391,9 +399,14 @@ def _add_content(element: etree._Element, content: ContentObject, index: int, li
 
 def content_object_xml(content: ContentObject, *, max_bytes: int = MAX_XML_BYTES) -> bytes:
     """One ContentObject as a standalone `<contentObject>` document (in the EDXL-DE namespace),
-    e.g. to keep a content object that could not be used, with its metadata. Raises DeError."""
+    e.g. to keep a content object that could not be used, with its metadata (one with only
+    keyXMLContent excerpts, not modelled, gets an empty `<xmlContent/>`). Raises DeError."""
     element = etree.Element(_d("contentObject"), nsmap={None: DE_NS})
-    _add_content(element, content, content.position, max_bytes)
+    _add_metadata(element, content)
+    if content.xml is None and not content.mime_type:  # keyXMLContent excerpts only
+        _sub(element, "xmlContent")
+    else:
+        _add_payload(element, content, content.position, max_bytes)
     return etree.tostring(element, encoding="UTF-8", xml_declaration=True, pretty_print=True)
 
 

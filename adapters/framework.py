@@ -115,6 +115,15 @@ class RejectedPart:
 
 
 InboundMapping = Callable[[Record], Sequence[event_pb2.Event] | Parts]
+
+
+def events_of(mapped: Sequence[event_pb2.Event] | Parts) -> list[event_pb2.Event]:
+    """The events of a mapping's answer, in either form."""
+    if isinstance(mapped, Parts):
+        return [event for _, event in mapped.events]
+    return list(mapped)
+
+
 OutboundMapping = Callable[[event_pb2.Event], OutboundRecord | None]
 
 

@@ -3,7 +3,7 @@ beside the gateway's own PublishBatch rate for the same events in the same run (
 
 Each run starts a fresh nats-server and gateway (sample policies, audit log on) on loopback:
 - the gateway's own rate: the events the adapter would make, sent with PublishBatch (500 per
-  call) by the SDK;
+  call) by the SDK, counted in the records they came from (an EDXL-DE envelope makes several);
 - the adapter's rate: records already waiting in its drop directory when it starts, until the
   gateway has stored the last one (parsing, schema validation, mapping, batching included).
 """
@@ -27,6 +27,8 @@ from typing import Any
 from adapters.cap.adapter import KIND as CAP
 from adapters.cap.adapter import inbound_mapping as cap_mapping
 from adapters.client import DutyLinkClient
+from adapters.edxl.adapter import KIND as EDXL
+from adapters.edxl.adapter import inbound_mapping as edxl_mapping
 from adapters.filedrop.adapter import KIND as FILEDROP
 from adapters.framework import AdapterKind, InboundMapping, Record, events_of
 from adapters.mapping import JsonMapping
@@ -37,6 +39,8 @@ from gateway.nats_server import NatsServer
 from gateway.server import Gateway
 
 CAP_SAMPLE = Path(__file__).parent / "cap" / "samples" / "dutylink-rainstorm-orange-alert.xml"
+RM_SAMPLE = Path(__file__).parent / "edxl" / "samples" / "01-request-resource.xml"
+DE_SAMPLE = Path(__file__).parent / "edxl" / "samples" / "de-envelope-cap-and-request-resource.xml"
 GAS_SAMPLE = Path(__file__).parent / "filedrop" / "samples" / "gas-alarms.toml"
 GAS_JSONL = Path(__file__).parent / "filedrop" / "samples" / "gas-alarms.jsonl"
 BATCH = 500
@@ -54,19 +58,24 @@ class Workload:
     mapping: InboundMapping  # to build the same events for the gateway's own rate
 
 
-def _cap_records(inbox: Path, count: int) -> list[Record]:
-    template = CAP_SAMPLE.read_bytes()
-    records = []
-    for index in range(count):
-        body = re.sub(
-            rb"<identifier>[^<]*</identifier>",
-            f"<identifier>BENCH-{time.time_ns()}-{index}</identifier>".encode(),
-            template,
-            count=1,
-        )
-        (inbox / f"alert-{index:06}.xml").write_bytes(body)
-        records.append(Record(f"alert-{index}", body, "bench"))
-    return records
+# The elements that name a document (and its events): made unique per written copy.
+_ID_ELEMENTS = rb"(<(?:[A-Za-z]+:)?(?:identifier|MessageID|distributionID)>)([^<]*)(</)"
+
+
+def _xml_records(template: Path, stem: str) -> Callable[[Path, int], list[Record]]:
+    """Writes `count` copies of an XML sample, each with ids of its own."""
+
+    def write(inbox: Path, count: int) -> list[Record]:
+        data = template.read_bytes()
+        records = []
+        for index in range(count):
+            unique = f"BENCH-{time.time_ns()}-{index}".encode()
+            body = re.sub(_ID_ELEMENTS, rb"\g<1>\g<2>-" + unique + rb"\g<3>", data)
+            (inbox / f"{stem}-{index:06}.xml").write_bytes(body)
+            records.append(Record(f"{stem}-{index}", body, "bench"))
+        return records
+
+    return write
 
 
 CAP_WORKLOAD = Workload(
@@ -78,8 +87,31 @@ CAP_WORKLOAD = Workload(
         "division_code": "310000",
         "inbound": {"directory": str(inbox), "poll_seconds": 0.05},
     },
-    write_records=_cap_records,
+    write_records=_xml_records(CAP_SAMPLE, "alert"),
     mapping=cap_mapping("bench", "310000"),
+)
+
+_EDXL_OPTIONS = {"system": "bench", "division_code": "310115", "classification": "INTERNAL"}
+
+RM_WORKLOAD = Workload(
+    name="EDXL-RM files (one message each)",
+    kind=EDXL,
+    agency="emergency",
+    options=lambda inbox: {
+        **_EDXL_OPTIONS,
+        "inbound": {"directory": str(inbox), "poll_seconds": 0.05},
+    },
+    write_records=_xml_records(RM_SAMPLE, "request"),
+    mapping=edxl_mapping("bench", "310115", "INTERNAL"),
+)
+
+DE_WORKLOAD = Workload(
+    name="EDXL-DE files (CAP + RM each)",
+    kind=EDXL,
+    agency="emergency",
+    options=RM_WORKLOAD.options,
+    write_records=_xml_records(DE_SAMPLE, "envelope"),
+    mapping=RM_WORKLOAD.mapping,
 )
 
 
@@ -114,6 +146,9 @@ FILEDROP_WORKLOAD = Workload(
     write_records=_jsonl_records,
     mapping=JsonMapping.from_options(_gas_options()["mapping"]).to_events,
 )
+
+
+WORKLOADS = [CAP_WORKLOAD, RM_WORKLOAD, DE_WORKLOAD, FILEDROP_WORKLOAD]
 
 
 @dataclass(frozen=True)
@@ -161,7 +196,7 @@ async def _measure(workload: Workload, directory: Path, *, count: int) -> Rates:
                 results = await client.publish_batch(events[offset : offset + BATCH])
                 if failed := [r for r in results if r.HasField("error")]:
                     raise RuntimeError(f"gateway refused: {failed[0].error.message}")
-            direct = len(events) / (time.perf_counter() - started)
+            direct = len(records) / (time.perf_counter() - started)
         runner = AdapterRunner(
             workload.kind,
             AdapterConfig(
@@ -191,7 +226,7 @@ async def _repeat(runs: int, measure: Callable[[Path], Awaitable[Rates]]) -> lis
 
 async def run(workloads: list[Workload], runs: int = 3, count: int = 2000) -> None:
     print(f"adapters into the gateway, median of {runs} runs, {count} records each")
-    print(f"{'adapter':<40} {'records/s':>10} {'gateway batch events/s':>24} {'ratio':>6}")
+    print(f"{'adapter':<40} {'records/s':>10} {'gateway batch records/s':>24} {'ratio':>6}")
     for workload in workloads:
         samples = await _repeat(runs, functools.partial(_measure, workload, count=count))
         adapter = statistics.median(s.adapter for s in samples)
@@ -206,7 +241,7 @@ def main() -> None:
 
     logs.configure("error")
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    asyncio.run(run([CAP_WORKLOAD, FILEDROP_WORKLOAD], count=count))
+    asyncio.run(run(WORKLOADS, count=count))
 
 
 if __name__ == "__main__":

@@ -356,3 +356,35 @@ def schema_valid_content(content: etree._Element) -> bool:
     )  # fmt: skip
     envelope.append(content)
     return schema_valid(etree.tostring(envelope))
+
+
+def test_documents_sharing_a_content_object_become_events_each_and_foreign_xml_a_part() -> None:
+    root = etree.fromstring((GOLDEN / "several-cap-alerts.xml").read_bytes())
+    first, second, third = root.findall(f"{DE}contentObject")
+    embedded = f"{DE}xmlContent/{DE}embeddedXMLContent"
+    first.find(embedded).append(second.find(embedded)[0])  # type: ignore[union-attr]
+    root.remove(second)
+    holder = third.find(embedded)
+    assert holder is not None
+    holder.remove(holder[0])
+    etree.SubElement(holder, "{urn:x-sitrep}report").text = "Situation at 03:00"
+    data = etree.tostring(root)
+    result = inbound_mapping("em", "310115", "INTERNAL")(Record("s.xml", data, "drop/s.xml"))
+    assert isinstance(result, Parts)
+    assert [(p.label, e.id) for p, e in result.events] == [
+        ("contentObject[1] document 1", "em:NWS-EC-TY2614-W-0300"),
+        ("contentObject[1] document 2", "em:NWS-EC-RS-W-0301"),
+    ]
+    assert [(p.label, why) for p, why in result.rejected] == [
+        (
+            "contentObject[2]",
+            "<report> (namespace urn:x-sitrep) content is neither CAP 1.2 nor EDXL-RM 1.0",
+        )
+    ]
+    assert all(e.distribution.content.position == 0 for _, e in result.events)
+    # out again, each document gets a contentObject of its own (the one loss of grouping)
+    rebuilt = envelope_of([event for _, event in result.events])
+    assert de_differences(only_contents(data, [0]), rebuilt) == [
+        "/EDXLDistribution/contentObject: 1 != 2 elements",
+        "/EDXLDistribution/contentObject[1]/xmlContent/embeddedXMLContent: 2 != 1 elements",
+    ]

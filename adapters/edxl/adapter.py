@@ -38,6 +38,8 @@ from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from lxml import etree
+
 from adapters.cap.adapter import warning_event
 from adapters.cap.codec import CapError, parse_cap, to_cap_xml
 from adapters.edxl.de import (
@@ -236,7 +238,10 @@ def inbound_mapping(system: str, division_code: str, classification: str) -> Inb
 
     def content_event(content: ContentObject, envelope: Distribution) -> event_pb2.Event | None:
         if content.xml is None or content.kind == "other":
-            what = content.mime_type or ("XML" if content.xml is not None else "key-XML-only")
+            what = content.mime_type or "key-XML-only"
+            if content.xml is not None:
+                root = etree.QName(parse_xml(content.xml))
+                what = f"<{root.localname}> (namespace {root.namespace or 'none'})"
             raise Rejected(f"{what} content is neither CAP 1.2 nor EDXL-RM 1.0")
         if content.kind == "cap":
             try:
@@ -286,8 +291,8 @@ def _part(envelope: Distribution, content: ContentObject) -> Part:
     contentObject element; related to the envelope by distributionID and position."""
     sharing = [c for c in envelope.contents if c.position == content.position]
     label = f"contentObject[{content.position + 1}]"
-    if len(sharing) > 1:
-        label += f"/embeddedXMLContent[{sharing.index(content) + 1}]"
+    if len(sharing) > 1:  # several embedded documents in one contentObject
+        label += f" document {next(i for i, c in enumerate(sharing) if c is content) + 1}"
     try:
         body = content.xml if content.xml is not None else content_object_xml(content)
     except DeError as error:  # cannot happen for an unwrapped envelope; never crash a batch

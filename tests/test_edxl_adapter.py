@@ -146,8 +146,10 @@ def test_good_contents_become_valid_events_with_their_envelope_and_bad_ones_part
         assert event.distribution.distribution_id == part.relation["distribution_id"]
         event.source = "emergency"
         problems = validator.problems(event)
-        if event.id == "em:emergency:CAP:2026-0903-009":  # expires before sent: the gateway refuses
-            assert [p.description for p in problems] == ["expires must be later than time"]
+        if event.id == "em:emergency:CAP:2026-0903-009":  # no such region: the gateway refuses
+            assert [(p.field, p.rule_id) for p in problems] == [
+                ("jurisdiction.division_code", "string.pattern")
+            ]
         else:
             assert problems == [], (event.id, problems)
 
@@ -275,7 +277,7 @@ async def test_an_envelopes_good_contents_cross_as_envelopes_and_its_bad_ones_wa
         assert reason["part"] == f"contentObject[{position + 1}]"
         assert reason["relation"]["distribution_id"] == "emergency:DE:2026-0903-017"
     assert [reasons[p]["kept_root"] for p in (1, 2, 3, 5)] == ["alert", "RequestResource", "contentObject", "alert"]  # fmt: skip
-    assert "expires must be later than time" in reasons[5]["reason"]  # refused by the gateway
+    assert "jurisdiction.division_code" in reasons[5]["reason"]  # refused by the gateway
     metric = emergency.metrics.registry.get_sample_value
     assert metric("dutylink_adapter_parts_rejected_total", {"adapter": "edxl"}) == 4
     assert metric("dutylink_adapter_records_rejected_total", {"adapter": "edxl", "direction": "in"}) == 0  # fmt: skip
@@ -306,7 +308,7 @@ async def test_an_envelope_whose_every_content_fails_is_kept_whole_with_each_rea
         (outcome,) = await pipeline.publish([Record("all-bad.xml", data, "drop/all-bad.xml")])
     assert outcome.status == "rejected" and not outcome.receipts
     # two refused by the codecs, the third by the gateway: one reason names all three parts
-    assert re.search(r"contentObject\[1\]: CAP: .*; contentObject\[2\]: EDXL-RM: .*; contentObject\[3\]: event em:emergency:CAP:2026-0903-009: .*expires", outcome.rejected)  # fmt: skip
+    assert re.search(r"contentObject\[1\]: CAP: .*; contentObject\[2\]: EDXL-RM: .*; contentObject\[3\]: event em:emergency:CAP:2026-0903-009: .*jurisdiction", outcome.rejected)  # fmt: skip
     (kept,) = (tmp_path / "rejected").glob("*.record")
     assert kept.read_bytes() == data  # the whole envelope: what its parts share stays with them
     assert metrics.registry.get_sample_value("dutylink_adapter_parts_rejected_total", {"adapter": "edxl"}) == 0  # fmt: skip

@@ -390,3 +390,17 @@ def test_documents_sharing_a_content_object_become_events_each_and_foreign_xml_a
         "/EDXLDistribution/contentObject: 1 != 2 elements",
         "/EDXLDistribution/contentObject[1]/xmlContent/embeddedXMLContent: 2 != 1 elements",
     ]
+
+
+def test_empty_values_the_schema_allows_are_kept_not_refused() -> None:
+    data = (
+        (GOLDEN / "bilingual-cap-target-areas.xml").read_bytes()
+        .replace(b"<senderID>ops@rtwc.example</senderID>", b"<senderID></senderID>")
+        .replace(b"<valueListUrn>urn:x-rtwc:valuelist:role</valueListUrn>", b"<valueListUrn/>")
+    )  # fmt: skip
+    result = inbound_mapping("em", "310115", "INTERNAL")(Record("e.xml", data, "drop/e.xml"))
+    assert isinstance(result, Parts)
+    ((_, event),) = result.events
+    event.source = "emergency"
+    assert Validator().problems(event) == []
+    assert de_differences(data, envelope_of([event])) == []

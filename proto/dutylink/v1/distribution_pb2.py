@@ -26,7 +26,7 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64utylink/v1/distribution.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x0f\n\x0c\x44istribution\x12#\n\x0f\x64istribution_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x1d\n\tsender_id\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x33\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12,\n\x17sent_utc_offset_minutes\x18\x04 \x01(\x11\x42\x0b\xbaH\x08:\x06\x18\x90\r(\x8f\r\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x06status\x18\x06 \x01(\x0e\x32 .dutylink.v1.Distribution.StatusB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x38\n\x04kind\x18\x07 \x01(\x0e\x32\x1e.dutylink.v1.Distribution.KindB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12*\n\x18\x63ombined_confidentiality\x18\x08 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x19\n\x08language\x18\t \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x43\n\x0csender_roles\x18\n \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x46\n\x0frecipient_roles\x18\x0b \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12?\n\x08keywords\x18\x0c \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x31\n\x17\x64istribution_references\x18\r \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x80\x02\"\x05r\x03\x18\x80 \x12O\n\x12\x65xplicit_addresses\x18\x0e \x03(\x0b\x32).dutylink.v1.Distribution.ExplicitAddressB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x44\n\x0ctarget_areas\x18\x0f \x03(\x0b\x32$.dutylink.v1.Distribution.TargetAreaB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x32\n\x07\x63ontent\x18\x10 \x01(\x0b\x32!.dutylink.v1.Distribution.Content\x1aH\n\tValueList\x12\x17\n\x03urn\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\"\n\x06values\x18\x02 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x08\x01\x10\x80\x02\"\x05r\x03\x18\x80\x08\x1aQ\n\x0f\x45xplicitAddress\x12\x1a\n\x06scheme\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\"\n\x06values\x18\x02 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x08\x01\x10\x80\x02\"\x05r\x03\x18\x80\x08\x1a\xc4\x01\n\nTargetArea\x12 \n\x07\x63ircles\x18\x01 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\x80\x02\x12\"\n\x08polygons\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n\x10@\"\x06r\x04\x18\x80\x80 \x12\"\n\tcountries\x18\x03 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x80\x02\"\x04r\x02\x18@\x12%\n\x0csubdivisions\x18\x04 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x80\x02\"\x04r\x02\x18@\x12%\n\x0cloc_codes_un\x18\x05 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x80\x02\"\x04r\x02\x18@\x1a\x81\x03\n\x07\x43ontent\x12\x1a\n\x08position\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\x80 \x12\x1e\n\x0b\x64\x65scription\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x01\x12?\n\x08keywords\x18\x03 \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x1d\n\x0bincident_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\'\n\x14incident_description\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x01\x12G\n\x10originator_roles\x18\x06 \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x45\n\x0e\x63onsumer_roles\x18\x07 \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12!\n\x0f\x63onfidentiality\x18\x08 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"l\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTUAL\x10\x01\x12\x13\n\x0fSTATUS_EXERCISE\x10\x02\x12\x11\n\rSTATUS_SYSTEM\x10\x03\x12\x0f\n\x0bSTATUS_TEST\x10\x04\"\x90\x02\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_REPORT\x10\x01\x12\x0f\n\x0bKIND_UPDATE\x10\x02\x12\x0f\n\x0bKIND_CANCEL\x10\x03\x12\x10\n\x0cKIND_REQUEST\x10\x04\x12\x11\n\rKIND_RESPONSE\x10\x05\x12\x11\n\rKIND_DISPATCH\x10\x06\x12\x0c\n\x08KIND_ACK\x10\x07\x12\x0e\n\nKIND_ERROR\x10\x08\x12\x1d\n\x19KIND_SENSOR_CONFIGURATION\x10\t\x12\x17\n\x13KIND_SENSOR_CONTROL\x10\n\x12\x16\n\x12KIND_SENSOR_STATUS\x10\x0b\x12\x19\n\x15KIND_SENSOR_DETECTION\x10\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64utylink/v1/distribution.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x0f\n\x0c\x44istribution\x12!\n\x0f\x64istribution_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1b\n\tsender_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x33\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12,\n\x17sent_utc_offset_minutes\x18\x04 \x01(\x11\x42\x0b\xbaH\x08:\x06\x18\x90\r(\x8f\r\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x06status\x18\x06 \x01(\x0e\x32 .dutylink.v1.Distribution.StatusB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x38\n\x04kind\x18\x07 \x01(\x0e\x32\x1e.dutylink.v1.Distribution.KindB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12*\n\x18\x63ombined_confidentiality\x18\x08 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x19\n\x08language\x18\t \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x43\n\x0csender_roles\x18\n \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x46\n\x0frecipient_roles\x18\x0b \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12?\n\x08keywords\x18\x0c \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x31\n\x17\x64istribution_references\x18\r \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x80\x02\"\x05r\x03\x18\x80 \x12O\n\x12\x65xplicit_addresses\x18\x0e \x03(\x0b\x32).dutylink.v1.Distribution.ExplicitAddressB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x44\n\x0ctarget_areas\x18\x0f \x03(\x0b\x32$.dutylink.v1.Distribution.TargetAreaB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x32\n\x07\x63ontent\x18\x10 \x01(\x0b\x32!.dutylink.v1.Distribution.Content\x1a\x46\n\tValueList\x12\x15\n\x03urn\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\"\n\x06values\x18\x02 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x08\x01\x10\x80\x02\"\x05r\x03\x18\x80\x08\x1aO\n\x0f\x45xplicitAddress\x12\x18\n\x06scheme\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\"\n\x06values\x18\x02 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x08\x01\x10\x80\x02\"\x05r\x03\x18\x80\x08\x1a\xc4\x01\n\nTargetArea\x12 \n\x07\x63ircles\x18\x01 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\x80\x02\x12\"\n\x08polygons\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n\x10@\"\x06r\x04\x18\x80\x80 \x12\"\n\tcountries\x18\x03 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x80\x02\"\x04r\x02\x18@\x12%\n\x0csubdivisions\x18\x04 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x80\x02\"\x04r\x02\x18@\x12%\n\x0cloc_codes_un\x18\x05 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x80\x02\"\x04r\x02\x18@\x1a\x81\x03\n\x07\x43ontent\x12\x1a\n\x08position\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\x80 \x12\x1e\n\x0b\x64\x65scription\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x01\x12?\n\x08keywords\x18\x03 \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x1d\n\x0bincident_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\'\n\x14incident_description\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x01\x12G\n\x10originator_roles\x18\x06 \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12\x45\n\x0e\x63onsumer_roles\x18\x07 \x03(\x0b\x32#.dutylink.v1.Distribution.ValueListB\x08\xbaH\x05\x92\x01\x02\x10@\x12!\n\x0f\x63onfidentiality\x18\x08 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"l\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTUAL\x10\x01\x12\x13\n\x0fSTATUS_EXERCISE\x10\x02\x12\x11\n\rSTATUS_SYSTEM\x10\x03\x12\x0f\n\x0bSTATUS_TEST\x10\x04\"\x90\x02\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_REPORT\x10\x01\x12\x0f\n\x0bKIND_UPDATE\x10\x02\x12\x0f\n\x0bKIND_CANCEL\x10\x03\x12\x10\n\x0cKIND_REQUEST\x10\x04\x12\x11\n\rKIND_RESPONSE\x10\x05\x12\x11\n\rKIND_DISPATCH\x10\x06\x12\x0c\n\x08KIND_ACK\x10\x07\x12\x0e\n\nKIND_ERROR\x10\x08\x12\x1d\n\x19KIND_SENSOR_CONFIGURATION\x10\t\x12\x17\n\x13KIND_SENSOR_CONTROL\x10\n\x12\x16\n\x12KIND_SENSOR_STATUS\x10\x0b\x12\x19\n\x15KIND_SENSOR_DETECTION\x10\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dutylink.v1.distribution_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DISTRIBUTION_VALUELIST'].fields_by_name['urn']._loaded_options = None
-  _globals['_DISTRIBUTION_VALUELIST'].fields_by_name['urn']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
+  _globals['_DISTRIBUTION_VALUELIST'].fields_by_name['urn']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_DISTRIBUTION_VALUELIST'].fields_by_name['values']._loaded_options = None
   _globals['_DISTRIBUTION_VALUELIST'].fields_by_name['values']._serialized_options = b'\272H\017\222\001\014\010\001\020\200\002\"\005r\003\030\200\010'
   _globals['_DISTRIBUTION_EXPLICITADDRESS'].fields_by_name['scheme']._loaded_options = None
-  _globals['_DISTRIBUTION_EXPLICITADDRESS'].fields_by_name['scheme']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
+  _globals['_DISTRIBUTION_EXPLICITADDRESS'].fields_by_name['scheme']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_DISTRIBUTION_EXPLICITADDRESS'].fields_by_name['values']._loaded_options = None
   _globals['_DISTRIBUTION_EXPLICITADDRESS'].fields_by_name['values']._serialized_options = b'\272H\017\222\001\014\010\001\020\200\002\"\005r\003\030\200\010'
   _globals['_DISTRIBUTION_TARGETAREA'].fields_by_name['circles']._loaded_options = None
@@ -68,9 +68,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISTRIBUTION_CONTENT'].fields_by_name['confidentiality']._loaded_options = None
   _globals['_DISTRIBUTION_CONTENT'].fields_by_name['confidentiality']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_DISTRIBUTION'].fields_by_name['distribution_id']._loaded_options = None
-  _globals['_DISTRIBUTION'].fields_by_name['distribution_id']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
+  _globals['_DISTRIBUTION'].fields_by_name['distribution_id']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_DISTRIBUTION'].fields_by_name['sender_id']._loaded_options = None
-  _globals['_DISTRIBUTION'].fields_by_name['sender_id']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
+  _globals['_DISTRIBUTION'].fields_by_name['sender_id']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_DISTRIBUTION'].fields_by_name['sent_at']._loaded_options = None
   _globals['_DISTRIBUTION'].fields_by_name['sent_at']._serialized_options = b'\272H\003\310\001\001'
   _globals['_DISTRIBUTION'].fields_by_name['sent_utc_offset_minutes']._loaded_options = None
@@ -96,17 +96,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISTRIBUTION'].fields_by_name['target_areas']._loaded_options = None
   _globals['_DISTRIBUTION'].fields_by_name['target_areas']._serialized_options = b'\272H\005\222\001\002\020@'
   _globals['_DISTRIBUTION']._serialized_start=110
-  _globals['_DISTRIBUTION']._serialized_end=2119
-  _globals['_DISTRIBUTION_VALUELIST']._serialized_start=992
-  _globals['_DISTRIBUTION_VALUELIST']._serialized_end=1064
-  _globals['_DISTRIBUTION_EXPLICITADDRESS']._serialized_start=1066
-  _globals['_DISTRIBUTION_EXPLICITADDRESS']._serialized_end=1147
-  _globals['_DISTRIBUTION_TARGETAREA']._serialized_start=1150
-  _globals['_DISTRIBUTION_TARGETAREA']._serialized_end=1346
-  _globals['_DISTRIBUTION_CONTENT']._serialized_start=1349
-  _globals['_DISTRIBUTION_CONTENT']._serialized_end=1734
-  _globals['_DISTRIBUTION_STATUS']._serialized_start=1736
-  _globals['_DISTRIBUTION_STATUS']._serialized_end=1844
-  _globals['_DISTRIBUTION_KIND']._serialized_start=1847
-  _globals['_DISTRIBUTION_KIND']._serialized_end=2119
+  _globals['_DISTRIBUTION']._serialized_end=2111
+  _globals['_DISTRIBUTION_VALUELIST']._serialized_start=988
+  _globals['_DISTRIBUTION_VALUELIST']._serialized_end=1058
+  _globals['_DISTRIBUTION_EXPLICITADDRESS']._serialized_start=1060
+  _globals['_DISTRIBUTION_EXPLICITADDRESS']._serialized_end=1139
+  _globals['_DISTRIBUTION_TARGETAREA']._serialized_start=1142
+  _globals['_DISTRIBUTION_TARGETAREA']._serialized_end=1338
+  _globals['_DISTRIBUTION_CONTENT']._serialized_start=1341
+  _globals['_DISTRIBUTION_CONTENT']._serialized_end=1726
+  _globals['_DISTRIBUTION_STATUS']._serialized_start=1728
+  _globals['_DISTRIBUTION_STATUS']._serialized_end=1836
+  _globals['_DISTRIBUTION_KIND']._serialized_start=1839
+  _globals['_DISTRIBUTION_KIND']._serialized_end=2111
 # @@protoc_insertion_point(module_scope)

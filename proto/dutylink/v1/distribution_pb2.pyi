@@ -7,7 +7,8 @@ roles, keywords, target areas and content metadata).
 
 An envelope with several content objects becomes several events; each carries the envelope's
 fields and the metadata of its own content object (`content`). The limits below protect the
-gateway; EDXL-DE itself bounds none of these strings or lists.
+gateway; EDXL-DE itself bounds none of these strings or lists. Values are kept as received,
+empty strings included (the schema allows them), so that no envelope is refused for them.
 """
 
 from collections import abc as _abc

@@ -30,7 +30,7 @@ from adapters.client import DutyLinkClient
 from adapters.edxl.adapter import KIND as EDXL
 from adapters.edxl.adapter import inbound_mapping as edxl_mapping
 from adapters.filedrop.adapter import KIND as FILEDROP
-from adapters.framework import AdapterKind, InboundMapping, Record
+from adapters.framework import AdapterKind, InboundMapping, Record, events_of
 from adapters.mapping import JsonMapping
 from adapters.runner import AdapterConfig, AdapterRunner
 from dutylink.v1 import event_pb2
@@ -187,7 +187,7 @@ async def _measure(workload: Workload, directory: Path, *, count: int) -> Rates:
         NatsServer(directory / "nats") as server,
         Gateway(config, nats_url=server.url) as gateway,
     ):
-        events: list[event_pb2.Event] = [e for r in records for e in workload.mapping(r)]
+        events: list[event_pb2.Event] = [e for r in records for e in events_of(workload.mapping(r))]
         for event in events:  # not the adapter's ids: those must be new to the gateway
             event.id = f"direct.{event.id}"
         async with DutyLinkClient(gateway.address, token=token) as client:

@@ -1,7 +1,9 @@
 """The adapter framework: how a department system joins the exchange without being rewritten.
 
 An adapter is made of
-- an **inbound mapping** (`InboundMapping`: one department record -> events, or `Rejected`),
+- an **inbound mapping** (`InboundMapping`: one department record -> events, or `Rejected`;
+  a record made of parts, like an envelope of alerts, -> `Parts`: each good part's event and
+  each bad part's reason, so one bad part does not cost the others),
 - an **outbound mapping** (`OutboundMapping`: one event -> a department record, None when the
   department does not take it, or `Rejected`),
 - **transports**: `Source`s that read records (a directory, an HTTP endpoint, a polled feed) and
@@ -86,7 +88,45 @@ class OutboundRecord:
     content_type: str
 
 
-InboundMapping = Callable[[Record], Sequence[event_pb2.Event]]
+@dataclass(frozen=True)
+class Part:
+    """One part of a record that becomes one event or is rejected on its own, e.g. one content
+    object of an EDXL-DE envelope: the other parts of the record are published all the same."""
+
+    label: str  # names the part within its record, for people: "content 2"
+    body: bytes  # what is kept in rejected/ when the part is rejected
+    # How the part relates to its record (e.g. the envelope's distribution id and the
+    # content's position); written to the reason file.
+    relation: Mapping[str, str | int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A mapping's answer for a record made of parts: each good part with its event, each bad
+    part with why. A mapping that returns a plain event list instead stands or falls whole."""
+
+    events: Sequence[tuple[Part, event_pb2.Event]] = ()
+    rejected: Sequence[tuple[Part, str]] = ()
+
+
+@dataclass(frozen=True)
+class RejectedPart:
+    """A part kept in rejected/ while the rest of its record was published."""
+
+    part: Part
+    reason: str
+
+
+InboundMapping = Callable[[Record], Sequence[event_pb2.Event] | Parts]
+
+
+def events_of(mapped: Sequence[event_pb2.Event] | Parts) -> list[event_pb2.Event]:
+    """The events of a mapping's answer, in either form."""
+    if isinstance(mapped, Parts):
+        return [event for _, event in mapped.events]
+    return list(mapped)
+
+
 OutboundMapping = Callable[[event_pb2.Event], OutboundRecord | None]
 
 
@@ -96,11 +136,20 @@ class RecordOutcome:
 
     record: Record
     receipts: tuple[gateway_pb2.Receipt, ...] = ()
-    rejected: str = ""
+    rejected: str = ""  # the whole record was rejected
+    rejected_parts: tuple[RejectedPart, ...] = ()  # published, but these parts were not
 
     @property
     def ok(self) -> bool:
+        """Settled without being rejected whole (a partially published record is ok)."""
         return not self.rejected
+
+    @property
+    def status(self) -> str:
+        """ "published", "partially published" or "rejected"."""
+        if self.rejected:
+            return "rejected"
+        return "partially published" if self.rejected_parts else "published"
 
 
 class PublishUnavailableError(Exception):
@@ -130,6 +179,12 @@ class Metrics:
             "dutylink_adapter_records_rejected", "Records kept in rejected/, by direction",
             registry=self.registry, labelnames=["adapter", "direction"],
         )  # fmt: skip
+        self.parts_rejected = Counter(
+            "dutylink_adapter_parts_rejected",
+            "Parts of partially published records kept in rejected/ (e.g. an envelope's bad "
+            "content objects); a record rejected whole counts in records_rejected only",
+            registry=self.registry, labelnames=["adapter"],
+        ).labels(**labels)  # fmt: skip
         self.lag = Gauge(
             "dutylink_adapter_lag_seconds",
             "Age of the last record handled when it was handled (in: since the file or request "
@@ -170,6 +225,26 @@ class RejectedStore:
         )
         permissions = KEPT_MODE if mode is None else mode & 0o777
         write_new_file(self.directory / f"{base}.record", body, permissions)
+        write_new_file(self.directory / f"{base}.reason.json", (why + "\n").encode(), permissions)
+        return self.directory / f"{base}.record"
+
+    def keep_part(self, direction: str, record: Record, part: Part, reason: str) -> Path:
+        """Keep one rejected part of a record (its own bytes) and why, naming the record (id,
+        origin) and the part (label, relation) so it can be traced back to the whole."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", record.record_id)[:80] or "record"
+        label = re.sub(r"[^A-Za-z0-9._-]", "_", part.label)[:40] or "part"
+        base = f"{stamp}-{direction}-{safe}.{label}"
+        why = json.dumps(
+            {
+                "direction": direction, "record_id": record.record_id, "origin": record.origin,
+                "part": part.label, "relation": dict(part.relation), "reason": reason,
+            },
+            ensure_ascii=False, indent=2,
+        )  # fmt: skip
+        permissions = KEPT_MODE if record.mode is None else record.mode & 0o777
+        write_new_file(self.directory / f"{base}.record", part.body, permissions)
         write_new_file(self.directory / f"{base}.reason.json", (why + "\n").encode(), permissions)
         return self.directory / f"{base}.record"
 
@@ -221,6 +296,32 @@ class Pipeline:
         )
         return RecordOutcome(record, rejected=reason)
 
+    def _settle_parts(
+        self,
+        record: Record,
+        receipts: tuple[gateway_pb2.Receipt, ...],
+        failed: Sequence[RejectedPart],
+    ) -> RecordOutcome:
+        """The outcome of a record mapped to Parts: published whole, partially (each failed
+        part kept on its own), or, when no part was published, rejected whole with every
+        part's reason (the record itself is kept: it holds what the parts share)."""
+        if not failed:
+            return RecordOutcome(record, receipts=receipts)
+        if not receipts:
+            return self._reject(record, "; ".join(f"{f.part.label}: {f.reason}" for f in failed))
+        for rejected in failed:
+            self._rejected.keep_part("in", record, rejected.part, rejected.reason)
+            log.warning(
+                "adapter.part_rejected", record_id=record.record_id, origin=record.origin,
+                part=rejected.part.label, reason=rejected.reason,
+            )  # fmt: skip
+        self._metrics.parts_rejected.inc(len(failed))
+        log.info(
+            "adapter.partially_published", record_id=record.record_id, origin=record.origin,
+            published=len(receipts), rejected=len(failed),
+        )  # fmt: skip
+        return RecordOutcome(record, receipts=receipts, rejected_parts=tuple(failed))
+
     async def publish(self, records: Sequence[Record]) -> list[RecordOutcome]:
         """Map and publish `records`; one outcome per record, in order. Raises
         PublishUnavailableError when the gateway stays unavailable: then nothing of the
@@ -229,6 +330,8 @@ class Pipeline:
         self._metrics.records_in.inc(len(records))
         outcomes: list[RecordOutcome | None] = [None] * len(records)
         events: list[tuple[int, event_pb2.Event]] = []
+        part_of: list[Part | None] = []  # the part each event came from (Parts mappings)
+        failed_parts: dict[int, list[RejectedPart]] = {}  # records mapped to Parts
         for index, record in enumerate(records):
             if record.problem:
                 outcomes[index] = self._reject(record, record.problem)
@@ -238,8 +341,14 @@ class Pipeline:
             except Rejected as verdict:
                 outcomes[index] = self._reject(record, str(verdict))
                 continue
-            if not mapped:
-                outcomes[index] = RecordOutcome(record)  # nothing to publish for it
+            if isinstance(mapped, Parts):
+                failed_parts[index] = [RejectedPart(part, why) for part, why in mapped.rejected]
+                part_of.extend(part for part, _ in mapped.events)
+                mapped = [event for _, event in mapped.events]
+            else:
+                part_of.extend(None for _ in mapped)
+                if not mapped:
+                    outcomes[index] = RecordOutcome(record)  # nothing to publish for it
             events.extend((index, event) for event in mapped)
         results: list[gateway_pb2.PublishResult] = []
         for start in range(0, len(events), self._batch_size):
@@ -250,30 +359,42 @@ class Pipeline:
                 raise PublishUnavailableError(f"{error.code().name}: {error.details()}") from error
         receipts: dict[int, list[gateway_pb2.Receipt]] = {}
         refusals: dict[int, str] = {}
-        for (index, event), result in zip(events, results, strict=True):
+        for (index, event), part, result in zip(events, part_of, results, strict=True):
+            refusal = ""
             if result.HasField("receipt") and result.receipt.conflict:
-                refusals.setdefault(index, f"conflict: event {event.id} is already stored with other content; this one was not stored, the stored original kept at sequence {result.receipt.stream_sequence}")  # fmt: skip
+                refusal = f"conflict: event {event.id} is already stored with other content; this one was not stored, the stored original kept at sequence {result.receipt.stream_sequence}"  # fmt: skip
             elif result.HasField("receipt"):
                 receipts.setdefault(index, []).append(result.receipt)
+                continue
             elif result.error.code in _REFUSALS:
                 detail = "; ".join(f"{v.field}: {v.description}" for v in result.error.violations)
-                refusals.setdefault(index, f"event {event.id}: {result.error.message}" + (f" ({detail})" if detail else ""))  # fmt: skip
+                refusal = f"event {event.id}: {result.error.message}" + (f" ({detail})" if detail else "")  # fmt: skip
             else:
                 raise PublishUnavailableError(f"event {event.id}: {result.error.message}")
+            if part is not None:  # only this part of the record is refused
+                failed_parts[index].append(RejectedPart(part, refusal))
+            else:
+                refusals.setdefault(index, refusal)
         for index, record in enumerate(records):
             if outcomes[index] is not None:
                 continue
             if index in refusals:
                 outcomes[index] = self._reject(record, refusals[index])
+            elif index in failed_parts:
+                outcomes[index] = self._settle_parts(
+                    record, tuple(receipts.get(index, ())), failed_parts[index]
+                )
             else:
                 outcomes[index] = RecordOutcome(record, receipts=tuple(receipts.get(index, ())))
-                if advised := [a for r in receipts.get(index, ()) for a in r.advisories]:
-                    log.info(
-                        "adapter.advisories",
-                        record_id=record.record_id,
-                        origin=record.origin,
-                        advisories=[f"{a.field}: {a.description} ({a.rule_id})" for a in advised],
-                    )
+            if index not in refusals and (
+                advised := [a for r in receipts.get(index, ()) for a in r.advisories]
+            ):
+                log.info(
+                    "adapter.advisories",
+                    record_id=record.record_id,
+                    origin=record.origin,
+                    advisories=[f"{a.field}: {a.description} ({a.rule_id})" for a in advised],
+                )
         self._metrics.events_published.inc(sum(len(r) for r in receipts.values()))
         return [outcome for outcome in outcomes if outcome is not None]
 

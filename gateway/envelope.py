@@ -63,10 +63,14 @@ def stamped(
 def content_digest(event: event_pb2.Event) -> bytes:
     """SHA-256 of what the publisher said: the deterministic encoding of the stamped event with
     `received_time` cleared (the source is the same agency's for every publish under one dedup
-    key). A retry of the same event has the same digest whenever it is received."""
+    key). A retry of the same event has the same digest whenever it is received. `distribution`
+    is left out too: it says how the document travelled (bare, or in this or that EDXL-DE
+    envelope), not what it says, so the same alert arriving both ways is a duplicate, not a
+    conflict (the first arrival's envelope is the one kept)."""
     content = event_pb2.Event()
     content.CopyFrom(event)
     content.ClearField("received_time")
+    content.ClearField("distribution")
     return hashlib.sha256(content.SerializeToString(deterministic=True)).digest()
 
 

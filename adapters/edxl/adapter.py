@@ -1,38 +1,62 @@
 """The EDXL adapter: EDXL-RM resource messages (bare, or wrapped in EDXL-DE envelopes with CAP
-alerts) in from a drop directory, resource messages out as EDXL-RM XML files.
+alerts) in from a drop directory; resource messages out as EDXL-RM XML files, and resource
+messages and CAP alerts out in EDXL-DE envelopes.
 
     [options]
     system = "em-sh"                  # prefix of event ids: "<system>:<MessageID>"
     division_code = "310115"          # jurisdiction when a message names none
-    classification = "INTERNAL"       # of resource events (CAP alerts: from their scope)
     default_utc_offset = "+08:00"     # zone of EDXL-RM dateTimes written without an offset
+    classification = "INTERNAL"       # of resource events (CAP alerts: from their scope)
 
     [options.inbound]
     directory = "drop/edxl"           # *.xml: one EDXL-RM message or EDXL-DE envelope each
     poll_seconds = 1
 
-    [options.outbound]
-    subscription = "rm-out"
-    directory = "outbox/edxl"         # one <MessageID>.xml per resource message
-    types = []                        # e.g. ["resource.request"]; default every resource type
+    [[options.outbound]]              # one table, or several: each is one outbound side
+    subscription = "rm-out"           # a durable subscription name, one per side
+    directory = "outbox/edxl"         # one file per event
+    envelope = "none"                 # "none": bare EDXL-RM; "de": EDXL-DE 1.0 envelopes
+    types = []                        # e.g. ["resource.request"]; default every type
+    families = ["resource"]           # "de" default: ["resource", "warning"]
+    forward_original = false          # "de": embed the CAP bytes as received (signatures)
 
 Event types by EDXL-RM message type are in `RM_EVENT_TYPES` (e.g. RequestResource →
-"resource.request"); an EDXL-DE envelope is unwrapped and each CAP or RM content object
-becomes its event, named after the envelope's distributionID and the content's position when
-the content has no id of its own.
+"resource.request"). An EDXL-DE envelope is unwrapped and each CAP or RM content object becomes
+its event, carrying the envelope's metadata in `Event.distribution`; a content object that
+cannot be used (invalid CAP or RM, non-XML, another standard) is kept in rejected/ on its own
+while the others are published (see adapters/edxl/README.md, "EDXL-DE in the adapter").
+
+Outbound with `envelope = "de"`, each event becomes one envelope: rebuilt from its kept
+`distribution` (same distributionID, sender, status, type, roles, keywords, addresses, target
+areas and content metadata) when it came in one, else derived from the event (`envelope_of`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from datetime import UTC
+from collections.abc import Mapping, Sequence
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from lxml import etree
+
 from adapters.cap.adapter import warning_event
-from adapters.cap.codec import CapError, parse_cap
-from adapters.edxl.de import DeError, unwrap_de
+from adapters.cap.codec import CapError, parse_cap, to_cap_xml
+from adapters.edxl.de import (
+    DEFAULT_CONFIDENTIALITY,
+    ContentObject,
+    DeError,
+    Distribution,
+    DistributionStatus,
+    DistributionType,
+    ExplicitAddress,
+    TargetArea,
+    ValueList,
+    content_object_xml,
+    unwrap_de,
+    wrap_de,
+)
 from adapters.edxl.rm import RmError, parse_rm, to_rm_xml
 from adapters.edxl.xml import XmlError, local_name, parse_xml
 from adapters.framework import (
@@ -43,13 +67,15 @@ from adapters.framework import (
     Outbound,
     OutboundMapping,
     OutboundRecord,
+    Part,
+    Parts,
     Record,
     Rejected,
     Subscription,
     event_id_for,
 )
 from adapters.transports import DirectorySink, DirectorySource, split_whole
-from dutylink.v1 import common_pb2, event_pb2, resource_pb2
+from dutylink.v1 import common_pb2, distribution_pb2, event_pb2, resource_pb2
 
 RM_EVENT_TYPES = {
     "request_resource": "resource.request",
@@ -70,6 +96,53 @@ RM_EVENT_TYPES = {
     "response_to_request_extended_deployment_duration": "resource.extension_response",
 }
 _DE_ROOT = "EDXLDistribution"
+PbDistribution = distribution_pb2.Distribution
+
+# EDXL-DE distributionStatus ⇄ Distribution.Status ⇄ the event's plane.
+_STATUSES: dict[DistributionStatus, PbDistribution.Status.ValueType] = {
+    "Actual": PbDistribution.STATUS_ACTUAL,
+    "Exercise": PbDistribution.STATUS_EXERCISE,
+    "System": PbDistribution.STATUS_SYSTEM,
+    "Test": PbDistribution.STATUS_TEST,
+}
+_PLANES: dict[DistributionStatus, event_pb2.Plane.ValueType] = {
+    "Actual": event_pb2.PLANE_ACTUAL,
+    "Exercise": event_pb2.PLANE_EXERCISE,
+}
+_STATUS_OF_PLANE: dict[event_pb2.Plane.ValueType, DistributionStatus] = {
+    event_pb2.PLANE_ACTUAL: "Actual",
+    event_pb2.PLANE_EXERCISE: "Exercise",
+    event_pb2.PLANE_TEST: "Test",
+}
+# EDXL-DE distributionType ⇄ Distribution.Kind: "SensorStatus" ⇄ KIND_SENSOR_STATUS.
+_KINDS: dict[DistributionType, PbDistribution.Kind.ValueType] = {
+    name: PbDistribution.Kind.Value("KIND_" + re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper())
+    for name in (
+        "Report", "Update", "Cancel", "Request", "Response", "Dispatch", "Ack", "Error",
+        "SensorConfiguration", "SensorControl", "SensorStatus", "SensorDetection",
+    )
+}  # fmt: skip
+# distributionType of an envelope derived from an event without one, by the event type's name.
+_KIND_OF_TYPE: dict[str, DistributionType] = {
+    "warning.alert": "Report",
+    "warning.update": "Update",
+    "warning.cancel": "Cancel",
+    "resource.request": "Request",
+    "resource.request_information": "Request",
+    "resource.request_return": "Request",
+    "resource.request_status": "Request",
+    "resource.requisition": "Request",
+    "resource.response": "Response",
+    "resource.information": "Response",
+    "resource.return_response": "Response",
+    "resource.commit": "Dispatch",
+    "resource.request_quote": "Request",
+    "resource.quote": "Response",
+    "resource.request_extension": "Request",
+    "resource.extension_response": "Response",
+}
+AGENCY_LIST = "urn:dutylink:agency"  # the value list naming DutyLink agencies
+EVENT_TYPE_LIST = "urn:dutylink:event-type"  # the value list of DutyLink event types
 
 
 def resource_event(
@@ -98,6 +171,70 @@ def resource_event(
     return event
 
 
+# --- EDXL-DE metadata ⇄ Event.distribution -----------------------------------------------------
+
+
+def _value_lists(lists: Sequence[ValueList]) -> list[PbDistribution.ValueList]:
+    return [PbDistribution.ValueList(urn=v.urn, values=v.values) for v in lists]
+
+
+def distribution_message(envelope: Distribution, content: ContentObject) -> PbDistribution:
+    """What an event keeps of the envelope it came in: the envelope's fields and its own
+    content object's metadata."""
+    message = PbDistribution(
+        distribution_id=envelope.distribution_id,
+        sender_id=envelope.sender_id,
+        status=_STATUSES[envelope.status],
+        kind=_KINDS[envelope.distribution_type],
+        combined_confidentiality=envelope.combined_confidentiality,
+        language=envelope.language,
+        sender_roles=_value_lists(envelope.sender_roles),
+        recipient_roles=_value_lists(envelope.recipient_roles),
+        keywords=_value_lists(envelope.keywords),
+        distribution_references=envelope.distribution_references,
+        explicit_addresses=[
+            PbDistribution.ExplicitAddress(scheme=a.scheme, values=a.values)
+            for a in envelope.explicit_addresses
+        ],
+        target_areas=[
+            PbDistribution.TargetArea(
+                circles=a.circles, polygons=a.polygons, countries=a.countries,
+                subdivisions=a.subdivisions, loc_codes_un=a.loc_codes_un,
+            )
+            for a in envelope.target_areas
+        ],
+        content=PbDistribution.Content(
+            position=content.position,
+            description=content.description,
+            keywords=_value_lists(content.keywords),
+            incident_id=content.incident_id,
+            incident_description=content.incident_description,
+            originator_roles=_value_lists(content.originator_roles),
+            consumer_roles=_value_lists(content.consumer_roles),
+            confidentiality=content.confidentiality,
+        ),
+    )  # fmt: skip
+    message.sent_at.FromDatetime(envelope.sent_at)
+    offset = envelope.sent_at.utcoffset() or timedelta()
+    message.sent_utc_offset_minutes = int(offset.total_seconds()) // 60
+    return message
+
+
+def _lists(lists: Sequence[PbDistribution.ValueList]) -> tuple[ValueList, ...]:
+    return tuple(ValueList(v.urn, tuple(v.values)) for v in lists)
+
+
+def _status_name(status: PbDistribution.Status.ValueType) -> DistributionStatus:
+    return next(name for name, value in _STATUSES.items() if value == status)
+
+
+def _kind_name(kind: PbDistribution.Kind.ValueType) -> DistributionType:
+    return next(name for name, value in _KINDS.items() if value == kind)
+
+
+# --- inbound -------------------------------------------------------------------------------------
+
+
 def utc_offset_minutes(value: str) -> int:
     """Minutes east of UTC of an option like "+08:00", "-05:30" or "Z"."""
     if value in ("Z", "+00:00", "-00:00"):
@@ -122,7 +259,27 @@ def inbound_mapping(
             raise Rejected(f"EDXL-RM: {error}") from None
         return resource_event(message, system, division_code, level)
 
-    def to_events(record: Record) -> list[event_pb2.Event]:
+    def content_event(content: ContentObject, envelope: Distribution) -> event_pb2.Event | None:
+        if content.xml is None or content.kind == "other":
+            what = content.mime_type or "key-XML-only"
+            if content.xml is not None:
+                root = etree.QName(parse_xml(content.xml))
+                what = f"<{root.localname}> (namespace {root.namespace or 'none'})"
+            raise Rejected(f"{what} content is neither CAP 1.2 nor EDXL-RM 1.0")
+        if content.kind == "cap":
+            try:
+                event = warning_event(parse_cap(content.xml), system, division_code)
+            except CapError as error:
+                raise Rejected(f"CAP: {error}") from None
+            if event is None:  # CAP Ack and Error stay local, as in the CAP adapter
+                return None
+        else:
+            event = bare(content.xml)
+            event.plane = _PLANES.get(envelope.status, event_pb2.PLANE_TEST)
+        event.distribution.CopyFrom(distribution_message(envelope, content))
+        return event
+
+    def to_events(record: Record) -> list[event_pb2.Event] | Parts:
         try:
             root = parse_xml(record.body)
         except XmlError as error:
@@ -133,35 +290,58 @@ def inbound_mapping(
             envelope = unwrap_de(record.body)
         except DeError as error:
             raise Rejected(f"EDXL-DE: {error}") from None
-        plane = event_pb2.PLANE_ACTUAL if envelope.status == "Actual" else (
-            event_pb2.PLANE_EXERCISE if envelope.status == "Exercise" else event_pb2.PLANE_TEST
-        )  # fmt: skip
-        events = []
-        for position, content in enumerate(envelope.contents):
-            where = f"EDXL-DE {envelope.distribution_id} content {position}"
-            if content.xml is None or content.kind == "other":
-                raise Rejected(f"{where}: {content.mime_type or 'unknown'} content is not CAP or EDXL-RM")  # fmt: skip
+        if not envelope.contents:
+            raise Rejected(f"EDXL-DE {envelope.distribution_id}: no content object")
+        events: list[tuple[Part, event_pb2.Event]] = []
+        rejected: list[tuple[Part, str]] = []
+        for content in envelope.contents:
+            part = _part(envelope, content)
             try:
-                if content.kind == "cap":
-                    event = warning_event(parse_cap(content.xml), system, division_code)
-                    if event is None:
-                        continue
-                else:
-                    event = bare(content.xml)
-                    event.plane = plane
-            except CapError as error:
-                raise Rejected(f"{where}: CAP: {error}") from None
-            events.append(event)
-        return events
+                event = content_event(content, envelope)
+            except Rejected as verdict:
+                rejected.append((part, str(verdict)))
+                continue
+            if event is not None:
+                events.append((part, event))
+        return Parts(events, rejected)
 
     return to_events
 
 
-def _file_name(message_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", message_id)[:120] + ".xml"
+def _part(envelope: Distribution, content: ContentObject) -> Part:
+    """A content object as a part of its envelope's record: its embedded document as bytes (so
+    the line numbers of a codec's reason point into it), or, for non-XML content, the whole
+    contentObject element; related to the envelope by distributionID and position."""
+    sharing = [c for c in envelope.contents if c.position == content.position]
+    label = f"contentObject[{content.position + 1}]"
+    if len(sharing) > 1:  # several embedded documents in one contentObject
+        label += f" document {next(i for i, c in enumerate(sharing) if c is content) + 1}"
+    try:
+        body = content.xml if content.xml is not None else content_object_xml(content)
+    except DeError as error:  # cannot happen for an unwrapped envelope; never crash a batch
+        body = f"<!-- content object not kept: {error} -->".encode()
+    relation: dict[str, str | int] = {
+        "distribution_id": envelope.distribution_id,
+        "sender_id": envelope.sender_id,
+        "date_time_sent": envelope.sent_at.isoformat(),
+        "content_position": content.position,
+        "content_kind": content.kind,
+    }
+    if content.description:
+        relation["content_description"] = content.description
+    return Part(label, body, relation)
+
+
+# --- outbound ------------------------------------------------------------------------------------
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:120] + ".xml"
 
 
 def outbound_mapping() -> OutboundMapping:
+    """Resource messages as bare EDXL-RM documents."""
+
     def to_record(event: event_pb2.Event) -> OutboundRecord | None:
         if not event.HasField("resource"):
             return None
@@ -174,10 +354,175 @@ def outbound_mapping() -> OutboundMapping:
     return to_record
 
 
+def payload_xml(event: event_pb2.Event, *, forward_original: bool = False) -> bytes | None:
+    """The event's content as a CAP or EDXL-RM document; None for other payloads. Raises
+    Rejected when it cannot be written."""
+    if event.HasField("warning"):
+        warning = event.warning
+        if forward_original and warning.cap_xml:
+            return warning.cap_xml
+        try:
+            return to_cap_xml(warning)
+        except CapError as error:
+            raise Rejected(f"cannot write CAP: {error}") from None
+    if event.HasField("resource"):
+        try:
+            return to_rm_xml(event.resource, default_sent_at=event.time.ToDatetime(UTC))
+        except RmError as error:
+            raise Rejected(f"cannot write EDXL-RM: {error}") from None
+    return None
+
+
+def _content(event: event_pb2.Event, xml: bytes) -> ContentObject:
+    if event.HasField("distribution"):
+        kept = event.distribution.content
+        return ContentObject(
+            xml=xml, position=kept.position, description=kept.description,
+            keywords=_lists(kept.keywords), incident_id=kept.incident_id,
+            incident_description=kept.incident_description,
+            originator_roles=_lists(kept.originator_roles),
+            consumer_roles=_lists(kept.consumer_roles), confidentiality=kept.confidentiality,
+        )  # fmt: skip
+    return ContentObject(
+        xml=xml,
+        keywords=(ValueList(EVENT_TYPE_LIST, (event.type,)),),
+        incident_id=event.correlation_id,
+    )
+
+
+def envelope_of(events: Sequence[event_pb2.Event], *, forward_original: bool = False) -> bytes:
+    """An EDXL-DE 1.0 envelope around the events' CAP and EDXL-RM contents, in the order of
+    their kept content positions. The envelope's fields come from the first event's kept
+    `distribution` when it has one; else from the event: distributionID = event id, senderID
+    and senderRole = the publishing agency, dateTimeSent = event time (UTC), status from the
+    plane, type from the event type (`_KIND_OF_TYPE`, else Report), combinedConfidentiality
+    "UNCLASSIFIED AND NOT SENSITIVE" for PUBLIC events, else the classification's name.
+    Raises Rejected when a content or the envelope cannot be written."""
+    if not events:
+        raise Rejected("an envelope needs at least one event")
+    contents = []
+    for event in events:
+        xml = payload_xml(event, forward_original=forward_original)
+        if xml is None:
+            raise Rejected(f"event {event.id}: an {event.WhichOneof('payload')} has no EDXL form")
+        contents.append(_content(event, xml))
+    contents.sort(key=lambda c: c.position)
+    first = events[0]
+    try:
+        if first.HasField("distribution"):
+            return wrap_de(contents, **_kept_fields(first.distribution))
+        return wrap_de(contents, **_derived_fields(first))
+    except DeError as error:
+        raise Rejected(f"cannot write EDXL-DE: {error}") from None
+
+
+def _kept_fields(kept: PbDistribution) -> dict[str, Any]:
+    offset = timezone(timedelta(minutes=kept.sent_utc_offset_minutes))
+    return {
+        "distribution_id": kept.distribution_id,
+        "sender_id": kept.sender_id,
+        "sent_at": kept.sent_at.ToDatetime(UTC).astimezone(offset),
+        "status": _status_name(kept.status),
+        "distribution_type": _kind_name(kept.kind),
+        "combined_confidentiality": kept.combined_confidentiality,
+        "language": kept.language,
+        "sender_roles": _lists(kept.sender_roles),
+        "recipient_roles": _lists(kept.recipient_roles),
+        "keywords": _lists(kept.keywords),
+        "distribution_references": tuple(kept.distribution_references),
+        "explicit_addresses": tuple(
+            ExplicitAddress(a.scheme, tuple(a.values)) for a in kept.explicit_addresses
+        ),
+        "target_areas": tuple(
+            TargetArea(
+                tuple(a.circles),
+                tuple(a.polygons),
+                tuple(a.countries),
+                tuple(a.subdivisions),
+                tuple(a.loc_codes_un),
+            )
+            for a in kept.target_areas
+        ),
+    }
+
+
+def _derived_fields(event: event_pb2.Event) -> dict[str, Any]:
+    level = event_pb2.Classification.Name(event.classification).removeprefix("CLASSIFICATION_")
+    public = event.classification == event_pb2.CLASSIFICATION_PUBLIC
+    return {
+        "distribution_id": event.id,
+        "sender_id": event.source or "dutylink",
+        "sent_at": event.time.ToDatetime(UTC),
+        "status": _STATUS_OF_PLANE.get(event.plane, "Test"),
+        "distribution_type": _KIND_OF_TYPE.get(event.type, "Report"),
+        "combined_confidentiality": DEFAULT_CONFIDENTIALITY if public else level,
+        "sender_roles": (ValueList(AGENCY_LIST, (event.source,)),) if event.source else (),
+    }
+
+
+def de_outbound_mapping(forward_original: bool = False) -> OutboundMapping:
+    """CAP alerts and resource messages, each in its own EDXL-DE envelope. An event from an
+    envelope of several contents is sent in an envelope of its own content alone (with the
+    original distributionID, so a receiver can group them again): DutyLink delivers and
+    authorises each event on its own, so a receiver may see only some of them."""
+
+    def to_record(event: event_pb2.Event) -> OutboundRecord | None:
+        if not (event.HasField("warning") or event.HasField("resource")):
+            return None
+        body = envelope_of([event], forward_original=forward_original)
+        if event.HasField("distribution"):
+            kept = event.distribution
+            name = f"{kept.distribution_id}.{kept.content.position}"
+            if event.HasField("resource"):  # two documents of one contentObject: both kept
+                name += f".{event.resource.message_id}"
+            elif event.HasField("warning"):
+                name += f".{event.warning.identifier}"
+        else:
+            name = event.id
+        return OutboundRecord(_file_name(name), body, "application/xml")
+
+    return to_record
+
+
+# --- the adapter ---------------------------------------------------------------------------------
+
+_OUTBOUND_KEYS = {"subscription", "directory", "envelope", "types", "families", "forward_original"}  # fmt: skip
+_FAMILIES = {"none": ("resource",), "de": ("resource", "warning")}
+
+
+def _outbound_side(table: Any, where: str) -> Outbound:
+    if not isinstance(table, Mapping):
+        raise AdapterConfigError(f"{where}: must be a table")
+    if unknown := set(table) - _OUTBOUND_KEYS:
+        raise AdapterConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' (expected one of {', '.join(sorted(_OUTBOUND_KEYS))})")  # fmt: skip
+    if not isinstance(table.get("directory"), str) or not table["directory"]:
+        raise AdapterConfigError(f"{where}: directory: required, a non-empty string")
+    envelope = table.get("envelope", "none")
+    if envelope not in _FAMILIES:
+        raise AdapterConfigError(f"{where}: envelope: 'none' (bare EDXL-RM) or 'de' (EDXL-DE), not {envelope!r}")  # fmt: skip
+    families = tuple(table.get("families", _FAMILIES[envelope]))
+    if not families or not set(families) <= set(_FAMILIES[envelope]):
+        raise AdapterConfigError(f"{where}: families: some of {list(_FAMILIES[envelope])} with envelope = {envelope!r} (bare CAP is the cap adapter's)")  # fmt: skip
+    forward = table.get("forward_original", False)
+    if not isinstance(forward, bool):
+        raise AdapterConfigError(f"{where}: forward_original: true or false")
+    mapping = de_outbound_mapping(forward) if envelope == "de" else outbound_mapping()
+    return Outbound(
+        Subscription(
+            str(table.get("subscription", "de-out" if envelope == "de" else "rm-out")),
+            families=families,
+            types=tuple(table.get("types", ())),
+        ),
+        mapping,
+        DirectorySink(Path(table["directory"])),
+    )
+
+
 def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
     system = str(options.get("system", "edxl"))
     inbound = dict(options.get("inbound", {}))
-    outbound = dict(options.get("outbound", {}))
+    outbound = options.get("outbound", [])
+    sides = [outbound] if isinstance(outbound, Mapping) else list(outbound)
     plan = AdapterPlan(
         inbound=inbound_mapping(
             system,
@@ -193,23 +538,20 @@ def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
                 split_whole("application/xml"), poll_seconds=float(inbound.get("poll_seconds", 1.0)),
             )
         )  # fmt: skip
-    if outbound:
-        plan.outbound.append(
-            Outbound(
-                Subscription(
-                    str(outbound.get("subscription", "rm-out")),
-                    families=("resource",),
-                    types=tuple(outbound.get("types", ())),
-                ),
-                outbound_mapping(),
-                DirectorySink(Path(str(outbound["directory"]))),
-            )
-        )
+    where = "[options.outbound]" if isinstance(outbound, Mapping) else "[[options.outbound]]"
+    plan.outbound += [
+        _outbound_side(side, where if len(sides) == 1 else f"{where} #{i + 1}")
+        for i, side in enumerate(sides)
+    ]
+    names = [side.subscription.name for side in plan.outbound]
+    if len(set(names)) != len(names):
+        raise AdapterConfigError(f"{where}: each side needs its own subscription name, got {names}")  # fmt: skip
     return plan
 
 
 KIND = AdapterKind(
     name="edxl",
-    description="EDXL-RM 1.0 resource messages (and EDXL-DE envelopes with CAP) in, EDXL-RM out",
+    description="EDXL-RM 1.0 resource messages and EDXL-DE 1.0 envelopes (with CAP) in; "
+    "EDXL-RM out, and EDXL-DE envelopes around CAP and RM out",
     build=build,
 )

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal, cast
+from decimal import Decimal, InvalidOperation
+from typing import Literal, TypeVar, cast
 
 from lxml import etree
 
@@ -99,6 +102,9 @@ class ContentObject:
 
     kind: ContentKind = "other"
     xml: bytes | None = None
+    # Of its contentObject among the envelope's, from 0 (set by unwrap_de; wrap_de writes
+    # contents in the order given). Not part of equality: the same content anywhere is equal.
+    position: int = field(default=0, compare=False)
     description: str = ""
     keywords: tuple[ValueList, ...] = ()
     incident_id: str = ""
@@ -185,8 +191,8 @@ def unwrap_de(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> Distribution:
         target_areas=tuple(_target_area(area) for area in root.iterfind(_d("targetArea"))),
         contents=tuple(
             content
-            for element in root.iterfind(_d("contentObject"))
-            for content in _contents(element)
+            for position, element in enumerate(root.iterfind(_d("contentObject")))
+            for content in _contents(element, position)
         ),
     )
 
@@ -219,8 +225,9 @@ def _target_area(area: etree._Element) -> TargetArea:
     )
 
 
-def _contents(element: etree._Element) -> list[ContentObject]:
+def _contents(element: etree._Element, position: int) -> list[ContentObject]:
     metadata = ContentObject(
+        position=position,
         description=_text(element, "contentDescription"),
         keywords=_value_lists(element, "contentKeyword"),
         incident_id=_text(element, "incidentID"),
@@ -350,6 +357,11 @@ def _add_value_lists(parent: etree._Element, name: str, lists: Sequence[ValueLis
 
 
 def _add_content(element: etree._Element, content: ContentObject, index: int, limit: int) -> None:
+    _add_metadata(element, content)
+    _add_payload(element, content, index, limit)
+
+
+def _add_metadata(element: etree._Element, content: ContentObject) -> None:
     if content.description:
         _sub(element, "contentDescription", content.description)
     _add_value_lists(element, "contentKeyword", content.keywords)
@@ -361,6 +373,9 @@ def _add_content(element: etree._Element, content: ContentObject, index: int, li
     _add_value_lists(element, "consumerRole", content.consumer_roles)
     if content.confidentiality:
         _sub(element, "confidentiality", content.confidentiality)
+
+
+def _add_payload(element: etree._Element, content: ContentObject, index: int, limit: int) -> None:
     if content.xml is not None:
         try:
             document = parse_xml(content.xml, max_bytes=limit, error=DeError)
@@ -380,3 +395,190 @@ def _add_content(element: etree._Element, content: ContentObject, index: int, li
         _sub(non_xml, "uri", content.uri)
     if content.data is not None:
         _sub(non_xml, "contentData", base64.b64encode(content.data).decode("ascii"))
+
+
+def content_object_xml(content: ContentObject, *, max_bytes: int = MAX_XML_BYTES) -> bytes:
+    """One ContentObject as a standalone `<contentObject>` document (in the EDXL-DE namespace),
+    e.g. to keep a content object that could not be used, with its metadata (one with only
+    keyXMLContent excerpts, not modelled, gets an empty `<xmlContent/>`). Raises DeError."""
+    element = etree.Element(_d("contentObject"), nsmap={None: DE_NS})
+    _add_metadata(element, content)
+    if content.xml is None and not content.mime_type:  # keyXMLContent excerpts only
+        _sub(element, "xmlContent")
+    else:
+        _add_payload(element, content, content.position, max_bytes)
+    return etree.tostring(element, encoding="UTF-8", xml_declaration=True, pretty_print=True)
+
+
+# --------------------------------------------------------------------------------------------
+# compare
+
+
+def de_differences(a: bytes, b: bytes) -> list[str]:
+    """Every difference in meaning between two EDXL-DE 1.0 envelopes, each named by its element
+    path, e.g. "/EDXLDistribution/contentObject[2]/contentDescription: 'x' != 'y'". Empty when
+    they are equal in meaning.
+
+    Envelope fields and content-object metadata are compared as values (whitespace around
+    them aside; `dateTimeSent` as the instant and the offset it was written in). Embedded
+    documents are compared as XML trees: namespaces by URI (not prefix), attributes as sets,
+    text with whitespace collapsed, and texts that are both xs:dateTimes with offsets, or both
+    decimals, by value. Comments and whitespace-only text do not count. Raises DeError when
+    either is not a valid envelope."""
+    left, right = unwrap_de(a), unwrap_de(b)
+    root = "/EDXLDistribution"
+    found: list[str] = []
+
+    def same(path: str, x: object, y: object) -> None:
+        if x != y:
+            found.append(f"{path}: {x!r} != {y!r}")
+
+    for name, attr in (
+        ("distributionID", "distribution_id"),
+        ("senderID", "sender_id"),
+        ("distributionStatus", "status"),
+        ("distributionType", "distribution_type"),
+        ("combinedConfidentiality", "combined_confidentiality"),
+        ("language", "language"),
+    ):
+        same(f"{root}/{name}", getattr(left, attr), getattr(right, attr))
+    if left.sent_at != right.sent_at:
+        same(f"{root}/dateTimeSent", format_datetime(left.sent_at), format_datetime(right.sent_at))
+    elif left.sent_at.utcoffset() != right.sent_at.utcoffset():
+        found.append(
+            f"{root}/dateTimeSent: the same instant written as {format_datetime(left.sent_at)!r}"
+            f" and {format_datetime(right.sent_at)!r}"
+        )
+    for name, attr in (("senderRole", "sender_roles"), ("recipientRole", "recipient_roles"), ("keyword", "keywords")):  # fmt: skip
+        _compare_lists(found, f"{root}/{name}", getattr(left, attr), getattr(right, attr))
+    _compare_strings(found, f"{root}/distributionReference", left.distribution_references, right.distribution_references)  # fmt: skip
+
+    def addresses(path: str, x: ExplicitAddress, y: ExplicitAddress) -> None:
+        _compare_text(found, f"{path}/explicitAddressScheme", x.scheme, y.scheme)
+        _compare_strings(found, f"{path}/explicitAddressValue", x.values, y.values)
+
+    _compare_items(found, f"{root}/explicitAddress", left.explicit_addresses, right.explicit_addresses, addresses)  # fmt: skip
+
+    def areas(path: str, x: TargetArea, y: TargetArea) -> None:
+        for name, attr in (("circle", "circles"), ("polygon", "polygons"), ("country", "countries"), ("subdivision", "subdivisions"), ("locCodeUN", "loc_codes_un")):  # fmt: skip
+            _compare_strings(found, f"{path}/{name}", getattr(x, attr), getattr(y, attr))
+
+    _compare_items(found, f"{root}/targetArea", left.target_areas, right.target_areas, areas)
+    _compare_items(
+        found, f"{root}/contentObject", _grouped(left.contents), _grouped(right.contents),
+        lambda path, x, y: _compare_content(found, path, x, y),
+    )  # fmt: skip
+    return found
+
+
+_T = TypeVar("_T")
+
+
+def _grouped(contents: Sequence[ContentObject]) -> list[list[ContentObject]]:
+    """The contents by contentObject (one contentObject may embed several documents)."""
+    groups: dict[int, list[ContentObject]] = {}
+    for content in contents:
+        groups.setdefault(content.position, []).append(content)
+    return [groups[p] for p in sorted(groups)]
+
+
+def _compare_items(
+    found: list[str], path: str, left: Sequence[_T], right: Sequence[_T],
+    compare: Callable[[str, _T, _T], None],
+) -> None:  # fmt: skip
+    if len(left) != len(right):
+        found.append(f"{path}: {len(left)} != {len(right)} elements")
+    for i, (x, y) in enumerate(zip(left, right, strict=False)):
+        compare(f"{path}[{i + 1}]", x, y)
+
+
+def _compare_text(found: list[str], path: str, x: str, y: str) -> None:
+    if x.strip() != y.strip():
+        found.append(f"{path}: {x!r} != {y!r}")
+
+
+def _compare_strings(found: list[str], path: str, left: Sequence[str], right: Sequence[str]) -> None:  # fmt: skip
+    _compare_items(found, path, left, right, lambda where, x, y: _compare_text(found, where, x, y))
+
+
+def _compare_lists(found: list[str], path: str, left: Sequence[ValueList], right: Sequence[ValueList]) -> None:  # fmt: skip
+    def one(where: str, x: ValueList, y: ValueList) -> None:
+        _compare_text(found, f"{where}/valueListUrn", x.urn, y.urn)
+        _compare_strings(found, f"{where}/value", x.values, y.values)
+
+    _compare_items(found, path, left, right, one)
+
+
+def _compare_content(found: list[str], path: str, left: list[ContentObject], right: list[ContentObject]) -> None:  # fmt: skip
+    x, y = left[0], right[0]
+    for name, attr in (("contentDescription", "description"), ("incidentID", "incident_id"), ("incidentDescription", "incident_description"), ("confidentiality", "confidentiality")):  # fmt: skip
+        _compare_text(found, f"{path}/{name}", getattr(x, attr), getattr(y, attr))
+    for name, attr in (("contentKeyword", "keywords"), ("originatorRole", "originator_roles"), ("consumerRole", "consumer_roles")):  # fmt: skip
+        _compare_lists(found, f"{path}/{name}", getattr(x, attr), getattr(y, attr))
+    if (x.xml is None) != (y.xml is None):
+        found.append(f"{path}: {'xmlContent' if x.xml is not None else 'nonXMLContent'} != {'xmlContent' if y.xml is not None else 'nonXMLContent'}")  # fmt: skip
+        return
+    if x.xml is None:
+        for name, attr in (("mimeType", "mime_type"), ("size", "size"), ("digest", "digest"), ("uri", "uri"), ("contentData", "data")):  # fmt: skip
+            if getattr(x, attr) != getattr(y, attr):
+                found.append(f"{path}/nonXMLContent/{name}: {getattr(x, attr)!r} != {getattr(y, attr)!r}")  # fmt: skip
+        return
+    _compare_items(
+        found, f"{path}/xmlContent/embeddedXMLContent", left, right,
+        lambda where, p, q: _compare_tree_documents(found, where, p.xml or b"", q.xml or b""),
+    )  # fmt: skip
+
+
+def _compare_tree_documents(found: list[str], path: str, x: bytes, y: bytes) -> None:
+    left, right = parse_xml(x, error=DeError), parse_xml(y, error=DeError)
+    _compare_trees(found, f"{path}/{etree.QName(left).localname}", left, right)
+
+
+def _compare_trees(found: list[str], path: str, x: etree._Element, y: etree._Element) -> None:
+    """`path` names `x` (and `y`); repeated children are numbered from 1: ".../info[2]"."""
+    if x.tag != y.tag:
+        found.append(f"{path}: <{etree.QName(x).text}> != <{etree.QName(y).text}>")
+        return
+    if dict(x.attrib) != dict(y.attrib):
+        found.append(f"{path}/@*: {dict(x.attrib)!r} != {dict(y.attrib)!r}")
+    if not _same_text(x.text, y.text):
+        found.append(f"{path}: {' '.join((x.text or '').split())!r} != {' '.join((y.text or '').split())!r}")  # fmt: skip
+    left = [c for c in x if isinstance(c.tag, str)]
+    right = [c for c in y if isinstance(c.tag, str)]
+    if len(left) != len(right):
+        names = [etree.QName(c).localname for c in left], [etree.QName(c).localname for c in right]
+        found.append(f"{path}: children {names[0]} != {names[1]}")
+        return
+    totals = Counter(etree.QName(c).localname for c in left)
+    seen: Counter[str] = Counter()
+    for a, b in zip(left, right, strict=True):
+        name = etree.QName(a).localname
+        seen[name] += 1
+        step = f"{path}/{name}" + (f"[{seen[name]}]" if totals[name] > 1 else "")
+        _compare_trees(found, step, a, b)
+
+
+def _same_text(x: str | None, y: str | None) -> bool:
+    """Equal after collapsing whitespace, or token by token (split at whitespace and commas, as
+    in coordinate lists) equal as text, as decimals or as the same xs:dateTime instant."""
+    left, right = " ".join((x or "").split()), " ".join((y or "").split())
+    if left == right:
+        return True
+    tokens = re.split(r"[\s,]+", left), re.split(r"[\s,]+", right)
+    return len(tokens[0]) == len(tokens[1]) and all(
+        _same_token(a, b) for a, b in zip(*tokens, strict=True)
+    )
+
+
+def _same_token(x: str, y: str) -> bool:
+    if x == y:
+        return True
+    try:
+        (m, mn), (n, nn) = parse_datetime(x), parse_datetime(y)
+        return m == n and mn == nn
+    except ValueError:
+        pass
+    try:
+        return Decimal(x) == Decimal(y)
+    except InvalidOperation:
+        return False

@@ -9,6 +9,7 @@ gateway also writes the attributes as `ce-*` headers on the JetStream message.
 """
 
 from dutylink.v1 import common_pb2 as _common_pb2
+from dutylink.v1 import distribution_pb2 as _distribution_pb2
 from dutylink.v1 import incident_pb2 as _incident_pb2
 from dutylink.v1 import resource_pb2 as _resource_pb2
 from dutylink.v1 import warning_pb2 as _warning_pb2
@@ -144,6 +145,7 @@ class Event(_message.Message):
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     CAUSATION_ID_FIELD_NUMBER: _builtins.int
     EXPIRES_FIELD_NUMBER: _builtins.int
+    DISTRIBUTION_FIELD_NUMBER: _builtins.int
     INCIDENT_FIELD_NUMBER: _builtins.int
     RESOURCE_FIELD_NUMBER: _builtins.int
     WARNING_FIELD_NUMBER: _builtins.int
@@ -204,6 +206,13 @@ class Event(_message.Message):
         """
 
     @_builtins.property
+    def distribution(self) -> _distribution_pb2.Distribution:
+        """The EDXL-DE envelope this event arrived in (its fields and this event's content object's
+        metadata), so that it can be sent on in an equivalent envelope. Unset for events that did
+        not come in an EDXL-DE envelope.
+        """
+
+    @_builtins.property
     def incident(self) -> _incident_pb2.Incident:
         """An incident report or update (fire, accident, flood, ...)."""
 
@@ -231,13 +240,14 @@ class Event(_message.Message):
         correlation_id: _builtins.str = ...,
         causation_id: _builtins.str = ...,
         expires: _timestamp_pb2.Timestamp | None = ...,
+        distribution: _distribution_pb2.Distribution | None = ...,
         incident: _incident_pb2.Incident | None = ...,
         resource: _resource_pb2.ResourceMessage | None = ...,
         warning: _warning_pb2.Warning | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "incident", b"incident", "jurisdiction", b"jurisdiction", "payload", b"payload", "received_time", b"received_time", "resource", b"resource", "time", b"time", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["distribution", b"distribution", "expires", b"expires", "incident", b"incident", "jurisdiction", b"jurisdiction", "payload", b"payload", "received_time", b"received_time", "resource", b"resource", "time", b"time", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "classification", b"classification", "correlation_id", b"correlation_id", "expires", b"expires", "id", b"id", "incident", b"incident", "jurisdiction", b"jurisdiction", "payload", b"payload", "plane", b"plane", "priority", b"priority", "received_time", b"received_time", "resource", b"resource", "source", b"source", "subject", b"subject", "time", b"time", "type", b"type", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "classification", b"classification", "correlation_id", b"correlation_id", "distribution", b"distribution", "expires", b"expires", "id", b"id", "incident", b"incident", "jurisdiction", b"jurisdiction", "payload", b"payload", "plane", b"plane", "priority", b"priority", "received_time", b"received_time", "resource", b"resource", "source", b"source", "subject", b"subject", "time", b"time", "type", b"type", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["incident", "resource", "warning"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015

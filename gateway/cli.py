@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway import cli_exchange, logs, nats_auth
 from gateway import config as config_module
-from gateway import logs, nats_auth
 from gateway.audit.log import AuditUnavailableError
 from gateway.cli_adapter import adapter_app
 from gateway.cli_audit import audit_app
@@ -390,6 +390,10 @@ def deadletter_replay(
     if asyncio.run(run()):
         raise typer.Exit(1)
 
+
+
+# A department's verbs come after the operator's in --help.
+cli_exchange.register(app)
 
 if __name__ == "__main__":
     app()

@@ -2,7 +2,8 @@
 
     python3 tools/bootstrap.py demo    # the gateway on an embedded NATS, with simulated agencies
     python3 tools/bootstrap.py serve   # just the gateway (extra arguments go to `dutylink serve`)
-    python3 tools/bootstrap.py test    # the test suite (extra arguments go to pytest)
+    python3 tools/bootstrap.py test    # the test suite but its slow tests (arguments go to pytest)
+    python3 tools/bootstrap.py test --all   # every test: the failure drills and cluster too
     python3 tools/bootstrap.py check   # lint, types, schema lint, generated-code freshness
 
 Creates `.venv` beside the repo on first use and reinstalls only when pyproject.toml changes.
@@ -65,6 +66,15 @@ def ensure_environment() -> None:
         STAMP.write_text(wanted)
 
 
+def test_selection(arguments: list[str]) -> list[str]:
+    """pytest's arguments: without slow tests unless `--all` is given or a marker chosen."""
+    if "--all" in arguments:
+        return [a for a in arguments if a != "--all"]
+    if any(a == "-m" or a.startswith("-m") for a in arguments):
+        return arguments
+    return ["-m", "not slow", *arguments]
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in ("demo", "serve", "test", "check"):
         sys.exit(__doc__)
@@ -73,7 +83,7 @@ def main(argv: list[str]) -> None:
     if command in ("demo", "serve"):
         replace_with(BIN / "dutylink", command, *rest)
     elif command == "test":
-        replace_with(BIN / "python", "-m", "pytest", *rest)
+        replace_with(BIN / "python", "-m", "pytest", *test_selection(rest))
     else:
         run(BIN / "ruff", "check", ".")
         run(BIN / "ruff", "format", "--check", ".")

@@ -391,7 +391,6 @@ def deadletter_replay(
         raise typer.Exit(1)
 
 
-
 # A department's verbs come after the operator's in --help.
 cli_exchange.register(app)
 

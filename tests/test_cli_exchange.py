@@ -53,7 +53,9 @@ def test_every_example_is_named_after_a_sample_agency_and_says_what_it_is() -> N
     for path in files:
         agency, _, what = path.stem.partition(".")
         assert agency in TOKENS, path.name
-        event = json_format.Parse(path.read_text(encoding="utf-8"), gateway_pb2.PublishRequest()).event
+        event = json_format.Parse(
+            path.read_text(encoding="utf-8"), gateway_pb2.PublishRequest()
+        ).event
         assert what.startswith(event.type.replace(".", "-").replace("_", "-")), path.name
     families = {
         json_format.Parse(p.read_text(encoding="utf-8"), gateway_pb2.PublishRequest()).event.WhichOneof("payload")

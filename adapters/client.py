@@ -92,6 +92,9 @@ class Retry:
 
 
 NO_RETRY = Retry(attempts=1)
+# What a client does unless told otherwise: keep trying for a minute. Safe, since an event id
+# can never be stored twice, and what a department system wants from a gateway that restarts.
+DEFAULT_RETRY = Retry()
 
 
 def _log_receipt(receipt: gateway_pb2.Receipt) -> None:
@@ -143,7 +146,7 @@ class DutyLinkClient:
         *,
         token: str | None = None,
         certificate: ClientCertificate | None = None,
-        retry: Retry = NO_RETRY,
+        retry: Retry = DEFAULT_RETRY,
     ) -> None:
         if (token is None) == (certificate is None):
             raise ValueError(
@@ -164,6 +167,7 @@ class DutyLinkClient:
         self._publisher = gateway_pb2_grpc.PublisherServiceStub(self._channel)
         self._subscriber = gateway_pb2_grpc.SubscriberServiceStub(self._channel)
         self._checkpoints = audit_service_pb2_grpc.CheckpointServiceStub(self._channel)
+        self._break_glass = gateway_pb2_grpc.BreakGlassServiceStub(self._channel)
 
     async def publish(
         self, event: event_pb2.Event, *, timeout: float = 10.0
@@ -347,6 +351,23 @@ class DutyLinkClient:
             timeout=timeout,
         )
         return list(response.proof)
+
+    async def declare_emergency(
+        self, request: gateway_pb2.DeclareEmergencyRequest, *, timeout: float = 10.0
+    ) -> gateway_pb2.EmergencyGrant:
+        """Declare a break-glass elevation (agencies with a break-glass role only); the grant
+        as recorded. Never retried: a second declaration would be a second grant."""
+        response: gateway_pb2.DeclareEmergencyResponse = await self._break_glass.DeclareEmergency(
+            request, metadata=self._metadata, timeout=timeout
+        )
+        return response.grant
+
+    async def list_emergencies(self, *, timeout: float = 10.0) -> list[gateway_pb2.EmergencyGrant]:
+        """Every break-glass declaration, active and expired, newest first (for review)."""
+        response: gateway_pb2.ListEmergenciesResponse = await self._break_glass.ListEmergencies(
+            gateway_pb2.ListEmergenciesRequest(), metadata=self._metadata, timeout=timeout
+        )
+        return list(response.grants)
 
     async def close(self) -> None:
         await self._channel.close()

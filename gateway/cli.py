@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway import cli_exchange, logs, nats_auth
 from gateway import config as config_module
-from gateway import logs, nats_auth
 from gateway.audit.log import AuditUnavailableError
 from gateway.cli_adapter import adapter_app
 from gateway.cli_audit import audit_app
@@ -72,10 +72,14 @@ def load_config(
 ) -> Config:
     """File, then environment, then these flags; a bad file exits with its name and key."""
     try:
+        if listen is not None:
+            config_module.check_address(listen, "--listen")
         loaded = config_module.load(path)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    for line in config_module.unknown_variables(os.environ):
+        typer.echo(f"warning: {line}", err=True)
     gateway = (
         loaded.gateway if listen is None else dataclasses.replace(loaded.gateway, listen=listen)
     )
@@ -245,7 +249,9 @@ def bench(
         in_process=in_process,
     )
     logs.configure("error")
-    figures = asyncio.run(bench_module.run(settings))
+    figures = asyncio.run(
+        bench_module.run(settings, progress=lambda line: typer.echo(f"bench: {line}", err=True))
+    )
     table = Table(
         title=f"DutyLink, median of {runs} runs, {bench_module.mode(settings)}, "
         f"on {bench_module.where(settings)}"
@@ -384,6 +390,9 @@ def deadletter_replay(
     if asyncio.run(run()):
         raise typer.Exit(1)
 
+
+# A department's verbs come after the operator's in --help.
+cli_exchange.register(app)
 
 if __name__ == "__main__":
     app()

@@ -9,6 +9,7 @@ leave a default in force. With no `[[agencies]]` in the file the sample agencies
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -251,7 +252,7 @@ _LIMITS = (
 )
 
 
-def _check_address(value: str, where: str) -> None:
+def check_address(value: str, where: str) -> None:
     """HOST:PORT with a port from 0 (any) to 65535; an IPv6 host in brackets."""
     host, _, port = value.rpartition(":")
     if (
@@ -273,7 +274,7 @@ def _check_gateway(gateway: GatewaySettings, where: str, environ: Mapping[str, s
     for key in _ADDRESSES:
         value = getattr(gateway, key)
         if value or key == "listen":
-            _check_address(value, origin(key))
+            check_address(value, origin(key))
     health_port = gateway.health_listen.rpartition(":")[2]
     if health_port not in ("", "0") and health_port == gateway.listen.rpartition(":")[2]:
         raise ConfigError(
@@ -374,6 +375,32 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
             f"{where}: without [tls] every agency needs a token (missing: {', '.join(missing)})"
         )
     return Config(agencies=agencies, agencies_source=source, **sections)
+
+
+# DUTYLINK_* variables that are not settings: read by the crash drills and the test suite.
+_OTHER_VARIABLES = ("DUTYLINK_FAILPOINT", "DUTYLINK_TEST_DOCKER", "DUTYLINK_DRILL_STALL_SECONDS")
+
+
+def setting_variables() -> list[str]:
+    """Every `DUTYLINK_<SECTION>_<KEY>` variable that sets something."""
+    return [
+        f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+        for name, cls in _SECTIONS.items()
+        for key in get_type_hints(cls)
+    ]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per `DUTYLINK_*` variable of `environ` that DutyLink does not read (a misspelt
+    one would otherwise be ignored without a word), with the closest known name."""
+    known = setting_variables()
+    lines = []
+    for variable in sorted(environ):
+        if variable.startswith(ENV_PREFIX) and variable not in (*known, *_OTHER_VARIABLES):
+            close = difflib.get_close_matches(variable, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            lines.append(f"{variable} is not a DutyLink setting{hint}; ignored")
+    return lines
 
 
 def sample_tokens() -> dict[str, str]:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -433,9 +434,33 @@ async def gather_replies(
     return replies
 
 
-async def _log_nats_error(error: Exception) -> None:
-    # One line instead of nats-py's default traceback; the client keeps reconnecting.
-    log.warning("nats.error", error=f"{type(error).__name__}: {error}")
+class NatsErrorLog:
+    """nats-py's error callback, as log lines a person can read: one line instead of a
+    traceback, and an error that repeats while the client keeps reconnecting (every 0.5 s
+    against an unreachable server) is said once, then again at most every `repeat_seconds`
+    with how often it happened meanwhile."""
+
+    def __init__(self, repeat_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._repeat = repeat_seconds
+        self._clock = clock
+        self._last = ""
+        self._said_at = 0.0
+        self._unsaid = 0
+
+    async def report(self, error: Exception) -> None:
+        """The callback (nats-py wants a coroutine function, not a callable object)."""
+        text = f"{type(error).__name__}: {error}"
+        now = self._clock()
+        if text == self._last and now - self._said_at < self._repeat:
+            self._unsaid += 1
+            return
+        repeats = {"repeated": self._unsaid} if text == self._last and self._unsaid else {}
+        self._last, self._said_at, self._unsaid = text, now, 0
+        log.warning("nats.error", error=text, **repeats)
+
+    def forget(self) -> None:
+        """The connection is back: the next error is news again."""
+        self._last, self._unsaid = "", 0
 
 
 class _Batch:
@@ -569,6 +594,7 @@ class EventStore:
         self._config = config
         self._on_disconnected = on_disconnected
         self._on_reconnected = on_reconnected
+        self._errors = NatsErrorLog()
         self._client: NatsClient | None = None
         self._js_context: JetStreamContext | None = None
         self._acks: _AckInbox | None = None
@@ -576,6 +602,11 @@ class EventStore:
     async def connect(self, url: str) -> None:
         async def ignore() -> None:
             return None
+
+        async def reconnected() -> None:
+            self._errors.forget()
+            if self._on_reconnected is not None:
+                await self._on_reconnected()
 
         servers, credentials = split_servers(url)
         try:
@@ -588,8 +619,8 @@ class EventStore:
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
                 disconnected_cb=self._on_disconnected or ignore,
-                reconnected_cb=self._on_reconnected or ignore,
-                error_cb=_log_nats_error,
+                reconnected_cb=reconnected,
+                error_cb=self._errors.report,
             )
         except _STORE_FAILURES as error:
             raise _translate(error) from error
@@ -664,10 +695,12 @@ class EventStore:
                 observed[name] = bool(config.get("sync_always", False))
         return observed
 
-    async def check_durability(self) -> list[DurabilityFinding]:
+    async def check_durability(self, *, sync_configured: bool = False) -> list[DurabilityFinding]:
         """Compare what the streams and servers actually are with the durability promise, after
         `ensure_streams`: `nats.durability = "refuse"` raises `DurabilityError` on any finding,
-        "warn" logs each one loudly and carries on. Returns the findings."""
+        "warn" logs each one loudly and carries on. Returns the findings. `sync_configured`:
+        the server runs on a configuration DutyLink wrote with `sync_interval: always` (the
+        embedded one), so a server that does not show its sync setting is no cause to warn."""
         mode = self._config.nats.durability
         if mode not in DURABILITY_MODES:
             expected = ", ".join(DURABILITY_MODES)
@@ -688,7 +721,9 @@ class EventStore:
             sync = await self._observed_sync()
         except _STORE_FAILURES as error:
             raise _translate(error) from error
-        if not sync:
+        if not sync and sync_configured:
+            log.info("durability.sync_configured", message="sync_interval: always, as written")
+        elif not sync:
             log.warning(
                 "durability.sync_unobservable",
                 message="cannot see the servers' jetstream sync_interval (no VARZ import in "

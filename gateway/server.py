@@ -395,7 +395,9 @@ class Gateway:
         self.listening.set()
         await self._store.connect(self._nats_url)
         await self._store.ensure_streams()
-        await self._store.check_durability()
+        await self._store.check_durability(
+            sync_configured=self._embedded is not None and self._embedded.sync_always
+        )
         if self.config.audit.enabled:
             await self._take_writer_lease()
             await self._start_audit(policy.version)

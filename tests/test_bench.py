@@ -151,11 +151,15 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     assert len(targets) == 7, "unary, batch, audit, p99, lag growth, checkpoint p99, RSS growth"
 
 
-async def test_only_the_chosen_sections_run() -> None:
+async def test_only_the_chosen_sections_run_and_each_is_announced_as_it_starts_and_ends() -> None:
     chosen = bench.Settings(runs=2, count=20, sections=frozenset({"policy"}), in_process=True)
-    figures = await bench.run(chosen)
+    heard: list[str] = []
+    figures = await bench.run(chosen, progress=heard.append)
     assert {f.section for f in figures} == {"policy"}
     assert all(len(f.samples) == len(f.baseline_samples) == 2 for f in figures)
+    assert heard[0] == "[1/1] policy: measuring (2 runs)"
+    assert heard[1].startswith("[1/1] policy: done in ") and heard[1].endswith(" s")
+    assert len(heard) == 2
 
 
 async def test_in_process_mode_gives_the_same_figures() -> None:

@@ -17,7 +17,7 @@ from policies.model import FAMILIES
 from tests.factories import incident_event, resource_request_event
 
 SAMPLES = load_policy(policy_files())
-EXAMPLE = Path(__file__).parents[1] / "proto" / "examples" / "publish-warning.json"
+EXAMPLE = Path(__file__).parents[1] / "proto" / "examples" / "weather.warning-alert.json"
 runner = CliRunner()
 
 

@@ -123,3 +123,38 @@ def test_the_concurrent_call_limit_must_let_one_call_through(tmp_path: Path) -> 
         config.load(path, environ={})
     loaded = config.load(None, environ={"DUTYLINK_GATEWAY_MAX_CONCURRENT_RPCS": "7"})
     assert loaded.gateway.max_concurrent_rpcs == 7
+
+
+def test_a_listen_flag_that_is_not_an_address_is_one_line_naming_the_flag() -> None:
+    result = CliRunner().invoke(app, ["config", "show", "--listen", "foo"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --listen: expected HOST:PORT (e.g. 127.0.0.1:50052), got 'foo'"
+    ]
+
+
+def test_a_misspelt_dutylink_variable_is_named_with_the_setting_it_resembles() -> None:
+    lines = config.unknown_variables(
+        {
+            "DUTYLINK_GATEWAY_LISTN": "127.0.0.1:1",
+            "DUTYLINK_GATEWAY_LISTEN": "127.0.0.1:2",  # a setting: not named
+            "DUTYLINK_FAILPOINT": "publish.stored",  # the crash drills' own: not named
+            "PATH": "/usr/bin",
+        }
+    )
+    assert lines == [
+        "DUTYLINK_GATEWAY_LISTN is not a DutyLink setting "
+        "(did you mean DUTYLINK_GATEWAY_LISTEN?); ignored"
+    ]
+
+
+def test_every_command_reading_the_configuration_warns_of_unknown_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DUTYLINK_NATS_UTL", "nats://127.0.0.1:4222")
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: DUTYLINK_NATS_UTL is not a DutyLink setting (did you mean DUTYLINK_NATS_URL?)"
+        in result.output
+    )

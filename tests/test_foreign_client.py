@@ -16,7 +16,7 @@ from gateway.server import Gateway
 from tests.conftest import TOKENS
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "proto" / "examples" / "publish-warning.json"
+EXAMPLE = ROOT / "proto" / "examples" / "weather.warning-alert.json"
 
 
 def test_the_schemas_compile_with_protoc_and_nothing_but_proto(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from gateway.nats_server import NatsServer, embedded_dir, running_pid, running_u
 from tests.test_resilience import health_of
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+BOOTSTRAP = Path(__file__).resolve().parent.parent / "tools" / "bootstrap.py"
 
 
 def serve_command(data_dir: Path, nats_url: str) -> list[str]:
@@ -33,18 +34,24 @@ def environment() -> dict[str, str]:
 
 @asynccontextmanager
 async def serving(
-    data_dir: Path, nats_url: str = ""
+    data_dir: Path,
+    nats_url: str = "",
+    *,
+    command: list[str] | None = None,
+    seen: list[bytes] | None = None,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """A `dutylink serve` process on `data_dir` (embedded NATS unless `nats_url`) once it has
-    started, and its gRPC address; SIGTERM (then SIGKILL) on the way out if it still runs."""
+    """A `dutylink serve` process on `data_dir` (embedded NATS unless `nats_url`; `command`
+    instead of the plain one) once it has started, and its gRPC address; the lines it wrote
+    until then are appended to `seen`. SIGTERM (then SIGKILL) on the way out if it still runs."""
     process = await asyncio.create_subprocess_exec(
-        *serve_command(data_dir, nats_url), env=environment(), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *(command or serve_command(data_dir, nats_url)), env=environment(),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None
     drain: asyncio.Task[bytes] | None = None
+    seen = [] if seen is None else seen
     try:
-        seen: list[bytes] = []
         async with asyncio.timeout(30):
             while True:
                 raw = await process.stdout.readline()
@@ -165,3 +172,33 @@ async def test_a_second_serve_with_the_same_gateway_id_on_one_nats_exits_naming_
         assert f"pid {first.pid}" in lines[0]
         assert str(first_dir) in lines[0]
         assert await health_of(address) == SERVING
+
+
+def events(lines: list[bytes]) -> list[str]:
+    return [json.loads(line)["event"] for line in lines if line.startswith(b"{")]
+
+
+async def test_the_embedded_server_starts_without_a_durability_warning(tmp_path: Path) -> None:
+    # DutyLink wrote its configuration, sync_interval: always included: nothing to check.
+    seen: list[bytes] = []
+    async with serving(tmp_path, seen=seen):
+        pass
+    started = events(seen)
+    assert "durability.sync_configured" in started
+    assert "durability.sync_unobservable" not in started
+
+
+async def test_sigterm_to_bootstrap_serve_stops_the_gateway_and_its_nats_server(
+    tmp_path: Path,
+) -> None:
+    bootstrap = BOOTSTRAP
+    command = [sys.executable, str(bootstrap), "serve", *serve_command(tmp_path, "")[4:]]
+    async with serving(tmp_path, command=command) as (process, address):
+        nats_pid = running_pid(tmp_path)
+        assert nats_pid is not None and alive(nats_pid)
+        assert await health_of(address) == SERVING
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await process.wait() == 0
+        assert await gone(nats_pid)
+        assert running_url(tmp_path) is None

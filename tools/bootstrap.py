@@ -2,7 +2,8 @@
 
     python3 tools/bootstrap.py demo    # the gateway on an embedded NATS, with simulated agencies
     python3 tools/bootstrap.py serve   # just the gateway (extra arguments go to `dutylink serve`)
-    python3 tools/bootstrap.py test    # the test suite (extra arguments go to pytest)
+    python3 tools/bootstrap.py test    # the test suite but its slow tests (arguments go to pytest)
+    python3 tools/bootstrap.py test --all   # every test: the failure drills and cluster too
     python3 tools/bootstrap.py check   # lint, types, schema lint, generated-code freshness
 
 Creates `.venv` beside the repo on first use and reinstalls only when pyproject.toml changes.
@@ -29,6 +30,28 @@ def run(*command: str | Path) -> None:
         sys.exit(result.returncode)
 
 
+def install(*command: str | Path) -> None:
+    """Run an installer with its output held back: shown only if it fails (a build backend's
+    notices are not the newcomer's business)."""
+    result = subprocess.run(
+        [str(c) for c in command], cwd=ROOT, check=False, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        sys.exit(result.returncode)
+
+
+def replace_with(*command: str | Path) -> None:
+    """Become `command` (exec): a signal sent to this process (Ctrl-C, SIGTERM from a
+    supervisor) then reaches the gateway or pytest itself, and nothing is left holding a port."""
+    os.chdir(ROOT)
+    arguments = [str(c) for c in command]
+    if os.name == "nt":  # no exec that keeps the process on Windows
+        run(*arguments)
+        sys.exit(0)
+    os.execv(arguments[0], arguments)
+
+
 def ensure_environment() -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"DutyLink needs Python 3.11 or newer; this is {sys.version.split()[0]}")
@@ -38,9 +61,18 @@ def ensure_environment() -> None:
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not STAMP.exists() or STAMP.read_text().strip() != wanted:
         print("installing DutyLink and its development tools into .venv", flush=True)
-        run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-        run(BIN / "python", "-m", "pip", "install", "--quiet", "--editable", ".[dev]")
+        install(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+        install(BIN / "python", "-m", "pip", "install", "--quiet", "--editable", ".[dev]")
         STAMP.write_text(wanted)
+
+
+def test_selection(arguments: list[str]) -> list[str]:
+    """pytest's arguments: without slow tests unless `--all` is given or a marker chosen."""
+    if "--all" in arguments:
+        return [a for a in arguments if a != "--all"]
+    if any(a == "-m" or a.startswith("-m") for a in arguments):
+        return arguments
+    return ["-m", "not slow", *arguments]
 
 
 def main(argv: list[str]) -> None:
@@ -49,9 +81,9 @@ def main(argv: list[str]) -> None:
     ensure_environment()
     command, rest = argv[0], argv[1:]
     if command in ("demo", "serve"):
-        run(BIN / "dutylink", command, *rest)
+        replace_with(BIN / "dutylink", command, *rest)
     elif command == "test":
-        run(BIN / "python", "-m", "pytest", *rest)
+        replace_with(BIN / "python", "-m", "pytest", *test_selection(rest))
     else:
         run(BIN / "ruff", "check", ".")
         run(BIN / "ruff", "format", "--check", ".")

@@ -81,6 +81,7 @@ Sections (`--only SECTION`, repeatable) and their figures:
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 
 from gateway.bench.abuse import abuse_figures
@@ -125,9 +126,12 @@ _GROUPS: tuple[tuple[frozenset[str], Callable[[Settings], Awaitable[list[Figure]
 )
 
 
-async def run(settings: Settings | None = None) -> list[Figure]:
+async def run(
+    settings: Settings | None = None, progress: Callable[[str], None] | None = None
+) -> list[Figure]:
     """The figures of the chosen sections, in SECTIONS order (`sync` only on embedded servers);
-    `dutylink bench`'s defaults when no settings are given."""
+    `dutylink bench`'s defaults when no settings are given. `progress` hears a line as each
+    group of sections starts and ends (a full run takes minutes)."""
     settings = settings or Settings()
     unknown = settings.sections - set(SECTIONS)
     if unknown:
@@ -137,7 +141,15 @@ async def run(settings: Settings | None = None) -> list[Figure]:
     if settings.nats_url:
         settings = dataclasses.replace(settings, sections=settings.sections - {"sync"})
     figures: list[Figure] = []
-    for sections, measure in _GROUPS:
-        if sections & settings.sections:
-            figures += await measure(settings)
+    chosen = [(sections, measure) for sections, measure in _GROUPS if sections & settings.sections]
+    for number, (sections, measure) in enumerate(chosen, start=1):
+        names = ", ".join(name for name in SECTIONS if name in sections & settings.sections)
+        if progress is not None:
+            progress(f"[{number}/{len(chosen)}] {names}: measuring ({settings.runs} runs)")
+        started = time.perf_counter()
+        figures += await measure(settings)
+        if progress is not None:
+            progress(
+                f"[{number}/{len(chosen)}] {names}: done in {time.perf_counter() - started:.0f} s"
+            )
     return figures

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from adapters.edxl.adapter import RM_EVENT_TYPES
-from dutylink.v1 import event_pb2, incident_pb2
+from dutylink.v1 import event_pb2, incident_pb2, resource_pb2
 from policies import bench
 from policies.engine import Decision, Evaluator, declare_grant
 from policies.loader import load_policy, parse_policy, policy_files
@@ -368,12 +368,16 @@ def test_redactions_are_named_in_the_decision() -> None:
 def test_resource_contacts_go_to_emergency_and_health_only() -> None:
     request = resource_request_event()
     request.source = "health"
-    contacts = (
+    kinds = resource_pb2.ResourceMessage.DESCRIPTOR.oneofs_by_name["kind"].fields
+    personal = {
         "resource.contacts.email",
         "resource.contacts.person_name",
         "resource.contacts.phone",
-    )
-    assert decide("fire", "receive", request).redacted_fields == contacts
+        "resource.contacts.party_xml",  # the CIQ party as received: names, numbers, addresses
+        "resource.rm_xml",  # the message as received holds the same
+        *(f"resource.{kind.name}.resource_infos.resource.responsible_party" for kind in kinds),
+    }
+    assert set(decide("fire", "receive", request).redacted_fields) == personal
     assert decide("emergency", "receive", request).redacted_fields == ()
     assert decide("fire", "receive", incident(source="police")).redacted_fields == REPORTER_FIELDS
 

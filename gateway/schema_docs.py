@@ -398,19 +398,19 @@ class _Renderer:
                 "",
                 *self.rule_table(self.links.all_rules),
             ]
-        families = self.links.family_of.get(name, [])
+        families = sorted(self.links.family_of.get(name, []))
         out: list[str] = []
-        for family in sorted(families):
+        parts = []
+        for family in families:
             root = self.links.family_root[family]
             if root == name:
                 out += [f"Policy: the rules whose types cover the `{family}` family:", ""]
                 out += self.rule_table(self.links.rules_by_family.get(family, []))
             else:
-                out += [
-                    f"Policy: part of the `{family}` family; its rules are listed under "
-                    f"{self.link(root, file)}.",
-                    "",
-                ]
+                parts.append(f"`{family}` (rules under {self.link(root, file)})")
+        if parts:
+            word = "family" if len(parts) == 1 else "families"
+            out += [f"Policy: part of the {word} {', '.join(parts)}.", ""]
         return out
 
     def rule_table(self, rules: Sequence[Rule]) -> list[str]:

@@ -35,10 +35,20 @@ def test_the_schemas_compile_for_java_and_cpp(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    # The class names docs/other-languages.md uses (no java_package: the proto package).
-    gateway = (java / "dutylink" / "v1" / "Gateway.java").read_text()
-    assert "public static final class PublishRequest" in gateway
-    assert "class Event " in (java / "dutylink" / "v1" / "EventOuterClass.java").read_text()
+    # The classes docs/other-languages.md's Java snippet uses (no java_package: the proto
+    # package, one outer class per file).
+    used = {
+        "Gateway": ["class PublishRequest ", "class PublishResponse "],
+        "EventOuterClass": ["class Event ", "enum Classification", "enum Plane", "enum Priority"],
+        "Common": ["class GeoPoint ", "class Jurisdiction ", "class Location "],
+        "IncidentOuterClass": ["class Incident ", "enum IncidentCategory", "enum IncidentStatus"],
+    }
+    for outer, declarations in used.items():
+        source = (java / "dutylink" / "v1" / f"{outer}.java").read_text()
+        for declaration in declarations:
+            assert f"public static final {declaration}" in source or (
+                f"public enum {declaration.removeprefix('enum ')}" in source
+            ), (outer, declaration)
     assert (java / "com" / "buf" / "validate" / "FieldRules.java").is_file()
     for schema in _schemas():
         stem = schema.removesuffix(".proto")

@@ -656,21 +656,125 @@ def _comment_of(
     return ""
 
 
+def _top_level(index: _Index, type_name: str) -> str:
+    """The top-level message or enum that declares `type_name` (itself, or an ancestor)."""
+    package = type_name.rsplit(".", 1)[0]
+    while package in index.messages:
+        type_name, package = package, package.rsplit(".", 1)[0]
+    return type_name
+
+
+def _proto_type(index: _Index, f: descriptor_pb2.FieldDescriptorProto) -> str:
+    if f.type_name and _is_map(index, f.type_name.lstrip(".")):
+        key, value = index.messages[f.type_name.lstrip(".")][1].field
+        return f"map<{_proto_type(index, key)}, {_proto_type(index, value)}>"
+    return f.type_name or _SCALARS[f.type]
+
+
+def _proto_field(index: _Index, f: descriptor_pb2.FieldDescriptorProto) -> str:
+    label = ""
+    if f.proto3_optional:
+        label = "optional "
+    elif f.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED and not _is_map(
+        index, f.type_name.lstrip(".")
+    ):
+        label = "repeated "
+    return f"{label}{_proto_type(index, f)} {f.name} = {f.number};"
+
+
+def _proto_enum(enum: descriptor_pb2.EnumDescriptorProto, indent: str) -> list[str]:
+    out = [f"{indent}enum {enum.name} {{"]
+    if enum.options.allow_alias:
+        out.append(f"{indent}  option allow_alias = true;")
+    out += [f"{indent}  {v.name} = {v.number};" for v in enum.value]
+    return [*out, f"{indent}}}"]
+
+
+def _proto_message(
+    index: _Index, message: descriptor_pb2.DescriptorProto, indent: str
+) -> list[str]:
+    out = [f"{indent}message {message.name} {{"]
+    inner = indent + "  "
+    for enum in message.enum_type:
+        out += _proto_enum(enum, inner)
+    for nested in message.nested_type:
+        if not nested.options.map_entry:
+            out += _proto_message(index, nested, inner)
+    done: set[int] = set()
+    for f in message.field:
+        if f.HasField("oneof_index") and not f.proto3_optional:
+            if f.oneof_index in done:
+                continue
+            done.add(f.oneof_index)
+            out.append(f"{inner}oneof {message.oneof_decl[f.oneof_index].name} {{")
+            out += [
+                f"{inner}  {_proto_field(index, g)}"
+                for g in message.field
+                if g.HasField("oneof_index") and g.oneof_index == f.oneof_index
+            ]
+            out.append(f"{inner}}}")
+        else:
+            out.append(f"{inner}{_proto_field(index, f)}")
+    return [*out, f"{indent}}}"]
+
+
+def proto_text(index: _Index, root: str) -> str:
+    """A self-contained proto3 schema of `root` and every type it reaches (no options and no
+    imports but protobuf's own), as AsyncAPI's protobuf schema format takes it inline."""
+    package = root.rsplit(".", 1)[0]
+    seen, queue, imports = {root}, [root], set()
+    while queue:
+        name = queue.pop()
+        found = index.messages.get(name)
+        fields = (
+            [f for _, m, _ in _walk_messages("", [found[1]], ()) for f in m.field] if found else []
+        )
+        for f in fields:
+            target = f.type_name.lstrip(".")
+            if not target:
+                continue
+            declared = index.messages.get(target) or index.enums.get(target)
+            if declared is not None and not target.startswith(package + "."):
+                imports.add(declared[0])
+            elif (top := _top_level(index, target)) not in seen:
+                seen.add(top)
+                queue.append(top)
+    out = ['syntax = "proto3";', "", f"package {package};"]
+    if imports:
+        out += ["", *(f'import "{name}";' for name in sorted(imports))]
+    for name in sorted(seen, key=lambda n: (n != root, n)):  # the payload's message first
+        out.append("")
+        if name in index.messages:
+            out += _proto_message(index, index.messages[name][1], "")
+        else:
+            out += _proto_enum(index.enums[name][1], "")
+    return "\n".join(out) + "\n"
+
+
 def _protobuf_message(
     index: _Index, files: Sequence[descriptor_pb2.FileDescriptorProto], full_name: str, title: str
 ) -> dict[str, Any]:
-    proto_file = index.messages[full_name][0] if full_name in index.messages else ""
     return {
         "name": full_name,
         "title": title,
         "summary": _comment_of(index, files, full_name).split("\n\n")[0],
         "contentType": "application/protobuf",
-        "payload": {
-            "schemaFormat": PROTOBUF_SCHEMA_FORMAT,
-            "schema": {"$ref": f"../proto/{proto_file}"},
-        },
+        "payload": {"schemaFormat": PROTOBUF_SCHEMA_FORMAT, "schema": proto_text(index, full_name)},
         "x-protobuf-message": full_name,
+        "x-proto-file": f"proto/{index.messages[full_name][0]}",
     }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the inline schemas) as literal blocks, readable in the file."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def render_asyncapi(fds: descriptor_pb2.FileDescriptorSet) -> str:
@@ -750,8 +854,8 @@ def render_asyncapi(fds: descriptor_pb2.FileDescriptorSet) -> str:
             "parameters": {name: {"description": text} for name, text in _PARAMETERS.items()},
         },
     }
-    return GENERATED_YAML_NOTE + yaml.safe_dump(
-        document, sort_keys=False, allow_unicode=True, width=100
+    return GENERATED_YAML_NOTE + yaml.dump(
+        document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -164,7 +166,8 @@ def test_the_asyncapi_document_is_3_0_with_resolvable_references(
     assert event["contentType"] == "application/protobuf"
     assert "protobuf" in event["payload"]["schemaFormat"]
     assert event["x-protobuf-message"] == event_pb2.Event.DESCRIPTOR.full_name
-    assert (ROOT / "docs" / event["payload"]["schema"]["$ref"]).is_file()
+    assert (ROOT / event["x-proto-file"]).is_file()
+    assert event["payload"]["schema"].startswith('syntax = "proto3";')
 
     def refs(node: Any) -> list[str]:
         if isinstance(node, dict):
@@ -176,3 +179,70 @@ def test_the_asyncapi_document_is_3_0_with_resolvable_references(
         for part in ref.removeprefix("#/").split("/"):
             node = node[part]
         assert node, ref
+
+
+def _shape(message: descriptor_pb2.DescriptorProto) -> descriptor_pb2.DescriptorProto:
+    """The message without what the inline schema leaves out: options and reservations."""
+    shape = descriptor_pb2.DescriptorProto()
+    shape.CopyFrom(message)
+    shape.ClearField("options")
+    shape.ClearField("reserved_range")
+    shape.ClearField("reserved_name")
+    for f in shape.field:
+        f.ClearField("options")
+    for oneof in shape.oneof_decl:
+        oneof.ClearField("options")
+    for enum in shape.enum_type:
+        enum.ClearField("options")
+        for value in enum.value:
+            value.ClearField("options")
+    nested = [_shape(n) for n in shape.nested_type]
+    del shape.nested_type[:]
+    shape.nested_type.extend(nested)
+    return shape
+
+
+def test_the_inline_protobuf_schemas_compile_and_match_the_messages(
+    gen_proto: ModuleType, asyncapi: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each protobuf payload carries a self-contained schema that protoc accepts and that
+    declares every message it holds as proto/ does (fields, numbers, types, oneofs)."""
+    gen_proto.build_image(tmp_path / "original.binpb")
+    original = descriptor_pb2.FileDescriptorSet.FromString(
+        (tmp_path / "original.binpb").read_bytes()
+    )
+    declared = {
+        f"{file.package}.{m.name}": m
+        for file in original.file
+        if file.name.startswith("dutylink/")
+        for m in file.message_type
+    }
+    enums = {}
+    for file in original.file:
+        for enum in file.enum_type:
+            plain = descriptor_pb2.EnumDescriptorProto()
+            plain.CopyFrom(enum)
+            plain.ClearField("options")
+            for value in plain.value:
+                value.ClearField("options")
+            enums[f"{file.package}.{enum.name}"] = plain
+    protoc = shutil.which("protoc", path=str(Path(sys.executable).parent)) or "protoc"
+    protobuf = [m for m in asyncapi["components"]["messages"].values() if "x-protobuf-message" in m]
+    assert event_pb2.Event.DESCRIPTOR.full_name in {m["x-protobuf-message"] for m in protobuf}
+    for message in protobuf:
+        name = message["x-protobuf-message"]
+        (tmp_path / "inline.proto").write_text(message["payload"]["schema"])
+        result = subprocess.run(
+            [protoc, f"-I{tmp_path}", f"--descriptor_set_out={tmp_path / 'inline.binpb'}",
+             "inline.proto"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        inline = descriptor_pb2.FileDescriptorSet.FromString(
+            (tmp_path / "inline.binpb").read_bytes()
+        ).file[0]
+        assert f"{inline.package}.{inline.message_type[0].name}" == name
+        for m in inline.message_type:
+            assert _shape(m) == _shape(declared[f"{inline.package}.{m.name}"]), m.name
+        for e in inline.enum_type:
+            assert e == enums[f"{inline.package}.{e.name}"], e.name

@@ -462,8 +462,11 @@ class _Renderer:
             "(`policies/*.yaml`) that withhold it, and the policy rules covering each event",
             "family. Regenerate with `python tools/gen_proto.py`.",
             "",
-            "| Schema | Services | Messages | Enums |",
-            "|---|---|---|---|",
+            "The NATS subjects and streams the events travel on are described in",
+            "[asyncapi.yaml](../asyncapi.yaml) (AsyncAPI 3.0).",
+            "",
+            "| Schema | About | Services | Messages | Enums |",
+            "|---|---|---|---|---|",
         ]
         for file in documented:
             messages = [
@@ -472,8 +475,13 @@ class _Renderer:
                 if not m.options.map_entry
             ]
             enums = [e for e in self.index.enums if self.index.enums[e][0] == file.name]
+            header = self.comment(file.name, (_FILE_SYNTAX,)) or "".join(
+                self.index.detached.get((file.name, (_FILE_SYNTAX,)), [])[:1]
+            )
+            about = _first_sentence(_paragraphs(header))
             out.append(
-                f"| [{_code(file.name)}]({page_name(file.name)}) | {len(file.service)} "
+                f"| [{_code(file.name)}]({page_name(file.name)}) | {_cell(about)} "
+                f"| {len(file.service)} "
                 f"| {len(messages)} | {len(enums)} |"
             )
         return "\n".join(out) + "\n"
@@ -489,6 +497,12 @@ def _label(
     if f.HasField("oneof_index"):
         return f"oneof `{message.oneof_decl[f.oneof_index].name}`"
     return ""
+
+
+def _first_sentence(text: str) -> str:
+    paragraph = text.split("\n\n")[0]
+    end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", paragraph)  # not at "e.g."
+    return paragraph[: end.start() + 1] if end else paragraph
 
 
 def _anchor(full_name: str) -> str:

@@ -26,7 +26,20 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from gateway import subjects
-from policies.model import Policy, Rule, type_scope
+from policies.model import (
+    CLASSIFICATIONS,
+    HIGHEST_CLASSIFICATION,
+    INCIDENT_CATEGORIES,
+    INCIDENT_SEVERITIES,
+    LOWEST_CLASSIFICATION,
+    PLANES,
+    PRIORITIES,
+    Policy,
+    Redaction,
+    Rule,
+    name_of,
+    type_scope,
+)
 
 DOCUMENTED_PREFIX = "dutylink/"
 EVENT_MESSAGE = "dutylink.v1.Event"
@@ -190,6 +203,7 @@ class _PolicyLinks:
     rules_by_family: dict[str, list[Rule]] = field(default_factory=dict)
     redactions: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     all_rules: list[Rule] = field(default_factory=list)
+    all_redactions: list[Redaction] = field(default_factory=list)
 
 
 def _message_fields(index: _Index, name: str) -> dict[str, descriptor_pb2.FieldDescriptorProto]:
@@ -198,7 +212,7 @@ def _message_fields(index: _Index, name: str) -> dict[str, descriptor_pb2.FieldD
 
 
 def _links(index: _Index, policy: Policy) -> _PolicyLinks:
-    links = _PolicyLinks(all_rules=list(policy.rules))
+    links = _PolicyLinks(all_rules=list(policy.rules), all_redactions=list(policy.redactions))
     event = index.messages.get(EVENT_MESSAGE)
     families = set(type_scope(("*",)))
     for payload in event[1].field if event else ():
@@ -397,6 +411,7 @@ class _Renderer:
                 "Policy: every rule of the sample policy applies to events:",
                 "",
                 *self.rule_table(self.links.all_rules),
+                *self.redaction_table(),
             ]
         families = sorted(self.links.family_of.get(name, []))
         out: list[str] = []
@@ -413,17 +428,39 @@ class _Renderer:
             out += [f"Policy: part of the {word} {', '.join(parts)}.", ""]
         return out
 
+    def redaction_table(self) -> list[str]:
+        if not self.links.all_redactions:
+            return []
+        out = [
+            "Redactions (fields withheld from the receivers named; paths from `Event`):",
+            "",
+            "| Redaction | Fields | For | Unless | Types |",
+            "|---|---|---|---|---|",
+        ]
+        for r in self.links.all_redactions:
+            out.append(
+                f"| {_code(r.id)} | {'<br>'.join(_code(f) for f in r.fields)} "
+                f"| {_cell(', '.join(r.for_agencies) or '*')} "
+                f"| {_cell(', '.join(sorted(r.unless_agencies)))} "
+                f"| {', '.join(_code(t) for t in r.types) or '*'} |"
+            )
+        return [*out, ""]
+
     def rule_table(self, rules: Sequence[Rule]) -> list[str]:
         if not rules:
             return ["(no rule mentions it)", ""]
-        out = ["| Rule | Effect | Action | Types | Agencies |", "|---|---|---|---|---|"]
+        out = [
+            "| Rule | Effect | Action | Types | Agencies | Conditions |",
+            "|---|---|---|---|---|---|",
+        ]
         for rule in rules:
             agencies = ", ".join(rule.agencies)
             if rule.except_agencies:
                 agencies += " except " + ", ".join(sorted(rule.except_agencies))
             out.append(
                 f"| {_code(rule.id)} | {rule.effect} | {rule.action} "
-                f"| {', '.join(_code(t) for t in rule.types)} | {_cell(agencies)} |"
+                f"| {', '.join(_code(t) for t in rule.types)} | {_cell(agencies)} "
+                f"| {_cell('; '.join(_conditions(rule)))} |"
             )
         return [*out, ""]
 
@@ -485,6 +522,29 @@ class _Renderer:
                 f"| {len(messages)} | {len(enums)} |"
             )
         return "\n".join(out) + "\n"
+
+
+def _conditions(rule: Rule) -> list[str]:
+    """A rule's conditions beyond types and agencies, in the policy files' own words."""
+    out = []
+    if rule.roles:
+        out.append("roles " + ", ".join(sorted(rule.roles)))
+    if rule.jurisdictions:
+        out.append("jurisdictions " + ", ".join(rule.jurisdictions))
+    if rule.planes:
+        out.append("planes " + ", ".join(name_of(PLANES, p) for p in sorted(rule.planes)))
+    if rule.min_classification != LOWEST_CLASSIFICATION:
+        out.append("min_classification " + name_of(CLASSIFICATIONS, rule.min_classification))
+    if rule.max_classification != HIGHEST_CLASSIFICATION:
+        out.append("max_classification " + name_of(CLASSIFICATIONS, rule.max_classification))
+    if rule.min_priority:
+        out.append("min_priority " + name_of(PRIORITIES, rule.min_priority))
+    if rule.categories:
+        names = sorted(name_of(INCIDENT_CATEGORIES, c) for c in rule.categories)
+        out.append("categories " + ", ".join(names))
+    if rule.min_severity:
+        out.append("min_severity " + name_of(INCIDENT_SEVERITIES, rule.min_severity))
+    return out
 
 
 def _label(

@@ -73,7 +73,7 @@ _FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE, _FILE_EXTENSION, _FILE_SYNTAX = 4, 5, 
 _MESSAGE_FIELD, _MESSAGE_NESTED, _MESSAGE_ENUM, _MESSAGE_ONEOF = 2, 3, 4, 8
 _ENUM_VALUE, _SERVICE_METHOD = 2, 2
 
-Path = tuple[int, ...]
+SourcePath = tuple[int, ...]  # a SourceCodeInfo location path
 
 
 # --- option rendering ------------------------------------------------------------------------
@@ -154,13 +154,13 @@ class _Index:
 
     messages: dict[str, tuple[str, descriptor_pb2.DescriptorProto]] = field(default_factory=dict)
     enums: dict[str, tuple[str, descriptor_pb2.EnumDescriptorProto]] = field(default_factory=dict)
-    comments: dict[tuple[str, Path], str] = field(default_factory=dict)
-    detached: dict[tuple[str, Path], list[str]] = field(default_factory=dict)
+    comments: dict[tuple[str, SourcePath], str] = field(default_factory=dict)
+    detached: dict[tuple[str, SourcePath], list[str]] = field(default_factory=dict)
 
 
 def _walk_messages(
-    package: str, messages: Sequence[descriptor_pb2.DescriptorProto], path: Path
-) -> Iterator[tuple[str, descriptor_pb2.DescriptorProto, Path]]:
+    package: str, messages: Sequence[descriptor_pb2.DescriptorProto], path: SourcePath
+) -> Iterator[tuple[str, descriptor_pb2.DescriptorProto, SourcePath]]:
     for i, message in enumerate(messages):
         name = f"{package}.{message.name}"
         here = (*path, i)
@@ -275,7 +275,7 @@ class _Renderer:
         self.options = _Options(files)
         self.links = _links(self.index, policy)
 
-    def comment(self, file: str, path: Path) -> str:
+    def comment(self, file: str, path: SourcePath) -> str:
         return self.index.comments.get((file, path), "")
 
     def link(self, type_name: str, from_file: str) -> str:
@@ -332,7 +332,7 @@ class _Renderer:
         self,
         file: descriptor_pb2.FileDescriptorProto,
         service: descriptor_pb2.ServiceDescriptorProto,
-        path: Path,
+        path: SourcePath,
     ) -> list[str]:
         name = f"{file.package}.{service.name}"
         out = [f'<a id="{_anchor(name)}"></a>', f"## Service `{service.name}`", ""]
@@ -355,7 +355,7 @@ class _Renderer:
         file: descriptor_pb2.FileDescriptorProto,
         name: str,
         message: descriptor_pb2.DescriptorProto,
-        path: Path,
+        path: SourcePath,
     ) -> list[str]:
         out = [
             f'<a id="{_anchor(name)}"></a>',
@@ -469,7 +469,7 @@ class _Renderer:
         file: descriptor_pb2.FileDescriptorProto,
         name: str,
         enum: descriptor_pb2.EnumDescriptorProto,
-        path: Path,
+        path: SourcePath,
     ) -> list[str]:
         out = [
             f'<a id="{_anchor(name)}"></a>',

@@ -22,7 +22,7 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from adapters.client import AckNotConfirmedError, DutyLinkClient, Subscription
+from adapters.client import NO_RETRY, AckNotConfirmedError, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway import subjects
 from gateway.audit.note import Verifier
@@ -141,7 +141,9 @@ class Workload:
     async def _publish(self, index: int) -> None:
         name = f"p{index}"
         client = DutyLinkClient(
-            target(self.addresses, index % len(self.addresses)), token=TOKENS[PUBLISHER_AGENCY]
+            target(self.addresses, index % len(self.addresses)),
+            token=TOKENS[PUBLISHER_AGENCY],
+            retry=NO_RETRY,  # the workload retries itself, counting what it meets
         )
         counter = 0
         try:
@@ -174,7 +176,7 @@ class Workload:
                 await asyncio.sleep(0.5)
 
     async def _subscribe(self, agency: str, first: int) -> None:
-        client = DutyLinkClient(target(self.addresses, first), token=TOKENS[agency])
+        client = DutyLinkClient(target(self.addresses, first), token=TOKENS[agency], retry=NO_RETRY)
         try:
             while True:
                 subscription = await self._open(client, agency)

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.client import DutyLinkClient, Retry
+from adapters.client import NO_RETRY, DutyLinkClient, Retry
 from gateway import subjects
 from gateway.cluster import LocalCluster
 from gateway.config import Config
@@ -190,7 +190,7 @@ async def test_losing_quorum_refuses_publishes_as_retryable_and_never_acknowledg
             gateway_for_tests(cluster.gateway_urls[0], drill_config(tmp_path, "gw-1"))
         )
         fire = await stack.enter_async_context(
-            DutyLinkClient(gateway.address, token=TOKENS["fire"])
+            DutyLinkClient(gateway.address, token=TOKENS["fire"], retry=NO_RETRY)
         )
         await fire.publish(drill_event("before-0"))
         cluster.partition([0], [1], [2])  # no two nodes can talk: no quorum anywhere

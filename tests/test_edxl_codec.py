@@ -685,7 +685,7 @@ def test_values_from_foreign_value_lists_are_carried_with_their_list() -> None:
     resource = parse_rm(data).request_resource.resource_infos[0].resource
     # The DutyLink view is only for DutyLink's own list; the foreign list is kept as is.
     assert resource.type_info == ""
-    assert resource.type_structure == resource_pb2.ValueList(
+    assert resource.type_structure == common_pb2.ValueList(
         urn="urn:x-nims:resource-typing", values=["foam tender"]
     )
     assert b"urn:x-nims:resource-typing" in to_rm_xml(parse_rm(data))

@@ -174,8 +174,8 @@ def resource_event(
 # --- EDXL-DE metadata ⇄ Event.distribution -----------------------------------------------------
 
 
-def _value_lists(lists: Sequence[ValueList]) -> list[PbDistribution.ValueList]:
-    return [PbDistribution.ValueList(urn=v.urn, values=v.values) for v in lists]
+def _value_lists(lists: Sequence[ValueList]) -> list[common_pb2.ValueList]:
+    return [common_pb2.ValueList(urn=v.urn, values=v.values) for v in lists]
 
 
 def distribution_message(envelope: Distribution, content: ContentObject) -> PbDistribution:
@@ -220,7 +220,7 @@ def distribution_message(envelope: Distribution, content: ContentObject) -> PbDi
     return message
 
 
-def _lists(lists: Sequence[PbDistribution.ValueList]) -> tuple[ValueList, ...]:
+def _lists(lists: Sequence[common_pb2.ValueList]) -> tuple[ValueList, ...]:
     return tuple(ValueList(v.urn, tuple(v.values)) for v in lists)
 
 

@@ -424,21 +424,21 @@ def _is_agency(value: str) -> bool:
     return _AGENCY.fullmatch(value) is not None
 
 
-def _read_list(value_list: etree._Element) -> resource_pb2.ValueList:
+def _read_list(value_list: etree._Element) -> common_pb2.ValueList:
     """A ValueList exactly as received (its URN whitespace-collapsed, as xs:anyURI is)."""
-    return resource_pb2.ValueList(
+    return common_pb2.ValueList(
         urn=_collapse(_text(value_list, _r("ValueListURN"))),
         values=[text(value) for value in value_list.iterfind(_r("Value"))],
     )
 
 
-def _view(received: resource_pb2.ValueList, own_list: str) -> str:
+def _view(received: common_pb2.ValueList, own_list: str) -> str:
     """The convenient string view of a value list: its value when it is DutyLink's list
     `own_list` and holds one value, else ''."""
     return received.values[0] if received.urn == own_list and len(received.values) == 1 else ""
 
 
-def _enum_view(received: resource_pb2.ValueList, own_list: str, names: dict[_V, str]) -> _V:
+def _enum_view(received: common_pb2.ValueList, own_list: str, names: dict[_V, str]) -> _V:
     """The enum view: the number of the list's one value when the list is DutyLink's and the
     value one of the enum's, else 0 (the value is still carried in the list)."""
     value = _view(received, own_list)
@@ -446,7 +446,7 @@ def _enum_view(received: resource_pb2.ValueList, own_list: str, names: dict[_V, 
     return numbers.get(value, 0)  # type: ignore[return-value]
 
 
-def _kind_view(keywords: Iterable[resource_pb2.ValueList]) -> resource_pb2.ResourceKind.ValueType:
+def _kind_view(keywords: Iterable[common_pb2.ValueList]) -> resource_pb2.ResourceKind.ValueType:
     """Resource.kind: the one DutyLink resource-kind keyword's value, if exactly one."""
     kinds = [keyword for keyword in keywords if keyword.urn == RESOURCE_KIND_LIST]
     if len(kinds) != 1:
@@ -655,7 +655,7 @@ def _value_list(parent: etree._Element, tag: str, urn: str, values: Iterable[str
 
 
 def _chosen_list(
-    received: resource_pb2.ValueList | None, view: str, own_list: str, derived: str
+    received: common_pb2.ValueList | None, view: str, own_list: str, derived: str
 ) -> tuple[str, list[str]] | None:
     """What to write for a value list: the received list while its view is unchanged
     (`derived` == `view`), else DutyLink's list with the view's value, else nothing."""
@@ -852,7 +852,7 @@ class _Writer:
             keywords = [k for k in keywords if k.urn != RESOURCE_KIND_LIST]
             if resource.kind:
                 kind = self.name(_KIND, resource.kind, f"{path}.kind")
-                keywords.insert(0, resource_pb2.ValueList(urn=RESOURCE_KIND_LIST, values=[kind]))
+                keywords.insert(0, common_pb2.ValueList(urn=RESOURCE_KIND_LIST, values=[kind]))
         for keyword in keywords:
             _value_list(element, _m("Keyword"), keyword.urn, keyword.values)
         if resource.description:

@@ -241,3 +241,36 @@ class AttachmentRef(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AttachmentRef: _TypeAlias = AttachmentRef  # noqa: Y015
+
+@_typing.final
+class ValueList(_message.Message):
+    """Values from a named list, exactly as received: EDXL-RM `ValueListType` and EDXL-DE
+    `valueListType` alike. DutyLink's own lists are `urn:dutylink:valuelist:*` (and
+    `urn:dutylink:agency`, `urn:dutylink:event-type`); any other URN (a national resource-typing
+    catalogue, a sender's reason codes, a foreign role list) is carried unchanged and never
+    rewritten to DutyLink's, since that would change what the value claims.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URN_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    urn: _builtins.str
+    """The list's name (`ValueListURN` / `valueListUrn`)."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The values (1..n in both standards; their schemas check that), in document order."""
+
+    def __init__(
+        self,
+        *,
+        urn: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["urn", b"urn", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValueList: _TypeAlias = ValueList  # noqa: Y015

@@ -12,6 +12,7 @@ empty strings included (the schema allows them), so that no envelope is refused 
 """
 
 from collections import abc as _abc
+from dutylink.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -131,34 +132,6 @@ class Distribution(_message.Message):
     """Sensor detection."""
 
     @_typing.final
-    class ValueList(_message.Message):
-        """EDXL-DE `valueListType`: values from the list named by `urn` (any issuer's list; DutyLink
-        keeps them as received).
-        """
-
-        DESCRIPTOR: _descriptor.Descriptor
-
-        URN_FIELD_NUMBER: _builtins.int
-        VALUES_FIELD_NUMBER: _builtins.int
-        urn: _builtins.str
-        """`valueListUrn`, e.g. "urn:dutylink:agency"."""
-        @_builtins.property
-        def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-            """`value` (1..n), in document order."""
-
-        def __init__(
-            self,
-            *,
-            urn: _builtins.str = ...,
-            values: _abc.Iterable[_builtins.str] | None = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["urn", b"urn", "values", b"values"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-    @_typing.final
     class ExplicitAddress(_message.Message):
         """EDXL-DE `explicitAddress`: recipients named in an addressing scheme."""
 
@@ -255,15 +228,15 @@ class Distribution(_message.Message):
         confidentiality: _builtins.str
         """`confidentiality` of this content object."""
         @_builtins.property
-        def keywords(self) -> _containers.RepeatedCompositeFieldContainer[Global___Distribution.ValueList]:
+        def keywords(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ValueList]:
             """`contentKeyword` (0..n)."""
 
         @_builtins.property
-        def originator_roles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Distribution.ValueList]:
+        def originator_roles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ValueList]:
             """`originatorRole` (0..n)."""
 
         @_builtins.property
-        def consumer_roles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Distribution.ValueList]:
+        def consumer_roles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ValueList]:
             """`consumerRole` (0..n)."""
 
         def __init__(
@@ -271,11 +244,11 @@ class Distribution(_message.Message):
             *,
             position: _builtins.int = ...,
             description: _builtins.str = ...,
-            keywords: _abc.Iterable[Global___Distribution.ValueList] | None = ...,
+            keywords: _abc.Iterable[_common_pb2.ValueList] | None = ...,
             incident_id: _builtins.str = ...,
             incident_description: _builtins.str = ...,
-            originator_roles: _abc.Iterable[Global___Distribution.ValueList] | None = ...,
-            consumer_roles: _abc.Iterable[Global___Distribution.ValueList] | None = ...,
+            originator_roles: _abc.Iterable[_common_pb2.ValueList] | None = ...,
+            consumer_roles: _abc.Iterable[_common_pb2.ValueList] | None = ...,
             confidentiality: _builtins.str = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -325,15 +298,15 @@ class Distribution(_message.Message):
         """EDXL-DE 2.0 `dateTimeExpires`; EDXL-DE 1.0 has no such element, so unset for 1.0."""
 
     @_builtins.property
-    def sender_roles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Distribution.ValueList]:
+    def sender_roles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ValueList]:
         """`senderRole` (0..n)."""
 
     @_builtins.property
-    def recipient_roles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Distribution.ValueList]:
+    def recipient_roles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ValueList]:
         """`recipientRole` (0..n)."""
 
     @_builtins.property
-    def keywords(self) -> _containers.RepeatedCompositeFieldContainer[Global___Distribution.ValueList]:
+    def keywords(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ValueList]:
         """`keyword` (0..n)."""
 
     @_builtins.property
@@ -366,9 +339,9 @@ class Distribution(_message.Message):
         kind: Global___Distribution.Kind.ValueType = ...,
         combined_confidentiality: _builtins.str = ...,
         language: _builtins.str = ...,
-        sender_roles: _abc.Iterable[Global___Distribution.ValueList] | None = ...,
-        recipient_roles: _abc.Iterable[Global___Distribution.ValueList] | None = ...,
-        keywords: _abc.Iterable[Global___Distribution.ValueList] | None = ...,
+        sender_roles: _abc.Iterable[_common_pb2.ValueList] | None = ...,
+        recipient_roles: _abc.Iterable[_common_pb2.ValueList] | None = ...,
+        keywords: _abc.Iterable[_common_pb2.ValueList] | None = ...,
         distribution_references: _abc.Iterable[_builtins.str] | None = ...,
         explicit_addresses: _abc.Iterable[Global___Distribution.ExplicitAddress] | None = ...,
         target_areas: _abc.Iterable[Global___Distribution.TargetArea] | None = ...,

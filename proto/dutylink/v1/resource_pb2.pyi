@@ -544,37 +544,6 @@ class ResourceMessage(_message.Message):
 Global___ResourceMessage: _TypeAlias = ResourceMessage  # noqa: Y015
 
 @_typing.final
-class ValueList(_message.Message):
-    """EDXL-RM `ValueListType`: values from a named list, exactly as received. DutyLink's own
-    lists are `urn:dutylink:valuelist:*`; any other URN (a national resource-typing catalogue,
-    a sender's reason codes, …) is carried unchanged and never rewritten to DutyLink's.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    URN_FIELD_NUMBER: _builtins.int
-    VALUES_FIELD_NUMBER: _builtins.int
-    urn: _builtins.str
-    """The list's name (EDXL-RM `ValueListURN`), e.g. "urn:dutylink:valuelist:resource-type"."""
-    @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The values (EDXL-RM `Value`, 1..n), in document order."""
-
-    def __init__(
-        self,
-        *,
-        urn: _builtins.str = ...,
-        values: _abc.Iterable[_builtins.str] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["urn", b"urn", "values", b"values"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ValueList: _TypeAlias = ValueList  # noqa: Y015
-
-@_typing.final
 class TimeZoneForm(_message.Message):
     """How an xs:dateTime was written, so export reproduces it: the sender's UTC offset, or that
     it had none (then the Timestamp was computed in the receiving adapter's configured default
@@ -850,7 +819,7 @@ class Radio(_message.Message):
     channel: _builtins.str
     """Channel or talk group (EDXL-RM `RadioChannel`), e.g. "TG 31001 联合指挥". Required."""
     @_builtins.property
-    def radio_type_list(self) -> Global___ValueList:
+    def radio_type_list(self) -> _common_pb2.ValueList:
         """EDXL-RM `RadioType` as received; `radio_type` is its first value."""
 
     def __init__(
@@ -858,7 +827,7 @@ class Radio(_message.Message):
         *,
         radio_type: _builtins.str = ...,
         channel: _builtins.str = ...,
-        radio_type_list: Global___ValueList | None = ...,
+        radio_type_list: _common_pb2.ValueList | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["radio_type_list", b"radio_type_list"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -955,7 +924,7 @@ class Response(_message.Message):
     the third after 18:00".
     """
     @_builtins.property
-    def reason_code_list(self) -> Global___ValueList:
+    def reason_code_list(self) -> _common_pb2.ValueList:
         """EDXL-RM `ReasonCode` as received (any list). `reason_code` is its view: the value when
         the list is DutyLink's and holds one value.
         """
@@ -967,7 +936,7 @@ class Response(_message.Message):
         type: Global___ResponseType.ValueType = ...,
         reason_code: _builtins.str = ...,
         reason: _builtins.str = ...,
-        reason_code_list: Global___ValueList | None = ...,
+        reason_code_list: _common_pb2.ValueList | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reason_code_list", b"reason_code_list"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1041,14 +1010,14 @@ class Resource(_message.Message):
         """Current deployment status and availability (EDXL-RM `ResourceStatus`)."""
 
     @_builtins.property
-    def type_structure(self) -> Global___ValueList:
+    def type_structure(self) -> _common_pb2.ValueList:
         """EDXL-RM `TypeStructure` as received, e.g. a national resource-typing catalogue's URN
         and its type code. `type_info` is its view: the value when the list is DutyLink's
         resource-type list and holds one value.
         """
 
     @_builtins.property
-    def keywords(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValueList]:
+    def keywords(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ValueList]:
         """Every EDXL-RM `Keyword`, from any list, in document order. `kind` is the view of the one
         keyword from `urn:dutylink:valuelist:resource-kind`.
         """
@@ -1072,9 +1041,9 @@ class Resource(_message.Message):
         special_requirements: _builtins.str = ...,
         responsible_agency: _builtins.str = ...,
         status: Global___ResourceStatus | None = ...,
-        type_structure: Global___ValueList | None = ...,
+        type_structure: _common_pb2.ValueList | None = ...,
         type_info_xml: _builtins.str = ...,
-        keywords: _abc.Iterable[Global___ValueList] | None = ...,
+        keywords: _abc.Iterable[_common_pb2.ValueList] | None = ...,
         credentials: _builtins.str = ...,
         certifications: _builtins.str = ...,
         responsible_party: Global___ContactInformation | None = ...,
@@ -1118,7 +1087,7 @@ class ResourceStatus(_message.Message):
         """The time-zone form `inventory_refresh_time` was written in."""
 
     @_builtins.property
-    def deployment_status_list(self) -> Global___ValueList:
+    def deployment_status_list(self) -> _common_pb2.ValueList:
         """EDXL-RM `DeploymentStatus` as received (any list, any value). `deployment_status` is its
         view when the list is DutyLink's and its one value is one of the enum's.
         """
@@ -1130,7 +1099,7 @@ class ResourceStatus(_message.Message):
         deployment_status: Global___DeploymentStatus.ValueType = ...,
         availability: _builtins.str = ...,
         inventory_refresh_zone: Global___TimeZoneForm | None = ...,
-        deployment_status_list: Global___ValueList | None = ...,
+        deployment_status_list: _common_pb2.ValueList | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deployment_status_list", b"deployment_status_list", "inventory_refresh_time", b"inventory_refresh_time", "inventory_refresh_zone", b"inventory_refresh_zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1226,7 +1195,7 @@ class Quantity(_message.Message):
     `unit_of_measure` when that is DutyLink's list; EDXL-RM makes the unit optional.
     """
     @_builtins.property
-    def unit_of_measure(self) -> Global___ValueList:
+    def unit_of_measure(self) -> _common_pb2.ValueList:
         """EDXL-RM `UnitOfMeasure` as received (any list)."""
 
     def __init__(
@@ -1234,7 +1203,7 @@ class Quantity(_message.Message):
         *,
         value: _builtins.float = ...,
         unit: _builtins.str = ...,
-        unit_of_measure: Global___ValueList | None = ...,
+        unit_of_measure: _common_pb2.ValueList | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["unit_of_measure", b"unit_of_measure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

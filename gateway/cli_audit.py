@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
+import threading
 import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import nats
 import nats.errors
@@ -28,7 +32,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from dutylink.v1 import audit_pb2
-from gateway import nats_auth, subjects
+from gateway import logs, nats_auth, subjects
 from gateway.audit.bundle import (
     FULL,
     MANIFEST,
@@ -48,19 +52,27 @@ from gateway.audit.reader import READ_FAILURES, AuditReader, DamagedLogError, St
 from gateway.audit.verify import LogNotFoundError, Report, read_log, verify_log
 from gateway.audit.witness import Ledger, StreamView, Verdict, compare, publish_facts
 from gateway.jetstream import event_digests, events_state
-from gateway.nats_server import embedded_dir, running_url
+from gateway.nats_server import (
+    PID_FILE,
+    URL_FILE,
+    NatsServer,
+    NatsServerError,
+    embedded_dir,
+    running_url,
+)
 
 audit_app = typer.Typer(help="Verify the signed audit logs.", no_args_is_help=True)
 
 DEFAULT_DATA_DIR = Path(".dutylink")
+T = TypeVar("T")
 _PRIVATE = "PRIVATE+KEY+"
 
 
 @audit_app.callback()
 def _group() -> None:
-    # A callback keeps `verify` a subcommand while it is the only one (Typer would otherwise
-    # make a one-command app that command itself).
-    pass
+    # Standard output is the auditor's report (and bundles are piped): only errors are logged,
+    # e.g. by the nats-server a stopped gateway's store is read with.
+    logs.configure("error")
 
 
 def _fail(status: int, message: str) -> NoReturn:
@@ -226,7 +238,7 @@ NatsUrlOption = Annotated[
     typer.Option(
         "--nats-url",
         help="NATS server or cluster holding the log (default: the embedded server of "
-        "--data-dir, which must be running).",
+        "--data-dir; a copy of its store when that gateway is stopped).",
         show_default=False,
     ),
 ]
@@ -249,23 +261,73 @@ KeyOption = Annotated[
 ]
 
 
-def _url(nats_url: str | None, data_dir: Path, role: nats_auth.Role = nats_auth.AUDITOR) -> str:
-    """--nats-url as given, else the embedded server of `data_dir` as `role`: the auditor user
-    (reads the audit stream, nothing else), or for `verify --store` the witness (also reads
-    the stored events, which hold PII: see gateway.nats_auth)."""
+@contextlib.contextmanager
+def _nats(
+    nats_url: str | None,
+    data_dir: Path,
+    gateway_id: str,
+    role: nats_auth.Role = nats_auth.AUDITOR,
+) -> Iterator[str]:
+    """The NATS to read for the block: --nats-url as given; else the embedded server of
+    `data_dir` as `role`: the auditor user (reads the audit stream, nothing else), or for
+    `verify --store` the witness (also reads the stored events, which hold PII: see
+    gateway.nats_auth); and when that gateway is stopped, a copy of its store served for the
+    block alone, so reading it neither needs the gateway nor changes a byte of it."""
     if nats_url:
-        return nats_url
+        yield nats_url
+        return
+    store = embedded_dir(data_dir)
     url = running_url(data_dir)
-    if not url:
+    if url:
+        try:
+            yield nats_auth.embedded_url_as(url, store, role)
+        except nats_auth.CredentialsError as error:
+            _fail(2, f"error: {error}")
+        return
+    if not (store / "jetstream").is_dir():
         _fail(
             2,
-            f"error: no NATS to talk to: give --nats-url, or start the gateway with data "
-            f"directory {data_dir}",
+            f"error: no NATS to talk to: give --nats-url, or a --data-dir holding a gateway's "
+            f"store ({store} has none)",
         )
-    try:
-        return nats_auth.embedded_url_as(url, embedded_dir(data_dir), role)
-    except nats_auth.CredentialsError as error:
-        _fail(2, f"error: {error}")
+    with _stopped_store(store, gateway_id) as credentials_and_url:
+        credentials, copy_url = credentials_and_url
+        yield credentials.url(copy_url, role)
+
+
+@contextlib.contextmanager
+def _stopped_store(store: Path, gateway_id: str) -> Iterator[tuple[nats_auth.Credentials, str]]:
+    """A nats-server on a private copy of a stopped gateway's store (its credentials included),
+    on its own thread's event loop while the command runs its own; removed afterwards. A copy,
+    because a nats-server writes to the store it opens (indexes, meta) and an auditor's read
+    must leave the evidence as it was."""
+    with tempfile.TemporaryDirectory(prefix="dutylink-audit-") as scratch:
+        copy = Path(scratch) / "nats"
+        shutil.copytree(
+            store, copy, ignore=shutil.ignore_patterns(URL_FILE, PID_FILE), symlinks=True
+        )
+        credentials = nats_auth.ensure_credentials(copy)
+        server = NatsServer(copy, users=credentials.server_users(gateway_id))
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+
+        def run(coroutine: Coroutine[Any, Any, T]) -> T:
+            return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
+
+        try:
+            try:
+                url = run(server.start())
+            except NatsServerError as error:
+                _fail(1, f"error: cannot read the stopped store {store}: {error}")
+            typer.echo(f"note: the gateway of {store.parent} is stopped: reading a copy of its store", err=True)  # fmt: skip
+            yield credentials, url
+        finally:
+            with contextlib.suppress(Exception):
+                run(server.stop())
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            loop.close()
 
 
 def _report(report: Report) -> None:
@@ -326,8 +388,11 @@ def verify(
     if gateway_id is None:
         _fail(2, "error: give --gateway-id (or --bundle)")
     verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
-    url = _url(nats_url, data_dir, nats_auth.WITNESS if store else nats_auth.AUDITOR)
-    report, store_line, store_problem = asyncio.run(_verify(url, gateway_id, verifier, store=store))
+    role = nats_auth.WITNESS if store else nats_auth.AUDITOR
+    with _nats(nats_url, data_dir, gateway_id, role) as url:
+        report, store_line, store_problem = asyncio.run(
+            _verify(url, gateway_id, verifier, store=store)
+        )
     if store_problem:
         for problem in report.problems:
             typer.echo(problem, err=True)
@@ -421,9 +486,8 @@ def export(
     """Write an evidence bundle: entries (as far as a checkpoint signs them), signed
     checkpoints, proofs, key and a README."""
     verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
-    bundle, unsigned = asyncio.run(
-        _export(_url(nats_url, data_dir), gateway_id, incident, verifier)
-    )
+    with _nats(nats_url, data_dir, gateway_id) as url:
+        bundle, unsigned = asyncio.run(_export(url, gateway_id, incident, verifier))
     if incident is not None and not bundle.entries:
         _fail(1, f"error: audit log {gateway_id} has no entries of incident {incident!r}")
     try:
@@ -486,7 +550,8 @@ def prove(
 ) -> None:
     """Show an event's entries with their inclusion proofs and the signed checkpoint they are in."""
     verifier = _load_key(key, data_dir / "audit" / f"{gateway_id}.pub")
-    latest, found = asyncio.run(_prove(_url(nats_url, data_dir), gateway_id, event_id, verifier))
+    with _nats(nats_url, data_dir, gateway_id) as url:
+        latest, found = asyncio.run(_prove(url, gateway_id, event_id, verifier))
     if not found:
         _fail(
             1,
@@ -540,5 +605,5 @@ def tail(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
     """Print the latest entries of a log, one readable line each (and follow it)."""
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends --follow quietly
-        asyncio.run(_tail(_url(nats_url, data_dir), gateway_id, count, follow))
+    with contextlib.suppress(KeyboardInterrupt), _nats(nats_url, data_dir, gateway_id) as url:
+        asyncio.run(_tail(url, gateway_id, count, follow))  # Ctrl-C ends --follow quietly

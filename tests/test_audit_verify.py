@@ -445,8 +445,8 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     signer = load_or_create_signer(tmp_path / "audit" / "gw-cli.key", "dutylink/audit/gw-cli")
     assert verify_cli("--data-dir", str(tmp_path)) == (
         2,
-        f"error: no NATS to talk to: give --nats-url, or start the gateway with data directory "
-        f"{tmp_path}\n",
+        f"error: no NATS to talk to: give --nats-url, or a --data-dir holding a gateway's store "
+        f"({tmp_path / 'nats'} has none)\n",
     )
     assert verify_cli("--data-dir", str(tmp_path / "none")) == (
         2,

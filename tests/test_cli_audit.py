@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from adapters.client import DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.cli_audit import audit_app
+from gateway.nats_server import embedded_dir, running_url
 from gateway.server import Gateway
 from gateway.testing import config_for_tests
 from tests.cli_support import running_nats
@@ -144,3 +146,33 @@ def test_tail_prints_the_latest_entries_one_line_each(
     assert lines[0].split()[0] == "7" and f"event={events[2].id}" in lines[0]
     assert " PUBLISH STORED fire " in lines[0]
     assert " GATEWAY_STOP OK" in lines[2]
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_a_stopped_gateways_log_is_read_from_a_copy_leaving_its_store_untouched(
+    tmp_path: Path,
+) -> None:
+    # The auditor arrives after the gateway stopped: starting it to read the log would add
+    # entries to the very log under review.
+    with running_nats(tmp_path) as (loop, url):
+        loop.run(_exchange(url, tmp_path))
+    store = embedded_dir(tmp_path)
+    before = _digests(store)
+
+    code, out, err = audit("verify", "--gateway-id", "gw-1", "--data-dir", str(tmp_path))
+    assert code == 0, err
+    assert out.startswith("audit log gw-1: 10 entries, ") and "all verified" in out
+    assert f"note: the gateway of {tmp_path} is stopped: reading a copy of its store" in err
+    code, out, err = audit("tail", "--gateway-id", "gw-1", "--count", "3", "--data-dir", str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    assert len(out.splitlines()) == 3
+
+    assert _digests(store) == before
+    assert running_url(tmp_path) is None  # and nothing is left running

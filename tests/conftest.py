@@ -27,22 +27,30 @@ settings.register_profile("dutylink", deadline=None)
 settings.load_profile("dutylink")
 
 
-@pytest.fixture(autouse=True)
-def _logging_as_it_was(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+@pytest.fixture(autouse=True, scope="session")
+def _logging_before_any_cli() -> Iterator[dict[str, Any]]:
     """`dutylink serve`, `demo` and the CLI run in-process (CliRunner) configure structlog: a
-    level filter (the CLI's "error" hides info lines from later tests' `capture_logs`) and
-    loggers cached on first use (frozen for the rest of the session). Keep them uncached, and
-    put the configuration back after each test."""
+    level filter (the audit CLI's "error" hides info lines from `capture_logs`) and loggers
+    cached on first use (frozen for the rest of the session). For the whole session, including
+    module fixtures that run a CLI, loggers stay uncached; yields the configuration to go back to."""
     configure = logs.configure
 
     def uncached(*args: Any, **kwargs: Any) -> None:
         configure(*args, **kwargs)
         structlog.configure(cache_logger_on_first_use=False)
 
-    monkeypatch.setattr(logs, "configure", uncached)
-    saved = structlog.get_config()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logs, "configure", uncached)
+        yield dict(structlog.get_config(), processors=list(structlog.get_config()["processors"]))
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was(_logging_before_any_cli: dict[str, Any]) -> Iterator[None]:
+    """Each test starts with the logging of a session no CLI has run in, and leaves it so."""
+    initial = _logging_before_any_cli
+    structlog.configure(**dict(initial, processors=list(initial["processors"])))
     yield
-    structlog.configure(**saved)
+    structlog.configure(**dict(initial, processors=list(initial["processors"])))
 
 
 @pytest.fixture

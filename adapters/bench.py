@@ -26,17 +26,17 @@ from typing import Any
 
 from adapters.cap.adapter import KIND as CAP
 from adapters.cap.adapter import inbound_mapping as cap_mapping
-from adapters.client import DutyLinkClient
 from adapters.edxl.adapter import KIND as EDXL
 from adapters.edxl.adapter import inbound_mapping as edxl_mapping
 from adapters.filedrop.adapter import KIND as FILEDROP
 from adapters.framework import AdapterKind, InboundMapping, Record, events_of
 from adapters.mapping import JsonMapping
 from adapters.runner import AdapterConfig, AdapterRunner
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.config import load, sample_tokens
-from gateway.nats_server import NatsServer
 from gateway.server import Gateway
+from gateway.store.nats_server import NatsServer
 
 CAP_SAMPLE = Path(__file__).parent / "cap" / "samples" / "dutylink-rainstorm-orange-alert.xml"
 RM_SAMPLE = Path(__file__).parent / "edxl" / "samples" / "01-request-resource.xml"
@@ -237,7 +237,7 @@ async def run(workloads: list[Workload], runs: int = 3, count: int = 2000) -> No
 def main() -> None:
     import sys
 
-    from gateway import logs
+    from gateway.telemetry import logs
 
     logs.configure("error")
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000

@@ -38,7 +38,7 @@ import grpc
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2
 
 log = structlog.get_logger("dutylink.adapter")

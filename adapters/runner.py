@@ -32,7 +32,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from adapters.client import ClientCertificate, DutyLinkClient, Retry
 from adapters.framework import (
     AdapterConfigError,
     AdapterKind,
@@ -42,8 +41,9 @@ from adapters.framework import (
     RejectedStore,
     deliver_outbound,
 )
+from adapters.sdk.client import ClientCertificate, DutyLinkClient, Retry
 from dutylink.v1 import gateway_pb2
-from gateway.metrics import metrics_route, serve_http
+from gateway.telemetry.metrics import metrics_route, serve_http
 
 __all__ = ["AdapterConfig", "AdapterConfigError", "AdapterRunner", "load_adapter_config"]
 

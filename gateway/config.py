@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from gateway.nats_auth import redact_url
+from gateway.store.nats_auth import redact_url
 
 SAMPLE_AGENCIES = Path(__file__).with_name("sample_agencies.toml")
 ENV_PREFIX = "DUTYLINK_"
@@ -141,7 +141,7 @@ class AuditSettings:
     store_mismatch: str = "refuse"
 
 
-# What `tls.crl_unusable` may say (see gateway.revocation).
+# What `tls.crl_unusable` may say (see gateway.access.revocation).
 CRL_UNUSABLE_POLICIES = ("refuse", "last_good")
 
 
@@ -158,7 +158,7 @@ class TlsSettings:
     # While the CRL file is missing or unreadable, or the list in force is past its nextUpdate:
     # "refuse" every call (UNAVAILABLE) until a current CRL is in place, or "last_good": go on
     # checking against the last good list kept in memory. A CRL older than the one in force is
-    # refused either way (see gateway.revocation).
+    # refused either way (see gateway.access.revocation).
     crl_unusable: str = "refuse"
     # How often the gateway looks at the CRL file (and the clock) without a call to prompt it,
     # so that each change is audited promptly.

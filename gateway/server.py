@@ -5,7 +5,7 @@ until both are done and again whenever NATS is disconnected. After a reconnect t
 ensured again, tried until JetStream answers (a restarted server may accept connections before
 its JetStream does), then health says SERVING again; nothing needs a gateway restart. The
 embedded nats-server is this gateway's own: if it dies, it is started again on the same port
-and store, and dies with the gateway (see gateway.nats_server). Shutdown order: health to
+and store, and dies with the gateway (see gateway.store.nats_server). Shutdown order: health to
 NOT_SERVING, stop accepting calls and let in-flight ones finish within the grace period, drain
 NATS, stop the embedded server.
 
@@ -40,7 +40,9 @@ from dutylink.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
-from gateway import nats_auth, subjects
+from gateway.access.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
+from gateway.access.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
+from gateway.access.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.audit.commitments import load_or_create_key
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
 from gateway.audit.kept import kept_checkpoint_file
@@ -53,12 +55,25 @@ from gateway.audit.log import (
 from gateway.audit.note import NoteError
 from gateway.audit.reader import parse_stored_checkpoint
 from gateway.audit.witness import Ledger, StreamView, compare, publish_facts, settlement
-from gateway.audit_rpc import AuditServicer, CheckpointServicer
-from gateway.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
-from gateway.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.config import Config, ConfigError
-from gateway.data_dir_lock import DataDirLock
-from gateway.jetstream import (
+from gateway.core import subjects
+from gateway.core.quotas import Limits, Quotas, Refusal
+from gateway.core.validation import ValidationLimits, Validator
+from gateway.rpc.audit_service import AuditServicer, CheckpointServicer
+from gateway.rpc.calls import DecodeGuard
+from gateway.rpc.quota_interceptor import QuotaInterceptor
+from gateway.rpc.service import (
+    AuditHolder,
+    BreakGlass,
+    Dependencies,
+    Failpoint,
+    Publisher,
+    Subscriber,
+    no_failpoint,
+)
+from gateway.store import nats_auth
+from gateway.store.data_dir_lock import DataDirLock
+from gateway.store.jetstream import (
     EventStore,
     StoreDamagedError,
     StoreError,
@@ -69,23 +84,9 @@ from gateway.jetstream import (
     read_witness_mark,
     write_witness_mark,
 )
-from gateway.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
-from gateway.nats_server import NatsServer, NatsServerError, embedded_dir
-from gateway.quota_interceptor import QuotaInterceptor
-from gateway.quotas import Limits, Quotas, Refusal
-from gateway.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
-from gateway.rpc import DecodeGuard
-from gateway.service import (
-    AuditHolder,
-    BreakGlass,
-    Dependencies,
-    Failpoint,
-    Publisher,
-    Subscriber,
-    no_failpoint,
-)
-from gateway.validation import ValidationLimits, Validator
-from gateway.writer_lease import WriterLease
+from gateway.store.nats_server import NatsServer, NatsServerError, embedded_dir
+from gateway.store.writer_lease import WriterLease
+from gateway.telemetry.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from policies.loader import SAMPLE_DIR
 from policies.model import PolicyError
 
@@ -314,7 +315,7 @@ class Gateway:
         policy = self._policy()
         grants = GrantBook()
         if not self._nats_url:
-            # Only the generated users may connect; the gateway as its own (gateway.nats_auth).
+            # Only the generated users may connect; the gateway as its own (gateway.store.nats_auth).
             directory = embedded_dir(self.config.nats.data_dir)
             nats_users = nats_auth.ensure_credentials(directory)
             users = await asyncio.to_thread(  # bcrypt: not on the loop

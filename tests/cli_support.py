@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import nats_auth
-from gateway.nats_server import NatsServer, embedded_dir
+from gateway.store import nats_auth
+from gateway.store.nats_server import NatsServer, embedded_dir
 
 T = TypeVar("T")
 

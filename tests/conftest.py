@@ -1,4 +1,4 @@
-"""Fixtures: a real nats-server per test (see gateway.testing) and a real gateway on loopback."""
+"""Fixtures: a real nats-server per test (see gateway.testkit.inprocess) and a real gateway on loopback."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import structlog
 from hypothesis import settings
 
-from adapters.client import DutyLinkClient
-from gateway import logs
+from adapters.sdk.client import DutyLinkClient
 from gateway.config import sample_tokens
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests, nats_for_tests
+from gateway.telemetry import logs
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests, nats_for_tests
 from policies.loader import SAMPLE_DIR
 
 TOKENS = sample_tokens()

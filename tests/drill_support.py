@@ -1,5 +1,5 @@
 """The failure drills' workload: publishers and subscribers that record every step in a
-`gateway.history.History`, the final read through each node, and the audit check.
+`gateway.testkit.history.History`, the final read through each node, and the audit check.
 
 Publishers send incidents with ids `<publisher>-<counter>`, one event (or one batch) at a time,
 retrying with the same ids while the answer is retryable, like a careful department system;
@@ -22,13 +22,13 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from adapters.client import NO_RETRY, AckNotConfirmedError, DutyLinkClient, Subscription
+from adapters.sdk.client import NO_RETRY, AckNotConfirmedError, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
-from gateway import subjects
 from gateway.audit.note import Verifier
 from gateway.audit.verify import read_log, verify_log
-from gateway.cluster import LocalCluster
-from gateway.history import History, Outcome
+from gateway.core import subjects
+from gateway.testkit.cluster import LocalCluster
+from gateway.testkit.history import History, Outcome
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

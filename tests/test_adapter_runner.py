@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from adapters.cap.adapter import KIND
 from adapters.runner import AdapterConfigError, AdapterRunner, load_adapter_config
-from gateway.cli import app
+from gateway.cli.main import app
 from gateway.server import Gateway
 from tests.conftest import TOKENS
 

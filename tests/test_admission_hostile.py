@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
@@ -24,10 +24,10 @@ from dutylink.v1 import (
     gateway_pb2_grpc,
 )
 from gateway.audit.verify import read_log
-from gateway.rpc import MAX_STATUS_DETAIL_BYTES
+from gateway.core.validation import CUT_RULE, Validator
+from gateway.rpc.calls import MAX_STATUS_DETAIL_BYTES
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
-from gateway.validation import CUT_RULE, Validator
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event, warning_event
 

@@ -9,11 +9,11 @@ import grpc
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.client import DutyLinkClient
 from adapters.framework import Metrics, Pipeline, Record, RejectedStore
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import common_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc, warning_pb2
+from gateway.core.validation import CUT_RULE, FieldProblem, Validator
 from gateway.server import Gateway
-from gateway.validation import CUT_RULE, FieldProblem, Validator
 from tests.conftest import TOKENS
 from tests.factories import warning_event
 
@@ -163,7 +163,7 @@ async def test_publish_and_batch_receipts_carry_the_advisories_which_are_logged_
     [logged] = [entry for entry in logs if entry["event"] == "publish.advisories"]
     assert logged["event_id"] == advised.id
     assert logged["advisories"] == ["warning.infos[0].headline: advice.max_len"]
-    counted = gateway.metrics.registry.get_sample_value(
+    counted = gateway.telemetry.metrics.registry.get_sample_value(
         "dutylink_publish_advisories_total", {"agency": "ecology", "rule_id": "advice.max_len"}
     )
     assert counted == 2

@@ -11,13 +11,13 @@ import grpc
 import nats
 import pytest
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
-from gateway import subjects
 from gateway.audit.note import Verifier
 from gateway.audit.verify import read_log, verify_log
-from gateway.jetstream import stored_messages
-from gateway.testing import GatewayProcess
+from gateway.core import subjects
+from gateway.store.jetstream import stored_messages
+from gateway.testkit.inprocess import GatewayProcess
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

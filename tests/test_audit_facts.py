@@ -15,15 +15,15 @@ import grpc
 import nats
 import pytest
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
+from gateway.access.authorization import PolicyHolder
 from gateway.audit import commitments
 from gateway.audit.entries import schema_version
 from gateway.audit.verify import read_log
-from gateway.authorization import PolicyHolder
-from gateway.operator_audit import operator_name
+from gateway.cli.operator_audit import operator_name
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
 from tests.conftest import TOKENS
 from tests.factories import incident_event, warning_event
@@ -211,7 +211,7 @@ async def test_a_dead_letter_replay_is_logged_with_who_which_and_to_whom(
         await poison.close()
     operator_dir = tmp_path / "operator"
     replay = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "deadletter", "replay", "1",
+        sys.executable, "-m", "gateway.cli.main", "deadletter", "replay", "1",
         "--nats-url", nats_url, "--data-dir", str(operator_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -233,7 +233,7 @@ async def test_a_dead_letter_replay_is_logged_with_who_which_and_to_whom(
     assert entry.reason == f"dead letter 1 replayed by {operator_name()}"
     assert (operator_dir / "audit" / "gw-1-operator.key").stat().st_mode & 0o777 == 0o600
     verify = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "audit", "verify", "--gateway-id", "gw-1-operator",
+        sys.executable, "-m", "gateway.cli.main", "audit", "verify", "--gateway-id", "gw-1-operator",
         "--nats-url", nats_url, "--data-dir", str(operator_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -10,14 +10,14 @@ import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.client import DutyLinkClient
-from gateway import subjects
+from adapters.sdk.client import DutyLinkClient
 from gateway.audit import merkle
 from gateway.audit.log import SigningKeyChangedError, declared_rotation, load_or_create_signer
 from gateway.audit.note import Checkpoint, Signer, Verifier, sign_note
 from gateway.audit.verify import Report, read_log, verify_log
 from gateway.config import ConfigError
-from gateway.testing import (
+from gateway.core import subjects
+from gateway.testkit.inprocess import (
     GatewayProcess,
     GatewayProcessError,
     config_for_tests,

@@ -12,15 +12,15 @@ import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
-from gateway import subjects
 from gateway.audit import merkle
 from gateway.audit.entries import decode_frames, gateway_entry
 from gateway.audit.log import AuditEntryRefusedError, AuditLog, AuditUnavailableError
 from gateway.audit.note import Checkpoint, Signer, Verifier, open_note
-from gateway.jetstream import EventStore, stored_messages
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.core import subjects
+from gateway.store.jetstream import EventStore, stored_messages
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

@@ -11,13 +11,13 @@ import grpc
 import nats
 import pytest
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, audit_service_pb2, audit_service_pb2_grpc
-from gateway import subjects
 from gateway.audit import commitments, merkle
 from gateway.audit.note import Checkpoint, Verifier, open_note
+from gateway.core import subjects
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

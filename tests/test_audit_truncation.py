@@ -11,13 +11,13 @@ from pathlib import Path
 import nats
 import pytest
 
-from gateway import subjects
 from gateway.audit.kept import KeptCheckpointError
 from gateway.audit.log import load_or_create_signer
 from gateway.audit.note import Checkpoint, open_note, sign_note, unverified_text
-from gateway.nats_server import NatsServer
+from gateway.core import subjects
 from gateway.server import Gateway
-from gateway.testing import config_for_tests
+from gateway.store.nats_server import NatsServer
+from gateway.testkit.inprocess import config_for_tests
 from tests.test_store_witness import publish_some
 
 KEPT = Path("audit") / "gw-1.checkpoint"
@@ -79,7 +79,7 @@ async def test_serve_refuses_an_audit_stream_cut_short_with_one_line_naming_size
         await server.stop()
     cut_audit_block_before(server, first_session_end + 1)  # the second session's records
     serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "gateway.cli.main", "serve", "--listen", "127.0.0.1:0",
         "--data-dir", str(tmp_path),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from dutylink.v1 import audit_pb2
-from gateway import subjects
 from gateway.audit import merkle
 from gateway.audit.log import AuditLog, load_or_create_signer
 from gateway.audit.merkle import SubtreeHashes
@@ -30,11 +29,12 @@ from gateway.audit.verify import (
     read_log,
     verify_log,
 )
-from gateway.cli_audit import audit_app
-from gateway.jetstream import EventStore
-from gateway.nats_auth import redact_url
-from gateway.nats_server import NatsServer
-from gateway.testing import config_for_tests
+from gateway.cli.audit import audit_app
+from gateway.core import subjects
+from gateway.store.jetstream import EventStore
+from gateway.store.nats_auth import redact_url
+from gateway.store.nats_server import NatsServer
+from gateway.testkit.inprocess import config_for_tests
 from tests.cli_support import running_nats
 
 GW = "gw-1"

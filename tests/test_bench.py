@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from gateway import bench
 from gateway.bench import Figure, Target
 from gateway.bench.harness import Series, interleave
-from gateway.cli import app
+from gateway.cli.main import app
 
 # --- pure: ratios, targets, the table ------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Gateway replicas as subprocesses (gateway.testing.GatewayProcess): start, kill -9, restart
+"""Gateway replicas as subprocesses (gateway.testkit.inprocess.GatewayProcess): start, kill -9, restart
 on the same port with the same audit log; and the two measurements of gateway.bench.soak with
 tiny parameters (their figures are for people to read: shape and sanity only, no thresholds)."""
 
@@ -12,12 +12,12 @@ from pathlib import Path
 import nats
 import pytest
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.audit.note import Verifier
 from gateway.audit.verify import read_log, verify_log
 from gateway.bench import soak as bench_soak
-from gateway.testing import GatewayProcess, GatewayProcessError
+from gateway.testkit.inprocess import GatewayProcess, GatewayProcessError
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

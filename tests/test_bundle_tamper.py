@@ -29,15 +29,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.audit import merkle
 from gateway.audit.bundle import readable
 from gateway.audit.note import Checkpoint, Signer, sign_note, unverified_text
 from gateway.audit.reader import AuditReader
-from gateway.cli_audit import audit_app
+from gateway.cli.audit import audit_app
 from gateway.server import Gateway
-from gateway.testing import config_for_tests
+from gateway.testkit.inprocess import config_for_tests
 from tests.cli_support import running_nats
 from tests.conftest import TOKENS
 from tests.factories import incident_event

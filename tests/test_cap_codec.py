@@ -27,7 +27,7 @@ from lxml import etree
 from adapters.cap import codec
 from adapters.cap.codec import CAP_NAMESPACE, MAX_CAP_BYTES, CapError, parse_cap, to_cap_xml
 from dutylink.v1 import common_pb2, warning_pb2
-from gateway.validation import Validator
+from gateway.core.validation import Validator
 
 SAMPLES = Path(codec.__file__).parent / "samples"
 SAMPLE_FILES = sorted(SAMPLES.glob("*.xml"))

@@ -15,7 +15,7 @@ from adapters.cap.adapter import outbound_mapping, warning_event
 from adapters.cap.codec import parse_cap, to_cap_xml
 from adapters.cap.compare import cap_differences
 from dutylink.v1 import event_pb2, warning_pb2
-from gateway.validation import Validator
+from gateway.core.validation import Validator
 
 GOLDEN = Path(__file__).parent / "golden" / "cap"
 GOLDEN_FILES = sorted(GOLDEN.glob("*.xml"))

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.checkpoints import CheckpointError, CheckpointKeeper, ForkDetectedError
-from adapters.client import DutyLinkClient
+from adapters.sdk.checkpoints import CheckpointError, CheckpointKeeper, ForkDetectedError
+from adapters.sdk.client import DutyLinkClient
 from gateway.audit import merkle
 from gateway.audit.note import Checkpoint, Signer, Verifier, sign_note
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

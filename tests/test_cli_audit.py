@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
-from gateway.cli_audit import audit_app
-from gateway.nats_server import embedded_dir, running_url
+from gateway.cli.audit import audit_app
 from gateway.server import Gateway
-from gateway.testing import config_for_tests
+from gateway.store.nats_server import embedded_dir, running_url
+from gateway.testkit.inprocess import config_for_tests
 from tests.cli_support import running_nats
 from tests.conftest import TOKENS
 from tests.factories import incident_event

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.config import sample_tokens
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "proto" / "examples"
@@ -33,7 +33,7 @@ async def sample_gateway(nats_url: str) -> AsyncIterator[Gateway]:
 async def dutylink(*arguments: str, stdin: bytes = b"") -> tuple[int, str, str]:
     """Run the CLI as a process: exit status, standard output, standard error."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *arguments,
+        sys.executable, "-m", "gateway.cli.main", *arguments,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -82,7 +82,7 @@ async def test_publish_prints_a_receipt_and_subscribe_prints_the_delivery_and_ac
     subscribe = ("subscribe", "desk", "--families", "warning", "--planes", "EXERCISE", *target,
                  "--token", TOKENS["fire"])  # fmt: skip
     listener = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *subscribe, "--ack", "--count", "1",
+        sys.executable, "-m", "gateway.cli.main", *subscribe, "--ack", "--count", "1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert listener.stdout is not None and listener.stderr is not None

@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from typer.testing import CliRunner
 
 from dutylink.v1 import event_pb2
-from gateway.cli_policy import policy_app
+from gateway.cli.policy import policy_app
 from policies.loader import load_policy, policy_files
 from policies.model import FAMILIES
 from tests.factories import incident_event, resource_request_event

@@ -11,11 +11,11 @@ import grpc
 import nats
 import pytest
 
-from adapters.client import DutyLinkClient, Retry
+from adapters.sdk.client import DutyLinkClient, Retry
 from dutylink.v1 import audit_pb2, gateway_pb2
 from gateway.audit.verify import read_log
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, free_port, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, free_port, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

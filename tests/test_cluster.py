@@ -1,4 +1,4 @@
-"""A real three-node JetStream cluster on loopback (gateway.cluster.LocalCluster): elections,
+"""A real three-node JetStream cluster on loopback (gateway.testkit.cluster.LocalCluster): elections,
 gateways sharing it, a node killed -9, accounts and TLS, the start-up durability check, and
 `dutylink cluster up`; first the pure parts (config rendering, URL handling, findings)."""
 
@@ -21,18 +21,18 @@ import pytest
 from nats.js import api
 from structlog.testing import capture_logs
 
-from adapters.client import DutyLinkClient, Retry, Subscription
-from gateway import subjects
-from gateway.cluster import ClusterTls, LocalCluster, plan_local_cluster, render_node_config
+from adapters.sdk.client import DutyLinkClient, Retry, Subscription
 from gateway.config import Config, ConfigError
-from gateway.jetstream import (
+from gateway.core import subjects
+from gateway.store.jetstream import (
     DurabilityError,
     DurabilityFinding,
     EventStore,
     durability_findings,
     split_servers,
 )
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.cluster import ClusterTls, LocalCluster, plan_local_cluster, render_node_config
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
@@ -336,7 +336,7 @@ async def test_cluster_up_prints_the_gateway_url_serves_it_and_stops_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "cluster", "up", "--nodes", "3", "--dir", str(tmp_path),
+        sys.executable, "-m", "gateway.cli.main", "cluster", "up", "--nodes", "3", "--dir", str(tmp_path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None

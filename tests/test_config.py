@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway import config
-from gateway.cli import app
+from gateway.cli.main import app
 from gateway.config import ConfigError
 
 

@@ -12,17 +12,17 @@ import nats
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from adapters.client import DutyLinkClient
 from adapters.framework import Metrics, Pipeline, Record, RejectedStore
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
-from gateway import envelope, subjects
 from gateway.audit.entries import decode_frames
 from gateway.audit.witness import Ledger, publish_facts
-from gateway.cli_audit import audit_app
-from gateway.jetstream import EVENT_GETS_IN_FLIGHT, stored_messages
-from gateway.nats_server import NatsServer
+from gateway.cli.audit import audit_app
+from gateway.core import envelope, subjects
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.store.jetstream import EVENT_GETS_IN_FLIGHT, stored_messages
+from gateway.store.nats_server import NatsServer
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.cli_support import LoopThread
 from tests.conftest import TOKENS
 from tests.factories import warning_event
@@ -77,7 +77,7 @@ async def test_other_content_under_a_stored_id_is_a_conflict_and_the_original_is
         "publish.conflict",
         "client.conflict",
     ]
-    counted = gateway.metrics.registry.get_sample_value(
+    counted = gateway.telemetry.metrics.registry.get_sample_value(
         "dutylink_publish_conflicts_total", {"agency": "ecology"}
     )
     assert counted == 1

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from gateway.demo import SUBSCRIPTIONS, run_demo, scenario
-from gateway.testing import config_for_tests, gateway_for_tests
-from gateway.validation import Validator
+from gateway.cli.demo import SUBSCRIPTIONS, run_demo, scenario
+from gateway.core.validation import Validator
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
 
 

@@ -18,11 +18,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gateway import cluster, config, nats_auth, pki
-from gateway.cli import app
-from gateway.jetstream import EventStore, StoreError
-from gateway.nats_server import NatsServer, find_binary
-from gateway.testing import config_for_tests, free_port, gateway_for_tests
+from gateway import config
+from gateway.access import pki
+from gateway.cli.main import app
+from gateway.store import nats_auth
+from gateway.store.jetstream import EventStore, StoreError
+from gateway.store.nats_server import NatsServer, find_binary
+from gateway.testkit import cluster
+from gateway.testkit.inprocess import config_for_tests, free_port, gateway_for_tests
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 NATS_CONF = DEPLOY / "nats" / "nats.conf"

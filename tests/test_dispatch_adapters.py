@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from adapters.client import DutyLinkClient
 from adapters.dispatch.adapter import CAD110, DISPATCH119
 from adapters.dispatch.cad110 import cad110_events, cad110_outbound
 from adapters.dispatch.dispatch119 import (
@@ -27,10 +26,11 @@ from adapters.dispatch.dispatch119 import (
 from adapters.filedrop.adapter import split_utf8_json_lines
 from adapters.framework import Record, Rejected
 from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
+from adapters.sdk.client import DutyLinkClient
 from adapters.transports import split_csv
 from dutylink.v1 import event_pb2, incident_pb2, resource_pb2
+from gateway.core.validation import Validator
 from gateway.server import Gateway
-from gateway.validation import Validator
 from policies.engine import Evaluator
 from policies.loader import load_policy, policy_files
 from tests.conftest import TOKENS

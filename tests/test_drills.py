@@ -1,6 +1,6 @@
 """Failure drills on a real three-node JetStream cluster on loopback with two gateway replicas,
 publishers and subscribers running, every event counted by id on both ends (tests.drill_support)
-and checked in the style of Jepsen's NATS workload (gateway.history): nothing acknowledged is
+and checked in the style of Jepsen's NATS workload (gateway.testkit.history): nothing acknowledged is
 lost, nothing unexpected is read, no confirmed ack is followed by a redelivery, every node ends
 with the same stream, and each gateway's audit log still verifies.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.client import NO_RETRY, DutyLinkClient, Retry
-from gateway import subjects
-from gateway.cluster import LocalCluster
+from adapters.sdk.client import NO_RETRY, DutyLinkClient, Retry
 from gateway.config import Config
-from gateway.history import History, Outcome, Verdict, check
-from gateway.testing import GatewayProcess, config_for_tests, gateway_for_tests
+from gateway.core import subjects
+from gateway.testkit.cluster import LocalCluster
+from gateway.testkit.history import History, Outcome, Verdict, check
+from gateway.testkit.inprocess import GatewayProcess, config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.drill_support import Workload, drill_event, final_reads, until, verify_audit_logs
 from tests.test_cluster import stream_leader

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from adapters.client import DutyLinkClient
 from adapters.edxl.adapter import (
     KIND,
     de_outbound_mapping,
@@ -28,9 +27,10 @@ from adapters.edxl.rm import parse_rm
 from adapters.edxl.xml import load_schema
 from adapters.framework import AdapterConfigError, Metrics, Parts, Pipeline, Record, RejectedStore
 from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
+from gateway.core.validation import Validator
 from gateway.server import Gateway
-from gateway.validation import Validator
 from tests.conftest import TOKENS
 
 SAMPLES = Path(__file__).parent.parent / "adapters" / "edxl" / "samples"

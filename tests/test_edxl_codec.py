@@ -40,7 +40,7 @@ from adapters.edxl.xml import (
 )
 from adapters.framework import AdapterConfigError
 from dutylink.v1 import common_pb2, event_pb2, resource_pb2
-from gateway.validation import Validator
+from gateway.core.validation import Validator
 
 SAMPLES = Path(__file__).resolve().parents[1] / "adapters" / "edxl" / "samples"
 RM_SAMPLES = sorted(SAMPLES.glob("[0-9][0-9]-*.xml"))

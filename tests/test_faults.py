@@ -1,4 +1,4 @@
-"""The loopback fault proxy (gateway.faults): passes bytes, cuts like a partition (nothing
+"""The loopback fault proxy (gateway.testkit.faults): passes bytes, cuts like a partition (nothing
 passes, nothing closes, new connections hang), heals with nothing lost, delays in order."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.faults import FaultProxy
+from gateway.testkit.faults import FaultProxy
 
 
 @pytest.fixture

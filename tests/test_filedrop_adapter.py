@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from adapters.client import DutyLinkClient, Subscription
 from adapters.filedrop.adapter import FORMATS, KIND, build
 from adapters.framework import (
     AdapterKind,
@@ -30,9 +29,10 @@ from adapters.framework import (
     RejectedStore,
 )
 from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
+from adapters.sdk.client import DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, incident_pb2
+from gateway.core.validation import Validator
 from gateway.server import Gateway
-from gateway.validation import Validator
 from policies.engine import Evaluator
 from policies.loader import load_policy, policy_files
 from tests.conftest import TOKENS

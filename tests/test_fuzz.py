@@ -1,6 +1,6 @@
-"""10^4 malformed requests (gateway.fuzz: mutations of valid events) against a real gateway:
+"""10^4 malformed requests (gateway.testkit.fuzz: mutations of valid events) against a real gateway:
 none is answered UNKNOWN or INTERNAL, health stays SERVING, and nothing accepted before is lost.
-A larger run: `python -m gateway.fuzz --requests 100000`."""
+A larger run: `python -m gateway.testkit.fuzz --requests 100000`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import nats
 
 from dutylink.v1 import event_pb2
 from gateway.audit.verify import read_log
-from gateway.fuzz import requests, seeds, send_all
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.fuzz import requests, seeds, send_all
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS, agency_clients
 
 REQUESTS = 10_000

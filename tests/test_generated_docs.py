@@ -17,7 +17,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 
 from dutylink.v1 import event_pb2
-from gateway import subjects
+from gateway.core import subjects
 
 ROOT = Path(__file__).resolve().parent.parent
 

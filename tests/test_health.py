@@ -18,10 +18,10 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway import pki
+from gateway.access import pki
 from gateway.config import Agency, Config, TlsSettings
 from gateway.server import SERVICE_NAMES, Gateway
-from gateway.testing import config_for_tests, free_port, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, free_port, gateway_for_tests
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -89,7 +89,7 @@ async def test_the_health_port_answers_in_plaintext_without_credentials(
     async with grpc.aio.secure_channel(gateway.address, credentials) as mutual:
         assert await check(mutual) == SERVING
     # Only the main port's check is counted: the health port has no metrics interceptor.
-    counted = gateway.metrics.registry.get_sample_value(
+    counted = gateway.telemetry.metrics.registry.get_sample_value(
         "dutylink_rpcs_total", {"method": "Health/Check", "code": "OK"}
     )
     assert counted == 1.0
@@ -175,7 +175,7 @@ def test_dutylink_serve_reports_the_health_port_in_use_in_one_line(tmp_path: Pat
         environment = {k: v for k, v in os.environ.items() if not k.startswith("DUTYLINK_")}
         result = subprocess.run(
             [
-                sys.executable, "-m", "gateway.cli",
+                sys.executable, "-m", "gateway.cli.main",
                 *("serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)),
                 # The ports are opened before NATS is contacted: no NATS is needed here.
                 *("--nats-url", "nats://127.0.0.1:1", "--log-level", "error"),

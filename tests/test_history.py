@@ -1,4 +1,4 @@
-"""The drills' Jepsen-style checker (gateway.history): each anomaly is counted, and a clean run
+"""The drills' Jepsen-style checker (gateway.testkit.history): each anomaly is counted, and a clean run
 with faults that redelivery repaired passes."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.history import History, check
+from gateway.testkit.history import History, check
 
 
 def clean_history(events: int = 6) -> History:

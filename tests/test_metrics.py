@@ -9,8 +9,8 @@ import aiohttp
 import grpc
 import pytest
 
-from adapters.client import DutyLinkClient
-from gateway.testing import config_for_tests, gateway_for_tests
+from adapters.sdk.client import DutyLinkClient
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

@@ -17,12 +17,14 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from typer.testing import CliRunner
 
-import gateway.demo
-from adapters.client import DutyLinkClient
-from gateway import nats_auth, subjects
+import gateway.cli.demo
+from adapters.sdk.client import DutyLinkClient
 from gateway.audit.log import load_or_create_signer
-from gateway.cli import app
-from gateway.nats_auth import (
+from gateway.cli.main import app
+from gateway.core import subjects
+from gateway.server import Gateway
+from gateway.store import nats_auth
+from gateway.store.nats_auth import (
     AUDITOR,
     GATEWAY,
     OPERATOR,
@@ -31,9 +33,8 @@ from gateway.nats_auth import (
     redact_url,
     split_servers,
 )
-from gateway.nats_server import embedded_dir, running_url
-from gateway.server import Gateway
-from gateway.testing import config_for_tests
+from gateway.store.nats_server import embedded_dir, running_url
+from gateway.testkit.inprocess import config_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
@@ -426,7 +427,9 @@ def test_config_show_never_prints_the_nats_password(monkeypatch: pytest.MonkeyPa
 def test_the_demo_shows_where_nats_is_without_its_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gateway.demo, "run_demo", functools.partial(gateway.demo.run_demo, pause=0))
+    monkeypatch.setattr(
+        gateway.cli.demo, "run_demo", functools.partial(gateway.cli.demo.run_demo, pause=0)
+    )
     result = CliRunner().invoke(
         app, ["demo", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)]
     )

@@ -18,14 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
-from gateway import pki
-from gateway.cli_pki import pki_app
-from gateway.revocation import (
+from gateway.access import pki
+from gateway.access.revocation import (
     ChangeKind,
     RevocationKeeper,
     RevocationUnavailableError,
     replacement_refusal,
 )
+from gateway.cli.pki import pki_app
 
 METHOD = "/dutylink.test.WhoAmI/Call"
 AUTH_KEYS_SEEN: list[str] = []

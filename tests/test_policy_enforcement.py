@@ -11,10 +11,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.client import DutyLinkClient, Subscription
+from adapters.sdk.client import DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event, resource_request_event, warning_event
 

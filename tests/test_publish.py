@@ -14,21 +14,21 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from nats.aio.msg import Msg
 
-from adapters.client import DutyLinkClient, Retry
+from adapters.sdk.client import DutyLinkClient, Retry
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
-from gateway.admission import Admitted, admit, admit_all
-from gateway.auth import Principal
-from gateway.jetstream import (
+from gateway.access.auth import Principal
+from gateway.core.admission import Admitted, admit, admit_all
+from gateway.core.subjects import EVENTS_PREFIX
+from gateway.core.validation import Validator
+from gateway.server import Gateway
+from gateway.store.jetstream import (
     FLUSH_EVERY,
     EventStore,
     Stored,
     StoreRejectedError,
     StoreUnavailableError,
 )
-from gateway.server import Gateway
-from gateway.subjects import EVENTS_PREFIX
-from gateway.testing import config_for_tests, gateway_for_tests
-from gateway.validation import Validator
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.engine import Decision
 from tests.conftest import TOKENS, ClientFactory
 from tests.factories import incident_event, resource_request_event, warning_event

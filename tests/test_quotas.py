@@ -13,12 +13,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.client import NO_RETRY, DutyLinkClient
+from adapters.sdk.client import NO_RETRY, DutyLinkClient
 from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.fairness import FairScheduler
-from gateway.quotas import UNAUTHENTICATED, Claim, FairTurns, Limits, Quotas, Refusal
+from gateway.core.quotas import UNAUTHENTICATED, Claim, FairTurns, Limits, Quotas, Refusal
+from gateway.rpc.fairness import FairScheduler
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ async def run_block(language: str, code: str, address: str) -> tuple[int, str]:
     if language == "python":
         command = [sys.executable, "-c", code]
     else:  # the README's shell lines use .venv/bin/dutylink: this interpreter's own
-        code = code.replace(".venv/bin/dutylink", f"{sys.executable} -m gateway.cli")
+        code = code.replace(".venv/bin/dutylink", f"{sys.executable} -m gateway.cli.main")
         code = code.replace(" --token", f" --target {address} --token")
         command = ["bash", "-euo", "pipefail", "-c", code]
     process = await asyncio.create_subprocess_exec(

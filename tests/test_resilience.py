@@ -17,10 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.msg import Msg
 
-from adapters.client import DutyLinkClient
-from gateway.nats_server import CONFIG_FILE, NatsServer, running_pid, running_url
+from adapters.sdk.client import DutyLinkClient
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.store.nats_server import CONFIG_FILE, NatsServer, running_pid, running_url
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
@@ -94,7 +94,7 @@ async def test_a_nats_crash_refuses_publishes_as_unavailable_and_loses_nothing_a
 
 async def test_sigterm_stops_serving_drains_and_stops_the_embedded_nats(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
+        sys.executable, "-m", "gateway.cli.main", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None

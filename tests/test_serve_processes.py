@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2
 
-from gateway.nats_server import NatsServer, embedded_dir, running_pid, running_url
+from gateway.store.nats_server import NatsServer, embedded_dir, running_pid, running_url
 from tests.test_resilience import health_of
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -22,7 +22,7 @@ BOOTSTRAP = Path(__file__).resolve().parent.parent / "tools" / "bootstrap.py"
 
 
 def serve_command(data_dir: Path, nats_url: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+    return [sys.executable, "-m", "gateway.cli.main", "serve", "--listen", "127.0.0.1:0",
             "--data-dir", str(data_dir), *(["--nats-url", nats_url] if nats_url else [])]  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from gateway.jetstream import (
+from gateway.store.jetstream import (
     NatsErrorLog,
     StoreFullError,
     StoreRejectedError,

@@ -13,15 +13,15 @@ import nats
 import pytest
 from typer.testing import CliRunner
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, gateway_pb2
-from gateway import subjects
 from gateway.audit.entries import decode_frames
-from gateway.cli_audit import audit_app
-from gateway.jetstream import StoreDamagedError, stored_messages
-from gateway.nats_server import NatsServer
+from gateway.cli.audit import audit_app
+from gateway.core import subjects
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.store.jetstream import StoreDamagedError, stored_messages
+from gateway.store.nats_server import NatsServer
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.cli_support import LoopThread
 from tests.conftest import TOKENS
 from tests.factories import incident_event
@@ -246,7 +246,7 @@ async def test_a_damaged_audit_block_ends_serve_and_verify_in_one_line_not_a_tra
     await server.stop()
     damage_audit_block(server, how)
     serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "gateway.cli.main", "serve", "--listen", "127.0.0.1:0",
         "--data-dir", str(tmp_path),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dutylink.v1 import event_pb2
-from gateway import subjects
-from gateway.subjects import Filter, FilterTooBroadError, event_subject, filter_subjects
+from gateway.core import subjects
+from gateway.core.subjects import Filter, FilterTooBroadError, event_subject, filter_subjects
 
 
 def matches(pattern: str, subject: str) -> bool:

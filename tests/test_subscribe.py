@@ -16,12 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from nats.aio.msg import Msg
 
-from adapters.client import AckNotConfirmedError, DutyLinkClient, Subscription
+from adapters.sdk.client import AckNotConfirmedError, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
-from gateway import subjects
-from gateway.jetstream import EventStore, StoreUnavailableError
+from gateway.core import subjects
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
+from gateway.store.jetstream import EventStore, StoreUnavailableError
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS, ClientFactory, agency_clients
 from tests.factories import incident_event, resource_request_event, warning_event
 
@@ -382,7 +382,7 @@ async def test_an_event_never_acked_is_dead_lettered_and_replays_to_its_subscrip
             await client.close()
 
     listing = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "deadletter", "list", "--nats-url", nats_url,
+        sys.executable, "-m", "gateway.cli.main", "deadletter", "list", "--nats-url", nats_url,
         stdout=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "250"},
     )  # fmt: skip
     output, _ = await listing.communicate()

@@ -41,9 +41,9 @@ from adapters.webhook.signing import (
     verify,
 )
 from dutylink.v1 import gateway_pb2
-from gateway import subjects
+from gateway.core import subjects
 from gateway.server import Gateway
-from gateway.testing import free_port
+from gateway.testkit.inprocess import free_port
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

@@ -17,12 +17,12 @@ import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
-from adapters.client import DutyLinkClient
-from gateway import subjects
+from adapters.sdk.client import DutyLinkClient
 from gateway.config import Config
+from gateway.core import subjects
 from gateway.server import Gateway
-from gateway.testing import config_for_tests, gateway_for_tests
-from gateway.writer_lease import Holder, WriterLease, WriterLeaseError
+from gateway.store.writer_lease import Holder, WriterLease, WriterLeaseError
+from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

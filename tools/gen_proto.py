@@ -9,9 +9,9 @@
 
 Generated modules live beside their .proto files so that proto paths equal import paths
 (`from dutylink.v1 import event_pb2`). The check regenerates into a temporary directory and
-compares bytes, so it never touches the work tree. The docs are rendered by gateway.schema_docs
+compares bytes, so it never touches the work tree. The docs are rendered by gateway.cli.schema_docs
 from a descriptor image with source info, the sample policy (policies/*.yaml) and the subject
-registry (gateway/subjects.py), so a change to any of them makes the committed docs stale too.
+registry (gateway/core/subjects.py), so a change to any of them makes the committed docs stale too.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def render_docs(proto_root: Path = PROTO_ROOT) -> dict[str, str]:
     """The generated docs, by path relative to docs/, rendered from the schemas in `proto_root`."""
     from google.protobuf import descriptor_pb2
 
-    from gateway import schema_docs
+    from gateway.cli import schema_docs
     from policies.loader import load_policy, policy_files
 
     with tempfile.TemporaryDirectory() as tmp:

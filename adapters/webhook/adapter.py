@@ -44,7 +44,6 @@ import structlog
 from aiohttp import web
 from google.protobuf.descriptor import Descriptor
 
-from adapters.client import Retry
 from adapters.framework import (
     AdapterKind,
     AdapterPlan,
@@ -60,6 +59,7 @@ from adapters.framework import (
 )
 from adapters.mapping import JsonMapping, event_to_json
 from adapters.runner import AdapterConfigError
+from adapters.sdk.client import Retry
 from adapters.webhook.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

@@ -23,9 +23,9 @@ from dutylink.v1 import (
     resource_pb2,
     warning_pb2,
 )
+from gateway.access.revocation import ChangeKind, RevocationChange
 from gateway.audit.note import NoteError, Verifier
-from gateway.envelope import incident_ids
-from gateway.revocation import ChangeKind, RevocationChange
+from gateway.core.envelope import incident_ids
 from policies.engine import Decision
 
 

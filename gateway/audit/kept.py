@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
+from gateway.access.pki import write_atomically
 from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note, signature_keys
-from gateway.jetstream import StoreDamagedError
-from gateway.pki import write_atomically
+from gateway.store.jetstream import StoreDamagedError
 
 
 class KeptCheckpointError(StoreDamagedError):

@@ -1,6 +1,6 @@
 """This gateway's audit log in JetStream: append entries, keep the Merkle state, sign checkpoints.
 
-Layout (one stream for every replica, one subject pair per replica, names in `gateway.subjects`):
+Layout (one stream for every replica, one subject pair per replica, names in `gateway.core.subjects`):
     dutylink.audit.<gateway id>.entries       AuditFrames: the entries of one append each, in
                                               order; leaf i = the i-th entry over all frames
     dutylink.audit.<gateway id>.checkpoints   C2SP signed notes of tlog-checkpoints
@@ -36,7 +36,6 @@ from google.protobuf.message import DecodeError
 from nats.js import api
 
 from dutylink.v1 import audit_pb2
-from gateway import subjects
 from gateway.audit.entries import (
     KeyRotation,
     bound_entry,
@@ -59,7 +58,8 @@ from gateway.audit.note import (
     unverified_text,
 )
 from gateway.config import AuditSettings, ConfigError
-from gateway.jetstream import EventStore, StoreError, ensure_stream, stored_messages
+from gateway.core import subjects
+from gateway.store.jetstream import EventStore, StoreError, ensure_stream, stored_messages
 
 log = structlog.get_logger("dutylink.audit")
 APPEND_TIMEOUT_SECONDS = 5.0
@@ -166,7 +166,7 @@ class AuditLog:
     ) -> None:
         self._store = store
         # False for a writer that may neither create nor update streams (the operator log,
-        # gateway.operator_audit): it appends to the stream the gateway created.
+        # gateway.cli.operator_audit): it appends to the stream the gateway created.
         self._create_stream = create_stream
         self._js = store.client.jetstream()
         self._queued: list[_Queued] = []

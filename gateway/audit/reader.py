@@ -23,10 +23,10 @@ from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 
 from dutylink.v1 import audit_pb2
-from gateway import subjects
 from gateway.audit.merkle import SubtreeHashes, leaf_hash
 from gateway.audit.note import Checkpoint, NoteError, unverified_text
-from gateway.jetstream import stored_messages
+from gateway.core import subjects
+from gateway.store.jetstream import stored_messages
 
 
 class DamagedLogError(Exception):

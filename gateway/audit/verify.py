@@ -40,7 +40,6 @@ from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 
 from dutylink.v1 import audit_pb2
-from gateway import subjects
 from gateway.audit.entries import KeyRotation, decode_frames, parse_rotation
 from gateway.audit.merkle import (
     ProofError,
@@ -57,7 +56,8 @@ from gateway.audit.note import (
     signature_keys,
     unverified_text,
 )
-from gateway.jetstream import stored_messages
+from gateway.core import subjects
+from gateway.store.jetstream import stored_messages
 
 
 @dataclass

@@ -18,7 +18,7 @@ source and receive time), with the gateway's headers (CloudEvents attributes, `N
 validation, the sample access policies and the audit log on unless a figure says otherwise.
 
 Processes: as in production, each gateway measured runs as its own `dutylink serve` process
-(`gateway.testing.GatewayProcess`, configured through DUTYLINK_* variables plus a generated
+(`gateway.testkit.inprocess.GatewayProcess`, configured through DUTYLINK_* variables plus a generated
 agencies file in the run's directory), so its CPU is not shared with the bench's clients (the
 publishers, the subscribers, the fan-out's 20 agencies), which all run in this process's event
 loop; the raw echo of the `publish` section likewise runs as its own process (`python -m

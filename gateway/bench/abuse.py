@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from adapters.client import NO_RETRY, DutyLinkClient
+from adapters.sdk.client import NO_RETRY, DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.bench.figures import Figure, Settings, make_figure
 from gateway.bench.harness import (
@@ -28,7 +28,7 @@ from gateway.bench.harness import (
     open_loop,
 )
 from gateway.config import GatewaySettings, sample_tokens
-from gateway.testing import OPEN_POLICY
+from gateway.testkit.inprocess import OPEN_POLICY
 
 MODEST = "fire"  # publishes one event at a time at a modest rate ...
 ABUSER = "police"  # ... while this one loops the largest batches the gateway takes

@@ -9,14 +9,14 @@ from pathlib import Path
 import nats
 from nats.aio.msg import Msg
 
-from adapters.client import DutyLinkClient
-from gateway import subjects
+from adapters.sdk.client import DutyLinkClient
 from gateway.audit.note import Checkpoint, Verifier, open_note
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import PUBLISHER, Latency, gateway_config, make_events, nats_at, repeat
 from gateway.config import sample_tokens
-from gateway.nats_auth import split_servers
+from gateway.core import subjects
 from gateway.server import Gateway
+from gateway.store.nats_auth import split_servers
 from policies.loader import SAMPLE_DIR
 
 

@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.nats_auth import split_servers
+from gateway.store.nats_auth import split_servers
 
 SECTIONS = (
     "sync",

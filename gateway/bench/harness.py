@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from adapters.client import Subscription
+from adapters.sdk.client import Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
+from gateway.cli.demo import scenario
 from gateway.config import Agency, Config, load
-from gateway.demo import scenario
-from gateway.nats_server import NatsServer
 from gateway.server import Gateway
-from gateway.testing import GatewayProcess
+from gateway.store.nats_server import NatsServer
+from gateway.testkit.inprocess import GatewayProcess
 
 PAYLOAD = b"x" * 512
 IN_FLIGHT = 16  # unary calls in flight, gateway and echo alike

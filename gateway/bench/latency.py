@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import (

@@ -19,9 +19,8 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from adapters.client import CHANNEL_OPTIONS
+from adapters.sdk.client import CHANNEL_OPTIONS
 from dutylink.v1 import event_pb2, gateway_pb2
-from gateway import envelope, subjects
 from gateway.bench.figures import Figure, Settings, make_figure
 from gateway.bench.harness import (
     IN_FLIGHT,
@@ -35,8 +34,9 @@ from gateway.bench.harness import (
     rate_in_flight,
 )
 from gateway.config import load, sample_tokens
-from gateway.nats_auth import split_servers
+from gateway.core import envelope, subjects
 from gateway.server import SERVER_OPTIONS
+from gateway.store.nats_auth import split_servers
 
 
 @dataclass(frozen=True)

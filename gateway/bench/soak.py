@@ -1,5 +1,5 @@
 """The `soak` section: two measurements of the scale-out issue, each with gateways as real subprocesses
-(`gateway.testing.GatewayProcess`), so a figure belongs to one gateway process (its memory,
+(`gateway.testkit.inprocess.GatewayProcess`), so a figure belongs to one gateway process (its memory,
 its CPU) and replicas do not share one interpreter's GIL.
 
 `rss_with_stalled_subscriber` — memory under a stalled subscriber. One gateway (sample
@@ -23,7 +23,7 @@ that the load was what was asked for (`max_outstanding` calls in flight at once:
 few means the gateway fell behind the open-loop schedule).
 
 `replica_scaling` — PublishBatch throughput through one gateway replica vs two. A three-node
-JetStream cluster (`gateway.cluster.LocalCluster`, R3, sync always) and two gateway replicas
+JetStream cluster (`gateway.testkit.cluster.LocalCluster`, R3, sync always) and two gateway replicas
 (`gw-1`, `gw-2`, `nats.stream_replicas = 3`, sample policies). `clients` concurrent publishers
 in this process (own channel each) send `count` events in PublishBatch calls of 500, first all
 through `gw-1`, then split evenly between `gw-1` and `gw-2`. Runs go one, two, two, one (so
@@ -50,15 +50,15 @@ from typing import Any
 
 import grpc
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import BATCH, PUBLISHER, RECEIVER, repeat
-from gateway.cluster import LocalCluster
+from gateway.cli.demo import scenario
 from gateway.config import sample_tokens
-from gateway.demo import scenario
-from gateway.nats_server import NatsServer
-from gateway.testing import GatewayProcess
+from gateway.store.nats_server import NatsServer
+from gateway.testkit.cluster import LocalCluster
+from gateway.testkit.inprocess import GatewayProcess
 from policies.loader import SAMPLE_DIR
 
 STALLED_IN_FLIGHT = 1000

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.client import DutyLinkClient
+from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import (
@@ -27,7 +27,7 @@ from gateway.bench.harness import (
 )
 from gateway.bench.raw import echo_rate, raw_pipelined_rate
 from gateway.config import sample_tokens
-from gateway.testing import OPEN_POLICY
+from gateway.testkit.inprocess import OPEN_POLICY
 from policies.loader import SAMPLE_DIR
 
 

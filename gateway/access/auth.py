@@ -1,0 +1,118 @@
+"""Who is calling: the authenticated `Principal`, from the caller's credentials only.
+
+Two ways in, chosen by configuration:
+- **mutual TLS** (`[tls]` set): the agency is the `urn:dutylink:agency:<id>` URI SAN of the
+  client certificate the TLS handshake verified against the exchange's CA. The handshake
+  refuses foreign, expired and not-yet-valid certificates; this module refuses revoked ones
+  (the CRL is kept by gateway.access.revocation: re-read when it changes, never rolled back, calls
+  refused while it is missing or stale unless configured otherwise) and agencies the gateway
+  does not know.
+- **bearer tokens** (no `[tls]`): `authorization: Bearer <token>` metadata; development only,
+  logged loudly at start-up.
+Nothing downstream reads a request to learn who sent it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from gateway.access.pki import IdentityError, check_client_certificate
+from gateway.access.revocation import REFUSE, RevocationKeeper
+from gateway.config import Agency
+
+log = structlog.get_logger("dutylink.auth")
+
+
+class UnauthenticatedError(Exception):
+    """The call carries no credential, or one that matches no agency."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: an agency and the roles it holds."""
+
+    agency: str
+    roles: frozenset[str] = frozenset()
+
+
+class CallContext(Protocol):
+    """The part of grpc.aio.ServicerContext that authentication reads."""
+
+    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None: ...
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
+
+
+class Authenticator(Protocol):
+    def authenticate(self, context: CallContext) -> Principal: ...
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenAuthenticator:
+    """Maps bearer tokens to agencies. Tokens are looked up by their SHA-256 digest, so lookup
+    time does not depend on how much of a guessed token is right."""
+
+    def __init__(self, agencies: Iterable[Agency]) -> None:
+        self._by_digest = {
+            _digest(a.token): Principal(a.id, frozenset(a.roles)) for a in agencies if a.token
+        }
+
+    def authenticate(self, context: CallContext) -> Principal:
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                scheme, _, token = text.partition(" ")
+                if scheme.lower() != "bearer" or not token:
+                    raise UnauthenticatedError("authorization metadata must be 'Bearer <token>'")
+                principal = self._by_digest.get(_digest(token.strip()))
+                if principal is None:
+                    raise UnauthenticatedError("unknown token")
+                return principal
+        raise UnauthenticatedError("no 'authorization: Bearer <token>' metadata")
+
+
+class CertificateAuthenticator:
+    """Maps the verified client certificate to a configured agency, refusing revoked ones."""
+
+    def __init__(
+        self,
+        agencies: Iterable[Agency],
+        ca_pem: bytes,
+        crl_file: Path | None,
+        *,
+        crl_unusable: str = REFUSE,
+        crl_kept_file: Path | None = None,
+    ) -> None:
+        self._principals = {a.id: Principal(a.id, frozenset(a.roles)) for a in agencies}
+        # A missing or bad CRL at start-up (and none kept) is a configuration error: raises.
+        self.revocations = (
+            None
+            if crl_file is None
+            else RevocationKeeper(crl_file, ca_pem, unusable=crl_unusable, kept_file=crl_kept_file)
+        )
+
+    def authenticate(self, context: CallContext) -> Principal:
+        certificates = list(context.auth_context().get("x509_pem_cert", ()))
+        if not certificates:
+            raise UnauthenticatedError("no verified client certificate")
+        certificate = certificates[0]
+        try:
+            agency = check_client_certificate(certificate)
+        except IdentityError as error:
+            raise UnauthenticatedError(str(error)) from None
+        revocations = None if self.revocations is None else self.revocations.current()
+        if revocations is not None and revocations.is_revoked(certificate):
+            raise UnauthenticatedError(f"the certificate of agency '{agency}' is revoked")
+        principal = self._principals.get(agency)
+        if principal is None:
+            raise UnauthenticatedError(f"agency '{agency}' is not configured on this gateway")
+        return principal

@@ -1,0 +1,5 @@
+"""`python -m gateway.cli`: the `dutylink` command."""
+
+from gateway.cli.main import app
+
+app()

@@ -1,0 +1,256 @@
+"""What every gRPC servicer does the same way: authenticate the caller, fail with a
+google.rpc.Status that carries field-level details (so grpcurl and every client show them),
+and answer a request that cannot be decoded (`DecodeGuard`)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, cast
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from dutylink.v1 import audit_pb2
+from gateway.access.auth import Authenticator, Principal, UnauthenticatedError
+from gateway.access.revocation import RevocationUnavailableError
+from gateway.audit.entries import gateway_entry
+from gateway.core.validation import FieldProblem, cut
+
+log = structlog.get_logger("dutylink.gateway")
+
+# A status travels in response metadata: grpc-message, and the details base64-encoded in
+# grpc-status-details-bin. Clients refuse metadata past 8 KiB (soft; 16 KiB hard) and report
+# RESOURCE_EXHAUSTED, which SDKs retry: these keep one status well inside it.
+MAX_STATUS_MESSAGE_CHARS = 1024
+MAX_STATUS_DETAIL_BYTES = 4096
+# An event id echoed back (a batch result, a log line) is never longer than a valid one (Event.id).
+MAX_ECHOED_ID_CHARS = 128
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    note = f"… ({len(text) - limit} more characters cut)"
+    return text[: max(0, limit - len(note))] + note
+
+
+def fit_problems(problems: Sequence[FieldProblem], max_bytes: int) -> tuple[FieldProblem, ...]:
+    """As many of `problems` as fit in about `max_bytes` encoded (each field and description
+    shortened), then one that says how many more were cut."""
+    quota = max(64, max_bytes // 8)  # one problem's share of the text, at least
+    shortened = [
+        FieldProblem(shorten(p.field, quota), shorten(p.description, quota), p.rule_id[:128])
+        for p in problems
+    ]
+    used, keep = 0, 0
+    for problem in shortened:
+        used += len(problem.field.encode()) + len(problem.description.encode())
+        used += len(problem.rule_id) + 16  # tags and lengths
+        if used > max_bytes - 96:  # room for the "and N more were cut" problem
+            break
+        keep += 1
+    return cut(shortened, keep) if keep < len(shortened) else tuple(shortened)
+
+
+def status(
+    code: grpc.StatusCode, message: str, problems: tuple[FieldProblem, ...] = ()
+) -> grpc.Status:
+    details = []
+    if problems:
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=p.field, description=p.description, reason=p.rule_id
+                    )
+                    for p in fit_problems(problems, MAX_STATUS_DETAIL_BYTES)
+                ]
+            )
+        )
+        details.append(detail)
+    value = cast(int, code.value[0])
+    message = shorten(message, MAX_STATUS_MESSAGE_CHARS)
+    return cast(
+        grpc.Status,
+        rpc_status.to_status(status_pb2.Status(code=value, message=message, details=details)),
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
+    # abort_with_status is missing from the aio context's type stubs (grpc/grpc#42733).
+    await cast(Any, context).abort_with_status(status)
+    raise AssertionError("unreachable: abort_with_status raises")
+
+
+async def authenticate(
+    authenticator: Authenticator, context: grpc.aio.ServicerContext[Any, Any], rpc: str
+) -> Principal:
+    try:
+        principal = authenticator.authenticate(context)
+    except UnauthenticatedError as error:
+        log.warning("rpc.unauthenticated", rpc=rpc, reason=str(error))
+        await abort(context, status(grpc.StatusCode.UNAUTHENTICATED, str(error)))
+    except RevocationUnavailableError as error:
+        # Not the caller's fault, and over once a current CRL is in place: retryable.
+        log.warning("rpc.revocation_unavailable", rpc=rpc, reason=str(error))
+        await abort(context, status(grpc.StatusCode.UNAVAILABLE, str(error)))
+    structlog.contextvars.bind_contextvars(agency=principal.agency, rpc=rpc)
+    return principal
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What a servicer is handed in place of a request message that could not be decoded: the
+    bytes' digest and size (never the bytes), and why."""
+
+    digest: bytes
+    size: int
+    reason: str
+
+
+def tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`deserializer` that cannot raise: an `Undecodable` instead of an error (which gRPC would
+    answer with UNKNOWN), and messages without their unknown fields (no rule was written for
+    them, so they never pass the door)."""
+
+    def decode(data: bytes) -> Any:
+        try:
+            message = deserializer(data)
+        except Exception as error:  # DecodeError, and whatever else corrupt bytes make it raise
+            return Undecodable(hashlib.sha256(data).digest(), len(data), type(error).__name__)
+        if isinstance(message, Message):
+            message.DiscardUnknownFields()
+        return message
+
+    return decode
+
+
+# The audit action of a refused request, by service; other services' refusals have none.
+_ACTIONS = {
+    "dutylink.v1.PublisherService": audit_pb2.AUDIT_ACTION_PUBLISH,
+    "dutylink.v1.SubscriberService": audit_pb2.AUDIT_ACTION_SUBSCRIBE,
+    "dutylink.v1.BreakGlassService": audit_pb2.AUDIT_ACTION_BREAK_GLASS,
+}
+
+Record = Callable[[Sequence[audit_pb2.AuditEntry]], Awaitable[None]]
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every request message of every service is decoded by `tolerant`; one that could not be
+    is answered INVALID_ARGUMENT and the refusal audited (the bytes' digest, the caller's agency
+    when the call authenticates), before the servicer sees anything."""
+
+    def __init__(self, authenticator: Authenticator, record: Record) -> None:
+        self._authenticator = authenticator
+        self._record = record
+
+    async def refuse(
+        self, method: str, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> NoReturn:
+        try:
+            agency = self._authenticator.authenticate(context).agency
+        except UnauthenticatedError:
+            agency = ""
+        message = f"the request could not be decoded ({request.size} bytes, {request.reason})"
+        service = method.lstrip("/").split("/", 1)[0]
+        entry = gateway_entry(
+            _ACTIONS.get(service, audit_pb2.AUDIT_ACTION_UNSPECIFIED),
+            audit_pb2.AUDIT_OUTCOME_INVALID,
+            actor=agency,
+            reason=f"{method}: {message}",
+        )
+        entry.event_digest = request.digest  # of the request's bytes
+        log.info("rpc.undecodable", method=method, agency=agency, size=request.size)
+        await self._record([entry])
+        problem = FieldProblem("", message, "request.decode")
+        await abort(context, status(grpc.StatusCode.INVALID_ARGUMENT, message, (problem,)))
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = str(handler_call_details.method)
+        decode = tolerant(handler.request_deserializer)
+        if handler.request_streaming:
+            kind = "stream_stream" if handler.response_streaming else "stream_unary"
+            behavior = self._streaming(method, getattr(handler, kind))
+        else:
+            kind = "unary_stream" if handler.response_streaming else "unary_unary"
+            behavior = self._unary(method, getattr(handler, kind))
+        return handler._replace(request_deserializer=decode, **{kind: behavior})
+
+    def _unary(self, method: str, behavior: Any) -> Any:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def generate(request: Any, context: Any) -> AsyncIterator[Any]:
+                if isinstance(request, Undecodable):
+                    await self.refuse(method, request, context)
+                async for response in behavior(request, context):
+                    yield response
+
+            return generate
+
+        async def answer(request: Any, context: Any) -> Any:
+            if isinstance(request, Undecodable):
+                await self.refuse(method, request, context)
+            return await behavior(request, context)
+
+        return answer
+
+    def _streaming(self, method: str, behavior: Any) -> Any:
+        def guarded(requests: AsyncIterator[Any], context: Any) -> tuple[Any, Any]:
+            return _checked(self, method, requests, context), _GuardedContext(self, method, context)
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def generate(requests: Any, context: Any) -> AsyncIterator[Any]:
+                async for response in behavior(*guarded(requests, context)):
+                    yield response
+
+            return generate
+
+        async def answer(requests: Any, context: Any) -> Any:
+            return await behavior(*guarded(requests, context))
+
+        return answer
+
+
+async def _checked(
+    guard: DecodeGuard, method: str, requests: AsyncIterator[Any], context: Any
+) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            await guard.refuse(method, request, context)
+        yield request
+
+
+class _GuardedContext:
+    """A servicer context whose read() refuses an undecodable message (a streaming servicer
+    may read with it rather than iterate)."""
+
+    def __init__(self, guard: DecodeGuard, method: str, context: Any) -> None:
+        self._guard = guard
+        self._method = method
+        self._context = context
+
+    async def read(self) -> Any:
+        request = await self._context.read()
+        if isinstance(request, Undecodable):
+            await self._guard.refuse(self._method, request, self._context)
+        return request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)

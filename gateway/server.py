@@ -60,17 +60,12 @@ from gateway.core import subjects
 from gateway.core.quotas import Limits, Quotas, Refusal
 from gateway.core.validation import ValidationLimits, Validator
 from gateway.rpc.audit_service import AuditServicer, CheckpointServicer
+from gateway.rpc.breakglass import BreakGlass
 from gateway.rpc.calls import DecodeGuard
+from gateway.rpc.dependencies import AuditHolder, Dependencies, Failpoint, no_failpoint
+from gateway.rpc.publish import Publisher
 from gateway.rpc.quota_interceptor import QuotaInterceptor
-from gateway.rpc.service import (
-    AuditHolder,
-    BreakGlass,
-    Dependencies,
-    Failpoint,
-    Publisher,
-    Subscriber,
-    no_failpoint,
-)
+from gateway.rpc.subscribe import Subscriber
 from gateway.store import nats_auth
 from gateway.store.data_dir_lock import DataDirLock
 from gateway.store.jetstream import (

@@ -143,7 +143,7 @@ def serve(
 
 def _crash_at(step: str) -> Callable[[str], None]:
     """For crash drills: kill this process (SIGKILL, like a power cut) when the publish path
-    reaches `step` (see gateway.rpc.service.Failpoint)."""
+    reaches `step` (see gateway.rpc.dependencies.Failpoint)."""
     log = structlog.get_logger("dutylink.gateway")
     log.warning("gateway.failpoint", step=step, message="this gateway kills itself there")
 

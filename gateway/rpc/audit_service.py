@@ -28,7 +28,7 @@ from gateway.audit.reader import (
 )
 from gateway.core import subjects
 from gateway.rpc.calls import abort, authenticate, status
-from gateway.rpc.service import Dependencies
+from gateway.rpc.dependencies import Dependencies
 
 log = structlog.get_logger("dutylink.audit")
 

@@ -22,6 +22,12 @@ from gateway.access.auth import Authenticator, Principal, UnauthenticatedError
 from gateway.access.revocation import RevocationUnavailableError
 from gateway.audit.entries import gateway_entry
 from gateway.core.validation import FieldProblem, cut
+from gateway.store.jetstream import (
+    StoreError,
+    StoreFullError,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
 
 log = structlog.get_logger("dutylink.gateway")
 
@@ -254,3 +260,17 @@ class _GuardedContext:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
+
+
+def store_code(error: StoreError) -> grpc.StatusCode:
+    if isinstance(error, StoreFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, StoreRejectedError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.UNAVAILABLE
+
+
+def store_message(error: StoreError) -> str:
+    if isinstance(error, StoreUnavailableError):
+        return f"{error}; retry with the same event id"
+    return str(error)

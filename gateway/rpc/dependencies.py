@@ -1,0 +1,102 @@
+"""What every servicer works with: configuration, the store, identities, the policy, the audit log,
+the clock; built once by the gateway (server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from dutylink.v1 import audit_pb2
+from gateway.access.auth import Authenticator
+from gateway.access.authorization import Authorizer
+from gateway.audit.log import AuditLog, AuditUnavailableError
+from gateway.config import Config
+from gateway.core.validation import Validator
+from gateway.store.jetstream import (
+    EventStore,
+)
+from gateway.telemetry.metrics import GatewayMetrics
+
+log = structlog.get_logger("dutylink.gateway")
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Called with the name of each step of the publish path ("publish.admitted", "publish.audited",
+# "publish.stored"); crash drills make one of them kill the process (`dutylink serve` with
+# DUTYLINK_FAILPOINT). Otherwise it does nothing.
+Failpoint = Callable[[str], None]
+
+
+def no_failpoint(step: str) -> None:
+    pass
+
+
+@dataclass
+class AuditHolder:
+    """The audit log once it is open (it needs NATS, which may come up after the services), and
+    the deployment's key for withheld-field commitments."""
+
+    log: AuditLog | None = None
+    commitment_key: bytes = b""
+    # Facts known after a reply (an event stored at a sequence): they ride with the next
+    # append, so the publish path waits for no extra audit round trip (see Dependencies.record).
+    follow_ups: list[audit_pb2.AuditEntry] = field(default_factory=list)
+    # Set when the start-up check found the event store short of what the log says it stored
+    # and audit.store_mismatch = "read-only": every publish is refused with this message.
+    store_fault: str = ""
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What every servicer works with; built once by the gateway."""
+
+    config: Config
+    store: EventStore
+    authenticator: Authenticator
+    validator: Validator
+    authorizer: Authorizer
+    audit: AuditHolder = field(default_factory=AuditHolder)
+    clock: Clock = _utc_now
+    failpoint: Failpoint = no_failpoint
+    # Set when the gateway begins to shut down: long-lived streams end promptly (subscribers
+    # reconnect, to another replica if there is one) instead of holding the shutdown's grace.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+
+    async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
+        """Append to the audit log (fail closed: raises AuditUnavailableError when the log is
+        enabled but cannot be appended)."""
+        if not self.config.audit.enabled or not (entries or self.audit.follow_ups):
+            return
+        if self.audit.log is None:
+            raise AuditUnavailableError("the audit log is not open yet")
+        if not self.store.connected:
+            # Fail at once rather than after the append's timeouts: the caller's deadline may
+            # be shorter, and "unavailable, retry" is the answer either way.
+            raise AuditUnavailableError("NATS is not connected: the audit log cannot be appended")
+        pending, self.audit.follow_ups = self.audit.follow_ups, []
+        try:
+            await self.audit.log.append([*pending, *entries])
+        except AuditUnavailableError:
+            self.audit.follow_ups[:0] = pending  # kept for the next append
+            raise
+
+    def follow_up(self, entry: audit_pb2.AuditEntry) -> None:
+        """Record `entry` with the next append (or flush), without waiting for it."""
+        if self.config.audit.enabled:
+            self.audit.follow_ups.append(entry)
+
+    async def record_best_effort(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
+        """For facts that happen whether or not they are logged (a refusal is still a refusal)."""
+        try:
+            await self.record(entries)
+        except AuditUnavailableError as error:
+            log.error("audit.unrecorded", entries=len(entries), reason=str(error))

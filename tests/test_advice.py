@@ -163,7 +163,7 @@ async def test_publish_and_batch_receipts_carry_the_advisories_which_are_logged_
     [logged] = [entry for entry in logs if entry["event"] == "publish.advisories"]
     assert logged["event_id"] == advised.id
     assert logged["advisories"] == ["warning.infos[0].headline: advice.max_len"]
-    counted = gateway.telemetry.metrics.registry.get_sample_value(
+    counted = gateway.metrics.registry.get_sample_value(
         "dutylink_publish_advisories_total", {"agency": "ecology", "rule_id": "advice.max_len"}
     )
     assert counted == 2

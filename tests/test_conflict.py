@@ -77,7 +77,7 @@ async def test_other_content_under_a_stored_id_is_a_conflict_and_the_original_is
         "publish.conflict",
         "client.conflict",
     ]
-    counted = gateway.telemetry.metrics.registry.get_sample_value(
+    counted = gateway.metrics.registry.get_sample_value(
         "dutylink_publish_conflicts_total", {"agency": "ecology"}
     )
     assert counted == 1

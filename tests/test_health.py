@@ -89,7 +89,7 @@ async def test_the_health_port_answers_in_plaintext_without_credentials(
     async with grpc.aio.secure_channel(gateway.address, credentials) as mutual:
         assert await check(mutual) == SERVING
     # Only the main port's check is counted: the health port has no metrics interceptor.
-    counted = gateway.telemetry.metrics.registry.get_sample_value(
+    counted = gateway.metrics.registry.get_sample_value(
         "dutylink_rpcs_total", {"method": "Health/Check", "code": "OK"}
     )
     assert counted == 1.0

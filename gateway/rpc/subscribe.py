@@ -1,4 +1,9 @@
-"""SubscriberService: durable subscriptions, policy-filtered and redacted delivery, confirmed acks."""
+"""SubscriberService: durable subscriptions, policy-filtered and redacted delivery, confirmed acks.
+
+The I/O edge around the delivery state machine (gateway.core.delivery): fetch, plan, audit
+append, stream to the subscriber, settle. Over ~400 lines because opening a subscription,
+delivering and settling share one stream's state; each step is one short method.
+Every ack goes through the store's double ack (EventStore.ack), never the message's own."""
 
 from __future__ import annotations
 
@@ -57,8 +62,27 @@ class _Planned:
     message: Msg
     entry: audit_pb2.AuditEntry
     delivered: Delivered
-    plan: delivery.Plan
+    outcome: delivery.Plan  # the delivery state machine's decision
     delivery: gateway_pb2.Delivery | None = None  # set for a send
+
+
+@dataclass
+class _Stream:
+    """One open Subscribe stream as the edge sees it: who and what, its delivery state, and how
+    to write to it."""
+
+    principal: Principal
+    name: str
+    session: delivery.Session[_Sent]
+    send: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]]
+    # Set when the subscriber asked for ack confirmations.
+    confirm: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]] | None
+    # Set when an answer frees a place in the window.
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def consumer(self) -> str:
+        return subjects.consumer_name(self.principal.agency, self.name)
 
 
 class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
@@ -335,8 +359,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         except AuditUnavailableError as error:
             log.error("subscribe.unaudited", subscription=stream.name, reason=str(error))
             for plan in plans:
-                if plan.plan.fate is delivery.Fate.SEND:
-                    stream.session.take(plan.plan.delivery_id, ack=False)  # never sent
+                if plan.outcome.fate is delivery.Fate.SEND:
+                    stream.session.take(plan.outcome.delivery_id, ack=False)  # never sent
                 with contextlib.suppress(Exception):
                     await plan.message.nak(delay=self.FETCH_WAIT_SECONDS)
             await asyncio.sleep(self.FETCH_WAIT_SECONDS)
@@ -345,7 +369,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
 
     async def _carry_out(self, stream: _Stream, plan: _Planned) -> None:
         """Do what a recorded plan says."""
-        fate, name = plan.plan.fate, stream.name
+        fate, name = plan.outcome.fate, stream.name
         if fate is delivery.Fate.SEND:
             await stream.send(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
         elif fate is delivery.Fate.DEAD_LETTER:
@@ -394,7 +418,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 agency,
                 name,
                 deliveries=delivery.deliveries_made(plan.delivered.attempt, max_deliveries),
-                reason=plan.plan.reason,
+                reason=plan.outcome.reason,
             )
         except StoreError as error:
             # Not acked, so JetStream offers it again and the next attempt retries the move.
@@ -404,7 +428,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             "subscribe.dead_lettered",
             subscription=name,
             sequence=plan.delivered.stream_sequence,
-            reason=plan.plan.reason,
+            reason=plan.outcome.reason,
         )
 
     async def _settle(
@@ -488,25 +512,6 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 task.add_done_callback(acks.discard)
             elif stream.confirm is not None and delay is None:
                 await stream.confirm(_not_confirmed(delivery_id, taken.reason))
-
-
-@dataclass
-class _Stream:
-    """One open Subscribe stream as the edge sees it: who and what, its delivery state, and how
-    to write to it."""
-
-    principal: Principal
-    name: str
-    session: delivery.Session[_Sent]
-    send: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]]
-    # Set when the subscriber asked for ack confirmations.
-    confirm: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]] | None
-    # Set when an answer frees a place in the window.
-    room: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def consumer(self) -> str:
-        return subjects.consumer_name(self.principal.agency, self.name)
 
 
 def _settled_plan(message: Msg, delivered: Delivered, plan: delivery.Plan) -> _Planned:

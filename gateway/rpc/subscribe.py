@@ -1,4 +1,9 @@
-"""SubscriberService: durable subscriptions, policy-filtered and redacted delivery, confirmed acks."""
+"""SubscriberService: durable subscriptions, policy-filtered and redacted delivery, confirmed acks.
+
+The I/O edge around the delivery state machine (gateway.core.delivery): fetch, plan, audit
+append, stream to the subscriber, settle. Over ~400 lines because opening a subscription,
+delivering and settling share one stream's state; each step is one short method.
+Every ack goes through the store's double ack (EventStore.ack), never the message's own."""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 import grpc
@@ -23,7 +28,7 @@ from gateway.audit.entries import (
     withheld_entry,
 )
 from gateway.audit.log import AuditUnavailableError
-from gateway.core import subjects
+from gateway.core import delivery, subjects
 from gateway.core.envelope import incident_ids
 from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import (
@@ -40,63 +45,13 @@ from gateway.store.jetstream import (
 from policies.redaction import redact
 
 
-class _Session:
-    """The deliveries of one Subscribe stream that await the subscriber's answer (`unacked`),
-    and the events whose ack it answered lately.
+@dataclass(frozen=True)
+class _Sent:
+    """What the edge keeps of an awaited delivery (the core's opaque handle): the message that
+    settles it and the facts its ack or nack is recorded with."""
 
-    JetStream redelivers an event whose ack wait ran out. If the subscriber has not answered
-    yet, the redelivery replaces the stale delivery from the moment it is planned (an ack of
-    that one is then answered "not confirmed"). If its ack is on the way to JetStream (held up,
-    say, by a cut-off consumer leader), the redelivery is not sent: the ack settles the event,
-    or if it fails, the ack wait brings the event back. So nothing follows an ack on the
-    stream, confirmed or about to be."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.unacked: dict[int, tuple[Msg, Delivered]] = {}
-        self._by_sequence: dict[int, int] = {}  # stream sequence → delivery id, of `unacked`
-        self._acking: set[int] = set()  # stream sequences whose ack is on its way to JetStream
-        # Acked since the current fetch began. Acks confirmed before it are found by their
-        # record in the DUTYLINK_ACKED stream instead (see Subscriber._acks_confirmed).
-        self.acked_since_fetch: set[int] = set()
-        self.room = asyncio.Event()
-        self.room.set()
-        self._next_id = 0
-
-    def acking(self, sequence: int) -> bool:
-        return sequence in self._acking
-
-    def add(self, message: Msg, delivered: Delivered) -> int:
-        sequence = message.metadata.sequence.stream
-        if (stale := self._by_sequence.pop(sequence, None)) is not None:
-            self.unacked.pop(stale, None)
-        self._next_id += 1
-        self.unacked[self._next_id] = (message, delivered)
-        self._by_sequence[sequence] = self._next_id
-        if len(self.unacked) >= self.limit:
-            self.room.clear()
-        return self._next_id
-
-    def take(self, delivery_id: int, *, ack: bool) -> tuple[Msg, Delivered] | None:
-        """The delivery the subscriber just acked or nacked; None if unknown or stale."""
-        taken = self.unacked.pop(delivery_id, None)
-        if taken is not None:
-            sequence = taken[0].metadata.sequence.stream
-            self._by_sequence.pop(sequence, None)
-            if ack:
-                self._acking.add(sequence)
-        if len(self.unacked) < self.limit:
-            self.room.set()
-        return taken
-
-    def settled(self, sequence: int, *, acked: bool) -> None:
-        self._acking.discard(sequence)
-        if acked:
-            self.acked_since_fetch.add(sequence)
-
-    @property
-    def free(self) -> int:
-        return self.limit - len(self.unacked)
+    message: Msg
+    delivered: Delivered
 
 
 @dataclass
@@ -107,10 +62,27 @@ class _Planned:
     message: Msg
     entry: audit_pb2.AuditEntry
     delivered: Delivered
-    # Set for an event to send; None to withhold it (acked) or dead-letter it.
-    delivery: gateway_pb2.Delivery | None = None
-    dead_letter: str = ""  # the reason, when dead-lettering
-    already_acked: bool = False  # a redelivery of an event whose ack was confirmed
+    outcome: delivery.Plan  # the delivery state machine's decision
+    delivery: gateway_pb2.Delivery | None = None  # set for a send
+
+
+@dataclass
+class _Stream:
+    """One open Subscribe stream as the edge sees it: who and what, its delivery state, and how
+    to write to it."""
+
+    principal: Principal
+    name: str
+    session: delivery.Session[_Sent]
+    send: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]]
+    # Set when the subscriber asked for ack confirmations.
+    confirm: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]] | None
+    # Set when an answer frees a place in the window.
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def consumer(self) -> str:
+        return subjects.consumer_name(self.principal.agency, self.name)
 
 
 class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
@@ -224,7 +196,6 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             filters=len(filters),
             pending=subscription.pending,
         )
-        session = _Session(limit)
         writing = asyncio.Lock()
 
         async def send(response: gateway_pb2.SubscribeResponse) -> None:
@@ -232,9 +203,15 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             async with writing:
                 await context.write(response)
 
+        stream = _Stream(
+            principal,
+            opening.name,
+            delivery.Session(limit, settings.max_deliveries),
+            send,
+            confirm=send if opening.confirm_acks else None,
+        )
         acks: set[asyncio.Task[None]] = set()
-        confirm = send if opening.confirm_acks else None
-        reader = asyncio.create_task(self._read_acks(context, session, acks, confirm))
+        reader = asyncio.create_task(self._read_acks(context, stream, acks))
         try:
             await send(
                 gateway_pb2.SubscribeResponse(
@@ -243,7 +220,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                     )
                 )
             )
-            await self._deliver(send, principal, opening.name, subscription, session, reader)
+            await self._deliver(stream, subscription, reader)
             if self._deps.stopping.is_set():
                 await abort(
                     context,
@@ -257,156 +234,161 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             if acks:
                 await asyncio.wait(acks)
             # Whatever the subscriber did not ack goes back for prompt redelivery.
-            for message, _ in session.unacked.values():
+            unanswered = stream.session.awaited()
+            for sent in unanswered:
                 try:
-                    await message.nak()
+                    await sent.message.nak()
                 except Exception:  # the connection is gone: the ack wait redelivers them anyway
                     break
             await subscription.close()
-            log.info("subscribe.closed", subscription=opening.name, unacked=len(session.unacked))
+            log.info("subscribe.closed", subscription=opening.name, unacked=len(unanswered))
 
-    def _plan(
-        self, principal: Principal, name: str, message: Msg, *, ack_confirmed: bool = False
-    ) -> _Planned:
-        """Decide what one fetched message becomes: a delivery (redacted as the policy says),
-        a withheld event, a dead letter, or (`ack_confirmed`: a redelivery of an event whose
-        ack a replica confirmed) an ack again; with its audit entry. No I/O."""
-        max_deliveries = self._deps.config.subscriptions.max_deliveries
-        attempt = message.metadata.num_delivered
+    async def _deliver(
+        self, stream: _Stream, subscription: DurableSubscription, reader: asyncio.Task[None]
+    ) -> None:
+        """Fetch, plan, record, then carry out, until the subscriber goes or the gateway stops."""
+        stopping = self._deps.stopping
+        while not reader.done() and not stopping.is_set():
+            if stream.session.free <= 0:
+                await self._await_room(stream, reader)
+                continue
+            messages = await self._fetch(stream, subscription)
+            plans = await self._plan_all(stream, messages)
+            if plans and await self._record(stream, plans):
+                for plan in plans:
+                    await self._carry_out(stream, plan)
+        if reader.done():
+            reader.result()  # surface a reader failure
+
+    async def _await_room(self, stream: _Stream, reader: asyncio.Task[None]) -> None:
+        """Until an answer frees a place in the window, the gateway stops, or the reader ends."""
+        stream.room.clear()
+        room = asyncio.ensure_future(stream.room.wait())
+        stop = asyncio.ensure_future(self._deps.stopping.wait())
+        await asyncio.wait({room, stop, reader}, return_when=asyncio.FIRST_COMPLETED)
+        room.cancel()
+        stop.cancel()
+
+    async def _fetch(self, stream: _Stream, subscription: DurableSubscription) -> list[Msg]:
+        """As many messages as the window has room for; none (after a pause) if the store fails."""
+        stream.session.begin_fetch()
+        try:
+            return await subscription.fetch(stream.session.free, self.FETCH_WAIT_SECONDS)
+        except StoreError as error:
+            log.warning("subscribe.fetch_failed", subscription=stream.name, reason=str(error))
+            await asyncio.sleep(self.FETCH_WAIT_SECONDS)
+            return []
+
+    async def _plan_all(self, stream: _Stream, messages: Sequence[Msg]) -> list[_Planned]:
+        """The plan of every fetched message but those held back; sends enter the window now,
+        before the audit append (an ack of a delivery one supersedes is then not confirmed)."""
+        confirmed = await self._acks_confirmed(stream.consumer, messages)
+        plans = []
+        for message in messages:
+            sequence = message.metadata.sequence.stream
+            screened = stream.session.screen(
+                sequence, message.metadata.num_delivered, ack_confirmed=sequence in confirmed
+            )
+            if screened.fate is delivery.Fate.HOLD_BACK:
+                log.info(
+                    "subscribe.redelivery_while_acking", subscription=stream.name, sequence=sequence
+                )
+                continue
+            plans.append(self._plan(stream, message, screened))
+        return plans
+
+    def _plan(self, stream: _Stream, message: Msg, screened: delivery.Plan) -> _Planned:
+        """What one screened message becomes, with its audit entry: a delivery (redacted as the
+        policy says), a withheld event, a dead letter, or an ack again. No I/O."""
         headers = message.headers or {}
         delivered = Delivered(
-            recipient=principal.agency,
-            subscription=name,
+            recipient=stream.principal.agency,
+            subscription=stream.name,
             event_id=headers.get("ce-id", ""),
             event_type=headers.get("ce-type", ""),
             stream_sequence=message.metadata.sequence.stream,
-            attempt=attempt,
+            attempt=message.metadata.num_delivered,
         )
-        if ack_confirmed:
-            reason = "redelivered although its ack was confirmed: acked again, not sent"
-            entry = settled_entry(delivered, audit_pb2.AUDIT_ACTION_ACK, reason)
-            return _Planned(message, entry, delivered, already_acked=True)
-        event: event_pb2.Event | None = None
-        if attempt > max_deliveries:
-            reason = f"not acknowledged after {max_deliveries} deliveries"
-        else:
-            try:
-                event = event_pb2.Event.FromString(message.data)
-            except Exception:  # any undecodable payload is poison, not a crash
-                reason = "undecodable event"
-        if event is None:
-            return _Planned(
-                message,
-                settled_entry(delivered, audit_pb2.AUDIT_ACTION_DEAD_LETTER, reason),
-                delivered,
-                dead_letter=reason,
+        if screened.fate is not delivery.Fate.READ:
+            return _settled_plan(message, delivered, screened)
+        try:
+            event = event_pb2.Event.FromString(message.data)
+        except Exception:  # any undecodable payload is poison, not a crash
+            judged = stream.session.judge(
+                delivered.stream_sequence, _Sent(message, delivered), readable=False, allowed=False
             )
+            return _settled_plan(message, delivered, judged)
         delivered = dataclasses.replace(
             delivered,
             event_id=event.id,
             event_type=event.type,
             incident_ids=tuple(incident_ids(event)),
         )
+        principal = stream.principal
         decision = self._deps.authorizer.decide(principal, "receive", event, self._deps.clock())
-        if not decision.allowed:
+        judged = stream.session.judge(
+            delivered.stream_sequence,
+            _Sent(message, delivered),
+            readable=True,
+            allowed=decision.allowed,
+        )
+        if judged.fate is delivery.Fate.WITHHOLD:
             # Never sent, not even in part; acked so it does not come back to this agency.
-            return _Planned(message, withheld_entry(delivered, decision), delivered)
+            return _Planned(message, withheld_entry(delivered, decision), delivered, judged)
         sent, withheld = redact(event, decision.redacted_fields)
         commitments = commit(self._deps.audit.commitment_key, event, principal.agency, withheld)
-        delivery = gateway_pb2.Delivery(
-            event=sent,
-            stream_sequence=delivered.stream_sequence,
-            attempt=attempt,
-            withheld_fields=withheld,
-            policy_version=decision.policy_version,
-            rule_ids=decision.rule_ids,
-        )
         entry = delivery_entry(
             delivered, data=sent.SerializeToString(), decision=decision, commitments=commitments
         )
-        return _Planned(message, entry, delivered, delivery=delivery)
+        to_send = gateway_pb2.Delivery(
+            event=sent,
+            stream_sequence=delivered.stream_sequence,
+            attempt=delivered.attempt,
+            withheld_fields=withheld,
+            policy_version=decision.policy_version,
+            rule_ids=decision.rule_ids,
+            delivery_id=judged.delivery_id,
+        )
+        return _Planned(message, entry, delivered, judged, to_send)
 
-    async def _deliver(
-        self,
-        send: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]],
-        principal: Principal,
-        name: str,
-        subscription: DurableSubscription,
-        session: _Session,
-        reader: asyncio.Task[None],
-    ) -> None:
-        stopping = self._deps.stopping
-        while not reader.done() and not stopping.is_set():
-            if not session.room.is_set():
-                room = asyncio.ensure_future(session.room.wait())
-                stop = asyncio.ensure_future(stopping.wait())
-                await asyncio.wait({room, stop, reader}, return_when=asyncio.FIRST_COMPLETED)
-                room.cancel()
-                stop.cancel()
-                continue
-            session.acked_since_fetch.clear()
-            try:
-                messages = await subscription.fetch(session.free, self.FETCH_WAIT_SECONDS)
-            except StoreError as error:
-                log.warning("subscribe.fetch_failed", subscription=name, reason=str(error))
-                await asyncio.sleep(self.FETCH_WAIT_SECONDS)
-                continue
-            confirmed = await self._acks_confirmed(
-                subjects.consumer_name(principal.agency, name), messages
-            )
-            confirmed |= session.acked_since_fetch
-            plans = []
-            for message in messages:
-                sequence = message.metadata.sequence.stream
-                if session.acking(sequence):
-                    # Redelivered while the subscriber's ack is on its way: see _Session.
-                    log.info(
-                        "subscribe.redelivery_while_acking", subscription=name, sequence=sequence
-                    )
-                    continue
-                plan = self._plan(principal, name, message, ack_confirmed=sequence in confirmed)
-                if plan.delivery is not None:
-                    # In the session now, before the audit append: an ack of a delivery this
-                    # one supersedes that comes meanwhile is then not confirmed.
-                    plan.delivery.delivery_id = session.add(plan.message, plan.delivered)
-                plans.append(plan)
-            if not plans:
-                continue
-            try:
-                # Audit first, one append for the whole fetch: nothing leaves unrecorded.
-                await self._deps.record([plan.entry for plan in plans])
-            except AuditUnavailableError as error:
-                log.error("subscribe.unaudited", subscription=name, reason=str(error))
-                for plan in plans:
-                    if plan.delivery is not None:
-                        session.take(plan.delivery.delivery_id, ack=False)  # never sent
-                    with contextlib.suppress(Exception):
-                        await plan.message.nak(delay=self.FETCH_WAIT_SECONDS)
-                await asyncio.sleep(self.FETCH_WAIT_SECONDS)
-                continue
+    async def _record(self, stream: _Stream, plans: Sequence[_Planned]) -> bool:
+        """Audit first, one append for the whole fetch: nothing leaves unrecorded. If the log
+        cannot take it, nothing is sent and every message goes back to JetStream."""
+        try:
+            await self._deps.record([plan.entry for plan in plans])
+        except AuditUnavailableError as error:
+            log.error("subscribe.unaudited", subscription=stream.name, reason=str(error))
             for plan in plans:
-                if plan.dead_letter:
-                    await self._dead_letter(plan, principal.agency, name)
-                elif plan.already_acked:
-                    log.warning(
-                        "subscribe.acked_again",
-                        subscription=name,
-                        sequence=plan.delivered.stream_sequence,
-                    )
-                    with contextlib.suppress(StoreError):  # if lost, it comes back: same again
-                        await self._deps.store.ack(plan.message)
-                elif plan.delivery is None:
-                    log.info(
-                        "subscribe.not_allowed",
-                        subscription=name,
-                        event_id=plan.delivered.event_id,
-                        policy_version=plan.entry.policy_version[:12],
-                    )
-                    await plan.message.ack()
-                else:
-                    await send(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
-        if reader.done():
-            reader.result()  # surface a reader failure
+                if plan.outcome.fate is delivery.Fate.SEND:
+                    stream.session.take(plan.outcome.delivery_id, ack=False)  # never sent
+                with contextlib.suppress(Exception):
+                    await plan.message.nak(delay=self.FETCH_WAIT_SECONDS)
+            await asyncio.sleep(self.FETCH_WAIT_SECONDS)
+            return False
+        return True
+
+    async def _carry_out(self, stream: _Stream, plan: _Planned) -> None:
+        """Do what a recorded plan says."""
+        fate, name = plan.outcome.fate, stream.name
+        if fate is delivery.Fate.SEND:
+            await stream.send(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
+        elif fate is delivery.Fate.DEAD_LETTER:
+            await self._dead_letter(plan, stream.principal.agency, name)
+        elif fate is delivery.Fate.ACK_AGAIN:
+            log.warning(
+                "subscribe.acked_again", subscription=name, sequence=plan.delivered.stream_sequence
+            )
+            with contextlib.suppress(StoreError):  # if lost, it comes back: same again
+                await self._deps.store.ack(plan.message)
+        elif fate is delivery.Fate.WITHHOLD:
+            log.info(
+                "subscribe.not_allowed",
+                subscription=name,
+                event_id=plan.delivered.event_id,
+                policy_version=plan.entry.policy_version[:12],
+            )
+            with contextlib.suppress(StoreError):  # if lost, it comes back: withheld again
+                await self._deps.store.ack(plan.message)
 
     async def _acks_confirmed(self, consumer: str, messages: Sequence[Msg]) -> set[int]:
         """The stream sequences among the redeliveries in `messages` whose ack some replica
@@ -430,10 +412,13 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
 
     async def _dead_letter(self, plan: _Planned, agency: str, name: str) -> None:
         max_deliveries = self._deps.config.subscriptions.max_deliveries
-        deliveries = min(plan.delivered.attempt - 1, max_deliveries)
         try:
             await self._deps.store.dead_letter(
-                plan.message, agency, name, deliveries=deliveries, reason=plan.dead_letter
+                plan.message,
+                agency,
+                name,
+                deliveries=delivery.deliveries_made(plan.delivered.attempt, max_deliveries),
+                reason=plan.outcome.reason,
             )
         except StoreError as error:
             # Not acked, so JetStream offers it again and the next attempt retries the move.
@@ -443,42 +428,36 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             "subscribe.dead_lettered",
             subscription=name,
             sequence=plan.delivered.stream_sequence,
-            reason=plan.dead_letter,
+            reason=plan.outcome.reason,
         )
 
     async def _settle(
-        self,
-        session: _Session,
-        delivery_id: int,
-        message: Msg,
-        delivered: Delivered,
-        nack_delay: float | None,
-        confirm: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]] | None,
+        self, stream: _Stream, taken: delivery.Taken[_Sent], nack_delay: float | None
     ) -> None:
         """Record the subscriber's ack or nack, then pass it to JetStream, then (if asked)
         confirm an ack to the subscriber. Recorded first: if the gateway dies in between, or the
         log cannot be appended, JetStream redelivers the event after the ack wait, and the log
         shows that redelivery. Confirmed last: a confirmed ack is never followed by a redelivery."""
+        message, delivered = taken.handle.message, taken.handle.delivered
         action = audit_pb2.AUDIT_ACTION_ACK if nack_delay is None else audit_pb2.AUDIT_ACTION_NACK
         acked = False
         try:
             await self._deps.record([settled_entry(delivered, action)])
             if nack_delay is not None:
                 await message.nak(delay=nack_delay or None)
-            elif confirm is None:
+            elif stream.confirm is None:
                 await self._deps.store.ack(message)  # double ack: JetStream has recorded it
                 acked = True
             else:
                 # The ack, and the record that lets every replica recognise a redelivery of it
                 # (see _acks_confirmed), both durable before the subscriber hears "confirmed".
-                consumer = subjects.consumer_name(delivered.recipient, delivered.subscription)
                 await asyncio.gather(
                     self._deps.store.ack(message),
-                    self._deps.store.record_confirmed_ack(consumer, delivered.stream_sequence),
+                    self._deps.store.record_confirmed_ack(stream.consumer, taken.sequence),
                 )
                 acked = True
-                confirmed = gateway_pb2.AckConfirmed(delivery_id=delivery_id)
-                await confirm(gateway_pb2.SubscribeResponse(ack_confirmed=confirmed))
+                confirmed = gateway_pb2.AckConfirmed(delivery_id=taken.delivery_id)
+                await stream.confirm(gateway_pb2.SubscribeResponse(ack_confirmed=confirmed))
         except Exception as error:  # a lost ack is redelivered; it must not end the stream
             reason = f"{type(error).__name__}: {error}"
             log.warning(
@@ -487,18 +466,19 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 event_id=delivered.event_id,
                 reason=reason,
             )
-            if confirm is not None and nack_delay is None and not acked:
+            if stream.confirm is not None and nack_delay is None and not acked:
                 with contextlib.suppress(Exception):  # the stream itself may be gone
-                    await confirm(_not_confirmed(delivery_id, f"not recorded: {reason}"))
+                    await stream.confirm(
+                        _not_confirmed(taken.delivery_id, f"not recorded: {reason}")
+                    )
         finally:
-            session.settled(delivered.stream_sequence, acked=acked)
+            stream.session.settled(taken.sequence, acked=acked)
 
     async def _read_acks(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
-        session: _Session,
+        stream: _Stream,
         acks: set[asyncio.Task[None]],
-        confirm: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]] | None,
     ) -> None:
         while True:
             request = await context.read()
@@ -521,17 +501,27 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 delay = action.nack.delay.ToTimedelta().total_seconds()
             else:
                 continue
-            if (taken := session.take(delivery_id, ack=delay is None)) is not None:
+            taken = stream.session.take(delivery_id, ack=delay is None)
+            if stream.session.free > 0:
+                stream.room.set()
+            if isinstance(taken, delivery.Taken):
                 # Settled concurrently (at most the session's window at once), so the audit
                 # log's group commit and JetStream's acks are shared among them.
-                task = asyncio.create_task(
-                    self._settle(session, delivery_id, *taken, delay, confirm)
-                )
+                task = asyncio.create_task(self._settle(stream, taken, delay))
                 acks.add(task)
                 task.add_done_callback(acks.discard)
-            elif confirm is not None and delay is None:
-                reason = "not awaited: superseded by a redelivery (ack that one), or answered"
-                await confirm(_not_confirmed(delivery_id, reason))
+            elif stream.confirm is not None and delay is None:
+                await stream.confirm(_not_confirmed(delivery_id, taken.reason))
+
+
+def _settled_plan(message: Msg, delivered: Delivered, plan: delivery.Plan) -> _Planned:
+    """The plan of a message that is acked again or dead-lettered, never sent."""
+    action = (
+        audit_pb2.AUDIT_ACTION_ACK
+        if plan.fate is delivery.Fate.ACK_AGAIN
+        else audit_pb2.AUDIT_ACTION_DEAD_LETTER
+    )
+    return _Planned(message, settled_entry(delivered, action, plan.reason), delivered, plan)
 
 
 def _not_confirmed(delivery_id: int, reason: str) -> gateway_pb2.SubscribeResponse:

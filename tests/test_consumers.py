@@ -30,7 +30,9 @@ class Stream:
         for payload in payloads:
             await self.js.publish(f"{self.prefix}.{subject}", payload.encode(), stream=self.name)
 
-    def spec(self, mode: Mode = Mode.EVERY_REPLICA, *, max_deliveries: int = 5) -> ConsumerSpec:
+    def spec(
+        self, mode: Mode = Mode.EVERY_REPLICA, *, max_deliveries: int = 5, replay: bool = False
+    ) -> ConsumerSpec:
         return ConsumerSpec(
             stream=self.name,
             filter_subject=f"{self.prefix}.work",
@@ -39,6 +41,7 @@ class Stream:
             max_deliveries=max_deliveries,
             backoff=(0.05,),
             poll_seconds=0.2,
+            replay_on_start=replay,
         )
 
 
@@ -93,6 +96,19 @@ async def test_a_restarted_runner_resumes_after_the_last_acked_message(stream: S
         await until(lambda: len(second.handled) == 3, WAIT_SECONDS)
     assert first.handled == ["m0", "m1", "m2"]
     assert second.handled == ["m3", "m4", "m5"]
+
+
+async def test_a_replaying_runner_reads_the_stream_again_from_its_beginning(
+    stream: Stream,
+) -> None:
+    await stream.publish("m0", "m1")
+    first, second = Recorder(), Recorder()
+    async with ConsumerRunner(stream.js, stream.spec(replay=True), first, replica="a"):
+        await until(lambda: len(first.handled) == 2, WAIT_SECONDS)
+    await stream.publish("m2")
+    async with ConsumerRunner(stream.js, stream.spec(replay=True), second, replica="a"):
+        await until(lambda: len(second.handled) == 3, WAIT_SECONDS)
+    assert second.handled == ["m0", "m1", "m2"]
 
 
 async def test_a_failing_handlers_message_is_retried_before_the_next(stream: Stream) -> None:
@@ -189,3 +205,7 @@ def test_every_replica_durables_are_per_replica_and_one_replica_durables_shared(
     one = ConsumerSpec("S", "s.>", "timers", Mode.ONE_REPLICA)
     assert every.durable_for("gw-1") != every.durable_for("gw-2")
     assert one.durable_for("gw-1") == one.durable_for("gw-2") == "timers"
+    with pytest.raises(ValueError, match="consumer name"):
+        every.durable_for("gw.1")
+    with pytest.raises(ValueError, match="replay"):
+        ConsumerSpec("S", "s.>", "timers", Mode.ONE_REPLICA, replay_on_start=True)

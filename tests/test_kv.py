@@ -194,7 +194,7 @@ async def test_the_store_survives_a_reconnect_with_its_revisions(nats_url: str) 
         store = await JetStreamKeyValue.open(client.jetstream(), spec)
         assert await store.get("lifecycle.incident.1") == (b"reported", revision)
         with pytest.raises(ConflictError):
-            await store.update("lifecycle.incident.1", b"late", revision - 1 or 99)
+            await store.update("lifecycle.incident.1", b"late", revision + 1)
     finally:
         await client.close()
 

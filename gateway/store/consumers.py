@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ log = structlog.get_logger("dutylink.consumers")
 _NATS_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
 # After a failed pull (NATS away, a leader change): wait this long before the next.
 _PULL_RETRY_SECONDS = 1.0
+_DURABLE_NAME = re.compile(r"[a-zA-Z0-9_-]+")
 # How long an ack waits for JetStream's confirmation (a loaded server answers late, not never).
 _ACK_CONFIRM_SECONDS = 5.0
 
@@ -52,7 +54,9 @@ class Mode(enum.Enum):
 class ConsumerSpec:
     """One internal consumer. `durable`: its name ([a-zA-Z0-9_-]); `ack_wait`: seconds a
     handler may take before JetStream assumes it died and delivers again; `backoff`: seconds
-    before each redelivery after a failure (the last repeated)."""
+    before each redelivery after a failure (the last repeated); `replay_on_start`
+    (EVERY_REPLICA only): each start reads the stream from its beginning again, for a
+    projection held in memory that a restart lost."""
 
     stream: str
     filter_subject: str
@@ -62,13 +66,19 @@ class ConsumerSpec:
     backoff: tuple[float, ...] = (0.5, 2.0, 10.0)
     ack_wait: float = 30.0
     poll_seconds: float = 1.0
+    replay_on_start: bool = False
 
     def __post_init__(self) -> None:
         if self.max_deliveries < 1 or not self.backoff or self.poll_seconds <= 0:
             raise ValueError("max_deliveries, backoff and poll_seconds must be positive")
+        if self.replay_on_start and self.mode is Mode.ONE_REPLICA:
+            raise ValueError("replay_on_start would make one replica replay for all of them")
 
     def durable_for(self, replica: str) -> str:
-        return self.durable if self.mode is Mode.ONE_REPLICA else f"{self.durable}_{replica}"
+        name = self.durable if self.mode is Mode.ONE_REPLICA else f"{self.durable}_{replica}"
+        if not _DURABLE_NAME.fullmatch(name):
+            raise ValueError(f"consumer name {name!r}: expected [a-zA-Z0-9_-]+")
+        return name
 
     def delay_after(self, failures: int) -> float:
         return self.backoff[min(failures, len(self.backoff)) - 1]
@@ -122,6 +132,9 @@ class ConsumerRunner(Started):
             max_ack_pending=1,
         )
         try:
+            if spec.replay_on_start:  # this replica's own durable: nobody else reads it
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await self._js.delete_consumer(spec.stream, self.durable)
             # Creates the durable, or finds it as a restart or another replica left it.
             await self._js.add_consumer(spec.stream, config)
             self._pull = await self._js.pull_subscribe_bind(self.durable, stream=spec.stream)

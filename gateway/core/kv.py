@@ -8,6 +8,18 @@ again and decides again. The store at the edge is `gateway.store.kv.JetStreamKey
 in-memory one for core tests is `gateway.testkit.memory_kv.MemoryKeyValue`. Both raise the
 store's errors (`gateway.store.kv.ConflictError`, `TooManyKeysError`, and the rest of the
 `StoreError` family). Pure: no I/O.
+
+How a stateful admission guard commits a transition (the guard itself stays pure):
+
+    current = await store.get(key)                       # None: the aggregate's first event
+    state = decode(current.value) if current else INITIAL
+    next_state = transition(state, event)                # pure; refuses an illegal transition
+    if current is None:
+        await store.create(key, encode(next_state))
+    else:
+        await store.update(key, encode(next_state), current.revision)
+    # ConflictError: another replica moved the aggregate since the read; read and decide again
+    # (a bounded number of times), and the event is refused only if the new state refuses it.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ class ConsumerRunner(Started):
                 messages = await pull.fetch(1, timeout=self.spec.poll_seconds)
             except nats.errors.TimeoutError:
                 continue
-            except (nats.js.errors.APIError, *_NATS_FAILURES) as error:
+            except _NATS_FAILURES as error:  # NATS away, a leader change: try again
                 log.warning("consumer.pull_failed", durable=self.durable, error=repr(error))
                 await asyncio.sleep(_PULL_RETRY_SECONDS)
                 continue

@@ -91,6 +91,8 @@ class JetStreamKeyValue:
                 info = await js.stream_info(stream)
                 await js.update_stream(_stream_config(spec, info.config))
                 bucket = await js.key_value(spec.name)
+        except nats.js.errors.ServiceUnavailableError as error:  # no quorum yet: try later
+            raise _unavailable(error) from error
         except nats.js.errors.APIError as error:
             raise StoreRejectedError(
                 f"cannot open KV bucket {spec.name}: {error.description or error}"
@@ -126,6 +128,8 @@ class JetStreamKeyValue:
             return await self._bucket.update(key, value, last=expected_revision)
         except nats.js.errors.KeyWrongLastSequenceError as error:
             raise ConflictError.lost(self.spec.name, key, expected_revision) from error
+        except nats.js.errors.ServiceUnavailableError as error:  # outcome unknown: read again
+            raise _unavailable(error) from error
         except nats.js.errors.APIError as error:
             raise StoreRejectedError(
                 f"JetStream KV refused {key}: {error.description or error}"

@@ -31,7 +31,12 @@ class Stream:
             await self.js.publish(f"{self.prefix}.{subject}", payload.encode(), stream=self.name)
 
     def spec(
-        self, mode: Mode = Mode.EVERY_REPLICA, *, max_deliveries: int = 5, replay: bool = False
+        self,
+        mode: Mode = Mode.EVERY_REPLICA,
+        *,
+        max_deliveries: int = 5,
+        replay: bool = False,
+        ack_wait: float = 30.0,
     ) -> ConsumerSpec:
         return ConsumerSpec(
             stream=self.name,
@@ -42,6 +47,7 @@ class Stream:
             backoff=(0.05,),
             poll_seconds=0.2,
             replay_on_start=replay,
+            ack_wait=ack_wait,
         )
 
 
@@ -179,6 +185,26 @@ async def test_every_replica_mode_handles_each_message_in_each_runner(stream: St
         await until(lambda: len(first.handled) == 10 and len(second.handled) == 10, WAIT_SECONDS)
     assert first.handled == payloads
     assert second.handled == payloads
+
+
+async def test_a_handler_slower_than_ack_wait_keeps_its_message_from_other_replicas(
+    stream: Stream,
+) -> None:
+    await stream.publish("slow", "m1")
+    attempts: list[tuple[str, int]] = []
+
+    async def slow(delivery: Delivery) -> None:
+        attempts.append((delivery.data.decode(), delivery.attempt))
+        if delivery.data == b"slow":
+            await asyncio.sleep(2.5)
+
+    spec = stream.spec(Mode.ONE_REPLICA, ack_wait=1.0)
+    async with (
+        ConsumerRunner(stream.js, spec, slow, replica="a"),
+        ConsumerRunner(stream.js, spec, slow, replica="b"),
+    ):
+        await until(lambda: ("m1", 1) in attempts, WAIT_SECONDS)
+    assert attempts == [("slow", 1), ("m1", 1)]
 
 
 async def test_stopping_waits_for_the_handler_at_work(stream: Stream) -> None:

@@ -52,8 +52,9 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """One internal consumer. `durable`: its name ([a-zA-Z0-9_-]); `ack_wait`: seconds a
-    handler may take before JetStream assumes it died and delivers again; `backoff`: seconds
+    """One internal consumer. `durable`: its name ([a-zA-Z0-9_-]); `ack_wait`: seconds after
+    which JetStream delivers again a message whose runner died (a live runner's slow handler
+    keeps its message); `backoff`: seconds
     before each redelivery after a failure (the last repeated); `replay_on_start`
     (EVERY_REPLICA only): each start reads the stream from its beginning again, for a
     projection held in memory that a restart lost."""
@@ -181,17 +182,28 @@ class ConsumerRunner(Started):
             attempt=meta.num_delivered or 1,
             headers=dict(message.headers or {}),
         )
+        working = asyncio.create_task(self._keep_alive(message))
         try:
             await self._handler(delivery)
         except Exception as error:
             await self._failed(message, delivery, error)
             return
+        finally:
+            working.cancel()
         try:
             await message.ack_sync(timeout=_ACK_CONFIRM_SECONDS)
         except _NATS_FAILURES as error:
             # Not confirmed: JetStream delivers it again after ack_wait; handlers are
             # idempotent per stream sequence for this reason.
             log.warning("consumer.ack_lost", durable=self.durable, error=repr(error))
+
+    async def _keep_alive(self, message: Msg) -> None:
+        """While the handler works, tell JetStream so twice per ack_wait: a slow handler is not
+        given the message a second time; a dead one's is redelivered after ack_wait."""
+        while True:
+            await asyncio.sleep(self.spec.ack_wait / 2)
+            with contextlib.suppress(*_NATS_FAILURES):
+                await message.in_progress()
 
     async def _failed(self, message: Msg, delivery: Delivery, error: Exception) -> None:
         if delivery.attempt < self.spec.max_deliveries:

@@ -127,8 +127,8 @@ class ConsumerRunner(Started):
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=spec.ack_wait,
-            # One more than ours: a handler that outlived ack_wait on its last try still
-            # reaches the code that reports it.
+            # One more than ours: a message whose runner died during its last try is
+            # delivered once more, so it still reaches the code that reports it.
             max_deliver=spec.max_deliveries + 1,
             max_ack_pending=1,
         )

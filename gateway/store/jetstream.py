@@ -30,9 +30,10 @@ from dutylink.v1 import event_pb2
 from gateway.audit.entries import frame_entries
 from gateway.config import Config, ConfigError
 from gateway.core import envelope, subjects
+from gateway.core import streams as stream_registry
 from gateway.store.nats_auth import split_servers as split_servers  # its old home, still imported
 
-DAY = 86_400.0
+DAY = stream_registry.DAY
 log = structlog.get_logger("dutylink.nats")
 # The system account's per-server VARZ, imported into the gateway's account under this subject
 # by deploy/nats/nats.conf (and gateway.testkit.cluster): how the gateway sees each node's sync setting.
@@ -372,6 +373,26 @@ async def write_witness_mark(js: JetStreamContext, gateway_id: str, mark: dict[s
     )
 
 
+def stream_config(spec: stream_registry.StreamSpec) -> api.StreamConfig:
+    """The JetStream configuration for one registry entry."""
+    return api.StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=list(spec.subjects),
+        storage=api.StorageType(spec.storage),
+        retention=api.RetentionPolicy(spec.retention),
+        discard=api.DiscardPolicy(spec.discard),
+        num_replicas=spec.replicas,
+        max_age=spec.max_age_seconds,
+        max_bytes=spec.max_bytes,
+        duplicate_window=spec.duplicate_window_seconds,
+        max_msg_size=spec.max_msg_size,
+        deny_delete=spec.deny_delete,
+        deny_purge=spec.deny_purge,
+        allow_rollup_hdrs=spec.allow_rollup,
+    )
+
+
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig, attempts: int = 5) -> None:
     """Create the stream, or update it in place when it exists with other settings (e.g. a new
     retention). On a cluster that has just formed, creation can fail for a moment (no peers
@@ -648,40 +669,17 @@ class EventStore:
     async def ensure_streams(self) -> None:
         """Create the streams, or bring their settings up to date: safe at every start."""
         nats_settings = self._config.nats
-        common: dict[str, Any] = {
-            "storage": api.StorageType.FILE,
-            "retention": api.RetentionPolicy.LIMITS,
-            "discard": api.DiscardPolicy.NEW,
-            "num_replicas": nats_settings.stream_replicas,
-            "deny_delete": True,
-            "deny_purge": True,
-            "allow_rollup_hdrs": False,
-            "max_msg_size": self._config.gateway.max_message_bytes,
-        }
-        streams = [
-            (subjects.EVENTS_STREAM, "DutyLink events, by plane, family, type and jurisdiction",
-             [f"{subjects.EVENTS_PREFIX}.>", f"{subjects.REDELIVER_PREFIX}.>"],
-             nats_settings.events_max_age_days, nats_settings.events_max_bytes),
-            (subjects.DEADLETTER_STREAM, "Events a subscription failed to handle, kept for inspection and replay",
-             [f"{subjects.DEADLETTER_PREFIX}.>"], nats_settings.deadletter_max_age_days, -1),
-            (subjects.GRANTS_STREAM, "Break-glass declarations, kept for the mandatory review",
-             [f"{subjects.GRANTS_PREFIX}.>"], nats_settings.deadletter_max_age_days, -1),
-            (subjects.ACKED_STREAM, "Acks confirmed to subscribers, seen by every replica",
-             [f"{subjects.ACKED_PREFIX}.>"],
-             self._config.subscriptions.ack_record_seconds / DAY, -1),
-        ]  # fmt: skip
-        for name, description, stream_subjects, max_age_days, max_bytes in streams:
-            await self._ensure_stream(
-                api.StreamConfig(
-                    name=name,
-                    description=description,
-                    subjects=stream_subjects,
-                    max_age=max_age_days * DAY,
-                    max_bytes=max_bytes,
-                    duplicate_window=nats_settings.duplicate_window_seconds,
-                    **common,
-                )
-            )
+        limits = stream_registry.StreamLimits(
+            replicas=nats_settings.stream_replicas,
+            events_max_age_days=nats_settings.events_max_age_days,
+            events_max_bytes=nats_settings.events_max_bytes,
+            deadletter_max_age_days=nats_settings.deadletter_max_age_days,
+            ack_record_seconds=self._config.subscriptions.ack_record_seconds,
+            duplicate_window_seconds=nats_settings.duplicate_window_seconds,
+            max_msg_size=self._config.gateway.max_message_bytes,
+        )
+        for spec in stream_registry.event_stream_specs(limits):
+            await self._ensure_stream(stream_config(spec))
 
     async def _observed_sync(self) -> dict[str, bool]:
         """Each answering server's `sync_interval: always`, from the VARZ import ({} when the
@@ -705,13 +703,7 @@ class EventStore:
         if mode not in DURABILITY_MODES:
             expected = ", ".join(DURABILITY_MODES)
             raise ConfigError(f"nats.durability: expected one of {expected}, got {mode!r}")
-        names = (
-            subjects.EVENTS_STREAM,
-            subjects.DEADLETTER_STREAM,
-            subjects.GRANTS_STREAM,
-            subjects.ACKED_STREAM,
-            subjects.AUDIT_STREAM,
-        )
+        names = stream_registry.DURABLE_STREAMS
         streams: dict[str, api.StreamInfo] = {}
         try:
             for name in names:

@@ -442,7 +442,8 @@ def encode_frames(
 
 
 def frame_entries(data: bytes) -> tuple[int, list[bytes]]:
-    """One stored frame's first leaf index and entries; ValueError if it does not decode."""
+    """One stored frame's first leaf index and entries; ValueError if it does not decode. The
+    one place a stored frame is decoded (gateway.store.audit_reader reads them)."""
     try:
         frame = audit_pb2.AuditFrame.FromString(data)
     except DecodeError:
@@ -466,14 +467,14 @@ def decode_frames(frames: Sequence[bytes]) -> Unframed:
     problems: list[str] = []
     for number, data in enumerate(frames):
         try:
-            frame = audit_pb2.AuditFrame.FromString(data)
-        except DecodeError:
-            problems.append(f"frame {number}: does not decode as an AuditFrame")
+            first, unpacked = frame_entries(data)
+        except ValueError as error:
+            problems.append(f"frame {number}: {error}")
             continue
-        if frame.first_sequence != len(entries):
+        if first != len(entries):
             problems.append(
-                f"frame {number}: starts at entry {frame.first_sequence}, "
+                f"frame {number}: starts at entry {first}, "
                 f"but the frames before it hold {len(entries)}"
             )
-        entries.extend(frame.entries)
+        entries.extend(unpacked)
     return Unframed(entries, problems)

@@ -43,17 +43,9 @@ from dutylink.v1 import (
 from gateway.access.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.access.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
 from gateway.access.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
-from gateway.audit.commitments import load_or_create_key
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
-from gateway.audit.kept import kept_checkpoint_file
-from gateway.audit.log import (
-    AuditLog,
-    AuditUnavailableError,
-    declared_rotation,
-    load_or_create_signer,
-)
+from gateway.audit.log import AuditUnavailableError
 from gateway.audit.note import NoteError
-from gateway.audit.reader import parse_stored_checkpoint
 from gateway.audit.witness import Ledger, StreamView, compare, publish_facts, settlement
 from gateway.config import Config, ConfigError
 from gateway.core import subjects
@@ -67,13 +59,20 @@ from gateway.rpc.publish import Publisher
 from gateway.rpc.quota_interceptor import QuotaInterceptor
 from gateway.rpc.subscribe import Subscriber
 from gateway.store import nats_auth
+from gateway.store.audit_files import (
+    declared_rotation,
+    kept_checkpoint_file,
+    load_or_create_key,
+    load_or_create_signer,
+)
+from gateway.store.audit_log import AuditLog
+from gateway.store.audit_reader import audit_entries_from, parse_stored_checkpoint
 from gateway.store.data_dir_lock import DataDirLock
 from gateway.store.jetstream import (
     EventStore,
     StoreDamagedError,
     StoreError,
     StoreUnavailableError,
-    audit_entries_from,
     event_digests,
     events_state,
     read_witness_mark,

@@ -25,8 +25,9 @@ import nats.js.errors
 from adapters.sdk.client import NO_RETRY, AckNotConfirmedError, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.audit.note import Verifier
-from gateway.audit.verify import read_log, verify_log
+from gateway.audit.verify import verify_log
 from gateway.core import subjects
+from gateway.store.audit_reader import read_log
 from gateway.testkit.cluster import LocalCluster
 from gateway.testkit.history import History, Outcome
 from tests.conftest import TOKENS

@@ -23,10 +23,10 @@ from dutylink.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
-from gateway.audit.verify import read_log
 from gateway.core.validation import CUT_RULE, Validator
 from gateway.rpc.calls import MAX_STATUS_DETAIL_BYTES
 from gateway.server import Gateway
+from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event, warning_event

@@ -14,8 +14,9 @@ import pytest
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.audit.note import Verifier
-from gateway.audit.verify import read_log, verify_log
+from gateway.audit.verify import verify_log
 from gateway.core import subjects
+from gateway.store.audit_reader import read_log
 from gateway.store.jetstream import stored_messages
 from gateway.testkit.inprocess import GatewayProcess
 from tests.conftest import TOKENS

@@ -22,6 +22,7 @@ from gateway.audit.entries import (
     fits_a_frame,
     frame_budget,
 )
+from gateway.store import audit_files
 from tests.factories import incident_event, resource_request_event
 
 KEY = bytes(range(32))
@@ -139,6 +140,6 @@ def test_a_path_through_a_repeated_field_keeps_element_positions() -> None:
 
 def test_the_commitment_key_is_created_once_and_private(tmp_path: Path) -> None:
     path = tmp_path / "audit" / "commitment.key"
-    key = commitments.load_or_create_key(path)
-    assert len(key) == 32 and commitments.load_or_create_key(path) == key
+    key = audit_files.load_or_create_key(path)
+    assert len(key) == 32 and audit_files.load_or_create_key(path) == key
     assert path.stat().st_mode & 0o777 == 0o600

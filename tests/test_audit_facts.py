@@ -20,9 +20,10 @@ from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.authorization import PolicyHolder
 from gateway.audit import commitments
 from gateway.audit.entries import schema_version
-from gateway.audit.verify import read_log
 from gateway.cli.operator_audit import operator_name
 from gateway.server import Gateway
+from gateway.store import audit_files
+from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
 from tests.conftest import TOKENS
@@ -133,7 +134,7 @@ async def test_a_delivery_is_logged_with_the_digest_of_the_bytes_sent_and_commit
     assert b"13812345678" not in serialized and b"Wang Fang" not in serialized, "no personal data"
 
     # An auditor given the original event and the salt proves what was withheld from transport...
-    key = commitments.load_or_create_key(tmp_path / "data" / "audit" / "commitment.key")
+    key = audit_files.load_or_create_key(tmp_path / "data" / "audit" / "commitment.key")
     (commitment,) = delivered.withheld_commitments
     salt = commitments.salt(key, event.id, "transport", "incident.reporter")
     assert commitment.path == "incident.reporter"

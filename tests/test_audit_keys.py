@@ -12,11 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.sdk.client import DutyLinkClient
 from gateway.audit import merkle
-from gateway.audit.log import SigningKeyChangedError, declared_rotation, load_or_create_signer
+from gateway.audit.log import SigningKeyChangedError
 from gateway.audit.note import Checkpoint, Signer, Verifier, sign_note
-from gateway.audit.verify import Report, read_log, verify_log
+from gateway.audit.verify import Report, verify_log
 from gateway.config import ConfigError
 from gateway.core import subjects
+from gateway.store.audit_files import declared_rotation, load_or_create_signer
+from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import (
     GatewayProcess,
     GatewayProcessError,

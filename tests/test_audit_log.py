@@ -16,9 +16,10 @@ from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.audit import merkle
 from gateway.audit.entries import decode_frames, gateway_entry
-from gateway.audit.log import AuditEntryRefusedError, AuditLog, AuditUnavailableError
+from gateway.audit.log import AuditEntryRefusedError, AuditUnavailableError
 from gateway.audit.note import Checkpoint, Signer, Verifier, open_note
 from gateway.core import subjects
+from gateway.store.audit_log import AuditLog
 from gateway.store.jetstream import EventStore, stored_messages
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS

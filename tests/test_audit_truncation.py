@@ -11,11 +11,10 @@ from pathlib import Path
 import nats
 import pytest
 
-from gateway.audit.kept import KeptCheckpointError
-from gateway.audit.log import load_or_create_signer
 from gateway.audit.note import Checkpoint, open_note, sign_note, unverified_text
 from gateway.core import subjects
 from gateway.server import Gateway
+from gateway.store.audit_files import KeptCheckpointError, load_or_create_signer
 from gateway.store.nats_server import NatsServer
 from gateway.testkit.inprocess import config_for_tests
 from tests.test_store_witness import publish_some

@@ -19,18 +19,14 @@ from typer.testing import CliRunner
 
 from dutylink.v1 import audit_pb2
 from gateway.audit import merkle
-from gateway.audit.log import AuditLog, load_or_create_signer
 from gateway.audit.merkle import SubtreeHashes
 from gateway.audit.note import Checkpoint, Signer, sign_note
-from gateway.audit.verify import (
-    LogNotFoundError,
-    Report,
-    StoredLog,
-    read_log,
-    verify_log,
-)
+from gateway.audit.verify import Report, verify_log
 from gateway.cli.audit import audit_app
 from gateway.core import subjects
+from gateway.store.audit_files import load_or_create_signer
+from gateway.store.audit_log import AuditLog
+from gateway.store.audit_reader import LogNotFoundError, StoredLog, read_log
 from gateway.store.jetstream import EventStore
 from gateway.store.nats_auth import redact_url
 from gateway.store.nats_server import NatsServer

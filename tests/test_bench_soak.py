@@ -15,8 +15,9 @@ import pytest
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.audit.note import Verifier
-from gateway.audit.verify import read_log, verify_log
+from gateway.audit.verify import verify_log
 from gateway.bench import soak as bench_soak
+from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import GatewayProcess, GatewayProcessError
 from tests.conftest import TOKENS
 from tests.factories import incident_event

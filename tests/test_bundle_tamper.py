@@ -34,9 +34,9 @@ from dutylink.v1 import audit_pb2
 from gateway.audit import merkle
 from gateway.audit.bundle import readable
 from gateway.audit.note import Checkpoint, Signer, sign_note, unverified_text
-from gateway.audit.reader import AuditReader
 from gateway.cli.audit import audit_app
 from gateway.server import Gateway
+from gateway.store.audit_reader import AuditReader
 from gateway.testkit.inprocess import config_for_tests
 from tests.cli_support import running_nats
 from tests.conftest import TOKENS

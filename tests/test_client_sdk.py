@@ -13,8 +13,8 @@ import pytest
 
 from adapters.sdk.client import DutyLinkClient, Retry
 from dutylink.v1 import audit_pb2, gateway_pb2
-from gateway.audit.verify import read_log
 from gateway.server import Gateway
+from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import config_for_tests, free_port, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event

@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 
 from dutylink.v1 import event_pb2
-from gateway.audit.verify import read_log
+from gateway.store.audit_reader import read_log
 from gateway.testkit.fuzz import requests, seeds, send_all
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS, agency_clients

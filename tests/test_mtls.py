@@ -17,9 +17,9 @@ import pytest
 from adapters.sdk.client import ClientCertificate, DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.access import pki
-from gateway.audit.verify import read_log
 from gateway.config import Agency, Config, ConfigError, TlsSettings
 from gateway.server import Gateway
+from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event

@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 
 import gateway.cli.demo
 from adapters.sdk.client import DutyLinkClient
-from gateway.audit.log import load_or_create_signer
 from gateway.cli.main import app
 from gateway.core import subjects
 from gateway.server import Gateway
 from gateway.store import nats_auth
+from gateway.store.audit_files import load_or_create_signer
 from gateway.store.nats_auth import (
     AUDITOR,
     GATEWAY,

@@ -19,7 +19,8 @@ no signature of its own), the file set, the key file against the trusted key, th
 against its template. A bundle verifies only if every entry is covered by a checkpoint the
 trusted key signed: a full one by `verify_log` plus "the last checkpoint covers every entry"
 (an unsigned tail fails unless allowed), an incident one by each entry's inclusion proof
-against its checkpoint. Everything here is pure over the files' bytes; `read_files` is the I/O.
+against its checkpoint. Everything here is pure over the files' bytes; reading and writing them is
+gateway.store.audit_files'.
 
 Format 1 (before December 2026) differs only in its README, which carried the export time: it
 is checked by its SHA-256 in the manifest alone.
@@ -31,11 +32,9 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -184,36 +183,6 @@ def render(bundle: Bundle) -> dict[str, bytes]:
     }
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
     return files
-
-
-def write_bundle(directory: Path, bundle: Bundle) -> None:
-    """Write `bundle` as files under `directory` (created; must be empty or absent)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        raise BundleError(f"{directory}: not empty; export into a new directory")
-    for name, data in render(bundle).items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-
-def read_files(directory: Path) -> dict[str, bytes | None]:
-    """Every file under `directory` by relative POSIX path: its bytes, or None for what is not
-    a regular file (a symbolic link, say: a bundle holds none). Raises `BundleError`."""
-    if not directory.is_dir():
-        raise BundleError(f"{directory}: not a directory")
-    found: dict[str, bytes | None] = {}
-    try:
-        for top, directories, names in os.walk(directory):
-            for name in names + [d for d in directories if os.path.islink(os.path.join(top, d))]:
-                path = Path(top, name)
-                relative = path.relative_to(directory).as_posix()
-                found[relative] = (
-                    path.read_bytes() if path.is_file() and not path.is_symlink() else None
-                )
-    except OSError as error:
-        raise BundleError(f"{directory}: cannot read: {error}") from None
-    return found
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 from collections.abc import Sequence
-from pathlib import Path
 from typing import cast
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -77,19 +74,3 @@ def commit(
         )
         for path in paths
     ]
-
-
-def load_or_create_key(key_file: Path) -> bytes:
-    """The deployment's commitment key (hex in a 0600 file), created on first use. Replicas
-    share it (copy the file) so any of them can reveal salts for any entry."""
-    if key_file.exists():
-        key = bytes.fromhex(key_file.read_text(encoding="utf-8").strip())
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"{key_file}: a commitment key is {KEY_BYTES} bytes in hex")
-        return key
-    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = secrets.token_bytes(KEY_BYTES)
-    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        stream.write(key.hex() + "\n")
-    return key

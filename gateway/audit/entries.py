@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
@@ -23,10 +24,12 @@ from dutylink.v1 import (
     resource_pb2,
     warning_pb2,
 )
-from gateway.access.revocation import ChangeKind, RevocationChange
 from gateway.audit.note import NoteError, Verifier
 from gateway.core.envelope import incident_ids
 from policies.engine import Decision
+
+if TYPE_CHECKING:  # the type alone: the revocation keeper reads certificate files
+    from gateway.access.revocation import RevocationChange
 
 
 def schema_version() -> str:
@@ -332,10 +335,11 @@ def dead_letter_replay_entry(
     )
 
 
+# By `ChangeKind` value.
 _REVOCATION_OUTCOMES = {
-    ChangeKind.LOADED: audit_pb2.AUDIT_OUTCOME_OK,
-    ChangeKind.REFUSED: audit_pb2.AUDIT_OUTCOME_INVALID,
-    ChangeKind.UNUSABLE: audit_pb2.AUDIT_OUTCOME_FAILED,
+    "loaded": audit_pb2.AUDIT_OUTCOME_OK,
+    "refused": audit_pb2.AUDIT_OUTCOME_INVALID,
+    "unusable": audit_pb2.AUDIT_OUTCOME_FAILED,
 }
 
 
@@ -343,7 +347,7 @@ def revocation_entry(change: RevocationChange) -> audit_pb2.AuditEntry:
     """A change of the CRL in force: loaded, a replacement refused, or unusable."""
     entry = gateway_entry(
         audit_pb2.AUDIT_ACTION_REVOCATION_LIST,
-        _REVOCATION_OUTCOMES[change.kind],
+        _REVOCATION_OUTCOMES[change.kind.value],
         reason=change.reason,
     )
     if change.digest:
@@ -442,7 +446,8 @@ def encode_frames(
 
 
 def frame_entries(data: bytes) -> tuple[int, list[bytes]]:
-    """One stored frame's first leaf index and entries; ValueError if it does not decode."""
+    """One stored frame's first leaf index and entries; ValueError if it does not decode. The
+    one place a stored frame is decoded (gateway.store.audit_reader reads them)."""
     try:
         frame = audit_pb2.AuditFrame.FromString(data)
     except DecodeError:
@@ -466,14 +471,14 @@ def decode_frames(frames: Sequence[bytes]) -> Unframed:
     problems: list[str] = []
     for number, data in enumerate(frames):
         try:
-            frame = audit_pb2.AuditFrame.FromString(data)
-        except DecodeError:
-            problems.append(f"frame {number}: does not decode as an AuditFrame")
+            first, unpacked = frame_entries(data)
+        except ValueError as error:
+            problems.append(f"frame {number}: {error}")
             continue
-        if frame.first_sequence != len(entries):
+        if first != len(entries):
             problems.append(
-                f"frame {number}: starts at entry {frame.first_sequence}, "
+                f"frame {number}: starts at entry {first}, "
                 f"but the frames before it hold {len(entries)}"
             )
-        entries.extend(frame.entries)
+        entries.extend(unpacked)
     return Unframed(entries, problems)

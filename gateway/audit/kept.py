@@ -6,51 +6,27 @@ hand out again leaf indices that auditors already hold in checkpoints. So after 
 checkpoint is stored, the gateway also keeps the note in its data directory
 (`<data_dir>/audit/<gateway id>.checkpoint`, 0600, replaced atomically), and at start-up the log
 read from the stream must reach that checkpoint's size with the same root there.
+
+Pure: the check over the note and the log's roots; the file is kept and read by
+gateway.store.audit_files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
-from pathlib import Path
 
-from gateway.access.pki import write_atomically
 from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note, signature_keys
-from gateway.store.jetstream import StoreDamagedError
 
 
-class KeptCheckpointError(StoreDamagedError):
-    """The audit log read from the stream does not reach the checkpoint kept in the data
-    directory (or that file cannot be trusted): one line naming the gateway id and the file."""
-
-
-def kept_checkpoint_file(audit_dir: Path, gateway_id: str) -> Path:
-    return audit_dir / f"{gateway_id}.checkpoint"
-
-
-def keep_checkpoint(path: Path, note: str) -> None:
-    """Replace the kept note: a 0600 temporary file, fsynced, renamed into place (a crash leaves
-    the old note or the new one, both true prefixes of the log)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomically(path, note.encode(), 0o600)
-
-
-def read_kept_checkpoint(path: Path) -> str | None:
-    """The kept note, or None if there is none (first start, or a new data directory)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise KeptCheckpointError(
-            f"cannot read the kept audit checkpoint {path}: {error.strerror}"
-        ) from None
-    return data.decode("utf-8", "surrogateescape")
+class KeptCheckpointMismatchError(ValueError):
+    """The log read from the stream does not reach the kept checkpoint, or the kept note cannot
+    be trusted (the edge reports it as gateway.store.audit_files.KeptCheckpointError)."""
 
 
 def check_kept_checkpoint(
     note: str,
     *,
-    where: Path,
+    where: str,
     gateway_id: str,
     origin: str,
     verifiers: Iterable[Verifier],
@@ -59,7 +35,7 @@ def check_kept_checkpoint(
     root_at: Callable[[int], bytes],
 ) -> bool:
     """Check the log read from the stream (`size` entries, `root_at(n)` the root of its first
-    n) against the kept note. Raises `KeptCheckpointError` if the log is shorter or differs, or
+    n) against the kept note. Raises `KeptCheckpointMismatchError` if the log is shorter or differs, or
     if the note does not verify with the log's key. Returns False, unchecked, only for a note
     signed solely by a former key known by its id alone (a declared rotation), which cannot
     be verified and so is neither trusted nor held against the log."""
@@ -70,23 +46,23 @@ def check_kept_checkpoint(
         with_ids = {key_id for _, key_id in _keys_or_none(note)}
         if with_ids and with_ids <= set(unverifiable_key_ids):
             return False
-        raise KeptCheckpointError(
+        raise KeptCheckpointMismatchError(
             f"audit log {gateway_id}: the kept checkpoint {where} does not verify with the "
             f"log's key ({error}); refusing to start (restore the right file or key)"
         ) from None
     if checkpoint.origin != origin:
-        raise KeptCheckpointError(
+        raise KeptCheckpointMismatchError(
             f"audit log {gateway_id}: the kept checkpoint {where} is of log "
             f"{checkpoint.origin!r}, not {origin!r}; refusing to start"
         )
     if checkpoint.size > size:
-        raise KeptCheckpointError(
+        raise KeptCheckpointMismatchError(
             f"audit log {gateway_id} lost entries: the stream holds {size} but the signed "
             f"checkpoint kept in {where} covers {checkpoint.size}; refusing to start "
             "(restore the DUTYLINK_AUDIT stream from a backup; run `dutylink audit verify`)"
         )
     if root_at(checkpoint.size) != checkpoint.root_hash:
-        raise KeptCheckpointError(
+        raise KeptCheckpointMismatchError(
             f"audit log {gateway_id} was rewritten: the stream holds {size} entries whose "
             f"first {checkpoint.size} do not match the root of the signed checkpoint kept in "
             f"{where}; refusing to start (run `dutylink audit verify`)"

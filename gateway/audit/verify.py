@@ -1,7 +1,8 @@
 """Audit a gateway's log: every entry, every signed checkpoint, and how they fit together.
 
 `verify_log` is pure (stored values in, a `Report` out) so that an auditor can run it on a copy
-of the stream; `read_log` fetches those values from JetStream. What is checked:
+of the stream; `gateway.store.audit_reader.read_log` fetches those values from JetStream. What
+is checked:
 
 - each entry decodes as an `AuditEntry` whose `sequence` is its leaf index and whose
   `gateway_id` is the log's;
@@ -35,12 +36,10 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import nats.js.errors
 from google.protobuf.message import DecodeError
-from nats.js import JetStreamContext
 
 from dutylink.v1 import audit_pb2
-from gateway.audit.entries import KeyRotation, decode_frames, parse_rotation
+from gateway.audit.entries import KeyRotation, parse_rotation
 from gateway.audit.merkle import (
     ProofError,
     SubtreeHashes,
@@ -56,8 +55,6 @@ from gateway.audit.note import (
     signature_keys,
     unverified_text,
 )
-from gateway.core import subjects
-from gateway.store.jetstream import stored_messages
 
 
 @dataclass
@@ -83,10 +80,6 @@ class Report:
     def unsigned(self) -> int:
         """Entries after the latest checkpoint: stored, not yet covered by a signature."""
         return max(self.entries - (self.latest_size or 0), 0)
-
-
-class LogNotFoundError(LookupError):
-    """The audit stream does not exist on this NATS."""
 
 
 # --- entries ----------------------------------------------------------------------------------
@@ -468,38 +461,3 @@ def verify_log(
     if signed:
         report.latest_size, report.latest_root = signed[-1].size, signed[-1].root
     return report
-
-
-# --- reading from JetStream -------------------------------------------------------------------
-
-
-async def _read_subject(js: JetStreamContext, subject: str) -> list[bytes]:
-    return [raw.data or b"" async for raw in stored_messages(js, subjects.AUDIT_STREAM, subject)]
-
-
-@dataclass(frozen=True)
-class StoredLog:
-    """A gateway's log as read: its entries (unpacked from their frames), its checkpoints
-    (note texts), both in stored order, and any frame that did not unpack."""
-
-    entries: list[bytes]
-    checkpoints: list[str]
-    frame_problems: list[str]
-
-
-async def read_log(js: JetStreamContext, gateway_id: str) -> StoredLog:
-    """A gateway's stored log.
-
-    Checkpoints are read first: a gateway appending meanwhile then only adds entries beyond
-    what the checkpoints cover, never checkpoints beyond the entries read. Raises
-    `LogNotFoundError` if the audit stream does not exist, and nats errors if NATS fails.
-    """
-    try:
-        await js.stream_info(subjects.AUDIT_STREAM)
-    except nats.js.errors.NotFoundError:
-        raise LogNotFoundError(f"stream {subjects.AUDIT_STREAM} does not exist") from None
-    notes = await _read_subject(js, subjects.audit_checkpoints(gateway_id))
-    unframed = decode_frames(await _read_subject(js, subjects.audit_entries(gateway_id)))
-    # Invalid UTF-8 survives as lone surrogates, which the note parser names with their offset.
-    checkpoints = [data.decode("utf-8", "surrogateescape") for data in notes]
-    return StoredLog(unframed.entries, checkpoints, unframed.problems)

@@ -41,17 +41,23 @@ from gateway.audit.bundle import (
     check_bundle,
     key_file,
     manifest_gateway_id,
-    read_files,
-    write_bundle,
 )
-from gateway.audit.entries import describe
+from gateway.audit.entries import describe, frame_entries
 from gateway.audit.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.audit.note import NoteError, Verifier, open_note
-from gateway.audit.reader import READ_FAILURES, AuditReader, DamagedLogError, StoredCheckpoint
-from gateway.audit.verify import LogNotFoundError, Report, read_log, verify_log
+from gateway.audit.verify import Report, verify_log
 from gateway.audit.witness import Ledger, StreamView, Verdict, compare, publish_facts
 from gateway.core import subjects
 from gateway.store import nats_auth
+from gateway.store.audit_files import read_files, write_bundle
+from gateway.store.audit_reader import (
+    READ_FAILURES,
+    AuditReader,
+    DamagedLogError,
+    LogNotFoundError,
+    StoredCheckpoint,
+    read_log,
+)
 from gateway.store.jetstream import event_digests, events_state
 from gateway.store.nats_server import (
     PID_FILE,
@@ -585,9 +591,9 @@ async def _tail(url: str, gateway_id: str, count: int, follow: bool) -> None:
 
         await client.subscribe(subjects.audit_entries(gateway_id), cb=on_frame)
         while True:
-            frame = audit_pb2.AuditFrame.FromString(await arrived.get())
-            for offset, data in enumerate(frame.entries):
-                index = frame.first_sequence + offset
+            first, entries = frame_entries(await arrived.get())
+            for offset, data in enumerate(entries):
+                index = first + offset
                 if index >= size:
                     typer.echo(f"{index:>8} {describe(audit_pb2.AuditEntry.FromString(data))}")
     except (DamagedLogError, *READ_FAILURES) as error:

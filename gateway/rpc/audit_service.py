@@ -1,5 +1,6 @@
 """gRPC servicers over the audit logs: AuditService (auditors only) and CheckpointService (any
-authenticated agency). Any replica answers for any replica's log (see gateway.audit.reader)."""
+authenticated agency). Any replica answers for any replica's log (see
+gateway.store.audit_reader)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,16 @@ from gateway.audit.entries import salt_reveal_entry
 from gateway.audit.log import AuditUnavailableError
 from gateway.audit.merkle import SubtreeHashes
 from gateway.audit.note import NoteError
-from gateway.audit.reader import (
+from gateway.core import subjects
+from gateway.rpc.calls import abort, authenticate, status
+from gateway.rpc.dependencies import Dependencies
+from gateway.store.audit_reader import (
     READ_FAILURES,
     AuditReader,
     DamagedLogError,
     StoredCheckpoint,
     parse_stored_checkpoint,
 )
-from gateway.core import subjects
-from gateway.rpc.calls import abort, authenticate, status
-from gateway.rpc.dependencies import Dependencies
 
 log = structlog.get_logger("dutylink.audit")
 

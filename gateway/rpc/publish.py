@@ -25,6 +25,8 @@ from gateway.rpc.calls import (
     MAX_ECHOED_ID_CHARS,
     MAX_STATUS_DETAIL_BYTES,
     MAX_STATUS_MESSAGE_CHARS,
+    REFUSAL_CODES,
+    REFUSAL_OUTCOMES,
     abort,
     authenticate,
     fit_problems,
@@ -92,13 +94,12 @@ def _publish_error(
 def _refusal_entry(
     principal: Principal, event: event_pb2.Event, refused: Refused
 ) -> audit_pb2.AuditEntry:
-    outcome = (
-        audit_pb2.AUDIT_OUTCOME_INVALID
-        if refused.code == grpc.StatusCode.INVALID_ARGUMENT
-        else audit_pb2.AUDIT_OUTCOME_DENIED
-    )
     return publish_entry(
-        principal.agency, event, outcome, reason=refused.message, decision=refused.decision
+        principal.agency,
+        event,
+        REFUSAL_OUTCOMES[refused.kind],
+        reason=refused.message,
+        decision=refused.decision,
     )
 
 
@@ -213,11 +214,13 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             log.info(
                 "publish.refused",
                 event_id=shorten(request.event.id, MAX_ECHOED_ID_CHARS),
-                code=outcome.code.name,
+                code=REFUSAL_CODES[outcome.kind].name,
                 reason=outcome.message,
             )
             await self._deps.record_best_effort([_refusal_entry(principal, request.event, outcome)])
-            await abort(context, status(outcome.code, outcome.message, outcome.problems))
+            await abort(
+                context, status(REFUSAL_CODES[outcome.kind], outcome.message, outcome.problems)
+            )
         self._deps.failpoint("publish.admitted")
         try:
             # Audit first: no event is ever stored without its entry (fail closed).
@@ -314,7 +317,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     for p in outcome.problems
                 )
                 error = _publish_error(
-                    outcome.code,
+                    REFUSAL_CODES[outcome.kind],
                     outcome.message,
                     fit_problems(problems, min(MAX_STATUS_DETAIL_BYTES, room)),
                     MAX_STATUS_MESSAGE_CHARS if room > MAX_STATUS_MESSAGE_CHARS else 64,

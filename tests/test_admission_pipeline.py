@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dutylink.v1 import event_pb2
+import pytest
+
+from dutylink.v1 import audit_pb2, event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope
 from gateway.core.admission import (
@@ -18,6 +20,7 @@ from gateway.core.admission import (
     admit_all,
     pipeline,
 )
+from gateway.core.facts import AuditSink, MemoryAuditSink, SinkUnavailableError
 from gateway.core.validation import Validator
 from policies.engine import Decision
 from tests.factories import incident_event
@@ -105,3 +108,19 @@ def test_a_batch_passes_the_state_to_each_event() -> None:
         state={closed_event.id: "closed"},
     )
     assert [type(o).__name__ for o in outcomes] == ["Admitted", "Refused"]
+
+
+async def test_the_memory_sink_fails_closed_and_keeps_follow_ups_for_the_next_append() -> None:
+    refusal = audit_pb2.AuditEntry(reason="refused")
+    stored = audit_pb2.AuditEntry(reason="stored")
+    sink: AuditSink = MemoryAuditSink()
+    assert isinstance(sink, MemoryAuditSink)
+    sink.follow_up(stored)
+    sink.available = False
+    with pytest.raises(SinkUnavailableError):
+        await sink.record([refusal])
+    await sink.record_best_effort([refusal])
+    assert sink.entries == [] and sink.unrecorded == [refusal]
+    sink.available = True
+    await sink.record([refusal])
+    assert sink.entries == [stored, refusal] and sink.follow_ups == []

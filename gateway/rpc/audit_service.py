@@ -29,10 +29,10 @@ from gateway.audit.reader import (
 from gateway.core import subjects
 from gateway.rpc.calls import abort, authenticate, status
 from gateway.rpc.dependencies import Dependencies
+from policies.engine import AUDITOR_ROLE, is_auditor
 
 log = structlog.get_logger("dutylink.audit")
 
-AUDITOR_ROLE = "auditor"
 DEFAULT_PAGE_SIZE = 100
 # Entries examined per ListEntries call at most, matching or not: a filter that matches little
 # returns a short page and `next_index` to go on from, instead of holding the call for minutes.
@@ -66,7 +66,7 @@ class _LogAccess:
         auditor: bool,
     ) -> Principal:
         principal = await authenticate(self.deps.authenticator, context, rpc)
-        if auditor and AUDITOR_ROLE not in principal.roles:
+        if auditor and not is_auditor(principal.roles):
             await abort(
                 context,
                 status(

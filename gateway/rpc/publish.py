@@ -8,6 +8,8 @@ is durable."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 import grpc
@@ -19,7 +21,7 @@ from gateway.audit.entries import (
     stored_entry,
 )
 from gateway.audit.log import AuditUnavailableError
-from gateway.core.admission import Admitted, Refused, admit, admit_all
+from gateway.core.admission import Admitted, Refused, admit_all
 from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import (
     MAX_ECHOED_ID_CHARS,
@@ -186,13 +188,15 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 stored_content_digest=stored.stored_content_digest.hex(),
             )
 
-    def _admit(self, principal: Principal, event: event_pb2.Event) -> Admitted | Refused:
-        now = self._deps.clock()
-        return admit(
+    def _admit_all(
+        self, principal: Principal, events: Sequence[event_pb2.Event], now: datetime
+    ) -> list[Admitted | Refused]:
+        """The admission pipeline for Publish (a batch of one) and PublishBatch alike."""
+        return admit_all(
             self._deps.validator,
             lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
             principal,
-            event,
+            events,
             now,
             max_event_bytes=self._deps.config.gateway.max_message_bytes,
         )
@@ -209,7 +213,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             )
         await self._refuse_if_read_only(context)
         async with self._turns.turn(principal.agency):
-            outcome = self._admit(principal, request.event)
+            (outcome,) = self._admit_all(principal, (request.event,), self._deps.clock())
         if isinstance(outcome, Refused):
             log.info(
                 "publish.refused",
@@ -291,14 +295,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         outcomes = await self._turns.in_turns(
             principal.agency,
             request.events,
-            lambda events: admit_all(
-                self._deps.validator,
-                lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
-                principal,
-                events,
-                now,
-                max_event_bytes=self._deps.config.gateway.max_message_bytes,
-            ),
+            lambda events: self._admit_all(principal, events, now),
         )
         admitted: list[tuple[int, Admitted]] = []
         refusals: list[audit_pb2.AuditEntry] = []

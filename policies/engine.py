@@ -337,6 +337,22 @@ class Evaluator:
         return Explanation(decision, checks)
 
 
+# The role that may read and verify the audit log (gateway's AuditService).
+AUDITOR_ROLE = "auditor"
+
+
+def is_auditor(roles: frozenset[str]) -> bool:
+    """Whether a caller holding `roles` may read the audit log."""
+    return AUDITOR_ROLE in roles
+
+
+def holds_break_glass_role(policy: Policy, agency: str, roles: frozenset[str]) -> bool:
+    """Whether `agency`, holding `roles`, may declare break-glass: a role the policy names for
+    break-glass that the agency's profile grants and the caller holds."""
+    profile = policy.agency(agency)
+    return profile is not None and bool(policy.break_glass.roles & roles & profile.roles)
+
+
 class BreakGlassError(ValueError):
     """A break-glass declaration the policy does not permit; the message says why."""
 
@@ -365,7 +381,7 @@ def declare_grant(
     allowed_roles = policy.break_glass.roles
     if profile is None:
         problems.append(f"unknown agency '{agency}'")
-    elif not allowed_roles & roles & profile.roles:
+    elif not holds_break_glass_role(policy, agency, roles):
         problems.append(
             f"{agency} holds none of the break-glass roles ({', '.join(sorted(allowed_roles)) or 'none in the policy'})"
         )

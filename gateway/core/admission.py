@@ -1,5 +1,12 @@
-"""Admission of one published event: validate, check the claimed source, stamp, decide, route.
-Pure (the policy decision comes in as a function).
+"""Admission of one published event, as a pipeline of guards: validation, the claimed source,
+the policy decision, then any stateful guards (a lifecycle or a ledger check) that read the
+aggregate state handed in. Pure: the policy decision comes in as a function and the state as a
+value; no grpc here (refusal kinds become gRPC codes and audit outcomes in gateway.rpc.calls).
+
+Each guard is `(principal, event, state) -> Passed | Refused`. The first refusal ends the
+pipeline. The door guards (validation, claimed source) see the event as sent; then the event is
+stamped (authenticated source, time of receipt) and the later guards see the stamped event, so
+the policy and the stateful guards judge what would be stored.
 
 The same function serves Publish and each event of PublishBatch (`admit_all`: one request,
 one moment of receipt), so both refuse and accept alike; the servicer only turns the outcome
@@ -12,11 +19,11 @@ field that no rule was written for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from dutylink.v1 import event_pb2
@@ -24,6 +31,17 @@ from gateway.access.auth import Principal
 from gateway.core import envelope, subjects
 from gateway.core.validation import FieldProblem, Validator
 from policies.engine import Decision
+
+
+class RefusalKind(enum.Enum):
+    """Why admission says no, by whose fault; the edge maps each to a status and an outcome."""
+
+    INVALID = "invalid"  # the event breaks a field rule or a limit
+    DENIED = "denied"  # the caller may not publish it (source or policy)
+    ILLEGAL_TRANSITION = "illegal_transition"  # the aggregate's state does not allow it
+    CONFLICT = "conflict"  # another writer changed the aggregate first
+    FULL = "full"  # a ledger or quota has no room left
+    UNAVAILABLE = "unavailable"  # the state a guard needs cannot be read now
 
 
 @dataclass(frozen=True)
@@ -41,12 +59,134 @@ class Admitted:
 
 @dataclass(frozen=True)
 class Refused:
-    """Why an event is not stored, as the gRPC status the caller receives."""
+    """Why an event is not stored: its kind, a message for the caller, the fields at fault."""
 
-    code: grpc.StatusCode
+    kind: RefusalKind
     message: str
     problems: tuple[FieldProblem, ...] = field(default=())
     decision: Decision | None = None
+
+
+@dataclass(frozen=True)
+class Passed:
+    """A guard's yes, with what it learned on the way (advice, the policy's decision)."""
+
+    advisories: tuple[FieldProblem, ...] = ()
+    decision: Decision | None = None
+
+
+PASSED = Passed()
+
+# Aggregate state a stateful guard reads, by aggregate key (e.g. an incident's lifecycle
+# state); read by the edge before admission and committed by it with compare-and-set after.
+AggregateState = Mapping[str, object]
+NO_STATE: AggregateState = {}
+
+Guard = Callable[[Principal, event_pb2.Event, AggregateState], Passed | Refused]
+
+
+def validation_guard(validator: Validator, max_event_bytes: int) -> Guard:
+    """Size, then the field rules; advice that is not followed passes as advisories."""
+
+    def guard(_: Principal, event: event_pb2.Event, __: AggregateState) -> Passed | Refused:
+        size = event.ByteSize()
+        if size > max_event_bytes:
+            problem = FieldProblem(
+                "", f"event is {size} bytes; the limit is {max_event_bytes}", "event.max_bytes"
+            )
+            return Refused(RefusalKind.INVALID, problem.description, (problem,))
+        checked = validator.check(event)
+        if checked.problems:
+            fields = ", ".join(sorted({p.field or p.rule_id for p in checked.problems}))
+            return Refused(RefusalKind.INVALID, f"invalid event: {fields}", tuple(checked.problems))
+        return Passed(advisories=tuple(checked.advisories))
+
+    return guard
+
+
+def claimed_source_guard(
+    principal: Principal, event: event_pb2.Event, _: AggregateState
+) -> Passed | Refused:
+    """A source, when given, must be the calling agency: nobody publishes in another's name."""
+    if event.source and event.source != principal.agency:
+        return Refused(
+            RefusalKind.DENIED,
+            f"source '{event.source}' is not the calling agency '{principal.agency}'",
+        )
+    return PASSED
+
+
+def policy_guard(decide: Callable[[event_pb2.Event], Decision]) -> Guard:
+    """The access policy's publish decision on the stamped event."""
+
+    def guard(principal: Principal, event: event_pb2.Event, _: AggregateState) -> Passed | Refused:
+        decision = decide(event)
+        if not decision.allowed:
+            return Refused(
+                RefusalKind.DENIED,
+                f"{principal.agency} may not publish {event.type} here: {decision.reason} "
+                f"(policy {decision.policy_version[:12]})",
+                decision=decision,
+            )
+        return Passed(decision=decision)
+
+    return guard
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The guards in order: `door` on the event as sent, `stamped` on the stamped event (the
+    policy guard first, then the stateful guards). One policy guard must pass with a decision."""
+
+    door: Sequence[Guard]
+    stamped: Sequence[Guard]
+
+    def run(
+        self,
+        principal: Principal,
+        event: event_pb2.Event,
+        received: timestamp_pb2.Timestamp,
+        state: AggregateState = NO_STATE,
+    ) -> Admitted | Refused:
+        advisories: list[FieldProblem] = []
+        decision: Decision | None = None
+        for guard in self.door:
+            verdict = guard(principal, event, state)
+            if isinstance(verdict, Refused):
+                return verdict
+            advisories.extend(verdict.advisories)
+        stamped = envelope.stamped(event, principal.agency, received)
+        stamped.DiscardUnknownFields()
+        for guard in self.stamped:
+            verdict = guard(principal, stamped, state)
+            if isinstance(verdict, Refused):
+                return verdict
+            advisories.extend(verdict.advisories)
+            decision = verdict.decision or decision
+        if decision is None:
+            raise ValueError("an admission pipeline needs a policy guard that decides")
+        subject = subjects.event_subject(
+            stamped.plane, stamped.type, stamped.jurisdiction.division_code
+        )
+        headers = envelope.cloudevents_headers(stamped)
+        headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()
+        return Admitted(
+            stamped, subject, stamped.SerializeToString(), headers, decision, tuple(advisories)
+        )
+
+
+def pipeline(
+    validator: Validator,
+    decide: Callable[[event_pb2.Event], Decision],
+    *,
+    max_event_bytes: int,
+    stateful: Sequence[Guard] = (),
+) -> Pipeline:
+    """The publish pipeline: validation, claimed source, policy, then `stateful` guards."""
+    return Pipeline(
+        door=(validation_guard(validator, max_event_bytes), claimed_source_guard),
+        stamped=(policy_guard(decide), *stateful),
+    )
 
 
 def admit(
@@ -60,9 +200,9 @@ def admit(
 ) -> Admitted | Refused:
     """Size, field rules, claimed source, then the access policy's publish decision (on the
     stamped event, so the policy sees the authenticated source)."""
-    return _admit(
-        validator, decide, principal, event, envelope.timestamp(received), max_event_bytes
-    )
+    return admit_all(
+        validator, decide, principal, (event,), received, max_event_bytes=max_event_bytes
+    )[0]
 
 
 def admit_all(
@@ -73,54 +213,11 @@ def admit_all(
     received: datetime,
     *,
     max_event_bytes: int,
+    stateful: Sequence[Guard] = (),
+    state: AggregateState = NO_STATE,
 ) -> list[Admitted | Refused]:
     """`admit` for each event of a batch, all received at one moment (`received`). The
     servicer calls it a few events at a time, in fair turns among agencies."""
     stamp = envelope.timestamp(received)
-    return [_admit(validator, decide, principal, event, stamp, max_event_bytes) for event in events]
-
-
-def _admit(
-    validator: Validator,
-    decide: Callable[[event_pb2.Event], Decision],
-    principal: Principal,
-    event: event_pb2.Event,
-    received: timestamp_pb2.Timestamp,
-    max_event_bytes: int,
-) -> Admitted | Refused:
-    size = event.ByteSize()
-    if size > max_event_bytes:
-        problem = FieldProblem(
-            "", f"event is {size} bytes; the limit is {max_event_bytes}", "event.max_bytes"
-        )
-        return Refused(grpc.StatusCode.INVALID_ARGUMENT, problem.description, (problem,))
-    checked = validator.check(event)
-    problems = checked.problems
-    if problems:
-        fields = ", ".join(sorted({p.field or p.rule_id for p in problems}))
-        return Refused(
-            grpc.StatusCode.INVALID_ARGUMENT, f"invalid event: {fields}", tuple(problems)
-        )
-    if event.source and event.source != principal.agency:
-        return Refused(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"source '{event.source}' is not the calling agency '{principal.agency}'",
-        )
-    stamped = envelope.stamped(event, principal.agency, received)
-    stamped.DiscardUnknownFields()
-    decision = decide(stamped)
-    if not decision.allowed:
-        return Refused(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"{principal.agency} may not publish {stamped.type} here: {decision.reason} "
-            f"(policy {decision.policy_version[:12]})",
-            decision=decision,
-        )
-    subject = subjects.event_subject(
-        stamped.plane, stamped.type, stamped.jurisdiction.division_code
-    )
-    headers = envelope.cloudevents_headers(stamped)
-    headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()
-    return Admitted(
-        stamped, subject, stamped.SerializeToString(), headers, decision, checked.advisories
-    )
+    guards = pipeline(validator, decide, max_event_bytes=max_event_bytes, stateful=stateful)
+    return [guards.run(principal, event, stamp, state) for event in events]

@@ -30,10 +30,10 @@ from gateway.store.audit_reader import (
     StoredCheckpoint,
     parse_stored_checkpoint,
 )
+from policies.engine import AUDITOR_ROLE, is_auditor
 
 log = structlog.get_logger("dutylink.audit")
 
-AUDITOR_ROLE = "auditor"
 DEFAULT_PAGE_SIZE = 100
 # Entries examined per ListEntries call at most, matching or not: a filter that matches little
 # returns a short page and `next_index` to go on from, instead of holding the call for minutes.
@@ -67,7 +67,7 @@ class _LogAccess:
         auditor: bool,
     ) -> Principal:
         principal = await authenticate(self.deps.authenticator, context, rpc)
-        if auditor and AUDITOR_ROLE not in principal.roles:
+        if auditor and not is_auditor(principal.roles):
             await abort(
                 context,
                 status(

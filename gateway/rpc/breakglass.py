@@ -24,7 +24,7 @@ from gateway.rpc.dependencies import Dependencies, log
 from gateway.store.jetstream import (
     StoreError,
 )
-from policies.engine import BreakGlassError, declare_grant
+from policies.engine import BreakGlassError, declare_grant, holds_break_glass_role
 
 
 class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
@@ -46,7 +46,6 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
                 context, status(grpc.StatusCode.INVALID_ARGUMENT, "invalid declaration", problems)
             )
         policy = self._deps.authorizer.policy
-        profile = policy.agency(principal.agency)
 
         def fact(
             outcome: audit_pb2.AuditOutcome.ValueType,
@@ -66,7 +65,7 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
                 )
             ]
 
-        if profile is None or not (policy.break_glass.roles & principal.roles & profile.roles):
+        if not holds_break_glass_role(policy, principal.agency, principal.roles):
             refusal = (
                 f"{principal.agency} holds no break-glass role "
                 f"({', '.join(sorted(policy.break_glass.roles)) or 'none in the policy'})"

@@ -21,6 +21,7 @@ from dutylink.v1 import audit_pb2
 from gateway.access.auth import Authenticator, Principal, UnauthenticatedError
 from gateway.access.revocation import RevocationUnavailableError
 from gateway.audit.entries import gateway_entry
+from gateway.core.admission import RefusalKind
 from gateway.core.validation import FieldProblem, cut
 from gateway.store.jetstream import (
     StoreError,
@@ -64,6 +65,39 @@ def fit_problems(problems: Sequence[FieldProblem], max_bytes: int) -> tuple[Fiel
             break
         keep += 1
     return cut(shortened, keep) if keep < len(shortened) else tuple(shortened)
+
+
+# Refusal kinds of the pure core, as the caller and the audit log see them: the one place
+# a refusal becomes a gRPC status code and an audit outcome.
+REFUSAL_CODES: dict[RefusalKind, grpc.StatusCode] = {
+    RefusalKind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    RefusalKind.DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    RefusalKind.ILLEGAL_TRANSITION: grpc.StatusCode.FAILED_PRECONDITION,
+    RefusalKind.CONFLICT: grpc.StatusCode.ABORTED,
+    RefusalKind.FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RefusalKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+REFUSAL_OUTCOMES: dict[RefusalKind, audit_pb2.AuditOutcome.ValueType] = {
+    RefusalKind.INVALID: audit_pb2.AUDIT_OUTCOME_INVALID,
+    RefusalKind.DENIED: audit_pb2.AUDIT_OUTCOME_DENIED,
+    RefusalKind.ILLEGAL_TRANSITION: audit_pb2.AUDIT_OUTCOME_DENIED,
+    RefusalKind.CONFLICT: audit_pb2.AUDIT_OUTCOME_CONFLICT,
+    RefusalKind.FULL: audit_pb2.AUDIT_OUTCOME_FAILED,
+    RefusalKind.UNAVAILABLE: audit_pb2.AUDIT_OUTCOME_FAILED,
+}
+
+
+def refusal_outcome(
+    code: grpc.StatusCode,
+    otherwise: audit_pb2.AuditOutcome.ValueType = audit_pb2.AUDIT_OUTCOME_FAILED,
+) -> audit_pb2.AuditOutcome.ValueType:
+    """The audit outcome of a call refused with `code`: the caller's bad request is INVALID,
+    a refused permission DENIED; anything else `otherwise` (the server's or the store's fault)."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return audit_pb2.AUDIT_OUTCOME_INVALID
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return audit_pb2.AUDIT_OUTCOME_DENIED
+    return otherwise
 
 
 def status(

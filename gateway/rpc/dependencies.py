@@ -15,6 +15,7 @@ from gateway.access.auth import Authenticator
 from gateway.access.authorization import Authorizer
 from gateway.audit.log import AuditUnavailableError
 from gateway.config import Config
+from gateway.core.facts import AuditSink
 from gateway.core.validation import Validator
 from gateway.store.audit_log import AuditLog
 from gateway.store.jetstream import (
@@ -71,6 +72,11 @@ class Dependencies:
     # reconnect, to another replica if there is one) instead of holding the shutdown's grace.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+
+    @property
+    def sink(self) -> AuditSink:
+        """The real `AuditSink` (gateway.core.facts): every fact a servicer records goes here."""
+        return self
 
     async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """Append to the audit log (fail closed: raises AuditUnavailableError when the log is

@@ -8,6 +8,8 @@ is durable."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 import grpc
@@ -19,12 +21,14 @@ from gateway.audit.entries import (
     stored_entry,
 )
 from gateway.audit.log import AuditUnavailableError
-from gateway.core.admission import Admitted, Refused, admit, admit_all
+from gateway.core.admission import Admitted, Refused, admit_all
 from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import (
     MAX_ECHOED_ID_CHARS,
     MAX_STATUS_DETAIL_BYTES,
     MAX_STATUS_MESSAGE_CHARS,
+    REFUSAL_CODES,
+    REFUSAL_OUTCOMES,
     abort,
     authenticate,
     fit_problems,
@@ -92,13 +96,12 @@ def _publish_error(
 def _refusal_entry(
     principal: Principal, event: event_pb2.Event, refused: Refused
 ) -> audit_pb2.AuditEntry:
-    outcome = (
-        audit_pb2.AUDIT_OUTCOME_INVALID
-        if refused.code == grpc.StatusCode.INVALID_ARGUMENT
-        else audit_pb2.AUDIT_OUTCOME_DENIED
-    )
     return publish_entry(
-        principal.agency, event, outcome, reason=refused.message, decision=refused.decision
+        principal.agency,
+        event,
+        REFUSAL_OUTCOMES[refused.kind],
+        reason=refused.message,
+        decision=refused.decision,
     )
 
 
@@ -185,13 +188,15 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 stored_content_digest=stored.stored_content_digest.hex(),
             )
 
-    def _admit(self, principal: Principal, event: event_pb2.Event) -> Admitted | Refused:
-        now = self._deps.clock()
-        return admit(
+    def _admit_all(
+        self, principal: Principal, events: Sequence[event_pb2.Event], now: datetime
+    ) -> list[Admitted | Refused]:
+        """The admission pipeline for Publish (a batch of one) and PublishBatch alike."""
+        return admit_all(
             self._deps.validator,
             lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
             principal,
-            event,
+            events,
             now,
             max_event_bytes=self._deps.config.gateway.max_message_bytes,
         )
@@ -208,16 +213,18 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             )
         await self._refuse_if_read_only(context)
         async with self._turns.turn(principal.agency):
-            outcome = self._admit(principal, request.event)
+            (outcome,) = self._admit_all(principal, (request.event,), self._deps.clock())
         if isinstance(outcome, Refused):
             log.info(
                 "publish.refused",
                 event_id=shorten(request.event.id, MAX_ECHOED_ID_CHARS),
-                code=outcome.code.name,
+                code=REFUSAL_CODES[outcome.kind].name,
                 reason=outcome.message,
             )
             await self._deps.record_best_effort([_refusal_entry(principal, request.event, outcome)])
-            await abort(context, status(outcome.code, outcome.message, outcome.problems))
+            await abort(
+                context, status(REFUSAL_CODES[outcome.kind], outcome.message, outcome.problems)
+            )
         self._deps.failpoint("publish.admitted")
         try:
             # Audit first: no event is ever stored without its entry (fail closed).
@@ -288,14 +295,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         outcomes = await self._turns.in_turns(
             principal.agency,
             request.events,
-            lambda events: admit_all(
-                self._deps.validator,
-                lambda stamped: self._deps.authorizer.decide(principal, "publish", stamped, now),
-                principal,
-                events,
-                now,
-                max_event_bytes=self._deps.config.gateway.max_message_bytes,
-            ),
+            lambda events: self._admit_all(principal, events, now),
         )
         admitted: list[tuple[int, Admitted]] = []
         refusals: list[audit_pb2.AuditEntry] = []
@@ -314,7 +314,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     for p in outcome.problems
                 )
                 error = _publish_error(
-                    outcome.code,
+                    REFUSAL_CODES[outcome.kind],
                     outcome.message,
                     fit_problems(problems, min(MAX_STATUS_DETAIL_BYTES, room)),
                     MAX_STATUS_MESSAGE_CHARS if room > MAX_STATUS_MESSAGE_CHARS else 64,

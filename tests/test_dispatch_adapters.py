@@ -24,7 +24,7 @@ from adapters.dispatch.dispatch119 import (
     dispatch119_outbound,
 )
 from adapters.filedrop.adapter import split_utf8_json_lines
-from adapters.framework import Record, Rejected
+from adapters.records import Record, Rejected
 from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
 from adapters.sdk.client import DutyLinkClient
 from adapters.transports import split_csv

@@ -38,7 +38,7 @@ from adapters.edxl.xml import (
     parse_datetime,
     parse_xml,
 )
-from adapters.framework import AdapterConfigError
+from adapters.options import AdapterConfigError
 from dutylink.v1 import common_pb2, event_pb2, resource_pb2
 from gateway.core.validation import Validator
 

@@ -40,18 +40,15 @@ import structlog
 
 from adapters.cap.codec import CapError, parse_cap, to_cap_xml
 from adapters.framework import (
-    AdapterConfigError,
     AdapterKind,
     AdapterPlan,
     Outbound,
-    OutboundRecord,
     Pipeline,
     PublishUnavailableError,
-    Record,
-    Rejected,
     Subscription,
-    event_id_for,
 )
+from adapters.options import AdapterConfigError
+from adapters.records import OutboundRecord, Record, Rejected, event_id_for
 from adapters.transports import DirectorySink, DirectorySource, split_whole
 from adapters.xmlsafe import XmlError, parse_xml
 from dutylink.v1 import common_pb2, event_pb2, warning_pb2

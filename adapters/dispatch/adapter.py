@@ -52,15 +52,9 @@ from adapters.filedrop.adapter import (
     strings,
     table,
 )
-from adapters.framework import (
-    AdapterKind,
-    AdapterPlan,
-    InboundMapping,
-    Outbound,
-    OutboundMapping,
-    Subscription,
-)
-from adapters.runner import AdapterConfigError
+from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
+from adapters.options import AdapterConfigError
+from adapters.records import InboundMapping, OutboundMapping
 from adapters.transports import DirectorySink, Splitter, split_csv
 from dutylink.v1 import event_pb2
 

@@ -59,19 +59,16 @@ from adapters.edxl.de import (
 )
 from adapters.edxl.rm import RmError, parse_rm, to_rm_xml
 from adapters.edxl.xml import XmlError, local_name, parse_xml
-from adapters.framework import (
-    AdapterConfigError,
-    AdapterKind,
-    AdapterPlan,
+from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
+from adapters.options import AdapterConfigError
+from adapters.records import (
     InboundMapping,
-    Outbound,
     OutboundMapping,
     OutboundRecord,
     Part,
     Parts,
     Record,
     Rejected,
-    Subscription,
     event_id_for,
 )
 from adapters.transports import DirectorySink, DirectorySource, split_whole

@@ -30,17 +30,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.framework import (
-    AdapterKind,
-    AdapterPlan,
-    Outbound,
-    OutboundMapping,
-    OutboundRecord,
-    Record,
-    Subscription,
-)
+from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
 from adapters.mapping import JsonMapping, MappingError, event_to_json
-from adapters.runner import AdapterConfigError
+from adapters.options import AdapterConfigError
+from adapters.records import OutboundMapping, OutboundRecord, Record, outbox_name
 from adapters.transports import (
     DirectorySink,
     DirectorySource,
@@ -78,13 +71,6 @@ OUTBOUND_KEYS = (
     "format",
     "fields",
 )
-
-
-def outbox_name(event: event_pb2.Event, suffix: str) -> str:
-    """`<source>.<event id><suffix>`: ids are unique per publishing agency only, so the source
-    is part of the name. ':' (in every adapter id) becomes '~', which no id contains: the name
-    stays unique and valid on Windows shares too."""
-    return f"{event.source or 'unknown'}.{event.id.replace(':', '~')}{suffix}"
 
 
 def _cell(value: Any) -> str:

@@ -48,17 +48,13 @@ from adapters.framework import (
     AdapterKind,
     AdapterPlan,
     Outbound,
-    OutboundMapping,
-    OutboundRecord,
     Pipeline,
     PublishUnavailableError,
-    Record,
-    RecordOutcome,
-    Rejected,
     Subscription,
 )
 from adapters.mapping import JsonMapping, event_to_json
-from adapters.runner import AdapterConfigError
+from adapters.options import AdapterConfigError
+from adapters.records import OutboundMapping, OutboundRecord, Record, RecordOutcome, Rejected
 from adapters.sdk.client import Retry
 from adapters.webhook.signing import (
     SIGNATURE_HEADER,

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.cap.adapter import KIND as CAP
-from adapters.cap.adapter import inbound_mapping as cap_mapping
+from adapters.cap.mapping import inbound_mapping as cap_mapping
 from adapters.edxl.adapter import KIND as EDXL
-from adapters.edxl.adapter import inbound_mapping as edxl_mapping
+from adapters.edxl.mapping import inbound_mapping as edxl_mapping
 from adapters.filedrop.adapter import KIND as FILEDROP
 from adapters.framework import AdapterKind
 from adapters.mapping import JsonMapping

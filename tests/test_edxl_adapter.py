@@ -15,14 +15,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from adapters.edxl.adapter import (
-    KIND,
-    de_outbound_mapping,
-    envelope_of,
-    inbound_mapping,
-    resource_event,
-)
+from adapters.edxl.adapter import KIND
 from adapters.edxl.de import de_differences, unwrap_de
+from adapters.edxl.mapping import de_outbound_mapping, envelope_of, inbound_mapping, resource_event
 from adapters.edxl.rm import parse_rm
 from adapters.edxl.xml import load_schema
 from adapters.framework import Pipeline, RejectedStore

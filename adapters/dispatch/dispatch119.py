@@ -60,7 +60,7 @@ CATEGORIES = {
     "MEDICAL": incident_pb2.INCIDENT_CATEGORY_MEDICAL,
     "RESCUE": incident_pb2.INCIDENT_CATEGORY_OTHER,
 }
-# The same names as the EDXL adapter's (adapters.edxl.adapter.RM_EVENT_TYPES).
+# The same names as the EDXL adapter's (adapters.edxl.mapping.RM_EVENT_TYPES).
 REQUEST_TYPE = "resource.request"
 STATUS_REPORT_TYPE = "resource.status_report"
 # Police incidents the 119/120 centre takes: those its units may be sent to.

@@ -52,10 +52,11 @@ from adapters.framework import (
     PublishUnavailableError,
     Subscription,
 )
-from adapters.mapping import JsonMapping, event_to_json
+from adapters.mapping import JsonMapping
 from adapters.options import AdapterConfigError
-from adapters.records import OutboundMapping, OutboundRecord, Record, RecordOutcome, Rejected
+from adapters.records import OutboundRecord, Record, RecordOutcome, Rejected
 from adapters.sdk.client import Retry
+from adapters.webhook.mapping import JSON, outbound_mapping
 from adapters.webhook.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -69,7 +70,6 @@ from dutylink.v1 import event_pb2
 
 log = structlog.get_logger("dutylink.adapter")
 
-JSON = "application/json"
 
 # --- options ----------------------------------------------------------------------------------
 
@@ -407,15 +407,6 @@ class WebhookSink:
                 raise Rejected(f"refused for good: {message}")
             # A redirect (not followed: the body is signed for this URL) means a wrong url.
             raise WebhookDeliveryError(message)
-
-
-def outbound_mapping(fields: Mapping[str, str], ignore_sources: frozenset[str]) -> OutboundMapping:
-    def to_record(event: event_pb2.Event) -> OutboundRecord | None:
-        if event.source in ignore_sources:
-            return None
-        return OutboundRecord(event.id, event_to_json(event, fields or None), JSON)
-
-    return to_record
 
 
 _OUTBOUND_KEYS = {

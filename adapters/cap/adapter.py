@@ -46,7 +46,7 @@ from adapters.framework import (
     PublishUnavailableError,
     Subscription,
 )
-from adapters.options import AdapterConfigError
+from adapters.options import AdapterConfigError, Options
 from adapters.records import Record
 from adapters.transports import DirectorySink, DirectorySource, split_whole
 from adapters.xmlsafe import XmlError, parse_xml
@@ -144,13 +144,6 @@ class FeedSource:
 # --- the adapter ------------------------------------------------------------------------------
 
 
-def _table(options: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = options.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ValueError(f"[options.{key}] must be a table")
-    return value
-
-
 _KEYS: Final = {
     "": {"system", "division_code", "inbound", "outbound"},
     "inbound": {"directory", "feed_url", "poll_seconds"},
@@ -158,24 +151,15 @@ _KEYS: Final = {
 }
 
 
-def _check_keys(table: Mapping[str, Any], section: str) -> None:
-    """A misspelt key would otherwise be ignored silently (and a sample config rot unseen)."""
-    if unknown := set(table) - _KEYS[section]:
-        name = f"[options.{section}]" if section else "[options]"
-        raise AdapterConfigError(
-            f"{name} unknown key '{sorted(unknown)[0]}' (expected one of "
-            f"{', '.join(sorted(_KEYS[section]))})"
-        )
-
-
-def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    _check_keys(options, "")
+def build(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    options = Options(values)
+    options.check_keys(_KEYS[""])
     system = str(options.get("system", "cap"))
     division_code = str(options.get("division_code", ""))
-    inbound, outbound = _table(options, "inbound"), _table(options, "outbound")
-    _check_keys(inbound, "inbound")
-    _check_keys(outbound, "outbound")
-    if outbound and "directory" not in outbound:
+    inbound, outbound = options.table("inbound"), options.table("outbound")
+    inbound.check_keys(_KEYS["inbound"])
+    outbound.check_keys(_KEYS["outbound"])
+    if outbound and "directory" not in outbound.values:
         raise AdapterConfigError("[options.outbound] directory: required")
     plan = AdapterPlan(inbound=inbound_mapping(system, division_code))
     poll = float(inbound.get("poll_seconds", 5.0))
@@ -197,7 +181,7 @@ def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
                     types=tuple(outbound.get("types", ())),
                 ),
                 outbound_mapping(bool(outbound.get("forward_original", False))),
-                DirectorySink(Path(str(outbound["directory"]))),
+                DirectorySink(Path(str(outbound.get("directory")))),
             )
         )
     return plan

@@ -39,7 +39,7 @@ from typing import Any
 
 from adapters.edxl.mapping import de_outbound_mapping, inbound_mapping, outbound_mapping
 from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
-from adapters.options import AdapterConfigError
+from adapters.options import AdapterConfigError, Options
 from adapters.transports import DirectorySink, DirectorySource, split_whole
 
 # --- the adapter ---------------------------------------------------------------------------------
@@ -48,22 +48,19 @@ _OUTBOUND_KEYS = {"subscription", "directory", "envelope", "types", "families", 
 _FAMILIES = {"none": ("resource",), "de": ("resource", "warning")}
 
 
-def _outbound_side(table: Any, where: str) -> Outbound:
-    if not isinstance(table, Mapping):
+def _outbound_side(values: Any, where: str) -> Outbound:
+    if not isinstance(values, Mapping):
         raise AdapterConfigError(f"{where}: must be a table")
-    if unknown := set(table) - _OUTBOUND_KEYS:
-        raise AdapterConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' (expected one of {', '.join(sorted(_OUTBOUND_KEYS))})")  # fmt: skip
-    if not isinstance(table.get("directory"), str) or not table["directory"]:
-        raise AdapterConfigError(f"{where}: directory: required, a non-empty string")
+    table = Options(values, where)
+    table.check_keys(_OUTBOUND_KEYS)
+    directory = table.path("directory")
     envelope = table.get("envelope", "none")
     if envelope not in _FAMILIES:
         raise AdapterConfigError(f"{where}: envelope: 'none' (bare EDXL-RM) or 'de' (EDXL-DE), not {envelope!r}")  # fmt: skip
     families = tuple(table.get("families", _FAMILIES[envelope]))
     if not families or not set(families) <= set(_FAMILIES[envelope]):
         raise AdapterConfigError(f"{where}: families: some of {list(_FAMILIES[envelope])} with envelope = {envelope!r} (bare CAP is the cap adapter's)")  # fmt: skip
-    forward = table.get("forward_original", False)
-    if not isinstance(forward, bool):
-        raise AdapterConfigError(f"{where}: forward_original: true or false")
+    forward = table.flag("forward_original")
     mapping = de_outbound_mapping(forward) if envelope == "de" else outbound_mapping()
     return Outbound(
         Subscription(
@@ -72,7 +69,7 @@ def _outbound_side(table: Any, where: str) -> Outbound:
             types=tuple(table.get("types", ())),
         ),
         mapping,
-        DirectorySink(Path(table["directory"])),
+        DirectorySink(directory),
     )
 
 

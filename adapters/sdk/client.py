@@ -7,8 +7,8 @@
                 handle(delivery.event)
                 await subscription.ack(delivery)
 
-Publishing retries with exponential backoff and jitter (stamina) on outcomes that may go
-away — UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED — never on a refusal
+Publishing retries with exponential backoff and jitter (`adapters.sdk.retry`) on outcomes that
+may go away — UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED — never on a refusal
 (INVALID_ARGUMENT, PERMISSION_DENIED, ...). Retrying is safe because the event id is the
 idempotency key: a retry of a stored event stores nothing new (its receipt says `duplicate`).
 A receipt also says what the gateway advises (`receipt.advisories`: rules the stored event

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from adapters.cap.adapter import KIND as CAP
-from adapters.cap.adapter import inbound_mapping as cap_mapping
+from adapters.cap.mapping import inbound_mapping as cap_mapping
 from adapters.edxl.adapter import KIND as EDXL
-from adapters.edxl.adapter import inbound_mapping as edxl_mapping
+from adapters.edxl.mapping import inbound_mapping as edxl_mapping
 from adapters.filedrop.adapter import KIND as FILEDROP
-from adapters.framework import AdapterKind, InboundMapping, Record, events_of
+from adapters.framework import AdapterKind
 from adapters.mapping import JsonMapping
+from adapters.records import InboundMapping, Record, events_of
 from adapters.runner import AdapterConfig, AdapterRunner
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2

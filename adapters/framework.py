@@ -1,18 +1,13 @@
 """The adapter framework: how a department system joins the exchange without being rewritten.
 
-An adapter is made of
-- an **inbound mapping** (`InboundMapping`: one department record -> events, or `Rejected`;
-  a record made of parts, like an envelope of alerts, -> `Parts`: each good part's event and
-  each bad part's reason, so one bad part does not cost the others),
-- an **outbound mapping** (`OutboundMapping`: one event -> a department record, None when the
-  department does not take it, or `Rejected`),
-- **transports**: `Source`s that read records (a directory, an HTTP endpoint, a polled feed) and
-  `Sink`s that hand records to the department (files, HTTP POSTs).
+An adapter is made of pure **mappings** (see `adapters.records`: records in, events out, and
+back) and **transports**: `Source`s that read records (a directory, an HTTP endpoint, a polled
+feed) and `Deliver`ers that hand records to the department (files, HTTP POSTs).
 
-The mappings are pure; transports do the I/O. The `Pipeline` in between is the same for every
-adapter: it maps records, publishes their events in batches through the SDK (retries included),
-keeps every record it cannot map or the gateway refuses in `rejected/` with a reason file, and
-counts everything for the metrics. Nothing is dropped silently.
+This module is the I/O in between. The `Pipeline` is the same for every adapter: it maps
+records, publishes their events in batches through the SDK (retries included), keeps every
+record it cannot map or the gateway refuses in `rejected/` with a reason file, and counts
+everything for the metrics. Nothing is dropped silently.
 
 Idempotency: events are named after the source record (`event_id_for`), so re-reading a file,
 re-polling a feed or restarting the adapter publishes nothing twice — the gateway answers
@@ -24,7 +19,6 @@ record ("adapter.advisories").
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -36,165 +30,29 @@ from typing import Any, Protocol
 
 import grpc
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from adapters.metrics import Metrics
+from adapters.records import (
+    InboundMapping,
+    OutboundMapping,
+    OutboundRecord,
+    Part,
+    Parts,
+    Record,
+    RecordOutcome,
+    Rejected,
+    RejectedPart,
+)
 from adapters.sdk.client import DutyLinkClient
+from adapters.sdk.retry import REFUSAL_CODE_NUMBERS
 from dutylink.v1 import event_pb2, gateway_pb2
 
 log = structlog.get_logger("dutylink.adapter")
-
-_ID_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,95}$")
-
-
-def event_id_for(system: str, record_id: str, part: str = "") -> str:
-    """The event id of a source record (and of one of its parts, when a record yields several
-    events): stable across re-reads and restarts, within the gateway's id syntax."""
-    local = f"{record_id}.{part}" if part else record_id
-    if _ID_SAFE.match(local):
-        return f"{system}:{local}"
-    digest = hashlib.sha256(local.encode("utf-8")).hexdigest()[:40]
-    return f"{system}:h-{digest}"
-
-
-class AdapterConfigError(ValueError):
-    """An adapter's configuration is unusable (its file, or its [options] when the adapter is
-    built); the message names the file or key."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """One department record as a transport read it."""
-
-    record_id: str  # the source system's own id for it
-    body: bytes
-    origin: str  # where it came from, for people: "drop/calls.csv:12", "POST /events"
-    content_type: str = "application/octet-stream"
-    problem: str = ""  # set by a transport that could not read it whole: rejected unmapped
-    # Permission bits of the file it came from: a kept copy is never more readable than the
-    # original (None: not from a file, kept owner-only).
-    mode: int | None = None
-
-
-class Rejected(Exception):
-    """A mapping's verdict that a record cannot become events (or an event a record)."""
-
-
-@dataclass(frozen=True)
-class OutboundRecord:
-    """What a sink hands to the department for one event."""
-
-    name: str  # unique per event: a file name, an idempotency key for HTTP
-    body: bytes
-    content_type: str
-
-
-@dataclass(frozen=True)
-class Part:
-    """One part of a record that becomes one event or is rejected on its own, e.g. one content
-    object of an EDXL-DE envelope: the other parts of the record are published all the same."""
-
-    label: str  # names the part within its record, for people: "content 2"
-    body: bytes  # what is kept in rejected/ when the part is rejected
-    # How the part relates to its record (e.g. the envelope's distribution id and the
-    # content's position); written to the reason file.
-    relation: Mapping[str, str | int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Parts:
-    """A mapping's answer for a record made of parts: each good part with its event, each bad
-    part with why. A mapping that returns a plain event list instead stands or falls whole."""
-
-    events: Sequence[tuple[Part, event_pb2.Event]] = ()
-    rejected: Sequence[tuple[Part, str]] = ()
-
-
-@dataclass(frozen=True)
-class RejectedPart:
-    """A part kept in rejected/ while the rest of its record was published."""
-
-    part: Part
-    reason: str
-
-
-InboundMapping = Callable[[Record], Sequence[event_pb2.Event] | Parts]
-
-
-def events_of(mapped: Sequence[event_pb2.Event] | Parts) -> list[event_pb2.Event]:
-    """The events of a mapping's answer, in either form."""
-    if isinstance(mapped, Parts):
-        return [event for _, event in mapped.events]
-    return list(mapped)
-
-
-OutboundMapping = Callable[[event_pb2.Event], OutboundRecord | None]
-
-
-@dataclass(frozen=True)
-class RecordOutcome:
-    """What became of one record: published (receipts), or rejected (reason)."""
-
-    record: Record
-    receipts: tuple[gateway_pb2.Receipt, ...] = ()
-    rejected: str = ""  # the whole record was rejected
-    rejected_parts: tuple[RejectedPart, ...] = ()  # published, but these parts were not
-
-    @property
-    def ok(self) -> bool:
-        """Settled without being rejected whole (a partially published record is ok)."""
-        return not self.rejected
-
-    @property
-    def status(self) -> str:
-        """ "published", "partially published" or "rejected"."""
-        if self.rejected:
-            return "rejected"
-        return "partially published" if self.rejected_parts else "published"
 
 
 class PublishUnavailableError(Exception):
     """The gateway could not be reached or refused for now (after the SDK's retries): the
     records were not published; the source keeps them and tries again later."""
-
-
-class Metrics:
-    """The counters every adapter exposes on /metrics (one registry per adapter)."""
-
-    def __init__(self, adapter: str) -> None:
-        self.registry = CollectorRegistry()
-        labels = {"adapter": adapter}
-        self.records_in = Counter(
-            "dutylink_adapter_records_in", "Department records read", registry=self.registry,
-            labelnames=["adapter"],
-        ).labels(**labels)  # fmt: skip
-        self.events_published = Counter(
-            "dutylink_adapter_events_published", "Events the gateway stored (new or duplicate)",
-            registry=self.registry, labelnames=["adapter"],
-        ).labels(**labels)  # fmt: skip
-        self.records_out = Counter(
-            "dutylink_adapter_records_out", "Records handed to the department system",
-            registry=self.registry, labelnames=["adapter"],
-        ).labels(**labels)  # fmt: skip
-        self.rejected = Counter(
-            "dutylink_adapter_records_rejected", "Records kept in rejected/, by direction",
-            registry=self.registry, labelnames=["adapter", "direction"],
-        )  # fmt: skip
-        self.parts_rejected = Counter(
-            "dutylink_adapter_parts_rejected",
-            "Parts of partially published records kept in rejected/ (e.g. an envelope's bad "
-            "content objects); a record rejected whole counts in records_rejected only",
-            registry=self.registry, labelnames=["adapter"],
-        ).labels(**labels)  # fmt: skip
-        self.lag = Gauge(
-            "dutylink_adapter_lag_seconds",
-            "Age of the last record handled when it was handled (in: since the file or request "
-            "arrived; out: since the gateway received the event)",
-            registry=self.registry, labelnames=["adapter", "direction"],
-        )  # fmt: skip
-        self.adapter = adapter
-        for direction in ("in", "out"):  # exported as 0 from the start, not missing
-            self.rejected.labels(adapter=adapter, direction=direction)
-            self.lag.labels(adapter=adapter, direction=direction)
 
 
 class RejectedStore:
@@ -259,13 +117,6 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
     with os.fdopen(descriptor, "wb") as stream:
         stream.write(data)
         os.fchmod(stream.fileno(), mode)
-
-
-_REFUSALS = {
-    grpc.StatusCode.INVALID_ARGUMENT.value[0],
-    grpc.StatusCode.PERMISSION_DENIED.value[0],
-    grpc.StatusCode.FAILED_PRECONDITION.value[0],
-}
 
 
 class Pipeline:
@@ -366,7 +217,7 @@ class Pipeline:
             elif result.HasField("receipt"):
                 receipts.setdefault(index, []).append(result.receipt)
                 continue
-            elif result.error.code in _REFUSALS:
+            elif result.error.code in REFUSAL_CODE_NUMBERS:
                 detail = "; ".join(f"{v.field}: {v.description}" for v in result.error.violations)
                 refusal = f"event {event.id}: {result.error.message}" + (f" ({detail})" if detail else "")  # fmt: skip
             else:

@@ -50,7 +50,8 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from adapters.framework import AdapterConfigError, Record, Rejected, event_id_for
+from adapters.options import AdapterConfigError
+from adapters.records import Record, Rejected, event_id_for
 from dutylink.v1 import event_pb2
 
 

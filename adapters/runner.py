@@ -32,18 +32,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from adapters.framework import (
-    AdapterConfigError,
-    AdapterKind,
-    Metrics,
-    Outbound,
-    Pipeline,
-    RejectedStore,
-    deliver_outbound,
-)
+from adapters.framework import AdapterKind, Outbound, Pipeline, RejectedStore, deliver_outbound
+from adapters.metrics import Metrics, metrics_route, serve_http
+from adapters.options import AdapterConfigError
 from adapters.sdk.client import ClientCertificate, DutyLinkClient, Retry
 from dutylink.v1 import gateway_pb2
-from gateway.telemetry.metrics import metrics_route, serve_http
 
 __all__ = ["AdapterConfig", "AdapterConfigError", "AdapterRunner", "load_adapter_config"]
 

@@ -36,14 +36,8 @@ from pathlib import Path
 
 import structlog
 
-from adapters.framework import (
-    KEPT_MODE,
-    OutboundRecord,
-    Pipeline,
-    PublishUnavailableError,
-    Record,
-    write_new_file,
-)
+from adapters.framework import KEPT_MODE, Pipeline, PublishUnavailableError, write_new_file
+from adapters.records import OutboundRecord, Record
 
 log = structlog.get_logger("dutylink.adapter")
 

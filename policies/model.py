@@ -22,8 +22,24 @@ Action = Literal["publish", "receive"]
 Effect = Literal["allow", "deny"]
 ACTIONS: tuple[Action, ...] = ("publish", "receive")
 EFFECTS: tuple[Effect, ...] = ("allow", "deny")
-FAMILIES = ("incident", "resource", "warning")
+# The event families ("incident", "resource", "warning"): the fields of the envelope's payload
+# oneof, so the policy language and the subjects never drift from the schema.
+FAMILIES: tuple[str, ...] = tuple(
+    field.name for field in event_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields
+)
 ANY = "*"
+
+
+def incident_ids(event: event_pb2.Event) -> list[str]:
+    """The incidents an event's payload belongs to, whatever its family (its correlation id,
+    which may name an incident too, is the caller's to add)."""
+    if event.HasField("incident"):
+        return [event.incident.incident_id]
+    if event.HasField("resource"):
+        return [event.resource.incident_id] if event.resource.incident_id else []
+    if event.HasField("warning"):
+        return list(event.warning.incidents)
+    return []
 
 
 def _names(file: FileDescriptor, enum: str, prefix: str) -> dict[str, int]:

@@ -15,7 +15,7 @@ from aiohttp import web
 from adapters.cap.adapter import KIND, feed_links
 from adapters.cap.codec import parse_cap
 from adapters.cap.compare import cap_differences
-from adapters.framework import AdapterConfigError
+from adapters.options import AdapterConfigError
 from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
 from dutylink.v1 import warning_pb2
 from gateway.server import Gateway

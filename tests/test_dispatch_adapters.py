@@ -24,7 +24,7 @@ from adapters.dispatch.dispatch119 import (
     dispatch119_outbound,
 )
 from adapters.filedrop.adapter import split_utf8_json_lines
-from adapters.framework import Record, Rejected
+from adapters.records import Record, Rejected
 from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
 from adapters.sdk.client import DutyLinkClient
 from adapters.transports import split_csv
@@ -250,7 +250,7 @@ def test_with_deployment_reports_a_unit_status_is_also_an_edxl_rm_status_report(
 
 
 def test_the_resource_type_names_are_the_edxl_adapters() -> None:
-    from adapters.edxl.adapter import RM_EVENT_TYPES
+    from adapters.edxl.mapping import RM_EVENT_TYPES
 
     assert RM_EVENT_TYPES["request_resource"] == REQUEST_TYPE
     assert RM_EVENT_TYPES["report_resource_deployment_status"] == STATUS_REPORT_TYPE

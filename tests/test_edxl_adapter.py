@@ -15,17 +15,15 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from adapters.edxl.adapter import (
-    KIND,
-    de_outbound_mapping,
-    envelope_of,
-    inbound_mapping,
-    resource_event,
-)
+from adapters.edxl.adapter import KIND
 from adapters.edxl.de import de_differences, unwrap_de
+from adapters.edxl.mapping import de_outbound_mapping, envelope_of, inbound_mapping, resource_event
 from adapters.edxl.rm import parse_rm
 from adapters.edxl.xml import load_schema
-from adapters.framework import AdapterConfigError, Metrics, Parts, Pipeline, Record, RejectedStore
+from adapters.framework import Pipeline, RejectedStore
+from adapters.metrics import Metrics
+from adapters.options import AdapterConfigError
+from adapters.records import Parts, Record
 from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2

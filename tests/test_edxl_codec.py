@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from adapters.edxl.adapter import RM_EVENT_TYPES, resource_event, utc_offset_minutes
 from adapters.edxl.de import (
     ContentObject,
     DeError,
@@ -27,6 +26,7 @@ from adapters.edxl.de import (
     unwrap_de,
     wrap_de,
 )
+from adapters.edxl.mapping import RM_EVENT_TYPES, resource_event, utc_offset_minutes
 from adapters.edxl.rm import SUPPORTED_TYPES, RmError, parse_rm, to_rm_xml
 from adapters.edxl.rmdiff import rm_differences
 from adapters.edxl.xml import (
@@ -38,7 +38,7 @@ from adapters.edxl.xml import (
     parse_datetime,
     parse_xml,
 )
-from adapters.framework import AdapterConfigError
+from adapters.options import AdapterConfigError
 from dutylink.v1 import common_pb2, event_pb2, resource_pb2
 from gateway.core.validation import Validator
 

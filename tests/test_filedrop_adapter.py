@@ -19,15 +19,9 @@ from typing import Any
 import pytest
 
 from adapters.filedrop.adapter import FORMATS, KIND, build
-from adapters.framework import (
-    AdapterKind,
-    Metrics,
-    Pipeline,
-    Record,
-    RecordOutcome,
-    Rejected,
-    RejectedStore,
-)
+from adapters.framework import AdapterKind, Pipeline, RejectedStore
+from adapters.metrics import Metrics
+from adapters.records import Record, RecordOutcome, Rejected
 from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
 from adapters.sdk.client import DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, incident_pb2

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from adapters.edxl.adapter import RM_EVENT_TYPES
+from adapters.edxl.mapping import RM_EVENT_TYPES
 from dutylink.v1 import event_pb2, incident_pb2, resource_pb2
 from policies import bench
 from policies.engine import Decision, Evaluator, declare_grant

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.edxl.adapter import RM_EVENT_TYPES
+from adapters.edxl.mapping import RM_EVENT_TYPES
 from dutylink.v1 import event_pb2
 from policies.redaction import field_path_error, minimal_paths, redact, sensitive_fields
 from tests.factories import incident_event, resource_request_event

@@ -19,15 +19,9 @@ import nats
 import pytest
 from aiohttp import web
 
-from adapters.framework import (
-    Metrics,
-    Outbound,
-    OutboundRecord,
-    Rejected,
-    RejectedStore,
-    Subscription,
-    deliver_outbound,
-)
+from adapters.framework import Outbound, RejectedStore, Subscription, deliver_outbound
+from adapters.metrics import Metrics
+from adapters.records import OutboundRecord, Rejected
 from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
 from adapters.webhook.adapter import KIND, build
 from adapters.webhook.signing import (

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -38,120 +37,21 @@ from urllib.parse import urljoin
 import aiohttp
 import structlog
 
-from adapters.cap.codec import CapError, parse_cap, to_cap_xml
+from adapters.cap.mapping import inbound_mapping, outbound_mapping
 from adapters.framework import (
-    AdapterConfigError,
     AdapterKind,
     AdapterPlan,
     Outbound,
-    OutboundRecord,
     Pipeline,
     PublishUnavailableError,
-    Record,
-    Rejected,
     Subscription,
-    event_id_for,
 )
+from adapters.options import AdapterConfigError, Options
+from adapters.records import Record
 from adapters.transports import DirectorySink, DirectorySource, split_whole
 from adapters.xmlsafe import XmlError, parse_xml
-from dutylink.v1 import common_pb2, event_pb2, warning_pb2
 
 log = structlog.get_logger("dutylink.adapter")
-
-_GEOCODE_NAMES = {"gb/t 2260", "gb2260", "division_code"}
-_PLANES = {
-    warning_pb2.CAP_STATUS_ACTUAL: event_pb2.PLANE_ACTUAL,
-    warning_pb2.CAP_STATUS_EXERCISE: event_pb2.PLANE_EXERCISE,
-}
-_CLASSIFICATIONS = {
-    warning_pb2.CAP_SCOPE_PUBLIC: event_pb2.CLASSIFICATION_PUBLIC,
-    warning_pb2.CAP_SCOPE_RESTRICTED: event_pb2.CLASSIFICATION_RESTRICTED,
-    warning_pb2.CAP_SCOPE_PRIVATE: event_pb2.CLASSIFICATION_CONFIDENTIAL,
-}
-_TYPES = {
-    warning_pb2.CAP_MSG_TYPE_ALERT: "warning.alert",
-    warning_pb2.CAP_MSG_TYPE_UPDATE: "warning.update",
-    warning_pb2.CAP_MSG_TYPE_CANCEL: "warning.cancel",
-}
-
-
-def _priority(warning: warning_pb2.Warning) -> event_pb2.Priority.ValueType:
-    urgent = any(i.urgency == warning_pb2.CAP_URGENCY_IMMEDIATE for i in warning.infos)
-    severe = any(
-        i.severity in (warning_pb2.CAP_SEVERITY_EXTREME, warning_pb2.CAP_SEVERITY_SEVERE)
-        for i in warning.infos
-    )
-    if urgent and severe:
-        return event_pb2.PRIORITY_FLASH
-    if urgent or severe:
-        return event_pb2.PRIORITY_URGENT
-    return event_pb2.PRIORITY_ELEVATED
-
-
-def _division_code(warning: warning_pb2.Warning, default: str) -> str:
-    for info in warning.infos:
-        for area in info.areas:
-            for geocode in area.geocodes:
-                value = geocode.value
-                if geocode.value_name.strip().lower() in _GEOCODE_NAMES and value.isdigit():
-                    # Township (9-digit) and village (12-digit) codes begin with their county's.
-                    return value[:6]
-    return default
-
-
-def warning_event(warning: warning_pb2.Warning, system: str, division_code: str) -> event_pb2.Event | None:  # fmt: skip
-    """The envelope for one CAP alert (None for Ack and Error messages, which stay local)."""
-    event_type = _TYPES.get(warning.msg_type)
-    if event_type is None:
-        return None
-    event = event_pb2.Event(
-        id=event_id_for(system, warning.identifier),
-        type=event_type,
-        subject=warning.identifier,
-        jurisdiction=common_pb2.Jurisdiction(division_code=_division_code(warning, division_code)),
-        classification=_CLASSIFICATIONS.get(warning.scope, event_pb2.CLASSIFICATION_INTERNAL),
-        plane=_PLANES.get(warning.status, event_pb2.PLANE_TEST),
-        priority=_priority(warning),
-    )
-    event.time.CopyFrom(warning.sent)
-    if warning.incidents:
-        event.correlation_id = warning.incidents[0]
-    expiries = [i.expires for i in warning.infos if i.HasField("expires")]
-    if expiries:
-        event.expires.CopyFrom(max(expiries, key=lambda t: t.ToNanoseconds()))
-    event.warning.CopyFrom(warning)
-    return event
-
-
-def inbound_mapping(system: str, division_code: str) -> Any:
-    def to_events(record: Record) -> list[event_pb2.Event]:
-        try:
-            warning = parse_cap(record.body)
-        except CapError as error:
-            raise Rejected(f"CAP: {error}") from None
-        event = warning_event(warning, system, division_code)
-        return [] if event is None else [event]
-
-    return to_events
-
-
-def _file_name(identifier: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", identifier)[:120] + ".xml"
-
-
-def outbound_mapping(forward_original: bool) -> Any:
-    def to_record(event: event_pb2.Event) -> OutboundRecord | None:
-        if not event.HasField("warning"):
-            return None
-        warning = event.warning
-        try:
-            body = warning.cap_xml if forward_original and warning.cap_xml else to_cap_xml(warning)
-        except CapError as error:
-            raise Rejected(f"cannot write CAP: {error}") from None
-        return OutboundRecord(_file_name(warning.identifier), body, "application/cap+xml")
-
-    return to_record
-
 
 # --- the feed poller --------------------------------------------------------------------------
 
@@ -244,13 +144,6 @@ class FeedSource:
 # --- the adapter ------------------------------------------------------------------------------
 
 
-def _table(options: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = options.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ValueError(f"[options.{key}] must be a table")
-    return value
-
-
 _KEYS: Final = {
     "": {"system", "division_code", "inbound", "outbound"},
     "inbound": {"directory", "feed_url", "poll_seconds"},
@@ -258,24 +151,15 @@ _KEYS: Final = {
 }
 
 
-def _check_keys(table: Mapping[str, Any], section: str) -> None:
-    """A misspelt key would otherwise be ignored silently (and a sample config rot unseen)."""
-    if unknown := set(table) - _KEYS[section]:
-        name = f"[options.{section}]" if section else "[options]"
-        raise AdapterConfigError(
-            f"{name} unknown key '{sorted(unknown)[0]}' (expected one of "
-            f"{', '.join(sorted(_KEYS[section]))})"
-        )
-
-
-def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    _check_keys(options, "")
+def build(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    options = Options(values)
+    options.check_keys(_KEYS[""])
     system = str(options.get("system", "cap"))
     division_code = str(options.get("division_code", ""))
-    inbound, outbound = _table(options, "inbound"), _table(options, "outbound")
-    _check_keys(inbound, "inbound")
-    _check_keys(outbound, "outbound")
-    if outbound and "directory" not in outbound:
+    inbound, outbound = options.table("inbound"), options.table("outbound")
+    inbound.check_keys(_KEYS["inbound"])
+    outbound.check_keys(_KEYS["outbound"])
+    if outbound and "directory" not in outbound.values:
         raise AdapterConfigError("[options.outbound] directory: required")
     plan = AdapterPlan(inbound=inbound_mapping(system, division_code))
     poll = float(inbound.get("poll_seconds", 5.0))
@@ -297,7 +181,7 @@ def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
                     types=tuple(outbound.get("types", ())),
                 ),
                 outbound_mapping(bool(outbound.get("forward_original", False))),
-                DirectorySink(Path(str(outbound["directory"]))),
+                DirectorySink(Path(str(outbound.get("directory")))),
             )
         )
     return plan

@@ -43,24 +43,10 @@ from adapters.dispatch.dispatch119 import (
     dispatch119_events,
     dispatch119_outbound,
 )
-from adapters.filedrop.adapter import (
-    check_keys,
-    choice,
-    directory,
-    drop_source,
-    split_utf8_json_lines,
-    strings,
-    table,
-)
-from adapters.framework import (
-    AdapterKind,
-    AdapterPlan,
-    InboundMapping,
-    Outbound,
-    OutboundMapping,
-    Subscription,
-)
-from adapters.runner import AdapterConfigError
+from adapters.filedrop.adapter import drop_source, split_utf8_json_lines
+from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
+from adapters.options import AdapterConfigError, Options
+from adapters.records import InboundMapping, OutboundMapping
 from adapters.transports import DirectorySink, Splitter, split_csv
 from dutylink.v1 import event_pb2
 
@@ -71,15 +57,8 @@ _PLANES = {
 }
 
 
-def _text(options: Mapping[str, Any], key: str, default: str) -> str:
-    value = options.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise AdapterConfigError(f"[options] {key}: must be a non-empty string")
-    return value
-
-
 def _plan(
-    options: Mapping[str, Any],
+    options: Options,
     state_dir: Path,
     inbound_mapping: InboundMapping,
     patterns: tuple[str, ...],
@@ -88,40 +67,38 @@ def _plan(
     families: tuple[str, ...],
     subscription: str,
 ) -> AdapterPlan:
-    inbound, outbound = table(options, "inbound"), table(options, "outbound")
+    inbound, outbound = options.table("inbound"), options.table("outbound")
     if not inbound and not outbound:
         raise AdapterConfigError("[options] give [options.inbound], [options.outbound] or both")
     plan = AdapterPlan(inbound=inbound_mapping)
     if inbound:
         plan.sources.append(drop_source(inbound, state_dir, patterns, split))
     if outbound:
-        where = "[options.outbound]"
-        check_keys(
-            outbound, ("subscription", "directory", "jurisdictions", "incident_sources"), where
-        )
+        outbound.check_keys(("subscription", "directory", "jurisdictions", "incident_sources"))
         plan.outbound.append(
             Outbound(
                 Subscription(
-                    _text(outbound, "subscription", subscription),
+                    outbound.text("subscription", subscription),
                     families=families,
-                    jurisdiction_prefixes=strings(outbound, "jurisdictions", where),
+                    jurisdiction_prefixes=outbound.strings("jurisdictions"),
                 ),
                 outbound_mapping,
-                DirectorySink(directory(outbound, where)),
+                DirectorySink(outbound.path("directory")),
             )
         )
     return plan
 
 
-def build_cad110(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    check_keys(options, ("system", "agency", "plane", "inbound", "outbound"), "[options]")
+def build_cad110(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    options = Options(values)
+    options.check_keys(("system", "agency", "plane", "inbound", "outbound"))
     settings = Cad110Settings(
-        system=_text(options, "system", "cad110"),
-        agency=_text(options, "agency", "police"),
-        plane=_PLANES[choice(options, "plane", "[options]", tuple(_PLANES))],
+        system=options.text("system", "cad110"),
+        agency=options.text("agency", "police"),
+        plane=_PLANES[options.choice("plane", tuple(_PLANES))],
     )
-    outbound = table(options, "outbound")
-    sources = strings(outbound, "incident_sources", "[options.outbound]") or ("fire", "health")
+    outbound = options.table("outbound")
+    sources = outbound.strings("incident_sources") or ("fire", "health")
     return _plan(
         options,
         state_dir,
@@ -134,22 +111,20 @@ def build_cad110(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
     )
 
 
-def build_dispatch119(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+def build_dispatch119(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    options = Options(values)
     known = ("system", "agency", "fire_agency", "ems_agency", "plane", "deployment_reports")
-    check_keys(options, (*known, "inbound", "outbound"), "[options]")
-    reports = options.get("deployment_reports", False)
-    if not isinstance(reports, bool):
-        raise AdapterConfigError("[options] deployment_reports: must be true or false")
+    options.check_keys((*known, "inbound", "outbound"))
     settings = Dispatch119Settings(
-        system=_text(options, "system", "dispatch119"),
-        agency=_text(options, "agency", "fire"),
-        fire_agency=_text(options, "fire_agency", "fire"),
-        ems_agency=_text(options, "ems_agency", "health"),
-        plane=_PLANES[choice(options, "plane", "[options]", tuple(_PLANES))],
-        deployment_reports=reports,
+        system=options.text("system", "dispatch119"),
+        agency=options.text("agency", "fire"),
+        fire_agency=options.text("fire_agency", "fire"),
+        ems_agency=options.text("ems_agency", "health"),
+        plane=_PLANES[options.choice("plane", tuple(_PLANES))],
+        deployment_reports=options.flag("deployment_reports"),
     )
-    outbound = table(options, "outbound")
-    sources = strings(outbound, "incident_sources", "[options.outbound]") or ("police",)
+    outbound = options.table("outbound")
+    sources = outbound.strings("incident_sources") or ("police",)
     centre = (settings.fire_agency, settings.ems_agency)
     return _plan(
         options,

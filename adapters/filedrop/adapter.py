@@ -23,24 +23,15 @@ the exchange with a config file and no code (see adapters/filedrop/README.md).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.framework import (
-    AdapterKind,
-    AdapterPlan,
-    Outbound,
-    OutboundMapping,
-    OutboundRecord,
-    Record,
-    Subscription,
-)
-from adapters.mapping import JsonMapping, MappingError, event_to_json
-from adapters.runner import AdapterConfigError
+from adapters.filedrop.mapping import outbound_mapping
+from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
+from adapters.mapping import JsonMapping, MappingError
+from adapters.options import AdapterConfigError, Options
+from adapters.records import Record
 from adapters.transports import (
     DirectorySink,
     DirectorySource,
@@ -49,7 +40,6 @@ from adapters.transports import (
     split_csv,
     split_json_lines,
 )
-from dutylink.v1 import event_pb2
 
 
 def split_utf8_json_lines(name: str, data: bytes) -> list[Record]:
@@ -80,128 +70,41 @@ OUTBOUND_KEYS = (
 )
 
 
-def outbox_name(event: event_pb2.Event, suffix: str) -> str:
-    """`<source>.<event id><suffix>`: ids are unique per publishing agency only, so the source
-    is part of the name. ':' (in every adapter id) becomes '~', which no id contains: the name
-    stays unique and valid on Windows shares too."""
-    return f"{event.source or 'unknown'}.{event.id.replace(':', '~')}{suffix}"
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def outbound_mapping(
-    file_format: str, fields: Mapping[str, str], from_agencies: Sequence[str] = ()
-) -> OutboundMapping:
-    """An event as a JSON file (the whole event, or `fields`) or a one-row CSV file with a
-    header (columns = `fields`, in order; absent values are empty cells)."""
-
-    def to_record(event: event_pb2.Event) -> OutboundRecord | None:
-        if from_agencies and event.source not in from_agencies:
-            return None
-        if file_format == "jsonl":
-            body = event_to_json(event, fields or None)
-            return OutboundRecord(outbox_name(event, ".json"), body, "application/json")
-        selected = json.loads(event_to_json(event, fields))
-        text = io.StringIO(newline="")
-        writer = csv.writer(text, lineterminator="\r\n")  # RFC 4180
-        writer.writerow(fields)
-        writer.writerow(_cell(selected[key]) if key in selected else "" for key in fields)
-        return OutboundRecord(outbox_name(event, ".csv"), text.getvalue().encode(), "text/csv")
-
-    return to_record
-
-
 # --- options ----------------------------------------------------------------------------------
 
 
-def check_keys(section: Mapping[str, Any], known: Sequence[str], where: str) -> None:
-    if unknown := set(section) - set(known):
-        raise AdapterConfigError(
-            f"{where} unknown key '{sorted(unknown)[0]}' (expected one of {', '.join(sorted(known))})"
-        )
-
-
-def table(options: Mapping[str, Any], key: str, where: str = "[options]") -> Mapping[str, Any]:
-    value = options.get(key, {})
-    if not isinstance(value, Mapping):
-        raise AdapterConfigError(f"{where} {key}: must be a table")
-    return value
-
-
-def strings(section: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = section.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise AdapterConfigError(f"{where} {key}: must be a list of non-empty strings")
-    return tuple(value)
-
-
-def choice(section: Mapping[str, Any], key: str, where: str, allowed: Sequence[str]) -> str:
-    value = section.get(key, allowed[0])
-    if value not in allowed:
-        raise AdapterConfigError(f"{where} {key}: {value!r} is not one of {', '.join(allowed)}")
-    return str(value)
-
-
-def number(section: Mapping[str, Any], key: str, where: str, default: float) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise AdapterConfigError(f"{where} {key}: must be a number greater than 0")
-    return float(value)
-
-
-def whole(section: Mapping[str, Any], key: str, where: str, default: int) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise AdapterConfigError(f"{where} {key}: must be a whole number of at least 1")
-    return value
-
-
-def directory(section: Mapping[str, Any], where: str) -> Path:
-    value = section.get("directory")
-    if not isinstance(value, str) or not value:
-        raise AdapterConfigError(f"{where} directory: required, a path")
-    return Path(value)
-
-
 def drop_source(
-    inbound: Mapping[str, Any],
+    inbound: Options,
     state_dir: Path,
     patterns: Sequence[str],
     split: Splitter,
     extra_keys: Sequence[str] = (),
 ) -> DirectorySource:
     """The DirectorySource every file-fed adapter here uses, its state in `<state>/drop/`."""
-    where = "[options.inbound]"
-    check_keys(inbound, (*INBOUND_KEYS, *extra_keys), where)
+    inbound.check_keys((*INBOUND_KEYS, *extra_keys))
     return DirectorySource(
-        directory(inbound, where),
+        inbound.path("directory"),
         state_dir / "drop",
-        strings(inbound, "patterns", where) or tuple(patterns),
+        inbound.strings("patterns") or tuple(patterns),
         split,
-        poll_seconds=number(inbound, "poll_seconds", where, 1.0),
-        batch_size=whole(inbound, "batch_size", where, 500),
+        poll_seconds=inbound.number("poll_seconds", 1.0),
+        batch_size=inbound.whole("batch_size", 500),
     )
 
 
-def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    check_keys(options, ("inbound", "mapping", "outbound"), "[options]")
-    inbound, outbound = table(options, "inbound"), table(options, "outbound")
+def build(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    options = Options(values)
+    options.check_keys(("inbound", "mapping", "outbound"))
+    inbound, outbound = options.table("inbound"), options.table("outbound")
     if not inbound and not outbound:
         raise AdapterConfigError("[options] give [options.inbound], [options.outbound] or both")
     plan = AdapterPlan()
     if inbound:
-        where = "[options.inbound]"
-        patterns, split = FORMATS[choice(inbound, "format", where, tuple(FORMATS))]
-        if "mapping" not in options:
+        patterns, split = FORMATS[inbound.choice("format", tuple(FORMATS))]
+        if "mapping" not in values:
             raise AdapterConfigError("[options.mapping] is required with [options.inbound]")
         try:
-            plan.inbound = JsonMapping.from_options(table(options, "mapping")).to_events
+            plan.inbound = JsonMapping.from_options(options.table("mapping").values).to_events
         except MappingError as error:
             raise AdapterConfigError(str(error)) from None
         plan.sources.append(drop_source(inbound, state_dir, patterns, split, ("format",)))
@@ -210,16 +113,16 @@ def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
     return plan
 
 
-def _outbound(outbound: Mapping[str, Any]) -> Outbound:
-    where = "[options.outbound]"
-    check_keys(outbound, OUTBOUND_KEYS, where)
-    file_format = choice(outbound, "format", where, OUT_FORMATS)
-    fields = table(outbound, "fields", where)
+def _outbound(outbound: Options) -> Outbound:
+    where = outbound.where
+    outbound.check_keys(OUTBOUND_KEYS)
+    file_format = outbound.choice("format", OUT_FORMATS)
+    fields = outbound.table("fields").values
     if not all(isinstance(path, str) and path for path in fields.values()):
         raise AdapterConfigError(f"{where} fields: each value must be an event field path")
     if file_format == "csv" and not fields:
         raise AdapterConfigError(f'{where} fields: required with format = "csv" (the columns)')
-    families, types = strings(outbound, "families", where), strings(outbound, "types", where)
+    families, types = outbound.strings("families"), outbound.strings("types")
     if not families and not types:
         raise AdapterConfigError(f"{where} give families, types or both")
     subscription = outbound.get("subscription", "filedrop-out")
@@ -230,14 +133,14 @@ def _outbound(outbound: Mapping[str, Any]) -> Outbound:
             subscription,
             families=families,
             types=types,
-            jurisdiction_prefixes=strings(outbound, "jurisdictions", where),
+            jurisdiction_prefixes=outbound.strings("jurisdictions"),
         ),
         outbound_mapping(
             file_format,
             {str(k): str(v) for k, v in fields.items()},
-            strings(outbound, "from_agencies", where),
+            outbound.strings("from_agencies"),
         ),
-        DirectorySink(directory(outbound, where)),
+        DirectorySink(outbound.path("directory")),
     )
 
 

@@ -7,8 +7,8 @@
                 handle(delivery.event)
                 await subscription.ack(delivery)
 
-Publishing retries with exponential backoff and jitter (stamina) on outcomes that may go
-away — UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED — never on a refusal
+Publishing retries with exponential backoff and jitter (`adapters.sdk.retry`) on outcomes that
+may go away — UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED — never on a refusal
 (INVALID_ARGUMENT, PERMISSION_DENIED, ...). Retrying is safe because the event id is the
 idempotency key: a retry of a stored event stores nothing new (its receipt says `duplicate`).
 A receipt also says what the gateway advises (`receipt.advisories`: rules the stored event
@@ -36,6 +36,14 @@ import grpc
 import stamina
 import structlog
 
+from adapters.sdk.retry import (
+    DEFAULT_RETRY,
+    NO_RETRY,
+    RETRYABLE_CODE_NUMBERS,
+    RETRYABLE_CODES,
+    Retry,
+    is_retryable,
+)
 from dutylink.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -44,14 +52,18 @@ from dutylink.v1 import (
     gateway_pb2_grpc,
 )
 
-RETRYABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-    }
-)
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "DEFAULT_RETRY",
+    "NO_RETRY",
+    "RETRYABLE_CODES",
+    "AckNotConfirmedError",
+    "ClientCertificate",
+    "DutyLinkClient",
+    "Retry",
+    "Subscription",
+    "is_retryable",
+]
 
 log = structlog.get_logger("dutylink.client")
 
@@ -64,37 +76,8 @@ CHANNEL_OPTIONS = (
 )
 
 
-def is_retryable(error: Exception) -> bool:
-    """A failure that may succeed when tried again with the same event ids."""
-    return isinstance(error, grpc.aio.AioRpcError) and error.code() in RETRYABLE_CODES
-
-
-@dataclass(frozen=True)
-class Retry:
-    """How long to keep trying a publish: at most `attempts` tries within `timeout` seconds,
-    waiting `wait_initial` doubling up to `wait_max`, plus up to `wait_jitter` at random."""
-
-    attempts: int = 10
-    timeout: float = 60.0
-    wait_initial: float = 0.2
-    wait_max: float = 10.0
-    wait_jitter: float = 1.0
-
-    def context(self, on: Callable[[Exception], bool] = is_retryable) -> Any:
-        return stamina.retry_context(
-            on=on,
-            attempts=self.attempts,
-            timeout=self.timeout,
-            wait_initial=self.wait_initial,
-            wait_max=self.wait_max,
-            wait_jitter=self.wait_jitter,
-        )
-
-
-NO_RETRY = Retry(attempts=1)
-# What a client does unless told otherwise: keep trying for a minute. Safe, since an event id
-# can never be stored twice, and what a department system wants from a gateway that restarts.
-DEFAULT_RETRY = Retry()
+# How `consume` reopens a lost subscription: without end, backing off up to 10 s.
+RECONNECT_FOREVER = Retry(attempts=0, timeout=0, wait_max=10.0)
 
 
 def _log_receipt(receipt: gateway_pb2.Receipt) -> None:
@@ -118,9 +101,7 @@ class _RetryableResults(Exception):
 
 
 def _retryable_result(result: gateway_pb2.PublishResult) -> bool:
-    return result.HasField("error") and any(
-        result.error.code == code.value[0] for code in RETRYABLE_CODES
-    )
+    return result.HasField("error") and result.error.code in RETRYABLE_CODE_NUMBERS
 
 
 @dataclass(frozen=True)
@@ -252,7 +233,7 @@ class DutyLinkClient:
         planes: Sequence[event_pb2.Plane.ValueType] = (),
         max_in_flight: int = 16,
         nack_delay: timedelta = timedelta(seconds=5),
-        reconnect: Retry = Retry(attempts=0, timeout=0, wait_max=10.0),
+        reconnect: Retry = RECONNECT_FOREVER,
     ) -> None:
         """Run `handler` on every delivery of a durable subscription until cancelled: at most
         `max_in_flight` at once, each acked after the handler returns, nacked for redelivery

@@ -48,18 +48,15 @@ from adapters.framework import (
     AdapterKind,
     AdapterPlan,
     Outbound,
-    OutboundMapping,
-    OutboundRecord,
     Pipeline,
     PublishUnavailableError,
-    Record,
-    RecordOutcome,
-    Rejected,
     Subscription,
 )
-from adapters.mapping import JsonMapping, event_to_json
-from adapters.runner import AdapterConfigError
+from adapters.mapping import JsonMapping
+from adapters.options import AdapterConfigError, Options
+from adapters.records import OutboundRecord, Record, RecordOutcome, Rejected
 from adapters.sdk.client import Retry
+from adapters.webhook.mapping import JSON, outbound_mapping
 from adapters.webhook.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -73,56 +70,8 @@ from dutylink.v1 import event_pb2
 
 log = structlog.get_logger("dutylink.adapter")
 
-JSON = "application/json"
 
 # --- options ----------------------------------------------------------------------------------
-
-
-def _check_keys(table: Mapping[str, Any], known: set[str], section: str) -> None:
-    if unknown := set(table) - known:
-        raise AdapterConfigError(f"[{section}]: unknown key '{sorted(unknown)[0]}' (expected one of {', '.join(sorted(known))})")  # fmt: skip
-
-
-def _table(options: Mapping[str, Any], key: str, section: str) -> Mapping[str, Any]:
-    value = options.get(key, {})
-    if not isinstance(value, Mapping):
-        raise AdapterConfigError(f"[{section}.{key}] must be a table")
-    return value
-
-
-def _text(table: Mapping[str, Any], key: str, default: str | None, where: str) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise AdapterConfigError(f"{where} {key}: required, a non-empty string")
-    return value
-
-
-def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise AdapterConfigError(f"{where} {key}: a number greater than 0")
-    return float(value)
-
-
-def _count(table: Mapping[str, Any], key: str, default: int, where: str) -> int:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise AdapterConfigError(f"{where} {key}: a whole number of at least 1")
-    return value
-
-
-def _strings(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = table.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise AdapterConfigError(f"{where} {key}: a list of strings")
-    return tuple(value)
-
-
-def _flag(table: Mapping[str, Any], key: str, where: str) -> bool:
-    value = table.get(key, False)
-    if not isinstance(value, bool):
-        raise AdapterConfigError(f"{where} {key}: true or false")
-    return value
 
 
 def read_secret(path: Path, where: str) -> bytes:
@@ -176,34 +125,32 @@ def _listen(value: str, allow_remote: bool, where: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def inbound_settings(table: Mapping[str, Any]) -> tuple[InboundSettings, bytes]:
+def inbound_settings(table: Options) -> tuple[InboundSettings, bytes]:
     """[options.inbound] read and checked, and the shared secret."""
-    where = "[options.inbound]"
-    _check_keys(table, _INBOUND_KEYS, "options.inbound")
+    where = table.where
+    table.check_keys(_INBOUND_KEYS)
     defaults = InboundSettings()
     host, port = _listen(
-        _text(table, "listen", f"{defaults.host}:{defaults.port}", where),
-        _flag(table, "allow_remote", where),
+        table.text("listen", f"{defaults.host}:{defaults.port}"),
+        table.flag("allow_remote"),
         where,
     )
-    path = _text(table, "path", defaults.path, where)
+    path = table.text("path", defaults.path)
     if not path.startswith("/"):
         raise AdapterConfigError(f"{where} path: must start with '/'")
     settings = InboundSettings(
         host=host,
         port=port,
         path=path,
-        tolerance_seconds=_number(table, "tolerance_seconds", defaults.tolerance_seconds, where),
-        max_body_bytes=_count(table, "max_body_bytes", defaults.max_body_bytes, where),
-        publish_timeout_seconds=_number(
-            table, "publish_timeout_seconds", defaults.publish_timeout_seconds, where
+        tolerance_seconds=table.number("tolerance_seconds", defaults.tolerance_seconds),
+        max_body_bytes=table.whole("max_body_bytes", defaults.max_body_bytes),
+        publish_timeout_seconds=table.number(
+            "publish_timeout_seconds", defaults.publish_timeout_seconds
         ),
-        retry_after_seconds=_count(
-            table, "retry_after_seconds", defaults.retry_after_seconds, where
-        ),
-        replay_capacity=_count(table, "replay_capacity", defaults.replay_capacity, where),
+        retry_after_seconds=table.whole("retry_after_seconds", defaults.retry_after_seconds),
+        replay_capacity=table.whole("replay_capacity", defaults.replay_capacity),
     )
-    return settings, read_secret(Path(_text(table, "secret_file", None, where)), where)
+    return settings, read_secret(Path(table.text("secret_file", None)), where)
 
 
 class _BodyError(Exception):
@@ -413,15 +360,6 @@ class WebhookSink:
             raise WebhookDeliveryError(message)
 
 
-def outbound_mapping(fields: Mapping[str, str], ignore_sources: frozenset[str]) -> OutboundMapping:
-    def to_record(event: event_pb2.Event) -> OutboundRecord | None:
-        if event.source in ignore_sources:
-            return None
-        return OutboundRecord(event.id, event_to_json(event, fields or None), JSON)
-
-    return to_record
-
-
 _OUTBOUND_KEYS = {
     "subscription", "families", "types", "jurisdiction_prefixes", "ignore_sources", "url",
     "secret_file", "fields", "request_timeout_seconds", "retry",
@@ -440,48 +378,48 @@ def _check_event_path(path: str, where: str) -> None:
         descriptor = descriptor.fields_by_name[part].message_type
 
 
-def _retry(table: Mapping[str, Any]) -> Retry:
-    where = "[options.outbound.retry]"
-    _check_keys(table, _RETRY_KEYS, "options.outbound.retry")
+def _retry(table: Options) -> Retry:
+    where = table.where
+    table.check_keys(_RETRY_KEYS)
     default = DEFAULT_RETRY
     jitter = table.get("wait_jitter_seconds", default.wait_jitter)
     if isinstance(jitter, bool) or not isinstance(jitter, int | float) or jitter < 0:
         raise AdapterConfigError(f"{where} wait_jitter_seconds: a number of at least 0")
     return Retry(
-        attempts=_count(table, "attempts", default.attempts, where),
-        timeout=_number(table, "timeout_seconds", default.timeout, where),
-        wait_initial=_number(table, "wait_initial_seconds", default.wait_initial, where),
-        wait_max=_number(table, "wait_max_seconds", default.wait_max, where),
+        attempts=table.whole("attempts", default.attempts),
+        timeout=table.number("timeout_seconds", default.timeout),
+        wait_initial=table.number("wait_initial_seconds", default.wait_initial),
+        wait_max=table.number("wait_max_seconds", default.wait_max),
         wait_jitter=float(jitter),
     )
 
 
-def outbound_side(table: Mapping[str, Any]) -> Outbound:
+def outbound_side(table: Options) -> Outbound:
     """[options.outbound] read and checked: the subscription, the mapping and the sink."""
-    where = "[options.outbound]"
-    _check_keys(table, _OUTBOUND_KEYS, "options.outbound")
-    url = _text(table, "url", None, where)
+    where = table.where
+    table.check_keys(_OUTBOUND_KEYS)
+    url = table.text("url", None)
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise AdapterConfigError(f"{where} url: '{url}' is not an http(s) URL")
-    fields = _table(table, "fields", "options.outbound")
+    fields = table.table("fields").values
     for key, path in fields.items():
         if not isinstance(path, str) or not path:
             raise AdapterConfigError(f"[options.outbound.fields] {key}: an event field path")
         _check_event_path(path, f"[options.outbound.fields] {key}")
     settings = OutboundSettings(
         url=url,
-        request_timeout_seconds=_number(table, "request_timeout_seconds", 10.0, where),
-        retry=_retry(_table(table, "retry", "options.outbound")),
+        request_timeout_seconds=table.number("request_timeout_seconds", 10.0),
+        retry=_retry(table.table("retry")),
     )
-    secret = read_secret(Path(_text(table, "secret_file", None, where)), where)
+    secret = read_secret(Path(table.text("secret_file", None)), where)
     return Outbound(
         Subscription(
-            _text(table, "subscription", "webhook-out", where),
-            families=_strings(table, "families", where),
-            types=_strings(table, "types", where),
-            jurisdiction_prefixes=_strings(table, "jurisdiction_prefixes", where),
+            table.text("subscription", "webhook-out"),
+            families=table.strings("families"),
+            types=table.strings("types"),
+            jurisdiction_prefixes=table.strings("jurisdiction_prefixes"),
         ),
-        outbound_mapping(dict(fields), frozenset(_strings(table, "ignore_sources", where))),
+        outbound_mapping(dict(fields), frozenset(table.strings("ignore_sources"))),
         WebhookSink(settings, secret),
     )
 
@@ -489,16 +427,18 @@ def outbound_side(table: Mapping[str, Any]) -> Outbound:
 # --- the adapter ------------------------------------------------------------------------------
 
 
-def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+def build(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
     """Sources and outbound side from [options]; errors name the key. Reads the secret files
     here, so that a missing secret stops the adapter before it listens or subscribes."""
-    _check_keys(options, {"inbound", "mapping", "outbound"}, "options")
-    inbound, outbound = _table(options, "inbound", "options"), _table(options, "outbound", "options")  # fmt: skip
+    # The webhook adapter's messages keep their documented wording (see Options.terse).
+    options = Options(values, terse=True)
+    options.check_keys({"inbound", "mapping", "outbound"})
+    inbound, outbound = options.table("inbound"), options.table("outbound")
     if not inbound and not outbound:
         raise AdapterConfigError("[options]: give [options.inbound] (with [options.mapping]), [options.outbound], or both")  # fmt: skip
     plan = AdapterPlan()
     if inbound:
-        mapping = _table(options, "mapping", "options")
+        mapping = options.table("mapping").values
         if not mapping:
             raise AdapterConfigError("[options.mapping]: required with [options.inbound]")
         plan.inbound = JsonMapping.from_options(mapping).to_events

@@ -9,6 +9,10 @@ from google.protobuf import timestamp_pb2
 
 from dutylink.v1 import event_pb2
 
+# The incidents an event belongs to: defined with the policy vocabulary (the lower layer),
+# which scopes break-glass grants by them too.
+from policies.model import incident_ids as incident_ids
+
 CLOUDEVENTS_SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
 DATA_SCHEMA = "dutylink.v1.Event"
@@ -20,17 +24,6 @@ CONTENT_DIGEST_HEADER = "Dutylink-Content-Digest"
 def family(event: event_pb2.Event) -> str:
     """The payload's family: "incident", "resource" or "warning" ("" when none is set)."""
     return event.WhichOneof("payload") or ""
-
-
-def incident_ids(event: event_pb2.Event) -> list[str]:
-    """The incidents an event belongs to, whatever its family."""
-    if event.HasField("incident"):
-        return [event.incident.incident_id]
-    if event.HasField("resource"):
-        return [event.resource.incident_id] if event.resource.incident_id else []
-    if event.HasField("warning"):
-        return list(event.warning.incidents)
-    return []
 
 
 def dedup_key(agency: str, event_id: str) -> str:

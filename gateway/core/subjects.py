@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dutylink.v1 import event_pb2
+from policies import model
 
 EVENTS_STREAM = "DUTYLINK_EVENTS"
 DEADLETTER_STREAM = "DUTYLINK_DEADLETTER"
@@ -40,7 +41,7 @@ ACKED_PREFIX = "dutylink.acked"
 WRITERS_STREAM = "DUTYLINK_WRITERS"
 WRITERS_PREFIX = "dutylink.writers"
 
-FAMILIES = ("incident", "resource", "warning")
+FAMILIES = model.FAMILIES  # the payload families, defined once with the policy vocabulary
 PLANE_TOKENS: dict[int, str] = {
     event_pb2.PLANE_ACTUAL: "actual",
     event_pb2.PLANE_EXERCISE: "exercise",

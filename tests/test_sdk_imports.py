@@ -1,0 +1,125 @@
+"""The SDK and the adapter mappings import nothing they must not: a department developer gets
+the client without the server, and a mapping is a pure function of its record.
+
+Imports are read with `ast` (nothing is imported to check them) and followed transitively
+through the repository's own modules.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("adapters", "gateway", "policies")
+
+# The pure audit core the SDK may use to verify checkpoints (not followed further: the audit
+# core's own purity has its own test).
+AUDIT_CORE = ("gateway.audit.merkle", "gateway.audit.note", "gateway.audit.entries", "gateway.audit.verify")  # fmt: skip
+
+SDK = ("adapters.sdk.client", "adapters.sdk.checkpoints", "adapters.sdk.retry")
+MAPPINGS = (
+    "adapters.records",
+    "adapters.options",
+    "adapters.mapping",
+    "adapters.cap.mapping",
+    "adapters.cap.codec",
+    "adapters.cap.compare",
+    "adapters.edxl.mapping",
+    "adapters.edxl.de",
+    "adapters.edxl.rm",
+    "adapters.edxl.rmdiff",
+    "adapters.dispatch.fields",
+    "adapters.dispatch.cad110",
+    "adapters.dispatch.dispatch119",
+    "adapters.filedrop.mapping",
+    "adapters.webhook.mapping",
+)
+# What a mapping may not reach: the network, metrics, the SDK, the adapters' I/O and the gateway.
+MAPPING_FORBIDDEN = (
+    "grpc", "prometheus_client", "aiohttp", "nats", "stamina", "asyncio",
+    "adapters.sdk", "adapters.framework", "adapters.transports", "adapters.runner",
+    "adapters.metrics", "gateway",
+)  # fmt: skip
+
+
+def _path_of(module: str) -> Path | None:
+    """The file of an in-repository module, None for a third-party or proto one."""
+    if module.split(".")[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _direct_imports(module: str) -> set[str]:
+    path = _path_of(module)
+    assert path is not None, module
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            # `from package import module` imports a module too.
+            found.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if _path_of(f"{node.module}.{alias.name}") is not None
+            )
+    return found
+
+
+def _closure(roots: Iterable[str], stop: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every module reached from `roots` through in-repository imports, with one module that
+    imports it (to name the path in a failure). Modules in `stop` are not followed."""
+    reached: dict[str, str] = {root: "" for root in roots}
+    pending = list(reached)
+    while pending:
+        module = pending.pop()
+        for imported in _direct_imports(module):
+            if imported in reached:
+                continue
+            reached[imported] = module
+            if _path_of(imported) is not None and imported not in stop:
+                pending.append(imported)
+    return reached
+
+
+def _chain(reached: dict[str, str], module: str) -> str:
+    chain = [module]
+    while reached.get(chain[-1]):
+        chain.append(reached[chain[-1]])
+    return " <- ".join(chain)
+
+
+def _matches(module: str, prefixes: Iterable[str]) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
+def test_the_sdk_imports_only_the_proto_package_the_audit_core_and_itself() -> None:
+    reached = _closure(SDK, stop=AUDIT_CORE)
+    outside = [
+        _chain(reached, module)
+        for module in reached
+        if _path_of(module) is not None
+        and not _matches(module, ("adapters.sdk", *AUDIT_CORE))
+        and module not in ("adapters", "adapters.sdk", "gateway", "gateway.audit")
+    ]
+    assert outside == []
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_a_mapping_imports_no_network_metrics_sdk_or_gateway(mapping: str) -> None:
+    reached = _closure([mapping])
+    forbidden = [_chain(reached, m) for m in reached if _matches(m, MAPPING_FORBIDDEN)]
+    assert forbidden == []
+
+
+def test_the_checked_modules_exist() -> None:
+    assert [m for m in (*SDK, *MAPPINGS, *AUDIT_CORE) if _path_of(m) is None] == []

@@ -155,30 +155,21 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str, str]] = frozenset(
         # The policy loader reads its YAML file itself; parsing the text is the pure part.
         ("impure", "policies.loader", "pathlib"),
         ("impure", "policies.loader", "read_text()"),
-        # Modules over 400 lines with no reason at their top.
-        ("long", "adapters.cap.codec", ""),
-        ("long", "adapters.edxl.adapter", ""),
-        ("long", "adapters.edxl.de", ""),
-        ("long", "adapters.edxl.rm", ""),
+        # Modules over 400 lines with no reason at their top. gateway.cli.schema_docs and
+        # gateway.config are two concerns each (the Markdown reference and the AsyncAPI document;
+        # settings classes and their loading from files and the environment): split, not excused.
         ("long", "adapters.framework", ""),
         ("long", "adapters.sdk.client", ""),
-        ("long", "adapters.webhook.adapter", ""),
-        ("long", "gateway.access.pki", ""),
         ("long", "gateway.audit.bundle", ""),
         ("long", "gateway.audit.entries", ""),
         ("long", "gateway.audit.log", ""),
         ("long", "gateway.audit.verify", ""),
-        ("long", "gateway.bench.soak", ""),
-        ("long", "gateway.cli.audit", ""),
-        ("long", "gateway.cli.policy", ""),
         ("long", "gateway.cli.schema_docs", ""),
         ("long", "gateway.config", ""),
         ("long", "gateway.rpc.subscribe", ""),
         ("long", "gateway.server", ""),
         ("long", "gateway.store.jetstream", ""),
-        ("long", "gateway.testkit.cluster", ""),
         ("long", "policies.engine", ""),
-        ("long", "policies.loader", ""),
     }
 )
 

@@ -1,5 +1,10 @@
 """Policy files -> `Policy`: parse the YAML keeping line marks, validate everything, lint.
 
+Long because it validates every key of the policy format with its own `file:line` message, checks
+names across files (duplicate and unknown agencies and roles) and lints what does not stop a load
+(shadowed and unreachable rules, sensitive fields left unredacted); the format is in
+policies/README.md.
+
 `parse_policy` is pure (file name -> YAML text); `load_policy` only reads the files first.
 Every problem of a load is collected into one `PolicyError` whose lines read
 "policies/fire.yaml:12: unknown classification 'SECERT' (expected one of ...)". The nodes of

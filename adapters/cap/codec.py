@@ -1,5 +1,10 @@
 """CAP 1.2 XML <-> `dutylink.v1.Warning`: a pure codec.
 
+Long because it follows CAP 1.2 element by element in both directions: a reader and a writer for
+alert, info, resource and area, every value type's conversion (dateTime, decimal, point, polygon,
+circle, references, space-separated lists), and schema errors translated into messages that name
+the element and line.
+
 `parse_cap` takes the bytes of a CAP 1.2 `<alert>` and returns a `Warning`; `to_cap_xml` writes a
 `Warning` as CAP 1.2 XML. Both check their XML against the OASIS CAP 1.2 schema (vendored in
 `schema/`, read once) and raise `CapError` naming the element and, when parsing, the line:

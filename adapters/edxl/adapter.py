@@ -2,6 +2,10 @@
 alerts) in from a drop directory; resource messages out as EDXL-RM XML files, and resource
 messages and CAP alerts out in EDXL-DE envelopes.
 
+Long because it carries two standards' containers both ways: bare EDXL-RM messages and EDXL-DE
+envelopes holding CAP and RM content, with the envelope's metadata kept on the way in and rebuilt
+(or derived) on the way out, and the options of each outbound side checked.
+
     [options]
     system = "em-sh"                  # prefix of event ids: "<system>:<MessageID>"
     division_code = "310115"          # jurisdiction when a message names none

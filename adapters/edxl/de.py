@@ -1,6 +1,10 @@
 """EDXL-DE 1.0 distribution envelopes: unwrap to routing fields plus the embedded documents,
 and wrap documents in a new envelope. Pure: bytes in, values out, and back.
 
+Long because it follows EDXL-DE 1.0 element by element in both directions (unwrap and wrap, value
+lists, target areas, content objects) and adds `de_differences`, the comparison in meaning that the
+round-trip tests read.
+
 The envelope is validated against the OASIS EDXL-DE 1.0 schema. Embedded documents come out
 as standalone XML bytes (re-serialised elements, not the original byte range: read XML
 signatures over their canonical form), each tagged "cap", "rm" or "other" by its root

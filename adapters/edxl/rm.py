@@ -1,5 +1,9 @@
 """EDXL-RM 1.0 XML <-> `dutylink.v1.ResourceMessage`. Pure: bytes in, messages out, and back.
 
+Long because it maps the 16 EDXL-RM 1.0 message types element by element in both directions (the
+reader and the writer), keeping the CIQ party and location forms and the value lists as received
+beside DutyLink's views of them.
+
 `parse_rm` refuses unsafe XML (see `xml.py`), checks the message type, validates against that
 type's OASIS schema, then maps every element into the proto: DutyLink's convenient fields as
 views, and what they cannot hold in the received form beside them (value lists as received,

@@ -1,6 +1,10 @@
 """The generic webhook adapter: a department's REST system POSTs signed JSON records to us, and
 we POST signed JSON events to it. The reference, with examples, is adapters/webhook/README.md.
 
+Long because it is both sides of one HTTP exchange, each with its options checked: an aiohttp
+receiver that answers only once every record is settled, and a sender that retries with backoff,
+honours Retry-After and keeps what the endpoint refuses for good.
+
     [options.inbound]                  # records in: POST <path> on <listen>
     listen = "127.0.0.1:8081"
     path = "/events"

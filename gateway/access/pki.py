@@ -1,6 +1,12 @@
 """The exchange's own PKI: a small certificate authority that gives every agency a client
 certificate, so the gateway authenticates callers by mutual TLS instead of bearer tokens.
 
+Long because it is the whole certificate authority over one directory layout: private keys written
+0600 atomically, the issued.json register, the agency and server certificate profiles, revocation
+and the signed CRL. The readers the gateway uses at the handshake (`agency_of`,
+`check_client_certificate`, `RevocationList`) sit at the end because they check the same profile
+the issuers write.
+
 Layout of a PKI directory (0700; every private key 0600 from the moment it exists):
 
     ca.pem  ca.key       the exchange CA (ECDSA P-256, CA:true pathlen 0)

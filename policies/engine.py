@@ -29,6 +29,7 @@ from policies.model import (
     Grant,
     Policy,
     Rule,
+    incident_ids,
     jurisdiction_error,
     name_of,
     resolve_agencies,
@@ -160,16 +161,7 @@ class _CompiledRedaction:
 
 def _incident_ids(event: event_pb2.Event) -> set[str]:
     """The incidents an event belongs to, for scoping break-glass grants."""
-    ids = {event.correlation_id}
-    payload = event.WhichOneof("payload")
-    if payload == "incident":
-        ids.add(event.incident.incident_id)
-    elif payload == "resource":
-        ids.add(event.resource.incident_id)
-    elif payload == "warning":
-        ids.update(event.warning.incidents)
-    ids.discard("")
-    return ids
+    return {event.correlation_id, *incident_ids(event)} - {""}
 
 
 def _in_scope(grant: Grant, agency: str, event: event_pb2.Event) -> bool:

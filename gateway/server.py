@@ -47,9 +47,9 @@ from gateway.audit.entries import gateway_entry, revocation_entry, schema_versio
 from gateway.audit.log import AuditUnavailableError
 from gateway.audit.note import NoteError
 from gateway.audit.witness import Ledger, StreamView, compare, publish_facts, settlement
-from gateway.config import Config, ConfigError
 from gateway.core import subjects
 from gateway.core.quotas import Limits, Quotas, Refusal
+from gateway.core.settings import Config, ConfigError
 from gateway.core.validation import ValidationLimits, Validator
 from gateway.rpc.audit_service import AuditServicer, CheckpointServicer
 from gateway.rpc.breakglass import BreakGlass

@@ -15,8 +15,8 @@ from gateway.audit import merkle
 from gateway.audit.log import SigningKeyChangedError
 from gateway.audit.note import Checkpoint, Signer, Verifier, sign_note
 from gateway.audit.verify import Report, verify_log
-from gateway.config import ConfigError
 from gateway.core import subjects
+from gateway.core.settings import ConfigError
 from gateway.store.audit_files import declared_rotation, load_or_create_signer
 from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import (

@@ -22,8 +22,8 @@ from nats.js import api
 from structlog.testing import capture_logs
 
 from adapters.sdk.client import DutyLinkClient, Retry, Subscription
-from gateway.config import Config, ConfigError
 from gateway.core import subjects
+from gateway.core.settings import Config, ConfigError
 from gateway.store.jetstream import (
     DurabilityError,
     DurabilityFinding,

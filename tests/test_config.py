@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from gateway import config
 from gateway.cli.main import app
-from gateway.config import ConfigError
+from gateway.core.settings import ConfigError
 
 
 def test_no_file_gives_loopback_defaults_and_the_sample_agencies() -> None:

@@ -21,8 +21,8 @@ import grpc
 import pytest
 
 from adapters.sdk.client import NO_RETRY, DutyLinkClient, Retry
-from gateway.config import Config
 from gateway.core import subjects
+from gateway.core.settings import Config
 from gateway.testkit.cluster import LocalCluster
 from gateway.testkit.history import History, Outcome, Verdict, check
 from gateway.testkit.inprocess import GatewayProcess, config_for_tests, gateway_for_tests

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.access import pki
-from gateway.config import Agency, Config, TlsSettings
+from gateway.core.settings import Agency, Config, TlsSettings
 from gateway.server import SERVICE_NAMES, Gateway
 from gateway.testkit.inprocess import config_for_tests, free_port, gateway_for_tests
 

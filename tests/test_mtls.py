@@ -17,7 +17,7 @@ import pytest
 from adapters.sdk.client import ClientCertificate, DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.access import pki
-from gateway.config import Agency, Config, ConfigError, TlsSettings
+from gateway.core.settings import Agency, Config, ConfigError, TlsSettings
 from gateway.server import Gateway
 from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests

@@ -21,9 +21,11 @@ import gateway.cli.demo
 from adapters.sdk.client import DutyLinkClient
 from gateway.cli.main import app
 from gateway.core import subjects
+from gateway.core.kv import AGGREGATES_BUCKET, BucketSpec, Versioned
 from gateway.server import Gateway
 from gateway.store import nats_auth
 from gateway.store.audit_files import load_or_create_signer
+from gateway.store.kv import JetStreamKeyValue
 from gateway.store.nats_auth import (
     AUDITOR,
     GATEWAY,
@@ -401,6 +403,29 @@ async def test_the_operator_writes_only_its_own_gateways_operator_log(embedded: 
         await operator.refused_publish(f"$JS.API.CONSUMER.CREATE.{subjects.AUDIT_STREAM}")
     finally:
         await operator.client.close()
+
+
+async def test_the_gateway_user_keeps_aggregates_in_their_bucket_and_no_cli_user_writes_there(
+    embedded: Embedded,
+) -> None:
+    gateway_user = await _open(embedded.url_as(GATEWAY))
+    try:
+        store = await JetStreamKeyValue.open(
+            gateway_user.client.jetstream(), BucketSpec(AGGREGATES_BUCKET)
+        )
+        first = await store.create("lifecycle.incident.i-1", b"reported")
+        second = await store.update("lifecycle.incident.i-1", b"dispatched", first)
+        assert await store.get("lifecycle.incident.i-1") == Versioned(b"dispatched", second)
+        assert await store.keys("lifecycle", limit=10) == ["lifecycle.incident.i-1"]
+        await gateway_user.refused_publish(f"$JS.API.STREAM.PURGE.KV_{AGGREGATES_BUCKET}")
+    finally:
+        await gateway_user.client.close()
+    for role in (AUDITOR, WITNESS, OPERATOR):
+        user = await _open(embedded.url_as(role))
+        try:
+            await user.refused_publish(f"$KV.{AGGREGATES_BUCKET}.lifecycle.incident.i-1")
+        finally:
+            await user.client.close()
 
 
 async def test_a_restarted_gateway_reuses_its_credentials(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ import pytest
 from nats.js import JetStreamContext
 
 from adapters.sdk.client import DutyLinkClient
-from gateway.config import Config
 from gateway.core import subjects
+from gateway.core.settings import Config
 from gateway.server import Gateway
 from gateway.store.writer_lease import Holder, WriterLease, WriterLeaseError
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests

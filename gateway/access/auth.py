@@ -24,7 +24,7 @@ import structlog
 
 from gateway.access.pki import IdentityError, check_client_certificate
 from gateway.access.revocation import REFUSE, RevocationKeeper
-from gateway.config import Agency
+from gateway.core.settings import Agency
 
 log = structlog.get_logger("dutylink.auth")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 
 from gateway.access.pki import PkiError, RevocationList
-from gateway.config import CRL_UNUSABLE_POLICIES
+from gateway.core.settings import CRL_UNUSABLE_POLICIES
 
 log = structlog.get_logger("dutylink.auth")
 

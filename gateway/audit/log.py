@@ -25,7 +25,7 @@ from gateway.audit.note import (
     signature_keys,
     unverified_text,
 )
-from gateway.config import ConfigError
+from gateway.core.settings import ConfigError
 
 
 class AuditUnavailableError(Exception):

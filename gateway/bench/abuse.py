@@ -27,7 +27,8 @@ from gateway.bench.harness import (
     nats_at,
     open_loop,
 )
-from gateway.config import GatewaySettings, sample_tokens
+from gateway.config import sample_tokens
+from gateway.core.settings import GatewaySettings
 from gateway.testkit.inprocess import OPEN_POLICY
 
 MODEST = "fire"  # publishes one event at a time at a modest rate ...

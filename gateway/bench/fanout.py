@@ -30,7 +30,7 @@ from gateway.bench.harness import (
     unique,
     until,
 )
-from gateway.config import Agency
+from gateway.core.settings import Agency
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from typing import Any, Generic, TypeVar
 from adapters.sdk.client import Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.cli.demo import scenario
-from gateway.config import Agency, Config, load
+from gateway.config import load
+from gateway.core.settings import Agency, Config
 from gateway.server import Gateway
 from gateway.store.nats_server import NatsServer
 from gateway.testkit.inprocess import GatewayProcess

@@ -26,7 +26,7 @@ from gateway.cli.cluster import cluster_app
 from gateway.cli.operator_audit import open_operator_log, operator_name, replay_dead_letter
 from gateway.cli.pki import pki_app
 from gateway.cli.policy import policy_app
-from gateway.config import Config, ConfigError
+from gateway.core.settings import Config, ConfigError
 from gateway.store import nats_auth
 from gateway.store.data_dir_lock import DataDirInUseError
 from gateway.store.jetstream import EventStore, StoreError

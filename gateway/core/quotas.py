@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.config import GatewaySettings
+from gateway.core.settings import GatewaySettings
 
 # The bucket of callers that could not be authenticated (their calls are refused by the
 # servicers, or are reflection): they share one agency's allowance, not the whole gateway.

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 
 from buf.validate import validate_pb2
 from dutylink.v1 import options_pb2
-from gateway.config import GatewaySettings
+from gateway.core.settings import GatewaySettings
 
 # protobuf's Timestamp range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
 TIMESTAMP_MIN_SECONDS = -62_135_596_800

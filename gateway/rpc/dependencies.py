@@ -14,8 +14,8 @@ from dutylink.v1 import audit_pb2
 from gateway.access.auth import Authenticator
 from gateway.access.authorization import Authorizer
 from gateway.audit.log import AuditUnavailableError
-from gateway.config import Config
 from gateway.core.facts import AuditSink
+from gateway.core.settings import Config
 from gateway.core.validation import Validator
 from gateway.store.audit_log import AuditLog
 from gateway.store.jetstream import (

@@ -18,7 +18,7 @@ from gateway.audit.bundle import Bundle, BundleError, render
 from gateway.audit.commitments import KEY_BYTES
 from gateway.audit.log import DeclaredRotation
 from gateway.audit.note import NoteError, Signer, Verifier
-from gateway.config import ConfigError
+from gateway.core.settings import ConfigError
 from gateway.store.jetstream import StoreDamagedError
 
 # --- keys -------------------------------------------------------------------------------------

@@ -47,8 +47,8 @@ from gateway.audit.log import (
 )
 from gateway.audit.merkle import TreeState, leaf_hash, root
 from gateway.audit.note import Checkpoint, Signer, sign_note
-from gateway.config import AuditSettings
 from gateway.core import subjects
+from gateway.core.settings import AuditSettings
 from gateway.store.audit_files import KeptCheckpointError, keep_checkpoint, read_kept_checkpoint
 from gateway.store.audit_reader import DamagedLogError, latest_note, read_entries, stored_frames
 from gateway.store.jetstream import EventStore, StoreError, ensure_stream

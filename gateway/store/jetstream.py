@@ -27,9 +27,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from dutylink.v1 import event_pb2
-from gateway.config import Config, ConfigError
 from gateway.core import envelope, subjects
 from gateway.core import streams as stream_registry
+from gateway.core.settings import Config, ConfigError
 from gateway.store.nats_auth import split_servers as split_servers  # its old home, still imported
 
 DAY = stream_registry.DAY

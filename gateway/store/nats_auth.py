@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 import bcrypt
 
 from gateway.core import subjects
+from gateway.core.kv import AGGREGATES_BUCKET
 
 CREDENTIALS_DIR = "credentials"
 DEFAULT_INBOX_PREFIX = "_INBOX"
@@ -76,10 +77,15 @@ class Role:
 # Its own subjects, the JetStream API calls nats-py makes for streams, consumers, direct gets
 # and acks, and the VARZ import of a cluster. Stream updates stay allowed: the gateway brings its
 # streams' settings up to date at start (e.g. 1 -> 3 replicas); deny_delete/deny_purge hold.
+# The aggregates bucket is the stream KV_<bucket>: its writes are publishes to `$KV.<bucket>.<key>`;
+# creating, updating and reading it (stream info, direct gets, the consumer that lists keys) are
+# the stream and consumer calls above. Purging a key would need STREAM.PURGE: refused, as for
+# every stream.
 GATEWAY = Role(
     user="gateway",
     publish_allow=(
         "dutylink.>",
+        f"$KV.{AGGREGATES_BUCKET}.>",
         "$JS.API.INFO",
         "$JS.API.STREAM.CREATE.*",
         "$JS.API.STREAM.UPDATE.*",

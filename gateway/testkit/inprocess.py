@@ -34,7 +34,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import config as config_module
-from gateway.config import Config
+from gateway.core.settings import Config
 from gateway.core.started import Started
 from gateway.server import Gateway
 from gateway.store.nats_server import NatsServer

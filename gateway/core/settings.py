@@ -1,0 +1,196 @@
+"""The gateway's settings: one frozen dataclass per section of the configuration file, with the
+documented defaults. Pure declarations: loading them from a TOML file and `DUTYLINK_*` variables,
+and checking what was loaded (the errors name the file or variable), is `gateway.config`'s job.
+Every layer that needs a setting takes these values; none reads a file or the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The file beside `gateway.config` holding the sample agencies (development tokens) used when a
+# configuration lists none; start-up warns when the agencies came from it.
+SAMPLE_AGENCIES_FILE = "sample_agencies.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file (or variable) and the key."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The gRPC side."""
+
+    listen: str = "127.0.0.1:50051"
+    gateway_id: str = "gw-1"
+    # One writer per gateway_id on a NATS (its audit log): the lease a running gateway renews
+    # every third of this; a crashed holder's lease lapses after it, and a second gateway with
+    # the same id waits that long at most before it is refused.
+    writer_lease_seconds: float = 15.0
+    reflection: bool = True
+    metrics_listen: str = ""
+    # Plaintext grpc.health.v1 only (no other service), for probes that cannot present a client
+    # certificate (Kubernetes' gRPC probes); empty: off.
+    health_listen: str = ""
+    max_message_bytes: int = 1_048_576
+    max_batch_events: int = 1000
+    # Messages and list items in one event (or request), counted before the validation rules
+    # run: beyond it the event is refused at once. Validation costs ~10-20 µs per element (more
+    # with violations) and holds the event loop: this bounds one event's validation. A real
+    # national CAP alert (2 languages x 40 areas x 120 geocodes) is ~9,700 elements (~150 ms on
+    # a loaded 2-core machine); at this limit the costliest valid event (polygons of 1,000
+    # points) took 0.4-0.65 s there.
+    max_event_elements: int = 32768
+    # Field violations listed for one refused event; the rest are counted ("and N more were
+    # cut"), which keeps every error status within gRPC's metadata limits.
+    max_violations_per_event: int = 20
+    # Calls served at once, open subscriptions included. Beyond it a call is refused with
+    # RESOURCE_EXHAUSTED (which clients retry with backoff) instead of queueing without bound.
+    max_concurrent_rpcs: int = 1000
+    # What one agency may hold at once, so that its bug or abuse degrades only that agency:
+    # calls (open subscriptions included; at most max_concurrent_rpcs), open subscriptions, and
+    # bytes of publish requests in progress. Beyond them its calls are RESOURCE_EXHAUSTED too.
+    # Health checks count against none of these limits and are never refused.
+    agency_max_concurrent_rpcs: int = 500
+    agency_max_subscriptions: int = 250
+    agency_max_publish_bytes_in_flight: int = 64 * 1024 * 1024
+    # Bytes of publish requests in progress (admission, audit, store) in the whole gateway.
+    max_publish_bytes_in_flight: int = 256 * 1024 * 1024
+    # Events of one agency's batches on their way to JetStream at once, sent in pieces of half
+    # of it: JetStream stores in arrival order, so another agency's event waits behind at most
+    # this many of them (not behind whole batches).
+    agency_max_batch_events_storing: int = 64
+    publish_timeout_seconds: float = 5.0
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """JetStream. An empty `url` starts the embedded nats-server in `data_dir`."""
+
+    url: str = ""
+    data_dir: str = ".dutylink"
+    stream_replicas: int = 1
+    duplicate_window_seconds: float = 120.0
+    events_max_age_days: float = 30.0
+    events_max_bytes: int = -1
+    deadletter_max_age_days: float = 180.0
+    connect_timeout_seconds: float = 5.0
+    durability: str = "refuse"
+
+
+@dataclass(frozen=True)
+class SubscriptionSettings:
+    """Delivery to subscribers."""
+
+    ack_wait_seconds: float = 30.0
+    max_deliveries: int = 5
+    default_in_flight: int = 64
+    max_in_flight: int = 1000
+    max_filter_subjects: int = 256
+    # How long every replica remembers an ack confirmed to a subscriber (the DUTYLINK_ACKED
+    # stream): a redelivery within it, after a consumer leader change lost the ack, is acked
+    # again instead of sent. One small record per confirmed ack, kept this long.
+    ack_record_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Access policies: the directory of `*.yaml` files (empty: the sample policies shipped in
+    the `policies` package), re-read this often when they change."""
+
+    dir: str = ""
+    reload_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The signed audit log. `key_file` holds this replica's Ed25519 checkpoint key (empty:
+    `<nats.data_dir>/audit/<gateway_id>.key`, created on first start); `commitment_key_file` the
+    deployment's secret for withheld-field commitments, the same file on every replica (empty:
+    `<nats.data_dir>/audit/commitment.key`, created on first start)."""
+
+    enabled: bool = True
+    key_file: str = ""
+    commitment_key_file: str = ""
+    checkpoint_seconds: float = 1.0
+    # Bounds on what one entry holds, so that any entry fits a frame (a refused Publish with a
+    # 1 MB event id once failed the whole group commit): a longer string field keeps a prefix
+    # plus its length and SHA-256; a longer caller-supplied list keeps its first items plus a
+    # digest of the rest. 1024 bytes keeps every valid id and type whole.
+    max_field_bytes: int = 1024
+    max_field_items: int = 64
+    # A log's checkpoint key is fixed by its first checkpoint; start-up refuses another key
+    # unless this names the former one: its key id (as the refusal prints it), its public key,
+    # or the path of its key file (then the former key co-signs, endorsing the new one). The
+    # rotation is recorded in the log; once recorded, this setting is ignored.
+    rotate_from_key: str = ""
+    # When the event stream lacks events the audit log records as stored (a damaged store,
+    # checked at start-up): "refuse" to start, or serve "read-only" (publishes refused with
+    # FAILED_PRECONDITION naming the first missing event; subscriptions still served).
+    store_mismatch: str = "refuse"
+
+
+# What `tls.crl_unusable` may say (see gateway.access.revocation).
+CRL_UNUSABLE_POLICIES = ("refuse", "last_good")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Mutual TLS. With `cert_file` set the gateway serves TLS only and every agency must present
+    a client certificate issued by `ca_file` (see `dutylink pki`); without it, plaintext with
+    bearer tokens (development only)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    crl_file: str = ""
+    # While the CRL file is missing or unreadable, or the list in force is past its nextUpdate:
+    # "refuse" every call (UNAVAILABLE) until a current CRL is in place, or "last_good": go on
+    # checking against the last good list kept in memory. A CRL older than the one in force is
+    # refused either way (see gateway.access.revocation).
+    crl_unusable: str = "refuse"
+    # How often the gateway looks at the CRL file (and the clock) without a call to prompt it,
+    # so that each change is audited promptly.
+    crl_check_seconds: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True)
+class Agency:
+    """A connected agency; `token` only in bearer-token (development) mode."""
+
+    id: str
+    name: str
+    token: str = field(default="", repr=False)
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration: each section's settings and the agencies."""
+
+    gateway: GatewaySettings = GatewaySettings()
+    nats: NatsSettings = NatsSettings()
+    subscriptions: SubscriptionSettings = SubscriptionSettings()
+    tls: TlsSettings = TlsSettings()
+    policy: PolicySettings = PolicySettings()
+    audit: AuditSettings = AuditSettings()
+    agencies: tuple[Agency, ...] = ()
+    # Where the agencies came from, so start-up can warn about sample tokens.
+    agencies_source: str = SAMPLE_AGENCIES_FILE
+
+
+# The tables of the configuration file by name: every field of Config but the agencies.
+SECTIONS: dict[str, type[Any]] = {
+    "gateway": GatewaySettings,
+    "nats": NatsSettings,
+    "subscriptions": SubscriptionSettings,
+    "tls": TlsSettings,
+    "policy": PolicySettings,
+    "audit": AuditSettings,
+}

@@ -153,7 +153,6 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str, str]] = frozenset(
         ("long", "gateway.config", ""),
         ("long", "gateway.rpc.subscribe", ""),
         ("long", "gateway.server", ""),
-        ("long", "gateway.store.jetstream", ""),
         ("long", "policies.engine", ""),
     }
 )

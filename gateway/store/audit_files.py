@@ -19,7 +19,7 @@ from gateway.audit.commitments import KEY_BYTES
 from gateway.audit.log import DeclaredRotation
 from gateway.audit.note import NoteError, Signer, Verifier
 from gateway.config import ConfigError
-from gateway.store.jetstream import StoreDamagedError
+from gateway.core.ports import StoreDamagedError
 
 # --- keys -------------------------------------------------------------------------------------
 

@@ -119,7 +119,7 @@ AUDITOR = Role(
 #   own inboxes): no consumer, because creating one is server state (max_consumers), and a
 #   push consumer's deliveries are the server's publishes, which its creator's permissions do
 #   not limit: it could direct stored events onto any subject, e.g. a subscription's
-#   redelivery subject. Costs a round trip per event (overlapped: gateway.store.jetstream
+#   redelivery subject. Costs a round trip per event (overlapped: gateway.store.witness
 #   EVENT_GETS_IN_FLIGHT), acceptable for a full check run by hand.
 # No publish on event, redelivery or audit subjects; no dead letters (they are not witnessed).
 WITNESS = Role(

@@ -21,7 +21,16 @@ from nats.aio.msg import Msg
 from gateway.config import Config, ConfigError
 from gateway.core import streams as stream_registry
 from gateway.core import subjects
-from gateway.core.ports import DeadLetter, Outgoing, Stored, StoreError
+from gateway.core.ports import (
+    DeadLetter,
+    DeadLetters,
+    EventLog,
+    Grants,
+    Outgoing,
+    Stored,
+    StoreError,
+    Subscriptions,
+)
 from gateway.store.connection import Callback, NatsConnection
 from gateway.store.dead_letters import JetStreamDeadLetters
 from gateway.store.durability import DURABILITY_MODES, DurabilityFinding, check_durability
@@ -160,3 +169,8 @@ class EventStore:
 
     async def follow_grants(self, on_grant: Callable[[bytes], None]) -> None:
         await self.grants.follow_grants(on_grant)
+
+
+def as_ports(store: EventStore) -> tuple[EventLog, Subscriptions[Msg], DeadLetters, Grants]:
+    """The store as each port (and mypy's check that it implements them)."""
+    return store, store, store, store

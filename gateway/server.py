@@ -48,6 +48,7 @@ from gateway.audit.log import AuditUnavailableError
 from gateway.audit.note import NoteError
 from gateway.audit.witness import Ledger, StreamView, compare, publish_facts, settlement
 from gateway.core import subjects
+from gateway.core.ports import StoreDamagedError, StoreError, StoreUnavailableError
 from gateway.core.quotas import Limits, Quotas, Refusal
 from gateway.core.settings import Config, ConfigError
 from gateway.core.validation import ValidationLimits, Validator
@@ -68,17 +69,9 @@ from gateway.store.audit_files import (
 from gateway.store.audit_log import AuditLog
 from gateway.store.audit_reader import audit_entries_from, parse_stored_checkpoint
 from gateway.store.data_dir_lock import DataDirLock
-from gateway.store.jetstream import (
-    EventStore,
-    StoreDamagedError,
-    StoreError,
-    StoreUnavailableError,
-    event_digests,
-    events_state,
-    read_witness_mark,
-    write_witness_mark,
-)
+from gateway.store.jetstream import EventStore
 from gateway.store.nats_server import NatsServer, NatsServerError, embedded_dir
+from gateway.store.witness import event_digests, events_state, read_witness_mark, write_witness_mark
 from gateway.store.writer_lease import WriterLease
 from gateway.telemetry.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from policies.loader import SAMPLE_DIR

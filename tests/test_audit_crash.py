@@ -17,7 +17,7 @@ from gateway.audit.note import Verifier
 from gateway.audit.verify import verify_log
 from gateway.core import subjects
 from gateway.store.audit_reader import read_log
-from gateway.store.jetstream import stored_messages
+from gateway.store.streams import stored_messages
 from gateway.testkit.inprocess import GatewayProcess
 from tests.conftest import TOKENS
 from tests.factories import incident_event

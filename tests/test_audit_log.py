@@ -20,7 +20,8 @@ from gateway.audit.log import AuditEntryRefusedError, AuditUnavailableError
 from gateway.audit.note import Checkpoint, Signer, Verifier, open_note
 from gateway.core import subjects
 from gateway.store.audit_log import AuditLog
-from gateway.store.jetstream import EventStore, stored_messages
+from gateway.store.jetstream import EventStore
+from gateway.store.streams import stored_messages
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event

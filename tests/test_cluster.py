@@ -23,14 +23,11 @@ from structlog.testing import capture_logs
 
 from adapters.sdk.client import DutyLinkClient, Retry, Subscription
 from gateway.core import subjects
+from gateway.core.ports import DurabilityError
 from gateway.core.settings import Config, ConfigError
-from gateway.store.jetstream import (
-    DurabilityError,
-    DurabilityFinding,
-    EventStore,
-    durability_findings,
-    split_servers,
-)
+from gateway.store.durability import DurabilityFinding, durability_findings
+from gateway.store.jetstream import EventStore
+from gateway.store.nats_auth import split_servers
 from gateway.testkit.cluster import ClusterTls, LocalCluster, plan_local_cluster, render_node_config
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS

@@ -22,8 +22,9 @@ from gateway.audit.witness import Ledger, publish_facts
 from gateway.cli.audit import audit_app
 from gateway.core import envelope, subjects
 from gateway.server import Gateway
-from gateway.store.jetstream import EVENT_GETS_IN_FLIGHT, stored_messages
+from gateway.store.events import EVENT_GETS_IN_FLIGHT
 from gateway.store.nats_server import NatsServer
+from gateway.store.streams import stored_messages
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.cli_support import LoopThread
 from tests.conftest import TOKENS

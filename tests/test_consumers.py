@@ -13,7 +13,8 @@ import nats
 import pytest
 from nats.js import JetStreamContext, api
 
-from gateway.store.consumers import ConsumerRunner, ConsumerSpec, Delivery, Mode
+from gateway.core.streams import ConsumerSpec, Mode
+from gateway.store.consumers import ConsumerRunner, Delivery
 from tests.drill_support import until
 
 # Generous: how long a test waits for what it expects before it fails (not a speed claim).

@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 from gateway import config
 from gateway.access import pki
 from gateway.cli.main import app
+from gateway.core.ports import StoreError
 from gateway.store import nats_auth
-from gateway.store.jetstream import EventStore, StoreError
+from gateway.store.jetstream import EventStore
 from gateway.store.nats_server import NatsServer, find_binary
 from gateway.testkit import cluster
 from gateway.testkit.inprocess import config_for_tests, free_port, gateway_for_tests

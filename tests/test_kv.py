@@ -12,9 +12,10 @@ import nats
 import pytest
 from nats.js import api
 
-from gateway.core.kv import BucketSpec, KeyValueStore
-from gateway.store.jetstream import StoreRejectedError
-from gateway.store.kv import ConflictError, JetStreamKeyValue, TooManyKeysError
+from gateway.core.kv import ConflictError, KeyValueStore, TooManyKeysError
+from gateway.core.ports import StoreRejectedError
+from gateway.core.streams import BucketSpec
+from gateway.store.kv import JetStreamKeyValue
 from gateway.testkit.inprocess import nats_for_tests
 from gateway.testkit.memory_kv import MemoryKeyValue
 

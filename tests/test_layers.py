@@ -139,7 +139,6 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str, str]] = frozenset(
         ("long", "gateway.audit.verify", ""),
         ("long", "gateway.rpc.subscribe", ""),
         ("long", "gateway.server", ""),
-        ("long", "gateway.store.jetstream", ""),
         ("long", "policies.engine", ""),
     }
 )

@@ -18,16 +18,12 @@ from adapters.sdk.client import DutyLinkClient, Retry
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.core.admission import Admitted, admit, admit_all
+from gateway.core.ports import Stored, StoreRejectedError, StoreUnavailableError
 from gateway.core.subjects import EVENTS_PREFIX
 from gateway.core.validation import Validator
 from gateway.server import Gateway
-from gateway.store.jetstream import (
-    FLUSH_EVERY,
-    EventStore,
-    Stored,
-    StoreRejectedError,
-    StoreUnavailableError,
-)
+from gateway.store.events import FLUSH_EVERY
+from gateway.store.jetstream import EventStore
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.engine import Decision
 from tests.conftest import TOKENS, ClientFactory
@@ -322,7 +318,7 @@ async def test_unacknowledged_publishes_time_out_as_unknown_and_are_not_awaited_
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        assert not store._acks._waiting  # type: ignore[union-attr]
+        assert not store.events._acks._waiting  # type: ignore[union-attr]
     finally:
         await listener.close()
         await store.close()

@@ -5,25 +5,21 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from gateway.store.jetstream import (
-    NatsErrorLog,
-    StoreFullError,
-    StoreRejectedError,
-    StoreUnavailableError,
-    _api_error,
-)
+from gateway.core.ports import StoreFullError, StoreRejectedError, StoreUnavailableError
+from gateway.store.connection import NatsErrorLog
+from gateway.store.errors import api_error
 
 
 def test_an_earlier_try_still_in_process_is_retryable_not_a_refusal() -> None:
     # Seen in the partition drill: a timed-out publish retried while its first try was still
     # being replicated; calling it a refusal reported stored events as refused.
-    error = _api_error(409, "duplicate message id is in process")
+    error = api_error(409, "duplicate message id is in process")
     assert isinstance(error, StoreUnavailableError)
     assert isinstance(
-        _api_error(503, "JetStream system temporarily unavailable"), StoreUnavailableError
+        api_error(503, "JetStream system temporarily unavailable"), StoreUnavailableError
     )
-    assert isinstance(_api_error(503, "maximum bytes exceeded"), StoreFullError)
-    assert isinstance(_api_error(400, "expected stream does not match"), StoreRejectedError)
+    assert isinstance(api_error(503, "maximum bytes exceeded"), StoreFullError)
+    assert isinstance(api_error(400, "expected stream does not match"), StoreRejectedError)
 
 
 async def test_a_repeating_nats_error_is_said_once_then_at_most_once_a_minute_with_its_count() -> (

@@ -18,9 +18,10 @@ from dutylink.v1 import audit_pb2, gateway_pb2
 from gateway.audit.entries import decode_frames
 from gateway.cli.audit import audit_app
 from gateway.core import subjects
+from gateway.core.ports import StoreDamagedError
 from gateway.server import Gateway
-from gateway.store.jetstream import StoreDamagedError, stored_messages
 from gateway.store.nats_server import NatsServer
+from gateway.store.streams import stored_messages
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.cli_support import LoopThread
 from tests.conftest import TOKENS

@@ -19,8 +19,9 @@ from nats.aio.msg import Msg
 from adapters.sdk.client import AckNotConfirmedError, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.core import subjects
+from gateway.core.ports import StoreUnavailableError
 from gateway.server import Gateway
-from gateway.store.jetstream import EventStore, StoreUnavailableError
+from gateway.store.jetstream import EventStore
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS, ClientFactory, agency_clients
 from tests.factories import incident_event, resource_request_event, warning_event

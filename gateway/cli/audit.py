@@ -62,7 +62,6 @@ from gateway.store.audit_reader import (
     StoredCheckpoint,
     read_log,
 )
-from gateway.store.jetstream import event_digests, events_state
 from gateway.store.nats_server import (
     PID_FILE,
     URL_FILE,
@@ -71,6 +70,7 @@ from gateway.store.nats_server import (
     embedded_dir,
     running_url,
 )
+from gateway.store.witness import event_digests, events_state
 from gateway.telemetry import logs
 
 audit_app = typer.Typer(help="Verify the signed audit logs.", no_args_is_help=True)

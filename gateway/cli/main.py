@@ -26,10 +26,10 @@ from gateway.cli.cluster import cluster_app
 from gateway.cli.operator_audit import open_operator_log, operator_name, replay_dead_letter
 from gateway.cli.pki import pki_app
 from gateway.cli.policy import policy_app
+from gateway.core.ports import StoreError
 from gateway.core.settings import Config, ConfigError
-from gateway.store import nats_auth
+from gateway.store import jetstream, nats_auth
 from gateway.store.data_dir_lock import DataDirInUseError
-from gateway.store.jetstream import EventStore, StoreError
 from gateway.store.nats_server import NatsServerError, embedded_dir, running_url
 from gateway.store.writer_lease import WriterLeaseError
 from gateway.telemetry import logs
@@ -282,7 +282,7 @@ def config_show(
     typer.echo(json.dumps(config_module.masked(settings), indent=2, ensure_ascii=False))
 
 
-async def _connected_store(settings: Config) -> EventStore:
+async def _connected_store(settings: Config) -> jetstream.EventStore:
     """An EventStore on the configured NATS, or on the embedded server of the data directory
     as the operator user (dead letters only: it can neither publish events nor read them)."""
     url = settings.nats.url
@@ -302,7 +302,7 @@ async def _connected_store(settings: Config) -> EventStore:
         except nats_auth.CredentialsError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None
-    store = EventStore(settings)
+    store = jetstream.EventStore(settings)
     try:
         await store.connect(url)
     except StoreError as error:

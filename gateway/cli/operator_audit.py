@@ -20,11 +20,12 @@ from pathlib import Path
 from dutylink.v1 import audit_pb2
 from gateway.audit.entries import dead_letter_replay_entry
 from gateway.audit.log import AuditUnavailableError
+from gateway.core.ports import DeadLetter, Stored, StoreError
 from gateway.core.settings import Config
 from gateway.core.subjects import operator_log_id
 from gateway.store.audit_files import load_or_create_signer
 from gateway.store.audit_log import AuditLog
-from gateway.store.jetstream import DeadLetter, EventStore, Stored, StoreError
+from gateway.store.jetstream import EventStore
 
 
 def operator_name() -> str:

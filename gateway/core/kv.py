@@ -6,8 +6,9 @@ Every write names the revision it replaces: `create` only if the key is absent, 
 the key's revision is still the one read. A writer that lost the race gets a conflict, reads
 again and decides again. The store at the edge is `gateway.store.kv.JetStreamKeyValue`; the
 in-memory one for core tests is `gateway.testkit.memory_kv.MemoryKeyValue`. Both raise the
-store's errors (`gateway.store.kv.ConflictError`, `TooManyKeysError`, and the rest of the
-`StoreError` family). Pure: no I/O.
+errors below (`ConflictError`, `TooManyKeysError`) and the rest of the `StoreError` family
+(gateway.core.ports). Buckets are declared in the registry (gateway.core.streams.BucketSpec).
+Pure: no I/O.
 
 How a stateful admission guard commits a transition (the guard itself stays pure):
 
@@ -25,15 +26,13 @@ How a stateful admission guard commits a transition (the guard itself stays pure
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-# Aggregate state of the linked-duty workflows (lifecycles, ledger), one key per aggregate.
-AGGREGATES_BUCKET = "DUTYLINK_AGGREGATES"
+from gateway.core.ports import StoreRejectedError
+from gateway.core.streams import BucketSpec
 
 # Keys are dot-separated tokens ("lifecycle.incident.<id>"), as JetStream KV allows them.
 _KEY = re.compile(r"[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*")
-_BUCKET = re.compile(r"[a-zA-Z0-9_-]+")
 
 
 def check_key(key: str) -> str:
@@ -44,25 +43,26 @@ def check_key(key: str) -> str:
     return key
 
 
-@dataclass(frozen=True)
-class BucketSpec:
-    """One bucket's settings. Always file storage: accepted transitions survive a restart.
-    `history`: revisions kept per key (1 to 64); `replicas`: 3 on a cluster keeps it through
-    one node's lost disk; `max_value_bytes`: a value larger is refused."""
+class ConflictError(StoreRejectedError):
+    """Someone else wrote the key first (or it is present, for a create): read it again and
+    decide again; retrying the same write will not succeed."""
 
-    name: str
-    description: str = ""
-    history: int = 1
-    replicas: int = 1
-    max_value_bytes: int = 64 * 1024
+    @classmethod
+    def lost(cls, bucket: str, key: str, expected_revision: int) -> ConflictError:
+        wanted = "absent" if expected_revision == 0 else f"at revision {expected_revision}"
+        return cls(f"key {key} in {bucket} is no longer {wanted}: another writer came first")
 
-    def __post_init__(self) -> None:
-        if not _BUCKET.fullmatch(self.name):
-            raise ValueError(f"invalid bucket name {self.name!r}: expected [a-zA-Z0-9_-]+")
-        if not 1 <= self.history <= 64:
-            raise ValueError(f"bucket history: expected 1 to 64, got {self.history}")
-        if self.replicas < 1 or self.max_value_bytes < 1:
-            raise ValueError("bucket replicas and max_value_bytes must be positive")
+
+class TooManyKeysError(StoreRejectedError):
+    """More keys under a prefix than the caller's limit."""
+
+
+def check_value(spec: BucketSpec, value: bytes) -> None:
+    """StoreRejectedError if `value` is larger than the bucket takes."""
+    if len(value) > spec.max_value_bytes:
+        raise StoreRejectedError(
+            f"value of {len(value)} bytes exceeds {spec.name}'s limit of {spec.max_value_bytes}"
+        )
 
 
 class Versioned(NamedTuple):

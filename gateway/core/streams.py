@@ -1,12 +1,17 @@
-"""The JetStream stream registry: every stream DutyLink creates, as plain data.
+"""The JetStream registry: every stream, key-value bucket and internal consumer DutyLink
+declares, as plain data.
 
-The store builds its stream configurations from these specs; deploy configs, docs and the
-durability check read the same names. Limits that come from configuration are passed in as
-plain numbers (`StreamLimits`), so this module stays pure.
+The store builds its stream configurations from these specs (gateway.store.streams), its buckets
+from `BucketSpec` (gateway.store.kv) and its internal consumers from `ConsumerSpec`
+(gateway.store.consumers); deploy configs, docs and the durability check read the same names.
+Limits that come from configuration are passed in as plain numbers (`StreamLimits`), so this
+module stays pure.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 from dataclasses import dataclass
 
 from gateway.core import subjects
@@ -113,3 +118,76 @@ DURABLE_STREAMS = (
     subjects.ACKED_STREAM,
     subjects.AUDIT_STREAM,
 )
+
+
+# --- key-value buckets (gateway.core.kv is the port, gateway.store.kv the JetStream edge) ------
+
+# Aggregate state of the linked-duty workflows (lifecycles, ledger), one key per aggregate.
+AGGREGATES_BUCKET = "DUTYLINK_AGGREGATES"
+_BUCKET = re.compile(r"[a-zA-Z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """One bucket's settings. Always file storage: accepted transitions survive a restart.
+    `history`: revisions kept per key (1 to 64); `replicas`: 3 on a cluster keeps it through
+    one node's lost disk; `max_value_bytes`: a value larger is refused."""
+
+    name: str
+    description: str = ""
+    history: int = 1
+    replicas: int = 1
+    max_value_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if not _BUCKET.fullmatch(self.name):
+            raise ValueError(f"invalid bucket name {self.name!r}: expected [a-zA-Z0-9_-]+")
+        if not 1 <= self.history <= 64:
+            raise ValueError(f"bucket history: expected 1 to 64, got {self.history}")
+        if self.replicas < 1 or self.max_value_bytes < 1:
+            raise ValueError("bucket replicas and max_value_bytes must be positive")
+
+
+# --- internal consumers (run by gateway.store.consumers.ConsumerRunner) -----------------------
+
+_DURABLE_NAME = re.compile(r"[a-zA-Z0-9_-]+")
+
+
+class Mode(enum.Enum):
+    EVERY_REPLICA = "every replica"
+    ONE_REPLICA = "one replica"
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One internal consumer. `durable`: its name ([a-zA-Z0-9_-]); `ack_wait`: seconds after
+    which JetStream delivers again a message whose runner died (a live runner's slow handler
+    keeps its message); `backoff`: seconds
+    before each redelivery after a failure (the last repeated); `replay_on_start`
+    (EVERY_REPLICA only): each start reads the stream from its beginning again, for a
+    projection held in memory that a restart lost."""
+
+    stream: str
+    filter_subject: str
+    durable: str
+    mode: Mode
+    max_deliveries: int = 5
+    backoff: tuple[float, ...] = (0.5, 2.0, 10.0)
+    ack_wait: float = 30.0
+    poll_seconds: float = 1.0
+    replay_on_start: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_deliveries < 1 or not self.backoff or self.poll_seconds <= 0:
+            raise ValueError("max_deliveries, backoff and poll_seconds must be positive")
+        if self.replay_on_start and self.mode is Mode.ONE_REPLICA:
+            raise ValueError("replay_on_start would make one replica replay for all of them")
+
+    def durable_for(self, replica: str) -> str:
+        name = self.durable if self.mode is Mode.ONE_REPLICA else f"{self.durable}_{replica}"
+        if not _DURABLE_NAME.fullmatch(name):
+            raise ValueError(f"consumer name {name!r}: expected [a-zA-Z0-9_-]+")
+        return name
+
+    def delay_after(self, failures: int) -> float:
+        return self.backoff[min(failures, len(self.backoff)) - 1]

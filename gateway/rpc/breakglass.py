@@ -13,6 +13,7 @@ from gateway.audit.entries import (
     gateway_entry,
 )
 from gateway.audit.log import AuditUnavailableError
+from gateway.core.ports import StoreError
 from gateway.rpc.calls import (
     abort,
     authenticate,
@@ -21,9 +22,6 @@ from gateway.rpc.calls import (
     store_message,
 )
 from gateway.rpc.dependencies import Dependencies, log
-from gateway.store.jetstream import (
-    StoreError,
-)
 from policies.engine import BreakGlassError, declare_grant, holds_break_glass_role
 
 

@@ -22,13 +22,8 @@ from gateway.access.auth import Authenticator, Principal, UnauthenticatedError
 from gateway.access.revocation import RevocationUnavailableError
 from gateway.audit.entries import gateway_entry
 from gateway.core.admission import RefusalKind
+from gateway.core.ports import StoreError, StoreFullError, StoreRejectedError, StoreUnavailableError
 from gateway.core.validation import FieldProblem, cut
-from gateway.store.jetstream import (
-    StoreError,
-    StoreFullError,
-    StoreRejectedError,
-    StoreUnavailableError,
-)
 
 log = structlog.get_logger("dutylink.gateway")
 

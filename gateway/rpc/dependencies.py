@@ -18,9 +18,7 @@ from gateway.core.facts import AuditSink
 from gateway.core.settings import Config
 from gateway.core.validation import Validator
 from gateway.store.audit_log import AuditLog
-from gateway.store.jetstream import (
-    EventStore,
-)
+from gateway.store.jetstream import EventStore
 from gateway.telemetry.metrics import GatewayMetrics
 
 log = structlog.get_logger("dutylink.gateway")

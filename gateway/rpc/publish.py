@@ -22,6 +22,7 @@ from gateway.audit.entries import (
 )
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import Admitted, Refused, admit_all
+from gateway.core.ports import Stored, StoreError
 from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import (
     MAX_ECHOED_ID_CHARS,
@@ -39,10 +40,6 @@ from gateway.rpc.calls import (
 )
 from gateway.rpc.dependencies import Dependencies, log
 from gateway.rpc.fairness import FairScheduler, StoreWindow
-from gateway.store.jetstream import (
-    Stored,
-    StoreError,
-)
 
 
 def _receipt(admitted: Admitted, stored: Stored) -> gateway_pb2.Receipt:

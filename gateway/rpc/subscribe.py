@@ -30,6 +30,7 @@ from gateway.audit.entries import (
 from gateway.audit.log import AuditUnavailableError
 from gateway.core import delivery, subjects
 from gateway.core.envelope import incident_ids
+from gateway.core.ports import StoreError
 from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import (
     abort,
@@ -39,10 +40,7 @@ from gateway.rpc.calls import (
     store_code,
 )
 from gateway.rpc.dependencies import Dependencies, log
-from gateway.store.jetstream import (
-    DurableSubscription,
-    StoreError,
-)
+from gateway.store.subscriptions import DurableSubscription
 from policies.redaction import redact
 
 

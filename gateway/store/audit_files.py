@@ -18,8 +18,8 @@ from gateway.audit.bundle import Bundle, BundleError, render
 from gateway.audit.commitments import KEY_BYTES
 from gateway.audit.log import DeclaredRotation
 from gateway.audit.note import NoteError, Signer, Verifier
+from gateway.core.ports import StoreDamagedError
 from gateway.core.settings import ConfigError
-from gateway.store.jetstream import StoreDamagedError
 
 # --- keys -------------------------------------------------------------------------------------
 

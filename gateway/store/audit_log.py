@@ -4,8 +4,9 @@ Layout (one stream for every replica, one subject pair per replica, names in `ga
     dutylink.audit.<gateway id>.entries       AuditFrames: the entries of one append each, in
                                               order; leaf i = the i-th entry over all frames
     dutylink.audit.<gateway id>.checkpoints   C2SP signed notes of tlog-checkpoints
-The stream (`audit_stream_config`) denies delete and purge, discards new messages when full
-(fail closed, never evict) and has no age limit (leaf numbering depends on every entry staying).
+The stream (gateway.core.streams.audit_stream_spec) denies delete and purge, discards new messages
+when full (fail closed, never evict) and has no age limit (leaf numbering depends on every entry
+staying).
 One process appends per gateway id, in order, under a lock; after a crash the log state is
 rebuilt from the entries themselves.
 
@@ -27,7 +28,6 @@ from pathlib import Path
 import nats.errors
 import structlog
 from google.protobuf import timestamp_pb2
-from nats.js import api
 
 from dutylink.v1 import audit_pb2
 from gateway.audit.entries import (
@@ -48,34 +48,18 @@ from gateway.audit.log import (
 from gateway.audit.merkle import TreeState, leaf_hash, root
 from gateway.audit.note import Checkpoint, Signer, sign_note
 from gateway.core import subjects
+from gateway.core.ports import StoreError
 from gateway.core.settings import AuditSettings
+from gateway.core.streams import audit_stream_spec
 from gateway.store.audit_files import KeptCheckpointError, keep_checkpoint, read_kept_checkpoint
 from gateway.store.audit_reader import DamagedLogError, latest_note, read_entries, stored_frames
-from gateway.store.jetstream import EventStore, StoreError, ensure_stream
+from gateway.store.jetstream import EventStore
+from gateway.store.streams import ensure_stream, stream_config
 
 log = structlog.get_logger("dutylink.audit")
 APPEND_TIMEOUT_SECONDS = 5.0
 
 _Queued = tuple[Sequence[audit_pb2.AuditEntry], asyncio.Future[list[int]]]
-
-
-def audit_stream_config(replicas: int) -> api.StreamConfig:
-    """The `DUTYLINK_AUDIT` stream: every replica's entries and checkpoints."""
-    return api.StreamConfig(
-        name=subjects.AUDIT_STREAM,
-        description="Audit entries and signed checkpoints of every gateway replica",
-        subjects=[f"{subjects.AUDIT_PREFIX}.>"],
-        storage=api.StorageType.FILE,
-        retention=api.RetentionPolicy.LIMITS,
-        discard=api.DiscardPolicy.NEW,
-        # No age limit: leaf i is the i-th stored entry, so nothing may ever age out (the
-        # law asks for at least 180 days; archiving comes with `dutylink audit export`).
-        max_age=0,
-        num_replicas=replicas,
-        deny_delete=True,
-        deny_purge=True,
-        allow_rollup_hdrs=False,
-    )
 
 
 class AuditLog:
@@ -139,7 +123,7 @@ class AuditLog:
         """Ensure the stream, then rebuild the tree from every entry already stored."""
         try:
             if self._create_stream:
-                await ensure_stream(self._js, audit_stream_config(self._replicas))
+                await ensure_stream(self._js, stream_config(audit_stream_spec(self._replicas)))
             stored = await read_entries(self._js, self.gateway_id)
             last_note = await latest_note(self._js, self.gateway_id)
         except (nats.errors.Error, OSError) as error:

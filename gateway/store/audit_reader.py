@@ -29,7 +29,8 @@ from gateway.audit.entries import decode_frames, frame_entries
 from gateway.audit.merkle import SubtreeHashes, leaf_hash
 from gateway.audit.note import Checkpoint, NoteError, unverified_text
 from gateway.core import subjects
-from gateway.store.jetstream import StoreDamagedError, stored_messages
+from gateway.core.ports import StoreDamagedError
+from gateway.store.streams import stored_messages
 
 READ_FAILURES = (nats.errors.Error, OSError, TimeoutError)
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -33,56 +31,16 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from gateway.core.ports import StoreUnavailableError
 from gateway.core.started import Started
-from gateway.store.jetstream import StoreUnavailableError
+from gateway.core.streams import ConsumerSpec
+from gateway.store.errors import STORE_FAILURES
 
 log = structlog.get_logger("dutylink.consumers")
-_NATS_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
 # After a failed pull (NATS away, a leader change): wait this long before the next.
 _PULL_RETRY_SECONDS = 1.0
-_DURABLE_NAME = re.compile(r"[a-zA-Z0-9_-]+")
 # How long an ack waits for JetStream's confirmation (a loaded server answers late, not never).
 _ACK_CONFIRM_SECONDS = 5.0
-
-
-class Mode(enum.Enum):
-    EVERY_REPLICA = "every replica"
-    ONE_REPLICA = "one replica"
-
-
-@dataclass(frozen=True)
-class ConsumerSpec:
-    """One internal consumer. `durable`: its name ([a-zA-Z0-9_-]); `ack_wait`: seconds after
-    which JetStream delivers again a message whose runner died (a live runner's slow handler
-    keeps its message); `backoff`: seconds
-    before each redelivery after a failure (the last repeated); `replay_on_start`
-    (EVERY_REPLICA only): each start reads the stream from its beginning again, for a
-    projection held in memory that a restart lost."""
-
-    stream: str
-    filter_subject: str
-    durable: str
-    mode: Mode
-    max_deliveries: int = 5
-    backoff: tuple[float, ...] = (0.5, 2.0, 10.0)
-    ack_wait: float = 30.0
-    poll_seconds: float = 1.0
-    replay_on_start: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_deliveries < 1 or not self.backoff or self.poll_seconds <= 0:
-            raise ValueError("max_deliveries, backoff and poll_seconds must be positive")
-        if self.replay_on_start and self.mode is Mode.ONE_REPLICA:
-            raise ValueError("replay_on_start would make one replica replay for all of them")
-
-    def durable_for(self, replica: str) -> str:
-        name = self.durable if self.mode is Mode.ONE_REPLICA else f"{self.durable}_{replica}"
-        if not _DURABLE_NAME.fullmatch(name):
-            raise ValueError(f"consumer name {name!r}: expected [a-zA-Z0-9_-]+")
-        return name
-
-    def delay_after(self, failures: int) -> float:
-        return self.backoff[min(failures, len(self.backoff)) - 1]
 
 
 @dataclass(frozen=True)
@@ -139,7 +97,7 @@ class ConsumerRunner(Started):
             # Creates the durable, or finds it as a restart or another replica left it.
             await self._js.add_consumer(spec.stream, config)
             self._pull = await self._js.pull_subscribe_bind(self.durable, stream=spec.stream)
-        except _NATS_FAILURES as error:
+        except STORE_FAILURES as error:
             raise StoreUnavailableError(
                 f"cannot start consumer {self.durable} on {spec.stream}: "
                 f"{type(error).__name__}: {error}"
@@ -157,7 +115,7 @@ class ConsumerRunner(Started):
                 log.exception("consumer.crashed", durable=self.durable)
         if self._pull is not None:
             pull, self._pull = self._pull, None
-            with contextlib.suppress(*_NATS_FAILURES):
+            with contextlib.suppress(*STORE_FAILURES):
                 await pull.unsubscribe()  # the durable stays: the next start resumes it
 
     async def _run(self, pull: JetStreamContext.PullSubscription) -> None:
@@ -166,7 +124,7 @@ class ConsumerRunner(Started):
                 messages = await pull.fetch(1, timeout=self.spec.poll_seconds)
             except nats.errors.TimeoutError:
                 continue
-            except _NATS_FAILURES as error:  # NATS away, a leader change: try again
+            except STORE_FAILURES as error:  # NATS away, a leader change: try again
                 log.warning("consumer.pull_failed", durable=self.durable, error=repr(error))
                 await asyncio.sleep(_PULL_RETRY_SECONDS)
                 continue
@@ -192,7 +150,7 @@ class ConsumerRunner(Started):
             working.cancel()
         try:
             await message.ack_sync(timeout=_ACK_CONFIRM_SECONDS)
-        except _NATS_FAILURES as error:
+        except STORE_FAILURES as error:
             # Not confirmed: JetStream delivers it again after ack_wait; handlers are
             # idempotent per stream sequence for this reason.
             log.warning("consumer.ack_lost", durable=self.durable, error=repr(error))
@@ -202,7 +160,7 @@ class ConsumerRunner(Started):
         given the message a second time; a dead one's is redelivered after ack_wait."""
         while True:
             await asyncio.sleep(self.spec.ack_wait / 2)
-            with contextlib.suppress(*_NATS_FAILURES):
+            with contextlib.suppress(*STORE_FAILURES):
                 await message.in_progress()
 
     async def _failed(self, message: Msg, delivery: Delivery, error: Exception) -> None:
@@ -214,7 +172,7 @@ class ConsumerRunner(Started):
                 attempt=delivery.attempt,
                 error=repr(error),
             )
-            with contextlib.suppress(*_NATS_FAILURES):  # else: again after ack_wait
+            with contextlib.suppress(*STORE_FAILURES):  # else: again after ack_wait
                 await message.nak(delay=self.spec.delay_after(delivery.attempt))
             return
         log.warning(
@@ -229,5 +187,5 @@ class ConsumerRunner(Started):
                 await self._on_gave_up(delivery, error)
             except Exception:
                 log.exception("consumer.report_failed", durable=self.durable)
-        with contextlib.suppress(*_NATS_FAILURES):
+        with contextlib.suppress(*STORE_FAILURES):
             await message.term()

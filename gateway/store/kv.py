@@ -9,7 +9,6 @@ two racing writers wins: the other gets ConflictError. NATS failures are StoreUn
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 
@@ -18,34 +17,13 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from gateway.core.kv import BucketSpec, Versioned, check_key
-from gateway.store.jetstream import StoreRejectedError, StoreUnavailableError
+from gateway.core.kv import ConflictError, TooManyKeysError, Versioned, check_key, check_value
+from gateway.core.ports import StoreRejectedError, StoreUnavailableError
+from gateway.core.streams import BucketSpec
+from gateway.store.errors import STORE_FAILURES
 
 # Listing keys: no further key for this long means JetStream stopped sending.
 _LIST_IDLE_SECONDS = 5.0
-_NATS_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
-
-
-class ConflictError(StoreRejectedError):
-    """Someone else wrote the key first (or it is present, for a create): read it again and
-    decide again; retrying the same write will not succeed."""
-
-    @classmethod
-    def lost(cls, bucket: str, key: str, expected_revision: int) -> ConflictError:
-        wanted = "absent" if expected_revision == 0 else f"at revision {expected_revision}"
-        return cls(f"key {key} in {bucket} is no longer {wanted}: another writer came first")
-
-
-class TooManyKeysError(StoreRejectedError):
-    """More keys under a prefix than the caller's limit."""
-
-
-def check_value(spec: BucketSpec, value: bytes) -> None:
-    """StoreRejectedError if `value` is larger than the bucket takes."""
-    if len(value) > spec.max_value_bytes:
-        raise StoreRejectedError(
-            f"value of {len(value)} bytes exceeds {spec.name}'s limit of {spec.max_value_bytes}"
-        )
 
 
 def _unavailable(error: BaseException) -> StoreUnavailableError:
@@ -97,7 +75,7 @@ class JetStreamKeyValue:
             raise StoreRejectedError(
                 f"cannot open KV bucket {spec.name}: {error.description or error}"
             ) from error
-        except _NATS_FAILURES as error:
+        except STORE_FAILURES as error:
             raise _unavailable(error) from error
         return cls(bucket, spec)
 
@@ -107,7 +85,7 @@ class JetStreamKeyValue:
             entry = await self._bucket.get(key)
         except nats.js.errors.KeyNotFoundError:  # never written (or deleted)
             return None
-        except _NATS_FAILURES as error:
+        except STORE_FAILURES as error:
             raise _unavailable(error) from error
         return Versioned(entry.value or b"", entry.revision or 0)
 
@@ -134,7 +112,7 @@ class JetStreamKeyValue:
             raise StoreRejectedError(
                 f"JetStream KV refused {key}: {error.description or error}"
             ) from error
-        except _NATS_FAILURES as error:
+        except STORE_FAILURES as error:
             raise _unavailable(error) from error
 
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
@@ -142,7 +120,7 @@ class JetStreamKeyValue:
         found: list[str] = []
         try:
             watcher = await self._bucket.watch(f"{prefix}.>", ignore_deletes=True, meta_only=True)
-        except _NATS_FAILURES as error:
+        except STORE_FAILURES as error:
             raise _unavailable(error) from error
         try:
             while True:
@@ -155,9 +133,9 @@ class JetStreamKeyValue:
                     raise TooManyKeysError(
                         f"more than {limit} keys under {prefix} in {self.spec.name}"
                     )
-        except _NATS_FAILURES as error:
+        except STORE_FAILURES as error:
             raise _unavailable(error) from error
         finally:
-            with contextlib.suppress(*_NATS_FAILURES):
+            with contextlib.suppress(*STORE_FAILURES):
                 await watcher.stop()  # type: ignore[no-untyped-call]
         return sorted(found)

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import bcrypt
 
 from gateway.core import subjects
-from gateway.core.kv import AGGREGATES_BUCKET
+from gateway.core.streams import AGGREGATES_BUCKET
 
 CREDENTIALS_DIR = "credentials"
 DEFAULT_INBOX_PREFIX = "_INBOX"
@@ -125,7 +125,7 @@ AUDITOR = Role(
 #   own inboxes): no consumer, because creating one is server state (max_consumers), and a
 #   push consumer's deliveries are the server's publishes, which its creator's permissions do
 #   not limit: it could direct stored events onto any subject, e.g. a subscription's
-#   redelivery subject. Costs a round trip per event (overlapped: gateway.store.jetstream
+#   redelivery subject. Costs a round trip per event (overlapped: gateway.store.witness
 #   EVENT_GETS_IN_FLIGHT), acceptable for a full check run by hand.
 # No publish on event, redelivery or audit subjects; no dead letters (they are not witnessed).
 WITNESS = Role(

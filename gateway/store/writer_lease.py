@@ -29,7 +29,8 @@ import structlog
 from nats.js import JetStreamContext, api
 
 from gateway.core import subjects
-from gateway.store.jetstream import StoreUnavailableError, ensure_stream
+from gateway.core.ports import StoreUnavailableError
+from gateway.store.streams import ensure_stream
 
 log = structlog.get_logger("dutylink.writer_lease")
 # JetStream's error code for "wrong last sequence" (an expected-last-sequence header not met).

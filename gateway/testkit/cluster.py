@@ -40,7 +40,7 @@ from nats.aio.client import Client as NatsClient
 from gateway.access import pki
 from gateway.core.started import Started
 from gateway.store import nats_auth
-from gateway.store.jetstream import VARZ_SUBJECT, gather_replies
+from gateway.store.durability import VARZ_SUBJECT, gather_replies
 from gateway.store.nats_server import NatsServer, NatsServerError
 from gateway.testkit.faults import FaultProxy
 

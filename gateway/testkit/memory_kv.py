@@ -9,8 +9,8 @@ tests/test_kv.py runs one contract against both, so they do not drift apart.
 
 from __future__ import annotations
 
-from gateway.core.kv import BucketSpec, Versioned, check_key
-from gateway.store.kv import ConflictError, TooManyKeysError, check_value
+from gateway.core.kv import ConflictError, TooManyKeysError, Versioned, check_key, check_value
+from gateway.core.streams import BucketSpec
 
 
 class MemoryKeyValue:

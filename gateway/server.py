@@ -1,4 +1,6 @@
 """Assembles and runs one gateway: gRPC server, health, reflection, JetStream, embedded NATS.
+Long because it is the composition root: the start-up, reconnect and shutdown order of every
+part reads top to bottom in one place (the checks and servicers it wires live in gateway/rpc).
 
 Start-up order: connect to NATS and ensure the streams, then serve; health says NOT_SERVING
 until both are done and again whenever NATS is disconnected. After a reconnect the streams are

@@ -152,7 +152,6 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str, str]] = frozenset(
         ("long", "gateway.cli.schema_docs", ""),
         ("long", "gateway.config", ""),
         ("long", "gateway.rpc.subscribe", ""),
-        ("long", "gateway.server", ""),
         ("long", "gateway.store.jetstream", ""),
         ("long", "policies.engine", ""),
     }

@@ -1,4 +1,6 @@
 """Assembles and runs one gateway: gRPC server, health, reflection, JetStream, embedded NATS.
+Long because it is the composition root: the start-up, reconnect and shutdown order of every
+part reads top to bottom in one place (the checks and servicers it wires live in gateway/rpc).
 
 Start-up order: connect to NATS and ensure the streams, then serve; health says NOT_SERVING
 until both are done and again whenever NATS is disconnected. After a reconnect the streams are
@@ -19,19 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 import grpc
-import nats.errors
-import nats.js.errors
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from nats.js import JetStreamContext
 
 from dutylink.v1 import (
     audit_pb2,
@@ -45,10 +42,7 @@ from gateway.access.authorization import Authorizer, GrantBook, PolicyChange, Po
 from gateway.access.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
 from gateway.audit.log import AuditUnavailableError
-from gateway.audit.note import NoteError
-from gateway.audit.witness import Ledger, StreamView, compare, publish_facts, settlement
-from gateway.core import subjects
-from gateway.core.ports import StoreDamagedError, StoreError, StoreUnavailableError
+from gateway.core.ports import StoreError
 from gateway.core.quotas import Limits, Quotas, Refusal
 from gateway.core.settings import Config, ConfigError
 from gateway.core.validation import ValidationLimits, Validator
@@ -58,6 +52,7 @@ from gateway.rpc.calls import DecodeGuard
 from gateway.rpc.dependencies import AuditHolder, Dependencies, Failpoint, no_failpoint
 from gateway.rpc.publish import Publisher
 from gateway.rpc.quota_interceptor import QuotaInterceptor
+from gateway.rpc.store_witness import STORE_MISMATCH_MODES, move_mark, witness_store
 from gateway.rpc.subscribe import Subscriber
 from gateway.store import nats_auth
 from gateway.store.audit_files import (
@@ -67,11 +62,9 @@ from gateway.store.audit_files import (
     load_or_create_signer,
 )
 from gateway.store.audit_log import AuditLog
-from gateway.store.audit_reader import audit_entries_from, parse_stored_checkpoint
 from gateway.store.data_dir_lock import DataDirLock
 from gateway.store.jetstream import EventStore
 from gateway.store.nats_server import NatsServer, NatsServerError, embedded_dir
-from gateway.store.witness import event_digests, events_state, read_witness_mark, write_witness_mark
 from gateway.store.writer_lease import WriterLease
 from gateway.telemetry.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from policies.loader import SAMPLE_DIR
@@ -90,7 +83,6 @@ SERVICE_NAMES = (
     ),
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
-STORE_MISMATCH_MODES = ("refuse", "read-only")
 BACKSTOP_HEADROOM = 100
 # Options of every gRPC server of the gateway. No SO_REUSEPORT: a second process on the same
 # port must fail to bind, not silently share the port (and its calls) with this one.
@@ -316,26 +308,6 @@ class Gateway:
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
         )
         quotas = Quotas(Limits.of(gateway_settings))
-        self._server = grpc.aio.server(
-            # Metrics outermost, so that they count the guard's and the quotas' refusals too.
-            interceptors=[
-                MetricsInterceptor(self.metrics),
-                DecodeGuard(authenticator, self._record_best_effort),
-                QuotaInterceptor(quotas, authenticator, self._count_refusal),
-            ],
-            # The limits are kept by QuotaInterceptor, which knows the caller and never counts
-            # health; gRPC's own limit (which refuses health alike) is only a backstop far above
-            # them, against a flood of calls arriving faster than they are refused.
-            maximum_concurrent_rpcs=2 * gateway_settings.max_concurrent_rpcs + BACKSTOP_HEADROOM,
-            options=[
-                *SERVER_OPTIONS,
-                ("grpc.max_receive_message_length", max_request),
-                (
-                    "grpc.max_send_message_length",
-                    gateway_settings.max_message_bytes + REQUEST_OVERHEAD_BYTES,
-                ),
-            ],
-        )
         self._store = EventStore(
             self.config,
             on_disconnected=self._on_nats_disconnected,
@@ -350,6 +322,26 @@ class Gateway:
             self._audit,
             failpoint=self._failpoint,
             metrics=self.metrics,
+        )
+        self._server = grpc.aio.server(
+            # Metrics outermost, so that they count the guard's and the quotas' refusals too.
+            interceptors=[
+                MetricsInterceptor(self.metrics),
+                DecodeGuard(authenticator, deps.sink),
+                QuotaInterceptor(quotas, authenticator, self._count_refusal),
+            ],
+            # The limits are kept by QuotaInterceptor, which knows the caller and never counts
+            # health; gRPC's own limit (which refuses health alike) is only a backstop far above
+            # them, against a flood of calls arriving faster than they are refused.
+            maximum_concurrent_rpcs=2 * gateway_settings.max_concurrent_rpcs + BACKSTOP_HEADROOM,
+            options=[
+                *SERVER_OPTIONS,
+                ("grpc.max_receive_message_length", max_request),
+                (
+                    "grpc.max_send_message_length",
+                    gateway_settings.max_message_bytes + REQUEST_OVERHEAD_BYTES,
+                ),
+            ],
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         gateway_pb2_grpc.add_PublisherServiceServicer_to_server(Publisher(deps), self._server)
@@ -441,7 +433,14 @@ class Gateway:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _start_audit(self, policy_version: str) -> None:
+        """Open the audit log: check the event stream against it (gateway.rpc.store_witness),
+        then record what the check found and the start, before any other fact."""
         settings, gateway_id = self.config.audit, self.config.gateway.gateway_id
+        if settings.store_mismatch not in STORE_MISMATCH_MODES:
+            expected = ", ".join(STORE_MISMATCH_MODES)
+            raise ConfigError(
+                f"audit.store_mismatch: expected one of {expected}, got {settings.store_mismatch!r}"
+            )
         audit_dir = Path(self.config.nats.data_dir) / "audit"
         key_file = Path(settings.key_file) if settings.key_file else audit_dir / f"{gateway_id}.key"
         self._audit.commitment_key = load_or_create_key(
@@ -467,174 +466,60 @@ class Gateway:
             kept_checkpoint=kept_checkpoint_file(audit_dir, gateway_id),
         )
         await audit.start()
-        events_last = await self._witness_store(audit)
+        js = self._store.client.jetstream()
+        witnessed = await witness_store(
+            js, audit, gateway_id=gateway_id, mode=settings.store_mismatch
+        )
+        self._audit.store_fault = witnessed.fault
         started = gateway_entry(
             audit_pb2.AUDIT_ACTION_GATEWAY_START,
             policy_version=policy_version,
             schema_version=schema_version(),
         )
-        started.stream_sequence = events_last  # the event stream's end, as found at start
-        await audit.append([started])
-        self._audit.log = audit
+        started.stream_sequence = witnessed.events_last  # the stream's end, as found at start
+        assert self._deps is not None
+        await self._deps.open_audit(audit, [*witnessed.settled, started])
+        await move_mark(js, gateway_id, witnessed)
         self.metrics.audit_size.set_function(lambda: audit.size)
         self.metrics.checkpoint_size.set_function(lambda: audit.signed_size)
         self._checkpoints = asyncio.create_task(
             audit.run_checkpoints(settings.checkpoint_seconds, self._flush_follow_ups)
         )
 
-    async def _witness_store(self, audit: AuditLog) -> int:
-        """Check that the event stream holds every event this gateway's audit log records as
-        stored, at its sequence with the same digest, and that no sequence would be reused (see
-        gateway.audit.witness). Bounded: from where the last check ended (its mark in the audit
-        stream), unless the stream's end or its gaps changed since, which takes a full check.
-        Records how unsettled events (a crash between store and record) turned out, then moves
-        the mark. On a mismatch: StoreDamagedError naming the first missing event, or with
-        audit.store_mismatch = "read-only" every publish is refused. Returns the stream's last
-        sequence."""
-        mode, gateway_id = self.config.audit.store_mismatch, self.config.gateway.gateway_id
-        if mode not in STORE_MISMATCH_MODES:
-            expected = ", ".join(STORE_MISMATCH_MODES)
-            raise ConfigError(f"audit.store_mismatch: expected one of {expected}, got {mode!r}")
-        assert self._store is not None
-        js = self._store.client.jetstream()
-        try:
-            await self._check_signed_size(js, audit)
-            mark = await read_witness_mark(js, gateway_id)
-            state = await events_state(js)
-            bounded = (
-                mark is not None
-                and state.last_sequence >= mark.get("events_last_sequence", 0)
-                and state.deleted <= mark.get("events_deleted", 0)
-            )
-            mark = mark if bounded and mark is not None else {}
-            entries, following = await audit_entries_from(
-                js, gateway_id, mark.get("audit_sequence", 1)
-            )
-            ledger = Ledger(high_water=mark.get("high_water", 0)).add(publish_facts(entries))
-            read_from = mark.get("events_last_sequence", 0) + 1
-            digests = await event_digests(js, state, start=read_from, wanted=ledger.wanted())
-        except (nats.errors.Error, OSError, TimeoutError) as error:
-            raise StoreUnavailableError(f"checking the event stream failed: {error}") from error
-        max_age = state.max_age
-        view = StreamView(
-            state.first_sequence,
-            state.last_sequence,
-            digests,
-            read_from,
-            retained_since=time.time() - max_age if max_age > 0 else 0.0,
-        )
-        verdict = compare(ledger, view)
-        if not verdict.ok:
-            problem = "the event store lost acknowledged events: " + verdict.summary(
-                subjects.EVENTS_STREAM, state.last_sequence
-            )
-            if mode == "refuse":
-                raise StoreDamagedError(
-                    f"{problem}; refusing to serve (restore the stream from a backup, or set "
-                    'audit.store_mismatch = "read-only" to serve subscribers meanwhile)'
-                )
-            log.error("audit.store_mismatch", problem=problem, mode=mode)
-            self._audit.store_fault = problem
-            return state.last_sequence
-        settled = settlement(verdict)
-        if settled:
-            log.warning(
-                "audit.settled",
-                stored=len(verdict.settled),
-                unknown=len(verdict.unknown),
-                message="accepted events whose store answer the gateway had not recorded",
-            )
-            await audit.append(settled)
-        high_water = max([ledger.high_water, *(sequence for _, sequence in verdict.settled)])
-        try:
-            await write_witness_mark(
-                js,
-                gateway_id,
-                {
-                    "audit_sequence": following,
-                    "events_last_sequence": state.last_sequence,
-                    "events_deleted": state.deleted,
-                    "high_water": high_water,
-                },
-            )
-        except (nats.errors.Error, OSError, TimeoutError) as error:
-            # Only the next start's bound is lost: it checks from the older mark.
-            log.warning("audit.witness_mark_failed", reason=str(error))
-        log.info(
-            "audit.witnessed",
-            checked=verdict.checked,
-            events_from=read_from,
-            events_last=state.last_sequence,
-            full=not mark,
-        )
-        return state.last_sequence
-
-    async def _check_signed_size(self, js: JetStreamContext, audit: AuditLog) -> None:
-        """A log shorter than its latest signed checkpoint lost entries (its stream was damaged
-        or truncated): appending would sign a second history. StoreDamagedError, one line."""
-        gateway_id = audit.gateway_id
-        try:
-            raw = await js.get_last_msg(
-                subjects.AUDIT_STREAM, subjects.audit_checkpoints(gateway_id)
-            )
-        except nats.js.errors.NotFoundError:
-            return
-        try:
-            signed = parse_stored_checkpoint(gateway_id, raw.data or b"").checkpoint.size
-        except NoteError as error:
-            raise StoreDamagedError(
-                f"audit log {gateway_id} is damaged: its latest checkpoint does not parse "
-                f"({error}); run `dutylink audit verify`"
-            ) from None
-        if signed > audit.size:
-            raise StoreDamagedError(
-                f"audit log {gateway_id} is damaged: its latest signed checkpoint covers "
-                f"{signed} entries, the stream holds {audit.size}; refusing to append a second "
-                "history (run `dutylink audit verify`)"
-            )
-
     async def _flush_follow_ups(self) -> None:
         """Record the facts the publish path left for the next append (events stored), before
         each checkpoint, when no other append took them along."""
         if self._deps is not None:
             with contextlib.suppress(AuditUnavailableError):
-                await self._deps.record([])
+                await self._deps.sink.record([])
 
     async def _record_policy_change(self, change: PolicyChange) -> None:
-        if self._audit.log is None:
-            return
+        assert self._deps is not None
         entry = gateway_entry(
             audit_pb2.AUDIT_ACTION_POLICY_RELOAD,
             audit_pb2.AUDIT_OUTCOME_INVALID if change.refused else audit_pb2.AUDIT_OUTCOME_OK,
             policy_version=change.in_force,
             reason=change.refused,
         )
-        try:
-            await self._audit.log.append([entry])
-        except AuditUnavailableError as error:
-            # The policy is in force either way (the files changed); the log says so later:
-            # every decision entry carries its policy version.
-            log.error("audit.unrecorded", action="policy_reload", reason=str(error))
+        # Best effort: the policy is in force either way (the files changed); the log says so
+        # later: every decision entry carries its policy version.
+        await self._deps.sink.record_best_effort([entry])
 
     async def _watch_revocations(self, keeper: RevocationKeeper) -> None:
         """Look at the CRL now and then (calls look too), and audit every change, the load at
         start-up included. A change that cannot be recorded now is tried again next time."""
+        assert self._deps is not None
         pending: list[RevocationChange] = []
         while True:
             keeper.refresh()
             pending += keeper.take_changes()
-            if pending and self._audit.log is not None:
-                entries = [revocation_entry(change) for change in pending]
+            if pending:
                 try:
-                    await self._audit.log.append(entries)
+                    await self._deps.sink.record([revocation_entry(c) for c in pending])
                     pending = []
                 except AuditUnavailableError as error:
                     log.error("audit.unrecorded", action="revocation_list", reason=str(error))
             await asyncio.sleep(self.config.tls.crl_check_seconds)
-
-    async def _record_best_effort(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
-        if self._deps is not None:
-            await self._deps.record_best_effort(entries)
 
     @property
     def audit(self) -> AuditLog | None:
@@ -655,7 +540,7 @@ class Gateway:
         if self._audit.log is not None and self._deps is not None:
             with contextlib.suppress(AuditUnavailableError):
                 # With the facts still waiting for an append (events stored meanwhile).
-                await self._deps.record([gateway_entry(audit_pb2.AUDIT_ACTION_GATEWAY_STOP)])
+                await self._deps.sink.record([gateway_entry(audit_pb2.AUDIT_ACTION_GATEWAY_STOP)])
         await _cancel(self._checkpoints)  # signs a last checkpoint on the way out
         await _cancel(self._lease_keeper)
         if self._lease is not None and self._store is not None and self._store.connected:

@@ -138,7 +138,6 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str, str]] = frozenset(
         ("long", "gateway.audit.entries", ""),
         ("long", "gateway.audit.verify", ""),
         ("long", "gateway.rpc.subscribe", ""),
-        ("long", "gateway.server", ""),
         ("long", "policies.engine", ""),
     }
 )

@@ -3,7 +3,8 @@ the policy decision, then any stateful guards (a lifecycle or a ledger check) th
 aggregate state handed in. Pure: the policy decision comes in as a function and the state as a
 value; no grpc here (refusal kinds become gRPC codes and audit outcomes in gateway.rpc.calls).
 
-Each guard is `(principal, event, state) -> Passed | Refused`. The first refusal ends the
+Each guard is `(principal, event, state) -> Passed | Refused`; the state is read and the
+transitions committed at the edge, through `StatefulGuards`. The first refusal ends the
 pipeline. The door guards (validation, claimed source) see the event as sent; then the event is
 stamped (authenticated source, time of receipt) and the later guards see the stamped event, so
 the policy and the stateful guards judge what would be stored.
@@ -23,6 +24,7 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from google.protobuf import timestamp_pb2
 
@@ -83,6 +85,48 @@ AggregateState = Mapping[str, object]
 NO_STATE: AggregateState = {}
 
 Guard = Callable[[Principal, event_pb2.Event, AggregateState], Passed | Refused]
+
+
+class StatefulGuards(Protocol):
+    """The edge's half of the stateful guards (a lifecycle, a ledger), the one hook the publish
+    path (gateway.rpc.publish) calls: `read` the state of the aggregates the events touch (from
+    the key-value store with compare-and-set, gateway.core.kv) before admission; the pure
+    `guards` judge each event against it; `commit` writes the admitted events' transitions
+    (compare-and-set) before their audit entries and the store, and returns each event
+    admitted or refused (a lost race: CONFLICT, or what the state read again says). A commit
+    must be idempotent by event id: an event committed but then not stored (audit or store
+    unavailable) comes back as a retry with the same id."""
+
+    @property
+    def guards(self) -> Sequence[Guard]: ...
+
+    async def read(
+        self, principal: Principal, events: Sequence[event_pb2.Event]
+    ) -> AggregateState: ...
+
+    async def commit(
+        self,
+        principal: Principal,
+        outcomes: Sequence[Admitted | Refused],
+        state: AggregateState,
+    ) -> Sequence[Admitted | Refused]: ...
+
+
+class NoStatefulGuards:
+    """No stateful guard yet: no state is read and nothing committed."""
+
+    guards: Sequence[Guard] = ()
+
+    async def read(self, principal: Principal, events: Sequence[event_pb2.Event]) -> AggregateState:
+        return NO_STATE
+
+    async def commit(
+        self,
+        principal: Principal,
+        outcomes: Sequence[Admitted | Refused],
+        state: AggregateState,
+    ) -> Sequence[Admitted | Refused]:
+        return outcomes
 
 
 def validation_guard(validator: Validator, max_event_bytes: int) -> Guard:

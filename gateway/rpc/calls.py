@@ -22,6 +22,7 @@ from gateway.access.auth import Authenticator, Principal, UnauthenticatedError
 from gateway.access.revocation import RevocationUnavailableError
 from gateway.audit.entries import gateway_entry
 from gateway.core.admission import RefusalKind
+from gateway.core.facts import AuditSink
 from gateway.core.ports import StoreError, StoreFullError, StoreRejectedError, StoreUnavailableError
 from gateway.core.validation import FieldProblem, cut
 
@@ -173,17 +174,15 @@ _ACTIONS = {
     "dutylink.v1.BreakGlassService": audit_pb2.AUDIT_ACTION_BREAK_GLASS,
 }
 
-Record = Callable[[Sequence[audit_pb2.AuditEntry]], Awaitable[None]]
-
 
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Every request message of every service is decoded by `tolerant`; one that could not be
-    is answered INVALID_ARGUMENT and the refusal audited (the bytes' digest, the caller's agency
-    when the call authenticates), before the servicer sees anything."""
+    is answered INVALID_ARGUMENT and the refusal audited in `sink` (the bytes' digest, the
+    caller's agency when the call authenticates), before the servicer sees anything."""
 
-    def __init__(self, authenticator: Authenticator, record: Record) -> None:
+    def __init__(self, authenticator: Authenticator, sink: AuditSink) -> None:
         self._authenticator = authenticator
-        self._record = record
+        self._sink = sink
 
     async def refuse(
         self, method: str, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]
@@ -202,7 +201,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
         entry.event_digest = request.digest  # of the request's bytes
         log.info("rpc.undecodable", method=method, agency=agency, size=request.size)
-        await self._record([entry])
+        await self._sink.record_best_effort([entry])
         problem = FieldProblem("", message, "request.decode")
         await abort(context, status(grpc.StatusCode.INVALID_ARGUMENT, message, (problem,)))
 

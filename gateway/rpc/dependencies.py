@@ -14,6 +14,7 @@ from dutylink.v1 import audit_pb2
 from gateway.access.auth import Authenticator
 from gateway.access.authorization import Authorizer
 from gateway.audit.log import AuditUnavailableError
+from gateway.core.admission import NoStatefulGuards, StatefulGuards
 from gateway.core.facts import AuditSink
 from gateway.core.settings import Config
 from gateway.core.validation import Validator
@@ -70,11 +71,22 @@ class Dependencies:
     # reconnect, to another replica if there is one) instead of holding the shutdown's grace.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    # The stateful admission guards (lifecycles, ledger) and their state's read and commit.
+    stateful: StatefulGuards = field(default_factory=NoStatefulGuards)
 
     @property
     def sink(self) -> AuditSink:
-        """The real `AuditSink` (gateway.core.facts): every fact a servicer records goes here."""
+        """The real `AuditSink` (gateway.core.facts): every fact the gateway records goes here,
+        the servicers' and the server's alike; nothing else appends to the audit log."""
         return self
+
+    async def open_audit(
+        self, audit_log: AuditLog, opening: Sequence[audit_pb2.AuditEntry]
+    ) -> None:
+        """Record facts in `audit_log` from now on, `opening` (the start-up's facts) first: they
+        are durable before any other fact may be recorded (AuditUnavailableError if not)."""
+        await audit_log.append(opening)
+        self.audit.log = audit_log
 
     async def record(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
         """Append to the audit log (fail closed: raises AuditUnavailableError when the log is

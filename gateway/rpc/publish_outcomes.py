@@ -1,0 +1,192 @@
+"""What a publish answers and records, per event: the outcome of the publish pipeline
+(gateway.rpc.publish), as a status (Publish), as a batch's results (PublishBatch), and as the
+audit entries of each step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import grpc
+
+from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2
+from gateway.access.auth import Principal
+from gateway.audit.entries import publish_entry, stored_entry
+from gateway.audit.log import AuditUnavailableError
+from gateway.core.admission import Admitted, Refused
+from gateway.core.ports import Stored, StoreError
+from gateway.core.validation import FieldProblem
+from gateway.rpc.calls import (
+    MAX_ECHOED_ID_CHARS,
+    MAX_STATUS_DETAIL_BYTES,
+    MAX_STATUS_MESSAGE_CHARS,
+    REFUSAL_CODES,
+    REFUSAL_OUTCOMES,
+    fit_problems,
+    shorten,
+    status,
+    store_code,
+    store_message,
+)
+
+
+@dataclass(frozen=True)
+class Published:
+    """An event stored (or found stored already: a duplicate or a conflict)."""
+
+    admitted: Admitted
+    stored: Stored
+
+
+# What became of one event: refused by admission, not audited (so not stored), not stored, or
+# stored.
+Outcome = Refused | AuditUnavailableError | StoreError | Published
+
+
+def unaudited_message(error: AuditUnavailableError) -> str:
+    return f"{error}; not accepted, retry with the same event id"
+
+
+def fill_receipt(
+    receipt: gateway_pb2.Receipt, admitted: Admitted, stored: Stored, room: int | None = None
+) -> None:
+    """The receipt of `admitted`; its advisories listed within `room` bytes (None: all), the
+    rest counted in a last one (a batch's answer must stay within the message size limit)."""
+    receipt.event_id = admitted.event.id
+    receipt.stream_sequence = stored.sequence
+    receipt.duplicate = stored.duplicate
+    receipt.conflict = stored.conflict
+    receipt.received_time.CopyFrom(admitted.event.received_time)
+    advisories = admitted.advisories
+    if room is not None:
+        advisories = fit_problems(advisories, room)
+    receipt.advisories.extend(
+        gateway_pb2.FieldViolation(field=p.field, description=p.description, rule_id=p.rule_id)
+        for p in advisories
+    )
+
+
+def conflict_reason(stored: Stored) -> str:
+    return (
+        f"event id already stored at sequence {stored.sequence} with other content: not "
+        "stored, the stored original is kept (content_digest vs stored_content_digest)"
+    )
+
+
+def publish_error(
+    code: grpc.StatusCode,
+    message: str,
+    problems: tuple[FieldProblem, ...] = (),
+    max_message_chars: int = MAX_STATUS_MESSAGE_CHARS,
+) -> gateway_pb2.PublishError:
+    return gateway_pb2.PublishError(
+        code=cast(int, code.value[0]),
+        message=shorten(message, max_message_chars),
+        violations=[
+            gateway_pb2.FieldViolation(field=p.field, description=p.description, rule_id=p.rule_id)
+            for p in problems
+        ],
+    )
+
+
+def refusal_entry(
+    principal: Principal, event: event_pb2.Event, refused: Refused
+) -> audit_pb2.AuditEntry:
+    return publish_entry(
+        principal.agency,
+        event,
+        REFUSAL_OUTCOMES[refused.kind],
+        reason=refused.message,
+        decision=refused.decision,
+    )
+
+
+def accepted_entry(principal: Principal, admitted: Admitted) -> audit_pb2.AuditEntry:
+    return publish_entry(
+        principal.agency,
+        admitted.event,
+        audit_pb2.AUDIT_OUTCOME_ACCEPTED,
+        data=admitted.data,
+        decision=admitted.decision,
+    )
+
+
+def store_answer_entry(
+    principal: Principal, admitted: Admitted, stored: Stored
+) -> audit_pb2.AuditEntry:
+    entry = stored_entry(
+        principal.agency,
+        admitted.event,
+        admitted.data,
+        sequence=stored.sequence,
+        duplicate=stored.duplicate,
+    )
+    if stored.conflict:
+        entry.outcome = audit_pb2.AUDIT_OUTCOME_CONFLICT
+        entry.reason = conflict_reason(stored)
+        entry.content_digest = stored.content_digest
+        entry.stored_content_digest = stored.stored_content_digest
+    return entry
+
+
+def failure_entry(
+    principal: Principal, admitted: Admitted, error: StoreError
+) -> audit_pb2.AuditEntry:
+    return publish_entry(
+        principal.agency,
+        admitted.event,
+        audit_pb2.AUDIT_OUTCOME_FAILED,
+        reason=str(error),
+        data=admitted.data,
+    )
+
+
+def failure_status(outcome: Refused | AuditUnavailableError | StoreError) -> grpc.Status:
+    """The status a Publish whose event was not stored is answered with."""
+    if isinstance(outcome, Refused):
+        return status(REFUSAL_CODES[outcome.kind], outcome.message, outcome.problems)
+    if isinstance(outcome, AuditUnavailableError):
+        return status(grpc.StatusCode.UNAVAILABLE, unaudited_message(outcome))
+    return status(store_code(outcome), store_message(outcome))
+
+
+def batch_response(
+    events: Sequence[event_pb2.Event], outcomes: Sequence[Outcome], max_message_bytes: int
+) -> gateway_pb2.PublishBatchResponse:
+    """A batch's answer: a receipt or an error per event, in order, within the size limit."""
+    response = gateway_pb2.PublishBatchResponse()
+    # The refusals' text shares half of the response's size limit; past it an error says
+    # only its code and how many violations were cut (the receipts must still fit).
+    # Advisories share a quarter of it.
+    room = max_message_bytes // 2
+    advice_room = max_message_bytes // 4
+    for index, (event, outcome) in enumerate(zip(events, outcomes, strict=True)):
+        result = response.results.add(index=index, event_id=shorten(event.id, MAX_ECHOED_ID_CHARS))
+        if isinstance(outcome, Refused):
+            problems = tuple(
+                FieldProblem(
+                    f"events[{index}].{p.field}" if p.field else f"events[{index}]",
+                    p.description,
+                    p.rule_id,
+                )
+                for p in outcome.problems
+            )
+            error = publish_error(
+                REFUSAL_CODES[outcome.kind],
+                outcome.message,
+                fit_problems(problems, min(MAX_STATUS_DETAIL_BYTES, room)),
+                MAX_STATUS_MESSAGE_CHARS if room > MAX_STATUS_MESSAGE_CHARS else 64,
+            )
+            room -= error.ByteSize()
+            result.error.CopyFrom(error)
+        elif isinstance(outcome, AuditUnavailableError):
+            result.error.CopyFrom(
+                publish_error(grpc.StatusCode.UNAVAILABLE, unaudited_message(outcome))
+            )
+        elif isinstance(outcome, StoreError):
+            result.error.CopyFrom(publish_error(store_code(outcome), store_message(outcome)))
+        else:
+            fill_receipt(result.receipt, outcome.admitted, outcome.stored, max(0, advice_room))
+            advice_room -= sum(a.ByteSize() + 3 for a in result.receipt.advisories)
+    return response

@@ -239,6 +239,12 @@ class TestFlood:
             pumps.available,
         ) == (2, 0, 2)
 
+    def test_a_late_answer_never_pulls_a_commitment_back_to_a_reservation(self) -> None:
+        ledger = fold(declare("fire", "pumps", 4), commit("fire", "r1", "pumps", 2),
+                      answer("fire", "r1", "pumps", 3)).ledger  # fmt: skip
+        pumps = line_of(ledger, "fire", "pumps")
+        assert (pumps.in_stage(Stage.COMMITTED), pumps.in_stage(Stage.RESERVED)) == (2, 0)
+
 
 class TestRefusals:
     def test_an_undeclared_item_is_refused(self) -> None:

@@ -269,16 +269,23 @@ def _fold_resource(draft: _Draft, source: str, message: resource_pb2.ResourceMes
             continue
         response = info.response.type if info.HasField("response") else 0
         decline = response == resource_pb2.RESPONSE_TYPE_DECLINE
-        if kind == "offer_unsolicited_resource" and named:
+        # A late offer or answer never pulls a committed line back to a reservation.
+        current = item.holding(line) if item else None
+        reservable = current is None or current.stage is Stage.RESERVED
+        if kind == "offer_unsolicited_resource" and named and reservable:
             draft.move(named, line, Stage.RESERVED, amount, _reserved_until(info), "reservation")
         elif kind == "response_to_request_resource" and decline:
             draft.release(line, None, only=(Stage.RESERVED,))
-        elif kind == "response_to_request_resource" and named and response in _RESERVING:
+        elif (
+            kind == "response_to_request_resource"
+            and named
+            and reservable
+            and response in _RESERVING
+        ):
             draft.move(named, line, Stage.RESERVED, amount, _reserved_until(info), "reservation")
         elif kind == "commit_resource" and decline:
             draft.release(line, None, only=(Stage.RESERVED,))
         elif kind == "commit_resource" and named:
-            current = item.holding(line) if item else None
             if current is None or current.stage in (Stage.RESERVED, Stage.COMMITTED):
                 draft.move(named, line, Stage.COMMITTED, amount, None, "commitment")
         elif kind == "report_resource_deployment_status":

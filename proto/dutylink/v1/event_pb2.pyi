@@ -165,7 +165,7 @@ class Event(_message.Message):
     """
     type: _builtins.str
     """Event type (CloudEvents `type`): "<family>.<name>", where the family is the payload's
-    ("incident", "resource" or "warning") and the name says what happened, e.g.
+    ("incident", "resource", "warning" or "inventory") and the name says what happened, e.g.
     "incident.reported", "incident.status_changed", "resource.request", "warning.alert".
     """
     subject: _builtins.str

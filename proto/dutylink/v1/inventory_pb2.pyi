@@ -10,12 +10,11 @@ in `Resource.inventory_item_id` (resource.proto). The ledger (docs/ledger.md) ke
 plane, agency and item: the declared total, and what is available, reserved, committed,
 deployed and returning.
 
-Event types of the `inventory` family:
-  inventory.declared              a declaration: sets the totals of the items listed
-  inventory.adjusted              an adjustment: adds to or takes from one item's total
-  inventory.replenishment_needed  published by the gateway: an item fell below its threshold
-  inventory.reservation_expired   published by the gateway: a reservation ran out and its
-                                  quantity is available again
+Event types of the `inventory` family: `inventory.declared` (a declaration sets the totals of
+the items listed), `inventory.adjusted` (an adjustment adds to or takes from one item's
+total), and two the gateway publishes: `inventory.replenishment_needed` (an item fell below
+its threshold) and `inventory.reservation_expired` (a reservation ran out and its quantity is
+available again).
 """
 
 from collections import abc as _abc

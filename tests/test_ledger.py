@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dutylink.v1 import common_pb2, event_pb2, inventory_pb2, resource_pb2
+from gateway.core.kv import check_key
+from gateway.core.validation import Validator
 from gateway.core.workflows import ledger_codec
 from gateway.core.workflows.ledger import (
     apply,
@@ -22,7 +24,16 @@ from gateway.core.workflows.ledger import (
     rebuild,
     replenishment_payload,
 )
-from gateway.core.workflows.ledger_state import Applied, ItemKey, ItemLine, Ledger, LineKey, Stage
+from gateway.core.workflows.ledger_state import (
+    Applied,
+    Expiry,
+    ItemKey,
+    ItemLine,
+    Ledger,
+    LineKey,
+    ReplenishmentNeeded,
+    Stage,
+)
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 ACTUAL = event_pb2.PLANE_ACTUAL
@@ -369,10 +380,44 @@ class TestCodec:
         odd = ledger_codec.kv_key(ItemKey(ACTUAL, "fire", "depot:3.tents"))
         assert odd.startswith("ledger.actual.fire.=") and odd.count(".") == 3
 
+    def test_kv_keys_are_valid_store_keys(self) -> None:
+        for item_id in ("tents", "depot:3.tents", "泵-1"):
+            check_key(ledger_codec.kv_key(ItemKey(event_pb2.PLANE_EXERCISE, "fire", item_id)))
+
     def test_garbage_is_a_format_error(self) -> None:
         for data in (b"{", b"[]", b'{"format": 9}', b'{"format": 1}'):
             with pytest.raises(ledger_codec.LedgerFormatError):
                 ledger_codec.decode(data)
+
+
+class TestSchema:
+    """The inventory family passes the gateway's validation, with its own rules."""
+
+    def _ready(self, event: event_pb2.Event) -> event_pb2.Event:
+        event.classification = event_pb2.CLASSIFICATION_INTERNAL
+        event.priority = event_pb2.PRIORITY_ROUTINE
+        return event
+
+    def test_a_declaration_and_the_ledgers_notices_are_valid_events(self) -> None:
+        expired = expiry_payload(
+            Expiry(ItemKey(ACTUAL, "fire", "pumps"), LineKey("r1", "1"), Decimal(2), T0)
+        )
+        notice = replenishment_payload(
+            ReplenishmentNeeded(
+                ItemKey(ACTUAL, "fire", "pumps"), "pump", Decimal(1), Decimal(2), "pcs"
+            )
+        )
+        replenishment = _event("fire", "inventory.replenishment_needed")
+        replenishment.inventory.CopyFrom(notice)
+        for event in (declare("fire", "pumps", 4, 1), expiry_event(expired), replenishment):
+            assert Validator().problems(self._ready(event)) == []
+
+    def test_an_inventory_needs_its_family_and_unique_items(self) -> None:
+        event = self._ready(declare("fire", "pumps", 4))
+        event.inventory.declaration.items.add().CopyFrom(event.inventory.declaration.items[0])
+        event.type = "resource.declared"
+        rules = {p.rule_id for p in Validator().problems(event)}
+        assert {"event.type_matches_payload", "inventory_declaration.unique_item_ids"} <= rules
 
 
 # --- properties ----------------------------------------------------------------------------

@@ -280,6 +280,15 @@ class TestRefusals:
         result = apply(ledger, commit("emergency", "r1", "sandbags", 1))  # in pcs
         assert not result.accepted and "unit" in result.refusals[0].reason
 
+    def test_a_negative_or_endless_quantity_is_refused_and_zero_holds_nothing(self) -> None:
+        ledger = fold(declare("fire", "pumps", 4), offer("fire", "r1", "pumps", 2)).ledger
+        for bad in (-1.0, float("nan"), float("inf")):
+            assert not apply(ledger, commit("fire", "r1", "pumps", bad)).accepted
+        assert not apply(ledger, adjust("fire", "pumps", float("inf"))).accepted
+        assert not apply(ledger, adjust("fire", "pumps", -7)).accepted
+        nothing = fold(commit("fire", "r1", "pumps", 0), ledger=ledger).ledger
+        assert line_of(nothing, "fire", "pumps").holdings == ()
+
     def test_a_refused_line_refuses_the_whole_event(self) -> None:
         ledger = fold(declare("fire", "pumps", 4), declare("fire", "hoses", 1)).ledger
         event = commit("fire", "r1", "pumps", 2)

@@ -105,7 +105,7 @@ class _Draft:
         current = item.holding(line) if item else None
         wanted = amount if amount is not None else (current.quantity if current else ONE)
         prior = replace(current, prior=None) if current else None
-        new = Holding(line, stage, wanted, expires, self.mover, prior)
+        new = Holding(line, stage, wanted, expires, self.mover, prior) if wanted > 0 else None
         self.set_holding(key, new, line, what)
 
     def advance(self, line: LineKey, stage: Stage, from_stages: tuple[Stage, ...]) -> None:
@@ -217,7 +217,10 @@ def _declare(draft: _Draft, key: ItemKey, declared: inventory_pb2.InventoryItem)
 
 def _set_total(draft: _Draft, item: ItemLine, total: Decimal) -> None:
     """A new total, refused below what the lines hold: those units are out, not gone."""
-    if total < item.held:
+    if not (total.is_finite() and item.threshold.is_finite() and item.threshold >= 0):
+        draft.refuse(item.key, None, total, item.available,
+                     "a total and a threshold must be finite numbers")  # fmt: skip
+    elif total < item.held:
         draft.refuse(item.key, None, item.held, total,
                      "the total would fall below what is reserved, committed or out")  # fmt: skip
     else:
@@ -263,6 +266,10 @@ def _fold_resource(draft: _Draft, source: str, message: resource_pb2.ResourceMes
         amount = _line_amount(info)
         unit = info.assignment.quantity.unit
         item = draft.get(named) if named else None
+        if named and amount is not None and not (amount.is_finite() and amount >= 0):
+            draft.refuse(named, line, amount, item.available if item else ZERO,
+                         "a quantity must be a finite number, not negative")  # fmt: skip
+            continue
         if named and item and unit and item.unit and unit != item.unit:
             draft.refuse(named, line, amount or ONE, item.available,
                          f"unit {unit!r} is not the item's unit {item.unit!r}")  # fmt: skip

@@ -24,6 +24,7 @@ from gateway.core.workflows.ledger import (
     rebuild,
     replenishment_payload,
 )
+from gateway.core.workflows.ledger_scope import scope, within
 from gateway.core.workflows.ledger_state import (
     Applied,
     Expiry,
@@ -508,6 +509,7 @@ def run(ops: list[event_pb2.Event | Expire]) -> tuple[Ledger, list[event_pb2.Eve
                 log.append(event)
         else:
             result = apply(ledger, op)
+            _check_scope(ledger, op, result)
             if result.accepted:
                 ledger = result.ledger
                 log.append(op)
@@ -517,6 +519,20 @@ def run(ops: list[event_pb2.Event | Expire]) -> tuple[Ledger, list[event_pb2.Eve
         check_invariants(ledger)
         assert {k: i.total for k, i in ledger.items.items()} == totals  # conserved
     return ledger, log
+
+
+def _check_scope(ledger: Ledger, event: event_pb2.Event, whole: Applied) -> None:
+    """Folding onto the item lines the event's scope names (what the edge reads) decides as
+    folding onto the whole ledger does."""
+    part = apply(within(ledger, scope(event)), event)
+    assert (part.refusals, part.replenishments, part.changed) == (
+        whole.refusals,
+        whole.replenishments,
+        whole.changed,
+    )
+    assert {k: part.ledger.items[k] for k in part.changed} == {
+        k: whole.ledger.items[k] for k in whole.changed
+    }
 
 
 def _follow_totals(totals: dict[ItemKey, Decimal], event: event_pb2.Event) -> None:

@@ -131,12 +131,13 @@ class _Draft:
                        prior=replace(current, prior=None)) if left > 0 else None)  # fmt: skip
         self.set_holding(key, new, line, "release")
 
-    def recall(self, moved_by: str) -> None:
-        """Every line the recalled message moved goes back to what it held before."""
+    def recall(self, moved_by: str, thread: str) -> None:
+        """Every line of the exchange `thread` the recalled message moved goes back to what it
+        held before (a recall belongs to the exchange of the message it recalls)."""
         merged = {**self.ledger.items, **self.lines}
         for key, item in sorted(merged.items()):
             for h in item.holdings:
-                if key.plane == self.plane and h.moved_by == moved_by:
+                if key.plane == self.plane and h.moved_by == moved_by and h.line.thread == thread:
                     self.set_holding(key, h.prior, h.line, "recall")
 
 
@@ -174,7 +175,8 @@ def apply(ledger: Ledger, event: event_pb2.Event) -> Applied:
         message = event.resource
         draft = _Draft(ledger, event.plane, f"{event.source}/{message.message_id}")
         if message.HasField("recall"):
-            draft.recall(f"{event.source}/{message.recall.recall_message_id}")
+            recalled = f"{event.source}/{message.recall.recall_message_id}"
+            draft.recall(recalled, message.originating_message_id)
             if message.recall.type == resource_pb2.RECALL_TYPE_CANCEL:
                 return _finish(ledger, draft)
         _fold_resource(draft, event.source, message)
@@ -236,7 +238,14 @@ def _expire_line(draft: _Draft, key: ItemKey, line: LineKey, at: datetime) -> No
         draft.set_holding(key, None, line, "expiry")
 
 
-def _line_key(message: resource_pb2.ResourceMessage, info: resource_pb2.ResourceInfo) -> LineKey:
+def resource_lines(message: resource_pb2.ResourceMessage) -> list[resource_pb2.ResourceInfo]:
+    """The resource lines of a message, whatever its type."""
+    kind = message.WhichOneof("kind")
+    return list(getattr(message, kind).resource_infos) if kind else []
+
+
+def line_key(message: resource_pb2.ResourceMessage, info: resource_pb2.ResourceInfo) -> LineKey:
+    """The resource line `info` is part of: replies name it by the line they answer."""
     element = info.resource_info_element_id
     if info.HasField("response"):
         element = info.response.preceding_resource_info_element_id
@@ -259,9 +268,8 @@ def _reserved_until(info: resource_pb2.ResourceInfo) -> datetime | None:
 
 def _fold_resource(draft: _Draft, source: str, message: resource_pb2.ResourceMessage) -> None:
     kind = message.WhichOneof("kind")
-    infos = getattr(message, kind).resource_infos if kind else []
-    for info in infos:
-        line = _line_key(message, info)
+    for info in resource_lines(message):
+        line = line_key(message, info)
         named = _item_of(draft, source, info, line)
         amount = _line_amount(info)
         unit = info.assignment.quantity.unit

@@ -851,6 +851,7 @@ class ResourceInfo(_message.Message):
     RESOURCE_FIELD_NUMBER: _builtins.int
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
     SCHEDULES_FIELD_NUMBER: _builtins.int
+    RESERVED_UNTIL_FIELD_NUMBER: _builtins.int
     resource_info_element_id: _builtins.str
     """Id of this line within the message (EDXL-RM `ResourceInfoElementID`), e.g. "1", "2".
     Unique within the message; replies refer to it. Required.
@@ -877,6 +878,14 @@ class ResourceInfo(_message.Message):
         `ScheduleInformation`, 0..n); at most 32.
         """
 
+    @_builtins.property
+    def reserved_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when an offer or acceptance holds the quantity it reserves in the supplier's
+        inventory (docs/ledger.md): not committed by then, it is available again. DutyLink-specific
+        (no EDXL-RM element; an offer's END_AVAILABLE schedule is used when this is unset). Unset
+        on both: the reservation holds until declined, released or recalled.
+        """
+
     def __init__(
         self,
         *,
@@ -885,10 +894,11 @@ class ResourceInfo(_message.Message):
         resource: Global___Resource | None = ...,
         assignment: Global___Assignment | None = ...,
         schedules: _abc.Iterable[Global___Schedule] | None = ...,
+        reserved_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "resource", b"resource", "response", b"response"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "reserved_until", b"reserved_until", "resource", b"resource", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "resource", b"resource", "resource_info_element_id", b"resource_info_element_id", "response", b"response", "schedules", b"schedules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "reserved_until", b"reserved_until", "resource", b"resource", "resource_info_element_id", b"resource_info_element_id", "response", b"response", "schedules", b"schedules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -970,6 +980,7 @@ class Resource(_message.Message):
     CERTIFICATIONS_FIELD_NUMBER: _builtins.int
     RESPONSIBLE_PARTY_FIELD_NUMBER: _builtins.int
     OWNERSHIP_FIELD_NUMBER: _builtins.int
+    INVENTORY_ITEM_ID_FIELD_NUMBER: _builtins.int
     resource_id: _builtins.str
     """The owner's id of a specific resource (EDXL-RM `ResourceID`), e.g. a plate number
     "沪A·12345" or an asset number. Empty when asking for a type rather than a specific unit.
@@ -1005,6 +1016,11 @@ class Resource(_message.Message):
     """EDXL-RM `Credentials`, e.g. "hazmat technician level III, all crew"."""
     certifications: _builtins.str
     """EDXL-RM `Certifications`."""
+    inventory_item_id: _builtins.str
+    """The item of the owner's declared inventory (`InventoryItem.item_id`, inventory.proto) this
+    line draws on; the owner is `responsible_agency`, or the publishing agency when that is
+    empty. DutyLink-specific (no EDXL-RM element). Empty: the line is not kept in the ledger.
+    """
     @_builtins.property
     def status(self) -> Global___ResourceStatus:
         """Current deployment status and availability (EDXL-RM `ResourceStatus`)."""
@@ -1048,10 +1064,11 @@ class Resource(_message.Message):
         certifications: _builtins.str = ...,
         responsible_party: Global___ContactInformation | None = ...,
         ownership: Global___OwnershipInformation | None = ...,
+        inventory_item_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ownership", b"ownership", "responsible_party", b"responsible_party", "status", b"status", "type_structure", b"type_structure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certifications", b"certifications", "credentials", b"credentials", "description", b"description", "keywords", b"keywords", "kind", b"kind", "name", b"name", "ownership", b"ownership", "resource_id", b"resource_id", "responsible_agency", b"responsible_agency", "responsible_party", b"responsible_party", "special_requirements", b"special_requirements", "status", b"status", "type_info", b"type_info", "type_info_xml", b"type_info_xml", "type_structure", b"type_structure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certifications", b"certifications", "credentials", b"credentials", "description", b"description", "inventory_item_id", b"inventory_item_id", "keywords", b"keywords", "kind", b"kind", "name", b"name", "ownership", b"ownership", "resource_id", b"resource_id", "responsible_agency", b"responsible_agency", "responsible_party", b"responsible_party", "special_requirements", b"special_requirements", "status", b"status", "type_info", b"type_info", "type_info_xml", b"type_info_xml", "type_structure", b"type_structure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

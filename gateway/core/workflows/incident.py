@@ -17,8 +17,14 @@ def _refs(event: event_pb2.Event, event_type: EventType) -> list[AggregateRef]:
 
 
 def _facts(event: event_pb2.Event, ref: AggregateRef) -> Facts:
+    # Only the command centre's assignment names the lead and the supporting agencies, and only
+    # a merge names the survivor: other events carry the fields but change no party.
     incident = event.incident
     if ref.lifecycle != "incident":
+        return Facts()
+    if event.type == "incident.merged":
+        return Facts(merged_into=incident.merged_into)
+    if event.type != "incident.assigned":
         return Facts()
     lead = incident.lead_agency
     assigned = tuple(dict.fromkeys([lead, *incident.involved_agencies])) if lead else ()

@@ -83,9 +83,11 @@ def allowed_from(catalogue: Catalogue, lifecycle: str, state: str) -> tuple[str,
         transition = event_type.transition
         if transition is None or not transition.accepts(state):
             continue
-        targets = [transition.target(state)]
-        if state not in transition.stays_in:
-            targets += [s for s in transition.outcomes.values() if s not in targets]
+        if state in transition.stays_in or transition.to_state is None:
+            allowed.append(f"{event_type.type} (stays)")
+            continue
+        targets = [transition.to_state]
+        targets += [s for s in transition.outcomes.values() if s not in targets]
         allowed.append(f"{event_type.type} → {' | '.join(targets)}")
     return tuple(allowed)
 

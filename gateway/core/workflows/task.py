@@ -20,7 +20,13 @@ def _refs(event: event_pb2.Event, event_type: EventType) -> list[AggregateRef]:
 
 
 def _facts(event: event_pb2.Event, ref: AggregateRef) -> Facts:
+    # The owner, the supervisor and the deadline are set by an assignment (the supervisor may
+    # be named when the task is opened); no other step changes who answers for the task.
     task = event.task
+    if event.type == "task.opened":
+        return Facts(supervisor=task.supervising_agency)
+    if event.type != "task.assigned":
+        return Facts()
     owner = task.owner_agency
     return Facts(
         assigned=(owner,) if owner else (),

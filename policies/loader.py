@@ -82,7 +82,7 @@ _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _UNREDACTABLE = frozenset({
     "id", "source", "type", "time", "received_time", "jurisdiction",
     "jurisdiction.division_code", "classification", "plane", "priority",
-    "incident", "resource", "warning",
+    "incident", "resource", "warning", "task",
 })  # fmt: skip
 
 

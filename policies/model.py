@@ -39,6 +39,9 @@ def incident_ids(event: event_pb2.Event) -> list[str]:
         return [event.resource.incident_id] if event.resource.incident_id else []
     if event.HasField("warning"):
         return list(event.warning.incidents)
+    if event.HasField("task"):
+        origin = event.task.origin_incident_id
+        return [origin] if origin else []
     return []
 
 

@@ -97,14 +97,18 @@ def render_docs(proto_root: Path = PROTO_ROOT) -> dict[str, str]:
     """The generated docs, by path relative to docs/, rendered from the schemas in `proto_root`."""
     from google.protobuf import descriptor_pb2
 
-    from gateway.cli import schema_docs
+    from dutylink.catalogue import parse_catalogue
+    from gateway.cli import catalogue_docs, schema_docs
     from policies.loader import load_policy, policy_files
 
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "image.binpb"
         build_image(image, proto_root)
         fds = descriptor_pb2.FileDescriptorSet.FromString(image.read_bytes())
-    return schema_docs.render_all(fds, load_policy(policy_files()))
+    docs = schema_docs.render_all(fds, load_policy(policy_files()))
+    return docs | catalogue_docs.render_all(
+        parse_catalogue((proto_root / "dutylink" / "catalogue.toml").read_text(encoding="utf-8"))
+    )
 
 
 def generated_docs(docs_root: Path = DOCS_ROOT) -> set[str]:

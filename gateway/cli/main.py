@@ -1,4 +1,8 @@
-"""The `dutylink` command: serve the gateway, run the demo, inspect the configuration."""
+"""The `dutylink` command: serve the gateway, run the demo, inspect the configuration.
+
+Long because it is the root of every sub-command: serve, demo, config and dead letters live here
+beside the registration of the others (pki, policy, audit, adapter, cluster, catalogue).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from gateway.audit.log import AuditUnavailableError
 from gateway.cli import exchange as cli_exchange
 from gateway.cli.adapter import adapter_app
 from gateway.cli.audit import audit_app
+from gateway.cli.catalogue import catalogue_app
 from gateway.cli.cluster import cluster_app
 from gateway.cli.operator_audit import open_operator_log, operator_name, replay_dead_letter
 from gateway.cli.pki import pki_app
@@ -45,6 +50,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapter_app, name="adapter")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(catalogue_app, name="catalogue")
 deadletter_app = typer.Typer(
     help="Inspect and replay dead letters (operators).", no_args_is_help=True
 )

@@ -13,6 +13,7 @@ from dutylink.v1 import distribution_pb2 as _distribution_pb2
 from dutylink.v1 import incident_pb2 as _incident_pb2
 from dutylink.v1 import inventory_pb2 as _inventory_pb2
 from dutylink.v1 import resource_pb2 as _resource_pb2
+from dutylink.v1 import task_pb2 as _task_pb2
 from dutylink.v1 import warning_pb2 as _warning_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -150,6 +151,7 @@ class Event(_message.Message):
     INCIDENT_FIELD_NUMBER: _builtins.int
     RESOURCE_FIELD_NUMBER: _builtins.int
     WARNING_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
     INVENTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Event id, chosen by the publisher and unique within its agency (CloudEvents `id`).
@@ -165,7 +167,7 @@ class Event(_message.Message):
     """
     type: _builtins.str
     """Event type (CloudEvents `type`): "<family>.<name>", where the family is the payload's
-    ("incident", "resource", "warning" or "inventory") and the name says what happened, e.g.
+    ("incident", "resource", "warning", "task" or "inventory") and the name says what happened, e.g.
     "incident.reported", "incident.status_changed", "resource.request", "warning.alert".
     """
     subject: _builtins.str
@@ -227,6 +229,10 @@ class Event(_message.Message):
         """A public or inter-agency warning mapped to OASIS CAP 1.2."""
 
     @_builtins.property
+    def task(self) -> _task_pb2.Task:
+        """A joint-enforcement task (联合执法): assigned, supervised, re-checked, held to account."""
+
+    @_builtins.property
     def inventory(self) -> _inventory_pb2.Inventory:
         """An agency's declared stock of teams, vehicles, materials and equipment, or a notice
         from the resource ledger about it.
@@ -252,13 +258,14 @@ class Event(_message.Message):
         incident: _incident_pb2.Incident | None = ...,
         resource: _resource_pb2.ResourceMessage | None = ...,
         warning: _warning_pb2.Warning | None = ...,
+        task: _task_pb2.Task | None = ...,
         inventory: _inventory_pb2.Inventory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["distribution", b"distribution", "expires", b"expires", "incident", b"incident", "inventory", b"inventory", "jurisdiction", b"jurisdiction", "payload", b"payload", "received_time", b"received_time", "resource", b"resource", "time", b"time", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["distribution", b"distribution", "expires", b"expires", "incident", b"incident", "inventory", b"inventory", "jurisdiction", b"jurisdiction", "payload", b"payload", "received_time", b"received_time", "resource", b"resource", "task", b"task", "time", b"time", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "classification", b"classification", "correlation_id", b"correlation_id", "distribution", b"distribution", "expires", b"expires", "id", b"id", "incident", b"incident", "inventory", b"inventory", "jurisdiction", b"jurisdiction", "payload", b"payload", "plane", b"plane", "priority", b"priority", "received_time", b"received_time", "resource", b"resource", "source", b"source", "subject", b"subject", "time", b"time", "type", b"type", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "classification", b"classification", "correlation_id", b"correlation_id", "distribution", b"distribution", "expires", b"expires", "id", b"id", "incident", b"incident", "inventory", b"inventory", "jurisdiction", b"jurisdiction", "payload", b"payload", "plane", b"plane", "priority", b"priority", "received_time", b"received_time", "resource", b"resource", "source", b"source", "subject", b"subject", "task", b"task", "time", b"time", "type", b"type", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["incident", "resource", "warning", "inventory"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["incident", "resource", "warning", "task", "inventory"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 

@@ -24,6 +24,74 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _IncidentRejectionReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IncidentRejectionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IncidentRejectionReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INCIDENT_REJECTION_REASON_UNSPECIFIED: _IncidentRejectionReason.ValueType  # 0
+    """Not rejected, or no reason given."""
+    INCIDENT_REJECTION_REASON_FALSE_REPORT: _IncidentRejectionReason.ValueType  # 1
+    """False report (虚假报警/不实): nothing found, or a malicious or mistaken report."""
+    INCIDENT_REJECTION_REASON_DUPLICATE: _IncidentRejectionReason.ValueType  # 2
+    """Duplicate of another report (重复); usually merged instead (`incident.merged`)."""
+    INCIDENT_REJECTION_REASON_OUT_OF_SCOPE: _IncidentRejectionReason.ValueType  # 3
+    """Not a matter for the exchange's agencies (不属于受理范围); referred elsewhere."""
+    INCIDENT_REJECTION_REASON_OTHER: _IncidentRejectionReason.ValueType  # 4
+    """Any other reason; say which in `description`."""
+
+class IncidentRejectionReason(_IncidentRejectionReason, metaclass=_IncidentRejectionReasonEnumTypeWrapper):
+    """Why a report was rejected at verification (核实不实)."""
+
+INCIDENT_REJECTION_REASON_UNSPECIFIED: IncidentRejectionReason.ValueType  # 0
+"""Not rejected, or no reason given."""
+INCIDENT_REJECTION_REASON_FALSE_REPORT: IncidentRejectionReason.ValueType  # 1
+"""False report (虚假报警/不实): nothing found, or a malicious or mistaken report."""
+INCIDENT_REJECTION_REASON_DUPLICATE: IncidentRejectionReason.ValueType  # 2
+"""Duplicate of another report (重复); usually merged instead (`incident.merged`)."""
+INCIDENT_REJECTION_REASON_OUT_OF_SCOPE: IncidentRejectionReason.ValueType  # 3
+"""Not a matter for the exchange's agencies (不属于受理范围); referred elsewhere."""
+INCIDENT_REJECTION_REASON_OTHER: IncidentRejectionReason.ValueType  # 4
+"""Any other reason; say which in `description`."""
+Global___IncidentRejectionReason: _TypeAlias = IncidentRejectionReason  # noqa: Y015
+
+class _EmergencyPhase:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EmergencyPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmergencyPhase.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EMERGENCY_PHASE_UNSPECIFIED: _EmergencyPhase.ValueType  # 0
+    """Not set: an everyday incident, or not yet staged."""
+    EMERGENCY_PHASE_PREVENTION_PREPAREDNESS: _EmergencyPhase.ValueType  # 1
+    """Prevention and preparedness (预防与应急准备): plans, reserves, drills."""
+    EMERGENCY_PHASE_MONITORING_WARNING: _EmergencyPhase.ValueType  # 2
+    """Monitoring and early warning (监测与预警): warnings issued and acknowledged."""
+    EMERGENCY_PHASE_RESPONSE_RESCUE: _EmergencyPhase.ValueType  # 3
+    """Response and rescue (应急处置与救援): agencies assigned, resources committed."""
+    EMERGENCY_PHASE_RECOVERY_RECONSTRUCTION: _EmergencyPhase.ValueType  # 4
+    """Recovery and reconstruction (事后恢复与重建): resources released, after-action review."""
+
+class EmergencyPhase(_EmergencyPhase, metaclass=_EmergencyPhaseEnumTypeWrapper):
+    """The four stages of the emergency process (突发事件应对: 预防与应急准备 → 监测与预警 →
+    应急处置与救援 → 事后恢复与重建), in order. Maps onto EDXL-SitRep
+    `incidentLifecyclePhase` (Preparedness, Response, Recovery; monitoring and early warning is a
+    local extension value).
+    """
+
+EMERGENCY_PHASE_UNSPECIFIED: EmergencyPhase.ValueType  # 0
+"""Not set: an everyday incident, or not yet staged."""
+EMERGENCY_PHASE_PREVENTION_PREPAREDNESS: EmergencyPhase.ValueType  # 1
+"""Prevention and preparedness (预防与应急准备): plans, reserves, drills."""
+EMERGENCY_PHASE_MONITORING_WARNING: EmergencyPhase.ValueType  # 2
+"""Monitoring and early warning (监测与预警): warnings issued and acknowledged."""
+EMERGENCY_PHASE_RESPONSE_RESCUE: EmergencyPhase.ValueType  # 3
+"""Response and rescue (应急处置与救援): agencies assigned, resources committed."""
+EMERGENCY_PHASE_RECOVERY_RECONSTRUCTION: EmergencyPhase.ValueType  # 4
+"""Recovery and reconstruction (事后恢复与重建): resources released, after-action review."""
+Global___EmergencyPhase: _TypeAlias = EmergencyPhase  # noqa: Y015
+
 class _IncidentCategory:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -193,6 +261,16 @@ class _IncidentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Incide
     """Cancelled (已撤销): not an incident after all, e.g. a false or malicious alarm, or a
     duplicate of another incident (say which in `description`).
     """
+    INCIDENT_STATUS_REJECTED: _IncidentStatus.ValueType  # 8
+    """Rejected at verification (核实不实): a false report, or not a matter for the agencies;
+    the reason is `rejection_reason`.
+    """
+    INCIDENT_STATUS_PUBLISHED: _IncidentStatus.ValueType  # 9
+    """Published (已公开): the outcome was disclosed (`published_summary`)."""
+    INCIDENT_STATUS_REWARDED: _IncidentStatus.ValueType  # 10
+    """Rewarded (已奖励): the reward decision for the report was taken (`reward`)."""
+    INCIDENT_STATUS_MERGED: _IncidentStatus.ValueType  # 11
+    """Merged (已合并): a duplicate report merged into the incident `merged_into`."""
 
 class IncidentStatus(_IncidentStatus, metaclass=_IncidentStatusEnumTypeWrapper):
     """Where an incident stands in the reporting and handling loop (接报 → 核实 → 派单 → 处置 →
@@ -228,6 +306,16 @@ INCIDENT_STATUS_CANCELLED: IncidentStatus.ValueType  # 7
 """Cancelled (已撤销): not an incident after all, e.g. a false or malicious alarm, or a
 duplicate of another incident (say which in `description`).
 """
+INCIDENT_STATUS_REJECTED: IncidentStatus.ValueType  # 8
+"""Rejected at verification (核实不实): a false report, or not a matter for the agencies;
+the reason is `rejection_reason`.
+"""
+INCIDENT_STATUS_PUBLISHED: IncidentStatus.ValueType  # 9
+"""Published (已公开): the outcome was disclosed (`published_summary`)."""
+INCIDENT_STATUS_REWARDED: IncidentStatus.ValueType  # 10
+"""Rewarded (已奖励): the reward decision for the report was taken (`reward`)."""
+INCIDENT_STATUS_MERGED: IncidentStatus.ValueType  # 11
+"""Merged (已合并): a duplicate report merged into the incident `merged_into`."""
 Global___IncidentStatus: _TypeAlias = IncidentStatus  # noqa: Y015
 
 class _ReportChannel:
@@ -305,6 +393,13 @@ class Incident(_message.Message):
     ATTACHMENTS_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     REPORTED_AT_FIELD_NUMBER: _builtins.int
+    LEAD_AGENCY_FIELD_NUMBER: _builtins.int
+    MERGED_INTO_FIELD_NUMBER: _builtins.int
+    REJECTION_REASON_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    PUBLISHED_SUMMARY_FIELD_NUMBER: _builtins.int
+    REWARD_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
     """Stable id of the incident, the same in every update of it (and in resource requests and
     warnings about it), e.g. "110-310115-20261123-0042" or a UUID. Assigned by the agency
@@ -327,6 +422,28 @@ class Incident(_message.Message):
     """Free-text account of what is known: what happened, hazards on scene, access routes,
     actions taken. Do not put personal data here; use `reporter`.
     """
+    lead_agency: _builtins.str
+    """The agency that leads the handling (牵头单位), by DutyLink agency id, once the command
+    centre has assigned it (`incident.assigned`); the supporting agencies are
+    `involved_agencies`. Empty before assignment.
+    """
+    merged_into: _builtins.str
+    """The incident this one was merged into (`incident.merged`): the surviving incident's
+    `incident_id`, when several agencies reported the same occurrence. Both ids keep
+    resolving; this one's history stays with it.
+    """
+    rejection_reason: Global___IncidentRejectionReason.ValueType
+    """Why a report was rejected at verification (`incident.rejected`)."""
+    phase: Global___EmergencyPhase.ValueType
+    """The stage of the emergency process the incident is in (应急阶段), for incidents handled
+    as emergencies. Unspecified for everyday incidents.
+    """
+    feedback: _builtins.str
+    """The outcome told back to the person who reported (反馈), in `incident.feedback`. No
+    personal data.
+    """
+    published_summary: _builtins.str
+    """The outcome disclosed to the public (公开), in `incident.published`. No personal data."""
     @_builtins.property
     def location(self) -> _common_pb2.Location:
         """Where the incident is (the scene, 事发地点). Required."""
@@ -367,6 +484,10 @@ class Incident(_message.Message):
         call was answered or the sensor alarm arrived. Required.
         """
 
+    @_builtins.property
+    def reward(self) -> Global___RewardDecision:
+        """The reward decision for the report (奖励), in `incident.rewarded`."""
+
     def __init__(
         self,
         *,
@@ -383,14 +504,51 @@ class Incident(_message.Message):
         attachments: _abc.Iterable[_common_pb2.AttachmentRef] | None = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         reported_at: _timestamp_pb2.Timestamp | None = ...,
+        lead_agency: _builtins.str = ...,
+        merged_into: _builtins.str = ...,
+        rejection_reason: Global___IncidentRejectionReason.ValueType = ...,
+        phase: Global___EmergencyPhase.ValueType = ...,
+        feedback: _builtins.str = ...,
+        published_summary: _builtins.str = ...,
+        reward: Global___RewardDecision | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["casualties", b"casualties", "location", b"location", "occurred_at", b"occurred_at", "reported_at", b"reported_at", "reporter", b"reporter"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["casualties", b"casualties", "location", b"location", "occurred_at", b"occurred_at", "reported_at", b"reported_at", "reporter", b"reporter", "reward", b"reward"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "casualties", b"casualties", "category", b"category", "description", b"description", "incident_id", b"incident_id", "involved_agencies", b"involved_agencies", "location", b"location", "occurred_at", b"occurred_at", "reported_at", b"reported_at", "reporter", b"reporter", "severity", b"severity", "status", b"status", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "casualties", b"casualties", "category", b"category", "description", b"description", "feedback", b"feedback", "incident_id", b"incident_id", "involved_agencies", b"involved_agencies", "lead_agency", b"lead_agency", "location", b"location", "merged_into", b"merged_into", "occurred_at", b"occurred_at", "phase", b"phase", "published_summary", b"published_summary", "rejection_reason", b"rejection_reason", "reported_at", b"reported_at", "reporter", b"reporter", "reward", b"reward", "severity", b"severity", "status", b"status", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Incident: _TypeAlias = Incident  # noqa: Y015
+
+@_typing.final
+class RewardDecision(_message.Message):
+    """Whether and how a public report is rewarded (群众举报奖励). The decision is a fact to audit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AWARD_FIELD_NUMBER: _builtins.int
+    granted: _builtins.bool
+    """The report qualifies for a reward."""
+    reason: _builtins.str
+    """Why (or why not), e.g. the rule of the reward scheme applied. Required."""
+    award: _builtins.str
+    """What is awarded, free text, e.g. "CNY 500" or "letter of thanks"."""
+    def __init__(
+        self,
+        *,
+        granted: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        award: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["award", b"award", "granted", b"granted", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RewardDecision: _TypeAlias = RewardDecision  # noqa: Y015
 
 @_typing.final
 class Casualties(_message.Message):

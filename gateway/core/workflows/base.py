@@ -1,0 +1,172 @@
+"""The values the lifecycle folds pass around: which aggregate an event touches, the aggregate's
+state (as a key-value store holds it), who acts, and the verdict. Pure: no I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from dutylink.catalogue import NONE, EventType
+from dutylink.v1 import event_pb2
+
+# The KV key of an aggregate: "lifecycle.<lifecycle>.<plane>.<key>", the key's characters that a
+# KV key cannot hold written as "=XX" (hex of each UTF-8 byte).
+KEY_PREFIX = "lifecycle"
+_KEY_SAFE = frozenset("-_/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def plane_token(plane: int) -> str:
+    """ "actual", "exercise" or "test": planes are separate aggregates."""
+    return event_pb2.Plane.Name(plane).removeprefix("PLANE_").lower()  # type: ignore[arg-type]
+
+
+def encode_key_token(text: str) -> str:
+    return "".join(
+        char if char in _KEY_SAFE else "".join(f"={byte:02X}" for byte in char.encode())
+        for char in text
+    )
+
+
+@dataclass(frozen=True)
+class AggregateRef:
+    """One aggregate an event touches. `outcome` picks a type's alternative target (e.g. a
+    line's DECLINE); `opens` marks the aggregate the event opens of its own (a CAP Update)."""
+
+    lifecycle: str
+    plane: str
+    key: str
+    outcome: str | None = None
+    opens: bool = False
+
+    @property
+    def kv_key(self) -> str:
+        return f"{KEY_PREFIX}.{self.lifecycle}.{self.plane}.{encode_key_token(self.key)}"
+
+    def __str__(self) -> str:
+        return f"{self.lifecycle} {self.key!r} ({self.plane})"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who publishes: the authenticated agency and its standing roles ("command_centre",
+    "supervisor"). Roles that come from the aggregate (reporter, lead, ...) are worked out from
+    its state."""
+
+    agency: str
+    roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class AggregateState:
+    """An aggregate's state as a KV value. `version` counts accepted transitions (1 after the
+    event that opened it). The party fields say who may act next."""
+
+    lifecycle: str
+    plane: str
+    key: str
+    state: str
+    version: int
+    opened_by: str
+    lead: str = ""
+    assigned: tuple[str, ...] = ()
+    supervisor: str = ""
+    handlers: tuple[str, ...] = ()
+    parties: tuple[str, ...] = ()
+    deadline: datetime | None = None
+    expires: datetime | None = None
+    merged_into: str = ""
+    last_event_id: str = ""
+    last_type: str = ""
+
+    def to_bytes(self) -> bytes:
+        data = asdict(self)
+        for name in ("deadline", "expires"):
+            value = data[name]
+            data[name] = value.isoformat() if value is not None else None
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> AggregateState:
+        data: dict[str, Any] = json.loads(raw)
+        for name in ("assigned", "handlers", "parties"):
+            data[name] = tuple(data[name])
+        for name in ("deadline", "expires"):
+            if data[name] is not None:
+                data[name] = datetime.fromisoformat(data[name])
+        return cls(**data)
+
+    def moved(self, **changes: Any) -> AggregateState:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The transition is legal: `new_state` is what to write (compare-and-set on the version read)."""
+
+    new_state: AggregateState
+
+
+@dataclass(frozen=True)
+class IllegalTransition:
+    """The event does not fit the aggregate: its current state (NONE when it does not exist) and
+    version, and the transitions the catalogue allows from there ("type → state")."""
+
+    aggregate: AggregateRef
+    current_state: str
+    version: int
+    allowed: tuple[str, ...]
+    reason: str
+
+    def __str__(self) -> str:
+        allowed = ", ".join(self.allowed) or "none"
+        return (
+            f"{self.aggregate} is '{self.current_state}' (version {self.version}): "
+            f"{self.reason}; allowed from there: {allowed}"
+        )
+
+
+Verdict = Accepted | IllegalTransition
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What an event says about an aggregate's parties and times; unset fields change nothing."""
+
+    lead: str = ""
+    assigned: tuple[str, ...] = ()
+    supervisor: str = ""
+    deadline: datetime | None = None
+    expires: datetime | None = None
+    merged_into: str = ""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a lifecycle's own check may look at."""
+
+    ref: AggregateRef
+    state: AggregateState | None
+    event_type: EventType
+    event: event_pb2.Event
+    actor: Actor
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What one lifecycle adds to the generic machine: which aggregates an event touches
+    (`refs`), what it says about their parties and times (`facts`), and any rule the
+    catalogue's data cannot state (`check`: a reason to refuse, or None)."""
+
+    refs: Callable[[event_pb2.Event, EventType], list[AggregateRef]]
+    facts: Callable[[event_pb2.Event, AggregateRef], Facts] = field(
+        default=lambda event, ref: Facts()
+    )
+    check: Callable[[Context], str | None] = field(default=lambda context: None)
+
+
+def current(state: AggregateState | None) -> str:
+    return state.state if state is not None else NONE

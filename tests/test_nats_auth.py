@@ -21,7 +21,8 @@ import gateway.cli.demo
 from adapters.sdk.client import DutyLinkClient
 from gateway.cli.main import app
 from gateway.core import subjects
-from gateway.core.kv import AGGREGATES_BUCKET, BucketSpec, Versioned
+from gateway.core.kv import Versioned
+from gateway.core.streams import AGGREGATES_BUCKET, BucketSpec
 from gateway.server import Gateway
 from gateway.store import nats_auth
 from gateway.store.audit_files import load_or_create_signer

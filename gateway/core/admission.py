@@ -60,13 +60,28 @@ class Admitted:
 
 
 @dataclass(frozen=True)
+class StateProblem:
+    """Why an aggregate's state refuses an event (a lifecycle transition, a ledger line), for
+    the caller to see what the gateway holds: which aggregate ("incident/actual/INC-1",
+    "ledger/actual/fire/AMB"), its current state and version, and what it allows from there."""
+
+    aggregate: str
+    state: str
+    version: int
+    allowed: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Refused:
-    """Why an event is not stored: its kind, a message for the caller, the fields at fault."""
+    """Why an event is not stored: its kind, a message for the caller, the fields at fault,
+    and for a stateful refusal the aggregates' states that refuse it."""
 
     kind: RefusalKind
     message: str
     problems: tuple[FieldProblem, ...] = field(default=())
     decision: Decision | None = None
+    state_problems: tuple[StateProblem, ...] = field(default=())
 
 
 @dataclass(frozen=True)

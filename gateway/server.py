@@ -30,6 +30,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dutylink.catalogue import load_catalogue
 from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
@@ -42,6 +43,7 @@ from gateway.access.authorization import Authorizer, GrantBook, PolicyChange, Po
 from gateway.access.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
 from gateway.audit.log import AuditUnavailableError
+from gateway.core.admission import NoStatefulGuards, StatefulGuards
 from gateway.core.ports import StoreError
 from gateway.core.quotas import Limits, Quotas, Refusal
 from gateway.core.settings import Config, ConfigError
@@ -64,6 +66,7 @@ from gateway.store.audit_files import (
 from gateway.store.audit_log import AuditLog
 from gateway.store.data_dir_lock import DataDirLock
 from gateway.store.jetstream import EventStore
+from gateway.store.lifecycle_guard import LifecycleGuard
 from gateway.store.nats_server import NatsServer, NatsServerError, embedded_dir
 from gateway.store.writer_lease import WriterLease
 from gateway.telemetry.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
@@ -287,6 +290,16 @@ class Gateway:
             )
         return holder
 
+    def _stateful_guards(self, authorizer: Authorizer) -> StatefulGuards:
+        if not self.config.gateway.enforce_lifecycles:
+            log.warning(
+                "lifecycle.off",
+                message="lifecycles and the resource ledger are not enforced (enforce_lifecycles)",
+            )
+            return NoStatefulGuards()
+        assert self._store is not None
+        return LifecycleGuard(self._store.aggregates, load_catalogue(), authorizer.held_roles)
+
     async def start(self) -> None:
         # Before anything is written there: a second gateway on this directory stops here.
         self._data_dir_lock.acquire()
@@ -313,15 +326,17 @@ class Gateway:
             on_disconnected=self._on_nats_disconnected,
             on_reconnected=self._on_nats_reconnected,
         )
+        authorizer = Authorizer(policy, grants)
         self._deps = deps = Dependencies(
             self.config,
             self._store,
             authenticator,
             Validator(ValidationLimits.of(gateway_settings)),
-            Authorizer(policy, grants),
+            authorizer,
             self._audit,
             failpoint=self._failpoint,
             metrics=self.metrics,
+            stateful=self._stateful_guards(authorizer),
         )
         self._server = grpc.aio.server(
             # Metrics outermost, so that they count the guard's and the quotas' refusals too.

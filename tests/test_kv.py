@@ -107,6 +107,27 @@ async def test_two_creators_racing_for_one_key_exactly_one_wins(store: KeyValueS
     assert all(isinstance(r, ConflictError) for r in outcomes if not isinstance(r, int))
 
 
+async def test_delete_at_the_read_revision_removes_the_key_and_it_may_be_created_again(
+    store: KeyValueStore,
+) -> None:
+    revision = await store.create("lifecycle.incident.1", b"reported")
+    await store.delete("lifecycle.incident.1", revision)
+    assert await store.get("lifecycle.incident.1") is None
+    assert "lifecycle.incident.1" not in await store.keys("lifecycle", limit=10)
+    again = await store.create("lifecycle.incident.1", b"reported again")
+    assert await store.get("lifecycle.incident.1") == (b"reported again", again)
+
+
+async def test_delete_at_a_stale_revision_is_a_conflict_and_keeps_the_key(
+    store: KeyValueStore,
+) -> None:
+    first = await store.create("lifecycle.incident.1", b"reported")
+    second = await store.update("lifecycle.incident.1", b"verified", first)
+    with pytest.raises(ConflictError):
+        await store.delete("lifecycle.incident.1", first)
+    assert await store.get("lifecycle.incident.1") == (b"verified", second)
+
+
 async def test_keys_lists_the_keys_under_a_prefix_sorted(store: KeyValueStore) -> None:
     for key in ("lifecycle.incident.2", "lifecycle.incident.1", "lifecycle.warning.1", "ledger.a"):
         await store.create(key, b"x")

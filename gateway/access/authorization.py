@@ -164,3 +164,8 @@ class Authorizer:
     @property
     def policy(self) -> Policy:
         return self.holder.policy
+
+    def held_roles(self, principal: Principal) -> frozenset[str]:
+        """The roles `principal` holds that the policy in force grants its agency."""
+        profile = self.holder.policy.agency(principal.agency)
+        return principal.roles & profile.roles if profile else frozenset()

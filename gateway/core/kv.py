@@ -88,6 +88,11 @@ class KeyValueStore(Protocol):
         ConflictError if anyone wrote it since (or it is absent)."""
         ...
 
+    async def delete(self, key: str, expected_revision: int) -> None:
+        """Remove the key if its revision is still `expected_revision` (a later `get` says
+        None, a later `create` succeeds). ConflictError if anyone wrote it since."""
+        ...
+
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
         """The keys under `prefix` (whole tokens), sorted. TooManyKeysError if there are more
         than `limit`: a caller never reads an unbounded list by accident."""

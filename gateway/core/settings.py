@@ -63,6 +63,9 @@ class GatewaySettings:
     agency_max_batch_events_storing: int = 64
     publish_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
+    # Judge every event against its lifecycle and the resource ledger (proto/dutylink/
+    # catalogue.toml) and refuse what does not fit. Off only for a pipe that carries no loop.
+    enforce_lifecycles: bool = True
 
 
 @dataclass(frozen=True)

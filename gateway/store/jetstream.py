@@ -31,12 +31,14 @@ from gateway.core.ports import (
     Subscriptions,
 )
 from gateway.core.settings import Config, ConfigError
+from gateway.core.streams import AGGREGATES_BUCKET, BucketSpec
 from gateway.store.connection import Callback, NatsConnection
 from gateway.store.dead_letters import JetStreamDeadLetters
 from gateway.store.durability import DURABILITY_MODES, DurabilityFinding, check_durability
 from gateway.store.errors import STORE_FAILURES, translate
 from gateway.store.events import JetStreamEvents
 from gateway.store.grants import JetStreamGrants
+from gateway.store.kv import ConnectedBucket
 from gateway.store.streams import ensure_stream, stream_config
 from gateway.store.subscriptions import DurableSubscription, JetStreamSubscriptions
 
@@ -70,6 +72,16 @@ class EventStore:
         )
         self.dead_letter_store = JetStreamDeadLetters(self.connection)
         self.grants = JetStreamGrants(self.connection)
+        # The linked-duty workflows' aggregate state (lifecycles, ledger), compare-and-set.
+        self.aggregates = ConnectedBucket(
+            self.connection,
+            BucketSpec(
+                AGGREGATES_BUCKET,
+                description="DutyLink lifecycle and ledger state, one key per aggregate",
+                history=4,
+                replicas=config.nats.stream_replicas,
+            ),
+        )
 
     async def connect(self, url: str) -> None:
         await self.connection.connect(url)
@@ -105,6 +117,7 @@ class EventStore:
                 await ensure_stream(self.connection.js, stream_config(spec))
             except STORE_FAILURES as error:
                 raise translate(error) from error
+        await self.aggregates.open()
 
     async def check_durability(self, *, sync_configured: bool = False) -> list[DurabilityFinding]:
         """gateway.store.durability.check_durability with `nats.durability` and

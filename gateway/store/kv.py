@@ -20,8 +20,11 @@ from nats.js.kv import KeyValue
 from gateway.core.kv import ConflictError, TooManyKeysError, Versioned, check_key, check_value
 from gateway.core.ports import StoreRejectedError, StoreUnavailableError
 from gateway.core.streams import BucketSpec
+from gateway.store.connection import NatsConnection
 from gateway.store.errors import STORE_FAILURES
 
+# JetStream's error code for a write whose expected last sequence is not the subject's.
+_WRONG_LAST_SEQUENCE = 10071
 # Listing keys: no further key for this long means JetStream stopped sending.
 _LIST_IDLE_SECONDS = 5.0
 
@@ -115,6 +118,28 @@ class JetStreamKeyValue:
         except STORE_FAILURES as error:
             raise _unavailable(error) from error
 
+    async def delete(self, key: str, expected_revision: int) -> None:
+        check_key(key)
+        try:
+            await self._bucket.delete(key, last=expected_revision)
+        except nats.js.errors.KeyWrongLastSequenceError as error:
+            raise ConflictError.lost(self.spec.name, key, expected_revision) from error
+        except nats.js.errors.BadRequestError as error:
+            # nats-py's delete does not map "wrong last sequence" to KeyWrongLastSequenceError.
+            if error.err_code == _WRONG_LAST_SEQUENCE:
+                raise ConflictError.lost(self.spec.name, key, expected_revision) from error
+            raise StoreRejectedError(
+                f"JetStream KV refused deleting {key}: {error.description or error}"
+            ) from error
+        except nats.js.errors.ServiceUnavailableError as error:  # outcome unknown: read again
+            raise _unavailable(error) from error
+        except nats.js.errors.APIError as error:
+            raise StoreRejectedError(
+                f"JetStream KV refused deleting {key}: {error.description or error}"
+            ) from error
+        except STORE_FAILURES as error:
+            raise _unavailable(error) from error
+
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
         check_key(prefix)
         found: list[str] = []
@@ -139,3 +164,37 @@ class JetStreamKeyValue:
             with contextlib.suppress(*STORE_FAILURES):
                 await watcher.stop()  # type: ignore[no-untyped-call]
         return sorted(found)
+
+
+class ConnectedBucket:
+    """A bucket on the gateway's NATS connection, for the parts built before it connects:
+    every call fails as unavailable until `open` (at start, after the streams) has run."""
+
+    def __init__(self, connection: NatsConnection, spec: BucketSpec) -> None:
+        self._connection = connection
+        self.spec = spec
+        self._bucket: JetStreamKeyValue | None = None
+
+    async def open(self) -> None:
+        self._bucket = await JetStreamKeyValue.open(self._connection.js, self.spec)
+
+    @property
+    def _opened(self) -> JetStreamKeyValue:
+        if self._bucket is None:
+            raise StoreUnavailableError(f"KV bucket {self.spec.name} is not open yet")
+        return self._bucket
+
+    async def get(self, key: str) -> Versioned | None:
+        return await self._opened.get(key)
+
+    async def create(self, key: str, value: bytes) -> int:
+        return await self._opened.create(key, value)
+
+    async def update(self, key: str, value: bytes, expected_revision: int) -> int:
+        return await self._opened.update(key, value, expected_revision)
+
+    async def delete(self, key: str, expected_revision: int) -> None:
+        await self._opened.delete(key, expected_revision)
+
+    async def keys(self, prefix: str, *, limit: int) -> list[str]:
+        return await self._opened.keys(prefix, limit=limit)

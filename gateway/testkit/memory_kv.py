@@ -42,6 +42,13 @@ class MemoryKeyValue:
         self._entries[key] = Versioned(bytes(value), self._last_revision)
         return self._last_revision
 
+    async def delete(self, key: str, expected_revision: int) -> None:
+        current = self._entries.get(check_key(key))
+        if current is None or current.revision != expected_revision:
+            raise ConflictError.lost(self.spec.name, key, expected_revision)
+        self._last_revision += 1
+        del self._entries[key]
+
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
         under = f"{check_key(prefix)}."
         found = sorted(key for key in self._entries if key.startswith(under))

@@ -36,6 +36,9 @@ ROLES = (
     "any_party",
     "any",
 )
+# Roles an agency holds by standing rather than by its part in one aggregate; the catalogue's
+# [standing_roles] table names the policy role (policies/agencies.yaml) that grants each.
+STANDING_ROLES = ("command_centre", "supervisor")
 _TYPE_KEYS = frozenset(
     {
         "type",
@@ -140,6 +143,8 @@ class Catalogue:
     version: int
     lifecycles: tuple[Lifecycle, ...]
     types: tuple[EventType, ...]
+    # Catalogue standing role -> the policy role that grants it ("command_centre" -> "command").
+    standing_roles: Mapping[str, str] = field(default_factory=dict)
     _by_type: dict[str, EventType] = field(init=False, repr=False, compare=False)
     _by_lifecycle: dict[str, Lifecycle] = field(init=False, repr=False, compare=False)
 
@@ -153,13 +158,20 @@ class Catalogue:
     def lifecycle(self, name: str) -> Lifecycle:
         return self._by_lifecycle[name]
 
-    def types_of(self, *, family: str | None = None, lifecycle: str | None = None) -> list[EventType]:
+    def types_of(
+        self, *, family: str | None = None, lifecycle: str | None = None
+    ) -> list[EventType]:
         return [
             t
             for t in self.types
             if (family is None or t.family == family)
             and (lifecycle is None or t.lifecycle == lifecycle)
         ]
+
+    def standing_roles_of(self, policy_roles: frozenset[str]) -> frozenset[str]:
+        """The catalogue's standing roles that an agency holding `policy_roles` has."""
+        return frozenset(role for role, granted_by in self.standing_roles.items()
+                         if granted_by in policy_roles)  # fmt: skip
 
     def families(self) -> list[str]:
         return list(dict.fromkeys(t.family for t in self.types))
@@ -201,7 +213,7 @@ def parse_catalogue(text: str, event: Descriptor = event_pb2.Event.DESCRIPTOR) -
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise CatalogueError(f"catalogue: not valid TOML: {error}") from None
-    unknown = set(data) - {"version", "lifecycles", "types"}
+    unknown = set(data) - {"version", "standing_roles", "lifecycles", "types"}
     if unknown:
         raise CatalogueError(f"catalogue: unknown top-level keys {sorted(unknown)}")
     version = data.get("version")
@@ -224,7 +236,20 @@ def parse_catalogue(text: str, event: Descriptor = event_pb2.Event.DESCRIPTOR) -
             raise CatalogueError(f"type '{entry.type}': declared twice")
         seen.add(entry.type)
         types.append(entry)
-    return Catalogue(version=version, lifecycles=lifecycles, types=tuple(types))
+    standing = _standing_roles(data.get("standing_roles", {}))
+    return Catalogue(version=version, lifecycles=lifecycles, types=tuple(types),
+                     standing_roles=standing)  # fmt: skip
+
+
+def _standing_roles(body: object) -> dict[str, str]:
+    where = "standing_roles"
+    if not isinstance(body, dict):
+        raise CatalogueError(f"catalogue: '{where}' must be a table of role = policy role")
+    unknown = set(body) - set(STANDING_ROLES)
+    if unknown:
+        raise CatalogueError(f"catalogue: {where}: {sorted(unknown)} are not standing roles "
+                             f"(expected some of {', '.join(STANDING_ROLES)})")  # fmt: skip
+    return {role: _text(where, role, granted_by) for role, granted_by in body.items()}
 
 
 def _strings(where: str, key: str, value: object, *, allow_empty: bool = True) -> tuple[str, ...]:

@@ -80,6 +80,9 @@ class AggregateState:
     merged_into: str = ""
     last_event_id: str = ""
     last_type: str = ""
+    # The ids of the last events that moved it (newest last, at most RECENT_EVENTS): a retry of
+    # one of them is recognised as done, not judged again (gateway.core.workflows.judge).
+    recent: tuple[str, ...] = ()
 
     def to_bytes(self) -> bytes:
         data = asdict(self)
@@ -91,8 +94,8 @@ class AggregateState:
     @classmethod
     def from_bytes(cls, raw: bytes) -> AggregateState:
         data: dict[str, Any] = json.loads(raw)
-        for name in ("assigned", "handlers", "parties"):
-            data[name] = tuple(data[name])
+        for name in ("assigned", "handlers", "parties", "recent"):
+            data[name] = tuple(data.get(name, ()))
         for name in ("deadline", "expires"):
             if data[name] is not None:
                 data[name] = datetime.fromisoformat(data[name])

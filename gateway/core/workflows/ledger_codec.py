@@ -47,6 +47,7 @@ def encode(item: ItemLine) -> bytes:
         "threshold": str(item.threshold),
         "below_threshold": item.below_threshold,
         "holdings": [_holding(h) for h in item.holdings],
+        "recent": list(item.recent),
     }
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -69,6 +70,7 @@ def decode(data: bytes) -> ItemLine:
             holdings=tuple(_read_holding(h) for h in value["holdings"]),
             below_threshold=bool(value["below_threshold"]),
             version=int(value["version"]),
+            recent=tuple(str(r) for r in value.get("recent", ())),
         )
     except LedgerFormatError:
         raise

@@ -69,6 +69,8 @@ class ItemLine:
     holdings: tuple[Holding, ...] = ()
     below_threshold: bool = False
     version: int = 0
+    # The ids of the last events that changed it, newest last (see AggregateState.recent).
+    recent: tuple[str, ...] = ()
 
     def in_stage(self, stage: Stage) -> Decimal:
         return sum((h.quantity for h in self.holdings if h.stage is stage), ZERO)

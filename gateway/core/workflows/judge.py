@@ -1,0 +1,246 @@
+"""The stateful half of admission: a batch of admitted events judged, in order, against the
+lifecycle aggregates and ledger item lines they touch, as read from the key-value store.
+
+The edge (gateway.store.lifecycle_guard) asks `needs` what to read, reads it into a `View`
+(with the thread index, a second read for the item lines it names), calls `judge`, and writes
+each changed entry with compare-and-set. Events of one batch see the earlier ones' effects,
+as if published one after the other. A refused event changes nothing.
+
+An entry remembers the ids of the last events that changed it (`recent`): a retry of an event
+whose transition was written but which was never stored (the audit or the store failed after
+the commit) is recognised as done and passes unchanged, so the commit is idempotent by event
+id. Pure: no I/O; time comes in as `now`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from dutylink.catalogue import Catalogue
+from dutylink.v1 import event_pb2
+from gateway.core.admission import StateProblem
+from gateway.core.subjects import PLANE_TOKENS
+from gateway.core.workflows import ledger
+from gateway.core.workflows.base import (
+    Actor,
+    AggregateState,
+    IllegalTransition,
+    encode_key_token,
+)
+from gateway.core.workflows.ledger_scope import scope
+from gateway.core.workflows.ledger_state import (
+    Applied,
+    ItemKey,
+    ItemLine,
+    Ledger,
+    Refusal,
+    ReplenishmentNeeded,
+    plain,
+)
+from gateway.core.workflows.machine import aggregate_refs, decide
+
+# How many event ids an entry remembers; a retry older than that is judged anew.
+RECENT_EVENTS = 16
+# Thread index entries: `ledger_thread.<plane>.<exchange>` -> the item lines holding its lines.
+THREAD_INDEX_PREFIX = "ledger_thread"
+
+Thread = tuple[int, str]  # (plane, EDXL-RM originating_message_id)
+
+
+def thread_key(thread: Thread) -> str:
+    plane, originating = thread
+    return f"{THREAD_INDEX_PREFIX}.{PLANE_TOKENS.get(plane, str(plane))}.{encode_key_token(originating)}"
+
+
+def encode_thread_index(items: frozenset[ItemKey]) -> bytes:
+    rows = sorted([key.plane, key.agency, key.item_id] for key in items)
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_thread_index(data: bytes) -> frozenset[ItemKey]:
+    """The item lines a thread index entry names; ValueError if it is not one."""
+    rows = json.loads(data)
+    if not isinstance(rows, list):
+        raise ValueError("a thread index entry is a list of [plane, agency, item]")
+    return frozenset(ItemKey(int(plane), str(agency), str(item)) for plane, agency, item in rows)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What judging a batch reads: lifecycle aggregates (by key-value key), item lines, and the
+    thread index entries whose item lines are read as well."""
+
+    aggregates: frozenset[str] = frozenset()
+    items: frozenset[ItemKey] = frozenset()
+    threads: frozenset[Thread] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.aggregates or self.items or self.threads)
+
+
+def needs(catalogue: Catalogue, events: Sequence[event_pb2.Event]) -> Needs:
+    """What to read before judging `events` (nothing for informational types)."""
+    aggregates: set[str] = set()
+    items: set[ItemKey] = set()
+    threads: set[Thread] = set()
+    for event in events:
+        aggregates.update(ref.kv_key for ref in aggregate_refs(event, catalogue))
+        needed = scope(event)
+        items.update(needed.items)
+        threads.update(needed.threads)
+    return Needs(frozenset(aggregates), frozenset(items), frozenset(threads))
+
+
+@dataclass(frozen=True)
+class View:
+    """The state read (absent entries are missing or None), and after `judge`, the state the
+    accepted events leave."""
+
+    aggregates: Mapping[str, AggregateState | None] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)
+    threads: Mapping[Thread, frozenset[ItemKey]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One event's judgement: refused (`problems`) or accepted, with the replenishment notices
+    its ledger change raised."""
+
+    problems: tuple[StateProblem, ...] = ()
+    replenishments: tuple[ReplenishmentNeeded, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The entries the accepted events changed: what to write back."""
+
+    aggregates: frozenset[str] = frozenset()
+    items: frozenset[ItemKey] = frozenset()
+    threads: frozenset[Thread] = frozenset()
+
+    def __or__(self, other: Changes) -> Changes:
+        return Changes(
+            self.aggregates | other.aggregates,
+            self.items | other.items,
+            self.threads | other.threads,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.aggregates or self.items or self.threads)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A batch's judgement: one `Judged` per event, the view after, and what changed."""
+
+    verdicts: tuple[Judged, ...]
+    view: View
+    changes: Changes
+
+
+def judge(
+    catalogue: Catalogue,
+    view: View,
+    actor: Actor,
+    events: Sequence[event_pb2.Event],
+    now: datetime,
+) -> Judgement:
+    """Judge `events` (all by `actor`, received at `now`) one after the other."""
+    verdicts: list[Judged] = []
+    changes = Changes()
+    for event in events:
+        verdict, view, changed = _judge_one(catalogue, view, actor, event, now)
+        verdicts.append(verdict)
+        changes |= changed
+    return Judgement(tuple(verdicts), view, changes)
+
+
+def _remember(recent: tuple[str, ...], event_id: str) -> tuple[str, ...]:
+    return (*recent, event_id)[-RECENT_EVENTS:]
+
+
+def _judge_one(
+    catalogue: Catalogue, view: View, actor: Actor, event: event_pb2.Event, now: datetime
+) -> tuple[Judged, View, Changes]:
+    problems: list[StateProblem] = []
+    aggregates = dict(view.aggregates)
+    moved: set[str] = set()
+    for ref in aggregate_refs(event, catalogue):
+        state = view.aggregates.get(ref.kv_key)
+        if state is not None and event.id in state.recent:
+            continue  # a retry of an event already judged and written
+        verdict = decide(catalogue, ref, state, actor, event, now)
+        if isinstance(verdict, IllegalTransition):
+            problems.append(_transition_problem(verdict))
+            continue
+        new = verdict.new_state
+        aggregates[ref.kv_key] = replace(new, recent=_remember(new.recent, event.id))
+        moved.add(ref.kv_key)
+    applied = _apply_ledger(view.ledger, event)
+    problems.extend(_ledger_problem(view.ledger, refusal) for refusal in applied.refusals)
+    if problems:
+        return Judged(tuple(problems)), view, Changes()
+    items = dict(view.ledger.items)
+    threads = dict(view.threads)
+    changed_threads: set[Thread] = set()
+    for key in applied.changed:
+        item = applied.ledger.items[key]
+        items[key] = replace(item, recent=_remember(item.recent, event.id))
+        for holding in item.holdings:
+            thread = (key.plane, holding.line.thread)
+            indexed = threads.get(thread, frozenset())
+            if key not in indexed:
+                threads[thread] = indexed | {key}
+                changed_threads.add(thread)
+    after = View(aggregates, Ledger(items), threads)
+    changed = Changes(frozenset(moved), frozenset(applied.changed), frozenset(changed_threads))
+    return Judged(replenishments=applied.replenishments), after, changed
+
+
+def _apply_ledger(current: Ledger, event: event_pb2.Event) -> Applied:
+    """The event's ledger fold; none if an item line it touches remembers it (a retry)."""
+    if any(event.id in item.recent for item in current.items.values()):
+        return Applied(current)
+    return ledger.apply(current, event)
+
+
+def _transition_problem(illegal: IllegalTransition) -> StateProblem:
+    ref = illegal.aggregate
+    return StateProblem(
+        aggregate=f"{ref.lifecycle}/{ref.plane}/{ref.key}",
+        state=illegal.current_state,
+        version=illegal.version,
+        allowed=illegal.allowed,
+        reason=illegal.reason,
+    )
+
+
+def _ledger_problem(current: Ledger, refusal: Refusal) -> StateProblem:
+    key = refusal.item
+    item: ItemLine | None = current.items.get(key)
+    plane = PLANE_TOKENS.get(key.plane, str(key.plane))
+    return StateProblem(
+        aggregate=f"ledger/{plane}/{key.agency}/{key.item_id}",
+        state=f"available {plain(refusal.available)}",
+        version=item.version if item else 0,
+        reason=str(refusal),
+    )
+
+
+def describe(problems: Sequence[StateProblem]) -> str:
+    """One message for a refusal: each aggregate, its state and version, what it allows."""
+    parts = []
+    for problem in problems:
+        allowed = f"; allowed from there: {', '.join(problem.allowed)}" if problem.allowed else ""
+        parts.append(
+            f"{problem.aggregate} is '{problem.state}' (version {problem.version}): "
+            f"{problem.reason}{allowed}"
+        )
+    return "; ".join(parts)

@@ -1,0 +1,253 @@
+"""The lifecycle and ledger guard at the door (gateway.core.admission.StatefulGuards) over the
+key-value store with compare-and-set.
+
+For the events admission let through, in order: read the aggregates and item lines they touch
+(gateway.core.workflows.judge.needs), judge them, write every changed entry with compare-and-set
+on the revision read, all at once. If another writer (another gateway replica) changed any of
+them first, the writes of this attempt that did land are taken back (compare-and-set again, on
+the revision just written) and the batch is read and judged again: so two replicas never both
+accept a transition from one state, and a double booking by two replicas at one moment leaves
+one commitment. After `MAX_ATTEMPTS` lost races the events still in contention are refused as
+CONFLICT (ABORTED: retry with the same id). A store that cannot be reached refuses the events
+as UNAVAILABLE (also retryable).
+
+Writes happen before the audit entry and the store: an event whose transition is written but
+which is then not stored comes back as a retry with the same id, and the entries remember it
+(judge.RECENT_EVENTS) so it passes without moving anything twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+
+import structlog
+
+from dutylink.catalogue import Catalogue
+from dutylink.v1 import event_pb2
+from gateway.access.auth import Principal
+from gateway.core.admission import (
+    NO_STATE,
+    Admitted,
+    AggregateState,
+    Guard,
+    RefusalKind,
+    Refused,
+)
+from gateway.core.kv import ConflictError, KeyValueStore, Versioned
+from gateway.core.ports import StoreError
+from gateway.core.workflows import judge, ledger_codec
+from gateway.core.workflows.base import Actor
+from gateway.core.workflows.base import AggregateState as LifecycleState
+from gateway.core.workflows.judge import Changes, Judgement, Needs, Thread, View
+from gateway.core.workflows.ledger_state import ItemKey, ItemLine, Ledger
+
+log = structlog.get_logger("dutylink.lifecycle")
+
+# Lost races before the events still in contention are refused as CONFLICT.
+MAX_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A view and the revision each of its entries was read at (absent: not in `revisions`)."""
+
+    view: View
+    revisions: dict[str, int]
+    raw: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class _Write:
+    key: str
+    value: bytes
+    revision: int  # the revision read; 0: the key was absent
+
+
+class LifecycleGuard:
+    """`StatefulGuards` for the catalogue's lifecycles and the resource ledger. `roles_of` gives
+    the policy roles a principal holds (the catalogue maps them to its standing roles). Time is
+    the batch's moment of receipt, as stamped on its events."""
+
+    guards: Sequence[Guard] = ()  # the judgement needs the batch in order: it is in `commit`
+
+    def __init__(
+        self,
+        kv: KeyValueStore,
+        catalogue: Catalogue,
+        roles_of: Callable[[Principal], frozenset[str]],
+    ) -> None:
+        self._kv = kv
+        self._catalogue = catalogue
+        self._roles_of = roles_of
+
+    async def read(self, principal: Principal, events: Sequence[event_pb2.Event]) -> AggregateState:
+        return NO_STATE  # read in `commit`, for the admitted events only
+
+    async def commit(
+        self,
+        principal: Principal,
+        outcomes: Sequence[Admitted | Refused],
+        state: AggregateState,
+    ) -> Sequence[Admitted | Refused]:
+        admitted = [o for o in outcomes if isinstance(o, Admitted)]
+        needs = judge.needs(self._catalogue, [a.event for a in admitted])
+        if not needs:
+            return outcomes
+        roles = self._catalogue.standing_roles_of(self._roles_of(principal))
+        verdicts = await self._judge_and_write(Actor(principal.agency, roles), admitted, needs)
+        answers = iter(verdicts)
+        return [next(answers) if isinstance(o, Admitted) else o for o in outcomes]
+
+    async def _judge_and_write(
+        self, actor: Actor, admitted: Sequence[Admitted], needs: Needs
+    ) -> list[Admitted | Refused]:
+        events = [a.event for a in admitted]
+        now = events[0].received_time.ToDatetime(tzinfo=UTC)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                read = await self._read(needs)
+            except StoreError as error:
+                return [_unavailable(error)] * len(events)
+            judgement = judge.judge(self._catalogue, read.view, actor, events, now)
+            lost, failed = await self._write_all(read, _writes(read, judgement))
+            if not lost and failed is None:
+                return _answers(admitted, judgement)
+            if failed is not None:
+                return [_unavailable(failed)] * len(events)
+            log.info("lifecycle.race_lost", attempt=attempt, keys=sorted(lost)[:8])
+        return [
+            Refused(
+                RefusalKind.CONFLICT,
+                f"other gateway replicas kept changing the aggregates of this event "
+                f"({MAX_ATTEMPTS} attempts); retry with the same event id",
+            )
+        ] * len(events)
+
+    async def _read(self, needs: Needs) -> _Read:
+        """Every entry `needs` names, then the item lines the thread index entries name."""
+        thread_keys = {judge.thread_key(t): t for t in needs.threads}
+        item_keys = {ledger_codec.kv_key(k): k for k in needs.items}
+        first = [*needs.aggregates, *thread_keys, *item_keys]
+        found = await self._get_all(first)
+        threads: dict[Thread, frozenset[ItemKey]] = {}
+        for key, thread in thread_keys.items():
+            if key in found:
+                threads[thread] = judge.decode_thread_index(found[key].value)
+        indexed = {ledger_codec.kv_key(k): k for items in threads.values() for k in items}
+        more = [key for key in indexed if key not in found and key not in item_keys]
+        found |= await self._get_all(more)
+        item_keys |= indexed
+        aggregates = {
+            key: LifecycleState.from_bytes(found[key].value) if key in found else None
+            for key in needs.aggregates
+        }
+        items: dict[ItemKey, ItemLine] = {
+            item: ledger_codec.decode(found[key].value)
+            for key, item in item_keys.items()
+            if key in found
+        }
+        view = View(aggregates, Ledger(items), threads)
+        return _Read(
+            view,
+            {key: entry.revision for key, entry in found.items()},
+            {key: entry.value for key, entry in found.items()},
+        )
+
+    async def _get_all(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        entries = await asyncio.gather(*(self._kv.get(key) for key in keys))
+        return {key: entry for key, entry in zip(keys, entries, strict=True) if entry is not None}
+
+    async def _write_all(
+        self, read: _Read, writes: Sequence[_Write]
+    ) -> tuple[set[str], StoreError | None]:
+        """Write all; if any race was lost or the store failed, take the others back. The keys
+        lost, and the store's failure if there was one."""
+        results = await asyncio.gather(*(self._write(w) for w in writes), return_exceptions=True)
+        lost = {w.key for w, r in zip(writes, results, strict=True) if isinstance(r, ConflictError)}
+        failures = [
+            r for r in results if isinstance(r, StoreError) and not isinstance(r, ConflictError)
+        ]
+        unexpected = [
+            r for r in results if isinstance(r, BaseException) and not isinstance(r, StoreError)
+        ]
+        if unexpected:
+            raise unexpected[0]
+        if lost or failures:
+            written = [(w, r) for w, r in zip(writes, results, strict=True) if isinstance(r, int)]
+            await self._take_back(read, written)
+        return lost, failures[0] if failures else None
+
+    async def _write(self, write: _Write) -> int:
+        if write.revision == 0:
+            return await self._kv.create(write.key, write.value)
+        return await self._kv.update(write.key, write.value, write.revision)
+
+    async def _take_back(self, read: _Read, written: Sequence[tuple[_Write, int]]) -> None:
+        """Undo this attempt's landed writes (compare-and-set on the revision written): the
+        batch is judged again from what is stored, so nothing of it may stay half-written."""
+
+        async def undo(write: _Write, revision: int) -> None:
+            try:
+                if write.revision == 0:
+                    await self._kv.delete(write.key, revision)
+                else:
+                    await self._kv.update(write.key, read.raw[write.key], revision)
+            except StoreError as error:
+                # Someone built on it already, or the store is gone: the entry keeps this
+                # attempt's change, remembered by event id, so a retry passes.
+                log.error("lifecycle.undo_failed", key=write.key, reason=str(error))
+
+        await asyncio.gather(*(undo(w, r) for w, r in written))
+
+
+def _writes(read: _Read, judgement: Judgement) -> list[_Write]:
+    """The changed entries as writes on the revisions read."""
+    changes: Changes = judgement.changes
+    view = judgement.view
+    writes: list[_Write] = []
+    for key in sorted(changes.aggregates):
+        state = view.aggregates[key]
+        assert state is not None  # a changed aggregate exists
+        writes.append(_Write(key, state.to_bytes(), read.revisions.get(key, 0)))
+    for item in sorted(changes.items):
+        key = ledger_codec.kv_key(item)
+        writes.append(
+            _Write(key, ledger_codec.encode(view.ledger.items[item]), read.revisions.get(key, 0))
+        )
+    for thread in sorted(changes.threads):
+        key = judge.thread_key(thread)
+        value = judge.encode_thread_index(view.threads[thread])
+        writes.append(_Write(key, value, read.revisions.get(key, 0)))
+    return writes
+
+
+def _answers(admitted: Sequence[Admitted], judgement: Judgement) -> list[Admitted | Refused]:
+    answers: list[Admitted | Refused] = []
+    for accepted, verdict in zip(admitted, judgement.verdicts, strict=True):
+        if verdict.accepted:
+            for notice in verdict.replenishments:
+                # Published as inventory.replenishment_needed by the ledger's notifier.
+                log.info("ledger.replenishment_needed", agency=notice.item.agency,
+                         item=notice.item.item_id, on_hand=str(notice.on_hand))  # fmt: skip
+            answers.append(accepted)
+            continue
+        answers.append(
+            Refused(
+                RefusalKind.ILLEGAL_TRANSITION,
+                f"{accepted.event.type} refused: {judge.describe(verdict.problems)}",
+                decision=accepted.decision,
+                state_problems=verdict.problems,
+            )
+        )
+    return answers
+
+
+def _unavailable(error: StoreError) -> Refused:
+    return Refused(
+        RefusalKind.UNAVAILABLE,
+        f"the lifecycle state cannot be read or written now ({error}); retry with the same "
+        "event id",
+    )

@@ -222,6 +222,17 @@ class TestExpiry:
         ]
         assert [e.id for e in stored] == [stored[0].id] * 2
 
+    async def test_many_expiries_are_published_in_batches(self, store: MemoryKeyValue) -> None:
+        for n in range(5):
+            await put(store, reservation(key=ItemKey(ACTUAL, "fire", f"pumps-{n}")))
+        gateway, clock = FakeGateway(store), Clock()
+        clock.now = EXPIRES
+        batched = reservation_expiry_timer(
+            store, gateway.publish, SETTINGS, clock=clock, batch_size=2
+        )
+        assert await batched.check() == 5
+        assert gateway.calls == 3 and len(gateway.stored) == 5
+
 
 class TestWhatItReads:
     async def test_an_unreadable_entry_is_logged_and_skipped(self, store: MemoryKeyValue) -> None:

@@ -45,7 +45,8 @@ PublishEvents = Callable[[Sequence[event_pb2.Event]], Awaitable[object]]
 Clock = Callable[[], datetime]
 
 LEDGER_PREFIX = "ledger"
-# Events handed to `publish` at once (within the gateway's PublishBatch limit).
+# Events handed to `publish` at once by default (pass `batch_size` to stay within a lower
+# `[gateway] max_batch_events`).
 PUBLISH_BATCH = 100
 # Item lines read from the store at once.
 _READ_AT_ONCE = 32
@@ -69,15 +70,17 @@ class ReservationExpiryTimer(Started):
         max_items: int,
         jurisdiction: common_pb2.Jurisdiction,
         clock: Clock = utc_now,
+        batch_size: int = PUBLISH_BATCH,
     ) -> None:
-        if interval <= 0 or max_items < 1:
-            raise ValueError("interval must be above 0 and max_items at least 1")
+        if interval <= 0 or max_items < 1 or batch_size < 1:
+            raise ValueError("interval must be above 0, max_items and batch_size at least 1")
         self._store = store
         self._publish = publish
         self.interval = interval
         self.max_items = max_items
         self._jurisdiction = jurisdiction
         self._clock = clock
+        self.batch_size = batch_size
         # Ids whose publish returned while their reservation was still due at the next check:
         # the store did not take the expiry in. Published again (the same id), and said loudly.
         self._published: set[str] = set()
@@ -89,6 +92,8 @@ class ReservationExpiryTimer(Started):
         self._task = asyncio.create_task(self.run(self._stopping), name="ledger expiry timer")
 
     async def stop(self) -> None:
+        """Stop after the check at work, if any (its publish is bounded by the pipeline's
+        timeout); cancelling the task stops at once, equally safely."""
         self._stopping.set()
         if self._task is not None:
             task, self._task = self._task, None
@@ -127,8 +132,8 @@ class ReservationExpiryTimer(Started):
                 )
         self._published &= due_ids
         published = 0
-        for start in range(0, len(events), PUBLISH_BATCH):
-            batch = events[start : start + PUBLISH_BATCH]
+        for start in range(0, len(events), self.batch_size):
+            batch = events[start : start + self.batch_size]
             try:
                 await self._publish(batch)
             except Exception as error:  # the reservations stay in the store: next check
@@ -203,9 +208,10 @@ def reservation_expiry_timer(
     settings: LedgerSettings,
     *,
     clock: Clock = utc_now,
+    batch_size: int = PUBLISH_BATCH,
 ) -> ReservationExpiryTimer:
     """The timer as the `[ledger]` settings configure it, over `store` (the aggregates
-    bucket), publishing through `publish`."""
+    bucket), publishing through `publish` at most `batch_size` events at a time."""
     return ReservationExpiryTimer(
         store,
         publish,
@@ -213,4 +219,5 @@ def reservation_expiry_timer(
         max_items=settings.max_items,
         jurisdiction=common_pb2.Jurisdiction(division_code=settings.division_code),
         clock=clock,
+        batch_size=batch_size,
     )

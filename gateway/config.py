@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from gateway.core.settings import (
     Config,
     ConfigError,
     GatewaySettings,
+    LedgerSettings,
 )
 from gateway.store.nats_auth import redact_url
 
@@ -121,6 +123,31 @@ def _check_gateway(gateway: GatewaySettings, where: str, environ: Mapping[str, s
         )
 
 
+# A GB/T 2260 division code, as an event's jurisdiction takes it.
+_DIVISION_CODE = re.compile(r"[1-8][0-9]{5}")
+
+
+def _check_ledger(ledger: LedgerSettings, where: str, environ: Mapping[str, str]) -> None:
+    """The expiry check runs at some interval, reads at least one item line, and the events it
+    publishes carry a valid jurisdiction."""
+
+    def origin(key: str) -> str:
+        variable = f"{ENV_PREFIX}LEDGER_{key.upper()}"
+        return variable if variable in environ else f"{where}: ledger.{key}"
+
+    if not ledger.expiry_check_seconds > 0:
+        raise ConfigError(
+            f"{origin('expiry_check_seconds')}: must be above 0, got {ledger.expiry_check_seconds}"
+        )
+    if ledger.max_items < 1:
+        raise ConfigError(f"{origin('max_items')}: must be at least 1, got {ledger.max_items}")
+    if not _DIVISION_CODE.fullmatch(ledger.division_code):
+        raise ConfigError(
+            f"{origin('division_code')}: expected a six-digit GB/T 2260 division code "
+            f"(e.g. 310000), got {ledger.division_code!r}"
+        )
+
+
 def _agencies(raw: Any, where: str) -> tuple[Agency, ...]:
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: 'agencies' must be an array of tables ([[agencies]])")
@@ -190,6 +217,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
             str(SAMPLE_AGENCIES),
         )
     _check_gateway(sections["gateway"], where, environ)
+    _check_ledger(sections["ledger"], where, environ)
     tls = sections["tls"]
     given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)]
     if given and len(given) < 3:

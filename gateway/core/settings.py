@@ -135,6 +135,20 @@ class AuditSettings:
     store_mismatch: str = "refuse"
 
 
+@dataclass(frozen=True)
+class LedgerSettings:
+    """The resource ledger's own work (docs/ledger.md): how often the gateway looks for
+    reservations past their expiry and publishes their `inventory.reservation_expired` events."""
+
+    expiry_check_seconds: float = 5.0
+    # Item lines read per plane and check: beyond it that plane's expiries wait (an error is
+    # logged at each check) until the limit is raised; the other planes go on.
+    max_items: int = 10_000
+    # The jurisdiction (GB/T 2260 division code) of the events the ledger publishes: an item
+    # line keeps none. The default is the country as a whole; set the exchange's own area.
+    division_code: str = "100000"
+
+
 # What `tls.crl_unusable` may say (see gateway.access.revocation).
 CRL_UNUSABLE_POLICIES = ("refuse", "last_good")
 
@@ -183,6 +197,7 @@ class Config:
     tls: TlsSettings = TlsSettings()
     policy: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
+    ledger: LedgerSettings = LedgerSettings()
     agencies: tuple[Agency, ...] = ()
     # Where the agencies came from, so start-up can warn about sample tokens.
     agencies_source: str = SAMPLE_AGENCIES_FILE
@@ -196,4 +211,5 @@ SECTIONS: dict[str, type[Any]] = {
     "tls": TlsSettings,
     "policy": PolicySettings,
     "audit": AuditSettings,
+    "ledger": LedgerSettings,
 }

@@ -66,6 +66,11 @@ from gateway.store.audit_files import (
 from gateway.store.audit_log import AuditLog
 from gateway.store.data_dir_lock import DataDirLock
 from gateway.store.jetstream import EventStore
+from gateway.store.ledger_timer import (
+    PUBLISH_BATCH,
+    ReservationExpiryTimer,
+    reservation_expiry_timer,
+)
 from gateway.store.lifecycle_guard import LifecycleGuard
 from gateway.store.nats_server import NatsServer, NatsServerError, embedded_dir
 from gateway.store.writer_lease import WriterLease
@@ -152,6 +157,7 @@ class Gateway:
         self._revocations: RevocationKeeper | None = None
         self._crl_watch: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
+        self._expiry_timer: ReservationExpiryTimer | None = None
         self._nats_back = asyncio.Event()
         self._embedded_watch: asyncio.Task[None] | None = None
         self._lease: WriterLease | None = None
@@ -359,7 +365,8 @@ class Gateway:
             ],
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        gateway_pb2_grpc.add_PublisherServiceServicer_to_server(Publisher(deps), self._server)
+        publisher = Publisher(deps)
+        gateway_pb2_grpc.add_PublisherServiceServicer_to_server(publisher, self._server)
         gateway_pb2_grpc.add_SubscriberServiceServicer_to_server(Subscriber(deps), self._server)
         gateway_pb2_grpc.add_BreakGlassServiceServicer_to_server(
             BreakGlass(deps, grants), self._server
@@ -405,6 +412,15 @@ class Gateway:
         if self._revocations is not None:
             self._crl_watch = asyncio.create_task(self._watch_revocations(self._revocations))
         self._recovery = asyncio.create_task(self._recover_after_reconnects())
+        if self.config.gateway.enforce_lifecycles:
+            # Every replica runs one; they publish the same expiry under the same id.
+            self._expiry_timer = reservation_expiry_timer(
+                self._store.aggregates,
+                publisher.publish_own_or_raise,
+                self.config.ledger,
+                batch_size=min(PUBLISH_BATCH, gateway_settings.max_batch_events),
+            )
+            await self._expiry_timer.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway.started",
@@ -548,6 +564,8 @@ class Gateway:
         await _cancel(self._policy_watch)
         await _cancel(self._crl_watch)
         await _cancel(self._recovery)
+        if self._expiry_timer is not None:
+            await self._expiry_timer.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self._health_server is not None:  # NOT_SERVING there until the main port closed

@@ -91,11 +91,12 @@ class TestTheEvent:
         assert event_type is not None
         assert event_type.missing_fields(event) == []
 
-    def test_it_comes_from_the_items_agency_on_the_items_plane(self) -> None:
+    def test_the_gateway_publishes_it_on_the_items_plane_naming_the_item(self) -> None:
         drill = ItemKey(event_pb2.PLANE_EXERCISE, "fire", "pumps")
         event = expiry_event(an_expiry(item=drill), HERE)
+        assert event.inventory.reservation_expired.agency == "fire"
         assert (event.source, event.plane, event.type) == (
-            "fire",
+            "dutylink",
             event_pb2.PLANE_EXERCISE,
             EXPIRY_TYPE,
         )

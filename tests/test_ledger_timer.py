@@ -148,7 +148,7 @@ class TestExpiry:
         clock.now = EXPIRES
         assert await expiry.check() == 1
         (event,) = gateway.stored
-        assert event.type == "inventory.reservation_expired" and event.source == "emergency"
+        assert event.type == "inventory.reservation_expired" and event.source == "dutylink"
         assert event.jurisdiction == common_pb2.Jurisdiction(division_code="310000")
         assert (await line(store)).available == 10
         clock.now += timedelta(hours=1)

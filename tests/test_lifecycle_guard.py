@@ -54,11 +54,12 @@ def incident(event_type: str, incident_id: str = "INC-1", *, event_id: str | Non
     return event
 
 
-def declare(item: str, quantity: float) -> event_pb2.Event:
+def declare(item: str, quantity: float, threshold: float = 0) -> event_pb2.Event:
     event = _event("inventory.declared")
     event.inventory.declaration.items.add(
         item_id=item, kind=resource_pb2.RESOURCE_KIND_VEHICLE, type_info="ambulance",
         quantity=quantity, unit="vehicles", home=common_pb2.Location(address="depot"),
+        replenishment_threshold=threshold,
     )  # fmt: skip
     return event
 
@@ -117,7 +118,7 @@ async def publish(
     replica: LifecycleGuard, agency: str, *events: event_pb2.Event
 ) -> list[Admitted | Refused]:
     principal = Principal(agency, ROLES.get(agency, frozenset()))
-    return list(await replica.commit(principal, admitted(agency, events), {}))
+    return list((await replica.commit(principal, admitted(agency, events))).outcomes)
 
 
 def refusal(outcome: Admitted | Refused) -> Refused:
@@ -300,6 +301,48 @@ async def test_a_retry_after_the_commit_passes_and_the_store_de_duplicates_it() 
     (again,) = await publish(guard(store), "police", report)
     assert isinstance(again, Admitted)
     assert (await incident_state(store)).version == 1
+
+
+async def test_taking_back_events_never_stored_leaves_the_others_transitions() -> None:
+    store = memory_store()
+    replica = guard(store)
+    report, verify = incident("incident.reported"), incident("incident.verified")
+    batch = admitted("police", [report, verify])
+    commitment = await replica.commit(Principal("police"), batch)
+    assert all(isinstance(o, Admitted) for o in commitment.outcomes)
+    await commitment.take_back([batch[1]])
+    state = await incident_state(store)
+    assert (state.state, state.version, state.last_event_id) == ("reported", 1, report.id)
+    # The event can come again and is judged anew.
+    (again,) = await publish(replica, "police", verify)
+    assert isinstance(again, Admitted)
+    assert (await incident_state(store)).state == "verified"
+
+
+async def test_taking_back_an_opening_event_removes_the_aggregate() -> None:
+    store = memory_store()
+    batch = admitted("police", [incident("incident.reported")])
+    commitment = await guard(store).commit(Principal("police"), batch)
+    await commitment.take_back(batch)
+    assert await store.get("lifecycle.incident.actual.INC-1") is None
+
+
+async def test_stock_falling_below_its_threshold_raises_one_notice_from_the_gateway() -> None:
+    store = memory_store()
+    replica = guard(store)
+    await publish(replica, "health", declare("AMB", 3, threshold=2))
+    await publish(replica, "fire", request("RM-1"))
+    booking = commit("RM-1", "AMB", 2)
+    commitment = await replica.commit(Principal("health"), admitted("health", [booking]))
+    (notice,) = commitment.notices
+    assert (notice.type, notice.source) == ("inventory.replenishment_needed", "dutylink")
+    needed = notice.inventory.replenishment_needed
+    assert (needed.agency, needed.item_id, needed.on_hand, needed.threshold) == ("health", "AMB",
+                                                                                 1, 2)  # fmt: skip
+    assert notice.jurisdiction == booking.jurisdiction and notice.time == booking.time
+    # A retry of the booking moves nothing and raises nothing again.
+    retry = await replica.commit(Principal("health"), admitted("health", [booking]))
+    assert not retry.notices
 
 
 class _Unreachable(MemoryKeyValue):

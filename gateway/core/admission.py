@@ -102,46 +102,55 @@ NO_STATE: AggregateState = {}
 Guard = Callable[[Principal, event_pb2.Event, AggregateState], Passed | Refused]
 
 
-class StatefulGuards(Protocol):
-    """The edge's half of the stateful guards (a lifecycle, a ledger), the one hook the publish
-    path (gateway.rpc.publish) calls: `read` the state of the aggregates the events touch (from
-    the key-value store with compare-and-set, gateway.core.kv) before admission; the pure
-    `guards` judge each event against it; `commit` writes the admitted events' transitions
-    (compare-and-set) before their audit entries and the store, and returns each event
-    admitted or refused (a lost race: CONFLICT, or what the state read again says). A commit
-    must be idempotent by event id: an event committed but then not stored (audit or store
-    unavailable) comes back as a retry with the same id."""
+class Commitment(Protocol):
+    """What the stateful guards made of a batch: each event admitted or refused (`outcomes`),
+    the events the gateway publishes of its own because of the admitted ones (`notices`, e.g.
+    a replenishment notice), and `take_back` for admitted events that will never be stored."""
 
     @property
-    def guards(self) -> Sequence[Guard]: ...
+    def outcomes(self) -> Sequence[Admitted | Refused]: ...
 
-    async def read(
-        self, principal: Principal, events: Sequence[event_pb2.Event]
-    ) -> AggregateState: ...
+    @property
+    def notices(self) -> Sequence[event_pb2.Event]: ...
+
+    async def take_back(self, not_stored: Sequence[Admitted]) -> None:
+        """Undo the transitions of `not_stored` (the store refused them for good), so the
+        aggregates never run ahead of the stream."""
+        ...
+
+
+class StatefulGuards(Protocol):
+    """The stateful guards (lifecycles, the resource ledger), the one hook the publish path
+    (gateway.rpc.publish) calls after admission: `commit` judges the admitted events in order
+    against the aggregates they touch, and writes their transitions (compare-and-set, gateway.
+    core.kv) before their audit entries and the store. A lost race is judged again; what still
+    does not fit is refused (ILLEGAL_TRANSITION, CONFLICT, UNAVAILABLE). A commit is idempotent
+    by event id: an event committed but then not stored (audit or store unavailable) comes back
+    as a retry with the same id and passes."""
 
     async def commit(
-        self,
-        principal: Principal,
-        outcomes: Sequence[Admitted | Refused],
-        state: AggregateState,
-    ) -> Sequence[Admitted | Refused]: ...
+        self, principal: Principal, outcomes: Sequence[Admitted | Refused]
+    ) -> Commitment: ...
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A commitment with nothing to take back."""
+
+    outcomes: Sequence[Admitted | Refused]
+    notices: Sequence[event_pb2.Event] = ()
+
+    async def take_back(self, not_stored: Sequence[Admitted]) -> None:
+        return None
 
 
 class NoStatefulGuards:
-    """No stateful guard yet: no state is read and nothing committed."""
-
-    guards: Sequence[Guard] = ()
-
-    async def read(self, principal: Principal, events: Sequence[event_pb2.Event]) -> AggregateState:
-        return NO_STATE
+    """No stateful guard: nothing is read or committed (`[gateway] enforce_lifecycles`)."""
 
     async def commit(
-        self,
-        principal: Principal,
-        outcomes: Sequence[Admitted | Refused],
-        state: AggregateState,
-    ) -> Sequence[Admitted | Refused]:
-        return outcomes
+        self, principal: Principal, outcomes: Sequence[Admitted | Refused]
+    ) -> Commitment:
+        return Committed(outcomes)
 
 
 def validation_guard(validator: Validator, max_event_bytes: int) -> Guard:

@@ -11,7 +11,9 @@ its audit entry is durable."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import grpc
@@ -22,6 +24,7 @@ from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import Admitted, Refused, admit_all
 from gateway.core.ports import Stored, StoreError
 from gateway.core.validation import FieldProblem
+from gateway.core.workflows.notices import GATEWAY_AGENCY, GATEWAY_TYPES
 from gateway.rpc.calls import (
     MAX_ECHOED_ID_CHARS,
     REFUSAL_CODES,
@@ -40,9 +43,18 @@ from gateway.rpc.publish_outcomes import (
     failure_entry,
     failure_status,
     fill_receipt,
+    never_stored,
     refusal_entry,
     store_answer_entry,
 )
+from policies.engine import Decision
+
+# Who publishes the gateway's own notices (ledger expiries and replenishment notices).
+GATEWAY_PRINCIPAL = Principal(GATEWAY_AGENCY)
+
+
+class NoticeNotStoredError(Exception):
+    """A notice of the gateway's own was not stored (the caller tries again later)."""
 
 
 def _log_failure(event_id: str, outcome: Refused | AuditUnavailableError | StoreError) -> None:
@@ -64,8 +76,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         self._turns = FairScheduler()
         self._store_window = StoreWindow(deps.config.gateway.agency_max_batch_events_storing)
 
-    def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
-        remaining = context.time_remaining()
+    def _timeout(self, context: grpc.aio.ServicerContext[Any, Any] | None) -> float:
+        remaining = context.time_remaining() if context is not None else None
         limit = self._deps.config.gateway.publish_timeout_seconds
         return limit if remaining is None else max(0.001, min(limit, remaining))
 
@@ -105,34 +117,35 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         self,
         principal: Principal,
         events: Sequence[event_pb2.Event],
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: grpc.aio.ServicerContext[Any, Any] | None,
         *,
         window: StoreWindow | None,
+        decide: Callable[[event_pb2.Event, datetime], Decision] | None = None,
     ) -> list[Outcome]:
         """The publish pipeline for Publish (a batch of one) and PublishBatch alike: what
         became of each event, in order. Each step takes the events the step before let through,
         all at once (one audit append each); `window` (a batch's) lets them go to JetStream a
-        few at a time."""
+        few at a time. `decide` replaces the policy for the gateway's own notices."""
         deps, sink = self._deps, self._deps.sink
         # One request, one moment of receipt: every event is stamped and decided at `now`.
         now = deps.clock()
-        state = await deps.stateful.read(principal, events)
+        if decide is None:
+            decide = partial(self._agency_decision, principal)
         admitted_or_refused = await self._turns.in_turns(
             principal.agency,
             events,
             lambda piece: admit_all(
                 deps.validator,
-                lambda stamped: deps.authorizer.decide(principal, "publish", stamped, now),
+                lambda stamped: decide(stamped, now),
                 principal,
                 piece,
                 now,
                 max_event_bytes=deps.config.gateway.max_message_bytes,
-                stateful=deps.stateful.guards,
-                state=state,
             ),
         )
-        # The hook where lifecycle and ledger transitions are written (compare-and-set).
-        judged = await deps.stateful.commit(principal, admitted_or_refused, state)
+        # The lifecycle and ledger transitions, written with compare-and-set.
+        commitment = await deps.stateful.commit(principal, admitted_or_refused)
+        judged = commitment.outcomes
         refusals = [
             refusal_entry(principal, event, outcome)
             for event, outcome in zip(events, judged, strict=True)
@@ -141,15 +154,60 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         if refusals:
             await sink.record_best_effort(refusals)
         admitted = [a for a in judged if isinstance(a, Admitted)]
+        stored = await self._audit_and_store(principal, admitted, context, window)
+        not_stored = [a for a, o in zip(admitted, stored, strict=True) if never_stored(o)]
+        if not_stored:
+            await commitment.take_back(not_stored)
+        if commitment.notices:
+            await self._publish_notices(commitment.notices)
         # What became of the admitted events, in their order.
-        answers = iter(await self._audit_and_store(principal, admitted, context, window))
+        answers = iter(stored)
         return [next(answers) if isinstance(o, Admitted) else o for o in judged]
+
+    def _agency_decision(
+        self, principal: Principal, event: event_pb2.Event, now: datetime
+    ) -> Decision:
+        """The policy's decision; the types only the gateway publishes are refused whatever
+        the policy says."""
+        if event.type in GATEWAY_TYPES:
+            return Decision(False, (), f"only the gateway publishes {event.type}", (),
+                            self._deps.authorizer.holder.version)  # fmt: skip
+        return self._deps.authorizer.decide(principal, "publish", event, now)
+
+    def _gateway_decision(self, event: event_pb2.Event, now: datetime) -> Decision:
+        if event.type in GATEWAY_TYPES:
+            return Decision(True, ("gateway-notices",), "the gateway's own notice", (),
+                            self._deps.authorizer.holder.version)  # fmt: skip
+        return Decision(False, (), f"the gateway publishes no {event.type} of its own", (),
+                        self._deps.authorizer.holder.version)  # fmt: skip
+
+    async def publish_own(self, events: Sequence[event_pb2.Event]) -> list[Outcome]:
+        """Publish the gateway's own notices (source SYSTEM_AGENCY) through the same pipeline:
+        admission (with the notices' fixed decision), lifecycle and ledger, audit, store."""
+        return await self._publish(
+            GATEWAY_PRINCIPAL, events, None, window=None, decide=self._gateway_decision
+        )
+
+    async def publish_own_or_raise(self, events: Sequence[event_pb2.Event]) -> None:
+        """`publish_own`, raising unless every event is stored (for the ledger's timer, which
+        tries again at its next check)."""
+        outcomes = await self.publish_own(events)
+        failed = [o for o in outcomes if not isinstance(o, Published)]
+        if failed:
+            raise NoticeNotStoredError(f"{len(failed)} of {len(events)} notices not stored: "
+                                       f"{failed[0]}")  # fmt: skip
+
+    async def _publish_notices(self, notices: Sequence[event_pb2.Event]) -> None:
+        """The notices the admitted events raised; a failure is logged, never the caller's."""
+        for outcome in await self.publish_own(notices):
+            if not isinstance(outcome, Published):
+                log.error("publish.notice_failed", reason=str(outcome))
 
     async def _audit_and_store(
         self,
         principal: Principal,
         admitted: Sequence[Admitted],
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: grpc.aio.ServicerContext[Any, Any] | None,
         window: StoreWindow | None,
     ) -> list[Outcome]:
         """The admitted events audited (fail closed), stored, and the store's answers audited."""
@@ -188,7 +246,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
     async def _store(
         self,
         admitted: Sequence[Admitted],
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: grpc.aio.ServicerContext[Any, Any] | None,
         principal: Principal,
         window: StoreWindow | None,
     ) -> list[Stored | StoreError]:

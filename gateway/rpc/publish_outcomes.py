@@ -15,7 +15,7 @@ from gateway.access.auth import Principal
 from gateway.audit.entries import publish_entry, stored_entry
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import Admitted, Refused
-from gateway.core.ports import Stored, StoreError
+from gateway.core.ports import Stored, StoreError, StoreUnavailableError
 from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import (
     MAX_ECHOED_ID_CHARS,
@@ -42,6 +42,17 @@ class Published:
 # What became of one event: refused by admission, not audited (so not stored), not stored, or
 # stored.
 Outcome = Refused | AuditUnavailableError | StoreError | Published
+
+
+def never_stored(outcome: Outcome) -> bool:
+    """Whether an admitted event is certainly not stored, and will not be unless it is sent
+    again: not audited, refused by the store, or other content stored under its id. (No answer
+    from the store leaves the outcome unknown: the event may be stored.)"""
+    if isinstance(outcome, Published):
+        return outcome.stored.conflict
+    if isinstance(outcome, StoreUnavailableError):
+        return False
+    return isinstance(outcome, AuditUnavailableError | StoreError)
 
 
 def unaudited_message(error: AuditUnavailableError) -> str:

@@ -21,21 +21,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 
 import structlog
 
 from dutylink.catalogue import Catalogue
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
-from gateway.core.admission import (
-    NO_STATE,
-    Admitted,
-    AggregateState,
-    Guard,
-    RefusalKind,
-    Refused,
-)
+from gateway.core.admission import Admitted, Commitment, Committed, RefusalKind, Refused
 from gateway.core.kv import ConflictError, KeyValueStore, Versioned
 from gateway.core.ports import StoreError
 from gateway.core.workflows import judge, ledger_codec
@@ -71,8 +64,6 @@ class LifecycleGuard:
     the policy roles a principal holds (the catalogue maps them to its standing roles). Time is
     the batch's moment of receipt, as stamped on its events."""
 
-    guards: Sequence[Guard] = ()  # the judgement needs the batch in order: it is in `commit`
-
     def __init__(
         self,
         kv: KeyValueStore,
@@ -80,51 +71,46 @@ class LifecycleGuard:
         roles_of: Callable[[Principal], frozenset[str]],
     ) -> None:
         self._kv = kv
-        self._catalogue = catalogue
+        self.catalogue = catalogue
         self._roles_of = roles_of
 
-    async def read(self, principal: Principal, events: Sequence[event_pb2.Event]) -> AggregateState:
-        return NO_STATE  # read in `commit`, for the admitted events only
-
     async def commit(
-        self,
-        principal: Principal,
-        outcomes: Sequence[Admitted | Refused],
-        state: AggregateState,
-    ) -> Sequence[Admitted | Refused]:
+        self, principal: Principal, outcomes: Sequence[Admitted | Refused]
+    ) -> Commitment:
         admitted = [o for o in outcomes if isinstance(o, Admitted)]
-        needs = judge.needs(self._catalogue, [a.event for a in admitted])
+        needs = judge.needs(self.catalogue, [a.event for a in admitted])
         if not needs:
-            return outcomes
-        roles = self._catalogue.standing_roles_of(self._roles_of(principal))
-        verdicts = await self._judge_and_write(Actor(principal.agency, roles), admitted, needs)
-        answers = iter(verdicts)
-        return [next(answers) if isinstance(o, Admitted) else o for o in outcomes]
-
-    async def _judge_and_write(
-        self, actor: Actor, admitted: Sequence[Admitted], needs: Needs
-    ) -> list[Admitted | Refused]:
+            return Committed(outcomes)
+        roles = self.catalogue.standing_roles_of(self._roles_of(principal))
+        actor = Actor(principal.agency, roles)
         events = [a.event for a in admitted]
         now = events[0].received_time.ToDatetime(tzinfo=UTC)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 read = await self._read(needs)
             except StoreError as error:
-                return [_unavailable(error)] * len(events)
-            judgement = judge.judge(self._catalogue, read.view, actor, events, now)
-            lost, failed = await self._write_all(read, _writes(read, judgement))
-            if not lost and failed is None:
-                return _answers(admitted, judgement)
+                return Committed(_refuse_admitted(outcomes, _unavailable(error)))
+            judgement = judge.judge(self.catalogue, read.view, actor, events, now)
+            writes = _writes(read, judgement)
+            written, lost, failed = await self._write_all(read, writes)
             if failed is not None:
-                return [_unavailable(failed)] * len(events)
+                return Committed(_refuse_admitted(outcomes, _unavailable(failed)))
+            if not lost:
+                answers = iter(_answers(admitted, judgement))
+                return _LedgerCommitment(
+                    [next(answers) if isinstance(o, Admitted) else o for o in outcomes],
+                    [n for v in judgement.verdicts for n in v.notices],
+                    _Written(
+                        self, actor, events, now, read, written, {w.key: w.value for w in writes}
+                    ),
+                )
             log.info("lifecycle.race_lost", attempt=attempt, keys=sorted(lost)[:8])
-        return [
-            Refused(
-                RefusalKind.CONFLICT,
-                f"other gateway replicas kept changing the aggregates of this event "
-                f"({MAX_ATTEMPTS} attempts); retry with the same event id",
-            )
-        ] * len(events)
+        conflict = Refused(
+            RefusalKind.CONFLICT,
+            f"other gateway replicas kept changing the aggregates of this event "
+            f"({MAX_ATTEMPTS} attempts); retry with the same event id",
+        )
+        return Committed(_refuse_admitted(outcomes, conflict))
 
     async def _read(self, needs: Needs) -> _Read:
         """Every entry `needs` names, then the item lines the thread index entries name."""
@@ -162,45 +148,88 @@ class LifecycleGuard:
 
     async def _write_all(
         self, read: _Read, writes: Sequence[_Write]
-    ) -> tuple[set[str], StoreError | None]:
-        """Write all; if any race was lost or the store failed, take the others back. The keys
-        lost, and the store's failure if there was one."""
+    ) -> tuple[dict[str, int], set[str], StoreError | None]:
+        """Write all; if any race was lost or the store failed, take the others back. The
+        revisions written, the keys lost, and the store's failure if there was one."""
         results = await asyncio.gather(*(self._write(w) for w in writes), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, StoreError):
+                raise result
+        written = {w.key: r for w, r in zip(writes, results, strict=True) if isinstance(r, int)}
         lost = {w.key for w, r in zip(writes, results, strict=True) if isinstance(r, ConflictError)}
         failures = [
-            r for r in results if isinstance(r, StoreError) and not isinstance(r, ConflictError)
+            r for r in results if isinstance(r, StoreError) and r.__class__ is not ConflictError
         ]
-        unexpected = [
-            r for r in results if isinstance(r, BaseException) and not isinstance(r, StoreError)
-        ]
-        if unexpected:
-            raise unexpected[0]
         if lost or failures:
-            written = [(w, r) for w, r in zip(writes, results, strict=True) if isinstance(r, int)]
-            await self._take_back(read, written)
-        return lost, failures[0] if failures else None
+            await self.restore(written, {key: read.raw.get(key) for key in written})
+            return {}, lost, failures[0] if failures else None
+        return written, set(), None
 
     async def _write(self, write: _Write) -> int:
         if write.revision == 0:
             return await self._kv.create(write.key, write.value)
         return await self._kv.update(write.key, write.value, write.revision)
 
-    async def _take_back(self, read: _Read, written: Sequence[tuple[_Write, int]]) -> None:
-        """Undo this attempt's landed writes (compare-and-set on the revision written): the
-        batch is judged again from what is stored, so nothing of it may stay half-written."""
+    async def restore(self, written: dict[str, int], values: dict[str, bytes | None]) -> None:
+        """Put `values` back (None: the key was absent) over the revisions this guard wrote
+        (compare-and-set), so nothing of a batch stays half-written."""
 
-        async def undo(write: _Write, revision: int) -> None:
+        async def undo(key: str, revision: int, value: bytes | None) -> None:
             try:
-                if write.revision == 0:
-                    await self._kv.delete(write.key, revision)
+                if value is None:
+                    await self._kv.delete(key, revision)
                 else:
-                    await self._kv.update(write.key, read.raw[write.key], revision)
+                    await self._kv.update(key, value, revision)
             except StoreError as error:
-                # Someone built on it already, or the store is gone: the entry keeps this
-                # attempt's change, remembered by event id, so a retry passes.
-                log.error("lifecycle.undo_failed", key=write.key, reason=str(error))
+                # Someone built on it already, or the store is gone: the entry keeps the
+                # change, remembered by event id, so a retry of the event passes.
+                log.error("lifecycle.undo_failed", key=key, reason=str(error))
 
-        await asyncio.gather(*(undo(w, r) for w, r in written))
+        await asyncio.gather(*(undo(k, written[k], values[k]) for k in written))
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A batch's transitions as written: what `take_back` needs to judge it again without
+    the events that were never stored."""
+
+    guard: LifecycleGuard
+    actor: Actor
+    events: Sequence[event_pb2.Event]
+    now: datetime
+    read: _Read
+    revisions: dict[str, int]
+    values: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class _LedgerCommitment:
+    outcomes: Sequence[Admitted | Refused]
+    notices: Sequence[event_pb2.Event]
+    written: _Written
+
+    async def take_back(self, not_stored: Sequence[Admitted]) -> None:
+        """Judge the batch again from the state read, without `not_stored`, and put what that
+        gives over the entries this batch wrote."""
+        done = self.written
+        dropped = {a.event.id for a in not_stored}
+        kept = [e for e in done.events if e.id not in dropped]
+        again = judge.judge(done.guard.catalogue, done.read.view, done.actor, kept, done.now)
+        values: dict[str, bytes | None] = {key: done.read.raw.get(key) for key in done.revisions}
+        values |= {w.key: w.value for w in _writes(done.read, again)}
+        changed = {
+            key: revision
+            for key, revision in done.revisions.items()
+            if values[key] != done.values[key]
+        }
+        log.warning("lifecycle.taken_back", events=sorted(dropped)[:8], keys=len(changed))
+        await done.guard.restore(changed, {key: values[key] for key in changed})
+
+
+def _refuse_admitted(
+    outcomes: Sequence[Admitted | Refused], refusal: Refused
+) -> list[Admitted | Refused]:
+    return [refusal if isinstance(o, Admitted) else o for o in outcomes]
 
 
 def _writes(read: _Read, judgement: Judgement) -> list[_Write]:
@@ -214,9 +243,8 @@ def _writes(read: _Read, judgement: Judgement) -> list[_Write]:
         writes.append(_Write(key, state.to_bytes(), read.revisions.get(key, 0)))
     for item in sorted(changes.items):
         key = ledger_codec.kv_key(item)
-        writes.append(
-            _Write(key, ledger_codec.encode(view.ledger.items[item]), read.revisions.get(key, 0))
-        )
+        value = ledger_codec.encode(view.ledger.items[item])
+        writes.append(_Write(key, value, read.revisions.get(key, 0)))
     for thread in sorted(changes.threads):
         key = judge.thread_key(thread)
         value = judge.encode_thread_index(view.threads[thread])
@@ -228,10 +256,6 @@ def _answers(admitted: Sequence[Admitted], judgement: Judgement) -> list[Admitte
     answers: list[Admitted | Refused] = []
     for accepted, verdict in zip(admitted, judgement.verdicts, strict=True):
         if verdict.accepted:
-            for notice in verdict.replenishments:
-                # Published as inventory.replenishment_needed by the ledger's notifier.
-                log.info("ledger.replenishment_needed", agency=notice.item.agency,
-                         item=notice.item.item_id, on_hand=str(notice.on_hand))  # fmt: skip
             answers.append(accepted)
             continue
         answers.append(

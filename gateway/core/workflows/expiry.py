@@ -19,8 +19,8 @@ from datetime import datetime
 from dutylink.v1 import common_pb2, event_pb2
 from gateway.core.workflows.ledger import due, expiry_payload
 from gateway.core.workflows.ledger_state import Expiry, ItemLine, Ledger
+from gateway.core.workflows.notices import EXPIRY_TYPE, GATEWAY_AGENCY
 
-EXPIRY_TYPE = "inventory.reservation_expired"
 # Ids of the events the ledger publishes start with this; the rest is a digest (within the
 # 128 characters and the pattern an event id allows).
 EXPIRY_ID_PREFIX = "ledger-expiry-"
@@ -56,7 +56,7 @@ def expiry_event(expiry: Expiry, jurisdiction: common_pb2.Jurisdiction) -> event
     deployment's (an item line does not keep one)."""
     event = event_pb2.Event(
         id=expiry_event_id(expiry),
-        source=expiry.item.agency,
+        source=GATEWAY_AGENCY,
         type=EXPIRY_TYPE,
         subject=expiry.item.item_id,
         jurisdiction=jurisdiction,

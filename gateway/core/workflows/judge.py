@@ -37,10 +37,10 @@ from gateway.core.workflows.ledger_state import (
     ItemLine,
     Ledger,
     Refusal,
-    ReplenishmentNeeded,
     plain,
 )
 from gateway.core.workflows.machine import aggregate_refs, decide
+from gateway.core.workflows.notices import replenishment_event
 
 # How many event ids an entry remembers; a retry older than that is judged anew.
 RECENT_EVENTS = 16
@@ -106,11 +106,11 @@ class View:
 
 @dataclass(frozen=True)
 class Judged:
-    """One event's judgement: refused (`problems`) or accepted, with the replenishment notices
-    its ledger change raised."""
+    """One event's judgement: refused (`problems`) or accepted, with the events the gateway
+    publishes of its own because of it (replenishment notices)."""
 
     problems: tuple[StateProblem, ...] = ()
-    replenishments: tuple[ReplenishmentNeeded, ...] = ()
+    notices: tuple[event_pb2.Event, ...] = ()
 
     @property
     def accepted(self) -> bool:
@@ -201,7 +201,11 @@ def _judge_one(
                 changed_threads.add(thread)
     after = View(aggregates, Ledger(items), threads)
     changed = Changes(frozenset(moved), frozenset(applied.changed), frozenset(changed_threads))
-    return Judged(replenishments=applied.replenishments), after, changed
+    notices = tuple(
+        replenishment_event(notice, items[notice.item].version, event)
+        for notice in applied.replenishments
+    )
+    return Judged(notices=notices), after, changed
 
 
 def _apply_ledger(current: Ledger, event: event_pb2.Event) -> Applied:

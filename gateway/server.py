@@ -30,6 +30,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dutylink.catalogue import load_catalogue
 from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
@@ -322,6 +323,7 @@ class Gateway:
             self._audit,
             failpoint=self._failpoint,
             metrics=self.metrics,
+            catalogue=load_catalogue(),
         )
         self._server = grpc.aio.server(
             # Metrics outermost, so that they count the guard's and the quotas' refusals too.

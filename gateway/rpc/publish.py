@@ -129,6 +129,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 max_event_bytes=deps.config.gateway.max_message_bytes,
                 stateful=deps.stateful.guards,
                 state=state,
+                catalogue=deps.catalogue,
             ),
         )
         # The hook where lifecycle and ledger transitions are written (compare-and-set).

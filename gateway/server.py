@@ -30,7 +30,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dutylink.catalogue import load_catalogue
+from dutylink.catalogue import Catalogue, load_catalogue
 from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
@@ -296,7 +296,7 @@ class Gateway:
             )
         return holder
 
-    def _stateful_guards(self, authorizer: Authorizer) -> StatefulGuards:
+    def _stateful_guards(self, authorizer: Authorizer, catalogue: Catalogue) -> StatefulGuards:
         if not self.config.gateway.enforce_lifecycles:
             log.warning(
                 "lifecycle.off",
@@ -304,7 +304,7 @@ class Gateway:
             )
             return NoStatefulGuards()
         assert self._store is not None
-        return LifecycleGuard(self._store.aggregates, load_catalogue(), authorizer.held_roles)
+        return LifecycleGuard(self._store.aggregates, catalogue, authorizer.held_roles)
 
     async def start(self) -> None:
         # Before anything is written there: a second gateway on this directory stops here.
@@ -333,6 +333,7 @@ class Gateway:
             on_reconnected=self._on_nats_reconnected,
         )
         authorizer = Authorizer(policy, grants)
+        catalogue = load_catalogue()
         self._deps = deps = Dependencies(
             self.config,
             self._store,
@@ -342,7 +343,8 @@ class Gateway:
             self._audit,
             failpoint=self._failpoint,
             metrics=self.metrics,
-            stateful=self._stateful_guards(authorizer),
+            stateful=self._stateful_guards(authorizer, catalogue),
+            catalogue=catalogue,
         )
         self._server = grpc.aio.server(
             # Metrics outermost, so that they count the guard's and the quotas' refusals too.

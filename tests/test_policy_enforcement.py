@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from adapters.sdk.client import DutyLinkClient, Subscription
-from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
+from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc, resource_pb2
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
@@ -36,9 +36,24 @@ async def opened(agency_client: DutyLinkClient, name: str, **filters: object) ->
     return subscription
 
 
+def commit_event() -> event_pb2.Event:
+    """A resource.commit of the factory's request, carrying what the catalogue requires of it
+    (the request it answers, the committed lines), so that only the policy can refuse it."""
+    event = resource_request_event()
+    event.type = "resource.commit"
+    message = event.resource
+    lines = list(message.request_resource.resource_infos)
+    message.preceding_message_id = message.message_id
+    for line in lines:
+        committed = message.commit_resource.resource_infos.add()
+        committed.CopyFrom(line)
+        committed.response.type = resource_pb2.RESPONSE_TYPE_ACCEPT
+        committed.response.preceding_resource_info_element_id = line.resource_info_element_id
+    return event
+
+
 async def test_a_publish_no_rule_allows_is_denied_and_nothing_is_stored(gateway: Gateway) -> None:
-    commit = resource_request_event()
-    commit.type = "resource.commit"  # only emergency management and command may commit
+    commit = commit_event()  # only emergency management and command may commit
     async with client(gateway, "emergency") as emergency, client(gateway, "transport") as transport:
         watcher = await opened(emergency, "all-resources", families=["resource"])
         with pytest.raises(grpc.aio.AioRpcError) as caught:

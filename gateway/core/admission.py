@@ -1,13 +1,15 @@
 """Admission of one published event, as a pipeline of guards: validation, the claimed source,
-the policy decision, then any stateful guards (a lifecycle or a ledger check) that read the
-aggregate state handed in. Pure: the policy decision comes in as a function and the state as a
+the catalogue (a known type carrying its required fields), the policy decision, then any
+stateful guards (a lifecycle or a ledger check) that read the aggregate state handed in. Pure: the policy decision comes in as a function and the state as a
 value; no grpc here (refusal kinds become gRPC codes and audit outcomes in gateway.rpc.calls).
 
 Each guard is `(principal, event, state) -> Passed | Refused`; the state is read and the
 transitions committed at the edge, through `StatefulGuards`. The first refusal ends the
 pipeline. The door guards (validation, claimed source) see the event as sent; then the event is
 stamped (authenticated source, time of receipt) and the later guards see the stamped event, so
-the policy and the stateful guards judge what would be stored.
+the catalogue, the policy and the stateful guards judge what would be stored (a field the gateway
+stamps is never missing). The catalogue speaks before the policy: a type nobody declared, or an
+event without what its type requires, is the caller's mistake (INVALID), not a permission.
 
 The same function serves Publish and each event of PublishBatch (`admit_all`: one request,
 one moment of receipt), so both refuse and accept alike; the servicer only turns the outcome
@@ -28,6 +30,7 @@ from typing import Protocol
 
 from google.protobuf import timestamp_pb2
 
+from dutylink.catalogue import Catalogue, load_catalogue
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope, subjects
@@ -184,6 +187,40 @@ def claimed_source_guard(
     return PASSED
 
 
+# Where a caller learns the types the gateway knows and the fields each requires.
+CATALOGUE_HINT = "`dutylink catalogue list` prints the known types and the fields each requires"
+
+
+def catalogue_guard(catalogue: Catalogue) -> Guard:
+    """The event's type must be in the catalogue, and the event must carry every field its
+    type requires (one problem per missing field path). Runs on the stamped event."""
+
+    def guard(_: Principal, event: event_pb2.Event, __: AggregateState) -> Passed | Refused:
+        entry = catalogue.get(event.type)
+        if entry is None:
+            problem = FieldProblem(
+                "type", f"'{event.type}' is not a catalogued type; {CATALOGUE_HINT}",
+                "catalogue.unknown_type",
+            )  # fmt: skip
+            return Refused(
+                RefusalKind.INVALID, f"unknown event type: {problem.description}", (problem,)
+            )
+        missing = entry.missing_fields(event)
+        if missing:
+            problems = tuple(
+                FieldProblem(path, f"{event.type} requires it", "catalogue.required")
+                for path in missing
+            )
+            return Refused(
+                RefusalKind.INVALID,
+                f"{event.type} requires fields that are not set: {', '.join(missing)}",
+                problems,
+            )
+        return PASSED
+
+    return guard
+
+
 def policy_guard(decide: Callable[[event_pb2.Event], Decision]) -> Guard:
     """The access policy's publish decision on the stamped event."""
 
@@ -204,7 +241,8 @@ def policy_guard(decide: Callable[[event_pb2.Event], Decision]) -> Guard:
 @dataclass(frozen=True)
 class Pipeline:
     """The guards in order: `door` on the event as sent, `stamped` on the stamped event (the
-    policy guard first, then the stateful guards). One policy guard must pass with a decision."""
+    catalogue guard, the policy guard, then the stateful guards). One policy guard must pass
+    with a decision."""
 
     door: Sequence[Guard]
     stamped: Sequence[Guard]
@@ -249,11 +287,17 @@ def pipeline(
     *,
     max_event_bytes: int,
     stateful: Sequence[Guard] = (),
+    catalogue: Catalogue | None = None,
 ) -> Pipeline:
-    """The publish pipeline: validation, claimed source, policy, then `stateful` guards."""
+    """The publish pipeline: validation, claimed source, the catalogue (None: the one shipped
+    with the schemas), policy, then `stateful` guards."""
     return Pipeline(
         door=(validation_guard(validator, max_event_bytes), claimed_source_guard),
-        stamped=(policy_guard(decide), *stateful),
+        stamped=(
+            catalogue_guard(load_catalogue() if catalogue is None else catalogue),
+            policy_guard(decide),
+            *stateful,
+        ),
     )
 
 
@@ -265,11 +309,18 @@ def admit(
     received: datetime,
     *,
     max_event_bytes: int,
+    catalogue: Catalogue | None = None,
 ) -> Admitted | Refused:
-    """Size, field rules, claimed source, then the access policy's publish decision (on the
-    stamped event, so the policy sees the authenticated source)."""
+    """Size, field rules, claimed source, the catalogue, then the access policy's publish
+    decision (on the stamped event, so the policy sees the authenticated source)."""
     return admit_all(
-        validator, decide, principal, (event,), received, max_event_bytes=max_event_bytes
+        validator,
+        decide,
+        principal,
+        (event,),
+        received,
+        max_event_bytes=max_event_bytes,
+        catalogue=catalogue,
     )[0]
 
 
@@ -283,9 +334,12 @@ def admit_all(
     max_event_bytes: int,
     stateful: Sequence[Guard] = (),
     state: AggregateState = NO_STATE,
+    catalogue: Catalogue | None = None,
 ) -> list[Admitted | Refused]:
     """`admit` for each event of a batch, all received at one moment (`received`). The
     servicer calls it a few events at a time, in fair turns among agencies."""
     stamp = envelope.timestamp(received)
-    guards = pipeline(validator, decide, max_event_bytes=max_event_bytes, stateful=stateful)
+    guards = pipeline(
+        validator, decide, max_event_bytes=max_event_bytes, stateful=stateful, catalogue=catalogue
+    )
     return [guards.run(principal, event, stamp, state) for event in events]

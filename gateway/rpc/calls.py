@@ -1,6 +1,7 @@
 """What every gRPC servicer does the same way: authenticate the caller, fail with a
-google.rpc.Status that carries field-level details (so grpcurl and every client show them),
-and answer a request that cannot be decoded (`DecodeGuard`)."""
+google.rpc.Status that carries field-level details and the aggregate states that refuse an
+event (so grpcurl and every client show them), and answer a request that cannot be decoded
+(`DecodeGuard`)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from dutylink.v1 import audit_pb2
+from dutylink.v1 import audit_pb2, gateway_pb2
 from gateway.access.auth import Authenticator, Principal, UnauthenticatedError
 from gateway.access.revocation import RevocationUnavailableError
 from gateway.audit.entries import gateway_entry
-from gateway.core.admission import RefusalKind
+from gateway.core.admission import RefusalKind, StateProblem
 from gateway.core.facts import AuditSink
 from gateway.core.ports import StoreError, StoreFullError, StoreRejectedError, StoreUnavailableError
 from gateway.core.validation import FieldProblem, cut
@@ -63,6 +64,75 @@ def fit_problems(problems: Sequence[FieldProblem], max_bytes: int) -> tuple[Fiel
     return cut(shortened, keep) if keep < len(shortened) else tuple(shortened)
 
 
+# One state refusal's texts at most (an aggregate key, a state, a reason, an allowed
+# transition), before the whole is fitted to the room left.
+MAX_STATE_TEXT_CHARS = 256
+MAX_STATE_REASON_CHARS = 512
+# A detail's tags, lengths and Any type URL around its message.
+ANY_OVERHEAD_BYTES = 64
+# What a PreconditionFailure violation's type is when refusals were left out.
+STATE_REFUSALS_CUT = "cut"
+
+
+def _state_refusal(problem: StateProblem, max_bytes: int) -> gateway_pb2.StateRefusal:
+    """`problem` as sent, its texts shortened and its allowed list cut to about `max_bytes`."""
+    refusal = gateway_pb2.StateRefusal(
+        aggregate=shorten(problem.aggregate, MAX_STATE_TEXT_CHARS),
+        state=shorten(problem.state, MAX_STATE_TEXT_CHARS),
+        version=max(0, problem.version),
+        reason=shorten(problem.reason, MAX_STATE_REASON_CHARS),
+    )
+    used = refusal.ByteSize() + 8  # room for allowed_cut
+    for index, allowed in enumerate(problem.allowed):
+        text = shorten(allowed, MAX_STATE_TEXT_CHARS)
+        used += len(text.encode()) + 3  # tag and length
+        if used > max_bytes:
+            refusal.allowed_cut = len(problem.allowed) - index
+            break
+        refusal.allowed.append(text)
+    return refusal
+
+
+def fit_state_refusals(
+    problems: Sequence[StateProblem], max_bytes: int
+) -> tuple[list[gateway_pb2.StateRefusal], int]:
+    """As many of `problems` as fit in about `max_bytes` encoded, as StateRefusals (each one's
+    texts shortened and allowed list cut to its share), and how many were left out."""
+    share = max(256, max_bytes // max(1, len(problems)))
+    refusals: list[gateway_pb2.StateRefusal] = []
+    used = 0
+    for problem in problems:
+        refusal = _state_refusal(problem, share)
+        used += refusal.ByteSize() + ANY_OVERHEAD_BYTES
+        if used > max_bytes:
+            break
+        refusals.append(refusal)
+    return refusals, len(problems) - len(refusals)
+
+
+def lifecycle_of(aggregate: str) -> str:
+    """The lifecycle (or "ledger") an aggregate key names first ("incident/actual/INC-1")."""
+    return aggregate.partition("/")[0]
+
+
+def precondition_failure(
+    refusals: Sequence[gateway_pb2.StateRefusal], left_out: int
+) -> error_details_pb2.PreconditionFailure:
+    """google.rpc's view of the refusals: one violation per aggregate, and one that counts
+    those left out."""
+    failure = error_details_pb2.PreconditionFailure(
+        violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type=lifecycle_of(r.aggregate), subject=r.aggregate, description=r.reason
+            )
+            for r in refusals
+        ]
+    )
+    if left_out:
+        failure.violations.add(type=STATE_REFUSALS_CUT, description=f"and {left_out} more were cut")
+    return failure
+
+
 # Refusal kinds of the pure core, as the caller and the audit log see them: the one place
 # a refusal becomes a gRPC status code and an audit outcome.
 REFUSAL_CODES: dict[RefusalKind, grpc.StatusCode] = {
@@ -94,28 +164,44 @@ def refusal_outcome(code: grpc.StatusCode) -> audit_pb2.AuditOutcome.ValueType:
 
 
 def status(
-    code: grpc.StatusCode, message: str, problems: tuple[FieldProblem, ...] = ()
+    code: grpc.StatusCode,
+    message: str,
+    problems: tuple[FieldProblem, ...] = (),
+    state_problems: tuple[StateProblem, ...] = (),
 ) -> grpc.Status:
-    details = []
+    """A status with its details: a BadRequest for `problems`; a PreconditionFailure and one
+    StateRefusal each for `state_problems`. All details together stay within
+    MAX_STATUS_DETAIL_BYTES (shared equally when there are both)."""
+    details: list[any_pb2.Any] = []
+    room = MAX_STATUS_DETAIL_BYTES
     if problems:
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=p.field, description=p.description, reason=p.rule_id
-                    )
-                    for p in fit_problems(problems, MAX_STATUS_DETAIL_BYTES)
-                ]
-            )
-        )
-        details.append(detail)
+        fitted = fit_problems(problems, room // 2 if state_problems else room)
+        details.append(_packed(error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=p.field, description=p.description, reason=p.rule_id
+                )
+                for p in fitted
+            ]
+        )))  # fmt: skip
+        room -= details[-1].ByteSize()
+    if state_problems:
+        # Each refusal travels twice (google.rpc's view and ours): half the room each.
+        refusals, left_out = fit_state_refusals(state_problems, max(0, room) // 2)
+        details.append(_packed(precondition_failure(refusals, left_out)))
+        details.extend(_packed(refusal) for refusal in refusals)
     value = cast(int, code.value[0])
     message = shorten(message, MAX_STATUS_MESSAGE_CHARS)
     return cast(
         grpc.Status,
         rpc_status.to_status(status_pb2.Status(code=value, message=message, details=details)),
     )
+
+
+def _packed(message: Message) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:

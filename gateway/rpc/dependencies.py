@@ -1,5 +1,5 @@
-"""What every servicer works with: configuration, the store, identities, the policy, the audit log,
-the clock; built once by the gateway (server.py)."""
+"""What every servicer works with: configuration, the store, identities, the policy, the event-type
+catalogue, the audit log, the clock; built once by the gateway (server.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from dutylink.catalogue import Catalogue, load_catalogue
 from dutylink.v1 import audit_pb2
 from gateway.access.auth import Authenticator
 from gateway.access.authorization import Authorizer
@@ -73,6 +74,8 @@ class Dependencies:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     # The stateful admission guards (lifecycles, ledger) and their state's read and commit.
     stateful: StatefulGuards = field(default_factory=NoStatefulGuards)
+    # The event types the gateway admits and the fields each requires (admission's door).
+    catalogue: Catalogue = field(default_factory=load_catalogue)
 
     @property
     def sink(self) -> AuditSink:

@@ -141,6 +141,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 piece,
                 now,
                 max_event_bytes=deps.config.gateway.max_message_bytes,
+                catalogue=deps.catalogue,
             ),
         )
         # The lifecycle and ledger transitions, written with compare-and-set.

@@ -16,7 +16,7 @@ from gateway.audit.entries import publish_entry, stored_entry
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import Admitted, Refused
 from gateway.core.ports import Stored, StoreError, StoreUnavailableError
-from gateway.core.validation import FieldProblem
+from gateway.core.validation import CUT_RULE, FieldProblem
 from gateway.rpc.calls import (
     MAX_ECHOED_ID_CHARS,
     MAX_STATUS_DETAIL_BYTES,
@@ -24,6 +24,7 @@ from gateway.rpc.calls import (
     REFUSAL_CODES,
     REFUSAL_OUTCOMES,
     fit_problems,
+    fit_state_refusals,
     shorten,
     status,
     store_code,
@@ -90,6 +91,7 @@ def publish_error(
     message: str,
     problems: tuple[FieldProblem, ...] = (),
     max_message_chars: int = MAX_STATUS_MESSAGE_CHARS,
+    state_refusals: Sequence[gateway_pb2.StateRefusal] = (),
 ) -> gateway_pb2.PublishError:
     return gateway_pb2.PublishError(
         code=cast(int, code.value[0]),
@@ -98,6 +100,39 @@ def publish_error(
             gateway_pb2.FieldViolation(field=p.field, description=p.description, rule_id=p.rule_id)
             for p in problems
         ],
+        state_refusals=state_refusals,
+    )
+
+
+def refusal_error(
+    index: int, refused: Refused, room: int, max_message_chars: int
+) -> gateway_pb2.PublishError:
+    """The PublishError of the batch's event at `index`: its field problems (named from the
+    batch, "events[3].type") and the aggregate states that refuse it, within about `room`
+    bytes (shared equally when there are both), and how many were cut."""
+    problems = tuple(
+        FieldProblem(
+            f"events[{index}].{p.field}" if p.field else f"events[{index}]",
+            p.description,
+            p.rule_id,
+        )
+        for p in refused.problems
+    )
+    room = min(MAX_STATUS_DETAIL_BYTES, room)
+    share = room // 2 if problems and refused.state_problems else room
+    refusals, left_out = fit_state_refusals(refused.state_problems, share)
+    if left_out:
+        problems += (
+            FieldProblem(
+                f"events[{index}]", f"and {left_out} more state refusals were cut", CUT_RULE
+            ),
+        )
+    return publish_error(
+        REFUSAL_CODES[refused.kind],
+        refused.message,
+        fit_problems(problems, share),
+        max_message_chars,
+        refusals,
     )
 
 
@@ -156,7 +191,9 @@ def failure_entry(
 def failure_status(outcome: Refused | AuditUnavailableError | StoreError) -> grpc.Status:
     """The status a Publish whose event was not stored is answered with."""
     if isinstance(outcome, Refused):
-        return status(REFUSAL_CODES[outcome.kind], outcome.message, outcome.problems)
+        return status(
+            REFUSAL_CODES[outcome.kind], outcome.message, outcome.problems, outcome.state_problems
+        )
     if isinstance(outcome, AuditUnavailableError):
         return status(grpc.StatusCode.UNAVAILABLE, unaudited_message(outcome))
     return status(store_code(outcome), store_message(outcome))
@@ -175,18 +212,10 @@ def batch_response(
     for index, (event, outcome) in enumerate(zip(events, outcomes, strict=True)):
         result = response.results.add(index=index, event_id=shorten(event.id, MAX_ECHOED_ID_CHARS))
         if isinstance(outcome, Refused):
-            problems = tuple(
-                FieldProblem(
-                    f"events[{index}].{p.field}" if p.field else f"events[{index}]",
-                    p.description,
-                    p.rule_id,
-                )
-                for p in outcome.problems
-            )
-            error = publish_error(
-                REFUSAL_CODES[outcome.kind],
-                outcome.message,
-                fit_problems(problems, min(MAX_STATUS_DETAIL_BYTES, room)),
+            error = refusal_error(
+                index,
+                outcome,
+                room,
                 MAX_STATUS_MESSAGE_CHARS if room > MAX_STATUS_MESSAGE_CHARS else 64,
             )
             room -= error.ByteSize()

@@ -28,7 +28,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64utylink/v1/gateway.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x17\x64utylink/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x0ePublishRequest\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.dutylink.v1.EventB\x06\xbaH\x03\xc8\x01\x01\"8\n\x0fPublishResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.dutylink.v1.Receipt\"\xbd\x01\n\x07Receipt\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0fstream_sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\nadvisories\x18\x05 \x03(\x0b\x32\x1b.dutylink.v1.FieldViolation\x12\x10\n\x08\x63onflict\x18\x06 \x01(\x08\"9\n\x13PublishBatchRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.dutylink.v1.Event\"C\n\x14PublishBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.dutylink.v1.PublishResult\"\x90\x01\n\rPublishResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\'\n\x07receipt\x18\x03 \x01(\x0b\x32\x14.dutylink.v1.ReceiptH\x00\x12*\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x19.dutylink.v1.PublishErrorH\x00\x42\t\n\x07outcome\"^\n\x0cPublishError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12/\n\nviolations\x18\x03 \x03(\x0b\x32\x1b.dutylink.v1.FieldViolation\"E\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07rule_id\x18\x03 \x01(\t\"\x96\x01\n\x10SubscribeRequest\x12-\n\x04open\x18\x01 \x01(\x0b\x32\x1d.dutylink.v1.SubscriptionOpenH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.dutylink.v1.AckH\x00\x12!\n\x04nack\x18\x03 \x01(\x0b\x32\x11.dutylink.v1.NackH\x00\x42\x0f\n\x06\x61\x63tion\x12\x05\xbaH\x02\x08\x01\"\xaa\x01\n\x10SubscriptionOpen\x12.\n\x04name\x18\x01 \x01(\tB \xbaH\x1dr\x1b\x10\x01\x18 2\x15^[a-z0-9][a-z0-9_-]*$\x12/\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1f.dutylink.v1.SubscriptionFilter\x12\x1f\n\rmax_in_flight\x18\x03 \x01(\rB\x08\xbaH\x05*\x03\x18\x90N\x12\x14\n\x0c\x63onfirm_acks\x18\x04 \x01(\x08\"\xa2\x02\n\x12SubscriptionFilter\x12=\n\x08\x66\x61milies\x18\x01 \x03(\tB+\xbaH(\x92\x01%\x10\x03\x18\x01\"\x1fr\x1dR\x08incidentR\x08resourceR\x07warning\x12R\n\x05types\x18\x02 \x03(\tBC\xbaH@\x92\x01=\x10@\x18\x01\"7r523^(incident|resource|warning)\\.[a-z][a-z0-9_]{0,47}$\x12@\n\x15jurisdiction_prefixes\x18\x03 \x03(\tB!\xbaH\x1e\x92\x01\x1b\x10@\x18\x01\"\x15r\x13\x32\x11^([0-9]{2}){1,3}$\x12\x37\n\x06planes\x18\x04 \x03(\x0e\x32\x12.dutylink.v1.PlaneB\x13\xbaH\x10\x92\x01\r\x10\x03\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00\"#\n\x03\x41\x63k\x12\x1c\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x42\x07\xbaH\x04\x32\x02 \x00\"w\n\x04Nack\x12\x1c\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x42\x07\xbaH\x04\x32\x02 \x00\x12\x37\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\x90\x1c\x32\x00\x12\x18\n\x06reason\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\"\xe6\x01\n\x11SubscribeResponse\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.dutylink.v1.SubscriptionReadyH\x00\x12)\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x15.dutylink.v1.DeliveryH\x00\x12\x32\n\rack_confirmed\x18\x03 \x01(\x0b\x32\x19.dutylink.v1.AckConfirmedH\x00\x12\x39\n\x11\x61\x63k_not_confirmed\x18\x04 \x01(\x0b\x32\x1c.dutylink.v1.AckNotConfirmedH\x00\x42\x06\n\x04kind\"#\n\x0c\x41\x63kConfirmed\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\"6\n\x0f\x41\x63kNotConfirmed\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x11SubscriptionReady\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\"\xaf\x01\n\x08\x44\x65livery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x12.dutylink.v1.Event\x12\x17\n\x0fstream_sequence\x18\x03 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x17\n\x0fwithheld_fields\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x10\n\x08rule_ids\x18\x07 \x03(\t\"\x9b\x04\n\x17\x44\x65\x63lareEmergencyRequest\x12\x1d\n\x0bincident_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x38\n\x13jurisdiction_prefix\x18\x02 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^(([0-9]{2}){1,3})?$\x12\x38\n\x08\x61gencies\x18\x03 \x03(\tB&\xbaH#\x92\x01 \x10 \x18\x01\"\x1ar\x18\x32\x16^[a-z][a-z0-9-]{1,31}$\x12#\n\x06\x66ields\x18\x04 \x03(\tB\x13\xbaH\x10\x92\x01\r\x10@\x18\x01\"\x07r\x05\x10\x01\x18\x80\x01\x12\x1a\n\x06reason\x18\x05 \x01(\tB\n\xbaH\x07r\x05\x10\n\x18\x80\x08\x12;\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\xbaH\x0b\xaa\x01\x08\"\x04\x08\x80\xf5$*\x00\x12\x64\n\rreceive_types\x18\x07 \x03(\tBM\xbaHJ\x92\x01G\x10\x10\x18\x01\"Ar?2=^(\\*|(incident|resource|warning)\\.(\\*|[a-z][a-z0-9_]{0,47}))$:\x88\x01\xbaH\x84\x01\x1a\x81\x01\n\x17\x64\x65\x63lare_emergency.scope\x12,name an incident_id or a jurisdiction_prefix\x1a\x38this.incident_id != \'\' || this.jurisdiction_prefix != \'\'\"F\n\x18\x44\x65\x63lareEmergencyResponse\x12*\n\x05grant\x18\x01 \x01(\x0b\x32\x1b.dutylink.v1.EmergencyGrant\"\x18\n\x16ListEmergenciesRequest\"F\n\x17ListEmergenciesResponse\x12+\n\x06grants\x18\x01 \x03(\x0b\x32\x1b.dutylink.v1.EmergencyGrant\"\xc6\x01\n\x0e\x45mergencyGrant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63lared_by\x18\x02 \x01(\t\x12\x33\n\x05scope\x18\x03 \x01(\x0b\x32$.dutylink.v1.DeclareEmergencyRequest\x12/\n\x0b\x64\x65\x63lared_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xad\x01\n\x10PublisherService\x12\x44\n\x07Publish\x12\x1b.dutylink.v1.PublishRequest\x1a\x1c.dutylink.v1.PublishResponse\x12S\n\x0cPublishBatch\x12 .dutylink.v1.PublishBatchRequest\x1a!.dutylink.v1.PublishBatchResponse2c\n\x11SubscriberService\x12N\n\tSubscribe\x12\x1d.dutylink.v1.SubscribeRequest\x1a\x1e.dutylink.v1.SubscribeResponse(\x01\x30\x01\x32\xd2\x01\n\x11\x42reakGlassService\x12_\n\x10\x44\x65\x63lareEmergency\x12$.dutylink.v1.DeclareEmergencyRequest\x1a%.dutylink.v1.DeclareEmergencyResponse\x12\\\n\x0fListEmergencies\x12#.dutylink.v1.ListEmergenciesRequest\x1a$.dutylink.v1.ListEmergenciesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64utylink/v1/gateway.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x17\x64utylink/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x0ePublishRequest\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.dutylink.v1.EventB\x06\xbaH\x03\xc8\x01\x01\"8\n\x0fPublishResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.dutylink.v1.Receipt\"\xbd\x01\n\x07Receipt\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0fstream_sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\nadvisories\x18\x05 \x03(\x0b\x32\x1b.dutylink.v1.FieldViolation\x12\x10\n\x08\x63onflict\x18\x06 \x01(\x08\"9\n\x13PublishBatchRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.dutylink.v1.Event\"C\n\x14PublishBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.dutylink.v1.PublishResult\"\x90\x01\n\rPublishResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\'\n\x07receipt\x18\x03 \x01(\x0b\x32\x14.dutylink.v1.ReceiptH\x00\x12*\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x19.dutylink.v1.PublishErrorH\x00\x42\t\n\x07outcome\"\x91\x01\n\x0cPublishError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12/\n\nviolations\x18\x03 \x03(\x0b\x32\x1b.dutylink.v1.FieldViolation\x12\x31\n\x0estate_refusals\x18\x04 \x03(\x0b\x32\x19.dutylink.v1.StateRefusal\"w\n\x0cStateRefusal\x12\x11\n\taggregate\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x0f\n\x07\x61llowed\x18\x04 \x03(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x61llowed_cut\x18\x06 \x01(\r\"E\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07rule_id\x18\x03 \x01(\t\"\x96\x01\n\x10SubscribeRequest\x12-\n\x04open\x18\x01 \x01(\x0b\x32\x1d.dutylink.v1.SubscriptionOpenH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.dutylink.v1.AckH\x00\x12!\n\x04nack\x18\x03 \x01(\x0b\x32\x11.dutylink.v1.NackH\x00\x42\x0f\n\x06\x61\x63tion\x12\x05\xbaH\x02\x08\x01\"\xaa\x01\n\x10SubscriptionOpen\x12.\n\x04name\x18\x01 \x01(\tB \xbaH\x1dr\x1b\x10\x01\x18 2\x15^[a-z0-9][a-z0-9_-]*$\x12/\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1f.dutylink.v1.SubscriptionFilter\x12\x1f\n\rmax_in_flight\x18\x03 \x01(\rB\x08\xbaH\x05*\x03\x18\x90N\x12\x14\n\x0c\x63onfirm_acks\x18\x04 \x01(\x08\"\xa2\x02\n\x12SubscriptionFilter\x12=\n\x08\x66\x61milies\x18\x01 \x03(\tB+\xbaH(\x92\x01%\x10\x03\x18\x01\"\x1fr\x1dR\x08incidentR\x08resourceR\x07warning\x12R\n\x05types\x18\x02 \x03(\tBC\xbaH@\x92\x01=\x10@\x18\x01\"7r523^(incident|resource|warning)\\.[a-z][a-z0-9_]{0,47}$\x12@\n\x15jurisdiction_prefixes\x18\x03 \x03(\tB!\xbaH\x1e\x92\x01\x1b\x10@\x18\x01\"\x15r\x13\x32\x11^([0-9]{2}){1,3}$\x12\x37\n\x06planes\x18\x04 \x03(\x0e\x32\x12.dutylink.v1.PlaneB\x13\xbaH\x10\x92\x01\r\x10\x03\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00\"#\n\x03\x41\x63k\x12\x1c\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x42\x07\xbaH\x04\x32\x02 \x00\"w\n\x04Nack\x12\x1c\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x42\x07\xbaH\x04\x32\x02 \x00\x12\x37\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\x90\x1c\x32\x00\x12\x18\n\x06reason\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\"\xe6\x01\n\x11SubscribeResponse\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.dutylink.v1.SubscriptionReadyH\x00\x12)\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x15.dutylink.v1.DeliveryH\x00\x12\x32\n\rack_confirmed\x18\x03 \x01(\x0b\x32\x19.dutylink.v1.AckConfirmedH\x00\x12\x39\n\x11\x61\x63k_not_confirmed\x18\x04 \x01(\x0b\x32\x1c.dutylink.v1.AckNotConfirmedH\x00\x42\x06\n\x04kind\"#\n\x0c\x41\x63kConfirmed\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\"6\n\x0f\x41\x63kNotConfirmed\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x11SubscriptionReady\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\"\xaf\x01\n\x08\x44\x65livery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x12.dutylink.v1.Event\x12\x17\n\x0fstream_sequence\x18\x03 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x17\n\x0fwithheld_fields\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x10\n\x08rule_ids\x18\x07 \x03(\t\"\x9b\x04\n\x17\x44\x65\x63lareEmergencyRequest\x12\x1d\n\x0bincident_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x38\n\x13jurisdiction_prefix\x18\x02 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^(([0-9]{2}){1,3})?$\x12\x38\n\x08\x61gencies\x18\x03 \x03(\tB&\xbaH#\x92\x01 \x10 \x18\x01\"\x1ar\x18\x32\x16^[a-z][a-z0-9-]{1,31}$\x12#\n\x06\x66ields\x18\x04 \x03(\tB\x13\xbaH\x10\x92\x01\r\x10@\x18\x01\"\x07r\x05\x10\x01\x18\x80\x01\x12\x1a\n\x06reason\x18\x05 \x01(\tB\n\xbaH\x07r\x05\x10\n\x18\x80\x08\x12;\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\xbaH\x0b\xaa\x01\x08\"\x04\x08\x80\xf5$*\x00\x12\x64\n\rreceive_types\x18\x07 \x03(\tBM\xbaHJ\x92\x01G\x10\x10\x18\x01\"Ar?2=^(\\*|(incident|resource|warning)\\.(\\*|[a-z][a-z0-9_]{0,47}))$:\x88\x01\xbaH\x84\x01\x1a\x81\x01\n\x17\x64\x65\x63lare_emergency.scope\x12,name an incident_id or a jurisdiction_prefix\x1a\x38this.incident_id != \'\' || this.jurisdiction_prefix != \'\'\"F\n\x18\x44\x65\x63lareEmergencyResponse\x12*\n\x05grant\x18\x01 \x01(\x0b\x32\x1b.dutylink.v1.EmergencyGrant\"\x18\n\x16ListEmergenciesRequest\"F\n\x17ListEmergenciesResponse\x12+\n\x06grants\x18\x01 \x03(\x0b\x32\x1b.dutylink.v1.EmergencyGrant\"\xc6\x01\n\x0e\x45mergencyGrant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63lared_by\x18\x02 \x01(\t\x12\x33\n\x05scope\x18\x03 \x01(\x0b\x32$.dutylink.v1.DeclareEmergencyRequest\x12/\n\x0b\x64\x65\x63lared_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xad\x01\n\x10PublisherService\x12\x44\n\x07Publish\x12\x1b.dutylink.v1.PublishRequest\x1a\x1c.dutylink.v1.PublishResponse\x12S\n\x0cPublishBatch\x12 .dutylink.v1.PublishBatchRequest\x1a!.dutylink.v1.PublishBatchResponse2c\n\x11SubscriberService\x12N\n\tSubscribe\x12\x1d.dutylink.v1.SubscribeRequest\x1a\x1e.dutylink.v1.SubscribeResponse(\x01\x30\x01\x32\xd2\x01\n\x11\x42reakGlassService\x12_\n\x10\x44\x65\x63lareEmergency\x12$.dutylink.v1.DeclareEmergencyRequest\x1a%.dutylink.v1.DeclareEmergencyResponse\x12\\\n\x0fListEmergencies\x12#.dutylink.v1.ListEmergenciesRequest\x1a$.dutylink.v1.ListEmergenciesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -87,44 +87,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHBATCHRESPONSE']._serialized_end=598
   _globals['_PUBLISHRESULT']._serialized_start=601
   _globals['_PUBLISHRESULT']._serialized_end=745
-  _globals['_PUBLISHERROR']._serialized_start=747
-  _globals['_PUBLISHERROR']._serialized_end=841
-  _globals['_FIELDVIOLATION']._serialized_start=843
-  _globals['_FIELDVIOLATION']._serialized_end=912
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=915
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1065
-  _globals['_SUBSCRIPTIONOPEN']._serialized_start=1068
-  _globals['_SUBSCRIPTIONOPEN']._serialized_end=1238
-  _globals['_SUBSCRIPTIONFILTER']._serialized_start=1241
-  _globals['_SUBSCRIPTIONFILTER']._serialized_end=1531
-  _globals['_ACK']._serialized_start=1533
-  _globals['_ACK']._serialized_end=1568
-  _globals['_NACK']._serialized_start=1570
-  _globals['_NACK']._serialized_end=1689
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1692
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1922
-  _globals['_ACKCONFIRMED']._serialized_start=1924
-  _globals['_ACKCONFIRMED']._serialized_end=1959
-  _globals['_ACKNOTCONFIRMED']._serialized_start=1961
-  _globals['_ACKNOTCONFIRMED']._serialized_end=2015
-  _globals['_SUBSCRIPTIONREADY']._serialized_start=2017
-  _globals['_SUBSCRIPTIONREADY']._serialized_end=2090
-  _globals['_DELIVERY']._serialized_start=2093
-  _globals['_DELIVERY']._serialized_end=2268
-  _globals['_DECLAREEMERGENCYREQUEST']._serialized_start=2271
-  _globals['_DECLAREEMERGENCYREQUEST']._serialized_end=2810
-  _globals['_DECLAREEMERGENCYRESPONSE']._serialized_start=2812
-  _globals['_DECLAREEMERGENCYRESPONSE']._serialized_end=2882
-  _globals['_LISTEMERGENCIESREQUEST']._serialized_start=2884
-  _globals['_LISTEMERGENCIESREQUEST']._serialized_end=2908
-  _globals['_LISTEMERGENCIESRESPONSE']._serialized_start=2910
-  _globals['_LISTEMERGENCIESRESPONSE']._serialized_end=2980
-  _globals['_EMERGENCYGRANT']._serialized_start=2983
-  _globals['_EMERGENCYGRANT']._serialized_end=3181
-  _globals['_PUBLISHERSERVICE']._serialized_start=3184
-  _globals['_PUBLISHERSERVICE']._serialized_end=3357
-  _globals['_SUBSCRIBERSERVICE']._serialized_start=3359
-  _globals['_SUBSCRIBERSERVICE']._serialized_end=3458
-  _globals['_BREAKGLASSSERVICE']._serialized_start=3461
-  _globals['_BREAKGLASSSERVICE']._serialized_end=3671
+  _globals['_PUBLISHERROR']._serialized_start=748
+  _globals['_PUBLISHERROR']._serialized_end=893
+  _globals['_STATEREFUSAL']._serialized_start=895
+  _globals['_STATEREFUSAL']._serialized_end=1014
+  _globals['_FIELDVIOLATION']._serialized_start=1016
+  _globals['_FIELDVIOLATION']._serialized_end=1085
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1088
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1238
+  _globals['_SUBSCRIPTIONOPEN']._serialized_start=1241
+  _globals['_SUBSCRIPTIONOPEN']._serialized_end=1411
+  _globals['_SUBSCRIPTIONFILTER']._serialized_start=1414
+  _globals['_SUBSCRIPTIONFILTER']._serialized_end=1704
+  _globals['_ACK']._serialized_start=1706
+  _globals['_ACK']._serialized_end=1741
+  _globals['_NACK']._serialized_start=1743
+  _globals['_NACK']._serialized_end=1862
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1865
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=2095
+  _globals['_ACKCONFIRMED']._serialized_start=2097
+  _globals['_ACKCONFIRMED']._serialized_end=2132
+  _globals['_ACKNOTCONFIRMED']._serialized_start=2134
+  _globals['_ACKNOTCONFIRMED']._serialized_end=2188
+  _globals['_SUBSCRIPTIONREADY']._serialized_start=2190
+  _globals['_SUBSCRIPTIONREADY']._serialized_end=2263
+  _globals['_DELIVERY']._serialized_start=2266
+  _globals['_DELIVERY']._serialized_end=2441
+  _globals['_DECLAREEMERGENCYREQUEST']._serialized_start=2444
+  _globals['_DECLAREEMERGENCYREQUEST']._serialized_end=2983
+  _globals['_DECLAREEMERGENCYRESPONSE']._serialized_start=2985
+  _globals['_DECLAREEMERGENCYRESPONSE']._serialized_end=3055
+  _globals['_LISTEMERGENCIESREQUEST']._serialized_start=3057
+  _globals['_LISTEMERGENCIESREQUEST']._serialized_end=3081
+  _globals['_LISTEMERGENCIESRESPONSE']._serialized_start=3083
+  _globals['_LISTEMERGENCIESRESPONSE']._serialized_end=3153
+  _globals['_EMERGENCYGRANT']._serialized_start=3156
+  _globals['_EMERGENCYGRANT']._serialized_end=3354
+  _globals['_PUBLISHERSERVICE']._serialized_start=3357
+  _globals['_PUBLISHERSERVICE']._serialized_end=3530
+  _globals['_SUBSCRIBERSERVICE']._serialized_start=3532
+  _globals['_SUBSCRIBERSERVICE']._serialized_end=3631
+  _globals['_BREAKGLASSSERVICE']._serialized_start=3634
+  _globals['_BREAKGLASSSERVICE']._serialized_end=3844
 # @@protoc_insertion_point(module_scope)

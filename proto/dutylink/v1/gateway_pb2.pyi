@@ -230,6 +230,7 @@ class PublishError(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     VIOLATIONS_FIELD_NUMBER: _builtins.int
+    STATE_REFUSALS_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     """The gRPC status code the unary Publish would have returned (e.g. 3 INVALID_ARGUMENT,
     7 PERMISSION_DENIED, 14 UNAVAILABLE: retry with the same event id).
@@ -240,20 +241,84 @@ class PublishError(_message.Message):
     def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldViolation]:
         """For invalid events, every violated field rule."""
 
+    @_builtins.property
+    def state_refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateRefusal]:
+        """For an event an aggregate's state refuses (an illegal lifecycle transition, a ledger line
+        without room, a race lost to another writer): each aggregate that refuses it, with its
+        state. A unary Publish carries the same in its status details (see StateRefusal).
+        """
+
     def __init__(
         self,
         *,
         code: _builtins.int = ...,
         message: _builtins.str = ...,
         violations: _abc.Iterable[Global___FieldViolation] | None = ...,
+        state_refusals: _abc.Iterable[Global___StateRefusal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "violations", b"violations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "state_refusals", b"state_refusals", "violations", b"violations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishError: _TypeAlias = PublishError  # noqa: Y015
+
+@_typing.final
+class StateRefusal(_message.Message):
+    """Why an aggregate's current state refuses an event, so the caller sees what the gateway
+    holds. A unary Publish refused this way (FAILED_PRECONDITION for an illegal transition,
+    RESOURCE_EXHAUSTED for a ledger line without room, ABORTED for a race lost to another
+    writer) carries in its google.rpc.Status details one google.rpc.PreconditionFailure (a
+    violation per aggregate: type = the aggregate's lifecycle or "ledger", subject = the
+    aggregate, description = the reason) and one StateRefusal per aggregate with the full data;
+    a PublishBatch carries the StateRefusals in the event's PublishError. Long texts and lists
+    are cut to keep an answer within the status size limits.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGGREGATE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ALLOWED_CUT_FIELD_NUMBER: _builtins.int
+    aggregate: _builtins.str
+    """The aggregate: its lifecycle (or "ledger"), plane and key, e.g. "incident/actual/INC-1"
+    or "ledger/actual/fire/AMB".
+    """
+    state: _builtins.str
+    """Its current state, e.g. "closed"; "none" when it does not exist yet."""
+    version: _builtins.int
+    """Its version: how many transitions it has been through."""
+    reason: _builtins.str
+    """Why it refuses the event."""
+    allowed_cut: _builtins.int
+    """How many entries of `allowed` were left out to keep the answer small (0: none)."""
+    @_builtins.property
+    def allowed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What it allows from `state`, e.g. "incident.reopened → verified" (may be cut; see
+        `allowed_cut`).
+        """
+
+    def __init__(
+        self,
+        *,
+        aggregate: _builtins.str = ...,
+        state: _builtins.str = ...,
+        version: _builtins.int = ...,
+        allowed: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        allowed_cut: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "allowed", b"allowed", "allowed_cut", b"allowed_cut", "reason", b"reason", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateRefusal: _TypeAlias = StateRefusal  # noqa: Y015
 
 @_typing.final
 class FieldViolation(_message.Message):

@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 from dutylink.v1 import event_pb2, gateway_pb2
-from gateway.cli.demo import SUBSCRIPTIONS, DemoReport, publish_step, run_demo, scenario
+from gateway.cli.demo import SUBSCRIPTIONS, DemoReport, publish_step, run_demo
+from gateway.cli.demo_scenario import script
 from gateway.core.validation import Validator
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
@@ -18,7 +19,7 @@ from policies.loader import SAMPLE_DIR
 
 def test_every_scripted_event_is_valid() -> None:
     validator = Validator()
-    for step in scenario(datetime(2026, 8, 15, 6, tzinfo=UTC)):
+    for step in script(datetime(2026, 8, 15, 6, tzinfo=UTC)):
         assert validator.problems(step.event) == [], step.narration
 
 
@@ -31,7 +32,7 @@ async def test_the_demo_delivers_each_event_to_every_other_subscribed_agency_und
         report = await run_demo(gateway.address, Console(file=output, width=200), pause=0)
     # The double booking is stored only by a gateway that does not enforce the lifecycles.
     assert len(report.refused) + len(report.unenforced) == 1
-    steps = [s for s in scenario(datetime.now(UTC)) if not (s.refused_by_design and report.refused)]
+    steps = [s for s in script(datetime.now(UTC)) if not (s.refused_by_design and report.refused)]
     for agency, families in SUBSCRIPTIONS.items():
         expected = sum(
             1 for s in steps if s.agency != agency and s.event.WhichOneof("payload") in families
@@ -60,7 +61,7 @@ class Refusing:
         )
 
 
-DOUBLE_BOOKING = [s for s in scenario(datetime(2026, 8, 15, 6, tzinfo=UTC)) if s.refused_by_design]
+DOUBLE_BOOKING = [s for s in script(datetime(2026, 8, 15, 6, tzinfo=UTC)) if s.refused_by_design]
 
 
 async def test_the_double_booking_refused_as_an_illegal_transition_is_shown_as_the_expected_outcome() -> (
@@ -82,7 +83,7 @@ async def test_the_double_booking_refused_as_an_illegal_transition_is_shown_as_t
 async def test_any_other_refusal_ends_the_demo_with_its_error(
     by_design: bool, code: grpc.StatusCode
 ) -> None:
-    steps = scenario(datetime(2026, 8, 15, 6, tzinfo=UTC))
+    steps = script(datetime(2026, 8, 15, 6, tzinfo=UTC))
     step = next(s for s in steps if s.refused_by_design == by_design)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await publish_step(step, Refusing(code, "no"), DemoReport(), Console(file=io.StringIO()))

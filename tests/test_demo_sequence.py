@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from dutylink.v1 import event_pb2
-from gateway.cli.demo_scenario import RESERVE_AMBULANCES, Step, scenario
+from gateway.cli.demo_scenario import RESERVE_AMBULANCES, Step, scenario, script
 from gateway.core.workflows import Actor
 from gateway.core.workflows.ledger import apply as fold_ledger
 from gateway.core.workflows.ledger_state import Ledger
@@ -51,7 +51,7 @@ class Exchange:
 
 
 def test_every_step_is_a_catalogued_type_carrying_the_fields_it_requires() -> None:
-    for step in scenario(NOW):
+    for step in script(NOW):
         event_type = CATALOGUE.get(step.event.type)
         assert event_type is not None, step.event.type
         assert event_type.missing_fields(step.event) == [], step.narration
@@ -59,7 +59,7 @@ def test_every_step_is_a_catalogued_type_carrying_the_fields_it_requires() -> No
 
 def test_every_step_is_accepted_except_the_double_booking_which_the_ledger_refuses() -> None:
     exchange = Exchange()
-    steps = scenario(NOW)
+    steps = script(NOW)
     (double_booking,) = [s for s in steps if s.refused_by_design]
     assert double_booking.event.type == "resource.commit"
     for number, step in enumerate(steps):
@@ -73,7 +73,7 @@ def test_every_step_is_accepted_except_the_double_booking_which_the_ledger_refus
 
 def test_the_incident_goes_round_the_whole_public_report_loop_to_closed() -> None:
     exchange = Exchange()
-    steps = scenario(NOW)
+    steps = script(NOW)
     for step in steps:
         exchange.publish(step)
     loop = [(kind, new.state) for kind, ref, _, new in exchange.world.log if ref.lifecycle == "incident"]  # fmt: skip
@@ -88,7 +88,7 @@ def test_the_incident_goes_round_the_whole_public_report_loop_to_closed() -> Non
 
 def test_the_lines_and_the_warnings_end_where_the_story_leaves_them() -> None:
     exchange = Exchange()
-    steps = scenario(NOW)
+    steps = script(NOW)
     for step in steps:
         exchange.publish(step)
     ends = {(s.lifecycle, s.key.rsplit("-", 1)[-1]): s.state for s in exchange.world.states.values()}  # fmt: skip
@@ -104,6 +104,16 @@ def test_the_lines_and_the_warnings_end_where_the_story_leaves_them() -> None:
 def test_the_demo_can_be_played_again_on_the_same_store() -> None:
     exchange = Exchange()
     for _ in range(2):
-        for step in scenario(NOW):
+        for step in script(NOW):
             assert bool(exchange.publish(step)) == step.refused_by_design, step.narration
     assert len(exchange.ledger.items) == 2, "each playing declares a reserve of its own"
+
+
+def test_the_scenario_others_start_from_is_the_script_without_the_double_booking() -> None:
+    exchange = Exchange()
+    steps = scenario(NOW)
+    assert steps[0].event.type == "incident.reported"
+    assert [s.event.type for s in steps] == [
+        s.event.type for s in script(NOW) if not s.refused_by_design
+    ]
+    assert all(exchange.publish(step) == [] for step in steps)

@@ -29,6 +29,7 @@ from adapters.sdk.client import NO_RETRY, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.cli.demo_scenario import Step as Step
 from gateway.cli.demo_scenario import scenario as scenario
+from gateway.cli.demo_scenario import script
 from gateway.config import sample_tokens
 
 # The agencies playing the scenario, with their sample development tokens.
@@ -157,7 +158,7 @@ async def run_demo(
 ) -> DemoReport:
     """Play the scenario against the gateway at `address`; returns what was sent and received."""
     now = (clock or (lambda: datetime.now(UTC)))()
-    steps = scenario(now)
+    steps = script(now)
     report = DemoReport()
     tokens = sample_tokens()
     clients = {agency: DutyLinkClient(address, token=tokens[agency]) for agency in PLAYERS}

@@ -9,10 +9,10 @@ police report the cordon; fire tells the caller the outcome; ecology lifts its w
 emergency management releases the ambulances; the command centre publishes the outcome,
 rewards the caller and closes the incident.
 
-Every step is a legal transition of the event-type catalogue (tests/test_demo_sequence.py
-replays the script through the lifecycle machine and the resource ledger), except the one
-marked `refused_by_design`. Ids are fresh on every call, so the demo can be played again on
-the same store. Pure: builds events, no I/O.
+Every step of `script` is a legal transition of the event-type catalogue
+(tests/test_demo_sequence.py replays it through the lifecycle machine and the resource ledger),
+except the one marked `refused_by_design`; `scenario` is the script without it. Ids are fresh
+on every call, so the demo can be played again on the same store. Pure: builds events, no I/O.
 """
 
 from __future__ import annotations
@@ -238,8 +238,15 @@ class _Run:
 
 
 def scenario(now: datetime) -> list[Step]:
-    """The scripted steps, in order. Ids are fresh on every call. The first step is the
-    incident report (benchmarks copy it)."""
+    """The steps a gateway stores, in order: the script without the double booking (valid,
+    legal events of every agency, for benchmarks and the fuzzer to start from). The first is
+    the incident report. Ids are fresh on every call."""
+    return [step for step in script(now) if not step.refused_by_design]
+
+
+def script(now: datetime) -> list[Step]:
+    """Every step the demo plays, in order, the double booking included. Ids are fresh on
+    every call."""
     run = _Run(now, uuid.uuid4().hex[:6].upper())
     incident = run.incident
     downwind = common_pb2.Polygon(

@@ -1,4 +1,10 @@
-"""Valid events of each family, with fresh ids; tests change what they need."""
+"""Valid events of each family, with fresh ids; tests change what they need.
+
+Every call opens a new aggregate of its own (a new incident id, a new EDXL-RM exchange, a new
+CAP identifier), so publishing the result is always a legal first step of its lifecycle: the
+gateway refuses a second `incident.reported` for an incident that exists. A test that needs
+several events about one incident passes that `incident_id` and gives the later events a type
+that moves an existing incident (e.g. `incident.updated`)."""
 
 from __future__ import annotations
 
@@ -10,16 +16,25 @@ from dutylink.v1 import common_pb2, event_pb2, incident_pb2, resource_pb2, warni
 NOW = datetime(2026, 8, 15, 6, 0, tzinfo=UTC)
 
 
-def envelope(event_type: str, *, division_code: str = "310115") -> event_pb2.Event:
+def fresh_incident_id() -> str:
+    """A new incident id in the shape agencies give them ("INC-2026-0815-…")."""
+    return f"INC-2026-0815-{uuid.uuid4().hex[:12]}"
+
+
+def envelope(
+    event_type: str, *, division_code: str = "310115", incident_id: str | None = None
+) -> event_pb2.Event:
+    """An event about `incident_id` (a fresh one unless given), its payload left to the caller."""
+    about = incident_id or fresh_incident_id()
     event = event_pb2.Event(
         id=str(uuid.uuid4()),
         type=event_type,
-        subject="INC-2026-0815-001",
+        subject=about,
         jurisdiction=common_pb2.Jurisdiction(division_code=division_code),
         classification=event_pb2.CLASSIFICATION_INTERNAL,
         plane=event_pb2.PLANE_ACTUAL,
         priority=event_pb2.PRIORITY_URGENT,
-        correlation_id="INC-2026-0815-001",
+        correlation_id=about,
     )
     event.time.FromDatetime(NOW)
     return event
@@ -33,10 +48,11 @@ def scene() -> common_pb2.Location:
     )
 
 
-def incident_event() -> event_pb2.Event:
-    event = envelope("incident.reported")
+def incident_event(*, incident_id: str | None = None) -> event_pb2.Event:
+    """An `incident.reported` of a new incident (or of `incident_id`)."""
+    event = envelope("incident.reported", incident_id=incident_id)
     incident = event.incident
-    incident.incident_id = "INC-2026-0815-001"
+    incident.incident_id = event.subject
     incident.category = incident_pb2.INCIDENT_CATEGORY_HAZARDOUS_CHEMICALS
     incident.severity = incident_pb2.INCIDENT_SEVERITY_MAJOR
     incident.status = incident_pb2.INCIDENT_STATUS_REPORTED
@@ -53,11 +69,12 @@ def incident_event() -> event_pb2.Event:
 
 
 def resource_request_event() -> event_pb2.Event:
+    """A `resource.request` opening a new EDXL-RM exchange (one line) for a new incident."""
     event = envelope("resource.request")
     message = event.resource
     message.message_id = f"RM-{uuid.uuid4()}"
     message.originating_message_id = message.message_id
-    message.incident_id = "INC-2026-0815-001"
+    message.incident_id = event.subject
     message.contacts.add(description="Emergency medical centre duty desk", agency="health")
     request = message.request_resource
     line = request.resource_infos.add(resource_info_element_id="1")
@@ -71,6 +88,7 @@ def resource_request_event() -> event_pb2.Event:
 
 
 def warning_event() -> event_pb2.Event:
+    """A CAP Alert with a new identifier."""
     event = envelope("warning.alert")
     event.classification = event_pb2.CLASSIFICATION_PUBLIC
     warning = event.warning

@@ -82,7 +82,7 @@ def facts(
 async def test_a_delivery_is_logged_with_the_digest_of_the_bytes_sent_and_commitments_to_what_was_withheld(
     gateway: Gateway, nats_url: str, tmp_path: Path
 ) -> None:
-    event = incident_event()
+    event = incident_event(incident_id="INC-2026-0815-001")
     event.incident.reporter.phone = "13812345678"
     event.incident.reporter.name = "Wang Fang"
     async with client(gateway, "transport") as transport, client(gateway, "police") as police:

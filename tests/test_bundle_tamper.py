@@ -63,9 +63,11 @@ async def _exchange(url: str, data_dir: Path) -> None:
     or the stop entry's append. Waiting for a checkpoint that covers all of them before the stop
     keeps them out of the stop's append, however late the checkpoint loop runs under load."""
     config = config_for_tests(nats={"data_dir": str(data_dir)}, audit={"checkpoint_seconds": 0.05})
-    events = [incident_event() for _ in range(5)]
+    events = [incident_event(incident_id=INCIDENT) for _ in range(4)]
     events[0].incident.title = ""  # refused: audited INVALID
-    events[4].incident.incident_id = OTHER_INCIDENT
+    for update in events[2:]:  # INCIDENT is reported once (events[1]), then updated
+        update.type = "incident.updated"
+    events.append(incident_event(incident_id=OTHER_INCIDENT))
     async with (
         Gateway(config, nats_url=url) as gateway,
         DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,

@@ -28,8 +28,10 @@ INCIDENT = "INC-2026-0815-001"
 async def _exchange(url: str, data_dir: Path) -> list[event_pb2.Event]:
     """Run a gateway on `url`: fire publishes three events of INCIDENT and one of another."""
     config = config_for_tests(nats={"data_dir": str(data_dir)}, audit={"checkpoint_seconds": 0.05})
-    events = [incident_event() for _ in range(4)]
-    events[3].incident.incident_id = "INC-2026-0815-002"
+    events = [incident_event(incident_id=INCIDENT) for _ in range(3)]
+    for update in events[1:]:  # INCIDENT is reported once, then updated
+        update.type = "incident.updated"
+    events.append(incident_event(incident_id="INC-2026-0815-002"))
     async with (
         Gateway(config, nats_url=url) as gateway,
         DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,

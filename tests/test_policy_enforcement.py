@@ -181,14 +181,16 @@ async def test_break_glass_unredacts_for_the_incident_until_it_expires_and_is_li
     assert declared.grant.declared_by == "command"
     async with client(gateway, "transport") as transport, client(gateway, "fire") as fire:
         roads = await opened(transport, "escort", families=["incident"])
-        await fire.publish(incident_event())
+        await fire.publish(incident_event(incident_id="INC-2026-0815-001"))
         during = await roads.next(timeout=10)
         assert during is not None
         assert during.event.incident.reporter.phone and not during.withheld_fields
         assert declared.grant.id in during.rule_ids
         await roads.ack(during)
         await asyncio.sleep(2.1)
-        await fire.publish(incident_event())
+        update = incident_event(incident_id="INC-2026-0815-001")
+        update.type = "incident.updated"  # the incident exists: a second report would be refused
+        await fire.publish(update)
         after = await roads.next(timeout=10)
         assert after is not None and "incident.reporter" in after.withheld_fields
         await roads.close()

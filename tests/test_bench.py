@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dutylink.catalogue import load_catalogue
+from dutylink.v1 import gateway_pb2
 from gateway import bench
 from gateway.bench import Figure, Target
-from gateway.bench.harness import Series, interleave
+from gateway.bench.harness import Series, interleave, make_events, refusals
 from gateway.cli.main import app
+from gateway.core.validation import Validator
 
 # --- pure: ratios, targets, the table ------------------------------------------------------------
 
@@ -103,6 +106,28 @@ def test_an_unknown_section_is_refused_with_the_known_ones() -> None:
     assert "latency" in result.output
 
 
+def test_each_bench_event_is_valid_and_opens_an_incident_of_its_own() -> None:
+    """Under enforced lifecycles a second report of one incident is refused: the bench's
+    events must never repeat one, nor lack what the validator and the catalogue require."""
+    events = make_events(3)
+    assert len({e.id for e in events}) == len({e.incident.incident_id for e in events}) == 3
+    assert all(e.subject == e.correlation_id == e.incident.incident_id for e in events)
+    reported = load_catalogue().get("incident.reported")
+    assert reported is not None
+    assert all(e.type == "incident.reported" and not reported.missing_fields(e) for e in events)
+    assert Validator().problems(events[0]) == []
+
+
+def test_refused_events_are_reported_so_no_figure_measures_them() -> None:
+    stored = gateway_pb2.PublishResult(receipt=gateway_pb2.Receipt(event_id="a"))
+    illegal = gateway_pb2.PublishResult(error=gateway_pb2.PublishError(code=9, message="state"))
+    busy = gateway_pb2.PublishResult(error=gateway_pb2.PublishError(code=14, message="later"))
+    assert refusals([stored, stored]) == ""
+    assert refusals([stored, illegal, busy]) == "2 of 3 events refused (code 9: state)"
+    assert refusals([stored, busy], but_retryable=True) == ""
+    assert "code 9" in refusals([busy, illegal], but_retryable=True)
+
+
 # --- end to end ----------------------------------------------------------------------------------
 
 
@@ -123,7 +148,7 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 3, 2, 1, 5, 4, 3, 2, 4]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 3, 2, 1, 2, 5, 4, 3, 2, 4]
     for figure in figures:
         assert len(figure.samples) == 1, figure.name
         assert len(figure.baseline_samples) in (0, len(figure.samples)), figure.name
@@ -148,7 +173,11 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     checkpoint_p50, checkpoint_p99 = by_section["checkpoint"]
     assert checkpoint_p50.median <= checkpoint_p99.median
     targets = {f.name: f.target for f in figures if f.target is not None}
-    assert len(targets) == 7, "unary, batch, audit, p99, lag growth, checkpoint p99, RSS growth"
+    assert len(targets) == 8, (
+        "unary, batch, audit, guard, p99, lag growth, checkpoint p99, RSS growth"
+    )
+    batch_guarded, unary_guarded = by_section["guard"]
+    assert batch_guarded.baseline == unary_guarded.baseline == "guard off"
 
 
 async def test_only_the_chosen_sections_run_and_each_is_announced_as_it_starts_and_ends() -> None:

@@ -12,6 +12,12 @@ replicas as the gateway's) and deletes it afterwards if permitted. The `sync` se
 two server settings, so it needs the embedded servers and is skipped there; the soak section
 always starts its own.
 
+Events: incident reports on the exercise plane (`harness.incident_report`), each with a fresh
+event id and a fresh incident id, so that with lifecycles enforced each opens a new incident (a
+repeated incident id would be refused). An event refused for any reason but "not now"
+(UNAVAILABLE and the like, which the overload figures count) ends the run with the reason: no
+figure measures refusals.
+
 Like for like: the raw publishers send the same event bytes the gateway stores (stamped with
 source and receive time), with the gateway's headers (CloudEvents attributes, `Nats-Msg-Id`,
 `Nats-Expected-Stream`) into a stream with the gateway's duplicate window. Gateway runs have
@@ -45,6 +51,11 @@ Sections (`--only SECTION`, repeatable) and their figures:
 - `policy`: PublishBatch and Subscribe delivery + ack (transport receiving the fire's exercise
   incidents, the reporter withheld) under the sample policies vs a permissive one-rule policy.
 - `audit`: PublishBatch with the audit log on vs off (target >= 0.85x: overhead under 15 %).
+- `guard`: the lifecycle guard's cost (`[gateway] enforce_lifecycles`, on in every other
+  section, as by default): PublishBatch (500 per call) and Publish (16 in flight) with the guard
+  on vs the same gateway with it off, alternating in the same runs (target for the batch >=
+  0.85x: overhead under 15 %). Each event opens an incident of its own: one key-value read and
+  one create.
 - `latency`: end to end, publish -> subscriber delivery, p50/p99/max in ms, at 1,000 events/s
   (and p50/p99 at a quarter of that, below saturation) for `--seconds`: an open-loop publisher (event i is due at i/rate; unary Publish, up to 64
   calls in flight) and one subscriber of another agency acking each delivery. Latency is
@@ -97,6 +108,7 @@ from gateway.bench.figures import (
     table_rows,
     where,
 )
+from gateway.bench.guard import guard_figures
 from gateway.bench.latency import latency_figures
 from gateway.bench.raw import sync_figures
 from gateway.bench.soak import soak_figures
@@ -118,6 +130,7 @@ __all__ = [
 _GROUPS: tuple[tuple[frozenset[str], Callable[[Settings], Awaitable[list[Figure]]]], ...] = (
     (frozenset({"sync"}), sync_figures),
     (frozenset({"publish", "policy", "audit"}), throughput_figures),
+    (frozenset({"guard"}), guard_figures),
     (frozenset({"latency"}), latency_figures),
     (frozenset({"abuse"}), abuse_figures),
     (frozenset({"fanout"}), fanout_figures),

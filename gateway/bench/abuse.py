@@ -17,6 +17,7 @@ from dutylink.v1 import event_pb2
 from gateway.bench.figures import Figure, Settings, make_figure
 from gateway.bench.harness import (
     OPEN_LOOP_IN_FLIGHT,
+    RETRYABLE_CODES,
     Latency,
     Series,
     cancel_all,
@@ -26,6 +27,8 @@ from gateway.bench.harness import (
     make_events,
     nats_at,
     open_loop,
+    refusals,
+    renew,
 )
 from gateway.config import sample_tokens
 from gateway.core.settings import GatewaySettings
@@ -70,7 +73,11 @@ async def _modest_latency(client: DutyLinkClient, *, rate: float, seconds: float
         nonlocal failed
         try:
             await client.publish(events[index])
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as error:
+            if error.code().value[0] not in RETRYABLE_CODES:
+                raise RuntimeError(
+                    f"bench: a modest Publish was refused: {error.details()}"
+                ) from error
             failed += 1
         done[index] = time.perf_counter()
 
@@ -80,18 +87,21 @@ async def _modest_latency(client: DutyLinkClient, *, rate: float, seconds: float
 
 
 async def _abuse(client: DutyLinkClient, batch: int, stored: list[int]) -> None:
-    """Maximum-size batches back to back, until cancelled; refusals only slow it down. The
-    same events each time under fresh ids (building them anew would load the bench's loop,
-    which also times the modest agency's calls)."""
+    """Maximum-size batches back to back, until cancelled; "not now" refusals only slow it
+    down, any other ends the run. The same events each time under fresh ids and incidents
+    (building them anew would load the bench's loop, which also times the modest agency's
+    calls)."""
     events = maximum_batch(batch)
     for round_ in itertools.count():
         for index, event in enumerate(events):
-            event.id = f"abuse-{id(events)}-{round_}-{index}"
+            renew(event, f"abuse-{id(events)}-{round_}-{index}")
         try:
             results = await client.publish_batch(events, timeout=60)
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.01)
             continue
+        if refused := refusals(results, but_retryable=True):
+            raise RuntimeError(f"bench: the abuser was refused: {refused}")
         stored[0] += sum(1 for r in results if r.HasField("receipt"))
 
 
@@ -120,6 +130,9 @@ async def _abuse_latency(
             before = stored[0]
             abused = await _modest_latency(modest, rate=rate, seconds=seconds)
             during = stored[0] - before
+            for loop in loops:  # an abuser refused for good ended early: say so
+                if loop.done() and (failure := loop.exception()) is not None:
+                    raise failure
         finally:
             await cancel_all(*loops)
     return AbuseLatency(alone, abused, during)

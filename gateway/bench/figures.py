@@ -13,6 +13,7 @@ SECTIONS = (
     "publish",
     "policy",
     "audit",
+    "guard",
     "latency",
     "abuse",
     "fanout",

@@ -56,8 +56,15 @@ import grpc
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.bench.figures import Figure, Settings, Target, make_figure
-from gateway.bench.harness import BATCH, PUBLISHER, RECEIVER, repeat
-from gateway.cli.demo import scenario
+from gateway.bench.harness import (
+    BATCH,
+    PUBLISHER,
+    RECEIVER,
+    incident_report,
+    refusals,
+    renew,
+    repeat,
+)
 from gateway.config import sample_tokens
 from gateway.store.nats_server import NatsServer
 from gateway.testkit.cluster import LocalCluster
@@ -98,15 +105,14 @@ class ScalingFigures:
 
 
 def _event_factory() -> Iterator[event_pb2.Event]:
-    """Fresh copies of the demo's first event (a fire's incident report, exercise plane), each
-    with its own id."""
-    template = scenario(datetime.now(UTC))[0].event
+    """Fresh copies of the bench's incident report, each with its own id and incident."""
+    template = incident_report(datetime.now(UTC))
     prefix = f"soak-{time.time_ns()}"
     index = 0
     while True:
         event = event_pb2.Event()
         event.CopyFrom(template)
-        event.id = f"{prefix}-{index}"
+        renew(event, f"{prefix}-{index}")
         index += 1
         yield event
 
@@ -149,6 +155,7 @@ class _OpenLoopPublisher:
         self.rate = rate
         self.published = 0
         self.errors = 0
+        self.refused = ""  # a refusal other than "not now": the load was not what was asked
         self.max_outstanding = 0
         self._calls: set[asyncio.Task[None]] = set()
 
@@ -158,6 +165,8 @@ class _OpenLoopPublisher:
         except grpc.aio.AioRpcError:
             self.errors += len(events)
             return
+        if refused := refusals(results, but_retryable=True):
+            self.refused = refused
         failed = sum(result.HasField("error") for result in results)
         self.errors += failed
         self.published += len(events) - failed
@@ -257,6 +266,8 @@ async def rss_with_stalled_subscriber(
             await asyncio.gather(sampler, receiver, stalling, return_exceptions=True)
             stalled.cancel()
             await healthy.close()
+    if publisher.refused:
+        raise RuntimeError(f"bench: the soak's publisher was refused: {publisher.refused}")
     kept = [i for i, t in enumerate(times) if t >= WARMUP_FRACTION * seconds] or [len(times) - 1]
     late = [i for i, t in enumerate(times) if t >= seconds / 2] or [len(times) - 1]
     window = [samples[i] for i in kept]
@@ -282,8 +293,8 @@ async def rss_with_stalled_subscriber(
 async def _publish_all(client: DutyLinkClient, events: Sequence[event_pb2.Event]) -> None:
     for offset in range(0, len(events), BATCH):
         results = await client.publish_batch(events[offset : offset + BATCH])
-        if failed := [r for r in results if r.HasField("error")]:
-            raise RuntimeError(f"{len(failed)} events refused: {failed[0].error.message}")
+        if refused := refusals(results):
+            raise RuntimeError(f"bench: {refused}")
 
 
 async def _timed_rate(

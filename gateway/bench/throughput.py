@@ -23,6 +23,7 @@ from gateway.bench.harness import (
     make_events,
     nats_at,
     rate_in_flight,
+    refusals,
     unique,
 )
 from gateway.bench.raw import echo_rate, raw_pipelined_rate
@@ -82,8 +83,8 @@ async def _gateway_rates(
         started = time.perf_counter()
         for offset in range(0, count, BATCH):
             results = await client.publish_batch(events[offset : offset + BATCH])
-            if any(r.HasField("error") for r in results):
-                raise RuntimeError(f"batch publish failed: {results[0].error.message}")
+            if refused := refusals(results):
+                raise RuntimeError(f"bench: {refused}")
         batched = count / (time.perf_counter() - started)
 
         started = time.perf_counter()

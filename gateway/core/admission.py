@@ -1,10 +1,11 @@
 """Admission of one published event, as a pipeline of guards: validation, the claimed source,
-the catalogue (a known type carrying its required fields), the policy decision, then any
-stateful guards (a lifecycle or a ledger check) that read the aggregate state handed in. Pure: the policy decision comes in as a function and the state as a
-value; no grpc here (refusal kinds become gRPC codes and audit outcomes in gateway.rpc.calls).
+the catalogue (a known type carrying its required fields), the policy decision. Pure: the policy
+decision comes in as a function; no grpc here (refusal kinds become gRPC codes and audit
+outcomes in gateway.rpc.calls). The lifecycles and the ledger judge the admitted events after
+it, in order, through `StatefulGuards` (the edge reads and writes their state).
 
-Each guard is `(principal, event, state) -> Passed | Refused`; the state is read and the
-transitions committed at the edge, through `StatefulGuards`. The first refusal ends the
+Each guard is `(principal, event, state) -> Passed | Refused` (`state`: extra guards may be
+handed a snapshot; the lifecycle guard judges whole batches instead). The first refusal ends the
 pipeline. The door guards (validation, claimed source) see the event as sent; then the event is
 stamped (authenticated source, time of receipt) and the later guards see the stamped event, so
 the catalogue, the policy and the stateful guards judge what would be stored (a field the gateway

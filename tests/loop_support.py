@@ -190,21 +190,23 @@ def warning(
 
 
 def declare(item: str, quantity: float, *, kind: str = "ambulance", unit: str = "vehicles",
+            threshold: float = 0,
             plane: event_pb2.Plane.ValueType = ACTUAL) -> event_pb2.Event:  # fmt: skip
     event = envelope("inventory.declared", plane)
     event.inventory.declaration.items.add(
         item_id=item, kind=resource_pb2.RESOURCE_KIND_VEHICLE if unit == "vehicles"
         else resource_pb2.RESOURCE_KIND_MATERIAL, type_info=kind, quantity=quantity, unit=unit,
         home=common_pb2.Location(address="depot"),
-        status=inventory_pb2.INVENTORY_STATUS_IN_SERVICE,
+        status=inventory_pb2.INVENTORY_STATUS_IN_SERVICE, replenishment_threshold=threshold,
     )  # fmt: skip
     return checked(event)
 
 
 def _resource(event_type: str, thread: str, kind: str, *, preceding: bool = True,
-              suffix: str = "") -> tuple[event_pb2.Event, resource_pb2.ResourceInfo]:  # fmt: skip
+              suffix: str = "", plane: event_pb2.Plane.ValueType = ACTUAL,
+              ) -> tuple[event_pb2.Event, resource_pb2.ResourceInfo]:  # fmt: skip
     """An EDXL-RM message of exchange `thread` with one line (element "1") of message kind `kind`."""
-    event = envelope(event_type)
+    event = envelope(event_type, plane)
     message = event.resource
     message.message_id = thread if not suffix else f"{thread}-{suffix}-{uuid.uuid4().hex[:8]}"
     message.originating_message_id = thread
@@ -216,8 +218,9 @@ def _resource(event_type: str, thread: str, kind: str, *, preceding: bool = True
     return event, line
 
 
-def request(thread: str, quantity: float, *, unit: str = "vehicles") -> event_pb2.Event:
-    event, line = _resource("resource.request", thread, "request_resource")
+def request(thread: str, quantity: float, *, unit: str = "vehicles",
+            plane: event_pb2.Plane.ValueType = ACTUAL) -> event_pb2.Event:  # fmt: skip
+    event, line = _resource("resource.request", thread, "request_resource", plane=plane)
     line.assignment.quantity.value = quantity
     line.assignment.quantity.unit = unit
     return checked(event)
@@ -253,9 +256,10 @@ def requisition(thread: str, quantity: float, *, unit: str = "vehicles") -> even
     return checked(event)
 
 
-def commit(thread: str, item: str, owner: str, quantity: float, *,
-           unit: str = "vehicles") -> event_pb2.Event:  # fmt: skip
-    event, line = _resource("resource.commit", thread, "commit_resource", suffix="commit")
+def commit(thread: str, item: str, owner: str, quantity: float, *, unit: str = "vehicles",
+           plane: event_pb2.Plane.ValueType = ACTUAL) -> event_pb2.Event:  # fmt: skip
+    event, line = _resource("resource.commit", thread, "commit_resource", suffix="commit",
+                            plane=plane)  # fmt: skip
     _answer(line, item, owner, quantity, unit)
     return checked(event)
 

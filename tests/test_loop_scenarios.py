@@ -346,6 +346,28 @@ async def test_illegal_transitions_are_refused_with_the_state_named_by_publish_a
     assert await state_of(nats_url, "incident", "INC-ILL-2") == "verified"
 
 
+async def test_two_replicas_racing_on_one_incident_accept_one_transition(
+    parties: Parties, nats_url: str
+) -> None:
+    for round_ in range(5):
+        incident_id = f"INC-RACE-{round_}"
+        await parties.publish("police", incident("reported", incident_id))
+        steps = (incident("verified", incident_id), incident("rejected", incident_id))
+        outcomes = await asyncio.gather(
+            *(parties.on(replica, "police").publish(step) for replica, step in enumerate(steps)),
+            return_exceptions=True,
+        )
+        accepted = [o for o in outcomes if isinstance(o, gateway_pb2.Receipt)]
+        refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+        assert (len(accepted), len(refused)) == (1, 1), outcomes
+        winner = steps[outcomes.index(accepted[0])].type.removeprefix("incident.")
+        assert refused[0].code() == FAILED_PRECONDITION, refused[0]
+        named = f"incident/actual/{incident_id} is '{winner}' (version 2)"
+        assert named in (refused[0].details() or "")
+        state = await aggregate(nats_url, "incident", incident_id)
+        assert (state.state, state.version) == (winner, 2)
+
+
 # --- 6. plane isolation ----------------------------------------------------------------------
 
 
@@ -367,6 +389,21 @@ async def test_an_exercise_incident_with_an_actual_ones_id_is_a_separate_aggrega
     assert await state_of(nats_url, "incident", same) == "handling"
     assert await state_of(nats_url, "incident", same, plane="exercise") == "reported"
 
+    # An exercise inventory with an actual one's item id is a separate ledger line: the exercise
+    # draws its own stock down, never the actual one.
+    await parties.publish("health", declare("AMB-P", 3))
+    await parties.publish("health", declare("AMB-P", 2, plane=EXERCISE))
+    await parties.publish("fire", request("RM-PLANE", 2, plane=EXERCISE))
+    await parties.publish("health", commit("RM-PLANE", "AMB-P", "health", 2, plane=EXERCISE))
+    await parties.publish("fire", request("RM-PLANE-2", 1, plane=EXERCISE))
+    await parties.refused(
+        "health",
+        commit("RM-PLANE-2", "AMB-P", "health", 1, plane=EXERCISE),
+        "ledger/exercise/health/AMB-P",
+    )
+    assert (await item_line(nats_url, ItemKey(EXERCISE, "health", "AMB-P"))).available == 0
+    assert await available(nats_url, "health", "AMB-P") == 3
+
 
 # --- 7. the ledger rebuilt from the stream equals the live one --------------------------------
 
@@ -382,8 +419,14 @@ async def test_the_ledger_rebuilt_from_the_stored_events_equals_the_live_key_val
     await draw(parties, [("FLOOD-1", "housing", "TENT-H", 40),
                          ("FLOOD-2", "emergency", "TENT-E", 30)])  # fmt: skip
     await race(parties, nats_url, rounds=3)
+    # Below its threshold: the gateway's own notice is stored beside the agencies' events.
+    await parties.publish("health", declare("COTS-R", 3, kind="cot", unit="tents", threshold=2))
+    await draw(parties, [("FLOOD-5", "health", "COTS-R", 2)])
     await parties.publish("command", release("FLOOD-1"))
-    rebuilt = rebuild(await stored_events(nats_url))
+    stored = await stored_events(nats_url)
+    (notice,) = [e for e in stored if e.type == "inventory.replenishment_needed"]
+    assert (notice.source, notice.inventory.replenishment_needed.item_id) == ("dutylink", "COTS-R")
+    rebuilt = rebuild(stored)
     live = {
         line.key: line
         for line in (
@@ -391,7 +434,7 @@ async def test_the_ledger_rebuilt_from_the_stored_events_equals_the_live_key_val
         )
     }
     assert set(rebuilt.items) == set(live)
-    assert len(live) == 2 + 3
+    assert len(live) == 2 + 3 + 1
     for key, line in live.items():
         assert _comparable(rebuilt.items[key]) == _comparable(line), key
 

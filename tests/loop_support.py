@@ -278,6 +278,18 @@ def release(thread: str) -> event_pb2.Event:
     return checked(event)
 
 
+def recall(thread: str, recalled: event_pb2.Event) -> event_pb2.Event:
+    """An EDXL-RM MessageRecall (Cancel) of the message `recalled` of exchange `thread`: its
+    body again (the lines it recalls), with the recall."""
+    event = envelope("resource.recall")
+    message = event.resource
+    message.CopyFrom(recalled.resource)
+    message.message_id = f"{thread}-recall-{uuid.uuid4().hex[:8]}"
+    message.recall.recall_message_id = recalled.resource.message_id
+    message.recall.type = resource_pb2.RECALL_TYPE_CANCEL
+    return checked(event)
+
+
 # --- what the gateway stored -------------------------------------------------------------------
 
 

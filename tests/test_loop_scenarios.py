@@ -39,6 +39,7 @@ from tests.loop_support import (
     item_line,
     kv_entries,
     now,
+    recall,
     release,
     request,
     requisition,
@@ -498,3 +499,48 @@ async def test_a_gateway_killed_between_a_reservation_and_its_expiry_publishes_i
     finally:
         await first.kill()
         await second.kill()
+
+
+# --- retries, recalls and expired warnings ----------------------------------------------------
+
+
+async def test_a_retry_on_the_other_replica_moves_nothing_again(
+    parties: Parties, nats_url: str
+) -> None:
+    await parties.publish("health", declare("AMB-X", 4))
+    await parties.publish("fire", request("RM-X", 2))
+    booking = commit("RM-X", "AMB-X", "health", 2)
+    await parties.on(0, "health").publish(booking)
+    await parties.on(1, "health").publish(booking)  # the answer was lost: sent again elsewhere
+    assert await available(nats_url, "health", "AMB-X") == 2
+    done = release("RM-X")
+    await parties.on(1, "fire").publish(done)
+    await parties.on(0, "fire").publish(done)
+    assert await available(nats_url, "health", "AMB-X") == 4
+    assert await state_of(nats_url, "resource_line", "RM-X/1") == "released"
+    await parties.refused("fire", release("RM-X"), "resource_line/actual/RM-X/1 is 'released'")
+
+
+async def test_a_recalled_commitment_returns_its_units_and_ends_the_line(
+    parties: Parties, nats_url: str
+) -> None:
+    await parties.publish("health", declare("AMB-Y", 4))
+    await parties.publish("fire", request("RM-Y", 3))
+    booking = commit("RM-Y", "AMB-Y", "health", 3)
+    await parties.publish("health", booking)
+    assert await available(nats_url, "health", "AMB-Y") == 1
+    await parties.publish("health", recall("RM-Y", booking))
+    assert await state_of(nats_url, "resource_line", "RM-Y/1") == "recalled"
+    assert await available(nats_url, "health", "AMB-Y") == 4
+
+
+async def test_an_update_of_an_expired_warning_is_refused(parties: Parties, nats_url: str) -> None:
+    sender = "weather.sh.example"
+    alert = warning("alert", "HEAT-1", sender)
+    alert.warning.infos[0].expires.FromDatetime(now() - timedelta(minutes=1))
+    await parties.publish("weather", alert)
+    await parties.refused(
+        "weather",
+        warning("update", "HEAT-2", sender, references=(alert,)),
+        f"warning/actual/{sender},HEAT-1",
+    )

@@ -202,6 +202,14 @@ def declare(item: str, quantity: float, *, kind: str = "ambulance", unit: str = 
     return checked(event)
 
 
+def adjust(item: str, delta: float) -> event_pb2.Event:
+    event = envelope("inventory.adjusted")
+    event.inventory.adjustment.item_id = item
+    event.inventory.adjustment.delta = delta
+    event.inventory.adjustment.reason = "restocked"
+    return checked(event)
+
+
 def _resource(event_type: str, thread: str, kind: str, *, preceding: bool = True,
               suffix: str = "", plane: event_pb2.Plane.ValueType = ACTUAL,
               ) -> tuple[event_pb2.Event, resource_pb2.ResourceInfo]:  # fmt: skip

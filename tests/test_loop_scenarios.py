@@ -31,6 +31,7 @@ from tests.conftest import TOKENS
 from tests.loop_support import (
     ACTUAL,
     EXERCISE,
+    adjust,
     aggregate,
     commit,
     declare,
@@ -233,8 +234,10 @@ async def assert_no_stock_negative(nats_url: str) -> None:
 
 
 SECOND_EXCHANGE_BUG = (
-    "a commitment on an item another exchange already holds: the judge marks the other "
-    "exchange's thread index entry changed without having read it, its create-write always "
+    "any change to an item line that an exchange not named by the event already holds (a "
+    "second commitment on the item, a stock adjustment): gateway.core.workflows.judge._judge_one "
+    "re-indexes every holding of the changed line, marks that exchange's thread index entry "
+    "changed without having read it, the guard writes it as a create (revision 0) that always "
     "conflicts, and the publish ends ABORTED after every retry"
 )
 
@@ -251,6 +254,14 @@ async def test_flood_shelter_drawn_twice_from_each_of_two_inventories(
     assert await available(nats_url, "housing", "TENT-H") == 40
     assert await available(nats_url, "emergency", "TENT-E") == 10
     await assert_no_stock_negative(nats_url)
+
+
+@pytest.mark.xfail(strict=True, reason=SECOND_EXCHANGE_BUG)
+async def test_stock_added_to_an_item_some_exchange_holds(parties: Parties, nats_url: str) -> None:
+    await declare_shelter(parties)
+    await draw(parties, [("FLOOD-1", "housing", "TENT-H", 40)])
+    await parties.publish("housing", adjust("TENT-H", 25))  # the same fault: an index not read
+    assert await available(nats_url, "housing", "TENT-H") == 85
 
 
 async def test_flood_shelter_from_two_inventories_and_a_double_booking_refused(

@@ -74,6 +74,14 @@ _INCIDENT_STATUS = {
 }
 
 
+_PHASES = {
+    "phase_preparedness": incident_pb2.EMERGENCY_PHASE_PREVENTION_PREPAREDNESS,
+    "phase_monitoring": incident_pb2.EMERGENCY_PHASE_MONITORING_WARNING,
+    "phase_response": incident_pb2.EMERGENCY_PHASE_RESPONSE_RESCUE,
+    "phase_recovery": incident_pb2.EMERGENCY_PHASE_RECOVERY_RECONSTRUCTION,
+}
+
+
 def incident(
     step: str,
     incident_id: str,
@@ -105,6 +113,8 @@ def incident(
         payload.feedback = "Hazard removed; the caller was told by phone."
     if step == "published":
         payload.published_summary = "A fallen billboard was removed within two hours."
+    if step.startswith("phase_"):
+        payload.phase = _PHASES[step]
     if step == "rewarded":
         payload.reward.granted = True
         payload.reward.reason = "Timely and accurate public report"
@@ -119,6 +129,8 @@ _TASK_STATUS = {
     "progress": task_pb2.TASK_STATUS_IN_PROGRESS,
     "rectified": task_pb2.TASK_STATUS_RECTIFIED,
     "rechecked": task_pb2.TASK_STATUS_RECHECKED,
+    "accountability": task_pb2.TASK_STATUS_ACCOUNTABLE,
+    "closed": task_pb2.TASK_STATUS_CLOSED,
 }
 
 
@@ -130,6 +142,7 @@ def task(
     owner: str = "",
     supervisor: str = "",
     recheck_by: str = "",
+    failed: bool = False,
 ) -> event_pb2.Event:
     """`task.<step>` of task `task_id`, with the fields that step requires."""
     event = envelope(f"task.{step}")
@@ -137,6 +150,8 @@ def task(
     payload.task_id = task_id
     payload.title = "Close the road downwind of the chemical park"
     payload.status = _TASK_STATUS.get(step, task_pb2.TASK_STATUS_ASSIGNED)
+    if step == "rechecked" and failed:
+        payload.status = task_pb2.TASK_STATUS_RECHECK_FAILED
     if origin_incident:
         payload.origin_incident_id = origin_incident
     payload.owner_agency = owner
@@ -146,8 +161,13 @@ def task(
     if step in ("progress", "rectified"):
         payload.progress_note = "Barriers up on Huaxia Road; diversion signed."
     if step == "rechecked":
-        payload.recheck.result = task_pb2.RECHECK_RESULT_PASSED
+        payload.recheck.result = (
+            task_pb2.RECHECK_RESULT_FAILED if failed else task_pb2.RECHECK_RESULT_PASSED
+        )
         payload.recheck.agency = recheck_by
+    if step == "accountability":
+        payload.accountability.agency = owner
+        payload.accountability.reason = "The re-check found the road still open to traffic."
     return checked(event)
 
 

@@ -555,3 +555,54 @@ async def test_an_update_of_an_expired_warning_is_refused(parties: Parties, nats
         warning("update", "HEAT-2", sender, references=(alert,)),
         f"warning/actual/{sender},HEAT-1",
     )
+
+
+# --- the other paths of the loops ---------------------------------------------------------------
+
+
+async def test_a_failed_recheck_raises_accountability_and_the_task_goes_round_again(
+    parties: Parties, nats_url: str
+) -> None:
+    task_id = "TASK-AGAIN-1"
+    await parties.publish("police", task("opened", task_id))
+    await parties.publish("command", task("assigned", task_id, owner="transport"))
+    await parties.publish("transport", task("rectified", task_id))
+    await parties.publish("command", task("rechecked", task_id, recheck_by="command", failed=True))
+    assert await state_of(nats_url, "task", task_id) == "recheck_failed"
+    await parties.refused("police", task("closed", task_id), f"task/actual/{task_id}")
+    await parties.publish("command", task("accountability", task_id, owner="transport"))
+    await parties.publish("command", task("assigned", task_id, owner="transport"))
+    await parties.publish("transport", task("rectified", task_id))
+    await parties.publish("police", task("rechecked", task_id, recheck_by="police"))
+    await parties.publish("police", task("closed", task_id))
+    assert await state_of(nats_url, "task", task_id) == "closed"
+
+
+async def test_a_closed_incident_reopens_and_its_emergency_phase_only_moves_forward(
+    parties: Parties, nats_url: str
+) -> None:
+    incident_id = "INC-AGAIN-1"
+    await parties.publish("police", incident("reported", incident_id))
+    await parties.publish("police", incident("closed", incident_id))
+    await parties.publish("police", incident("reopened", incident_id))
+    await parties.publish("command", incident("assigned", incident_id, lead="police"))
+    assert await state_of(nats_url, "incident", incident_id) == "assigned"
+
+    await parties.publish("command", incident("phase_response", incident_id))
+    await parties.refused(
+        "command",
+        incident("phase_monitoring", incident_id),
+        f"emergency_phase/actual/{incident_id} is 'response_rescue'",
+    )
+    await parties.publish("command", incident("phase_recovery", incident_id))
+    assert await state_of(nats_url, "emergency_phase", incident_id) == "recovery_reconstruction"
+
+
+async def test_the_requester_cannot_answer_its_own_request(parties: Parties, nats_url: str) -> None:
+    await parties.publish("health", declare("AMB-W", 2))
+    await parties.publish("fire", request("RM-W", 1))
+    await parties.refused(
+        "fire", respond("RM-W", "AMB-W", "health", 1), "resource_line/actual/RM-W/1"
+    )
+    await parties.publish("health", respond("RM-W", "AMB-W", "health", 1))
+    assert await state_of(nats_url, "resource_line", "RM-W/1") == "offered"

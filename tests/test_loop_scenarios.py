@@ -3,6 +3,9 @@ NATS (successive steps alternate between them), the lifecycle guard and the reso
 seen from outside: what is accepted, what is refused with the state named, what the key-value
 bucket holds and what the stream rebuilds to.
 
+Long because it is the issue's proof read top to bottom: one scenario after another over the
+same two replicas and builders (tests/loop_support.py), each short on its own.
+
 TODO(after merging the door guard and status details): besides the status code and message,
 assert the google.rpc.PreconditionFailure / StateRefusal details of unary refusals and
 PublishError.state_refusals of batch results."""

@@ -609,3 +609,27 @@ async def test_the_requester_cannot_answer_its_own_request(parties: Parties, nat
     )
     await parties.publish("health", respond("RM-W", "AMB-W", "health", 1))
     assert await state_of(nats_url, "resource_line", "RM-W/1") == "offered"
+
+
+async def test_a_batch_that_books_one_item_twice_stores_the_first_and_refuses_the_second(
+    parties: Parties, nats_url: str
+) -> None:
+    await parties.publish("emergency", declare("PUMP-1", 10, kind="pump", unit="tents"))
+    for thread in ("RM-B1", "RM-B2"):
+        await parties.publish("command", request(thread, 6, unit="tents"))
+    batch = [commit(t, "PUMP-1", "emergency", 6, unit="tents") for t in ("RM-B1", "RM-B2")]
+    results = await parties.on(0, "emergency").publish_batch(batch)
+    assert [r.WhichOneof("outcome") for r in results] == ["receipt", "error"]
+    assert results[1].error.code == FAILED_PRECONDITION.value[0]
+    assert "ledger/actual/emergency/PUMP-1" in results[1].error.message
+    assert await available(nats_url, "emergency", "PUMP-1") == 4
+
+
+async def test_an_update_of_another_senders_warning_is_refused(
+    parties: Parties, nats_url: str
+) -> None:
+    alert = warning("alert", "AQ-9", "ecology.sh.example")
+    await parties.publish("ecology", alert)
+    hijack = warning("update", "AQ-9-W", "weather.sh.example", references=(alert,))
+    await parties.refused("weather", hijack, "ecology.sh.example,AQ-9")
+    assert await state_of(nats_url, "warning", "ecology.sh.example,AQ-9") == "active"

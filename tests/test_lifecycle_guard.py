@@ -281,6 +281,17 @@ async def test_a_double_booking_by_two_replicas_at_one_moment_leaves_one_commitm
     assert line is not None and AggregateState.from_bytes(line.value).state == "requested"
 
 
+async def test_a_second_exchange_draws_on_an_item_another_already_holds() -> None:
+    store = memory_store()
+    replica = guard(store)
+    await publish(replica, "health", declare("AMB", 5))
+    await publish(replica, "fire", request("RM-1"), request("RM-2"))
+    (first,) = await publish(replica, "health", commit("RM-1", "AMB", 2))
+    (second,) = await publish(guard(store), "health", commit("RM-2", "AMB", 2))
+    assert isinstance(first, Admitted) and isinstance(second, Admitted)
+    assert await available(store, "AMB") == "1"
+
+
 async def test_a_release_that_names_no_item_finds_it_through_the_thread_index() -> None:
     store = memory_store()
     replica = guard(store)

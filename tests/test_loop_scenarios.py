@@ -236,16 +236,6 @@ async def assert_no_stock_negative(nats_url: str) -> None:
         assert line.available >= 0 and line.held <= line.total, line
 
 
-SECOND_EXCHANGE_BUG = (
-    "any change to an item line that an exchange not named by the event already holds (a "
-    "second commitment on the item, a stock adjustment): gateway.core.workflows.judge._judge_one "
-    "re-indexes every holding of the changed line, marks that exchange's thread index entry "
-    "changed without having read it, the guard writes it as a create (revision 0) that always "
-    "conflicts, and the publish ends ABORTED after every retry"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=SECOND_EXCHANGE_BUG)
 async def test_flood_shelter_drawn_twice_from_each_of_two_inventories(
     parties: Parties, nats_url: str
 ) -> None:
@@ -259,7 +249,6 @@ async def test_flood_shelter_drawn_twice_from_each_of_two_inventories(
     await assert_no_stock_negative(nats_url)
 
 
-@pytest.mark.xfail(strict=True, reason=SECOND_EXCHANGE_BUG)
 async def test_stock_added_to_an_item_some_exchange_holds(parties: Parties, nats_url: str) -> None:
     await declare_shelter(parties)
     await draw(parties, [("FLOOD-1", "housing", "TENT-H", 40)])

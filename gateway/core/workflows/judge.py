@@ -193,7 +193,12 @@ def _judge_one(
     for key in applied.changed:
         item = applied.ledger.items[key]
         items[key] = replace(item, recent=_remember(item.recent, event.id))
+        before = view.ledger.items.get(key)
         for holding in item.holdings:
+            if before is not None and before.holding(holding.line) == holding:
+                # Held already, so indexed already; and only the event's own exchanges were
+                # read, so another's index entry must not be written here.
+                continue
             thread = (key.plane, holding.line.thread)
             indexed = threads.get(thread, frozenset())
             if key not in indexed:

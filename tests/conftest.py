@@ -77,6 +77,19 @@ async def gateway(nats_url: str) -> AsyncIterator[Gateway]:
         yield running
 
 
+@pytest.fixture
+async def pipe_gateway(nats_url: str) -> AsyncIterator[Gateway]:
+    """A gateway that enforces no lifecycle (`enforce_lifecycles = false`): for the adapters'
+    fidelity tests with standards samples that are not one loop (historical CAP alerts long
+    expired, an EDXL envelope updating an alert never sent, two systems reporting one alarm).
+    The loops themselves are tested in test_loop_scenarios.py."""
+    config = config_for_tests(
+        subscriptions={"ack_wait_seconds": 2.0}, gateway={"enforce_lifecycles": False}
+    )
+    async with gateway_for_tests(nats_url, config) as running:
+        yield running
+
+
 ClientFactory = Callable[[str], Awaitable[DutyLinkClient]]
 
 

@@ -39,6 +39,12 @@ async def until(condition: Callable[[], bool], seconds: float = 15) -> None:
 
 
 @pytest.fixture
+def gateway(pipe_gateway: Gateway) -> Gateway:
+    """Standards samples, not one loop: see pipe_gateway."""
+    return pipe_gateway
+
+
+@pytest.fixture
 async def adapters(gateway: Gateway, tmp_path: Path) -> AsyncIterator[tuple[Path, Path, Path]]:
     """The weather bureau's CAP-in adapter (a drop directory) and transport's CAP-out adapter."""
     drop, outbox = tmp_path / "drop", tmp_path / "outbox"

@@ -34,6 +34,12 @@ from tests.conftest import TOKENS
 SAMPLES = Path(__file__).parent.parent / "adapters" / "edxl" / "samples"
 
 
+@pytest.fixture
+def gateway(pipe_gateway: Gateway) -> Gateway:
+    """Standards samples, not one loop: see pipe_gateway."""
+    return pipe_gateway
+
+
 async def until(condition: Callable[[], bool], seconds: float = 15) -> None:
     for _ in range(int(seconds / 0.05)):
         if condition():

@@ -36,6 +36,12 @@ SAMPLES = Path(__file__).parent.parent / "adapters" / "filedrop" / "samples"
 SAMPLE_OPTIONS: dict[str, Any] = tomllib.loads((SAMPLES / "gas-alarms.toml").read_text())["options"]
 
 
+@pytest.fixture
+def gateway(pipe_gateway: Gateway) -> Gateway:
+    """Standards samples, not one loop: see pipe_gateway."""
+    return pipe_gateway
+
+
 async def until(condition: Callable[[], bool], seconds: float = 15) -> None:
     for _ in range(int(seconds / 0.05)):
         if condition():

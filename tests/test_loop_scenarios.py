@@ -6,9 +6,8 @@ bucket holds and what the stream rebuilds to.
 Long because it is the issue's proof read top to bottom: one scenario after another over the
 same two replicas and builders (tests/loop_support.py), each short on its own.
 
-TODO(after merging the door guard and status details): besides the status code and message,
-assert the google.rpc.PreconditionFailure / StateRefusal details of unary refusals and
-PublishError.state_refusals of batch results."""
+The illegal-transition scenario also reads the refusals' details: a unary call's StateRefusal
+and PreconditionFailure, a batch result's PublishError.state_refusals."""
 
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from adapters.sdk.client import DutyLinkClient, Retry
 from dutylink.v1 import event_pb2, gateway_pb2
@@ -83,6 +83,11 @@ class Parties:
     async def refused(self, agency: str, event: event_pb2.Event, *named: str) -> str:
         """Publish `event` as `agency`, expect FAILED_PRECONDITION naming each of `named`;
         the status message."""
+        return (await self.refusal(agency, event, *named)).details() or ""
+
+    async def refusal(
+        self, agency: str, event: event_pb2.Event, *named: str
+    ) -> grpc.aio.AioRpcError:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await self.publish(agency, event)
         error = caught.value
@@ -90,7 +95,21 @@ class Parties:
         message = error.details() or ""
         for name in named:
             assert name in message, message
-        return message
+        return error
+
+
+def status_details(error: grpc.aio.AioRpcError) -> list[object]:
+    """The StateRefusal and PreconditionFailure details of a refused call's status."""
+    found: list[object] = []
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        for detail in status_pb2.Status.FromString(value).details:  # type: ignore[arg-type]
+            for kind in (gateway_pb2.StateRefusal, error_details_pb2.PreconditionFailure):
+                unpacked = kind()
+                if detail.Unpack(unpacked):
+                    found.append(unpacked)
+    return found
 
 
 @pytest.fixture
@@ -325,11 +344,20 @@ async def test_illegal_transitions_are_refused_with_the_state_named_by_publish_a
     parties: Parties, nats_url: str
 ) -> None:
     await parties.publish("police", incident("reported", "INC-ILL-1"))
-    await parties.refused(
+    error = await parties.refusal(
         "police",
         incident("handling", "INC-ILL-1"),
         "incident/actual/INC-ILL-1 is 'reported' (version 1)",
     )
+    details = status_details(error)
+    (refusal,) = [d for d in details if isinstance(d, gateway_pb2.StateRefusal)]
+    assert (refusal.aggregate, refusal.state, refusal.version) == ("incident/actual/INC-ILL-1",
+                                                                   "reported", 1)  # fmt: skip
+    assert any(a.startswith("incident.verified") for a in refusal.allowed)
+    (failure,) = [d for d in details if isinstance(d, error_details_pb2.PreconditionFailure)]
+    assert [(v.type, v.subject) for v in failure.violations] == [
+        ("incident", "incident/actual/INC-ILL-1")
+    ]
     await parties.refused(
         "transport", task("progress", "TASK-NONE"), "task/actual/TASK-NONE is 'none' (version 0)"
     )
@@ -345,6 +373,11 @@ async def test_illegal_transitions_are_refused_with_the_state_named_by_publish_a
     error = results[2].error
     assert error.code == FAILED_PRECONDITION.value[0]
     assert "incident/actual/INC-ILL-2 is 'verified' (version 2)" in error.message
+    (batch_refusal,) = error.state_refusals
+    assert (batch_refusal.aggregate, batch_refusal.state) == (
+        "incident/actual/INC-ILL-2",
+        "verified",
+    )
     stored = {e.id for e in await stored_events(nats_url)}
     assert {batch[i].id for i in (0, 1, 3)} <= stored and batch[2].id not in stored
     assert await state_of(nats_url, "incident", "INC-ILL-2") == "verified"

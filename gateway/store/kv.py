@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import nats.errors
 import nats.js.errors
@@ -103,39 +104,34 @@ class JetStreamKeyValue:
     async def _write(self, key: str, value: bytes, expected_revision: int) -> int:
         check_key(key)
         check_value(self.spec, value)
-        try:
+        with self._translated(key, expected_revision, "writing"):
             if expected_revision == 0:
                 return await self._bucket.create(key, value)
             return await self._bucket.update(key, value, last=expected_revision)
-        except nats.js.errors.KeyWrongLastSequenceError as error:
-            raise ConflictError.lost(self.spec.name, key, expected_revision) from error
-        except nats.js.errors.ServiceUnavailableError as error:  # outcome unknown: read again
-            raise _unavailable(error) from error
-        except nats.js.errors.APIError as error:
-            raise StoreRejectedError(
-                f"JetStream KV refused {key}: {error.description or error}"
-            ) from error
-        except STORE_FAILURES as error:
-            raise _unavailable(error) from error
+        raise AssertionError("unreachable: _translated re-raises")
 
     async def delete(self, key: str, expected_revision: int) -> None:
         check_key(key)
-        try:
+        with self._translated(key, expected_revision, "deleting"):
             await self._bucket.delete(key, last=expected_revision)
+
+    @contextlib.contextmanager
+    def _translated(self, key: str, expected_revision: int, doing: str) -> Iterator[None]:
+        """NATS errors of a compare-and-set write as the port's: a lost race ConflictError,
+        no answer StoreUnavailableError (the outcome is unknown: read again), a refusal
+        StoreRejectedError."""
+        try:
+            yield
         except nats.js.errors.KeyWrongLastSequenceError as error:
             raise ConflictError.lost(self.spec.name, key, expected_revision) from error
-        except nats.js.errors.BadRequestError as error:
+        except nats.js.errors.ServiceUnavailableError as error:
+            raise _unavailable(error) from error
+        except nats.js.errors.APIError as error:
             # nats-py's delete does not map "wrong last sequence" to KeyWrongLastSequenceError.
             if error.err_code == _WRONG_LAST_SEQUENCE:
                 raise ConflictError.lost(self.spec.name, key, expected_revision) from error
             raise StoreRejectedError(
-                f"JetStream KV refused deleting {key}: {error.description or error}"
-            ) from error
-        except nats.js.errors.ServiceUnavailableError as error:  # outcome unknown: read again
-            raise _unavailable(error) from error
-        except nats.js.errors.APIError as error:
-            raise StoreRejectedError(
-                f"JetStream KV refused deleting {key}: {error.description or error}"
+                f"JetStream KV refused {doing} {key}: {error.description or error}"
             ) from error
         except STORE_FAILURES as error:
             raise _unavailable(error) from error

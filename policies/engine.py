@@ -75,8 +75,8 @@ class _CompiledRule:
     """A rule's conditions for one family, as sets and tuples ready for quick tests."""
 
     __slots__ = ("agencies", "categories", "effect", "id", "max_classification",
-                 "min_classification", "min_priority", "min_severity", "names", "planes",
-                 "prefixes", "roles")  # fmt: skip
+                 "min_classification", "min_priority", "min_severity", "names",
+                 "only_parties", "planes", "prefixes", "roles")  # fmt: skip
 
     def __init__(self, rule: Rule, names: frozenset[str] | None, agencies: frozenset[str]):
         self.id = rule.id
@@ -91,6 +91,7 @@ class _CompiledRule:
         self.prefixes = tuple(rule.jurisdictions)
         self.categories = rule.categories
         self.min_severity = rule.min_severity
+        self.only_parties = rule.only_parties
 
     def matches(
         self,
@@ -101,6 +102,7 @@ class _CompiledRule:
         priority: int,
         roles: frozenset[str],
         event: event_pb2.Event,
+        agency: str,
     ) -> bool:
         # Kept in step with `mismatch` (a property test checks they agree); this one is the
         # hot path, so it builds no strings.
@@ -113,6 +115,7 @@ class _CompiledRule:
             and (not self.prefixes or division.startswith(self.prefixes))
             and (not self.categories or event.incident.category in self.categories)
             and (not self.min_severity or 0 < event.incident.severity <= self.min_severity)
+            and (not self.only_parties or agency in parties(event))
         )
 
     def mismatch(self, agency: str, roles: frozenset[str], event: event_pb2.Event) -> str | None:
@@ -144,7 +147,31 @@ class _CompiledRule:
             if not incident.severity:
                 return f"incident is not graded (needs {needed})"
             return f"incident severity {_named(INCIDENT_SEVERITIES, incident.severity)} is below {needed}"
+        if self.only_parties and agency not in (named := parties(event)):
+            return f"{agency} is not a party to the event (its parties: {', '.join(sorted(named))})"
         return None
+
+
+def parties(event: event_pb2.Event) -> frozenset[str]:
+    """The agencies an event concerns (for `only_parties` rules): its publisher; an incident's
+    lead and involved agencies; a task's owning and supervising agencies; the agency that owns
+    the stock a ledger notice is about."""
+    found = {event.source}
+    kind = event.WhichOneof("payload")
+    if kind == "incident":
+        found.update(event.incident.involved_agencies)
+        found.add(event.incident.lead_agency)
+    elif kind == "task":
+        found.update((event.task.owner_agency, event.task.supervising_agency))
+    elif kind == "inventory":
+        inventory = event.inventory
+        notice = inventory.WhichOneof("kind")
+        if notice == "replenishment_needed":
+            found.add(inventory.replenishment_needed.agency)
+        elif notice == "reservation_expired":
+            found.add(inventory.reservation_expired.agency)
+    found.discard("")
+    return frozenset(found)
 
 
 def _named(names: dict[str, int], *numbers: int) -> str:
@@ -259,7 +286,7 @@ class Evaluator:
         roles = roles & profile.roles
         key = (action, family, agency)
         facts = (event_type, event.jurisdiction.division_code, event.plane, classification,
-                 event.priority, roles, event)  # fmt: skip
+                 event.priority, roles, event, agency)  # fmt: skip
         denied = tuple(r.id for r in self._deny.get(key, ()) if r.matches(*facts))
         if denied:
             plural = "s" if len(denied) > 1 else ""

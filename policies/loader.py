@@ -72,6 +72,7 @@ _RULE_KEYS = (
     "min_priority",
     "categories",
     "min_severity",
+    "only_parties",
     "purpose",
     "legal_basis",
 )
@@ -224,6 +225,14 @@ class _FileParser:
     def text(self, node: Node | None, what: str) -> str:
         return self.scalar(node, what) or ""
 
+    def flag(self, node: Node | None, what: str) -> bool:
+        """`true` or `false` (absent: false); anything else is an error, not a guess."""
+        value = self.scalar(node, what)
+        if value is None or node is None or value in ("true", "false"):
+            return value == "true"
+        self.error(node, f"{what} must be true or false, not '{value}'")
+        return False
+
     # --- sections --------------------------------------------------------------------------
 
     def document(self, root: Node) -> None:
@@ -345,6 +354,9 @@ class _FileParser:
                 self.error(
                     fields[key], f"{key} apply to incidents only; types must all be incident.*"
                 )
+        only_parties = self.flag(get("only_parties"), "only_parties")
+        if only_parties and action != "receive":
+            self.error(fields["only_parties"], "only_parties applies to receive rules only")
         purpose = self.text(get("purpose"), "purpose")
         if (effect, action) == ("allow", "receive"):
             if ceiling is None and "max_classification" not in fields:
@@ -376,6 +388,7 @@ class _FileParser:
             min_priority=min_priority or 0,
             categories=categories,
             min_severity=min_severity or 0,
+            only_parties=only_parties,
             purpose=purpose,
             legal_basis=self.text(get("legal_basis"), "legal_basis"),
             description=self.text(get("description"), "description"),
@@ -503,6 +516,7 @@ def _covers(outer: Rule, inner: Rule, agencies: tuple[str, ...]) -> bool:
         and outer.max_classification >= inner.max_classification
         and outer.min_priority <= inner.min_priority
         and (not outer.min_severity or 0 < inner.min_severity <= outer.min_severity)
+        and (not outer.only_parties or inner.only_parties)
     )
 
 

@@ -179,6 +179,7 @@ class Rule:
     min_priority: int = 0
     categories: frozenset[int] = frozenset()
     min_severity: int = 0
+    only_parties: bool = False
     purpose: str = ""
     legal_basis: str = ""
     description: str = ""

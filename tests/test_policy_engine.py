@@ -397,3 +397,56 @@ def test_publishing_withholds_nothing() -> None:
 def test_the_benchmark_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
     bench.main(["--runs", "1", "--decisions", "200"])
     assert "decisions/s" in capsys.readouterr().out
+
+
+# --- parties ----------------------------------------------------------------------------------
+
+
+def _stock_notice(owner: str) -> event_pb2.Event:
+    notice = event_pb2.Event(
+        id="ledger-replenish-1",
+        source="dutylink",
+        type="inventory.replenishment_needed",
+        classification=event_pb2.CLASSIFICATION_INTERNAL,
+        plane=event_pb2.PLANE_ACTUAL,
+    )
+    notice.jurisdiction.division_code = "310115"
+    notice.inventory.replenishment_needed.agency = owner
+    notice.inventory.replenishment_needed.item_id = "tents"
+    return notice
+
+
+def test_a_ledger_notice_reaches_the_owning_agency_and_the_bureau_only() -> None:
+    notice = _stock_notice("fire")
+    assert decide("fire", "receive", notice).rule_ids == (
+        "agencies-receive-notices-on-their-own-stock",
+    )
+    assert decide("emergency", "receive", notice).allowed
+    assert not decide("police", "receive", notice).allowed
+    checks = {c.rule_id: c.outcome for c in SAMPLES.explain("police", NONE, "receive", notice).checks}  # fmt: skip
+    assert checks["agencies-receive-notices-on-their-own-stock"] == (
+        "police is not a party to the event (its parties: dutylink, fire)"
+    )
+
+
+def test_only_parties_counts_an_incidents_lead_and_involved_agencies() -> None:
+    rules = evaluator("""\
+        rules:
+          - id: parties-follow-their-incidents
+            effect: allow
+            action: receive
+            agencies: "*"
+            types: incident.*
+            only_parties: true
+            max_classification: RESTRICTED
+            purpose: Follow the incidents they take part in.
+    """)
+    event = incident(source="fire")
+    event.incident.ClearField("involved_agencies")
+    assert not rules.decide("police", NONE, "receive", event).allowed
+    event.incident.involved_agencies.append("police")
+    assert rules.decide("police", NONE, "receive", event).allowed
+    event.incident.ClearField("involved_agencies")
+    event.incident.lead_agency = "command"
+    assert rules.decide("command", NONE, "receive", event).allowed
+    assert not rules.decide("police", NONE, "receive", event).allowed

@@ -189,6 +189,15 @@ def test_a_receive_allow_rule_needs_a_ceiling_and_a_purpose() -> None:
     ]
 
 
+def test_only_parties_is_a_flag_of_receive_rules() -> None:
+    rule = "rules:\n  - id: r\n    effect: allow\n    action: {action}\n    agencies: [fire]\n    types: '*'\n    only_parties: {value}\n"
+    assert errors(rule.format(action="publish", value="true")) == [
+        "policies/rules.yaml:7: only_parties applies to receive rules only"
+    ]
+    deny = rule.format(action="receive", value="yes").replace("allow", "deny")
+    assert errors(deny) == ["policies/rules.yaml:7: only_parties must be true or false, not 'yes'"]
+
+
 def test_a_yaml_syntax_error_has_its_line_and_a_hint_for_a_bare_star() -> None:
     [found] = errors("rules:\n  - id: r\n    agencies: *\n")
     assert found.startswith("policies/rules.yaml:3: not valid YAML:")

@@ -38,10 +38,11 @@ def rules(draw: st.DrawFn, effect: str | None = None) -> Rule:
     incident_only = set(type_scope(types)) == {"incident"}
     lowest = draw(st.integers(1, 4))
     some = st.lists
+    action = draw(st.sampled_from(ACTIONS))
     return Rule(
         id="rule",
         effect=draw(st.sampled_from(EFFECTS)) if effect is None else effect,  # type: ignore[arg-type]
-        action=draw(st.sampled_from(ACTIONS)),
+        action=action,
         agencies=draw(
             st.just(("*",))
             | some(st.sampled_from(AGENCY_IDS), min_size=1, max_size=3, unique=True).map(tuple)
@@ -60,6 +61,7 @@ def rules(draw: st.DrawFn, effect: str | None = None) -> Rule:
         if incident_only
         else frozenset(),
         min_severity=draw(st.integers(0, 4)) if incident_only else 0,
+        only_parties=draw(st.booleans()) if action == "receive" else False,
     )
 
 
@@ -94,6 +96,9 @@ def events(draw: st.DrawFn) -> event_pb2.Event:
     if event_type.startswith("incident"):
         event.incident.category = draw(st.integers(1, 16))  # type: ignore[assignment]
         event.incident.severity = draw(st.integers(0, 4))  # type: ignore[assignment]
+        event.incident.involved_agencies.extend(
+            draw(st.lists(st.sampled_from(AGENCY_IDS), max_size=2, unique=True))
+        )
     elif event_type.startswith("resource"):
         event.resource.incident_id = "INC-1"
     else:

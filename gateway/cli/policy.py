@@ -274,10 +274,11 @@ class _Term:
     categories: frozenset[int] = frozenset()
     min_priority: int = 0
     min_severity: int = 0
+    only_parties: bool = False
 
     def conditions(self) -> tuple[object, ...]:
         return (self.floor, self.ceiling, self.roles, self.planes, self.categories,
-                self.min_priority, self.min_severity)  # fmt: skip
+                self.min_priority, self.min_severity, self.only_parties)  # fmt: skip
 
     def covers(self, other: _Term) -> bool:
         """True when this term allows everything `other` allows."""
@@ -294,6 +295,7 @@ class _Term:
             and within(self.categories, other.categories)
             and self.min_priority <= other.min_priority
             and (not self.min_severity or 0 < other.min_severity <= self.min_severity)
+            and (not self.only_parties or other.only_parties)
         )
 
 
@@ -307,7 +309,7 @@ def _term(rule: Rule, names: frozenset[str] | None, profile: Agency) -> _Term | 
     if rule.min_classification > ceiling or (rule.roles and not roles):
         return None
     return _Term(names, rule.min_classification, ceiling, roles, rule.planes, rule.categories,
-                 rule.min_priority, rule.min_severity)  # fmt: skip
+                 rule.min_priority, rule.min_severity, rule.only_parties)  # fmt: skip
 
 
 def _simplest(terms: Iterable[_Term]) -> list[_Term]:
@@ -352,6 +354,8 @@ def _term_text(term: _Term, receive: bool) -> str:
         conditions.append(f"severity {name_of(INCIDENT_SEVERITIES, term.min_severity)} or graver")
     if term.min_priority:
         conditions.append(f"priority ≥{name_of(PRIORITIES, term.min_priority)}")
+    if term.only_parties:
+        conditions.append("a party to it")
     return f"{scope} if {', '.join(conditions)}" if conditions else scope
 
 

@@ -102,4 +102,6 @@ def conditions(rule: Rule) -> list[str]:
         out.append("categories " + ", ".join(names))
     if rule.min_severity:
         out.append("min_severity " + name_of(INCIDENT_SEVERITIES, rule.min_severity))
+    if rule.only_parties:
+        out.append("only_parties")
     return out

@@ -443,7 +443,7 @@ class SubscriptionFilter(_message.Message):
     PLANES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def families(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Event families: "incident", "resource", "warning"."""
+        """Event families: "incident", "resource", "warning", "task", "inventory"."""
 
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -46,6 +46,7 @@ from gateway.rpc.publish_outcomes import (
     never_stored,
     refusal_entry,
     store_answer_entry,
+    stored_before,
 )
 from policies.engine import Decision
 
@@ -156,9 +157,13 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             await sink.record_best_effort(refusals)
         admitted = [a for a in judged if isinstance(a, Admitted)]
         stored = await self._audit_and_store(principal, admitted, context, window)
-        not_stored = [a for a, o in zip(admitted, stored, strict=True) if never_stored(o)]
-        if not_stored:
-            await commitment.take_back(not_stored)
+        # Transitions that must not stay: those of events the store refused for good, and of
+        # retries it already held (judged afresh when their entries had forgotten their ids).
+        undone = [
+            a for a, o in zip(admitted, stored, strict=True) if never_stored(o) or stored_before(o)
+        ]
+        if undone:
+            await commitment.take_back(undone)
         if commitment.notices:
             await self._publish_notices(commitment.notices)
         # What became of the admitted events, in their order.

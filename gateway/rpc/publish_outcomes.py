@@ -56,6 +56,13 @@ def never_stored(outcome: Outcome) -> bool:
     return isinstance(outcome, AuditUnavailableError | StoreError)
 
 
+def stored_before(outcome: Outcome) -> bool:
+    """Whether an admitted event is a retry of one the store already holds (same content)."""
+    return (
+        isinstance(outcome, Published) and outcome.stored.duplicate and not outcome.stored.conflict
+    )
+
+
 def unaudited_message(error: AuditUnavailableError) -> str:
     return f"{error}; not accepted, retry with the same event id"
 

@@ -51,6 +51,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(adapter_app, name="adapter")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(catalogue_app, name="catalogue")
+# How long an operator's command waits for NATS before it says so (a gateway waits forever).
+CLI_CONNECT_SECONDS = 15.0
 deadletter_app = typer.Typer(
     help="Inspect and replay dead letters (operators).", no_args_is_help=True
 )
@@ -310,7 +312,7 @@ async def _connected_store(settings: Config) -> jetstream.EventStore:
             raise typer.Exit(2) from None
     store = jetstream.EventStore(settings)
     try:
-        await store.connect(url)
+        await store.connect(url, give_up_after=CLI_CONNECT_SECONDS)
     except StoreError as error:
         typer.echo(f"error: {nats_auth.redact_url(url)}: {error}", err=True)
         raise typer.Exit(1) from None

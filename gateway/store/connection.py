@@ -3,6 +3,7 @@ its errors as log lines a person can read."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -69,7 +70,20 @@ class NatsConnection:
         self._client: NatsClient | None = None
         self._js: JetStreamContext | None = None
 
-    async def connect(self, url: str) -> None:
+    async def connect(self, url: str, *, give_up_after: float | None = None) -> None:
+        """Connect to `url`. A gateway waits for NATS as long as it takes (None); a command
+        line tool gives up after `give_up_after` seconds with StoreUnavailableError."""
+        if give_up_after is None:
+            await self._connect(url)
+            return
+        try:
+            await asyncio.wait_for(self._connect(url), give_up_after)
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"no NATS server answered within {give_up_after:g} s"
+            ) from None
+
+    async def _connect(self, url: str) -> None:
         async def ignore() -> None:
             return None
 

@@ -83,8 +83,9 @@ class EventStore:
             ),
         )
 
-    async def connect(self, url: str) -> None:
-        await self.connection.connect(url)
+    async def connect(self, url: str, *, give_up_after: float | None = None) -> None:
+        """See NatsConnection.connect."""
+        await self.connection.connect(url, give_up_after=give_up_after)
         await self.events.start()
 
     @property

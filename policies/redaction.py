@@ -4,6 +4,10 @@ A path names protobuf fields from `Event` down, e.g. "incident.reporter.phone". 
 repeated message field ("resource.contacts.phone") means that field in every element; a path
 ending on a message field withholds the whole sub-message. Paths are checked against the
 descriptors, so a policy cannot name a field the schema does not have.
+
+Some messages keep part of themselves as received beside the parsed fields (fields marked
+`(dutylink.v1.verbatim)`, e.g. a warning's CAP XML): withholding any field of such a message, or
+below it, withholds those copies too, or the receiver would read there what was withheld.
 """
 
 from __future__ import annotations
@@ -59,6 +63,24 @@ def _checked(path: str) -> tuple[str, ...]:
     if error := field_path_error(path):
         raise ValueError(error)
     return tuple(path.split("."))
+
+
+@functools.cache
+def verbatim_copies(path: str) -> tuple[str, ...]:
+    """The fields that keep, as received, a message on the way to `path` (the copies that may
+    hold what `path` holds): "warning.cap_xml" for "warning.infos.contact"."""
+    parts = _checked(path)
+    copies = []
+    descriptor: Descriptor | None = EVENT
+    for depth, part in enumerate(parts):
+        assert descriptor is not None  # _checked: only the last part may be a scalar
+        copies += [
+            ".".join((*parts[:depth], field.name))
+            for field in descriptor.fields
+            if field.GetOptions().Extensions[options_pb2.verbatim] and field.name != part
+        ]
+        descriptor = descriptor.fields_by_name[part].message_type
+    return tuple(copies)
 
 
 def covers(ancestor: str, path: str) -> bool:
@@ -127,14 +149,15 @@ def _clear(message: Message, parts: Sequence[str]) -> bool:
 
 
 def redact(event: event_pb2.Event, paths: Sequence[str]) -> tuple[event_pb2.Event, tuple[str, ...]]:
-    """A copy of `event` with `paths` cleared, and the paths that held a value and were withheld
-    (sorted; a path covered by another listed path is reported through that one). The input
+    """A copy of `event` with `paths` cleared (and the verbatim copies that may hold them), and
+    the paths that held a value and were withheld (sorted; a path covered by another listed
+    path is reported through that one). The input
     is never changed. A path the schema does not have raises ValueError: policies are
     validated on load, so that is a caller's bug."""
     copy = event_pb2.Event()
     copy.CopyFrom(event)
     withheld = []
-    for path in minimal_paths(paths):
+    for path in minimal_paths([*paths, *(c for p in paths for c in verbatim_copies(p))]):
         if _clear(copy, _checked(path)):
             withheld.append(path)
     return copy, tuple(withheld)

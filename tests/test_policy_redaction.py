@@ -11,8 +11,14 @@ from hypothesis import strategies as st
 
 from adapters.edxl.mapping import RM_EVENT_TYPES
 from dutylink.v1 import event_pb2
-from policies.redaction import field_path_error, minimal_paths, redact, sensitive_fields
-from tests.factories import incident_event, resource_request_event
+from policies.redaction import (
+    field_path_error,
+    minimal_paths,
+    redact,
+    sensitive_fields,
+    verbatim_copies,
+)
+from tests.factories import incident_event, resource_request_event, warning_event
 
 PHONE = "13800000000"
 
@@ -121,6 +127,29 @@ def test_withheld_contact_phones_are_not_in_the_delivered_bytes() -> None:
     wire = redacted.SerializeToString()
     assert b"13911112222" not in wire and b"13933334444" not in wire
     assert b"Wang Wu" in wire
+
+
+def test_a_withheld_warning_field_takes_the_cap_xml_received_with_it() -> None:
+    event = warning_event()
+    event.warning.infos[0].contact = "Duty officer Li, 13955556666"
+    event.warning.cap_xml = (
+        b"<alert><info><contact>Duty officer Li, 13955556666</contact></info></alert>"
+    )
+    redacted, withheld = redact(event, ["warning.infos.contact"])
+    assert withheld == ("warning.cap_xml", "warning.infos.contact")
+    assert b"13955556666" not in redacted.SerializeToString()
+    assert redacted.warning.infos[0].headline == event.warning.infos[0].headline
+    # Nothing withheld from the warning: its copy as received travels on (byte-exact export).
+    assert redact(event, ["incident.reporter.phone"])[0].warning.cap_xml == event.warning.cap_xml
+
+
+def test_verbatim_copies_are_those_of_the_messages_on_the_way_down() -> None:
+    assert verbatim_copies("warning.infos.contact") == ("warning.cap_xml",)
+    assert verbatim_copies("warning.cap_xml") == ()
+    assert verbatim_copies("resource.contacts.phone") == (
+        "resource.rm_xml", "resource.contacts.party_xml", "resource.contacts.location_xml",
+    )  # fmt: skip
+    assert verbatim_copies("incident.reporter.phone") == ()
 
 
 def test_an_unknown_path_is_a_programming_error() -> None:

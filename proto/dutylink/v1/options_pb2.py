@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64utylink/v1/options.proto\x12\x0b\x64utylink.v1\x1a google/protobuf/descriptor.proto\"M\n\x06\x41\x64vice\x12\x0f\n\x07max_len\x18\x01 \x01(\r\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x0e\n\x06unique\x18\x03 \x01(\x08\x12\x0f\n\x07pattern\x18\x04 \x01(\t*f\n\x0bSensitivity\x12\x1b\n\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\x18\n\x14SENSITIVITY_PERSONAL\x10\x01\x12 \n\x1cSENSITIVITY_LOCATION_PRECISE\x10\x02:N\n\x0bsensitivity\x12\x1d.google.protobuf.FieldOptions\x18\xd1\x86\x03 \x01(\x0e\x32\x18.dutylink.v1.Sensitivity:D\n\x06\x61\x64vice\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x0b\x32\x13.dutylink.v1.Adviceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64utylink/v1/options.proto\x12\x0b\x64utylink.v1\x1a google/protobuf/descriptor.proto\"M\n\x06\x41\x64vice\x12\x0f\n\x07max_len\x18\x01 \x01(\r\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x0e\n\x06unique\x18\x03 \x01(\x08\x12\x0f\n\x07pattern\x18\x04 \x01(\t*f\n\x0bSensitivity\x12\x1b\n\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\x18\n\x14SENSITIVITY_PERSONAL\x10\x01\x12 \n\x1cSENSITIVITY_LOCATION_PRECISE\x10\x02:N\n\x0bsensitivity\x12\x1d.google.protobuf.FieldOptions\x18\xd1\x86\x03 \x01(\x0e\x32\x18.dutylink.v1.Sensitivity:D\n\x06\x61\x64vice\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x0b\x32\x13.dutylink.v1.Advice:1\n\x08verbatim\x12\x1d.google.protobuf.FieldOptions\x18\xd3\x86\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -106,6 +106,7 @@ Global___Advice: _TypeAlias = Advice  # noqa: Y015
 
 SENSITIVITY_FIELD_NUMBER: _builtins.int
 ADVICE_FIELD_NUMBER: _builtins.int
+VERBATIM_FIELD_NUMBER: _builtins.int
 sensitivity: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___Sensitivity.ValueType]
 """Marks a field as holding protected data; see `Sensitivity`. Usage:
 `string phone = 2 [(dutylink.v1.sensitivity) = SENSITIVITY_PERSONAL];`
@@ -115,4 +116,11 @@ advice: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, 
 """Advice on a field, next to its hard rule. Usage:
 `string headline = 14 [(buf.validate.field).string.max_len = 4096,
                        (dutylink.v1.advice).max_len = 160];`
+"""
+verbatim: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
+"""Marks a field that keeps part of its message in the form it was received in (e.g. the CAP
+XML of a warning), beside the parsed fields. Withholding any field of that message, or
+of a message below it, withholds the copy too: a receiver never reads in the copy what
+the policy withheld from the fields. Usage:
+`bytes cap_xml = 21 [(dutylink.v1.verbatim) = true];`
 """

@@ -449,6 +449,7 @@ class Warning(_message.Message):
     imported from or exported as CAP XML. Not a CAP element: kept so that re-export is
     byte-identical and an XML signature (CAP's `ds:Signature`) still verifies. The parsed
     fields above must agree with it; receivers read the parsed fields.
+    Withheld whenever a field of the warning is (see `dutylink.v1.verbatim`).
     """
     utc_plus_zero: _builtins.bool
     """True when a UTC offset of zero was written "+00:00" rather than CAP's "-00:00" (both

@@ -31,6 +31,7 @@ class StreamSpec:
     max_bytes: int | None = None  # None: no byte limit
     duplicate_window_seconds: float = 0  # 0: the server's default
     max_msg_size: int = -1  # -1: no limit
+    max_msgs_per_subject: int = -1  # -1: no limit
     storage: str = "file"
     retention: str = "limits"
     discard: str = "new"
@@ -107,6 +108,20 @@ def audit_stream_spec(replicas: int) -> StreamSpec:
         subjects=(f"{subjects.AUDIT_PREFIX}.>",),
         replicas=replicas,
         max_age_seconds=0,
+    )
+
+
+def writers_stream_spec(replicas: int, lease_seconds: float) -> StreamSpec:
+    """The writer leases (gateway.store.writer_lease): one message per gateway id, the last
+    holder's, gone once it is older than a lease."""
+    return StreamSpec(
+        name=subjects.WRITERS_STREAM,
+        description="Which gateway process writes each gateway id's audit log",
+        subjects=(f"{subjects.WRITERS_PREFIX}.>",),
+        replicas=replicas,
+        max_age_seconds=lease_seconds,
+        max_msgs_per_subject=1,
+        discard="old",
     )
 
 

@@ -26,6 +26,7 @@ def stream_config(spec: StreamSpec) -> api.StreamConfig:
         max_bytes=spec.max_bytes,
         duplicate_window=spec.duplicate_window_seconds,
         max_msg_size=spec.max_msg_size,
+        max_msgs_per_subject=spec.max_msgs_per_subject,
         deny_delete=spec.deny_delete,
         deny_purge=spec.deny_purge,
         allow_rollup_hdrs=spec.allow_rollup,

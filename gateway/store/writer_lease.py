@@ -26,11 +26,12 @@ from pathlib import Path
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 
 from gateway.core import subjects
 from gateway.core.ports import StoreUnavailableError
-from gateway.store.streams import ensure_stream
+from gateway.core.streams import writers_stream_spec
+from gateway.store.streams import ensure_stream, stream_config
 
 log = structlog.get_logger("dutylink.writer_lease")
 # JetStream's error code for "wrong last sequence" (an expected-last-sequence header not met).
@@ -106,20 +107,8 @@ class WriterLease:
         return self._sequence > 0
 
     async def _ensure_stream(self) -> None:
-        await ensure_stream(
-            self._js,
-            api.StreamConfig(
-                name=subjects.WRITERS_STREAM,
-                description="Which gateway process writes each gateway id's audit log",
-                subjects=[f"{subjects.WRITERS_PREFIX}.>"],
-                storage=api.StorageType.FILE,
-                max_msgs_per_subject=1,
-                max_age=self.lease_seconds,
-                num_replicas=self._replicas,
-                deny_delete=True,
-                deny_purge=True,
-            ),
-        )
+        spec = writers_stream_spec(self._replicas, self.lease_seconds)
+        await ensure_stream(self._js, stream_config(spec))
 
     async def _current(self) -> tuple[int, Holder | None]:
         """The lease message now: its sequence (0: none) and holder (None: free)."""

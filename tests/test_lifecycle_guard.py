@@ -191,7 +191,7 @@ def test_a_retry_of_an_event_already_written_passes_without_moving_anything() ->
     assert again.view == first.view
 
 
-def test_a_merge_reads_its_survivor_without_changing_it() -> None:
+def test_a_merge_reads_its_survivor_and_is_refused_if_it_was_never_reported() -> None:
     events = stamped("police", incident("incident.reported", "INC-B"), merge("INC-B", "INC-A"))
     assert "lifecycle.incident.actual.INC-A" in needs(CATALOGUE, events).aggregates
     result = judge(CATALOGUE, View(), Actor("police"), events, T0)
@@ -200,6 +200,17 @@ def test_a_merge_reads_its_survivor_without_changing_it() -> None:
     assert (problem.aggregate, problem.state, problem.version) == ("incident/actual/INC-A",
                                                                    "none", 0)  # fmt: skip
     assert result.changes.aggregates == {"lifecycle.incident.actual.INC-B"}
+
+
+def test_an_accepted_merge_writes_its_survivor_back_unchanged() -> None:
+    """Written back as read, so that compare-and-set catches another replica moving it."""
+    reports = stamped("police", incident("incident.reported", "INC-A"),
+                      incident("incident.reported", "INC-B"))  # fmt: skip
+    before = judge(CATALOGUE, View(), Actor("police"), reports, T0).view
+    result = judge(CATALOGUE, before, Actor("police"), stamped("police", merge("INC-B", "INC-A")), T0)  # fmt: skip
+    survivor = "lifecycle.incident.actual.INC-A"
+    assert result.changes.aggregates == {survivor, "lifecycle.incident.actual.INC-B"}
+    assert result.view.aggregates[survivor] == before.aggregates[survivor]
 
 
 def test_a_merge_into_an_incident_opened_earlier_in_the_batch_passes() -> None:
@@ -294,6 +305,19 @@ async def test_a_merge_into_an_incident_nobody_reported_is_refused_and_moves_not
     (merged,) = await publish(guard(store), "police", merge("INC-B", "INC-GHOST"))
     assert isinstance(merged, Admitted)
     assert (await incident_state(store, "INC-GHOST")).version == 1  # read, not written
+
+
+async def test_two_replicas_merging_two_incidents_into_each_other_accept_one() -> None:
+    store = memory_store()
+    for incident_id in ("INC-A", "INC-B"):
+        await publish(guard(store), "police", incident("incident.reported", incident_id))
+    outcomes = await asyncio.gather(
+        publish(guard(store), "police", merge("INC-B", "INC-A")),  # reads INC-A, moves INC-B
+        publish(guard(store), "police", merge("INC-A", "INC-B")),  # reads INC-B, moves INC-A
+    )
+    assert [isinstance(o, Admitted) for (o,) in outcomes].count(True) == 1
+    states = [(await incident_state(store, i)).state for i in ("INC-A", "INC-B")]
+    assert sorted(states) == ["merged", "reported"]  # never merged into each other
 
 
 async def test_only_the_command_centre_assigns() -> None:

@@ -121,7 +121,9 @@ class Judged:
 
 @dataclass(frozen=True)
 class Changes:
-    """The entries the accepted events changed: what to write back."""
+    """What to write back: the entries the accepted events changed, and the aggregates they
+    only read for a precondition, as they are, so that compare-and-set refuses the batch if
+    another replica moved one of them since it was read."""
 
     aggregates: frozenset[str] = frozenset()
     items: frozenset[ItemKey] = frozenset()
@@ -187,12 +189,15 @@ def _judge_one(
         new = verdict.new_state
         aggregates[ref.kv_key] = replace(new, recent=_remember(new.recent, event.id))
         moved.add(ref.kv_key)
+    read: set[str] = set()
     if not retry:  # what it read may have moved on since it was written
         for precondition in preconditions(event, catalogue):
             state = view.aggregates.get(precondition.ref.kv_key)
             illegal = unmet(catalogue, precondition, state, now)
             if illegal is not None:
                 problems.append(_transition_problem(illegal))
+            elif state is not None:
+                read.add(precondition.ref.kv_key)
     applied = _apply_ledger(view.ledger, event)
     problems.extend(_ledger_problem(view.ledger, refusal) for refusal in applied.refusals)
     if problems:
@@ -215,7 +220,9 @@ def _judge_one(
                 threads[thread] = indexed | {key}
                 changed_threads.add(thread)
     after = View(aggregates, Ledger(items), threads)
-    changed = Changes(frozenset(moved), frozenset(applied.changed), frozenset(changed_threads))
+    changed = Changes(
+        frozenset(moved | read), frozenset(applied.changed), frozenset(changed_threads)
+    )
     notices = tuple(
         replenishment_event(notice, items[notice.item].version, event)
         for notice in applied.replenishments

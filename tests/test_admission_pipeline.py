@@ -1,5 +1,5 @@
-"""The admission pipeline over plain values: guards in order, the first refusal ends it, and a
-stateful guard reads the aggregate state handed in. No server, no grpc."""
+"""The admission pipeline over plain values: guards in order, the first refusal ends it. No
+server, no grpc."""
 
 from __future__ import annotations
 
@@ -10,16 +10,7 @@ import pytest
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope
-from gateway.core.admission import (
-    PASSED,
-    Admitted,
-    AggregateState,
-    Passed,
-    RefusalKind,
-    Refused,
-    admit_all,
-    pipeline,
-)
+from gateway.core.admission import Admitted, RefusalKind, Refused, admit_all, pipeline
 from gateway.core.facts import AuditSink, MemoryAuditSink, SinkUnavailableError
 from gateway.core.validation import Validator
 from policies.engine import Decision
@@ -36,18 +27,9 @@ def deny(_: event_pb2.Event) -> Decision:
     return Decision(False, (), "no rule allows it", (), "v1")
 
 
-def open_incidents_only(
-    _: Principal, event: event_pb2.Event, state: AggregateState
-) -> Passed | Refused:
-    """A toy lifecycle guard: an update needs the incident open in the state handed in."""
-    if state.get(event.id) == "closed":
-        return Refused(RefusalKind.ILLEGAL_TRANSITION, f"incident {event.id} is closed")
-    return PASSED
-
-
-def run(event: event_pb2.Event, decide=allow, state: AggregateState | None = None):  # type: ignore[no-untyped-def]
-    guards = pipeline(Validator(), decide, max_event_bytes=1 << 20, stateful=(open_incidents_only,))
-    return guards.run(Principal("fire"), event, envelope.timestamp(NOW), state or {})
+def run(event: event_pb2.Event, decide=allow):  # type: ignore[no-untyped-def]
+    guards = pipeline(Validator(), decide, max_event_bytes=1 << 20)
+    return guards.run(Principal("fire"), event, envelope.timestamp(NOW))
 
 
 def test_an_event_every_guard_passes_is_admitted_stamped_with_the_decision() -> None:
@@ -85,27 +67,16 @@ def test_a_policy_denial_is_denied_with_its_decision() -> None:
     assert outcome.decision is not None and not outcome.decision.allowed
 
 
-def test_a_stateful_guard_reads_the_state_handed_in_after_the_policy_allows() -> None:
-    event = incident_event()
-    assert isinstance(run(event, state={event.id: "open"}), Admitted)
-    refused = run(event, state={event.id: "closed"})
-    assert isinstance(refused, Refused) and refused.kind is RefusalKind.ILLEGAL_TRANSITION
-    # The policy speaks first: a denied event never reaches the stateful guard.
-    denied = run(event, deny, state={event.id: "closed"})
-    assert isinstance(denied, Refused) and denied.kind is RefusalKind.DENIED
-
-
-def test_a_batch_passes_the_state_to_each_event() -> None:
-    open_event, closed_event = incident_event(), incident_event()
+def test_each_event_of_a_batch_is_admitted_or_refused_on_its_own() -> None:
+    own, in_another_name = incident_event(), incident_event()
+    in_another_name.source = "police"
     outcomes = admit_all(
         Validator(),
         allow,
         Principal("fire"),
-        [open_event, closed_event],
+        [own, in_another_name],
         NOW,
         max_event_bytes=1 << 20,
-        stateful=(open_incidents_only,),
-        state={closed_event.id: "closed"},
     )
     assert [type(o).__name__ for o in outcomes] == ["Admitted", "Refused"]
 

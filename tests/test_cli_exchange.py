@@ -18,6 +18,7 @@ from gateway.config import sample_tokens
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
+from tests.loop_support import incident as loop_incident
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "proto" / "examples"
 TOKENS = sample_tokens()
@@ -201,3 +202,44 @@ async def test_the_command_centre_declares_an_emergency_and_lists_it_others_may_
     )  # fmt: skip
     assert code == 1
     assert err.startswith("error: PERMISSION_DENIED: ")
+
+
+async def test_a_publish_refused_by_state_prints_each_aggregate_readably(
+    sample_gateway: Gateway,
+) -> None:
+    request = gateway_pb2.PublishRequest(event=loop_incident("handling", "INC-CLI-NONE"))
+    code, out, err = await dutylink(
+        "publish", "-", "--target", sample_gateway.address, "--token", TOKENS["fire"],
+        stdin=json_format.MessageToJson(request).encode(),
+    )  # fmt: skip
+    assert code == 1
+    (refusal,) = json.loads(out)["error"]["stateRefusals"]
+    assert (refusal["aggregate"], refusal["state"]) == ("incident/actual/INC-CLI-NONE", "none")
+    lines = err.splitlines()
+    start = lines.index(f"event 0 ({request.event.id}) refused by the state of:")
+    assert lines[start + 1 : start + 4] == [
+        "  incident/actual/INC-CLI-NONE: 'none' (version 0)",
+        "    why: 'incident.handling' is not allowed from 'none'",
+        "    allowed from there: incident.reported → reported",
+    ]
+
+
+async def test_a_batch_prints_the_state_refusal_of_the_event_refused(
+    sample_gateway: Gateway,
+) -> None:
+    batch = gateway_pb2.PublishBatchRequest(
+        events=[loop_incident("reported", "INC-CLI-2"), loop_incident("feedback", "INC-CLI-2")]
+    )
+    code, out, err = await dutylink(
+        "publish", "-", "--target", sample_gateway.address, "--token", TOKENS["fire"],
+        stdin=json_format.MessageToJson(batch).encode(),
+    )  # fmt: skip
+    assert code == 1, err
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert "receipt" in first and second["error"]["stateRefusals"]
+    lines = err.splitlines()
+    start = lines.index(f"event 1 ({batch.events[1].id}) refused by the state of:")
+    assert lines[start + 1] == "  incident/actual/INC-CLI-2: 'reported' (version 1)"
+    assert lines[start + 2] == "    why: 'incident.feedback' is not allowed from 'reported'"
+    assert lines[start + 3].startswith("    allowed from there: incident.verified → verified, ")
+    assert "event 0" not in err

@@ -12,7 +12,9 @@ from rich.console import Console
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.cli.demo import SUBSCRIPTIONS, DemoReport, publish_step, run_demo
 from gateway.cli.demo_scenario import script
+from gateway.core.admission import RefusalKind, Refused, StateProblem
 from gateway.core.validation import Validator
+from gateway.rpc.publish_outcomes import failure_status
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from policies.loader import SAMPLE_DIR
 
@@ -42,6 +44,9 @@ async def test_the_demo_delivers_each_event_to_every_other_subscribed_agency_und
     assert report.duplicates == 1
     assert "jurisdiction.division_code" in report.rejected_fields
     assert "Exchange summary" in output.getvalue()
+    if report.refused:  # the ledger line that refused it, readably
+        assert "refused, as it must be: FAILED_PRECONDITION, by" in output.getvalue()
+        assert "ledger/exercise/emergency/" in output.getvalue()
     covering_phone = [
         f for f in report.withheld["transport"] if "incident.reporter.phone".startswith(f)
     ]
@@ -74,6 +79,37 @@ async def test_the_double_booking_refused_as_an_illegal_transition_is_shown_as_t
     stored = await publish_step(step, gateway, report, Console(file=output, width=300))
     assert not stored and report.refused == [message] and not report.sent
     assert f"refused, as it must be: FAILED_PRECONDITION: {message}" in output.getvalue()
+
+
+class RefusingByState:
+    """A gateway's answer to every publish: the refusal the ledger gives, with its details."""
+
+    def __init__(self, problem: StateProblem) -> None:
+        self.status = failure_status(
+            Refused(RefusalKind.ILLEGAL_TRANSITION, "no room", state_problems=(problem,))
+        )
+
+    async def publish(self, event: event_pb2.Event) -> gateway_pb2.Receipt:
+        trailing = grpc.aio.Metadata(*self.status.trailing_metadata)
+        raise grpc.aio.AioRpcError(
+            self.status.code, grpc.aio.Metadata(), trailing, details=self.status.details
+        )
+
+
+async def test_the_double_booking_shows_the_ledger_line_that_refused_it() -> None:
+    (step,) = DOUBLE_BOOKING
+    line = StateProblem(
+        "ledger/exercise/emergency/AMB", "available 0", 3, (), "requested 2, available 0"
+    )
+    output, report = io.StringIO(), DemoReport()
+    stored = await publish_step(step, RefusingByState(line), report, Console(file=output, width=300))  # fmt: skip
+    assert not stored and report.refused == ["no room"]
+    printed = [row.strip() for row in output.getvalue().splitlines()]
+    start = printed.index("refused, as it must be: FAILED_PRECONDITION, by")
+    assert printed[start + 1 : start + 3] == [
+        "ledger/exercise/emergency/AMB: 'available 0' (version 3)",
+        "why: requested 2, available 0",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,12 @@ def incident(event_type: str, incident_id: str = "INC-1", *, event_id: str | Non
     return event
 
 
+def merge(duplicate: str, survivor: str) -> event_pb2.Event:
+    event = incident("incident.merged", duplicate)
+    event.incident.merged_into = survivor
+    return event
+
+
 def declare(item: str, quantity: float, threshold: float = 0) -> event_pb2.Event:
     event = _event("inventory.declared")
     event.inventory.declaration.items.add(
@@ -185,6 +191,58 @@ def test_a_retry_of_an_event_already_written_passes_without_moving_anything() ->
     assert again.view == first.view
 
 
+def test_a_merge_reads_its_survivor_and_is_refused_if_it_was_never_reported() -> None:
+    events = stamped("police", incident("incident.reported", "INC-B"), merge("INC-B", "INC-A"))
+    assert "lifecycle.incident.actual.INC-A" in needs(CATALOGUE, events).aggregates
+    result = judge(CATALOGUE, View(), Actor("police"), events, T0)
+    assert [v.accepted for v in result.verdicts] == [True, False]
+    (problem,) = result.verdicts[1].problems
+    assert (problem.aggregate, problem.state, problem.version) == ("incident/actual/INC-A",
+                                                                   "none", 0)  # fmt: skip
+    assert result.changes.aggregates == {"lifecycle.incident.actual.INC-B"}
+
+
+def test_an_accepted_merge_writes_its_survivor_back_unchanged() -> None:
+    """Written back as read, so that compare-and-set catches another replica moving it."""
+    reports = stamped("police", incident("incident.reported", "INC-A"),
+                      incident("incident.reported", "INC-B"))  # fmt: skip
+    before = judge(CATALOGUE, View(), Actor("police"), reports, T0).view
+    result = judge(CATALOGUE, before, Actor("police"), stamped("police", merge("INC-B", "INC-A")), T0)  # fmt: skip
+    survivor = "lifecycle.incident.actual.INC-A"
+    assert result.changes.aggregates == {survivor, "lifecycle.incident.actual.INC-B"}
+    assert result.view.aggregates[survivor] == before.aggregates[survivor]
+
+
+def test_a_merge_into_an_incident_opened_earlier_in_the_batch_passes() -> None:
+    events = stamped(
+        "police",
+        incident("incident.reported", "INC-A"),
+        incident("incident.reported", "INC-B"),
+        merge("INC-B", "INC-A"),
+        merge("INC-A", "INC-B"),  # the survivor of this one was just merged away
+    )
+    result = judge(CATALOGUE, View(), Actor("police"), events, T0)
+    assert [v.accepted for v in result.verdicts] == [True, True, True, False]
+    (problem,) = result.verdicts[3].problems
+    assert (problem.aggregate, problem.state) == ("incident/actual/INC-B", "merged")
+
+
+def test_a_retried_merge_passes_though_its_survivor_moved_on() -> None:
+    (report_a, report_b, first, onward) = stamped(
+        "police",
+        incident("incident.reported", "INC-A"),
+        incident("incident.reported", "INC-B"),
+        merge("INC-B", "INC-A"),
+        merge("INC-A", "INC-C"),
+    )
+    report_c = stamped("police", incident("incident.reported", "INC-C"))
+    done = judge(CATALOGUE, View(), Actor("police"), [report_a, report_b, first, *report_c], T0)
+    later = judge(CATALOGUE, done.view, Actor("police"), [onward], T0)
+    assert later.verdicts[0].accepted  # INC-A, the first merge's survivor, is merged away now
+    again = judge(CATALOGUE, later.view, Actor("police"), [first], T0)
+    assert again.verdicts[0].accepted and not again.changes
+
+
 def test_informational_types_need_no_state() -> None:
     assert not needs(CATALOGUE, stamped("police", _event("resource.message")))
 
@@ -230,6 +288,36 @@ async def test_an_illegal_transition_is_refused_with_the_state_named() -> None:
     assert (problem.aggregate, problem.state, problem.version) == ("incident/actual/INC-1",
                                                                    "reported", 1)  # fmt: skip
     assert "incident/actual/INC-1 is 'reported' (version 1)" in refused.message
+
+
+async def test_a_merge_into_an_incident_nobody_reported_is_refused_and_moves_nothing() -> None:
+    store = memory_store()
+    await publish(guard(store), "police", incident("incident.reported", "INC-B"))
+    (ghost,) = await publish(guard(store), "police", merge("INC-B", "INC-GHOST"))
+    refused = refusal(ghost)
+    assert refused.kind is RefusalKind.ILLEGAL_TRANSITION
+    (problem,) = refused.state_problems
+    assert (problem.aggregate, problem.state, problem.version) == ("incident/actual/INC-GHOST",
+                                                                   "none", 0)  # fmt: skip
+    assert await store.get("lifecycle.incident.actual.INC-GHOST") is None
+    assert (await incident_state(store, "INC-B")).state == "reported"
+    await publish(guard(store), "police", incident("incident.reported", "INC-GHOST"))
+    (merged,) = await publish(guard(store), "police", merge("INC-B", "INC-GHOST"))
+    assert isinstance(merged, Admitted)
+    assert (await incident_state(store, "INC-GHOST")).version == 1  # read, not written
+
+
+async def test_two_replicas_merging_two_incidents_into_each_other_accept_one() -> None:
+    store = memory_store()
+    for incident_id in ("INC-A", "INC-B"):
+        await publish(guard(store), "police", incident("incident.reported", incident_id))
+    outcomes = await asyncio.gather(
+        publish(guard(store), "police", merge("INC-B", "INC-A")),  # reads INC-A, moves INC-B
+        publish(guard(store), "police", merge("INC-A", "INC-B")),  # reads INC-B, moves INC-A
+    )
+    assert [isinstance(o, Admitted) for (o,) in outcomes].count(True) == 1
+    states = [(await incident_state(store, i)).state for i in ("INC-A", "INC-B")]
+    assert sorted(states) == ["merged", "reported"]  # never merged into each other
 
 
 async def test_only_the_command_centre_assigns() -> None:

@@ -20,7 +20,12 @@ PACKAGES = ("adapters", "gateway", "policies")
 # core's own purity has its own test).
 AUDIT_CORE = ("gateway.audit.merkle", "gateway.audit.note", "gateway.audit.entries", "gateway.audit.verify")  # fmt: skip
 
-SDK = ("adapters.sdk.client", "adapters.sdk.checkpoints", "adapters.sdk.retry")
+SDK = (
+    "adapters.sdk.client",
+    "adapters.sdk.checkpoints",
+    "adapters.sdk.retry",
+    "adapters.sdk.refusals",
+)
 MAPPINGS = (
     "adapters.records",
     "adapters.options",

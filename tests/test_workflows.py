@@ -114,6 +114,38 @@ def test_an_incident_is_not_merged_into_itself() -> None:
     assert "merged into itself" in refusal.reason
 
 
+def test_a_merge_into_an_incident_never_reported_is_refused_naming_the_survivor() -> None:
+    world = World()
+    world.apply(agency("police"), incident("incident.reported", "INC-B"))
+    merge = incident("incident.merged", "INC-B", merged_into="INC-GHOST")
+    [refusal] = world.apply(COMMAND, merge)
+    assert refusal.aggregate == AggregateRef("incident", "actual", "INC-GHOST")
+    assert (refusal.current_state, refusal.version) == (NONE, 0)
+    assert "incident.reported → reported" in refusal.allowed
+    assert "must have been reported" in refusal.reason
+    assert _state(world, "lifecycle.incident.actual.INC-B") == "reported"
+
+
+def test_a_merge_into_an_incident_merged_away_itself_is_refused() -> None:
+    world = World()
+    for incident_id in ("INC-A", "INC-B", "INC-C"):
+        world.apply(agency("police"), incident("incident.reported", incident_id))
+    assert world.apply(COMMAND, incident("incident.merged", "INC-B", merged_into="INC-A")) == []
+    [refusal] = world.apply(COMMAND, incident("incident.merged", "INC-C", merged_into="INC-B"))
+    assert (refusal.aggregate.key, refusal.current_state, refusal.version) == ("INC-B", "merged", 2)
+    assert _state(world, "lifecycle.incident.actual.INC-C") == "reported"
+
+
+def test_a_merge_reads_the_survivor_on_its_own_plane() -> None:
+    world = World()
+    world.apply(agency("police"), incident("incident.reported", "INC-A"))
+    exercise = event_pb2.PLANE_EXERCISE
+    world.apply(agency("police"), incident("incident.reported", "INC-B", plane=exercise))
+    merge = incident("incident.merged", "INC-B", merged_into="INC-A", plane=exercise)
+    [refusal] = world.apply(COMMAND, merge)
+    assert refusal.aggregate == AggregateRef("incident", "exercise", "INC-A")
+
+
 def test_a_closed_incident_is_reopened_and_assigned_again() -> None:
     world = World()
     world.apply(agency("police"), incident("incident.reported"))

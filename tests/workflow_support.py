@@ -19,6 +19,7 @@ from gateway.core.workflows import (
     aggregate_refs,
     decide,
 )
+from gateway.core.workflows.machine import preconditions, unmet
 
 CATALOGUE = load_catalogue()
 T0 = datetime(2026, 8, 15, 8, 0, tzinfo=UTC)
@@ -146,7 +147,7 @@ def warning(
 @dataclass
 class World:
     """Aggregate states by KV key; `apply` accepts an event only if every aggregate it touches
-    accepts it, and then writes them all."""
+    accepts it and the aggregates it reads meet its preconditions, and then writes them all."""
 
     catalogue: Catalogue = CATALOGUE
     states: dict[str, AggregateState] = field(default_factory=dict)
@@ -167,6 +168,11 @@ class World:
             for ref in refs
         ]
         refused = [v for _, v in verdicts if isinstance(v, IllegalTransition)]
+        refused += [
+            illegal
+            for precondition in preconditions(event, self.catalogue)
+            if (illegal := unmet(self.catalogue, precondition, self.state(precondition.ref), now))
+        ]
         if refused:
             return refused
         for ref, verdict in verdicts:

@@ -26,10 +26,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from adapters.sdk.client import NO_RETRY, DutyLinkClient, Subscription
+from adapters.sdk.refusals import state_refusals
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.cli.demo_scenario import Step as Step
 from gateway.cli.demo_scenario import scenario as scenario
 from gateway.cli.demo_scenario import script
+from gateway.cli.exchange import state_refusal_lines
 from gateway.config import sample_tokens
 
 # The agencies playing the scenario, with their sample development tokens.
@@ -132,9 +134,15 @@ async def publish_step(step: Step, client: Publisher, report: DemoReport, consol
             raise
         report.refused.append(error.details() or "")
         console.print(f"{tag} ✗ [bold]{kind:<24}[/] {step.narration}")
-        console.print(
-            f"            [green]refused, as it must be[/]: {error.code().name}: {escape(error.details() or '')}"
-        )
+        refusals = state_refusals(error)
+        if not refusals:  # a gateway that says only why, not which state
+            console.print(
+                f"            [green]refused, as it must be[/]: {error.code().name}: {escape(error.details() or '')}"
+            )
+            return False
+        console.print(f"            [green]refused, as it must be[/]: {error.code().name}, by")
+        for line in state_refusal_lines(refusals):
+            console.print(f"              {escape(line)}")
         return False
     report.sent[step.agency] += 1
     console.print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -23,6 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from adapters.sdk.client import ClientCertificate, DutyLinkClient
+from adapters.sdk.refusals import state_refusals
 from dutylink.v1 import event_pb2, gateway_pb2
 
 TargetOption = Annotated[
@@ -88,6 +89,21 @@ def describe_rpc_error(error: grpc.aio.AioRpcError) -> str:
             fields = "; ".join(f"{v.field}: {v.description}" for v in bad_request.field_violations)
             text += f" ({fields})"
     return text
+
+
+def state_refusal_lines(refusals: Sequence[gateway_pb2.StateRefusal]) -> list[str]:
+    """A person's reading of the aggregates that refused an event: per aggregate its state and
+    version, then why and what it allows instead (indented under it)."""
+    lines = []
+    for refusal in refusals:
+        lines.append(f"{refusal.aggregate}: '{refusal.state}' (version {refusal.version})")
+        lines.append(f"  why: {refusal.reason}")
+        allowed = list(refusal.allowed)
+        if refusal.allowed_cut:
+            allowed.append(f"and {refusal.allowed_cut} more")
+        if allowed:
+            lines.append(f"  allowed from there: {', '.join(allowed)}")
+    return lines
 
 
 def _json(message: Message) -> str:
@@ -168,7 +184,9 @@ def publish(
                     receipt = await client.publish(events[0])
                 except grpc.aio.AioRpcError as error:
                     failed = gateway_pb2.PublishError(
-                        code=error.code().value[0], message=describe_rpc_error(error)
+                        code=error.code().value[0],
+                        message=describe_rpc_error(error),
+                        state_refusals=state_refusals(error),
                     )
                     return [gateway_pb2.PublishResult(event_id=events[0].id, error=failed)]
                 return [gateway_pb2.PublishResult(event_id=events[0].id, receipt=receipt)]
@@ -177,6 +195,13 @@ def publish(
     results = _run(main)
     for result in results:
         typer.echo(_json(result))
+    # Standard output stays JSON lines; a person reads the state refusals on standard error.
+    for index, result in enumerate(results):
+        refused = state_refusals(result)
+        if refused:
+            typer.echo(f"event {index} ({result.event_id}) refused by the state of:", err=True)
+            for line in state_refusal_lines(refused):
+                typer.echo(f"  {line}", err=True)
     if any(result.HasField("error") for result in results):
         raise typer.Exit(1)
 
@@ -325,4 +350,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(emergency_app, name="emergency")
 
 
-__all__ = ["DEFAULT_TARGET", "describe_rpc_error", "read_events", "register"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "describe_rpc_error",
+    "read_events",
+    "register",
+    "state_refusal_lines",
+]

@@ -4,11 +4,11 @@ decision comes in as a function; no grpc here (refusal kinds become gRPC codes a
 outcomes in gateway.rpc.calls). The lifecycles and the ledger judge the admitted events after
 it, in order, through `StatefulGuards` (the edge reads and writes their state).
 
-Each guard is `(principal, event, state) -> Passed | Refused` (`state`: extra guards may be
-handed a snapshot; the lifecycle guard judges whole batches instead). The first refusal ends the
-pipeline. The door guards (validation, claimed source) see the event as sent; then the event is
-stamped (authenticated source, time of receipt) and the later guards see the stamped event, so
-the catalogue, the policy and the stateful guards judge what would be stored (a field the gateway
+Each guard is `(principal, event) -> Passed | Refused`, reading no state (the stateful guards
+judge whole batches after admission). The first refusal ends the pipeline. The door guards
+(validation, claimed source) see the event as sent; then the event is stamped (authenticated
+source, time of receipt) and the later guards see the stamped event, so the catalogue, the
+policy and the stateful guards judge what would be stored (a field the gateway
 stamps is never missing). The catalogue speaks before the policy: a type nobody declared, or an
 event without what its type requires, is the caller's mistake (INVALID), not a permission.
 
@@ -24,7 +24,7 @@ field that no rule was written for.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -98,12 +98,7 @@ class Passed:
 
 PASSED = Passed()
 
-# Aggregate state a stateful guard reads, by aggregate key (e.g. an incident's lifecycle
-# state); read by the edge before admission and committed by it with compare-and-set after.
-AggregateState = Mapping[str, object]
-NO_STATE: AggregateState = {}
-
-Guard = Callable[[Principal, event_pb2.Event, AggregateState], Passed | Refused]
+Guard = Callable[[Principal, event_pb2.Event], Passed | Refused]
 
 
 class Commitment(Protocol):
@@ -160,7 +155,7 @@ class NoStatefulGuards:
 def validation_guard(validator: Validator, max_event_bytes: int) -> Guard:
     """Size, then the field rules; advice that is not followed passes as advisories."""
 
-    def guard(_: Principal, event: event_pb2.Event, __: AggregateState) -> Passed | Refused:
+    def guard(_: Principal, event: event_pb2.Event) -> Passed | Refused:
         size = event.ByteSize()
         if size > max_event_bytes:
             problem = FieldProblem(
@@ -176,9 +171,7 @@ def validation_guard(validator: Validator, max_event_bytes: int) -> Guard:
     return guard
 
 
-def claimed_source_guard(
-    principal: Principal, event: event_pb2.Event, _: AggregateState
-) -> Passed | Refused:
+def claimed_source_guard(principal: Principal, event: event_pb2.Event) -> Passed | Refused:
     """A source, when given, must be the calling agency: nobody publishes in another's name."""
     if event.source and event.source != principal.agency:
         return Refused(
@@ -196,7 +189,7 @@ def catalogue_guard(catalogue: Catalogue) -> Guard:
     """The event's type must be in the catalogue, and the event must carry every field its
     type requires (one problem per missing field path). Runs on the stamped event."""
 
-    def guard(_: Principal, event: event_pb2.Event, __: AggregateState) -> Passed | Refused:
+    def guard(_: Principal, event: event_pb2.Event) -> Passed | Refused:
         entry = catalogue.get(event.type)
         if entry is None:
             problem = FieldProblem(
@@ -225,7 +218,7 @@ def catalogue_guard(catalogue: Catalogue) -> Guard:
 def policy_guard(decide: Callable[[event_pb2.Event], Decision]) -> Guard:
     """The access policy's publish decision on the stamped event."""
 
-    def guard(principal: Principal, event: event_pb2.Event, _: AggregateState) -> Passed | Refused:
+    def guard(principal: Principal, event: event_pb2.Event) -> Passed | Refused:
         decision = decide(event)
         if not decision.allowed:
             return Refused(
@@ -242,8 +235,7 @@ def policy_guard(decide: Callable[[event_pb2.Event], Decision]) -> Guard:
 @dataclass(frozen=True)
 class Pipeline:
     """The guards in order: `door` on the event as sent, `stamped` on the stamped event (the
-    catalogue guard, the policy guard, then the stateful guards). One policy guard must pass
-    with a decision."""
+    catalogue guard, then the policy guard). One policy guard must pass with a decision."""
 
     door: Sequence[Guard]
     stamped: Sequence[Guard]
@@ -253,19 +245,18 @@ class Pipeline:
         principal: Principal,
         event: event_pb2.Event,
         received: timestamp_pb2.Timestamp,
-        state: AggregateState = NO_STATE,
     ) -> Admitted | Refused:
         advisories: list[FieldProblem] = []
         decision: Decision | None = None
         for guard in self.door:
-            verdict = guard(principal, event, state)
+            verdict = guard(principal, event)
             if isinstance(verdict, Refused):
                 return verdict
             advisories.extend(verdict.advisories)
         stamped = envelope.stamped(event, principal.agency, received)
         stamped.DiscardUnknownFields()
         for guard in self.stamped:
-            verdict = guard(principal, stamped, state)
+            verdict = guard(principal, stamped)
             if isinstance(verdict, Refused):
                 return verdict
             advisories.extend(verdict.advisories)
@@ -287,17 +278,15 @@ def pipeline(
     decide: Callable[[event_pb2.Event], Decision],
     *,
     max_event_bytes: int,
-    stateful: Sequence[Guard] = (),
     catalogue: Catalogue | None = None,
 ) -> Pipeline:
     """The publish pipeline: validation, claimed source, the catalogue (None: the one shipped
-    with the schemas), policy, then `stateful` guards."""
+    with the schemas), then policy."""
     return Pipeline(
         door=(validation_guard(validator, max_event_bytes), claimed_source_guard),
         stamped=(
             catalogue_guard(load_catalogue() if catalogue is None else catalogue),
             policy_guard(decide),
-            *stateful,
         ),
     )
 
@@ -333,14 +322,10 @@ def admit_all(
     received: datetime,
     *,
     max_event_bytes: int,
-    stateful: Sequence[Guard] = (),
-    state: AggregateState = NO_STATE,
     catalogue: Catalogue | None = None,
 ) -> list[Admitted | Refused]:
     """`admit` for each event of a batch, all received at one moment (`received`). The
     servicer calls it a few events at a time, in fair turns among agencies."""
     stamp = envelope.timestamp(received)
-    guards = pipeline(
-        validator, decide, max_event_bytes=max_event_bytes, stateful=stateful, catalogue=catalogue
-    )
-    return [guards.run(principal, event, stamp, state) for event in events]
+    guards = pipeline(validator, decide, max_event_bytes=max_event_bytes, catalogue=catalogue)
+    return [guards.run(principal, event, stamp) for event in events]

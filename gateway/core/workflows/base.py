@@ -159,16 +159,30 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Precondition:
+    """An aggregate an event reads but does not move, and the states it must not be in (NONE:
+    it must exist) for the event to pass; `reason` says why, from that aggregate's side."""
+
+    ref: AggregateRef
+    refused_in: frozenset[str]
+    reason: str
+
+
+@dataclass(frozen=True)
 class Rules:
     """What one lifecycle adds to the generic machine: which aggregates an event touches
-    (`refs`), what it says about their parties and times (`facts`), and any rule the
-    catalogue's data cannot state (`check`: a reason to refuse, or None)."""
+    (`refs`), what it says about their parties and times (`facts`), any rule the catalogue's
+    data cannot state (`check`: a reason to refuse, or None), and the state other aggregates
+    must be in (`preconditions`: e.g. a merge's survivor must exist)."""
 
     refs: Callable[[event_pb2.Event, EventType], list[AggregateRef]]
     facts: Callable[[event_pb2.Event, AggregateRef], Facts] = field(
         default=lambda event, ref: Facts()
     )
     check: Callable[[Context], str | None] = field(default=lambda context: None)
+    preconditions: Callable[[event_pb2.Event, EventType], list[Precondition]] = field(
+        default=lambda event, event_type: []
+    )
 
 
 def current(state: AggregateState | None) -> str:

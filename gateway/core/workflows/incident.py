@@ -3,9 +3,18 @@ plane) for each. Pure: no I/O."""
 
 from __future__ import annotations
 
-from dutylink.catalogue import EventType
+from dutylink.catalogue import NONE, EventType
 from dutylink.v1 import event_pb2
-from gateway.core.workflows.base import AggregateRef, Context, Facts, Rules, plane_token
+from gateway.core.workflows.base import (
+    AggregateRef,
+    Context,
+    Facts,
+    Precondition,
+    Rules,
+    plane_token,
+)
+
+MERGED = "merged"  # the incident machine's state of a duplicate merged away
 
 
 def _refs(event: event_pb2.Event, event_type: EventType) -> list[AggregateRef]:
@@ -43,5 +52,24 @@ def _check(context: Context) -> str | None:
     return None
 
 
-INCIDENT = Rules(refs=_refs, facts=_facts, check=_check)
+def _preconditions(event: event_pb2.Event, event_type: EventType) -> list[Precondition]:
+    # A merge points readers of the duplicate at its survivor: one that was never reported, or
+    # was itself merged away, would leave them at a dead end.
+    incident = event.incident
+    survivor = incident.merged_into
+    if event_type.type != "incident.merged" or survivor in ("", incident.incident_id):
+        return []  # a missing survivor is admission's to refuse, a merge into itself _check's
+    return [
+        Precondition(
+            AggregateRef("incident", plane_token(event.plane), survivor),
+            refused_in=frozenset({NONE, MERGED}),
+            reason=(
+                f"'{event_type.type}' merges {incident.incident_id!r} into it: the incident "
+                "that survives must have been reported and not merged away itself"
+            ),
+        )
+    ]
+
+
+INCIDENT = Rules(refs=_refs, facts=_facts, check=_check, preconditions=_preconditions)
 EMERGENCY_PHASE = Rules(refs=_refs)

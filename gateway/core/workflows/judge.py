@@ -39,7 +39,7 @@ from gateway.core.workflows.ledger_state import (
     Refusal,
     plain,
 )
-from gateway.core.workflows.machine import aggregate_refs, decide
+from gateway.core.workflows.machine import aggregate_refs, decide, preconditions, unmet
 from gateway.core.workflows.notices import replenishment_event
 
 # How many event ids an entry remembers; a retry older than that is judged anew.
@@ -70,8 +70,9 @@ def decode_thread_index(data: bytes) -> frozenset[ItemKey]:
 
 @dataclass(frozen=True)
 class Needs:
-    """What judging a batch reads: lifecycle aggregates (by key-value key), item lines, and the
-    thread index entries whose item lines are read as well."""
+    """What judging a batch reads: lifecycle aggregates (by key-value key: those the events
+    move and those their preconditions look at), item lines, and the thread index entries
+    whose item lines are read as well."""
 
     aggregates: frozenset[str] = frozenset()
     items: frozenset[ItemKey] = frozenset()
@@ -88,6 +89,7 @@ def needs(catalogue: Catalogue, events: Sequence[event_pb2.Event]) -> Needs:
     threads: set[Thread] = set()
     for event in events:
         aggregates.update(ref.kv_key for ref in aggregate_refs(event, catalogue))
+        aggregates.update(p.ref.kv_key for p in preconditions(event, catalogue))
         needed = scope(event)
         items.update(needed.items)
         threads.update(needed.threads)
@@ -119,7 +121,9 @@ class Judged:
 
 @dataclass(frozen=True)
 class Changes:
-    """The entries the accepted events changed: what to write back."""
+    """What to write back: the entries the accepted events changed, and the aggregates they
+    only read for a precondition, as they are, so that compare-and-set refuses the batch if
+    another replica moved one of them since it was read."""
 
     aggregates: frozenset[str] = frozenset()
     items: frozenset[ItemKey] = frozenset()
@@ -172,10 +176,12 @@ def _judge_one(
     problems: list[StateProblem] = []
     aggregates = dict(view.aggregates)
     moved: set[str] = set()
+    retry = False
     for ref in aggregate_refs(event, catalogue):
         state = view.aggregates.get(ref.kv_key)
         if state is not None and event.id in state.recent:
-            continue  # a retry of an event already judged and written
+            retry = True  # an event already judged and written
+            continue
         verdict = decide(catalogue, ref, state, actor, event, now)
         if isinstance(verdict, IllegalTransition):
             problems.append(_transition_problem(verdict))
@@ -183,6 +189,15 @@ def _judge_one(
         new = verdict.new_state
         aggregates[ref.kv_key] = replace(new, recent=_remember(new.recent, event.id))
         moved.add(ref.kv_key)
+    read: set[str] = set()
+    if not retry:  # what it read may have moved on since it was written
+        for precondition in preconditions(event, catalogue):
+            state = view.aggregates.get(precondition.ref.kv_key)
+            illegal = unmet(catalogue, precondition, state, now)
+            if illegal is not None:
+                problems.append(_transition_problem(illegal))
+            elif state is not None:
+                read.add(precondition.ref.kv_key)
     applied = _apply_ledger(view.ledger, event)
     problems.extend(_ledger_problem(view.ledger, refusal) for refusal in applied.refusals)
     if problems:
@@ -205,7 +220,9 @@ def _judge_one(
                 threads[thread] = indexed | {key}
                 changed_threads.add(thread)
     after = View(aggregates, Ledger(items), threads)
-    changed = Changes(frozenset(moved), frozenset(applied.changed), frozenset(changed_threads))
+    changed = Changes(
+        frozenset(moved | read), frozenset(applied.changed), frozenset(changed_threads)
+    )
     notices = tuple(
         replenishment_event(notice, items[notice.item].version, event)
         for notice in applied.replenishments

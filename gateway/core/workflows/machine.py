@@ -16,6 +16,7 @@ from gateway.core.workflows.base import (
     AggregateState,
     Context,
     IllegalTransition,
+    Precondition,
     Rules,
     Verdict,
     current,
@@ -44,6 +45,31 @@ def aggregate_refs(event: event_pb2.Event, catalogue: Catalogue) -> list[Aggrega
     if event_type is None or event_type.lifecycle is None:
         return []
     return LIFECYCLE_RULES[event_type.lifecycle].refs(event, event_type)
+
+
+def preconditions(event: event_pb2.Event, catalogue: Catalogue) -> list[Precondition]:
+    """The aggregates `event` reads without moving them, and the states they must not be in."""
+    event_type = catalogue.get(event.type)
+    if event_type is None or event_type.lifecycle is None:
+        return []
+    return LIFECYCLE_RULES[event_type.lifecycle].preconditions(event, event_type)
+
+
+def unmet(
+    catalogue: Catalogue,
+    precondition: Precondition,
+    state: AggregateState | None,
+    now: datetime,
+) -> IllegalTransition | None:
+    """Why `precondition` does not hold for its aggregate in `state` (None: it holds). The
+    refusal names that aggregate, which the event does not move."""
+    ref = precondition.ref
+    at = effective_state(catalogue, state, now)
+    if at not in precondition.refused_in:
+        return None
+    version = state.version if state is not None else 0
+    allowed = allowed_from(catalogue, ref.lifecycle, at)
+    return IllegalTransition(ref, at, version, allowed, precondition.reason)
 
 
 def effective_state(catalogue: Catalogue, state: AggregateState | None, now: datetime) -> str:

@@ -198,7 +198,7 @@ def _judge_one(
                 problems.append(_transition_problem(illegal))
             elif state is not None:
                 read.add(precondition.ref.kv_key)
-    applied = _apply_ledger(view.ledger, event)
+    applied = _apply_ledger(view.ledger, event, retry)
     problems.extend(_ledger_problem(view.ledger, refusal) for refusal in applied.refusals)
     if problems:
         return Judged(tuple(problems)), view, Changes()
@@ -230,9 +230,11 @@ def _judge_one(
     return Judged(notices=notices), after, changed
 
 
-def _apply_ledger(current: Ledger, event: event_pb2.Event) -> Applied:
-    """The event's ledger fold; none if an item line it touches remembers it (a retry)."""
-    if any(event.id in item.recent for item in current.items.values()):
+def _apply_ledger(current: Ledger, event: event_pb2.Event, retry: bool) -> Applied:
+    """The event's ledger fold; none for a retry: an entry it moved remembers it (all of an
+    event's entries are written together, so the item lines hold it too, even once they
+    forgot its id)."""
+    if retry or any(event.id in item.recent for item in current.items.values()):
         return Applied(current)
     return ledger.apply(current, event)
 

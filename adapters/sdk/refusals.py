@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 from dutylink.v1 import gateway_pb2
 
-__all__ = ["describe_state_refusal", "state_refusals"]
+__all__ = ["allowed_transitions", "describe_state_refusal", "state_refusals"]
 
 
 def state_refusals(
@@ -40,11 +40,17 @@ def state_refusals(
     return found
 
 
-def describe_state_refusal(refusal: gateway_pb2.StateRefusal) -> str:
-    """One line for a person: the aggregate, its state and version, why, what it allows."""
+def allowed_transitions(refusal: gateway_pb2.StateRefusal) -> list[str]:
+    """What the aggregate allows from its state ("type → state"), with how many were cut."""
     allowed = list(refusal.allowed)
     if refusal.allowed_cut:
         allowed.append(f"and {refusal.allowed_cut} more")
+    return allowed
+
+
+def describe_state_refusal(refusal: gateway_pb2.StateRefusal) -> str:
+    """One line for a person: the aggregate, its state and version, why, what it allows."""
+    allowed = allowed_transitions(refusal)
     allows = f"; allowed from there: {', '.join(allowed)}" if allowed else ""
     return (
         f"{refusal.aggregate} is '{refusal.state}' (version {refusal.version}): "

@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from adapters.sdk.client import ClientCertificate, DutyLinkClient
-from adapters.sdk.refusals import state_refusals
+from adapters.sdk.refusals import allowed_transitions, state_refusals
 from dutylink.v1 import event_pb2, gateway_pb2
 
 TargetOption = Annotated[
@@ -98,10 +98,7 @@ def state_refusal_lines(refusals: Sequence[gateway_pb2.StateRefusal]) -> list[st
     for refusal in refusals:
         lines.append(f"{refusal.aggregate}: '{refusal.state}' (version {refusal.version})")
         lines.append(f"  why: {refusal.reason}")
-        allowed = list(refusal.allowed)
-        if refusal.allowed_cut:
-            allowed.append(f"and {refusal.allowed_cut} more")
-        if allowed:
+        if allowed := allowed_transitions(refusal):
             lines.append(f"  allowed from there: {', '.join(allowed)}")
     return lines
 

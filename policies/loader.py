@@ -765,6 +765,22 @@ def _lint(
     return warnings
 
 
+def _lint_deadlines(
+    deadlines: Sequence[Deadline], agencies: Sequence[Agency], catalogue: Catalogue
+) -> list[Finding]:
+    """Warnings about escalation levels that name a standing role no agency holds: that part
+    of the escalation would reach nobody."""
+    held = {role for agency in agencies for role in agency.roles}
+    return [
+        Finding(deadline.file, level.line, f"deadline '{deadline.id}': escalation to {name} "
+                f"reaches no agency (no agency holds the role '{catalogue.standing_roles[name]}')")
+        for deadline in deadlines
+        for level in deadline.escalate
+        for name in level.to
+        if name in catalogue.standing_roles and catalogue.standing_roles[name] not in held
+    ]  # fmt: skip
+
+
 def parse_policy(texts: Mapping[str, str], catalogue: Catalogue | None = None) -> Policy:
     """Build the policy from file name -> YAML text. Raises `PolicyError` with every error;
     lint warnings are returned in `Policy.warnings`. Deadlines are checked against `catalogue`
@@ -809,7 +825,10 @@ def parse_policy(texts: Mapping[str, str], catalogue: Catalogue | None = None) -
         break_glass=break_glass[0][0] if break_glass else BreakGlass(),
         version=policy_version(texts),
         files=tuple(names),
-        warnings=tuple(_lint(rules, redactions, agency_ids, names[0] if names else "")),
+        warnings=tuple(
+            _lint(rules, redactions, agency_ids, names[0] if names else "")
+            + _lint_deadlines(deadlines, agencies, catalogue)
+        ),
     )
 
 

@@ -151,6 +151,18 @@ def test_each_mistake_is_reported_on_its_line(changes: dict[str, str], expected:
     assert any(line.startswith(expected) for line in found), found
 
 
+def test_an_escalation_to_a_standing_role_nobody_holds_is_a_warning() -> None:
+    text = one_deadline(escalate="\n      - after: 0s\n        to: [command_centre]")
+    assert not [w for w in load(text).warnings if "deadline" in w.message]
+    alone = parse_policy({"policies/deadlines.yaml": "agencies:\n  - id: fire\n    name: Fire\n"
+                          + text})  # fmt: skip
+    (warning,) = [w for w in alone.warnings if "deadline" in w.message]
+    assert str(warning) == (
+        "policies/deadlines.yaml:10: deadline 'd1': escalation to command_centre reaches no "
+        "agency (no agency holds the role 'command')"
+    )
+
+
 def test_a_deadline_id_must_differ_from_every_rule_id() -> None:
     text = one_deadline(id="fire-publishes") + textwrap.dedent("""\
         rules:

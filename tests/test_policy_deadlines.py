@@ -19,9 +19,17 @@ from dutylink.v1 import (
     warning_pb2,
 )
 from policies.deadlines import deadlines_for, due, level_due, matches, notified
-from policies.engine import parties
+from policies.engine import Evaluator, parties
 from policies.loader import load_policy, parse_policy, policy_files
-from policies.model import CAP_SEVERITIES, CAP_URGENCIES, PolicyError
+from policies.model import (
+    CAP_SEVERITIES,
+    CAP_URGENCIES,
+    CLASSIFICATIONS,
+    PLANES,
+    EscalationLevel,
+    Policy,
+    PolicyError,
+)
 
 AGENCIES = textwrap.dedent("""\
     roles:
@@ -57,7 +65,7 @@ WARNING_DEADLINE = textwrap.dedent("""\
 """)
 
 
-def load(text: str):  # type: ignore[no-untyped-def]
+def load(text: str) -> Policy:
     return parse_policy({"policies/agencies.yaml": AGENCIES, "policies/deadlines.yaml": text})
 
 
@@ -246,7 +254,7 @@ def test_escalation_targets_resolve_standing_roles_and_deputies() -> None:
         "fire",
     }
     task = event_pb2.Event(type="task.rectified", task=task_pb2.Task(supervising_agency="fire"))
-    sup_only = deadline.escalate[1].__class__(dt.timedelta(0), ("supervisor",))
+    sup_only = EscalationLevel(dt.timedelta(0), ("supervisor",))
     assert notified(policy, catalogue, sup_only, task) == {"emergency", "fire"}
 
 
@@ -308,3 +316,16 @@ def test_an_escalation_event_matches_its_family() -> None:
         protovalidate.validate(event)
     assert "event.type_matches_payload" in str(caught.value.violations)
     assert warning_pb2  # the CAP Ack stays a warning event
+
+
+def test_the_sample_rules_route_answers_to_the_sender_and_the_command_centre() -> None:
+    evaluator = Evaluator(load_policy(policy_files()))
+    ack = event_pb2.Event(source="fire", type="acknowledgement.acknowledged",
+                          classification=CLASSIFICATIONS["INTERNAL"], plane=PLANES["ACTUAL"])  # fmt: skip
+    ack.jurisdiction.division_code = "310115"
+    ack.acknowledgement.event_id = "w-1"
+    ack.acknowledgement.event_source = "weather"
+    assert evaluator.decide("fire", frozenset(), "publish", ack).allowed
+    assert evaluator.decide("command", frozenset({"command"}), "receive", ack).allowed
+    assert evaluator.decide("weather", frozenset(), "receive", ack).allowed
+    assert not evaluator.decide("transport", frozenset(), "receive", ack).allowed

@@ -329,3 +329,15 @@ def test_the_sample_rules_route_answers_to_the_sender_and_the_command_centre() -
     assert evaluator.decide("command", frozenset({"command"}), "receive", ack).allowed
     assert evaluator.decide("weather", frozenset(), "receive", ack).allowed
     assert not evaluator.decide("transport", frozenset(), "receive", ack).allowed
+
+
+def test_an_acknowledgements_type_says_its_decision() -> None:
+    event = event_pb2.Event(type="acknowledgement.acknowledged")
+    event.acknowledgement.decision = acknowledgement_pb2.ACKNOWLEDGEMENT_DECISION_DECLINED
+    with pytest.raises(protovalidate.ValidationError) as caught:
+        protovalidate.validate(event)
+    assert "event.acknowledgement_type_matches_decision" in str(caught.value.violations)
+    event.type = "acknowledgement.declined"
+    with pytest.raises(protovalidate.ValidationError) as caught:
+        protovalidate.validate(event)
+    assert "event.acknowledgement_type_matches_decision" not in str(caught.value.violations)

@@ -155,7 +155,8 @@ class _CompiledRule:
 def parties(event: event_pb2.Event) -> frozenset[str]:
     """The agencies an event concerns (for `only_parties` rules): its publisher; an incident's
     lead and involved agencies; a task's owning and supervising agencies; the agency that owns
-    the stock a ledger notice is about."""
+    the stock a ledger notice is about; the publisher of the message an acknowledgement
+    answers; an escalation's tracked message's publisher, pending and notified agencies."""
     found = {event.source}
     kind = event.WhichOneof("payload")
     if kind == "incident":
@@ -170,6 +171,12 @@ def parties(event: event_pb2.Event) -> frozenset[str]:
             found.add(inventory.replenishment_needed.agency)
         elif notice == "reservation_expired":
             found.add(inventory.reservation_expired.agency)
+    elif kind == "acknowledgement":
+        found.add(event.acknowledgement.event_source)
+    elif kind == "escalation":
+        found.add(event.escalation.tracked_source)
+        found.update(event.escalation.pending_agencies)
+        found.update(event.escalation.notified_agencies)
     found.discard("")
     return frozenset(found)
 

@@ -2,8 +2,8 @@
 
 Long because it validates every key of the policy format with its own `file:line` message, checks
 names across files (duplicate and unknown agencies and roles) and lints what does not stop a load
-(shadowed and unreachable rules, sensitive fields left unredacted); the format is in
-policies/README.md.
+(shadowed and unreachable rules, sensitive fields left unredacted) and checks deadlines against
+the event-type catalogue; the format is in policies/README.md.
 
 `parse_policy` is pure (file name -> YAML text); `load_policy` only reads the files first.
 Every problem of a load is collected into one `PolicyError` whose lines read
@@ -25,11 +25,16 @@ from pathlib import Path, PurePath
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from dutylink.catalogue import Catalogue, EventType, load_catalogue
 from policies.model import (
     ACTIONS,
     ANY,
+    CAP_SEVERITIES,
+    CAP_URGENCIES,
     CLASSIFICATIONS,
     EFFECTS,
+    EXPECTATIONS,
+    FAMILIES,
     HIGHEST_CLASSIFICATION,
     INCIDENT_CATEGORIES,
     INCIDENT_SEVERITIES,
@@ -37,8 +42,12 @@ from policies.model import (
     PLANES,
     PRIORITIES,
     SENSITIVITIES,
+    UNTRACKED_FAMILIES,
     Agency,
     BreakGlass,
+    Deadline,
+    EscalationLevel,
+    Expectation,
     Finding,
     Policy,
     PolicyError,
@@ -54,7 +63,7 @@ from policies.redaction import covers, field_path_error, sensitive_fields
 
 SAMPLE_DIR = Path(__file__).parent
 
-_TOP_KEYS = ("roles", "agencies", "break_glass", "rules", "redactions")
+_TOP_KEYS = ("roles", "agencies", "break_glass", "rules", "redactions", "deadlines")
 _AGENCY_KEYS = ("id", "name", "description", "clearance", "roles")
 _RULE_KEYS = (
     "id",
@@ -78,12 +87,32 @@ _RULE_KEYS = (
 )
 _REDACTION_KEYS = ("id", "description", "fields", "for_agencies", "unless_agencies", "types")
 _BREAK_GLASS_KEYS = ("roles", "max_duration_hours")
+_DEADLINE_KEYS = (
+    "id",
+    "description",
+    "types",
+    "severities",
+    "urgencies",
+    "min_priority",
+    "planes",
+    "expect",
+    "within",
+    "escalate",
+)
+_LEVEL_KEYS = ("after", "to", "deputy")
+# Deadlines and escalation delays are whole numbers of one unit ("90s", "15m", "24h", "3d"),
+# at most LONGEST_DEADLINE (a tracker holds its timers that long); at most MAX_LEVELS levels
+# (Escalation.level's bound in escalation.proto).
+_DURATION = re.compile(r"([0-9]{1,9})([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+LONGEST_DEADLINE = dt.timedelta(days=30)
+MAX_LEVELS = 16
+_STATE_PREFIX = "state:"
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # The gateway routes, stores and audits by these; withholding them would break delivery.
 _UNREDACTABLE = frozenset({
     "id", "source", "type", "time", "received_time", "jurisdiction",
-    "jurisdiction.division_code", "classification", "plane", "priority",
-    "incident", "resource", "warning", "task",
+    "jurisdiction.division_code", "classification", "plane", "priority", *FAMILIES,
 })  # fmt: skip
 
 
@@ -121,14 +150,16 @@ class _FileParser:
     """Reads one file's nodes into policy values, noting errors, declarations and references;
     the cross-file checks run once every file is read."""
 
-    def __init__(self, file: str, findings: list[Finding]) -> None:
+    def __init__(self, file: str, findings: list[Finding], catalogue: Catalogue) -> None:
         self.file = file
         self.findings = findings
+        self.catalogue = catalogue
         self.declared: list[_Name] = []
         self.references: list[_Name] = []
         self.agencies: list[Agency] = []
         self.rules: list[Rule] = []
         self.redactions: list[Redaction] = []
+        self.deadlines: list[Deadline] = []
         self.roles: list[str] = []
         self.break_glass: list[tuple[BreakGlass, int]] = []
 
@@ -254,6 +285,9 @@ class _FileParser:
         for node in self._items(sections.get("redactions"), "redactions"):
             if (redaction := self.redaction(node)) is not None:
                 self.redactions.append(redaction)
+        for node in self._items(sections.get("deadlines"), "deadlines"):
+            if (deadline := self.deadline(node)) is not None:
+                self.deadlines.append(deadline)
 
     def role_section(self, node: Node) -> None:
         if not isinstance(node, MappingNode):
@@ -435,6 +469,160 @@ class _FileParser:
             line=_line(node),
         )
 
+    # --- deadlines -----------------------------------------------------------------------------
+
+    def deadline(self, node: Node) -> Deadline | None:
+        label = _label(node, "deadline")
+        required = ("id", "types", "expect", "within", "escalate")
+        fields = self.mapping(node, label, _DEADLINE_KEYS, required)
+        if fields is None:
+            return None
+        errors = len(self.findings)
+        get = fields.get
+        deadline_id = self.identifier(get("id"), "rule")
+        types, tracked = self.tracked(get("types"))
+        families = {t.family for t in tracked}
+        severities: frozenset[int] = frozenset()
+        if (node_s := get("severities")) is not None:
+            if families == {"warning"}:
+                severities = self.choices(node_s, "CAP severity", CAP_SEVERITIES)
+            elif families == {"incident"}:
+                severities = self.choices(node_s, "incident severity", INCIDENT_SEVERITIES)
+            elif tracked:
+                self.error(node_s, "severities apply to warnings (CAP severity) or incidents "
+                           "(incident severity); types must all be warning.* or all incident.*")  # fmt: skip
+        urgencies = self.choices(get("urgencies"), "CAP urgency", CAP_URGENCIES)
+        if (node_u := get("urgencies")) is not None and tracked and families != {"warning"}:
+            self.error(node_u, "urgencies apply to warnings only; types must all be warning.*")
+        min_priority = self.choice(get("min_priority"), "priority", PRIORITIES)
+        planes = self.choices(get("planes"), "plane", PLANES)
+        expect, states = self.expectation(get("expect"), tracked)
+        within = self.duration(get("within"), "within", zero_allowed=False)
+        levels = self.levels(get("escalate"))
+        description = self.text(get("description"), "description")
+        if len(self.findings) > errors or deadline_id is None or expect is None or not within:
+            return None
+        return Deadline(
+            id=deadline_id,
+            types=types,
+            expect=expect,
+            within=within,
+            escalate=levels,
+            states=states,
+            severities=severities,
+            urgencies=urgencies,
+            min_priority=min_priority or 0,
+            planes=planes,
+            description=description,
+            file=self.file,
+            line=_line(node),
+        )
+
+    def tracked(self, node: Node | None) -> tuple[tuple[str, ...], list[EventType]]:
+        """A deadline's `types` patterns and the catalogue types they select; each pattern
+        must select some, and none may be an answer or an escalation (those are not tracked)."""
+        patterns: list[str] = []
+        found: list[EventType] = []
+        known = [t.type for t in self.catalogue.types]
+        for pattern, item in self.scalars(node, "types"):
+            family, _, name = pattern.partition(".")
+            patterns.append(pattern)
+            if error := type_pattern_error(pattern):
+                self.error(item, error)
+            elif pattern == ANY:
+                self.error(item, "a deadline tracks named types or families, not '*'")
+            elif family in UNTRACKED_FAMILIES:
+                self.error(item, f"'{pattern}': {family} events are not tracked by deadlines")
+            elif name == ANY:
+                found.extend(self.catalogue.types_of(family=family))
+            elif (entry := self.catalogue.get(pattern)) is None:
+                self.error(item, f"unknown event type '{pattern}'{_suggest(pattern, known)}")
+            else:
+                found.append(entry)
+        return tuple(patterns), found
+
+    def expectation(
+        self, node: Node | None, tracked: list[EventType]
+    ) -> tuple[Expectation | None, tuple[str, ...]]:
+        value = self.scalar(node, "expect")
+        if value is None or node is None:
+            return None, ()
+        if not value.startswith(_STATE_PREFIX):
+            if value not in EXPECTATIONS or value == "state":
+                self.error(node, f"unknown expect '{value}' (expected acknowledged, delivered "
+                           "or state:<lifecycle state>, e.g. state:handling)")  # fmt: skip
+                return None, ()
+            return ("acknowledged" if value == "acknowledged" else "delivered"), ()
+        wanted = tuple(value.removeprefix(_STATE_PREFIX).split("|"))
+        lifecycles = sorted({t.lifecycle or "" for t in tracked})
+        if not tracked:  # the types are wrong, and already reported
+            return None, ()
+        if lifecycles != [lc for lc in lifecycles if lc] or len(lifecycles) != 1:
+            untracked = sorted(t.type for t in tracked if not t.lifecycle)
+            why = (
+                f"{', '.join(untracked)} moves no lifecycle"
+                if untracked
+                else f"the types span the lifecycles {', '.join(lifecycles)}"
+            )
+            self.error(node, f"expect '{value}' needs types of one lifecycle: {why}")
+            return None, ()
+        states = self.catalogue.lifecycle(lifecycles[0]).states
+        unknown = [state for state in wanted if state not in states]
+        for state in unknown:
+            self.error(
+                node,
+                f"unknown state '{state}' of lifecycle {lifecycles[0]}{_suggest(state, states)}",
+            )
+        return ("state", wanted) if not unknown else (None, ())
+
+    def duration(self, node: Node | None, what: str, *, zero_allowed: bool) -> dt.timedelta:
+        """A duration such as "90s", "15m", "24h", "3d"; zero when missing or wrong."""
+        value = self.scalar(node, what)
+        if value is None or node is None:
+            return dt.timedelta(0)
+        if (match := _DURATION.fullmatch(value)) is None:
+            self.error(node, f"bad duration '{value}' for {what} (expected a whole number and "
+                       "a unit s, m, h or d, e.g. 90s, 15m, 24h, 3d)")  # fmt: skip
+            return dt.timedelta(0)
+        duration = dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
+        if duration > LONGEST_DEADLINE:
+            self.error(node, f"{what} {value} is longer than {LONGEST_DEADLINE.days}d")
+        elif not duration and not zero_allowed:
+            self.error(node, f"{what} must be longer than 0")
+        return duration
+
+    def levels(self, node: Node | None) -> tuple[EscalationLevel, ...]:
+        items = self._items(node, "escalate")
+        if node is not None and isinstance(node, SequenceNode) and not items:
+            self.error(node, "escalate needs at least one level")
+        if len(items) > MAX_LEVELS:
+            self.error(items[MAX_LEVELS], f"escalate has more than {MAX_LEVELS} levels")
+        levels: list[EscalationLevel] = []
+        for number, item in enumerate(items, start=1):
+            fields = self.mapping(item, f"escalation level {number}", _LEVEL_KEYS, ("after", "to"))
+            if fields is None:
+                continue
+            after = self.duration(fields.get("after"), "after", zero_allowed=True)
+            if levels and "after" in fields and after <= levels[-1].after:
+                self.error(fields["after"], f"level {number} fires after {fields['after'].value}, "
+                           f"not later than level {number - 1}: levels go in strictly "
+                           "increasing order of after")  # fmt: skip
+            to = self.recipients(fields.get("to"))
+            deputy = self.names(fields.get("deputy"), "agency", "deputy", allow_any=False)
+            levels.append(EscalationLevel(after, to, deputy, _line(item)))
+        return tuple(levels)
+
+    def recipients(self, node: Node | None) -> tuple[str, ...]:
+        """Agency ids and the catalogue's standing roles ("command_centre", "supervisor")."""
+        names = []
+        for value, item in self.scalars(node, "to"):
+            if value == ANY:
+                self.error(item, "'*' is not allowed in to; name agencies or standing roles")
+            elif value not in self.catalogue.standing_roles:
+                self.references.append(_Name("agency", value, self.file, _line(item)))
+            names.append(value)
+        return tuple(names)
+
 
 # --- the whole policy ------------------------------------------------------------------------
 
@@ -577,9 +765,27 @@ def _lint(
     return warnings
 
 
-def parse_policy(texts: Mapping[str, str]) -> Policy:
+def _lint_deadlines(
+    deadlines: Sequence[Deadline], agencies: Sequence[Agency], catalogue: Catalogue
+) -> list[Finding]:
+    """Warnings about escalation levels that name a standing role no agency holds: that part
+    of the escalation would reach nobody."""
+    held = {role for agency in agencies for role in agency.roles}
+    return [
+        Finding(deadline.file, level.line, f"deadline '{deadline.id}': escalation to {name} "
+                f"reaches no agency (no agency holds the role '{catalogue.standing_roles[name]}')")
+        for deadline in deadlines
+        for level in deadline.escalate
+        for name in level.to
+        if name in catalogue.standing_roles and catalogue.standing_roles[name] not in held
+    ]  # fmt: skip
+
+
+def parse_policy(texts: Mapping[str, str], catalogue: Catalogue | None = None) -> Policy:
     """Build the policy from file name -> YAML text. Raises `PolicyError` with every error;
-    lint warnings are returned in `Policy.warnings`."""
+    lint warnings are returned in `Policy.warnings`. Deadlines are checked against `catalogue`
+    (default: the one shipped with the schemas)."""
+    catalogue = catalogue or load_catalogue()
     findings: list[Finding] = []
     parsers = []
     names = sorted(texts)
@@ -587,7 +793,7 @@ def parse_policy(texts: Mapping[str, str]) -> Policy:
     for name, base in zip(names, basenames, strict=True):
         if basenames.count(base) > 1:
             findings.append(Finding(name, 0, f"two policy files are named '{base}'"))
-        parser = _FileParser(name, findings)
+        parser = _FileParser(name, findings, catalogue)
         parsers.append(parser)
         try:
             root = yaml.compose(texts[name], Loader=yaml.SafeLoader)
@@ -608,16 +814,21 @@ def parse_policy(texts: Mapping[str, str]) -> Policy:
     agencies = tuple(a for p in parsers for a in p.agencies)
     rules = tuple(r for p in parsers for r in p.rules)
     redactions = tuple(r for p in parsers for r in p.redactions)
+    deadlines = tuple(d for p in parsers for d in p.deadlines)
     agency_ids = tuple(a.id for a in agencies)
     return Policy(
         agencies=agencies,
         rules=rules,
         redactions=redactions,
+        deadlines=deadlines,
         roles=tuple(r for p in parsers for r in p.roles),
         break_glass=break_glass[0][0] if break_glass else BreakGlass(),
         version=policy_version(texts),
         files=tuple(names),
-        warnings=tuple(_lint(rules, redactions, agency_ids, names[0] if names else "")),
+        warnings=tuple(
+            _lint(rules, redactions, agency_ids, names[0] if names else "")
+            + _lint_deadlines(deadlines, agencies, catalogue)
+        ),
     )
 
 

@@ -1,4 +1,5 @@
-"""The policy vocabulary and its values: agencies, rules, redactions, break-glass grants.
+"""The policy vocabulary and its values: agencies, rules, redactions, deadlines, break-glass
+grants.
 
 Plain frozen data with no I/O. Enumerations (classification, plane, priority, incident category
 and severity) are named as in the YAML files ("RESTRICTED", "EXERCISE") and stored as the
@@ -16,7 +17,7 @@ from typing import Literal
 
 from google.protobuf.descriptor import FileDescriptor
 
-from dutylink.v1 import event_pb2, incident_pb2, options_pb2
+from dutylink.v1 import event_pb2, incident_pb2, options_pb2, warning_pb2
 
 Action = Literal["publish", "receive"]
 Effect = Literal["allow", "deny"]
@@ -58,6 +59,9 @@ INCIDENT_CATEGORIES = _names(incident_pb2.DESCRIPTOR, "IncidentCategory", "INCID
 # Level I (EXTRAORDINARY, 1) is the gravest; "at least LARGE" means levels I to III.
 INCIDENT_SEVERITIES = _names(incident_pb2.DESCRIPTOR, "IncidentSeverity", "INCIDENT_SEVERITY_")
 SENSITIVITIES = _names(options_pb2.DESCRIPTOR, "Sensitivity", "SENSITIVITY_")
+# CAP `severity` and `urgency` of a warning's info blocks (deadlines select warnings by them).
+CAP_SEVERITIES = _names(warning_pb2.DESCRIPTOR, "CapSeverity", "CAP_SEVERITY_")
+CAP_URGENCIES = _names(warning_pb2.DESCRIPTOR, "CapUrgency", "CAP_URGENCY_")
 LOWEST_CLASSIFICATION = min(CLASSIFICATIONS.values())
 HIGHEST_CLASSIFICATION = max(CLASSIFICATIONS.values())
 
@@ -202,6 +206,51 @@ class Redaction:
     line: int = field(default=0, compare=False)
 
 
+Expectation = Literal["acknowledged", "delivered", "state"]
+EXPECTATIONS: tuple[Expectation, ...] = ("acknowledged", "delivered", "state")
+# Families a deadline cannot track: answers and the tracker's own notices are not tracked.
+UNTRACKED_FAMILIES = frozenset({"acknowledgement", "escalation"})
+
+
+@dataclass(frozen=True)
+class EscalationLevel:
+    """One level of a deadline's escalation: `after` the deadline passed (0: at once) the
+    gateway notifies `to` (agency ids, or the catalogue's standing roles "command_centre" and
+    "supervisor") and re-routes the tracked message to the `deputy` agencies."""
+
+    after: dt.timedelta
+    to: tuple[str, ...]
+    deputy: tuple[str, ...] = ()
+    line: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """What must happen to a tracked message, and within how long of its `time`.
+
+    A message is tracked when it matches every condition (empty: any): `types` patterns,
+    `severities` (CAP severity for warnings, incident severity for incidents, by the family of
+    `types`), `urgencies` (CAP, warnings only), `min_priority` and `planes`. `expect` is
+    "acknowledged" (every recipient answered: acknowledged or declined), "delivered" (every
+    recipient's delivery acked) or "state" (its aggregate reached one of the lifecycle
+    `states`). `escalate` lists the levels in order of `after`.
+    """
+
+    id: str
+    types: tuple[str, ...]
+    expect: Expectation
+    within: dt.timedelta
+    escalate: tuple[EscalationLevel, ...]
+    states: tuple[str, ...] = ()
+    severities: frozenset[int] = frozenset()
+    urgencies: frozenset[int] = frozenset()
+    min_priority: int = 0
+    planes: frozenset[int] = frozenset()
+    description: str = ""
+    file: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
+
+
 @dataclass(frozen=True)
 class BreakGlass:
     """Who may declare an emergency elevation, and for how long at most. The default allows
@@ -249,6 +298,7 @@ class Policy:
     agencies: tuple[Agency, ...]
     rules: tuple[Rule, ...]
     redactions: tuple[Redaction, ...] = ()
+    deadlines: tuple[Deadline, ...] = ()
     roles: tuple[str, ...] = ()
     break_glass: BreakGlass = BreakGlass()
     version: str = ""
@@ -264,3 +314,6 @@ class Policy:
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
+
+    def deadline(self, deadline_id: str) -> Deadline | None:
+        return next((d for d in self.deadlines if d.id == deadline_id), None)

@@ -19,7 +19,8 @@ from dutylink.catalogue import (
     load_catalogue,
     parse_catalogue,
 )
-from dutylink.v1 import event_pb2, gateway_pb2
+from dutylink.v1 import acknowledgement_pb2, event_pb2, gateway_pb2
+from gateway.core.workflows.notices import GATEWAY_TYPES
 from policies.model import FAMILIES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,6 +145,29 @@ def test_a_stays_type_lists_its_states_and_stays() -> None:
 def test_an_informational_type_has_no_lifecycle() -> None:
     entry = CATALOGUE.get("warning.ack")
     assert entry is not None and entry.lifecycle is None and entry.transition is None
+
+
+def test_answers_and_escalations_move_no_lifecycle() -> None:
+    for family in ("acknowledgement", "escalation"):
+        entries = CATALOGUE.types_of(family=family)
+        assert entries and all(e.lifecycle is None for e in entries)
+
+
+def test_every_type_the_gateway_publishes_of_its_own_is_catalogued() -> None:
+    assert {"escalation.raised", "escalation.resolved"} <= GATEWAY_TYPES
+    assert all(CATALOGUE.get(name) is not None for name in GATEWAY_TYPES)
+
+
+def test_a_declined_acknowledgement_must_carry_its_reason() -> None:
+    event = event_pb2.Event(type="acknowledgement.declined")
+    event.acknowledgement.event_id = "CAD-2026-000123"
+    event.acknowledgement.event_source = "police"
+    event.acknowledgement.decision = acknowledgement_pb2.ACKNOWLEDGEMENT_DECISION_DECLINED
+    declined = CATALOGUE.get("acknowledgement.declined")
+    acknowledged = CATALOGUE.get("acknowledgement.acknowledged")
+    assert declined is not None and acknowledged is not None
+    assert declined.missing_fields(event) == ["acknowledgement.reason"]
+    assert acknowledged.missing_fields(event) == []
 
 
 def test_missing_fields_names_the_empty_required_paths() -> None:

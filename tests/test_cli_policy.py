@@ -42,7 +42,7 @@ def test_check_passes_on_the_samples_with_version_and_counts() -> None:
     result = runner.invoke(policy_app, ["check"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
-        f"policy {SAMPLES.version[:12]}: 11 agencies, 26 rules, 3 redactions"
+        f"policy {SAMPLES.version[:12]}: 11 agencies, 29 rules, 3 redactions, 4 deadlines"
     )
     assert result.stderr == ""
 
@@ -94,7 +94,7 @@ def test_warnings_are_printed_and_fail_only_with_strict(tmp_path: Path) -> None:
         f"{directory / 'zz-extra.yaml'}:2: warning: rule 'fire-publishes-fires' is shadowed by "
         "'everyone-publishes-incidents'" in lenient.stderr
     )
-    assert "27 rules, 3 redactions (1 warning)" in lenient.stdout
+    assert "30 rules, 3 redactions, 4 deadlines (1 warning)" in lenient.stdout
 
     strict = runner.invoke(policy_app, [*args, "--strict"])
     assert strict.exit_code == 1
@@ -212,8 +212,11 @@ def test_matrix_markdown_is_a_table_of_the_allow_and_deny_rules() -> None:
     result = runner.invoke(policy_app, ["matrix", "--format", "markdown"])
     assert result.exit_code == 0, result.output
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
-    assert table[0] == "| agency | clearance | incident | resource | warning | task | inventory |"
-    assert table[1] == "|---|---|---|---|---|---|---|"
+    assert table[0] == (
+        "| agency | clearance | incident | resource | warning | task | inventory "
+        "| acknowledgement | escalation |"
+    )
+    assert table[1] == "|---|---|---|---|---|---|---|---|---|"
     rows = [row.removeprefix("| ").removesuffix(" |").split(" | ") for row in table[2:]]
     cells = {row[0]: row[2:] for row in rows}
     assert list(cells) == list(SAMPLES.agency_ids)
@@ -228,6 +231,8 @@ def test_matrix_markdown_is_a_table_of_the_allow_and_deny_rules() -> None:
         "pub: all · rcv: ≤RESTRICTED",
         "pub: adjusted, declared; all if plane TEST · rcv: replenishment_needed, "
         "reservation_expired ≤INTERNAL if a party to it; ≤INTERNAL if plane TEST",
+        "pub: all · rcv: ≤RESTRICTED",
+        "pub: all if plane TEST · rcv: ≤RESTRICTED",
     ]
     assert "rcv: ≤INTERNAL if category FLOOD/GEOLOGICAL/SEVERE_WEATHER" in cells["weather"][0]
 

@@ -121,6 +121,7 @@ def _summary(policy: Policy) -> str:
             _plural(len(policy.agencies), "agency", "agencies"),
             _plural(len(policy.rules), "rule"),
             _plural(len(policy.redactions), "redaction"),
+            _plural(len(policy.deadlines), "deadline"),
         )
     )
     return f"policy {policy.version[:12]}: {counts}"

@@ -16,12 +16,17 @@ from dutylink.v1 import event_pb2
 from gateway.core.workflows.ledger import replenishment_payload
 from gateway.core.workflows.ledger_state import ReplenishmentNeeded
 
-# The source of the events the gateway publishes of its own (the ledger's notices), and their
-# types: no agency may publish these, whatever its policy says (gateway.rpc.publish).
+# The source of the events the gateway publishes of its own (the ledger's notices, the deadline
+# tracker's escalations), and their types: no agency may publish these, whatever its policy
+# says (gateway.rpc.publish).
 GATEWAY_AGENCY = "dutylink"
 REPLENISHMENT_TYPE = "inventory.replenishment_needed"
 EXPIRY_TYPE = "inventory.reservation_expired"
-GATEWAY_TYPES = frozenset({REPLENISHMENT_TYPE, EXPIRY_TYPE})
+ESCALATION_RAISED_TYPE = "escalation.raised"
+ESCALATION_RESOLVED_TYPE = "escalation.resolved"
+GATEWAY_TYPES = frozenset(
+    {REPLENISHMENT_TYPE, EXPIRY_TYPE, ESCALATION_RAISED_TYPE, ESCALATION_RESOLVED_TYPE}
+)
 REPLENISHMENT_ID_PREFIX = "ledger-replenish-"
 _DIGEST_HEX = 40
 

@@ -8,8 +8,10 @@ so that events can be re-published on any CloudEvents binding without translatio
 gateway also writes the attributes as `ce-*` headers on the JetStream message.
 """
 
+from dutylink.v1 import acknowledgement_pb2 as _acknowledgement_pb2
 from dutylink.v1 import common_pb2 as _common_pb2
 from dutylink.v1 import distribution_pb2 as _distribution_pb2
+from dutylink.v1 import escalation_pb2 as _escalation_pb2
 from dutylink.v1 import incident_pb2 as _incident_pb2
 from dutylink.v1 import inventory_pb2 as _inventory_pb2
 from dutylink.v1 import resource_pb2 as _resource_pb2
@@ -153,6 +155,8 @@ class Event(_message.Message):
     WARNING_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     INVENTORY_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGEMENT_FIELD_NUMBER: _builtins.int
+    ESCALATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Event id, chosen by the publisher and unique within its agency (CloudEvents `id`).
     It is the idempotency key: publishing the same id again within the duplicate window
@@ -167,8 +171,9 @@ class Event(_message.Message):
     """
     type: _builtins.str
     """Event type (CloudEvents `type`): "<family>.<name>", where the family is the payload's
-    ("incident", "resource", "warning", "task" or "inventory") and the name says what happened, e.g.
-    "incident.reported", "incident.status_changed", "resource.request", "warning.alert".
+    ("incident", "resource", "warning", "task", "inventory", "acknowledgement" or "escalation")
+    and the name says what happened, e.g. "incident.reported", "incident.status_changed",
+    "resource.request", "warning.alert".
     """
     subject: _builtins.str
     """What the event is about within its source (CloudEvents `subject`), e.g. the incident id."""
@@ -238,6 +243,18 @@ class Event(_message.Message):
         from the resource ledger about it.
         """
 
+    @_builtins.property
+    def acknowledgement(self) -> _acknowledgement_pb2.Acknowledgement:
+        """A receiving agency takes a message (warning, assignment, resource request, task) or
+        declines it with a reason.
+        """
+
+    @_builtins.property
+    def escalation(self) -> _escalation_pb2.Escalation:
+        """The gateway's notice that a tracked message missed a deadline (or that a raised
+        escalation is resolved); published by the gateway only.
+        """
+
     def __init__(
         self,
         *,
@@ -260,12 +277,14 @@ class Event(_message.Message):
         warning: _warning_pb2.Warning | None = ...,
         task: _task_pb2.Task | None = ...,
         inventory: _inventory_pb2.Inventory | None = ...,
+        acknowledgement: _acknowledgement_pb2.Acknowledgement | None = ...,
+        escalation: _escalation_pb2.Escalation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["distribution", b"distribution", "expires", b"expires", "incident", b"incident", "inventory", b"inventory", "jurisdiction", b"jurisdiction", "payload", b"payload", "received_time", b"received_time", "resource", b"resource", "task", b"task", "time", b"time", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledgement", b"acknowledgement", "distribution", b"distribution", "escalation", b"escalation", "expires", b"expires", "incident", b"incident", "inventory", b"inventory", "jurisdiction", b"jurisdiction", "payload", b"payload", "received_time", b"received_time", "resource", b"resource", "task", b"task", "time", b"time", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "classification", b"classification", "correlation_id", b"correlation_id", "distribution", b"distribution", "expires", b"expires", "id", b"id", "incident", b"incident", "inventory", b"inventory", "jurisdiction", b"jurisdiction", "payload", b"payload", "plane", b"plane", "priority", b"priority", "received_time", b"received_time", "resource", b"resource", "source", b"source", "subject", b"subject", "task", b"task", "time", b"time", "type", b"type", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledgement", b"acknowledgement", "causation_id", b"causation_id", "classification", b"classification", "correlation_id", b"correlation_id", "distribution", b"distribution", "escalation", b"escalation", "expires", b"expires", "id", b"id", "incident", b"incident", "inventory", b"inventory", "jurisdiction", b"jurisdiction", "payload", b"payload", "plane", b"plane", "priority", b"priority", "received_time", b"received_time", "resource", b"resource", "source", b"source", "subject", b"subject", "task", b"task", "time", b"time", "type", b"type", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["incident", "resource", "warning", "task", "inventory"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["incident", "resource", "warning", "task", "inventory", "acknowledgement", "escalation"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 

@@ -443,7 +443,9 @@ class SubscriptionFilter(_message.Message):
     PLANES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def families(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Event families: "incident", "resource", "warning", "task", "inventory"."""
+        """Event families: "incident", "resource", "warning", "task", "inventory",
+        "acknowledgement", "escalation".
+        """
 
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

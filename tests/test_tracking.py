@@ -10,23 +10,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.workflows import tracking, tracking_codec
-from gateway.core.workflows.tracking import Deadline, Expect, Level, Status
+from gateway.core.workflows.tracking import ArmedDeadline, ArmedLevel, Expect, Status
 
 T0 = datetime(2026, 8, 15, 9, 0, tzinfo=UTC)
 NINE = ("police", "fire", "health", "transport", "ecology", "housing", "energy", "weather",
         "hotline")  # fmt: skip
 LEVELS = (
-    Level(timedelta(0), ("command",)),
-    Level(timedelta(minutes=10), ("command", "emergency"), deputies=("police",)),
+    ArmedLevel(timedelta(0), ("command",)),
+    ArmedLevel(timedelta(minutes=10), ("command", "emergency"), deputies=("police",)),
 )
 
 
-def ack_within(minutes: float, levels: tuple[Level, ...] = LEVELS) -> Deadline:
-    return Deadline("extreme-warning-acknowledged", Expect.ACKNOWLEDGED,
+def ack_within(minutes: float, levels: tuple[ArmedLevel, ...] = LEVELS) -> ArmedDeadline:
+    return ArmedDeadline("extreme-warning-acknowledged", Expect.ACKNOWLEDGED,
                     T0 + timedelta(minutes=minutes), levels)  # fmt: skip
 
 
-def warning(*deadlines: Deadline, withheld: tuple[str, ...] = ()) -> tracking.Tracked:
+def warning(*deadlines: ArmedDeadline, withheld: tuple[str, ...] = ()) -> tracking.Tracked:
     return tracking.start("W-1", "warning.alert", "weather-bureau", T0, "policy-v1",
                           NINE, withheld, deadlines)  # fmt: skip
 
@@ -105,7 +105,7 @@ def test_the_sender_and_strangers_are_not_recipients() -> None:
 
 
 def test_a_delivery_deadline_waits_for_delivery_not_answers() -> None:
-    deadline = Deadline("delivered-in-a-minute", Expect.DELIVERED, at(1), LEVELS[:1])
+    deadline = ArmedDeadline("delivered-in-a-minute", Expect.DELIVERED, at(1), LEVELS[:1])
     tracked = tracking.start("W-2", "warning.alert", "ecology", T0, "v", ["police", "fire"],
                              deadlines=[deadline])  # fmt: skip
     tracked, _ = tracking.delivered(tracked, "police", at(0.5))
@@ -118,7 +118,9 @@ def test_a_delivery_deadline_waits_for_delivery_not_answers() -> None:
 
 
 def test_a_state_deadline_is_met_when_the_aggregate_enters_the_state() -> None:
-    accepted = Deadline("assignment-accepted", Expect.STATE, at(15), LEVELS, state="handling")
+    accepted = ArmedDeadline(
+        "assignment-accepted", Expect.STATE, at(15), LEVELS, states=("handling",)
+    )
     tracked = tracking.start("INC-1", "incident.assigned", "command", T0, "v", ["fire"],
                              deadlines=[accepted])  # fmt: skip
     tracked, _ = tracking.answered(tracked, "fire", True, at(1))  # acknowledged, not handling
@@ -131,19 +133,19 @@ def test_a_state_deadline_is_met_when_the_aggregate_enters_the_state() -> None:
 
 @pytest.mark.parametrize(
     "levels",
-    [(), (Level(timedelta(minutes=5), ()), Level(timedelta(minutes=5), ())),
-     (Level(timedelta(minutes=-1), ()),)],
+    [(), (ArmedLevel(timedelta(minutes=5), ()), ArmedLevel(timedelta(minutes=5), ())),
+     (ArmedLevel(timedelta(minutes=-1), ()),)],
 )  # fmt: skip
-def test_levels_must_be_distinct_ascending_and_not_negative(levels: tuple[Level, ...]) -> None:
+def test_levels_must_be_distinct_ascending_and_not_negative(levels: tuple[ArmedLevel, ...]) -> None:
     with pytest.raises(ValueError, match="levels need distinct, ascending"):
         ack_within(2, levels)
 
 
 def test_a_state_is_named_with_a_state_deadline_only() -> None:
-    with pytest.raises(ValueError, match=r"a state is named with Expect\.STATE only"):
-        Deadline("d", Expect.STATE, T0, LEVELS)
-    with pytest.raises(ValueError, match=r"a state is named with Expect\.STATE only"):
-        Deadline("d", Expect.ACKNOWLEDGED, T0, LEVELS, state="handling")
+    with pytest.raises(ValueError, match=r"states are named with Expect\.STATE only"):
+        ArmedDeadline("d", Expect.STATE, T0, LEVELS)
+    with pytest.raises(ValueError, match=r"states are named with Expect\.STATE only"):
+        ArmedDeadline("d", Expect.ACKNOWLEDGED, T0, LEVELS, states=("handling",))
 
 
 def test_an_entry_it_did_not_write_is_refused() -> None:
@@ -172,8 +174,8 @@ def test_every_level_fires_at_most_once_and_resolves_at_most_once(
 ) -> None:
     deadlines = [
         ack_within(5),
-        Deadline("delivered", Expect.DELIVERED, at(1), LEVELS[:1]),
-        Deadline("handled", Expect.STATE, at(30), LEVELS, state="handling"),
+        ArmedDeadline("delivered", Expect.DELIVERED, at(1), LEVELS[:1]),
+        ArmedDeadline("handled", Expect.STATE, at(30), LEVELS, states=("handling",)),
     ]
     tracked = tracking.start("M-1", "task.assigned", "command", T0, "v", AGENCIES, withheld,
                              deadlines)  # fmt: skip

@@ -40,7 +40,7 @@ class Expect(enum.Enum):
 
     DELIVERED = "delivered"  # every intended recipient has it
     ACKNOWLEDGED = "acknowledged"  # every intended recipient answered (declining is an answer)
-    STATE = "state"  # the tracked aggregate entered `Deadline.state`
+    STATE = "state"  # the tracked aggregate entered one of `ArmedDeadline.states`
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Recipient:
 
 
 @dataclass(frozen=True)
-class Level:
+class ArmedLevel:
     """One escalation level: fires `after` the deadline passed, notifies `notify` (agencies,
     resolved from the rule's agencies and standing roles when the deadline was armed) and
     re-routes the message to `deputies`."""
@@ -70,7 +70,7 @@ class Level:
 
 
 @dataclass(frozen=True)
-class Deadline:
+class ArmedDeadline:
     """A deadline rule armed for one message: met by `expect` before `due`, escalating through
     `levels` (ordered by `after`) if not. `fired` counts the levels that fired; `resolved_at`
     is when it was met after having escalated."""
@@ -78,8 +78,8 @@ class Deadline:
     deadline_id: str
     expect: Expect
     due: datetime
-    levels: tuple[Level, ...]
-    state: str = ""  # with Expect.STATE
+    levels: tuple[ArmedLevel, ...]
+    states: tuple[str, ...] = ()  # with Expect.STATE: any one of them meets it
     fired: int = 0
     met_at: datetime | None = None
     resolved_at: datetime | None = None
@@ -90,9 +90,9 @@ class Deadline:
             raise ValueError(
                 f"deadline {self.deadline_id}: levels need distinct, ascending, non-negative delays"
             )
-        if (self.expect is Expect.STATE) != bool(self.state):
+        if (self.expect is Expect.STATE) != bool(self.states):
             raise ValueError(
-                f"deadline {self.deadline_id}: a state is named with Expect.STATE only"
+                f"deadline {self.deadline_id}: states are named with Expect.STATE only"
             )
 
     def fires_at(self, level: int) -> datetime:
@@ -125,7 +125,7 @@ class Tracked:
     started: datetime
     rules_version: str
     recipients: tuple[Recipient, ...]
-    deadlines: tuple[Deadline, ...] = ()
+    deadlines: tuple[ArmedDeadline, ...] = ()
     states: tuple[str, ...] = ()  # the aggregate states entered since tracking started
 
     def recipient(self, agency: str) -> Recipient | None:
@@ -149,7 +149,7 @@ def start(
     rules_version: str,
     intended: Iterable[str],
     withheld: Iterable[str] = (),
-    deadlines: Sequence[Deadline] = (),
+    deadlines: Sequence[ArmedDeadline] = (),
 ) -> Tracked:
     """Tracking from the moment the message was accepted. `withheld`: agencies among the
     intended that the policy keeps it from. The sender is never its own recipient."""
@@ -226,9 +226,9 @@ def _with(tracked: Tracked, recipient: Recipient) -> Tracked:
     return replace(tracked, recipients=tuple(sorted([*others, recipient], key=lambda r: r.agency)))
 
 
-def _met(tracked: Tracked, deadline: Deadline) -> bool:
+def _met(tracked: Tracked, deadline: ArmedDeadline) -> bool:
     if deadline.expect is Expect.STATE:
-        return deadline.state in tracked.states
+        return any(state in tracked.states for state in deadline.states)
     if deadline.expect is Expect.DELIVERED:
         return all(r.status is not Status.PENDING for r in tracked.recipients)
     return not any(r.outstanding for r in tracked.recipients)
@@ -248,7 +248,7 @@ def _settle(tracked: Tracked, at: datetime) -> tuple[Tracked, list[Escalation]]:
     return replace(tracked, deadlines=tuple(deadlines)), resolutions
 
 
-def _escalation(tracked: Tracked, deadline: Deadline, *, resolved: bool) -> Escalation:
+def _escalation(tracked: Tracked, deadline: ArmedDeadline, *, resolved: bool) -> Escalation:
     level = deadline.levels[deadline.fired - 1]
     pending = () if resolved else outstanding(tracked, deadline)
     return Escalation(
@@ -264,7 +264,7 @@ def _escalation(tracked: Tracked, deadline: Deadline, *, resolved: bool) -> Esca
     )
 
 
-def outstanding(tracked: Tracked, deadline: Deadline) -> tuple[str, ...]:
+def outstanding(tracked: Tracked, deadline: ArmedDeadline) -> tuple[str, ...]:
     """The agencies a deadline still waits for (none for a state deadline: it waits for the
     aggregate, whose assigned agencies the edge names)."""
     if deadline.expect is Expect.STATE:

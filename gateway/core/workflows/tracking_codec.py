@@ -7,7 +7,14 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from gateway.core.workflows.tracking import Deadline, Expect, Level, Recipient, Status, Tracked
+from gateway.core.workflows.tracking import (
+    ArmedDeadline,
+    ArmedLevel,
+    Expect,
+    Recipient,
+    Status,
+    Tracked,
+)
 
 FORMAT = 1
 
@@ -45,7 +52,7 @@ def encode(tracked: Tracked) -> bytes:
             {
                 "id": d.deadline_id,
                 "expect": d.expect.value,
-                "state": d.state,
+                "states": list(d.states),
                 "due": d.due.isoformat(),
                 "fired": d.fired,
                 "met_at": _time(d.met_at),
@@ -81,16 +88,16 @@ def decode(raw: bytes) -> Tracked:
                 for agency, status, delivered_at, answered_at, by, reason in data["recipients"]
             ),
             deadlines=tuple(
-                Deadline(
+                ArmedDeadline(
                     deadline_id=d["id"],
                     expect=Expect(d["expect"]),
-                    state=d["state"],
+                    states=tuple(d["states"]),
                     due=datetime.fromisoformat(d["due"]),
                     fired=d["fired"],
                     met_at=_parse(d["met_at"]),
                     resolved_at=_parse(d["resolved_at"]),
                     levels=tuple(
-                        Level(timedelta(seconds=after), tuple(notify), tuple(deputies))
+                        ArmedLevel(timedelta(seconds=after), tuple(notify), tuple(deputies))
                         for after, notify, deputies in d["levels"]
                     ),
                 )

@@ -44,8 +44,10 @@ def matches(deadline: Deadline, event: event_pb2.Event) -> bool:
 
 
 def due(deadline: Deadline, event: event_pb2.Event) -> dt.datetime:
-    """When `deadline` falls due for `event`: its occurrence time plus `within`."""
-    return event.time.ToDatetime(tzinfo=dt.UTC) + deadline.within
+    """When `deadline` falls due for `event`: `within` after the gateway received it (the
+    publisher's own `time` may run slow, fast or be long past; unstamped: that time)."""
+    start = event.received_time if event.HasField("received_time") else event.time
+    return start.ToDatetime(tzinfo=dt.UTC) + deadline.within
 
 
 def level_due(deadline: Deadline, level: int, event: event_pb2.Event) -> dt.datetime:

@@ -203,6 +203,9 @@ def test_a_matching_warning_is_tracked_and_falls_due_within_the_deadline() -> No
     (deadline,) = deadlines_for(policy, event)
     assert due(deadline, event) == dt.datetime(2026, 7, 1, 8, 2, tzinfo=dt.UTC)
     assert level_due(deadline, 2, event) == dt.datetime(2026, 7, 1, 8, 12, tzinfo=dt.UTC)
+    # Once the gateway stamped it, the clock runs from its receipt, not the publisher's time.
+    event.received_time.FromDatetime(dt.datetime(2026, 7, 1, 9, 0, tzinfo=dt.UTC))
+    assert due(deadline, event) == dt.datetime(2026, 7, 1, 9, 2, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize(

@@ -243,3 +243,34 @@ async def test_a_batch_prints_the_state_refusal_of_the_event_refused(
     assert lines[start + 2] == "    why: 'incident.feedback' is not allowed from 'reported'"
     assert lines[start + 3].startswith("    allowed from there: incident.verified → verified, ")
     assert "event 0" not in err
+
+
+async def test_an_agency_acknowledges_and_declines_a_warning_by_source_and_id(
+    sample_gateway: Gateway,
+) -> None:
+    target = ("--target", sample_gateway.address)
+    code, out, err = await dutylink(
+        "publish", str(EXAMPLES / "weather.warning-alert.json"), *target,
+        "--token", TOKENS["weather"],
+    )  # fmt: skip
+    assert code == 0, err
+    message = f"weather/{json.loads(out)['eventId']}"
+    code, out, err = await dutylink(
+        "ack", message, "--jurisdiction", "310115", "--plane", "EXERCISE",
+        "--by", "duty officer Li", *target, "--token", TOKENS["fire"],
+    )  # fmt: skip
+    assert code == 0, err
+    assert int(json.loads(out)["streamSequence"]) >= 2
+    code, out, err = await dutylink(
+        "ack", message, "--jurisdiction", "310115", "--decline", "outside our district",
+        *target, "--token", TOKENS["police"],
+    )  # fmt: skip
+    assert code == 0, err
+    for wrong, said in (
+        (("weather-no-slash",), "give the message as SOURCE/EVENT_ID"),
+        ((message, "--decline", ""), "--decline needs a reason"),
+        ((message, "--plane", "DRILL"), "--plane: unknown plane 'DRILL'"),
+    ):
+        code, out, err = await dutylink("ack", *wrong, "--jurisdiction", "310115", *target,
+                                        "--token", TOKENS["fire"])  # fmt: skip
+        assert code == 2 and said in err, (wrong, err)

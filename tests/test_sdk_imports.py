@@ -25,6 +25,7 @@ SDK = (
     "adapters.sdk.checkpoints",
     "adapters.sdk.retry",
     "adapters.sdk.refusals",
+    "adapters.sdk.acknowledgements",
 )
 MAPPINGS = (
     "adapters.records",

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from adapters.sdk.acknowledgements import acknowledgement_of
 from adapters.sdk.client import ClientCertificate, DutyLinkClient
 from adapters.sdk.refusals import allowed_transitions, state_refusals
 from dutylink.v1 import event_pb2, gateway_pb2
@@ -203,13 +204,56 @@ def publish(
         raise typer.Exit(1)
 
 
-def _planes(names: list[str]) -> list[event_pb2.Plane.ValueType]:
+def acknowledge(
+    message: Annotated[
+        str, typer.Argument(help="The message taken, as SOURCE/EVENT_ID, e.g. weather/W-42.")
+    ],
+    jurisdiction: Annotated[
+        str, typer.Option("--jurisdiction", help="The message's division code, e.g. 310115.")
+    ],
+    plane: Annotated[
+        str, typer.Option("--plane", help="The message's plane: ACTUAL, EXERCISE or TEST.")
+    ] = "ACTUAL",
+    by: Annotated[str, typer.Option("--by", help="Who took it: a person or a post.")] = "",
+    note: Annotated[str, typer.Option("--note", help="A note for the sender.")] = "",
+    decline: Annotated[
+        str | None, typer.Option("--decline", help="Decline it instead, for this reason.")
+    ] = None,
+    target: TargetOption = DEFAULT_TARGET,
+    token: TokenOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Acknowledge a message your agency received (or decline it with --decline REASON): the
+    sender and the command centre see who took it; print the receipt as a JSON line."""
+    source, slash, event_id = message.partition("/")
+    if not (source and slash and event_id):
+        raise _fail(f"{message!r}: give the message as SOURCE/EVENT_ID, e.g. weather/W-42", 2)
+    if decline == "":
+        raise _fail("--decline needs a reason", 2)
+    (plane_value,) = _planes([plane], "--plane")
+    taken = event_pb2.Event(
+        id=event_id, source=source, plane=plane_value, priority=event_pb2.PRIORITY_ROUTINE
+    )
+    taken.jurisdiction.division_code = jurisdiction
+    answer = acknowledgement_of(taken, by=by, note=note, decline_reason=decline)
+    connect = client_for(target, token, ca, cert, key)
+
+    async def main() -> gateway_pb2.Receipt:
+        async with connect() as client:
+            return await client.publish(answer)
+
+    typer.echo(_json(_run(main)))
+
+
+def _planes(names: list[str], flag: str = "--planes") -> list[event_pb2.Plane.ValueType]:
     planes = []
     for name in names:
         try:
             planes.append(event_pb2.Plane.Value(f"PLANE_{name.upper()}"))
         except ValueError:
-            raise _fail(f"--planes: unknown plane {name!r} (expected ACTUAL, EXERCISE or TEST)", 2) from None  # fmt: skip
+            raise _fail(f"{flag}: unknown plane {name!r} (expected ACTUAL, EXERCISE or TEST)", 2) from None  # fmt: skip
     return planes
 
 
@@ -344,6 +388,7 @@ def list_grants(
 def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
     app.command("subscribe")(subscribe)
+    app.command("ack")(acknowledge)
     app.add_typer(emergency_app, name="emergency")
 
 

@@ -226,13 +226,13 @@ class EscalationLevel:
 
 @dataclass(frozen=True)
 class Deadline:
-    """What must happen to a tracked message, and within how long of its `time`.
+    """What must happen to a tracked message, and within how long of its receipt.
 
     A message is tracked when it matches every condition (empty: any): `types` patterns,
     `severities` (CAP severity for warnings, incident severity for incidents, by the family of
     `types`), `urgencies` (CAP, warnings only), `min_priority` and `planes`. `expect` is
-    "acknowledged" (every recipient answered: acknowledged or declined), "delivered" (every
-    recipient's delivery acked) or "state" (its aggregate reached one of the lifecycle
+    "acknowledged" (every recipient answered: acknowledged or declined), "delivered" (it
+    reached one of every recipient's subscriptions) or "state" (its aggregate reached one of the lifecycle
     `states`). `escalate` lists the levels in order of `after`.
     """
 

@@ -9,8 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dutylink.catalogue import load_catalogue
+from dutylink.v1 import warning_pb2
 from gateway.core.workflows import tracking, tracking_codec
+from gateway.core.workflows.recipients import recipients
 from gateway.core.workflows.tracking import ArmedDeadline, ArmedLevel, Expect, Status
+from policies.deadlines import deadlines_for, notified
+from policies.engine import Evaluator
+from policies.loader import load_policy, policy_files
+from tests.factories import warning_event
 
 T0 = datetime(2026, 8, 15, 9, 0, tzinfo=UTC)
 NINE = ("police", "fire", "health", "transport", "ecology", "housing", "energy", "weather",
@@ -201,3 +208,37 @@ def test_every_level_fires_at_most_once_and_resolves_at_most_once(
     assert all(any(d == r for d, _ in raised) for r in resolved)  # only what escalated resolves
     if (when := tracked.next_due()) is not None:
         assert tracking.due(tracked, when)[1]  # something fires then
+
+
+def test_the_sample_policys_extreme_warning_deadline_armed_and_missed_by_one_agency() -> None:
+    policy, catalogue = load_policy(policy_files()), load_catalogue()
+    evaluator = Evaluator(policy)
+    alert = warning_event()
+    alert.source = "weather"
+    alert.warning.infos[0].severity = warning_pb2.CAP_SEVERITY_EXTREME
+    alert.warning.infos[0].urgency = warning_pb2.CAP_URGENCY_IMMEDIATE
+    alert.received_time.FromDatetime(T0)
+    armed = tracking.arm(
+        deadlines_for(policy, alert), alert, lambda level: notified(policy, catalogue, level, alert)
+    )
+    assert [(d.deadline_id, d.expect, d.due) for d in armed] == [
+        ("extreme-warning-acknowledged", Expect.ACKNOWLEDGED, at(2))
+    ]
+    assert [(level.after, level.notify) for level in armed[0].levels] == [
+        (timedelta(0), ("command",)),
+        (timedelta(minutes=10), ("command", "emergency")),
+    ]
+    meant = recipients(
+        alert,
+        policy.agency_ids,
+        lambda a: evaluator.decide(a, frozenset(), "receive", alert).allowed,
+    )
+    tracked = tracking.start(alert.id, alert.type, alert.source, T0, policy.version,
+                             meant.intended, meant.withheld, armed)  # fmt: skip
+    for agency in meant.intended:
+        if agency != "transport":
+            tracked, _ = tracking.answered(tracked, agency, True, at(1))
+    tracked, (escalation,) = tracking.due(tracked, at(2))
+    assert (escalation.pending, escalation.notify, escalation.rules_version) == (
+        ("transport",), ("command",), policy.version,
+    )  # fmt: skip

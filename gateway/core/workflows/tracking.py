@@ -19,9 +19,13 @@ The edge (a KV entry per tracked message, a timer that calls `due`) publishes wh
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+
+from dutylink.v1 import event_pb2
+from policies import deadlines as rules
+from policies.model import Deadline, EscalationLevel
 
 
 class Status(enum.Enum):
@@ -139,6 +143,28 @@ class Tracked:
             if d.met_at is None and d.fired < len(d.levels)
         ]
         return min(times, default=None)
+
+
+def arm(
+    deadlines: Sequence[Deadline],
+    event: event_pb2.Event,
+    notified: Callable[[EscalationLevel], Iterable[str]],
+) -> tuple[ArmedDeadline, ...]:
+    """The policy's `deadlines` for `event` (policies.deadlines.deadlines_for), armed: due from
+    its receipt, each level's agencies resolved now by `notified` (the deputies among them)."""
+    return tuple(
+        ArmedDeadline(
+            deadline_id=deadline.id,
+            expect=Expect(deadline.expect),
+            due=rules.due(deadline, event),
+            levels=tuple(
+                ArmedLevel(level.after, tuple(sorted(notified(level))), tuple(level.deputy))
+                for level in deadline.escalate
+            ),
+            states=deadline.states,
+        )
+        for deadline in deadlines
+    )
 
 
 def start(

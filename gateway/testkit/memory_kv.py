@@ -9,6 +9,7 @@ tests/test_kv.py runs one contract against both, so they do not drift apart.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from gateway.core.kv import (
@@ -67,6 +68,9 @@ class MemoryKeyValue:
     async def get_many(self, keys: Sequence[str]) -> Snapshot:
         entries = {k: e for k in keys if (e := self._entries.get(check_key(k))) is not None}
         deleted = {k: self._deleted[k] for k in keys if k in self._deleted}
+        # A read is a round trip: other writers may run before its answer arrives, as they may
+        # on a real store (so races between two guards on one store happen here too).
+        await asyncio.sleep(0)
         return Snapshot(entries, deleted)
 
     async def write_all(self, writes: Sequence[Write]) -> dict[str, int]:

@@ -166,6 +166,15 @@ async def test_get_many_reads_present_keys_and_leaves_out_those_never_written(
     assert (await store.get_many([])).entries == {}
 
 
+async def test_reads_at_the_same_moment_each_get_their_own_keys(store: KeyValueStore) -> None:
+    revisions = [await store.create(f"lifecycle.incident.{n}", f"{n}".encode()) for n in range(8)]
+    reads = await asyncio.gather(
+        *(store.get_many([f"lifecycle.incident.{n}", "lifecycle.none"]) for n in range(8))
+    )
+    for n, read in enumerate(reads):
+        assert read.entries == {f"lifecycle.incident.{n}": (f"{n}".encode(), revisions[n])}
+
+
 async def test_write_all_writes_every_key_on_the_revisions_read(store: KeyValueStore) -> None:
     old = await store.create("lifecycle.incident.1", b"reported")
     written = await store.write_all(

@@ -46,6 +46,7 @@ from gateway.store.errors import STORE_FAILURES
 
 # JetStream's error code for a write whose expected last sequence is not the subject's.
 _WRONG_LAST_SEQUENCE = 10071
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 # Listing keys: no further key for this long means JetStream stopped sending.
 _LIST_IDLE_SECONDS = 5.0
 # Keys in one multi_last direct get (the server answers at most this many messages per request).
@@ -83,6 +84,8 @@ class JetStreamKeyValue:
         self._timeout: float = js._timeout
         self._direct_get = f"{js._prefix}.DIRECT.GET.KV_{spec.name}"
         self._subject_prefix = f"$KV.{spec.name}."
+        self._inbox = self._nc.new_inbox()
+        self._waiting: dict[str, asyncio.Queue[Msg]] = {}
 
     @classmethod
     async def open(cls, js: JetStreamContext, spec: BucketSpec) -> JetStreamKeyValue:
@@ -107,6 +110,8 @@ class JetStreamKeyValue:
             wanted = _stream_config(spec, info.config)
             if wanted != info.config:
                 await js.update_stream(wanted)
+            store = cls(bucket, spec, js)
+            await store._listen()
         except nats.js.errors.ServiceUnavailableError as error:  # no quorum yet: try later
             raise _unavailable(error) from error
         except nats.js.errors.APIError as error:
@@ -115,7 +120,7 @@ class JetStreamKeyValue:
             ) from error
         except STORE_FAILURES as error:
             raise _unavailable(error) from error
-        return cls(bucket, spec, js)
+        return store
 
     async def get(self, key: str) -> Versioned | None:
         check_key(key)
@@ -173,16 +178,18 @@ class JetStreamKeyValue:
         message each and an end-of-batch status (404 when none has a message)."""
         if not subjects_of:
             return []
-        inbox = self._nc.new_inbox()
+        token = uuid.uuid4().hex
         replies: asyncio.Queue[Msg] = asyncio.Queue()
-        subscription = await self._nc.subscribe(inbox, cb=replies.put)
+        self._waiting[token] = replies
         request = {
             "multi_last": [self._subject_prefix + key for key in subjects_of],
             "batch": len(subjects_of),
         }
         found: list[Msg] = []
         try:
-            await self._nc.publish(self._direct_get, json.dumps(request).encode(), reply=inbox)
+            await self._nc.publish(
+                self._direct_get, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
+            )
             async with asyncio.timeout(self._timeout):
                 while True:
                     message = await replies.get()
@@ -198,8 +205,19 @@ class JetStreamKeyValue:
                             f"{self.spec.name}: {status} {description}"
                         )
         finally:
-            with contextlib.suppress(*STORE_FAILURES):
-                await subscription.unsubscribe()
+            del self._waiting[token]
+
+    async def _listen(self) -> None:
+        """One subscription for the answers to every `get_many`, each request told apart by
+        the last token of its reply subject (a subscription per request cost more than the
+        request)."""
+
+        async def dispatch(message: Msg) -> None:
+            waiting = self._waiting.get(message.subject.rsplit(".", 1)[-1])
+            if waiting is not None:
+                waiting.put_nowait(message)
+
+        await self._nc.subscribe(f"{self._inbox}.*", cb=dispatch)
 
     async def write_all(self, writes: Sequence[Write]) -> dict[str, int]:
         check_writes(self.spec, writes)
@@ -217,15 +235,17 @@ class JetStreamKeyValue:
                     write.value,
                     headers=_batch_headers(batch, sequence, write.expected_revision),
                 )
-            headers = _batch_headers(batch, len(writes), last.expected_revision)
-            headers["Nats-Batch-Commit"] = "1"
+            headers = {_EXPECTED_LAST: str(last.expected_revision)}
+            if staged:  # one write is atomic as it is: it skips the server's batch staging
+                headers = _batch_headers(batch, len(writes), last.expected_revision)
+                headers["Nats-Batch-Commit"] = "1"
             reply = await self._nc.request(
                 self._subject_prefix + last.key, last.value, self._timeout, headers=headers
             )
             ack = json.loads(reply.data)
             if "error" in ack:
                 nats.js.errors.APIError.from_error(ack["error"])  # raises its APIError
-            if ack.get("count") != len(writes):
+            if ack.get("count", 1) != len(writes):
                 raise StoreRejectedError(
                     f"JetStream KV stored {ack.get('count')} of a batch of {len(writes)}"
                 )
@@ -296,7 +316,7 @@ def _batch_headers(batch: str, sequence: int, expected_revision: int) -> dict[st
     return {
         "Nats-Batch-Id": batch,
         "Nats-Batch-Sequence": str(sequence),
-        "Nats-Expected-Last-Subject-Sequence": str(expected_revision),
+        _EXPECTED_LAST: str(expected_revision),
     }
 
 

@@ -272,6 +272,23 @@ async def test_a_batch_beyond_the_buckets_limit_is_refused_whole(
     assert len(await small_batch_store.write_all(writes[:3])) == 3
 
 
+async def test_a_batch_at_the_limit_lands_whole_and_reads_back_in_one_go(
+    store: KeyValueStore,
+) -> None:
+    writes = [Write(f"lifecycle.incident.{n}", b"reported", 0) for n in range(1000)]
+    written = await store.write_all(writes)
+    assert sorted(written.values()) == list(range(min(written.values()), max(written.values()) + 1))
+    read = await store.get_many([w.key for w in writes])
+    assert {k: v.revision for k, v in read.entries.items()} == written
+
+
+async def test_many_batches_at_once_each_land(store: KeyValueStore) -> None:
+    outcomes = await asyncio.gather(
+        *(store.write_all([Write(f"a.{n}", b"1", 0), Write(f"b.{n}", b"2", 0)]) for n in range(200))
+    )
+    assert len({revision for written in outcomes for revision in written.values()}) == 400
+
+
 async def test_a_batch_naming_a_key_twice_is_the_callers_error(store: KeyValueStore) -> None:
     with pytest.raises(ValueError, match="twice"):
         await store.write_all([Write("a.b", b"1", 0), Write("a.b", b"2", 0)])

@@ -58,13 +58,6 @@ class _Read:
     raw: dict[str, bytes]
 
 
-@dataclass(frozen=True)
-class _Write:
-    key: str
-    value: bytes
-    revision: int  # the revision read; 0: the key was absent
-
-
 class LifecycleGuard:
     """`StatefulGuards` for the catalogue's lifecycles and the resource ledger. `roles_of` gives
     the policy roles a principal holds (the catalogue maps them to its standing roles). Time is
@@ -151,14 +144,14 @@ class LifecycleGuard:
         )
 
     async def _write_all(
-        self, read: _Read, writes: Sequence[_Write]
+        self, read: _Read, writes: Sequence[Write]
     ) -> tuple[dict[str, int], set[str], StoreError | None]:
         """Write all in one atomic batch: the revisions written, the keys of a lost race (then
         nothing was written), and the store's failure if there was one."""
         if not writes:
             return {}, set(), None
         try:
-            written = await self._kv.write_all([Write(w.key, w.value, w.revision) for w in writes])
+            written = await self._kv.write_all(writes)
         except BatchTooLargeError:
             return await self._write_each(read, writes)
         except ConflictError:
@@ -168,7 +161,7 @@ class LifecycleGuard:
         return written, set(), None
 
     async def _write_each(
-        self, read: _Read, writes: Sequence[_Write]
+        self, read: _Read, writes: Sequence[Write]
     ) -> tuple[dict[str, int], set[str], StoreError | None]:
         """Write key by key; if any race was lost or the store failed, take the others back.
         For batches larger than the store writes atomically."""
@@ -186,10 +179,10 @@ class LifecycleGuard:
             return {}, lost, failures[0] if failures else None
         return written, set(), None
 
-    async def _write(self, write: _Write) -> int:
-        if write.revision == 0:
+    async def _write(self, write: Write) -> int:
+        if write.expected_revision == 0:
             return await self._kv.create(write.key, write.value)
-        return await self._kv.update(write.key, write.value, write.revision)
+        return await self._kv.update(write.key, write.value, write.expected_revision)
 
     async def restore(self, written: dict[str, int], values: dict[str, bytes | None]) -> None:
         """Put `values` back (None: the key was absent) over the revisions this guard wrote
@@ -253,23 +246,23 @@ def _refuse_admitted(
     return [refusal if isinstance(o, Admitted) else o for o in outcomes]
 
 
-def _writes(read: _Read, judgement: Judgement) -> list[_Write]:
+def _writes(read: _Read, judgement: Judgement) -> list[Write]:
     """The changed entries as writes on the revisions read."""
     changes: Changes = judgement.changes
     view = judgement.view
-    writes: list[_Write] = []
+    writes: list[Write] = []
     for key in sorted(changes.aggregates):
         state = view.aggregates[key]
         assert state is not None  # a changed aggregate exists
-        writes.append(_Write(key, state.to_bytes(), read.revisions.get(key, 0)))
+        writes.append(Write(key, state.to_bytes(), read.revisions.get(key, 0)))
     for item in sorted(changes.items):
         key = ledger_codec.kv_key(item)
         value = ledger_codec.encode(view.ledger.items[item])
-        writes.append(_Write(key, value, read.revisions.get(key, 0)))
+        writes.append(Write(key, value, read.revisions.get(key, 0)))
     for thread in sorted(changes.threads):
         key = judge.thread_key(thread)
         value = judge.encode_thread_index(view.threads[thread])
-        writes.append(_Write(key, value, read.revisions.get(key, 0)))
+        writes.append(Write(key, value, read.revisions.get(key, 0)))
     return writes
 
 

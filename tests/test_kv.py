@@ -395,6 +395,8 @@ def test_bucket_settings_out_of_range_are_refused() -> None:
         BucketSpec("DUTYLINK_AGGREGATES", history=65)
     with pytest.raises(ValueError, match="bucket name"):
         BucketSpec("DUTYLINK.AGGREGATES")
+    with pytest.raises(ValueError, match="max_batch_writes"):
+        BucketSpec("DUTYLINK_AGGREGATES", max_batch_writes=1001)
 
 
 async def test_a_bucket_made_without_atomic_batches_gets_them_when_opened(nats_url: str) -> None:

@@ -19,7 +19,7 @@ from dutylink.v1 import common_pb2, event_pb2, resource_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope
 from gateway.core.admission import Admitted, RefusalKind, Refused, StateProblem
-from gateway.core.kv import KeyValueStore, Versioned
+from gateway.core.kv import KeyValueStore, Snapshot, Versioned, Write
 from gateway.core.ports import StoreUnavailableError
 from gateway.core.streams import AGGREGATES_BUCKET, BucketSpec
 from gateway.core.workflows import AggregateState, ledger_codec
@@ -424,6 +424,46 @@ async def test_taking_back_an_opening_event_removes_the_aggregate() -> None:
     commitment = await guard(store).commit(Principal("police"), batch)
     await commitment.take_back(batch)
     assert await store.get("lifecycle.incident.actual.INC-1") is None
+    # Opened again over the removed entry (its deletion's revision, not "never written").
+    (again,) = await publish(guard(store), "police", incident("incident.reported"))
+    assert isinstance(again, Admitted)
+    assert (await incident_state(store)).version == 1
+
+
+class _SeesEveryBatch(MemoryKeyValue):
+    def __init__(self, spec: BucketSpec) -> None:
+        super().__init__(spec)
+        self.batches: list[list[str]] = []
+
+    async def write_all(self, writes: Sequence[Write]) -> dict[str, int]:
+        self.batches.append([w.key for w in writes])
+        return await super().write_all(writes)
+
+
+async def test_a_batch_writes_every_changed_entry_in_one_atomic_write() -> None:
+    store = _SeesEveryBatch(BucketSpec(AGGREGATES_BUCKET))
+    await publish(guard(store), "health", declare("AMB", 3))
+    await publish(guard(store), "fire", request("RM-1"))
+    store.batches.clear()
+    await publish(guard(store), "health", commit("RM-1", "AMB", 2))
+    (keys,) = store.batches
+    assert "ledger.actual.health.AMB" in keys and len(keys) > 1
+
+
+async def test_a_batch_larger_than_one_atomic_write_is_written_key_by_key() -> None:
+    store = MemoryKeyValue(BucketSpec(AGGREGATES_BUCKET, max_batch_writes=1))
+    replica = guard(store)
+    await publish(replica, "health", declare("AMB", 3))
+    await publish(replica, "fire", request("RM-1"), request("RM-2"))
+    (booked,) = await publish(replica, "health", commit("RM-1", "AMB", 2))
+    assert isinstance(booked, Admitted)
+    assert await available(store, "AMB") == "1"
+    outcomes = await asyncio.gather(
+        publish(guard(store), "health", commit("RM-2", "AMB", 1)),
+        publish(guard(store), "health", commit("RM-2", "AMB", 1)),
+    )
+    assert sum(isinstance(o, Admitted) for (o,) in outcomes) >= 1
+    assert await available(store, "AMB") == "0"
 
 
 async def test_stock_falling_below_its_threshold_raises_one_notice_from_the_gateway() -> None:
@@ -446,6 +486,9 @@ async def test_stock_falling_below_its_threshold_raises_one_notice_from_the_gate
 
 class _Unreachable(MemoryKeyValue):
     async def get(self, key: str) -> Versioned | None:
+        raise StoreUnavailableError("JetStream KV unreachable")
+
+    async def get_many(self, keys: Sequence[str]) -> Snapshot:
         raise StoreUnavailableError("JetStream KV unreachable")
 
 

@@ -10,6 +10,11 @@ errors below (`ConflictError`, `TooManyKeysError`) and the rest of the `StoreErr
 (gateway.core.ports). Buckets are declared in the registry (gateway.core.streams.BucketSpec).
 Pure: no I/O.
 
+Many keys at once: `get_many` reads them in one request and `write_all` writes them all or none
+(each on the revision `get_many` reported: a deleted key is absent but keeps its deletion's
+revision, and a batch must name that one). A batch holds at most the bucket's
+`max_batch_writes` writes (BatchTooLargeError beyond: write in smaller steps, or key by key).
+
 How a stateful admission guard commits a transition (the guard itself stays pure):
 
     current = await store.get(key)                       # None: the aggregate's first event
@@ -26,6 +31,8 @@ How a stateful admission guard commits a transition (the guard itself stays pure
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from gateway.core.ports import StoreRejectedError
@@ -52,9 +59,21 @@ class ConflictError(StoreRejectedError):
         wanted = "absent" if expected_revision == 0 else f"at revision {expected_revision}"
         return cls(f"key {key} in {bucket} is no longer {wanted}: another writer came first")
 
+    @classmethod
+    def lost_one_of(cls, bucket: str, keys: Sequence[str]) -> ConflictError:
+        shown = ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        return cls(
+            f"a key of {shown} in {bucket} is no longer at the revision read: another writer "
+            "came first (nothing of the batch was written)"
+        )
+
 
 class TooManyKeysError(StoreRejectedError):
     """More keys under a prefix than the caller's limit."""
+
+
+class BatchTooLargeError(StoreRejectedError):
+    """More writes in one `write_all` than the bucket's `max_batch_writes`: nothing written."""
 
 
 def check_value(spec: BucketSpec, value: bytes) -> None:
@@ -70,6 +89,46 @@ class Versioned(NamedTuple):
 
     value: bytes
     revision: int
+
+
+class Write(NamedTuple):
+    """One write of an atomic batch: `expected_revision` is `Snapshot.revision(key)` of the
+    read it follows (0: never written)."""
+
+    key: str
+    value: bytes
+    expected_revision: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What `get_many` found: the present keys' entries, and the revision of each absent key
+    that was deleted (a write of it names that revision, not 0)."""
+
+    entries: dict[str, Versioned]
+    deleted: dict[str, int]
+
+    def revision(self, key: str) -> int:
+        """The revision a write of `key` expects: its entry's, its deletion's, or 0."""
+        entry = self.entries.get(key)
+        return entry.revision if entry is not None else self.deleted.get(key, 0)
+
+
+def check_writes(spec: BucketSpec, writes: Sequence[Write]) -> None:
+    """ValueError for a caller's bug (an invalid or repeated key), BatchTooLargeError beyond
+    `spec.max_batch_writes`, StoreRejectedError for a value too large."""
+    if len(writes) > spec.max_batch_writes:
+        raise BatchTooLargeError(
+            f"{len(writes)} writes in one batch: {spec.name} takes at most {spec.max_batch_writes}"
+        )
+    seen: set[str] = set()
+    for write in writes:
+        if check_key(write.key) in seen:
+            raise ValueError(f"key {write.key} twice in one batch")
+        seen.add(write.key)
+        check_value(spec, write.value)
+        if write.expected_revision < 0:
+            raise ValueError("expected_revision must be 0 (never written) or a revision read")
 
 
 class KeyValueStore(Protocol):
@@ -91,6 +150,18 @@ class KeyValueStore(Protocol):
     async def delete(self, key: str, expected_revision: int) -> None:
         """Remove the key if its revision is still `expected_revision` (a later `get` says
         None, a later `create` succeeds). ConflictError if anyone wrote it since."""
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> Snapshot:
+        """The current entries of `keys` (in one request), and the deletion revision of those
+        deleted. Keys absent from both were never written."""
+        ...
+
+    async def write_all(self, writes: Sequence[Write]) -> dict[str, int]:
+        """Write every key if each is still at its `expected_revision` (0: never written; a
+        deleted key's deletion revision), all or none; each key's new revision. ConflictError
+        (nothing written) if any changed; BatchTooLargeError (nothing written) beyond the
+        bucket's `max_batch_writes`."""
         ...
 
     async def keys(self, prefix: str, *, limit: int) -> list[str]:

@@ -146,13 +146,15 @@ _BUCKET = re.compile(r"[a-zA-Z0-9_-]+")
 class BucketSpec:
     """One bucket's settings. Always file storage: accepted transitions survive a restart.
     `history`: revisions kept per key (1 to 64); `replicas`: 3 on a cluster keeps it through
-    one node's lost disk; `max_value_bytes`: a value larger is refused."""
+    one node's lost disk; `max_value_bytes`: a value larger is refused; `max_batch_writes`: the
+    most writes one atomic batch holds (JetStream's limit on an atomic batch is 1,000)."""
 
     name: str
     description: str = ""
     history: int = 1
     replicas: int = 1
     max_value_bytes: int = 64 * 1024
+    max_batch_writes: int = 1000
 
     def __post_init__(self) -> None:
         if not _BUCKET.fullmatch(self.name):
@@ -161,6 +163,10 @@ class BucketSpec:
             raise ValueError(f"bucket history: expected 1 to 64, got {self.history}")
         if self.replicas < 1 or self.max_value_bytes < 1:
             raise ValueError("bucket replicas and max_value_bytes must be positive")
+        if not 1 <= self.max_batch_writes <= 1000:
+            raise ValueError(
+                f"bucket max_batch_writes: expected 1 to 1000, got {self.max_batch_writes}"
+            )
 
 
 # --- internal consumers (run by gateway.store.consumers.ConsumerRunner) -----------------------

@@ -5,20 +5,40 @@ is the stream sequence of its last write. `create` and `update` publish with the
 `Nats-Expected-Last-Subject-Sequence` header (0 for create), so JetStream itself decides which of
 two racing writers wins: the other gets ConflictError. NATS failures are StoreUnavailableError
 (the outcome of a write is then unknown: read the key again before deciding again).
+
+`write_all` is one atomic batch (JetStream ADR-50, nats-server >= 2.12; the bucket's stream gets
+`allow_atomic`): every message carries its key's expected last sequence, the last one commits,
+and JetStream stores all or none. `get_many` is one direct get of the keys' last messages
+(`multi_last`); a deletion's tombstone reads as absent, with its sequence as the revision a
+write must expect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+import json
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
-from gateway.core.kv import ConflictError, TooManyKeysError, Versioned, check_key, check_value
+from gateway.core.kv import (
+    ConflictError,
+    Snapshot,
+    TooManyKeysError,
+    Versioned,
+    Write,
+    check_key,
+    check_value,
+    check_writes,
+)
 from gateway.core.ports import StoreRejectedError, StoreUnavailableError
 from gateway.core.streams import BucketSpec
 from gateway.store.connection import NatsConnection
@@ -26,8 +46,11 @@ from gateway.store.errors import STORE_FAILURES
 
 # JetStream's error code for a write whose expected last sequence is not the subject's.
 _WRONG_LAST_SEQUENCE = 10071
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 # Listing keys: no further key for this long means JetStream stopped sending.
 _LIST_IDLE_SECONDS = 5.0
+# Keys in one multi_last direct get (the server answers at most this many messages per request).
+_MAX_KEYS_PER_GET = 1000
 
 
 def _unavailable(error: BaseException) -> StoreUnavailableError:
@@ -43,6 +66,8 @@ def _stream_config(spec: BucketSpec, current: api.StreamConfig) -> api.StreamCon
         num_replicas=spec.replicas,
         max_msg_size=spec.max_value_bytes,
         storage=api.StorageType.FILE,
+        allow_direct=True,
+        allow_atomic=True,
     )
 
 
@@ -50,9 +75,17 @@ class JetStreamKeyValue:
     """One bucket. `await JetStreamKeyValue.open(js, spec)` creates it, or brings an existing
     one to `spec`'s settings."""
 
-    def __init__(self, bucket: KeyValue, spec: BucketSpec) -> None:
+    def __init__(self, bucket: KeyValue, spec: BucketSpec, js: JetStreamContext) -> None:
         self._bucket = bucket
         self.spec = spec
+        # nats-py has no API for atomic batches or multi-key direct gets: both are plain NATS
+        # requests on the context's connection, API prefix and timeout.
+        self._nc: NatsClient = js._nc
+        self._timeout: float = js._timeout
+        self._direct_get = f"{js._prefix}.DIRECT.GET.KV_{spec.name}"
+        self._subject_prefix = f"$KV.{spec.name}."
+        self._inbox = self._nc.new_inbox()
+        self._waiting: dict[str, asyncio.Queue[Msg]] = {}
 
     @classmethod
     async def open(cls, js: JetStreamContext, spec: BucketSpec) -> JetStreamKeyValue:
@@ -66,13 +99,19 @@ class JetStreamKeyValue:
             direct=True,
         )
         try:
+            stream = f"KV_{spec.name}"
             try:
                 bucket = await js.create_key_value(config)
             except nats.js.errors.BadRequestError:  # present, with other settings
-                stream = f"KV_{spec.name}"
-                info = await js.stream_info(stream)
-                await js.update_stream(_stream_config(spec, info.config))
                 bucket = await js.key_value(spec.name)
+            # nats-py's KeyValueConfig cannot ask for atomic batches: set them on the stream
+            # (and bring a bucket made by an older gateway to `spec`).
+            info = await js.stream_info(stream)
+            wanted = _stream_config(spec, info.config)
+            if wanted != info.config:
+                await js.update_stream(wanted)
+            store = cls(bucket, spec, js)
+            await store._listen()
         except nats.js.errors.ServiceUnavailableError as error:  # no quorum yet: try later
             raise _unavailable(error) from error
         except nats.js.errors.APIError as error:
@@ -81,7 +120,7 @@ class JetStreamKeyValue:
             ) from error
         except STORE_FAILURES as error:
             raise _unavailable(error) from error
-        return cls(bucket, spec)
+        return store
 
     async def get(self, key: str) -> Versioned | None:
         check_key(key)
@@ -115,23 +154,134 @@ class JetStreamKeyValue:
         with self._translated(key, expected_revision, "deleting"):
             await self._bucket.delete(key, last=expected_revision)
 
+    async def get_many(self, keys: Sequence[str]) -> Snapshot:
+        entries: dict[str, Versioned] = {}
+        deleted: dict[str, int] = {}
+        for start in range(0, len(keys), _MAX_KEYS_PER_GET):
+            chunk = [check_key(key) for key in keys[start : start + _MAX_KEYS_PER_GET]]
+            try:
+                messages = await self._last_messages(chunk)
+            except STORE_FAILURES as error:
+                raise _unavailable(error) from error
+            for message in messages:
+                headers = message.headers or {}
+                key = headers.get("Nats-Subject", "").removeprefix(self._subject_prefix)
+                revision = int(headers.get("Nats-Sequence", "0"))
+                if headers.get(KV_OP) in (KV_DEL, KV_PURGE):
+                    deleted[key] = revision
+                else:
+                    entries[key] = Versioned(message.data, revision)
+        return Snapshot(entries, deleted)
+
+    async def _last_messages(self, subjects_of: list[str]) -> list[Msg]:
+        """The last message of each key that has one: one direct get, answered by one
+        message each and an end-of-batch status (404 when none has a message)."""
+        if not subjects_of:
+            return []
+        token = uuid.uuid4().hex
+        replies: asyncio.Queue[Msg] = asyncio.Queue()
+        self._waiting[token] = replies
+        request = {
+            "multi_last": [self._subject_prefix + key for key in subjects_of],
+            "batch": len(subjects_of),
+        }
+        found: list[Msg] = []
+        try:
+            await self._nc.publish(
+                self._direct_get, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
+            )
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    message = await replies.get()
+                    status = (message.headers or {}).get("Status")
+                    if status is None:
+                        found.append(message)
+                    elif status in ("204", "404"):  # end of batch; nothing found
+                        return found
+                    else:
+                        description = (message.headers or {}).get("Description", "")
+                        raise StoreRejectedError(
+                            f"JetStream KV refused reading {len(subjects_of)} keys of "
+                            f"{self.spec.name}: {status} {description}"
+                        )
+        finally:
+            del self._waiting[token]
+
+    async def _listen(self) -> None:
+        """One subscription for the answers to every `get_many`, each request told apart by
+        the last token of its reply subject (a subscription per request cost more than the
+        request)."""
+
+        async def dispatch(message: Msg) -> None:
+            waiting = self._waiting.get(message.subject.rsplit(".", 1)[-1])
+            if waiting is not None:
+                waiting.put_nowait(message)
+
+        await self._nc.subscribe(f"{self._inbox}.*", cb=dispatch)
+
+    async def write_all(self, writes: Sequence[Write]) -> dict[str, int]:
+        check_writes(self.spec, writes)
+        if not writes:
+            return {}
+        batch = uuid.uuid4().hex
+        keys = [write.key for write in writes]
+        with self._translated(
+            lambda: ConflictError.lost_one_of(self.spec.name, keys), doing="writing"
+        ):
+            *staged, last = writes
+            for sequence, write in enumerate(staged, start=1):
+                await self._nc.publish(
+                    self._subject_prefix + write.key,
+                    write.value,
+                    headers=_batch_headers(batch, sequence, write.expected_revision),
+                )
+            headers = {_EXPECTED_LAST: str(last.expected_revision)}
+            if staged:  # one write is atomic as it is: it skips the server's batch staging
+                headers = _batch_headers(batch, len(writes), last.expected_revision)
+                headers["Nats-Batch-Commit"] = "1"
+            reply = await self._nc.request(
+                self._subject_prefix + last.key, last.value, self._timeout, headers=headers
+            )
+            ack = json.loads(reply.data)
+            if "error" in ack:
+                nats.js.errors.APIError.from_error(ack["error"])  # raises its APIError
+            if ack.get("count", 1) != len(writes):
+                raise StoreRejectedError(
+                    f"JetStream KV stored {ack.get('count')} of a batch of {len(writes)}"
+                )
+            # A batch's messages take consecutive sequences, ending at the ack's.
+            first = int(ack["seq"]) - len(writes) + 1
+            return {key: first + offset for offset, key in enumerate(keys)}
+        raise AssertionError("unreachable: _translated re-raises")
+
     @contextlib.contextmanager
-    def _translated(self, key: str, expected_revision: int, doing: str) -> Iterator[None]:
+    def _translated(
+        self, key: str | Callable[[], ConflictError], expected_revision: int = 0, doing: str = ""
+    ) -> Iterator[None]:
         """NATS errors of a compare-and-set write as the port's: a lost race ConflictError,
         no answer StoreUnavailableError (the outcome is unknown: read again), a refusal
-        StoreRejectedError."""
+        StoreRejectedError. `key`: the key written, or (a batch) what its ConflictError is."""
+
+        def lost() -> ConflictError:
+            if isinstance(key, str):
+                return ConflictError.lost(self.spec.name, key, expected_revision)
+            return key()
+
+        what = key if isinstance(key, str) else "a batch"
         try:
             yield
         except nats.js.errors.KeyWrongLastSequenceError as error:
-            raise ConflictError.lost(self.spec.name, key, expected_revision) from error
+            raise lost() from error
         except nats.js.errors.ServiceUnavailableError as error:
             raise _unavailable(error) from error
         except nats.js.errors.APIError as error:
             # nats-py's delete does not map "wrong last sequence" to KeyWrongLastSequenceError.
             if error.err_code == _WRONG_LAST_SEQUENCE:
-                raise ConflictError.lost(self.spec.name, key, expected_revision) from error
+                raise lost() from error
+            if error.code == 503:
+                raise _unavailable(error) from error
             raise StoreRejectedError(
-                f"JetStream KV refused {doing} {key}: {error.description or error}"
+                f"JetStream KV refused {doing} {what}: {error.description or error}"
             ) from error
         except STORE_FAILURES as error:
             raise _unavailable(error) from error
@@ -160,6 +310,14 @@ class JetStreamKeyValue:
             with contextlib.suppress(*STORE_FAILURES):
                 await watcher.stop()  # type: ignore[no-untyped-call]
         return sorted(found)
+
+
+def _batch_headers(batch: str, sequence: int, expected_revision: int) -> dict[str, str]:
+    return {
+        "Nats-Batch-Id": batch,
+        "Nats-Batch-Sequence": str(sequence),
+        _EXPECTED_LAST: str(expected_revision),
+    }
 
 
 class ConnectedBucket:
@@ -191,6 +349,12 @@ class ConnectedBucket:
 
     async def delete(self, key: str, expected_revision: int) -> None:
         await self._opened.delete(key, expected_revision)
+
+    async def get_many(self, keys: Sequence[str]) -> Snapshot:
+        return await self._opened.get_many(keys)
+
+    async def write_all(self, writes: Sequence[Write]) -> dict[str, int]:
+        return await self._opened.write_all(writes)
 
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
         return await self._opened.keys(prefix, limit=limit)

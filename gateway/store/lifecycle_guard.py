@@ -2,14 +2,19 @@
 key-value store with compare-and-set.
 
 For the events admission let through, in order: read the aggregates and item lines they touch
-(gateway.core.workflows.judge.needs), judge them, write every changed entry with compare-and-set
-on the revision read, all at once. If another writer (another gateway replica) changed any of
-them first, the writes of this attempt that did land are taken back (compare-and-set again, on
-the revision just written) and the batch is read and judged again: so two replicas never both
-accept a transition from one state, and a double booking by two replicas at one moment leaves
-one commitment. After `MAX_ATTEMPTS` lost races the events still in contention are refused as
-CONFLICT (ABORTED: retry with the same id). A store that cannot be reached refuses the events
-as UNAVAILABLE (also retryable).
+(gateway.core.workflows.judge.needs) in one request, then the item lines the thread index
+entries name in another, judge them, and write every changed entry in one atomic batch, each on
+the revision read (KeyValueStore.write_all). If another writer (another gateway replica) changed
+any of them first, nothing of the batch is written, and the batch is read and judged again: so
+two replicas never both accept a transition from one state, and a double booking by two replicas
+at one moment leaves one commitment. After `MAX_ATTEMPTS` lost races the events still in
+contention are refused as CONFLICT (ABORTED: retry with the same id). A store that cannot be
+reached refuses the events as UNAVAILABLE (also retryable).
+
+A batch with more changed entries than the store takes in one atomic write (BatchTooLargeError:
+JetStream's limit is 1,000 messages) is written key by key instead, each with compare-and-set;
+if any of those loses a race, the writes that landed are taken back (compare-and-set again, on
+the revision just written) before reading again.
 
 Writes happen before the audit entry and the store: an event whose transition is written but
 which is then not stored comes back as a retry with the same id, and the entries remember it
@@ -29,7 +34,7 @@ from dutylink.catalogue import Catalogue
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.core.admission import Admitted, Commitment, Committed, RefusalKind, Refused
-from gateway.core.kv import ConflictError, KeyValueStore, Versioned
+from gateway.core.kv import BatchTooLargeError, ConflictError, KeyValueStore, Snapshot, Write
 from gateway.core.ports import StoreError
 from gateway.core.workflows import judge, ledger_codec
 from gateway.core.workflows.base import Actor
@@ -45,18 +50,12 @@ MAX_ATTEMPTS = 4
 
 @dataclass(frozen=True)
 class _Read:
-    """A view and the revision each of its entries was read at (absent: not in `revisions`)."""
+    """A view and the revision each of its entries was read at (a deleted entry: its deletion's
+    revision; never written: not in `revisions`), and the present entries' bytes."""
 
     view: View
     revisions: dict[str, int]
     raw: dict[str, bytes]
-
-
-@dataclass(frozen=True)
-class _Write:
-    key: str
-    value: bytes
-    revision: int  # the revision read; 0: the key was absent
 
 
 class LifecycleGuard:
@@ -116,15 +115,17 @@ class LifecycleGuard:
         """Every entry `needs` names, then the item lines the thread index entries name."""
         thread_keys = {judge.thread_key(t): t for t in needs.threads}
         item_keys = {ledger_codec.kv_key(k): k for k in needs.items}
-        first = [*needs.aggregates, *thread_keys, *item_keys]
-        found = await self._get_all(first)
+        first = await self._kv.get_many([*needs.aggregates, *thread_keys, *item_keys])
+        found = first.entries
         threads: dict[Thread, frozenset[ItemKey]] = {}
         for key, thread in thread_keys.items():
             if key in found:
                 threads[thread] = judge.decode_thread_index(found[key].value)
         indexed = {ledger_codec.kv_key(k): k for items in threads.values() for k in items}
         more = [key for key in indexed if key not in found and key not in item_keys]
-        found |= await self._get_all(more)
+        second = await self._kv.get_many(more) if more else Snapshot({}, {})
+        found = found | second.entries
+        deleted = first.deleted | second.deleted
         item_keys |= indexed
         aggregates = {
             key: LifecycleState.from_bytes(found[key].value) if key in found else None
@@ -138,19 +139,32 @@ class LifecycleGuard:
         view = View(aggregates, Ledger(items), threads)
         return _Read(
             view,
-            {key: entry.revision for key, entry in found.items()},
+            deleted | {key: entry.revision for key, entry in found.items()},
             {key: entry.value for key, entry in found.items()},
         )
 
-    async def _get_all(self, keys: Sequence[str]) -> dict[str, Versioned]:
-        entries = await asyncio.gather(*(self._kv.get(key) for key in keys))
-        return {key: entry for key, entry in zip(keys, entries, strict=True) if entry is not None}
-
     async def _write_all(
-        self, read: _Read, writes: Sequence[_Write]
+        self, read: _Read, writes: Sequence[Write]
     ) -> tuple[dict[str, int], set[str], StoreError | None]:
-        """Write all; if any race was lost or the store failed, take the others back. The
-        revisions written, the keys lost, and the store's failure if there was one."""
+        """Write all in one atomic batch: the revisions written, the keys of a lost race (then
+        nothing was written), and the store's failure if there was one."""
+        if not writes:
+            return {}, set(), None
+        try:
+            written = await self._kv.write_all(writes)
+        except BatchTooLargeError:
+            return await self._write_each(read, writes)
+        except ConflictError:
+            return {}, {w.key for w in writes}, None
+        except StoreError as error:
+            return {}, set(), error
+        return written, set(), None
+
+    async def _write_each(
+        self, read: _Read, writes: Sequence[Write]
+    ) -> tuple[dict[str, int], set[str], StoreError | None]:
+        """Write key by key; if any race was lost or the store failed, take the others back.
+        For batches larger than the store writes atomically."""
         results = await asyncio.gather(*(self._write(w) for w in writes), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, StoreError):
@@ -165,10 +179,10 @@ class LifecycleGuard:
             return {}, lost, failures[0] if failures else None
         return written, set(), None
 
-    async def _write(self, write: _Write) -> int:
-        if write.revision == 0:
+    async def _write(self, write: Write) -> int:
+        if write.expected_revision == 0:
             return await self._kv.create(write.key, write.value)
-        return await self._kv.update(write.key, write.value, write.revision)
+        return await self._kv.update(write.key, write.value, write.expected_revision)
 
     async def restore(self, written: dict[str, int], values: dict[str, bytes | None]) -> None:
         """Put `values` back (None: the key was absent) over the revisions this guard wrote
@@ -232,23 +246,23 @@ def _refuse_admitted(
     return [refusal if isinstance(o, Admitted) else o for o in outcomes]
 
 
-def _writes(read: _Read, judgement: Judgement) -> list[_Write]:
+def _writes(read: _Read, judgement: Judgement) -> list[Write]:
     """The changed entries as writes on the revisions read."""
     changes: Changes = judgement.changes
     view = judgement.view
-    writes: list[_Write] = []
+    writes: list[Write] = []
     for key in sorted(changes.aggregates):
         state = view.aggregates[key]
         assert state is not None  # a changed aggregate exists
-        writes.append(_Write(key, state.to_bytes(), read.revisions.get(key, 0)))
+        writes.append(Write(key, state.to_bytes(), read.revisions.get(key, 0)))
     for item in sorted(changes.items):
         key = ledger_codec.kv_key(item)
         value = ledger_codec.encode(view.ledger.items[item])
-        writes.append(_Write(key, value, read.revisions.get(key, 0)))
+        writes.append(Write(key, value, read.revisions.get(key, 0)))
     for thread in sorted(changes.threads):
         key = judge.thread_key(thread)
         value = judge.encode_thread_index(view.threads[thread])
-        writes.append(_Write(key, value, read.revisions.get(key, 0)))
+        writes.append(Write(key, value, read.revisions.get(key, 0)))
     return writes
 
 

@@ -9,17 +9,35 @@ tests/test_kv.py runs one contract against both, so they do not drift apart.
 
 from __future__ import annotations
 
-from gateway.core.kv import ConflictError, TooManyKeysError, Versioned, check_key, check_value
+import asyncio
+from collections.abc import Sequence
+
+from gateway.core.kv import (
+    ConflictError,
+    Snapshot,
+    TooManyKeysError,
+    Versioned,
+    Write,
+    check_key,
+    check_value,
+    check_writes,
+)
 from gateway.core.streams import BucketSpec
 
 
 class MemoryKeyValue:
-    """One bucket in a dict. Revisions count writes to the bucket, as JetStream's do."""
+    """One bucket in a dict. Revisions count writes to the bucket, as JetStream's do; a deleted
+    key keeps its deletion's revision, as JetStream's tombstone does."""
 
     def __init__(self, spec: BucketSpec) -> None:
         self.spec = spec
         self._entries: dict[str, Versioned] = {}
+        self._deleted: dict[str, int] = {}
         self._last_revision = 0
+
+    def _revision(self, key: str) -> int:
+        entry = self._entries.get(key)
+        return entry.revision if entry is not None else self._deleted.get(key, 0)
 
     async def get(self, key: str) -> Versioned | None:
         return self._entries.get(check_key(key))
@@ -35,12 +53,32 @@ class MemoryKeyValue:
     def _write(self, key: str, value: bytes, expected_revision: int) -> int:
         check_key(key)
         check_value(self.spec, value)
-        current = self._entries.get(key)
-        if (current.revision if current else 0) != expected_revision:
+        # A create over a deleted key succeeds, as JetStream KV's does.
+        current = 0 if expected_revision == 0 and key not in self._entries else self._revision(key)
+        if current != expected_revision:
             raise ConflictError.lost(self.spec.name, key, expected_revision)
+        return self._put(key, value)
+
+    def _put(self, key: str, value: bytes) -> int:
         self._last_revision += 1
         self._entries[key] = Versioned(bytes(value), self._last_revision)
+        self._deleted.pop(key, None)
         return self._last_revision
+
+    async def get_many(self, keys: Sequence[str]) -> Snapshot:
+        entries = {k: e for k in keys if (e := self._entries.get(check_key(k))) is not None}
+        deleted = {k: self._deleted[k] for k in keys if k in self._deleted}
+        # A read is a round trip: other writers may run before its answer arrives, as they may
+        # on a real store (so races between two guards on one store happen here too).
+        await asyncio.sleep(0)
+        return Snapshot(entries, deleted)
+
+    async def write_all(self, writes: Sequence[Write]) -> dict[str, int]:
+        check_writes(self.spec, writes)
+        lost = [w.key for w in writes if self._revision(w.key) != w.expected_revision]
+        if lost:
+            raise ConflictError.lost_one_of(self.spec.name, lost)
+        return {w.key: self._put(w.key, w.value) for w in writes}
 
     async def delete(self, key: str, expected_revision: int) -> None:
         current = self._entries.get(check_key(key))
@@ -48,6 +86,7 @@ class MemoryKeyValue:
             raise ConflictError.lost(self.spec.name, key, expected_revision)
         self._last_revision += 1
         del self._entries[key]
+        self._deleted[key] = self._last_revision
 
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
         under = f"{check_key(prefix)}."

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,15 +15,28 @@ from dutylink.v1 import event_pb2
 # The KV key of an aggregate: "lifecycle.<lifecycle>.<plane>.<key>", the key's characters that a
 # KV key cannot hold written as "=XX" (hex of each UTF-8 byte).
 KEY_PREFIX = "lifecycle"
+# Compact JSON; AggregateState.to_bytes names its fields in sorted order itself.
+_JSON = json.JSONEncoder(separators=(",", ":"))
 _KEY_SAFE = frozenset("-_/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+# Worked out once: every event's keys name their plane.
+_PLANE_TOKENS: dict[int, str] = {
+    int(number): name.removeprefix("PLANE_").lower() for name, number in event_pb2.Plane.items()
+}
 
 
 def plane_token(plane: int) -> str:
     """ "actual", "exercise" or "test": planes are separate aggregates."""
-    return event_pb2.Plane.Name(plane).removeprefix("PLANE_").lower()  # type: ignore[arg-type]
+    token = _PLANE_TOKENS.get(plane)
+    if token is None:  # not a plane: the enum's own ValueError
+        return event_pb2.Plane.Name(plane).removeprefix("PLANE_").lower()  # type: ignore[arg-type]
+    return token
 
 
 def encode_key_token(text: str) -> str:
+    if _KEY_SAFE.issuperset(text):  # the usual key: nothing to escape
+        return text
     return "".join(
         char if char in _KEY_SAFE else "".join(f"={byte:02X}" for byte in char.encode())
         for char in text
@@ -85,11 +98,29 @@ class AggregateState:
     recent: tuple[str, ...] = ()
 
     def to_bytes(self) -> bytes:
-        data = asdict(self)
-        for name in ("deadline", "expires"):
-            value = data[name]
-            data[name] = value.isoformat() if value is not None else None
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        """Compact JSON, keys sorted: the bytes `json.dumps(asdict(self), sort_keys=True)` gave,
+        written out field by field (asdict's deep copy cost more than the encoding)."""
+        return _JSON.encode(
+            {
+                "assigned": self.assigned,
+                "deadline": _iso(self.deadline),
+                "expires": _iso(self.expires),
+                "handlers": self.handlers,
+                "key": self.key,
+                "last_event_id": self.last_event_id,
+                "last_type": self.last_type,
+                "lead": self.lead,
+                "lifecycle": self.lifecycle,
+                "merged_into": self.merged_into,
+                "opened_by": self.opened_by,
+                "parties": self.parties,
+                "plane": self.plane,
+                "recent": self.recent,
+                "state": self.state,
+                "supervisor": self.supervisor,
+                "version": self.version,
+            }
+        ).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> AggregateState:
@@ -103,6 +134,10 @@ class AggregateState:
 
     def moved(self, **changes: Any) -> AggregateState:
         return replace(self, **changes)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ Guard = Callable[[Principal, event_pb2.Event], Passed | Refused]
 class Commitment(Protocol):
     """What the stateful guards made of a batch: each event admitted or refused (`outcomes`),
     the events the gateway publishes of its own because of the admitted ones (`notices`, e.g.
-    a replenishment notice), and `take_back` for admitted events that will never be stored."""
+    a replenishment notice), and `take_back` for admitted events this request did not store."""
 
     @property
     def outcomes(self) -> Sequence[Admitted | Refused]: ...
@@ -113,8 +113,9 @@ class Commitment(Protocol):
     def notices(self) -> Sequence[event_pb2.Event]: ...
 
     async def take_back(self, not_stored: Sequence[Admitted]) -> None:
-        """Undo the transitions of `not_stored` (the store refused them for good), so the
-        aggregates never run ahead of the stream."""
+        """Undo the transitions of `not_stored`: events the store refused for good, and retries
+        it held already (judged afresh where their entries had forgotten their ids), so the
+        aggregates never run ahead of the stream nor count an event twice."""
         ...
 
 

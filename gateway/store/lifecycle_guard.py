@@ -223,8 +223,8 @@ class _LedgerCommitment:
     written: _Written
 
     async def take_back(self, not_stored: Sequence[Admitted]) -> None:
-        """Judge the batch again from the state read, without `not_stored`, and put what that
-        gives over the entries this batch wrote."""
+        """Judge the batch again from the state read, without `not_stored` (never stored, or
+        stored before: retries), and put what that gives over the entries this batch wrote."""
         done = self.written
         dropped = {a.event.id for a in not_stored}
         kept = [e for e in done.events if e.id not in dropped]
@@ -236,6 +236,8 @@ class _LedgerCommitment:
             for key, revision in done.revisions.items()
             if values[key] != done.values[key]
         }
+        if not changed:  # e.g. a retry of stored events, recognised by id: it moved nothing
+            return
         log.warning("lifecycle.taken_back", events=sorted(dropped)[:8], keys=len(changed))
         await done.guard.restore(changed, {key: values[key] for key in changed})
 

@@ -217,7 +217,7 @@ def bench(
         typer.Option(
             "--only",
             metavar="SECTION",
-            help="Run just this section (repeatable): sync, publish, policy, audit, latency, "
+            help="Run just this section (repeatable): sync, publish, policy, audit, guard, latency, "
             "abuse, fanout, checkpoint, soak.",
         ),
     ] = None,

@@ -5,7 +5,7 @@ are taken back, so the ledger never counts one event twice."""
 from __future__ import annotations
 
 from dutylink.v1 import event_pb2
-from gateway.core.workflows.judge import RECENT_EVENTS
+from gateway.core.workflows.base import RECENT_EVENTS
 from gateway.core.workflows.ledger_state import ItemKey
 from tests.conftest import ClientFactory
 from tests.loop_support import adjust, declare, item_line

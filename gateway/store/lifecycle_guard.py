@@ -18,7 +18,7 @@ the revision just written) before reading again.
 
 Writes happen before the audit entry and the store: an event whose transition is written but
 which is then not stored comes back as a retry with the same id, and the entries remember it
-(judge.RECENT_EVENTS) so it passes without moving anything twice.
+(gateway.core.workflows.base.RECENT_EVENTS) so it passes without moving anything twice.
 """
 
 from __future__ import annotations

@@ -72,6 +72,15 @@ class Actor:
     roles: frozenset[str] = frozenset()
 
 
+# How many event ids an entry remembers; a retry older than that is judged anew.
+RECENT_EVENTS = 16
+
+
+def remember(recent: tuple[str, ...], event_id: str) -> tuple[str, ...]:
+    """`recent` with `event_id` last, the oldest dropped beyond RECENT_EVENTS."""
+    return (*recent, event_id)[-RECENT_EVENTS:]
+
+
 @dataclass(frozen=True)
 class AggregateState:
     """An aggregate's state as a KV value. `version` counts accepted transitions (1 after the

@@ -29,6 +29,7 @@ from gateway.core.workflows.base import (
     AggregateState,
     IllegalTransition,
     encode_key_token,
+    remember,
 )
 from gateway.core.workflows.ledger_scope import scope
 from gateway.core.workflows.ledger_state import (
@@ -42,8 +43,6 @@ from gateway.core.workflows.ledger_state import (
 from gateway.core.workflows.machine import aggregate_refs, decide, preconditions, unmet
 from gateway.core.workflows.notices import replenishment_event
 
-# How many event ids an entry remembers; a retry older than that is judged anew.
-RECENT_EVENTS = 16
 # Thread index entries: `ledger_thread.<plane>.<exchange>` -> the item lines holding its lines.
 THREAD_INDEX_PREFIX = "ledger_thread"
 
@@ -157,24 +156,35 @@ def judge(
     now: datetime,
 ) -> Judgement:
     """Judge `events` (all by `actor`, received at `now`) one after the other."""
+    # One working copy for the whole batch, each accepted event's entries laid over it: copying
+    # the view per event made a batch of new aggregates cost the square of its size.
+    aggregates, items, threads = dict(view.aggregates), dict(view.ledger.items), dict(view.threads)
+    moved: set[str] = set()
+    changed_items: set[ItemKey] = set()
+    changed_threads: set[Thread] = set()
     verdicts: list[Judged] = []
-    changes = Changes()
     for event in events:
-        verdict, view, changed = _judge_one(catalogue, view, actor, event, now)
+        current = View(aggregates, Ledger(items), threads)
+        verdict, overlay, changed = _judge_one(catalogue, current, actor, event, now)
         verdicts.append(verdict)
-        changes |= changed
-    return Judgement(tuple(verdicts), view, changes)
-
-
-def _remember(recent: tuple[str, ...], event_id: str) -> tuple[str, ...]:
-    return (*recent, event_id)[-RECENT_EVENTS:]
+        aggregates.update(overlay.aggregates)
+        items.update(overlay.ledger.items)
+        threads.update(overlay.threads)
+        moved |= changed.aggregates
+        changed_items |= changed.items
+        changed_threads |= changed.threads
+    after = View(aggregates, Ledger(items), threads)
+    changes = Changes(frozenset(moved), frozenset(changed_items), frozenset(changed_threads))
+    return Judgement(tuple(verdicts), after, changes)
 
 
 def _judge_one(
     catalogue: Catalogue, view: View, actor: Actor, event: event_pb2.Event, now: datetime
 ) -> tuple[Judged, View, Changes]:
+    """One event's judgement against `view` (left as it is), the entries it writes (a view of
+    those only) and what it changed."""
     problems: list[StateProblem] = []
-    aggregates = dict(view.aggregates)
+    aggregates: dict[str, AggregateState | None] = {}
     moved: set[str] = set()
     retry = False
     for ref in aggregate_refs(event, catalogue):
@@ -186,8 +196,7 @@ def _judge_one(
         if isinstance(verdict, IllegalTransition):
             problems.append(_transition_problem(verdict))
             continue
-        new = verdict.new_state
-        aggregates[ref.kv_key] = replace(new, recent=_remember(new.recent, event.id))
+        aggregates[ref.kv_key] = verdict.new_state
         moved.add(ref.kv_key)
     read: set[str] = set()
     if not retry:  # what it read may have moved on since it was written
@@ -201,13 +210,13 @@ def _judge_one(
     applied = _apply_ledger(view.ledger, event, retry)
     problems.extend(_ledger_problem(view.ledger, refusal) for refusal in applied.refusals)
     if problems:
-        return Judged(tuple(problems)), view, Changes()
-    items = dict(view.ledger.items)
-    threads = dict(view.threads)
+        return Judged(tuple(problems)), View(), Changes()
+    items: dict[ItemKey, ItemLine] = {}
+    threads: dict[Thread, frozenset[ItemKey]] = {}
     changed_threads: set[Thread] = set()
     for key in applied.changed:
         item = applied.ledger.items[key]
-        items[key] = replace(item, recent=_remember(item.recent, event.id))
+        items[key] = replace(item, recent=remember(item.recent, event.id))
         before = view.ledger.items.get(key)
         for holding in item.holdings:
             if before is not None and before.holding(holding.line) == holding:
@@ -215,7 +224,7 @@ def _judge_one(
                 # read, so another's index entry must not be written here.
                 continue
             thread = (key.plane, holding.line.thread)
-            indexed = threads.get(thread, frozenset())
+            indexed = threads.get(thread, view.threads.get(thread, frozenset()))
             if key not in indexed:
                 threads[thread] = indexed | {key}
                 changed_threads.add(thread)

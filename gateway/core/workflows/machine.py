@@ -20,6 +20,7 @@ from gateway.core.workflows.base import (
     Rules,
     Verdict,
     current,
+    remember,
 )
 from gateway.core.workflows.incident import EMERGENCY_PHASE, INCIDENT
 from gateway.core.workflows.resources import RESOURCE_LINE
@@ -201,6 +202,7 @@ def _next(
         parties=_with(base.parties, actor.agency),
         last_event_id=event.id,
         last_type=event_type.type,
+        recent=remember(base.recent, event.id),
     )
 
 

@@ -22,7 +22,6 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from adapters.sdk.acknowledgements import acknowledgement_of
 from adapters.sdk.client import ClientCertificate, DutyLinkClient
 from adapters.sdk.refusals import allowed_transitions, state_refusals
 from dutylink.v1 import event_pb2, gateway_pb2
@@ -54,7 +53,7 @@ MAX_INPUT_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
@@ -67,16 +66,16 @@ def client_for(
     files = {"--ca": ca, "--cert": cert, "--key": key}
     given = [flag for flag, path in files.items() if path is not None]
     if token is not None and given:
-        raise _fail("give --token, or --ca, --cert and --key, not both", 2)
+        raise fail("give --token, or --ca, --cert and --key, not both", 2)
     if token is None and len(given) < 3:
         missing = ", ".join(flag for flag in files if flag not in given)
-        raise _fail(f"no identity: give --token, or --ca, --cert and --key (missing {missing})", 2)
+        raise fail(f"no identity: give --token, or --ca, --cert and --key (missing {missing})", 2)
     if token is not None:
         return lambda: DutyLinkClient(target, token=token)
     try:
         certificate = ClientCertificate.from_files(ca, cert, key)  # type: ignore[arg-type]
     except OSError as error:
-        raise _fail(f"{error.filename}: {error.strerror}", 2) from None
+        raise fail(f"{error.filename}: {error.strerror}", 2) from None
     return lambda: DutyLinkClient(target, certificate=certificate)
 
 
@@ -104,7 +103,7 @@ def state_refusal_lines(refusals: Sequence[gateway_pb2.StateRefusal]) -> list[st
     return lines
 
 
-def _json(message: Message) -> str:
+def as_json(message: Message) -> str:
     return json.dumps(
         json_format.MessageToDict(message, preserving_proto_field_name=False),
         ensure_ascii=False,
@@ -124,15 +123,15 @@ def read_events(source: str) -> list[event_pb2.Event]:
             with Path(source).open("rb") as stream:
                 data = stream.read(MAX_INPUT_BYTES + 1)
     except OSError as error:
-        raise _fail(f"{name}: {error.strerror}", 2) from None
+        raise fail(f"{name}: {error.strerror}", 2) from None
     if len(data) > MAX_INPUT_BYTES:
-        raise _fail(f"{name}: larger than {MAX_INPUT_BYTES} bytes", 2)
+        raise fail(f"{name}: larger than {MAX_INPUT_BYTES} bytes", 2)
     try:
         document = json.loads(data)
     except UnicodeDecodeError:
-        raise _fail(f"{name}: not UTF-8 text", 2) from None
+        raise fail(f"{name}: not UTF-8 text", 2) from None
     except json.JSONDecodeError as error:
-        raise _fail(f"{name}:{error.lineno}: {error.msg}", 2) from None
+        raise fail(f"{name}:{error.lineno}: {error.msg}", 2) from None
     if isinstance(document, dict) and "events" in document:
         items, where = document["events"], "events"
     elif isinstance(document, dict) and "event" in document:
@@ -142,7 +141,7 @@ def read_events(source: str) -> list[event_pb2.Event]:
     else:
         items, where = [document], ""
     if not isinstance(items, list):
-        raise _fail(f"{name}: 'events' must be an array", 2)
+        raise fail(f"{name}: 'events' must be an array", 2)
     events = []
     for index, item in enumerate(items):
         event = event_pb2.Event()
@@ -150,16 +149,16 @@ def read_events(source: str) -> list[event_pb2.Event]:
             json_format.ParseDict(item, event)
         except json_format.ParseError as error:
             place = f"{where}[{index}]" if where == "events" or len(items) > 1 else "event"
-            raise _fail(f"{name}: {place}: {error}", 2) from None
+            raise fail(f"{name}: {place}: {error}", 2) from None
         events.append(event)
     return events
 
 
-def _run(main: Callable[[], Awaitable[T]]) -> T:
+def run_rpc(main: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
     except grpc.aio.AioRpcError as error:
-        raise _fail(describe_rpc_error(error)) from None
+        raise fail(describe_rpc_error(error)) from None
 
 
 def publish(
@@ -190,9 +189,9 @@ def publish(
                 return [gateway_pb2.PublishResult(event_id=events[0].id, receipt=receipt)]
             return await client.publish_batch(events)
 
-    results = _run(main)
+    results = run_rpc(main)
     for result in results:
-        typer.echo(_json(result))
+        typer.echo(as_json(result))
     # Standard output stays JSON lines; a person reads the state refusals on standard error.
     for index, result in enumerate(results):
         refused = state_refusals(result)
@@ -204,56 +203,13 @@ def publish(
         raise typer.Exit(1)
 
 
-def acknowledge(
-    message: Annotated[
-        str, typer.Argument(help="The message taken, as SOURCE/EVENT_ID, e.g. weather/W-42.")
-    ],
-    jurisdiction: Annotated[
-        str, typer.Option("--jurisdiction", help="The message's division code, e.g. 310115.")
-    ],
-    plane: Annotated[
-        str, typer.Option("--plane", help="The message's plane: ACTUAL, EXERCISE or TEST.")
-    ] = "ACTUAL",
-    by: Annotated[str, typer.Option("--by", help="Who took it: a person or a post.")] = "",
-    note: Annotated[str, typer.Option("--note", help="A note for the sender.")] = "",
-    decline: Annotated[
-        str | None, typer.Option("--decline", help="Decline it instead, for this reason.")
-    ] = None,
-    target: TargetOption = DEFAULT_TARGET,
-    token: TokenOption = None,
-    ca: CaOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
-) -> None:
-    """Acknowledge a message your agency received (or decline it with --decline REASON): the
-    sender and the command centre see who took it; print the receipt as a JSON line."""
-    source, slash, event_id = message.partition("/")
-    if not (source and slash and event_id):
-        raise _fail(f"{message!r}: give the message as SOURCE/EVENT_ID, e.g. weather/W-42", 2)
-    if decline == "":
-        raise _fail("--decline needs a reason", 2)
-    (plane_value,) = _planes([plane], "--plane")
-    taken = event_pb2.Event(
-        id=event_id, source=source, plane=plane_value, priority=event_pb2.PRIORITY_ROUTINE
-    )
-    taken.jurisdiction.division_code = jurisdiction
-    answer = acknowledgement_of(taken, by=by, note=note, decline_reason=decline)
-    connect = client_for(target, token, ca, cert, key)
-
-    async def main() -> gateway_pb2.Receipt:
-        async with connect() as client:
-            return await client.publish(answer)
-
-    typer.echo(_json(_run(main)))
-
-
-def _planes(names: list[str], flag: str = "--planes") -> list[event_pb2.Plane.ValueType]:
+def planes_of(names: list[str], flag: str = "--planes") -> list[event_pb2.Plane.ValueType]:
     planes = []
     for name in names:
         try:
             planes.append(event_pb2.Plane.Value(f"PLANE_{name.upper()}"))
         except ValueError:
-            raise _fail(f"{flag}: unknown plane {name!r} (expected ACTUAL, EXERCISE or TEST)", 2) from None  # fmt: skip
+            raise fail(f"{flag}: unknown plane {name!r} (expected ACTUAL, EXERCISE or TEST)", 2) from None  # fmt: skip
     return planes
 
 
@@ -284,7 +240,7 @@ def subscribe(
 ) -> None:
     """Open (or resume) a durable subscription and print each delivery as a JSON line.
     Without --ack nothing is acknowledged: the deliveries come again next time."""
-    chosen_planes = _planes(planes or [])
+    chosen_planes = planes_of(planes or [])
     connect = client_for(target, token, ca, cert, key)
 
     async def main() -> None:
@@ -310,12 +266,12 @@ def subscribe(
                     return  # --idle seconds without a delivery
                 if delivery is None:
                     return
-                typer.echo(_json(delivery))
+                typer.echo(as_json(delivery))
                 printed += 1
                 if ack:
                     await subscription.ack(delivery)
 
-    _run(main)
+    run_rpc(main)
 
 
 emergency_app = typer.Typer(
@@ -363,7 +319,7 @@ def declare(
         async with connect() as client:
             return await client.declare_emergency(request)
 
-    typer.echo(_json(_run(main)))
+    typer.echo(as_json(run_rpc(main)))
 
 
 @emergency_app.command("list")
@@ -381,21 +337,25 @@ def list_grants(
         async with connect() as client:
             return await client.list_emergencies()
 
-    for grant in _run(main):
-        typer.echo(_json(grant))
+    for grant in run_rpc(main):
+        typer.echo(as_json(grant))
 
 
 def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
     app.command("subscribe")(subscribe)
-    app.command("ack")(acknowledge)
     app.add_typer(emergency_app, name="emergency")
 
 
 __all__ = [
     "DEFAULT_TARGET",
+    "as_json",
+    "client_for",
     "describe_rpc_error",
+    "fail",
+    "planes_of",
     "read_events",
     "register",
+    "run_rpc",
     "state_refusal_lines",
 ]

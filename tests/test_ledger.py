@@ -4,7 +4,8 @@ nothing is committed twice, expiries fire once, and the rebuild equals the live 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -573,3 +574,11 @@ def test_two_commitments_never_share_a_unit(
         assert one.accepted == (first <= free)
         left = free - first if one.accepted else free
         assert two.accepted == (second <= left)
+
+
+def test_an_item_line_stored_before_lines_kept_their_jurisdiction_still_reads() -> None:
+    line = ItemLine(ItemKey(event_pb2.PLANE_ACTUAL, "fire", "pumps"), total=Decimal(3),
+                    division_code="310115")  # fmt: skip
+    stored = json.loads(ledger_codec.encode(line))
+    del stored["division_code"]
+    assert ledger_codec.decode(json.dumps(stored).encode()) == replace(line, division_code="")

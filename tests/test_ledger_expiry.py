@@ -102,6 +102,18 @@ class TestTheEvent:
         )
         assert event.jurisdiction == HERE
 
+    def test_it_is_published_in_the_jurisdiction_of_the_items_declaration(self) -> None:
+        declared = event_pb2.Event(source="emergency", type="inventory.declared", plane=ACTUAL)
+        declared.jurisdiction.division_code = "310115"
+        declared.inventory.declaration.items.add(item_id="tents", quantity=100, unit="pcs")
+        line = replace(apply(Ledger(), declared).ledger.items[TENTS],
+                       holdings=(reserved("flood-req-3", 4, T0),))  # fmt: skip
+        (event,) = expiry_events([line], T0, HERE)
+        assert event.jurisdiction.division_code == "310115"
+        # An item line kept before lines knew their jurisdiction: the deployment's.
+        (event,) = expiry_events([replace(line, division_code="")], T0, HERE)
+        assert event.jurisdiction == HERE
+
     def test_it_happened_when_the_reservation_ran_out(self) -> None:
         event = expiry_event(an_expiry(expired_at=T0), HERE)
         assert event.time.ToDatetime(tzinfo=UTC) == T0

@@ -144,8 +144,9 @@ class LedgerSettings:
     # Item lines read per plane and check: beyond it that plane's expiries wait (an error is
     # logged at each check) until the limit is raised; the other planes go on.
     max_items: int = 10_000
-    # The jurisdiction (GB/T 2260 division code) of the events the ledger publishes: an item
-    # line keeps none. The default is the country as a whole; set the exchange's own area.
+    # The jurisdiction (GB/T 2260 division code) of the ledger's expiry notices about an item
+    # line stored before lines kept their declaration's. The default is the country as a
+    # whole; set the exchange's own area.
     division_code: str = "100000"
 
 

@@ -52,14 +52,18 @@ def expiry_event_id(expiry: Expiry) -> str:
 def expiry_event(expiry: Expiry, jurisdiction: common_pb2.Jurisdiction) -> event_pb2.Event:
     """The `inventory.reservation_expired` event for `expiry`, on the item's plane, from the
     item's agency. It happened when the reservation ran out (`time` is the expiry time, not
-    when it was noticed, so every replica's event is the same); `jurisdiction` is the
-    deployment's (an item line does not keep one)."""
+    when it was noticed, so every replica's event is the same); `jurisdiction` is that of
+    the item's declaration (from the item line), else the deployment's."""
     event = event_pb2.Event(
         id=expiry_event_id(expiry),
         source=GATEWAY_AGENCY,
         type=EXPIRY_TYPE,
         subject=expiry.item.item_id,
-        jurisdiction=jurisdiction,
+        jurisdiction=(
+            common_pb2.Jurisdiction(division_code=expiry.division_code)
+            if expiry.division_code
+            else jurisdiction
+        ),
         classification=event_pb2.CLASSIFICATION_INTERNAL,
         plane=event_pb2.Plane.ValueType(expiry.item.plane),
         priority=event_pb2.PRIORITY_ROUTINE,

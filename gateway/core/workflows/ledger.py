@@ -169,7 +169,7 @@ def apply(ledger: Ledger, event: event_pb2.Event) -> Applied:
     family = event.WhichOneof("payload")
     if family == "inventory":
         draft = _Draft(ledger, event.plane, f"{event.source}/{event.id}")
-        _fold_inventory(draft, event.source, event.inventory)
+        _fold_inventory(draft, event.source, event.inventory, event.jurisdiction.division_code)
         return _finish(ledger, draft)
     if family == "resource":
         message = event.resource
@@ -184,11 +184,14 @@ def apply(ledger: Ledger, event: event_pb2.Event) -> Applied:
     return Applied(ledger)
 
 
-def _fold_inventory(draft: _Draft, agency: str, inventory: inventory_pb2.Inventory) -> None:
+def _fold_inventory(
+    draft: _Draft, agency: str, inventory: inventory_pb2.Inventory, division_code: str
+) -> None:
     kind = inventory.WhichOneof("kind")
     if kind == "declaration":
         for declared in inventory.declaration.items:
-            _declare(draft, ItemKey(draft.plane, agency, declared.item_id), declared)
+            key = ItemKey(draft.plane, agency, declared.item_id)
+            _declare(draft, key, declared, division_code)
     elif kind == "adjustment":
         key = ItemKey(draft.plane, agency, inventory.adjustment.item_id)
         item = draft.get(key)
@@ -204,10 +207,13 @@ def _fold_inventory(draft: _Draft, agency: str, inventory: inventory_pb2.Invento
         _expire_line(draft, key, line, _time(notice.expired_at))
 
 
-def _declare(draft: _Draft, key: ItemKey, declared: inventory_pb2.InventoryItem) -> None:
+def _declare(
+    draft: _Draft, key: ItemKey, declared: inventory_pb2.InventoryItem, division_code: str
+) -> None:
     item = draft.get(key) or ItemLine(key)
     item = replace(
         item,
+        division_code=division_code or item.division_code,
         unit=declared.unit,
         kind=declared.kind,
         type_info=declared.type_info,
@@ -332,7 +338,7 @@ def _item_of(draft: _Draft, source: str, info: resource_pb2.ResourceInfo,
 def due(ledger: Ledger, now: datetime) -> tuple[Expiry, ...]:
     """The reservations whose expiry is at or before `now`, oldest first."""
     found = [
-        Expiry(key, h.line, h.quantity, h.expires)
+        Expiry(key, h.line, h.quantity, h.expires, item.division_code)
         for key, item in sorted(ledger.items.items())
         for h in item.holdings
         if h.stage is Stage.RESERVED and h.expires is not None and h.expires <= now

@@ -48,6 +48,7 @@ def encode(item: ItemLine) -> bytes:
         "below_threshold": item.below_threshold,
         "holdings": [_holding(h) for h in item.holdings],
         "recent": list(item.recent),
+        "division_code": item.division_code,
     }
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -71,6 +72,7 @@ def decode(data: bytes) -> ItemLine:
             below_threshold=bool(value["below_threshold"]),
             version=int(value["version"]),
             recent=tuple(str(r) for r in value.get("recent", ())),
+            division_code=str(value.get("division_code", "")),
         )
     except LedgerFormatError:
         raise

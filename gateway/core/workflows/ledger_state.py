@@ -68,6 +68,8 @@ class ItemLine:
     threshold: Decimal = ZERO
     holdings: tuple[Holding, ...] = ()
     below_threshold: bool = False
+    # The jurisdiction of its latest declaration: where the ledger's notices about it go.
+    division_code: str = ""
     version: int = 0
     # The ids of the last events that changed it, newest last (see AggregateState.recent).
     recent: tuple[str, ...] = ()
@@ -131,6 +133,7 @@ class Expiry:
     line: LineKey
     quantity: Decimal
     expired_at: datetime
+    division_code: str = ""  # the item's declared jurisdiction ("": none kept)
 
 
 @dataclass(frozen=True)

@@ -281,41 +281,77 @@ class Workload:
 # --- after the run ---------------------------------------------------------------------------
 
 
-async def final_reads(cluster: LocalCluster, history: History) -> None:
+async def final_reads(cluster: LocalCluster, history: History, settle_within: float = 60.0) -> None:
     """Read the event stream through each node: with direct gets allowed, a node answers from its
-    own replica (a request goes to a local responder first), so diverging replicas show."""
+    own replica (a request goes to a local responder first), so diverging replicas show.
+
+    Reads wait until the stream's leader sees every replica current: just after a heal the meta
+    group agrees while the stream's own group may still be catching up, and a replica catching
+    up does not answer direct gets (the request times out). A read that timed out is asked
+    again; an answer is never asked again, so a divergent replica still shows."""
+    async with asyncio.timeout(settle_within):
+        last = await _settled_last_sequence(cluster)
+    for node, url in zip(cluster.plan.nodes, cluster.gateway_urls, strict=True):
+        history.final_read(node.name, await _read_through(url, history, last))
+
+
+async def _settled_last_sequence(cluster: LocalCluster) -> int:
+    """The event stream's last sequence once every replica is current (direct gets on)."""
     admin = await nats.connect(cluster.gateway_urls)
     try:
         js = admin.jetstream(timeout=5)
-        info = await js.stream_info(subjects.EVENTS_STREAM)
-        if not info.config.allow_direct:
-            await js.update_stream(dataclasses.replace(info.config, allow_direct=True))
-            await asyncio.sleep(1.0)  # every replica subscribes to the direct-get subject
-        last = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
+        while True:
+            with contextlib.suppress(
+                nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError
+            ):
+                info = await js.stream_info(subjects.EVENTS_STREAM)
+                if not info.config.allow_direct:
+                    await js.update_stream(dataclasses.replace(info.config, allow_direct=True))
+                    await asyncio.sleep(1.0)  # every replica subscribes to the direct-get subject
+                    continue
+                replicas = info.cluster.replicas if info.cluster else None
+                if all(peer.current and not peer.lag for peer in replicas or []):
+                    return info.state.last_seq
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
-    for node, url in zip(cluster.plan.nodes, cluster.gateway_urls, strict=True):
-        client = await nats.connect(url)
-        try:
-            js = client.jetstream(timeout=5)
-            stream: list[tuple[int, str]] = []
-            for start in range(1, last + 1, 200):
-                sequences = range(start, min(start + 200, last + 1))
+
+
+async def _read_through(
+    url: str, history: History, last: int, attempts: int = 50
+) -> list[tuple[int, str]]:
+    """(sequence, event id) of the history's events as the node at `url` answers them."""
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream(timeout=5)
+        found: dict[int, str] = {}
+        unanswered = list(range(1, last + 1))
+        for _ in range(attempts):
+            timed_out: list[int] = []
+            for start in range(0, len(unanswered), 200):
+                sequences = unanswered[start : start + 200]
                 raws = await asyncio.gather(
                     *(js.get_msg(subjects.EVENTS_STREAM, seq=s, direct=True) for s in sequences),
                     return_exceptions=True,
                 )
                 for sequence, raw in zip(sequences, raws, strict=True):
-                    if isinstance(raw, nats.js.errors.NotFoundError):
+                    if isinstance(raw, nats.errors.TimeoutError):
+                        timed_out.append(sequence)
+                    elif isinstance(raw, nats.js.errors.NotFoundError):
                         continue
-                    if isinstance(raw, BaseException):
+                    elif isinstance(raw, BaseException):
                         raise raw
-                    event_id = event_pb2.Event.FromString(raw.data or b"").id
-                    if event_id in history.outcomes:
-                        stream.append((sequence, event_id))
-            history.final_read(node.name, stream)
-        finally:
-            await client.close()
+                    else:
+                        event_id = event_pb2.Event.FromString(raw.data or b"").id
+                        if event_id in history.outcomes:
+                            found[sequence] = event_id
+            if not timed_out:
+                return sorted(found.items())
+            unanswered = timed_out
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{url} did not answer direct gets for sequences {unanswered[:10]}")
+    finally:
+        await client.close()
 
 
 async def verify_audit_logs(nats_urls: Sequence[str], gateways: dict[str, Path]) -> dict[str, int]:

@@ -28,6 +28,7 @@ from gateway.core.settings import (
     ConfigError,
     GatewaySettings,
     LedgerSettings,
+    TrackingSettings,
 )
 from gateway.store.nats_auth import redact_url
 
@@ -177,6 +178,21 @@ def _agencies(raw: Any, where: str) -> tuple[Agency, ...]:
     return tuple(agencies)
 
 
+def _check_tracking(tracking: TrackingSettings, where: str, environ: Mapping[str, str]) -> None:
+    def origin(key: str) -> str:
+        variable = f"{ENV_PREFIX}TRACKING_{key.upper()}"
+        return variable if variable in environ else f"{where}: tracking.{key}"
+
+    if not tracking.check_seconds > 0:
+        raise ConfigError(
+            f"{origin('check_seconds')}: must be above 0, got {tracking.check_seconds}"
+        )
+    if tracking.max_tracked < 1:
+        raise ConfigError(
+            f"{origin('max_tracked')}: must be at least 1, got {tracking.max_tracked}"
+        )
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as stream:
@@ -218,6 +234,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         )
     _check_gateway(sections["gateway"], where, environ)
     _check_ledger(sections["ledger"], where, environ)
+    _check_tracking(sections["tracking"], where, environ)
     tls = sections["tls"]
     given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)]
     if given and len(given) < 3:

@@ -47,11 +47,18 @@ from gateway.core.admission import NoStatefulGuards, StatefulGuards
 from gateway.core.ports import StoreError
 from gateway.core.quotas import Limits, Quotas, Refusal
 from gateway.core.settings import Config, ConfigError
+from gateway.core.streams import TRACKER_CONSUMER
 from gateway.core.validation import ValidationLimits, Validator
 from gateway.rpc.audit_service import AuditServicer, CheckpointServicer
 from gateway.rpc.breakglass import BreakGlass
 from gateway.rpc.calls import DecodeGuard
-from gateway.rpc.dependencies import AuditHolder, Dependencies, Failpoint, no_failpoint
+from gateway.rpc.dependencies import (
+    AuditHolder,
+    Dependencies,
+    Failpoint,
+    NoDeliveryRecorder,
+    no_failpoint,
+)
 from gateway.rpc.publish import Publisher
 from gateway.rpc.quota_interceptor import QuotaInterceptor
 from gateway.rpc.store_witness import STORE_MISMATCH_MODES, move_mark, witness_store
@@ -64,6 +71,7 @@ from gateway.store.audit_files import (
     load_or_create_signer,
 )
 from gateway.store.audit_log import AuditLog
+from gateway.store.consumers import ConsumerRunner
 from gateway.store.data_dir_lock import DataDirLock
 from gateway.store.jetstream import EventStore
 from gateway.store.ledger_timer import (
@@ -73,6 +81,7 @@ from gateway.store.ledger_timer import (
 )
 from gateway.store.lifecycle_guard import LifecycleGuard
 from gateway.store.nats_server import NatsServer, NatsServerError, embedded_dir
+from gateway.store.tracker import Tracker
 from gateway.store.writer_lease import WriterLease
 from gateway.telemetry.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
 from policies.loader import SAMPLE_DIR
@@ -158,6 +167,8 @@ class Gateway:
         self._crl_watch: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._expiry_timer: ReservationExpiryTimer | None = None
+        self._tracker: Tracker | None = None
+        self._tracker_feed: ConsumerRunner | None = None
         self._nats_back = asyncio.Event()
         self._embedded_watch: asyncio.Task[None] | None = None
         self._lease: WriterLease | None = None
@@ -334,6 +345,16 @@ class Gateway:
         )
         authorizer = Authorizer(policy, grants)
         catalogue = load_catalogue()
+        if gateway_settings.enforce_lifecycles:
+            # Its escalations go through the publisher made below (the lambda reads it then).
+            self._tracker = Tracker(
+                self._store.aggregates,
+                authorizer,
+                catalogue,
+                lambda events: publisher.publish_own_or_raise(events),
+                interval=self.config.tracking.check_seconds,
+                max_tracked=self.config.tracking.max_tracked,
+            )
         self._deps = deps = Dependencies(
             self.config,
             self._store,
@@ -345,6 +366,7 @@ class Gateway:
             metrics=self.metrics,
             stateful=self._stateful_guards(authorizer, catalogue),
             catalogue=catalogue,
+            deliveries=self._tracker or NoDeliveryRecorder(),
         )
         self._server = grpc.aio.server(
             # Metrics outermost, so that they count the guard's and the quotas' refusals too.
@@ -423,6 +445,16 @@ class Gateway:
                 batch_size=min(PUBLISH_BATCH, gateway_settings.max_batch_events),
             )
             await self._expiry_timer.start()
+        if self._tracker is not None:
+            # One consumer shared by the replicas feeds it; every replica runs its timer.
+            self._tracker_feed = ConsumerRunner(
+                self._store.client.jetstream(),
+                TRACKER_CONSUMER,
+                self._tracker.observe,
+                replica=self.config.gateway.gateway_id,
+            )
+            await self._tracker_feed.start()
+            await self._tracker.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway.started",
@@ -555,6 +587,11 @@ class Gateway:
             await asyncio.sleep(self.config.tls.crl_check_seconds)
 
     @property
+    def tracker(self) -> Tracker | None:
+        """The deadline tracker (None without lifecycles)."""
+        return self._tracker
+
+    @property
     def audit(self) -> AuditLog | None:
         return self._audit.log
 
@@ -568,6 +605,10 @@ class Gateway:
         await _cancel(self._recovery)
         if self._expiry_timer is not None:
             await self._expiry_timer.stop()
+        if self._tracker_feed is not None:
+            await self._tracker_feed.stop()
+        if self._tracker is not None:
+            await self._tracker.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self._health_server is not None:  # NOT_SERVING there until the main port closed

@@ -150,6 +150,17 @@ class LedgerSettings:
     division_code: str = "100000"
 
 
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Business acknowledgements and deadlines (gateway.store.tracker): how often the gateway
+    looks for escalation levels that fell due, and how many tracked messages it reads per look."""
+
+    check_seconds: float = 1.0
+    # Tracked messages read per plane and look: beyond it that plane's escalations wait (an
+    # error is logged at each look) until the limit is raised; the other planes go on.
+    max_tracked: int = 10_000
+
+
 # What `tls.crl_unusable` may say (see gateway.access.revocation).
 CRL_UNUSABLE_POLICIES = ("refuse", "last_good")
 
@@ -199,6 +210,7 @@ class Config:
     policy: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
     ledger: LedgerSettings = LedgerSettings()
+    tracking: TrackingSettings = TrackingSettings()
     agencies: tuple[Agency, ...] = ()
     # Where the agencies came from, so start-up can warn about sample tokens.
     agencies_source: str = SAMPLE_AGENCIES_FILE
@@ -213,4 +225,5 @@ SECTIONS: dict[str, type[Any]] = {
     "policy": PolicySettings,
     "audit": AuditSettings,
     "ledger": LedgerSettings,
+    "tracking": TrackingSettings,
 }

@@ -197,6 +197,9 @@ class ConsumerSpec:
     ack_wait: float = 30.0
     poll_seconds: float = 1.0
     replay_on_start: bool = False
+    # Created reading from the stream's end (not its beginning): for a consumer added to a
+    # running exchange that must not act on its history (the deadline tracker).
+    from_new: bool = False
 
     def __post_init__(self) -> None:
         if self.max_deliveries < 1 or not self.backoff or self.poll_seconds <= 0:
@@ -212,3 +215,13 @@ class ConsumerSpec:
 
     def delay_after(self, failures: int) -> float:
         return self.backoff[min(failures, len(self.backoff)) - 1]
+
+
+# The deadline tracker (gateway.store.tracker): every stored event, once among the replicas.
+TRACKER_CONSUMER = ConsumerSpec(
+    stream=subjects.EVENTS_STREAM,
+    filter_subject=f"{subjects.EVENTS_PREFIX}.>",
+    durable="DUTYLINK_TRACKER",
+    mode=Mode.ONE_REPLICA,
+    from_new=True,
+)

@@ -7,11 +7,12 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
 from dutylink.catalogue import Catalogue, load_catalogue
-from dutylink.v1 import audit_pb2
+from dutylink.v1 import audit_pb2, event_pb2
 from gateway.access.auth import Authenticator
 from gateway.access.authorization import Authorizer
 from gateway.audit.log import AuditUnavailableError
@@ -56,6 +57,25 @@ class AuditHolder:
     store_fault: str = ""
 
 
+class DeliveryRecorder(Protocol):
+    """Where the subscribe servicer reports the first delivery of a tracked message to an
+    agency (gateway.store.tracker.Tracker)."""
+
+    def tracks(self, event: event_pb2.Event) -> bool: ...
+
+    async def delivered(self, event: event_pb2.Event, agency: str) -> None: ...
+
+
+class NoDeliveryRecorder:
+    """Nothing is tracked (the pipe runs without lifecycles)."""
+
+    def tracks(self, event: event_pb2.Event) -> bool:
+        return False
+
+    async def delivered(self, event: event_pb2.Event, agency: str) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Dependencies:
     """What every servicer works with; built once by the gateway."""
@@ -76,6 +96,8 @@ class Dependencies:
     stateful: StatefulGuards = field(default_factory=NoStatefulGuards)
     # The event types the gateway admits and the fields each requires (admission's door).
     catalogue: Catalogue = field(default_factory=load_catalogue)
+    # Per-recipient delivery status of the messages agencies must take (business acks).
+    deliveries: DeliveryRecorder = field(default_factory=NoDeliveryRecorder)
 
     @property
     def sink(self) -> AuditSink:

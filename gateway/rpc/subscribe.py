@@ -90,6 +90,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
 
     def __init__(self, deps: Dependencies) -> None:
         self._deps = deps
+        self._recording: set[asyncio.Task[None]] = set()  # delivery records under way
 
     async def _refuse(
         self,
@@ -361,11 +362,28 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             return False
         return True
 
+    def _record_delivery(self, event: event_pb2.Event, agency: str) -> None:
+        """Tell the tracker, without holding up the stream (a lost record is the tracker's
+        "pending", never a lost delivery)."""
+
+        async def record() -> None:
+            try:
+                await self._deps.deliveries.delivered(event, agency)
+            except Exception as error:
+                log.warning("subscribe.delivery_unrecorded", event_id=event.id, agency=agency,
+                            error=repr(error))  # fmt: skip
+
+        task = asyncio.create_task(record())
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
     async def _carry_out(self, stream: _Stream, plan: _Planned) -> None:
         """Do what a recorded plan says."""
         fate, name = plan.outcome.fate, stream.name
         if fate is delivery.Fate.SEND:
             await stream.send(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
+            if plan.delivery is not None and self._deps.deliveries.tracks(plan.delivery.event):
+                self._record_delivery(plan.delivery.event, stream.principal.agency)
         elif fate is delivery.Fate.DEAD_LETTER:
             await self._dead_letter(plan, stream.principal.agency, name)
         elif fate is delivery.Fate.ACK_AGAIN:

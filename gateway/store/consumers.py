@@ -82,7 +82,7 @@ class ConsumerRunner(Started):
         config = api.ConsumerConfig(
             durable_name=self.durable,
             filter_subject=spec.filter_subject,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.NEW if spec.from_new else api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=spec.ack_wait,
             # One more than ours: a message whose runner died during its last try is

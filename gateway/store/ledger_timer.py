@@ -22,7 +22,6 @@ reservation past its expiry (gateway.core.workflows.expiry says which and builds
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -32,11 +31,11 @@ from dutylink.v1 import common_pb2, event_pb2
 from gateway.core.kv import KeyValueStore, TooManyKeysError
 from gateway.core.ports import StoreError
 from gateway.core.settings import LedgerSettings
-from gateway.core.started import Started
 from gateway.core.subjects import PLANE_TOKENS
 from gateway.core.workflows import ledger_codec
 from gateway.core.workflows.expiry import expiry_events
 from gateway.core.workflows.ledger_state import ItemLine
+from gateway.store.periodic import PeriodicCheck
 
 log = structlog.get_logger("dutylink.ledger_timer")
 
@@ -56,10 +55,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class ReservationExpiryTimer(Started):
-    """One replica's timer over the store's ledger entries. `check()` looks once; `run()` looks
-    every `interval` seconds until `stopping` is set or it is cancelled; `start()`/`stop()` (or
-    `async with`) run it as a task."""
+class ReservationExpiryTimer(PeriodicCheck):
+    """One replica's timer over the store's ledger entries (gateway.store.periodic runs it)."""
+
+    name = "ledger_timer"
 
     def __init__(
         self,
@@ -72,11 +71,11 @@ class ReservationExpiryTimer(Started):
         clock: Clock = utc_now,
         batch_size: int = PUBLISH_BATCH,
     ) -> None:
-        if interval <= 0 or max_items < 1 or batch_size < 1:
-            raise ValueError("interval must be above 0, max_items and batch_size at least 1")
+        if max_items < 1 or batch_size < 1:
+            raise ValueError("max_items and batch_size must be at least 1")
+        super().__init__(interval)
         self._store = store
         self._publish = publish
-        self.interval = interval
         self.max_items = max_items
         self._jurisdiction = jurisdiction
         self._clock = clock
@@ -84,35 +83,6 @@ class ReservationExpiryTimer(Started):
         # Ids whose publish returned while their reservation was still due at the next check:
         # the store did not take the expiry in. Published again (the same id), and said loudly.
         self._published: set[str] = set()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self.run(self._stopping), name="ledger expiry timer")
-
-    async def stop(self) -> None:
-        """Stop after the check at work, if any (its publish is bounded by the pipeline's
-        timeout); cancelling the task stops at once, equally safely."""
-        self._stopping.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            try:
-                await task
-            except Exception:
-                log.exception("ledger_timer.crashed")
-
-    async def run(self, stopping: asyncio.Event | None = None) -> None:
-        """Check now, then every `interval` seconds, until `stopping` is set (or cancelled).
-        A failed check is logged; the next one comes all the same."""
-        stopping = stopping or asyncio.Event()
-        while not stopping.is_set():
-            try:
-                await self.check()
-            except Exception:  # a bug here must not end expiries for good
-                log.exception("ledger_timer.check_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.interval)
 
     async def check(self) -> int:
         """Look once: publish the events of every reservation due now. The number of events

@@ -131,6 +131,8 @@ class Tracked:
     recipients: tuple[Recipient, ...]
     deadlines: tuple[ArmedDeadline, ...] = ()
     states: tuple[str, ...] = ()  # the aggregate states entered since tracking started
+    plane: int = 0  # the message's plane and jurisdiction: its escalations go out in them
+    division_code: str = ""
 
     def recipient(self, agency: str) -> Recipient | None:
         return next((r for r in self.recipients if r.agency == agency), None)
@@ -176,6 +178,8 @@ def start(
     intended: Iterable[str],
     withheld: Iterable[str] = (),
     deadlines: Sequence[ArmedDeadline] = (),
+    plane: int = 0,
+    division_code: str = "",
 ) -> Tracked:
     """Tracking from the moment the message was accepted. `withheld`: agencies among the
     intended that the policy keeps it from. The sender is never its own recipient."""
@@ -185,7 +189,15 @@ def start(
         Recipient(a, Status.WITHHELD if a in kept_from else Status.PENDING) for a in agencies
     )
     tracked = Tracked(
-        event_id, event_type, sender, started, rules_version, recipients, tuple(deadlines)
+        event_id,
+        event_type,
+        sender,
+        started,
+        rules_version,
+        recipients,
+        tuple(deadlines),
+        plane=plane,
+        division_code=division_code,
     )
     return _settle(tracked, started)[0]
 

@@ -37,6 +37,8 @@ def encode(tracked: Tracked) -> bytes:
         "started": tracked.started.isoformat(),
         "rules_version": tracked.rules_version,
         "states": list(tracked.states),
+        "plane": tracked.plane,
+        "division_code": tracked.division_code,
         "recipients": [
             [
                 r.agency,
@@ -81,6 +83,8 @@ def decode(raw: bytes) -> Tracked:
             started=datetime.fromisoformat(data["started"]),
             rules_version=data["rules_version"],
             states=tuple(data["states"]),
+            plane=data.get("plane", 0),  # entries written before these two
+            division_code=data.get("division_code", ""),
             recipients=tuple(
                 Recipient(
                     agency, Status(status), _parse(delivered_at), _parse(answered_at), by, reason

@@ -1,0 +1,276 @@
+"""The deadline tracker at the edge: per-recipient status of the messages agencies must take (a
+warning, an assignment, a resource request, a task, anything a deadline names), kept in the
+key-value store, and the escalation notices their deadlines call for. The decisions are
+gateway.core.workflows.tracking's; keys and notices gateway.core.workflows.tracking_events'.
+
+Three inputs, each safe to repeat and to run on any replica:
+- `observe(delivery)`: every stored event, in stream order, from one internal consumer shared by
+  the replicas (gateway.store.consumers, ONE_REPLICA). A message to track starts its entry
+  (create-only: a redelivery finds it there); an acknowledgement answers one; an event that
+  moves an aggregate tells the messages waiting for that state.
+- `delivered(event, agency)`: a subscription of `agency` got the message. Recorded first as a
+  create-only marker per (message, agency), so a delivery that comes before the entry exists is
+  folded in when the entry starts.
+- `check()`: every `interval` seconds, fire the escalation levels whose time has come.
+
+Every change is a compare-and-set on the entry's revision; the loser reads again. Notices are
+published *before* the entry that says they fired is written, with ids and bytes that depend
+only on the entry: a replica that dies in between, or a race between two, publishes the same
+notice again and JetStream stores it once. So each level fires once, and a late answer after an
+escalation resolves it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import structlog
+
+from dutylink.catalogue import Catalogue
+from dutylink.v1 import event_pb2
+from gateway.access.auth import Principal
+from gateway.access.authorization import Authorizer
+from gateway.core.kv import ConflictError, KeyValueStore, TooManyKeysError
+from gateway.core.ports import StoreError
+from gateway.core.subjects import PLANE_TOKENS
+from gateway.core.workflows import tracking, tracking_codec
+from gateway.core.workflows.base import AggregateRef, encode_key_token, plane_token
+from gateway.core.workflows.recipients import recipients
+from gateway.core.workflows.tracking import Escalation, Tracked
+from gateway.core.workflows.tracking_events import (
+    ANSWERABLE_TYPES,
+    Answer,
+    answer_in,
+    entered_states,
+    escalation_events,
+    plane_prefix,
+    tracked_key,
+    watch_key,
+    watch_prefix,
+    watched_aggregates,
+)
+from gateway.store.consumers import Delivery
+from gateway.store.periodic import PeriodicCheck
+from policies import deadlines as deadline_rules
+
+log = structlog.get_logger("dutylink.tracker")
+
+PublishEvents = Callable[[Sequence[event_pb2.Event]], Awaitable[object]]
+Clock = Callable[[], datetime]
+
+DELIVERED_PREFIX = "tracking_seen"
+# Compare-and-set attempts on one entry before the change is left to a redelivery.
+MAX_ATTEMPTS = 8
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def received_at(event: event_pb2.Event) -> datetime:
+    """When the gateway took `event` in (its own stamp; unstamped: the publisher's time)."""
+    stamp = event.received_time if event.HasField("received_time") else event.time
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def delivered_prefix(plane: int, sender: str, event_id: str) -> str:
+    return f"{DELIVERED_PREFIX}.{plane_token(plane)}.{sender}.{encode_key_token(event_id)}"
+
+
+class Tracker(PeriodicCheck):
+    """One replica's tracker over the aggregates bucket."""
+
+    name = "tracker"
+
+    def __init__(
+        self,
+        store: KeyValueStore,
+        authorizer: Authorizer,
+        catalogue: Catalogue,
+        publish: PublishEvents,
+        *,
+        interval: float,
+        max_tracked: int,
+        clock: Clock = utc_now,
+    ) -> None:
+        if max_tracked < 1:
+            raise ValueError("max_tracked must be at least 1")
+        super().__init__(interval)
+        self._store = store
+        self._authorizer = authorizer
+        self._catalogue = catalogue
+        self._publish = publish
+        self.max_tracked = max_tracked
+        self.clock = clock
+
+    # --- what is tracked -------------------------------------------------------------------
+
+    def tracks(self, event: event_pb2.Event) -> bool:
+        """Whether `event` is a message whose recipients are expected to take it."""
+        if event.type in ANSWERABLE_TYPES:
+            return True
+        return bool(deadline_rules.deadlines_for(self._authorizer.policy, event))
+
+    async def status(self, plane: int, sender: str, event_id: str) -> Tracked | None:
+        """The tracked message, or None if it is not (yet) tracked."""
+        entry = await self._store.get(tracked_key(plane, sender, event_id))
+        return tracking_codec.decode(entry.value) if entry is not None else None
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    async def observe(self, delivery: Delivery) -> None:
+        """One stored event (the internal consumer's handler; raising means: deliver it again
+        later)."""
+        event = event_pb2.Event.FromString(delivery.data)
+        at = received_at(event)
+        answer = answer_in(event)
+        if answer is not None:
+            await self._answer(event.plane, answer, at)
+        for ref, state in entered_states(event, self._catalogue):
+            await self._entered(ref, state, at)
+        if self.tracks(event):
+            await self._start(event)
+
+    async def delivered(self, event: event_pb2.Event, agency: str) -> None:
+        """A subscription of `agency` got `event` (call it for the events `tracks` names)."""
+        at = self.clock()
+        marker = f"{delivered_prefix(event.plane, event.source, event.id)}.{agency}"
+        try:
+            await self._store.create(marker, at.isoformat().encode())
+        except ConflictError:
+            return  # delivered before: the first time counts
+        await self._change(
+            tracked_key(event.plane, event.source, event.id),
+            lambda tracked: tracking.delivered(tracked, agency, at),
+        )
+
+    async def check(self) -> int:
+        """Fire every escalation level due now; the number of notices published."""
+        now = self.clock()
+        fired = 0
+        for plane in PLANE_TOKENS:
+            try:
+                keys = await self._store.keys(plane_prefix(plane), limit=self.max_tracked)
+            except TooManyKeysError as error:
+                log.error("tracker.too_many_tracked", plane=plane_token(plane),
+                          limit=self.max_tracked, error=str(error))  # fmt: skip
+                continue
+            except StoreError as error:
+                log.warning("tracker.store_unavailable", plane=plane_token(plane), error=str(error))
+                continue
+            for key in keys:
+                try:
+                    fired += await self._change(key, lambda tracked: tracking.due(tracked, now))
+                except StoreError as error:
+                    log.warning("tracker.check_failed", key=key, error=str(error))
+        return fired
+
+    # --- the changes -----------------------------------------------------------------------
+
+    async def _start(self, event: event_pb2.Event) -> None:
+        policy = self._authorizer.policy
+        key = tracked_key(event.plane, event.source, event.id)
+        refs = watched_aggregates(event, self._catalogue)
+        for ref in refs:  # before the entry: a redelivery finds the entry and stops
+            await self._create(watch_key(ref, event.source, event.id), key.encode())
+        now = self.clock()
+
+        def may_receive(agency: str) -> bool:
+            profile = policy.agency(agency)
+            roles = profile.roles if profile is not None else frozenset()
+            principal = Principal(agency, roles)
+            return self._authorizer.decide(principal, "receive", event, now).allowed
+
+        found = recipients(event, policy.agency_ids, may_receive)
+        armed = tracking.arm(
+            deadline_rules.deadlines_for(policy, event),
+            event,
+            lambda level: deadline_rules.notified(policy, self._catalogue, level, event),
+        )
+        tracked = tracking.start(
+            event.id,
+            event.type,
+            event.source,
+            received_at(event),
+            policy.version,
+            found.intended,
+            found.withheld,
+            armed,
+            plane=event.plane,
+            division_code=event.jurisdiction.division_code,
+        )
+        if not await self._create(key, tracking_codec.encode(tracked)):
+            return
+        log.info("tracker.started", event_id=event.id, sender=event.source,
+                 recipients=len(found.intended), deadlines=len(armed))  # fmt: skip
+        # Deliveries recorded before the entry existed.
+        prefix = delivered_prefix(event.plane, event.source, event.id)
+        for marker in await self._store.keys(prefix, limit=len(policy.agency_ids) + 1):
+            entry = await self._store.get(marker)
+            if entry is None:
+                continue
+            agency = marker.rsplit(".", 1)[1]
+            at = datetime.fromisoformat(entry.value.decode())
+            await self._change(key, functools.partial(tracking.delivered, agency=agency, at=at))
+
+    async def _answer(self, plane: int, answer: Answer, at: datetime) -> None:
+        key = tracked_key(plane, answer.sender, answer.event_id)
+        changed = await self._change(
+            key,
+            lambda tracked: tracking.answered(
+                tracked, answer.agency, answer.acknowledged, at, answer.by, answer.reason
+            ),
+        )
+        if changed < 0:
+            log.info("tracker.answer_untracked", event_id=answer.event_id, sender=answer.sender,
+                     agency=answer.agency)  # fmt: skip
+
+    async def _entered(self, ref: AggregateRef, state: str, at: datetime) -> None:
+        for watch in await self._store.keys(watch_prefix(ref), limit=self.max_tracked):
+            entry = await self._store.get(watch)
+            if entry is not None:
+                await self._change(
+                    entry.value.decode(), lambda tracked: tracking.entered(tracked, state, at)
+                )
+
+    async def _create(self, key: str, value: bytes) -> bool:
+        try:
+            await self._store.create(key, value)
+        except ConflictError:
+            return False
+        return True
+
+    async def _change(
+        self, key: str, change: Callable[[Tracked], tuple[Tracked, list[Escalation]]]
+    ) -> int:
+        """Apply `change` to the entry at `key` with compare-and-set, publishing the notices it
+        raises first; the number of notices (-1: no such entry)."""
+        for _ in range(MAX_ATTEMPTS):
+            entry = await self._store.get(key)
+            if entry is None:
+                return -1
+            try:
+                current = tracking_codec.decode(entry.value)
+            except ValueError as error:
+                log.error("tracker.unreadable_entry", key=key, error=str(error))
+                return 0
+            changed, escalations = change(current)
+            if changed == current:
+                return 0
+            notices = escalation_events(changed, escalations)
+            if notices:
+                await self._publish(notices)
+            try:
+                await self._store.update(key, tracking_codec.encode(changed), entry.revision)
+            except ConflictError:
+                await asyncio.sleep(0)
+                continue
+            for notice in notices:
+                log.info("tracker.escalation", notice=notice.type, event_id=changed.event_id,
+                         deadline=notice.escalation.deadline_id, level=notice.escalation.level,
+                         pending=list(notice.escalation.pending_agencies))  # fmt: skip
+            return len(notices)
+        raise ConflictError.lost("aggregates", key, 0)

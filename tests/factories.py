@@ -110,3 +110,17 @@ def warning_event() -> event_pb2.Event:
     ring = [(31.24, 121.50), (31.26, 121.50), (31.26, 121.53), (31.24, 121.50)]
     area.polygons.add().points.extend(common_pb2.GeoPoint(latitude=a, longitude=b) for a, b in ring)
     return event
+
+
+def extreme_warning(plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL) -> event_pb2.Event:
+    """A PRIVATE Extreme, Immediate warning from ecology to fire, police and transport (tracked
+    under the sample deadline `extreme-warning-acknowledged`)."""
+    event = warning_event()
+    event.source = "ecology"
+    event.plane = plane
+    event.warning.scope = warning_pb2.CAP_SCOPE_PRIVATE
+    event.warning.addresses.extend(("fire", "police", "transport"))
+    event.warning.infos[0].severity = warning_pb2.CAP_SEVERITY_EXTREME
+    if plane == event_pb2.PLANE_EXERCISE:
+        event.warning.status = warning_pb2.CAP_STATUS_EXERCISE
+    return event

@@ -15,12 +15,12 @@ import pytest
 
 from adapters.sdk.acknowledgements import acknowledgement_of
 from adapters.sdk.client import Subscription
-from dutylink.v1 import escalation_pb2, event_pb2, gateway_pb2, warning_pb2
+from dutylink.v1 import escalation_pb2, event_pb2, gateway_pb2
 from gateway.core.workflows.tracking import Status, Tracked, summary
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import agency_clients
-from tests.factories import warning_event
+from tests.factories import extreme_warning
 
 # The sample deadline: every recipient takes an Extreme, Immediate warning within 2 minutes; the
 # command centre hears at once, the supervisors an hour later. The tests move the tracker's
@@ -48,19 +48,6 @@ async def tracking_gateway(nats_url: str, policy_dir: Path) -> AsyncIterator[Gat
     config = config_for_tests(policy={"dir": str(policy_dir)}, tracking={"check_seconds": 0.2})
     async with gateway_for_tests(nats_url, config) as running:
         yield running
-
-
-def extreme_warning(plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL) -> event_pb2.Event:
-    """A PRIVATE Extreme, Immediate warning from ecology to the three recipients."""
-    event = warning_event()
-    event.source = "ecology"
-    event.plane = plane
-    event.warning.scope = warning_pb2.CAP_SCOPE_PRIVATE
-    event.warning.addresses.extend(RECIPIENTS)
-    event.warning.infos[0].severity = warning_pb2.CAP_SEVERITY_EXTREME
-    if plane == event_pb2.PLANE_EXERCISE:
-        event.warning.status = warning_pb2.CAP_STATUS_EXERCISE
-    return event
 
 
 async def next_of_type(

@@ -43,6 +43,7 @@ from gateway.core.workflows.tracking import Escalation, Tracked
 from gateway.core.workflows.tracking_events import (
     ANSWERABLE_TYPES,
     Answer,
+    acknowledged_warnings,
     answer_in,
     entered_states,
     escalation_events,
@@ -129,8 +130,13 @@ class Tracker(PeriodicCheck):
         answer = answer_in(event)
         if answer is not None:
             await self._answer(event.plane, answer, at)
+        for ref in acknowledged_warnings(event):
+            await self._each_watching(
+                ref,
+                lambda t: tracking.answered(t, event.source, True, at, event.warning.sender),
+            )
         for ref, state in entered_states(event, self._catalogue):
-            await self._entered(ref, state, at)
+            await self._entered(ref, state, at, cause=watch_key(ref, event.source, event.id))
         if self.tracks(event):
             await self._start(event)
 
@@ -228,13 +234,27 @@ class Tracker(PeriodicCheck):
             log.info("tracker.answer_untracked", event_id=answer.event_id, sender=answer.sender,
                      agency=answer.agency)  # fmt: skip
 
-    async def _entered(self, ref: AggregateRef, state: str, at: datetime) -> None:
+    async def _entered(self, ref: AggregateRef, state: str, at: datetime, cause: str) -> None:
+        """Tell the messages waiting on `ref` that it entered `state` (not the message that
+        moved it there: its own transition is where its tracking starts)."""
+        await self._each_watching(
+            ref, lambda tracked: tracking.entered(tracked, state, at), but=cause
+        )
+
+    async def _each_watching(
+        self,
+        ref: AggregateRef,
+        change: Callable[[Tracked], tuple[Tracked, list[Escalation]]],
+        but: str = "",
+    ) -> None:
+        """Apply `change` to every tracked message that belongs to `ref` (but the one whose
+        watch key is `but`)."""
         for watch in await self._store.keys(watch_prefix(ref), limit=self.max_tracked):
+            if watch == but:
+                continue
             entry = await self._store.get(watch)
             if entry is not None:
-                await self._change(
-                    entry.value.decode(), lambda tracked: tracking.entered(tracked, state, at)
-                )
+                await self._change(entry.value.decode(), change)
 
     async def _create(self, key: str, value: bytes) -> bool:
         try:

@@ -23,8 +23,10 @@ from gateway.core.workflows.base import AggregateRef, encode_key_token, plane_to
 from gateway.core.workflows.machine import aggregate_refs
 from gateway.core.workflows.notices import GATEWAY_AGENCY
 from gateway.core.workflows.tracking import Escalation, Tracked
+from gateway.core.workflows.warnings import warning_key
 
 TRACKING_PREFIX = "tracking"
+CAP_ACK = "warning.ack"
 WATCH_PREFIX = "tracking_by"
 
 # The messages an agency is expected to take (签收) even when no deadline names them.
@@ -95,6 +97,16 @@ def answer_in(event: event_pb2.Event) -> Answer | None:
         by=ack.acknowledged_by,
         reason=ack.reason,
     )
+
+
+def acknowledged_warnings(event: event_pb2.Event) -> list[AggregateRef]:
+    """The warnings a CAP Ack (`warning.ack`) takes: an acknowledgement, by its sending agency,
+    of every tracked message of those warnings."""
+    if event.type != CAP_ACK or not event.HasField("warning"):
+        return []
+    plane = plane_token(event.plane)
+    keys = dict.fromkeys(warning_key(r.sender, r.identifier) for r in event.warning.references)
+    return [AggregateRef("warning", plane, key) for key in keys]
 
 
 def escalation_event_id(escalation: Escalation, sender: str) -> str:

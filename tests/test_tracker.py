@@ -1,0 +1,229 @@
+"""The deadline tracker (gateway.store.tracker) over the in-memory key-value store: starting once,
+answers, deliveries that come before the entry, state deadlines, and escalations that fire once
+across replicas even when a publish fails or two replicas race."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.catalogue import load_catalogue
+from dutylink.v1 import event_pb2, warning_pb2
+from gateway.access.authorization import Authorizer, GrantBook, PolicyHolder
+from gateway.core.streams import BucketSpec
+from gateway.core.workflows import tracking_codec
+from gateway.core.workflows.tracking import Status
+from gateway.core.workflows.tracking_events import tracked_key
+from gateway.store.consumers import Delivery
+from gateway.store.tracker import Tracker
+from gateway.testkit.memory_kv import MemoryKeyValue
+from policies.loader import SAMPLE_DIR
+from tests.factories import NOW, envelope, extreme_warning, incident_event
+
+RECEIVED = NOW
+
+
+class Notices:
+    """A publish that records what it was given; `failing` makes the next calls raise."""
+
+    def __init__(self) -> None:
+        self.published: list[event_pb2.Event] = []
+        self.failing = 0
+
+    async def __call__(self, events: Sequence[event_pb2.Event]) -> None:
+        if self.failing:
+            self.failing -= 1
+            raise RuntimeError("JetStream away")
+        self.published.extend(events)
+
+    def of_type(self, event_type: str) -> list[event_pb2.Event]:
+        return [e for e in self.published if e.type == event_type]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = RECEIVED
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def authorizer(tmp_path: Path) -> Authorizer:
+    directory = tmp_path / "policies"
+    shutil.copytree(SAMPLE_DIR, directory, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return Authorizer(PolicyHolder(directory), GrantBook())
+
+
+def replica(
+    store: MemoryKeyValue, authorizer: Authorizer, notices: Notices, clock: Clock
+) -> Tracker:
+    return Tracker(
+        store, authorizer, load_catalogue(), notices, interval=1.0, max_tracked=100, clock=clock
+    )
+
+
+def stored(event: event_pb2.Event, sequence: int = 1) -> Delivery:
+    event.received_time.FromDatetime(RECEIVED)
+    return Delivery("dutylink.events.x", event.SerializeToString(), sequence, 1)
+
+
+@pytest.fixture
+def store() -> MemoryKeyValue:
+    return MemoryKeyValue(BucketSpec("aggregates"))
+
+
+async def test_a_message_is_tracked_once_however_often_it_is_delivered_to_the_tracker(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    tracker = replica(store, authorizer, Notices(), Clock())
+    warning = extreme_warning()
+    await tracker.observe(stored(warning))
+    key = tracked_key(warning.plane, warning.source, warning.id)
+    first = await store.get(key)
+    await tracker.observe(stored(warning))
+    assert first is not None and await store.get(key) == first
+    tracked = tracking_codec.decode(first.value)
+    assert [r.agency for r in tracked.recipients] == ["fire", "police", "transport"]
+    assert [d.deadline_id for d in tracked.deadlines] == ["extreme-warning-acknowledged"]
+    assert tracked.rules_version == authorizer.policy.version
+
+
+async def test_a_delivery_recorded_before_the_entry_exists_is_folded_in_when_it_starts(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    tracker = replica(store, authorizer, Notices(), Clock())
+    warning = extreme_warning()
+    await tracker.delivered(warning, "police")  # the subscriber was faster than the tracker
+    await tracker.observe(stored(warning))
+    tracked = await tracker.status(warning.plane, warning.source, warning.id)
+    assert tracked is not None
+    police = tracked.recipient("police")
+    assert police is not None and police.status is Status.DELIVERED
+
+
+async def test_two_replicas_checking_at_once_publish_one_escalation_id_and_fire_it_once(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    clock, notices = Clock(), Notices()
+    first, second = (replica(store, authorizer, notices, clock) for _ in range(2))
+    warning = extreme_warning()
+    await first.observe(stored(warning))
+    clock.now = RECEIVED + timedelta(minutes=3)  # past the 2-minute deadline, level 1 only
+    await asyncio.gather(first.check(), second.check())
+    await asyncio.gather(first.check(), second.check())
+    raised = notices.of_type("escalation.raised")
+    assert len({e.id for e in raised}) == 1
+    assert len({e.SerializeToString(deterministic=True) for e in raised}) == 1
+    assert raised[0].escalation.level == 1 and raised[0].plane == event_pb2.PLANE_ACTUAL
+    assert list(raised[0].escalation.pending_agencies) == ["fire", "police", "transport"]
+    tracked = await first.status(warning.plane, warning.source, warning.id)
+    assert tracked is not None and tracked.deadlines[0].fired == 1
+
+
+async def test_a_failed_publish_leaves_the_level_due_and_the_next_check_sends_the_same_notice(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    clock, notices = Clock(), Notices()
+    tracker = replica(store, authorizer, notices, clock)
+    warning = extreme_warning()
+    await tracker.observe(stored(warning))
+    clock.now = RECEIVED + timedelta(minutes=3)
+    notices.failing = 1
+    with pytest.raises(RuntimeError):
+        await tracker.check()
+    tracked = await tracker.status(warning.plane, warning.source, warning.id)
+    assert tracked is not None and tracked.deadlines[0].fired == 0
+    assert await tracker.check() == 1
+    assert len(notices.of_type("escalation.raised")) == 1
+
+
+async def test_a_late_answer_resolves_the_escalation_once_and_a_second_answer_changes_nothing(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    clock, notices = Clock(), Notices()
+    tracker = replica(store, authorizer, notices, clock)
+    warning = extreme_warning()
+    await tracker.observe(stored(warning))
+    for agency in ("fire", "police"):
+        answer = acknowledgement_of(warning, now=NOW)
+        answer.source = agency
+        await tracker.observe(stored(answer))
+    clock.now = RECEIVED + timedelta(minutes=3)
+    await tracker.check()
+    late = acknowledgement_of(warning, now=NOW, by="night desk")
+    late.source = "transport"
+    await tracker.observe(stored(late))
+    await tracker.observe(stored(late))
+    resolved = notices.of_type("escalation.resolved")
+    assert len(resolved) == 1
+    assert list(notices.of_type("escalation.raised")[0].escalation.pending_agencies) == [
+        "transport"
+    ]
+    clock.now = RECEIVED + timedelta(hours=2)  # level 2 would be due: the deadline was met
+    assert await tracker.check() == 0
+
+
+async def test_an_exercise_warning_escalates_on_the_exercise_plane_only(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    clock, notices = Clock(), Notices()
+    tracker = replica(store, authorizer, notices, clock)
+    await tracker.observe(stored(extreme_warning(event_pb2.PLANE_EXERCISE)))
+    clock.now = RECEIVED + timedelta(minutes=3)
+    await tracker.check()
+    assert [e.plane for e in notices.published] == [event_pb2.PLANE_EXERCISE]
+
+
+async def test_an_assignment_taken_into_handling_in_time_never_escalates(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    clock, notices = Clock(), Notices()
+    tracker = replica(store, authorizer, notices, clock)
+    incident = incident_event()
+    assigned = envelope("incident.assigned", incident_id=incident.subject)
+    assigned.source = "command"
+    assigned.incident.incident_id = incident.subject
+    assigned.incident.lead_agency = "fire"
+    assigned.incident.involved_agencies.append("police")
+    await tracker.observe(stored(assigned))
+    tracked = await tracker.status(assigned.plane, assigned.source, assigned.id)
+    assert tracked is not None
+    assert [d.deadline_id for d in tracked.deadlines] == ["assignment-accepted"]
+    handling = envelope("incident.handling", incident_id=incident.subject)
+    handling.source = "fire"
+    handling.incident.incident_id = incident.subject
+    await tracker.observe(stored(handling, 2))
+    clock.now = RECEIVED + timedelta(hours=1)
+    assert await tracker.check() == 0
+    tracked = await tracker.status(assigned.plane, assigned.source, assigned.id)
+    assert tracked is not None and "handling" in tracked.states
+
+
+async def test_a_cap_ack_referencing_the_warning_counts_as_its_senders_acknowledgement(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    tracker = replica(store, authorizer, Notices(), Clock())
+    warning = extreme_warning()
+    await tracker.observe(stored(warning))
+    ack = envelope("warning.ack")
+    ack.source = "police"
+    ack.warning.CopyFrom(warning.warning)
+    ack.warning.identifier = f"{warning.warning.identifier}-ack"
+    ack.warning.sender = "police.sh.example"
+    ack.warning.msg_type = warning_pb2.CAP_MSG_TYPE_ACK
+    ack.warning.references.add(
+        sender=warning.warning.sender, identifier=warning.warning.identifier
+    ).sent.CopyFrom(warning.warning.sent)
+    await tracker.observe(stored(ack, 2))
+    tracked = await tracker.status(warning.plane, warning.source, warning.id)
+    assert tracked is not None
+    police = tracked.recipient("police")
+    assert police is not None and police.status is Status.ACKNOWLEDGED
+    assert police.answered_by == "police.sh.example"

@@ -43,6 +43,10 @@ def incident_ids(event: event_pb2.Event) -> list[str]:
     if event.HasField("task"):
         origin = event.task.origin_incident_id
         return [origin] if origin else []
+    if event.HasField("acknowledgement"):
+        return list(event.acknowledgement.incidents)
+    if event.HasField("escalation"):
+        return list(event.escalation.incidents)
     return []
 
 

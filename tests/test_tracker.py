@@ -24,6 +24,7 @@ from gateway.store.consumers import Delivery
 from gateway.store.tracker import Tracker
 from gateway.testkit.memory_kv import MemoryKeyValue
 from policies.loader import SAMPLE_DIR
+from policies.model import incident_ids
 from tests.factories import NOW, envelope, extreme_warning, incident_event
 
 RECEIVED = NOW
@@ -227,3 +228,21 @@ async def test_a_cap_ack_referencing_the_warning_counts_as_its_senders_acknowled
     police = tracked.recipient("police")
     assert police is not None and police.status is Status.ACKNOWLEDGED
     assert police.answered_by == "police.sh.example"
+
+
+async def test_an_assignment_not_taken_escalates_naming_its_incident_for_the_audit_export(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    clock, notices = Clock(), Notices()
+    tracker = replica(store, authorizer, notices, clock)
+    incident = incident_event()
+    assigned = envelope("incident.assigned", incident_id=incident.subject)
+    assigned.source = "command"
+    assigned.incident.incident_id = incident.subject
+    assigned.incident.lead_agency = "fire"
+    await tracker.observe(stored(assigned))
+    clock.now = RECEIVED + timedelta(minutes=16)
+    assert await tracker.check() == 1
+    (raised,) = notices.published
+    assert list(raised.escalation.incidents) == [incident.subject]
+    assert incident_ids(raised) == [incident.subject]

@@ -17,6 +17,7 @@ import uuid
 from datetime import UTC, datetime
 
 from dutylink.v1 import acknowledgement_pb2, event_pb2
+from policies.model import incident_ids
 
 __all__ = ["acknowledgement_of"]
 
@@ -59,6 +60,7 @@ def acknowledgement_of(
             reason=decline_reason or "",
             acknowledged_by=by,
             note=note,
+            incidents=list(dict.fromkeys(incident_ids(message)))[:64],
         ),
     )
     event.time.FromDatetime(now or datetime.now(UTC))

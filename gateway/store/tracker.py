@@ -33,6 +33,7 @@ from dutylink.catalogue import Catalogue
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.access.authorization import Authorizer
+from gateway.core.envelope import incident_ids
 from gateway.core.kv import ConflictError, KeyValueStore, TooManyKeysError
 from gateway.core.ports import StoreError
 from gateway.core.subjects import PLANE_TOKENS
@@ -207,6 +208,7 @@ class Tracker(PeriodicCheck):
             armed,
             plane=event.plane,
             division_code=event.jurisdiction.division_code,
+            incidents=incident_ids(event),
         )
         if not await self._create(key, tracking_codec.encode(tracked)):
             return

@@ -133,6 +133,7 @@ class Tracked:
     states: tuple[str, ...] = ()  # the aggregate states entered since tracking started
     plane: int = 0  # the message's plane and jurisdiction: its escalations go out in them
     division_code: str = ""
+    incidents: tuple[str, ...] = ()  # the incidents it belongs to: its escalations name them
 
     def recipient(self, agency: str) -> Recipient | None:
         return next((r for r in self.recipients if r.agency == agency), None)
@@ -180,6 +181,7 @@ def start(
     deadlines: Sequence[ArmedDeadline] = (),
     plane: int = 0,
     division_code: str = "",
+    incidents: Iterable[str] = (),
 ) -> Tracked:
     """Tracking from the moment the message was accepted. `withheld`: agencies among the
     intended that the policy keeps it from. The sender is never its own recipient."""
@@ -198,6 +200,7 @@ def start(
         tuple(deadlines),
         plane=plane,
         division_code=division_code,
+        incidents=tuple(dict.fromkeys(incidents)),
     )
     return _settle(tracked, started)[0]
 

@@ -39,6 +39,7 @@ def encode(tracked: Tracked) -> bytes:
         "states": list(tracked.states),
         "plane": tracked.plane,
         "division_code": tracked.division_code,
+        "incidents": list(tracked.incidents),
         "recipients": [
             [
                 r.agency,
@@ -85,6 +86,7 @@ def decode(raw: bytes) -> Tracked:
             states=tuple(data["states"]),
             plane=data.get("plane", 0),  # entries written before these two
             division_code=data.get("division_code", ""),
+            incidents=tuple(data.get("incidents", ())),
             recipients=tuple(
                 Recipient(
                     agency, Status(status), _parse(delivered_at), _parse(answered_at), by, reason

@@ -157,6 +157,7 @@ def _notice(tracked: Tracked, escalation: Escalation, at: datetime) -> event_pb2
             pending_agencies=sorted(escalation.pending),
             notified_agencies=sorted(set(escalation.notify) | set(escalation.deputies)),
             rules_version=escalation.rules_version,
+            incidents=tracked.incidents[:64],
         ),
     )
     event.time.FromDatetime(at)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dutylink/v1/acknowledgement.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\"\xa4\x03\n\x0f\x41\x63knowledgement\x12;\n\x08\x65vent_id\x18\x01 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x01\x32\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$\x12\x42\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32$.dutylink.v1.AcknowledgementDecisionB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x18\n\x06reason\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12!\n\x0f\x61\x63knowledged_by\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x16\n\x04note\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x38\n\x0c\x65vent_source\x18\x06 \x01(\tB\"\xbaH\x1fr\x1d\x18 2\x19^([a-z][a-z0-9-]{1,31})?$:\x80\x01\xbaH}\x1a{\n%acknowledgement.declined_needs_reason\x12)a declined acknowledgement needs a reason\x1a\'this.decision != 2 || this.reason != \'\'*\x95\x01\n\x17\x41\x63knowledgementDecision\x12(\n$ACKNOWLEDGEMENT_DECISION_UNSPECIFIED\x10\x00\x12)\n%ACKNOWLEDGEMENT_DECISION_ACKNOWLEDGED\x10\x01\x12%\n!ACKNOWLEDGEMENT_DECISION_DECLINED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dutylink/v1/acknowledgement.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\"\xf1\x03\n\x0f\x41\x63knowledgement\x12;\n\x08\x65vent_id\x18\x01 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x01\x32\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$\x12\x42\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32$.dutylink.v1.AcknowledgementDecisionB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x18\n\x06reason\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12!\n\x0f\x61\x63knowledged_by\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x16\n\x04note\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x38\n\x0c\x65vent_source\x18\x06 \x01(\tB\"\xbaH\x1fr\x1d\x18 2\x19^([a-z][a-z0-9-]{1,31})?$\x12K\n\tincidents\x18\x07 \x03(\tB8\xbaH5\x92\x01\x32\x10@\x18\x01\",r*\x10\x01\x18\x80\x01\x32#^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$:\x80\x01\xbaH}\x1a{\n%acknowledgement.declined_needs_reason\x12)a declined acknowledgement needs a reason\x1a\'this.decision != 2 || this.reason != \'\'*\x95\x01\n\x17\x41\x63knowledgementDecision\x12(\n$ACKNOWLEDGEMENT_DECISION_UNSPECIFIED\x10\x00\x12)\n%ACKNOWLEDGEMENT_DECISION_ACKNOWLEDGED\x10\x01\x12%\n!ACKNOWLEDGEMENT_DECISION_DECLINED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,10 +44,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACKNOWLEDGEMENT'].fields_by_name['note']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_ACKNOWLEDGEMENT'].fields_by_name['event_source']._loaded_options = None
   _globals['_ACKNOWLEDGEMENT'].fields_by_name['event_source']._serialized_options = b'\272H\037r\035\030 2\031^([a-z][a-z0-9-]{1,31})?$'
+  _globals['_ACKNOWLEDGEMENT'].fields_by_name['incidents']._loaded_options = None
+  _globals['_ACKNOWLEDGEMENT'].fields_by_name['incidents']._serialized_options = b'\272H5\222\0012\020@\030\001\",r*\020\001\030\200\0012#^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'
   _globals['_ACKNOWLEDGEMENT']._loaded_options = None
   _globals['_ACKNOWLEDGEMENT']._serialized_options = b'\272H}\032{\n%acknowledgement.declined_needs_reason\022)a declined acknowledgement needs a reason\032\'this.decision != 2 || this.reason != \'\''
-  _globals['_ACKNOWLEDGEMENTDECISION']._serialized_start=503
-  _globals['_ACKNOWLEDGEMENTDECISION']._serialized_end=652
+  _globals['_ACKNOWLEDGEMENTDECISION']._serialized_start=580
+  _globals['_ACKNOWLEDGEMENTDECISION']._serialized_end=729
   _globals['_ACKNOWLEDGEMENT']._serialized_start=80
-  _globals['_ACKNOWLEDGEMENT']._serialized_end=500
+  _globals['_ACKNOWLEDGEMENT']._serialized_end=577
 # @@protoc_insertion_point(module_scope)

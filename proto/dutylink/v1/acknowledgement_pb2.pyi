@@ -12,8 +12,10 @@ time. Event types of the `acknowledgement` family: `acknowledgement.acknowledged
 acknowledgement of the warnings it references.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -62,6 +64,7 @@ class Acknowledgement(_message.Message):
     ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     EVENT_SOURCE_FIELD_NUMBER: _builtins.int
+    INCIDENTS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The acknowledged message's `Event.id`, as the receiver got it. Required. The publisher of
     the acknowledgement (its `Event.source`) is the acknowledging agency.
@@ -82,6 +85,12 @@ class Acknowledgement(_message.Message):
     """The acknowledged message's publishing agency (its `Event.source`): event ids are unique
     only within their agency, so the pair names the message. Required by the catalogue.
     """
+    @_builtins.property
+    def incidents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The incidents the acknowledged message belongs to (its own incident ids), so that an incident's
+        audit export names who took its messages and which deadlines they missed. At most 64.
+        """
+
     def __init__(
         self,
         *,
@@ -91,10 +100,11 @@ class Acknowledgement(_message.Message):
         acknowledged_by: _builtins.str = ...,
         note: _builtins.str = ...,
         event_source: _builtins.str = ...,
+        incidents: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_by", b"acknowledged_by", "decision", b"decision", "event_id", b"event_id", "event_source", b"event_source", "note", b"note", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_by", b"acknowledged_by", "decision", b"decision", "event_id", b"event_id", "event_source", b"event_source", "incidents", b"incidents", "note", b"note", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64utylink/v1/escalation.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x04\n\nEscalation\x12;\n\x08\x65vent_id\x18\x01 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x01\x32\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$\x12?\n\x0ctracked_type\x18\x02 \x01(\tB)\xbaH&r$\x10\x01\x18@2\x1e^[a-z]+\\.[a-z][a-z0-9_]{0,47}$\x12\x36\n\x0b\x64\x65\x61\x64line_id\x18\x03 \x01(\tB!\xbaH\x1er\x1c\x10\x01\x18@2\x16^[a-z0-9][a-z0-9._-]*$\x12\x18\n\x05level\x18\x04 \x01(\rB\t\xbaH\x06*\x04\x18\x10(\x01\x12\x37\n\x05state\x18\x05 \x01(\x0e\x32\x1c.dutylink.v1.EscalationStateB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12@\n\x10pending_agencies\x18\x06 \x03(\tB&\xbaH#\x92\x01 \x10@\x18\x01\"\x1ar\x18\x32\x16^[a-z][a-z0-9-]{1,31}$\x12\x41\n\x11notified_agencies\x18\x07 \x03(\tB&\xbaH#\x92\x01 \x10@\x18\x01\"\x1ar\x18\x32\x16^[a-z][a-z0-9-]{1,31}$\x12/\n\x03\x64ue\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12!\n\rrules_version\x18\t \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x39\n\x0etracked_source\x18\n \x01(\tB!\xbaH\x1er\x1c\x10\x01\x18 2\x16^[a-z][a-z0-9-]{1,31}$*o\n\x0f\x45scalationState\x12 \n\x1c\x45SCALATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45SCALATION_STATE_RAISED\x10\x01\x12\x1d\n\x19\x45SCALATION_STATE_RESOLVED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64utylink/v1/escalation.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x04\n\nEscalation\x12;\n\x08\x65vent_id\x18\x01 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x01\x32\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$\x12?\n\x0ctracked_type\x18\x02 \x01(\tB)\xbaH&r$\x10\x01\x18@2\x1e^[a-z]+\\.[a-z][a-z0-9_]{0,47}$\x12\x36\n\x0b\x64\x65\x61\x64line_id\x18\x03 \x01(\tB!\xbaH\x1er\x1c\x10\x01\x18@2\x16^[a-z0-9][a-z0-9._-]*$\x12\x18\n\x05level\x18\x04 \x01(\rB\t\xbaH\x06*\x04\x18\x10(\x01\x12\x37\n\x05state\x18\x05 \x01(\x0e\x32\x1c.dutylink.v1.EscalationStateB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12@\n\x10pending_agencies\x18\x06 \x03(\tB&\xbaH#\x92\x01 \x10@\x18\x01\"\x1ar\x18\x32\x16^[a-z][a-z0-9-]{1,31}$\x12\x41\n\x11notified_agencies\x18\x07 \x03(\tB&\xbaH#\x92\x01 \x10@\x18\x01\"\x1ar\x18\x32\x16^[a-z][a-z0-9-]{1,31}$\x12/\n\x03\x64ue\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12!\n\rrules_version\x18\t \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x39\n\x0etracked_source\x18\n \x01(\tB!\xbaH\x1er\x1c\x10\x01\x18 2\x16^[a-z][a-z0-9-]{1,31}$\x12K\n\tincidents\x18\x0b \x03(\tB8\xbaH5\x92\x01\x32\x10@\x18\x01\",r*\x10\x01\x18\x80\x01\x32#^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$*o\n\x0f\x45scalationState\x12 \n\x1c\x45SCALATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45SCALATION_STATE_RAISED\x10\x01\x12\x1d\n\x19\x45SCALATION_STATE_RESOLVED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,8 +53,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESCALATION'].fields_by_name['rules_version']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
   _globals['_ESCALATION'].fields_by_name['tracked_source']._loaded_options = None
   _globals['_ESCALATION'].fields_by_name['tracked_source']._serialized_options = b'\272H\036r\034\020\001\030 2\026^[a-z][a-z0-9-]{1,31}$'
-  _globals['_ESCALATIONSTATE']._serialized_start=663
-  _globals['_ESCALATIONSTATE']._serialized_end=774
+  _globals['_ESCALATION'].fields_by_name['incidents']._loaded_options = None
+  _globals['_ESCALATION'].fields_by_name['incidents']._serialized_options = b'\272H5\222\0012\020@\030\001\",r*\020\001\030\200\0012#^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'
+  _globals['_ESCALATIONSTATE']._serialized_start=740
+  _globals['_ESCALATIONSTATE']._serialized_end=851
   _globals['_ESCALATION']._serialized_start=108
-  _globals['_ESCALATION']._serialized_end=661
+  _globals['_ESCALATION']._serialized_end=738
 # @@protoc_insertion_point(module_scope)

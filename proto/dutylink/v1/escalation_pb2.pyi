@@ -68,6 +68,7 @@ class Escalation(_message.Message):
     DUE_FIELD_NUMBER: _builtins.int
     RULES_VERSION_FIELD_NUMBER: _builtins.int
     TRACKED_SOURCE_FIELD_NUMBER: _builtins.int
+    INCIDENTS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The tracked message's `Event.id`. Required."""
     tracked_type: _builtins.str
@@ -100,6 +101,12 @@ class Escalation(_message.Message):
     def due(self) -> _timestamp_pb2.Timestamp:
         """When the deadline fell due (the tracked message's time plus the deadline's `within`)."""
 
+    @_builtins.property
+    def incidents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The incidents the tracked message belongs to (its own incident ids), so that an incident's
+        audit export names who took its messages and which deadlines they missed. At most 64.
+        """
+
     def __init__(
         self,
         *,
@@ -113,10 +120,11 @@ class Escalation(_message.Message):
         due: _timestamp_pb2.Timestamp | None = ...,
         rules_version: _builtins.str = ...,
         tracked_source: _builtins.str = ...,
+        incidents: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due", b"due"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_id", b"deadline_id", "due", b"due", "event_id", b"event_id", "level", b"level", "notified_agencies", b"notified_agencies", "pending_agencies", b"pending_agencies", "rules_version", b"rules_version", "state", b"state", "tracked_source", b"tracked_source", "tracked_type", b"tracked_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_id", b"deadline_id", "due", b"due", "event_id", b"event_id", "incidents", b"incidents", "level", b"level", "notified_agencies", b"notified_agencies", "pending_agencies", b"pending_agencies", "rules_version", b"rules_version", "state", b"state", "tracked_source", b"tracked_source", "tracked_type", b"tracked_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -242,3 +242,26 @@ def test_the_sample_policys_extreme_warning_deadline_armed_and_missed_by_one_age
     assert (escalation.pending, escalation.notify, escalation.rules_version) == (
         ("transport",), ("command",), policy.version,
     )  # fmt: skip
+
+
+def test_a_level_with_a_deputy_reroutes_and_the_deputys_acknowledgement_answers_for_the_silent() -> (
+    None
+):
+    levels = (ArmedLevel(timedelta(0), ("command",), deputies=("emergency",)),)
+    tracked = warning(ack_within(2, levels))
+    for agency in NINE[:7]:
+        tracked, _ = tracking.answered(tracked, agency, True, at(1))
+    tracked, (raised,) = tracking.due(tracked, at(2))
+    assert raised.pending == ("hotline", "weather") and raised.deputies == ("emergency",)
+    deputy = tracked.recipient("emergency")
+    assert deputy is not None and deputy.deputy_for == ("hotline", "weather")
+    assert str(tracking.summary(tracked)) == (
+        "delivered 7 of 9, acknowledged 7, declined 0, pending 2: hotline, weather; "
+        "re-routed to emergency"
+    )
+    assert tracking_codec.decode(tracking_codec.encode(tracked)) == tracked
+
+    tracked, resolved = tracking.answered(tracked, "emergency", True, at(3), by="deputy desk")
+    assert [(e.resolved, e.level) for e in resolved] == [(True, 1)]
+    summary = tracking.summary(tracked)
+    assert summary.pending == () and summary.acknowledged == 7

@@ -55,6 +55,9 @@ class Recipient:
     answered_at: datetime | None = None
     answered_by: str = ""  # the person or post that acknowledged or declined
     reason: str = ""  # why it declined
+    # A deputy the message was re-routed to by an escalation: the agencies it stands in for
+    # (its acknowledgement answers for those still silent).
+    deputy_for: tuple[str, ...] = ()
 
     @property
     def outstanding(self) -> bool:
@@ -257,9 +260,20 @@ def due(tracked: Tracked, now: datetime) -> tuple[Tracked, list[Escalation]]:
             and deadline.fires_at(deadline.fired + 1) <= now
         ):
             deadline = replace(deadline, fired=deadline.fired + 1)
-            escalations.append(_escalation(tracked, deadline, resolved=False))
+            escalation = _escalation(tracked, deadline, resolved=False)
+            escalations.append(escalation)
+            tracked = _rerouted(tracked, escalation)
         deadlines.append(deadline)
     return replace(tracked, deadlines=tuple(deadlines)), escalations
+
+
+def _rerouted(tracked: Tracked, escalation: Escalation) -> Tracked:
+    """The message re-routed to the escalation's deputies: each becomes a recipient that
+    answers for the agencies still pending (one already a recipient stays as it is)."""
+    for deputy in escalation.deputies:
+        if deputy != tracked.sender and tracked.recipient(deputy) is None and escalation.pending:
+            tracked = _with(tracked, Recipient(deputy, deputy_for=escalation.pending))
+    return tracked
 
 
 def _with(tracked: Tracked, recipient: Recipient) -> Tracked:
@@ -270,9 +284,28 @@ def _with(tracked: Tracked, recipient: Recipient) -> Tracked:
 def _met(tracked: Tracked, deadline: ArmedDeadline) -> bool:
     if deadline.expect is Expect.STATE:
         return any(state in tracked.states for state in deadline.states)
-    if deadline.expect is Expect.DELIVERED:
-        return all(r.status is not Status.PENDING for r in tracked.recipients)
-    return not any(r.outstanding for r in tracked.recipients)
+    return not outstanding(tracked, deadline)
+
+
+def _awaited(tracked: Tracked) -> list[Recipient]:
+    """The recipients an acknowledgement is still awaited from: unanswered ones no deputy has
+    answered for, and deputies while someone they stand in for is such a one."""
+    covered = {
+        agency
+        for r in tracked.recipients
+        if r.deputy_for and r.status is Status.ACKNOWLEDGED
+        for agency in r.deputy_for
+    }
+    silent = {
+        r.agency
+        for r in tracked.recipients
+        if r.outstanding and not r.deputy_for and r.agency not in covered
+    }
+    return [
+        r
+        for r in tracked.recipients
+        if (r.agency in silent) or (r.deputy_for and r.outstanding and silent & set(r.deputy_for))
+    ]
 
 
 def _settle(tracked: Tracked, at: datetime) -> tuple[Tracked, list[Escalation]]:
@@ -311,20 +344,23 @@ def outstanding(tracked: Tracked, deadline: ArmedDeadline) -> tuple[str, ...]:
     if deadline.expect is Expect.STATE:
         return ()
     if deadline.expect is Expect.DELIVERED:
-        return tuple(r.agency for r in tracked.recipients if r.status is Status.PENDING)
-    return tuple(r.agency for r in tracked.recipients if r.outstanding)
+        return tuple(
+            r.agency for r in tracked.recipients if r.status is Status.PENDING and not r.deputy_for
+        )
+    return tuple(r.agency for r in _awaited(tracked))
 
 
 @dataclass(frozen=True)
 class Summary:
     """The status of one message as the sender and the command centre see it."""
 
-    intended: int  # recipients expected to answer (withheld ones left out)
+    intended: int  # recipients expected to answer (withheld ones and deputies left out)
     delivered: int
     acknowledged: int
     declined: int
-    pending: tuple[str, ...]  # expected, not answered
+    pending: tuple[str, ...]  # expected, not answered (nor answered for by a deputy)
     withheld: tuple[str, ...]
+    rerouted: tuple[str, ...] = ()  # the deputies an escalation re-routed the message to
 
     def __str__(self) -> str:
         """ "delivered 9 of 9, acknowledged 7, declined 1, pending 1: transport"."""
@@ -336,16 +372,22 @@ class Summary:
             text += ": " + ", ".join(self.pending)
         if self.withheld:
             text += f"; withheld by policy from {', '.join(self.withheld)}"
+        if self.rerouted:
+            text += f"; re-routed to {', '.join(self.rerouted)}"
         return text
 
 
 def summary(tracked: Tracked) -> Summary:
-    expected = [r for r in tracked.recipients if r.status is not Status.WITHHELD]
+    expected = [
+        r for r in tracked.recipients if r.status is not Status.WITHHELD and not r.deputy_for
+    ]
+    awaited = {r.agency for r in _awaited(tracked)}
     return Summary(
         intended=len(expected),
         delivered=sum(1 for r in expected if r.status is not Status.PENDING),
         acknowledged=sum(1 for r in expected if r.status is Status.ACKNOWLEDGED),
         declined=sum(1 for r in expected if r.status is Status.DECLINED),
-        pending=tuple(r.agency for r in expected if r.outstanding),
+        pending=tuple(r.agency for r in expected if r.agency in awaited),
         withheld=tuple(r.agency for r in tracked.recipients if r.status is Status.WITHHELD),
+        rerouted=tuple(r.agency for r in tracked.recipients if r.deputy_for),
     )

@@ -48,6 +48,7 @@ def encode(tracked: Tracked) -> bytes:
                 _time(r.answered_at),
                 r.answered_by,
                 r.reason,
+                list(r.deputy_for),
             ]
             for r in tracked.recipients
         ],
@@ -71,6 +72,26 @@ def encode(tracked: Tracked) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _recipient(
+    agency: str,
+    status: str,
+    delivered_at: str | None,
+    answered_at: str | None,
+    by: str,
+    reason: str,
+    deputy_for: list[str] | None = None,  # rows written before deputies have six fields
+) -> Recipient:
+    return Recipient(
+        agency,
+        Status(status),
+        _parse(delivered_at),
+        _parse(answered_at),
+        by,
+        reason,
+        tuple(deputy_for or ()),
+    )
+
+
 def decode(raw: bytes) -> Tracked:
     """The inverse of `encode`; ValueError for an entry it did not write."""
     try:
@@ -87,12 +108,7 @@ def decode(raw: bytes) -> Tracked:
             plane=data.get("plane", 0),  # entries written before these two
             division_code=data.get("division_code", ""),
             incidents=tuple(data.get("incidents", ())),
-            recipients=tuple(
-                Recipient(
-                    agency, Status(status), _parse(delivered_at), _parse(answered_at), by, reason
-                )
-                for agency, status, delivered_at, answered_at, by, reason in data["recipients"]
-            ),
+            recipients=tuple(_recipient(*row) for row in data["recipients"]),
             deadlines=tuple(
                 ArmedDeadline(
                     deadline_id=d["id"],

@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,10 +26,11 @@ def serve_command(data_dir: Path, nats_url: str) -> list[str]:
             "--data-dir", str(data_dir), *(["--nats-url", nats_url] if nats_url else [])]  # fmt: skip
 
 
-def environment() -> dict[str, str]:
+def environment(settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without its DUTYLINK_* settings, plus `settings`."""
     # A short writer lease: a refusal comes after a crashed holder's lease would have lapsed.
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("DUTYLINK_")}
-    return {**inherited, "DUTYLINK_GATEWAY_WRITER_LEASE_SECONDS": "1.0"}
+    return {**inherited, "DUTYLINK_GATEWAY_WRITER_LEASE_SECONDS": "1.0", **(settings or {})}
 
 
 @asynccontextmanager
@@ -39,12 +40,14 @@ async def serving(
     *,
     command: list[str] | None = None,
     seen: list[bytes] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """A `dutylink serve` process on `data_dir` (embedded NATS unless `nats_url`; `command`
-    instead of the plain one) once it has started, and its gRPC address; the lines it wrote
-    until then are appended to `seen`. SIGTERM (then SIGKILL) on the way out if it still runs."""
+    instead of the plain one; `settings`: DUTYLINK_* variables) once it has started, and its
+    gRPC address; the lines it wrote until then are appended to `seen`. SIGTERM (then SIGKILL)
+    on the way out if it still runs."""
     process = await asyncio.create_subprocess_exec(
-        *(command or serve_command(data_dir, nats_url)), env=environment(),
+        *(command or serve_command(data_dir, nats_url)), env=environment(settings),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -35,6 +35,7 @@ def golden(name: str) -> bytes:
 
 def test_the_corpus_has_every_class_of_document() -> None:
     assert [path.name for path in GOLDEN_FILES] == [
+        "ack.xml",
         "altitude-ceiling.xml",
         "bilingual-zh-cn-en-us.xml",
         "cancel-expires-equals-sent.xml",
@@ -95,6 +96,16 @@ def test_golden_passes_the_gateway_rules(path: Path) -> None:
     assert checked.problems == ()
     advised = [(advisory.field, advisory.rule_id) for advisory in checked.advisories]
     assert advised == ADVISED.get(path.name, [])
+
+
+def test_an_ack_is_published_as_warning_ack_so_the_exchange_counts_it_as_taken() -> None:
+    event = warning_event(parse_cap(golden("ack.xml")), "golden", "310000")
+    assert event is not None and event.type == "warning.ack"
+    (reference,) = event.warning.references
+    assert (reference.sender, reference.identifier) == (
+        "ecology.sh.example",
+        "SH-ECO-20260815-0007",
+    )
 
 
 def test_iso_8859_1_text_reads_as_unicode_and_exports_as_utf8() -> None:

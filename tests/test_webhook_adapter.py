@@ -20,8 +20,9 @@ import pytest
 from aiohttp import web
 
 from adapters.framework import Outbound, RejectedStore, Subscription, deliver_outbound
+from adapters.mapping import JsonMapping
 from adapters.metrics import Metrics
-from adapters.records import OutboundRecord, Rejected
+from adapters.records import OutboundRecord, Record, Rejected
 from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
 from adapters.webhook.adapter import KIND, build
 from adapters.webhook.signing import (
@@ -34,8 +35,10 @@ from adapters.webhook.signing import (
     signed_headers,
     verify,
 )
-from dutylink.v1 import gateway_pb2
+from dutylink.catalogue import load_catalogue
+from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.core import subjects
+from gateway.core.validation import Validator
 from gateway.server import Gateway
 from gateway.testkit.inprocess import free_port
 from tests.conftest import TOKENS
@@ -502,3 +505,29 @@ async def test_while_the_gateway_is_unavailable_the_sender_gets_503_and_may_rese
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_the_acknowledgement_sample_maps_the_desks_receipts_to_valid_acknowledgements() -> None:
+    options = tomllib.loads((SAMPLES / "housing-acks.toml").read_text(encoding="utf-8"))
+    mapping = JsonMapping.from_options(options["options"]["mapping"])
+    receipts = json.loads((SAMPLES / "housing-acks.json").read_bytes())
+    events = [
+        event
+        for receipt in receipts
+        for event in mapping.to_events(
+            Record(receipt["receipt_id"], json.dumps(receipt).encode(), "POST /acks")
+        )
+    ]
+    assert [e.type for e in events] == ["acknowledgement.acknowledged", "acknowledgement.declined"]
+    taken, refused = events
+    assert (taken.acknowledgement.event_source, taken.acknowledgement.event_id) == (
+        "weather", "CMA-310115-20260815-0001",
+    )  # fmt: skip
+    assert taken.plane == event_pb2.PLANE_EXERCISE
+    assert refused.acknowledgement.reason.startswith("not a building matter")
+    catalogue = load_catalogue()
+    for event in events:
+        event.source = "housing"  # the gateway stamps it from the adapter's identity
+        assert Validator().check(event).problems == ()
+        declared = catalogue.get(event.type)
+        assert declared is not None and declared.missing_fields(event) == []

@@ -17,7 +17,7 @@ alerting.
     forward_original = true           # write the received CAP bytes when present (signatures)
 
 Envelope from the alert (documented in adapters/cap/README.md): type `warning.<msgType>`
-("warning.alert", "warning.update", "warning.cancel"; Ack and Error are not published), time =
+("warning.alert", "warning.update", "warning.cancel", "warning.ack"; Error is not published), time =
 `sent`, plane from `status` (Actual, Exercise, else Test), classification from `scope` (Public →
 PUBLIC, Restricted → RESTRICTED, Private → CONFIDENTIAL), priority from the most urgent and
 severe info block, jurisdiction from the first GB/T 2260 geocode (`valueName` "GB/T 2260" or

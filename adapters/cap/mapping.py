@@ -24,6 +24,9 @@ _TYPES = {
     warning_pb2.CAP_MSG_TYPE_ALERT: "warning.alert",
     warning_pb2.CAP_MSG_TYPE_UPDATE: "warning.update",
     warning_pb2.CAP_MSG_TYPE_CANCEL: "warning.cancel",
+    # A recipient's Ack of the alerts it references: the exchange counts it as that agency
+    # taking them (business acknowledgement, README "Acknowledgements and deadlines").
+    warning_pb2.CAP_MSG_TYPE_ACK: "warning.ack",
 }
 
 
@@ -52,7 +55,7 @@ def _division_code(warning: warning_pb2.Warning, default: str) -> str:
 
 
 def warning_event(warning: warning_pb2.Warning, system: str, division_code: str) -> event_pb2.Event | None:  # fmt: skip
-    """The envelope for one CAP alert (None for Ack and Error messages, which stay local)."""
+    """The envelope for one CAP alert (None for Error messages, which stay local)."""
     event_type = _TYPES.get(warning.msg_type)
     if event_type is None:
         return None

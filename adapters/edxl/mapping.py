@@ -240,7 +240,7 @@ def inbound_mapping(
                 event = warning_event(parse_cap(content.xml), system, division_code)
             except CapError as error:
                 raise Rejected(f"CAP: {error}") from None
-            if event is None:  # CAP Ack and Error stay local, as in the CAP adapter
+            if event is None:  # CAP Error stays local, as in the CAP adapter
                 return None
         else:
             event = bare(content.xml)

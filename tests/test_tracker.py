@@ -19,7 +19,7 @@ from gateway.access.authorization import Authorizer, GrantBook, PolicyHolder
 from gateway.core.streams import BucketSpec
 from gateway.core.workflows import tracking_codec
 from gateway.core.workflows.tracking import Status
-from gateway.core.workflows.tracking_events import tracked_key
+from gateway.core.workflows.tracking_events import due_key, tracked_key
 from gateway.store.consumers import Delivery
 from gateway.store.tracker import Tracker
 from gateway.testkit.memory_kv import MemoryKeyValue
@@ -169,6 +169,9 @@ async def test_a_late_answer_resolves_the_escalation_once_and_a_second_answer_ch
     ]
     clock.now = RECEIVED + timedelta(hours=2)  # level 2 would be due: the deadline was met
     assert await tracker.check() == 0
+    # Nothing left to fire: out of the timer's index, still there to be asked about.
+    key = tracked_key(warning.plane, warning.source, warning.id)
+    assert await store.get(due_key(key)) is None and await store.get(key) is not None
 
 
 async def test_an_exercise_warning_escalates_on_the_exercise_plane_only(

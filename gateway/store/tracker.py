@@ -23,6 +23,7 @@ escalation resolves it once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -36,23 +37,25 @@ from gateway.access.authorization import Authorizer
 from gateway.core.envelope import incident_ids
 from gateway.core.kv import ConflictError, KeyValueStore, TooManyKeysError
 from gateway.core.ports import StoreError
-from gateway.core.subjects import PLANE_TOKENS
 from gateway.core.workflows import tracking, tracking_codec
 from gateway.core.workflows.base import AggregateRef, encode_key_token, plane_token
 from gateway.core.workflows.recipients import recipients
 from gateway.core.workflows.tracking import Escalation, Tracked
 from gateway.core.workflows.tracking_events import (
     ANSWERABLE_TYPES,
+    DUE_PREFIX,
+    TRACKING_PREFIX,
     Answer,
     acknowledged_warnings,
     answer_in,
+    due_key,
     entered_states,
     escalation_events,
-    plane_prefix,
     tracked_key,
     watch_key,
-    watch_prefix,
     watched_aggregates,
+    watchers,
+    with_watcher,
 )
 from gateway.store.consumers import Delivery
 from gateway.store.periodic import PeriodicCheck
@@ -66,6 +69,8 @@ Clock = Callable[[], datetime]
 DELIVERED_PREFIX = "tracking_seen"
 # Compare-and-set attempts on one entry before the change is left to a redelivery.
 MAX_ATTEMPTS = 8
+# Tracked messages read from the store at once by the timer.
+_READ_AT_ONCE = 64
 
 
 def utc_now() -> datetime:
@@ -137,7 +142,8 @@ class Tracker(PeriodicCheck):
                 lambda t: tracking.answered(t, event.source, True, at, event.warning.sender),
             )
         for ref, state in entered_states(event, self._catalogue):
-            await self._entered(ref, state, at, cause=watch_key(ref, event.source, event.id))
+            own = tracked_key(event.plane, event.source, event.id)
+            await self._entered(ref, state, at, cause=own)
         if self.tracks(event):
             await self._start(event)
 
@@ -157,18 +163,26 @@ class Tracker(PeriodicCheck):
     async def check(self) -> int:
         """Fire every escalation level due now; the number of notices published."""
         now = self.clock()
+        try:
+            indexed = await self._store.keys(DUE_PREFIX, limit=self.max_tracked)
+        except TooManyKeysError as error:
+            log.error("tracker.too_many_tracked", limit=self.max_tracked, error=str(error),
+                      message="no deadline fires until tracking.max_tracked is raised")  # fmt: skip
+            return 0
+        except StoreError as error:
+            log.warning("tracker.store_unavailable", error=str(error))
+            return 0
         fired = 0
-        for plane in PLANE_TOKENS:
-            try:
-                keys = await self._store.keys(plane_prefix(plane), limit=self.max_tracked)
-            except TooManyKeysError as error:
-                log.error("tracker.too_many_tracked", plane=plane_token(plane),
-                          limit=self.max_tracked, error=str(error))  # fmt: skip
-                continue
-            except StoreError as error:
-                log.warning("tracker.store_unavailable", plane=plane_token(plane), error=str(error))
-                continue
-            for key in keys:
+        keys = [TRACKING_PREFIX + key.removeprefix(DUE_PREFIX) for key in indexed]
+        for start in range(0, len(keys), _READ_AT_ONCE):
+            read = await self._store.get_many(keys[start : start + _READ_AT_ONCE])
+            for key, entry in read.entries.items():
+                try:
+                    next_due = tracking_codec.decode(entry.value).next_due()
+                except ValueError:
+                    next_due = now  # _change logs it
+                if next_due is None or next_due > now:
+                    continue
                 try:
                     fired += await self._change(key, lambda tracked: tracking.due(tracked, now))
                 except StoreError as error:
@@ -182,7 +196,7 @@ class Tracker(PeriodicCheck):
         key = tracked_key(event.plane, event.source, event.id)
         refs = watched_aggregates(event, self._catalogue)
         for ref in refs:  # before the entry: a redelivery finds the entry and stops
-            await self._create(watch_key(ref, event.source, event.id), key.encode())
+            await self._watch(ref, key)
         now = self.clock()
 
         def may_receive(agency: str) -> bool:
@@ -210,16 +224,17 @@ class Tracker(PeriodicCheck):
             division_code=event.jurisdiction.division_code,
             incidents=incident_ids(event),
         )
+        if tracked.next_due() is not None:  # before the entry, for the same reason
+            await self._create(due_key(key), key.encode())
         if not await self._create(key, tracking_codec.encode(tracked)):
             return
         log.info("tracker.started", event_id=event.id, sender=event.source,
                  recipients=len(found.intended), deadlines=len(armed))  # fmt: skip
-        # Deliveries recorded before the entry existed.
+        # Deliveries recorded before the entry existed (one read for every recipient).
         prefix = delivered_prefix(event.plane, event.source, event.id)
-        for marker in await self._store.keys(prefix, limit=len(policy.agency_ids) + 1):
-            entry = await self._store.get(marker)
-            if entry is None:
-                continue
+        wanted = [f"{prefix}.{agency}" for agency in found.intended]
+        markers = await self._store.get_many(wanted) if wanted else None
+        for marker, entry in sorted(markers.entries.items() if markers else ()):
             agency = marker.rsplit(".", 1)[1]
             at = datetime.fromisoformat(entry.value.decode())
             await self._change(key, functools.partial(tracking.delivered, agency=agency, at=at))
@@ -249,14 +264,45 @@ class Tracker(PeriodicCheck):
         change: Callable[[Tracked], tuple[Tracked, list[Escalation]]],
         but: str = "",
     ) -> None:
-        """Apply `change` to every tracked message that belongs to `ref` (but the one whose
-        watch key is `but`)."""
-        for watch in await self._store.keys(watch_prefix(ref), limit=self.max_tracked):
-            if watch == but:
+        """Apply `change` to every tracked message that belongs to `ref` (but the one at key
+        `but`)."""
+        entry = await self._store.get(watch_key(ref))
+        if entry is None:
+            return
+        try:
+            listed = watchers(entry.value)
+        except ValueError as error:
+            log.error("tracker.unreadable_entry", key=watch_key(ref), error=str(error))
+            return
+        for key in listed:
+            if key != but:
+                await self._change(key, change)
+
+    async def _watch(self, ref: AggregateRef, tracked: str) -> None:
+        """List `tracked` under `ref` (compare-and-set: replicas may add at once)."""
+        key = watch_key(ref)
+        for _ in range(MAX_ATTEMPTS):
+            entry = await self._store.get(key)
+            value = with_watcher(entry.value if entry else None, tracked)
+            if value is None:
+                return
+            try:
+                if entry is None:
+                    await self._store.create(key, value)
+                else:
+                    await self._store.update(key, value, entry.revision)
+            except ConflictError:
                 continue
-            entry = await self._store.get(watch)
-            if entry is not None:
-                await self._change(entry.value.decode(), change)
+            return
+        raise ConflictError.lost("aggregates", key, 0)
+
+    async def _unindex(self, key: str) -> None:
+        """Take a message with nothing left to fire out of the timer's index (a failure only
+        leaves the timer one more entry to read)."""
+        index = await self._store.get(due_key(key))
+        if index is not None:
+            with contextlib.suppress(ConflictError):
+                await self._store.delete(due_key(key), index.revision)
 
     async def _create(self, key: str, value: bytes) -> bool:
         try:
@@ -290,6 +336,8 @@ class Tracker(PeriodicCheck):
             except ConflictError:
                 await asyncio.sleep(0)
                 continue
+            if changed.next_due() is None and current.next_due() is not None:
+                await self._unindex(key)
             for notice in notices:
                 log.info("tracker.escalation", notice=notice.type, event_id=changed.event_id,
                          deadline=notice.escalation.deadline_id, level=notice.escalation.level,

@@ -5,14 +5,19 @@ publishes. Pure: no I/O; time comes in as arguments.
 
 Keys (in the aggregates bucket):
 - `tracking.<plane>.<sender>.<event id>`: the tracked message (tracking_codec);
-- `tracking_by.<lifecycle>.<plane>.<aggregate key>.<sender>/<event id>`: one per aggregate the
-  message touches, so an event that moves the aggregate finds the messages waiting for it.
+- `tracking_by.<lifecycle>.<plane>.<aggregate key>`: per aggregate, the keys of the tracked
+  messages that belong to it (JSON list), so an event that moves the aggregate finds the
+  messages waiting for it with one read;
+- `tracking_seen.<plane>.<sender>.<event id>.<agency>`: the first delivery to an agency;
+- `tracking_due.<plane>.<sender>.<event id>`: present while a deadline of the message may
+  still fire (the timer's index).
 Event ids and aggregate keys are written with `encode_key_token` (keys hold no `.` or `:`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +33,8 @@ from gateway.core.workflows.warnings import warning_key
 TRACKING_PREFIX = "tracking"
 CAP_ACK = "warning.ack"
 WATCH_PREFIX = "tracking_by"
+DUE_PREFIX = "tracking_due"
+MAX_WATCHERS = 64
 
 # The messages an agency is expected to take (签收) even when no deadline names them.
 ANSWERABLE_TYPES = frozenset(
@@ -39,17 +46,35 @@ def tracked_key(plane: int, sender: str, event_id: str) -> str:
     return f"{TRACKING_PREFIX}.{plane_token(plane)}.{sender}.{encode_key_token(event_id)}"
 
 
-def plane_prefix(plane: int) -> str:
-    """Every tracked message of one plane lives under this prefix."""
-    return f"{TRACKING_PREFIX}.{plane_token(plane)}"
+def due_key(tracked: str) -> str:
+    """The timer's index entry of a tracked message with a deadline still to watch (its value
+    is `tracked`, the message's key): the timer lists these, not every message ever tracked."""
+    return DUE_PREFIX + tracked.removeprefix(TRACKING_PREFIX)
 
 
-def watch_prefix(ref: AggregateRef) -> str:
+def watch_key(ref: AggregateRef) -> str:
+    """The entry listing the tracked messages that belong to `ref`."""
     return f"{WATCH_PREFIX}.{ref.lifecycle}.{ref.plane}.{encode_key_token(ref.key)}"
 
 
-def watch_key(ref: AggregateRef, sender: str, event_id: str) -> str:
-    return f"{watch_prefix(ref)}.{sender}/{encode_key_token(event_id)}"
+def watchers(raw: bytes | None) -> list[str]:
+    """The tracked-message keys a watch entry lists (none for no entry)."""
+    if raw is None:
+        return []
+    listed = json.loads(raw)
+    if not isinstance(listed, list) or not all(isinstance(key, str) for key in listed):
+        raise ValueError("not a watch entry")
+    return listed
+
+
+def with_watcher(raw: bytes | None, tracked: str) -> bytes | None:
+    """The watch entry with `tracked` added (None: it is listed already). The newest
+    MAX_WATCHERS are kept: an aggregate with more tracked messages than that is a loop gone
+    wrong, and its oldest messages stop hearing of its states (their deadlines escalate)."""
+    listed = watchers(raw)
+    if tracked in listed:
+        return None
+    return json.dumps([*listed, tracked][-MAX_WATCHERS:]).encode()
 
 
 def watched_aggregates(event: event_pb2.Event, catalogue: Catalogue) -> list[AggregateRef]:

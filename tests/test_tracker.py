@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -70,8 +70,8 @@ def replica(
     )
 
 
-def stored(event: event_pb2.Event, sequence: int = 1) -> Delivery:
-    event.received_time.FromDatetime(RECEIVED)
+def stored(event: event_pb2.Event, sequence: int = 1, received: datetime = RECEIVED) -> Delivery:
+    event.received_time.FromDatetime(received)
     return Delivery("dutylink.events.x", event.SerializeToString(), sequence, 1)
 
 
@@ -249,3 +249,36 @@ async def test_an_assignment_not_taken_escalates_naming_its_incident_for_the_aud
     (raised,) = notices.published
     assert list(raised.escalation.incidents) == [incident.subject]
     assert incident_ids(raised) == [incident.subject]
+
+
+async def test_a_reopened_incident_starts_the_deadlines_of_its_messages_over(
+    store: MemoryKeyValue, authorizer: Authorizer
+) -> None:
+    clock, notices = Clock(), Notices()
+    tracker = replica(store, authorizer, notices, clock)
+    report = incident_event()
+    report.source = "police"
+    await tracker.observe(stored(report))  # public-report-first-feedback: 24 h, then 12 h more
+    feedback = envelope("incident.feedback", incident_id=report.subject)
+    feedback.source = "police"
+    feedback.incident.incident_id = report.subject
+    await tracker.observe(stored(feedback, 2))
+    key = tracked_key(report.plane, report.source, report.id)
+    assert await store.get(due_key(key)) is None  # met: nothing left to fire
+
+    reopened = envelope("incident.reopened", incident_id=report.subject)
+    reopened.source = "police"
+    reopened.incident.incident_id = report.subject
+    reopen_at = RECEIVED + timedelta(days=3)
+    reopen = stored(reopened, 3, received=reopen_at)
+    await tracker.observe(reopen)
+    await tracker.observe(reopen)  # told twice: the same restart
+    tracked = await tracker.status(report.plane, report.source, report.id)
+    assert tracked is not None and tracked.restarted_at == reopen_at
+    (deadline,) = tracked.deadlines
+    assert deadline.due == reopen_at + timedelta(hours=24) and deadline.met_at is None
+    assert await store.get(due_key(key)) is not None  # back in the timer's index
+    clock.now = reopen_at + timedelta(hours=25)
+    assert await tracker.check() == 1
+    (raised,) = notices.of_type("escalation.raised")
+    assert raised.escalation.due.ToDatetime(tzinfo=UTC) == reopen_at + timedelta(hours=24)

@@ -51,6 +51,7 @@ from gateway.core.workflows.tracking_events import (
     due_key,
     entered_states,
     escalation_events,
+    reopened,
     tracked_key,
     watch_key,
     watched_aggregates,
@@ -141,8 +142,10 @@ class Tracker(PeriodicCheck):
                 ref,
                 lambda t: tracking.answered(t, event.source, True, at, event.warning.sender),
             )
+        own = tracked_key(event.plane, event.source, event.id)
+        for ref in reopened(event, self._catalogue):
+            await self._each_watching(ref, lambda t: tracking.restarted(t, at), but=own)
         for ref, state in entered_states(event, self._catalogue):
-            own = tracked_key(event.plane, event.source, event.id)
             await self._entered(ref, state, at, cause=own)
         if self.tracks(event):
             await self._start(event)
@@ -331,6 +334,8 @@ class Tracker(PeriodicCheck):
             notices = escalation_events(changed, escalations)
             if notices:
                 await self._publish(notices)
+            if changed.next_due() is not None and current.next_due() is None:
+                await self._create(due_key(key), key.encode())  # restarted: before it is written
             try:
                 await self._store.update(key, tracking_codec.encode(changed), entry.revision)
             except ConflictError:

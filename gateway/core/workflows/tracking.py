@@ -137,6 +137,7 @@ class Tracked:
     plane: int = 0  # the message's plane and jurisdiction: its escalations go out in them
     division_code: str = ""
     incidents: tuple[str, ...] = ()  # the incidents it belongs to: its escalations name them
+    restarted_at: datetime | None = None  # when its aggregate was last reopened
 
     def recipient(self, agency: str) -> Recipient | None:
         return next((r for r in self.recipients if r.agency == agency), None)
@@ -247,6 +248,19 @@ def entered(tracked: Tracked, state: str, at: datetime) -> tuple[Tracked, list[E
     if state in tracked.states:
         return tracked, []
     return _settle(replace(tracked, states=(*tracked.states, state)), at)
+
+
+def restarted(tracked: Tracked, at: datetime) -> tuple[Tracked, list[Escalation]]:
+    """Its aggregate was reopened at `at`: every deadline starts over, as long as it was when
+    armed, its levels unfired; the states entered before no longer count. The same reopening
+    told twice changes nothing."""
+    if tracked.restarted_at is not None and at <= tracked.restarted_at:
+        return tracked, []
+    deadlines = tuple(
+        replace(d, due=at + (d.due - tracked.started), fired=0, met_at=None, resolved_at=None)
+        for d in tracked.deadlines
+    )
+    return _settle(replace(tracked, deadlines=deadlines, states=(), restarted_at=at), at)
 
 
 def due(tracked: Tracked, now: datetime) -> tuple[Tracked, list[Escalation]]:

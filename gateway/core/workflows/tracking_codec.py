@@ -40,6 +40,7 @@ def encode(tracked: Tracked) -> bytes:
         "plane": tracked.plane,
         "division_code": tracked.division_code,
         "incidents": list(tracked.incidents),
+        "restarted_at": _time(tracked.restarted_at),
         "recipients": [
             [
                 r.agency,
@@ -108,6 +109,7 @@ def decode(raw: bytes) -> Tracked:
             plane=data.get("plane", 0),  # entries written before these two
             division_code=data.get("division_code", ""),
             incidents=tuple(data.get("incidents", ())),
+            restarted_at=_parse(data.get("restarted_at")),
             recipients=tuple(_recipient(*row) for row in data["recipients"]),
             deadlines=tuple(
                 ArmedDeadline(

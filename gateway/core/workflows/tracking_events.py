@@ -82,6 +82,19 @@ def watched_aggregates(event: event_pb2.Event, catalogue: Catalogue) -> list[Agg
     return aggregate_refs(event, catalogue)
 
 
+def reopened(event: event_pb2.Event, catalogue: Catalogue) -> list[AggregateRef]:
+    """The aggregates `event` reopens: it leaves a state where the loop was finished (a
+    terminal state of the lifecycle), so the deadlines of their messages start over."""
+    declared = catalogue.get(event.type)
+    if declared is None or declared.transition is None or declared.lifecycle is None:
+        return []
+    terminal = set(catalogue.lifecycle(declared.lifecycle).terminal)
+    sources = set(declared.transition.from_states)
+    if not sources or not sources <= terminal:
+        return []
+    return aggregate_refs(event, catalogue)
+
+
 def entered_states(event: event_pb2.Event, catalogue: Catalogue) -> list[tuple[AggregateRef, str]]:
     """The aggregates `event` moves and the state each enters (as the catalogue declares its
     transition; a transition that keeps the state enters none)."""
@@ -135,11 +148,11 @@ def acknowledged_warnings(event: event_pb2.Event) -> list[AggregateRef]:
 
 
 def escalation_event_id(escalation: Escalation, sender: str) -> str:
-    """The same id on every replica and every try: JetStream stores the notice once."""
+    """The same id on every replica and every try: JetStream stores the notice once. A deadline
+    started over (its aggregate reopened) has another due time, and so other ids."""
     kind = "resolved" if escalation.resolved else "raised"
-    digest = hashlib.sha256(
-        "\n".join((sender, escalation.event_id, escalation.deadline_id)).encode()
-    ).hexdigest()[:24]
+    identity = (sender, escalation.event_id, escalation.deadline_id, escalation.due.isoformat())
+    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:24]
     return f"escalation-{kind}-{escalation.level}-{digest}"
 
 

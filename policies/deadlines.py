@@ -43,11 +43,16 @@ def matches(deadline: Deadline, event: event_pb2.Event) -> bool:
     return False
 
 
+def received_at(event: event_pb2.Event) -> dt.datetime:
+    """When the gateway took `event` in: its own stamp (the publisher's `time` may run slow,
+    fast or be long past); unstamped, that time."""
+    stamp = event.received_time if event.HasField("received_time") else event.time
+    return stamp.ToDatetime(tzinfo=dt.UTC)
+
+
 def due(deadline: Deadline, event: event_pb2.Event) -> dt.datetime:
-    """When `deadline` falls due for `event`: `within` after the gateway received it (the
-    publisher's own `time` may run slow, fast or be long past; unstamped: that time)."""
-    start = event.received_time if event.HasField("received_time") else event.time
-    return start.ToDatetime(tzinfo=dt.UTC) + deadline.within
+    """When `deadline` falls due for `event`: `within` after the gateway received it."""
+    return received_at(event) + deadline.within
 
 
 def level_due(deadline: Deadline, level: int, event: event_pb2.Event) -> dt.datetime:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 
 import structlog
 
@@ -35,13 +34,12 @@ from gateway.core.subjects import PLANE_TOKENS
 from gateway.core.workflows import ledger_codec
 from gateway.core.workflows.expiry import expiry_events
 from gateway.core.workflows.ledger_state import ItemLine
-from gateway.store.periodic import PeriodicCheck
+from gateway.store.periodic import Clock, PeriodicCheck, utc_now
 
 log = structlog.get_logger("dutylink.ledger_timer")
 
 # Publishes events through the gateway's admission pipeline; raises unless all were accepted.
 PublishEvents = Callable[[Sequence[event_pb2.Event]], Awaitable[object]]
-Clock = Callable[[], datetime]
 
 LEDGER_PREFIX = "ledger"
 # Events handed to `publish` at once by default (pass `batch_size` to stay within a lower
@@ -49,10 +47,6 @@ LEDGER_PREFIX = "ledger"
 PUBLISH_BATCH = 100
 # Item lines read from the store at once.
 _READ_AT_ONCE = 32
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ReservationExpiryTimer(PeriodicCheck):

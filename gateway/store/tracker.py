@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 
@@ -38,7 +38,7 @@ from gateway.core.envelope import incident_ids
 from gateway.core.kv import ConflictError, KeyValueStore, TooManyKeysError
 from gateway.core.ports import StoreError
 from gateway.core.workflows import tracking, tracking_codec
-from gateway.core.workflows.base import AggregateRef, encode_key_token, plane_token
+from gateway.core.workflows.base import AggregateRef
 from gateway.core.workflows.recipients import recipients
 from gateway.core.workflows.tracking import Escalation, Tracked
 from gateway.core.workflows.tracking_events import (
@@ -48,6 +48,7 @@ from gateway.core.workflows.tracking_events import (
     Answer,
     acknowledged_warnings,
     answer_in,
+    delivered_prefix,
     due_key,
     entered_states,
     escalation_events,
@@ -59,33 +60,17 @@ from gateway.core.workflows.tracking_events import (
     with_watcher,
 )
 from gateway.store.consumers import Delivery
-from gateway.store.periodic import PeriodicCheck
+from gateway.store.periodic import Clock, PeriodicCheck, utc_now
 from policies import deadlines as deadline_rules
 
 log = structlog.get_logger("dutylink.tracker")
 
 PublishEvents = Callable[[Sequence[event_pb2.Event]], Awaitable[object]]
-Clock = Callable[[], datetime]
 
-DELIVERED_PREFIX = "tracking_seen"
 # Compare-and-set attempts on one entry before the change is left to a redelivery.
 MAX_ATTEMPTS = 8
 # Tracked messages read from the store at once by the timer.
 _READ_AT_ONCE = 64
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def received_at(event: event_pb2.Event) -> datetime:
-    """When the gateway took `event` in (its own stamp; unstamped: the publisher's time)."""
-    stamp = event.received_time if event.HasField("received_time") else event.time
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def delivered_prefix(plane: int, sender: str, event_id: str) -> str:
-    return f"{DELIVERED_PREFIX}.{plane_token(plane)}.{sender}.{encode_key_token(event_id)}"
 
 
 class Tracker(PeriodicCheck):
@@ -133,7 +118,7 @@ class Tracker(PeriodicCheck):
         """One stored event (the internal consumer's handler; raising means: deliver it again
         later)."""
         event = event_pb2.Event.FromString(delivery.data)
-        at = received_at(event)
+        at = deadline_rules.received_at(event)
         answer = answer_in(event)
         if answer is not None:
             await self._answer(event.plane, answer, at)
@@ -218,7 +203,7 @@ class Tracker(PeriodicCheck):
             event.id,
             event.type,
             event.source,
-            received_at(event),
+            deadline_rules.received_at(event),
             policy.version,
             found.intended,
             found.withheld,

@@ -2,6 +2,8 @@
 request, a task): which agencies it was meant for, which of them it reached, which took it
 (acknowledged) or turned it down (declined, with a reason), and the deadlines that escalate
 when they pass. Pure: no I/O; time comes in as arguments.
+Long because the fold is one state machine: recipients, deputies, deadlines and their levels
+meet and resolve each other, and its invariants read best in one place.
 
 A transport ack says a system received bytes; here each intended recipient agency moves
 pending → delivered → acknowledged | declined, and one the policy withholds the message from is
@@ -12,8 +14,8 @@ escalation names the agencies still pending and whom to notify. A late answer is
 recorded; if it meets a deadline that had escalated, the deadline resolves (once) rather than
 escalating again.
 
-The edge (a KV entry per tracked message, a timer that calls `due`) publishes what `due` and
-`answer` return as the gateway's own escalation events.
+The edge (gateway.store.tracker) keeps the entries and publishes what the folds return as
+the gateway's own escalation events.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ TRACKING_PREFIX = "tracking"
 CAP_ACK = "warning.ack"
 WATCH_PREFIX = "tracking_by"
 DUE_PREFIX = "tracking_due"
+DELIVERED_PREFIX = "tracking_seen"
 MAX_WATCHERS = 64
 
 # The messages an agency is expected to take (签收) even when no deadline names them.
@@ -50,6 +51,11 @@ def due_key(tracked: str) -> str:
     """The timer's index entry of a tracked message with a deadline still to watch (its value
     is `tracked`, the message's key): the timer lists these, not every message ever tracked."""
     return DUE_PREFIX + tracked.removeprefix(TRACKING_PREFIX)
+
+
+def delivered_prefix(plane: int, sender: str, event_id: str) -> str:
+    """Under it, one create-only marker per agency the message was delivered to (its time)."""
+    return f"{DELIVERED_PREFIX}.{plane_token(plane)}.{sender}.{encode_key_token(event_id)}"
 
 
 def watch_key(ref: AggregateRef) -> str:

@@ -133,8 +133,7 @@ def _check_ledger(ledger: LedgerSettings, where: str, environ: Mapping[str, str]
     publishes carry a valid jurisdiction."""
 
     def origin(key: str) -> str:
-        variable = f"{ENV_PREFIX}LEDGER_{key.upper()}"
-        return variable if variable in environ else f"{where}: ledger.{key}"
+        return _origin("ledger", key, where, environ)
 
     if not ledger.expiry_check_seconds > 0:
         raise ConfigError(
@@ -178,19 +177,20 @@ def _agencies(raw: Any, where: str) -> tuple[Agency, ...]:
     return tuple(agencies)
 
 
-def _check_tracking(tracking: TrackingSettings, where: str, environ: Mapping[str, str]) -> None:
-    def origin(key: str) -> str:
-        variable = f"{ENV_PREFIX}TRACKING_{key.upper()}"
-        return variable if variable in environ else f"{where}: tracking.{key}"
+def _origin(section: str, key: str, where: str, environ: Mapping[str, str]) -> str:
+    """Where a setting's value came from: its variable if set, else the file's key."""
+    variable = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+    return variable if variable in environ else f"{where}: {section}.{key}"
 
+
+def _check_tracking(tracking: TrackingSettings, where: str, environ: Mapping[str, str]) -> None:
+    """The timer runs at some interval and reads at least one tracked message."""
     if not tracking.check_seconds > 0:
-        raise ConfigError(
-            f"{origin('check_seconds')}: must be above 0, got {tracking.check_seconds}"
-        )
+        where_from = _origin("tracking", "check_seconds", where, environ)
+        raise ConfigError(f"{where_from}: must be above 0, got {tracking.check_seconds}")
     if tracking.max_tracked < 1:
-        raise ConfigError(
-            f"{origin('max_tracked')}: must be at least 1, got {tracking.max_tracked}"
-        )
+        where_from = _origin("tracking", "max_tracked", where, environ)
+        raise ConfigError(f"{where_from}: must be at least 1, got {tracking.max_tracked}")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -75,15 +75,41 @@ def stored(event: event_pb2.Event, sequence: int = 1, received: datetime = RECEI
     return Delivery("dutylink.events.x", event.SerializeToString(), sequence, 1)
 
 
+def assignment(incident_id: str) -> event_pb2.Event:
+    """The command centre assigns `incident_id` to fire (tracked: taken into handling in 15 min)."""
+    assigned = envelope("incident.assigned", incident_id=incident_id)
+    assigned.source = "command"
+    assigned.incident.incident_id = incident_id
+    assigned.incident.lead_agency = "fire"
+    return assigned
+
+
 @pytest.fixture
 def store() -> MemoryKeyValue:
     return MemoryKeyValue(BucketSpec("aggregates"))
 
 
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def notices() -> Notices:
+    return Notices()
+
+
+@pytest.fixture
+def tracker(
+    store: MemoryKeyValue, authorizer: Authorizer, notices: Notices, clock: Clock
+) -> Tracker:
+    """One replica's tracker over `store`, publishing into `notices`, reading `clock`."""
+    return replica(store, authorizer, notices, clock)
+
+
 async def test_a_message_is_tracked_once_however_often_it_is_delivered_to_the_tracker(
-    store: MemoryKeyValue, authorizer: Authorizer
+    store: MemoryKeyValue, tracker: Tracker, authorizer: Authorizer
 ) -> None:
-    tracker = replica(store, authorizer, Notices(), Clock())
     warning = extreme_warning()
     await tracker.observe(stored(warning))
     key = tracked_key(warning.plane, warning.source, warning.id)
@@ -97,9 +123,8 @@ async def test_a_message_is_tracked_once_however_often_it_is_delivered_to_the_tr
 
 
 async def test_a_delivery_recorded_before_the_entry_exists_is_folded_in_when_it_starts(
-    store: MemoryKeyValue, authorizer: Authorizer
+    tracker: Tracker,
 ) -> None:
-    tracker = replica(store, authorizer, Notices(), Clock())
     warning = extreme_warning()
     await tracker.delivered(warning, "police")  # the subscriber was faster than the tracker
     await tracker.observe(stored(warning))
@@ -129,10 +154,8 @@ async def test_two_replicas_checking_at_once_publish_one_escalation_id_and_fire_
 
 
 async def test_a_failed_publish_leaves_the_level_due_and_the_next_check_sends_the_same_notice(
-    store: MemoryKeyValue, authorizer: Authorizer
+    tracker: Tracker, clock: Clock, notices: Notices
 ) -> None:
-    clock, notices = Clock(), Notices()
-    tracker = replica(store, authorizer, notices, clock)
     warning = extreme_warning()
     await tracker.observe(stored(warning))
     clock.now = RECEIVED + timedelta(minutes=3)
@@ -146,10 +169,8 @@ async def test_a_failed_publish_leaves_the_level_due_and_the_next_check_sends_th
 
 
 async def test_a_late_answer_resolves_the_escalation_once_and_a_second_answer_changes_nothing(
-    store: MemoryKeyValue, authorizer: Authorizer
+    store: MemoryKeyValue, tracker: Tracker, clock: Clock, notices: Notices
 ) -> None:
-    clock, notices = Clock(), Notices()
-    tracker = replica(store, authorizer, notices, clock)
     warning = extreme_warning()
     await tracker.observe(stored(warning))
     for agency in ("fire", "police"):
@@ -175,10 +196,8 @@ async def test_a_late_answer_resolves_the_escalation_once_and_a_second_answer_ch
 
 
 async def test_an_exercise_warning_escalates_on_the_exercise_plane_only(
-    store: MemoryKeyValue, authorizer: Authorizer
+    tracker: Tracker, clock: Clock, notices: Notices
 ) -> None:
-    clock, notices = Clock(), Notices()
-    tracker = replica(store, authorizer, notices, clock)
     await tracker.observe(stored(extreme_warning(event_pb2.PLANE_EXERCISE)))
     clock.now = RECEIVED + timedelta(minutes=3)
     await tracker.check()
@@ -186,15 +205,10 @@ async def test_an_exercise_warning_escalates_on_the_exercise_plane_only(
 
 
 async def test_an_assignment_taken_into_handling_in_time_never_escalates(
-    store: MemoryKeyValue, authorizer: Authorizer
+    tracker: Tracker, clock: Clock
 ) -> None:
-    clock, notices = Clock(), Notices()
-    tracker = replica(store, authorizer, notices, clock)
     incident = incident_event()
-    assigned = envelope("incident.assigned", incident_id=incident.subject)
-    assigned.source = "command"
-    assigned.incident.incident_id = incident.subject
-    assigned.incident.lead_agency = "fire"
+    assigned = assignment(incident.subject)
     assigned.incident.involved_agencies.append("police")
     await tracker.observe(stored(assigned))
     tracked = await tracker.status(assigned.plane, assigned.source, assigned.id)
@@ -211,9 +225,8 @@ async def test_an_assignment_taken_into_handling_in_time_never_escalates(
 
 
 async def test_a_cap_ack_referencing_the_warning_counts_as_its_senders_acknowledgement(
-    store: MemoryKeyValue, authorizer: Authorizer
+    tracker: Tracker,
 ) -> None:
-    tracker = replica(store, authorizer, Notices(), Clock())
     warning = extreme_warning()
     await tracker.observe(stored(warning))
     ack = envelope("warning.ack")
@@ -234,15 +247,10 @@ async def test_a_cap_ack_referencing_the_warning_counts_as_its_senders_acknowled
 
 
 async def test_an_assignment_not_taken_escalates_naming_its_incident_for_the_audit_export(
-    store: MemoryKeyValue, authorizer: Authorizer
+    tracker: Tracker, clock: Clock, notices: Notices
 ) -> None:
-    clock, notices = Clock(), Notices()
-    tracker = replica(store, authorizer, notices, clock)
     incident = incident_event()
-    assigned = envelope("incident.assigned", incident_id=incident.subject)
-    assigned.source = "command"
-    assigned.incident.incident_id = incident.subject
-    assigned.incident.lead_agency = "fire"
+    assigned = assignment(incident.subject)
     await tracker.observe(stored(assigned))
     clock.now = RECEIVED + timedelta(minutes=16)
     assert await tracker.check() == 1
@@ -252,10 +260,8 @@ async def test_an_assignment_not_taken_escalates_naming_its_incident_for_the_aud
 
 
 async def test_a_reopened_incident_starts_the_deadlines_of_its_messages_over(
-    store: MemoryKeyValue, authorizer: Authorizer
+    store: MemoryKeyValue, tracker: Tracker, clock: Clock, notices: Notices
 ) -> None:
-    clock, notices = Clock(), Notices()
-    tracker = replica(store, authorizer, notices, clock)
     report = incident_event()
     report.source = "police"
     await tracker.observe(stored(report))  # public-report-first-feedback: 24 h, then 12 h more

@@ -218,10 +218,14 @@ class ConsumerSpec:
 
 
 # The deadline tracker (gateway.store.tracker): every stored event, once among the replicas.
+# It fails only while the store is away, so it tries for about half an hour before giving up on
+# an event (which is then logged, and its message untracked).
 TRACKER_CONSUMER = ConsumerSpec(
     stream=subjects.EVENTS_STREAM,
     filter_subject=f"{subjects.EVENTS_PREFIX}.>",
     durable="DUTYLINK_TRACKER",
     mode=Mode.ONE_REPLICA,
+    max_deliveries=40,
+    backoff=(0.5, 2.0, 10.0, 60.0),
     from_new=True,
 )

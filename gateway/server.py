@@ -35,6 +35,7 @@ from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
     audit_service_pb2_grpc,
+    event_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
 )
@@ -354,6 +355,7 @@ class Gateway:
                 lambda events: publisher.publish_own_or_raise(events),
                 interval=self.config.tracking.check_seconds,
                 max_tracked=self.config.tracking.max_tracked,
+                on_notice=self._count_escalation,
             )
         self._deps = deps = Dependencies(
             self.config,
@@ -585,6 +587,10 @@ class Gateway:
                 except AuditUnavailableError as error:
                     log.error("audit.unrecorded", action="revocation_list", reason=str(error))
             await asyncio.sleep(self.config.tls.crl_check_seconds)
+
+    def _count_escalation(self, notice: event_pb2.Event) -> None:
+        state = "resolved" if notice.type == "escalation.resolved" else "raised"
+        self.metrics.escalations.labels(notice.escalation.deadline_id, state).inc()
 
     @property
     def tracker(self) -> Tracker | None:

@@ -134,6 +134,10 @@ async def test_a_warning_to_three_escalates_once_for_the_silent_one_and_a_late_a
             )
             with pytest.raises(TimeoutError):  # nothing more: no level fires twice
                 await next_of_type(escalations, "escalation.raised", timeout=2.0)
+    registry = tracking_gateway.metrics.registry
+    for state in ("raised", "resolved"):
+        labels = {"deadline": "extreme-warning-acknowledged", "state": state}
+        assert registry.get_sample_value("dutylink_escalations_total", labels) == 1
 
 
 async def test_a_warning_everyone_takes_in_time_never_escalates(

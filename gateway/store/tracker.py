@@ -88,6 +88,7 @@ class Tracker(PeriodicCheck):
         interval: float,
         max_tracked: int,
         clock: Clock = utc_now,
+        on_notice: Callable[[event_pb2.Event], None] = lambda notice: None,
     ) -> None:
         if max_tracked < 1:
             raise ValueError("max_tracked must be at least 1")
@@ -98,6 +99,7 @@ class Tracker(PeriodicCheck):
         self._publish = publish
         self.max_tracked = max_tracked
         self.clock = clock
+        self._on_notice = on_notice  # each escalation notice once its entry is written (metrics)
 
     # --- what is tracked -------------------------------------------------------------------
 
@@ -329,6 +331,7 @@ class Tracker(PeriodicCheck):
             if changed.next_due() is None and current.next_due() is not None:
                 await self._unindex(key)
             for notice in notices:
+                self._on_notice(notice)
                 log.info("tracker.escalation", notice=notice.type, event_id=changed.event_id,
                          deadline=notice.escalation.deadline_id, level=notice.escalation.level,
                          pending=list(notice.escalation.pending_agencies))  # fmt: skip

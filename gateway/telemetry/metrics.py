@@ -50,6 +50,12 @@ class GatewayMetrics:
             "Publishes under an event id already stored with other content (not stored)",
             ["agency"], registry=self.registry,
         )  # fmt: skip
+        self.escalations = Counter(
+            "dutylink_escalations",
+            "Escalation notices this replica published for missed deadlines, by deadline and "
+            "state (raised, resolved)",
+            ["deadline", "state"], registry=self.registry,
+        )  # fmt: skip
         self.audit_size = Gauge(
             "dutylink_audit_log_entries", "Entries in this replica's audit log",
             registry=self.registry,

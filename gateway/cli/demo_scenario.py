@@ -1,7 +1,8 @@
 """The script of `dutylink demo`: a fire at a chemical plant, played as the linked-duty loops.
 
 Fire & rescue reports the fire (a caller on 119) and verifies it on scene; the Joint Command
-Centre assigns it (fire leads, five agencies support); fire takes it on; the meteorological and
+Centre assigns it (fire leads, five agencies support) and all but transport take the assignment
+(签收: business acknowledgements; the gateway tracks who has not); fire takes it on; the meteorological and
 ecology bureaus warn; emergency management declares its reserve of ambulances and commits all
 four to the medical centre's request, and a second duty desk then commits two of the same
 ambulances to fire's request: a double booking the gateway refuses. Transport closes roads;
@@ -21,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from adapters.sdk.acknowledgements import acknowledgement_of
 from dutylink.v1 import (
     common_pb2,
     event_pb2,
@@ -262,6 +264,7 @@ def script(now: datetime) -> list[Step]:
                               "Residents downwind stay indoors with windows closed.", downwind,
                               "Residential districts south-west of the park")  # fmt: skip
     assigned = incident("incident.assigned", incident_pb2.INCIDENT_STATUS_ASSIGNED, (3, 2, 0))
+    assigned.source = "command"  # its acknowledgements name the message by source and id
     assigned.incident.lead_agency = "fire"
     assigned.incident.involved_agencies.extend(["police", "health", "emergency", "transport", "ecology"])  # fmt: skip
     progress = incident("incident.progress", incident_pb2.INCIDENT_STATUS_HANDLING, (3, 0, 420))
@@ -281,6 +284,9 @@ def script(now: datetime) -> list[Step]:
         Step("fire", incident("incident.verified", incident_pb2.INCIDENT_STATUS_VERIFIED, (3, 2, 0)),
              "verifies it: the first engine on scene confirms burning toluene drums"),
         Step("command", assigned, "assigns the incident: fire leads; police, health, emergency, transport and ecology support"),
+        *(Step(agency, acknowledgement_of(assigned, by=f"{agency} duty officer", now=now),
+               "takes the assignment (签收)")
+          for agency in ("fire", "police", "health", "emergency", "ecology")),
         Step("weather", run.warning("weather", warning_pb2.CAP_CATEGORY_MET, warning_pb2.CAP_RESPONSE_TYPE_MONITOR,
                                     "Wind", "North-easterly wind 5 m/s over the park for 6 hours",
                                     "Plan for smoke drifting south-west.", common_pb2.Circle(center=_point(*SCENE), radius_km=10),

@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from urllib.parse import urlparse
 
 import grpc
 import pytest
 
 from adapters.sdk.acknowledgements import acknowledgement_of
 from adapters.sdk.client import DutyLinkClient
+from adapters.sdk.retry import NO_RETRY
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2
 from gateway.server import Gateway
+from gateway.store.nats_server import NatsServer
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS, agency_clients
 from tests.test_audit_facts import logged
@@ -173,6 +177,36 @@ async def test_without_lifecycles_status_is_refused_as_a_precondition(nats_url: 
         refused = await refusal((await client_for("ecology")).status("W-1"))
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "lifecycles are off" in (refused.details() or "")
+
+
+@pytest.mark.slow
+async def test_a_status_the_store_cannot_read_is_unavailable_to_ask_again(
+    tmp_path: Path, policy_dir: Path
+) -> None:
+    if os.environ.get("NATS_URL"):
+        pytest.skip("kills its own nats-server; unset NATS_URL to run it")
+    server = NatsServer(tmp_path / "nats")
+    url = await server.start()
+    port = urlparse(url).port
+    (policy_dir / "deadlines.yaml").write_text(DEADLINES)
+    config = config_for_tests(policy={"dir": str(policy_dir)})
+    try:
+        async with (
+            gateway_for_tests(url, config) as running,
+            DutyLinkClient(running.address, token=TOKENS["ecology"], retry=NO_RETRY) as ecology,
+        ):
+            warning = extreme_warning()
+            await ecology.publish(warning)
+            await status_once_tracked(ecology, warning.id)
+            server.kill()
+            refused = await refusal(ecology.status(warning.id, timeout=30))
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE
+            assert "reading the status failed" in (refused.details() or "")
+            # Back before the gateway stops, which would otherwise wait out its reconnects.
+            server = NatsServer(tmp_path / "nats", port=port)
+            await server.start()
+    finally:
+        await server.stop()
 
 
 async def test_the_cli_prints_the_summary_then_each_recipient_or_one_json_object(

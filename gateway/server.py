@@ -64,6 +64,7 @@ from gateway.rpc.publish import Publisher
 from gateway.rpc.quota_interceptor import QuotaInterceptor
 from gateway.rpc.store_witness import STORE_MISMATCH_MODES, move_mark, witness_store
 from gateway.rpc.subscribe import Subscriber
+from gateway.rpc.tracking_service import TrackingServicer
 from gateway.store import nats_auth
 from gateway.store.audit_files import (
     declared_rotation,
@@ -93,7 +94,12 @@ log = structlog.get_logger("dutylink.gateway")
 SERVICE_NAMES = (
     *(
         gateway_pb2.DESCRIPTOR.services_by_name[name].full_name
-        for name in ("PublisherService", "SubscriberService", "BreakGlassService")
+        for name in (
+            "PublisherService",
+            "SubscriberService",
+            "BreakGlassService",
+            "TrackingService",
+        )
     ),
     *(
         audit_service_pb2.DESCRIPTOR.services_by_name[name].full_name
@@ -396,6 +402,9 @@ class Gateway:
         gateway_pb2_grpc.add_SubscriberServiceServicer_to_server(Subscriber(deps), self._server)
         gateway_pb2_grpc.add_BreakGlassServiceServicer_to_server(
             BreakGlass(deps, grants), self._server
+        )
+        gateway_pb2_grpc.add_TrackingServiceServicer_to_server(
+            TrackingServicer(deps, self._tracker), self._server
         )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(deps), self._server)
         audit_service_pb2_grpc.add_CheckpointServiceServicer_to_server(

@@ -149,6 +149,7 @@ class DutyLinkClient:
         self._subscriber = gateway_pb2_grpc.SubscriberServiceStub(self._channel)
         self._checkpoints = audit_service_pb2_grpc.CheckpointServiceStub(self._channel)
         self._break_glass = gateway_pb2_grpc.BreakGlassServiceStub(self._channel)
+        self._tracking = gateway_pb2_grpc.TrackingServiceStub(self._channel)
 
     async def publish(
         self, event: event_pb2.Event, *, timeout: float = 10.0
@@ -349,6 +350,44 @@ class DutyLinkClient:
             gateway_pb2.ListEmergenciesRequest(), metadata=self._metadata, timeout=timeout
         )
         return list(response.grants)
+
+    async def status(
+        self,
+        event_id: str,
+        *,
+        sender: str | None = None,
+        plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL,
+        timeout: float = 10.0,
+    ) -> gateway_pb2.TrackedMessage:
+        """Who a message reached, took or declined and where its deadlines stand (`sender`:
+        its publishing agency, this client's by default). Only the sender and the command
+        centre may ask; NOT_FOUND for anyone else and for a message not (yet) tracked. Retried
+        as `retry` says."""
+        request = gateway_pb2.GetStatusRequest(event_id=event_id, sender=sender or "", plane=plane)
+        async for attempt in self.retry.context():  # a read: safe to ask again
+            with attempt:
+                response: gateway_pb2.GetStatusResponse = await self._tracking.GetStatus(
+                    request, metadata=self._metadata, timeout=timeout
+                )
+        return response.message
+
+    async def pending(
+        self,
+        *,
+        sender: str | None = None,
+        plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL,
+        limit: int = 0,
+        timeout: float = 10.0,
+    ) -> gateway_pb2.ListPendingResponse:
+        """The tracked messages this agency may see that still wait for an answer, newest
+        first (`limit` 0: the gateway's default page; `truncated` says more are pending)."""
+        request = gateway_pb2.ListPendingRequest(plane=plane, sender=sender or "", limit=limit)
+        async for attempt in self.retry.context():
+            with attempt:
+                response: gateway_pb2.ListPendingResponse = await self._tracking.ListPending(
+                    request, metadata=self._metadata, timeout=timeout
+                )
+        return response
 
     async def close(self) -> None:
         await self._channel.close()

@@ -307,6 +307,32 @@ def salt_reveal_entry(
     return entry
 
 
+def status_query_entry(
+    asker: str,
+    outcome: audit_pb2.AuditOutcome.ValueType,
+    *,
+    sender: str,
+    event_id: str = "",
+    event_type: str = "",
+    reason: str,
+    answer: bytes = b"",
+) -> audit_pb2.AuditEntry:
+    """`asker` asked for the acknowledgement status of `sender`'s message `event_id` (none: the
+    list of pending ones); `answer` is the response sent, kept as its digest."""
+    entry = audit_pb2.AuditEntry(
+        action=audit_pb2.AUDIT_ACTION_STATUS_QUERY,
+        outcome=outcome,
+        actor_agency=asker,
+        recipient_agency=sender,
+        event_id=event_id,
+        event_type=event_type,
+        reason=reason,
+    )
+    if answer:
+        entry.event_digest = digest(answer)
+    return entry
+
+
 def dead_letter_replay_entry(
     operator: str,
     letter_sequence: int,

@@ -114,6 +114,25 @@ class Tracker(PeriodicCheck):
         entry = await self._store.get(tracked_key(plane, sender, event_id))
         return tracking_codec.decode(entry.value) if entry is not None else None
 
+    async def pending(self, plane: int, *, sender: str = "", limit: int) -> list[Tracked]:
+        """The tracked messages of `plane` (of `sender` only, when named) that some recipient has
+        yet to answer, newest first, at most `limit`. Reads at most `max_tracked` entries
+        (TooManyKeysError beyond: the same bound as the escalation check's)."""
+        prefix = f"{plane_prefix(plane)}.{sender}" if sender else plane_prefix(plane)
+        keys = await self._store.keys(prefix, limit=self.max_tracked)
+        found = await self._store.get_many(keys)
+        waiting = []
+        for key, entry in found.entries.items():
+            try:
+                tracked = tracking_codec.decode(entry.value)
+            except ValueError as error:
+                log.error("tracker.unreadable_entry", key=key, error=str(error))
+                continue
+            if any(recipient.outstanding for recipient in tracked.recipients):
+                waiting.append(tracked)
+        waiting.sort(key=lambda tracked: (tracked.started, tracked.event_id), reverse=True)
+        return waiting[:limit]
+
     # --- inputs ----------------------------------------------------------------------------
 
     async def observe(self, delivery: Delivery) -> None:

@@ -78,6 +78,15 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     is the auditor, `recipient_agency`, `subscription` and `event_id` the delivery's,
     `withheld_fields` the paths revealed, `reason` which entry of which log.
     """
+    AUDIT_ACTION_STATUS_QUERY: _AuditAction.ValueType  # 16
+    """An agency asked for the acknowledgement status of a tracked message (TrackingService):
+    `actor_agency` asked, `recipient_agency` is the message's sender, `event_id` the message
+    (empty for a list of pending messages), `reason` the answer's summary line and
+    `event_digest` the SHA-256 of the response sent. OK: answered (`reason` "not tracked" when
+    there was nothing to answer: the caller was told NOT_FOUND); DENIED: the caller may not see
+    the message and was told NOT_FOUND as for an unknown one; INVALID: a malformed request;
+    FAILED: the store did not answer.
+    """
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
     """What an audit entry records."""
@@ -127,6 +136,15 @@ AUDIT_ACTION_SALT_REVEAL: AuditAction.ValueType  # 15
 """An auditor was given the salts of a delivery's withheld-field commitments: `actor_agency`
 is the auditor, `recipient_agency`, `subscription` and `event_id` the delivery's,
 `withheld_fields` the paths revealed, `reason` which entry of which log.
+"""
+AUDIT_ACTION_STATUS_QUERY: AuditAction.ValueType  # 16
+"""An agency asked for the acknowledgement status of a tracked message (TrackingService):
+`actor_agency` asked, `recipient_agency` is the message's sender, `event_id` the message
+(empty for a list of pending messages), `reason` the answer's summary line and
+`event_digest` the SHA-256 of the response sent. OK: answered (`reason` "not tracked" when
+there was nothing to answer: the caller was told NOT_FOUND); DENIED: the caller may not see
+the message and was told NOT_FOUND as for an unknown one; INVALID: a malformed request;
+FAILED: the store did not answer.
 """
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 

@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -24,6 +25,74 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RecipientStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecipientStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecipientStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECIPIENT_STATUS_UNSPECIFIED: _RecipientStatus.ValueType  # 0
+    """Not set."""
+    RECIPIENT_STATUS_PENDING: _RecipientStatus.ValueType  # 1
+    """Meant for it, not yet delivered to any of its subscriptions."""
+    RECIPIENT_STATUS_DELIVERED: _RecipientStatus.ValueType  # 2
+    """Delivered, not yet answered."""
+    RECIPIENT_STATUS_ACKNOWLEDGED: _RecipientStatus.ValueType  # 3
+    """Taken (已签收)."""
+    RECIPIENT_STATUS_DECLINED: _RecipientStatus.ValueType  # 4
+    """Declined (退回), with a reason."""
+    RECIPIENT_STATUS_WITHHELD: _RecipientStatus.ValueType  # 5
+    """The access policy keeps the message from it: not expected to answer, never counted as
+    missing.
+    """
+
+class RecipientStatus(_RecipientStatus, metaclass=_RecipientStatusEnumTypeWrapper):
+    """A recipient's status with a tracked message."""
+
+RECIPIENT_STATUS_UNSPECIFIED: RecipientStatus.ValueType  # 0
+"""Not set."""
+RECIPIENT_STATUS_PENDING: RecipientStatus.ValueType  # 1
+"""Meant for it, not yet delivered to any of its subscriptions."""
+RECIPIENT_STATUS_DELIVERED: RecipientStatus.ValueType  # 2
+"""Delivered, not yet answered."""
+RECIPIENT_STATUS_ACKNOWLEDGED: RecipientStatus.ValueType  # 3
+"""Taken (已签收)."""
+RECIPIENT_STATUS_DECLINED: RecipientStatus.ValueType  # 4
+"""Declined (退回), with a reason."""
+RECIPIENT_STATUS_WITHHELD: RecipientStatus.ValueType  # 5
+"""The access policy keeps the message from it: not expected to answer, never counted as
+missing.
+"""
+Global___RecipientStatus: _TypeAlias = RecipientStatus  # noqa: Y015
+
+class _DeadlineExpectation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeadlineExpectationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeadlineExpectation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEADLINE_EXPECTATION_UNSPECIFIED: _DeadlineExpectation.ValueType  # 0
+    """Not set."""
+    DEADLINE_EXPECTATION_DELIVERED: _DeadlineExpectation.ValueType  # 1
+    """Every expected recipient has the message."""
+    DEADLINE_EXPECTATION_ACKNOWLEDGED: _DeadlineExpectation.ValueType  # 2
+    """Every expected recipient answered it (declining is an answer)."""
+    DEADLINE_EXPECTATION_STATE: _DeadlineExpectation.ValueType  # 3
+    """Its aggregate entered one of the deadline's states."""
+
+class DeadlineExpectation(_DeadlineExpectation, metaclass=_DeadlineExpectationEnumTypeWrapper):
+    """What meets a deadline of a tracked message."""
+
+DEADLINE_EXPECTATION_UNSPECIFIED: DeadlineExpectation.ValueType  # 0
+"""Not set."""
+DEADLINE_EXPECTATION_DELIVERED: DeadlineExpectation.ValueType  # 1
+"""Every expected recipient has the message."""
+DEADLINE_EXPECTATION_ACKNOWLEDGED: DeadlineExpectation.ValueType  # 2
+"""Every expected recipient answered it (declining is an answer)."""
+DEADLINE_EXPECTATION_STATE: DeadlineExpectation.ValueType  # 3
+"""Its aggregate entered one of the deadline's states."""
+Global___DeadlineExpectation: _TypeAlias = DeadlineExpectation  # noqa: Y015
 
 @_typing.final
 class PublishRequest(_message.Message):
@@ -872,3 +941,341 @@ class EmergencyGrant(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmergencyGrant: _TypeAlias = EmergencyGrant  # noqa: Y015
+
+@_typing.final
+class GetStatusRequest(_message.Message):
+    """Request of TrackingService.GetStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    PLANE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The message's `Event.id`."""
+    sender: _builtins.str
+    """The message's publishing agency (its `Event.source`); empty means the caller."""
+    plane: _event_pb2.Plane.ValueType
+    """The message's plane; unspecified means ACTUAL."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        plane: _event_pb2.Plane.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "plane", b"plane", "sender", b"sender"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatusRequest: _TypeAlias = GetStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetStatusResponse(_message.Message):
+    """Response of TrackingService.GetStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def message(self) -> Global___TrackedMessage:
+        """The tracked message."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___TrackedMessage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class ListPendingRequest(_message.Message):
+    """Request of TrackingService.ListPending."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLANE_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    plane: _event_pb2.Plane.ValueType
+    """The plane to list; unspecified means ACTUAL."""
+    sender: _builtins.str
+    """Only messages of this sender; empty means every sender the caller may see (an agency
+    without the `command` role sees only its own messages).
+    """
+    limit: _builtins.int
+    """At most this many messages (0 = the gateway's default of 50; capped at 500)."""
+    def __init__(
+        self,
+        *,
+        plane: _event_pb2.Plane.ValueType = ...,
+        sender: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "plane", b"plane", "sender", b"sender"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingRequest: _TypeAlias = ListPendingRequest  # noqa: Y015
+
+@_typing.final
+class ListPendingResponse(_message.Message):
+    """Response of TrackingService.ListPending."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """More messages are pending than this page holds."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackedMessage]:
+        """The messages still waiting for an answer, newest first."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___TrackedMessage] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingResponse: _TypeAlias = ListPendingResponse  # noqa: Y015
+
+@_typing.final
+class TrackedMessage(_message.Message):
+    """One tracked message as its sender and the command centre see it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    PLANE_FIELD_NUMBER: _builtins.int
+    RECEIVED_TIME_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    DEADLINES_FIELD_NUMBER: _builtins.int
+    RULES_VERSION_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The message's `Event.id`."""
+    event_type: _builtins.str
+    """Its event type, e.g. "warning.alert"."""
+    sender: _builtins.str
+    """Its publishing agency."""
+    plane: _event_pb2.Plane.ValueType
+    """Its plane."""
+    rules_version: _builtins.str
+    """The policy version in force when tracking started: its deadline rules apply to this
+    message, whatever changed since.
+    """
+    @_builtins.property
+    def received_time(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway received it: tracking (and every deadline) counts from then."""
+
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackedRecipient]:
+        """Every agency it is meant for (the sender never is), sorted by agency."""
+
+    @_builtins.property
+    def summary(self) -> Global___TrackingSummary:
+        """The counts over `recipients`, and their one-line reading in `text`."""
+
+    @_builtins.property
+    def deadlines(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackedDeadline]:
+        """The deadlines armed for it when tracking started."""
+
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The states its aggregate (an assignment's incident) entered since tracking started."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        plane: _event_pb2.Plane.ValueType = ...,
+        received_time: _timestamp_pb2.Timestamp | None = ...,
+        recipients: _abc.Iterable[Global___TrackedRecipient] | None = ...,
+        summary: Global___TrackingSummary | None = ...,
+        deadlines: _abc.Iterable[Global___TrackedDeadline] | None = ...,
+        rules_version: _builtins.str = ...,
+        states: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_time", b"received_time", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadlines", b"deadlines", "event_id", b"event_id", "event_type", b"event_type", "plane", b"plane", "received_time", b"received_time", "recipients", b"recipients", "rules_version", b"rules_version", "sender", b"sender", "states", b"states", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackedMessage: _TypeAlias = TrackedMessage  # noqa: Y015
+
+@_typing.final
+class TrackedRecipient(_message.Message):
+    """Where one recipient agency stands with a tracked message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    ANSWERED_AT_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    agency: _builtins.str
+    """The recipient agency."""
+    status: Global___RecipientStatus.ValueType
+    """Its status."""
+    answered_by: _builtins.str
+    """The person or post that acknowledged or declined."""
+    reason: _builtins.str
+    """Why it declined."""
+    @_builtins.property
+    def delivered_at(self) -> _timestamp_pb2.Timestamp:
+        """When one of its subscriptions first received the message (unset: not yet)."""
+
+    @_builtins.property
+    def answered_at(self) -> _timestamp_pb2.Timestamp:
+        """When it acknowledged or declined (unset: not yet)."""
+
+    def __init__(
+        self,
+        *,
+        agency: _builtins.str = ...,
+        status: Global___RecipientStatus.ValueType = ...,
+        delivered_at: _timestamp_pb2.Timestamp | None = ...,
+        answered_at: _timestamp_pb2.Timestamp | None = ...,
+        answered_by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at", "delivered_at", b"delivered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "answered_at", b"answered_at", "answered_by", b"answered_by", "delivered_at", b"delivered_at", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackedRecipient: _TypeAlias = TrackedRecipient  # noqa: Y015
+
+@_typing.final
+class TrackingSummary(_message.Message):
+    """The counts of a tracked message's recipients, withheld ones left out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENDED_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    DECLINED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    intended: _builtins.int
+    """Recipients expected to answer."""
+    delivered: _builtins.int
+    """Of those, how many it reached."""
+    acknowledged: _builtins.int
+    """How many took it."""
+    declined: _builtins.int
+    """How many declined it."""
+    text: _builtins.str
+    """For people, e.g. "delivered 9 of 9, acknowledged 7, declined 1, pending 1: transport"."""
+    @_builtins.property
+    def pending(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The agencies that have not answered yet."""
+
+    @_builtins.property
+    def withheld(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The agencies the policy withholds it from."""
+
+    def __init__(
+        self,
+        *,
+        intended: _builtins.int = ...,
+        delivered: _builtins.int = ...,
+        acknowledged: _builtins.int = ...,
+        declined: _builtins.int = ...,
+        pending: _abc.Iterable[_builtins.str] | None = ...,
+        withheld: _abc.Iterable[_builtins.str] | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged", b"acknowledged", "declined", b"declined", "delivered", b"delivered", "intended", b"intended", "pending", b"pending", "text", b"text", "withheld", b"withheld"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackingSummary: _TypeAlias = TrackingSummary  # noqa: Y015
+
+@_typing.final
+class TrackedDeadline(_message.Message):
+    """Where one deadline of a tracked message stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EXPECT_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    DUE_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    FIRED_LEVELS_FIELD_NUMBER: _builtins.int
+    MET_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The deadline rule's id in the policy."""
+    expect: Global___DeadlineExpectation.ValueType
+    """What meets it."""
+    levels: _builtins.int
+    """How many escalation levels it has."""
+    fired_levels: _builtins.int
+    """How many of them fired."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With DEADLINE_EXPECTATION_STATE: the states that meet it."""
+
+    @_builtins.property
+    def due(self) -> _timestamp_pb2.Timestamp:
+        """When it falls due."""
+
+    @_builtins.property
+    def met_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was met (unset: not yet)."""
+
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was met after having escalated: the escalation resolved (unset: it did not)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        expect: Global___DeadlineExpectation.ValueType = ...,
+        states: _abc.Iterable[_builtins.str] | None = ...,
+        due: _timestamp_pb2.Timestamp | None = ...,
+        levels: _builtins.int = ...,
+        fired_levels: _builtins.int = ...,
+        met_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "met_at", b"met_at", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "expect", b"expect", "fired_levels", b"fired_levels", "id", b"id", "levels", b"levels", "met_at", b"met_at", "resolved_at", b"resolved_at", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackedDeadline: _TypeAlias = TrackedDeadline  # noqa: Y015

@@ -364,3 +364,144 @@ class BreakGlassService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TrackingServiceStub:
+    """Business acknowledgement status (签收情况): for a message agencies must take (a warning, an
+    assignment, a resource request, a task, anything a deadline names), which recipients it
+    reached, which took it or declined it, and where its deadlines stand. Only the message's
+    sender and agencies holding the policy's `command` role may ask; to anyone else a message is
+    NOT_FOUND, exactly as one never tracked. Every answer and refusal is recorded in the audit
+    log (AUDIT_ACTION_STATUS_QUERY). Needs the gateway's lifecycles (`enforce_lifecycles`):
+    without them every call fails with FAILED_PRECONDITION.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetStatus = channel.unary_unary(
+                '/dutylink.v1.TrackingService/GetStatus',
+                request_serializer=dutylink_dot_v1_dot_gateway__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=dutylink_dot_v1_dot_gateway__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
+        self.ListPending = channel.unary_unary(
+                '/dutylink.v1.TrackingService/ListPending',
+                request_serializer=dutylink_dot_v1_dot_gateway__pb2.ListPendingRequest.SerializeToString,
+                response_deserializer=dutylink_dot_v1_dot_gateway__pb2.ListPendingResponse.FromString,
+                _registered_method=True)
+
+
+class TrackingServiceServicer:
+    """Business acknowledgement status (签收情况): for a message agencies must take (a warning, an
+    assignment, a resource request, a task, anything a deadline names), which recipients it
+    reached, which took it or declined it, and where its deadlines stand. Only the message's
+    sender and agencies holding the policy's `command` role may ask; to anyone else a message is
+    NOT_FOUND, exactly as one never tracked. Every answer and refusal is recorded in the audit
+    log (AUDIT_ACTION_STATUS_QUERY). Needs the gateway's lifecycles (`enforce_lifecycles`):
+    without them every call fails with FAILED_PRECONDITION.
+    """
+
+    def GetStatus(self, request, context):
+        """The status of one tracked message. NOT_FOUND when it is not tracked (yet: tracking starts
+        moments after the message is stored) or the caller may not see it; UNAVAILABLE when the
+        store does not answer (retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPending(self, request, context):
+        """The tracked messages the caller may see that still wait for a recipient's answer, newest
+        first: one bounded page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TrackingServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=dutylink_dot_v1_dot_gateway__pb2.GetStatusRequest.FromString,
+                    response_serializer=dutylink_dot_v1_dot_gateway__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'ListPending': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPending,
+                    request_deserializer=dutylink_dot_v1_dot_gateway__pb2.ListPendingRequest.FromString,
+                    response_serializer=dutylink_dot_v1_dot_gateway__pb2.ListPendingResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dutylink.v1.TrackingService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dutylink.v1.TrackingService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TrackingService:
+    """Business acknowledgement status (签收情况): for a message agencies must take (a warning, an
+    assignment, a resource request, a task, anything a deadline names), which recipients it
+    reached, which took it or declined it, and where its deadlines stand. Only the message's
+    sender and agencies holding the policy's `command` role may ask; to anyone else a message is
+    NOT_FOUND, exactly as one never tracked. Every answer and refusal is recorded in the audit
+    log (AUDIT_ACTION_STATUS_QUERY). Needs the gateway's lifecycles (`enforce_lifecycles`):
+    without them every call fails with FAILED_PRECONDITION.
+    """
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dutylink.v1.TrackingService/GetStatus',
+            dutylink_dot_v1_dot_gateway__pb2.GetStatusRequest.SerializeToString,
+            dutylink_dot_v1_dot_gateway__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dutylink.v1.TrackingService/ListPending',
+            dutylink_dot_v1_dot_gateway__pb2.ListPendingRequest.SerializeToString,
+            dutylink_dot_v1_dot_gateway__pb2.ListPendingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -212,3 +212,82 @@ class BreakGlassServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists declarations, active and expired, newest first, for review."""
 
 def add_BreakGlassServiceServicer_to_server(servicer: BreakGlassServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class TrackingServiceStub:
+    """Business acknowledgement status (签收情况): for a message agencies must take (a warning, an
+    assignment, a resource request, a task, anything a deadline names), which recipients it
+    reached, which took it or declined it, and where its deadlines stand. Only the message's
+    sender and agencies holding the policy's `command` role may ask; to anyone else a message is
+    NOT_FOUND, exactly as one never tracked. Every answer and refusal is recorded in the audit
+    log (AUDIT_ACTION_STATUS_QUERY). Needs the gateway's lifecycles (`enforce_lifecycles`):
+    without them every call fails with FAILED_PRECONDITION.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> TrackingServiceAsyncStub: ...
+    GetStatus: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetStatusRequest, _gateway_pb2.GetStatusResponse]
+    """The status of one tracked message. NOT_FOUND when it is not tracked (yet: tracking starts
+    moments after the message is stored) or the caller may not see it; UNAVAILABLE when the
+    store does not answer (retry).
+    """
+    ListPending: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListPendingRequest, _gateway_pb2.ListPendingResponse]
+    """The tracked messages the caller may see that still wait for a recipient's answer, newest
+    first: one bounded page.
+    """
+
+@_typing.type_check_only
+class TrackingServiceAsyncStub(TrackingServiceStub):
+    """Business acknowledgement status (签收情况): for a message agencies must take (a warning, an
+    assignment, a resource request, a task, anything a deadline names), which recipients it
+    reached, which took it or declined it, and where its deadlines stand. Only the message's
+    sender and agencies holding the policy's `command` role may ask; to anyone else a message is
+    NOT_FOUND, exactly as one never tracked. Every answer and refusal is recorded in the audit
+    log (AUDIT_ACTION_STATUS_QUERY). Needs the gateway's lifecycles (`enforce_lifecycles`):
+    without them every call fails with FAILED_PRECONDITION.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetStatus: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetStatusRequest, _gateway_pb2.GetStatusResponse]  # type: ignore[assignment]
+    """The status of one tracked message. NOT_FOUND when it is not tracked (yet: tracking starts
+    moments after the message is stored) or the caller may not see it; UNAVAILABLE when the
+    store does not answer (retry).
+    """
+    ListPending: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListPendingRequest, _gateway_pb2.ListPendingResponse]  # type: ignore[assignment]
+    """The tracked messages the caller may see that still wait for a recipient's answer, newest
+    first: one bounded page.
+    """
+
+class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Business acknowledgement status (签收情况): for a message agencies must take (a warning, an
+    assignment, a resource request, a task, anything a deadline names), which recipients it
+    reached, which took it or declined it, and where its deadlines stand. Only the message's
+    sender and agencies holding the policy's `command` role may ask; to anyone else a message is
+    NOT_FOUND, exactly as one never tracked. Every answer and refusal is recorded in the audit
+    log (AUDIT_ACTION_STATUS_QUERY). Needs the gateway's lifecycles (`enforce_lifecycles`):
+    without them every call fails with FAILED_PRECONDITION.
+    """
+
+    @_abc_1.abstractmethod
+    def GetStatus(
+        self,
+        request: _gateway_pb2.GetStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetStatusResponse, _abc.Awaitable[_gateway_pb2.GetStatusResponse]]:
+        """The status of one tracked message. NOT_FOUND when it is not tracked (yet: tracking starts
+        moments after the message is stored) or the caller may not see it; UNAVAILABLE when the
+        store does not answer (retry).
+        """
+
+    @_abc_1.abstractmethod
+    def ListPending(
+        self,
+        request: _gateway_pb2.ListPendingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListPendingResponse, _abc.Awaitable[_gateway_pb2.ListPendingResponse]]:
+        """The tracked messages the caller may see that still wait for a recipient's answer, newest
+        first: one bounded page.
+        """
+
+def add_TrackingServiceServicer_to_server(servicer: TrackingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -17,6 +17,7 @@ from typing import Literal
 
 from google.protobuf.descriptor import FileDescriptor
 
+from dutylink.incidents import incident_ids as incident_ids
 from dutylink.v1 import event_pb2, incident_pb2, options_pb2, warning_pb2
 
 Action = Literal["publish", "receive"]
@@ -29,25 +30,6 @@ FAMILIES: tuple[str, ...] = tuple(
     field.name for field in event_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields
 )
 ANY = "*"
-
-
-def incident_ids(event: event_pb2.Event) -> list[str]:
-    """The incidents an event's payload belongs to, whatever its family (its correlation id,
-    which may name an incident too, is the caller's to add)."""
-    if event.HasField("incident"):
-        return [event.incident.incident_id]
-    if event.HasField("resource"):
-        return [event.resource.incident_id] if event.resource.incident_id else []
-    if event.HasField("warning"):
-        return list(event.warning.incidents)
-    if event.HasField("task"):
-        origin = event.task.origin_incident_id
-        return [origin] if origin else []
-    if event.HasField("acknowledgement"):
-        return list(event.acknowledgement.incidents)
-    if event.HasField("escalation"):
-        return list(event.escalation.incidents)
-    return []
 
 
 def _names(file: FileDescriptor, enum: str, prefix: str) -> dict[str, int]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from dutylink.incidents import incident_ids
 from dutylink.v1 import acknowledgement_pb2, event_pb2
-from policies.model import incident_ids
 
 __all__ = ["acknowledgement_of"]
 

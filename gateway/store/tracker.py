@@ -52,6 +52,7 @@ from gateway.core.workflows.tracking_events import (
     due_key,
     entered_states,
     escalation_events,
+    plane_prefix,
     reopened,
     tracked_key,
     watch_key,

@@ -47,6 +47,11 @@ def tracked_key(plane: int, sender: str, event_id: str) -> str:
     return f"{TRACKING_PREFIX}.{plane_token(plane)}.{sender}.{encode_key_token(event_id)}"
 
 
+def plane_prefix(plane: int) -> str:
+    """Every tracked message of one plane lives under this prefix."""
+    return f"{TRACKING_PREFIX}.{plane_token(plane)}"
+
+
 def due_key(tracked: str) -> str:
     """The timer's index entry of a tracked message with a deadline still to watch (its value
     is `tracked`, the message's key): the timer lists these, not every message ever tracked."""

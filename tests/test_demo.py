@@ -52,6 +52,10 @@ async def test_the_demo_delivers_each_event_to_every_other_subscribed_agency_und
     ]
     assert covering_phone, "transport sees the place, not the person"
     assert not any(f.startswith("incident.reporter") for f in report.withheld["police"])
+    # Everyone the assignment named took it but transport, which the status names as pending.
+    assert report.assignment_status == (
+        "delivered 6 of 6, acknowledged 5, declined 0, pending 1: transport"
+    )
 
 
 class Refusing:

@@ -11,6 +11,7 @@ event show the gateway's idempotency and field-level errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,6 +38,8 @@ from gateway.config import sample_tokens
 # The agencies playing the scenario, with their sample development tokens.
 PLAYERS = ("fire", "police", "health", "emergency", "transport", "ecology", "weather", "command")
 # What each simulated agency's duty system subscribes to.
+# How long the command centre waits for the tracker to count the assignment's answers.
+STATUS_TIMEOUT = 10.0
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "police": ("incident", "warning"),
     "fire": ("resource", "warning"),
@@ -68,6 +71,8 @@ class DemoReport:
     # one, the narration when it stored it (a gateway without lifecycle enforcement).
     refused: list[str] = field(default_factory=list)
     unenforced: list[str] = field(default_factory=list)
+    # Who took the assignment, as the command centre sees it ("" without lifecycles).
+    assignment_status: str = ""
 
 
 def expected_deliveries(stored: Sequence[Step]) -> dict[str, int]:
@@ -211,6 +216,7 @@ async def run_demo(
             task.result()  # a subscription failed: its error
         if waiting not in done:
             raise TimeoutError(f"not every agency received its share within {DELIVERY_TIMEOUT} s")
+        report.assignment_status = await _assignment_status(clients["command"], steps, console)
     finally:
         for task in receivers:
             task.cancel()
@@ -221,6 +227,29 @@ async def run_demo(
             await client.close()
     _summary(steps, report, console)
     return report
+
+
+async def _assignment_status(
+    command: DutyLinkClient, steps: Sequence[Step], console: Console
+) -> str:
+    """The command centre asks who took its assignment, once the tracker has counted the
+    acknowledgements the script sent (or STATUS_TIMEOUT passed); "" if the gateway tracks none."""
+    assigned = next(s.event for s in steps if s.event.type == "incident.assigned")
+    answers = sum(1 for s in steps if s.event.type.startswith("acknowledgement."))
+    try:
+        async with asyncio.timeout(STATUS_TIMEOUT):
+            while True:
+                with contextlib.suppress(grpc.aio.AioRpcError):  # not tracked yet
+                    tracked = await command.status(assigned.id, plane=assigned.plane)
+                    summary = tracked.summary
+                    if summary.acknowledged + summary.declined >= answers:
+                        break
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        console.print(f"{_tag('command')} ? the assignment's status did not come: is tracking on?")
+        return ""
+    console.print(f"{_tag('command')} ? asks who took the assignment: {escape(summary.text)}")
+    return summary.text
 
 
 async def _publish_malformed(

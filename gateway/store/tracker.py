@@ -39,6 +39,7 @@ from gateway.core.kv import ConflictError, KeyValueStore, TooManyKeysError
 from gateway.core.ports import StoreError
 from gateway.core.workflows import tracking, tracking_codec
 from gateway.core.workflows.base import AggregateRef
+from gateway.core.workflows.machine import aggregate_refs
 from gateway.core.workflows.recipients import recipients
 from gateway.core.workflows.tracking import Escalation, Tracked
 from gateway.core.workflows.tracking_events import (
@@ -56,7 +57,6 @@ from gateway.core.workflows.tracking_events import (
     reopened,
     tracked_key,
     watch_key,
-    watched_aggregates,
     watchers,
     with_watcher,
 )
@@ -129,7 +129,7 @@ class Tracker(PeriodicCheck):
             except ValueError as error:
                 log.error("tracker.unreadable_entry", key=key, error=str(error))
                 continue
-            if any(recipient.outstanding for recipient in tracked.recipients):
+            if tracking.summary(tracked).pending:  # a deputy's answer covers the silent
                 waiting.append(tracked)
         waiting.sort(key=lambda tracked: (tracked.started, tracked.event_id), reverse=True)
         return waiting[:limit]
@@ -204,7 +204,7 @@ class Tracker(PeriodicCheck):
     async def _start(self, event: event_pb2.Event) -> None:
         policy = self._authorizer.policy
         key = tracked_key(event.plane, event.source, event.id)
-        refs = watched_aggregates(event, self._catalogue)
+        refs = aggregate_refs(event, self._catalogue)
         for ref in refs:  # before the entry: a redelivery finds the entry and stops
             await self._watch(ref, key)
         now = self.clock()

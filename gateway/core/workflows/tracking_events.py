@@ -88,11 +88,6 @@ def with_watcher(raw: bytes | None, tracked: str) -> bytes | None:
     return json.dumps([*listed, tracked][-MAX_WATCHERS:]).encode()
 
 
-def watched_aggregates(event: event_pb2.Event, catalogue: Catalogue) -> list[AggregateRef]:
-    """The aggregates a tracked message belongs to (an assignment: its incident)."""
-    return aggregate_refs(event, catalogue)
-
-
 def reopened(event: event_pb2.Event, catalogue: Catalogue) -> list[AggregateRef]:
     """The aggregates `event` reopens: it leaves a state where the loop was finished (a
     terminal state of the lifecycle), so the deadlines of their messages start over."""

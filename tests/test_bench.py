@@ -142,13 +142,14 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
         checkpoint_rate=50,
         rss_seconds=2.0,
         rss_rate=50,
+        lanes_backlog=200,
     )
     figures = await bench.run(settings)
     by_section: dict[str, list[Figure]] = {}
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 3, 2, 1, 2, 5, 4, 3, 2, 4]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 3, 2, 1, 2, 5, 3, 4, 3, 2, 4]
     for figure in figures:
         assert len(figure.samples) == 1, figure.name
         assert len(figure.baseline_samples) in (0, len(figure.samples)), figure.name
@@ -165,6 +166,7 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
         "fan-out lag at the end, worst agency",
         "fan-out lag growth, worst agency",
         "gateway RSS growth",
+        "routine backlog still queued at the last urgent event",  # a small one may be gone
     }
     assert all(f.median > 0 for f in figures if f.name not in signed)
     p50, p99, top, light_p50, light_p99 = by_section["latency"]
@@ -173,9 +175,12 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     checkpoint_p50, checkpoint_p99 = by_section["checkpoint"]
     assert checkpoint_p50.median <= checkpoint_p99.median
     targets = {f.name: f.target for f in figures if f.target is not None}
-    assert len(targets) == 8, (
-        "unary, batch, audit, guard, p99, lag growth, checkpoint p99, RSS growth"
+    assert len(targets) == 10, (
+        "unary, batch, audit, guard, p99, urgent p50 and p99, lag growth, checkpoint p99, RSS"
     )
+    urgent_p50, urgent_p99, _ = by_section["lanes"]
+    assert urgent_p50.baseline == urgent_p99.baseline == "no backlog"
+    assert 0 < urgent_p50.median <= urgent_p99.median
     batch_guarded, unary_guarded = by_section["guard"]
     assert batch_guarded.baseline == unary_guarded.baseline == "guard off"
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.core import envelope, subjects
+from gateway.core.lanes import Lane
 from gateway.core.ports import Stored, StoreRejectedError, StoreUnavailableError
 from gateway.store.jetstream import EventStore
 from gateway.testkit.inprocess import config_for_tests, nats_for_tests
@@ -98,6 +99,28 @@ async def test_a_subscription_delivers_new_events_until_they_are_acked(store: An
         for message in messages:
             await store.ack(message)
         assert await subscription.fetch(10, 0.5) == []
+    finally:
+        await subscription.close()
+
+
+async def test_urgent_events_overtake_a_routine_backlog_and_each_lane_keeps_its_order(
+    store: Any,
+) -> None:
+    urgent = subjects.lane_filters([SUBJECT], Lane.URGENT)[0]
+    subscription = await store.open_subscription("police", "lanes", [SUBJECT], 10)
+    try:
+        for number in range(6):
+            await store.publish(SUBJECT, f"routine {number}".encode(), _headers(f"r{number}"), 5.0)
+        await store.publish(urgent, b"urgent 0", _headers("u0"), 5.0)
+        await store.publish(urgent, b"urgent 1", _headers("u1"), 5.0)
+        await store.publish(SUBJECT, b"routine 6", _headers("r6"), 5.0)
+        first = await _fetch(subscription, 3)
+        assert [m.data for m in first] == [b"urgent 0", b"urgent 1", b"routine 0"]
+        rest = await _fetch(subscription, 6)
+        assert [m.data for m in rest] == [f"routine {n}".encode() for n in range(1, 7)]
+        for message in first + rest:
+            await store.ack(message)
+        assert await subscription.fetch(10, 0.2) == []
     finally:
         await subscription.close()
 

@@ -63,6 +63,10 @@ Sections (`--only SECTION`, repeatable) and their figures:
   figures instead of hiding (coordinated omission). Baseline: raw nats-py, the same schedule of
   acked `js.publish` calls into a JetStream push consumer acking each message. Target: p99
   <= 10 ms.
+- `lanes` (`gateway.bench.lanes`): an urgent event's delivery latency, p50 and p99 in ms, to an
+  agency with a routine backlog of 12,000 events queued (40 Flash reports at 40/s by unary
+  Publish while the agency drains the backlog, acking each delivery) vs the same with nothing
+  queued (target: within 2x), and how much backlog was still queued at the last urgent event.
 - `abuse`: one agency's unary Publish latency (open loop at 50 events/s for `--seconds`, ms
   from each call's scheduled time to its receipt), p50 and p99, while another agency keeps 4
   maximum-size PublishBatch calls in flight (1,000 events of ~4 KB: ~4 MB, about the largest
@@ -109,6 +113,7 @@ from gateway.bench.figures import (
     where,
 )
 from gateway.bench.guard import guard_figures
+from gateway.bench.lanes import lanes_figures
 from gateway.bench.latency import latency_figures
 from gateway.bench.raw import sync_figures
 from gateway.bench.soak import soak_figures
@@ -132,6 +137,7 @@ _GROUPS: tuple[tuple[frozenset[str], Callable[[Settings], Awaitable[list[Figure]
     (frozenset({"publish", "policy", "audit"}), throughput_figures),
     (frozenset({"guard"}), guard_figures),
     (frozenset({"latency"}), latency_figures),
+    (frozenset({"lanes"}), lanes_figures),
     (frozenset({"abuse"}), abuse_figures),
     (frozenset({"fanout"}), fanout_figures),
     (frozenset({"checkpoint"}), checkpoint_figures),

@@ -15,6 +15,7 @@ SECTIONS = (
     "audit",
     "guard",
     "latency",
+    "lanes",
     "abuse",
     "fanout",
     "checkpoint",
@@ -140,6 +141,7 @@ class Settings:
     fanout_rate: float = 500.0
     fanout_agencies: int = 20
     checkpoint_rate: float = 200.0
+    lanes_backlog: int = 12_000  # routine events queued ahead of the urgent ones
     rss_rate: float = 500.0
 
 

@@ -7,6 +7,7 @@ Pure: values in, text out; the same inputs give the same bytes.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from gateway.cli.descriptors import (
     walk_messages,
 )
 from gateway.core import subjects
+from gateway.core.lanes import Lane
 
 PROTOBUF_SCHEMA_FORMAT = "application/vnd.google.protobuf;version=3"
 GENERATED_YAML_NOTE = (
@@ -71,19 +73,29 @@ def _channels() -> list[_Channel]:
     """Every subject family of the registry, as a channel whose address the registry made."""
     channels = []
     for plane, token in sorted(subjects.PLANE_TOKENS.items()):
-        for family in subjects.FAMILIES:
+        for family, lane in itertools.product(subjects.FAMILIES, (Lane.ROUTINE, Lane.URGENT)):
             address = _template(
-                subjects.event_subject(plane, f"{family}.{{name}}", "112233"),
+                subjects.event_subject(plane, f"{family}.{{name}}", "112233", lane),
                 {"11": "{province}", "22": "{city}", "33": "{county}"},
             )
+            about = (
+                f"Events of the `{family}` family on the {token.upper()} plane, one token "
+                "per routing attribute so that consumers filter on the server."
+            )
+            if lane is Lane.URGENT:
+                about = (
+                    f"Urgent events of the `{family}` family on the {token.upper()} plane "
+                    "(Flash priority, CAP Immediate or Extreme, level-I incidents): each "
+                    "subscription reads this lane through a consumer of its own, first."
+                )
+            suffix = "" if lane is Lane.ROUTINE else f".{lane.value}"
             channels.append(
                 _Channel(
-                    f"events.{token}.{family}",
+                    f"events.{token}.{family}{suffix}",
                     address,
                     subjects.EVENTS_STREAM,
                     "Event",
-                    f"Events of the `{family}` family on the {token.upper()} plane, one token "
-                    "per routing attribute so that consumers filter on the server.",
+                    about,
                 )
             )
     agency, subscription = "{agency}", "{subscription}"

@@ -219,7 +219,7 @@ def bench(
             "--only",
             metavar="SECTION",
             help="Run just this section (repeatable): sync, publish, policy, audit, guard, latency, "
-            "abuse, fanout, checkpoint, soak.",
+            "lanes, abuse, fanout, checkpoint, soak.",
         ),
     ] = None,
     skip_soak: Annotated[

@@ -35,6 +35,7 @@ from dutylink.catalogue import Catalogue, load_catalogue
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope, subjects
+from gateway.core.lanes import lane_of
 from gateway.core.validation import FieldProblem, Validator
 from policies.engine import Decision
 
@@ -265,7 +266,7 @@ class Pipeline:
         if decision is None:
             raise ValueError("an admission pipeline needs a policy guard that decides")
         subject = subjects.event_subject(
-            stamped.plane, stamped.type, stamped.jurisdiction.division_code
+            stamped.plane, stamped.type, stamped.jurisdiction.division_code, lane_of(stamped)
         )
         headers = envelope.cloudevents_headers(stamped)
         headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()

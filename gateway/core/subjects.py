@@ -2,8 +2,13 @@
 
 Event subjects (one token per routing attribute, so consumers filter on the server):
 
-    dutylink.events.<plane>.<family>.<name>.<province>.<city>.<county>
+    dutylink.events.<plane>.<family>.<name>.<province>.<city>.<county>[.urgent]
     e.g. dutylink.events.actual.incident.reported.31.01.15   (type incident.reported, 310115)
+
+An urgent event (gateway.core.lanes) has a trailing `urgent` token: a subscription's filters
+select the routine lane, the same filters with `.urgent` appended its urgent lane, each read by
+a consumer of its own. Routine subjects keep the layout they had before lanes existed, so
+events stored earlier are still delivered and no filter counts twice.
 
 The 6-digit GB/T 2260 division code is split into its three 2-digit levels, so a
 jurisdiction prefix ("3101") becomes a subject filter ("31.01.*"). Each subscription also
@@ -24,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dutylink.v1 import event_pb2
+from gateway.core.lanes import Lane
 from policies import model
 
 EVENTS_STREAM = "DUTYLINK_EVENTS"
@@ -53,11 +59,19 @@ class FilterTooBroadError(ValueError):
     """A subscription filter expands to more subject filters than the gateway allows."""
 
 
-def event_subject(plane: int, event_type: str, division_code: str) -> str:
+def event_subject(
+    plane: int, event_type: str, division_code: str, lane: Lane = Lane.ROUTINE
+) -> str:
     """The subject an event is stored under. Inputs are already validated (see event.proto)."""
     family, name = event_type.split(".", 1)
     province, city, county = division_code[0:2], division_code[2:4], division_code[4:6]
-    return f"{EVENTS_PREFIX}.{PLANE_TOKENS[plane]}.{family}.{name}.{province}.{city}.{county}"
+    subject = f"{EVENTS_PREFIX}.{PLANE_TOKENS[plane]}.{family}.{name}.{province}.{city}.{county}"
+    return subject if lane is Lane.ROUTINE else f"{subject}.{lane.value}"
+
+
+def lane_filters(filters: Sequence[str], lane: Lane) -> list[str]:
+    """A subscription's subject filters (filter_subjects: the routine lane) for `lane`."""
+    return list(filters) if lane is Lane.ROUTINE else [f"{f}.{lane.value}" for f in filters]
 
 
 def audit_entries(gateway_id: str) -> str:
@@ -87,9 +101,13 @@ def writer_lease(gateway_id: str) -> str:
     return f"{WRITERS_PREFIX}.{gateway_id}"
 
 
-def consumer_name(agency: str, subscription: str) -> str:
-    """The durable JetStream consumer behind an agency's named subscription."""
-    return f"sub_{agency}_{subscription}"
+def consumer_name(agency: str, subscription: str, lane: Lane = Lane.ROUTINE) -> str:
+    """The durable JetStream consumer behind one lane of an agency's named subscription. The
+    routine lane's name is the subscription's own: acks and dead letters are recorded under it.
+    Other lanes append their name in capitals, which no subscription name has (lowercase only),
+    so subscription "x_urgent" and the urgent lane of "x" never share a consumer."""
+    consumer = f"sub_{agency}_{subscription}"
+    return consumer if lane is Lane.ROUTINE else f"{consumer}_{lane.value.upper()}"
 
 
 def acked_subject(consumer: str, stream_sequence: int) -> str:

@@ -228,6 +228,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             reader.cancel()
             if acks:
                 await asyncio.wait(acks)
+            # Closed first, so that no fetch still out takes back what is given back now.
+            await subscription.close()
             # Whatever the subscriber did not ack goes back for prompt redelivery.
             unanswered = stream.session.awaited()
             for sent in unanswered:
@@ -235,7 +237,6 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                     await sent.message.nak()
                 except Exception:  # the connection is gone: the ack wait redelivers them anyway
                     break
-            await subscription.close()
             log.info("subscribe.closed", subscription=opening.name, unacked=len(unanswered))
 
     async def _deliver(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.core import envelope, subjects
+from gateway.core.lanes import LANES_FIRST_TO_LAST, Lane
 from gateway.core.ports import (
     MESSAGE_ID_HEADER,
     DeadLetter,
@@ -79,23 +80,27 @@ class _Consumer:
 
 
 class MemorySubscription:
-    def __init__(self, store: MemoryStore, consumer: _Consumer, pending: int) -> None:
+    """`consumers`: one per lane, the urgent lane's first (gateway.core.lanes)."""
+
+    def __init__(self, store: MemoryStore, consumers: Sequence[_Consumer], pending: int) -> None:
         self._store = store
-        self._consumer = consumer
+        self._consumers = consumers
         self.pending = pending
 
     async def fetch(self, count: int, wait: float) -> list[MemoryMessage]:
-        """What is new for the subscription (no waiting: in memory it is there or not)."""
+        """What is new for the subscription, urgent first (no waiting: in memory it is there or
+        not)."""
         events = self._store.streams[subjects.EVENTS_STREAM].messages
-        consumer, fetched = self._consumer, list[MemoryMessage]()
-        while consumer.next_sequence <= len(events) and len(fetched) < count:
-            sequence = consumer.next_sequence
-            consumer.next_sequence += 1
-            subject, data, headers = events[sequence - 1]
-            if any(subject_matches(f, subject) for f in consumer.filters):
-                consumer.unacked[sequence] = consumer.unacked.get(sequence, 0) + 1
-                deliveries = consumer.unacked[sequence]
-                fetched.append(MemoryMessage(subject, data, headers, sequence, deliveries))
+        fetched = list[MemoryMessage]()
+        for consumer in self._consumers:
+            while consumer.next_sequence <= len(events) and len(fetched) < count:
+                sequence = consumer.next_sequence
+                consumer.next_sequence += 1
+                subject, data, headers = events[sequence - 1]
+                if any(subject_matches(f, subject) for f in consumer.filters):
+                    consumer.unacked[sequence] = consumer.unacked.get(sequence, 0) + 1
+                    deliveries = consumer.unacked[sequence]
+                    fetched.append(MemoryMessage(subject, data, headers, sequence, deliveries))
         return fetched
 
     async def close(self) -> None:
@@ -164,19 +169,27 @@ class MemoryStore:
     async def open_subscription(
         self, agency: str, name: str, filter_subjects: Sequence[str], max_in_flight: int
     ) -> MemorySubscription:
-        key = subjects.consumer_name(agency, name)
         events = self.streams[subjects.EVENTS_STREAM].messages
-        consumer = self._consumers.get(key)
-        filters = (*filter_subjects, subjects.redeliver_subject(agency, name))
-        if consumer is None:  # new events only, from now
-            consumer = self._consumers[key] = _Consumer(filters, len(events) + 1)
-        else:
-            consumer.filters = filters
-            # Unacked messages come again on the next session.
-            if consumer.unacked:
-                consumer.next_sequence = min(consumer.next_sequence, min(consumer.unacked))
-        pending = len(events) + 1 - consumer.next_sequence
-        return MemorySubscription(self, consumer, pending)
+        consumers, pending = [], 0
+        for lane in LANES_FIRST_TO_LAST:
+            key = subjects.consumer_name(agency, name, lane)
+            filters = subjects.lane_filters(filter_subjects, lane)
+            if lane is Lane.ROUTINE:
+                filters.append(subjects.redeliver_subject(agency, name))
+            consumer = self._consumers.get(key)
+            if consumer is None:  # new events only, from now
+                consumer = self._consumers[key] = _Consumer(tuple(filters), len(events) + 1)
+            else:
+                consumer.filters = tuple(filters)
+                # Unacked messages come again on the next session.
+                if consumer.unacked:
+                    consumer.next_sequence = min(consumer.next_sequence, min(consumer.unacked))
+            consumers.append(consumer)
+            pending += sum(
+                any(subject_matches(f, subject) for f in consumer.filters)
+                for subject, _, _ in events[consumer.next_sequence - 1 :]
+            )
+        return MemorySubscription(self, consumers, pending)
 
     def _consumer_of(self, message: MemoryMessage) -> _Consumer:
         for consumer in self._consumers.values():

@@ -22,7 +22,7 @@ from gateway.core.kv import (
 )
 from gateway.core.ports import StoreRejectedError
 from gateway.core.streams import BucketSpec
-from gateway.store.kv import JetStreamKeyValue
+from gateway.store.kv import DELETED_KEY_SECONDS, JetStreamKeyValue
 from gateway.testkit.inprocess import nats_for_tests
 from gateway.testkit.memory_kv import MemoryKeyValue
 
@@ -408,5 +408,28 @@ async def test_a_bucket_made_without_atomic_batches_gets_them_when_opened(nats_u
         store = await JetStreamKeyValue.open(js, spec)
         assert (await js.stream_info(f"KV_{spec.name}")).config.allow_atomic
         assert len(await store.write_all([Write("a.b", b"1", 0), Write("a.c", b"2", 0)])) == 2
+    finally:
+        await client.close()
+
+
+async def test_a_deleted_key_leaves_one_marker_that_expires_and_no_history(nats_url: str) -> None:
+    client = await nats.connect(nats_url)
+    try:
+        js = client.jetstream()
+        spec = _spec(history=4)
+        store = await JetStreamKeyValue.open(js, spec)
+        revision = await store.create("tracking_due.a", b"1")
+        revision = await store.update("tracking_due.a", b"2", revision)
+        await store.create("tracking_due.b", b"1")
+        await store.delete("tracking_due.a", revision)
+        stream = f"KV_{spec.name}"
+        info = await js.stream_info(stream, subjects_filter=f"$KV.{spec.name}.>")
+        assert info.config.allow_msg_ttl
+        assert info.state.subjects == {f"$KV.{spec.name}.tracking_due.a": 1,
+                                       f"$KV.{spec.name}.tracking_due.b": 1}  # fmt: skip
+        marker = await js.get_last_msg(stream, f"$KV.{spec.name}.tracking_due.a")
+        assert marker.headers is not None
+        assert marker.headers["Nats-TTL"] == str(DELETED_KEY_SECONDS)
+        assert await store.keys("tracking_due", limit=1) == ["tracking_due.b"]
     finally:
         await client.close()

@@ -19,7 +19,7 @@ from gateway.access.authorization import Authorizer, GrantBook, PolicyHolder
 from gateway.core.streams import BucketSpec
 from gateway.core.workflows import tracking_codec
 from gateway.core.workflows.tracking import Status
-from gateway.core.workflows.tracking_events import due_key, tracked_key
+from gateway.core.workflows.tracking_events import OPEN_PREFIX, due_key, open_key, tracked_key
 from gateway.store.consumers import Delivery
 from gateway.store.tracker import Tracker
 from gateway.testkit.memory_kv import MemoryKeyValue
@@ -193,6 +193,30 @@ async def test_a_late_answer_resolves_the_escalation_once_and_a_second_answer_ch
     # Nothing left to fire: out of the timer's index, still there to be asked about.
     key = tracked_key(warning.plane, warning.source, warning.id)
     assert await store.get(due_key(key)) is None and await store.get(key) is not None
+
+
+async def test_the_pending_list_reads_only_messages_still_waiting_for_an_answer(
+    store: MemoryKeyValue, tracker: Tracker
+) -> None:
+    answered, waiting = extreme_warning(), extreme_warning()
+    for warning in (answered, waiting):
+        await tracker.observe(stored(warning))
+    assert [t.event_id for t in await tracker.pending(event_pb2.PLANE_ACTUAL, limit=10)] == sorted(
+        (answered.id, waiting.id), reverse=True
+    )
+    for agency in ("fire", "police", "transport"):
+        answer = acknowledgement_of(answered, now=NOW)
+        answer.source = agency
+        await tracker.observe(stored(answer))
+    pending = await tracker.pending(event_pb2.PLANE_ACTUAL, sender="ecology", limit=10)
+    assert [t.event_id for t in pending] == [waiting.id]
+    # Everyone answered: out of the open index (so the list never wades through history),
+    # while its status can still be asked for.
+    key = tracked_key(answered.plane, answered.source, answered.id)
+    assert await store.get(open_key(key)) is None and await store.get(key) is not None
+    assert await store.keys(OPEN_PREFIX, limit=10) == [
+        open_key(tracked_key(waiting.plane, waiting.source, waiting.id))
+    ]
 
 
 async def test_an_exercise_warning_escalates_on_the_exercise_plane_only(

@@ -156,8 +156,9 @@ class TrackingSettings:
     looks for escalation levels that fell due, and how many tracked messages it reads per look."""
 
     check_seconds: float = 1.0
-    # Tracked messages read per plane and look: beyond it that plane's escalations wait (an
-    # error is logged at each look) until the limit is raised; the other planes go on.
+    # Messages with a deadline still running read per look (and messages still waiting for an
+    # answer per pending list): beyond it escalations wait (an error is logged at each look)
+    # until the limit is raised. Finished messages are out of both indexes.
     max_tracked: int = 10_000
 
 

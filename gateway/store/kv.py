@@ -11,6 +11,13 @@ two racing writers wins: the other gets ConflictError. NATS failures are StoreUn
 and JetStream stores all or none. `get_many` is one direct get of the keys' last messages
 (`multi_last`); a deletion's tombstone reads as absent, with its sequence as the revision a
 write must expect.
+
+A deletion is a purge marker that expires (`Nats-TTL`, the bucket's stream gets
+`allow_msg_ttl`): it rolls up the key's history and is gone `DELETED_KEY_SECONDS` later, so
+the keys deleted over months (the timer index's, one per finished message) do not pile up for
+every listing to wade through. `keys` lists the stream's subjects (stream info) and drops
+those whose last message is still a marker: no consumer per listing, and nothing missed while
+a watch would still be starting.
 """
 
 from __future__ import annotations
@@ -47,8 +54,9 @@ from gateway.store.errors import STORE_FAILURES
 # JetStream's error code for a write whose expected last sequence is not the subject's.
 _WRONG_LAST_SEQUENCE = 10071
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
-# Listing keys: no further key for this long means JetStream stopped sending.
-_LIST_IDLE_SECONDS = 5.0
+# How long a deleted key's marker stays (the revision a re-creation racing the deletion
+# expects): far longer than any read-judge-write takes.
+DELETED_KEY_SECONDS = 15 * 60
 # Keys in one multi_last direct get (the server answers at most this many messages per request).
 _MAX_KEYS_PER_GET = 1000
 
@@ -68,6 +76,7 @@ def _stream_config(spec: BucketSpec, current: api.StreamConfig) -> api.StreamCon
         storage=api.StorageType.FILE,
         allow_direct=True,
         allow_atomic=True,
+        allow_msg_ttl=True,
     )
 
 
@@ -81,6 +90,7 @@ class JetStreamKeyValue:
         # nats-py has no API for atomic batches or multi-key direct gets: both are plain NATS
         # requests on the context's connection, API prefix and timeout.
         self._nc: NatsClient = js._nc
+        self._js = js
         self._timeout: float = js._timeout
         self._direct_get = f"{js._prefix}.DIRECT.GET.KV_{spec.name}"
         self._subject_prefix = f"$KV.{spec.name}."
@@ -151,8 +161,19 @@ class JetStreamKeyValue:
 
     async def delete(self, key: str, expected_revision: int) -> None:
         check_key(key)
+        headers = {
+            KV_OP: KV_PURGE,
+            api.Header.ROLLUP: "sub",
+            _EXPECTED_LAST: str(expected_revision),
+            api.Header.MSG_TTL: str(DELETED_KEY_SECONDS),
+        }
         with self._translated(key, expected_revision, "deleting"):
-            await self._bucket.delete(key, last=expected_revision)
+            ack = await self._nc.request(
+                self._subject_prefix + key, b"", self._timeout, headers=headers
+            )
+            answer = json.loads(ack.data)
+            if "error" in answer:
+                nats.js.errors.APIError.from_error(answer["error"])  # raises its APIError
 
     async def get_many(self, keys: Sequence[str]) -> Snapshot:
         entries: dict[str, Versioned] = {}
@@ -288,28 +309,25 @@ class JetStreamKeyValue:
 
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
         check_key(prefix)
-        found: list[str] = []
         try:
-            watcher = await self._bucket.watch(f"{prefix}.>", ignore_deletes=True, meta_only=True)
+            info = await self._js.stream_info(
+                f"KV_{self.spec.name}", subjects_filter=f"{self._subject_prefix}{prefix}.>"
+            )
+        except nats.js.errors.NotFoundError:
+            return []
         except STORE_FAILURES as error:
             raise _unavailable(error) from error
-        try:
-            while True:
-                # None marks the end of the keys present when the watch began.
-                entry = await watcher.updates(timeout=_LIST_IDLE_SECONDS)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                found.append(entry.key)
-                if len(found) > limit:
-                    raise TooManyKeysError(
-                        f"more than {limit} keys under {prefix} in {self.spec.name}"
-                    )
-        except STORE_FAILURES as error:
-            raise _unavailable(error) from error
-        finally:
-            with contextlib.suppress(*STORE_FAILURES):
-                await watcher.stop()  # type: ignore[no-untyped-call]
-        return sorted(found)
+        listed = sorted(
+            subject.removeprefix(self._subject_prefix) for subject in info.state.subjects or {}
+        )
+        # Deleted keys stay listed while their marker lives: at most `limit` live ones pass.
+        live: list[str] = []
+        for start in range(0, len(listed), _MAX_KEYS_PER_GET):
+            snapshot = await self.get_many(listed[start : start + _MAX_KEYS_PER_GET])
+            live += sorted(snapshot.entries)
+            if len(live) > limit:
+                raise TooManyKeysError(f"more than {limit} keys under {prefix} in {self.spec.name}")
+        return live
 
 
 def _batch_headers(batch: str, sequence: int, expected_revision: int) -> dict[str, str]:

@@ -45,7 +45,6 @@ from gateway.core.workflows.tracking import Escalation, Tracked
 from gateway.core.workflows.tracking_events import (
     ANSWERABLE_TYPES,
     DUE_PREFIX,
-    TRACKING_PREFIX,
     Answer,
     acknowledged_warnings,
     answer_in,
@@ -53,9 +52,11 @@ from gateway.core.workflows.tracking_events import (
     due_key,
     entered_states,
     escalation_events,
+    open_key,
     plane_prefix,
     reopened,
     tracked_key,
+    tracked_of,
     watch_key,
     watchers,
     with_watcher,
@@ -117,11 +118,11 @@ class Tracker(PeriodicCheck):
 
     async def pending(self, plane: int, *, sender: str = "", limit: int) -> list[Tracked]:
         """The tracked messages of `plane` (of `sender` only, when named) that some recipient has
-        yet to answer, newest first, at most `limit`. Reads at most `max_tracked` entries
-        (TooManyKeysError beyond: the same bound as the escalation check's)."""
-        prefix = f"{plane_prefix(plane)}.{sender}" if sender else plane_prefix(plane)
-        keys = await self._store.keys(prefix, limit=self.max_tracked)
-        found = await self._store.get_many(keys)
+        yet to answer, newest first, at most `limit`. Reads the open index: at most
+        `max_tracked` messages still waiting (TooManyKeysError beyond, as for the timer)."""
+        prefix = open_key(f"{plane_prefix(plane)}.{sender}" if sender else plane_prefix(plane))
+        indexed = await self._store.keys(prefix, limit=self.max_tracked)
+        found = await self._store.get_many([tracked_of(key) for key in indexed])
         waiting = []
         for key, entry in found.entries.items():
             try:
@@ -183,7 +184,7 @@ class Tracker(PeriodicCheck):
             log.warning("tracker.store_unavailable", error=str(error))
             return 0
         fired = 0
-        keys = [TRACKING_PREFIX + key.removeprefix(DUE_PREFIX) for key in indexed]
+        keys = [tracked_of(key) for key in indexed]
         for start in range(0, len(keys), _READ_AT_ONCE):
             read = await self._store.get_many(keys[start : start + _READ_AT_ONCE])
             for key, entry in read.entries.items():
@@ -234,8 +235,11 @@ class Tracker(PeriodicCheck):
             division_code=event.jurisdiction.division_code,
             incidents=incident_ids(event),
         )
-        if tracked.next_due() is not None:  # before the entry, for the same reason
+        # The indexes before the entry, for the same reason.
+        if tracked.next_due() is not None:
             await self._create(due_key(key), key.encode())
+        if _waiting(tracked):
+            await self._create(open_key(key), key.encode())
         if not await self._create(key, tracking_codec.encode(tracked)):
             return
         log.info("tracker.started", event_id=event.id, sender=event.source,
@@ -306,13 +310,13 @@ class Tracker(PeriodicCheck):
             return
         raise ConflictError.lost("aggregates", key, 0)
 
-    async def _unindex(self, key: str) -> None:
-        """Take a message with nothing left to fire out of the timer's index (a failure only
-        leaves the timer one more entry to read)."""
-        index = await self._store.get(due_key(key))
+    async def _unindex(self, index_key: str) -> None:
+        """Take a message out of an index (the timer's, once nothing is left to fire; the open
+        one, once everyone answered). A failure only leaves one more entry to read."""
+        index = await self._store.get(index_key)
         if index is not None:
             with contextlib.suppress(ConflictError):
-                await self._store.delete(due_key(key), index.revision)
+                await self._store.delete(index_key, index.revision)
 
     async def _create(self, key: str, value: bytes) -> bool:
         try:
@@ -341,15 +345,20 @@ class Tracker(PeriodicCheck):
             notices = escalation_events(changed, escalations)
             if notices:
                 await self._publish(notices)
+            # Restarted or reopened: indexed again before it is written.
             if changed.next_due() is not None and current.next_due() is None:
-                await self._create(due_key(key), key.encode())  # restarted: before it is written
+                await self._create(due_key(key), key.encode())
+            if _waiting(changed) and not _waiting(current):
+                await self._create(open_key(key), key.encode())
             try:
                 await self._store.update(key, tracking_codec.encode(changed), entry.revision)
             except ConflictError:
                 await asyncio.sleep(0)
                 continue
             if changed.next_due() is None and current.next_due() is not None:
-                await self._unindex(key)
+                await self._unindex(due_key(key))
+            if _waiting(current) and not _waiting(changed):
+                await self._unindex(open_key(key))
             for notice in notices:
                 self._on_notice(notice)
                 log.info("tracker.escalation", notice=notice.type, event_id=changed.event_id,
@@ -357,3 +366,8 @@ class Tracker(PeriodicCheck):
                          pending=list(notice.escalation.pending_agencies))  # fmt: skip
             return len(notices)
         raise ConflictError.lost("aggregates", key, 0)
+
+
+def _waiting(tracked: Tracked) -> bool:
+    """Whether some recipient has yet to answer (a deputy's answer covers the silent)."""
+    return bool(tracking.summary(tracked).pending)

@@ -34,6 +34,7 @@ TRACKING_PREFIX = "tracking"
 CAP_ACK = "warning.ack"
 WATCH_PREFIX = "tracking_by"
 DUE_PREFIX = "tracking_due"
+OPEN_PREFIX = "tracking_open"
 DELIVERED_PREFIX = "tracking_seen"
 MAX_WATCHERS = 64
 
@@ -56,6 +57,17 @@ def due_key(tracked: str) -> str:
     """The timer's index entry of a tracked message with a deadline still to watch (its value
     is `tracked`, the message's key): the timer lists these, not every message ever tracked."""
     return DUE_PREFIX + tracked.removeprefix(TRACKING_PREFIX)
+
+
+def open_key(tracked: str) -> str:
+    """The index entry of a tracked message some recipient has yet to answer (its value is
+    `tracked`): the pending list reads these, not every message ever tracked."""
+    return OPEN_PREFIX + tracked.removeprefix(TRACKING_PREFIX)
+
+
+def tracked_of(index_key: str) -> str:
+    """The tracked message's key behind a timer or open index entry's key."""
+    return f"{TRACKING_PREFIX}.{index_key.split('.', 1)[1]}"
 
 
 def delivered_prefix(plane: int, sender: str, event_id: str) -> str:

@@ -12,7 +12,7 @@ import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.sdk.client import DutyLinkClient
+from adapters.sdk.client import NO_RETRY, DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.audit import merkle
 from gateway.audit.entries import decode_frames, gateway_entry
@@ -86,7 +86,8 @@ async def test_when_the_audit_log_cannot_be_appended_nothing_is_accepted(
             raise AuditUnavailableError("audit stream full")
 
         gateway.audit.append = unavailable  # type: ignore[method-assign]
-        async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
+        # No retries: each refusal is the answer (the SDK would retry UNAVAILABLE for a minute).
+        async with DutyLinkClient(gateway.address, token=TOKENS["fire"], retry=NO_RETRY) as fire:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await fire.publish(incident_event())
             results = await fire.publish_batch([incident_event(), incident_event()])

@@ -35,6 +35,8 @@ from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
     audit_service_pb2_grpc,
+    board_pb2,
+    board_pb2_grpc,
     event_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
@@ -51,6 +53,7 @@ from gateway.core.settings import Config, ConfigError
 from gateway.core.streams import TRACKER_CONSUMER
 from gateway.core.validation import ValidationLimits, Validator
 from gateway.rpc.audit_service import AuditServicer, CheckpointServicer
+from gateway.rpc.board_service import BoardServicer
 from gateway.rpc.breakglass import BreakGlass
 from gateway.rpc.calls import DecodeGuard
 from gateway.rpc.dependencies import (
@@ -73,6 +76,7 @@ from gateway.store.audit_files import (
     load_or_create_signer,
 )
 from gateway.store.audit_log import AuditLog
+from gateway.store.board_feed import BoardFeed
 from gateway.store.consumers import ConsumerRunner
 from gateway.store.data_dir_lock import DataDirLock
 from gateway.store.jetstream import EventStore
@@ -105,6 +109,7 @@ SERVICE_NAMES = (
         audit_service_pb2.DESCRIPTOR.services_by_name[name].full_name
         for name in ("AuditService", "CheckpointService")
     ),
+    *(board_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("BoardService",)),
 )
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 BACKSTOP_HEADROOM = 100
@@ -176,6 +181,7 @@ class Gateway:
         self._expiry_timer: ReservationExpiryTimer | None = None
         self._tracker: Tracker | None = None
         self._tracker_feed: ConsumerRunner | None = None
+        self.board = BoardFeed()
         self._nats_back = asyncio.Event()
         self._embedded_watch: asyncio.Task[None] | None = None
         self._lease: WriterLease | None = None
@@ -406,6 +412,9 @@ class Gateway:
         gateway_pb2_grpc.add_TrackingServiceServicer_to_server(
             TrackingServicer(deps, self._tracker), self._server
         )
+        board_pb2_grpc.add_BoardServiceServicer_to_server(
+            BoardServicer(deps, self.board, catalogue), self._server
+        )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(deps), self._server)
         audit_service_pb2_grpc.add_CheckpointServiceServicer_to_server(
             CheckpointServicer(deps), self._server
@@ -466,6 +475,7 @@ class Gateway:
             )
             await self._tracker_feed.start()
             await self._tracker.start()
+        await self.board.follow(self._store.client.jetstream())
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway.started",
@@ -624,6 +634,7 @@ class Gateway:
             await self._tracker_feed.stop()
         if self._tracker is not None:
             await self._tracker.stop()
+        await self.board.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self._health_server is not None:  # NOT_SERVING there until the main port closed

@@ -47,6 +47,8 @@ from adapters.sdk.retry import (
 from dutylink.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
+    board_pb2,
+    board_pb2_grpc,
     event_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
@@ -150,6 +152,7 @@ class DutyLinkClient:
         self._checkpoints = audit_service_pb2_grpc.CheckpointServiceStub(self._channel)
         self._break_glass = gateway_pb2_grpc.BreakGlassServiceStub(self._channel)
         self._tracking = gateway_pb2_grpc.TrackingServiceStub(self._channel)
+        self._board = board_pb2_grpc.BoardServiceStub(self._channel)
 
     async def publish(
         self, event: event_pb2.Event, *, timeout: float = 10.0
@@ -388,6 +391,63 @@ class DutyLinkClient:
                     request, metadata=self._metadata, timeout=timeout
                 )
         return response
+
+    async def incident(
+        self,
+        incident_id: str,
+        *,
+        plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL,
+        timeout: float = 10.0,
+    ) -> board_pb2.BoardIncident:
+        """One incident of the duty board with its timeline, as this agency may see it
+        (NOT_FOUND when it may see nothing of it). Retried as `retry` says."""
+        request = board_pb2.GetIncidentRequest(incident_id=incident_id, plane=plane)
+        async for attempt in self.retry.context():
+            with attempt:
+                response: board_pb2.GetIncidentResponse = await self._board.GetIncident(
+                    request, metadata=self._metadata, timeout=timeout
+                )
+        return response.incident
+
+    async def board(
+        self,
+        jurisdiction_prefix: str = "",
+        *,
+        plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL,
+        include_finished: bool = False,
+        limit: int = 0,
+        timeout: float = 10.0,
+    ) -> board_pb2.GetBoardResponse:
+        """The duty board of a jurisdiction as this agency may see it: open incidents (all with
+        `include_finished`), those with something overdue first, then the latest changed."""
+        request = board_pb2.GetBoardRequest(
+            jurisdiction_prefix=jurisdiction_prefix,
+            plane=plane,
+            include_finished=include_finished,
+            limit=limit,
+        )
+        async for attempt in self.retry.context():
+            with attempt:
+                response: board_pb2.GetBoardResponse = await self._board.GetBoard(
+                    request, metadata=self._metadata, timeout=timeout
+                )
+        return response
+
+    async def watch_board(
+        self,
+        jurisdiction_prefix: str = "",
+        *,
+        plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL,
+    ) -> AsyncIterator[board_pb2.BoardIncident]:
+        """The incidents of a jurisdiction as they change, from now on, until the gateway ends
+        the stream (reconnect and read the board again then)."""
+        request = board_pb2.WatchBoardRequest(jurisdiction_prefix=jurisdiction_prefix, plane=plane)
+        call = self._board.WatchBoard(request, metadata=self._metadata)
+        try:
+            async for change in call:
+                yield change.incident
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         await self._channel.close()

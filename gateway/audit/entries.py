@@ -333,6 +333,28 @@ def status_query_entry(
     return entry
 
 
+def board_query_entry(
+    asker: str,
+    outcome: audit_pb2.AuditOutcome.ValueType,
+    *,
+    reason: str,
+    incidents: Sequence[str] = (),
+    answer: bytes = b"",
+) -> audit_pb2.AuditEntry:
+    """`asker` asked for the duty board (`reason`: what, and how much was answered) about
+    `incidents`; `answer` is the response sent, kept as its digest."""
+    entry = audit_pb2.AuditEntry(
+        action=audit_pb2.AUDIT_ACTION_BOARD_QUERY,
+        outcome=outcome,
+        actor_agency=asker,
+        reason=reason,
+        incident_ids=incidents,
+    )
+    if answer:
+        entry.event_digest = digest(answer)
+    return entry
+
+
 def dead_letter_replay_entry(
     operator: str,
     letter_sequence: int,

@@ -23,6 +23,7 @@ from rich.table import Table
 from gateway import config as config_module
 from gateway.access.pki import PkiError
 from gateway.audit.log import AuditUnavailableError
+from gateway.cli import board as cli_board
 from gateway.cli import duty as cli_duty
 from gateway.cli import exchange as cli_exchange
 from gateway.cli.adapter import adapter_app
@@ -405,6 +406,7 @@ def deadletter_replay(
 # A department's verbs come after the operator's in --help.
 cli_exchange.register(app)
 cli_duty.register(app)
+cli_board.register(app)
 
 if __name__ == "__main__":
     app()

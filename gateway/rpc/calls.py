@@ -259,6 +259,7 @@ _ACTIONS = {
     "dutylink.v1.SubscriberService": audit_pb2.AUDIT_ACTION_SUBSCRIBE,
     "dutylink.v1.BreakGlassService": audit_pb2.AUDIT_ACTION_BREAK_GLASS,
     "dutylink.v1.TrackingService": audit_pb2.AUDIT_ACTION_STATUS_QUERY,
+    "dutylink.v1.BoardService": audit_pb2.AUDIT_ACTION_BOARD_QUERY,
 }
 
 

@@ -169,6 +169,28 @@ def decide(
     return Accepted(_next(state, ref, target, event_type, actor, event, roles, rules))
 
 
+def replay(
+    catalogue: Catalogue, ref: AggregateRef, state: AggregateState | None, event: event_pb2.Event
+) -> AggregateState | None:
+    """The state `event`, accepted when it was stored, leads aggregate `ref` to from `state` as
+    a reader of the stream knows it (a projection shown only the events an agency may see can
+    know fewer): no role or state check, the guard made them at the door. None when the type
+    moves no aggregate of `ref`'s lifecycle, or would open one that exists."""
+    event_type = catalogue.get(event.type)
+    if event_type is None or event_type.transition is None:
+        return None
+    if event_type.lifecycle != ref.lifecycle or (ref.opens and state is not None):
+        return None
+    transition = event_type.transition
+    at = current(state)
+    target = transition.opens if ref.opens else transition.target(at, ref.outcome)
+    actor = Actor(event.source)
+    rules = LIFECYCLE_RULES[ref.lifecycle]
+    return _next(
+        state, ref, target or at, event_type, actor, event, actor_roles(actor, state), rules
+    )
+
+
 def _next(
     state: AggregateState | None,
     ref: AggregateRef,

@@ -87,6 +87,12 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     the message and was told NOT_FOUND as for an unknown one; INVALID: a malformed request;
     FAILED: the store did not answer.
     """
+    AUDIT_ACTION_BOARD_QUERY: _AuditAction.ValueType  # 17
+    """An agency asked for the duty board (BoardService): `actor_agency` asked, `reason` what (an
+    incident, a jurisdiction's board, a watch) and how much was answered, `incident_ids` the
+    incidents answered about, `event_digest` the SHA-256 of the response sent (of each change
+    sent, for a watch). OK: answered (NOT_FOUND included); INVALID: a malformed request.
+    """
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
     """What an audit entry records."""
@@ -145,6 +151,12 @@ AUDIT_ACTION_STATUS_QUERY: AuditAction.ValueType  # 16
 there was nothing to answer: the caller was told NOT_FOUND); DENIED: the caller may not see
 the message and was told NOT_FOUND as for an unknown one; INVALID: a malformed request;
 FAILED: the store did not answer.
+"""
+AUDIT_ACTION_BOARD_QUERY: AuditAction.ValueType  # 17
+"""An agency asked for the duty board (BoardService): `actor_agency` asked, `reason` what (an
+incident, a jurisdiction's board, a watch) and how much was answered, `incident_ids` the
+incidents answered about, `event_digest` the SHA-256 of the response sent (of each change
+sent, for a watch). OK: answered (NOT_FOUND included); INVALID: a malformed request.
 """
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 

@@ -1,0 +1,134 @@
+"""The duty board from the command line: `dutylink board [JURISDICTION]` lists the incidents
+(those with something overdue first), `dutylink incident ID` shows one with its lines and
+timeline, each as the caller's agency may see it (BoardService)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated
+
+import typer
+from google.protobuf import timestamp_pb2
+
+from dutylink.v1 import board_pb2, event_pb2
+from gateway.cli.duty import JsonOption, PlaneOption
+from gateway.cli.exchange import (
+    DEFAULT_TARGET,
+    CaOption,
+    CertOption,
+    KeyOption,
+    TargetOption,
+    TokenOption,
+    as_json,
+    client_for,
+    planes_of,
+    run_rpc,
+)
+
+
+def _when(stamp: timestamp_pb2.Timestamp) -> str:
+    return f"{stamp.ToDatetime(tzinfo=UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def line_text(line: board_pb2.BoardLine) -> str:
+    """E.g. "task T-7: assigned (housing), due 2026-08-22 08:00:00Z OVERDUE"."""
+    text = f"{line.lifecycle} {line.key}: {line.state}"
+    if line.assigned:
+        text += f" ({', '.join(line.assigned)})"
+    if line.HasField("deadline"):
+        text += f", due {_when(line.deadline)}"
+    return text + (" OVERDUE" if line.overdue else "")
+
+
+def incident_heading(incident: board_pb2.BoardIncident) -> str:
+    """E.g. "INC-119-0815-01 [310115] Fire at a solvent store: handling, lead fire, 1 overdue"."""
+    stage = incident.stage.state if incident.HasField("stage") else "?"
+    text = f"{incident.incident_id} [{incident.division_code}] {incident.title or '(untitled)'}"
+    text += f": {stage}"
+    if incident.HasField("phase"):
+        text += f" / {incident.phase.state}"
+    if incident.stage.lead:
+        text += f", lead {incident.stage.lead}"
+    if incident.overdue:
+        text += f", {incident.overdue} overdue"
+    return text
+
+
+def board(
+    jurisdiction: Annotated[
+        str, typer.Argument(help="A 2/4/6-digit division prefix (default: every one).")
+    ] = "",
+    plane: PlaneOption = "ACTUAL",
+    finished: Annotated[
+        bool, typer.Option("--all", help="Closed, rejected and merged incidents too.")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: 50).")] = 0,
+    json: JsonOption = False,
+    target: TargetOption = DEFAULT_TARGET,
+    token: TokenOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
+    """List the incidents of a jurisdiction as your agency may see them: those with something
+    overdue first, then the latest changed; one line each with their overdue lines below."""
+    (plane_value,) = planes_of([plane], "--plane")
+    connect = client_for(target, token, ca, cert, key)
+
+    async def main() -> board_pb2.GetBoardResponse:
+        async with connect() as client:
+            return await client.board(
+                jurisdiction, plane=plane_value, include_finished=finished, limit=limit
+            )
+
+    page = run_rpc(main)
+    if json:
+        typer.echo(as_json(page))
+        return
+    for incident in page.incidents:
+        typer.echo(incident_heading(incident))
+        for line in incident.lines:
+            if line.overdue:
+                typer.echo(f"  {line_text(line)}")
+    if not page.incidents:
+        typer.echo("no incidents")
+    if page.truncated:
+        typer.echo("… more incidents (raise --limit)")
+
+
+def incident(
+    incident_id: Annotated[str, typer.Argument(help="The incident's id.")],
+    plane: PlaneOption = "ACTUAL",
+    json: JsonOption = False,
+    target: TargetOption = DEFAULT_TARGET,
+    token: TokenOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Show one incident as your agency may see it: its stage, lead and agencies, its warnings,
+    tasks and resource lines, and its timeline (every event you may see, who sent it)."""
+    (plane_value,) = planes_of([plane], "--plane")
+    connect = client_for(target, token, ca, cert, key)
+
+    async def main() -> board_pb2.BoardIncident:
+        async with connect() as client:
+            return await client.incident(incident_id, plane=plane_value)
+
+    shown = run_rpc(main)
+    if json:
+        typer.echo(as_json(shown))
+        return
+    typer.echo(incident_heading(shown))
+    typer.echo(f"agencies: {', '.join(shown.agencies)}")
+    for line in shown.lines:
+        typer.echo(f"  {line_text(line)}")
+    for entry in shown.timeline:
+        event = entry.event
+        plane_name = event_pb2.Plane.Name(event.plane).removeprefix("PLANE_")
+        typer.echo(f"{_when(entry.received_time)} {event.source}: {event.type} ({plane_name})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("board")(board)
+    app.command("incident")(incident)

@@ -1,0 +1,1 @@
+"""Projections: read models folded from the streams (the duty board). Pure."""

@@ -1,0 +1,66 @@
+"""The duty board on the wire (BoardService): an incident view as `BoardIncident`. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+
+from dutylink.v1 import board_pb2, event_pb2, incident_pb2
+from gateway.core.projections.board import IncidentView, Line, agencies
+
+
+def _stamp(at: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if at is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+def board_line(line: Line, now: datetime) -> board_pb2.BoardLine:
+    return board_pb2.BoardLine(
+        lifecycle=line.lifecycle,
+        key=line.key,
+        state=line.state,
+        opened_by=line.opened_by,
+        lead=line.lead,
+        assigned=line.assigned,
+        deadline=_stamp(line.deadline),
+        last_type=line.last_type,
+        updated_time=_stamp(line.updated),
+        finished=line.finished,
+        overdue=line.overdue(now),
+    )
+
+
+def board_incident(
+    view: IncidentView, now: datetime, *, with_timeline: bool
+) -> board_pb2.BoardIncident:
+    """`view` as BoardIncident; its timeline only `with_timeline` (GetIncident)."""
+    incident = board_pb2.BoardIncident(
+        incident_id=view.key.incident_id,
+        plane=event_pb2.Plane.ValueType(view.key.plane),
+        title=view.title,
+        category=incident_pb2.IncidentCategory.ValueType(view.category),
+        severity=incident_pb2.IncidentSeverity.ValueType(view.severity),
+        division_code=view.division_code,
+        stage=board_line(view.stage, now) if view.stage else None,
+        phase=board_line(view.phase, now) if view.phase else None,
+        lines=[board_line(line, now) for line in view.lines],
+        agencies=agencies(view),
+        updated_time=_stamp(view.updated),
+        open=view.open,
+        overdue=len(view.overdue(now)),
+        dropped_events=view.dropped,
+    )
+    if with_timeline:
+        incident.timeline.extend(
+            board_pb2.BoardEntry(
+                stream_sequence=entry.sequence,
+                received_time=_stamp(entry.received),
+                event=entry.event,
+            )
+            for entry in view.timeline
+        )
+    return incident

@@ -1,0 +1,186 @@
+"""BoardService: the duty board (gateway.core.projections.board) as the asking agency may see it.
+
+Each answer is folded from the events the caller's policy lets it receive, redacted as a
+delivery to it would be (its own events as it sent them), so nothing the policy withholds is on
+its board. An incident it may see nothing of is NOT_FOUND in the same words as one that does
+not exist. Every answer is recorded in the audit log before it is given (no record, no answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.message import Message
+
+from dutylink.catalogue import Catalogue
+from dutylink.v1 import audit_pb2, board_pb2, board_pb2_grpc, event_pb2
+from gateway.access.auth import Principal
+from gateway.access.authorization import Authorizer
+from gateway.audit.entries import board_query_entry
+from gateway.audit.log import AuditUnavailableError
+from gateway.core.projections.board import IncidentKey, Visible, board_view, incident_view
+from gateway.core.projections.board_wire import board_incident
+from gateway.core.validation import FieldProblem
+from gateway.core.workflows.base import plane_token
+from gateway.rpc.calls import MAX_ECHOED_ID_CHARS, abort, authenticate, status
+from gateway.rpc.dependencies import Dependencies, log
+from gateway.store.board_feed import BoardFeed
+from policies.redaction import redact
+
+DEFAULT_BOARD_PAGE = 50
+MAX_BOARD_PAGE = 500
+
+
+def visible_to(authorizer: Authorizer, principal: Principal, now: datetime) -> Visible:
+    """What `principal` is shown of an event: what a delivery to it would carry (None: the
+    policy withholds the event), or its own event as it sent it."""
+
+    def visible(event: event_pb2.Event) -> event_pb2.Event | None:
+        if event.source == principal.agency:
+            return event
+        decision = authorizer.decide(principal, "receive", event, now)
+        return redact(event, decision.redacted_fields)[0] if decision.allowed else None
+
+    return visible
+
+
+class BoardServicer(board_pb2_grpc.BoardServiceServicer):
+    def __init__(self, deps: Dependencies, feed: BoardFeed, catalogue: Catalogue) -> None:
+        self._deps = deps
+        self._feed = feed
+        self._catalogue = catalogue
+
+    async def GetIncident(
+        self, request: board_pb2.GetIncidentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> board_pb2.GetIncidentResponse:
+        principal = await self._admit(context, request, "GetIncident")
+        now = self._deps.clock()
+        plane = request.plane or event_pb2.PLANE_ACTUAL
+        key = IncidentKey(plane, request.incident_id)
+        visible = visible_to(self._deps.authorizer, principal, now)
+        view = incident_view(self._catalogue, self._feed.board, key, visible, now)
+        shown = request.incident_id[:MAX_ECHOED_ID_CHARS]
+        if view is None:
+            missing = f"no incident {shown} on the {plane_token(plane)} plane"
+            await self._record(context, principal, f"incident {shown}: not found", [shown])
+            await abort(context, status(grpc.StatusCode.NOT_FOUND, missing))
+        response = board_pb2.GetIncidentResponse(
+            incident=board_incident(view, now, with_timeline=True)
+        )
+        await self._record(
+            context,
+            principal,
+            f"incident {shown}: {len(view.timeline)} events",
+            [request.incident_id],
+            response,
+        )
+        return response
+
+    async def GetBoard(
+        self, request: board_pb2.GetBoardRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> board_pb2.GetBoardResponse:
+        principal = await self._admit(context, request, "GetBoard")
+        now = self._deps.clock()
+        plane = request.plane or event_pb2.PLANE_ACTUAL
+        limit = min(request.limit or DEFAULT_BOARD_PAGE, MAX_BOARD_PAGE)
+        views = board_view(
+            self._catalogue,
+            self._feed.board,
+            plane,
+            request.jurisdiction_prefix,
+            visible_to(self._deps.authorizer, principal, now),
+            now,
+            include_finished=request.include_finished,
+        )
+        response = board_pb2.GetBoardResponse(
+            incidents=[board_incident(view, now, with_timeline=False) for view in views[:limit]],
+            truncated=len(views) > limit,
+        )
+        where = request.jurisdiction_prefix or "every jurisdiction"
+        await self._record(
+            context,
+            principal,
+            f"board of {where} on the {plane_token(plane)} plane: "
+            f"{len(response.incidents)} incidents{' (more not sent)' if response.truncated else ''}",
+            [incident.incident_id for incident in response.incidents],
+            response,
+        )
+        return response
+
+    async def WatchBoard(
+        self, request: board_pb2.WatchBoardRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[board_pb2.WatchBoardResponse]:
+        principal = await self._admit(context, request, "WatchBoard")
+        plane = request.plane or event_pb2.PLANE_ACTUAL
+        where = request.jurisdiction_prefix or "every jurisdiction"
+        await self._record(
+            context, principal, f"watch of {where} on the {plane_token(plane)} plane"
+        )
+        async for key in self._feed.changes():
+            if key.plane != plane or self._deps.stopping.is_set():
+                continue
+            now = self._deps.clock()
+            visible = visible_to(self._deps.authorizer, principal, now)
+            view = incident_view(self._catalogue, self._feed.board, key, visible, now)
+            if view is None or not view.division_code.startswith(request.jurisdiction_prefix):
+                continue
+            change = board_pb2.WatchBoardResponse(
+                incident=board_incident(view, now, with_timeline=False)
+            )
+            await self._record(
+                context,
+                principal,
+                f"watch of {where}: incident {key.incident_id[:MAX_ECHOED_ID_CHARS]} changed",
+                [key.incident_id],
+                change,
+            )
+            yield change
+
+    # --- shared ----------------------------------------------------------------------------
+
+    async def _admit(
+        self, context: grpc.aio.ServicerContext[Any, Any], request: Message, method: str
+    ) -> Principal:
+        principal = await authenticate(self._deps.authenticator, context, method)
+        if problems := tuple(self._deps.validator.problems(request)):
+            await self._refuse(context, principal, problems)
+        return principal
+
+    async def _refuse(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        principal: Principal,
+        problems: Sequence[FieldProblem],
+    ) -> NoReturn:
+        entry = board_query_entry(
+            principal.agency, audit_pb2.AUDIT_OUTCOME_INVALID, reason="invalid request"
+        )
+        await self._deps.record_best_effort([entry])
+        await abort(
+            context, status(grpc.StatusCode.INVALID_ARGUMENT, "invalid request", tuple(problems))
+        )
+
+    async def _record(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        principal: Principal,
+        reason: str,
+        incidents: Sequence[str] = (),
+        answer: Message | None = None,
+    ) -> None:
+        """Record before answering: an answer the log cannot hold is not given."""
+        entry = board_query_entry(
+            principal.agency,
+            audit_pb2.AUDIT_OUTCOME_OK,
+            reason=reason,
+            incidents=incidents,
+            answer=answer.SerializeToString() if answer is not None else b"",
+        )
+        try:
+            await self._deps.record([entry])
+        except AuditUnavailableError as error:
+            await abort(context, status(grpc.StatusCode.UNAVAILABLE, f"{error}; retry"))
+        log.info("board.answered", agency=principal.agency, reason=reason)

@@ -1,0 +1,93 @@
+"""This replica's duty board (gateway.core.projections.board), fed from the event stream.
+
+An ordered consumer (no acks, nothing kept on the server: it goes with the connection) reads
+every event from the stream's first, so each start rebuilds the board the stream says, and keeps
+it live after; a gap (a reconnect, a lost message) makes nats-py start it again where it was.
+Subscribers of `changes()` hear the incidents each event changed (the BoardService's stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from dutylink.v1 import event_pb2
+from gateway.core import subjects
+from gateway.core.ports import StoreUnavailableError
+from gateway.core.projections.board import Board, IncidentKey
+from gateway.store.errors import STORE_FAILURES
+
+log = structlog.get_logger("dutylink.board")
+# A watcher slower than this many changes behind loses its oldest: it is told to read again.
+_WATCH_QUEUE = 1024
+
+
+class BoardFeed:
+    """The board, and the consumer that feeds it once `follow` started it."""
+
+    def __init__(self) -> None:
+        self.board = Board()
+        self._subscription: JetStreamContext.PushSubscription | None = None
+        self._watchers: set[asyncio.Queue[IncidentKey | None]] = set()
+        self._folded = asyncio.Condition()
+
+    async def follow(self, js: JetStreamContext) -> None:
+        """Start folding the event stream from its first event."""
+        try:
+            self._subscription = await js.subscribe(
+                f"{subjects.EVENTS_PREFIX}.>",
+                stream=subjects.EVENTS_STREAM,
+                cb=self._fold,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.ALL,
+                pending_msgs_limit=-1,
+            )
+        except STORE_FAILURES as error:
+            raise StoreUnavailableError(f"cannot start the board's consumer: {error!r}") from error
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            with contextlib.suppress(*STORE_FAILURES):
+                await subscription.unsubscribe()
+        for queue in self._watchers:
+            queue.put_nowait(None)
+
+    async def _fold(self, message: Msg) -> None:
+        try:
+            event = event_pb2.Event.FromString(message.data)
+        except Exception:  # the gateway stores only what it parsed; never crash the feed
+            log.error("board.unreadable_event", sequence=message.metadata.sequence.stream)
+            return
+        changed = self.board.add(message.metadata.sequence.stream, event)
+        for key in changed:
+            for queue in self._watchers:
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(key)
+        async with self._folded:
+            self._folded.notify_all()
+
+    async def folded_up_to(self, sequence: int, timeout: float) -> bool:
+        """Wait until the board holds every event up to stream `sequence`; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout), self._folded:
+                await self._folded.wait_for(lambda: self.board.last_sequence >= sequence)
+        except TimeoutError:
+            return False
+        return True
+
+    async def changes(self) -> AsyncIterator[IncidentKey]:
+        """The incidents changed from now on, until the feed stops."""
+        queue: asyncio.Queue[IncidentKey | None] = asyncio.Queue(_WATCH_QUEUE)
+        self._watchers.add(queue)
+        try:
+            while (key := await queue.get()) is not None:
+                yield key
+        finally:
+            self._watchers.discard(queue)

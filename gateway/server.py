@@ -40,6 +40,7 @@ from dutylink.v1 import (
     event_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
+    incident_pb2,
 )
 from gateway.access.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.access.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
@@ -48,6 +49,7 @@ from gateway.audit.entries import gateway_entry, revocation_entry, schema_versio
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import NoStatefulGuards, StatefulGuards
 from gateway.core.ports import StoreError
+from gateway.core.projections.loop import LoopStep
 from gateway.core.quotas import Limits, Quotas, Refusal
 from gateway.core.settings import Config, ConfigError
 from gateway.core.streams import TRACKER_CONSUMER
@@ -181,7 +183,7 @@ class Gateway:
         self._expiry_timer: ReservationExpiryTimer | None = None
         self._tracker: Tracker | None = None
         self._tracker_feed: ConsumerRunner | None = None
-        self.board = BoardFeed()
+        self.board = BoardFeed(on_step=self._observe_loop_step)
         self._nats_back = asyncio.Event()
         self._embedded_watch: asyncio.Task[None] | None = None
         self._lease: WriterLease | None = None
@@ -606,6 +608,20 @@ class Gateway:
                 except AuditUnavailableError as error:
                     log.error("audit.unrecorded", action="revocation_list", reason=str(error))
             await asyncio.sleep(self.config.tls.crl_check_seconds)
+
+    def _observe_loop_step(self, step: LoopStep, category: int, severity: int) -> None:
+        category_name = incident_pb2.IncidentCategory.Name(
+            incident_pb2.IncidentCategory.ValueType(category)
+        )
+        severity_name = incident_pb2.IncidentSeverity.Name(
+            incident_pb2.IncidentSeverity.ValueType(severity)
+        )
+        self.metrics.loop_seconds.labels(
+            step.step,
+            step.agency,
+            category_name.removeprefix("INCIDENT_CATEGORY_").lower(),
+            severity_name.removeprefix("INCIDENT_SEVERITY_").lower(),
+        ).observe(step.seconds)
 
     def _count_escalation(self, notice: event_pb2.Event) -> None:
         state = "resolved" if notice.type == "escalation.resolved" else "raised"

@@ -103,6 +103,34 @@ def test_the_demo_incident_is_folded_to_its_whole_loop_with_its_lines() -> None:
     assert board_view(CATALOGUE, board, event_pb2.PLANE_ACTUAL, "", everything, NOW) == []
 
 
+def test_the_loop_is_timed_from_the_report_to_the_first_event_of_each_step() -> None:
+    events = stored_story()  # received one second apart
+    view = incident_view(
+        CATALOGUE,
+        folded(events),
+        IncidentKey(event_pb2.PLANE_EXERCISE, events[0].incident.incident_id),
+        everything,
+        NOW,
+    )
+    assert view is not None
+    first = {e.type: n for n, e in reversed(list(enumerate(events)))}
+    assert [(s.step, s.agency, s.seconds) for s in view.loop] == [
+        ("verify", "fire", float(first["incident.verified"])),
+        ("assign", "command", float(first["incident.assigned"])),
+        ("first_ack", events[first["acknowledgement.acknowledged"]].source, 3.0),  # 4th event
+        ("handle", "fire", float(first["incident.handling"])),
+        ("close", "command", float(first["incident.closed"])),
+    ]
+    without_report = incident_view(
+        CATALOGUE,
+        folded(events),
+        view.key,
+        lambda e: None if e.type == "incident.reported" else e,
+        NOW,
+    )
+    assert without_report is not None and without_report.loop == ()
+
+
 def test_an_agency_is_shown_only_the_events_it_may_receive_redacted_as_its_policy_says(
     authorizer: Authorizer,
 ) -> None:

@@ -112,12 +112,14 @@ async def test_the_board_rebuilt_after_a_restart_equals_the_live_one(nats_url: s
     async with gateway_for_tests(nats_url, config) as gateway:
         incident_id, _, last = await play_the_demo(gateway)
         live = gateway.board.board.fingerprint()
+        live_metrics = gateway.metrics.registry
         async with DutyLinkClient(gateway.address, token=TOKENS["command"]) as command:
             before = await command.board(plane=EXERCISE, include_finished=True)
             detail = await command.incident(incident_id, plane=EXERCISE)
     async with gateway_for_tests(nats_url, config) as restarted:
         assert await restarted.board.folded_up_to(last, timeout=30)
         assert restarted.board.board.fingerprint() == live
+        restarted_metrics = restarted.metrics.registry
         async with DutyLinkClient(restarted.address, token=TOKENS["command"]) as command:
             after = await command.board(plane=EXERCISE, include_finished=True)
             assert await command.incident(incident_id, plane=EXERCISE) == detail
@@ -137,6 +139,13 @@ async def test_the_board_rebuilt_after_a_restart_equals_the_live_one(nats_url: s
     assert [i.incident_id for i in before.incidents] == [incident_id]
     (closed,) = after.incidents
     assert closed == before.incidents[0]
+    assert [s.step for s in closed.loop] == ["verify", "assign", "first_ack", "handle", "close"]
+    assert closed.loop[-1].agency == "command" and closed.loop[-1].since_report.ToNanoseconds() > 0
+    # The loop's metric: each step once per incident, again after a rebuild (from the stream).
+    for metrics in (live_metrics, restarted_metrics):
+        labels = {"step": "close", "agency": "command",
+                  "category": "hazardous_chemicals", "severity": "large"}  # fmt: skip
+        assert metrics.get_sample_value("dutylink_loop_seconds_count", labels) == 1
     assert closed.stage.state == "closed" and not closed.open
     assert closed.stage.lead == "fire" and closed.division_code == "310115"
     assert {"fire", "police", "command"} <= set(closed.agencies)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from nats.aio.msg import Msg
@@ -20,18 +20,28 @@ from dutylink.v1 import event_pb2
 from gateway.core import subjects
 from gateway.core.ports import StoreUnavailableError
 from gateway.core.projections.board import Board, IncidentKey
+from gateway.core.projections.loop import LoopStep, incident_grade, loop_steps, takes_a_step
 from gateway.store.errors import STORE_FAILURES
 
 log = structlog.get_logger("dutylink.board")
 # A watcher slower than this many changes behind loses its oldest: it is told to read again.
 _WATCH_QUEUE = 1024
 
+# A step of an incident's loop, with the incident's category and severity (for the metrics).
+OnStep = Callable[[LoopStep, int, int], None]
+
+
+def _ignore(step: LoopStep, category: int, severity: int) -> None:
+    pass
+
 
 class BoardFeed:
     """The board, and the consumer that feeds it once `follow` started it."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_step: OnStep = _ignore) -> None:
         self.board = Board()
+        self._on_step = on_step
+        self._stepped: dict[IncidentKey, set[str]] = {}
         self._subscription: JetStreamContext.PushSubscription | None = None
         self._watchers: set[asyncio.Queue[IncidentKey | None]] = set()
         self._folded = asyncio.Condition()
@@ -65,6 +75,9 @@ class BoardFeed:
             log.error("board.unreadable_event", sequence=message.metadata.sequence.stream)
             return
         changed = self.board.add(message.metadata.sequence.stream, event)
+        if takes_a_step(event):
+            for key in changed:
+                self._observe_steps(key)
         for key in changed:
             for queue in self._watchers:
                 if queue.full():
@@ -72,6 +85,16 @@ class BoardFeed:
                 queue.put_nowait(key)
         async with self._folded:
             self._folded.notify_all()
+
+    def _observe_steps(self, key: IncidentKey) -> None:
+        """Tell `on_step` of each step the incident reached that it was not told of yet (once
+        per step and incident: a rebuild tells the history again, as the stream has it)."""
+        events = [stored.event for stored in self.board.timeline(key)]
+        told = self._stepped.setdefault(key, set())
+        for step in loop_steps(events):
+            if step.step not in told:
+                told.add(step.step)
+                self._on_step(step, *incident_grade(events, key.incident_id))
 
     async def folded_up_to(self, sequence: int, timeout: float) -> bool:
         """Wait until the board holds every event up to stream `sequence`; False on timeout."""

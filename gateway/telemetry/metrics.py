@@ -22,6 +22,8 @@ from prometheus_client import (
 )
 
 # Publish latency sits around a millisecond; streams (Subscribe) last minutes.
+# A loop's steps take minutes to days: 1 min, 5 min, 15 min, 30 min, 1 h, 2 h, 4 h, 12 h, 1 d, 3 d, 7 d.
+_LOOP_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 259200, 604800)
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600)
 
 
@@ -55,6 +57,14 @@ class GatewayMetrics:
             "Escalation notices this replica published for missed deadlines, by deadline and "
             "state (raised, resolved)",
             ["deadline", "state"], registry=self.registry,
+        )  # fmt: skip
+        self.loop_seconds = Histogram(
+            "dutylink_loop_seconds",
+            "Time from an incident's report to each step of its loop (verify, assign, first_ack, "
+            "handle, close), by the agency that took the step and the incident's category and "
+            "severity; every replica folds the same stream, so aggregate over one replica",
+            ["step", "agency", "category", "severity"], buckets=_LOOP_BUCKETS,
+            registry=self.registry,
         )  # fmt: skip
         self.audit_size = Gauge(
             "dutylink_audit_log_entries", "Entries in this replica's audit log",

@@ -22,6 +22,7 @@ from datetime import datetime
 from dutylink.catalogue import NONE, Catalogue
 from dutylink.incidents import incident_ids
 from dutylink.v1 import event_pb2
+from gateway.core.projections.loop import LoopStep, incident_grade, loop_steps
 from gateway.core.workflows.base import AggregateState
 from gateway.core.workflows.machine import aggregate_refs, replay
 from policies.deadlines import received_at
@@ -132,6 +133,7 @@ class IncidentView:
     lines: tuple[Line, ...]  # warnings, tasks, resource lines: overdue first, then newest
     timeline: tuple[Entry, ...]
     dropped: int  # events the board no longer holds (see MAX_EVENTS_PER_INCIDENT)
+    loop: tuple[LoopStep, ...]  # the steps of the loop it reached, timed from its report
 
     @property
     def updated(self) -> datetime:
@@ -159,7 +161,8 @@ def incident_view(
     if not shown:
         return None
     states: dict[tuple[str, str], tuple[AggregateState, datetime]] = {}
-    title, category, severity, division = "", 0, 0, ""
+    title, division = "", ""
+    category, severity = incident_grade((entry.event for entry in shown), key.incident_id)
     for entry in shown:
         event = entry.event
         for ref in aggregate_refs(event, catalogue):
@@ -170,8 +173,6 @@ def incident_view(
         if event.HasField("incident") and event.incident.incident_id == key.incident_id:
             incident = event.incident
             title = incident.title or title
-            category = incident.category or category
-            severity = incident.severity or severity
             division = incident.location.jurisdiction.division_code or division
         division = division or event.jurisdiction.division_code
     own: dict[str, Line | None] = {STAGE: None, PHASE: None}
@@ -195,6 +196,7 @@ def incident_view(
         tuple(lines),
         tuple(shown),
         board.dropped(key),
+        tuple(loop_steps(entry.event for entry in shown)),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from dutylink.v1 import board_pb2, event_pb2, incident_pb2
 from gateway.core.projections.board import IncidentView, Line, agencies
@@ -53,6 +53,16 @@ def board_incident(
         open=view.open,
         overdue=len(view.overdue(now)),
         dropped_events=view.dropped,
+        loop=[
+            board_pb2.BoardLoopStep(
+                step=step.step,
+                agency=step.agency,
+                since_report=duration_pb2.Duration(
+                    seconds=int(step.seconds), nanos=round(step.seconds % 1 * 1e9)
+                ),
+            )
+            for step in view.loop
+        ],
     )
     if with_timeline:
         incident.timeline.extend(

@@ -12,6 +12,7 @@ from collections import abc as _abc
 from dutylink.v1 import event_pb2 as _event_pb2
 from dutylink.v1 import incident_pb2 as _incident_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -203,6 +204,7 @@ class BoardIncident(_message.Message):
     OVERDUE_FIELD_NUMBER: _builtins.int
     TIMELINE_FIELD_NUMBER: _builtins.int
     DROPPED_EVENTS_FIELD_NUMBER: _builtins.int
+    LOOP_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
     plane: _event_pb2.Plane.ValueType
     title: _builtins.str
@@ -245,6 +247,12 @@ class BoardIncident(_message.Message):
         (GetIncident only).
         """
 
+    @_builtins.property
+    def loop(self) -> _containers.RepeatedCompositeFieldContainer[Global___BoardLoopStep]:
+        """The steps of the loop it reached (verify, assign, first_ack, handle, close), each timed
+        from its report, in the loop's order; none when the caller may not see the report.
+        """
+
     def __init__(
         self,
         *,
@@ -263,14 +271,45 @@ class BoardIncident(_message.Message):
         overdue: _builtins.int = ...,
         timeline: _abc.Iterable[Global___BoardEntry] | None = ...,
         dropped_events: _builtins.int = ...,
+        loop: _abc.Iterable[Global___BoardLoopStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["phase", b"phase", "stage", b"stage", "updated_time", b"updated_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "category", b"category", "division_code", b"division_code", "dropped_events", b"dropped_events", "incident_id", b"incident_id", "lines", b"lines", "open", b"open", "overdue", b"overdue", "phase", b"phase", "plane", b"plane", "severity", b"severity", "stage", b"stage", "timeline", b"timeline", "title", b"title", "updated_time", b"updated_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "category", b"category", "division_code", b"division_code", "dropped_events", b"dropped_events", "incident_id", b"incident_id", "lines", b"lines", "loop", b"loop", "open", b"open", "overdue", b"overdue", "phase", b"phase", "plane", b"plane", "severity", b"severity", "stage", b"stage", "timeline", b"timeline", "title", b"title", "updated_time", b"updated_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BoardIncident: _TypeAlias = BoardIncident  # noqa: Y015
+
+@_typing.final
+class BoardLoopStep(_message.Message):
+    """How long an incident took from its report to one step of the loop, and who took the step."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    AGENCY_FIELD_NUMBER: _builtins.int
+    SINCE_REPORT_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """verify, assign, first_ack (the first acknowledgement naming it), handle or close."""
+    agency: _builtins.str
+    """The agency whose event reached the step."""
+    @_builtins.property
+    def since_report(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        agency: _builtins.str = ...,
+        since_report: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since_report", b"since_report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "since_report", b"since_report", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoardLoopStep: _TypeAlias = BoardLoopStep  # noqa: Y015
 
 @_typing.final
 class BoardLine(_message.Message):

@@ -89,6 +89,7 @@ from gateway.store.ledger_timer import (
 )
 from gateway.store.lifecycle_guard import LifecycleGuard
 from gateway.store.nats_server import NatsServer, NatsServerError, embedded_dir
+from gateway.store.policy_archive import PolicyArchive
 from gateway.store.tracker import Tracker
 from gateway.store.writer_lease import WriterLease
 from gateway.telemetry.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
@@ -184,6 +185,7 @@ class Gateway:
         self._tracker: Tracker | None = None
         self._tracker_feed: ConsumerRunner | None = None
         self.board = BoardFeed(on_step=self._observe_loop_step)
+        self._policy_archive: PolicyArchive | None = None
         self._nats_back = asyncio.Event()
         self._embedded_watch: asyncio.Task[None] | None = None
         self._lease: WriterLease | None = None
@@ -415,7 +417,7 @@ class Gateway:
             TrackingServicer(deps, self._tracker), self._server
         )
         board_pb2_grpc.add_BoardServiceServicer_to_server(
-            BoardServicer(deps, self.board, catalogue), self._server
+            BoardServicer(deps, self.board, catalogue, lambda: self._policy_archive), self._server
         )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(deps), self._server)
         audit_service_pb2_grpc.add_CheckpointServiceServicer_to_server(
@@ -449,6 +451,8 @@ class Gateway:
         if self.config.audit.enabled:
             await self._take_writer_lease()
             await self._start_audit(policy.version)
+        self._policy_archive = PolicyArchive(self._store.client.jetstream())
+        await self._archive_policy(policy)
         await self._store.follow_grants(
             lambda data: grants.add(gateway_pb2.EmergencyGrant.FromString(data))
         )
@@ -581,6 +585,18 @@ class Gateway:
             with contextlib.suppress(AuditUnavailableError):
                 await self._deps.sink.record([])
 
+    async def _archive_policy(self, policy: PolicyHolder) -> None:
+        """Keep the policy now in force for as-of replay (best effort: a replay of a moment it
+        misses uses the policy recorded before)."""
+        if self._policy_archive is None:
+            return
+        try:
+            await self._policy_archive.record(
+                policy.version, policy.texts, self.config.gateway.gateway_id
+            )
+        except StoreError as error:
+            log.warning("policy.not_archived", version=policy.version, error=str(error))
+
     async def _record_policy_change(self, change: PolicyChange) -> None:
         assert self._deps is not None
         entry = gateway_entry(
@@ -592,6 +608,9 @@ class Gateway:
         # Best effort: the policy is in force either way (the files changed); the log says so
         # later: every decision entry carries its policy version.
         await self._deps.sink.record_best_effort([entry])
+        holder = self._deps.authorizer.holder
+        if not change.refused and isinstance(holder, PolicyHolder):
+            await self._archive_policy(holder)
 
     async def _watch_revocations(self, keeper: RevocationKeeper) -> None:
         """Look at the CRL now and then (calls look too), and audit every change, the load at

@@ -832,15 +832,20 @@ def parse_policy(texts: Mapping[str, str], catalogue: Catalogue | None = None) -
     )
 
 
-def load_policy(files: Sequence[Path]) -> Policy:
-    """Read and parse the policy files; errors name each file as given in `files`."""
+def read_policy_texts(files: Sequence[Path]) -> dict[str, str]:
+    """The policy files' texts, by each file as given in `files`."""
     texts = {}
     for path in files:
         try:
             texts[str(path)] = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise PolicyError([Finding(str(path), 0, f"cannot read: {error}")]) from None
-    return parse_policy(texts)
+    return texts
+
+
+def load_policy(files: Sequence[Path]) -> Policy:
+    """Read and parse the policy files; errors name each file as given in `files`."""
+    return parse_policy(read_policy_texts(files))
 
 
 def policy_files(directory: Path = SAMPLE_DIR) -> list[Path]:

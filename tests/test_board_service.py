@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -185,3 +185,59 @@ async def test_a_new_incident_appears_on_a_watching_board_and_every_answer_is_au
     assert hashlib.sha256(expected).digest() in digests
     assert any(changed.incident_id in e.incident_ids for e in answered)
     assert [e.outcome for e in queries].count(audit_pb2.AUDIT_OUTCOME_INVALID) == 1
+
+
+async def test_as_of_replay_shows_what_the_agency_was_entitled_to_then(
+    nats_url: str, policy_dir: Path
+) -> None:
+    config = config_for_tests(policy={"dir": str(policy_dir), "reload_seconds": 0.1})
+    async with gateway_for_tests(nats_url, config) as gateway:
+        report = scenario(datetime.now(UTC))[0]
+        async with (
+            DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+            DutyLinkClient(gateway.address, token=TOKENS["transport"], retry=NO_RETRY) as transport,
+        ):
+            receipt = await fire.publish(report.event)
+            assert await gateway.board.folded_up_to(receipt.stream_sequence, timeout=30)
+            incident_id = report.event.incident.incident_id
+            then = datetime.now(UTC)
+            before = await transport.incident(incident_id, plane=EXERCISE)
+            # The policy changes: transport no longer receives incidents.
+            rules = policy_dir / "rules.yaml"
+            rules.write_text(
+                rules.read_text(encoding="utf-8").replace(
+                    "agencies: [police, fire, health, emergency, transport, command]\n"
+                    "    types: incident.*",
+                    "agencies: [police, fire, health, emergency, command]\n    types: incident.*",
+                ),
+                encoding="utf-8",
+            )
+            old_version = gateway._deps.authorizer.policy.version  # type: ignore[union-attr]
+            async with asyncio.timeout(20):
+                while gateway._deps.authorizer.policy.version == old_version:  # type: ignore[union-attr]  # noqa: ASYNC110 (no event to wait on)
+                    await asyncio.sleep(0.05)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await transport.incident(incident_id, plane=EXERCISE)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            replayed = await transport.incident(incident_id, plane=EXERCISE, as_of=then)
+            assert replayed == before, "as transport was entitled to see it then"
+            assert not replayed.timeline[0].event.incident.HasField("reporter")
+            board_then = await transport.board(plane=EXERCISE, as_of=then)
+            assert [i.incident_id for i in board_then.incidents] == [incident_id]
+            as_transport = ("--target", gateway.address, "--token", TOKENS["transport"])
+            code, out, err = await dutylink(
+                "incident", incident_id, "--plane", "EXERCISE", "--as-of", then.isoformat(),
+                *as_transport,
+            )  # fmt: skip
+            assert code == 0 and out.startswith(f"{incident_id} [310115] "), err
+            for moment, code in (
+                (datetime(2020, 1, 1, tzinfo=UTC), grpc.StatusCode.FAILED_PRECONDITION),
+                (datetime.now(UTC) + timedelta(days=1), grpc.StatusCode.INVALID_ARGUMENT),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await transport.incident(incident_id, plane=EXERCISE, as_of=moment)
+                assert caught.value.code() == code, moment
+    reasons = [
+        e.reason for e in await logged(nats_url) if e.action == audit_pb2.AUDIT_ACTION_BOARD_QUERY
+    ]
+    assert any(f"under policy {old_version[:12]}" in r for r in reasons)

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -35,6 +35,7 @@ from typing import Any, cast
 import grpc
 import stamina
 import structlog
+from google.protobuf import timestamp_pb2
 
 from adapters.sdk.retry import (
     DEFAULT_RETRY,
@@ -100,6 +101,14 @@ def _log_receipt(receipt: gateway_pb2.Receipt) -> None:
 
 class _RetryableResults(Exception):
     """Some events of a batch failed with a retryable code: send just those again."""
+
+
+def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
 
 
 def _retryable_result(result: gateway_pb2.PublishResult) -> bool:
@@ -397,11 +406,15 @@ class DutyLinkClient:
         incident_id: str,
         *,
         plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL,
+        as_of: datetime | None = None,
         timeout: float = 10.0,
     ) -> board_pb2.BoardIncident:
         """One incident of the duty board with its timeline, as this agency may see it
-        (NOT_FOUND when it may see nothing of it). Retried as `retry` says."""
-        request = board_pb2.GetIncidentRequest(incident_id=incident_id, plane=plane)
+        (NOT_FOUND when it may see nothing of it); `as_of`: as it was entitled to see it at
+        that past moment. Retried as `retry` says."""
+        request = board_pb2.GetIncidentRequest(
+            incident_id=incident_id, plane=plane, as_of=_timestamp(as_of)
+        )
         async for attempt in self.retry.context():
             with attempt:
                 response: board_pb2.GetIncidentResponse = await self._board.GetIncident(
@@ -416,15 +429,18 @@ class DutyLinkClient:
         plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL,
         include_finished: bool = False,
         limit: int = 0,
+        as_of: datetime | None = None,
         timeout: float = 10.0,
     ) -> board_pb2.GetBoardResponse:
-        """The duty board of a jurisdiction as this agency may see it: open incidents (all with
-        `include_finished`), those with something overdue first, then the latest changed."""
+        """The duty board of a jurisdiction as this agency may see it (`as_of`: as it was
+        entitled to see it then): open incidents (all with `include_finished`), those with
+        something overdue first, then the latest changed."""
         request = board_pb2.GetBoardRequest(
             jurisdiction_prefix=jurisdiction_prefix,
             plane=plane,
             include_finished=include_finished,
             limit=limit,
+            as_of=_timestamp(as_of),
         )
         async for attempt in self.retry.context():
             with attempt:

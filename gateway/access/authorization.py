@@ -15,13 +15,14 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.access.auth import Principal
 from policies.engine import Decision, Evaluator
-from policies.loader import load_policy, policy_files
+from policies.loader import parse_policy, policy_files, read_policy_texts
 from policies.model import Grant, Policy, PolicyError
 
 log = structlog.get_logger("dutylink.policy")
@@ -41,6 +42,7 @@ class PolicyHolder:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._texts: dict[str, str] = {}
         self._stamp = self._files_stamp()
         self._evaluator = Evaluator(self._load())
         log.info("policy.loaded", directory=str(directory), version=self.version)
@@ -64,13 +66,20 @@ class PolicyHolder:
             stamps.append((path.name, status.st_mtime_ns, status.st_size))
         return tuple(stamps)
 
+    @property
+    def texts(self) -> dict[str, str]:
+        """The files of the policy in force, by file name (its version is their digest)."""
+        return dict(self._texts)
+
     def _load(self) -> Policy:
         files = policy_files(self.directory)
         if not files:
             raise PolicyError([])  # reported by the caller with the directory name
-        policy = load_policy(files)
+        texts = read_policy_texts(files)
+        policy = parse_policy(texts)
         for warning in policy.warnings:
             log.warning("policy.lint", finding=str(warning))
+        self._texts = {Path(name).name: text for name, text in texts.items()}
         return policy
 
     def reload_if_changed(self) -> PolicyChange | None:
@@ -147,10 +156,39 @@ class GrantBook:
         )
 
 
+class PolicySource(Protocol):
+    """Where an Authorizer takes its policy from: the one in force (PolicyHolder), or one of
+    the past (FixedPolicy, for as-of replay)."""
+
+    @property
+    def evaluator(self) -> Evaluator: ...
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+class FixedPolicy:
+    """A policy that never changes: one of the past, as archived (gateway.store.policy_archive)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.evaluator = Evaluator(policy)
+
+    @property
+    def policy(self) -> Policy:
+        return self.evaluator.policy
+
+    @property
+    def version(self) -> str:
+        return self.evaluator.version
+
+
 class Authorizer:
     """Decides with the policy in force and the grants on record; the gateway's one seam."""
 
-    def __init__(self, holder: PolicyHolder, grants: GrantBook) -> None:
+    def __init__(self, holder: PolicySource, grants: GrantBook) -> None:
         self.holder = holder
         self.grants = grants
 

@@ -2,6 +2,8 @@
 every subject family of gateway.core.subjects (the one registry of them) as a channel, and the
 messages they carry as self-contained proto3 schemas made from the descriptors.
 
+Long because every channel is listed here with its words for the reader of the document,
+next to the code that makes its address: split, the two would drift.
 Pure: values in, text out; the same inputs give the same bytes.
 """
 
@@ -57,6 +59,7 @@ _PARAMETERS = {
     "streamSequence": "The event's sequence in the events stream.",
     "grantId": "The break-glass grant's id.",
     "gatewayId": "The gateway replica's id (`<id>-operator` for its operator-command log).",
+    "policyVersion": "A policy version: the SHA-256 (hex) of its files.",
 }
 
 
@@ -155,6 +158,20 @@ def _channels() -> list[_Channel]:
             subjects.AUDIT_STREAM,
             "WitnessMark",
             "How far the replica's start-up check of its log against the event stream got.",
+        ),
+        _Channel(
+            "policies.loaded",
+            subjects.POLICIES_LOADED,
+            subjects.POLICIES_STREAM,
+            "PolicyLoaded",
+            "A replica put an access policy in force (at the message's time): for as-of replay.",
+        ),
+        _Channel(
+            "policies.texts",
+            subjects.policy_texts("{policyVersion}"),
+            subjects.POLICIES_STREAM,
+            "PolicyTexts",
+            "The files of one policy version (its SHA-256 digest), stored once.",
         ),
         _Channel(
             "writers",
@@ -304,6 +321,20 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _represent_str)
 
 
+def _json_messages(*described: tuple[str, str, str]) -> dict[str, Any]:
+    """Messages whose payload is a JSON object: (name, title, what the object holds)."""
+    return {
+        name: {
+            "name": name,
+            "title": title,
+            "summary": f"JSON object: {what}.",
+            "contentType": "application/json",
+            "payload": {"type": "object"},
+        }
+        for name, title, what in described
+    }
+
+
 def render_asyncapi(fds: descriptor_pb2.FileDescriptorSet) -> str:
     """The AsyncAPI 3.0 document of the NATS subjects and JetStream streams."""
     index = build_index(fds.file)
@@ -322,20 +353,12 @@ def render_asyncapi(fds: descriptor_pb2.FileDescriptorSet) -> str:
             "contentType": "text/plain",
             "payload": {"type": "string"},
         },
-        "WitnessMark": {
-            "name": "WitnessMark",
-            "title": "Witness mark",
-            "summary": "JSON object: how far the event stream was checked against the log.",
-            "contentType": "application/json",
-            "payload": {"type": "object"},
-        },
-        "WriterLease": {
-            "name": "WriterLease",
-            "title": "Audit writer lease",
-            "summary": "JSON object naming the process holding the lease.",
-            "contentType": "application/json",
-            "payload": {"type": "object"},
-        },
+        **_json_messages(
+            ("WitnessMark", "Witness mark", "how far the event stream was checked against the log"),
+            ("WriterLease", "Audit writer lease", "naming the process holding the lease"),
+            ("PolicyLoaded", "Policy put in force", "the policy version and who loaded it"),
+            ("PolicyTexts", "Policy files", "each policy file's name and its text"),
+        ),
         "AckRecord": {
             "name": "AckRecord",
             "title": "Confirmed ack",

@@ -4,7 +4,7 @@ timeline, each as the caller's agency may see it (BoardService)."""
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -24,6 +24,28 @@ from gateway.cli.exchange import (
     planes_of,
     run_rpc,
 )
+
+AsOfOption = Annotated[
+    str,
+    typer.Option(
+        "--as-of",
+        help="As your agency was entitled to see it at this past moment (ISO 8601 with a zone, "
+        "e.g. 2026-08-15T10:00:00+08:00): the events received by then, under the policy then.",
+    ),
+]
+
+
+def moment_of(text: str) -> datetime | None:
+    """`--as-of` as a time (None when not given); a bad one is the user's error, said so."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 time: {text!r}", param_hint="--as-of") from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter("give the time zone, e.g. +08:00 or Z", param_hint="--as-of")
+    return moment
 
 
 def _when(stamp: timestamp_pb2.Timestamp) -> str:
@@ -63,6 +85,7 @@ def board(
         bool, typer.Option("--all", help="Closed, rejected and merged incidents too.")
     ] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: 50).")] = 0,
+    as_of: AsOfOption = "",
     json: JsonOption = False,
     target: TargetOption = DEFAULT_TARGET,
     token: TokenOption = None,
@@ -73,12 +96,17 @@ def board(
     """List the incidents of a jurisdiction as your agency may see them: those with something
     overdue first, then the latest changed; one line each with their overdue lines below."""
     (plane_value,) = planes_of([plane], "--plane")
+    moment = moment_of(as_of)
     connect = client_for(target, token, ca, cert, key)
 
     async def main() -> board_pb2.GetBoardResponse:
         async with connect() as client:
             return await client.board(
-                jurisdiction, plane=plane_value, include_finished=finished, limit=limit
+                jurisdiction,
+                plane=plane_value,
+                include_finished=finished,
+                limit=limit,
+                as_of=moment,
             )
 
     page = run_rpc(main)
@@ -99,6 +127,7 @@ def board(
 def incident(
     incident_id: Annotated[str, typer.Argument(help="The incident's id.")],
     plane: PlaneOption = "ACTUAL",
+    as_of: AsOfOption = "",
     json: JsonOption = False,
     target: TargetOption = DEFAULT_TARGET,
     token: TokenOption = None,
@@ -109,11 +138,12 @@ def incident(
     """Show one incident as your agency may see it: its stage, lead and agencies, its warnings,
     tasks and resource lines, and its timeline (every event you may see, who sent it)."""
     (plane_value,) = planes_of([plane], "--plane")
+    moment = moment_of(as_of)
     connect = client_for(target, token, ca, cert, key)
 
     async def main() -> board_pb2.BoardIncident:
         async with connect() as client:
-            return await client.incident(incident_id, plane=plane_value)
+            return await client.incident(incident_id, plane=plane_value, as_of=moment)
 
     shown = run_rpc(main)
     if json:

@@ -87,6 +87,16 @@ def event_stream_specs(limits: StreamLimits) -> tuple[StreamSpec, ...]:
             max_msg_size=limits.max_msg_size,
         ),
         StreamSpec(
+            name=subjects.POLICIES_STREAM,
+            description="Each access policy put in force (when, by which replica) and its files",
+            subjects=(f"{subjects.POLICIES_PREFIX}.>",),
+            max_age_seconds=0,  # as-of replay needs the policy of any time the events reach
+            max_bytes=-1,
+            replicas=limits.replicas,
+            duplicate_window_seconds=limits.duplicate_window_seconds,
+            max_msg_size=limits.max_msg_size,
+        ),
+        StreamSpec(
             name=subjects.ACKED_STREAM,
             description="Acks confirmed to subscribers, seen by every replica",
             subjects=(f"{subjects.ACKED_PREFIX}.>",),
@@ -130,6 +140,7 @@ DURABLE_STREAMS = (
     subjects.EVENTS_STREAM,
     subjects.DEADLETTER_STREAM,
     subjects.GRANTS_STREAM,
+    subjects.POLICIES_STREAM,
     subjects.ACKED_STREAM,
     subjects.AUDIT_STREAM,
 )

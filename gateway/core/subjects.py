@@ -17,7 +17,8 @@ listens on its own redelivery subject, where dead letters are replayed to it alo
     dutylink.redeliver.<agency>.<subscription>
 
 Dead letters are kept per subscription on `dutylink.deadletter.<agency>.<subscription>`;
-break-glass declarations on `dutylink.grants.<grant id>`; each gateway replica's audit log on
+break-glass declarations on `dutylink.grants.<grant id>`; each policy a replica put in force on
+`dutylink.policies.loaded` and each version's files on `dutylink.policies.texts.<version>`; each gateway replica's audit log on
 `dutylink.audit.<gateway id>.entries`, its signed checkpoints on `….checkpoints`, and where its
 start-up check of the event stream ended on `….witnessed` (see gateway.audit.witness).
 Pure: no I/O.
@@ -43,6 +44,10 @@ EVENTS_PREFIX = "dutylink.events"
 REDELIVER_PREFIX = "dutylink.redeliver"
 DEADLETTER_PREFIX = "dutylink.deadletter"
 ACKED_PREFIX = "dutylink.acked"
+# Every policy a replica put in force, and the files of each version (as-of replay).
+POLICIES_STREAM = "DUTYLINK_POLICIES"
+POLICIES_PREFIX = "dutylink.policies"
+POLICIES_LOADED = f"{POLICIES_PREFIX}.loaded"
 # One message per gateway id: which process may append to that gateway id's audit log.
 WRITERS_STREAM = "DUTYLINK_WRITERS"
 WRITERS_PREFIX = "dutylink.writers"
@@ -72,6 +77,11 @@ def event_subject(
 def lane_filters(filters: Sequence[str], lane: Lane) -> list[str]:
     """A subscription's subject filters (filter_subjects: the routine lane) for `lane`."""
     return list(filters) if lane is Lane.ROUTINE else [f"{f}.{lane.value}" for f in filters]
+
+
+def policy_texts(version: str) -> str:
+    """Where the files of policy `version` are kept (once: the version is their digest)."""
+    return f"{POLICIES_PREFIX}.texts.{version}"
 
 
 def audit_entries(gateway_id: str) -> str:

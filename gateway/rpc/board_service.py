@@ -8,8 +8,8 @@ not exist. Every answer is recorded in the audit log before it is given (no reco
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import grpc
@@ -18,16 +18,18 @@ from google.protobuf.message import Message
 from dutylink.catalogue import Catalogue
 from dutylink.v1 import audit_pb2, board_pb2, board_pb2_grpc, event_pb2
 from gateway.access.auth import Principal
-from gateway.access.authorization import Authorizer
+from gateway.access.authorization import Authorizer, FixedPolicy
 from gateway.audit.entries import board_query_entry
 from gateway.audit.log import AuditUnavailableError
+from gateway.core.ports import StoreError
 from gateway.core.projections.board import IncidentKey, Visible, board_view, incident_view
 from gateway.core.projections.board_wire import board_incident
 from gateway.core.validation import FieldProblem
 from gateway.core.workflows.base import plane_token
-from gateway.rpc.calls import MAX_ECHOED_ID_CHARS, abort, authenticate, status
+from gateway.rpc.calls import MAX_ECHOED_ID_CHARS, abort, authenticate, status, store_code
 from gateway.rpc.dependencies import Dependencies, log
 from gateway.store.board_feed import BoardFeed
+from gateway.store.policy_archive import PolicyArchive
 from policies.redaction import redact
 
 DEFAULT_BOARD_PAGE = 50
@@ -48,24 +50,59 @@ def visible_to(authorizer: Authorizer, principal: Principal, now: datetime) -> V
 
 
 class BoardServicer(board_pb2_grpc.BoardServiceServicer):
-    def __init__(self, deps: Dependencies, feed: BoardFeed, catalogue: Catalogue) -> None:
+    def __init__(
+        self,
+        deps: Dependencies,
+        feed: BoardFeed,
+        catalogue: Catalogue,
+        archive: Callable[[], PolicyArchive | None],
+    ) -> None:
         self._deps = deps
         self._feed = feed
         self._catalogue = catalogue
+        self._archive = archive  # none until the store is connected
+
+    async def _seen_as_of(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        principal: Principal,
+        request: board_pb2.GetIncidentRequest | board_pb2.GetBoardRequest,
+    ) -> tuple[Visible, datetime, datetime | None, str]:
+        """How the caller sees events, the moment to judge deadlines at, the as-of moment
+        (None: now) and a note for the audit entry. As of a past moment: under the policy in
+        force then, with the grants valid then."""
+        now = self._deps.clock()
+        if not request.HasField("as_of"):
+            return visible_to(self._deps.authorizer, principal, now), now, None, ""
+        as_of = request.as_of.ToDatetime(tzinfo=UTC)
+        if as_of > now:
+            problem = FieldProblem("as_of", "as_of is in the future", "board.as_of_future")
+            await self._refuse(context, principal, (problem,))
+        archive = self._archive()
+        try:
+            policy = await archive.in_force_at(as_of) if archive is not None else None
+        except StoreError as error:
+            await abort(context, status(store_code(error), f"reading past policies: {error}"))
+        if policy is None:
+            message = f"no policy on record at {as_of.isoformat()}: nothing to replay"
+            await self._record(context, principal, message)
+            await abort(context, status(grpc.StatusCode.FAILED_PRECONDITION, message))
+        then = Authorizer(FixedPolicy(policy), self._deps.authorizer.grants)
+        note = f" as of {as_of.isoformat()} under policy {policy.version[:12]}"
+        return visible_to(then, principal, as_of), as_of, as_of, note
 
     async def GetIncident(
         self, request: board_pb2.GetIncidentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> board_pb2.GetIncidentResponse:
         principal = await self._admit(context, request, "GetIncident")
-        now = self._deps.clock()
+        visible, now, as_of, note = await self._seen_as_of(context, principal, request)
         plane = request.plane or event_pb2.PLANE_ACTUAL
         key = IncidentKey(plane, request.incident_id)
-        visible = visible_to(self._deps.authorizer, principal, now)
-        view = incident_view(self._catalogue, self._feed.board, key, visible, now)
+        view = incident_view(self._catalogue, self._feed.board, key, visible, now, as_of=as_of)
         shown = request.incident_id[:MAX_ECHOED_ID_CHARS]
         if view is None:
             missing = f"no incident {shown} on the {plane_token(plane)} plane"
-            await self._record(context, principal, f"incident {shown}: not found", [shown])
+            await self._record(context, principal, f"incident {shown}{note}: not found", [shown])
             await abort(context, status(grpc.StatusCode.NOT_FOUND, missing))
         response = board_pb2.GetIncidentResponse(
             incident=board_incident(view, now, with_timeline=True)
@@ -73,7 +110,7 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         await self._record(
             context,
             principal,
-            f"incident {shown}: {len(view.timeline)} events",
+            f"incident {shown}{note}: {len(view.timeline)} events",
             [request.incident_id],
             response,
         )
@@ -83,7 +120,7 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         self, request: board_pb2.GetBoardRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> board_pb2.GetBoardResponse:
         principal = await self._admit(context, request, "GetBoard")
-        now = self._deps.clock()
+        visible, now, as_of, note = await self._seen_as_of(context, principal, request)
         plane = request.plane or event_pb2.PLANE_ACTUAL
         limit = min(request.limit or DEFAULT_BOARD_PAGE, MAX_BOARD_PAGE)
         views = board_view(
@@ -91,9 +128,10 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
             self._feed.board,
             plane,
             request.jurisdiction_prefix,
-            visible_to(self._deps.authorizer, principal, now),
+            visible,
             now,
             include_finished=request.include_finished,
+            as_of=as_of,
         )
         response = board_pb2.GetBoardResponse(
             incidents=[board_incident(view, now, with_timeline=False) for view in views[:limit]],
@@ -103,7 +141,7 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         await self._record(
             context,
             principal,
-            f"board of {where} on the {plane_token(plane)} plane: "
+            f"board of {where} on the {plane_token(plane)} plane{note}: "
             f"{len(response.incidents)} incidents{' (more not sent)' if response.truncated else ''}",
             [incident.incident_id for incident in response.incidents],
             response,

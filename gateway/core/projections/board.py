@@ -149,15 +149,24 @@ class IncidentView:
 
 
 def incident_view(
-    catalogue: Catalogue, board: Board, key: IncidentKey, visible: Visible, now: datetime
+    catalogue: Catalogue,
+    board: Board,
+    key: IncidentKey,
+    visible: Visible,
+    now: datetime,
+    *,
+    as_of: datetime | None = None,
 ) -> IncidentView | None:
     """The incident as a viewer sees it: folded from the events `visible` lets it have
-    (redacted); None when it may see none of them (as for an incident that does not exist)."""
-    shown = [
-        Entry(stored.sequence, received_at(stored.event), event)
-        for stored in board.timeline(key)
-        if (event := visible(stored.event)) is not None
-    ]
+    (redacted), those received by `as_of` only when given; None when it may see none of them
+    (as for an incident that does not exist)."""
+    shown = []
+    for stored in board.timeline(key):
+        received = received_at(stored.event)
+        if as_of is not None and received > as_of:
+            continue  # (not break: replicas' clocks and concurrent calls interleave a little)
+        if (event := visible(stored.event)) is not None:
+            shown.append(Entry(stored.sequence, received, event))
     if not shown:
         return None
     states: dict[tuple[str, str], tuple[AggregateState, datetime]] = {}
@@ -209,14 +218,15 @@ def board_view(
     now: datetime,
     *,
     include_finished: bool = False,
+    as_of: datetime | None = None,
 ) -> list[IncidentView]:
     """The incidents of `plane` in the jurisdiction (a 2/4/6-digit division prefix, "" for
-    all) the viewer may see, open ones only unless `include_finished`: those with something
-    overdue first, then the latest changed first."""
+    all) the viewer may see (as of `as_of`, when given), open ones only unless
+    `include_finished`: those with something overdue first, then the latest changed first."""
     views = [
         view
         for key in board.incidents(plane)
-        if (view := incident_view(catalogue, board, key, visible, now)) is not None
+        if (view := incident_view(catalogue, board, key, visible, now, as_of=as_of)) is not None
         and view.division_code.startswith(jurisdiction_prefix)
         and (include_finished or view.open)
     ]

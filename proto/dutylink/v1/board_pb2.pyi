@@ -35,19 +35,27 @@ class GetIncidentRequest(_message.Message):
 
     INCIDENT_ID_FIELD_NUMBER: _builtins.int
     PLANE_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
     """The incident's id (`Incident.incident_id`)."""
     plane: _event_pb2.Plane.ValueType
     """The incident's plane; unspecified means ACTUAL."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """As-of replay: the incident as the caller was entitled to see it at this past moment
+        (the events received by then, under the policy in force then). Unset: now.
+        """
+
     def __init__(
         self,
         *,
         incident_id: _builtins.str = ...,
         plane: _event_pb2.Plane.ValueType = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id", "plane", b"plane"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "incident_id", b"incident_id", "plane", b"plane"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -85,6 +93,7 @@ class GetBoardRequest(_message.Message):
     PLANE_FIELD_NUMBER: _builtins.int
     INCLUDE_FINISHED_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     jurisdiction_prefix: _builtins.str
     """A GB/T 2260 division prefix of 2, 4 or 6 digits; empty means every jurisdiction."""
     plane: _event_pb2.Plane.ValueType
@@ -93,6 +102,10 @@ class GetBoardRequest(_message.Message):
     """Closed, rejected and merged incidents too (by default only open ones)."""
     limit: _builtins.int
     """At most this many incidents (0: 50); never more than 500."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """As in GetIncidentRequest."""
+
     def __init__(
         self,
         *,
@@ -100,10 +113,11 @@ class GetBoardRequest(_message.Message):
         plane: _event_pb2.Plane.ValueType = ...,
         include_finished: _builtins.bool = ...,
         limit: _builtins.int = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_finished", b"include_finished", "jurisdiction_prefix", b"jurisdiction_prefix", "limit", b"limit", "plane", b"plane"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "include_finished", b"include_finished", "jurisdiction_prefix", b"jurisdiction_prefix", "limit", b"limit", "plane", b"plane"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,101 @@
+"""Every access policy the gateway put in force, kept in JetStream for as-of replay: which
+policy an agency was under at a past moment (the duty board as it was entitled to see it then).
+
+Each replica records, at start and at every reload it accepts, a `loaded` message (the version
+and the replica; JetStream stamps the time), and the version's files once under
+`texts.<version>` (the version is their digest, so one copy serves every replica). The policy in
+force at a moment is the version of the last `loaded` message stored at or before it: during a
+rolling change, the one the latest replica put in force.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+
+import nats.js.errors
+import structlog
+from nats.js import JetStreamContext
+
+from gateway.core import subjects
+from gateway.core.ports import StoreUnavailableError
+from gateway.store.errors import STORE_FAILURES
+from policies.loader import parse_policy
+from policies.model import Policy
+
+log = structlog.get_logger("dutylink.policy")
+# Past policies parsed and kept in memory (each is a few kilobytes of rules).
+_KEPT = 16
+# `loaded` messages read for one lookup at most: a start or reload each, over the archive's life.
+MAX_LOADED = 100_000
+
+
+class PolicyArchive:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._parsed: dict[str, Policy] = {}
+
+    async def record(self, version: str, texts: Mapping[str, str], gateway_id: str) -> None:
+        """Note that `gateway_id` put policy `version` (these files) in force now."""
+        try:
+            await self._js.publish(
+                subjects.policy_texts(version),
+                json.dumps(dict(texts), sort_keys=True).encode(),
+                stream=subjects.POLICIES_STREAM,
+                headers={"Nats-Msg-Id": f"policy-{version}"},
+            )
+            await self._js.publish(
+                subjects.POLICIES_LOADED,
+                json.dumps({"version": version, "gateway_id": gateway_id}).encode(),
+                stream=subjects.POLICIES_STREAM,
+            )
+        except STORE_FAILURES as error:
+            raise StoreUnavailableError(f"recording policy {version[:12]}: {error!r}") from error
+
+    async def in_force_at(self, moment: dt.datetime) -> Policy | None:
+        """The policy in force at `moment`; None if none was recorded by then."""
+        version = await self._version_at(moment)
+        if version is None:
+            return None
+        if version not in self._parsed:
+            raw = await self._get_last(subjects.policy_texts(version))
+            if raw is None:
+                log.error("policy.archive_incomplete", version=version)
+                return None
+            texts: dict[str, str] = json.loads(raw)
+            if len(self._parsed) >= _KEPT:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[version] = parse_policy(texts)
+        return self._parsed[version]
+
+    async def _version_at(self, moment: dt.datetime) -> str | None:
+        version, sequence = None, 1
+        for _ in range(MAX_LOADED):
+            try:
+                message = await self._js.get_msg(
+                    subjects.POLICIES_STREAM, sequence, subject=subjects.POLICIES_LOADED, next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return version
+            except STORE_FAILURES as error:
+                raise StoreUnavailableError(f"reading the policy archive: {error!r}") from error
+            stored = message.time
+            if stored is not None and _utc(stored) > moment:
+                return version
+            version = json.loads(message.data or b"{}").get("version")
+            sequence = (message.seq or sequence) + 1
+        return version
+
+    async def _get_last(self, subject: str) -> bytes | None:
+        try:
+            message = await self._js.get_last_msg(subjects.POLICIES_STREAM, subject)
+        except nats.js.errors.NotFoundError:
+            return None
+        except STORE_FAILURES as error:
+            raise StoreUnavailableError(f"reading the policy archive: {error!r}") from error
+        return message.data
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -21,10 +21,13 @@ import grpc
 import pytest
 from aiohttp import web
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from typer.testing import CliRunner
 
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
+from gateway.cli.console import is_loopback, split_listen
 from gateway.cli.demo_scenario import scenario
+from gateway.cli.main import app
 from gateway.console.app import create_app
 from gateway.console.queries import BadQuery, board_query, http_status, incident_id_of
 from gateway.console.sessions import SessionStore
@@ -276,3 +279,17 @@ def test_grpc_statuses_map_to_http_statuses() -> None:
     assert http_status(grpc.StatusCode.UNAUTHENTICATED) == 401
     assert http_status(grpc.StatusCode.PERMISSION_DENIED) == 403
     assert http_status(grpc.StatusCode.INTERNAL) == 502
+
+
+def test_the_command_refuses_a_remote_listen_address_unless_told_and_a_bad_zone() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["console", "--listen", "0.0.0.0:8780"])
+    assert result.exit_code == 2 and "not a loopback address" in result.output
+    assert "--allow-remote" in result.output
+    result = runner.invoke(app, ["console", "--zone", "Mars/Olympus"])
+    assert result.exit_code == 2 and "not a known time zone" in result.output
+    result = runner.invoke(app, ["console", "--listen", "localhost"])
+    assert result.exit_code == 2 and "HOST:PORT" in result.output
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("10.0.0.8") and not is_loopback("console.example")
+    assert split_listen("[::1]:8780") == ("::1", 8780)

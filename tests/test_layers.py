@@ -69,7 +69,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("gateway.rpc",),  # servicers and interceptors
     ("gateway.server", "gateway.config"),  # the composition root
     # the faces and the test kit
-    ("gateway.cli", "gateway.bench", "gateway.testkit", "adapters.bench", "policies.bench"),
+    (
+        "gateway.cli",
+        "gateway.console",
+        "gateway.bench",
+        "gateway.testkit",
+        "adapters.bench",
+        "policies.bench",
+    ),
 )
 
 # Pure modules import no network, no I/O and no clock; they take values and return values.

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".dutylink-installed"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def run(*command: str | Path) -> None:
@@ -66,6 +67,32 @@ def ensure_environment() -> None:
         STAMP.write_text(wanted)
 
 
+def apt_get(*arguments: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["apt-get", *arguments], check=False, capture_output=True, text=True)
+    except FileNotFoundError:  # not a Debian-like machine
+        return subprocess.CompletedProcess(["apt-get"], 127, "", "apt-get: not found\n")
+
+
+def ensure_browser() -> None:
+    """The console's browser tests drive the system's Chromium (Playwright never downloads one):
+    install Debian's package if it is missing, refreshing the package lists only if that fails."""
+    if CHROMIUM.exists() or os.name == "nt":
+        return
+    print(f"{CHROMIUM} is missing: installing Debian's chromium for the console tests", flush=True)
+    result = apt_get("install", "-y", "chromium")
+    if result.returncode != 0 and apt_get("update").returncode == 0:
+        result = apt_get("install", "-y", "chromium")
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-2000:] + result.stderr[-2000:])
+        print(
+            "could not install chromium (as root: apt-get install -y chromium); the console's "
+            f"browser tests (tests/test_console.py) will fail without {CHROMIUM}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def test_selection(arguments: list[str]) -> list[str]:
     """pytest's arguments: without slow tests unless `--all` is given or a marker chosen."""
     if "--all" in arguments:
@@ -83,6 +110,7 @@ def main(argv: list[str]) -> None:
     if command in ("demo", "serve"):
         replace_with(BIN / "dutylink", command, *rest)
     elif command == "test":
+        ensure_browser()
         replace_with(BIN / "python", "-m", "pytest", *test_selection(rest))
     else:
         run(BIN / "ruff", "check", ".")

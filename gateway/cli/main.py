@@ -24,6 +24,7 @@ from gateway import config as config_module
 from gateway.access.pki import PkiError
 from gateway.audit.log import AuditUnavailableError
 from gateway.cli import board as cli_board
+from gateway.cli import console as cli_console
 from gateway.cli import duty as cli_duty
 from gateway.cli import exchange as cli_exchange
 from gateway.cli.adapter import adapter_app
@@ -407,6 +408,7 @@ def deadletter_replay(
 cli_exchange.register(app)
 cli_duty.register(app)
 cli_board.register(app)
+cli_console.register(app)
 
 if __name__ == "__main__":
     app()

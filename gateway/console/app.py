@@ -1,0 +1,85 @@
+"""The console's aiohttp application: routes, the session gate in front of every route but the
+login page and the static files, and the headers that keep the pages to their own origin."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.console import api, pages
+from gateway.console.sessions import SessionStore
+from gateway.console.state import (
+    COOKIE,
+    SESSION_ID,
+    SESSIONS,
+    SETTINGS,
+    STOPPING,
+    TOKEN,
+    ConsoleSettings,
+)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# A login form and the API's query strings are small; nothing bigger is ever read.
+MAX_REQUEST_BYTES = 16 * 1024
+PUBLIC_PREFIXES = ("/login", "/static/")
+# Only this origin's scripts and styles; no inline script, no frames, no form posted elsewhere.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def session_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route but the public ones needs a live session: pages send the officer to the
+    login page, the API answers 401 in JSON for the page's script to act on."""
+    if request.path.startswith(PUBLIC_PREFIXES):
+        return await handler(request)
+    session_id = request.cookies.get(COOKIE)
+    token = request.app[SESSIONS].token_of(session_id)
+    if token is None:
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": "not logged in"}, status=401)
+        raise web.HTTPSeeOther("/login")
+    request[TOKEN] = token
+    request[SESSION_ID] = session_id or ""
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response, streams too (a middleware runs too late for a prepared stream)."""
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    if not request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"  # boards are not for shared caches
+
+
+async def _stop_streams(app: web.Application) -> None:
+    app[STOPPING].set()
+
+
+def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) -> web.Application:
+    """The console as an aiohttp application (serve it with web.AppRunner or web.run_app)."""
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[session_gate])
+    app[SETTINGS] = settings
+    app[SESSIONS] = sessions if sessions is not None else SessionStore()
+    app[STOPPING] = asyncio.Event()
+    app.on_response_prepare.append(security_headers)
+    app.on_shutdown.append(_stop_streams)
+    app.router.add_get("/login", pages.login_page)
+    app.router.add_post("/login", pages.login)
+    app.router.add_post("/logout", pages.logout)
+    app.router.add_get("/", pages.board_page)
+    app.router.add_get("/incident/{incident_id}", pages.incident_page)
+    app.router.add_get("/api/board", api.board)
+    app.router.add_get("/api/incident/{incident_id}", api.incident)
+    app.router.add_get("/api/events", api.events)
+    app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    return app

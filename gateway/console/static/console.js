@@ -1,0 +1,253 @@
+// The board and incident pages: they read the console's JSON API (never the gateway, never a
+// token: the session cookie is HttpOnly) and draw every value with textContent, so nothing the
+// gateway returns is ever interpreted as HTML.
+"use strict";
+(function () {
+  const { t, apply } = window.DutyLinkI18n;
+  const body = document.body;
+  const zone = body.dataset.zone || "Asia/Shanghai";
+
+  function when(stamp) {
+    if (!stamp) return "";
+    const locale = window.DutyLinkI18n.language() === "zh" ? "zh-CN" : "en-GB";
+    return new Intl.DateTimeFormat(locale, {
+      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+    }).format(new Date(stamp));
+  }
+
+  function element(tag, text, attributes) {
+    const made = document.createElement(tag);
+    if (text !== undefined && text !== null) made.textContent = String(text);
+    for (const [name, value] of Object.entries(attributes || {})) made.setAttribute(name, value);
+    return made;
+  }
+
+  function showProblem(message) {
+    const problem = document.getElementById("problem");
+    problem.textContent = message;
+    problem.hidden = !message;
+  }
+
+  async function getJson(url) {
+    const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 401) {
+      window.location.assign("/login");
+      throw new Error(t("error.gone"));
+    }
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || String(response.status));
+    return answer;
+  }
+
+  // --- the board ----------------------------------------------------------------------------
+
+  function boardPage() {
+    const form = document.getElementById("filters");
+    const rows = document.getElementById("rows");
+    const live = document.getElementById("live");
+    const incidents = new Map();
+    let source = null;
+    let generation = 0;
+
+    function filters() {
+      const query = new URLSearchParams(window.location.search);
+      return {
+        jurisdiction: query.get("jurisdiction") || "",
+        plane: query.get("plane") || "ACTUAL",
+        all: query.get("all") === "1",
+      };
+    }
+
+    function apiQuery(chosen, withAll) {
+      const query = new URLSearchParams({ jurisdiction: chosen.jurisdiction, plane: chosen.plane });
+      if (withAll && chosen.all) query.set("all", "1");
+      return query.toString();
+    }
+
+    function setLive(state) {
+      live.dataset.state = state;
+      live.textContent = t("live." + state);
+    }
+
+    function order(a, b) {
+      const overdue = (b.overdue || 0) - (a.overdue || 0);
+      if ((a.overdue || 0) > 0 !== (b.overdue || 0) > 0) return overdue;
+      return String(b.updated_time || "").localeCompare(String(a.updated_time || ""));
+    }
+
+    function row(incident, plane) {
+      const overdue = incident.overdue || 0;
+      const tr = element("tr", null, { "data-testid": "incident-row", "data-incident-id": incident.incident_id });
+      if (overdue > 0) tr.classList.add("overdue");
+      if (incident.open === false || incident.open === undefined) tr.classList.add("finished");
+      const link = element("a", incident.incident_id, {
+        href: "/incident/" + encodeURIComponent(incident.incident_id) + "?plane=" + encodeURIComponent(plane),
+        "data-testid": "incident-link",
+      });
+      const cells = [
+        link, incident.title || "", incident.division_code || "",
+        (incident.stage && incident.stage.state) || "", (incident.stage && incident.stage.lead) || "",
+        (incident.agencies || []).join(", "), overdue, when(incident.updated_time),
+      ];
+      cells.forEach((value, index) => {
+        const td = element("td");
+        if (value instanceof Node) td.appendChild(value); else td.textContent = String(value);
+        if (index === 6) { td.classList.add("overdue-count"); td.dataset.testid = "overdue-count"; }
+        tr.appendChild(td);
+      });
+      return tr;
+    }
+
+    function render() {
+      const chosen = filters();
+      const shown = [...incidents.values()].filter((i) => chosen.all || i.open).sort(order);
+      rows.replaceChildren(...shown.map((incident) => row(incident, chosen.plane)));
+      document.getElementById("empty").hidden = shown.length > 0;
+    }
+
+    async function load() {
+      const mine = ++generation;
+      try {
+        const answer = await getJson("/api/board?" + apiQuery(filters(), true));
+        if (mine !== generation) return;  // a newer filter's answer wins
+        incidents.clear();
+        for (const incident of answer.incidents || []) incidents.set(incident.incident_id, incident);
+        showProblem("");
+        render();
+      } catch (error) {
+        showProblem(error.message);
+      }
+    }
+
+    function connect() {
+      if (source) source.close();
+      setLive("connecting");
+      source = new EventSource("/api/events?" + apiQuery(filters(), false));
+      // On every (re)connect, read the whole board again: nothing missed while away.
+      source.addEventListener("ready", () => { setLive("live"); load(); });
+      source.addEventListener("message", (message) => {
+        const change = JSON.parse(message.data).incident;
+        if (change) { incidents.set(change.incident_id, change); render(); }
+      });
+      source.addEventListener("failure", (message) => {
+        showProblem(JSON.parse(message.data).error);
+      });
+      source.onerror = () => {
+        setLive("reconnecting");
+        if (source.readyState === EventSource.CLOSED) {
+          // Refused outright (a 401 or 400): find out why, then try again later.
+          load().finally(() => window.setTimeout(connect, 5000));
+        }
+      };
+    }
+
+    function fillForm() {
+      const chosen = filters();
+      form.elements.jurisdiction.value = chosen.jurisdiction;
+      form.elements.plane.value = chosen.plane;
+      form.elements.all.checked = chosen.all;
+    }
+
+    form.addEventListener("submit", (submitted) => {
+      submitted.preventDefault();
+      const query = new URLSearchParams({
+        jurisdiction: form.elements.jurisdiction.value.trim(),
+        plane: form.elements.plane.value,
+      });
+      if (form.elements.all.checked) query.set("all", "1");
+      window.history.replaceState(null, "", "/?" + query.toString());
+      incidents.clear();
+      render();
+      connect();
+    });
+    form.elements.all.addEventListener("change", () => form.requestSubmit());
+    form.elements.plane.addEventListener("change", () => form.requestSubmit());
+    document.addEventListener("dutylink:language", () => { setLive(live.dataset.state); render(); });
+    fillForm();
+    render();
+    connect();
+  }
+
+  // --- one incident ---------------------------------------------------------------------------
+
+  function incidentPage() {
+    const incidentId = body.dataset.incidentId;
+    const plane = new URLSearchParams(window.location.search).get("plane") || "ACTUAL";
+    let shown = null;
+
+    function summary(incident) {
+      const list = document.getElementById("summary");
+      const stage = incident.stage || {};
+      const pairs = [
+        ["col.stage", stage.state || ""], ["summary.phase", (incident.phase && incident.phase.state) || ""],
+        ["col.lead", stage.lead || ""], ["col.agencies", (incident.agencies || []).join(", ")],
+        ["col.division", incident.division_code || ""],
+        ["summary.open", t(incident.open ? "summary.opened" : "summary.closed")],
+        ["col.overdue", incident.overdue || 0], ["col.updated", when(incident.updated_time)],
+      ];
+      if (incident.dropped_events) pairs.push(["summary.dropped", incident.dropped_events]);
+      list.replaceChildren();
+      for (const [key, value] of pairs) {
+        list.appendChild(element("dt", t(key)));
+        list.appendChild(element("dd", value, { "data-testid": "summary-" + key.split(".")[1] }));
+      }
+    }
+
+    function lines(incident) {
+      const rows = (incident.lines || []).map((line) => {
+        const tr = element("tr", null, { "data-testid": "line-row" });
+        if (line.overdue) tr.classList.add("overdue");
+        const values = [line.lifecycle, line.key, line.state, line.lead || "",
+          (line.assigned || []).join(", "), when(line.deadline), line.overdue ? t("line.overdue") : ""];
+        values.forEach((value, index) => {
+          const td = element("td", value);
+          if (index === 6) td.classList.add("overdue-mark");
+          tr.appendChild(td);
+        });
+        return tr;
+      });
+      if (rows.length === 0) {
+        const tr = element("tr");
+        tr.appendChild(element("td", t("lines.none"), { colspan: "7" }));
+        rows.push(tr);
+      }
+      document.getElementById("lines").replaceChildren(...rows);
+    }
+
+    function timeline(incident) {
+      const items = (incident.timeline || []).map((entry) => {
+        const event = entry.event || {};
+        const li = element("li", null, { "data-testid": "timeline-entry" });
+        li.appendChild(element("span", when(entry.received_time), { class: "when" }));
+        li.appendChild(element("span", event.source || "", { class: "source", "data-testid": "entry-source" }));
+        li.appendChild(element("span", event.type || "", { class: "type", "data-testid": "entry-type" }));
+        const details = element("details");
+        details.appendChild(element("summary", t("timeline.json")));
+        details.appendChild(element("pre", JSON.stringify(event, null, 2), { "data-testid": "event-json" }));
+        li.appendChild(details);
+        return li;
+      });
+      document.getElementById("timeline").replaceChildren(...items);
+    }
+
+    function render() {
+      if (!shown) return;
+      document.getElementById("incident-title").textContent = shown.title || "";
+      summary(shown);
+      lines(shown);
+      timeline(shown);
+    }
+
+    getJson("/api/incident/" + encodeURIComponent(incidentId) + "?plane=" + encodeURIComponent(plane))
+      .then((incident) => { shown = incident; render(); })
+      .catch((error) => showProblem(error.message));
+    document.addEventListener("dutylink:language", render);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    apply(document);
+    if (body.dataset.page === "board") boardPage();
+    if (body.dataset.page === "incident") incidentPage();
+  });
+})();

@@ -68,8 +68,12 @@ def ensure_environment() -> None:
 
 
 def apt_get(*arguments: str) -> subprocess.CompletedProcess[str]:
+    # Never a question on the terminal (debconf): CI has no one to answer it.
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        return subprocess.run(["apt-get", *arguments], check=False, capture_output=True, text=True)
+        return subprocess.run(
+            ["apt-get", *arguments], check=False, capture_output=True, text=True, env=environment
+        )
     except FileNotFoundError:  # not a Debian-like machine
         return subprocess.CompletedProcess(["apt-get"], 127, "", "apt-get: not found\n")
 

@@ -417,7 +417,8 @@ class Gateway:
             TrackingServicer(deps, self._tracker), self._server
         )
         board_pb2_grpc.add_BoardServiceServicer_to_server(
-            BoardServicer(deps, self.board, catalogue, lambda: self._policy_archive), self._server
+            BoardServicer(deps, self.board, catalogue, lambda: self._policy_archive, self._tracker),
+            self._server,
         )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(deps), self._server)
         audit_service_pb2_grpc.add_CheckpointServiceServicer_to_server(

@@ -56,6 +56,21 @@ async def play_the_demo(gateway: Gateway) -> tuple[str, list[event_pb2.Event], i
     return scenario_incident(stored), stored, last
 
 
+async def tracked_in(
+    client: DutyLinkClient, incident_id: str, *, messages: int
+) -> board_pb2.BoardIncident:
+    """The incident once the tracker has taken in its `messages` tracked messages and their
+    answers (it reads the stream moments after the board does)."""
+    async with asyncio.timeout(30):
+        while True:
+            incident = await client.incident(incident_id, plane=EXERCISE)
+            statuses = incident.acknowledgements
+            answered = sum(m.summary.acknowledged + m.summary.declined for m in statuses)
+            if len(statuses) == messages and answered >= 5:
+                return incident
+            await asyncio.sleep(0.1)
+
+
 def scenario_incident(events: list[event_pb2.Event]) -> str:
     return events[0].incident.incident_id
 
@@ -115,7 +130,12 @@ async def test_the_board_rebuilt_after_a_restart_equals_the_live_one(nats_url: s
         live_metrics = gateway.metrics.registry
         async with DutyLinkClient(gateway.address, token=TOKENS["command"]) as command:
             before = await command.board(plane=EXERCISE, include_finished=True)
-            detail = await command.incident(incident_id, plane=EXERCISE)
+            detail = await tracked_in(command, incident_id, messages=6)
+        async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
+            own = (await fire.incident(incident_id, plane=EXERCISE)).acknowledgements
+            assert {m.sender for m in own} == {"fire"}, "its own messages only"
+    (assignment,) = [m for m in detail.acknowledgements if m.event_type == "incident.assigned"]
+    assert assignment.sender == "command" and assignment.summary.acknowledged == 5
     async with gateway_for_tests(nats_url, config) as restarted:
         assert await restarted.board.folded_up_to(last, timeout=30)
         assert restarted.board.board.fingerprint() == live
@@ -133,6 +153,10 @@ async def test_the_board_rebuilt_after_a_restart_equals_the_live_one(nats_url: s
         lines = out.splitlines()
         assert code == 0 and lines[0].startswith(f"{incident_id} [310115] {detail.title}: closed")
         assert lines[1].startswith("agencies: fire, ")
+        assert any(
+            line.startswith(f"  taken: command/{assignment.event_id} (incident.assigned): ")
+            for line in lines
+        )
         assert lines[-1].endswith(" command: incident.closed (EXERCISE)")
         code, out, err = await dutylink("incident", "INC-NONE", "--plane", "EXERCISE", *as_command)
         assert code != 0 and "no incident INC-NONE on the exercise plane" in err

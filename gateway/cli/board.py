@@ -153,6 +153,9 @@ def incident(
     typer.echo(f"agencies: {', '.join(shown.agencies)}")
     for line in shown.lines:
         typer.echo(f"  {line_text(line)}")
+    for message in shown.acknowledgements:
+        typer.echo(f"  taken: {message.sender}/{message.event_id} ({message.event_type}): "
+                   f"{message.summary.text}")  # fmt: skip
     for entry in shown.timeline:
         event = entry.event
         plane_name = event_pb2.Plane.Name(event.plane).removeprefix("PLANE_")

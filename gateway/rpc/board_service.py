@@ -16,22 +16,32 @@ import grpc
 from google.protobuf.message import Message
 
 from dutylink.catalogue import Catalogue
-from dutylink.v1 import audit_pb2, board_pb2, board_pb2_grpc, event_pb2
+from dutylink.v1 import audit_pb2, board_pb2, board_pb2_grpc, event_pb2, gateway_pb2
 from gateway.access.auth import Principal
 from gateway.access.authorization import Authorizer, FixedPolicy
 from gateway.audit.entries import board_query_entry
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.ports import StoreError
-from gateway.core.projections.board import IncidentKey, Visible, board_view, incident_view
+from gateway.core.projections.board import (
+    IncidentKey,
+    IncidentView,
+    Visible,
+    board_view,
+    incident_view,
+)
 from gateway.core.projections.board_wire import board_incident
 from gateway.core.validation import FieldProblem
 from gateway.core.workflows.base import plane_token
+from gateway.core.workflows.tracking_view import may_see, tracked_message
 from gateway.rpc.calls import MAX_ECHOED_ID_CHARS, abort, authenticate, status, store_code
 from gateway.rpc.dependencies import Dependencies, log
 from gateway.store.board_feed import BoardFeed
 from gateway.store.policy_archive import PolicyArchive
+from gateway.store.tracker import Tracker
 from policies.redaction import redact
 
+# Tracked messages whose status one incident's answer carries, at most.
+MAX_ACKNOWLEDGEMENTS = 100
 DEFAULT_BOARD_PAGE = 50
 MAX_BOARD_PAGE = 500
 
@@ -56,11 +66,35 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         feed: BoardFeed,
         catalogue: Catalogue,
         archive: Callable[[], PolicyArchive | None],
+        tracker: Tracker | None,
     ) -> None:
         self._deps = deps
         self._feed = feed
         self._catalogue = catalogue
         self._archive = archive  # none until the store is connected
+        self._tracker = tracker  # none without lifecycles: no acknowledgements to show
+
+    async def _acknowledgements(
+        self, principal: Principal, view: IncidentView
+    ) -> list[gateway_pb2.TrackedMessage]:
+        """The acknowledgement status of the incident's tracked messages the caller may ask
+        about (TrackingService's rule: their sender, or the command centre)."""
+        if self._tracker is None:
+            return []
+        roles = self._deps.authorizer.held_roles(principal)
+        found = []
+        for entry in view.timeline:
+            event = entry.event
+            if not self._tracker.tracks(event) or not may_see(
+                event.source, principal.agency, roles
+            ):
+                continue
+            tracked = await self._tracker.status(event.plane, event.source, event.id)
+            if tracked is not None:
+                found.append(tracked_message(tracked))
+            if len(found) >= MAX_ACKNOWLEDGEMENTS:
+                break
+        return found
 
     async def _seen_as_of(
         self,
@@ -107,6 +141,12 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         response = board_pb2.GetIncidentResponse(
             incident=board_incident(view, now, with_timeline=True)
         )
+        if as_of is None:
+            try:
+                acknowledgements = await self._acknowledgements(principal, view)
+            except StoreError as error:
+                await abort(context, status(store_code(error), f"reading the status: {error}"))
+            response.incident.acknowledgements.extend(acknowledgements)
         await self._record(
             context,
             principal,

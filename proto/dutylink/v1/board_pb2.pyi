@@ -10,6 +10,7 @@ as for a delivery, so a field or an event the policy withholds is never on its b
 
 from collections import abc as _abc
 from dutylink.v1 import event_pb2 as _event_pb2
+from dutylink.v1 import gateway_pb2 as _gateway_pb2
 from dutylink.v1 import incident_pb2 as _incident_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -219,6 +220,7 @@ class BoardIncident(_message.Message):
     TIMELINE_FIELD_NUMBER: _builtins.int
     DROPPED_EVENTS_FIELD_NUMBER: _builtins.int
     LOOP_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGEMENTS_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
     plane: _event_pb2.Plane.ValueType
     title: _builtins.str
@@ -267,6 +269,14 @@ class BoardIncident(_message.Message):
         from its report, in the loop's order; none when the caller may not see the report.
         """
 
+    @_builtins.property
+    def acknowledgements(self) -> _containers.RepeatedCompositeFieldContainer[_gateway_pb2.TrackedMessage]:
+        """Who has taken the messages of its timeline the caller sent (all of them, for the command
+        centre): each tracked warning, assignment, resource request and task with its recipients
+        and deadlines, as TrackingService.GetStatus answers (GetIncident only, not as of a past
+        moment; at most 100).
+        """
+
     def __init__(
         self,
         *,
@@ -286,10 +296,11 @@ class BoardIncident(_message.Message):
         timeline: _abc.Iterable[Global___BoardEntry] | None = ...,
         dropped_events: _builtins.int = ...,
         loop: _abc.Iterable[Global___BoardLoopStep] | None = ...,
+        acknowledgements: _abc.Iterable[_gateway_pb2.TrackedMessage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["phase", b"phase", "stage", b"stage", "updated_time", b"updated_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "category", b"category", "division_code", b"division_code", "dropped_events", b"dropped_events", "incident_id", b"incident_id", "lines", b"lines", "loop", b"loop", "open", b"open", "overdue", b"overdue", "phase", b"phase", "plane", b"plane", "severity", b"severity", "stage", b"stage", "timeline", b"timeline", "title", b"title", "updated_time", b"updated_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledgements", b"acknowledgements", "agencies", b"agencies", "category", b"category", "division_code", b"division_code", "dropped_events", b"dropped_events", "incident_id", b"incident_id", "lines", b"lines", "loop", b"loop", "open", b"open", "overdue", b"overdue", "phase", b"phase", "plane", b"plane", "severity", b"severity", "stage", b"stage", "timeline", b"timeline", "title", b"title", "updated_time", b"updated_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,7 @@ import grpc
 import nats
 import pytest
 
-from adapters.sdk.client import ClientCertificate, DutyLinkClient
+from adapters.sdk.client import NO_RETRY, ClientCertificate, DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.access import pki
 from gateway.core.settings import Agency, Config, ConfigError, TlsSettings
@@ -95,7 +95,10 @@ async def test_a_certificate_claiming_another_source_is_permission_denied(
 
 
 async def test_a_token_without_a_certificate_cannot_connect(tls_gateway: Gateway) -> None:
-    async with DutyLinkClient(target(tls_gateway), token=TOKENS["fire"]) as plaintext:
+    # Asked once: the SDK would retry UNAVAILABLE for a minute.
+    async with DutyLinkClient(
+        target(tls_gateway), token=TOKENS["fire"], retry=NO_RETRY
+    ) as plaintext:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await plaintext.publish(incident_event(), timeout=3)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -166,8 +169,11 @@ def crl_config(authority: Path, tmp_path: Path, **tls: Any) -> Config:
 
 
 async def publish_as(gateway: Gateway, authority: Path, agency: str) -> grpc.StatusCode:
-    """The status of one Publish by `agency` (OK or the code it was refused with)."""
-    async with DutyLinkClient(target(gateway), certificate=identity(authority, agency)) as client:
+    """The status of one Publish by `agency` (OK or the code it was refused with), asked once:
+    the SDK would retry UNAVAILABLE for a minute."""
+    async with DutyLinkClient(
+        target(gateway), certificate=identity(authority, agency), retry=NO_RETRY
+    ) as client:
         try:
             await client.publish(incident_event(), timeout=10)
         except grpc.aio.AioRpcError as error:
@@ -176,7 +182,9 @@ async def publish_as(gateway: Gateway, authority: Path, agency: str) -> grpc.Sta
 
 
 async def refusal(gateway: Gateway, authority: Path, agency: str) -> grpc.aio.AioRpcError:
-    async with DutyLinkClient(target(gateway), certificate=identity(authority, agency)) as client:
+    async with DutyLinkClient(
+        target(gateway), certificate=identity(authority, agency), retry=NO_RETRY
+    ) as client:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await client.publish(incident_event(), timeout=10)
     return caught.value

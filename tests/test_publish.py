@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from nats.aio.msg import Msg
 
-from adapters.sdk.client import DutyLinkClient, Retry
+from adapters.sdk.client import NO_RETRY, DutyLinkClient, Retry
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.core.admission import Admitted, admit, admit_all
@@ -164,7 +164,7 @@ async def test_calls_beyond_the_concurrent_limit_are_refused_not_queued(nats_url
     config = config_for_tests(gateway={"max_concurrent_rpcs": 2})
     async with gateway_for_tests(nats_url, config) as small:
         receiver = DutyLinkClient(small.address, token=TOKENS["police"])
-        publisher = DutyLinkClient(small.address, token=TOKENS["fire"])
+        publisher = DutyLinkClient(small.address, token=TOKENS["fire"], retry=NO_RETRY)
         first = receiver.subscribe(f"limit-a-{uuid.uuid4().hex[:8]}", families=["incident"])
         second = receiver.subscribe(f"limit-b-{uuid.uuid4().hex[:8]}", families=["incident"])
         await first.open()
@@ -190,7 +190,8 @@ async def test_calls_beyond_the_concurrent_limit_are_refused_not_queued(nats_url
 async def test_a_full_event_stream_refuses_new_events_and_evicts_nothing(nats_url: str) -> None:
     config = config_for_tests(nats={"events_max_bytes": 16 * 1024})
     async with gateway_for_tests(nats_url, config) as small:
-        client = DutyLinkClient(small.address, token=TOKENS["fire"])
+        # No retries: RESOURCE_EXHAUSTED is the answer here (the SDK would retry for a minute).
+        client = DutyLinkClient(small.address, token=TOKENS["fire"], retry=NO_RETRY)
         results = await client.publish_batch([incident_event() for _ in range(40)])
         codes = [r.error.code if r.HasField("error") else 0 for r in results]
         assert codes.index(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]) > 0, (

@@ -17,7 +17,7 @@ import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
-from adapters.sdk.client import DutyLinkClient
+from adapters.sdk.client import NO_RETRY, DutyLinkClient
 from gateway.core import subjects
 from gateway.core.settings import Config
 from gateway.server import Gateway
@@ -148,7 +148,7 @@ async def test_a_gateway_whose_lease_another_took_stops_serving_and_appends_noth
         assert "pid 1 on elsewhere, data directory /srv/other" in gateway.failure
         assert gateway.audit is None
         written = await last_audit_sequence(js, "gw-1")
-        async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
+        async with DutyLinkClient(gateway.address, token=TOKENS["fire"], retry=NO_RETRY) as fire:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await fire.publish(incident_event())
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

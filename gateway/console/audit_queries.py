@@ -19,8 +19,9 @@ AGENCY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, as ListEntries allows
 # What a <input type="datetime-local"> sends: minutes, or seconds too; read in the console zone.
 LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
-# A C2SP verifier key: name+8 hex+base64 of 33 bytes (44 characters); the name is bounded.
-KEY_STRING = re.compile(r"^[\x21-\x2a\x2c-\x7e]{1,128}\+[0-9a-f]{8}\+[A-Za-z0-9+/]{43}=$")
+# A C2SP verifier key: name+8 hex+base64 of 33 bytes (44 characters, no padding); the name
+# is bounded.
+KEY_STRING = re.compile(r"^[\x21-\x2a\x2c-\x7e]{1,128}\+[0-9a-f]{8}\+[A-Za-z0-9+/]{44}$")
 MAX_INDEX = 2**63 - 1  # leaf indexes are uint64; nobody's log is past 2**63
 MAX_GATEWAYS = 16  # gateway ids in one checkpoints query
 MAX_VALUE_CHARS = 256

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import typer
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import Page, expect
@@ -28,7 +29,8 @@ from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_service_pb2
 from gateway.audit import merkle
 from gateway.audit.bundle import check_bundle
-from gateway.audit.note import Verifier
+from gateway.audit.note import Signer, Verifier
+from gateway.cli.console import audit_keys
 from gateway.console.app import create_app
 from gateway.console.audit_queries import entries_query, gateways_of, key_of, number_of
 from gateway.console.queries import BadQuery
@@ -379,3 +381,14 @@ def test_audit_queries_are_checked_before_they_reach_the_gateway() -> None:
             entries_query(bad, "Asia/Shanghai")
     with pytest.raises(BadQuery):
         gateways_of({"gateways": ",".join(f"gw-{i}" for i in range(17))})
+
+
+def test_the_command_reads_audit_keys_named_by_their_gateway_id(tmp_path: Path) -> None:
+    signer = Signer("dutylink/audit/gw-2", Ed25519PrivateKey.generate())
+    good = tmp_path / "gw-2.pub"
+    good.write_text(signer.verifier().key_string() + "\n")
+    assert audit_keys([good]) == (("gw-2", signer.verifier().key_string()),)
+    bad = tmp_path / "gw-3.pub"
+    bad.write_text(signer.key_string())  # the private key: refused
+    with pytest.raises(typer.Exit):
+        audit_keys([bad])

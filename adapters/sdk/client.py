@@ -159,6 +159,7 @@ class DutyLinkClient:
         self._publisher = gateway_pb2_grpc.PublisherServiceStub(self._channel)
         self._subscriber = gateway_pb2_grpc.SubscriberServiceStub(self._channel)
         self._checkpoints = audit_service_pb2_grpc.CheckpointServiceStub(self._channel)
+        self._audit = audit_service_pb2_grpc.AuditServiceStub(self._channel)
         self._break_glass = gateway_pb2_grpc.BreakGlassServiceStub(self._channel)
         self._tracking = gateway_pb2_grpc.TrackingServiceStub(self._channel)
         self._board = board_pb2_grpc.BoardServiceStub(self._channel)
@@ -345,6 +346,41 @@ class DutyLinkClient:
             timeout=timeout,
         )
         return list(response.proof)
+
+    async def checkpoint(
+        self, gateway_id: str = "", *, timeout: float = 10.0
+    ) -> audit_service_pb2.SignedCheckpoint:
+        """The latest signed checkpoint of one log ("": the answering gateway's own); verify
+        its note before trusting the decoded size and root."""
+        response: audit_service_pb2.GetCheckpointResponse = await self._checkpoints.GetCheckpoint(
+            audit_service_pb2.GetCheckpointRequest(gateway_id=gateway_id),
+            metadata=self._metadata,
+            timeout=timeout,
+        )
+        return response.checkpoint
+
+    async def audit_entries(
+        self, request: audit_service_pb2.ListEntriesRequest, *, timeout: float = 30.0
+    ) -> audit_service_pb2.ListEntriesResponse:
+        """One page of a log's audit entries (auditors only: PERMISSION_DENIED otherwise)."""
+        response: audit_service_pb2.ListEntriesResponse = await self._audit.ListEntries(
+            request, metadata=self._metadata, timeout=timeout
+        )
+        return response
+
+    async def inclusion_proof(
+        self, gateway_id: str, index: int, tree_size: int = 0, *, timeout: float = 30.0
+    ) -> audit_service_pb2.GetInclusionProofResponse:
+        """An entry with its RFC 9162 inclusion proof (`tree_size` 0: against the latest
+        checkpoint, which comes with it). Auditors only."""
+        response: audit_service_pb2.GetInclusionProofResponse = await self._audit.GetInclusionProof(
+            audit_service_pb2.GetInclusionProofRequest(
+                gateway_id=gateway_id, index=index, tree_size=tree_size
+            ),
+            metadata=self._metadata,
+            timeout=timeout,
+        )
+        return response
 
     async def declare_emergency(
         self, request: gateway_pb2.DeclareEmergencyRequest, *, timeout: float = 10.0

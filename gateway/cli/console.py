@@ -9,6 +9,7 @@ behind a TLS-terminating proxy that the operator sets up on purpose.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,6 +17,7 @@ import typer
 from aiohttp import web
 
 from adapters.sdk.client import DutyLinkClient
+from gateway.audit.note import NoteError, Verifier
 from gateway.cli.exchange import DEFAULT_TARGET, CaOption, CertOption, KeyOption, fail
 from gateway.console.app import create_app
 from gateway.console.state import ConsoleSettings
@@ -41,6 +43,19 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
+def audit_keys(files: list[Path]) -> tuple[tuple[str, str], ...]:
+    """(gateway id, verifier key string) from `<gateway id>.pub` files as the gateways write
+    them (`<data dir>/audit/gw-1.pub`), each checked to be a verifier key."""
+    found: dict[str, str] = {}
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+            found[path.stem] = Verifier.from_key_string(text).key_string()
+        except (OSError, UnicodeDecodeError, NoteError) as error:
+            raise fail(f"--audit-key {path}: not a readable verifier key ({error})", 2) from None
+    return tuple(found.items())
+
+
 def console(
     listen: Annotated[
         str, typer.Option("--listen", help="Where to serve the console, HOST:PORT.")
@@ -55,6 +70,15 @@ def console(
         bool,
         typer.Option("--allow-remote", help="Listen on a non-loopback address (plain HTTP!)."),
     ] = False,
+    audit_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--audit-key",
+            help="A gateway's audit verifier key file, <gateway id>.pub (repeatable): offered to "
+            "auditors' browsers as a default; they verify with the key they hold.",
+            dir_okay=False,
+        ),
+    ] = None,
     ca: CaOption = None,
     cert: CertOption = None,
     key: KeyOption = None,
@@ -82,7 +106,9 @@ def console(
             2,
         )
     settings = ConsoleSettings(
-        connect=lambda token: DutyLinkClient(gateway, token=token), zone=zone
+        connect=lambda token: DutyLinkClient(gateway, token=token),
+        zone=zone,
+        audit_keys=audit_keys(audit_key or []),
     )
     typer.echo(f"DutyLink console on http://{listen}/ (gateway {gateway}, times in {zone})")
     web.run_app(create_app(settings), host=host, port=port, print=None)

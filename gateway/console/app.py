@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.console import api, pages
+from gateway.console import api, audit_api, audit_pages, pages
 from gateway.console.sessions import SessionStore
 from gateway.console.state import (
     COOKIE,
@@ -81,5 +81,12 @@ def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) 
     app.router.add_get("/api/board", api.board)
     app.router.add_get("/api/incident/{incident_id}", api.incident)
     app.router.add_get("/api/events", api.events)
+    app.router.add_get("/audit", audit_pages.audit_page)
+    app.router.add_get("/checkpoints", audit_pages.checkpoints_page)
+    app.router.add_get("/api/audit/entries", audit_api.entries)
+    app.router.add_get("/api/audit/proof", audit_api.proof)
+    app.router.add_get("/api/audit/checkpoint", audit_api.checkpoint)
+    app.router.add_get("/api/audit/logs", audit_api.logs)
+    app.router.add_get("/api/audit/bundle", audit_api.bundle)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app

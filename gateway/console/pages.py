@@ -28,11 +28,14 @@ HEAD = """<!doctype html>
 {scripts}</head>
 <body data-page="{page}" data-zone="{zone}"{extra}>
 <header class="bar"><a href="/" class="brand" data-i18n="app.title">值班看板</a>
-<button type="button" id="language" data-testid="language-switch">EN</button>
+{nav}<button type="button" id="language" data-testid="language-switch">EN</button>
 {logout}</header>
 <main>
 """
 TAIL = "</main></body></html>\n"
+NAV = """<nav class="nav"><a href="/audit" data-testid="nav-audit" data-i18n="nav.audit">审计</a>
+<a href="/checkpoints" data-testid="nav-checkpoints" data-i18n="nav.checkpoints">检查点</a></nav>
+"""
 LOGOUT = """<form method="post" action="/logout" class="logout">
 <button type="submit" data-testid="logout" data-i18n="logout">退出</button></form>"""
 
@@ -79,6 +82,8 @@ INCIDENT_BODY = """<p><a href="/" data-i18n="back">返回看板</a></p>
 <h1 data-testid="incident-heading"><span data-i18n="col.incident">事件</span>
 <span id="incident-id">{incident_id}</span> <span id="incident-title"></span></h1>
 <p class="error" id="problem" data-testid="problem" hidden></p>
+<p><button type="button" id="bundle" data-testid="incident-bundle" data-i18n="bundle.download">下载证据包</button>
+<span class="error" id="bundle-problem" data-testid="bundle-problem" hidden></span></p>
 <dl class="summary" id="summary" data-testid="incident-summary"></dl>
 <h2 data-i18n="lines.heading">预警、任务与资源</h2>
 <table class="lines" data-testid="incident-lines"><thead><tr>
@@ -91,27 +96,45 @@ INCIDENT_BODY = """<p><a href="/" data-i18n="back">返回看板</a></p>
 """
 
 
-def _page(request: web.Request, page: str, body: str, *, extra: str = "", logout: bool) -> str:
+def page(
+    request: web.Request,
+    page: str,
+    body: str,
+    *,
+    extra: str = "",
+    logout: bool,
+    scripts: tuple[str, ...] = ("console.js",),
+) -> str:
+    """A whole page: the head (its scripts from static/, in order), the bar, `body`."""
     zone = html.escape(request.app[SETTINGS].zone)
-    scripts = "" if page == "login" else '<script src="/static/console.js" defer></script>\n'
+    tags = (
+        ""
+        if page == "login"
+        else "".join(f'<script src="/static/{name}" defer></script>\n' for name in scripts)
+    )
     head = HEAD.format(
-        scripts=scripts, page=page, zone=zone, extra=extra, logout=LOGOUT if logout else ""
+        scripts=tags,
+        page=page,
+        zone=zone,
+        extra=extra,
+        nav=NAV if logout else "",
+        logout=LOGOUT if logout else "",
     )
     return head + body + TAIL
 
 
-def _html(text: str, status: int = 200) -> web.Response:
+def html_response(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
 def _login_html(request: web.Request, message_key: str = "", message: str = "") -> str:
     shown = LOGIN_MESSAGE.format(key=message_key, text=html.escape(message)) if message else ""
     body = LOGIN_BODY.format(max_token=MAX_TOKEN_CHARS, message=shown)
-    return _page(request, "login", body, logout=False)
+    return page(request, "login", body, logout=False)
 
 
 async def login_page(request: web.Request) -> web.Response:
-    return _html(_login_html(request))
+    return html_response(_login_html(request))
 
 
 async def login(request: web.Request) -> web.Response:
@@ -120,7 +143,9 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     token = form.get("token")
     if not isinstance(token, str) or not 0 < len(token.strip()) <= MAX_TOKEN_CHARS:
-        return _html(_login_html(request, "login.missing", "请输入令牌 / Enter a token"), 400)
+        return html_response(
+            _login_html(request, "login.missing", "请输入令牌 / Enter a token"), 400
+        )
     token = token.strip()
     try:
         async with request.app[SETTINGS].connect(token) as client:
@@ -128,9 +153,9 @@ async def login(request: web.Request) -> web.Response:
     except grpc.aio.AioRpcError as error:
         if error.code() in REFUSED:
             text = "令牌无效或无权查看看板 / Token refused by the gateway"
-            return _html(_login_html(request, "login.refused", text), 401)
+            return html_response(_login_html(request, "login.refused", text), 401)
         text = f"网关不可用 / Gateway unavailable ({error.code().name})"
-        return _html(_login_html(request, "", text), 503)
+        return html_response(_login_html(request, "", text), 503)
     session_id = request.app[SESSIONS].open(token)
     response = web.HTTPSeeOther("/")
     response.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict", path="/")
@@ -145,15 +170,18 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def board_page(request: web.Request) -> web.Response:
-    return _html(_page(request, "board", BOARD_BODY, logout=True))
+    return html_response(page(request, "board", BOARD_BODY, logout=True))
 
 
 async def incident_page(request: web.Request) -> web.Response:
     try:
         incident_id = incident_id_of(request.match_info["incident_id"])
     except BadQuery as error:
-        return _html(_page(request, "error", f"<p>{html.escape(str(error))}</p>", logout=True), 400)
+        return html_response(
+            page(request, "error", f"<p>{html.escape(str(error))}</p>", logout=True), 400
+        )
     escaped = html.escape(incident_id)
     extra = f' data-incident-id="{escaped}"'
     body = INCIDENT_BODY.format(incident_id=escaped)
-    return _html(_page(request, "incident", body, extra=extra, logout=True))
+    scripts = ("console.js", "audit.js")  # audit.js: the incident's evidence bundle button
+    return html_response(page(request, "incident", body, extra=extra, logout=True, scripts=scripts))

@@ -20,10 +20,16 @@ Connector = Callable[[str], DutyLinkClient]
 @dataclass(frozen=True)
 class ConsoleSettings:
     """How the console reaches the gateway (`connect(token)` gives a client acting as that
-    token's agency, opened inside the serving event loop) and the zone times are shown in."""
+    token's agency, opened inside the serving event loop), the zone times are shown in, and
+    the audit logs' verifier keys the operator configured, (gateway id, key string) pairs: only
+    offered to the auditor's page as defaults, never used to verify in its stead."""
 
     connect: Connector
     zone: str = "Asia/Shanghai"
+    audit_keys: tuple[tuple[str, str], ...] = ()
+
+    def audit_key(self, gateway_id: str) -> str:
+        return dict(self.audit_keys).get(gateway_id, "")
 
 
 SETTINGS = web.AppKey("settings", ConsoleSettings)

@@ -60,10 +60,11 @@ async def gateway(nats_url: str, policy_dir: Path) -> AsyncIterator[Gateway]:
 
 
 @contextlib.asynccontextmanager
-async def serving(gateway: Gateway) -> AsyncIterator[str]:
-    """The console for this gateway on 127.0.0.1 (a free port); yields its base URL."""
-    address = gateway.address
-    settings = ConsoleSettings(connect=lambda token: DutyLinkClient(address, token=token))
+async def serving(address: str, audit_keys: tuple[tuple[str, str], ...] = ()) -> AsyncIterator[str]:
+    """The console for the gateway at `address` on 127.0.0.1 (a free port); yields its base URL."""
+    settings = ConsoleSettings(
+        connect=lambda token: DutyLinkClient(address, token=token), audit_keys=audit_keys
+    )
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -77,7 +78,7 @@ async def serving(gateway: Gateway) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def console(gateway: Gateway) -> AsyncIterator[str]:
-    async with serving(gateway) as base:
+    async with serving(gateway.address) as base:
         yield base
 
 

@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import pytest
 import typer
-from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import Page, expect
 
@@ -31,16 +30,14 @@ from gateway.audit import merkle
 from gateway.audit.bundle import check_bundle
 from gateway.audit.note import Signer, Verifier
 from gateway.cli.console import audit_keys
-from gateway.console.app import create_app
 from gateway.console.audit_queries import entries_query, gateways_of, key_of, number_of
 from gateway.console.queries import BadQuery
-from gateway.console.state import ConsoleSettings
 from gateway.server import Gateway
 from gateway.store.audit_files import read_files
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
-from tests.test_console import browser, log_in
+from tests.test_console import browser, log_in, serving
 
 GATEWAY_ID = "gw-1"
 
@@ -57,22 +54,6 @@ async def gateway(nats_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
 def key_string(tmp_path: Path) -> str:
     """The replica's verifier key, as the gateway wrote it beside its signing key."""
     return (tmp_path / "data" / "audit" / f"{GATEWAY_ID}.pub").read_text().strip()
-
-
-@contextlib.asynccontextmanager
-async def serving(address: str, audit_keys: tuple[tuple[str, str], ...] = ()) -> AsyncIterator[str]:
-    settings = ConsoleSettings(
-        connect=lambda token: DutyLinkClient(address, token=token), audit_keys=audit_keys
-    )
-    runner = web.AppRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -39,6 +39,11 @@ def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def timestamp_or_none(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """`timestamp(moment)`, or None (an unset message field) for no moment."""
+    return timestamp(moment) if moment is not None else None
+
+
 def stamped(
     event: event_pb2.Event, agency: str, received: datetime | timestamp_pb2.Timestamp
 ) -> event_pb2.Event:

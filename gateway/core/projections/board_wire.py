@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from dutylink.v1 import board_pb2, event_pb2, incident_pb2
+from gateway.core.envelope import timestamp_or_none
 from gateway.core.projections.board import IncidentView, Line, agencies
-
-
-def _stamp(at: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if at is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(at)
-    return stamp
 
 
 def board_line(line: Line, now: datetime) -> board_pb2.BoardLine:
@@ -26,9 +19,9 @@ def board_line(line: Line, now: datetime) -> board_pb2.BoardLine:
         opened_by=line.opened_by,
         lead=line.lead,
         assigned=line.assigned,
-        deadline=_stamp(line.deadline),
+        deadline=timestamp_or_none(line.deadline),
         last_type=line.last_type,
-        updated_time=_stamp(line.updated),
+        updated_time=timestamp_or_none(line.updated),
         finished=line.finished,
         overdue=line.overdue(now),
     )
@@ -49,7 +42,7 @@ def board_incident(
         phase=board_line(view.phase, now) if view.phase else None,
         lines=[board_line(line, now) for line in view.lines],
         agencies=agencies(view),
-        updated_time=_stamp(view.updated),
+        updated_time=timestamp_or_none(view.updated),
         open=view.open,
         overdue=len(view.overdue(now)),
         dropped_events=view.dropped,
@@ -68,7 +61,7 @@ def board_incident(
         incident.timeline.extend(
             board_pb2.BoardEntry(
                 stream_sequence=entry.sequence,
-                received_time=_stamp(entry.received),
+                received_time=timestamp_or_none(entry.received),
                 event=entry.event,
             )
             for entry in view.timeline

@@ -3,11 +3,8 @@ ask, and the wire form of the deadline tracker's entry. Pure: values in, message
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
-
 from dutylink.v1 import event_pb2, gateway_pb2
+from gateway.core.envelope import timestamp_or_none
 from gateway.core.workflows.tracking import Expect, Status, Tracked, summary
 
 # Agencies holding this role may ask about every tracked message, not only their own.
@@ -38,14 +35,6 @@ def may_see(sender: str, agency: str, held_roles: frozenset[str]) -> bool:
     return agency == sender or sees_every_sender(held_roles)
 
 
-def _stamp(at: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if at is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(at)
-    return stamp
-
-
 def tracked_message(tracked: Tracked) -> gateway_pb2.TrackedMessage:
     """`tracked` on the wire, with its summary counts and their one-line reading."""
     counts = summary(tracked)
@@ -54,13 +43,13 @@ def tracked_message(tracked: Tracked) -> gateway_pb2.TrackedMessage:
         event_type=tracked.event_type,
         sender=tracked.sender,
         plane=event_pb2.Plane.ValueType(tracked.plane),
-        received_time=_stamp(tracked.started),
+        received_time=timestamp_or_none(tracked.started),
         recipients=[
             gateway_pb2.TrackedRecipient(
                 agency=recipient.agency,
                 status=_STATUSES[recipient.status],
-                delivered_at=_stamp(recipient.delivered_at),
-                answered_at=_stamp(recipient.answered_at),
+                delivered_at=timestamp_or_none(recipient.delivered_at),
+                answered_at=timestamp_or_none(recipient.answered_at),
                 answered_by=recipient.answered_by,
                 reason=recipient.reason,
             )
@@ -80,11 +69,11 @@ def tracked_message(tracked: Tracked) -> gateway_pb2.TrackedMessage:
                 id=deadline.deadline_id,
                 expect=_EXPECTATIONS[deadline.expect],
                 states=deadline.states,
-                due=_stamp(deadline.due),
+                due=timestamp_or_none(deadline.due),
                 levels=len(deadline.levels),
                 fired_levels=deadline.fired,
-                met_at=_stamp(deadline.met_at),
-                resolved_at=_stamp(deadline.resolved_at),
+                met_at=timestamp_or_none(deadline.met_at),
+                resolved_at=timestamp_or_none(deadline.resolved_at),
             )
             for deadline in tracked.deadlines
         ],

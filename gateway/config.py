@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.core.settings import (
     CRL_UNUSABLE_POLICIES,
@@ -29,6 +31,7 @@ from gateway.core.settings import (
     GatewaySettings,
     LedgerSettings,
     TrackingSettings,
+    WebConsoleSettings,
 )
 from gateway.store.nats_auth import redact_url
 
@@ -95,6 +98,43 @@ def check_address(value: str, where: str) -> None:
         or (":" in host and not (host.startswith("[") and host.endswith("]")))
     ):
         raise ConfigError(f"{where}: expected HOST:PORT (e.g. 127.0.0.1:50052), got {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address's host (brackets stripped) stays on this machine."""
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def _check_console(
+    console: WebConsoleSettings, tls_enabled: bool, where: str, environ: Mapping[str, str]
+) -> None:
+    """Off, or a valid address on loopback (unless allowed elsewhere), a known zone, and a
+    plaintext gateway: the console logs officers in with their agency's token."""
+    if not console.listen:
+        return
+    listen = _origin("console", "listen", where, environ)
+    check_address(console.listen, listen)
+    if not console.allow_remote and not is_loopback(console.listen.rpartition(":")[0]):
+        raise ConfigError(
+            f"{listen}: {console.listen!r} is not a loopback address; the console serves plain "
+            "HTTP: serve it behind a TLS proxy and set console.allow_remote = true"
+        )
+    try:
+        ZoneInfo(console.zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = _origin("console", "zone", where, environ)
+        raise ConfigError(f"{zone}: not a known time zone, got {console.zone!r}") from None
+    if tls_enabled:
+        raise ConfigError(
+            f"{listen}: the console logs officers in with their agency's token, which the gateway "
+            "takes on plaintext only; with [tls] leave console.listen empty"
+        )
 
 
 def _check_gateway(gateway: GatewaySettings, where: str, environ: Mapping[str, str]) -> None:
@@ -236,6 +276,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     _check_ledger(sections["ledger"], where, environ)
     _check_tracking(sections["tracking"], where, environ)
     tls = sections["tls"]
+    _check_console(sections["console"], tls.enabled, where, environ)
     given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)]
     if given and len(given) < 3:
         raise ConfigError(

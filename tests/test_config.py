@@ -158,3 +158,33 @@ def test_every_command_reading_the_configuration_warns_of_unknown_variables(
         "warning: DUTYLINK_NATS_UTL is not a DutyLink setting (did you mean DUTYLINK_NATS_URL?)"
         in result.output
     )
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ('listen = "0.0.0.0:8780"', r"console\.listen: '0\.0\.0\.0:8780' is not a loopback"),
+        ('listen = "8780"', r"console\.listen: expected HOST:PORT"),
+        ('listen = "127.0.0.1:8780"\nzone = "Mars/Olympus"', r"console\.zone: not a known"),
+    ],
+)
+def test_a_console_off_loopback_or_in_an_unknown_zone_is_refused_naming_the_key(
+    tmp_path: Path, settings: str, error: str
+) -> None:
+    path = tmp_path / "dutylink.toml"
+    path.write_text(f"[console]\n{settings}\n")
+    with pytest.raises(ConfigError, match=rf"dutylink\.toml: {error}"):
+        config.load(path, environ={})
+
+
+def test_a_console_is_served_on_loopback_or_where_allowed_but_never_beside_tls(
+    tmp_path: Path,
+) -> None:
+    assert config.load(None, environ={}).console.listen == "", "off by default"
+    allowed = {"DUTYLINK_CONSOLE_LISTEN": "[::]:8780", "DUTYLINK_CONSOLE_ALLOW_REMOTE": "true"}
+    assert config.load(None, environ=allowed).console.listen == "[::]:8780"
+    on_loopback = {"DUTYLINK_CONSOLE_LISTEN": "[::1]:8780"}
+    assert config.load(None, environ=on_loopback).console.zone == "Asia/Shanghai"
+    tls = {f"DUTYLINK_TLS_{k}": str(tmp_path / k) for k in ("CA_FILE", "CERT_FILE", "KEY_FILE")}
+    with pytest.raises(ConfigError, match="DUTYLINK_CONSOLE_LISTEN: the console logs officers"):
+        config.load(None, environ={**on_loopback, **tls})

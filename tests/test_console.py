@@ -19,7 +19,6 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
-from aiohttp import web
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 from typer.testing import CliRunner
 
@@ -28,7 +27,7 @@ from dutylink.v1 import event_pb2
 from gateway.cli.console import is_loopback, split_listen
 from gateway.cli.demo_scenario import scenario
 from gateway.cli.main import app
-from gateway.console.app import create_app
+from gateway.console import app as console_app
 from gateway.console.queries import BadQuery, board_query, http_status, incident_id_of
 from gateway.console.sessions import SessionStore
 from gateway.console.state import COOKIE, ConsoleSettings
@@ -65,15 +64,8 @@ async def serving(address: str, audit_keys: tuple[tuple[str, str], ...] = ()) ->
     settings = ConsoleSettings(
         connect=lambda token: DutyLinkClient(address, token=token), audit_keys=audit_keys
     )
-    runner = web.AppRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with console_app.serving(settings, "127.0.0.1", 0) as base:
+        yield base
 
 
 @pytest.fixture

@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 from grpc_health.v1 import health_pb2
 
+from gateway.config import sample_tokens
 from gateway.store.nats_server import NatsServer, embedded_dir, running_pid, running_url
+from gateway.testkit.inprocess import free_port
 from tests.test_resilience import health_of
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -205,3 +208,30 @@ async def test_sigterm_to_bootstrap_serve_stops_the_gateway_and_its_nats_server(
             assert await process.wait() == 0
         assert await gone(nats_pid)
         assert running_url(tmp_path) is None
+
+
+async def test_serve_with_console_listen_serves_the_console_beside_the_gateway(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    console = {"DUTYLINK_CONSOLE_LISTEN": f"127.0.0.1:{port}"}
+    async with serving(tmp_path / "data", settings=console) as (_, address):
+        # unsafe: keep the session cookie of an IP address (127.0.0.1), as a browser does
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            async with asyncio.timeout(15):  # it opens just after the gateway said it started
+                while True:
+                    try:
+                        page = await session.get(f"http://127.0.0.1:{port}/login")
+                        break
+                    except aiohttp.ClientConnectorError:
+                        await asyncio.sleep(0.1)
+            async with page:
+                assert page.status == 200 and "text/html" in page.content_type
+            form = {"token": sample_tokens()["fire"]}
+            async with session.post(
+                f"http://127.0.0.1:{port}/login", data=form, allow_redirects=False
+            ) as login:
+                assert login.status == 303, "the token was checked against this gateway"
+            async with session.get(f"http://127.0.0.1:{port}/api/board?plane=EXERCISE") as board:
+                assert board.status == 200 and await board.json() == {}
+        assert address

@@ -8,7 +8,6 @@ behind a TLS-terminating proxy that the operator sets up on purpose.
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +18,7 @@ from aiohttp import web
 from adapters.sdk.client import DutyLinkClient
 from gateway.audit.note import NoteError, Verifier
 from gateway.cli.exchange import DEFAULT_TARGET, CaOption, CertOption, KeyOption, fail
+from gateway.config import is_loopback
 from gateway.console.app import create_app
 from gateway.console.state import ConsoleSettings
 
@@ -32,15 +32,6 @@ def split_listen(listen: str) -> tuple[str, int]:
     if not (colon and host and port.isdigit() and 0 <= int(port) <= 65535):
         raise fail(f"--listen {listen!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}", 2)
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name other than localhost may resolve anywhere
 
 
 def audit_keys(files: list[Path]) -> tuple[tuple[str, str], ...]:

@@ -7,13 +7,14 @@ beside the registration of the others (pki, policy, audit, adapter, cluster, cat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -37,6 +38,9 @@ from gateway.cli.policy import policy_app
 from gateway.core.ports import StoreError
 from gateway.core.settings import Config, ConfigError
 from gateway.store import jetstream, nats_auth
+
+if TYPE_CHECKING:
+    from gateway.server import Gateway
 from gateway.store.data_dir_lock import DataDirInUseError
 from gateway.store.nats_server import NatsServerError, embedded_dir, running_url
 from gateway.store.writer_lease import WriterLeaseError
@@ -143,13 +147,32 @@ def serve(
         gateway = (
             Gateway(settings, failpoint=_crash_at(crash_step)) if crash_step else Gateway(settings)
         )
-        async with gateway:
+        async with gateway, contextlib.AsyncExitStack() as beside:
+            if settings.console.listen:
+                url = await beside.enter_async_context(console_beside(gateway, settings))
+                structlog.get_logger("dutylink.console").info("console.started", url=url)
             await gateway.serve_until_signalled()
         if gateway.failure:
             typer.echo(f"error: stopped: {gateway.failure}", err=True)
             raise typer.Exit(1)
 
     _run_reporting_startup_errors(run)
+
+
+def console_beside(
+    gateway: Gateway, settings: Config
+) -> contextlib.AbstractAsyncContextManager[str]:
+    """The web console (`[console] listen`) served by this process for `gateway`."""
+    from adapters.sdk.client import DutyLinkClient
+    from gateway.console.app import serving
+    from gateway.console.state import ConsoleSettings
+
+    address = gateway.address
+    host, _, port = settings.console.listen.rpartition(":")
+    console = ConsoleSettings(
+        connect=lambda token: DutyLinkClient(address, token=token), zone=settings.console.zone
+    )
+    return serving(console, host.removeprefix("[").removesuffix("]"), int(port))
 
 
 def _crash_at(step: str) -> Callable[[str], None]:

@@ -4,7 +4,8 @@ login page and the static files, and the headers that keep the pages to their ow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -90,3 +91,16 @@ def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) 
     app.router.add_get("/api/audit/bundle", audit_api.bundle)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: ConsoleSettings, host: str, port: int) -> AsyncIterator[str]:
+    """The console served on HOST:PORT (0: a free port) for the block; yields its base URL."""
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        yield f"http://{bound_host}:{bound_port}"
+    finally:
+        await runner.cleanup()

@@ -162,6 +162,17 @@ class TrackingSettings:
     max_tracked: int = 10_000
 
 
+@dataclass(frozen=True)
+class WebConsoleSettings:
+    """The duty officers' web console served beside the gateway by `dutylink serve`
+    (gateway.console): off unless `listen` names HOST:PORT. It serves plain HTTP, so only on
+    loopback unless `allow_remote` (behind a TLS proxy set up on purpose); times in `zone`."""
+
+    listen: str = ""
+    zone: str = "Asia/Shanghai"
+    allow_remote: bool = False
+
+
 # What `tls.crl_unusable` may say (see gateway.access.revocation).
 CRL_UNUSABLE_POLICIES = ("refuse", "last_good")
 
@@ -212,6 +223,7 @@ class Config:
     audit: AuditSettings = AuditSettings()
     ledger: LedgerSettings = LedgerSettings()
     tracking: TrackingSettings = TrackingSettings()
+    console: WebConsoleSettings = WebConsoleSettings()
     agencies: tuple[Agency, ...] = ()
     # Where the agencies came from, so start-up can warn about sample tokens.
     agencies_source: str = SAMPLE_AGENCIES_FILE
@@ -227,4 +239,5 @@ SECTIONS: dict[str, type[Any]] = {
     "audit": AuditSettings,
     "ledger": LedgerSettings,
     "tracking": TrackingSettings,
+    "console": WebConsoleSettings,
 }

@@ -341,20 +341,24 @@ async def stored_events(nats_url: str) -> list[event_pb2.Event]:
 
 
 async def kv_entries(nats_url: str, prefix: str) -> dict[str, bytes]:
-    """The aggregates bucket's live entries whose key starts with `prefix`."""
+    """The aggregates bucket's live entries under `prefix` (ending in "."), or the one key.
+    Listed from the bucket stream's subjects: nats-py's key listing (a watch) can end before
+    the last key arrives."""
     connection = await nats.connect(nats_url)
     try:
-        bucket = await connection.jetstream().key_value(AGGREGATES_BUCKET)
-        try:
-            keys = await bucket.keys()
-        except nats.js.errors.NoKeysError:
-            return {}
+        js = connection.jetstream()
+        bucket = await js.key_value(AGGREGATES_BUCKET)
+        pattern = f"$KV.{AGGREGATES_BUCKET}.{prefix}" + (">" if prefix.endswith(".") else "")
+        info = await js.stream_info(f"KV_{AGGREGATES_BUCKET}", subjects_filter=pattern)
         found = {}
-        for key in keys:
-            if key.startswith(prefix):
+        for subject in sorted(info.state.subjects or {}):
+            key = subject.removeprefix(f"$KV.{AGGREGATES_BUCKET}.")
+            try:
                 entry = await bucket.get(key)
-                if entry.value:
-                    found[key] = entry.value
+            except nats.js.errors.KeyNotFoundError:  # deleted: its marker is still listed
+                continue
+            if entry.value:
+                found[key] = entry.value
         return found
     finally:
         await connection.close()

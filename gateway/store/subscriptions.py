@@ -104,11 +104,20 @@ class DurableSubscription:
         self._urgent_room.set()
         return taken
 
+    def _collect_routine(self) -> None:
+        """Keep what a finished routine fetch brought; raise its failure (before anything is
+        taken from the lanes, so a failure never strands messages already handed over)."""
+        fetching = self._routine_fetch
+        if fetching is not None and fetching.done():
+            self._routine_fetch = None
+            self._routine.ready.extend(fetching.result())
+
     async def fetch(self, count: int, wait: float) -> list[Msg]:
         """Up to `count` messages, urgent ones first, waiting at most `wait` seconds for either
         lane; [] when none arrived. StoreUnavailableError if a lane could not be read."""
-        taken = self._take_urgent(count)
         routine = self._routine
+        self._collect_routine()
+        taken = self._take_urgent(count)
         if not taken and not routine.ready:
             if self._routine_fetch is None:
                 self._routine_fetch = asyncio.ensure_future(_pulled(routine.pull, count, wait))
@@ -117,10 +126,8 @@ class DurableSubscription:
                 {self._routine_fetch, urgent}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
             )
             urgent.cancel()
+            self._collect_routine()
             taken = self._take_urgent(count)
-        if self._routine_fetch is not None and self._routine_fetch.done():
-            fetching, self._routine_fetch = self._routine_fetch, None
-            routine.ready.extend(fetching.result())
         return taken + routine.take(count - len(taken))
 
     async def close(self) -> None:

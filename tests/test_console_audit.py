@@ -37,7 +37,7 @@ from gateway.store.audit_files import read_files
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
-from tests.test_console import browser, log_in, serving
+from tests.test_console import browser, log_in, screenshot_dir, serving
 
 GATEWAY_ID = "gw-1"
 
@@ -116,6 +116,9 @@ async def test_the_auditor_finds_an_event_verifies_it_in_the_browser_and_downloa
             item = result.get_by_test_id(f"check-{check}")
             await expect(item).to_have_attribute("data-ok", "true")
             await expect(item).to_contain_text("✓")
+        shots = screenshot_dir(tmp_path)
+        shots.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(shots / "audit.png"), full_page=True)
 
         await page.get_by_test_id("audit-event").fill("")
         await page.get_by_test_id("audit-incident").fill(incident_id)
@@ -297,6 +300,9 @@ async def test_the_checkpoints_page_verifies_the_replicas_checkpoint(
         await page.get_by_test_id("key-default").click()
         await expect(result).to_have_attribute("data-ok", "true")
         await expect(row.get_by_test_id("check-signature")).to_contain_text("✓")
+        shots = screenshot_dir(tmp_path)
+        shots.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(shots / "checkpoints.png"), full_page=True)
         await page.reload()  # remembered: the list and the key
         await expect(result).to_have_attribute("data-ok", "true")
 

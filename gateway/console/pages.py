@@ -81,6 +81,7 @@ BOARD_BODY = """<h1 data-i18n="board.heading">值班看板</h1>
 INCIDENT_BODY = """<p><a href="/" data-i18n="back">返回看板</a></p>
 <h1 data-testid="incident-heading"><span data-i18n="col.incident">事件</span>
 <span id="incident-id">{incident_id}</span> <span id="incident-title"></span></h1>
+<p><span class="live" id="live" data-testid="live-status" data-state="connecting"></span></p>
 <p class="error" id="problem" data-testid="problem" hidden></p>
 <p><button type="button" id="bundle" data-testid="incident-bundle" data-i18n="bundle.download">下载证据包</button>
 <span class="error" id="bundle-problem" data-testid="bundle-problem" hidden></span></p>
@@ -91,6 +92,9 @@ INCIDENT_BODY = """<p><a href="/" data-i18n="back">返回看板</a></p>
 <th data-i18n="line.state">状态</th><th data-i18n="col.lead">牵头单位</th>
 <th data-i18n="line.assigned">指派</th><th data-i18n="line.deadline">期限</th>
 <th data-i18n="col.overdue">逾期</th></tr></thead><tbody id="lines"></tbody></table>
+<h2 data-i18n="acks.heading" data-testid="acks-heading">签收情况</h2>
+<div class="acks" id="acks" data-testid="acks"></div>
+<p id="acks-empty" data-testid="acks-empty" data-i18n="acks.none" hidden>无需签收的消息</p>
 <h2 data-i18n="timeline.heading">时间线</h2>
 <ol class="timeline" id="timeline" data-testid="timeline"></ol>
 """

@@ -216,19 +216,96 @@
     }
 
     function timeline(incident) {
+      const list = document.getElementById("timeline");
+      // A refresh keeps the entries the officer opened open.
+      const opened = new Set([...list.querySelectorAll("li[data-event-id]")]
+        .filter((li) => li.querySelector("details[open]")).map((li) => li.dataset.eventId));
       const items = (incident.timeline || []).map((entry) => {
         const event = entry.event || {};
-        const li = element("li", null, { "data-testid": "timeline-entry" });
+        const li = element("li", null, { "data-testid": "timeline-entry", "data-event-id": event.id || "" });
         li.appendChild(element("span", when(entry.received_time), { class: "when" }));
         li.appendChild(element("span", event.source || "", { class: "source", "data-testid": "entry-source" }));
         li.appendChild(element("span", event.type || "", { class: "type", "data-testid": "entry-type" }));
         const details = element("details");
+        if (event.id && opened.has(event.id)) details.open = true;
         details.appendChild(element("summary", t("timeline.json")));
         details.appendChild(element("pre", JSON.stringify(event, null, 2), { "data-testid": "event-json" }));
         li.appendChild(details);
         return li;
       });
-      document.getElementById("timeline").replaceChildren(...items);
+      list.replaceChildren(...items);
+    }
+
+    function status(recipient) {
+      return String(recipient.status || "RECIPIENT_STATUS_UNSPECIFIED").replace("RECIPIENT_STATUS_", "");
+    }
+
+    function recipientRow(recipient) {
+      const state = status(recipient);
+      const tr = element("tr", null, { "data-testid": "ack-recipient", "data-agency": recipient.agency || "" });
+      tr.classList.add("ack-" + state.toLowerCase());
+      const stamp = recipient.answered_at || recipient.delivered_at;
+      const cells = [
+        [recipient.agency || "", "recipient-agency"],
+        [t("ack.status." + state), "recipient-status"],
+        [when(stamp), "recipient-time"],
+        [recipient.answered_by || "", "recipient-by"],
+        [recipient.reason || "", "recipient-reason"],
+      ];
+      for (const [value, testid] of cells) tr.appendChild(element("td", value, { "data-testid": testid }));
+      tr.children[1].dataset.status = state;
+      return tr;
+    }
+
+    function deadlineItem(deadline) {
+      const li = element("li", null, { "data-testid": "ack-deadline", "data-deadline-id": deadline.id || "" });
+      const fired = deadline.fired_levels || 0;
+      const expect = String(deadline.expect || "").replace("DEADLINE_EXPECTATION_", "");
+      li.appendChild(element("span", deadline.id || "", { class: "what" }));
+      li.appendChild(element("span", t("deadline.expect." + expect) + " " + (deadline.states || []).join(", ")));
+      li.appendChild(element("span", t("deadline.due") + " " + when(deadline.due), { "data-testid": "deadline-due" }));
+      li.appendChild(element("span", t("deadline.escalated") + " " + fired + "/" + (deadline.levels || 0),
+        { "data-testid": "deadline-escalated" }));
+      const met = deadline.met_at ? t("deadline.met") + " " + when(deadline.met_at) : t("deadline.open");
+      li.appendChild(element("span", met, { "data-testid": "deadline-met" }));
+      if (deadline.met_at) li.classList.add("met");
+      else if (fired > 0) li.classList.add("escalated");
+      return li;
+    }
+
+    function acknowledgementSection(message) {
+      const section = element("section", null, {
+        class: "ack-message", "data-testid": "ack-message",
+        "data-event-id": message.event_id || "", "data-event-type": message.event_type || "",
+      });
+      const head = element("h3");
+      head.appendChild(element("span", message.event_type || "", { class: "type", "data-testid": "ack-type" }));
+      head.appendChild(element("span", t("ack.from") + " " + (message.sender || ""),
+        { class: "source", "data-testid": "ack-sender" }));
+      head.appendChild(element("span", when(message.received_time), { class: "when" }));
+      section.appendChild(head);
+      section.appendChild(element("p", (message.summary && message.summary.text) || "",
+        { class: "ack-summary", "data-testid": "ack-summary" }));
+      const table = element("table", null, { class: "recipients", "data-testid": "ack-recipients" });
+      const header = element("tr");
+      for (const key of ["ack.agency", "ack.status", "ack.time", "ack.by", "ack.reason"]) {
+        header.appendChild(element("th", t(key)));
+      }
+      table.appendChild(element("thead")).appendChild(header);
+      table.appendChild(element("tbody")).replaceChildren(...(message.recipients || []).map(recipientRow));
+      section.appendChild(table);
+      const deadlines = message.deadlines || [];
+      if (deadlines.length) {
+        section.appendChild(element("ul", null, { class: "deadlines", "data-testid": "ack-deadlines" }))
+          .replaceChildren(...deadlines.map(deadlineItem));
+      }
+      return section;
+    }
+
+    function acknowledgements(incident) {
+      const messages = incident.acknowledgements || [];
+      document.getElementById("acks").replaceChildren(...messages.map(acknowledgementSection));
+      document.getElementById("acks-empty").hidden = messages.length > 0;
     }
 
     function render() {
@@ -236,13 +313,70 @@
       document.getElementById("incident-title").textContent = shown.title || "";
       summary(shown);
       lines(shown);
+      acknowledgements(shown);
       timeline(shown);
     }
 
-    getJson("/api/incident/" + encodeURIComponent(incidentId) + "?plane=" + encodeURIComponent(plane))
-      .then((incident) => { shown = incident; render(); })
-      .catch((error) => showProblem(error.message));
-    document.addEventListener("dutylink:language", render);
+    // Live: the board's event stream announces every change of this incident (an
+    // acknowledgement names its incidents, so it is one); the page then reads the incident
+    // again, and once more a moment later, as the gateway's tracker takes in an answer
+    // moments after the board does. Deliveries change no board: a slow read every
+    // REFRESH_MS while the page is visible catches those.
+    const live = document.getElementById("live");
+    const url = "/api/incident/" + encodeURIComponent(incidentId) + "?plane=" + encodeURIComponent(plane);
+    const LATER_MS = 2000;
+    const REFRESH_MS = 15000;
+    let generation = 0;
+    let later = null;
+    let source = null;
+
+    async function load() {
+      const mine = ++generation;
+      try {
+        const incident = await getJson(url);
+        if (mine !== generation) return;  // a newer read's answer wins
+        shown = incident;
+        showProblem("");
+        render();
+      } catch (error) {
+        if (mine === generation) showProblem(error.message);
+      }
+    }
+
+    function changed() {
+      load();
+      if (later) window.clearTimeout(later);
+      later = window.setTimeout(() => { later = null; load(); }, LATER_MS);
+    }
+
+    function setLive(state) {
+      live.dataset.state = state;
+      live.textContent = t("live." + state);
+    }
+
+    function connect() {
+      if (source) source.close();
+      setLive("connecting");
+      source = new EventSource("/api/events?" + new URLSearchParams({ plane }).toString());
+      source.addEventListener("ready", () => { setLive("live"); load(); });
+      source.addEventListener("message", (message) => {
+        const change = JSON.parse(message.data).incident;
+        if (change && change.incident_id === incidentId) changed();
+      });
+      source.addEventListener("failure", (message) => showProblem(JSON.parse(message.data).error));
+      source.onerror = () => {
+        setLive("reconnecting");
+        if (source.readyState === EventSource.CLOSED) {
+          load().finally(() => window.setTimeout(connect, 5000));
+        }
+      };
+    }
+
+    window.setInterval(() => { if (document.visibilityState === "visible") load(); }, REFRESH_MS);
+    document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") load(); });
+    document.addEventListener("dutylink:language", () => { setLive(live.dataset.state); render(); });
+    load();
+    connect();
   }
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -256,6 +256,7 @@ async def test_the_durability_check_refuses_one_replica_where_three_are_configur
                 subjects.EVENTS_STREAM,
                 subjects.DEADLETTER_STREAM,
                 subjects.GRANTS_STREAM,
+                subjects.POLICIES_STREAM,
                 subjects.ACKED_STREAM,
             }
             assert sum(entry["event"] == "durability.at_risk" for entry in logs) == len(findings)

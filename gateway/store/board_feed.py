@@ -26,6 +26,8 @@ from gateway.store.errors import STORE_FAILURES
 log = structlog.get_logger("dutylink.board")
 # A watcher slower than this many changes behind loses its oldest: it is told to read again.
 _WATCH_QUEUE = 1024
+# How long stopping waits for the consumer's unsubscribe before going on without it.
+_STOP_SECONDS = 5.0
 
 # A step of an incident's loop, with the incident's category and severity (for the metrics).
 OnStep = Callable[[LoopStep, int, int], None]
@@ -63,9 +65,13 @@ class BoardFeed:
     async def stop(self) -> None:
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
-            with contextlib.suppress(*STORE_FAILURES):
-                await subscription.unsubscribe()
+            # Bounded: a shutdown never waits on the store for the board (it holds nothing).
+            with contextlib.suppress(*STORE_FAILURES, TimeoutError):
+                async with asyncio.timeout(_STOP_SECONDS):
+                    await subscription.unsubscribe()
         for queue in self._watchers:
+            if queue.full():
+                queue.get_nowait()
             queue.put_nowait(None)
 
     async def _fold(self, message: Msg) -> None:

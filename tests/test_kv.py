@@ -311,6 +311,13 @@ async def test_keys_lists_the_keys_under_a_prefix_sorted(store: KeyValueStore) -
         "lifecycle.warning.1",
     ]
     assert await store.keys("nothing", limit=10) == []
+    entries = await store.entries("lifecycle.incident", limit=10)
+    assert {key: entry.value for key, entry in entries.items()} == {
+        "lifecycle.incident.1": b"x",
+        "lifecycle.incident.2": b"x",
+        "lifecycle.incident.3": b"y",
+    }
+    assert entries["lifecycle.incident.3"] == await store.get("lifecycle.incident.3")
 
 
 async def test_keys_beyond_the_limit_are_refused_not_cut_short(store: KeyValueStore) -> None:

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from dutylink.catalogue import load_catalogue
 from dutylink.v1 import common_pb2, event_pb2
-from gateway.core.kv import ConflictError, KeyValueStore
+from gateway.core.kv import ConflictError, KeyValueStore, Versioned
 from gateway.core.settings import LedgerSettings
 from gateway.core.streams import AGGREGATES_BUCKET, BucketSpec
 from gateway.core.validation import Validator
@@ -321,11 +321,11 @@ class BrokenOnce(MemoryKeyValue):
 
     failed = False
 
-    async def keys(self, prefix: str, *, limit: int) -> list[str]:
+    async def entries(self, prefix: str, *, limit: int) -> dict[str, Versioned]:
         if not self.failed:
             self.failed = True
             raise RuntimeError("a bug below")
-        return await super().keys(prefix, limit=limit)
+        return await super().entries(prefix, limit=limit)
 
 
 @pytest.fixture

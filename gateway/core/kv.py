@@ -164,7 +164,11 @@ class KeyValueStore(Protocol):
         bucket's `max_batch_writes`."""
         ...
 
+    async def entries(self, prefix: str, *, limit: int) -> dict[str, Versioned]:
+        """The live entries under `prefix` (whole tokens), by key. TooManyKeysError if there are
+        more than `limit`: a caller never reads an unbounded list by accident."""
+        ...
+
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
-        """The keys under `prefix` (whole tokens), sorted. TooManyKeysError if there are more
-        than `limit`: a caller never reads an unbounded list by accident."""
+        """The keys of `entries`, sorted (for a caller that reads other keys with them)."""
         ...

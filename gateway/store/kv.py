@@ -308,23 +308,26 @@ class JetStreamKeyValue:
             raise _unavailable(error) from error
 
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
+        return sorted(await self.entries(prefix, limit=limit))
+
+    async def entries(self, prefix: str, *, limit: int) -> dict[str, Versioned]:
         check_key(prefix)
         try:
             info = await self._js.stream_info(
                 f"KV_{self.spec.name}", subjects_filter=f"{self._subject_prefix}{prefix}.>"
             )
         except nats.js.errors.NotFoundError:
-            return []
+            return {}
         except STORE_FAILURES as error:
             raise _unavailable(error) from error
         listed = sorted(
             subject.removeprefix(self._subject_prefix) for subject in info.state.subjects or {}
         )
         # Deleted keys stay listed while their marker lives: at most `limit` live ones pass.
-        live: list[str] = []
+        live: dict[str, Versioned] = {}
         for start in range(0, len(listed), _MAX_KEYS_PER_GET):
             snapshot = await self.get_many(listed[start : start + _MAX_KEYS_PER_GET])
-            live += sorted(snapshot.entries)
+            live.update(snapshot.entries)
             if len(live) > limit:
                 raise TooManyKeysError(f"more than {limit} keys under {prefix} in {self.spec.name}")
         return live
@@ -376,3 +379,6 @@ class ConnectedBucket:
 
     async def keys(self, prefix: str, *, limit: int) -> list[str]:
         return await self._opened.keys(prefix, limit=limit)
+
+    async def entries(self, prefix: str, *, limit: int) -> dict[str, Versioned]:
+        return await self._opened.entries(prefix, limit=limit)

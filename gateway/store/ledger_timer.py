@@ -21,13 +21,12 @@ reservation past its expiry (gateway.core.workflows.expiry says which and builds
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from dutylink.v1 import common_pb2, event_pb2
-from gateway.core.kv import KeyValueStore, TooManyKeysError
+from gateway.core.kv import KeyValueStore, TooManyKeysError, Versioned
 from gateway.core.ports import StoreError
 from gateway.core.settings import LedgerSettings
 from gateway.core.subjects import PLANE_TOKENS
@@ -45,8 +44,6 @@ LEDGER_PREFIX = "ledger"
 # Events handed to `publish` at once by default (pass `batch_size` to stay within a lower
 # `[gateway] max_batch_events`).
 PUBLISH_BATCH = 100
-# Item lines read from the store at once.
-_READ_AT_ONCE = 32
 
 
 class ReservationExpiryTimer(PeriodicCheck):
@@ -120,7 +117,7 @@ class ReservationExpiryTimer(PeriodicCheck):
         for plane in PLANE_TOKENS.values():
             prefix = f"{LEDGER_PREFIX}.{plane}"
             try:
-                keys = await self._store.keys(prefix, limit=self.max_items)
+                entries = await self._store.entries(prefix, limit=self.max_items)
             except TooManyKeysError as error:
                 log.error(
                     "ledger_timer.too_many_items",
@@ -135,35 +132,28 @@ class ReservationExpiryTimer(PeriodicCheck):
                 log.warning("ledger_timer.store_unavailable", plane=plane, error=str(error))
                 continue
             # Item lines have four tokens; other keys under the prefix are not ours to read.
-            keys = [key for key in keys if key.count(".") == 3]
-            for start in range(0, len(keys), _READ_AT_ONCE):
-                chunk = keys[start : start + _READ_AT_ONCE]
-                read = await asyncio.gather(*(self._read_item(key) for key in chunk))
-                items.extend(item for item in read if item is not None)
+            for key in sorted(entries):
+                if key.count(".") == 3 and (item := _item_of(key, entries[key])) is not None:
+                    items.append(item)
         return items
 
-    async def _read_item(self, key: str) -> ItemLine | None:
-        try:
-            entry = await self._store.get(key)
-        except StoreError as error:
-            log.warning("ledger_timer.store_unavailable", key=key, error=str(error))
-            return None
-        if entry is None:  # deleted since it was listed
-            return None
-        try:
-            item = ledger_codec.decode(entry.value)
-        except ledger_codec.LedgerFormatError as error:
-            log.error("ledger_timer.unreadable_entry", key=key, error=str(error))
-            return None
-        if ledger_codec.kv_key(item.key) != key:
-            # Its expiry would fold onto another entry and leave this one due for ever.
-            log.error(
-                "ledger_timer.unreadable_entry",
-                key=key,
-                error=f"holds the item line of {ledger_codec.kv_key(item.key)}",
-            )
-            return None
-        return item
+
+def _item_of(key: str, entry: Versioned) -> ItemLine | None:
+    """The item line `entry` holds; None (logged) if it is unreadable or another key's."""
+    try:
+        item = ledger_codec.decode(entry.value)
+    except ledger_codec.LedgerFormatError as error:
+        log.error("ledger_timer.unreadable_entry", key=key, error=str(error))
+        return None
+    if ledger_codec.kv_key(item.key) != key:
+        # Its expiry would fold onto another entry and leave this one due for ever.
+        log.error(
+            "ledger_timer.unreadable_entry",
+            key=key,
+            error=f"holds the item line of {ledger_codec.kv_key(item.key)}",
+        )
+        return None
+    return item
 
 
 def reservation_expiry_timer(

@@ -88,9 +88,12 @@ class MemoryKeyValue:
         del self._entries[key]
         self._deleted[key] = self._last_revision
 
-    async def keys(self, prefix: str, *, limit: int) -> list[str]:
+    async def entries(self, prefix: str, *, limit: int) -> dict[str, Versioned]:
         under = f"{check_key(prefix)}."
-        found = sorted(key for key in self._entries if key.startswith(under))
+        found = {key: entry for key, entry in self._entries.items() if key.startswith(under)}
         if len(found) > limit:
             raise TooManyKeysError(f"more than {limit} keys under {prefix} in {self.spec.name}")
         return found
+
+    async def keys(self, prefix: str, *, limit: int) -> list[str]:
+        return sorted(await self.entries(prefix, limit=limit))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from pathlib import Path
 from types import TracebackType
@@ -458,7 +459,10 @@ class Gateway:
             lambda data: grants.add(gateway_pb2.EmergencyGrant.FromString(data))
         )
         self._policy_watch = asyncio.create_task(
-            policy.watch(self.config.policy.reload_seconds, self._record_policy_change)
+            policy.watch(
+                self.config.policy.reload_seconds,
+                functools.partial(self._record_policy_change, policy=policy),
+            )
         )
         if self._revocations is not None:
             self._crl_watch = asyncio.create_task(self._watch_revocations(self._revocations))
@@ -598,7 +602,7 @@ class Gateway:
         except StoreError as error:
             log.warning("policy.not_archived", version=policy.version, error=str(error))
 
-    async def _record_policy_change(self, change: PolicyChange) -> None:
+    async def _record_policy_change(self, change: PolicyChange, *, policy: PolicyHolder) -> None:
         assert self._deps is not None
         entry = gateway_entry(
             audit_pb2.AUDIT_ACTION_POLICY_RELOAD,
@@ -609,9 +613,8 @@ class Gateway:
         # Best effort: the policy is in force either way (the files changed); the log says so
         # later: every decision entry carries its policy version.
         await self._deps.sink.record_best_effort([entry])
-        holder = self._deps.authorizer.holder
-        if not change.refused and isinstance(holder, PolicyHolder):
-            await self._archive_policy(holder)
+        if not change.refused:
+            await self._archive_policy(policy)
 
     async def _watch_revocations(self, keeper: RevocationKeeper) -> None:
         """Look at the CRL now and then (calls look too), and audit every change, the load at

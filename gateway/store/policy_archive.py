@@ -10,6 +10,7 @@ rolling change, the one the latest replica put in force.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from policies.model import Policy
 log = structlog.get_logger("dutylink.policy")
 # Past policies parsed and kept in memory (each is a few kilobytes of rules).
 _KEPT = 16
-# `loaded` messages read for one lookup at most: a start or reload each, over the archive's life.
+# `loaded` records kept at most: a start or reload each, over the archive's life.
 MAX_LOADED = 100_000
 
 
@@ -35,6 +36,9 @@ class PolicyArchive:
     def __init__(self, js: JetStreamContext) -> None:
         self._js = js
         self._parsed: dict[str, Policy] = {}
+        # Every `loaded` record read so far, in stream order (JetStream stamps them in order).
+        self._loaded: list[tuple[dt.datetime, str]] = []
+        self._next_sequence = 1
 
     async def record(self, version: str, texts: Mapping[str, str], gateway_id: str) -> None:
         """Note that `gateway_id` put policy `version` (these files) in force now."""
@@ -70,22 +74,29 @@ class PolicyArchive:
         return self._parsed[version]
 
     async def _version_at(self, moment: dt.datetime) -> str | None:
-        version, sequence = None, 1
-        for _ in range(MAX_LOADED):
+        """The version of the last `loaded` record stored at or before `moment`."""
+        await self._read_new_loaded()
+        at = bisect.bisect_right(self._loaded, moment, key=lambda record: record[0])
+        return self._loaded[at - 1][1] if at else None
+
+    async def _read_new_loaded(self) -> None:
+        """Append the `loaded` records stored since the last look (each is read once)."""
+        for _ in range(MAX_LOADED - len(self._loaded)):
             try:
                 message = await self._js.get_msg(
-                    subjects.POLICIES_STREAM, sequence, subject=subjects.POLICIES_LOADED, next=True
+                    subjects.POLICIES_STREAM,
+                    self._next_sequence,
+                    subject=subjects.POLICIES_LOADED,
+                    next=True,
                 )
             except nats.js.errors.NotFoundError:
-                return version
+                return
             except STORE_FAILURES as error:
                 raise StoreUnavailableError(f"reading the policy archive: {error!r}") from error
-            stored = message.time
-            if stored is not None and _utc(stored) > moment:
-                return version
+            self._next_sequence = (message.seq or self._next_sequence) + 1
             version = json.loads(message.data or b"{}").get("version")
-            sequence = (message.seq or sequence) + 1
-        return version
+            if message.time is not None and version:
+                self._loaded.append((_utc(message.time), version))
 
     async def _get_last(self, subject: str) -> bytes | None:
         try:

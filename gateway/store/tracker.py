@@ -130,7 +130,7 @@ class Tracker(PeriodicCheck):
             except ValueError as error:
                 log.error("tracker.unreadable_entry", key=key, error=str(error))
                 continue
-            if tracking.summary(tracked).pending:  # a deputy's answer covers the silent
+            if _waiting(tracked):  # the index may lag the entry by one write
                 waiting.append(tracked)
         waiting.sort(key=lambda tracked: (tracked.started, tracked.event_id), reverse=True)
         return waiting[:limit]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.access.pki import AGENCY_ID
 from gateway.core.settings import (
     CRL_UNUSABLE_POLICIES,
     SAMPLE_AGENCIES_FILE,
@@ -63,6 +64,12 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             return float(value)
     elif kind is str and isinstance(value, str):
         return value
+    elif kind == tuple[str, ...]:
+        if isinstance(value, str):  # a DUTYLINK_* variable: comma-separated
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list) and all(isinstance(part, str) for part in value):
+            return tuple(value)
+        raise ConfigError(f"{where}: expected an array of strings, got {value!r}")
     raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
 
 
@@ -114,26 +121,38 @@ def is_loopback(host: str) -> bool:
 def _check_console(
     console: WebConsoleSettings, tls_enabled: bool, where: str, environ: Mapping[str, str]
 ) -> None:
-    """Off, or a valid address on loopback (unless allowed elsewhere), a known zone, and a
-    plaintext gateway: the console logs officers in with their agency's token."""
+    """Off, or a valid address and a known zone. Beside a plaintext gateway officers log in
+    with their agency's token over plain HTTP: on loopback only, unless allowed elsewhere.
+    Beside a mutual-TLS gateway the console serves HTTPS with its own certificate (`cert_file`,
+    `key_file`) and officers log in with their agency's client certificate."""
     if not console.listen:
         return
     listen = _origin("console", "listen", where, environ)
     check_address(console.listen, listen)
-    if not console.allow_remote and not is_loopback(console.listen.rpartition(":")[0]):
-        raise ConfigError(
-            f"{listen}: {console.listen!r} is not a loopback address; the console serves plain "
-            "HTTP: serve it behind a TLS proxy and set console.allow_remote = true"
-        )
     try:
         ZoneInfo(console.zone)
     except (ZoneInfoNotFoundError, ValueError):
         zone = _origin("console", "zone", where, environ)
         raise ConfigError(f"{zone}: not a known time zone, got {console.zone!r}") from None
     if tls_enabled:
+        if not (console.cert_file and console.key_file):
+            cert = _origin("console", "cert_file", where, environ)
+            raise ConfigError(
+                f"{cert}: with [tls] the console serves HTTPS and relays officers' calls with "
+                "its own certificate: set console.cert_file and console.key_file (issue them "
+                "with `dutylink pki console NAME`)"
+            )
+        return
+    if console.cert_file or console.key_file:
+        cert = _origin("console", "cert_file", where, environ)
         raise ConfigError(
-            f"{listen}: the console logs officers in with their agency's token, which the gateway "
-            "takes on plaintext only; with [tls] leave console.listen empty"
+            f"{cert}: a console certificate is for a gateway with [tls]; without it officers "
+            "log in with their agency's token"
+        )
+    if not console.allow_remote and not is_loopback(console.listen.rpartition(":")[0]):
+        raise ConfigError(
+            f"{listen}: {console.listen!r} is not a loopback address; without [tls] the console "
+            "serves plain HTTP: serve it behind a TLS proxy and set console.allow_remote = true"
         )
 
 
@@ -282,6 +301,10 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError(
             f"{where}: tls: ca_file, cert_file and key_file go together (only {', '.join(given)} set)"
         )
+    for name in tls.consoles:
+        if not AGENCY_ID.fullmatch(name):
+            consoles = _origin("tls", "consoles", where, environ)
+            raise ConfigError(f"{consoles}: {name!r} is not a console name (as in its certificate)")
     if tls.crl_unusable not in CRL_UNUSABLE_POLICIES:
         raise ConfigError(
             f"{where}: tls.crl_unusable: expected one of {', '.join(CRL_UNUSABLE_POLICIES)}, "

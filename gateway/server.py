@@ -45,6 +45,7 @@ from dutylink.v1 import (
 )
 from gateway.access.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.access.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
+from gateway.access.pki import IdentityError, client_identity
 from gateway.access.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
 from gateway.audit.log import AuditUnavailableError
@@ -277,6 +278,23 @@ class Gateway:
                     log.error("nats_server.restart_failed", error=str(error), retry_seconds=wait)
                     wait = min(wait * 2, RETRY_MAX_SECONDS)
 
+    def _own_console(self) -> tuple[str, ...]:
+        """The console `dutylink serve` runs beside this gateway ([console] with a certificate):
+        configured here, so trusted to relay its officers' read-only calls."""
+        cert_file = self.config.console.cert_file
+        if not (self.config.console.listen and cert_file):
+            return ()
+        try:
+            identity = client_identity(_read(cert_file, "console.cert_file"))
+        except IdentityError as error:
+            raise ConfigError(f"console.cert_file: {cert_file}: {error}") from None
+        if not identity.console:
+            raise ConfigError(
+                f"console.cert_file: {cert_file} names agency {identity.name!r}, not a console "
+                "(issue one with `dutylink pki console NAME`)"
+            )
+        return (identity.name,)
+
     def _security(self) -> tuple[Authenticator, grpc.ServerCredentials | None]:
         """mTLS when [tls] is configured, else bearer tokens on plaintext (development)."""
         tls = self.config.tls
@@ -295,6 +313,7 @@ class Gateway:
                 crl,
                 crl_unusable=tls.crl_unusable,
                 crl_kept_file=Path(self.config.nats.data_dir) / CRL_KEPT_FILE,
+                consoles=(*tls.consoles, *self._own_console()),
             )
             self._revocations = authenticator.revocations
             return authenticator, credentials

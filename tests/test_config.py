@@ -177,7 +177,7 @@ def test_a_console_off_loopback_or_in_an_unknown_zone_is_refused_naming_the_key(
         config.load(path, environ={})
 
 
-def test_a_console_is_served_on_loopback_or_where_allowed_but_never_beside_tls(
+def test_a_console_is_served_on_loopback_or_where_allowed_and_beside_tls_with_its_certificate(
     tmp_path: Path,
 ) -> None:
     assert config.load(None, environ={}).console.listen == "", "off by default"
@@ -186,5 +186,14 @@ def test_a_console_is_served_on_loopback_or_where_allowed_but_never_beside_tls(
     on_loopback = {"DUTYLINK_CONSOLE_LISTEN": "[::1]:8780"}
     assert config.load(None, environ=on_loopback).console.zone == "Asia/Shanghai"
     tls = {f"DUTYLINK_TLS_{k}": str(tmp_path / k) for k in ("CA_FILE", "CERT_FILE", "KEY_FILE")}
-    with pytest.raises(ConfigError, match="DUTYLINK_CONSOLE_LISTEN: the console logs officers"):
+    with pytest.raises(ConfigError, match=r"console\.cert_file: with \[tls\] the console"):
         config.load(None, environ={**on_loopback, **tls})
+    own = {"DUTYLINK_CONSOLE_CERT_FILE": "c.pem", "DUTYLINK_CONSOLE_KEY_FILE": "c.key"}
+    remote = {"DUTYLINK_CONSOLE_LISTEN": "0.0.0.0:8443"}  # HTTPS with certificates: anywhere
+    assert config.load(None, environ={**remote, **tls, **own}).console.cert_file == "c.pem"
+    with pytest.raises(ConfigError, match="DUTYLINK_CONSOLE_CERT_FILE: a console certificate is"):
+        config.load(None, environ={**on_loopback, **own})
+    consoles = {"DUTYLINK_TLS_CONSOLES": "duty-room, annex"}
+    assert config.load(None, environ={**tls, **consoles}).tls.consoles == ("duty-room", "annex")
+    with pytest.raises(ConfigError, match="DUTYLINK_TLS_CONSOLES: 'Duty Room' is not a console"):
+        config.load(None, environ={**tls, "DUTYLINK_TLS_CONSOLES": "Duty Room"})

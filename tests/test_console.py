@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -80,8 +81,9 @@ def chromium() -> str:
 
 
 @contextlib.asynccontextmanager
-async def browser(profile: Path) -> AsyncIterator[BrowserContext]:
-    """A headless Chromium with a fresh profile in the test's tmp dir (no browser download)."""
+async def browser(profile: Path, **options: Any) -> AsyncIterator[BrowserContext]:
+    """A headless Chromium with a fresh profile in the test's tmp dir (no browser download);
+    `options` for Playwright's context (a client certificate, say)."""
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(profile),
@@ -90,6 +92,7 @@ async def browser(profile: Path) -> AsyncIterator[BrowserContext]:
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 800},
             locale="zh-CN",
+            **options,
         )
         context.set_default_timeout(WAIT_MS)
         try:

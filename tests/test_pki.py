@@ -183,6 +183,9 @@ def _foreign_certificate(uris: list[str], eku: x509.ObjectIdentifier) -> bytes:
         (["urn:dutylink:agency:fire", "urn:dutylink:agency:police"], "more than one agency"),
         (["urn:dutylink:agency:Fire!"], "malformed agency"),
         (["urn:dutylink:agency:"], "malformed agency"),
+        (["urn:dutylink:agency:fire", "urn:dutylink:console:duty"], "more than one agency or"),
+        (["urn:dutylink:console:duty"], "names the console 'duty', not an agency"),
+        (["urn:dutylink:console:Duty!"], "malformed console"),
     ],
 )
 def test_agency_of_refuses_a_missing_ambiguous_or_malformed_san(
@@ -205,6 +208,27 @@ def test_check_client_certificate_wants_client_auth(ca_dir: Path) -> None:
     )
     with pytest.raises(pki.IdentityError, match="clientAuth"):
         pki.check_client_certificate(server_auth_only)
+
+
+def test_a_console_certificate_serves_https_and_names_the_console_as_a_client(
+    ca_dir: Path,
+) -> None:
+    issued = pki.issue_console(ca_dir, "duty-room", hosts=["127.0.0.1", "console.city"])
+    assert issued.certificate == ca_dir / "consoles" / "duty-room.pem"
+    assert issued.key.stat().st_mode & 0o777 == 0o600
+    cert = x509.load_pem_x509_certificate(issued.certificate.read_bytes())
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["console.city"]
+    pem = issued.certificate.read_bytes()
+    assert pki.client_identity(pem) == pki.ClientIdentity("duty-room", console=True)
+    with pytest.raises(pki.IdentityError, match="names the console"):
+        pki.check_client_certificate(pem)  # never taken for an agency
+    # In the register apart from any agency of the same name, and revocable by that name.
+    assert pki.revoke(ca_dir, "console:duty-room") == [issued.serial]
+    with pytest.raises(pki.PkiError, match="no certificate was issued to 'duty-room'"):
+        pki.revoke(ca_dir, "duty-room")
 
 
 # --- real mutual TLS in grpcio ------------------------------------------------------------------
@@ -371,6 +395,8 @@ def test_cli_happy_path(tmp_path: Path) -> None:
     assert "to fire" in run("issue", "fire", "--days", "30")
     assert "to police" in run("issue", "police")
     assert "to server" in run("server", "--host", "gw.dutylink.test", "--host", "127.0.0.1")
+    assert "to console:duty-room" in run("console", "duty-room", "--host", "127.0.0.1")
+    assert (tmp_path / "pki" / "consoles" / "duty-room.key").stat().st_mode & 0o777 == 0o600
     san = _load(tmp_path / "pki" / "server.pem").extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     )

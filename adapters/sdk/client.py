@@ -130,7 +130,9 @@ class ClientCertificate:
 
 class DutyLinkClient:
     """One connection to a gateway, as one agency: with a client certificate (mutual TLS), or
-    with a development token on plaintext."""
+    with a development token on plaintext. A web console's certificate (`dutylink pki console`)
+    with `acting_for` relays an officer's read-only calls as that officer's agency, on gateways
+    that list the console in `tls.consoles`."""
 
     def __init__(
         self,
@@ -138,12 +140,15 @@ class DutyLinkClient:
         *,
         token: str | None = None,
         certificate: ClientCertificate | None = None,
+        acting_for: str | None = None,
         retry: Retry = DEFAULT_RETRY,
     ) -> None:
         if (token is None) == (certificate is None):
             raise ValueError(
                 "give exactly one of token= (development) or certificate= (mutual TLS)"
             )
+        if acting_for is not None and certificate is None:
+            raise ValueError("acting_for= is for a console's certificate= (mutual TLS)")
         if certificate is not None:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=certificate.ca_pem,
@@ -151,7 +156,9 @@ class DutyLinkClient:
                 certificate_chain=certificate.cert_pem,
             )
             self._channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-            self._metadata: tuple[tuple[str, str], ...] = ()
+            self._metadata: tuple[tuple[str, str], ...] = (
+                () if acting_for is None else (("dutylink-acting-for", acting_for),)
+            )
         else:
             self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
             self._metadata = (("authorization", f"Bearer {token}"),)

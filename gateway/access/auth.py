@@ -7,6 +7,11 @@ Two ways in, chosen by configuration:
   (the CRL is kept by gateway.access.revocation: re-read when it changes, never rolled back, calls
   refused while it is missing or stale unless configured otherwise) and agencies the gateway
   does not know.
+  A web console's certificate (`urn:dutylink:console:<name>`, a console listed in
+  `tls.consoles`) names no agency: the console relays an officer's call, names the officer's
+  agency (read from the officer's own client certificate) in `dutylink-acting-for` metadata,
+  and the principal is that agency `via` the console, for read-only calls only
+  (gateway.rpc.calls.authenticate), audited as relayed.
 - **bearer tokens** (no `[tls]`): `authorization: Bearer <token>` metadata; development only,
   logged loudly at start-up.
 Nothing downstream reads a request to learn who sent it.
@@ -16,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
-from gateway.access.pki import IdentityError, check_client_certificate
+from gateway.access.pki import IdentityError, client_identity
 from gateway.access.revocation import REFUSE, RevocationKeeper
 from gateway.core.settings import Agency
 
@@ -35,10 +40,45 @@ class UnauthenticatedError(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: an agency and the roles it holds."""
+    """An authenticated caller: an agency and the roles it holds; `via`: the console relaying
+    the call for one of the agency's officers ("" when the agency called itself)."""
 
     agency: str
     roles: frozenset[str] = frozenset()
+    via: str = ""
+
+    def noted(self, reason: str) -> str:
+        """An audit entry's reason, saying which console relayed the call, if one did."""
+        return f"{reason} (relayed by {self.via})" if self.via else reason
+
+
+# The metadata a trusted console names the officer's agency in.
+ACTING_FOR = "dutylink-acting-for"
+
+# What a console may relay for an officer (Principal.via): reading the board, the status of
+# messages and the audit log, never sending, subscribing, declaring or revealing anything.
+RELAYABLE_RPCS = frozenset(
+    {
+        "GetBoard",
+        "GetIncident",
+        "GetLedger",
+        "WatchBoard",
+        "GetStatus",
+        "ListPending",
+        "ListEntries",
+        "GetInclusionProof",
+        "GetCheckpoint",
+        "GetConsistencyProof",
+        "WatchCheckpoints",
+    }
+)
+
+
+def relay_refusal(principal: Principal, rpc: str) -> str | None:
+    """Why a console may not relay this call (None: it may, or no console relays it)."""
+    if principal.via and rpc not in RELAYABLE_RPCS:
+        return f"{principal.via} may relay read-only calls only, not {rpc}"
+    return None
 
 
 class CallContext(Protocol):
@@ -91,8 +131,10 @@ class CertificateAuthenticator:
         *,
         crl_unusable: str = REFUSE,
         crl_kept_file: Path | None = None,
+        consoles: Iterable[str] = (),
     ) -> None:
         self._principals = {a.id: Principal(a.id, frozenset(a.roles)) for a in agencies}
+        self._consoles = frozenset(consoles)
         # A missing or bad CRL at start-up (and none kept) is a configuration error: raises.
         self.revocations = (
             None
@@ -106,13 +148,39 @@ class CertificateAuthenticator:
             raise UnauthenticatedError("no verified client certificate")
         certificate = certificates[0]
         try:
-            agency = check_client_certificate(certificate)
+            identity = client_identity(certificate)
         except IdentityError as error:
             raise UnauthenticatedError(str(error)) from None
+        who = f"console '{identity.name}'" if identity.console else f"agency '{identity.name}'"
         revocations = None if self.revocations is None else self.revocations.current()
         if revocations is not None and revocations.is_revoked(certificate):
-            raise UnauthenticatedError(f"the certificate of agency '{agency}' is revoked")
-        principal = self._principals.get(agency)
+            raise UnauthenticatedError(f"the certificate of {who} is revoked")
+        if identity.console:
+            return self._relayed(identity.name, context)
+        principal = self._principals.get(identity.name)
         if principal is None:
-            raise UnauthenticatedError(f"agency '{agency}' is not configured on this gateway")
+            raise UnauthenticatedError(f"{who} is not configured on this gateway")
         return principal
+
+    def _relayed(self, console: str, context: CallContext) -> Principal:
+        """The agency a trusted console acts for: exactly one `dutylink-acting-for` value."""
+        if console not in self._consoles:
+            raise UnauthenticatedError(
+                f"console '{console}' may not relay calls to this gateway (not in tls.consoles)"
+            )
+        named = [
+            value.decode() if isinstance(value, bytes) else value
+            for key, value in context.invocation_metadata() or ()
+            if key == ACTING_FOR
+        ]
+        if len(named) != 1:
+            raise UnauthenticatedError(
+                f"console '{console}' must name the one agency it acts for in '{ACTING_FOR}'"
+            )
+        principal = self._principals.get(named[0])
+        if principal is None:
+            raise UnauthenticatedError(
+                f"console '{console}' acts for agency {named[0][:64]!r}, which is not configured "
+                "on this gateway"
+            )
+        return replace(principal, via=f"console {console}")

@@ -11,10 +11,12 @@ Layout of a PKI directory (0700; every private key 0600 from the moment it exist
 
     ca.pem  ca.key       the exchange CA (ECDSA P-256, CA:true pathlen 0)
     crl.pem              the CA-signed revocation list the gateway loads
-    issued.json          serial -> {agency or "server", subject, not_after, revoked}
+    issued.json          serial -> {agency, "server" or "console:<name>", subject, not_after, revoked}
     agencies/<id>.pem    an agency's client certificate (EKU clientAuth) and its key
     agencies/<id>.key
     server.pem server.key  the gateway's server certificate (EKU serverAuth)
+    consoles/<name>.pem  a web console's certificate (EKU serverAuth and clientAuth: it serves
+    consoles/<name>.key  officers' browsers over HTTPS and relays their read-only calls)
 
 Keys are ECDSA P-256, not Ed25519: grpcio's BoringSSL refuses an Ed25519 certificate in a real
 TLS handshake (NO_COMMON_SIGNATURE_ALGORITHMS), and P-256 is what every agency's TLS stack and
@@ -47,11 +49,15 @@ CA_KEY = "ca.key"
 CRL = "crl.pem"
 ISSUED = "issued.json"
 AGENCIES = "agencies"
+CONSOLES = "consoles"
 SERVER_CERT = "server.pem"
 SERVER_KEY = "server.key"
 
 ORGANIZATION = "DutyLink"
 AGENCY_URI_PREFIX = "urn:dutylink:agency:"
+# A web console that the gateway lets relay officers' read-only calls (gateway.access.auth).
+CONSOLE_URI_PREFIX = "urn:dutylink:console:"
+CONSOLE_HOLDER_PREFIX = "console:"  # its name in issued.json, apart from any agency id
 SERVER_HOLDER = "server"
 AGENCY_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -258,12 +264,12 @@ def _sign_leaf(
     *,
     subject: x509.Name,
     sans: Sequence[x509.GeneralName],
-    usage: x509.ObjectIdentifier,
+    usage: Sequence[x509.ObjectIdentifier],
     days: int,
     not_before: dt.datetime | None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """An end-entity certificate for one purpose (exactly one EKU), never a CA. Its notAfter is
-    capped at the CA's: no verifier would accept it past that anyway."""
+    """An end-entity certificate for the `usage` purposes only (its EKUs), never a CA. Its
+    notAfter is capped at the CA's: no verifier would accept it past that anyway."""
     if days < 1:
         raise PkiError(f"validity must be at least 1 day, not {days}")
     start = (_now() - CLOCK_SKEW) if not_before is None else not_before.astimezone(dt.UTC)
@@ -279,7 +285,7 @@ def _sign_leaf(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_leaf_key_usage(), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usage)), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
@@ -439,7 +445,7 @@ def issue_agency(
         ca_key,
         subject=_name(agency_id),
         sans=[x509.UniformResourceIdentifier(AGENCY_URI_PREFIX + agency_id)],
-        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
         days=days,
         not_before=not_before,
     )
@@ -485,7 +491,7 @@ def issue_server(
         ca_key,
         subject=_name(names[0]),
         sans=sans,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH],
         days=days,
         not_before=None,
     )
@@ -499,6 +505,45 @@ def issue_server(
         cert_path,
         key_path,
         certificate.not_valid_after_utc,
+    )
+
+
+def issue_console(
+    directory: Path,
+    name: str,
+    *,
+    hosts: Iterable[str] = DEFAULT_HOSTS,
+    days: int = 397,
+) -> IssuedCertificate:
+    """Issue a web console's certificate: URI SAN `urn:dutylink:console:<name>` plus `hosts`,
+    EKU serverAuth (officers' browsers reach it over HTTPS) and clientAuth (it calls the
+    gateway, which lets a console listed in `tls.consoles` relay officers' read-only calls).
+    Written to consoles/<name>.pem and .key; revoke it as `console:<name>`."""
+    directory = Path(directory)
+    validate_agency_id(name)  # the same shape: it becomes a file name and a URI too
+    names = list(dict.fromkeys(hosts))
+    if not names:
+        raise PkiError("a console certificate needs at least one host name or address")
+    ca_cert, ca_key = _load_ca(directory)
+    issued = _load_issued(directory)
+    certificate, key = _sign_leaf(
+        ca_cert,
+        ca_key,
+        subject=_name(names[0]),
+        sans=[x509.UniformResourceIdentifier(CONSOLE_URI_PREFIX + name)]
+        + [_host_name(host) for host in names],
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        days=days,
+        not_before=None,
+    )
+    folder = _private_dir(directory / CONSOLES)
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
+    _write_key(key_path, key)
+    _write_public(cert_path, _pem(certificate))
+    holder = CONSOLE_HOLDER_PREFIX + name
+    _record(directory, issued, certificate, holder, "console")
+    return IssuedCertificate(
+        certificate.serial_number, holder, cert_path, key_path, certificate.not_valid_after_utc
     )
 
 
@@ -550,7 +595,16 @@ def _certificate(cert_pem: bytes) -> x509.Certificate:
         raise IdentityError(f"peer certificate is not a PEM certificate ({error})") from None
 
 
-def _agency_of(certificate: x509.Certificate) -> str:
+@dataclass(frozen=True)
+class ClientIdentity:
+    """Whom a client certificate names: an agency, or (`console`) a web console that relays
+    its officers' read-only calls."""
+
+    name: str
+    console: bool = False
+
+
+def _identity_of(certificate: x509.Certificate) -> ClientIdentity:
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -558,20 +612,37 @@ def _agency_of(certificate: x509.Certificate) -> str:
             f"certificate {certificate.subject.rfc4514_string()} has no subjectAltName"
         ) from None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    agencies = [
-        uri.removeprefix(AGENCY_URI_PREFIX) for uri in uris if uri.startswith(AGENCY_URI_PREFIX)
+    named = [
+        ClientIdentity(uri.removeprefix(prefix), console=prefix == CONSOLE_URI_PREFIX)
+        for uri in uris
+        for prefix in (AGENCY_URI_PREFIX, CONSOLE_URI_PREFIX)
+        if uri.startswith(prefix)
     ]
-    if not agencies:
+    if not named:
         raise IdentityError(
             f"certificate {certificate.subject.rfc4514_string()} has no "
             f"{AGENCY_URI_PREFIX}<agency> URI SAN"
         )
-    if len(agencies) > 1:
-        raise IdentityError(f"certificate names more than one agency: {', '.join(agencies)}")
-    (agency,) = agencies
-    if not AGENCY_ID.fullmatch(agency) or agency == SERVER_HOLDER:
-        raise IdentityError(f"malformed agency in URI SAN: {AGENCY_URI_PREFIX}{agency!r}")
-    return agency
+    if len(named) > 1:
+        shown = ", ".join(f"{'console ' if n.console else ''}{n.name}" for n in named)
+        raise IdentityError(f"certificate names more than one agency or console: {shown}")
+    (identity,) = named
+    if not AGENCY_ID.fullmatch(identity.name) or identity.name == SERVER_HOLDER:
+        kind, prefix = (
+            ("console", CONSOLE_URI_PREFIX) if identity.console else ("agency", AGENCY_URI_PREFIX)
+        )
+        raise IdentityError(f"malformed {kind} in URI SAN: {prefix}{identity.name!r}")
+    return identity
+
+
+def _agency_of(certificate: x509.Certificate) -> str:
+    identity = _identity_of(certificate)
+    if identity.console:
+        raise IdentityError(
+            f"certificate names the console {identity.name!r}, not an agency "
+            f"({AGENCY_URI_PREFIX}<agency> URI SAN)"
+        )
+    return identity.name
 
 
 def agency_of(cert_pem: bytes) -> str:
@@ -581,10 +652,19 @@ def agency_of(cert_pem: bytes) -> str:
 
 
 def check_client_certificate(cert_pem: bytes) -> str:
-    """The agency of a certificate that is fit to be a client certificate: not a CA, and with
-    clientAuth in its EKU. BoringSSL already enforces both in the handshake; this is defence in
-    depth for any path (a TLS-terminating proxy, a config mistake) that skips that check."""
-    certificate = _certificate(cert_pem)
+    """The agency of a certificate that is fit to be an agency's client certificate."""
+    return _agency_of(_client_profile(_certificate(cert_pem)))
+
+
+def client_identity(cert_pem: bytes) -> ClientIdentity:
+    """The agency or console a certificate fit to be a client certificate names."""
+    return _identity_of(_client_profile(_certificate(cert_pem)))
+
+
+def _client_profile(certificate: x509.Certificate) -> x509.Certificate:
+    """`certificate` if it is fit to be a client certificate: not a CA, and with clientAuth in
+    its EKU. BoringSSL already enforces both in the handshake; this is defence in depth for any
+    path (a TLS-terminating proxy, a config mistake) that skips that check."""
     try:
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -597,7 +677,7 @@ def check_client_certificate(cert_pem: bytes) -> str:
         raise IdentityError("client certificate has no extendedKeyUsage") from None
     if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
         raise IdentityError("certificate is not for client authentication (no clientAuth EKU)")
-    return _agency_of(certificate)
+    return certificate
 
 
 _LONG_AGO = dt.datetime.min.replace(tzinfo=dt.UTC)

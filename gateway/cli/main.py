@@ -162,17 +162,35 @@ def serve(
 def console_beside(
     gateway: Gateway, settings: Config
 ) -> contextlib.AbstractAsyncContextManager[str]:
-    """The web console (`[console] listen`) served by this process for `gateway`."""
+    """The web console (`[console] listen`) served by this process for `gateway`: by token
+    login over HTTP beside a plaintext gateway, by certificate login over HTTPS beside a
+    mutual-TLS one (the gateway trusts the console it is configured with)."""
     from adapters.sdk.client import DutyLinkClient
+    from gateway.cli.console import ConsoleCertificateError, certificate_console
     from gateway.console.app import serving
     from gateway.console.state import ConsoleSettings
 
-    address = gateway.address
+    address, tls, zone = gateway.address, settings.tls, settings.console.zone
     host, _, port = settings.console.listen.rpartition(":")
-    console = ConsoleSettings(
-        connect=lambda token: DutyLinkClient(address, token=token), zone=settings.console.zone
-    )
-    return serving(console, host.removeprefix("[").removesuffix("]"), int(port))
+    host = host.removeprefix("[").removesuffix("]")
+    if not tls.enabled:
+        console = ConsoleSettings(
+            connect=lambda token: DutyLinkClient(address, token=token), zone=zone
+        )
+        return serving(console, host, int(port))
+    try:
+        console, https = certificate_console(
+            address,
+            ca_file=Path(tls.ca_file),
+            cert_file=Path(settings.console.cert_file),
+            key_file=Path(settings.console.key_file),
+            crl_file=Path(tls.crl_file) if tls.crl_file else None,
+            crl_unusable=tls.crl_unusable,
+            zone=zone,
+        )
+    except ConsoleCertificateError as error:
+        raise ConfigError(f"console.cert_file: {error}") from None
+    return serving(console, host, int(port), https)
 
 
 def _crash_at(step: str) -> Callable[[str], None]:

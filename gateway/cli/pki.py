@@ -95,6 +95,32 @@ def server(
 
 
 @pki_app.command()
+def console(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The console's name, e.g. duty-room.",
+            callback=_agency_id,
+            metavar="NAME",
+            show_default=False,
+        ),
+    ],
+    directory: DirOption,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="DNS name or IP address (repeatable).", show_default=False),
+    ] = None,
+    days: DaysOption = 397,
+) -> None:
+    """Issue a web console's certificate (URI SAN urn:dutylink:console:NAME): it serves the
+    officers' browsers over HTTPS and relays their read-only calls to gateways whose
+    tls.consoles lists NAME. Revoke it as console:NAME."""
+    with _reported():
+        issued = pki.issue_console(directory, name, hosts=host or pki.DEFAULT_HOSTS, days=days)
+    _print_issued(issued)
+
+
+@pki_app.command()
 def revoke(
     agency_or_serial: Annotated[
         str,

@@ -24,7 +24,7 @@ from gateway.console.queries import (
     jurisdiction_of,
     plane_of,
 )
-from gateway.console.state import SESSIONS, SETTINGS, STOPPING, session_id_of, token_of
+from gateway.console.state import SETTINGS, STOPPING, credential_of, still_logged_in
 
 BOARD_LIMIT = 200  # a duty board, not an archive: the gateway caps at 500
 KEEPALIVE_SECONDS = 15.0  # a comment line now and then finds a closed tab, and ends a dead session
@@ -65,7 +65,7 @@ async def board(request: web.Request) -> web.Response:
         return _error(400, str(error))
 
     async def call() -> Message:
-        async with request.app[SETTINGS].connect(token_of(request)) as client:
+        async with request.app[SETTINGS].connect(credential_of(request)) as client:
             return await client.board(
                 query.jurisdiction,
                 plane=query.plane,
@@ -85,7 +85,7 @@ async def incident(request: web.Request) -> web.Response:
         return _error(400, str(error))
 
     async def call() -> Message:
-        async with request.app[SETTINGS].connect(token_of(request)) as client:
+        async with request.app[SETTINGS].connect(credential_of(request)) as client:
             return await client.incident(incident_id, plane=plane)
 
     return await _answer(call)
@@ -122,18 +122,17 @@ async def events(request: web.Request) -> web.StreamResponse:
         jurisdiction, plane = jurisdiction_of(request.query), plane_of(request.query)
     except BadQuery as error:
         return _error(400, str(error))
-    settings, sessions = request.app[SETTINGS], request.app[SESSIONS]
-    session_id = session_id_of(request)
+    settings = request.app[SETTINGS]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(CHANGES_BUFFERED)
-    async with settings.connect(token_of(request)) as client:
+    async with settings.connect(credential_of(request)) as client:
         pump = asyncio.create_task(_pump(client.watch_board(jurisdiction, plane=plane), queue))
         try:
             await response.write(b"retry: 2000\n" + sse({}, "ready"))
 
-            def alive() -> bool:  # logout or expiry ends the stream too
-                return sessions.alive(session_id)
+            def alive() -> bool:  # logout, expiry or revocation ends the stream too
+                return still_logged_in(request)
 
             await _relay(response, queue, alive, request.app[STOPPING])
         except ConnectionResetError:

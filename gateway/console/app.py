@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway.console import api, audit_api, audit_pages, pages
+from gateway.console.certificates import CertificateLogin, LoginRefused
 from gateway.console.sessions import SessionStore
 from gateway.console.state import (
     COOKIE,
-    SESSION_ID,
+    OFFICER,
     SESSIONS,
     SETTINGS,
     STOPPING,
-    TOKEN,
     ConsoleSettings,
+    Officer,
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -37,18 +39,39 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def session_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every route but the public ones needs a live session: pages send the officer to the
-    login page, the API answers 401 in JSON for the page's script to act on."""
+    """Every route but the public ones needs a logged-in officer: pages send the officer to the
+    login page (or, with certificate login, say why the certificate was refused), the API
+    answers 401 in JSON for the page's script to act on."""
     if request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
-    session_id = request.cookies.get(COOKIE)
-    token = request.app[SESSIONS].token_of(session_id)
+    certificates = request.app[SETTINGS].certificates
+    if certificates is not None:
+        return await _by_certificate(request, handler, certificates)
+    sessions = request.app[SESSIONS]
+    session_id = request.cookies.get(COOKIE) or ""
+    token = sessions.token_of(session_id)
     if token is None:
         if request.path.startswith("/api/"):
             return web.json_response({"error": "not logged in"}, status=401)
         raise web.HTTPSeeOther("/login")
-    request[TOKEN] = token
-    request[SESSION_ID] = session_id or ""
+    request[OFFICER] = Officer(token, lambda: sessions.alive(session_id))
+    return await handler(request)
+
+
+async def _by_certificate(
+    request: web.Request, handler: Handler, certificates: CertificateLogin
+) -> web.StreamResponse:
+    """The officer is the agency of the certificate this connection's handshake verified,
+    checked again (revocation) at every request and, for a live stream, at every keepalive."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    try:
+        agency = certificates.agency(der)
+    except LoginRefused as error:
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": str(error)}, status=401)
+        return pages.refused_page(request, str(error))
+    request[OFFICER] = Officer(agency, lambda: certificates.still_valid(der))
     return await handler(request)
 
 
@@ -94,13 +117,17 @@ def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) 
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: ConsoleSettings, host: str, port: int) -> AsyncIterator[str]:
-    """The console served on HOST:PORT (0: a free port) for the block; yields its base URL."""
+async def serving(
+    settings: ConsoleSettings, host: str, port: int, https: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """The console served on HOST:PORT (0: a free port), over HTTPS with `https`, for the
+    block; yields its base URL."""
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=https).start()
         bound_host, bound_port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{bound_port}"
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        yield f"{'https' if https else 'http'}://{shown}:{bound_port}"
     finally:
         await runner.cleanup()

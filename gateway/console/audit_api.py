@@ -30,7 +30,7 @@ from gateway.console.audit_queries import (
     number_of,
 )
 from gateway.console.queries import BadQuery, http_status, incident_id_of
-from gateway.console.state import SETTINGS, token_of
+from gateway.console.state import SETTINGS, credential_of
 
 PAGE_SIZE = 50  # entries a page shows
 MAX_CALLS = 5  # ListEntries calls to fill one page when little matches (each scans 10 000)
@@ -52,7 +52,7 @@ async def _with_client(request: web.Request, handler: Handler) -> web.StreamResp
     """Runs `handler` with a client acting as the session's agency; the gateway's refusals
     become HTTP statuses with the gateway's own words."""
     try:
-        async with request.app[SETTINGS].connect(token_of(request)) as client:
+        async with request.app[SETTINGS].connect(credential_of(request)) as client:
             return await handler(client)
     except grpc.aio.AioRpcError as error:
         code = error.code()

@@ -13,7 +13,7 @@ import grpc
 from aiohttp import web
 
 from gateway.console.queries import BadQuery, incident_id_of
-from gateway.console.state import COOKIE, SESSIONS, SETTINGS
+from gateway.console.state import COOKIE, OFFICER, SESSIONS, SETTINGS
 
 MAX_TOKEN_CHARS = 512
 # The gateway's answers to a token it does not know or will not let read the board.
@@ -38,6 +38,12 @@ NAV = """<nav class="nav"><a href="/audit" data-testid="nav-audit" data-i18n="na
 """
 LOGOUT = """<form method="post" action="/logout" class="logout">
 <button type="submit" data-testid="logout" data-i18n="logout">退出</button></form>"""
+# Logged in by certificate: nothing to log out of (the browser holds the certificate).
+OFFICER_BAR = '<span class="officer" data-testid="officer">{agency}</span>'
+REFUSED_BODY = """<h1 data-i18n="login.refused_heading">无法登录</h1>
+<p class="error" role="alert" data-testid="login-error">{reason}</p>
+<p class="note" data-i18n="login.certificate_note">请使用本机构由交换平台签发的客户端证书访问。</p>
+"""
 
 LOGIN_BODY = """<h1 data-i18n="login.heading">登录</h1>
 <form method="post" action="/login" class="login" data-testid="login-form">
@@ -116,13 +122,13 @@ def page(
         if page == "login"
         else "".join(f'<script src="/static/{name}" defer></script>\n' for name in scripts)
     )
+    by_certificate = request.app[SETTINGS].certificates is not None
+    bar = ""
+    if logout:
+        agency = html.escape(request[OFFICER].credential) if OFFICER in request else ""
+        bar = OFFICER_BAR.format(agency=agency) if by_certificate else LOGOUT
     head = HEAD.format(
-        scripts=tags,
-        page=page,
-        zone=zone,
-        extra=extra,
-        nav=NAV if logout else "",
-        logout=LOGOUT if logout else "",
+        scripts=tags, page=page, zone=zone, extra=extra, nav=NAV if logout else "", logout=bar
     )
     return head + body + TAIL
 
@@ -138,12 +144,22 @@ def _login_html(request: web.Request, message_key: str = "", message: str = "") 
 
 
 async def login_page(request: web.Request) -> web.Response:
+    if request.app[SETTINGS].certificates is not None:
+        raise web.HTTPSeeOther("/")  # the certificate is the login
     return html_response(_login_html(request))
+
+
+def refused_page(request: web.Request, reason: str) -> web.Response:
+    """Certificate login: why this browser's certificate gives no access."""
+    body = REFUSED_BODY.format(reason=html.escape(reason))
+    return html_response(page(request, "login", body, logout=False), 403)
 
 
 async def login(request: web.Request) -> web.Response:
     """POST /login: the token is good if the gateway answers GetBoard with it; the session
     cookie then holds only a random id (HttpOnly: the page's script never sees it)."""
+    if request.app[SETTINGS].certificates is not None:
+        raise web.HTTPSeeOther("/")
     form = await request.post()
     token = form.get("token")
     if not isinstance(token, str) or not 0 < len(token.strip()) <= MAX_TOKEN_CHARS:

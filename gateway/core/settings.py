@@ -165,12 +165,17 @@ class TrackingSettings:
 @dataclass(frozen=True)
 class WebConsoleSettings:
     """The duty officers' web console served beside the gateway by `dutylink serve`
-    (gateway.console): off unless `listen` names HOST:PORT. It serves plain HTTP, so only on
-    loopback unless `allow_remote` (behind a TLS proxy set up on purpose); times in `zone`."""
+    (gateway.console): off unless `listen` names HOST:PORT; times in `zone`. Beside a plaintext
+    gateway it serves plain HTTP with token login, so only on loopback unless `allow_remote`
+    (behind a TLS proxy set up on purpose). Beside a mutual-TLS gateway it serves HTTPS with
+    its own certificate (`cert_file`, `key_file`, from `dutylink pki console`), officers log in
+    with their agency's client certificate, and it relays their read-only calls."""
 
     listen: str = ""
     zone: str = "Asia/Shanghai"
     allow_remote: bool = False
+    cert_file: str = ""
+    key_file: str = ""
 
 
 # What `tls.crl_unusable` may say (see gateway.access.revocation).
@@ -195,6 +200,9 @@ class TlsSettings:
     # How often the gateway looks at the CRL file (and the clock) without a call to prompt it,
     # so that each change is audited promptly.
     crl_check_seconds: float = 5.0
+    # The web consoles (their certificates' urn:dutylink:console:<name>) that may relay their
+    # officers' read-only calls, each as the agency of the officer's own client certificate.
+    consoles: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:

@@ -234,7 +234,9 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         problems: Sequence[FieldProblem],
     ) -> NoReturn:
         entry = board_query_entry(
-            principal.agency, audit_pb2.AUDIT_OUTCOME_INVALID, reason="invalid request"
+            principal.agency,
+            audit_pb2.AUDIT_OUTCOME_INVALID,
+            reason=principal.noted("invalid request"),
         )
         await self._deps.record_best_effort([entry])
         await abort(
@@ -253,7 +255,7 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         entry = board_query_entry(
             principal.agency,
             audit_pb2.AUDIT_OUTCOME_OK,
-            reason=reason,
+            reason=principal.noted(reason),
             incidents=incidents,
             answer=answer.SerializeToString() if answer is not None else b"",
         )

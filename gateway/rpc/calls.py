@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from dutylink.v1 import audit_pb2, gateway_pb2
-from gateway.access.auth import Authenticator, Principal, UnauthenticatedError
+from gateway.access.auth import Authenticator, Principal, UnauthenticatedError, relay_refusal
 from gateway.access.revocation import RevocationUnavailableError
 from gateway.audit.entries import gateway_entry
 from gateway.core.admission import RefusalKind, StateProblem
@@ -222,6 +222,11 @@ async def authenticate(
         # Not the caller's fault, and over once a current CRL is in place: retryable.
         log.warning("rpc.revocation_unavailable", rpc=rpc, reason=str(error))
         await abort(context, status(grpc.StatusCode.UNAVAILABLE, str(error)))
+    if principal.via:
+        structlog.contextvars.bind_contextvars(via=principal.via)
+        if reason := relay_refusal(principal, rpc):
+            log.warning("rpc.relay_refused", rpc=rpc, agency=principal.agency, reason=reason)
+            await abort(context, status(grpc.StatusCode.PERMISSION_DENIED, reason))
     structlog.contextvars.bind_contextvars(agency=principal.agency, rpc=rpc)
     return principal
 

@@ -76,7 +76,7 @@ class TrackingServicer(gateway_pb2_grpc.TrackingServiceServicer):
                 sender=sender,
                 event_id=event_id,
                 event_type=event_type,
-                reason=reason,
+                reason=principal.noted(reason),
                 answer=answer,
             )
 
@@ -135,7 +135,11 @@ class TrackingServicer(gateway_pb2_grpc.TrackingServiceServicer):
         ) -> audit_pb2.AuditEntry:
             asked_about = request.sender or sender  # "" (every sender) for the command centre
             return status_query_entry(
-                principal.agency, outcome, sender=asked_about, reason=reason, answer=answer
+                principal.agency,
+                outcome,
+                sender=asked_about,
+                reason=principal.noted(reason),
+                answer=answer,
             )
 
         tracker = await self._admit(context, request, fact)

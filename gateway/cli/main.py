@@ -170,7 +170,9 @@ def console_beside(
     address = gateway.address
     host, _, port = settings.console.listen.rpartition(":")
     console = ConsoleSettings(
-        connect=lambda token: DutyLinkClient(address, token=token), zone=settings.console.zone
+        connect=lambda token: DutyLinkClient(address, token=token),
+        zone=settings.console.zone,
+        agencies=tuple(agency.id for agency in settings.agencies),
     )
     return serving(console, host.removeprefix("[").removesuffix("]"), int(port))
 

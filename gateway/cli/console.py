@@ -1,9 +1,9 @@
 """`dutylink console`: serve the duty officers' web console (gateway.console) on loopback.
 
 An officer logs in with the agency's token and sees the board exactly as the gateway answers
-that token; the console only reads (GetBoard, GetIncident, WatchBoard). It listens on loopback
-unless --allow-remote says otherwise, because it serves plain HTTP: a remote console belongs
-behind a TLS-terminating proxy that the operator sets up on purpose.
+that token; the console only reads (GetBoard, GetIncident, WatchBoard, GetLedger). It listens
+on loopback unless --allow-remote says otherwise, because it serves plain HTTP: a remote
+console belongs behind a TLS-terminating proxy that the operator sets up on purpose.
 """
 
 from __future__ import annotations

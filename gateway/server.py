@@ -84,6 +84,7 @@ from gateway.store.board_feed import BoardFeed
 from gateway.store.consumers import ConsumerRunner
 from gateway.store.data_dir_lock import DataDirLock
 from gateway.store.jetstream import EventStore
+from gateway.store.ledger_reader import LedgerReader
 from gateway.store.ledger_timer import (
     PUBLISH_BATCH,
     ReservationExpiryTimer,
@@ -354,6 +355,13 @@ class Gateway:
         assert self._store is not None
         return LifecycleGuard(self._store.aggregates, catalogue, authorizer.held_roles)
 
+    def _ledger_reader(self) -> LedgerReader | None:
+        """BoardService's reader of the resource ledger: none when the gateway keeps none."""
+        if not self.config.gateway.enforce_lifecycles:
+            return None
+        assert self._store is not None
+        return LedgerReader(self._store.aggregates, max_items=self.config.ledger.max_items)
+
     async def start(self) -> None:
         # Before anything is written there: a second gateway on this directory stops here.
         self._data_dir_lock.acquire()
@@ -437,7 +445,14 @@ class Gateway:
             TrackingServicer(deps, self._tracker), self._server
         )
         board_pb2_grpc.add_BoardServiceServicer_to_server(
-            BoardServicer(deps, self.board, catalogue, lambda: self._policy_archive, self._tracker),
+            BoardServicer(
+                deps,
+                self.board,
+                catalogue,
+                lambda: self._policy_archive,
+                self._tracker,
+                self._ledger_reader(),
+            ),
             self._server,
         )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(deps), self._server)

@@ -492,6 +492,28 @@ class DutyLinkClient:
                 )
         return response
 
+    async def ledger(
+        self,
+        agency: str = "",
+        *,
+        plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL,
+        item_prefix: str = "",
+        limit: int = 0,
+        timeout: float = 10.0,
+    ) -> board_pb2.GetLedgerResponse:
+        """An agency's resource ledger (its own when `agency` is empty; another's only for the
+        command centre, else PERMISSION_DENIED): per item, by item id, its total and what is
+        available, reserved, committed, deployed and returning. Retried as `retry` says."""
+        request = board_pb2.GetLedgerRequest(
+            agency=agency, plane=plane, item_prefix=item_prefix, limit=limit
+        )
+        async for attempt in self.retry.context():
+            with attempt:
+                response: board_pb2.GetLedgerResponse = await self._board.GetLedger(
+                    request, metadata=self._metadata, timeout=timeout
+                )
+        return response
+
     async def watch_board(
         self,
         jurisdiction_prefix: str = "",

@@ -1,6 +1,7 @@
 """The duty board from the command line: `dutylink board [JURISDICTION]` lists the incidents
 (those with something overdue first), `dutylink incident ID` shows one with its lines and
-timeline, each as the caller's agency may see it (BoardService)."""
+timeline, each as the caller's agency may see it, and `dutylink ledger [AGENCY]` an agency's
+resource ledger (BoardService)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Annotated
 
 import typer
 from google.protobuf import timestamp_pb2
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from dutylink.v1 import board_pb2, event_pb2
 from gateway.cli.duty import JsonOption, PlaneOption
@@ -162,6 +166,74 @@ def incident(
         typer.echo(f"{_when(entry.received_time)} {event.source}: {event.type} ({plane_name})")
 
 
+def amount(value: float) -> str:
+    """A quantity as people write it: "40", "2.5" (not "40.0")."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def ledger_table(page: board_pb2.GetLedgerResponse) -> Table:
+    """One row per item; the mark column says LOW below the threshold, OUT out of service."""
+    plane_name = event_pb2.Plane.Name(page.plane).removeprefix("PLANE_")
+    table = Table(
+        "item", "unit", "total", "available", "reserved", "committed", "deployed",
+        "returning", "threshold", "",
+        title=escape(f"ledger of {page.agency} ({plane_name})"),
+    )  # fmt: skip
+    for item in page.items:
+        marks = ["LOW"] if item.below_threshold else []
+        marks += ["OUT"] if item.out_of_service else []
+        figures = (item.total, item.available, item.reserved, item.committed, item.deployed,
+                   item.returning, item.threshold)  # fmt: skip
+        table.add_row(
+            escape(item.item_id),
+            escape(item.unit),
+            *(amount(figure) for figure in figures),
+            " ".join(marks),
+        )
+    return table
+
+
+def ledger(
+    agency: Annotated[
+        str,
+        typer.Argument(help="The agency (default: your own; another's needs the command role)."),
+    ] = "",
+    plane: PlaneOption = "ACTUAL",
+    item_prefix: Annotated[
+        str, typer.Option("--item-prefix", help="Only the items whose id starts with this.")
+    ] = "",
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: 200).")] = 0,
+    json: JsonOption = False,
+    target: TargetOption = DEFAULT_TARGET,
+    token: TokenOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Show an agency's resource ledger: per item its declared total and what is available,
+    reserved, committed, deployed and returning (LOW: below its replenishment threshold)."""
+    (plane_value,) = planes_of([plane], "--plane")
+    connect = client_for(target, token, ca, cert, key)
+
+    async def main() -> board_pb2.GetLedgerResponse:
+        async with connect() as client:
+            return await client.ledger(
+                agency, plane=plane_value, item_prefix=item_prefix, limit=limit
+            )
+
+    page = run_rpc(main)
+    if json:
+        typer.echo(as_json(page))
+        return
+    if not page.items:
+        typer.echo(f"no items in the ledger of {page.agency}")
+        return
+    Console(width=160).print(ledger_table(page))
+    if page.truncated:
+        typer.echo("… more items (raise --limit)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("board")(board)
     app.command("incident")(incident)
+    app.command("ledger")(ledger)

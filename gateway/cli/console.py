@@ -9,7 +9,7 @@ Two ways, as the gateway is run:
   `dutylink pki console NAME`, and --crl): HTTPS, each officer logged in by the agency's client
   certificate, each read relayed to the gateway with the console's certificate as that agency
   (the gateway must list the console in tls.consoles).
-The console only reads (the board, incidents, acknowledgements, the audit log).
+The console only reads (the board, incidents, acknowledgements, ledgers, the audit log).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def certificate_console(
     crl_unusable: str = REFUSE,
     zone: str,
     audit_keys: tuple[tuple[str, str], ...] = (),
+    agencies: tuple[str, ...] = (),
 ) -> tuple[ConsoleSettings, ssl.SSLContext]:
     """A console that logs officers in by certificate and relays their reads to `gateway` with
     its own certificate, and the HTTPS context it serves with."""
@@ -98,6 +99,7 @@ def certificate_console(
         zone=zone,
         audit_keys=audit_keys,
         certificates=CertificateLogin(revocations),
+        agencies=agencies,
     )
     return settings, https
 

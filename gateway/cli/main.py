@@ -173,9 +173,12 @@ def console_beside(
     address, tls, zone = gateway.address, settings.tls, settings.console.zone
     host, _, port = settings.console.listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
+    agencies = tuple(agency.id for agency in settings.agencies)
     if not tls.enabled:
         console = ConsoleSettings(
-            connect=lambda token: DutyLinkClient(address, token=token), zone=zone
+            connect=lambda token: DutyLinkClient(address, token=token),
+            zone=zone,
+            agencies=agencies,
         )
         return serving(console, host, int(port))
     try:
@@ -187,6 +190,7 @@ def console_beside(
             crl_file=Path(tls.crl_file) if tls.crl_file else None,
             crl_unusable=tls.crl_unusable,
             zone=zone,
+            agencies=agencies,
         )
     except ConsoleCertificateError as error:
         raise ConfigError(f"console.cert_file: {error}") from None

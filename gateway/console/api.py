@@ -1,5 +1,5 @@
-"""The JSON API the pages' script reads: the board, one incident, and the board's changes as
-Server-Sent Events. Each call goes to the gateway with the session's token, so the answer is
+"""The JSON API the pages' script reads: the board, one incident, an agency's resource ledger,
+and the board's changes as Server-Sent Events. Each call goes to the gateway with the session's token, so the answer is
 exactly what the gateway gives that agency (redacted by its policy); the console adds nothing,
 keeps nothing, and shows the gateway's refusals as HTTP statuses with a JSON error."""
 
@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from gateway.console.queries import (
     BadQuery,
+    agency_of,
     board_query,
     http_status,
     incident_id_of,
@@ -27,6 +28,7 @@ from gateway.console.queries import (
 from gateway.console.state import SETTINGS, STOPPING, credential_of, still_logged_in
 
 BOARD_LIMIT = 200  # a duty board, not an archive: the gateway caps at 500
+LEDGER_LIMIT = 1000  # every item of an agency's reserve, as far as the gateway sends
 KEEPALIVE_SECONDS = 15.0  # a comment line now and then finds a closed tab, and ends a dead session
 CHANGES_BUFFERED = 256  # changes waiting for a slow browser; past that the stream restarts
 _KEEPALIVE: dict[str, Any] = {}  # what _next_or_none gives after a quiet while
@@ -87,6 +89,21 @@ async def incident(request: web.Request) -> web.Response:
     async def call() -> Message:
         async with request.app[SETTINGS].connect(credential_of(request)) as client:
             return await client.incident(incident_id, plane=plane)
+
+    return await _answer(call)
+
+
+async def ledger(request: web.Request) -> web.Response:
+    """GET /api/ledger?agency=fire&plane=EXERCISE -> GetLedgerResponse as JSON (no agency: the
+    officer's own; another's only for the command centre, else the gateway's 403)."""
+    try:
+        agency, plane = agency_of(request.query), plane_of(request.query)
+    except BadQuery as error:
+        return _error(400, str(error))
+
+    async def call() -> Message:
+        async with request.app[SETTINGS].connect(credential_of(request)) as client:
+            return await client.ledger(agency, plane=plane, limit=LEDGER_LIMIT)
 
     return await _answer(call)
 

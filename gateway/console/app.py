@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.console import api, audit_api, audit_pages, pages
+from gateway.console import api, audit_api, audit_pages, ledger_pages, pages
 from gateway.console.certificates import CertificateLogin, LoginRefused
 from gateway.console.sessions import SessionStore
 from gateway.console.state import (
@@ -105,6 +105,8 @@ def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) 
     app.router.add_get("/api/board", api.board)
     app.router.add_get("/api/incident/{incident_id}", api.incident)
     app.router.add_get("/api/events", api.events)
+    app.router.add_get("/ledger", ledger_pages.ledger_page)
+    app.router.add_get("/api/ledger", api.ledger)
     app.router.add_get("/audit", audit_pages.audit_page)
     app.router.add_get("/checkpoints", audit_pages.checkpoints_page)
     app.router.add_get("/api/audit/entries", audit_api.entries)

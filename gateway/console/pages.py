@@ -33,7 +33,8 @@ HEAD = """<!doctype html>
 <main>
 """
 TAIL = "</main></body></html>\n"
-NAV = """<nav class="nav"><a href="/audit" data-testid="nav-audit" data-i18n="nav.audit">审计</a>
+NAV = """<nav class="nav"><a href="/ledger" data-testid="nav-ledger" data-i18n="nav.ledger">资源台账</a>
+<a href="/audit" data-testid="nav-audit" data-i18n="nav.audit">审计</a>
 <a href="/checkpoints" data-testid="nav-checkpoints" data-i18n="nav.checkpoints">检查点</a></nav>
 """
 LOGOUT = """<form method="post" action="/logout" class="logout">

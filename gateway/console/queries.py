@@ -80,3 +80,15 @@ def incident_id_of(value: str) -> str:
     if not INCIDENT_ID.fullmatch(value):
         raise BadQuery("incident id: 1 to 64 printable characters, no spaces")
     return value
+
+
+# As GetLedgerRequest's pattern: an agency id, or "" for the officer's own agency.
+AGENCY = re.compile(r"^([a-z][a-z0-9-]{1,31})?$")
+
+
+def agency_of(query: Mapping[str, str]) -> str:
+    """GET /api/ledger's `agency` (empty: the logged-in agency's own ledger)."""
+    value = _parameter(query, "agency", "")
+    if not AGENCY.fullmatch(value):
+        raise BadQuery("agency: an agency id (lowercase letters, digits and '-'), or empty")
+    return value

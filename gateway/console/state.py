@@ -25,12 +25,15 @@ class ConsoleSettings:
     `certificates`: by their agency's client certificate, the credential then being the agency
     it names; without: by their agency's token, in a session), the zone times are shown in, and
     the audit logs' verifier keys the operator configured, (gateway id, key string) pairs: only
-    offered to the auditor's page as defaults, never used to verify in its stead."""
+    offered to the auditor's page as defaults, never used to verify in its stead; and the
+    agencies the gateway knows, offered to the command centre's ledger page (none: it types
+    the agency's id)."""
 
     connect: Connector
     zone: str = "Asia/Shanghai"
     audit_keys: tuple[tuple[str, str], ...] = ()
     certificates: CertificateLogin | None = None
+    agencies: tuple[str, ...] = ()
 
     def audit_key(self, gateway_id: str) -> str:
         return dict(self.audit_keys).get(gateway_id, "")

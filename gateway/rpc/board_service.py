@@ -4,6 +4,9 @@ Each answer is folded from the events the caller's policy lets it receive, redac
 delivery to it would be (its own events as it sent them), so nothing the policy withholds is on
 its board. An incident it may see nothing of is NOT_FOUND in the same words as one that does
 not exist. Every answer is recorded in the audit log before it is given (no record, no answer).
+
+The resource ledger (GetLedger) is read from the key-value bucket the ledger guard writes: the
+caller's own, or any agency's for the command centre (TrackingService's rule, `may_see`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gateway.access.auth import Principal
 from gateway.access.authorization import Authorizer, FixedPolicy
 from gateway.audit.entries import board_query_entry
 from gateway.audit.log import AuditUnavailableError
+from gateway.core.kv import TooManyKeysError
 from gateway.core.ports import StoreError
 from gateway.core.projections.board import (
     IncidentKey,
@@ -30,12 +34,21 @@ from gateway.core.projections.board import (
     incident_view,
 )
 from gateway.core.projections.board_wire import board_incident
+from gateway.core.projections.ledger_wire import ledger_page
 from gateway.core.validation import FieldProblem
 from gateway.core.workflows.base import plane_token
-from gateway.core.workflows.tracking_view import may_see, tracked_message
-from gateway.rpc.calls import MAX_ECHOED_ID_CHARS, abort, authenticate, status, store_code
+from gateway.core.workflows.tracking_view import may_see, sees_every_sender, tracked_message
+from gateway.rpc.calls import (
+    MAX_ECHOED_ID_CHARS,
+    abort,
+    authenticate,
+    refusal_outcome,
+    status,
+    store_code,
+)
 from gateway.rpc.dependencies import Dependencies, log
 from gateway.store.board_feed import BoardFeed
+from gateway.store.ledger_reader import LedgerReader
 from gateway.store.policy_archive import PolicyArchive
 from gateway.store.tracker import Tracker
 from policies.redaction import redact
@@ -44,6 +57,9 @@ from policies.redaction import redact
 MAX_ACKNOWLEDGEMENTS = 100
 DEFAULT_BOARD_PAGE = 50
 MAX_BOARD_PAGE = 500
+DEFAULT_LEDGER_PAGE = 200
+MAX_LEDGER_PAGE = 1000
+LEDGER_OFF = "the resource ledger is not kept on this gateway (gateway.enforce_lifecycles is off)"
 
 
 def visible_to(authorizer: Authorizer, principal: Principal, now: datetime) -> Visible:
@@ -67,12 +83,14 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         catalogue: Catalogue,
         archive: Callable[[], PolicyArchive | None],
         tracker: Tracker | None,
+        ledger: LedgerReader | None = None,
     ) -> None:
         self._deps = deps
         self._feed = feed
         self._catalogue = catalogue
         self._archive = archive  # none until the store is connected
         self._tracker = tracker  # none without lifecycles: no acknowledgements to show
+        self._ledger = ledger  # none without lifecycles: no ledger kept
 
     async def _acknowledgements(
         self, principal: Principal, view: IncidentView
@@ -217,6 +235,49 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
             )
             yield change
 
+    async def GetLedger(
+        self, request: board_pb2.GetLedgerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> board_pb2.GetLedgerResponse:
+        principal = await self._admit(context, request, "GetLedger")
+        agency = request.agency or principal.agency
+        plane = request.plane or event_pb2.PLANE_ACTUAL
+        asked = f"ledger of {agency} on the {plane_token(plane)} plane"
+        roles = self._deps.authorizer.held_roles(principal)
+        if not may_see(agency, principal.agency, roles):
+            refusal = (
+                f"{asked}: {principal.agency} may read only its own ledger "
+                "(every agency's needs the command role)"
+            )
+            await self._record(context, principal, refusal, outcome=audit_pb2.AUDIT_OUTCOME_DENIED)
+            await abort(context, status(grpc.StatusCode.PERMISSION_DENIED, refusal))
+        if self._ledger is None:
+            off = f"{asked}: {LEDGER_OFF}"
+            await self._refuse_with(context, principal, grpc.StatusCode.FAILED_PRECONDITION, off)
+        try:
+            lines = await self._ledger.agency_lines(plane, agency)
+        except TooManyKeysError as error:
+            too_many = f"{asked}: {error} (raise ledger.max_items)"
+            await self._refuse_with(
+                context, principal, grpc.StatusCode.FAILED_PRECONDITION, too_many
+            )
+        except StoreError as error:
+            failed = f"{asked}: reading the ledger failed: {error}"
+            await self._refuse_with(context, principal, store_code(error), failed)
+        limit = min(request.limit or DEFAULT_LEDGER_PAGE, MAX_LEDGER_PAGE)
+        items, truncated = ledger_page(lines, item_prefix=request.item_prefix, limit=limit)
+        response = board_pb2.GetLedgerResponse(
+            agency=agency,
+            plane=plane,
+            items=items,
+            truncated=truncated,
+            every_agency=sees_every_sender(roles),
+        )
+        chosen = f" starting {request.item_prefix!r}" if request.item_prefix else ""
+        more = " (more not sent)" if truncated else ""
+        reason = f"{asked}: {len(items)} items{chosen}{more}"
+        await self._record(context, principal, reason, answer=response)
+        return response
+
     # --- shared ----------------------------------------------------------------------------
 
     async def _admit(
@@ -243,6 +304,20 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
             context, status(grpc.StatusCode.INVALID_ARGUMENT, "invalid request", tuple(problems))
         )
 
+    async def _refuse_with(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        principal: Principal,
+        code: grpc.StatusCode,
+        message: str,
+    ) -> NoReturn:
+        """A refusal that is not the caller's fault, recorded as well as the log can."""
+        entry = board_query_entry(
+            principal.agency, refusal_outcome(code), reason=principal.noted(message)
+        )
+        await self._deps.record_best_effort([entry])
+        await abort(context, status(code, message))
+
     async def _record(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -250,11 +325,12 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         reason: str,
         incidents: Sequence[str] = (),
         answer: Message | None = None,
+        outcome: audit_pb2.AuditOutcome.ValueType = audit_pb2.AUDIT_OUTCOME_OK,
     ) -> None:
         """Record before answering: an answer the log cannot hold is not given."""
         entry = board_query_entry(
             principal.agency,
-            audit_pb2.AUDIT_OUTCOME_OK,
+            outcome,
             reason=principal.noted(reason),
             incidents=incidents,
             answer=answer.SerializeToString() if answer is not None else b"",

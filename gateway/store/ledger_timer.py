@@ -26,13 +26,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 
 from dutylink.v1 import common_pb2, event_pb2
-from gateway.core.kv import KeyValueStore, TooManyKeysError, Versioned
+from gateway.core.kv import KeyValueStore, TooManyKeysError
 from gateway.core.ports import StoreError
 from gateway.core.settings import LedgerSettings
 from gateway.core.subjects import PLANE_TOKENS
-from gateway.core.workflows import ledger_codec
 from gateway.core.workflows.expiry import expiry_events
 from gateway.core.workflows.ledger_state import ItemLine
+from gateway.store.ledger_reader import item_lines
 from gateway.store.periodic import Clock, PeriodicCheck, utc_now
 
 log = structlog.get_logger("dutylink.ledger_timer")
@@ -131,29 +131,8 @@ class ReservationExpiryTimer(PeriodicCheck):
             except StoreError as error:
                 log.warning("ledger_timer.store_unavailable", plane=plane, error=str(error))
                 continue
-            # Item lines have four tokens; other keys under the prefix are not ours to read.
-            for key in sorted(entries):
-                if key.count(".") == 3 and (item := _item_of(key, entries[key])) is not None:
-                    items.append(item)
+            items.extend(item_lines(entries, reader="ledger_timer"))
         return items
-
-
-def _item_of(key: str, entry: Versioned) -> ItemLine | None:
-    """The item line `entry` holds; None (logged) if it is unreadable or another key's."""
-    try:
-        item = ledger_codec.decode(entry.value)
-    except ledger_codec.LedgerFormatError as error:
-        log.error("ledger_timer.unreadable_entry", key=key, error=str(error))
-        return None
-    if ledger_codec.kv_key(item.key) != key:
-        # Its expiry would fold onto another entry and leave this one due for ever.
-        log.error(
-            "ledger_timer.unreadable_entry",
-            key=key,
-            error=f"holds the item line of {ledger_codec.kv_key(item.key)}",
-        )
-        return None
-    return item
 
 
 def reservation_expiry_timer(

@@ -28,7 +28,13 @@ def kv_key(key: ItemKey) -> str:
     item = key.item_id
     if not _SAFE_TOKEN.fullmatch(item):
         item = "=" + base64.urlsafe_b64encode(item.encode()).decode().rstrip("=")
-    return f"ledger.{PLANE_TOKENS.get(key.plane, str(key.plane))}.{key.agency}.{item}"
+    return f"{kv_prefix(key.plane, key.agency)}.{item}"
+
+
+def kv_prefix(plane: int, agency: str) -> str:
+    """The key-value prefix of every item line of `agency` on `plane` (`ledger.<plane>.<agency>`:
+    whole tokens, so "fire" does not take in "fire-2")."""
+    return f"ledger.{PLANE_TOKENS.get(plane, str(plane))}.{agency}"
 
 
 def encode(item: ItemLine) -> bytes:

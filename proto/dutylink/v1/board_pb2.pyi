@@ -12,11 +12,13 @@ from collections import abc as _abc
 from dutylink.v1 import event_pb2 as _event_pb2
 from dutylink.v1 import gateway_pb2 as _gateway_pb2
 from dutylink.v1 import incident_pb2 as _incident_pb2
+from dutylink.v1 import resource_pb2 as _resource_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -27,6 +29,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _LedgerStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LedgerStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LedgerStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEDGER_STAGE_UNSPECIFIED: _LedgerStage.ValueType  # 0
+    """Not given."""
+    LEDGER_STAGE_RESERVED: _LedgerStage.ValueType  # 1
+    """Held for an offer or an accepted request, until it expires."""
+    LEDGER_STAGE_COMMITTED: _LedgerStage.ValueType  # 2
+    """Promised to a request by CommitResource."""
+    LEDGER_STAGE_DEPLOYED: _LedgerStage.ValueType  # 3
+    """En route or on scene."""
+    LEDGER_STAGE_RETURNING: _LedgerStage.ValueType  # 4
+    """Asked back or reported returning."""
+
+class LedgerStage(_LedgerStage, metaclass=_LedgerStageEnumTypeWrapper):
+    """Where a held quantity is, in the order a line normally passes through."""
+
+LEDGER_STAGE_UNSPECIFIED: LedgerStage.ValueType  # 0
+"""Not given."""
+LEDGER_STAGE_RESERVED: LedgerStage.ValueType  # 1
+"""Held for an offer or an accepted request, until it expires."""
+LEDGER_STAGE_COMMITTED: LedgerStage.ValueType  # 2
+"""Promised to a request by CommitResource."""
+LEDGER_STAGE_DEPLOYED: LedgerStage.ValueType  # 3
+"""En route or on scene."""
+LEDGER_STAGE_RETURNING: LedgerStage.ValueType  # 4
+"""Asked back or reported returning."""
+Global___LedgerStage: _TypeAlias = LedgerStage  # noqa: Y015
 
 @_typing.final
 class GetIncidentRequest(_message.Message):
@@ -430,3 +464,197 @@ class BoardEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BoardEntry: _TypeAlias = BoardEntry  # noqa: Y015
+
+@_typing.final
+class GetLedgerRequest(_message.Message):
+    """Request of BoardService.GetLedger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_FIELD_NUMBER: _builtins.int
+    PLANE_FIELD_NUMBER: _builtins.int
+    ITEM_PREFIX_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    agency: _builtins.str
+    """The agency whose ledger; empty means the caller's own."""
+    plane: _event_pb2.Plane.ValueType
+    """The plane; unspecified means ACTUAL (a drill's stock is not the actual stock)."""
+    item_prefix: _builtins.str
+    """Only the items whose id starts with this; empty means every item."""
+    limit: _builtins.int
+    """At most this many items (0: 200); never more than 1000."""
+    def __init__(
+        self,
+        *,
+        agency: _builtins.str = ...,
+        plane: _event_pb2.Plane.ValueType = ...,
+        item_prefix: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "item_prefix", b"item_prefix", "limit", b"limit", "plane", b"plane"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLedgerRequest: _TypeAlias = GetLedgerRequest  # noqa: Y015
+
+@_typing.final
+class GetLedgerResponse(_message.Message):
+    """Response of BoardService.GetLedger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_FIELD_NUMBER: _builtins.int
+    PLANE_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    EVERY_AGENCY_FIELD_NUMBER: _builtins.int
+    agency: _builtins.str
+    """Whose ledger this is (the caller's when the request named none)."""
+    plane: _event_pb2.Plane.ValueType
+    truncated: _builtins.bool
+    """More items match than were sent."""
+    every_agency: _builtins.bool
+    """The caller may ask for any agency's ledger (it holds the `command` role)."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LedgerItem]:
+        """Its items, by item id."""
+
+    def __init__(
+        self,
+        *,
+        agency: _builtins.str = ...,
+        plane: _event_pb2.Plane.ValueType = ...,
+        items: _abc.Iterable[Global___LedgerItem] | None = ...,
+        truncated: _builtins.bool = ...,
+        every_agency: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "every_agency", b"every_agency", "items", b"items", "plane", b"plane", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLedgerResponse: _TypeAlias = GetLedgerResponse  # noqa: Y015
+
+@_typing.final
+class LedgerItem(_message.Message):
+    """One item line of an agency's ledger. Quantities are in `unit`, as `InventoryItem.quantity`
+    carries them; available = total - (reserved + committed + deployed + returning).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TYPE_INFO_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    COMMITTED_FIELD_NUMBER: _builtins.int
+    DEPLOYED_FIELD_NUMBER: _builtins.int
+    RETURNING_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    BELOW_THRESHOLD_FIELD_NUMBER: _builtins.int
+    OUT_OF_SERVICE_FIELD_NUMBER: _builtins.int
+    DIVISION_CODE_FIELD_NUMBER: _builtins.int
+    HOLDINGS_FIELD_NUMBER: _builtins.int
+    agency: _builtins.str
+    """The agency that owns the item."""
+    item_id: _builtins.str
+    """The item, as declared (`InventoryItem.item_id`)."""
+    unit: _builtins.str
+    kind: _resource_pb2.ResourceKind.ValueType
+    type_info: _builtins.str
+    total: _builtins.float
+    """What the agency declared it holds, out on loan included."""
+    available: _builtins.float
+    """What can be reserved or committed now (never negative)."""
+    reserved: _builtins.float
+    committed: _builtins.float
+    deployed: _builtins.float
+    returning: _builtins.float
+    threshold: _builtins.float
+    """The declared replenishment threshold (0: none)."""
+    below_threshold: _builtins.bool
+    """Available is below the threshold (a replenishment notice was published)."""
+    out_of_service: _builtins.bool
+    """Declared out of service: it cannot be reserved or committed."""
+    division_code: _builtins.str
+    """The jurisdiction of its latest declaration."""
+    @_builtins.property
+    def holdings(self) -> _containers.RepeatedCompositeFieldContainer[Global___LedgerHolding]:
+        """The resource lines holding part of it."""
+
+    def __init__(
+        self,
+        *,
+        agency: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        kind: _resource_pb2.ResourceKind.ValueType = ...,
+        type_info: _builtins.str = ...,
+        total: _builtins.float = ...,
+        available: _builtins.float = ...,
+        reserved: _builtins.float = ...,
+        committed: _builtins.float = ...,
+        deployed: _builtins.float = ...,
+        returning: _builtins.float = ...,
+        threshold: _builtins.float = ...,
+        below_threshold: _builtins.bool = ...,
+        out_of_service: _builtins.bool = ...,
+        division_code: _builtins.str = ...,
+        holdings: _abc.Iterable[Global___LedgerHolding] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "available", b"available", "below_threshold", b"below_threshold", "committed", b"committed", "deployed", b"deployed", "division_code", b"division_code", "holdings", b"holdings", "item_id", b"item_id", "kind", b"kind", "out_of_service", b"out_of_service", "reserved", b"reserved", "returning", b"returning", "threshold", b"threshold", "total", b"total", "type_info", b"type_info", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LedgerItem: _TypeAlias = LedgerItem  # noqa: Y015
+
+@_typing.final
+class LedgerHolding(_message.Message):
+    """What one EDXL-RM resource line holds of an item."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINATING_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    RESOURCE_INFO_ELEMENT_ID_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    MOVED_BY_FIELD_NUMBER: _builtins.int
+    originating_message_id: _builtins.str
+    """The line's exchange (`ResourceMessage.originating_message_id`)."""
+    resource_info_element_id: _builtins.str
+    """The line (`ResourceInfo.resource_info_element_id`)."""
+    stage: Global___LedgerStage.ValueType
+    quantity: _builtins.float
+    moved_by: _builtins.str
+    """The message that put it in this stage, as "agency/message id"."""
+    @_builtins.property
+    def expires(self) -> _timestamp_pb2.Timestamp:
+        """When a reservation runs out; unset: it holds until declined, committed or released."""
+
+    def __init__(
+        self,
+        *,
+        originating_message_id: _builtins.str = ...,
+        resource_info_element_id: _builtins.str = ...,
+        stage: Global___LedgerStage.ValueType = ...,
+        quantity: _builtins.float = ...,
+        expires: _timestamp_pb2.Timestamp | None = ...,
+        moved_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "moved_by", b"moved_by", "originating_message_id", b"originating_message_id", "quantity", b"quantity", "resource_info_element_id", b"resource_info_element_id", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LedgerHolding: _TypeAlias = LedgerHolding  # noqa: Y015

@@ -50,6 +50,11 @@ class BoardServiceStub:
                 request_serializer=dutylink_dot_v1_dot_board__pb2.WatchBoardRequest.SerializeToString,
                 response_deserializer=dutylink_dot_v1_dot_board__pb2.WatchBoardResponse.FromString,
                 _registered_method=True)
+        self.GetLedger = channel.unary_unary(
+                '/dutylink.v1.BoardService/GetLedger',
+                request_serializer=dutylink_dot_v1_dot_board__pb2.GetLedgerRequest.SerializeToString,
+                response_deserializer=dutylink_dot_v1_dot_board__pb2.GetLedgerResponse.FromString,
+                _registered_method=True)
 
 
 class BoardServiceServicer:
@@ -80,6 +85,17 @@ class BoardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLedger(self, request, context):
+        """One agency's resource ledger (docs/ledger.md): per item its declared total and what is
+        available, reserved, committed, deployed and returning, with the resource lines holding
+        it. The caller's own ledger; any agency's for the command centre (the `command` role);
+        PERMISSION_DENIED for another agency's. FAILED_PRECONDITION when the gateway keeps no
+        ledger (`enforce_lifecycles` off).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BoardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +113,11 @@ def add_BoardServiceServicer_to_server(servicer, server):
                     servicer.WatchBoard,
                     request_deserializer=dutylink_dot_v1_dot_board__pb2.WatchBoardRequest.FromString,
                     response_serializer=dutylink_dot_v1_dot_board__pb2.WatchBoardResponse.SerializeToString,
+            ),
+            'GetLedger': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLedger,
+                    request_deserializer=dutylink_dot_v1_dot_board__pb2.GetLedgerRequest.FromString,
+                    response_serializer=dutylink_dot_v1_dot_board__pb2.GetLedgerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +202,33 @@ class BoardService:
             '/dutylink.v1.BoardService/WatchBoard',
             dutylink_dot_v1_dot_board__pb2.WatchBoardRequest.SerializeToString,
             dutylink_dot_v1_dot_board__pb2.WatchBoardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dutylink.v1.BoardService/GetLedger',
+            dutylink_dot_v1_dot_board__pb2.GetLedgerRequest.SerializeToString,
+            dutylink_dot_v1_dot_board__pb2.GetLedgerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,13 @@ class BoardServiceStub:
     """The incidents of a jurisdiction as they change, from now on (each as GetBoard shows it).
     An incident the caller may see nothing of does not appear.
     """
+    GetLedger: _grpc.UnaryUnaryMultiCallable[_board_pb2.GetLedgerRequest, _board_pb2.GetLedgerResponse]
+    """One agency's resource ledger (docs/ledger.md): per item its declared total and what is
+    available, reserved, committed, deployed and returning, with the resource lines holding
+    it. The caller's own ledger; any agency's for the command centre (the `command` role);
+    PERMISSION_DENIED for another agency's. FAILED_PRECONDITION when the gateway keeps no
+    ledger (`enforce_lifecycles` off).
+    """
 
 @_typing.type_check_only
 class BoardServiceAsyncStub(BoardServiceStub):
@@ -67,6 +74,13 @@ class BoardServiceAsyncStub(BoardServiceStub):
     WatchBoard: _aio.UnaryStreamMultiCallable[_board_pb2.WatchBoardRequest, _board_pb2.WatchBoardResponse]  # type: ignore[assignment]
     """The incidents of a jurisdiction as they change, from now on (each as GetBoard shows it).
     An incident the caller may see nothing of does not appear.
+    """
+    GetLedger: _aio.UnaryUnaryMultiCallable[_board_pb2.GetLedgerRequest, _board_pb2.GetLedgerResponse]  # type: ignore[assignment]
+    """One agency's resource ledger (docs/ledger.md): per item its declared total and what is
+    available, reserved, committed, deployed and returning, with the resource lines holding
+    it. The caller's own ledger; any agency's for the command centre (the `command` role);
+    PERMISSION_DENIED for another agency's. FAILED_PRECONDITION when the gateway keeps no
+    ledger (`enforce_lifecycles` off).
     """
 
 class BoardServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -100,6 +114,19 @@ class BoardServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_board_pb2.WatchBoardResponse], _abc.AsyncIterator[_board_pb2.WatchBoardResponse]]:
         """The incidents of a jurisdiction as they change, from now on (each as GetBoard shows it).
         An incident the caller may see nothing of does not appear.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLedger(
+        self,
+        request: _board_pb2.GetLedgerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_board_pb2.GetLedgerResponse, _abc.Awaitable[_board_pb2.GetLedgerResponse]]:
+        """One agency's resource ledger (docs/ledger.md): per item its declared total and what is
+        available, reserved, committed, deployed and returning, with the resource lines holding
+        it. The caller's own ledger; any agency's for the command centre (the `command` role);
+        PERMISSION_DENIED for another agency's. FAILED_PRECONDITION when the gateway keeps no
+        ledger (`enforce_lifecycles` off).
         """
 
 def add_BoardServiceServicer_to_server(servicer: BoardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -65,7 +65,7 @@ async def test_the_command_centre_sees_who_received_each_event_and_what_was_with
         )
         assert report["audit"].outcome == WITHHELD
         assert {r.policy_version for r in report.values()} == {version}
-        assert not any(r.current_policy for r in report.values()), "the archive had the policy"
+        assert not any(r.policy_not_archived for r in report.values()), "the archive had the policy"
         for entry in seen.timeline:  # a deny rule withholds the public warnings from the auditors
             if entry.event.classification == event_pb2.CLASSIFICATION_PUBLIC:
                 audit = by_agency(entry)["audit"]

@@ -57,7 +57,7 @@ def test_every_agency_but_the_sender_has_a_line_with_its_receive_decision() -> N
     assert "clearance" in lines["weather"].reason
     assert lines["command"].redacted_fields == ("incident.reporter.name", "incident.reporter.phone")
     assert {line.policy_version for line in lines.values()} == {SAMPLES.version}
-    assert not any(line.current_policy or line.tracked for line in lines.values())
+    assert not any(line.policy_not_archived or line.tracked for line in lines.values())
 
 
 def test_an_event_without_the_fields_a_redaction_names_goes_out_whole() -> None:
@@ -107,11 +107,13 @@ def test_a_tracked_message_adds_each_recipients_status_and_the_wire_carries_it()
     )
 
 
-def test_lines_judged_under_the_current_policy_say_so() -> None:
+def test_lines_judged_without_the_policy_of_then_on_record_say_so() -> None:
     report = fires_report()
-    lines = recipient_lines(report, ["police", "fire"], sample_policy(report), current_policy=True)
-    assert [(line.agency, line.current_policy) for line in lines] == [("police", True)]
-    assert board_recipient(lines[0]).current_policy
+    lines = recipient_lines(
+        report, ["police", "fire"], sample_policy(report), policy_not_archived=True
+    )
+    assert [(line.agency, line.policy_not_archived) for line in lines] == [("police", True)]
+    assert board_recipient(lines[0]).policy_not_archived
 
 
 def test_an_agency_the_policy_does_not_know_is_withheld_with_the_reason() -> None:

@@ -79,8 +79,8 @@ def recipient_text(recipient: board_pb2.BoardRecipient) -> str:
     text += (
         f" by {', '.join(recipient.rule_ids)}" if recipient.rule_ids else f" ({recipient.reason})"
     )
-    if recipient.current_policy:
-        text += " (under the current policy: none on record for then)"
+    if recipient.policy_not_archived:
+        text += " (no policy on record for then: judged under the one asked about)"
     if recipient.HasField("tracked"):
         tracked = recipient.tracked
         state = gateway_pb2.RecipientStatus.Name(tracked.status).removeprefix("RECIPIENT_STATUS_")

@@ -75,7 +75,7 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         self._catalogue = catalogue
         self._archive = archive  # none until the store is connected
         self._tracker = tracker  # none without lifecycles: no acknowledgements to show
-        self._recipients = RecipientsJudge(deps.config.agencies, deps.authorizer)
+        self._recipients = RecipientsJudge(deps.config.agencies)
 
     async def _seen_as_of(
         self,
@@ -111,7 +111,7 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         self, request: board_pb2.GetIncidentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> board_pb2.GetIncidentResponse:
         principal = await self._admit(context, request, "GetIncident")
-        visible, now, as_of, note, then = await self._seen_as_of(context, principal, request)
+        visible, now, as_of, note, moment = await self._seen_as_of(context, principal, request)
         plane = request.plane or event_pb2.PLANE_ACTUAL
         key = IncidentKey(plane, request.incident_id)
         view = incident_view(self._catalogue, self._feed.board, key, visible, now, as_of=as_of)
@@ -121,13 +121,16 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
             missing = f"no incident {shown} on the {plane_token(plane)} plane"
             await self._record(context, principal, f"incident {shown}{note}: not found", [shown])
             await abort(context, status(grpc.StatusCode.NOT_FOUND, missing))
-        told = shown_to(then, principal)
+        told = shown_to(moment, principal)  # its roles at the moment asked about
         try:
             # The tracker's entries say how things stand now: not part of a replay.
             tracked = await tracked_statuses(self._tracker, view, told) if as_of is None else {}
-            recipients = await self._recipients.lines(self._archive(), view, stored, told, tracked)
+            recipients = await self._recipients.lines(
+                self._archive(), moment, view, stored, told, tracked
+            )
         except StoreError as error:
-            await abort(context, status(store_code(error), f"reading the status: {error}"))
+            message = f"reading the tracker or the policy archive: {error}"
+            await abort(context, status(store_code(error), message))
         response = board_pb2.GetIncidentResponse(
             incident=board_incident(view, now, with_timeline=True, recipients=recipients)
         )

@@ -242,7 +242,7 @@
           li.appendChild(element("span", t("ack.status." + status(tracked)) + (stamp ? " " + when(stamp) : ""),
             { class: "tracked", "data-testid": "recipient-tracked" }));
         }
-        if (recipient.current_policy) li.appendChild(element("span", t("recipient.current_policy"), { class: "note" }));
+        if (recipient.policy_not_archived) li.appendChild(element("span", t("recipient.policy_not_archived"), { class: "note" }));
         list.appendChild(li);
       }
       box.appendChild(list);

@@ -45,7 +45,7 @@ def board_recipient(line: RecipientLine) -> board_pb2.BoardRecipient:
         reason=line.reason,
         redacted_fields=line.redacted_fields,
         policy_version=line.policy_version,
-        current_policy=line.current_policy,
+        policy_not_archived=line.policy_not_archived,
         tracked=tracked_recipient(line.tracked) if line.tracked is not None else None,
     )
 

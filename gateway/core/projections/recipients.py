@@ -38,7 +38,7 @@ class RecipientLine:
     reason: str
     redacted_fields: tuple[str, ...]  # withheld from it, of those the event has
     policy_version: str
-    current_policy: bool  # judged under the policy now in force: none on record for then
+    policy_not_archived: bool  # judged under another policy: none on record for then
     tracked: Recipient | None  # its status when the message is tracked for it
 
 
@@ -48,7 +48,7 @@ def recipient_lines(
     decide: Decide,
     *,
     tracked: Tracked | None = None,
-    current_policy: bool = False,
+    policy_not_archived: bool = False,
 ) -> tuple[RecipientLine, ...]:
     """Every agency of `agencies` but the sender, sorted, with `decide(agency)`'s decision on
     `event` and the fields it withheld (those the event had: as a delivery reports them);
@@ -74,7 +74,7 @@ def recipient_lines(
                 decision.reason,
                 withheld,
                 decision.policy_version,
-                current_policy,
+                policy_not_archived,
                 statuses.get(agency),
             )
         )

@@ -486,7 +486,7 @@ class BoardRecipient(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     REDACTED_FIELDS_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
-    CURRENT_POLICY_FIELD_NUMBER: _builtins.int
+    POLICY_NOT_ARCHIVED_FIELD_NUMBER: _builtins.int
     TRACKED_FIELD_NUMBER: _builtins.int
     agency: _builtins.str
     outcome: Global___BoardRecipientOutcome.ValueType
@@ -494,9 +494,9 @@ class BoardRecipient(_message.Message):
     """The decision in words: "allowed by …", "denied by rule …", "no rule allows", a clearance."""
     policy_version: _builtins.str
     """The version of the policy that decided (the digest of its files)."""
-    current_policy: _builtins.bool
-    """Judged under the policy in force now: the policy archive holds no record of the one in
-    force when the event was received.
+    policy_not_archived: _builtins.bool
+    """The policy archive holds no record of the policy in force when the event was received:
+    judged instead under the policy of the moment asked about (now, or the as-of moment).
     """
     @_builtins.property
     def rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -513,7 +513,8 @@ class BoardRecipient(_message.Message):
     @_builtins.property
     def tracked(self) -> _gateway_pb2.TrackedRecipient:
         """Its status with the message when the gateway tracks the message for it (delivered,
-        acknowledged or declined, and when); unset otherwise, and as of a past moment.
+        acknowledged or declined, and when); unset otherwise, as of a past moment, and past the
+        incident's first 100 tracked messages (as in BoardIncident.acknowledgements).
         """
 
     def __init__(
@@ -525,12 +526,12 @@ class BoardRecipient(_message.Message):
         reason: _builtins.str = ...,
         redacted_fields: _abc.Iterable[_builtins.str] | None = ...,
         policy_version: _builtins.str = ...,
-        current_policy: _builtins.bool = ...,
+        policy_not_archived: _builtins.bool = ...,
         tracked: _gateway_pb2.TrackedRecipient | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tracked", b"tracked"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "current_policy", b"current_policy", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "redacted_fields", b"redacted_fields", "rule_ids", b"rule_ids", "tracked", b"tracked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "outcome", b"outcome", "policy_not_archived", b"policy_not_archived", "policy_version", b"policy_version", "reason", b"reason", "redacted_fields", b"redacted_fields", "rule_ids", b"rule_ids", "tracked", b"tracked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

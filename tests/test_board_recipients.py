@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from adapters.sdk.acknowledgements import acknowledgement_of
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import board_pb2, event_pb2, gateway_pb2
 from gateway.cli.demo_scenario import scenario
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.test_board_service import play_the_demo, tracked_in
+from tests.test_tracker_scenarios import next_of_type
 
 EXERCISE = event_pb2.PLANE_EXERCISE
 RECEIVES = board_pb2.BOARD_RECIPIENT_OUTCOME_RECEIVES
@@ -33,6 +35,21 @@ def entry_of(
 
 def by_agency(entry: board_pb2.BoardEntry) -> dict[str, board_pb2.BoardRecipient]:
     return {recipient.agency: recipient for recipient in entry.recipients}
+
+
+async def health_on_the_assignment(
+    command: DutyLinkClient, incident_id: str, event_id: str, status: int
+) -> gateway_pb2.TrackedRecipient:
+    """Health's tracked status on the assignment's line, once it reads `status` (the tracker
+    takes deliveries and answers in moments after they happen)."""
+    async with asyncio.timeout(30):
+        while True:
+            incident = await command.incident(incident_id, plane=EXERCISE)
+            entries = [e for e in incident.timeline if e.event.id == event_id]
+            health = by_agency(entries[0]).get("health") if entries else None
+            if health is not None and health.tracked.status == status:
+                return health.tracked
+            await asyncio.sleep(0.1)
 
 
 def decisions(recipients: Sequence[board_pb2.BoardRecipient]) -> list[tuple[str, int, str]]:
@@ -66,13 +83,18 @@ async def test_the_command_centre_sees_who_received_each_event_and_what_was_with
         assert report["audit"].outcome == WITHHELD
         assert {r.policy_version for r in report.values()} == {version}
         assert not any(r.policy_not_archived for r in report.values()), "the archive had the policy"
-        for entry in seen.timeline:  # a deny rule withholds the public warnings from the auditors
-            if entry.event.classification == event_pb2.CLASSIFICATION_PUBLIC:
-                audit = by_agency(entry)["audit"]
-                assert (audit.outcome, list(audit.rule_ids)) == (
-                    WITHHELD,
-                    ["auditors-receive-no-events"],
-                )
+        # A deny rule withholds the public warnings from the auditors, whom they would reach.
+        public = [
+            e for e in seen.timeline if e.event.classification == event_pb2.CLASSIFICATION_PUBLIC
+        ]
+        assert public
+        for entry in public:
+            audit = by_agency(entry)["audit"]
+            assert (audit.outcome, list(audit.rule_ids), audit.reason) == (
+                WITHHELD,
+                ["auditors-receive-no-events"],
+                "denied by rule auditors-receive-no-events",
+            )
 
         # The assignment is tracked: those who took it show acknowledged, and when.
         assignment = by_agency(entry_of(seen, "incident.assigned", "command"))
@@ -153,3 +175,33 @@ async def test_a_policy_change_does_not_rewrite_whom_an_earlier_event_went_to(
         assert moved.policy_version not in ("", old)
         (then_entry,) = replayed.timeline  # as of then: the report only, judged as it was
         assert decisions(then_entry.recipients) == decisions(before.timeline[0].recipients)
+
+
+async def test_a_tracked_events_line_shows_when_the_recipient_got_it_and_when_it_took_it(
+    nats_url: str,
+) -> None:
+    report, verification, assignment = scenario(datetime.now(UTC))[:3]
+    assert "health" in assignment.event.incident.involved_agencies
+    incident_id = report.event.incident.incident_id
+    async with (
+        gateway_for_tests(nats_url, config_for_tests()) as gateway,
+        DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+        DutyLinkClient(gateway.address, token=TOKENS["command"]) as command,
+        DutyLinkClient(gateway.address, token=TOKENS["health"]) as health,
+    ):
+        for event in (report.event, verification.event):
+            await fire.publish(event)
+        async with health.subscribe("desk", families=["incident"], planes=[EXERCISE]) as inbox:
+            await command.publish(assignment.event)
+            taken = await next_of_type(inbox, "incident.assigned")
+        delivered = await health_on_the_assignment(
+            command, incident_id, assignment.event.id, gateway_pb2.RECIPIENT_STATUS_DELIVERED
+        )
+        assert delivered.HasField("delivered_at") and not delivered.HasField("answered_at")
+        await health.publish(acknowledgement_of(taken.event, by="desk 2"))
+        acknowledged = await health_on_the_assignment(
+            command, incident_id, assignment.event.id, gateway_pb2.RECIPIENT_STATUS_ACKNOWLEDGED
+        )
+    assert acknowledged.delivered_at == delivered.delivered_at
+    assert acknowledged.answered_at.ToDatetime() >= acknowledged.delivered_at.ToDatetime()
+    assert acknowledged.answered_by == "desk 2"

@@ -157,7 +157,12 @@ async def test_the_board_rebuilt_after_a_restart_equals_the_live_one(nats_url: s
             line.startswith(f"  taken: command/{assignment.event_id} (incident.assigned): ")
             for line in lines
         )
-        assert lines[-1].endswith(" command: incident.closed (EXERCISE)")
+        events = [line for line in lines if not line.startswith(" ")]
+        assert events[-1].endswith(" command: incident.closed (EXERCISE)")
+        # Under each event, whom it went to (the command centre is shown every event's).
+        closing = lines[lines.index(events[-1]) + 1 :]
+        assert "    transport: receives by anyone-receives-anything" in closing
+        assert any(line.startswith("    audit: withheld (unknown agency") for line in closing)
         code, out, err = await dutylink("incident", "INC-NONE", "--plane", "EXERCISE", *as_command)
         assert code != 0 and "no incident INC-NONE on the exercise plane" in err
     assert [i.incident_id for i in before.incidents] == [incident_id]

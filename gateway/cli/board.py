@@ -1,7 +1,8 @@
 """The duty board from the command line: `dutylink board [JURISDICTION]` lists the incidents
 (those with something overdue first), `dutylink incident ID` shows one with its lines and
-timeline, each as the caller's agency may see it, and `dutylink ledger [AGENCY]` an agency's
-resource ledger (BoardService)."""
+timeline (with each event's recipients, for its sender and the command centre), each as the
+caller's agency may see it, and `dutylink ledger [AGENCY]` an agency's resource ledger
+(BoardService)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dutylink.v1 import board_pb2, event_pb2
+from dutylink.v1 import board_pb2, event_pb2, gateway_pb2
 from gateway.cli.duty import JsonOption, PlaneOption
 from gateway.cli.exchange import (
     DEFAULT_TARGET,
@@ -64,6 +65,38 @@ def line_text(line: board_pb2.BoardLine) -> str:
     if line.HasField("deadline"):
         text += f", due {_when(line.deadline)}"
     return text + (" OVERDUE" if line.overdue else "")
+
+
+_OUTCOMES = {
+    board_pb2.BOARD_RECIPIENT_OUTCOME_RECEIVES: "receives",
+    board_pb2.BOARD_RECIPIENT_OUTCOME_RECEIVES_REDACTED: "receives redacted",
+    board_pb2.BOARD_RECIPIENT_OUTCOME_WITHHELD: "withheld",
+}
+
+
+def recipient_text(recipient: board_pb2.BoardRecipient) -> str:
+    """E.g. "transport: receives redacted [incident.reporter] by responders-receive-incidents",
+    "housing: withheld (no rule allows)", "police: receives by r1; acknowledged 10:02:03Z"."""
+    text = f"{recipient.agency}: {_OUTCOMES.get(recipient.outcome, '?')}"
+    if recipient.redacted_fields:
+        text += f" [{', '.join(recipient.redacted_fields)}]"
+    text += (
+        f" by {', '.join(recipient.rule_ids)}" if recipient.rule_ids else f" ({recipient.reason})"
+    )
+    if recipient.policy_not_archived:
+        text += " (no policy on record for then: judged under the one asked about)"
+    if recipient.HasField("tracked"):
+        tracked = recipient.tracked
+        state = gateway_pb2.RecipientStatus.Name(tracked.status).removeprefix("RECIPIENT_STATUS_")
+        text += f"; {state.lower()}"
+        stamp = tracked.answered_at if tracked.HasField("answered_at") else tracked.delivered_at
+        if tracked.HasField("answered_at") or tracked.HasField("delivered_at"):
+            text += f" {_when(stamp)}"
+        if tracked.answered_by:
+            text += f" by {tracked.answered_by}"
+        if tracked.reason:
+            text += f" ({tracked.reason})"
+    return text
 
 
 def incident_heading(incident: board_pb2.BoardIncident) -> str:
@@ -140,7 +173,9 @@ def incident(
     key: KeyOption = None,
 ) -> None:
     """Show one incident as your agency may see it: its stage, lead and agencies, its warnings,
-    tasks and resource lines, and its timeline (every event you may see, who sent it)."""
+    tasks and resource lines, and its timeline (every event you may see, who sent it; under your
+    own events, and under every event for the command centre, who received it and what the
+    policy withheld from whom, by which rule)."""
     (plane_value,) = planes_of([plane], "--plane")
     moment = moment_of(as_of)
     connect = client_for(target, token, ca, cert, key)
@@ -164,6 +199,8 @@ def incident(
         event = entry.event
         plane_name = event_pb2.Plane.Name(event.plane).removeprefix("PLANE_")
         typer.echo(f"{_when(entry.received_time)} {event.source}: {event.type} ({plane_name})")
+        for recipient in entry.recipients:
+            typer.echo(f"    {recipient_text(recipient)}")
 
 
 def amount(value: float) -> str:

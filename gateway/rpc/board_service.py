@@ -19,7 +19,7 @@ import grpc
 from google.protobuf.message import Message
 
 from dutylink.catalogue import Catalogue
-from dutylink.v1 import audit_pb2, board_pb2, board_pb2_grpc, event_pb2, gateway_pb2
+from dutylink.v1 import audit_pb2, board_pb2, board_pb2_grpc, event_pb2
 from gateway.access.auth import Principal
 from gateway.access.authorization import Authorizer, FixedPolicy
 from gateway.audit.entries import board_query_entry
@@ -28,7 +28,6 @@ from gateway.core.kv import TooManyKeysError
 from gateway.core.ports import StoreError
 from gateway.core.projections.board import (
     IncidentKey,
-    IncidentView,
     Visible,
     board_view,
     incident_view,
@@ -37,7 +36,13 @@ from gateway.core.projections.board_wire import board_incident
 from gateway.core.projections.ledger_wire import ledger_page
 from gateway.core.validation import FieldProblem
 from gateway.core.workflows.base import plane_token
-from gateway.core.workflows.tracking_view import may_see, sees_every_sender, tracked_message
+from gateway.core.workflows.tracking_view import may_see, sees_every_sender
+from gateway.rpc.board_recipients import (
+    RecipientsJudge,
+    acknowledgements,
+    shown_to,
+    tracked_statuses,
+)
 from gateway.rpc.calls import (
     MAX_ECHOED_ID_CHARS,
     abort,
@@ -53,8 +58,6 @@ from gateway.store.policy_archive import PolicyArchive
 from gateway.store.tracker import Tracker
 from policies.redaction import redact
 
-# Tracked messages whose status one incident's answer carries, at most.
-MAX_ACKNOWLEDGEMENTS = 100
 DEFAULT_BOARD_PAGE = 50
 MAX_BOARD_PAGE = 500
 DEFAULT_LEDGER_PAGE = 200
@@ -91,41 +94,21 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         self._archive = archive  # none until the store is connected
         self._tracker = tracker  # none without lifecycles: no acknowledgements to show
         self._ledger = ledger  # none without lifecycles: no ledger kept
-
-    async def _acknowledgements(
-        self, principal: Principal, view: IncidentView
-    ) -> list[gateway_pb2.TrackedMessage]:
-        """The acknowledgement status of the incident's tracked messages the caller may ask
-        about (TrackingService's rule: their sender, or the command centre)."""
-        if self._tracker is None:
-            return []
-        roles = self._deps.authorizer.held_roles(principal)
-        found = []
-        for entry in view.timeline:
-            event = entry.event
-            if not self._tracker.tracks(event) or not may_see(
-                event.source, principal.agency, roles
-            ):
-                continue
-            tracked = await self._tracker.status(event.plane, event.source, event.id)
-            if tracked is not None:
-                found.append(tracked_message(tracked))
-            if len(found) >= MAX_ACKNOWLEDGEMENTS:
-                break
-        return found
+        self._recipients = RecipientsJudge(deps.config.agencies)
 
     async def _seen_as_of(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
         principal: Principal,
         request: board_pb2.GetIncidentRequest | board_pb2.GetBoardRequest,
-    ) -> tuple[Visible, datetime, datetime | None, str]:
+    ) -> tuple[Visible, datetime, datetime | None, str, Authorizer]:
         """How the caller sees events, the moment to judge deadlines at, the as-of moment
-        (None: now) and a note for the audit entry. As of a past moment: under the policy in
-        force then, with the grants valid then."""
+        (None: now), a note for the audit entry and the authorizer of that moment. As of a past
+        moment: under the policy in force then, with the grants valid then."""
         now = self._deps.clock()
         if not request.HasField("as_of"):
-            return visible_to(self._deps.authorizer, principal, now), now, None, ""
+            authorizer = self._deps.authorizer
+            return visible_to(authorizer, principal, now), now, None, "", authorizer
         as_of = request.as_of.ToDatetime(tzinfo=UTC)
         if as_of > now:
             problem = FieldProblem("as_of", "as_of is in the future", "board.as_of_future")
@@ -141,30 +124,36 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
             await abort(context, status(grpc.StatusCode.FAILED_PRECONDITION, message))
         then = Authorizer(FixedPolicy(policy), self._deps.authorizer.grants)
         note = f" as of {as_of.isoformat()} under policy {policy.version[:12]}"
-        return visible_to(then, principal, as_of), as_of, as_of, note
+        return visible_to(then, principal, as_of), as_of, as_of, note, then
 
     async def GetIncident(
         self, request: board_pb2.GetIncidentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> board_pb2.GetIncidentResponse:
         principal = await self._admit(context, request, "GetIncident")
-        visible, now, as_of, note = await self._seen_as_of(context, principal, request)
+        visible, now, as_of, note, moment = await self._seen_as_of(context, principal, request)
         plane = request.plane or event_pb2.PLANE_ACTUAL
         key = IncidentKey(plane, request.incident_id)
         view = incident_view(self._catalogue, self._feed.board, key, visible, now, as_of=as_of)
+        stored = {s.sequence: s.event for s in self._feed.board.timeline(key)}  # before any await
         shown = request.incident_id[:MAX_ECHOED_ID_CHARS]
         if view is None:
             missing = f"no incident {shown} on the {plane_token(plane)} plane"
             await self._record(context, principal, f"incident {shown}{note}: not found", [shown])
             await abort(context, status(grpc.StatusCode.NOT_FOUND, missing))
+        told = shown_to(moment, principal)  # its roles at the moment asked about
+        try:
+            # The tracker's entries say how things stand now: not part of a replay.
+            tracked = await tracked_statuses(self._tracker, view, told) if as_of is None else {}
+            recipients = await self._recipients.lines(
+                self._archive(), moment, view, stored, told, tracked
+            )
+        except StoreError as error:
+            message = f"reading the tracker or the policy archive: {error}"
+            await abort(context, status(store_code(error), message))
         response = board_pb2.GetIncidentResponse(
-            incident=board_incident(view, now, with_timeline=True)
+            incident=board_incident(view, now, with_timeline=True, recipients=recipients)
         )
-        if as_of is None:
-            try:
-                acknowledgements = await self._acknowledgements(principal, view)
-            except StoreError as error:
-                await abort(context, status(store_code(error), f"reading the status: {error}"))
-            response.incident.acknowledgements.extend(acknowledgements)
+        response.incident.acknowledgements.extend(acknowledgements(tracked))
         await self._record(
             context,
             principal,
@@ -178,7 +167,7 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
         self, request: board_pb2.GetBoardRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> board_pb2.GetBoardResponse:
         principal = await self._admit(context, request, "GetBoard")
-        visible, now, as_of, note = await self._seen_as_of(context, principal, request)
+        visible, now, as_of, note, _ = await self._seen_as_of(context, principal, request)
         plane = request.plane or event_pb2.PLANE_ACTUAL
         limit = min(request.limit or DEFAULT_BOARD_PAGE, MAX_BOARD_PAGE)
         views = board_view(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import nats.js.errors
 import structlog
@@ -59,9 +59,20 @@ class PolicyArchive:
 
     async def in_force_at(self, moment: dt.datetime) -> Policy | None:
         """The policy in force at `moment`; None if none was recorded by then."""
-        version = await self._version_at(moment)
-        if version is None:
-            return None
+        (policy,) = await self.in_force_at_each([moment])
+        return policy
+
+    async def in_force_at_each(self, moments: Sequence[dt.datetime]) -> list[Policy | None]:
+        """The policy in force at each of `moments` (None where none was recorded by then),
+        after one look for new records: one answer's many events cost one read, not one each."""
+        await self._read_new_loaded()
+        found: list[Policy | None] = []
+        for moment in moments:
+            at = bisect.bisect_right(self._loaded, moment, key=lambda record: record[0])
+            found.append(await self._parsed_version(self._loaded[at - 1][1]) if at else None)
+        return found
+
+    async def _parsed_version(self, version: str) -> Policy | None:
         if version not in self._parsed:
             raw = await self._get_last(subjects.policy_texts(version))
             if raw is None:
@@ -72,12 +83,6 @@ class PolicyArchive:
                 self._parsed.pop(next(iter(self._parsed)))
             self._parsed[version] = parse_policy(texts)
         return self._parsed[version]
-
-    async def _version_at(self, moment: dt.datetime) -> str | None:
-        """The version of the last `loaded` record stored at or before `moment`."""
-        await self._read_new_loaded()
-        at = bisect.bisect_right(self._loaded, moment, key=lambda record: record[0])
-        return self._loaded[at - 1][1] if at else None
 
     async def _read_new_loaded(self) -> None:
         """Append the `loaded` records stored since the last look (each is read once)."""

@@ -215,6 +215,40 @@
       document.getElementById("lines").replaceChildren(...rows);
     }
 
+    // Who received the event and what the policy withheld from whom, by which rule: the
+    // gateway sends these only to the event's sender and the command centre.
+    function recipientList(recipients) {
+      const box = element("div", null, { class: "entry-recipients", "data-testid": "entry-recipients" });
+      box.appendChild(element("span", t("recipients.heading"), { class: "heading" }));
+      const list = element("ul");
+      for (const recipient of recipients) {
+        const outcome = String(recipient.outcome || "").replace("BOARD_RECIPIENT_OUTCOME_", "") || "UNSPECIFIED";
+        const li = element("li", null, {
+          "data-testid": "entry-recipient", "data-agency": recipient.agency || "", "data-outcome": outcome,
+        });
+        li.classList.add("outcome-" + outcome.toLowerCase());
+        li.appendChild(element("span", recipient.agency || "", { class: "agency" }));
+        li.appendChild(element("span", t("recipient.outcome." + outcome), { "data-testid": "recipient-outcome" }));
+        const rules = (recipient.rule_ids || []).join(", ");
+        li.appendChild(element("span", rules ? t("recipient.rule") + " " + rules : recipient.reason || "",
+          { class: "rule", "data-testid": "recipient-rule" }));
+        if ((recipient.redacted_fields || []).length) {
+          li.appendChild(element("span", t("recipient.redacted") + " " + recipient.redacted_fields.join(", "),
+            { class: "redacted", "data-testid": "recipient-redacted" }));
+        }
+        const tracked = recipient.tracked;
+        if (tracked) {
+          const stamp = tracked.answered_at || tracked.delivered_at;
+          li.appendChild(element("span", t("ack.status." + status(tracked)) + (stamp ? " " + when(stamp) : ""),
+            { class: "tracked", "data-testid": "recipient-tracked" }));
+        }
+        if (recipient.policy_not_archived) li.appendChild(element("span", t("recipient.policy_not_archived"), { class: "note" }));
+        list.appendChild(li);
+      }
+      box.appendChild(list);
+      return box;
+    }
+
     function timeline(incident) {
       const list = document.getElementById("timeline");
       // A refresh keeps the entries the officer opened open.
@@ -226,6 +260,7 @@
         li.appendChild(element("span", when(entry.received_time), { class: "when" }));
         li.appendChild(element("span", event.source || "", { class: "source", "data-testid": "entry-source" }));
         li.appendChild(element("span", event.type || "", { class: "type", "data-testid": "entry-type" }));
+        if ((entry.recipients || []).length) li.appendChild(recipientList(entry.recipients));
         const details = element("details");
         if (event.id && opened.has(event.id)) details.open = true;
         details.appendChild(element("summary", t("timeline.json")));

@@ -1,7 +1,9 @@
-"""The duty board on the wire (BoardService): an incident view as `BoardIncident`. Pure."""
+"""The duty board on the wire (BoardService): an incident view as `BoardIncident`, its timeline's
+recipient lines as `BoardRecipient`. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from google.protobuf import duration_pb2
@@ -9,6 +11,14 @@ from google.protobuf import duration_pb2
 from dutylink.v1 import board_pb2, event_pb2, incident_pb2
 from gateway.core.envelope import timestamp_or_none
 from gateway.core.projections.board import IncidentView, Line, agencies
+from gateway.core.projections.recipients import Outcome, RecipientLine
+from gateway.core.workflows.tracking_view import tracked_recipient
+
+_OUTCOMES = {
+    Outcome.RECEIVES: board_pb2.BOARD_RECIPIENT_OUTCOME_RECEIVES,
+    Outcome.RECEIVES_REDACTED: board_pb2.BOARD_RECIPIENT_OUTCOME_RECEIVES_REDACTED,
+    Outcome.WITHHELD: board_pb2.BOARD_RECIPIENT_OUTCOME_WITHHELD,
+}
 
 
 def board_line(line: Line, now: datetime) -> board_pb2.BoardLine:
@@ -27,10 +37,28 @@ def board_line(line: Line, now: datetime) -> board_pb2.BoardLine:
     )
 
 
+def board_recipient(line: RecipientLine) -> board_pb2.BoardRecipient:
+    return board_pb2.BoardRecipient(
+        agency=line.agency,
+        outcome=_OUTCOMES[line.outcome],
+        rule_ids=line.rule_ids,
+        reason=line.reason,
+        redacted_fields=line.redacted_fields,
+        policy_version=line.policy_version,
+        policy_not_archived=line.policy_not_archived,
+        tracked=tracked_recipient(line.tracked) if line.tracked is not None else None,
+    )
+
+
 def board_incident(
-    view: IncidentView, now: datetime, *, with_timeline: bool
+    view: IncidentView,
+    now: datetime,
+    *,
+    with_timeline: bool,
+    recipients: Mapping[int, Sequence[RecipientLine]] | None = None,
 ) -> board_pb2.BoardIncident:
-    """`view` as BoardIncident; its timeline only `with_timeline` (GetIncident)."""
+    """`view` as BoardIncident; its timeline only `with_timeline` (GetIncident), each entry with
+    its `recipients` (by stream sequence) where given."""
     incident = board_pb2.BoardIncident(
         incident_id=view.key.incident_id,
         plane=event_pb2.Plane.ValueType(view.key.plane),
@@ -58,11 +86,13 @@ def board_incident(
         ],
     )
     if with_timeline:
+        shown = recipients or {}
         incident.timeline.extend(
             board_pb2.BoardEntry(
                 stream_sequence=entry.sequence,
                 received_time=timestamp_or_none(entry.received),
                 event=entry.event,
+                recipients=[board_recipient(line) for line in shown.get(entry.sequence, ())],
             )
             for entry in view.timeline
         )

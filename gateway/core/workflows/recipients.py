@@ -23,6 +23,11 @@ class Recipients:
     withheld: tuple[str, ...]
 
 
+def others(event: event_pb2.Event, agencies: Iterable[str]) -> list[str]:
+    """The declared `agencies` but the event's publisher, sorted: those it may go to."""
+    return sorted(set(agencies) - {event.source})
+
+
 def addressed(event: event_pb2.Event, agencies: Iterable[str]) -> tuple[str, ...]:
     """The declared `agencies` the message itself names as its recipients (none: broadcast)."""
     declared = set(agencies)
@@ -43,7 +48,7 @@ def recipients(
 ) -> Recipients:
     """The recipients of `event` among the declared `agencies`; `may_receive(agency)` is the
     receive policy's answer for that agency and this event."""
-    declared = sorted(set(agencies) - {event.source})
+    declared = others(event, agencies)
     named = addressed(event, declared)
     if named:
         return Recipients(named, tuple(a for a in named if not may_receive(a)))

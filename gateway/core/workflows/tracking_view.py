@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.core.envelope import timestamp_or_none
-from gateway.core.workflows.tracking import Expect, Status, Tracked, summary
+from gateway.core.workflows.tracking import Expect, Recipient, Status, Tracked, summary
 
 # Agencies holding this role may ask about every tracked message, not only their own.
 COMMAND_ROLE = "command"
@@ -35,6 +35,18 @@ def may_see(sender: str, agency: str, held_roles: frozenset[str]) -> bool:
     return agency == sender or sees_every_sender(held_roles)
 
 
+def tracked_recipient(recipient: Recipient) -> gateway_pb2.TrackedRecipient:
+    """One recipient's status with a tracked message, on the wire."""
+    return gateway_pb2.TrackedRecipient(
+        agency=recipient.agency,
+        status=_STATUSES[recipient.status],
+        delivered_at=timestamp_or_none(recipient.delivered_at),
+        answered_at=timestamp_or_none(recipient.answered_at),
+        answered_by=recipient.answered_by,
+        reason=recipient.reason,
+    )
+
+
 def tracked_message(tracked: Tracked) -> gateway_pb2.TrackedMessage:
     """`tracked` on the wire, with its summary counts and their one-line reading."""
     counts = summary(tracked)
@@ -44,17 +56,7 @@ def tracked_message(tracked: Tracked) -> gateway_pb2.TrackedMessage:
         sender=tracked.sender,
         plane=event_pb2.Plane.ValueType(tracked.plane),
         received_time=timestamp_or_none(tracked.started),
-        recipients=[
-            gateway_pb2.TrackedRecipient(
-                agency=recipient.agency,
-                status=_STATUSES[recipient.status],
-                delivered_at=timestamp_or_none(recipient.delivered_at),
-                answered_at=timestamp_or_none(recipient.answered_at),
-                answered_by=recipient.answered_by,
-                reason=recipient.reason,
-            )
-            for recipient in tracked.recipients
-        ],
+        recipients=[tracked_recipient(recipient) for recipient in tracked.recipients],
         summary=gateway_pb2.TrackingSummary(
             intended=counts.intended,
             delivered=counts.delivered,

@@ -30,6 +30,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _BoardRecipientOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BoardRecipientOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BoardRecipientOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BOARD_RECIPIENT_OUTCOME_UNSPECIFIED: _BoardRecipientOutcome.ValueType  # 0
+    """Not set."""
+    BOARD_RECIPIENT_OUTCOME_RECEIVES: _BoardRecipientOutcome.ValueType  # 1
+    """It receives the event whole."""
+    BOARD_RECIPIENT_OUTCOME_RECEIVES_REDACTED: _BoardRecipientOutcome.ValueType  # 2
+    """It receives the event with some fields withheld (redacted_fields)."""
+    BOARD_RECIPIENT_OUTCOME_WITHHELD: _BoardRecipientOutcome.ValueType  # 3
+    """The policy withholds the event from it (按规则不予推送)."""
+
+class BoardRecipientOutcome(_BoardRecipientOutcome, metaclass=_BoardRecipientOutcomeEnumTypeWrapper):
+    """What the access policy does with an event for one agency."""
+
+BOARD_RECIPIENT_OUTCOME_UNSPECIFIED: BoardRecipientOutcome.ValueType  # 0
+"""Not set."""
+BOARD_RECIPIENT_OUTCOME_RECEIVES: BoardRecipientOutcome.ValueType  # 1
+"""It receives the event whole."""
+BOARD_RECIPIENT_OUTCOME_RECEIVES_REDACTED: BoardRecipientOutcome.ValueType  # 2
+"""It receives the event with some fields withheld (redacted_fields)."""
+BOARD_RECIPIENT_OUTCOME_WITHHELD: BoardRecipientOutcome.ValueType  # 3
+"""The policy withholds the event from it (按规则不予推送)."""
+Global___BoardRecipientOutcome: _TypeAlias = BoardRecipientOutcome  # noqa: Y015
+
 class _LedgerStage:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -443,6 +471,7 @@ class BoardEntry(_message.Message):
     STREAM_SEQUENCE_FIELD_NUMBER: _builtins.int
     RECEIVED_TIME_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
     stream_sequence: _builtins.int
     @_builtins.property
     def received_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -450,20 +479,96 @@ class BoardEntry(_message.Message):
     def event(self) -> _event_pb2.Event:
         """The event, redacted as a delivery to the caller would be."""
 
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___BoardRecipient]:
+        """Whom the event went to and what the policy withheld from whom: every agency the gateway
+        knows but the sender, each with the receive decision of the policy in force when the event
+        was received (a later policy change does not rewrite it). Only for the event's sender and
+        the command centre (empty for every other caller: it must not learn what another agency
+        was kept from).
+        """
+
     def __init__(
         self,
         *,
         stream_sequence: _builtins.int = ...,
         received_time: _timestamp_pb2.Timestamp | None = ...,
         event: _event_pb2.Event | None = ...,
+        recipients: _abc.Iterable[Global___BoardRecipient] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "received_time", b"received_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "received_time", b"received_time", "stream_sequence", b"stream_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "received_time", b"received_time", "recipients", b"recipients", "stream_sequence", b"stream_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BoardEntry: _TypeAlias = BoardEntry  # noqa: Y015
+
+@_typing.final
+class BoardRecipient(_message.Message):
+    """One agency's part in an event of the timeline: whether the access policy lets it receive the
+    event, by which rule, and which fields it withholds (the receive decision, as a delivery to
+    that agency is judged).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    RULE_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REDACTED_FIELDS_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    POLICY_NOT_ARCHIVED_FIELD_NUMBER: _builtins.int
+    TRACKED_FIELD_NUMBER: _builtins.int
+    agency: _builtins.str
+    outcome: Global___BoardRecipientOutcome.ValueType
+    reason: _builtins.str
+    """The decision in words: "allowed by …", "denied by rule …", "no rule allows", a clearance."""
+    policy_version: _builtins.str
+    """The version of the policy that decided (the digest of its files)."""
+    policy_not_archived: _builtins.bool
+    """The policy archive holds no record of the policy in force when the event was received:
+    judged instead under the policy of the moment asked about (now, or the as-of moment).
+    """
+    @_builtins.property
+    def rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The allow rules (and break-glass grants) that let it receive the event; the deny rules
+        that withhold it; none when no rule allows it.
+        """
+
+    @_builtins.property
+    def redacted_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The field paths withheld from it, of those the event has (as its delivery lists them);
+        RECEIVES_REDACTED when there are some.
+        """
+
+    @_builtins.property
+    def tracked(self) -> _gateway_pb2.TrackedRecipient:
+        """Its status with the message when the gateway tracks the message for it (delivered,
+        acknowledged or declined, and when); unset otherwise, as of a past moment, and past the
+        incident's first 100 tracked messages (as in BoardIncident.acknowledgements).
+        """
+
+    def __init__(
+        self,
+        *,
+        agency: _builtins.str = ...,
+        outcome: Global___BoardRecipientOutcome.ValueType = ...,
+        rule_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        redacted_fields: _abc.Iterable[_builtins.str] | None = ...,
+        policy_version: _builtins.str = ...,
+        policy_not_archived: _builtins.bool = ...,
+        tracked: _gateway_pb2.TrackedRecipient | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tracked", b"tracked"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "outcome", b"outcome", "policy_not_archived", b"policy_not_archived", "policy_version", b"policy_version", "reason", b"reason", "redacted_fields", b"redacted_fields", "rule_ids", b"rule_ids", "tracked", b"tracked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoardRecipient: _TypeAlias = BoardRecipient  # noqa: Y015
 
 @_typing.final
 class GetLedgerRequest(_message.Message):

@@ -106,8 +106,9 @@ def live_mix(incidents: int) -> list[event_pb2.Event]:
 
 
 def rebuild_mix(count: int) -> list[event_pb2.Event]:
-    """`count` events of incidents of REBUILD_STEPS each (those of the last block may stop early), the
-    steps of INTERLEAVED incidents at a time taken in turns, as concurrent incidents arrive."""
+    """`count` events of incidents of REBUILD_STEPS each (those of the last block may stop
+    early), the steps of INTERLEAVED incidents at a time taken in turns, as concurrent
+    incidents arrive."""
     per_incident = len(REBUILD_STEPS)
     reports = make_events(-(-count // per_incident))
     mix: list[event_pb2.Event] = []

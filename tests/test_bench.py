@@ -14,6 +14,7 @@ from dutylink.catalogue import load_catalogue
 from dutylink.v1 import gateway_pb2
 from gateway import bench
 from gateway.bench import Figure, Target
+from gateway.bench.board import FOLLOW_UP_LAG, REBUILD_STEPS, live_mix, rebuild_mix
 from gateway.bench.harness import Series, interleave, make_events, refusals
 from gateway.cli.main import app
 from gateway.core.validation import Validator
@@ -118,6 +119,41 @@ def test_each_bench_event_is_valid_and_opens_an_incident_of_its_own() -> None:
     assert Validator().problems(events[0]) == []
 
 
+def test_the_live_board_mix_follows_each_report_with_an_update_then_a_verification() -> None:
+    """Each incident's events go out in lifecycle order, its follow-ups some reports later
+    (so the guard accepts them), every one valid and of a type the catalogue requires."""
+    events = live_mix(30)
+    assert len(events) == 90 and len({e.id for e in events}) == 90
+    order: dict[str, list[str]] = {}
+    first_seen: dict[str, int] = {}
+    for position, event in enumerate(events):
+        order.setdefault(event.incident.incident_id, []).append(event.type)
+        first_seen.setdefault(event.incident.incident_id, position)
+    assert len(order) == 30
+    assert all(
+        types == ["incident.reported", "incident.updated", "incident.verified"]
+        for types in order.values()
+    )
+    update = next(i for i, e in enumerate(events) if e.type == "incident.updated")
+    assert update > first_seen[events[update].incident.incident_id] + FOLLOW_UP_LAG
+    catalogue = load_catalogue()
+    for event in events:
+        declared = catalogue.get(event.type)
+        assert declared is not None and not declared.missing_fields(event), event.type
+        assert Validator().problems(event) == [], event.type
+
+
+def test_the_rebuild_stream_holds_whole_incidents_as_the_gateway_stores_them() -> None:
+    events = rebuild_mix(1000)
+    assert len(events) == 1000 and len({e.id for e in events}) == 1000
+    per_incident: dict[str, list[str]] = {}
+    for event in events:
+        per_incident.setdefault(event.incident.incident_id, []).append(event.type)
+    assert len(per_incident) == 200
+    assert all(types == [t for t, _ in REBUILD_STEPS] for types in per_incident.values())
+    assert events[0].incident.incident_id != events[1].incident.incident_id, "interleaved"
+
+
 def test_refused_events_are_reported_so_no_figure_measures_them() -> None:
     stored = gateway_pb2.PublishResult(receipt=gateway_pb2.Receipt(event_id="a"))
     illegal = gateway_pb2.PublishResult(error=gateway_pb2.PublishError(code=9, message="state"))
@@ -143,13 +179,14 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
         rss_seconds=2.0,
         rss_rate=50,
         lanes_backlog=200,
+        board_events=300,
     )
     figures = await bench.run(settings)
     by_section: dict[str, list[Figure]] = {}
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 3, 2, 1, 2, 5, 3, 4, 3, 2, 4]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 3, 2, 1, 2, 5, 3, 3, 4, 3, 2, 4]
     for figure in figures:
         assert len(figure.samples) == 1, figure.name
         assert len(figure.baseline_samples) in (0, len(figure.samples)), figure.name
@@ -185,6 +222,25 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     assert batch_guarded.baseline == unary_guarded.baseline == "guard off"
 
 
+async def test_the_board_section_measures_the_live_board_beside_subscribe_and_its_rebuild() -> None:
+    """Real runs: an officer logged in to the console reads the live board (SSE) while a
+    Subscribe of the same agency receives the same events; a fresh BoardFeed folds a stream
+    of 300 stored events. The figures are in shape; their values are for people to read."""
+    settings = bench.Settings(runs=2, seconds=1.0, board_events=300, sections=frozenset({"board"}))
+    figures = await bench.run(settings)
+    assert [f.section for f in figures] == ["board"] * 3
+    p50, p99, rebuild = figures
+    assert (p50.unit, p99.unit, rebuild.unit) == ("ms", "ms", "s per 100k events")
+    assert "at 100 events/s" in p50.name and "300 events" in rebuild.name
+    assert p50.baseline == p99.baseline == "Subscribe delivery"
+    assert rebuild.baseline == "Board.add alone"
+    assert all(len(f.samples) == len(f.baseline_samples) == 2 for f in figures)
+    assert all(0 < s <= t for s, t in zip(p50.samples, p99.samples, strict=True))
+    assert all(0 < s <= t for s, t in zip(p50.baseline_samples, p99.baseline_samples, strict=True))
+    assert all(s > 0 for s in rebuild.samples + rebuild.baseline_samples)
+    assert all(f.target is None for f in figures)
+
+
 async def test_only_the_chosen_sections_run_and_each_is_announced_as_it_starts_and_ends() -> None:
     chosen = bench.Settings(runs=2, count=20, sections=frozenset({"policy"}), in_process=True)
     heard: list[str] = []
@@ -199,7 +255,7 @@ async def test_only_the_chosen_sections_run_and_each_is_announced_as_it_starts_a
 async def test_in_process_mode_gives_the_same_figures() -> None:
     """`--in-process`: the gateway and the echo in the bench's process, as before (the default,
     subprocesses, runs in the test above)."""
-    sections = frozenset({"publish", "latency", "fanout"})
+    sections = frozenset({"publish", "latency", "board", "fanout"})
     settings = bench.Settings(
         runs=1,
         count=20,
@@ -207,10 +263,13 @@ async def test_in_process_mode_gives_the_same_figures() -> None:
         latency_rate=100,
         fanout_rate=50,
         fanout_agencies=2,
+        board_events=300,
         sections=sections,
         in_process=True,
     )
     figures = await bench.run(settings)
-    assert [f.section for f in figures] == ["publish"] * 3 + ["latency"] * 5 + ["fanout"] * 3
+    assert [f.section for f in figures] == (
+        ["publish"] * 3 + ["latency"] * 5 + ["board"] * 3 + ["fanout"] * 3
+    )
     assert all(len(f.samples) == 1 for f in figures)
     assert all(f.median > 0 for f in figures if f.section != "fanout" or f.baseline)

@@ -67,6 +67,15 @@ Sections (`--only SECTION`, repeatable) and their figures:
   agency with a routine backlog of 12,000 events queued (40 Flash reports at 40/s by unary
   Publish while the agency drains the backlog, acking each delivery) vs the same with nothing
   queued (target: within 2x), and how much backlog was still queued at the last urgent event.
+- `board` (`gateway.bench.board`): the duty board. Its update latency, p50 and p99 in ms: an
+  open-loop publisher at 100 events/s for `--seconds` (unary Publish: incident reports, and
+  an update and a verification of each a little later), each event's change arriving on the
+  live board of transport's officer, logged in to the console (served beside `dutylink
+  serve`, `[console] listen`) and reading its Server-Sent Events, - the event's scheduled
+  send time; baseline: the same events' delivery to transport's plain Subscribe in the same
+  run. Its rebuild: a fresh BoardFeed folding 100,000 stored events (reports, updates,
+  verifications, closures, written as the gateway stores them) from the stream's first, in s
+  per 100k events, vs Board.add alone over the same parsed events (no I/O). No target.
 - `abuse`: one agency's unary Publish latency (open loop at 50 events/s for `--seconds`, ms
   from each call's scheduled time to its receipt), p50 and p99, while another agency keeps 4
   maximum-size PublishBatch calls in flight (1,000 events of ~4 KB: ~4 MB, about the largest
@@ -100,6 +109,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gateway.bench.abuse import abuse_figures
+from gateway.bench.board import board_figures
 from gateway.bench.checkpoint import checkpoint_figures
 from gateway.bench.fanout import fanout_figures
 from gateway.bench.figures import (
@@ -138,6 +148,7 @@ _GROUPS: tuple[tuple[frozenset[str], Callable[[Settings], Awaitable[list[Figure]
     (frozenset({"guard"}), guard_figures),
     (frozenset({"latency"}), latency_figures),
     (frozenset({"lanes"}), lanes_figures),
+    (frozenset({"board"}), board_figures),
     (frozenset({"abuse"}), abuse_figures),
     (frozenset({"fanout"}), fanout_figures),
     (frozenset({"checkpoint"}), checkpoint_figures),

@@ -16,6 +16,7 @@ SECTIONS = (
     "guard",
     "latency",
     "lanes",
+    "board",
     "abuse",
     "fanout",
     "checkpoint",
@@ -143,6 +144,8 @@ class Settings:
     checkpoint_rate: float = 200.0
     lanes_backlog: int = 12_000  # routine events queued ahead of the urgent ones
     rss_rate: float = 500.0
+    board_rate: float = 100.0  # events per second on the live board
+    board_events: int = 100_000  # events in the stream the board is rebuilt from
 
 
 def mode(settings: Settings) -> str:

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from adapters.sdk.client import Subscription
+from adapters.sdk.client import DutyLinkClient, Subscription
 from dutylink.v1 import common_pb2, event_pb2, gateway_pb2, incident_pb2
 from gateway.config import load
+from gateway.console.app import serving
+from gateway.console.state import ConsoleSettings
 from gateway.core.settings import Agency, Config
 from gateway.server import Gateway
 from gateway.store.nats_server import NatsServer
@@ -152,9 +154,10 @@ def gateway_config(
 async def gateway_at(config: Config, nats_url: str, *, in_process: bool) -> AsyncIterator[str]:
     """The address of a gateway serving `config` (as `gateway_config` makes it) on `nats_url`:
     in this process, or as its own `dutylink serve` process with the same agencies, policy,
-    audit and lifecycle guard switches, gateway id and data directory (stopped with SIGTERM after the block)."""
+    audit and lifecycle guard switches, gateway id and data directory (stopped with SIGTERM after the block).
+    With `console.listen` set, the web console is served beside it, as `dutylink serve` does."""
     if in_process:
-        async with Gateway(config, nats_url=nats_url) as gateway:
+        async with Gateway(config, nats_url=nats_url) as gateway, _console_beside(config, gateway):
             yield gateway.address
         return
     data_dir = Path(config.nats.data_dir)
@@ -173,12 +176,26 @@ async def gateway_at(config: Config, nats_url: str, *, in_process: bool) -> Asyn
         env={
             "DUTYLINK_AUDIT_ENABLED": str(config.audit.enabled).lower(),
             "DUTYLINK_GATEWAY_ENFORCE_LIFECYCLES": str(config.gateway.enforce_lifecycles).lower(),
+            **({"DUTYLINK_CONSOLE_LISTEN": config.console.listen} if config.console.listen else {}),
         },
         log_level="error",
         config_file=config_file,
     )
     async with process:
         yield process.address
+
+
+@contextlib.asynccontextmanager
+async def _console_beside(config: Config, gateway: Gateway) -> AsyncIterator[None]:
+    """The console of `config.console.listen` for an in-process gateway (none when empty)."""
+    if not config.console.listen:
+        yield
+        return
+    address = gateway.address
+    settings = ConsoleSettings(connect=lambda token: DutyLinkClient(address, token=token))
+    host, _, port = config.console.listen.rpartition(":")
+    async with serving(settings, host, int(port)):
+        yield
 
 
 async def rate_in_flight(

@@ -265,14 +265,19 @@ class Pipeline:
             decision = verdict.decision or decision
         if decision is None:
             raise ValueError("an admission pipeline needs a policy guard that decides")
-        subject = subjects.event_subject(
-            stamped.plane, stamped.type, stamped.jurisdiction.division_code, lane_of(stamped)
-        )
-        headers = envelope.cloudevents_headers(stamped)
-        headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()
-        return Admitted(
-            stamped, subject, stamped.SerializeToString(), headers, decision, tuple(advisories)
-        )
+        subject, data, headers = stored_form(stamped)
+        return Admitted(stamped, subject, data, headers, decision, tuple(advisories))
+
+
+def stored_form(stamped: event_pb2.Event) -> tuple[str, bytes, dict[str, str]]:
+    """The subject, bytes and headers the event log stores an admitted (stamped) event under:
+    its plane, type, jurisdiction and lane; its CloudEvents attributes and content digest."""
+    subject = subjects.event_subject(
+        stamped.plane, stamped.type, stamped.jurisdiction.division_code, lane_of(stamped)
+    )
+    headers = envelope.cloudevents_headers(stamped)
+    headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()
+    return subject, stamped.SerializeToString(), headers
 
 
 def pipeline(

@@ -10,6 +10,7 @@ import pytest
 from dutylink.v1 import event_pb2, incident_pb2, warning_pb2
 from gateway.core import subjects
 from gateway.core.lanes import Lane, lane_of
+from gateway.store.subscriptions import _pulled
 from tests.conftest import ClientFactory
 from tests.factories import incident_event, resource_request_event, warning_event
 from tests.test_subscribe import receive
@@ -96,3 +97,15 @@ async def test_an_unacked_urgent_delivery_comes_again_on_the_next_session(
     (again,) = await receive(second, 1)
     assert again.event.id == event.id and again.attempt == 2
     await second.close()
+
+
+class _TimingOut:
+    """A pull subscription whose fetch times out as nats-py's sometimes does: with asyncio's
+    own TimeoutError rather than nats.errors.TimeoutError."""
+
+    async def fetch(self, batch: int, timeout: float) -> list[object]:
+        raise TimeoutError
+
+
+async def test_a_fetch_that_times_out_either_way_means_nothing_arrived_not_a_failure() -> None:
+    assert await _pulled(_TimingOut(), 10, 0.01) == []  # type: ignore[arg-type]

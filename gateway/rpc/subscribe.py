@@ -76,12 +76,19 @@ class _Stream:
     send: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]]
     # Set when the subscriber asked for ack confirmations.
     confirm: Callable[[gateway_pb2.SubscribeResponse], Awaitable[None]] | None
+    # The subscriber asked for deliveries (and confirmations) in batches.
+    batched: bool = False
     # Set when an answer frees a place in the window.
     room: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def consumer(self) -> str:
         return subjects.consumer_name(self.principal.agency, self.name)
+
+
+# A `deliveries` message holds at most this much (a larger event travels alone): well under the
+# 4 MiB that gRPC clients accept by default.
+MAX_BATCH_BYTES = 1024 * 1024
 
 
 class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
@@ -204,6 +211,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             delivery.Session(limit, settings.max_deliveries),
             send,
             confirm=send if opening.confirm_acks else None,
+            batched=opening.batch_deliveries,
         )
         acks: set[asyncio.Task[None]] = set()
         reader = asyncio.create_task(self._read_acks(context, stream, acks))
@@ -251,6 +259,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             messages = await self._fetch(stream, subscription)
             plans = await self._plan_all(stream, messages)
             if plans and await self._record(stream, plans):
+                await self._send_all(stream, plans)
                 for plan in plans:
                     await self._carry_out(stream, plan)
         if reader.done():
@@ -378,11 +387,25 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
+    async def _send_all(self, stream: _Stream, plans: Sequence[_Planned]) -> None:
+        """Send the recorded deliveries of one fetch, in stream order: one message each, or as
+        few `deliveries` messages as the size bound allows when the subscriber asked for that."""
+        sends = [plan.delivery for plan in plans if plan.delivery is not None]
+        if not stream.batched:
+            for one in sends:
+                await stream.send(gateway_pb2.SubscribeResponse(delivery=one))
+            return
+        for batch in delivery_batches(sends, MAX_BATCH_BYTES):
+            await stream.send(
+                gateway_pb2.SubscribeResponse(
+                    deliveries=gateway_pb2.DeliveryBatch(deliveries=batch)
+                )
+            )
+
     async def _carry_out(self, stream: _Stream, plan: _Planned) -> None:
-        """Do what a recorded plan says."""
+        """Do what a recorded plan says (sends are sent already: tell the tracker)."""
         fate, name = plan.outcome.fate, stream.name
         if fate is delivery.Fate.SEND:
-            await stream.send(gateway_pb2.SubscribeResponse(delivery=plan.delivery))
             if plan.delivery is not None and self._deps.deliveries.tracks(plan.delivery.event):
                 self._record_delivery(plan.delivery.event, stream.principal.agency)
         elif fate is delivery.Fate.DEAD_LETTER:
@@ -445,47 +468,84 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         )
 
     async def _settle(
-        self, stream: _Stream, taken: delivery.Taken[_Sent], nack_delay: float | None
+        self,
+        stream: _Stream,
+        takens: Sequence[delivery.Taken[_Sent]],
+        nack_delay: float | None,
     ) -> None:
-        """Record the subscriber's ack or nack, then pass it to JetStream, then (if asked)
-        confirm an ack to the subscriber. Recorded first: if the gateway dies in between, or the
-        log cannot be appended, JetStream redelivers the event after the ack wait, and the log
-        shows that redelivery. Confirmed last: a confirmed ack is never followed by a redelivery."""
-        message, delivered = taken.handle.message, taken.handle.delivered
+        """Record the subscriber's acks (or nack), then pass them to JetStream, then (if asked)
+        confirm the acks to the subscriber. Recorded first, in one append: if the gateway dies
+        in between, or the log cannot be appended, JetStream redelivers each event after the ack
+        wait, and the log shows that redelivery. Confirmed last: a confirmed ack is never
+        followed by a redelivery."""
         action = audit_pb2.AUDIT_ACTION_ACK if nack_delay is None else audit_pb2.AUDIT_ACTION_NACK
-        acked = False
+        acked: set[int] = set()  # sequences JetStream has recorded as acked
         try:
-            await self._deps.record([settled_entry(delivered, action)])
-            if nack_delay is not None:
-                await message.nak(delay=nack_delay or None)
-            elif stream.confirm is None:
-                await self._deps.store.ack(message)  # double ack: JetStream has recorded it
-                acked = True
-            else:
-                # The ack, and the record that lets every replica recognise a redelivery of it
-                # (see _acks_confirmed), both durable before the subscriber hears "confirmed".
-                await asyncio.gather(
-                    self._deps.store.ack(message),
-                    self._deps.store.record_confirmed_ack(stream.consumer, taken.sequence),
-                )
-                acked = True
-                confirmed = gateway_pb2.AckConfirmed(delivery_id=taken.delivery_id)
-                await stream.confirm(gateway_pb2.SubscribeResponse(ack_confirmed=confirmed))
-        except Exception as error:  # a lost ack is redelivered; it must not end the stream
-            reason = f"{type(error).__name__}: {error}"
+            await self._deps.record(
+                [settled_entry(taken.handle.delivered, action) for taken in takens]
+            )
+            outcomes = await asyncio.gather(
+                *(self._pass_on(stream, taken, nack_delay) for taken in takens),
+                return_exceptions=True,
+            )
+        except Exception as error:  # unrecorded: nothing passed on; each comes again
+            outcomes = [error] * len(takens)
+        failed = []
+        for taken, outcome in zip(takens, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed.append((taken, f"{type(outcome).__name__}: {outcome}"))
+            elif nack_delay is None:
+                acked.add(taken.sequence)
+        try:
+            if stream.confirm is not None and nack_delay is None:
+                await self._confirm(stream, [t for t in takens if t.sequence in acked], failed)
+        except Exception:  # the stream itself may be gone: its acks stand all the same
+            pass
+        finally:
+            for taken in takens:
+                stream.session.settled(taken.sequence, acked=taken.sequence in acked)
+        for taken, reason in failed:  # a lost ack is redelivered; it must not end the stream
+            delivered = taken.handle.delivered
             log.warning(
                 "subscribe.settle_failed",
                 subscription=delivered.subscription,
                 event_id=delivered.event_id,
                 reason=reason,
             )
-            if stream.confirm is not None and nack_delay is None and not acked:
-                with contextlib.suppress(Exception):  # the stream itself may be gone
-                    await stream.confirm(
-                        _not_confirmed(taken.delivery_id, f"not recorded: {reason}")
-                    )
-        finally:
-            stream.session.settled(taken.sequence, acked=acked)
+
+    async def _pass_on(
+        self, stream: _Stream, taken: delivery.Taken[_Sent], nack_delay: float | None
+    ) -> None:
+        message = taken.handle.message
+        if nack_delay is not None:
+            await message.nak(delay=nack_delay or None)
+        elif stream.confirm is None:
+            await self._deps.store.ack(message)  # double ack: JetStream has recorded it
+        else:
+            # The ack, and the record that lets every replica recognise a redelivery of it
+            # (see _acks_confirmed), both durable before the subscriber hears "confirmed".
+            await asyncio.gather(
+                self._deps.store.ack(message),
+                self._deps.store.record_confirmed_ack(stream.consumer, taken.sequence),
+            )
+
+    async def _confirm(
+        self,
+        stream: _Stream,
+        confirmed: Sequence[delivery.Taken[_Sent]],
+        failed: Sequence[tuple[delivery.Taken[_Sent], str]],
+    ) -> None:
+        assert stream.confirm is not None
+        ids = [taken.delivery_id for taken in confirmed]
+        if stream.batched and ids:
+            answer = gateway_pb2.AcksConfirmed(delivery_ids=ids)
+            await stream.confirm(gateway_pb2.SubscribeResponse(acks_confirmed=answer))
+        else:
+            for delivery_id in ids:
+                one = gateway_pb2.AckConfirmed(delivery_id=delivery_id)
+                await stream.confirm(gateway_pb2.SubscribeResponse(ack_confirmed=one))
+        for taken, reason in failed:
+            await stream.confirm(_not_confirmed(taken.delivery_id, f"not recorded: {reason}"))
 
     async def _read_acks(
         self,
@@ -498,33 +558,59 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             if request is grpc.aio.EOF:
                 return
             action = cast(gateway_pb2.SubscribeRequest, request)
-            if action.HasField("nack") and (problems := self._deps.validator.problems(action)):
+            kind = action.WhichOneof("action")
+            if kind in ("nack", "acks") and (problems := self._deps.validator.problems(action)):
                 # A delay past the schema's hour, or past what any Duration can hold, would
-                # otherwise reach JetStream or fail its conversion in this task. (Acks need no
-                # check: an unknown delivery id is answered as such.)
+                # otherwise reach JetStream or fail its conversion in this task; a batch is
+                # bounded. (A single ack needs no check: an unknown delivery id is answered as
+                # such.)
                 fields = ", ".join(sorted({p.field or p.rule_id for p in problems}))
                 await abort(
                     context,
                     status(grpc.StatusCode.INVALID_ARGUMENT, f"invalid {fields}", tuple(problems)),
                 )
-            if action.HasField("ack"):
-                delivery_id, delay = action.ack.delivery_id, None
-            elif action.HasField("nack"):
-                delivery_id = action.nack.delivery_id
+            delay: float | None = None
+            if kind == "ack":
+                delivery_ids: Sequence[int] = (action.ack.delivery_id,)
+            elif kind == "acks":
+                delivery_ids = action.acks.delivery_ids
+            elif kind == "nack":
+                delivery_ids = (action.nack.delivery_id,)
                 delay = action.nack.delay.ToTimedelta().total_seconds()
             else:
                 continue
-            taken = stream.session.take(delivery_id, ack=delay is None)
+            takens = []
+            for delivery_id in delivery_ids:
+                taken = stream.session.take(delivery_id, ack=delay is None)
+                if isinstance(taken, delivery.Taken):
+                    takens.append(taken)
+                elif stream.confirm is not None and delay is None:
+                    await stream.confirm(_not_confirmed(delivery_id, taken.reason))
             if stream.session.free > 0:
                 stream.room.set()
-            if isinstance(taken, delivery.Taken):
+            if takens:
                 # Settled concurrently (at most the session's window at once), so the audit
                 # log's group commit and JetStream's acks are shared among them.
-                task = asyncio.create_task(self._settle(stream, taken, delay))
+                task = asyncio.create_task(self._settle(stream, takens, delay))
                 acks.add(task)
                 task.add_done_callback(acks.discard)
-            elif stream.confirm is not None and delay is None:
-                await stream.confirm(_not_confirmed(delivery_id, taken.reason))
+
+
+def delivery_batches(
+    deliveries: Sequence[gateway_pb2.Delivery], max_bytes: int
+) -> list[list[gateway_pb2.Delivery]]:
+    """`deliveries` in order, cut into batches of at most `max_bytes` serialised (a larger
+    delivery travels alone), so that no message outgrows what a client accepts."""
+    batches: list[list[gateway_pb2.Delivery]] = []
+    size = 0
+    for one in deliveries:
+        bytes_ = one.ByteSize()
+        if not batches or size + bytes_ > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(one)
+        size += bytes_
+    return batches
 
 
 def _settled_plan(message: Msg, delivered: Delivered, plan: delivery.Plan) -> _Planned:

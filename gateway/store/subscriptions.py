@@ -26,7 +26,10 @@ async def _pulled(pull: JetStreamContext.PullSubscription, count: int, wait: flo
     """Up to `count` messages, waiting at most `wait` seconds; [] when none arrived."""
     try:
         return await pull.fetch(count, timeout=wait)
-    except nats.errors.TimeoutError:
+    except TimeoutError:
+        # nats.errors.TimeoutError, or (when its wait ends just as a message is being read)
+        # asyncio's own: either way nothing arrived in time. Never a store failure, which
+        # would hold the subscription's next fetch back.
         return []
     except nats.js.errors.APIError as error:
         # E.g. 409/503 while the consumer's leader changes: transient, the caller retries.

@@ -428,6 +428,7 @@ class SubscribeRequest(_message.Message):
     OPEN_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     NACK_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def open(self) -> Global___SubscriptionOpen:
         """Open or resume a subscription: must come first, once."""
@@ -440,18 +441,23 @@ class SubscribeRequest(_message.Message):
     def nack(self) -> Global___Nack:
         """A delivery could not be handled now."""
 
+    @_builtins.property
+    def acks(self) -> Global___AckBatch:
+        """Several deliveries were handled (one message for many acks: cheaper for both sides)."""
+
     def __init__(
         self,
         *,
         open: Global___SubscriptionOpen | None = ...,
         ack: Global___Ack | None = ...,
         nack: Global___Nack | None = ...,
+        acks: Global___AckBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "action", b"action", "nack", b"nack", "open", b"open"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "acks", b"acks", "action", b"action", "nack", b"nack", "open", b"open"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "action", b"action", "nack", b"nack", "open", b"open"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "acks", b"acks", "action", b"action", "nack", b"nack", "open", b"open"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["open", "ack", "nack"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["open", "ack", "nack", "acks"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -467,6 +473,7 @@ class SubscriptionOpen(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     CONFIRM_ACKS_FIELD_NUMBER: _builtins.int
+    BATCH_DELIVERIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The subscription's name, unique within the agency, e.g. "dispatch". Reopening with the same
     name resumes where the agency left off; a changed filter applies from then on.
@@ -480,6 +487,12 @@ class SubscriptionOpen(_message.Message):
     final: that delivery never comes again. Without confirmation an ack lost in a crash is
     followed by a redelivery, which idempotent handlers absorb (key: `stream_sequence`).
     """
+    batch_deliveries: _builtins.bool
+    """Carry the deliveries of one fetch in one `deliveries` message (and confirmations of one
+    batch of acks in one `acks_confirmed`) instead of one message each: fewer, larger
+    messages, which costs both sides less per event. Off: one `delivery` per message, as
+    before.
+    """
     @_builtins.property
     def filter(self) -> Global___SubscriptionFilter:
         """Which events to receive. Empty means every event the agency may receive."""
@@ -491,10 +504,11 @@ class SubscriptionOpen(_message.Message):
         filter: Global___SubscriptionFilter | None = ...,
         max_in_flight: _builtins.int = ...,
         confirm_acks: _builtins.bool = ...,
+        batch_deliveries: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_acks", b"confirm_acks", "filter", b"filter", "max_in_flight", b"max_in_flight", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_deliveries", b"batch_deliveries", "confirm_acks", b"confirm_acks", "filter", b"filter", "max_in_flight", b"max_in_flight", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -567,6 +581,30 @@ class Ack(_message.Message):
 Global___Ack: _TypeAlias = Ack  # noqa: Y015
 
 @_typing.final
+class AckBatch(_message.Message):
+    """Acknowledges several deliveries at once (as many `Ack`s would)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The deliveries' ids from `Delivery.delivery_id`."""
+
+    def __init__(
+        self,
+        *,
+        delivery_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_ids", b"delivery_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AckBatch: _TypeAlias = AckBatch  # noqa: Y015
+
+@_typing.final
 class Nack(_message.Message):
     """Declines a delivery for now: it is delivered again after `delay`."""
 
@@ -608,6 +646,8 @@ class SubscribeResponse(_message.Message):
     DELIVERY_FIELD_NUMBER: _builtins.int
     ACK_CONFIRMED_FIELD_NUMBER: _builtins.int
     ACK_NOT_CONFIRMED_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    ACKS_CONFIRMED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ready(self) -> Global___SubscriptionReady:
         """The subscription is open; deliveries follow."""
@@ -624,6 +664,16 @@ class SubscribeResponse(_message.Message):
     def ack_not_confirmed(self) -> Global___AckNotConfirmed:
         """An ack did not count (only with `confirm_acks`): the event may be delivered again."""
 
+    @_builtins.property
+    def deliveries(self) -> Global___DeliveryBatch:
+        """Events to handle, in stream order (only when the subscription asked for
+        `batch_deliveries`).
+        """
+
+    @_builtins.property
+    def acks_confirmed(self) -> Global___AcksConfirmed:
+        """Acks recorded for good (with `confirm_acks` and `batch_deliveries`)."""
+
     def __init__(
         self,
         *,
@@ -631,16 +681,64 @@ class SubscribeResponse(_message.Message):
         delivery: Global___Delivery | None = ...,
         ack_confirmed: Global___AckConfirmed | None = ...,
         ack_not_confirmed: Global___AckNotConfirmed | None = ...,
+        deliveries: Global___DeliveryBatch | None = ...,
+        acks_confirmed: Global___AcksConfirmed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "ack_not_confirmed", b"ack_not_confirmed", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "ack_not_confirmed", b"ack_not_confirmed", "acks_confirmed", b"acks_confirmed", "deliveries", b"deliveries", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "ack_not_confirmed", b"ack_not_confirmed", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_confirmed", b"ack_confirmed", "ack_not_confirmed", b"ack_not_confirmed", "acks_confirmed", b"acks_confirmed", "deliveries", b"deliveries", "delivery", b"delivery", "kind", b"kind", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["ready", "delivery", "ack_confirmed", "ack_not_confirmed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["ready", "delivery", "ack_confirmed", "ack_not_confirmed", "deliveries", "acks_confirmed"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class DeliveryBatch(_message.Message):
+    """Several deliveries in one message, each as `Delivery` alone would be."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Delivery]: ...
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___Delivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryBatch: _TypeAlias = DeliveryBatch  # noqa: Y015
+
+@_typing.final
+class AcksConfirmed(_message.Message):
+    """JetStream recorded the subscriber's acks of these deliveries: they are not delivered again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The deliveries' ids from `Delivery.delivery_id`."""
+
+    def __init__(
+        self,
+        *,
+        delivery_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_ids", b"delivery_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcksConfirmed: _TypeAlias = AcksConfirmed  # noqa: Y015
 
 @_typing.final
 class AckConfirmed(_message.Message):

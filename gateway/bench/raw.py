@@ -1,5 +1,6 @@
-"""The raw baselines: nats-py JetStream publishing without the gateway and a grpc.aio echo;
-and the `sync` section (the cost of `sync_interval: always`)."""
+"""The raw baselines: nats-py JetStream publishing without the gateway, a grpc.aio echo, and a
+raw relay (a grpc.aio server that awaits one JetStream publish per call: the least a durable
+relay can do); and the `sync` section (the cost of `sync_interval: always`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import nats
@@ -106,28 +108,51 @@ async def raw_pipelined_rate(directory: Path, *, count: int, nats_url: str) -> f
         return count / (time.perf_counter() - started)
 
 
-def echo_server(port: int = 0) -> tuple[grpc.aio.Server, int]:
-    """A grpc.aio server answering Publish with the bytes of a PublishResponse, whatever the
-    request (generic bytes handler: no protobuf parsing); not started. (Server, bound port.)"""
+def _publish_response() -> bytes:
+    """The bytes a baseline answers every Publish with: a PublishResponse's size and shape."""
     response = gateway_pb2.PublishResponse(
         receipt=gateway_pb2.Receipt(event_id=make_events(1)[0].id, stream_sequence=1_000_000)
     )
     response.receipt.received_time.GetCurrentTime()
-    answer = response.SerializeToString()
+    return response.SerializeToString()
 
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return answer
 
+def _publish_server(
+    handler: Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[bytes]], port: int
+) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server answering Publish with `handler` (generic bytes handler: no protobuf
+    parsing); not started. (Server, bound port.)"""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
                 "dutylink.v1.PublisherService",
-                {"Publish": grpc.unary_unary_rpc_method_handler(echo)},
+                {"Publish": grpc.unary_unary_rpc_method_handler(handler)},
             ),
         )
     )
     return server, server.add_insecure_port(f"127.0.0.1:{port}")
+
+
+def echo_server(port: int = 0) -> tuple[grpc.aio.Server, int]:
+    """Answers Publish at once, whatever the request."""
+    answer = _publish_response()
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        return answer
+
+    return _publish_server(echo, port)
+
+
+def relay_server(js: JetStreamContext, subject: str, port: int = 0) -> tuple[grpc.aio.Server, int]:
+    """Answers Publish once JetStream has acked the request's bytes, published to `subject`."""
+    answer = _publish_response()
+
+    async def relay(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        await js.publish(subject, request)
+        return answer
+
+    return _publish_server(relay, port)
 
 
 async def serve_echo(port: int) -> None:
@@ -138,11 +163,24 @@ async def serve_echo(port: int) -> None:
     await server.wait_for_termination()
 
 
+async def serve_relay(port: int, nats_url: str, subject: str) -> None:
+    """`python -m gateway.bench relay`: serve the raw relay, print its port, run until killed."""
+    servers, credentials = split_servers(nats_url)
+    client = await nats.connect(servers, **credentials)
+    server, port = relay_server(client.jetstream(), subject, port)
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+
+
 @contextlib.asynccontextmanager
-async def echo_at(*, in_process: bool) -> AsyncIterator[str]:
-    """The address of a running echo server: in this process, or in its own (like the gateway)."""
+async def _baseline_at(
+    make: Callable[[], tuple[grpc.aio.Server, int]], command: Sequence[str], *, in_process: bool
+) -> AsyncIterator[str]:
+    """The address of a running baseline server: in this process (`make`), or in its own, like
+    the gateway (`python -m gateway.bench COMMAND...`)."""
     if in_process:
-        server, port = echo_server()
+        server, port = make()
         await server.start()
         try:
             yield f"127.0.0.1:{port}"
@@ -150,14 +188,14 @@ async def echo_at(*, in_process: bool) -> AsyncIterator[str]:
             await server.stop(None)
         return
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.bench", "echo",
+        sys.executable, "-m", "gateway.bench", *command,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 30)
         if not line.strip().isdigit():
-            raise RuntimeError(f"bench: the echo server did not start ({line!r})")
+            raise RuntimeError(f"bench: the {command[0]} server did not start ({line!r})")
         yield f"127.0.0.1:{int(line)}"
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -165,20 +203,41 @@ async def echo_at(*, in_process: bool) -> AsyncIterator[str]:
         await process.wait()
 
 
-async def echo_rate(directory: Path, *, count: int, in_process: bool) -> float:
-    """The baseline for unary Publish: a grpc.aio echo of bytes (no protobuf parsing), called
-    like the gateway: same method path, channel options, plaintext and bearer metadata."""
-    del directory  # no files
+def echo_at(*, in_process: bool) -> contextlib.AbstractAsyncContextManager[str]:
+    return _baseline_at(echo_server, ["echo"], in_process=in_process)
+
+
+async def _unary_rate(address: str, count: int) -> float:
+    """Publish called like the gateway is: same method path, channel options, plaintext and
+    bearer metadata, IN_FLIGHT calls at once."""
     requests = [gateway_pb2.PublishRequest(event=e).SerializeToString() for e in make_events(count)]
     metadata = (("authorization", f"Bearer {sample_tokens()[PUBLISHER]}"),)
-    async with (
-        echo_at(in_process=in_process) as address,
-        grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel,
-    ):
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         publish = channel.unary_unary(PUBLISH_METHOD)
         return await rate_in_flight(
             count, IN_FLIGHT, lambda i: publish(requests[i], metadata=metadata, timeout=10.0)
         )
+
+
+async def echo_rate(directory: Path, *, count: int, in_process: bool) -> float:
+    """The first baseline for unary Publish: a grpc.aio echo of bytes (no protobuf parsing)."""
+    del directory  # no files
+    async with echo_at(in_process=in_process) as address:
+        return await _unary_rate(address, count)
+
+
+async def relay_rate(directory: Path, *, count: int, in_process: bool, nats_url: str) -> float:
+    """The second: the raw relay, publishing each request's bytes to a stream like the
+    gateway's (`sync_interval: always` on the embedded server) and awaiting the ack."""
+    async with nats_at(directory, nats_url) as url, raw_stream(url) as raw:
+        subject = f"{raw.prefix}.relay"
+
+        def make() -> tuple[grpc.aio.Server, int]:
+            return relay_server(raw.js, subject)
+
+        command = ["relay", "--nats-url", url, "--subject", subject]
+        async with _baseline_at(make, command, in_process=in_process) as address:
+            return await _unary_rate(address, count)
 
 
 # --- fsync cost --------------------------------------------------------------------------------

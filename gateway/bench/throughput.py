@@ -26,7 +26,7 @@ from gateway.bench.harness import (
     refusals,
     unique,
 )
-from gateway.bench.raw import echo_rate, raw_pipelined_rate
+from gateway.bench.raw import echo_rate, raw_pipelined_rate, relay_rate
 from gateway.config import sample_tokens
 from gateway.testkit.inprocess import OPEN_POLICY
 from policies.loader import SAMPLE_DIR
@@ -132,11 +132,16 @@ async def throughput_figures(settings: Settings) -> list[Figure]:
 
     gateway = rates(SAMPLE_DIR)
     echo = Series(lambda d: echo_rate(d, count=settings.count, in_process=settings.in_process))
+    relay = Series(
+        lambda d: relay_rate(
+            d, count=settings.count, in_process=settings.in_process, nats_url=settings.nats_url
+        )
+    )
     raw = Series(lambda d: raw_pipelined_rate(d, count=settings.count, nats_url=settings.nats_url))
     permissive = rates(OPEN_POLICY)
     unaudited = rates(SAMPLE_DIR, audit=False)
     series: list[Series[Any]] = [gateway]
-    series += [echo, raw] if "publish" in chosen else []
+    series += [echo, relay, raw] if "publish" in chosen else []
     series += [permissive] if "policy" in chosen else []
     series += [unaudited] if "audit" in chosen else []
     await interleave(settings.runs, series)
@@ -150,6 +155,14 @@ async def throughput_figures(settings: Settings) -> list[Figure]:
                 [r.unary for r in gateway.samples],
                 ("raw grpcio echo", echo.samples),
                 Target(0.8, of_ratio=True),
+            ),
+            make_figure(
+                "publish",
+                f"gateway Publish, {IN_FLIGHT} in flight, vs a raw relay",
+                "events/s",
+                [r.unary for r in gateway.samples],
+                ("raw relay: grpc.aio + one acked JetStream publish", relay.samples),
+                Target(0.7, of_ratio=True),
             ),
             make_figure(
                 "publish",

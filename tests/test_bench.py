@@ -186,7 +186,7 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 3, 2, 1, 2, 5, 3, 3, 4, 3, 2, 4]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 4, 2, 1, 2, 5, 3, 3, 4, 3, 2, 4]
     for figure in figures:
         assert len(figure.samples) == 1, figure.name
         assert len(figure.baseline_samples) in (0, len(figure.samples)), figure.name
@@ -212,8 +212,9 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     checkpoint_p50, checkpoint_p99 = by_section["checkpoint"]
     assert checkpoint_p50.median <= checkpoint_p99.median
     targets = {f.name: f.target for f in figures if f.target is not None}
-    assert len(targets) == 10, (
-        "unary, batch, audit, guard, p99, urgent p50 and p99, lag growth, checkpoint p99, RSS"
+    assert len(targets) == 11, (
+        "unary (echo, relay), batch, audit, guard, p99, urgent p50 and p99, lag growth, "
+        "checkpoint p99, RSS"
     )
     urgent_p50, urgent_p99, _ = by_section["lanes"]
     assert urgent_p50.baseline == urgent_p99.baseline == "no backlog"
@@ -269,7 +270,7 @@ async def test_in_process_mode_gives_the_same_figures() -> None:
     )
     figures = await bench.run(settings)
     assert [f.section for f in figures] == (
-        ["publish"] * 3 + ["latency"] * 5 + ["board"] * 3 + ["fanout"] * 3
+        ["publish"] * 4 + ["latency"] * 5 + ["board"] * 3 + ["fanout"] * 3
     )
     assert all(len(f.samples) == 1 for f in figures)
     assert all(f.median > 0 for f in figures if f.section != "fanout" or f.baseline)

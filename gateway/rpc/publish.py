@@ -1,5 +1,7 @@
 """PublisherService: Publish and PublishBatch, one pipeline (`Publisher._publish`); a Publish is
-a batch of one that answers with a status where a batch answers with a result per event.
+a batch of one that answers with a status where a batch answers with a result per event, and
+an agency's Publish calls that arrive while its previous ones are being written go through
+together (group commit, gateway.rpc.group_commit).
 
 Each call authenticates first (the agency comes from the credential only); then each event goes
 through the pipeline: the stateful guards' state read, admission (gateway.core.admission), the
@@ -35,6 +37,7 @@ from gateway.rpc.calls import (
 )
 from gateway.rpc.dependencies import Dependencies, log
 from gateway.rpc.fairness import FairScheduler, StoreWindow
+from gateway.rpc.group_commit import GroupCommit
 from gateway.rpc.publish_outcomes import (
     Outcome,
     Published,
@@ -76,6 +79,10 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         # agencies, and a batch's events go to JetStream a few at a time (gateway.rpc.fairness).
         self._turns = FairScheduler()
         self._store_window = StoreWindow(deps.config.gateway.agency_max_batch_events_storing)
+        # An agency's concurrent Publish calls share the batch pipeline (gateway.rpc.group_commit).
+        self._unary: GroupCommit[Principal, event_pb2.Event, Outcome] = GroupCommit(
+            self._publish_group, deps.config.gateway.max_batch_events
+        )
 
     def _timeout(self, context: grpc.aio.ServicerContext[Any, Any] | None) -> float:
         remaining = context.time_remaining() if context is not None else None
@@ -169,6 +176,13 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         # What became of the admitted events, in their order.
         answers = iter(stored)
         return [next(answers) if isinstance(o, Admitted) else o for o in judged]
+
+    async def _publish_group(
+        self, principal: Principal, events: Sequence[event_pb2.Event]
+    ) -> list[Outcome]:
+        """One agency's Publish calls that came together, through the pipeline at once (with
+        the configured publish timeout: each call's own deadline still ends its wait)."""
+        return await self._publish(principal, events, None, window=None)
 
     def _agency_decision(
         self, principal: Principal, event: event_pb2.Event, now: datetime
@@ -280,7 +294,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 context, status(grpc.StatusCode.INVALID_ARGUMENT, "event is required", (problem,))
             )
         await self._refuse_if_read_only(context)
-        (outcome,) = await self._publish(principal, (request.event,), context, window=None)
+        outcome = await self._unary.submit(principal, request.event)
         if not isinstance(outcome, Published):
             _log_failure(request.event.id, outcome)
             await abort(context, failure_status(outcome))

@@ -27,7 +27,6 @@ from gateway.core.projections.board_map import (
     WarningArea,
     live_areas,
     own_areas,
-    scene_point,
 )
 from gateway.core.projections.loop import LoopStep, incident_grade, loop_steps
 from gateway.core.workflows.base import AggregateState
@@ -194,12 +193,12 @@ def incident_view(
                 message, areas = own_areas(event)
                 if ref.key == message:  # (not the messages an update or a cancel ends)
                     drawn[message] = areas
-        if (point := scene_point(event, key.incident_id)) is not None:
-            location = point
         if event.HasField("incident") and event.incident.incident_id == key.incident_id:
             incident = event.incident
             title = incident.title or title
             division = incident.location.jurisdiction.division_code or division
+            if incident.location.HasField("point"):  # (none when the policy withholds it)
+                location = incident.location.point
         division = division or event.jurisdiction.division_code
     own: dict[str, Line | None] = {STAGE: None, PHASE: None}
     lines = []
@@ -224,9 +223,9 @@ def incident_view(
         board.dropped(key),
         tuple(loop_steps(entry.event for entry in shown)),
         location,
-        live_areas(
-            catalogue, drawn, {ref: state for ref, (state, _) in states.items()}, as_of or now
-        ),
+        live_areas(catalogue, drawn, {ref: s for ref, (s, _) in states.items()}, as_of or now)
+        if drawn
+        else (),
     )
 
 

@@ -1,6 +1,7 @@
-"""What the duty board puts on a map: the scene's point and the areas of the incident's warnings,
-taken from the events as a viewer may see them (redacted), so a location the policy withholds
-is never drawn. Pure: no I/O; time comes in as `now`."""
+"""What the duty board puts on a map beside the scene's point (board.py takes it from the
+incident's reports): the areas of the incident's warnings in force, taken from the events as a
+viewer may see them (redacted), so areas the policy withholds are never drawn. Pure: no I/O;
+time comes in as `now`."""
 
 from __future__ import annotations
 
@@ -27,15 +28,6 @@ class WarningArea:
     area_desc: str
     polygons: tuple[common_pb2.Polygon, ...]
     circles: tuple[common_pb2.Circle, ...]
-
-
-def scene_point(event: event_pb2.Event, incident_id: str) -> common_pb2.GeoPoint | None:
-    """The point `event` gives for the incident's scene, if it is a report or update of it that
-    gives one (after redaction: a withheld location gives none)."""
-    if not event.HasField("incident") or event.incident.incident_id != incident_id:
-        return None
-    location = event.incident.location
-    return location.point if location.HasField("point") else None
 
 
 def own_areas(event: event_pb2.Event) -> tuple[str, tuple[WarningArea, ...]]:

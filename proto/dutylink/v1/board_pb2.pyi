@@ -353,7 +353,7 @@ class BoardIncident(_message.Message):
     def warning_areas(self) -> _containers.RepeatedCompositeFieldContainer[Global___BoardWarningArea]:
         """The areas of the incident's warnings the caller may see, each as its latest alert or update
         gives them (polygons and circles; areas given only by geocodes are not here); none for a
-        warning that is cancelled or otherwise finished.
+        warning cancelled, superseded by an update or past its expiry.
         """
 
     def __init__(

@@ -60,6 +60,13 @@ LOGIN_MESSAGE = (
     '<p class="error" role="alert" data-testid="login-error" data-i18n="{key}">{text}</p>'
 )
 
+# The map (static/map.js draws it): the board's incidents, or the incident and its warnings.
+MAP_PANEL = """<section class="map-panel" data-testid="map-panel">
+<h2><span data-i18n="map.heading">地图</span>
+<button type="button" id="map-toggle" class="map-toggle" data-testid="map-toggle"></button></h2>
+<div id="map" class="map" data-testid="map"></div></section>
+"""
+
 BOARD_BODY = """<h1 data-i18n="board.heading">值班看板</h1>
 <form class="filters" id="filters" data-testid="board-filters">
 <label><span data-i18n="filter.jurisdiction">辖区前缀</span>
@@ -76,7 +83,7 @@ BOARD_BODY = """<h1 data-i18n="board.heading">值班看板</h1>
 <span class="live" id="live" data-testid="live-status" data-state="connecting"></span>
 </form>
 <p class="error" id="problem" data-testid="problem" hidden></p>
-<table class="board" data-testid="board-table"><thead><tr>
+{map}<table class="board" data-testid="board-table"><thead><tr>
 <th data-i18n="col.incident">事件</th><th data-i18n="col.title">标题</th>
 <th data-i18n="col.division">区划</th><th data-i18n="col.stage">阶段</th>
 <th data-i18n="col.lead">牵头单位</th><th data-i18n="col.agencies">参与单位</th>
@@ -93,7 +100,7 @@ INCIDENT_BODY = """<p><a href="/" data-i18n="back">返回看板</a></p>
 <p><button type="button" id="bundle" data-testid="incident-bundle" data-i18n="bundle.download">下载证据包</button>
 <span class="error" id="bundle-problem" data-testid="bundle-problem" hidden></span></p>
 <dl class="summary" id="summary" data-testid="incident-summary"></dl>
-<h2 data-i18n="lines.heading">预警、任务与资源</h2>
+{map}<h2 data-i18n="lines.heading">预警、任务与资源</h2>
 <table class="lines" data-testid="incident-lines"><thead><tr>
 <th data-i18n="line.kind">类别</th><th data-i18n="line.key">编号</th>
 <th data-i18n="line.state">状态</th><th data-i18n="col.lead">牵头单位</th>
@@ -191,7 +198,10 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def board_page(request: web.Request) -> web.Response:
-    return html_response(page(request, "board", BOARD_BODY, logout=True))
+    body = BOARD_BODY.format(map=MAP_PANEL)
+    return html_response(
+        page(request, "board", body, logout=True, scripts=("map.js", "console.js"))
+    )
 
 
 async def incident_page(request: web.Request) -> web.Response:
@@ -203,6 +213,7 @@ async def incident_page(request: web.Request) -> web.Response:
         )
     escaped = html.escape(incident_id)
     extra = f' data-incident-id="{escaped}"'
-    body = INCIDENT_BODY.format(incident_id=escaped)
-    scripts = ("console.js", "audit.js")  # audit.js: the incident's evidence bundle button
+    body = INCIDENT_BODY.format(incident_id=escaped, map=MAP_PANEL)
+    # map.js first: it listens for the incident console.js shows; audit.js: the bundle button
+    scripts = ("map.js", "console.js", "audit.js")
     return html_response(page(request, "incident", body, extra=extra, logout=True, scripts=scripts))

@@ -104,6 +104,7 @@
       const shown = [...incidents.values()].filter((i) => chosen.all || i.open).sort(order);
       rows.replaceChildren(...shown.map((incident) => row(incident, chosen.plane)));
       document.getElementById("empty").hidden = shown.length > 0;
+      document.dispatchEvent(new CustomEvent("dutylink:board", { detail: { incidents: shown, plane: chosen.plane } }));
     }
 
     async function load() {
@@ -350,6 +351,7 @@
       lines(shown);
       acknowledgements(shown);
       timeline(shown);
+      document.dispatchEvent(new CustomEvent("dutylink:incident", { detail: { incident: shown, plane } }));
     }
 
     // Live: the board's event stream announces every change of this incident (an

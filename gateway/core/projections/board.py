@@ -21,7 +21,13 @@ from datetime import datetime
 
 from dutylink.catalogue import NONE, Catalogue
 from dutylink.incidents import incident_ids
-from dutylink.v1 import event_pb2
+from dutylink.v1 import common_pb2, event_pb2
+from gateway.core.projections.board_map import (
+    WARNING,
+    WarningArea,
+    live_areas,
+    own_areas,
+)
 from gateway.core.projections.loop import LoopStep, incident_grade, loop_steps
 from gateway.core.workflows.base import AggregateState
 from gateway.core.workflows.machine import aggregate_refs, replay
@@ -134,6 +140,8 @@ class IncidentView:
     timeline: tuple[Entry, ...]
     dropped: int  # events the board no longer holds (see MAX_EVENTS_PER_INCIDENT)
     loop: tuple[LoopStep, ...]  # the steps of the loop it reached, timed from its report
+    location: common_pb2.GeoPoint | None = None  # the scene, as the viewer may see it
+    warning_areas: tuple[WarningArea, ...] = ()  # of its warnings in force the viewer may see
 
     @property
     def updated(self) -> datetime:
@@ -171,6 +179,8 @@ def incident_view(
         return None
     states: dict[tuple[str, str], tuple[AggregateState, datetime]] = {}
     title, division = "", ""
+    location: common_pb2.GeoPoint | None = None
+    drawn: dict[str, tuple[WarningArea, ...]] = {}  # by warning key: its latest message's areas
     category, severity = incident_grade((entry.event for entry in shown), key.incident_id)
     for entry in shown:
         event = entry.event
@@ -179,10 +189,16 @@ def incident_view(
             moved = replay(catalogue, ref, known[0] if known else None, event)
             if moved is not None:
                 states[(ref.lifecycle, ref.key)] = (moved, entry.received)
+            if moved is not None and ref.lifecycle == WARNING:
+                message, areas = own_areas(event)
+                if ref.key == message:  # (not the messages an update or a cancel ends)
+                    drawn[message] = areas
         if event.HasField("incident") and event.incident.incident_id == key.incident_id:
             incident = event.incident
             title = incident.title or title
             division = incident.location.jurisdiction.division_code or division
+            if incident.location.HasField("point"):  # (none when the policy withholds it)
+                location = incident.location.point
         division = division or event.jurisdiction.division_code
     own: dict[str, Line | None] = {STAGE: None, PHASE: None}
     lines = []
@@ -206,6 +222,10 @@ def incident_view(
         tuple(shown),
         board.dropped(key),
         tuple(loop_steps(entry.event for entry in shown)),
+        location,
+        live_areas(catalogue, drawn, {ref: s for ref, (s, _) in states.items()}, as_of or now)
+        if drawn
+        else (),
     )
 
 

@@ -84,6 +84,17 @@ def board_incident(
             )
             for step in view.loop
         ],
+        location=view.location,
+        warning_areas=[
+            board_pb2.BoardWarningArea(
+                warning=area.warning,
+                headline=area.headline,
+                area_desc=area.area_desc,
+                polygons=area.polygons,
+                circles=area.circles,
+            )
+            for area in view.warning_areas
+        ],
     )
     if with_timeline:
         shown = recipients or {}

@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from dutylink.v1 import common_pb2 as dutylink_dot_v1_dot_common__pb2
 from dutylink.v1 import event_pb2 as dutylink_dot_v1_dot_event__pb2
 from dutylink.v1 import gateway_pb2 as dutylink_dot_v1_dot_gateway__pb2
 from dutylink.v1 import incident_pb2 as dutylink_dot_v1_dot_incident__pb2
@@ -31,7 +32,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64utylink/v1/board.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x17\x64utylink/v1/event.proto\x1a\x19\x64utylink/v1/gateway.proto\x1a\x1a\x64utylink/v1/incident.proto\x1a\x1a\x64utylink/v1/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\x12GetIncidentRequest\x12\x1e\n\x0bincident_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12+\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.PlaneB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x13GetIncidentResponse\x12,\n\x08incident\x18\x01 \x01(\x0b\x32\x1a.dutylink.v1.BoardIncident\"\xd6\x01\n\x0fGetBoardRequest\x12\x38\n\x13jurisdiction_prefix\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^(([0-9]{2}){1,3})?$\x12+\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.PlaneB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x18\n\x10include_finished\x18\x03 \x01(\x08\x12\x17\n\x05limit\x18\x04 \x01(\rB\x08\xbaH\x05*\x03\x18\xf4\x03\x12)\n\x05\x61s_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x10GetBoardResponse\x12-\n\tincidents\x18\x01 \x03(\x0b\x32\x1a.dutylink.v1.BoardIncident\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"z\n\x11WatchBoardRequest\x12\x38\n\x13jurisdiction_prefix\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^(([0-9]{2}){1,3})?$\x12+\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.PlaneB\x08\xbaH\x05\x82\x01\x02\x10\x01\"B\n\x12WatchBoardResponse\x12,\n\x08incident\x18\x01 \x01(\x0b\x32\x1a.dutylink.v1.BoardIncident\"\xcb\x04\n\rBoardIncident\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12!\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.Plane\x12\r\n\x05title\x18\x03 \x01(\t\x12/\n\x08\x63\x61tegory\x18\x04 \x01(\x0e\x32\x1d.dutylink.v1.IncidentCategory\x12/\n\x08severity\x18\x05 \x01(\x0e\x32\x1d.dutylink.v1.IncidentSeverity\x12\x15\n\rdivision_code\x18\x06 \x01(\t\x12%\n\x05stage\x18\x07 \x01(\x0b\x32\x16.dutylink.v1.BoardLine\x12%\n\x05phase\x18\x08 \x01(\x0b\x32\x16.dutylink.v1.BoardLine\x12%\n\x05lines\x18\t \x03(\x0b\x32\x16.dutylink.v1.BoardLine\x12\x10\n\x08\x61gencies\x18\n \x03(\t\x12\x30\n\x0cupdated_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x0c \x01(\x08\x12\x0f\n\x07overdue\x18\r \x01(\r\x12)\n\x08timeline\x18\x0e \x03(\x0b\x32\x17.dutylink.v1.BoardEntry\x12\x16\n\x0e\x64ropped_events\x18\x0f \x01(\r\x12(\n\x04loop\x18\x10 \x03(\x0b\x32\x1a.dutylink.v1.BoardLoopStep\x12\x35\n\x10\x61\x63knowledgements\x18\x11 \x03(\x0b\x32\x1b.dutylink.v1.TrackedMessage\"^\n\rBoardLoopStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12/\n\x0csince_report\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x83\x02\n\tBoardLine\x12\x11\n\tlifecycle\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\topened_by\x18\x04 \x01(\t\x12\x0c\n\x04lead\x18\x05 \x01(\t\x12\x10\n\x08\x61ssigned\x18\x06 \x03(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tlast_type\x18\x08 \x01(\t\x12\x30\n\x0cupdated_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x66inished\x18\n \x01(\x08\x12\x0f\n\x07overdue\x18\x0b \x01(\x08\"\xac\x01\n\nBoardEntry\x12\x17\n\x0fstream_sequence\x18\x01 \x01(\x04\x12\x31\n\rreceived_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x12.dutylink.v1.Event\x12/\n\nrecipients\x18\x04 \x03(\x0b\x32\x1b.dutylink.v1.BoardRecipient\"\xf5\x01\n\x0e\x42oardRecipient\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\".dutylink.v1.BoardRecipientOutcome\x12\x10\n\x08rule_ids\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0fredacted_fields\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x1b\n\x13policy_not_archived\x18\x07 \x01(\x08\x12.\n\x07tracked\x18\x08 \x01(\x0b\x32\x1d.dutylink.v1.TrackedRecipient\"\xab\x01\n\x10GetLedgerRequest\x12\x32\n\x06\x61gency\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x18 2\x19^([a-z][a-z0-9-]{1,31})?$\x12+\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.PlaneB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1d\n\x0bitem_prefix\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x17\n\x05limit\x18\x04 \x01(\rB\x08\xbaH\x05*\x03\x18\xe8\x07\"\x97\x01\n\x11GetLedgerResponse\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12!\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.Plane\x12&\n\x05items\x18\x03 \x03(\x0b\x32\x17.dutylink.v1.LedgerItem\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x14\n\x0c\x65very_agency\x18\x05 \x01(\x08\"\xec\x02\n\nLedgerItem\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.dutylink.v1.ResourceKind\x12\x11\n\ttype_info\x18\x05 \x01(\t\x12\r\n\x05total\x18\x06 \x01(\x01\x12\x11\n\tavailable\x18\x07 \x01(\x01\x12\x10\n\x08reserved\x18\x08 \x01(\x01\x12\x11\n\tcommitted\x18\t \x01(\x01\x12\x10\n\x08\x64\x65ployed\x18\n \x01(\x01\x12\x11\n\treturning\x18\x0b \x01(\x01\x12\x11\n\tthreshold\x18\x0c \x01(\x01\x12\x17\n\x0f\x62\x65low_threshold\x18\r \x01(\x08\x12\x16\n\x0eout_of_service\x18\x0e \x01(\x08\x12\x15\n\rdivision_code\x18\x0f \x01(\t\x12,\n\x08holdings\x18\x10 \x03(\x0b\x32\x1a.dutylink.v1.LedgerHolding\"\xcb\x01\n\rLedgerHolding\x12\x1e\n\x16originating_message_id\x18\x01 \x01(\t\x12 \n\x18resource_info_element_id\x18\x02 \x01(\t\x12\'\n\x05stage\x18\x03 \x01(\x0e\x32\x18.dutylink.v1.LedgerStage\x12\x10\n\x08quantity\x18\x04 \x01(\x01\x12+\n\x07\x65xpires\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08moved_by\x18\x06 \x01(\t*\xbb\x01\n\x15\x42oardRecipientOutcome\x12\'\n#BOARD_RECIPIENT_OUTCOME_UNSPECIFIED\x10\x00\x12$\n BOARD_RECIPIENT_OUTCOME_RECEIVES\x10\x01\x12-\n)BOARD_RECIPIENT_OUTCOME_RECEIVES_REDACTED\x10\x02\x12$\n BOARD_RECIPIENT_OUTCOME_WITHHELD\x10\x03*\x99\x01\n\x0bLedgerStage\x12\x1c\n\x18LEDGER_STAGE_UNSPECIFIED\x10\x00\x12\x19\n\x15LEDGER_STAGE_RESERVED\x10\x01\x12\x1a\n\x16LEDGER_STAGE_COMMITTED\x10\x02\x12\x19\n\x15LEDGER_STAGE_DEPLOYED\x10\x03\x12\x1a\n\x16LEDGER_STAGE_RETURNING\x10\x04\x32\xc6\x02\n\x0c\x42oardService\x12P\n\x0bGetIncident\x12\x1f.dutylink.v1.GetIncidentRequest\x1a .dutylink.v1.GetIncidentResponse\x12G\n\x08GetBoard\x12\x1c.dutylink.v1.GetBoardRequest\x1a\x1d.dutylink.v1.GetBoardResponse\x12O\n\nWatchBoard\x12\x1e.dutylink.v1.WatchBoardRequest\x1a\x1f.dutylink.v1.WatchBoardResponse0\x01\x12J\n\tGetLedger\x12\x1d.dutylink.v1.GetLedgerRequest\x1a\x1e.dutylink.v1.GetLedgerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64utylink/v1/board.proto\x12\x0b\x64utylink.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x18\x64utylink/v1/common.proto\x1a\x17\x64utylink/v1/event.proto\x1a\x19\x64utylink/v1/gateway.proto\x1a\x1a\x64utylink/v1/incident.proto\x1a\x1a\x64utylink/v1/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\x12GetIncidentRequest\x12\x1e\n\x0bincident_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12+\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.PlaneB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x13GetIncidentResponse\x12,\n\x08incident\x18\x01 \x01(\x0b\x32\x1a.dutylink.v1.BoardIncident\"\xd6\x01\n\x0fGetBoardRequest\x12\x38\n\x13jurisdiction_prefix\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^(([0-9]{2}){1,3})?$\x12+\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.PlaneB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x18\n\x10include_finished\x18\x03 \x01(\x08\x12\x17\n\x05limit\x18\x04 \x01(\rB\x08\xbaH\x05*\x03\x18\xf4\x03\x12)\n\x05\x61s_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x10GetBoardResponse\x12-\n\tincidents\x18\x01 \x03(\x0b\x32\x1a.dutylink.v1.BoardIncident\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"z\n\x11WatchBoardRequest\x12\x38\n\x13jurisdiction_prefix\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^(([0-9]{2}){1,3})?$\x12+\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.PlaneB\x08\xbaH\x05\x82\x01\x02\x10\x01\"B\n\x12WatchBoardResponse\x12,\n\x08incident\x18\x01 \x01(\x0b\x32\x1a.dutylink.v1.BoardIncident\"\xaa\x05\n\rBoardIncident\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12!\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.Plane\x12\r\n\x05title\x18\x03 \x01(\t\x12/\n\x08\x63\x61tegory\x18\x04 \x01(\x0e\x32\x1d.dutylink.v1.IncidentCategory\x12/\n\x08severity\x18\x05 \x01(\x0e\x32\x1d.dutylink.v1.IncidentSeverity\x12\x15\n\rdivision_code\x18\x06 \x01(\t\x12%\n\x05stage\x18\x07 \x01(\x0b\x32\x16.dutylink.v1.BoardLine\x12%\n\x05phase\x18\x08 \x01(\x0b\x32\x16.dutylink.v1.BoardLine\x12%\n\x05lines\x18\t \x03(\x0b\x32\x16.dutylink.v1.BoardLine\x12\x10\n\x08\x61gencies\x18\n \x03(\t\x12\x30\n\x0cupdated_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x0c \x01(\x08\x12\x0f\n\x07overdue\x18\r \x01(\r\x12)\n\x08timeline\x18\x0e \x03(\x0b\x32\x17.dutylink.v1.BoardEntry\x12\x16\n\x0e\x64ropped_events\x18\x0f \x01(\r\x12(\n\x04loop\x18\x10 \x03(\x0b\x32\x1a.dutylink.v1.BoardLoopStep\x12\x35\n\x10\x61\x63knowledgements\x18\x11 \x03(\x0b\x32\x1b.dutylink.v1.TrackedMessage\x12\'\n\x08location\x18\x12 \x01(\x0b\x32\x15.dutylink.v1.GeoPoint\x12\x34\n\rwarning_areas\x18\x13 \x03(\x0b\x32\x1d.dutylink.v1.BoardWarningArea\"\x96\x01\n\x10\x42oardWarningArea\x12\x0f\n\x07warning\x18\x01 \x01(\t\x12\x10\n\x08headline\x18\x02 \x01(\t\x12\x11\n\tarea_desc\x18\x03 \x01(\t\x12&\n\x08polygons\x18\x04 \x03(\x0b\x32\x14.dutylink.v1.Polygon\x12$\n\x07\x63ircles\x18\x05 \x03(\x0b\x32\x13.dutylink.v1.Circle\"^\n\rBoardLoopStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12/\n\x0csince_report\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x83\x02\n\tBoardLine\x12\x11\n\tlifecycle\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\topened_by\x18\x04 \x01(\t\x12\x0c\n\x04lead\x18\x05 \x01(\t\x12\x10\n\x08\x61ssigned\x18\x06 \x03(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tlast_type\x18\x08 \x01(\t\x12\x30\n\x0cupdated_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x66inished\x18\n \x01(\x08\x12\x0f\n\x07overdue\x18\x0b \x01(\x08\"\xac\x01\n\nBoardEntry\x12\x17\n\x0fstream_sequence\x18\x01 \x01(\x04\x12\x31\n\rreceived_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x12.dutylink.v1.Event\x12/\n\nrecipients\x18\x04 \x03(\x0b\x32\x1b.dutylink.v1.BoardRecipient\"\xf5\x01\n\x0e\x42oardRecipient\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\".dutylink.v1.BoardRecipientOutcome\x12\x10\n\x08rule_ids\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0fredacted_fields\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x1b\n\x13policy_not_archived\x18\x07 \x01(\x08\x12.\n\x07tracked\x18\x08 \x01(\x0b\x32\x1d.dutylink.v1.TrackedRecipient\"\xab\x01\n\x10GetLedgerRequest\x12\x32\n\x06\x61gency\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x18 2\x19^([a-z][a-z0-9-]{1,31})?$\x12+\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.PlaneB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1d\n\x0bitem_prefix\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x17\n\x05limit\x18\x04 \x01(\rB\x08\xbaH\x05*\x03\x18\xe8\x07\"\x97\x01\n\x11GetLedgerResponse\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12!\n\x05plane\x18\x02 \x01(\x0e\x32\x12.dutylink.v1.Plane\x12&\n\x05items\x18\x03 \x03(\x0b\x32\x17.dutylink.v1.LedgerItem\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x14\n\x0c\x65very_agency\x18\x05 \x01(\x08\"\xec\x02\n\nLedgerItem\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.dutylink.v1.ResourceKind\x12\x11\n\ttype_info\x18\x05 \x01(\t\x12\r\n\x05total\x18\x06 \x01(\x01\x12\x11\n\tavailable\x18\x07 \x01(\x01\x12\x10\n\x08reserved\x18\x08 \x01(\x01\x12\x11\n\tcommitted\x18\t \x01(\x01\x12\x10\n\x08\x64\x65ployed\x18\n \x01(\x01\x12\x11\n\treturning\x18\x0b \x01(\x01\x12\x11\n\tthreshold\x18\x0c \x01(\x01\x12\x17\n\x0f\x62\x65low_threshold\x18\r \x01(\x08\x12\x16\n\x0eout_of_service\x18\x0e \x01(\x08\x12\x15\n\rdivision_code\x18\x0f \x01(\t\x12,\n\x08holdings\x18\x10 \x03(\x0b\x32\x1a.dutylink.v1.LedgerHolding\"\xcb\x01\n\rLedgerHolding\x12\x1e\n\x16originating_message_id\x18\x01 \x01(\t\x12 \n\x18resource_info_element_id\x18\x02 \x01(\t\x12\'\n\x05stage\x18\x03 \x01(\x0e\x32\x18.dutylink.v1.LedgerStage\x12\x10\n\x08quantity\x18\x04 \x01(\x01\x12+\n\x07\x65xpires\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08moved_by\x18\x06 \x01(\t*\xbb\x01\n\x15\x42oardRecipientOutcome\x12\'\n#BOARD_RECIPIENT_OUTCOME_UNSPECIFIED\x10\x00\x12$\n BOARD_RECIPIENT_OUTCOME_RECEIVES\x10\x01\x12-\n)BOARD_RECIPIENT_OUTCOME_RECEIVES_REDACTED\x10\x02\x12$\n BOARD_RECIPIENT_OUTCOME_WITHHELD\x10\x03*\x99\x01\n\x0bLedgerStage\x12\x1c\n\x18LEDGER_STAGE_UNSPECIFIED\x10\x00\x12\x19\n\x15LEDGER_STAGE_RESERVED\x10\x01\x12\x1a\n\x16LEDGER_STAGE_COMMITTED\x10\x02\x12\x19\n\x15LEDGER_STAGE_DEPLOYED\x10\x03\x12\x1a\n\x16LEDGER_STAGE_RETURNING\x10\x04\x32\xc6\x02\n\x0c\x42oardService\x12P\n\x0bGetIncident\x12\x1f.dutylink.v1.GetIncidentRequest\x1a .dutylink.v1.GetIncidentResponse\x12G\n\x08GetBoard\x12\x1c.dutylink.v1.GetBoardRequest\x1a\x1d.dutylink.v1.GetBoardResponse\x12O\n\nWatchBoard\x12\x1e.dutylink.v1.WatchBoardRequest\x1a\x1f.dutylink.v1.WatchBoardResponse0\x01\x12J\n\tGetLedger\x12\x1d.dutylink.v1.GetLedgerRequest\x1a\x1e.dutylink.v1.GetLedgerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,40 +61,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETLEDGERREQUEST'].fields_by_name['item_prefix']._serialized_options = b'\272H\005r\003\030\200\001'
   _globals['_GETLEDGERREQUEST'].fields_by_name['limit']._loaded_options = None
   _globals['_GETLEDGERREQUEST'].fields_by_name['limit']._serialized_options = b'\272H\005*\003\030\350\007'
-  _globals['_BOARDRECIPIENTOUTCOME']._serialized_start=3222
-  _globals['_BOARDRECIPIENTOUTCOME']._serialized_end=3409
-  _globals['_LEDGERSTAGE']._serialized_start=3412
-  _globals['_LEDGERSTAGE']._serialized_end=3565
-  _globals['_GETINCIDENTREQUEST']._serialized_start=243
-  _globals['_GETINCIDENTREQUEST']._serialized_end=383
-  _globals['_GETINCIDENTRESPONSE']._serialized_start=385
-  _globals['_GETINCIDENTRESPONSE']._serialized_end=452
-  _globals['_GETBOARDREQUEST']._serialized_start=455
-  _globals['_GETBOARDREQUEST']._serialized_end=669
-  _globals['_GETBOARDRESPONSE']._serialized_start=671
-  _globals['_GETBOARDRESPONSE']._serialized_end=755
-  _globals['_WATCHBOARDREQUEST']._serialized_start=757
-  _globals['_WATCHBOARDREQUEST']._serialized_end=879
-  _globals['_WATCHBOARDRESPONSE']._serialized_start=881
-  _globals['_WATCHBOARDRESPONSE']._serialized_end=947
-  _globals['_BOARDINCIDENT']._serialized_start=950
-  _globals['_BOARDINCIDENT']._serialized_end=1537
-  _globals['_BOARDLOOPSTEP']._serialized_start=1539
-  _globals['_BOARDLOOPSTEP']._serialized_end=1633
-  _globals['_BOARDLINE']._serialized_start=1636
-  _globals['_BOARDLINE']._serialized_end=1895
-  _globals['_BOARDENTRY']._serialized_start=1898
-  _globals['_BOARDENTRY']._serialized_end=2070
-  _globals['_BOARDRECIPIENT']._serialized_start=2073
-  _globals['_BOARDRECIPIENT']._serialized_end=2318
-  _globals['_GETLEDGERREQUEST']._serialized_start=2321
-  _globals['_GETLEDGERREQUEST']._serialized_end=2492
-  _globals['_GETLEDGERRESPONSE']._serialized_start=2495
-  _globals['_GETLEDGERRESPONSE']._serialized_end=2646
-  _globals['_LEDGERITEM']._serialized_start=2649
-  _globals['_LEDGERITEM']._serialized_end=3013
-  _globals['_LEDGERHOLDING']._serialized_start=3016
-  _globals['_LEDGERHOLDING']._serialized_end=3219
-  _globals['_BOARDSERVICE']._serialized_start=3568
-  _globals['_BOARDSERVICE']._serialized_end=3894
+  _globals['_BOARDRECIPIENTOUTCOME']._serialized_start=3496
+  _globals['_BOARDRECIPIENTOUTCOME']._serialized_end=3683
+  _globals['_LEDGERSTAGE']._serialized_start=3686
+  _globals['_LEDGERSTAGE']._serialized_end=3839
+  _globals['_GETINCIDENTREQUEST']._serialized_start=269
+  _globals['_GETINCIDENTREQUEST']._serialized_end=409
+  _globals['_GETINCIDENTRESPONSE']._serialized_start=411
+  _globals['_GETINCIDENTRESPONSE']._serialized_end=478
+  _globals['_GETBOARDREQUEST']._serialized_start=481
+  _globals['_GETBOARDREQUEST']._serialized_end=695
+  _globals['_GETBOARDRESPONSE']._serialized_start=697
+  _globals['_GETBOARDRESPONSE']._serialized_end=781
+  _globals['_WATCHBOARDREQUEST']._serialized_start=783
+  _globals['_WATCHBOARDREQUEST']._serialized_end=905
+  _globals['_WATCHBOARDRESPONSE']._serialized_start=907
+  _globals['_WATCHBOARDRESPONSE']._serialized_end=973
+  _globals['_BOARDINCIDENT']._serialized_start=976
+  _globals['_BOARDINCIDENT']._serialized_end=1658
+  _globals['_BOARDWARNINGAREA']._serialized_start=1661
+  _globals['_BOARDWARNINGAREA']._serialized_end=1811
+  _globals['_BOARDLOOPSTEP']._serialized_start=1813
+  _globals['_BOARDLOOPSTEP']._serialized_end=1907
+  _globals['_BOARDLINE']._serialized_start=1910
+  _globals['_BOARDLINE']._serialized_end=2169
+  _globals['_BOARDENTRY']._serialized_start=2172
+  _globals['_BOARDENTRY']._serialized_end=2344
+  _globals['_BOARDRECIPIENT']._serialized_start=2347
+  _globals['_BOARDRECIPIENT']._serialized_end=2592
+  _globals['_GETLEDGERREQUEST']._serialized_start=2595
+  _globals['_GETLEDGERREQUEST']._serialized_end=2766
+  _globals['_GETLEDGERRESPONSE']._serialized_start=2769
+  _globals['_GETLEDGERRESPONSE']._serialized_end=2920
+  _globals['_LEDGERITEM']._serialized_start=2923
+  _globals['_LEDGERITEM']._serialized_end=3287
+  _globals['_LEDGERHOLDING']._serialized_start=3290
+  _globals['_LEDGERHOLDING']._serialized_end=3493
+  _globals['_BOARDSERVICE']._serialized_start=3842
+  _globals['_BOARDSERVICE']._serialized_end=4168
 # @@protoc_insertion_point(module_scope)

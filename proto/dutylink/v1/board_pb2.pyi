@@ -9,6 +9,7 @@ as for a delivery, so a field or an event the policy withholds is never on its b
 """
 
 from collections import abc as _abc
+from dutylink.v1 import common_pb2 as _common_pb2
 from dutylink.v1 import event_pb2 as _event_pb2
 from dutylink.v1 import gateway_pb2 as _gateway_pb2
 from dutylink.v1 import incident_pb2 as _incident_pb2
@@ -283,6 +284,8 @@ class BoardIncident(_message.Message):
     DROPPED_EVENTS_FIELD_NUMBER: _builtins.int
     LOOP_FIELD_NUMBER: _builtins.int
     ACKNOWLEDGEMENTS_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    WARNING_AREAS_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
     plane: _event_pb2.Plane.ValueType
     title: _builtins.str
@@ -339,6 +342,20 @@ class BoardIncident(_message.Message):
         moment; at most 100).
         """
 
+    @_builtins.property
+    def location(self) -> _common_pb2.GeoPoint:
+        """Where the scene is (WGS-84): the point of the latest incident report or update the caller
+        may see that gives one. Unset when none does, or when the caller's policy withholds the
+        incident's location (it comes from the events as redacted for the caller).
+        """
+
+    @_builtins.property
+    def warning_areas(self) -> _containers.RepeatedCompositeFieldContainer[Global___BoardWarningArea]:
+        """The areas of the incident's warnings the caller may see, each as its latest alert or update
+        gives them (polygons and circles; areas given only by geocodes are not here); none for a
+        warning cancelled, superseded by an update or past its expiry.
+        """
+
     def __init__(
         self,
         *,
@@ -359,14 +376,54 @@ class BoardIncident(_message.Message):
         dropped_events: _builtins.int = ...,
         loop: _abc.Iterable[Global___BoardLoopStep] | None = ...,
         acknowledgements: _abc.Iterable[_gateway_pb2.TrackedMessage] | None = ...,
+        location: _common_pb2.GeoPoint | None = ...,
+        warning_areas: _abc.Iterable[Global___BoardWarningArea] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["phase", b"phase", "stage", b"stage", "updated_time", b"updated_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "phase", b"phase", "stage", b"stage", "updated_time", b"updated_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledgements", b"acknowledgements", "agencies", b"agencies", "category", b"category", "division_code", b"division_code", "dropped_events", b"dropped_events", "incident_id", b"incident_id", "lines", b"lines", "loop", b"loop", "open", b"open", "overdue", b"overdue", "phase", b"phase", "plane", b"plane", "severity", b"severity", "stage", b"stage", "timeline", b"timeline", "title", b"title", "updated_time", b"updated_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledgements", b"acknowledgements", "agencies", b"agencies", "category", b"category", "division_code", b"division_code", "dropped_events", b"dropped_events", "incident_id", b"incident_id", "lines", b"lines", "location", b"location", "loop", b"loop", "open", b"open", "overdue", b"overdue", "phase", b"phase", "plane", b"plane", "severity", b"severity", "stage", b"stage", "timeline", b"timeline", "title", b"title", "updated_time", b"updated_time", "warning_areas", b"warning_areas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BoardIncident: _TypeAlias = BoardIncident  # noqa: Y015
+
+@_typing.final
+class BoardWarningArea(_message.Message):
+    """One CAP `<area>` of a warning that names the incident, as the caller may see it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WARNING_FIELD_NUMBER: _builtins.int
+    HEADLINE_FIELD_NUMBER: _builtins.int
+    AREA_DESC_FIELD_NUMBER: _builtins.int
+    POLYGONS_FIELD_NUMBER: _builtins.int
+    CIRCLES_FIELD_NUMBER: _builtins.int
+    warning: _builtins.str
+    """The warning's line (`BoardLine.key` of its `warning` line)."""
+    headline: _builtins.str
+    """The headline of the information block the area belongs to (CAP `headline`)."""
+    area_desc: _builtins.str
+    """CAP `areaDesc`."""
+    @_builtins.property
+    def polygons(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Polygon]: ...
+    @_builtins.property
+    def circles(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Circle]: ...
+    def __init__(
+        self,
+        *,
+        warning: _builtins.str = ...,
+        headline: _builtins.str = ...,
+        area_desc: _builtins.str = ...,
+        polygons: _abc.Iterable[_common_pb2.Polygon] | None = ...,
+        circles: _abc.Iterable[_common_pb2.Circle] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["area_desc", b"area_desc", "circles", b"circles", "headline", b"headline", "polygons", b"polygons", "warning", b"warning"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoardWarningArea: _TypeAlias = BoardWarningArea  # noqa: Y015
 
 @_typing.final
 class BoardLoopStep(_message.Message):

@@ -6,6 +6,7 @@ caller's agency may see it, and `dutylink ledger [AGENCY]` an agency's resource 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dutylink.v1 import board_pb2, event_pb2, gateway_pb2
+from gateway.cli import board_live
 from gateway.cli.duty import JsonOption, PlaneOption
 from gateway.cli.exchange import (
     DEFAULT_TARGET,
@@ -124,6 +126,12 @@ def board(
     limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: 50).")] = 0,
     as_of: AsOfOption = "",
     json: JsonOption = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="Keep the board on screen, redrawn at every change, until Ctrl-C."
+        ),
+    ] = False,
     target: TargetOption = DEFAULT_TARGET,
     token: TokenOption = None,
     ca: CaOption = None,
@@ -131,10 +139,30 @@ def board(
     key: KeyOption = None,
 ) -> None:
     """List the incidents of a jurisdiction as your agency may see them: those with something
-    overdue first, then the latest changed; one line each with their overdue lines below."""
+    overdue first, then the latest changed; one line each with their overdue lines below
+    (--watch: a table kept live)."""
     (plane_value,) = planes_of([plane], "--plane")
     moment = moment_of(as_of)
     connect = client_for(target, token, ca, cert, key)
+    if live:
+        if moment is not None or json:
+            raise typer.BadParameter(
+                "--watch shows the board now, in a table", param_hint="--watch"
+            )
+
+        async def watching() -> None:
+            await board_live.watch(
+                connect,
+                jurisdiction,
+                plane=plane_value,
+                include_finished=finished,
+                limit=limit,
+                console=Console(),
+            )
+
+        with contextlib.suppress(KeyboardInterrupt):
+            run_rpc(watching)
+        return
 
     async def main() -> board_pb2.GetBoardResponse:
         async with connect() as client:

@@ -255,7 +255,7 @@ async def test_a_gateway_serves_its_own_console_over_https_and_lets_it_relay(
     )
     async with (
         gateway_for_tests(nats_url, config) as started,
-        console_beside(started, config) as base,
+        console_beside(started.address, config) as base,
         aiohttp.ClientSession() as http,
     ):
         assert base.startswith("https://")

@@ -14,7 +14,7 @@ import os
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import structlog
 import typer
@@ -38,9 +38,6 @@ from gateway.cli.policy import policy_app
 from gateway.core.ports import StoreError
 from gateway.core.settings import Config, ConfigError
 from gateway.store import jetstream, nats_auth
-
-if TYPE_CHECKING:
-    from gateway.server import Gateway
 from gateway.store.data_dir_lock import DataDirInUseError
 from gateway.store.nats_server import NatsServerError, embedded_dir, running_url
 from gateway.store.writer_lease import WriterLeaseError
@@ -135,12 +132,31 @@ def serve(
     data_dir: DataDirOption = None,
     nats_url: NatsUrlOption = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Gateway processes sharing the port, each with its own audit log "
+            "<gateway_id>-w<i>; 0: one per core up to max_workers (default: [gateway] workers).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway until SIGTERM/SIGINT (with an embedded NATS unless --nats-url is given)."""
+    from gateway.core.workers import worker_count
     from gateway.server import Gateway
 
     settings = load_config(config, listen=listen, data_dir=data_dir, nats_url=nats_url)
     logs.configure(log_level)
+    gateway_settings = settings.gateway
+    count = worker_count(
+        gateway_settings.workers if workers is None else workers,
+        os.cpu_count(),
+        gateway_settings.max_workers,
+    )
+    if count > 1:
+        _run_reporting_startup_errors(lambda: _supervise(settings, count, config, log_level))
+        return
     crash_step = os.environ.get("DUTYLINK_FAILPOINT")
 
     async def run() -> None:
@@ -149,7 +165,7 @@ def serve(
         )
         async with gateway, contextlib.AsyncExitStack() as beside:
             if settings.console.listen:
-                url = await beside.enter_async_context(console_beside(gateway, settings))
+                url = await beside.enter_async_context(console_beside(gateway.address, settings))
                 structlog.get_logger("dutylink.console").info("console.started", url=url)
             await gateway.serve_until_signalled()
         if gateway.failure:
@@ -159,18 +175,27 @@ def serve(
     _run_reporting_startup_errors(run)
 
 
-def console_beside(
-    gateway: Gateway, settings: Config
-) -> contextlib.AbstractAsyncContextManager[str]:
-    """The web console (`[console] listen`) served by this process for `gateway`: by token
-    login over HTTP beside a plaintext gateway, by certificate login over HTTPS beside a
-    mutual-TLS one (the gateway trusts the console it is configured with)."""
+async def _supervise(settings: Config, count: int, config: Path | None, log_level: str) -> None:
+    """`serve` as `count` worker processes (gateway.cli.workers)."""
+    from gateway.cli.workers import Supervisor, WorkersFailedError
+
+    try:
+        await Supervisor(settings, count, config_file=config, log_level=log_level).run()
+    except WorkersFailedError as error:
+        typer.echo(f"error: cannot start: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def console_beside(address: str, settings: Config) -> contextlib.AbstractAsyncContextManager[str]:
+    """The web console (`[console] listen`) served by this process for the gateway at
+    `address`: by token login over HTTP beside a plaintext gateway, by certificate login over
+    HTTPS beside a mutual-TLS one (the gateway trusts the console it is configured with)."""
     from adapters.sdk.client import DutyLinkClient
     from gateway.cli.console import ConsoleCertificateError, certificate_console
     from gateway.console.app import serving
     from gateway.console.state import ConsoleSettings
 
-    address, tls, zone = gateway.address, settings.tls, settings.console.zone
+    tls, zone = settings.tls, settings.console.zone
     host, _, port = settings.console.listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     agencies = tuple(agency.id for agency in settings.agencies)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO, cast
+from collections.abc import Mapping
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -25,7 +26,21 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
-def configure(level: str = "info", *, json: bool | None = None) -> None:
+def _adding(fields: Mapping[str, str]) -> structlog.typing.Processor:
+    """A processor that gives every line `fields` (e.g. the worker of `serve --workers`)."""
+
+    def add(_: Any, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        for key, value in fields.items():
+            event.setdefault(key, value)
+        return event
+
+    return add
+
+
+def configure(
+    level: str = "info", *, json: bool | None = None, fields: Mapping[str, str] | None = None
+) -> None:
+    """Log at `level` and above; `fields` are added to every line."""
     render_json = (not sys.stdout.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
@@ -33,6 +48,7 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *([_adding(dict(fields))] if fields else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.dict_tracebacks,

@@ -81,7 +81,7 @@ def _die_with(supervisor_pid: int) -> None:
 
 
 def main() -> None:
-    from gateway.cli.main import _crash_at, _run_reporting_startup_errors
+    from gateway.cli.startup import crash_at, run_reporting_startup_errors
     from gateway.server import Gateway
 
     orders = Orders.from_json(sys.stdin.read())
@@ -95,7 +95,7 @@ def main() -> None:
             settings,
             nats_url=orders.connect_url,
             supervised=True,
-            **({"failpoint": _crash_at(crash_step)} if crash_step else {}),
+            **({"failpoint": crash_at(crash_step)} if crash_step else {}),
         )
         async with gateway:
             ready = json.dumps({"metrics_port": gateway.metrics_port}) + "\n"
@@ -112,7 +112,7 @@ def main() -> None:
             raise typer.Exit(1)
 
     try:
-        _run_reporting_startup_errors(run)
+        run_reporting_startup_errors(run)
     except typer.Exit as leaving:
         sys.exit(leaving.exit_code)
 

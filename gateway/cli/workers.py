@@ -35,6 +35,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway.cli.startup import console_beside
 from gateway.cli.worker import Orders
 from gateway.core.settings import Config
 from gateway.core.workers import Restarts, worker_id
@@ -52,6 +53,10 @@ STOP_MARGIN_SECONDS = 15.0
 
 class WorkersFailedError(RuntimeError):
     """A worker could not start the first time: the error it printed says why."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status  # the worker's exit status
 
 
 def reserve(address: str, key: str) -> tuple[socket.socket, str]:
@@ -184,7 +189,8 @@ class Supervisor:
             status = worker.process.returncode if worker.process else None
             raise WorkersFailedError(
                 f"worker {worker.label} ({worker.gateway_id}) exited with {status} before it "
-                "was ready (its error is above)"
+                "was ready (its error is above)",
+                status,
             )
 
     async def _watch(self, worker: _Worker) -> None:
@@ -254,8 +260,6 @@ class Supervisor:
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT. Raises what stops the start (WorkersFailedError, the
         data directory's, the ports', NATS's or the console's errors) after undoing it."""
-        from gateway.cli.main import console_beside
-
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)

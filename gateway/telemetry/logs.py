@@ -17,10 +17,21 @@ import structlog
 class _CurrentStdout:
     """Whatever `sys.stdout` is when a line is written, not when logging was configured:
     loggers are cached on first use, and a stream swapped in for a while (a test runner's
-    capture, an embedding application) may be closed by the time they write."""
+    capture, an embedding application) may be closed by the time they write.
+
+    A line is written whole, in one write, at its newline (print writes the text and the newline
+    apart, two system calls when stdout is unbuffered): the workers of `serve --workers` share
+    one stdout, and their lines must not interleave."""
+
+    def __init__(self) -> None:
+        self._pending = ""
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        self._pending += text
+        if self._pending.endswith("\n"):
+            line, self._pending = self._pending, ""
+            sys.stdout.write(line)
+        return len(text)
 
     def flush(self) -> None:
         sys.stdout.flush()

@@ -20,6 +20,7 @@ SECTIONS = (
     "fanout",
     "checkpoint",
     "soak",
+    "workers",
 )
 
 

@@ -175,8 +175,9 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     checkpoint_p50, checkpoint_p99 = by_section["checkpoint"]
     assert checkpoint_p50.median <= checkpoint_p99.median
     targets = {f.name: f.target for f in figures if f.target is not None}
-    assert len(targets) == 10, (
-        "unary, batch, audit, guard, p99, urgent p50 and p99, lag growth, checkpoint p99, RSS"
+    assert len(targets) == 11, (
+        "unary, batch, audit, guard, p99, urgent p50 and p99, lag growth, checkpoint p99, RSS, "
+        "workers"
     )
     urgent_p50, urgent_p99, _ = by_section["lanes"]
     assert urgent_p50.baseline == urgent_p99.baseline == "no backlog"

@@ -93,7 +93,7 @@ Sections (`--only SECTION`, repeatable) and their figures:
   cluster (`--runs` runs, no target: it depends on free cores).
 - `workers` (`gateway.bench.workers`): PublishBatch events/s through one replica served as
   `dutylink serve --workers N` (N: the cores, at least 2) vs `--workers 1`, clients on 8
-  connections in this process; the figure names the cores and N (target with 2: >= 1.6x).
+  connections in this process; the figure names the cores and N (target >= 1.6x).
 """
 
 from __future__ import annotations

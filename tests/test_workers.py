@@ -199,9 +199,11 @@ async def test_two_workers_share_the_port_each_with_its_own_verifiable_audit_log
     tmp_path: Path,
 ) -> None:
     metrics, health = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    console = f"127.0.0.1:{free_port()}"
     settings = {
         "DUTYLINK_GATEWAY_METRICS_LISTEN": metrics,
         "DUTYLINK_GATEWAY_HEALTH_LISTEN": health,
+        "DUTYLINK_CONSOLE_LISTEN": console,
     }
     async with supervising(tmp_path, settings) as supervised:
         assert set(supervised.pids()) == {"w0", "w1"}
@@ -218,6 +220,13 @@ async def test_two_workers_share_the_port_each_with_its_own_verifiable_audit_log
             assert code == 0, output
             assert f"audit log {gateway_id}" in output
         assert {line.get("worker") for line in supervised.lines} >= {"w0", "w1"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{console}/login") as page,
+        ):
+            assert page.status == 200, "the supervisor serves the console, once"
+        started = [line for line in supervised.lines if line.get("event") == "console.started"]
+        assert [line.get("worker") for line in started] == [None]
 
 
 async def test_a_killed_worker_is_started_again_and_sigterm_stops_every_process(
@@ -282,3 +291,14 @@ async def test_one_worker_is_todays_single_gateway(tmp_path: Path) -> None:
     assert process.returncode == 0
     code, output = await audit_verify(tmp_path, "gw-1")
     assert code == 0, output
+
+
+async def test_kill_9_of_the_supervisor_takes_its_workers_and_nats_server_with_it(
+    tmp_path: Path,
+) -> None:
+    async with supervising(tmp_path, {}) as supervised:
+        children = [*supervised.pids().values(), running_pid(tmp_path)]
+        supervised.process.kill()
+        await supervised.process.wait()
+        for pid in children:
+            assert pid is not None and await gone(pid)

@@ -211,8 +211,12 @@ class Supervisor:
                 restart_in_seconds=worker.restarts.delay,
             )
             await asyncio.sleep(worker.restarts.delay)
-            if await self._spawn(worker):
-                log.info("worker.restarted", worker=worker.label, pid=worker.process.pid)
+            try:
+                if await self._spawn(worker):
+                    log.info("worker.restarted", worker=worker.label, pid=worker.process.pid)
+            except OSError as error:  # no process at all (out of memory, of pids): try again
+                log.error("worker.not_started", worker=worker.label, error=str(error))
+                worker.started = loop.time()  # a failure soon after its start: the pause grows
 
     async def _stop_workers(self) -> None:
         """SIGTERM to every running worker, then wait; SIGKILL for any still running after the

@@ -174,9 +174,13 @@ def _check_gateway(gateway: GatewaySettings, where: str, environ: Mapping[str, s
             f"{origin('health_listen')}: {gateway.health_listen!r} is the port of gateway.listen;"
             " the health port must be a separate one"
         )
-    for key in (*_LIMITS, "max_event_elements", "max_violations_per_event"):
+    for key in (*_LIMITS, "max_event_elements", "max_violations_per_event", "max_workers"):
         if getattr(gateway, key) < 1:
             raise ConfigError(f"{origin(key)}: must be at least 1, got {getattr(gateway, key)}")
+    if gateway.workers < 0:
+        raise ConfigError(
+            f"{origin('workers')}: must be 0 (one per core) or more, got {gateway.workers}"
+        )
     if gateway.writer_lease_seconds <= 0:
         raise ConfigError(
             f"{origin('writer_lease_seconds')}: must be above 0, got {gateway.writer_lease_seconds}"

@@ -14,6 +14,10 @@ NATS, stop the embedded server.
 With `[gateway] health_listen` a second, plaintext server answers grpc.health.v1 there and
 nothing else, from the same HealthServicer: orchestrator probes (Kubernetes' gRPC probes) cannot
 present the client certificate the main port requires.
+
+A `supervised` gateway is one worker of `dutylink serve --workers N` (gateway.cli.workers): the
+supervisor holds the data directory's lock and runs the embedded nats-server, and the workers
+share the gRPC and health ports (SO_REUSEPORT), so the kernel spreads connections among them.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ from gateway.store.ledger_timer import (
     reservation_expiry_timer,
 )
 from gateway.store.lifecycle_guard import LifecycleGuard
-from gateway.store.nats_server import NatsServer, NatsServerError, embedded_dir
+from gateway.store.nats_server import NatsServer, keep_running, start_embedded
 from gateway.store.policy_archive import PolicyArchive
 from gateway.store.tracker import Tracker
 from gateway.store.writer_lease import WriterLease
@@ -122,6 +126,8 @@ BACKSTOP_HEADROOM = 100
 # Options of every gRPC server of the gateway. No SO_REUSEPORT: a second process on the same
 # port must fail to bind, not silently share the port (and its calls) with this one.
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
+# The workers of one supervisor share their ports on purpose (its reservation keeps others out).
+SHARED_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 1),)
 # Waits between tries to re-ensure the streams after a reconnect, and to start a dead embedded
 # nats-server again: doubled after each failure, from the first up to the last.
 RETRY_FIRST_SECONDS = 0.2
@@ -166,9 +172,18 @@ class Gateway:
     """One gateway replica. `async with Gateway(config) as gw:` serves until the block ends."""
 
     def __init__(
-        self, config: Config, *, nats_url: str | None = None, failpoint: Failpoint = no_failpoint
+        self,
+        config: Config,
+        *,
+        nats_url: str | None = None,
+        failpoint: Failpoint = no_failpoint,
+        supervised: bool = False,
     ) -> None:
+        """`supervised`: a worker of gateway.cli.workers, on the NATS at `nats_url` (the
+        supervisor's embedded one when the configuration names none), its ports shared."""
         self.config = config
+        self._supervised = supervised
+        self._server_options = SHARED_SERVER_OPTIONS if supervised else SERVER_OPTIONS
         self._failpoint = failpoint
         self._deps: Dependencies | None = None
         self.metrics = GatewayMetrics()
@@ -263,22 +278,6 @@ class Gateway:
                     log.info("nats.recovered")
                 break
 
-    async def _keep_embedded_running(self, server: NatsServer) -> None:
-        """The embedded nats-server is this gateway's alone: when it dies, start it again on
-        its port and store (the NATS client reconnects there, and recovery follows)."""
-        while True:
-            status = await server.wait_exited()
-            log.error("nats_server.died", exit_status=status, message="starting it again")
-            wait = RETRY_FIRST_SECONDS
-            while True:
-                await asyncio.sleep(wait)
-                try:
-                    await server.restart()
-                    break
-                except NatsServerError as error:
-                    log.error("nats_server.restart_failed", error=str(error), retry_seconds=wait)
-                    wait = min(wait * 2, RETRY_MAX_SECONDS)
-
     def _own_console(self) -> tuple[str, ...]:
         """The console `dutylink serve` runs beside this gateway ([console] with a certificate):
         configured here, so trusted to relay its officers' read-only calls."""
@@ -364,20 +363,21 @@ class Gateway:
 
     async def start(self) -> None:
         # Before anything is written there: a second gateway on this directory stops here.
-        self._data_dir_lock.acquire()
+        if not self._supervised:  # else the supervisor holds it for all its workers
+            self._data_dir_lock.acquire()
         authenticator, credentials = self._security()
         policy = self._policy()
         grants = GrantBook()
         if not self._nats_url:
             # Only the generated users may connect; the gateway as its own (gateway.store.nats_auth).
-            directory = embedded_dir(self.config.nats.data_dir)
-            nats_users = nats_auth.ensure_credentials(directory)
-            users = await asyncio.to_thread(  # bcrypt: not on the loop
-                nats_users.server_users, self.config.gateway.gateway_id
+            self._embedded, self._nats_url = await start_embedded(
+                self.config.nats.data_dir, self.config.gateway.gateway_id
             )
-            self._embedded = NatsServer(directory, users=users)
-            self._nats_url = nats_users.url(await self._embedded.start(), nats_auth.GATEWAY)
-            self._embedded_watch = asyncio.create_task(self._keep_embedded_running(self._embedded))
+            # This gateway's alone: when it dies, it is started again on its port and store
+            # (the NATS client reconnects there, and recovery follows).
+            self._embedded_watch = asyncio.create_task(
+                keep_running(self._embedded, RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS)
+            )
         gateway_settings = self.config.gateway
         max_request = (
             max(gateway_settings.max_message_bytes * 4, 4 * 1024 * 1024) + REQUEST_OVERHEAD_BYTES
@@ -426,7 +426,7 @@ class Gateway:
             # them, against a flood of calls arriving faster than they are refused.
             maximum_concurrent_rpcs=2 * gateway_settings.max_concurrent_rpcs + BACKSTOP_HEADROOM,
             options=[
-                *SERVER_OPTIONS,
+                *self._server_options,
                 ("grpc.max_receive_message_length", max_request),
                 (
                     "grpc.max_send_message_length",
@@ -482,7 +482,9 @@ class Gateway:
         await self._store.connect(self._nats_url)
         await self._store.ensure_streams()
         await self._store.check_durability(
-            sync_configured=self._embedded is not None and self._embedded.sync_always
+            # A supervisor's embedded server runs on the configuration DutyLink wrote too.
+            sync_configured=(self._embedded is not None and self._embedded.sync_always)
+            or (self._supervised and not self.config.nats.url)
         )
         if self.config.audit.enabled:
             await self._take_writer_lease()
@@ -532,7 +534,7 @@ class Gateway:
     async def _serve_health(self, listen: str) -> None:
         """The health-only server: plaintext, no reflection, no metrics, the same servicer (so
         it says what the main port's health says)."""
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=self._server_options)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.health_port = _bind(server, listen, "gateway.health_listen")
         await server.start()

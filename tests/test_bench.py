@@ -186,7 +186,7 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 4, 2, 1, 2, 5, 3, 3, 4, 3, 2, 4]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 4, 2, 1, 2, 5, 3, 3, 4, 3, 2, 4, 1]
     for figure in figures:
         assert len(figure.samples) == 1, figure.name
         assert len(figure.baseline_samples) in (0, len(figure.samples)), figure.name
@@ -212,9 +212,9 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     checkpoint_p50, checkpoint_p99 = by_section["checkpoint"]
     assert checkpoint_p50.median <= checkpoint_p99.median
     targets = {f.name: f.target for f in figures if f.target is not None}
-    assert len(targets) == 11, (
+    assert len(targets) == 12, (
         "unary (echo, relay), batch, audit, guard, p99, urgent p50 and p99, lag growth, "
-        "checkpoint p99, RSS"
+        "checkpoint p99, RSS, workers"
     )
     urgent_p50, urgent_p99, _ = by_section["lanes"]
     assert urgent_p50.baseline == urgent_p99.baseline == "no backlog"

@@ -30,7 +30,7 @@ from dutylink.v1 import audit_pb2, event_pb2
 from gateway.access import pki
 from gateway.cli.console import certificate_console
 from gateway.cli.demo_scenario import scenario
-from gateway.cli.main import console_beside
+from gateway.cli.startup import console_beside
 from gateway.console import app as console_app
 from gateway.core.settings import Config, TlsSettings, WebConsoleSettings
 from gateway.server import Gateway
@@ -255,7 +255,7 @@ async def test_a_gateway_serves_its_own_console_over_https_and_lets_it_relay(
     )
     async with (
         gateway_for_tests(nats_url, config) as started,
-        console_beside(started, config) as base,
+        console_beside(started.address, config) as base,
         aiohttp.ClientSession() as http,
     ):
         assert base.startswith("https://")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -151,7 +152,8 @@ class RevocationKeeper:
             return
         try:
             self._kept_file.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self._kept_file.with_name(f".{self._kept_file.name}.tmp")
+            # One name per process: the workers of `serve --workers` share the data directory.
+            temporary = self._kept_file.with_name(f".{self._kept_file.name}.{os.getpid()}.tmp")
             temporary.write_bytes(data)
             temporary.replace(self._kept_file)
         except OSError as error:

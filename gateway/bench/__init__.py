@@ -100,6 +100,9 @@ Sections (`--only SECTION`, repeatable) and their figures:
   least-squares slope in MB/min (target: <= 0.5 MB/min, i.e. flat: under 5 MB over ten
   minutes); PublishBatch events/s through two gateway replicas vs one on a three-node R3
   cluster (`--runs` runs, no target: it depends on free cores).
+- `workers` (`gateway.bench.workers`): PublishBatch events/s through one replica served as
+  `dutylink serve --workers N` (N: the cores, at least 2) vs `--workers 1`, clients on 8
+  connections in this process; the figure names the cores and N (target >= 1.6x).
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ from gateway.bench.latency import latency_figures
 from gateway.bench.raw import sync_figures
 from gateway.bench.soak import soak_figures
 from gateway.bench.throughput import throughput_figures
+from gateway.bench.workers import workers_figures
 
 __all__ = [
     "COLUMNS",
@@ -153,6 +157,7 @@ _GROUPS: tuple[tuple[frozenset[str], Callable[[Settings], Awaitable[list[Figure]
     (frozenset({"fanout"}), fanout_figures),
     (frozenset({"checkpoint"}), checkpoint_figures),
     (frozenset({"soak"}), soak_figures),
+    (frozenset({"workers"}), workers_figures),
 )
 
 

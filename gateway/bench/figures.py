@@ -21,6 +21,7 @@ SECTIONS = (
     "fanout",
     "checkpoint",
     "soak",
+    "workers",
 )
 
 

@@ -11,10 +11,8 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import structlog
 import typer
@@ -22,7 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import config as config_module
-from gateway.access.pki import PkiError
 from gateway.audit.log import AuditUnavailableError
 from gateway.cli import board as cli_board
 from gateway.cli import console as cli_console
@@ -35,15 +32,11 @@ from gateway.cli.cluster import cluster_app
 from gateway.cli.operator_audit import open_operator_log, operator_name, replay_dead_letter
 from gateway.cli.pki import pki_app
 from gateway.cli.policy import policy_app
+from gateway.cli.startup import console_beside, crash_at, run_reporting_startup_errors
 from gateway.core.ports import StoreError
 from gateway.core.settings import Config, ConfigError
 from gateway.store import jetstream, nats_auth
-
-if TYPE_CHECKING:
-    from gateway.server import Gateway
-from gateway.store.data_dir_lock import DataDirInUseError
-from gateway.store.nats_server import NatsServerError, embedded_dir, running_url
-from gateway.store.writer_lease import WriterLeaseError
+from gateway.store.nats_server import embedded_dir, running_url
 from gateway.telemetry import logs
 
 app = typer.Typer(
@@ -108,26 +101,6 @@ def load_config(
     return dataclasses.replace(loaded, gateway=gateway, nats=nats)
 
 
-def _run_reporting_startup_errors(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run `main`; a configuration or start-up failure is one line naming what failed."""
-    try:
-        asyncio.run(main())
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-    except (
-        StoreError,
-        AuditUnavailableError,
-        NatsServerError,
-        PkiError,
-        DataDirInUseError,
-        WriterLeaseError,
-        OSError,
-    ) as error:
-        typer.echo(f"error: cannot start: {error}", err=True)
-        raise typer.Exit(1) from None
-
-
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -135,79 +108,58 @@ def serve(
     data_dir: DataDirOption = None,
     nats_url: NatsUrlOption = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Gateway processes sharing the port, each with its own audit log "
+            "<gateway_id>-w<i>; 0: one per core up to max_workers (default: [gateway] workers).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway until SIGTERM/SIGINT (with an embedded NATS unless --nats-url is given)."""
+    from gateway.core.workers import worker_count
     from gateway.server import Gateway
 
     settings = load_config(config, listen=listen, data_dir=data_dir, nats_url=nats_url)
     logs.configure(log_level)
+    gateway_settings = settings.gateway
+    count = worker_count(
+        gateway_settings.workers if workers is None else workers,
+        os.cpu_count(),
+        gateway_settings.max_workers,
+    )
+    if count > 1:
+        run_reporting_startup_errors(lambda: _supervise(settings, count, config, log_level))
+        return
     crash_step = os.environ.get("DUTYLINK_FAILPOINT")
 
     async def run() -> None:
         gateway = (
-            Gateway(settings, failpoint=_crash_at(crash_step)) if crash_step else Gateway(settings)
+            Gateway(settings, failpoint=crash_at(crash_step)) if crash_step else Gateway(settings)
         )
         async with gateway, contextlib.AsyncExitStack() as beside:
             if settings.console.listen:
-                url = await beside.enter_async_context(console_beside(gateway, settings))
+                url = await beside.enter_async_context(console_beside(gateway.address, settings))
                 structlog.get_logger("dutylink.console").info("console.started", url=url)
             await gateway.serve_until_signalled()
         if gateway.failure:
             typer.echo(f"error: stopped: {gateway.failure}", err=True)
             raise typer.Exit(1)
 
-    _run_reporting_startup_errors(run)
+    run_reporting_startup_errors(run)
 
 
-def console_beside(
-    gateway: Gateway, settings: Config
-) -> contextlib.AbstractAsyncContextManager[str]:
-    """The web console (`[console] listen`) served by this process for `gateway`: by token
-    login over HTTP beside a plaintext gateway, by certificate login over HTTPS beside a
-    mutual-TLS one (the gateway trusts the console it is configured with)."""
-    from adapters.sdk.client import DutyLinkClient
-    from gateway.cli.console import ConsoleCertificateError, certificate_console
-    from gateway.console.app import serving
-    from gateway.console.state import ConsoleSettings
+async def _supervise(settings: Config, count: int, config: Path | None, log_level: str) -> None:
+    """`serve` as `count` worker processes (gateway.cli.workers)."""
+    from gateway.cli.workers import Supervisor, WorkersFailedError
 
-    address, tls, zone = gateway.address, settings.tls, settings.console.zone
-    host, _, port = settings.console.listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    agencies = tuple(agency.id for agency in settings.agencies)
-    if not tls.enabled:
-        console = ConsoleSettings(
-            connect=lambda token: DutyLinkClient(address, token=token),
-            zone=zone,
-            agencies=agencies,
-        )
-        return serving(console, host, int(port))
     try:
-        console, https = certificate_console(
-            address,
-            ca_file=Path(tls.ca_file),
-            cert_file=Path(settings.console.cert_file),
-            key_file=Path(settings.console.key_file),
-            crl_file=Path(tls.crl_file) if tls.crl_file else None,
-            crl_unusable=tls.crl_unusable,
-            zone=zone,
-            agencies=agencies,
-        )
-    except ConsoleCertificateError as error:
-        raise ConfigError(f"console.cert_file: {error}") from None
-    return serving(console, host, int(port), https)
-
-
-def _crash_at(step: str) -> Callable[[str], None]:
-    """For crash drills: kill this process (SIGKILL, like a power cut) when the publish path
-    reaches `step` (see gateway.rpc.dependencies.Failpoint)."""
-    log = structlog.get_logger("dutylink.gateway")
-    log.warning("gateway.failpoint", step=step, message="this gateway kills itself there")
-
-    def failpoint(reached: str) -> None:
-        if reached == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return failpoint
+        await Supervisor(settings, count, config_file=config, log_level=log_level).run()
+    except WorkersFailedError as error:
+        typer.echo(f"error: cannot start: {error}", err=True)
+        raise typer.Exit(2 if error.status == 2 else 1) from None  # 2: its configuration
 
 
 @app.command()
@@ -247,10 +199,10 @@ def demo(
                 await gateway.serve_until_signalled()
 
     if data_dir is not None:
-        _run_reporting_startup_errors(lambda: run(data_dir))
+        run_reporting_startup_errors(lambda: run(data_dir))
     else:
         with tempfile.TemporaryDirectory(prefix="dutylink-demo-") as directory:
-            _run_reporting_startup_errors(lambda: run(Path(directory)))
+            run_reporting_startup_errors(lambda: run(Path(directory)))
 
 
 @app.command()
@@ -266,7 +218,7 @@ def bench(
             "--only",
             metavar="SECTION",
             help="Run just this section (repeatable): sync, publish, policy, audit, guard, latency, "
-            "lanes, abuse, fanout, checkpoint, soak.",
+            "lanes, abuse, fanout, checkpoint, soak, workers.",
         ),
     ] = None,
     skip_soak: Annotated[

@@ -66,6 +66,11 @@ class GatewaySettings:
     # Judge every event against its lifecycle and the resource ledger (proto/dutylink/
     # catalogue.toml) and refuse what does not fit. Off only for a pipe that carries no loop.
     enforce_lifecycles: bool = True
+    # Gateway processes of this replica sharing `listen` (SO_REUSEPORT), each with the audit
+    # log `<gateway_id>-w<i>`: 1 is one process, as always; 0 is one per core up to
+    # `max_workers` (see gateway.cli.workers).
+    workers: int = 1
+    max_workers: int = 8
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 import structlog
 
 from gateway.core.started import Started
+from gateway.store import nats_auth
 from gateway.store.nats_auth import ServerUser, render_authorization
 
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
@@ -314,3 +315,30 @@ class NatsServer(Started):
         if process is not None:
             await process.wait()
         await self.stop()
+
+
+async def start_embedded(data_dir: str | Path, gateway_id: str) -> tuple[NatsServer, str]:
+    """The embedded server of a gateway's data directory, started so that only the generated
+    users may connect (gateway.store.nats_auth), and the URL to connect to it as the gateway."""
+    directory = embedded_dir(data_dir)
+    credentials = nats_auth.ensure_credentials(directory)
+    users = await asyncio.to_thread(credentials.server_users, gateway_id)  # bcrypt: not on the loop
+    server = NatsServer(directory, users=users)
+    return server, credentials.url(await server.start(), nats_auth.GATEWAY)
+
+
+async def keep_running(server: NatsServer, first_wait: float, most_wait: float) -> None:
+    """Until cancelled: whenever `server` dies, start it again on its port and store, waiting
+    `first_wait` seconds first and twice as long after each failed try, up to `most_wait`."""
+    while True:
+        status = await server.wait_exited()
+        log.error("nats_server.died", exit_status=status, message="starting it again")
+        wait = first_wait
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                await server.restart()
+                break
+            except NatsServerError as error:
+                log.error("nats_server.restart_failed", error=str(error), retry_seconds=wait)
+                wait = min(wait * 2, most_wait)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO, cast
+from collections.abc import Mapping
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -16,16 +17,41 @@ import structlog
 class _CurrentStdout:
     """Whatever `sys.stdout` is when a line is written, not when logging was configured:
     loggers are cached on first use, and a stream swapped in for a while (a test runner's
-    capture, an embedding application) may be closed by the time they write."""
+    capture, an embedding application) may be closed by the time they write.
+
+    A line is written whole, in one write, at its newline (print writes the text and the newline
+    apart, two system calls when stdout is unbuffered): the workers of `serve --workers` share
+    one stdout, and their lines must not interleave."""
+
+    def __init__(self) -> None:
+        self._pending = ""
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        self._pending += text
+        if self._pending.endswith("\n"):
+            line, self._pending = self._pending, ""
+            sys.stdout.write(line)
+        return len(text)
 
     def flush(self) -> None:
         sys.stdout.flush()
 
 
-def configure(level: str = "info", *, json: bool | None = None) -> None:
+def _adding(fields: Mapping[str, str]) -> structlog.typing.Processor:
+    """A processor that gives every line `fields` (e.g. the worker of `serve --workers`)."""
+
+    def add(_: Any, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        for key, value in fields.items():
+            event.setdefault(key, value)
+        return event
+
+    return add
+
+
+def configure(
+    level: str = "info", *, json: bool | None = None, fields: Mapping[str, str] | None = None
+) -> None:
+    """Log at `level` and above; `fields` are added to every line."""
     render_json = (not sys.stdout.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
@@ -33,6 +59,7 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *([_adding(dict(fields))] if fields else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.dict_tracebacks,

@@ -25,6 +25,7 @@ HEAD = """<!doctype html>
 <title>DutyLink</title>
 <link rel="stylesheet" href="/static/console.css">
 <script src="/static/i18n.js" defer></script>
+<script src="/static/page.js" defer></script>
 {scripts}</head>
 <body data-page="{page}" data-zone="{zone}"{extra}>
 <header class="bar"><a href="/" class="brand" data-i18n="app.title">值班看板</a>

@@ -6,45 +6,13 @@
 (function () {
   const { t, apply } = window.DutyLinkI18n;
   const body = document.body;
-  const zone = body.dataset.zone || "Asia/Shanghai";
+  const { element, showProblem } = window.DutyLinkPage;
+  const { when } = window.DutyLinkPage;
+  const getJson = (url) => window.DutyLinkPage.getJson(url, t("audit.denied"));
   const KEYS = "dutylink.audit.keys"; // {gateway id: verifier key string}
   const GATEWAY = "dutylink.audit.gateway"; // the log last searched
   const GATEWAYS = "dutylink.audit.gateways"; // the checkpoints page's list
   const configured = {}; // the console's configured keys: offered, never used unasked
-
-  function element(tag, text, attributes) {
-    const made = document.createElement(tag);
-    if (text !== undefined && text !== null) made.textContent = String(text);
-    for (const [name, value] of Object.entries(attributes || {})) made.setAttribute(name, value);
-    return made;
-  }
-
-  function when(stamp) {
-    if (!stamp) return "";
-    const locale = window.DutyLinkI18n.language() === "zh" ? "zh-CN" : "en-GB";
-    return new Intl.DateTimeFormat(locale, {
-      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
-      hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
-    }).format(new Date(stamp));
-  }
-
-  function showProblem(message, id) {
-    const problem = document.getElementById(id || "problem");
-    if (!problem) return;
-    problem.textContent = message;
-    problem.hidden = !message;
-  }
-
-  async function getJson(url) {
-    const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-    if (response.status === 401) { window.location.assign("/login"); throw new Error(t("error.gone")); }
-    const answer = await response.json();
-    if (!response.ok) {
-      const prefix = response.status === 403 ? t("audit.denied") + " " : "";
-      throw new Error(prefix + (answer.error || String(response.status)));
-    }
-    return answer;
-  }
 
   function storedKeys() {
     try { return JSON.parse(window.localStorage.getItem(KEYS) || "{}") || {}; } catch (error) { return {}; }

@@ -7,42 +7,11 @@
 (function () {
   const { t, apply } = window.DutyLinkI18n;
   const body = document.body;
-  const zone = body.dataset.zone || "Asia/Shanghai";
+  const { element, showProblem } = window.DutyLinkPage;
+  const when = (stamp) => window.DutyLinkPage.when(stamp, true);
+  const { getJson } = window.DutyLinkPage;
   const REFRESH_MS = 15000;
   const SETTLE_MS = 300;  // a burst of changes is read once
-
-  function element(tag, text, attributes) {
-    const made = document.createElement(tag);
-    if (text !== undefined && text !== null) made.textContent = String(text);
-    for (const [name, value] of Object.entries(attributes || {})) made.setAttribute(name, value);
-    return made;
-  }
-
-  function when(stamp) {
-    if (!stamp) return "";
-    const locale = window.DutyLinkI18n.language() === "zh" ? "zh-CN" : "en-GB";
-    return new Intl.DateTimeFormat(locale, {
-      timeZone: zone, month: "2-digit", day: "2-digit",
-      hour: "2-digit", minute: "2-digit", hour12: false,
-    }).format(new Date(stamp));
-  }
-
-  function showProblem(message) {
-    const problem = document.getElementById("problem");
-    problem.textContent = message;
-    problem.hidden = !message;
-  }
-
-  async function getJson(url) {
-    const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-    if (response.status === 401) {
-      window.location.assign("/login");
-      throw new Error(t("error.gone"));
-    }
-    const answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || String(response.status));
-    return answer;
-  }
 
   function chosen() {
     const query = new URLSearchParams(window.location.search);

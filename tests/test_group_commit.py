@@ -1,6 +1,6 @@
 """Group commit (gateway.rpc.group_commit), pure: items submitted while a key's group runs go
 together in the next group, in order, each answered with its own result; a lone item starts at
-once; keys never share a group; a failure reaches exactly the items of its group; a caller that
+once, as does each while fewer than max_running groups run; keys never share a group; a failure reaches exactly the items of its group; a caller that
 stops waiting does not take its item back."""
 
 from __future__ import annotations
@@ -53,6 +53,25 @@ async def test_items_arriving_while_a_group_runs_go_together_in_order() -> None:
         ("fire", [2, 3, 4]),  # at most max_group
         ("fire", [5]),
     ]
+
+
+async def test_up_to_max_running_groups_of_a_key_run_at_once() -> None:
+    recorder = Recorder()
+    groups: GroupCommit[str, int, str] = GroupCommit(recorder.run, max_group=10, max_running=2)
+    alone = [asyncio.create_task(groups.submit("fire", n)) for n in (1,)]
+    await settle()
+    alone.append(asyncio.create_task(groups.submit("fire", 2)))
+    await settle()
+    assert recorder.groups == [("fire", [1]), ("fire", [2])], "below max_running: at once"
+    waiting = [asyncio.create_task(groups.submit("fire", n)) for n in (3, 4, 5)]
+    await settle()
+    assert len(recorder.groups) == 2, "two groups running: the rest wait"
+    recorder.release.set()
+    assert await asyncio.gather(*alone, *waiting) == [f"fire:{n}" for n in range(1, 6)]
+    assert recorder.groups[2:] == [("fire", [3, 4, 5])]
+    await groups.close()
+    with pytest.raises(ValueError, match="max_running must be at least 1"):
+        GroupCommit(recorder.run, max_group=1, max_running=0)
 
 
 async def test_a_failure_reaches_the_items_of_its_group_only() -> None:

@@ -218,7 +218,7 @@ def bench(
             "--only",
             metavar="SECTION",
             help="Run just this section (repeatable): sync, publish, policy, audit, guard, latency, "
-            "lanes, abuse, fanout, checkpoint, soak, workers.",
+            "lanes, board, abuse, fanout, checkpoint, soak, workers.",
         ),
     ] = None,
     skip_soak: Annotated[

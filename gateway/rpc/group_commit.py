@@ -1,10 +1,13 @@
 """Group commit: single items submitted concurrently under one key run together, as one batch.
 
-Unary Publish calls of one agency that arrive while its previous group is being written wait
-for it and then go together through the pipeline PublishBatch uses (one admission pass, one
-state write, one audit append, pipelined JetStream writes), each answered with its own outcome.
-A call that finds nothing running starts at once, alone: nothing waits for company, so a quiet
-gateway answers as fast as before, and a busy one pays the per-write costs once per group.
+Unary Publish calls of one agency go through the pipeline PublishBatch uses (one admission
+pass, one state write, one audit append, pipelined JetStream writes), each answered with its
+own outcome. Up to `max_running` groups of a key run at once: while fewer are running, a call
+starts at once, alone, so a gateway below saturation answers as fast as without grouping
+(nothing waits for company); once that many are running, the calls arriving meanwhile wait and
+go together in the next group, so a busy gateway pays the per-write costs once per group.
+(With one group at a time, a call at a quarter of the unary capacity mostly waited for the
+group ahead of it: p50 publish -> delivery 18 ms instead of 8.6 ms.)
 """
 
 from __future__ import annotations
@@ -20,20 +23,25 @@ Result = TypeVar("Result")
 
 class GroupCommit(Generic[Key, Item, Result]):
     """`submit(key, item)` runs `run(key, items)` over the items submitted under `key` while
-    that key's previous group ran (at most `max_group` at once), in submission order; `run`
-    returns one result per item, in order."""
+    `max_running` groups of that key ran (at most `max_group` items a group), in submission
+    order within a group; `run` returns one result per item, in order. Groups of one key that
+    run at once may finish in any order, as concurrent calls do."""
 
     def __init__(
         self,
         run: Callable[[Key, Sequence[Item]], Awaitable[Sequence[Result]]],
         max_group: int,
+        max_running: int = 1,
     ) -> None:
         if max_group < 1:
             raise ValueError(f"max_group must be at least 1, not {max_group}")
+        if max_running < 1:
+            raise ValueError(f"max_running must be at least 1, not {max_running}")
         self._run = run
         self._max_group = max_group
+        self._max_running = max_running
         self._waiting: dict[Key, list[tuple[Item, asyncio.Future[Result]]]] = {}
-        self._running: dict[Key, asyncio.Task[None]] = {}
+        self._running: dict[Key, set[asyncio.Task[None]]] = {}
 
     async def submit(self, key: Key, item: Item) -> Result:
         """The item's result. A caller that stops waiting (cancelled) does not take the item
@@ -42,8 +50,9 @@ class GroupCommit(Generic[Key, Item, Result]):
         # Retrieved even if nobody awaits it any more: no "never retrieved" warning.
         answer.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._waiting.setdefault(key, []).append((item, answer))
-        if key not in self._running:
-            self._running[key] = asyncio.create_task(self._drain(key))
+        running = self._running.setdefault(key, set())
+        if len(running) < self._max_running:
+            running.add(asyncio.create_task(self._drain(key)))
         return await asyncio.shield(answer)
 
     async def _drain(self, key: Key) -> None:
@@ -73,12 +82,17 @@ class GroupCommit(Generic[Key, Item, Result]):
                     if not answer.done():
                         answer.set_result(result)
         finally:
-            del self._running[key]
-            for _, answer in self._waiting.pop(key, []):  # only when cancelled: say so
-                if not answer.done():
-                    answer.cancel()
+            running = self._running[key]
+            if (this := asyncio.current_task()) is not None:
+                running.discard(this)
+            if not running:
+                del self._running[key]
+                for _, answer in self._waiting.pop(key, []):  # only when cancelled: say so
+                    if not answer.done():
+                        answer.cancel()
 
     async def close(self) -> None:
         """Wait for every group under way (and those waiting behind it) to finish."""
         while self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+            tasks = [task for running in self._running.values() for task in running]
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,7 +1,8 @@
 """Group commit (gateway.rpc.group_commit), pure: items submitted while a key's group runs go
 together in the next group, in order, each answered with its own result; a lone item starts at
-once, as does each while fewer than max_running groups run; keys never share a group; a failure reaches exactly the items of its group; a caller that
-stops waiting does not take its item back."""
+once, as does each while fewer than max_running groups run; keys never share a group; a failure
+reaches exactly the items of its group; a caller that stops waiting does not take its item
+back."""
 
 from __future__ import annotations
 

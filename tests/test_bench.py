@@ -107,6 +107,12 @@ def test_an_unknown_section_is_refused_with_the_known_ones() -> None:
     assert "latency" in result.output
 
 
+def test_the_help_names_every_section() -> None:
+    result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert [name for name in bench.SECTIONS if name not in result.output] == []
+
+
 def test_each_bench_event_is_valid_and_opens_an_incident_of_its_own() -> None:
     """Under enforced lifecycles a second report of one incident is refused: the bench's
     events must never repeat one, nor lack what the validator and the catalogue require."""

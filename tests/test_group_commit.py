@@ -59,10 +59,10 @@ async def test_items_arriving_while_a_group_runs_go_together_in_order() -> None:
 async def test_up_to_max_running_groups_of_a_key_run_at_once() -> None:
     recorder = Recorder()
     groups: GroupCommit[str, int, str] = GroupCommit(recorder.run, max_group=10, max_running=2)
-    alone = [asyncio.create_task(groups.submit("fire", n)) for n in (1,)]
-    await settle()
-    alone.append(asyncio.create_task(groups.submit("fire", 2)))
-    await settle()
+    alone = []
+    for n in (1, 2):
+        alone.append(asyncio.create_task(groups.submit("fire", n)))
+        await settle()
     assert recorder.groups == [("fire", [1]), ("fire", [2])], "below max_running: at once"
     waiting = [asyncio.create_task(groups.submit("fire", n)) for n in (3, 4, 5)]
     await settle()

@@ -40,14 +40,17 @@ Sections (`--only SECTION`, repeatable) and their figures:
   always` vs JetStream's default (fsync every two minutes): the ratio is the cost of the fsync.
 - `publish`: gateway unary Publish with 16 calls in flight, events/s, vs a raw grpc.aio unary
   echo (generic bytes handler, no protobuf parsing, a response the size of a PublishResponse,
-  in its own process unless `--in-process`)
-  called with the serialised PublishRequests of the same events, 16 in flight, on the same kind
-  of channel (plaintext, the client's channel options) with the same bearer-token metadata
-  (target >= 0.8x; the echo's client sends ready bytes, the gateway's builds and parses
-  messages); gateway PublishBatch, 500 events per call, vs raw nats-py pipelined
-  publishing (`publish_async`) of the same events (target >= 0.7x); Subscribe delivery +
-  confirmed ack (`confirm_acks`: each ack also writes its DUTYLINK_ACKED record, and the client
-  awaits every confirmation, up to 500 at once) vs delivery + plain ack in the same run.
+  in its own process unless `--in-process`; target >= 0.8x) and vs a raw relay (a grpc.aio
+  server in its own process awaiting one acked JetStream publish per call, on its own fresh
+  nats-server: the least a durable relay does; target >= 0.7x). All three are called by one
+  client: the serialised PublishRequests of the same events, 16 in flight, on the same kind of
+  channel (plaintext, the SDK's channel options) with the same bearer-token metadata. Beside
+  them, the CPU each unary event cost each process (from /proc; not with `--in-process`): the
+  gateway's vs the relay's per call, and nats-server's and the clients' in either run. Then
+  gateway PublishBatch, 500 events per call, vs raw nats-py pipelined publishing
+  (`publish_async`) of the same events (target >= 0.7x); Subscribe delivery + confirmed ack
+  (`confirm_acks`: each ack also writes its DUTYLINK_ACKED record, and the client awaits every
+  confirmation, up to 500 at once) vs delivery + plain ack in the same run.
 - `policy`: PublishBatch and Subscribe delivery + ack (transport receiving the fire's exercise
   incidents, the reporter withheld) under the sample policies vs a permissive one-rule policy.
 - `audit`: PublishBatch with the audit log on vs off (target >= 0.85x: overhead under 15 %).

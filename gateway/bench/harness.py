@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import secrets
 import statistics
 import tempfile
@@ -302,3 +303,56 @@ async def repeat(runs: int, measure: Callable[[Path], Awaitable[T]]) -> list[T]:
     series = Series(measure)
     await interleave(runs, [series])
     return series.samples
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time process `pid` has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # Fields after the command name (which may hold spaces) start at field 3 (state).
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by this process ("clients") and by its child processes that
+    are a nats-server ("nats-server"), a baseline server of `python -m gateway.bench`
+    ("baseline") or a `dutylink serve` ("gateway"), from /proc: no role where there is no
+    such child (an in-process gateway, a NATS of `--nats-url`)."""
+    used = {"clients": time.process_time()}
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="ascii").rpartition(")")[2].split()
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, UnicodeDecodeError):  # gone meanwhile, or not ours to read
+            continue
+        if fields[1] != me:  # the parent's pid
+            continue
+        if Path(command[0].decode(errors="replace")).name == "nats-server":
+            role = "nats-server"
+        elif b"gateway.bench" in command:
+            role = "baseline"
+        elif b"serve" in command:
+            role = "gateway"
+        else:
+            continue
+        ticks = int(fields[11]) + int(fields[12])
+        used[role] = used.get(role, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A closed loop's calls per second, and the CPU each call cost each process role."""
+
+    rate: float
+    cpu_ms: dict[str, float]  # CPU ms per call by role (cpu_by_role)
+
+
+async def measured(count: int, run: Awaitable[float]) -> Measured:
+    """`run` (the rate of `count` calls) with the CPU each process role used meanwhile."""
+    before = cpu_by_role()
+    rate = await run
+    after = cpu_by_role()
+    used = {role: 1000 * (after[role] - before.get(role, 0.0)) / count for role in after}
+    return Measured(rate, used)

@@ -29,9 +29,11 @@ from gateway.bench.harness import (
     PAYLOAD,
     PUBLISH_METHOD,
     PUBLISHER,
+    Measured,
     Series,
     interleave,
     make_events,
+    measured,
     nats_at,
     rate_in_flight,
 )
@@ -207,15 +209,19 @@ def echo_at(*, in_process: bool) -> contextlib.AbstractAsyncContextManager[str]:
     return _baseline_at(echo_server, ["echo"], in_process=in_process)
 
 
-async def _unary_rate(address: str, count: int) -> float:
-    """Publish called like the gateway is: same method path, channel options, plaintext and
-    bearer metadata, IN_FLIGHT calls at once."""
+async def unary_rate(address: str, count: int) -> Measured:
+    """Publish called on `address` (the gateway or a baseline alike: the same client, method
+    path, channel options, plaintext and bearer metadata, requests serialized beforehand),
+    IN_FLIGHT calls at once."""
     requests = [gateway_pb2.PublishRequest(event=e).SerializeToString() for e in make_events(count)]
     metadata = (("authorization", f"Bearer {sample_tokens()[PUBLISHER]}"),)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         publish = channel.unary_unary(PUBLISH_METHOD)
-        return await rate_in_flight(
-            count, IN_FLIGHT, lambda i: publish(requests[i], metadata=metadata, timeout=10.0)
+        return await measured(
+            count,
+            rate_in_flight(
+                count, IN_FLIGHT, lambda i: publish(requests[i], metadata=metadata, timeout=10.0)
+            ),
         )
 
 
@@ -223,10 +229,10 @@ async def echo_rate(directory: Path, *, count: int, in_process: bool) -> float:
     """The first baseline for unary Publish: a grpc.aio echo of bytes (no protobuf parsing)."""
     del directory  # no files
     async with echo_at(in_process=in_process) as address:
-        return await _unary_rate(address, count)
+        return (await unary_rate(address, count)).rate
 
 
-async def relay_rate(directory: Path, *, count: int, in_process: bool, nats_url: str) -> float:
+async def relay_rate(directory: Path, *, count: int, in_process: bool, nats_url: str) -> Measured:
     """The second: the raw relay, publishing each request's bytes to a stream like the
     gateway's (`sync_interval: always` on the embedded server) and awaiting the ack."""
     async with nats_at(directory, nats_url) as url, raw_stream(url) as raw:
@@ -237,7 +243,7 @@ async def relay_rate(directory: Path, *, count: int, in_process: bool, nats_url:
 
         command = ["relay", "--nats-url", url, "--subject", subject]
         async with _baseline_at(make, command, in_process=in_process) as address:
-            return await _unary_rate(address, count)
+            return await unary_rate(address, count)
 
 
 # --- fsync cost --------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,6 +59,7 @@ from gateway.bench.harness import (
     BATCH,
     PUBLISHER,
     RECEIVER,
+    cpu_seconds,
     incident_report,
     refusals,
     renew,
@@ -128,14 +128,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024  # kB
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time process `pid` has used so far, from /proc."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        # Fields after the command name (which may hold spaces) start at field 3 (state).
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def slope_per_minute(times: Sequence[float], values: Sequence[float]) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,17 @@ from gateway.bench.harness import (
     IN_FLIGHT,
     PUBLISHER,
     RECEIVER,
+    Measured,
     Series,
     gateway_at,
     gateway_config,
     interleave,
     make_events,
     nats_at,
-    rate_in_flight,
     refusals,
     unique,
 )
-from gateway.bench.raw import echo_rate, raw_pipelined_rate, relay_rate
+from gateway.bench.raw import echo_rate, raw_pipelined_rate, relay_rate, unary_rate
 from gateway.config import sample_tokens
 from gateway.testkit.inprocess import OPEN_POLICY
 from policies.loader import SAMPLE_DIR
@@ -34,7 +35,7 @@ from policies.loader import SAMPLE_DIR
 
 @dataclass(frozen=True)
 class GatewayRates:
-    unary: float
+    unary: Measured
     batched: float
     delivered: float
     confirmed: float  # delivery + ack with confirm_acks, acks awaited concurrently
@@ -49,7 +50,7 @@ async def _gateway_rates(
     nats_url: str = "",
     in_process: bool = False,
 ) -> GatewayRates:
-    """Unary Publish (IN_FLIGHT at once), then PublishBatch (BATCH per call), then delivery +
+    """Unary Publish (IN_FLIGHT at once, called as the baselines are), then PublishBatch (BATCH per call), then delivery +
     ack of everything published to transport's subscription, then the same through a second
     subscription with confirmed acks (each ack awaited, up to BATCH at once)."""
     config = gateway_config(directory, policy_dir=policy_dir, audit=audit)
@@ -76,8 +77,8 @@ async def _gateway_rates(
         )
         await confirming.open()
 
-        events = make_events(count)
-        unary = await rate_in_flight(count, IN_FLIGHT, lambda i: client.publish(events[i]))
+        # Unary Publish through the raw relay's client: the same client CPU for both.
+        unary = await unary_rate(address, count)
 
         events = make_events(count)
         started = time.perf_counter()
@@ -111,6 +112,36 @@ async def _gateway_rates(
         await receiver.close()
         await client.close()
     return GatewayRates(unary, batched, delivered, confirmed)
+
+
+def _unary_cpu_figures(samples: Sequence[GatewayRates], relay: Sequence[Measured]) -> list[Figure]:
+    """Where a unary event's CPU goes, by process, beside the raw relay's in the same runs:
+    why the unary figures miss (one process's CPU per event, not a wait). None for an
+    in-process gateway (its CPU and the clients' are one process's)."""
+    gateway = [r.unary.cpu_ms for r in samples]
+    if not all("gateway" in g for g in gateway) or not all("baseline" in r.cpu_ms for r in relay):
+        return []
+    figures = [
+        make_figure(
+            "publish",
+            f"CPU per unary Publish event ({IN_FLIGHT} in flight): the gateway process",
+            "ms",
+            [g["gateway"] for g in gateway],
+            ("the raw relay process, per call", [r.cpu_ms["baseline"] for r in relay]),
+        )
+    ]
+    for role, name in (("nats-server", "the embedded nats-server"), ("clients", "the clients")):
+        if all(role in g for g in gateway) and all(role in r.cpu_ms for r in relay):
+            figures.append(
+                make_figure(
+                    "publish",
+                    f"CPU per unary Publish event: {name}",
+                    "ms",
+                    [g[role] for g in gateway],
+                    ("with the raw relay", [r.cpu_ms[role] for r in relay]),
+                )
+            )
+    return figures
 
 
 async def throughput_figures(settings: Settings) -> list[Figure]:
@@ -152,7 +183,7 @@ async def throughput_figures(settings: Settings) -> list[Figure]:
                 "publish",
                 f"gateway Publish, {IN_FLIGHT} in flight",
                 "events/s",
-                [r.unary for r in gateway.samples],
+                [r.unary.rate for r in gateway.samples],
                 ("raw grpcio echo", echo.samples),
                 Target(0.8, of_ratio=True),
             ),
@@ -160,10 +191,14 @@ async def throughput_figures(settings: Settings) -> list[Figure]:
                 "publish",
                 f"gateway Publish, {IN_FLIGHT} in flight, vs a raw relay",
                 "events/s",
-                [r.unary for r in gateway.samples],
-                ("raw relay: grpc.aio + one acked JetStream publish", relay.samples),
+                [r.unary.rate for r in gateway.samples],
+                (
+                    "raw relay: grpc.aio + one acked JetStream publish",
+                    [r.rate for r in relay.samples],
+                ),
                 Target(0.7, of_ratio=True),
             ),
+            *_unary_cpu_figures(gateway.samples, relay.samples),
             make_figure(
                 "publish",
                 f"gateway PublishBatch, {BATCH} per call",

@@ -181,10 +181,16 @@ def _check_gateway(gateway: GatewaySettings, where: str, environ: Mapping[str, s
         raise ConfigError(
             f"{origin('workers')}: must be 0 (one per core) or more, got {gateway.workers}"
         )
-    if gateway.writer_lease_seconds <= 0:
-        raise ConfigError(
-            f"{origin('writer_lease_seconds')}: must be above 0, got {gateway.writer_lease_seconds}"
-        )
+    for key in (
+        "writer_lease_seconds",
+        "keepalive_seconds",
+        "keepalive_timeout_seconds",
+        "min_client_ping_seconds",
+        "max_connection_age_seconds",
+        "max_connection_age_grace_seconds",
+    ):
+        if getattr(gateway, key) <= 0:
+            raise ConfigError(f"{origin(key)}: must be above 0, got {getattr(gateway, key)}")
 
 
 # A GB/T 2260 division code, as an event's jurisdiction takes it.

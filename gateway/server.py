@@ -57,7 +57,7 @@ from gateway.core.admission import NoStatefulGuards, StatefulGuards
 from gateway.core.ports import StoreError
 from gateway.core.projections.loop import LoopStep
 from gateway.core.quotas import Limits, Quotas, Refusal
-from gateway.core.settings import Config, ConfigError
+from gateway.core.settings import Config, ConfigError, GatewaySettings
 from gateway.core.streams import TRACKER_CONSUMER
 from gateway.core.validation import ValidationLimits, Validator
 from gateway.rpc.audit_service import AuditServicer, CheckpointServicer
@@ -128,6 +128,27 @@ BACKSTOP_HEADROOM = 100
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
 # The workers of one supervisor share their ports on purpose (its reservation keeps others out).
 SHARED_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 1),)
+
+
+def connection_options(settings: GatewaySettings) -> list[tuple[str, int]]:
+    """The main server's HTTP/2 connection management (`[gateway]` keepalive and connection
+    age): idle connections pinged, clients' pings bounded, old connections told to go away."""
+    milliseconds = {
+        "grpc.keepalive_time_ms": settings.keepalive_seconds,
+        "grpc.keepalive_timeout_ms": settings.keepalive_timeout_seconds,
+        "grpc.http2.min_ping_interval_without_data_ms": settings.min_client_ping_seconds,
+        "grpc.max_connection_age_ms": settings.max_connection_age_seconds,
+        "grpc.max_connection_age_grace_ms": settings.max_connection_age_grace_seconds,
+    }
+    return [
+        *((name, round(seconds * 1000)) for name, seconds in milliseconds.items()),
+        # Clients may keep an idle connection alive (a subscription waiting for the next
+        # event), within the interval above; the second ping too early ends the connection.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
 # Waits between tries to re-ensure the streams after a reconnect, and to start a dead embedded
 # nats-server again: doubled after each failure, from the first up to the last.
 RETRY_FIRST_SECONDS = 0.2
@@ -427,6 +448,7 @@ class Gateway:
             maximum_concurrent_rpcs=2 * gateway_settings.max_concurrent_rpcs + BACKSTOP_HEADROOM,
             options=[
                 *self._server_options,
+                *connection_options(gateway_settings),
                 ("grpc.max_receive_message_length", max_request),
                 (
                     "grpc.max_send_message_length",

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +27,18 @@ from gateway.store.jetstream import EventStore
 from gateway.store.nats_server import NatsServer, find_binary
 from gateway.testkit import cluster
 from gateway.testkit.inprocess import config_for_tests, free_port, gateway_for_tests
-
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-NATS_CONF = DEPLOY / "nats" / "nats.conf"
-KUBERNETES = DEPLOY / "kubernetes"
-# A version tag with at least major.minor.patch, or a digest: never `latest`, never `2`.
-PINNED = re.compile(r"^[\w./-]+(:v?\d+\.\d+\.\d+[\w.-]*)?(@sha256:[0-9a-f]{64})?$")
-
-
-def pinned(image: str) -> bool:
-    return bool(PINNED.fullmatch(image)) and (":" in image or "@sha256:" in image)
-
-
-def documents(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-
-
-def manifests() -> list[dict[str, Any]]:
-    return [d for path in sorted(KUBERNETES.glob("*.yaml")) for d in documents(path)]
-
-
-def kind(name: str, resources: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d for d in (resources or manifests()) if d["kind"] == name}
-
+from tests.deploy_support import (
+    DEPLOY,
+    KUBERNETES,
+    NATS_CONF,
+    compose,
+    documents,
+    health_port,
+    kind,
+    manifests,
+    pinned,
+    pod_specs,
+)
 
 # --- every file parses --------------------------------------------------------------------------
 
@@ -78,13 +67,6 @@ def test_the_cluster_gateway_configuration_is_valid_and_keeps_acks_durable() -> 
     assert loaded.gateway.health_listen == "0.0.0.0:50052"  # the probes' port: plaintext
 
 
-def health_port() -> int:
-    """The port of health_listen in the gateway's ConfigMap (the text of deploy/gateway.toml,
-    which compose mounts: a test below compares them)."""
-    text = kind("ConfigMap")["dutylink-gateway"]["data"]["dutylink.toml"]
-    return int(tomllib.loads(text)["gateway"]["health_listen"].rpartition(":")[2])
-
-
 def test_the_dockerfile_builds_from_a_pinned_python_and_runs_unprivileged() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     (base,) = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
@@ -96,11 +78,6 @@ def test_the_dockerfile_builds_from_a_pinned_python_and_runs_unprivileged() -> N
 
 
 # --- docker-compose -------------------------------------------------------------------------------
-
-
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
-    return loaded
 
 
 def test_compose_runs_three_nats_nodes_two_distinct_gateways_a_balancer_and_prometheus() -> None:
@@ -207,14 +184,9 @@ def test_kubernetes_runs_three_nats_nodes_and_two_gateways_with_grpc_health_prob
     assert "$(NATS_GATEWAY_PASSWORD)" in env["DUTYLINK_NATS_URL"]["value"]
     resources = manifests()
     for document in resources:
-        for spec in _pod_specs(document):
+        for spec in pod_specs(document):
             for each in spec["containers"]:
                 assert pinned(each["image"]), each["image"]
-
-
-def _pod_specs(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    if document["kind"] in ("StatefulSet", "Deployment"):
-        yield document["spec"]["template"]["spec"]
 
 
 def test_every_workload_has_a_disruption_budget_that_selects_its_pods() -> None:
@@ -238,7 +210,7 @@ def test_every_secret_and_config_map_the_manifests_use_is_declared() -> None:
     config_maps = kind("ConfigMap")
     used_secrets: set[str] = set()
     for document in manifests():
-        for spec in _pod_specs(document):
+        for spec in pod_specs(document):
             for volume in spec.get("volumes", []):
                 if "secret" in volume:
                     name = volume["secret"]["secretName"]

@@ -4,7 +4,8 @@
     python3 tools/bootstrap.py serve   # just the gateway (extra arguments go to `dutylink serve`)
     python3 tools/bootstrap.py test    # the test suite but its slow tests (arguments go to pytest)
     python3 tools/bootstrap.py test --all   # every test: the failure drills and cluster too
-    python3 tools/bootstrap.py check   # lint, types, schema lint, generated-code freshness
+    python3 tools/bootstrap.py check   # lint, types, schema lint, generated-code freshness,
+                                       # deploy/'s manifests, policies and configurations
 
 Creates `.venv` beside the repo on first use and reinstalls only when pyproject.toml changes.
 """
@@ -23,6 +24,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".dutylink-installed"
 CHROMIUM = Path("/usr/bin/chromium")
+# checkov (deploy/'s policy checks) pins its own versions of libraries the gateway uses too:
+# it lives in a virtual environment of its own inside .venv.
+CHECKOV = "checkov==3.3.30"
+CHECKOV_VENV = VENV / "tools" / "checkov"
 
 
 def run(*command: str | Path) -> None:
@@ -65,6 +70,19 @@ def ensure_environment() -> None:
         install(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
         install(BIN / "python", "-m", "pip", "install", "--quiet", "--editable", ".[dev]")
         STAMP.write_text(wanted)
+
+
+def ensure_checkov() -> Path:
+    """checkov in its own environment, installed on first use (and when CHECKOV changes)."""
+    directory = CHECKOV_VENV
+    scripts = directory / BIN.name
+    stamp = directory / ".installed"
+    if not stamp.exists() or stamp.read_text().strip() != CHECKOV:
+        print(f"installing {CHECKOV} into {directory}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(directory)
+        install(scripts / "python", "-m", "pip", "install", "--quiet", CHECKOV)
+        stamp.write_text(CHECKOV)
+    return scripts / "checkov"
 
 
 def apt_get(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -121,6 +139,7 @@ def main(argv: list[str]) -> None:
         run(BIN / "ruff", "format", "--check", ".")
         run(BIN / "mypy")
         run(BIN / "python", "tools/gen_proto.py", "--check", "--lint", "--breaking")
+        run(BIN / "python", "tools/check_deploy.py", "--checkov", ensure_checkov())
 
 
 if __name__ == "__main__":

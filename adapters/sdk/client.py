@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -70,12 +71,23 @@ __all__ = [
 
 log = structlog.get_logger("dutylink.client")
 
-# gRPC waits at least 20 s between reconnection attempts by default: far too long for a
-# department system whose gateway replica just restarted behind its load balancer.
+# Calls spread over every address the target resolves to (`dns:///dutylink-gateway-headless:
+# 50051` reaches every replica), not all to the first one. Retries are the SDK's own (Retry).
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 CHANNEL_OPTIONS = (
+    # gRPC waits at least 20 s between reconnection attempts by default: far too long for a
+    # department system whose gateway replica just restarted behind its load balancer.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5000),
+    # A ping every 30 s, with or without a call open (the gateway allows one every 10 s), so
+    # an idle subscription keeps its connection through load balancers and NAT that drop
+    # quiet ones, and a dead connection is noticed within 30 + 10 s instead of never.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.service_config", SERVICE_CONFIG),
 )
 
 

@@ -63,6 +63,18 @@ class GatewaySettings:
     agency_max_batch_events_storing: int = 64
     publish_timeout_seconds: float = 5.0
     shutdown_grace_seconds: float = 10.0
+    # HTTP/2 keepalive: a connection idle this long is pinged, and closed without an answer
+    # within keepalive_timeout_seconds, so a client gone without a word is found. Clients may
+    # ping every min_client_ping_seconds at most (the SDK: every 30 s), even with no call open;
+    # more often twice and they are told to go away (GOAWAY "too_many_pings").
+    keepalive_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    min_client_ping_seconds: float = 10.0
+    # A connection older than this is asked to go away (GOAWAY), so clients reconnect and spread
+    # over the replicas as they are now; its calls get max_connection_age_grace_seconds to end
+    # (then an open subscription is cut, and the SDK opens it again where it was acked).
+    max_connection_age_seconds: float = 1800.0
+    max_connection_age_grace_seconds: float = 300.0
     # Judge every event against its lifecycle and the resource ledger (proto/dutylink/
     # catalogue.toml) and refuse what does not fit. Off only for a pipe that carries no loop.
     enforce_lifecycles: bool = True

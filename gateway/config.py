@@ -26,11 +26,13 @@ from gateway.core.settings import (
     CRL_UNUSABLE_POLICIES,
     SAMPLE_AGENCIES_FILE,
     SECTIONS,
+    TRACE_EXPORTERS,
     Agency,
     Config,
     ConfigError,
     GatewaySettings,
     LedgerSettings,
+    TelemetrySettings,
     TrackingSettings,
     WebConsoleSettings,
 )
@@ -262,6 +264,26 @@ def _check_tracking(tracking: TrackingSettings, where: str, environ: Mapping[str
         raise ConfigError(f"{where_from}: must be at least 1, got {tracking.max_tracked}")
 
 
+def _check_telemetry(telemetry: TelemetrySettings, where: str, environ: Mapping[str, str]) -> None:
+    """A known exporter, a collector address with its scheme, a ratio of traces."""
+    if telemetry.traces not in TRACE_EXPORTERS:
+        raise ConfigError(
+            f"{_origin('telemetry', 'traces', where, environ)}: expected one of "
+            f"{', '.join(TRACE_EXPORTERS)}, got {telemetry.traces!r}"
+        )
+    scheme, _, rest = telemetry.otlp_endpoint.partition("://")
+    if scheme not in ("http", "https") or not rest:
+        raise ConfigError(
+            f"{_origin('telemetry', 'otlp_endpoint', where, environ)}: expected "
+            f"http://HOST:PORT or https://HOST:PORT, got {telemetry.otlp_endpoint!r}"
+        )
+    if not 0 <= telemetry.trace_sample_ratio <= 1:
+        raise ConfigError(
+            f"{_origin('telemetry', 'trace_sample_ratio', where, environ)}: must be between 0 "
+            f"and 1, got {telemetry.trace_sample_ratio}"
+        )
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as stream:
@@ -304,6 +326,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     _check_gateway(sections["gateway"], where, environ)
     _check_ledger(sections["ledger"], where, environ)
     _check_tracking(sections["tracking"], where, environ)
+    _check_telemetry(sections["telemetry"], where, environ)
     tls = sections["tls"]
     _check_console(sections["console"], tls.enabled, where, environ)
     given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)]

@@ -32,8 +32,10 @@ from types import TracebackType
 import grpc
 import structlog
 from aiohttp import web
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
 
 from dutylink.catalogue import Catalogue, load_catalogue
 from dutylink.v1 import (
@@ -99,7 +101,13 @@ from gateway.store.nats_server import NatsServer, keep_running, start_embedded
 from gateway.store.policy_archive import PolicyArchive
 from gateway.store.tracker import Tracker
 from gateway.store.writer_lease import WriterLease
-from gateway.telemetry.metrics import GatewayMetrics, MetricsInterceptor, metrics_route, serve_http
+from gateway.telemetry.metrics import (
+    GatewayMetrics,
+    TelemetryInterceptor,
+    metrics_route,
+    serve_http,
+)
+from gateway.telemetry.tracing import Tracing, provider_for
 from policies.loader import SAMPLE_DIR
 from policies.model import PolicyError
 
@@ -199,10 +207,15 @@ class Gateway:
         nats_url: str | None = None,
         failpoint: Failpoint = no_failpoint,
         supervised: bool = False,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         """`supervised`: a worker of gateway.cli.workers, on the NATS at `nats_url` (the
-        supervisor's embedded one when the configuration names none), its ports shared."""
+        supervisor's embedded one when the configuration names none), its ports shared.
+        `tracer_provider`: where spans go (default: as `[telemetry]` says)."""
         self.config = config
+        self.tracing = Tracing(
+            tracer_provider or provider_for(config.telemetry, config.gateway.gateway_id)
+        )
         self._supervised = supervised
         self._server_options = SHARED_SERVER_OPTIONS if supervised else SERVER_OPTIONS
         self._failpoint = failpoint
@@ -264,6 +277,7 @@ class Gateway:
     ) -> None:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
+        self.metrics.serving.set(status == health_pb2.HealthCheckResponse.SERVING)
 
     def _count_refusal(self, agency: str, refusal: Refusal) -> None:
         self.metrics.quota_refusals.labels(agency=agency or "-", limit=refusal.limit).inc()
@@ -321,11 +335,15 @@ class Gateway:
         tls = self.config.tls
         if tls.enabled:
             ca_pem = _read(tls.ca_file, "tls.ca_file")
+            cert_pem = _read(tls.cert_file, "tls.cert_file")
             credentials = grpc.ssl_server_credentials(
-                [(_read(tls.key_file, "tls.key_file"), _read(tls.cert_file, "tls.cert_file"))],
+                [(_read(tls.key_file, "tls.key_file"), cert_pem)],
                 root_certificates=ca_pem,
                 require_client_auth=True,
             )
+            for name, pem in (("server", cert_pem), ("ca", ca_pem)):
+                expiry = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+                self.metrics.certificate_expiry.labels(name).set(expiry)
             crl = Path(tls.crl_file) if tls.crl_file else None
             log.info("auth.mtls", ca=tls.ca_file, crl=tls.crl_file or None)
             authenticator = CertificateAuthenticator(
@@ -434,11 +452,13 @@ class Gateway:
             stateful=self._stateful_guards(authorizer, catalogue),
             catalogue=catalogue,
             deliveries=self._tracker or NoDeliveryRecorder(),
+            tracing=self.tracing,
         )
         self._server = grpc.aio.server(
-            # Metrics outermost, so that they count the guard's and the quotas' refusals too.
+            # Metrics and spans outermost, so that they count the guard's and the quotas'
+            # refusals too.
             interceptors=[
-                MetricsInterceptor(self.metrics),
+                TelemetryInterceptor(self.metrics, self.tracing),
                 DecodeGuard(authenticator, deps.sink),
                 QuotaInterceptor(quotas, authenticator, self._count_refusal),
             ],
@@ -637,6 +657,7 @@ class Gateway:
         await move_mark(js, gateway_id, witnessed)
         self.metrics.audit_size.set_function(lambda: audit.size)
         self.metrics.checkpoint_size.set_function(lambda: audit.signed_size)
+        self.metrics.checkpoint_age.set_function(audit.unsigned_seconds)
         self._checkpoints = asyncio.create_task(
             audit.run_checkpoints(settings.checkpoint_seconds, self._flush_follow_ups)
         )
@@ -751,6 +772,7 @@ class Gateway:
             await self._embedded.stop()
         if self._metrics_http is not None:
             await self._metrics_http.cleanup()
+        await asyncio.to_thread(self.tracing.shutdown)
         self._data_dir_lock.release()
         log.info("gateway.stopped")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import tomllib
 from pathlib import Path
 
@@ -197,3 +198,9 @@ def test_a_console_is_served_on_loopback_or_where_allowed_and_beside_tls_with_it
     assert config.load(None, environ={**tls, **consoles}).tls.consoles == ("duty-room", "annex")
     with pytest.raises(ConfigError, match="DUTYLINK_TLS_CONSOLES: 'Duty Room' is not a console"):
         config.load(None, environ={**tls, "DUTYLINK_TLS_CONSOLES": "Duty Room"})
+
+
+def test_dutylink_version_prints_the_installed_release() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"dutylink {importlib.metadata.version('dutylink')}\n"

@@ -90,8 +90,10 @@ async def test_the_health_port_answers_in_plaintext_without_credentials(
         assert await check(mutual) == SERVING
     # Only the main port's check is counted: the health port has no metrics interceptor.
     counted = gateway.metrics.registry.get_sample_value(
-        "dutylink_rpcs_total", {"method": "Health/Check", "code": "OK"}
-    )
+        "grpc_server_handled_total",
+        {"grpc_type": "unary", "grpc_service": "grpc.health.v1.Health", "grpc_method": "Check",
+         "grpc_code": "OK"},
+    )  # fmt: skip
     assert counted == 1.0
 
 

@@ -1,4 +1,5 @@
-"""The gateway's Prometheus endpoint: RPCs by method and code, and the audit log's progress."""
+"""The gateway's Prometheus endpoint: the gRPC server's metrics as go-grpc-prometheus names them,
+the process's, events accepted and refused, deliveries and lag, and the audit log's progress."""
 
 from __future__ import annotations
 
@@ -40,12 +41,21 @@ async def test_rpcs_and_the_audit_log_are_counted(nats_url: str, tmp_path: Path)
             session.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics") as response,
         ):
             text = await response.text()
-    assert 'dutylink_rpcs_total{code="OK",method="PublisherService/Publish"} 2.0' in text
+    publish = 'grpc_method="Publish",grpc_service="dutylink.v1.PublisherService",grpc_type="unary"'
+    assert f"grpc_server_started_total{{{publish}}} 3.0" in text
+    assert f'grpc_server_handled_total{{grpc_code="OK",{publish}}} 2.0' in text
+    assert f'grpc_server_handled_total{{grpc_code="INVALID_ARGUMENT",{publish}}} 1.0' in text
+    assert f"grpc_server_handling_seconds_count{{{publish}}} 3.0" in text
+    subscribe = 'grpc_method="Subscribe",grpc_service="dutylink.v1.SubscriberService"'
     assert (
-        'dutylink_rpcs_total{code="INVALID_ARGUMENT",method="PublisherService/Publish"} 1.0' in text
+        f'grpc_server_handled_total{{grpc_code="OK",{subscribe},grpc_type="bidi_stream"}}' in text
     )
-    assert 'method="SubscriberService/Subscribe"' in text
-    assert 'dutylink_rpc_duration_seconds_count{method="PublisherService/Publish"} 3.0' in text
+    assert 'dutylink_events_accepted_total{agency="fire",family="incident"} 2.0' in text
+    assert (
+        'dutylink_events_refused_total{agency="fire",code="INVALID_ARGUMENT",family="incident"} 1.0'
+        in text
+    )
+    assert "process_cpu_seconds_total" in text and "process_resident_memory_bytes" in text
     size = next(
         line for line in text.splitlines() if line.startswith("dutylink_audit_log_entries ")
     )
@@ -53,3 +63,9 @@ async def test_rpcs_and_the_audit_log_are_counted(nats_url: str, tmp_path: Path)
         line for line in text.splitlines() if line.startswith("dutylink_audit_checkpoint_entries ")
     )
     assert float(size.split()[1]) >= 4 and float(signed.split()[1]) > 0
+    age = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("dutylink_audit_checkpoint_age_seconds ")
+    )
+    assert float(age.split()[1]) < 60

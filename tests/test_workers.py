@@ -178,9 +178,9 @@ async def publishes_by_worker(metrics_address: str) -> dict[str, float]:
         sample.labels["worker"]: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "dutylink_rpcs_total"
-        and sample.labels["method"].endswith("PublishBatch")
-        and sample.labels["code"] == "OK"
+        if sample.name == "grpc_server_handled_total"
+        and sample.labels["grpc_method"] == "PublishBatch"
+        and sample.labels["grpc_code"] == "OK"
     }
 
 

@@ -46,6 +46,7 @@ from adapters.sdk.retry import (
     Retry,
     is_retryable,
 )
+from adapters.sdk.tracing import handling_span, with_trace_context
 from dutylink.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -188,11 +189,12 @@ class DutyLinkClient:
     ) -> gateway_pb2.Receipt:
         """Publish one event; returns once it is durably stored, retrying as `retry` says.
         Raises grpc.aio.AioRpcError (a refusal at once, a retryable error when retries ran out)."""
+        metadata = with_trace_context(self._metadata)
         async for attempt in self.retry.context():
             with attempt:
                 response: gateway_pb2.PublishResponse = await self._publisher.Publish(
                     gateway_pb2.PublishRequest(event=event),
-                    metadata=self._metadata,
+                    metadata=metadata,
                     timeout=timeout,
                 )
         _log_receipt(response.receipt)
@@ -207,6 +209,7 @@ class DutyLinkClient:
             gateway_pb2.PublishResult(index=i, event_id=e.id) for i, e in enumerate(events)
         ]
         pending = list(range(len(events)))
+        metadata = with_trace_context(self._metadata)
         with contextlib.suppress(_RetryableResults):
             async for attempt in self.retry.context(
                 on=lambda error: isinstance(error, _RetryableResults) or is_retryable(error)
@@ -214,7 +217,7 @@ class DutyLinkClient:
                 with attempt:
                     response = await self._publisher.PublishBatch(
                         gateway_pb2.PublishBatchRequest(events=[events[i] for i in pending]),
-                        metadata=self._metadata,
+                        metadata=metadata,
                         timeout=timeout,
                     )
                     for index, result in zip(pending, response.results, strict=True):
@@ -310,7 +313,8 @@ class DutyLinkClient:
 
         async def handle(delivery: gateway_pb2.Delivery) -> None:
             try:
-                await handler(delivery)
+                with handling_span(delivery, subscription.name):
+                    await handler(delivery)
             except Exception as error:  # the handler's failure: redeliver later, keep going
                 log.warning(
                     "consume.handler_failed",
@@ -591,6 +595,11 @@ class Subscription:
         # made while one write is under way goes out together in the next (see _write_ack).
         self._unsent_acks: list[tuple[int, asyncio.Future[None]]] = []
         self.ready: gateway_pb2.SubscriptionReady | None = None
+
+    @property
+    def name(self) -> str:
+        """The durable subscription's name."""
+        return self._opening.name
 
     async def open(self) -> gateway_pb2.SubscriptionReady:
         self._call = self._stub.Subscribe(metadata=self._metadata)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -43,6 +44,26 @@ app = typer.Typer(
     help="DutyLink: the inter-agency event bus for a city's public-safety agencies.",
     no_args_is_help=True,
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"dutylink {importlib.metadata.version('dutylink')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """DutyLink: the inter-agency event bus for a city's public-safety agencies."""
+
+
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(pki_app, name="pki")

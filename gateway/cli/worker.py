@@ -82,6 +82,7 @@ def _die_with(supervisor_pid: int) -> None:
 
 def main() -> None:
     from gateway.cli.startup import crash_at, run_reporting_startup_errors
+    from gateway.rpc.dependencies import no_failpoint
     from gateway.server import Gateway
 
     orders = Orders.from_json(sys.stdin.read())
@@ -95,7 +96,7 @@ def main() -> None:
             settings,
             nats_url=orders.connect_url,
             supervised=True,
-            **({"failpoint": crash_at(crash_step)} if crash_step else {}),
+            failpoint=crash_at(crash_step) if crash_step else no_failpoint,
         )
         async with gateway:
             ready = json.dumps({"metrics_port": gateway.metrics_port}) + "\n"

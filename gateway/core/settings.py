@@ -180,6 +180,22 @@ class TrackingSettings:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """Traces (OpenTelemetry). `traces`: "off" records nothing (a caller's trace context is
+    still carried from its publish to every delivery), "otlp" exports spans to the OpenTelemetry
+    collector at `otlp_endpoint` (gRPC; http:// for plaintext), new traces sampled at
+    `trace_sample_ratio` (a caller's sampling decision is followed)."""
+
+    traces: str = "off"
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    service_name: str = "dutylink-gateway"
+    trace_sample_ratio: float = 1.0
+
+
+TRACE_EXPORTERS = ("off", "otlp")
+
+
+@dataclass(frozen=True)
 class WebConsoleSettings:
     """The duty officers' web console served beside the gateway by `dutylink serve`
     (gateway.console): off unless `listen` names HOST:PORT; times in `zone`. Beside a plaintext
@@ -249,6 +265,7 @@ class Config:
     ledger: LedgerSettings = LedgerSettings()
     tracking: TrackingSettings = TrackingSettings()
     console: WebConsoleSettings = WebConsoleSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     agencies: tuple[Agency, ...] = ()
     # Where the agencies came from, so start-up can warn about sample tokens.
     agencies_source: str = SAMPLE_AGENCIES_FILE
@@ -265,4 +282,5 @@ SECTIONS: dict[str, type[Any]] = {
     "ledger": LedgerSettings,
     "tracking": TrackingSettings,
     "console": WebConsoleSettings,
+    "telemetry": TelemetrySettings,
 }

@@ -23,6 +23,7 @@ from gateway.core.validation import Validator
 from gateway.store.audit_log import AuditLog
 from gateway.store.jetstream import EventStore
 from gateway.telemetry.metrics import GatewayMetrics
+from gateway.telemetry.tracing import Tracing
 
 log = structlog.get_logger("dutylink.gateway")
 Clock = Callable[[], datetime]
@@ -98,6 +99,8 @@ class Dependencies:
     catalogue: Catalogue = field(default_factory=load_catalogue)
     # Per-recipient delivery status of the messages agencies must take (business acks).
     deliveries: DeliveryRecorder = field(default_factory=NoDeliveryRecorder)
+    # Spans and the trace context events carry from publish to delivery (off: carried only).
+    tracing: Tracing = field(default_factory=Tracing)
 
     @property
     def sink(self) -> AuditSink:
@@ -119,16 +122,19 @@ class Dependencies:
         if not self.config.audit.enabled or not (entries or self.audit.follow_ups):
             return
         if self.audit.log is None:
+            self.metrics.audit_append_failures.inc()
             raise AuditUnavailableError("the audit log is not open yet")
         if not self.store.connected:
             # Fail at once rather than after the append's timeouts: the caller's deadline may
             # be shorter, and "unavailable, retry" is the answer either way.
+            self.metrics.audit_append_failures.inc()
             raise AuditUnavailableError("NATS is not connected: the audit log cannot be appended")
         pending, self.audit.follow_ups = self.audit.follow_ups, []
         try:
             await self.audit.log.append([*pending, *entries])
         except AuditUnavailableError:
             self.audit.follow_ups[:0] = pending  # kept for the next append
+            self.metrics.audit_append_failures.inc()
             raise
 
     def follow_up(self, entry: audit_pb2.AuditEntry) -> None:

@@ -12,11 +12,12 @@ its audit entry is durable."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -24,6 +25,7 @@ from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import Admitted, Refused, admit_all
+from gateway.core.envelope import family
 from gateway.core.ports import Stored, StoreError
 from gateway.core.validation import FieldProblem
 from gateway.core.workflows.notices import GATEWAY_AGENCY, GATEWAY_TYPES
@@ -47,6 +49,7 @@ from gateway.rpc.publish_outcomes import (
     failure_status,
     fill_receipt,
     never_stored,
+    outcome_code,
     refusal_entry,
     store_answer_entry,
     stored_before,
@@ -55,6 +58,13 @@ from policies.engine import Decision
 
 # Who publishes the gateway's own notices (ledger expiries and replenishment notices).
 GATEWAY_PRINCIPAL = Principal(GATEWAY_AGENCY)
+
+
+class TracedEvent(NamedTuple):
+    """One Publish call's event with the trace context it is stored with."""
+
+    event: event_pb2.Event
+    trace: Mapping[str, str]
 
 
 class NoticeNotStoredError(Exception):
@@ -88,7 +98,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         self._turns = FairScheduler()
         self._store_window = StoreWindow(deps.config.gateway.agency_max_batch_events_storing)
         # An agency's concurrent Publish calls share the batch pipeline (gateway.rpc.group_commit).
-        self._unary: GroupCommit[Principal, event_pb2.Event, Outcome] = GroupCommit(
+        self._unary: GroupCommit[Principal, TracedEvent, Outcome] = GroupCommit(
             self._publish_group, deps.config.gateway.max_batch_events, UNARY_GROUPS_RUNNING
         )
 
@@ -137,11 +147,13 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         *,
         window: StoreWindow | None,
         decide: Callable[[event_pb2.Event, datetime], Decision] | None = None,
+        traces: Sequence[Mapping[str, str]] = (),
     ) -> list[Outcome]:
         """The publish pipeline for Publish (a batch of one) and PublishBatch alike: what
         became of each event, in order. Each step takes the events the step before let through,
         all at once (one audit append each); `window` (a batch's) lets them go to JetStream a
-        few at a time. `decide` replaces the policy for the gateway's own notices."""
+        few at a time. `decide` replaces the policy for the gateway's own notices; `traces`:
+        each event's trace context headers, stored with it (gateway.telemetry.tracing)."""
         deps, sink = self._deps, self._deps.sink
         # One request, one moment of receipt: every event is stamped and decided at `now`.
         now = deps.clock()
@@ -170,7 +182,11 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         ]
         if refusals:
             await sink.record_best_effort(refusals)
-        admitted = [a for a in judged if isinstance(a, Admitted)]
+        admitted = [
+            dataclasses.replace(a, headers={**a.headers, **trace}) if trace else a
+            for a, trace in zip(judged, traces or [{}] * len(judged), strict=True)
+            if isinstance(a, Admitted)
+        ]
         stored = await self._audit_and_store(principal, admitted, context, window)
         # Transitions that must not stay: those of events the store refused for good, and of
         # retries it already held (judged afresh when their entries had forgotten their ids).
@@ -183,14 +199,32 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
             await self._publish_notices(commitment.notices)
         # What became of the admitted events, in their order.
         answers = iter(stored)
-        return [next(answers) if isinstance(o, Admitted) else o for o in judged]
+        outcomes = [next(answers) if isinstance(o, Admitted) else o for o in judged]
+        self._count(principal, events, outcomes)
+        return outcomes
+
+    def _count(
+        self, principal: Principal, events: Sequence[event_pb2.Event], outcomes: Sequence[Outcome]
+    ) -> None:
+        """The events accepted (retries of stored ones aside) and refused, by agency and
+        family (and code)."""
+        metrics = self._deps.metrics
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, Published):
+                if not outcome.stored.duplicate:
+                    metrics.events_accepted.labels(principal.agency, family(event)).inc()
+            else:
+                code = outcome_code(outcome).name
+                metrics.events_refused.labels(principal.agency, family(event), code).inc()
 
     async def _publish_group(
-        self, principal: Principal, events: Sequence[event_pb2.Event]
+        self, principal: Principal, calls: Sequence[TracedEvent]
     ) -> list[Outcome]:
         """One agency's Publish calls that came together, through the pipeline at once (with
         the configured publish timeout: each call's own deadline still ends its wait)."""
-        return await self._publish(principal, events, None, window=None)
+        events = [call.event for call in calls]
+        traces = [call.trace for call in calls]
+        return await self._publish(principal, events, None, window=None, traces=traces)
 
     def _agency_decision(
         self, principal: Principal, event: event_pb2.Event, now: datetime
@@ -302,7 +336,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 context, status(grpc.StatusCode.INVALID_ARGUMENT, "event is required", (problem,))
             )
         await self._refuse_if_read_only(context)
-        outcome = await self._unary.submit(principal, request.event)
+        trace = self._deps.tracing.carried(context.invocation_metadata())
+        outcome = await self._unary.submit(principal, TracedEvent(request.event, trace))
         if not isinstance(outcome, Published):
             _log_failure(request.event.id, outcome)
             await abort(context, failure_status(outcome))
@@ -341,8 +376,13 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                     (problem,),
                 ),
             )
+        trace = self._deps.tracing.carried(context.invocation_metadata())
         outcomes = await self._publish(
-            principal, request.events, context, window=self._store_window
+            principal,
+            request.events,
+            context,
+            window=self._store_window,
+            traces=[trace] * len(request.events) if trace else (),
         )
         response = batch_response(
             request.events, outcomes, self._deps.config.gateway.max_message_bytes

@@ -195,6 +195,17 @@ def failure_entry(
     )
 
 
+def outcome_code(outcome: Outcome) -> grpc.StatusCode:
+    """The code a publisher is answered with for `outcome` (OK: stored)."""
+    if isinstance(outcome, Published):
+        return grpc.StatusCode.OK
+    if isinstance(outcome, Refused):
+        return REFUSAL_CODES[outcome.kind]
+    if isinstance(outcome, AuditUnavailableError):
+        return grpc.StatusCode.UNAVAILABLE
+    return store_code(outcome)
+
+
 def failure_status(outcome: Refused | AuditUnavailableError | StoreError) -> grpc.Status:
     """The status a Publish whose event was not stored is answered with."""
     if isinstance(outcome, Refused):

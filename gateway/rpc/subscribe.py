@@ -246,6 +246,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                 except Exception:  # the connection is gone: the ack wait redelivers them anyway
                     break
             log.info("subscribe.closed", subscription=opening.name, unacked=len(unanswered))
+            with contextlib.suppress(KeyError):  # its lag is no longer this replica's to tell
+                self._deps.metrics.subscription_pending.remove(principal.agency, opening.name)
 
     async def _deliver(
         self, stream: _Stream, subscription: DurableSubscription, reader: asyncio.Task[None]
@@ -353,6 +355,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             policy_version=decision.policy_version,
             rule_ids=decision.rule_ids,
             delivery_id=judged.delivery_id,
+            # Carries on the trace its publisher began (gateway.telemetry.tracing).
+            **self._deps.tracing.delivered(headers, principal.agency, stream.name),
         )
         return _Planned(message, entry, delivered, judged, to_send)
 
@@ -404,12 +408,15 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
 
     async def _carry_out(self, stream: _Stream, plan: _Planned) -> None:
         """Do what a recorded plan says (sends are sent already: tell the tracker)."""
-        fate, name = plan.outcome.fate, stream.name
+        fate, name, agency = plan.outcome.fate, stream.name, stream.principal.agency
+        metrics = self._deps.metrics
+        metrics.subscription_pending.labels(agency, name).set(plan.message.metadata.num_pending)
         if fate is delivery.Fate.SEND:
+            metrics.deliveries.labels(agency, str(plan.delivered.attempt > 1).lower()).inc()
             if plan.delivery is not None and self._deps.deliveries.tracks(plan.delivery.event):
-                self._record_delivery(plan.delivery.event, stream.principal.agency)
+                self._record_delivery(plan.delivery.event, agency)
         elif fate is delivery.Fate.DEAD_LETTER:
-            await self._dead_letter(plan, stream.principal.agency, name)
+            await self._dead_letter(plan, agency, name)
         elif fate is delivery.Fate.ACK_AGAIN:
             log.warning(
                 "subscribe.acked_again", subscription=name, sequence=plan.delivered.stream_sequence
@@ -460,6 +467,7 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             # Not acked, so JetStream offers it again and the next attempt retries the move.
             log.warning("subscribe.dead_letter_failed", subscription=name, reason=str(error))
             return
+        self._deps.metrics.dead_letters.labels(agency).inc()
         log.warning(
             "subscribe.dead_lettered",
             subscription=name,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +105,7 @@ class AuditLog:
         self._tree = TreeState()
         self._lock = asyncio.Lock()
         self._signed_size = -1
+        self._signed_at = time.monotonic()  # the last checkpoint signed (or the start)
         self._in_doubt = False
         self._last_stored = 0  # stream sequence of this log's last stored frame
         self.latest_checkpoint: str | None = None
@@ -118,6 +120,13 @@ class AuditLog:
     def signed_size(self) -> int:
         """Entries covered by the latest checkpoint this process signed (0 before the first)."""
         return max(self._signed_size, 0)
+
+    def unsigned_seconds(self) -> float:
+        """0 while every entry is covered by a signed checkpoint; else the seconds since the
+        last one was signed (a bound on how long an entry has waited for its signature)."""
+        if self._tree.size == self._signed_size:
+            return 0.0
+        return time.monotonic() - self._signed_at
 
     async def start(self) -> None:
         """Ensure the stream, then rebuild the tree from every entry already stored."""
@@ -355,6 +364,7 @@ class AuditLog:
             log.error("audit.checkpoint_failed", size=size, reason=str(error))
             return None
         self._signed_size, self.latest_checkpoint = size, note
+        self._signed_at = time.monotonic()
         await self._keep_checkpoint(size, note)
         if endorser is not None and self._endorser is endorser:
             self._endorser = None  # endorsed once, in a checkpoint covering the rotation

@@ -833,6 +833,8 @@ class Delivery(_message.Message):
     WITHHELD_FIELDS_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     RULE_IDS_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    TRACESTATE_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.int
     """Identifies this delivery on this stream; quote it in `ack` or `nack`."""
     stream_sequence: _builtins.int
@@ -841,6 +843,14 @@ class Delivery(_message.Message):
     """1 on first delivery, higher on redeliveries."""
     policy_version: _builtins.str
     """Version (content hash) of the access policy that decided this delivery."""
+    traceparent: _builtins.str
+    """The W3C Trace Context of this delivery (the CloudEvents distributed tracing extension):
+    a child of the publishing call's context, which the gateway stores with the event, so the
+    receiving handler's span joins the trace that began where the event was sent. Empty when
+    the publisher sent none and the gateway records no traces.
+    """
+    tracestate: _builtins.str
+    """The W3C `tracestate` that goes with `traceparent` (vendor-specific trace data), if any."""
     @_builtins.property
     def event(self) -> _event_pb2.Event:
         """The event."""
@@ -865,10 +875,12 @@ class Delivery(_message.Message):
         withheld_fields: _abc.Iterable[_builtins.str] | None = ...,
         policy_version: _builtins.str = ...,
         rule_ids: _abc.Iterable[_builtins.str] | None = ...,
+        traceparent: _builtins.str = ...,
+        tracestate: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delivery_id", b"delivery_id", "event", b"event", "policy_version", b"policy_version", "rule_ids", b"rule_ids", "stream_sequence", b"stream_sequence", "withheld_fields", b"withheld_fields"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delivery_id", b"delivery_id", "event", b"event", "policy_version", b"policy_version", "rule_ids", b"rule_ids", "stream_sequence", b"stream_sequence", "traceparent", b"traceparent", "tracestate", b"tracestate", "withheld_fields", b"withheld_fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

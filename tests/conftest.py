@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -46,11 +47,16 @@ def _logging_before_any_cli() -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(autouse=True)
 def _logging_as_it_was(_logging_before_any_cli: dict[str, Any]) -> Iterator[None]:
-    """Each test starts with the logging of a session no CLI has run in, and leaves it so."""
+    """Each test starts with the logging of a session no CLI has run in, and leaves it so
+    (structlog's, and the root logger's handlers and level, which `logs.configure` sets)."""
     initial = _logging_before_any_cli
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     structlog.configure(**dict(initial, processors=list(initial["processors"])))
     yield
     structlog.configure(**dict(initial, processors=list(initial["processors"])))
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

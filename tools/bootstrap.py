@@ -139,6 +139,7 @@ def main(argv: list[str]) -> None:
         run(BIN / "ruff", "format", "--check", ".")
         run(BIN / "mypy")
         run(BIN / "python", "tools/gen_proto.py", "--check", "--lint", "--breaking")
+        run(BIN / "python", "tools/render_deploy.py", "--check")
         run(BIN / "python", "tools/check_deploy.py", "--checkov", ensure_checkov())
 
 

@@ -72,6 +72,8 @@ class Role:
     subscribe_allow: tuple[str, ...]
     publish_deny: tuple[str, ...] = FORBIDDEN
     inbox_prefix: str = DEFAULT_INBOX_PREFIX
+    # What the user is for, as deploy/nats/nats.conf says it above the user (tools/render_deploy.py).
+    note: str = ""
 
 
 # Its own subjects, the JetStream API calls nats-py makes for streams, consumers, direct gets
@@ -99,6 +101,13 @@ GATEWAY = Role(
         "$JS.FC.>",
     ),
     subscribe_allow=(f"{DEFAULT_INBOX_PREFIX}.>", "dutylink.>"),
+    note=f"""The gateways. Their own subjects, the aggregates KV bucket (writes to
+$KV.{AGGREGATES_BUCKET}.>; its stream KV_{AGGREGATES_BUCKET} is created and read through the
+stream and consumer calls below), the JetStream API calls they make, acks and flow control, and
+the VARZ import below. Never delete, purge, snapshot, restore or move peers of a stream: a
+stolen gateway password must not be able to erase evidence. Stream updates stay allowed because
+the gateway brings its streams' settings up to date at start (e.g. 1 -> 3 replicas);
+deny_delete/deny_purge on every stream still hold.""",
 )
 
 # `dutylink audit ...`: reads the audit stream (message gets, stream info, following new
@@ -112,6 +121,8 @@ AUDITOR = Role(
     ),
     subscribe_allow=("_INBOX_auditor.>", f"{subjects.AUDIT_PREFIX}.>"),
     inbox_prefix="_INBOX_auditor",
+    note="""`dutylink audit ...` (auditors): reads the audit stream, nothing else. Its own
+inboxes: it cannot read the gateway's replies, which carry events.""",
 )
 
 # `dutylink audit verify --store`: compares the stored events with the audit log, so it reads
@@ -139,6 +150,10 @@ WITNESS = Role(
     ),
     subscribe_allow=("_INBOX_witness.>",),
     inbox_prefix="_INBOX_witness",
+    note="""`dutylink audit verify --store`: also reads the stored events (they hold PII) to
+compare them with the audit log, by message gets only (no consumer: its deliver subject could
+be any subject). Give its password only to those who may see raw events, not to every
+auditor.""",
 )
 
 _OPERATOR_USER = "operator"
@@ -169,6 +184,12 @@ def operator_role(gateway_ids: Sequence[str]) -> Role:
         ),
         subscribe_allow=(f"{_OPERATOR_INBOX}.>",),
         inbox_prefix=_OPERATOR_INBOX,
+        note="""`dutylink deadletter list|replay` (operators): reads dead letters and copies one back
+onto its subscription's redelivery subject; never publishes or reads events. Each replay is
+audited in the log <gateway id>-operator: it may append to those of the deployments' gateway
+ids (DEPLOY_GATEWAY_IDS in gateway/store/nats_auth.py: add a replica's there, then run
+tools/render_deploy.py) and no other; it may neither create nor update the audit stream (the
+gateway creates it).""",
     )
 
 

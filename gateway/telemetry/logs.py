@@ -2,6 +2,9 @@
 
 Request context (agency, rpc) is bound in contextvars by the servicers, so every line of a
 call carries it. Payloads never enter the logs: only ids, types, outcomes and timings.
+
+The libraries' own logs (grpc, aiohttp, nats-py, asyncio: Python's `logging`) go through the
+same renderer, each line with its `logger` name, instead of plain text on stderr.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
+# Tracebacks as data, without the frames' local variables: they may hold an event's payload
+# or a secret, which never enter the logs.
+_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
 def _adding(fields: Mapping[str, str]) -> structlog.typing.Processor:
     """A processor that gives every line `fields` (e.g. the worker of `serve --workers`)."""
 
@@ -56,13 +66,17 @@ def configure(
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        *([_adding(dict(fields))] if fields else []),
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    _route_library_logs(level, renderer, shared)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            *([_adding(dict(fields))] if fields else []),
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
+            *shared,
+            _TRACEBACKS,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -71,3 +85,29 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStdout())),
         cache_logger_on_first_use=True,
     )
+
+
+def _route_library_logs(
+    level: str,
+    renderer: structlog.typing.Processor,
+    shared: list[structlog.typing.Processor],
+) -> None:
+    """Python `logging` records (the libraries') rendered like structlog's lines, with the
+    record's logger name, on the same stdout."""
+    handler = logging.StreamHandler(cast(TextIO, _CurrentStdout()))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _TRACEBACKS,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "dutylink", False)]:
+        root.removeHandler(old)
+    handler.dutylink = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])

@@ -11,6 +11,7 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import aiohttp
 import nats
 import pytest
 from aiohttp import web
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from adapters.framework import Outbound, RejectedStore, Subscription, deliver_outbound
 from adapters.mapping import JsonMapping
@@ -27,13 +30,18 @@ from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
 from adapters.webhook.adapter import KIND, build
 from adapters.webhook.signing import (
     SIGNATURE_HEADER,
+    STANDARD_SIGNATURE,
     TIMESTAMP_HEADER,
     ReplayGuard,
     ReplayGuardFullError,
     SignatureError,
+    parse_secret,
     sign,
     signed_headers,
+    standard_headers,
     verify,
+    verify_request,
+    verify_standard,
 )
 from dutylink.catalogue import load_catalogue
 from dutylink.v1 import event_pb2, gateway_pb2
@@ -96,13 +104,10 @@ class Endpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        try:
-            verify(
-                OUT_SECRET, body, request.headers.get(TIMESTAMP_HEADER),
-                request.headers.get(SIGNATURE_HEADER), now=time.time(), tolerance=300,
-            )  # fmt: skip
-            signed = True
-        except SignatureError:
+        try:  # Standard Webhooks' own reference verifier, as a department would use it
+            Webhook(OUT_SECRET).verify(body, dict(request.headers), json_parse=False)
+            signed = request.headers["webhook-id"] == request.headers["Idempotency-Key"]
+        except (WebhookVerificationError, KeyError):
             signed = False
         self.received.append(Received(dict(request.headers), body, signed))
         statuses = self.script.get(request.headers.get("Idempotency-Key", ""), [])
@@ -157,14 +162,24 @@ async def post(
     port: int, body: bytes, *, timestamp: int | None = None, secret: bytes = IN_SECRET,
     headers: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:  # fmt: skip
-    """POST `body` signed (unless `headers` are given) to the adapter; status and JSON answer."""
+    """POST `body` signed (unless `headers` are given) to the adapter, by Standard Webhooks'
+    reference signer as a department's system would; status and JSON answer."""
     if headers is None:
-        headers = signed_headers(secret, timestamp or int(time.time()), body)
+        headers = reference_signed(secret, timestamp or int(time.time()), body)
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"http://127.0.0.1:{port}/events", data=body, headers=headers) as response,
     ):
         return response.status, await response.json()
+
+
+def reference_signed(secret: bytes, timestamp: int, body: bytes, message_id: str = "") -> dict[str, str]:  # fmt: skip
+    """Standard Webhooks headers made by the scheme's reference library (not by ours)."""
+    message_id = message_id or f"msg_{timestamp}_{len(body)}"
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    signature = Webhook(secret).sign(msg_id=message_id, timestamp=moment, data=body.decode())
+    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature}  # fmt: skip
 
 
 async def listening(port: int) -> None:
@@ -239,13 +254,17 @@ async def exchange(gateway: Gateway, nats_url: str, tmp_path: Path) -> AsyncIter
 # --- signatures ---------------------------------------------------------------------------------
 
 
-def test_the_signature_is_the_readme_example() -> None:
-    # The worked example in adapters/webhook/README.md, computed there with openssl.
+def test_the_signatures_are_the_readme_examples() -> None:
+    # The worked examples in adapters/webhook/README.md, computed there with openssl.
     body = b'{"report_id":"BSR-2026-0815-0042"}'
-    expected = "v1=dba6cbe6f5a4b684a7055cfdd4eddfa149c27ad8d162e8f51442a1a722bf3e53"
-    assert sign(b"example-secret-not-for-production", 1786773600, body) == expected
+    key = parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    standard = standard_headers([key], "msg_BSR-2026-0815-0042", 1786773600, body)
+    expected = "v1,6SDyr3f0u5sSA+YSPnzwOwOLSqaoObvlvYqyq8Sda/k="
+    assert standard[STANDARD_SIGNATURE] == expected
+    legacy = "v1=dba6cbe6f5a4b684a7055cfdd4eddfa149c27ad8d162e8f51442a1a722bf3e53"
+    assert sign(b"example-secret-not-for-production", 1786773600, body) == legacy
     readme = (SAMPLES.parent / "README.md").read_text(encoding="utf-8")
-    assert expected in readme and body.decode() in readme
+    assert expected in readme and legacy in readme and body.decode() in readme
 
 
 def test_verify_refuses_missing_wrong_and_stale_signatures() -> None:
@@ -283,6 +302,55 @@ def test_the_replay_guard_remembers_signatures_for_their_window_only_and_is_boun
     assert len(guard) == 1
 
 
+def test_standard_signatures_verify_with_the_reference_library_under_every_key_in_force() -> None:
+    """Rotation: signed with the old and the new secret, a receiver holding either accepts."""
+    old, new = b"old secret 0123456789abcdef", b"new secret fedcba9876543210"
+    body, now = b'{"report_id":"1"}', int(time.time())
+    headers = standard_headers([old, new], "BSR-1", now, body)
+    assert len(headers[STANDARD_SIGNATURE].split()) == 2
+    for key in (old, new):
+        Webhook(key).verify(body, headers, json_parse=False)
+        assert verify_standard([key], body, headers, now=now, tolerance=300).timestamp == now
+    with pytest.raises(WebhookVerificationError):
+        Webhook(b"a third secret 0123456789").verify(body, headers, json_parse=False)
+    # And the reference library's signatures verify here, with either of our keys in force.
+    theirs = reference_signed(new, now, body, "msg_1")
+    assert verify_standard([old, new], body, theirs, now=now + 299, tolerance=300)
+
+
+def test_verify_standard_refuses_what_is_wrong_and_never_raises_anything_else() -> None:
+    body, now = b'{"report_id":"1"}', 1786773600
+    good = standard_headers([IN_SECRET], "BSR-1", now, body)
+
+    def check(headers: Mapping[str, str], data: bytes = body, at: float = now) -> str:
+        with pytest.raises(SignatureError) as error:
+            verify_standard([IN_SECRET], data, headers, now=at, tolerance=300)
+        return str(error.value)
+
+    assert "are required" in check({k: v for k, v in good.items() if k != "webhook-id"})
+    assert "no signature" in check(good, b'{"report_id":"2"}')
+    assert "no signature" in check({**good, "webhook-id": "BSR-2"})
+    assert "no signature" in check({**good, STANDARD_SIGNATURE: "v1"})  # no comma
+    assert "no signature" in check({**good, STANDARD_SIGNATURE: "v1,!!not base64!! v2,x"})
+    assert "at most 8 signatures" in check({**good, STANDARD_SIGNATURE: " ".join(["v1,x"] * 9)})
+    assert "at most 256 characters" in check({**good, "webhook-id": "x" * 257})
+    assert "whole unix seconds" in check({**good, "webhook-timestamp": "1e9"})
+    assert "not UTF-8" in check(good, b"\xff\xfe")
+    assert "-301 s from our clock" in check(good, at=now + 301)
+
+
+def test_the_scheme_before_is_taken_only_while_it_is_still_accepted() -> None:
+    body, now = b'{"report_id":"1"}', 1786773600
+    legacy = signed_headers(IN_SECRET, now, body)
+    rotated = [b"the new secret 0123456789", IN_SECRET]
+    taken = verify_request(rotated, body, legacy, now=now, tolerance=300, accept_legacy=True)
+    assert taken.timestamp == now
+    with pytest.raises(SignatureError, match="no longer accepted here"):
+        verify_request(rotated, body, legacy, now=now, tolerance=300, accept_legacy=False)
+    with pytest.raises(SignatureError, match="unsigned"):
+        verify_request(rotated, body, {}, now=now, tolerance=300, accept_legacy=True)
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 
@@ -290,11 +358,14 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     port = free_port()
     good = housing_options(tmp_path, port)
     (tmp_path / "empty.secret").write_text("\n")
+    (tmp_path / "bad.secret").write_text("raw legacy secret\nwhsec_!!!\n")
     outbound = {"url": "http://127.0.0.1:1/x", "secret_file": secret_file(tmp_path, "o", OUT_SECRET)}  # fmt: skip
     cases: dict[str, dict[str, Any]] = {
         "[options.inbound] secret_file: required": {**good, "inbound": {"listen": f"127.0.0.1:{port}"}},
         f"secret_file: {tmp_path / 'none'}: No such file": {**good, "inbound": {**good["inbound"], "secret_file": str(tmp_path / "none")}},
         "empty.secret is empty": {**good, "inbound": {**good["inbound"], "secret_file": str(tmp_path / "empty.secret")}},
+        "bad.secret:2: a whsec_ secret must be base64": {**good, "inbound": {**good["inbound"], "secret_file": str(tmp_path / "bad.secret")}},
+        "signature: 'v2' is not one of standard, dutylink-v1": {"outbound": {**outbound, "signature": "v2"}},
         "'0.0.0.0' is not a loopback address": {**good, "inbound": {**good["inbound"], "listen": "0.0.0.0:8081"}},
         "[options.inbound]: unknown key 'tolerance'": {**good, "inbound": {**good["inbound"], "tolerance": 5}},
         "[options.mapping]: required": {"inbound": good["inbound"]},
@@ -388,7 +459,7 @@ async def test_unsigned_badly_signed_stale_and_oversized_requests_are_refused(
     refusals = {
         "no signature": await exchange.post(body, headers={"Content-Type": "application/json"}),
         "another secret": await exchange.post(body, secret=b"a guess"),
-        "another body": await exchange.post(body, headers=signed_headers(IN_SECRET, now, b"{}")),
+        "another body": await exchange.post(body, headers=reference_signed(IN_SECRET, now, b"{}")),
         "stale": await exchange.post(body, timestamp=now - 301),
         "future": await exchange.post(body, timestamp=now + 301),
     }
@@ -454,8 +525,9 @@ async def test_a_failing_endpoint_is_retried_and_gets_the_event_once(exchange: E
     attempts = exchange.endpoint.of(event_id)
     assert len(attempts) == 3 and all(a.signed for a in attempts)
     assert len({a.body for a in attempts}) == 1, "the same record each time"
-    stamps = [int(a.headers[TIMESTAMP_HEADER]) for a in attempts]
+    stamps = [int(a.headers["webhook-timestamp"]) for a in attempts]
     assert stamps == sorted(set(stamps)), "each retry signed anew: not a replay"
+    assert {a.headers["webhook-id"] for a in attempts} == {event_id}, "one message id throughout"
     assert await exchange.settled() == 1, "retried within one delivery, then acked"
     assert len(exchange.endpoint.of(event_id)) == 3
     assert not exchange.rejected_out.exists()

@@ -62,13 +62,13 @@ from adapters.records import OutboundRecord, Record, RecordOutcome, Rejected
 from adapters.sdk.client import Retry
 from adapters.webhook.mapping import JSON, outbound_mapping
 from adapters.webhook.signing import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
     ReplayGuard,
     ReplayGuardFullError,
     SignatureError,
+    parse_secret,
     signed_headers,
-    verify,
+    standard_headers,
+    verify_request,
 )
 from dutylink.v1 import event_pb2
 
@@ -78,16 +78,24 @@ log = structlog.get_logger("dutylink.adapter")
 # --- options ----------------------------------------------------------------------------------
 
 
-def read_secret(path: Path, where: str) -> bytes:
-    """The shared secret: the file's content without surrounding whitespace (a trailing
-    newline is not part of it)."""
+def read_secrets(path: Path, where: str) -> tuple[bytes, ...]:
+    """The secrets in force, one a line (several while one is being rotated): "whsec_<base64>"
+    (Standard Webhooks) or a shared secret's raw text, surrounding whitespace ignored."""
     try:
-        secret = path.read_bytes().strip()
-    except OSError as error:
-        raise AdapterConfigError(f"{where} secret_file: {path}: {error.strerror}") from None
-    if not secret:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise AdapterConfigError(f"{where} secret_file: {path}: {reason}") from None
+    secrets: list[bytes] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                secrets.append(parse_secret(line.strip()))
+            except ValueError as error:
+                raise AdapterConfigError(f"{where} secret_file: {path}:{number}: {error}") from None
+    if not secrets:
         raise AdapterConfigError(f"{where} secret_file: {path} is empty")
-    return secret
+    return tuple(secrets)
 
 
 # --- inbound ----------------------------------------------------------------------------------
@@ -103,11 +111,14 @@ class InboundSettings:
     publish_timeout_seconds: float = 20.0
     retry_after_seconds: int = 30
     replay_capacity: int = 100_000
+    # Senders still signing with X-DutyLink-Signature are taken until this is false.
+    accept_legacy_signatures: bool = True
 
 
 _INBOUND_KEYS = {
     "listen", "path", "secret_file", "allow_remote", "tolerance_seconds", "max_body_bytes",
     "publish_timeout_seconds", "retry_after_seconds", "replay_capacity",
+    "accept_legacy_signatures",
 }  # fmt: skip
 
 
@@ -129,8 +140,8 @@ def _listen(value: str, allow_remote: bool, where: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def inbound_settings(table: Options) -> tuple[InboundSettings, bytes]:
-    """[options.inbound] read and checked, and the shared secret."""
+def inbound_settings(table: Options) -> tuple[InboundSettings, tuple[bytes, ...]]:
+    """[options.inbound] read and checked, and the secrets in force."""
     where = table.where
     table.check_keys(_INBOUND_KEYS)
     defaults = InboundSettings()
@@ -153,8 +164,11 @@ def inbound_settings(table: Options) -> tuple[InboundSettings, bytes]:
         ),
         retry_after_seconds=table.whole("retry_after_seconds", defaults.retry_after_seconds),
         replay_capacity=table.whole("replay_capacity", defaults.replay_capacity),
+        accept_legacy_signatures=table.flag(
+            "accept_legacy_signatures", defaults.accept_legacy_signatures
+        ),
     )
-    return settings, read_secret(Path(table.text("secret_file", None)), where)
+    return settings, read_secrets(Path(table.text("secret_file", None)), where)
 
 
 class _BodyError(Exception):
@@ -191,9 +205,9 @@ class WebhookSource:
     """Takes signed POSTs of JSON records and publishes them, answering only once they are
     settled. Listens on loopback unless told otherwise: TLS is a reverse proxy's job."""
 
-    def __init__(self, settings: InboundSettings, secret: bytes) -> None:
+    def __init__(self, settings: InboundSettings, secrets: tuple[bytes, ...]) -> None:
         self.settings = settings
-        self._secret = secret
+        self._secrets = secrets
         self._replays = ReplayGuard(settings.tolerance_seconds, settings.replay_capacity)
 
     async def run(self, pipeline: Pipeline) -> None:
@@ -226,10 +240,10 @@ class WebhookSource:
             return _error(413, f"the body is larger than {settings.max_body_bytes} bytes")
         now = time.time()
         try:
-            verified = verify(
-                self._secret, body, request.headers.get(TIMESTAMP_HEADER),
-                request.headers.get(SIGNATURE_HEADER), now=now,
+            verified = verify_request(
+                self._secrets, body, request.headers, now=now,
                 tolerance=settings.tolerance_seconds,
+                accept_legacy=settings.accept_legacy_signatures,
             )  # fmt: skip
         except SignatureError as error:
             log.warning("webhook.unauthenticated", remote=request.remote, reason=str(error))
@@ -306,19 +320,26 @@ _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, Timeout
 DEFAULT_RETRY = Retry(attempts=5, timeout=30.0, wait_initial=0.5, wait_max=10.0, wait_jitter=1.0)
 
 
+# How outbound POSTs are signed: Standard Webhooks, or DutyLink's scheme before it (for a
+# receiver that has not moved yet).
+SIGNATURES = ("standard", "dutylink-v1")
+
+
 @dataclass(frozen=True)
 class OutboundSettings:
     url: str
     request_timeout_seconds: float = 10.0
     retry: Retry = DEFAULT_RETRY
+    signature: str = "standard"
 
 
 class WebhookSink:
-    """POSTs one outbound record, signed, with its event id as the Idempotency-Key."""
+    """POSTs one outbound record, signed, with its event id as the Idempotency-Key (and, with
+    Standard Webhooks, as the webhook-id: the same on every retry)."""
 
-    def __init__(self, settings: OutboundSettings, secret: bytes) -> None:
+    def __init__(self, settings: OutboundSettings, secrets: tuple[bytes, ...]) -> None:
         self.settings = settings
-        self._secret = secret
+        self._secrets = secrets
 
     def _backoff(self, error: Exception) -> bool | float:
         if isinstance(error, _RetryableStatusError) and error.retry_after is not None:
@@ -344,8 +365,13 @@ class WebhookSink:
 
     async def _post(self, session: aiohttp.ClientSession, record: OutboundRecord, timestamp: int) -> None:  # fmt: skip
         url = self.settings.url
+        signed = (
+            standard_headers(self._secrets, record.name, timestamp, record.body)
+            if self.settings.signature == "standard"
+            else signed_headers(self._secrets[0], timestamp, record.body)
+        )
         headers = {
-            **signed_headers(self._secret, timestamp, record.body),
+            **signed,
             "Content-Type": record.content_type,
             "Idempotency-Key": record.name,
         }
@@ -366,7 +392,7 @@ class WebhookSink:
 
 _OUTBOUND_KEYS = {
     "subscription", "families", "types", "jurisdiction_prefixes", "ignore_sources", "url",
-    "secret_file", "fields", "request_timeout_seconds", "retry",
+    "secret_file", "fields", "request_timeout_seconds", "retry", "signature",
 }  # fmt: skip
 _RETRY_KEYS = {"attempts", "timeout_seconds", "wait_initial_seconds", "wait_max_seconds", "wait_jitter_seconds"}  # fmt: skip
 
@@ -410,12 +436,14 @@ def outbound_side(table: Options) -> Outbound:
         if not isinstance(path, str) or not path:
             raise AdapterConfigError(f"[options.outbound.fields] {key}: an event field path")
         _check_event_path(path, f"[options.outbound.fields] {key}")
+    signature = table.choice("signature", SIGNATURES)
     settings = OutboundSettings(
         url=url,
         request_timeout_seconds=table.number("request_timeout_seconds", 10.0),
         retry=_retry(table.table("retry")),
+        signature=signature,
     )
-    secret = read_secret(Path(table.text("secret_file", None)), where)
+    secrets = read_secrets(Path(table.text("secret_file", None)), where)
     return Outbound(
         Subscription(
             table.text("subscription", "webhook-out"),
@@ -424,7 +452,7 @@ def outbound_side(table: Options) -> Outbound:
             jurisdiction_prefixes=table.strings("jurisdiction_prefixes"),
         ),
         outbound_mapping(dict(fields), frozenset(table.strings("ignore_sources"))),
-        WebhookSink(settings, secret),
+        WebhookSink(settings, secrets),
     )
 
 

@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from adapters.sdk.client import DutyLinkClient
+from adapters.sdk.refusals import field_violations
 from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
@@ -92,14 +93,8 @@ async def stored_events(nats_url: str) -> list[event_pb2.Event]:
 
 
 def violations(error: grpc.aio.AioRpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    found = []
-    for detail in status.details:
-        request = error_details_pb2.BadRequest()
-        assert detail.Unpack(request)
-        found.extend(request.field_violations)
-    return found
+    assert rpc_status.from_call(error) is not None, "the error carries no google.rpc.Status"
+    return field_violations(error)
 
 
 async def test_an_event_time_past_year_9999_is_a_field_violation_not_unknown(

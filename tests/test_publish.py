@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from nats.aio.msg import Msg
 
 from adapters.sdk.client import NO_RETRY, DutyLinkClient, Retry
+from adapters.sdk.refusals import field_violations
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.core.admission import Admitted, admit, admit_all
@@ -37,14 +38,8 @@ def incident_event_with_id(event_id: str):  # type: ignore[no-untyped-def]
 
 
 def bad_request(error: grpc.aio.AioRpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    violations = []
-    for detail in status.details:
-        request = error_details_pb2.BadRequest()
-        assert detail.Unpack(request)
-        violations.extend(request.field_violations)
-    return violations
+    assert rpc_status.from_call(error) is not None, "the error carries no google.rpc.Status"
+    return field_violations(error)
 
 
 async def test_a_publish_is_stored_and_stamped_with_the_callers_agency(

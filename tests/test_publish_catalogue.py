@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from adapters.sdk.refusals import field_violations
 from dutylink.v1 import event_pb2
 from tests.conftest import ClientFactory
 from tests.factories import incident_event
@@ -27,14 +27,8 @@ def without_feedback() -> event_pb2.Event:
 
 
 def violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str, str]]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    found = []
-    for detail in status.details:
-        request = error_details_pb2.BadRequest()
-        assert detail.Unpack(request)
-        found.extend((v.field, v.reason, v.description) for v in request.field_violations)
-    return found
+    assert rpc_status.from_call(error) is not None, "the error carries no google.rpc.Status"
+    return [(v.field, v.reason, v.description) for v in field_violations(error)]
 
 
 async def test_publish_refuses_an_unknown_type_naming_the_type_field(

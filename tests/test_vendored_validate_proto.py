@@ -1,4 +1,5 @@
-"""proto/buf/validate/validate.proto is fresh and compiles back to the wheel's descriptor."""
+"""The vendored schemas: proto/buf/validate/validate.proto is fresh and compiles back to the
+wheel's descriptor; proto/google/rpc/status.proto is googleapis-common-protos' own."""
 
 from __future__ import annotations
 
@@ -61,3 +62,13 @@ def test_vendored_file_compiles_to_the_wheel_descriptor(tmp_path: Path) -> None:
     compiled.ClearField("source_code_info")
     assert as_text(compiled) == as_text(wheel)
     assert compiled == wheel
+
+
+def test_the_vendored_google_rpc_status_is_the_one_googleapis_common_protos_ships() -> None:
+    """proto/google/rpc/status.proto is there only for `protoc -Iproto` (PublishError.status):
+    byte for byte the file whose Python module (google.rpc.status_pb2) the gateway imports."""
+    from google.rpc import status_pb2
+
+    shipped = Path(status_pb2.__file__).with_name("status.proto")
+    vendored = Path(__file__).resolve().parent.parent / "proto" / "google" / "rpc" / "status.proto"
+    assert vendored.read_bytes() == shipped.read_bytes()

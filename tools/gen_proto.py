@@ -59,8 +59,13 @@ def protoc(*args: str, proto_root: Path = PROTO_ROOT) -> None:
         sys.exit(f"protoc failed:\n{result.stderr}")
 
 
+# Schemas vendored into proto/ only so that `protoc -Iproto` resolves their imports: their Python
+# modules come from the package that ships them (google.rpc: googleapis-common-protos).
+GENERATED_ELSEWHERE = ("google/",)
+
+
 def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> None:
-    files = proto_files(proto_root)
+    files = [f for f in proto_files(proto_root) if not f.startswith(GENERATED_ELSEWHERE)]
     with_services = [
         f for f in files if "\nservice " in (proto_root / f).read_text(encoding="utf-8")
     ]

@@ -168,10 +168,12 @@ def status(
     message: str,
     problems: tuple[FieldProblem, ...] = (),
     state_problems: tuple[StateProblem, ...] = (),
+    standard: Sequence[Message] = (),
 ) -> grpc.Status:
     """A status with its details: a BadRequest for `problems`; a PreconditionFailure and one
-    StateRefusal each for `state_problems`. All details together stay within
-    MAX_STATUS_DETAIL_BYTES (shared equally when there are both)."""
+    StateRefusal each for `state_problems`, together within MAX_STATUS_DETAIL_BYTES (shared
+    equally when there are both); then `standard` (a refused publish's ErrorInfo and RetryInfo,
+    gateway.rpc.error_model)."""
     details: list[any_pb2.Any] = []
     room = MAX_STATUS_DETAIL_BYTES
     if problems:
@@ -190,6 +192,7 @@ def status(
         refusals, left_out = fit_state_refusals(state_problems, max(0, room) // 2)
         details.append(_packed(precondition_failure(refusals, left_out)))
         details.extend(_packed(refusal) for refusal in refusals)
+    details.extend(_packed(detail) for detail in standard)
     value = cast(int, code.value[0])
     message = shorten(message, MAX_STATUS_MESSAGE_CHARS)
     return cast(

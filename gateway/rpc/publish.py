@@ -25,7 +25,6 @@ from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import Admitted, Refused, admit_all
-from gateway.core.envelope import family
 from gateway.core.ports import Stored, StoreError
 from gateway.core.validation import FieldProblem
 from gateway.core.workflows.notices import GATEWAY_AGENCY, GATEWAY_TYPES
@@ -45,11 +44,11 @@ from gateway.rpc.publish_outcomes import (
     Published,
     accepted_entry,
     batch_response,
+    count_outcomes,
     failure_entry,
     failure_status,
     fill_receipt,
     never_stored,
-    outcome_code,
     refusal_entry,
     store_answer_entry,
     stored_before,
@@ -200,22 +199,8 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         # What became of the admitted events, in their order.
         answers = iter(stored)
         outcomes = [next(answers) if isinstance(o, Admitted) else o for o in judged]
-        self._count(principal, events, outcomes)
+        count_outcomes(self._deps.metrics, principal.agency, events, outcomes)
         return outcomes
-
-    def _count(
-        self, principal: Principal, events: Sequence[event_pb2.Event], outcomes: Sequence[Outcome]
-    ) -> None:
-        """The events accepted (retries of stored ones aside) and refused, by agency and
-        family (and code)."""
-        metrics = self._deps.metrics
-        for event, outcome in zip(events, outcomes, strict=True):
-            if isinstance(outcome, Published):
-                if not outcome.stored.duplicate:
-                    metrics.events_accepted.labels(principal.agency, family(event)).inc()
-            else:
-                code = outcome_code(outcome).name
-                metrics.events_refused.labels(principal.agency, family(event), code).inc()
 
     async def _publish_group(
         self, principal: Principal, calls: Sequence[TracedEvent]
@@ -340,7 +325,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         outcome = await self._unary.submit(principal, TracedEvent(request.event, trace))
         if not isinstance(outcome, Published):
             _log_failure(request.event.id, outcome)
-            await abort(context, failure_status(outcome))
+            await abort(context, failure_status(outcome, request.event.id))
         admitted, stored = outcome.admitted, outcome.stored
         log.info(
             "publish.stored",

@@ -15,6 +15,7 @@ from gateway.access.auth import Principal
 from gateway.audit.entries import publish_entry, stored_entry
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import Admitted, Refused
+from gateway.core.envelope import family
 from gateway.core.ports import Stored, StoreError, StoreUnavailableError
 from gateway.core.validation import CUT_RULE, FieldProblem
 from gateway.rpc.calls import (
@@ -30,6 +31,8 @@ from gateway.rpc.calls import (
     store_code,
     store_message,
 )
+from gateway.rpc.error_model import batch_status, reason_of, standard_details
+from gateway.telemetry.metrics import GatewayMetrics
 
 
 @dataclass(frozen=True)
@@ -206,15 +209,39 @@ def outcome_code(outcome: Outcome) -> grpc.StatusCode:
     return store_code(outcome)
 
 
-def failure_status(outcome: Refused | AuditUnavailableError | StoreError) -> grpc.Status:
+def count_outcomes(
+    metrics: GatewayMetrics,
+    agency: str,
+    events: Sequence[event_pb2.Event],
+    outcomes: Sequence[Outcome],
+) -> None:
+    """The events accepted (retries of stored ones aside) and refused, by agency and family
+    (and code)."""
+    for event, outcome in zip(events, outcomes, strict=True):
+        if isinstance(outcome, Published):
+            if not outcome.stored.duplicate:
+                metrics.events_accepted.labels(agency, family(event)).inc()
+        else:
+            code = outcome_code(outcome).name
+            metrics.events_refused.labels(agency, family(event), code).inc()
+
+
+def failure_status(
+    outcome: Refused | AuditUnavailableError | StoreError, event_id: str = ""
+) -> grpc.Status:
     """The status a Publish whose event was not stored is answered with."""
+    standard = standard_details(reason_of(outcome), shorten(event_id, MAX_ECHOED_ID_CHARS))
     if isinstance(outcome, Refused):
         return status(
-            REFUSAL_CODES[outcome.kind], outcome.message, outcome.problems, outcome.state_problems
+            REFUSAL_CODES[outcome.kind],
+            outcome.message,
+            outcome.problems,
+            outcome.state_problems,
+            standard,
         )
     if isinstance(outcome, AuditUnavailableError):
-        return status(grpc.StatusCode.UNAVAILABLE, unaudited_message(outcome))
-    return status(store_code(outcome), store_message(outcome))
+        return status(grpc.StatusCode.UNAVAILABLE, unaudited_message(outcome), standard=standard)
+    return status(store_code(outcome), store_message(outcome), standard=standard)
 
 
 def batch_response(
@@ -228,23 +255,25 @@ def batch_response(
     room = max_message_bytes // 2
     advice_room = max_message_bytes // 4
     for index, (event, outcome) in enumerate(zip(events, outcomes, strict=True)):
-        result = response.results.add(index=index, event_id=shorten(event.id, MAX_ECHOED_ID_CHARS))
+        event_id = shorten(event.id, MAX_ECHOED_ID_CHARS)
+        result = response.results.add(index=index, event_id=event_id)
+        if isinstance(outcome, Published):
+            fill_receipt(result.receipt, outcome.admitted, outcome.stored, max(0, advice_room))
+            advice_room -= sum(a.ByteSize() + 3 for a in result.receipt.advisories)
+            continue
         if isinstance(outcome, Refused):
+            # Half the room: its status repeats the violations and refusals.
             error = refusal_error(
                 index,
                 outcome,
-                room,
+                room // 2,
                 MAX_STATUS_MESSAGE_CHARS if room > MAX_STATUS_MESSAGE_CHARS else 64,
             )
-            room -= error.ByteSize()
-            result.error.CopyFrom(error)
         elif isinstance(outcome, AuditUnavailableError):
-            result.error.CopyFrom(
-                publish_error(grpc.StatusCode.UNAVAILABLE, unaudited_message(outcome))
-            )
-        elif isinstance(outcome, StoreError):
-            result.error.CopyFrom(publish_error(store_code(outcome), store_message(outcome)))
+            error = publish_error(grpc.StatusCode.UNAVAILABLE, unaudited_message(outcome))
         else:
-            fill_receipt(result.receipt, outcome.admitted, outcome.stored, max(0, advice_room))
-            advice_room -= sum(a.ByteSize() + 3 for a in result.receipt.advisories)
+            error = publish_error(store_code(outcome), store_message(outcome))
+        error.status.CopyFrom(batch_status(error, reason_of(outcome), lean=room <= 0))
+        room -= error.ByteSize()
+        result.error.CopyFrom(error)
     return response

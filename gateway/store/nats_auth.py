@@ -2,8 +2,8 @@
 
 - One declaration of the NATS users (`GATEWAY`, `AUDITOR`, `WITNESS`, `operator_role`) and
   their permissions feeds the embedded server's configuration (gateway.store.nats_server, through
-  `embedded_roles`), the local cluster's (gateway.testkit.cluster), and is compared with
-  deploy/nats/nats.conf (`DEPLOY_ROLES`) by tests/test_deploy.py. Nobody may delete, purge,
+  `embedded_roles`), the local cluster's (gateway.testkit.cluster), and deploy/nats/nats.conf's
+  (`DEPLOY_ROLES`, rendered there by tools/render_deploy.py). Nobody may delete, purge,
   snapshot, restore or move a stream (`FORBIDDEN`): erasing evidence is not something a stolen
   password can do. The gateway alone writes events and its audit log; the audit CLI reads the
   audit stream; `audit verify --store` also reads the event stream, as a user of its own; the
@@ -76,13 +76,8 @@ class Role:
     note: str = ""
 
 
-# Its own subjects, the JetStream API calls nats-py makes for streams, consumers, direct gets
-# and acks, and the VARZ import of a cluster. Stream updates stay allowed: the gateway brings its
-# streams' settings up to date at start (e.g. 1 -> 3 replicas); deny_delete/deny_purge hold.
-# The aggregates bucket is the stream KV_<bucket>: its writes are publishes to `$KV.<bucket>.<key>`;
-# creating, updating and reading it (stream info, direct gets, the consumer that lists keys) are
-# the stream and consumer calls above. Purging a key would need STREAM.PURGE: refused, as for
-# every stream.
+# The note says why; besides: purging a key of the aggregates bucket would need STREAM.PURGE,
+# refused as for every stream.
 GATEWAY = Role(
     user="gateway",
     publish_allow=(
@@ -110,8 +105,6 @@ the gateway brings its streams' settings up to date at start (e.g. 1 -> 3 replic
 deny_delete/deny_purge on every stream still hold.""",
 )
 
-# `dutylink audit ...`: reads the audit stream (message gets, stream info, following new
-# entries) and nothing else: no event, no dead letter, no write.
 AUDITOR = Role(
     user="auditor",
     publish_allow=(
@@ -125,20 +118,10 @@ AUDITOR = Role(
 inboxes: it cannot read the gateway's replies, which carry events.""",
 )
 
-# `dutylink audit verify --store`: compares the stored events with the audit log, so it reads
-# every event's bytes (to hash them), and those carry PII. Who may do that:
-# - Not the auditor: an auditor checks the signed log with a public key and must learn nothing
-#   an agency's policy withholds; handing out audit access must not hand out the events.
-# - A user of its own, whose password (in a deployment) goes only to those allowed to see the
-#   raw events (the data controller's operators). With --data-dir its credentials file sits
-#   beside the gateway's: whoever can read that directory could read everything already.
-# - Read-only, by message gets alone (stream info and one message per request, replies to its
-#   own inboxes): no consumer, because creating one is server state (max_consumers), and a
-#   push consumer's deliveries are the server's publishes, which its creator's permissions do
-#   not limit: it could direct stored events onto any subject, e.g. a subscription's
-#   redelivery subject. Costs a round trip per event (overlapped: gateway.store.witness
-#   EVENT_GETS_IN_FLIGHT), acceptable for a full check run by hand.
-# No publish on event, redelivery or audit subjects; no dead letters (they are not witnessed).
+# Besides its note: not the auditor's (who must learn nothing a policy withholds). No consumer:
+# one is server state (max_consumers), and its deliveries are the server's publishes, which the
+# creator's permissions do not limit. A round trip per event (overlapped: gateway.store.witness
+# EVENT_GETS_IN_FLIGHT) is acceptable for a full check run by hand.
 WITNESS = Role(
     user="witness",
     publish_allow=(
@@ -198,8 +181,8 @@ gateway creates it).""",
 OPERATOR = operator_role(())
 
 # The gateway ids of deploy/ (docker-compose.yaml: gw-0, gw-1; the Kubernetes StatefulSet's pod
-# names): deploy/nats/nats.conf lets the operator append to their operator logs. A replica
-# added there is added here (tests/test_deploy.py checks both).
+# names): deploy/nats/nats.conf lets the operator append to their operator logs (rendered by
+# tools/render_deploy.py). A replica added there is added here.
 DEPLOY_GATEWAY_IDS = ("gw-0", "gw-1", "dutylink-gateway-0", "dutylink-gateway-1")
 
 

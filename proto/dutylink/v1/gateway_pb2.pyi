@@ -15,6 +15,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -300,6 +301,7 @@ class PublishError(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     STATE_REFUSALS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     """The gRPC status code the unary Publish would have returned (e.g. 3 INVALID_ARGUMENT,
     7 PERMISSION_DENIED, 14 UNAVAILABLE: retry with the same event id).
@@ -317,6 +319,17 @@ class PublishError(_message.Message):
         state. A unary Publish carries the same in its status details (see StateRefusal).
         """
 
+    @_builtins.property
+    def status(self) -> _status_pb2.Status:
+        """The same refusal as the standard gRPC error model has it, for clients in any language that
+        read errors the standard way: `code` and `message` as above, and in `details` a
+        google.rpc.ErrorInfo (`reason`, e.g. INVALID_EVENT, POLICY_DENIED, ILLEGAL_TRANSITION,
+        STATE_CONFLICT, NO_ROOM, STORE_UNAVAILABLE, AUDIT_UNAVAILABLE; `domain` "dutylink"), a
+        google.rpc.RetryInfo when a retry with the same event id may succeed, a
+        google.rpc.BadRequest of the violations and a google.rpc.PreconditionFailure with the
+        StateRefusals, as a unary Publish's status details carry them.
+        """
+
     def __init__(
         self,
         *,
@@ -324,10 +337,11 @@ class PublishError(_message.Message):
         message: _builtins.str = ...,
         violations: _abc.Iterable[Global___FieldViolation] | None = ...,
         state_refusals: _abc.Iterable[Global___StateRefusal] | None = ...,
+        status: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "state_refusals", b"state_refusals", "violations", b"violations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "state_refusals", b"state_refusals", "status", b"status", "violations", b"violations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

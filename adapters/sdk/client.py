@@ -602,7 +602,8 @@ class Subscription:
         return self._opening.name
 
     async def open(self) -> gateway_pb2.SubscriptionReady:
-        self._call = self._stub.Subscribe(metadata=self._metadata)
+        # No request iterator: the stream is written with write() (the stubs require one).
+        self._call = self._stub.Subscribe(metadata=self._metadata)  # type: ignore[call-arg]
         await self._call.write(gateway_pb2.SubscribeRequest(open=self._opening))
         first = await self._call.read()
         if first is grpc.aio.EOF:

@@ -15,7 +15,7 @@ the event; any other error carries none.
 
 from __future__ import annotations
 
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -31,10 +31,18 @@ __all__ = [
     "refusal_reason",
     "retry_after",
     "state_refusals",
+    "status_of",
 ]
 
 Refusal: TypeAlias = grpc.aio.AioRpcError | gateway_pb2.PublishResult | gateway_pb2.PublishError
 _Detail = TypeVar("_Detail", bound=Message)
+
+
+def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    """A failed call's google.rpc.Status (None if it carries none)."""
+    # An AioRpcError has the code, details and trailing metadata from_call reads; the stubs
+    # type from_call for grpc.Call only.
+    return rpc_status.from_call(cast(grpc.Call, error))
 
 
 def _status(refused: Refusal) -> status_pb2.Status | None:
@@ -42,8 +50,7 @@ def _status(refused: Refusal) -> status_pb2.Status | None:
         return refused.error.status if refused.HasField("error") else None
     if isinstance(refused, gateway_pb2.PublishError):
         return refused.status
-    found: status_pb2.Status | None = rpc_status.from_call(refused)
-    return found
+    return status_of(refused)
 
 
 def _details(refused: Refusal, kind: type[_Detail]) -> list[_Detail]:
@@ -92,7 +99,7 @@ def state_refusals(refused: Refusal) -> list[gateway_pb2.StateRefusal]:
         return list(refused.error.state_refusals) if refused.HasField("error") else []
     if isinstance(refused, gateway_pb2.PublishError):
         return list(refused.state_refusals)
-    status = rpc_status.from_call(refused)
+    status = status_of(refused)
     found: list[gateway_pb2.StateRefusal] = []
     for detail in status.details if status is not None else ():
         refusal = gateway_pb2.StateRefusal()

@@ -20,7 +20,7 @@ Nothing downstream reads a request to learn who sent it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -84,7 +84,7 @@ def relay_refusal(principal: Principal, rpc: str) -> str | None:
 class CallContext(Protocol):
     """The part of grpc.aio.ServicerContext that authentication reads."""
 
-    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None: ...
+    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None: ...
 
     def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
 

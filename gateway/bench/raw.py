@@ -216,7 +216,9 @@ async def unary_rate(address: str, count: int) -> Measured:
     requests = [gateway_pb2.PublishRequest(event=e).SerializeToString() for e in make_events(count)]
     metadata = (("authorization", f"Bearer {sample_tokens()[PUBLISHER]}"),)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        publish = channel.unary_unary(PUBLISH_METHOD)
+        publish: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            PUBLISH_METHOD
+        )
         return await measured(
             count,
             rate_in_flight(

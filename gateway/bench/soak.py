@@ -222,7 +222,7 @@ async def rss_with_stalled_subscriber(
         )
         await stalled.write(gateway_pb2.SubscribeRequest(open=opening))
         ready = await stalled.read()
-        if ready is grpc.aio.EOF or not ready.HasField("ready"):
+        if not isinstance(ready, gateway_pb2.SubscribeResponse) or not ready.HasField("ready"):
             raise RuntimeError(f"the stalled subscription did not open: {ready}")
         stalled_received = [0]
         stalling = asyncio.create_task(_stall(stalled, STALLED_READS, stalled_received))

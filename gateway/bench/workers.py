@@ -94,7 +94,9 @@ async def _batch_rate(directory: Path, *, count: int, workers: int, nats_url: st
                 answers: list[bytes] = []
 
                 async def send(channel: grpc.aio.Channel, mine: list[bytes]) -> None:
-                    call = channel.unary_unary(PUBLISH_BATCH_METHOD)
+                    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                        PUBLISH_BATCH_METHOD
+                    )
                     for request in mine:
                         answers.append(await call(request, metadata=metadata, timeout=60.0))
 

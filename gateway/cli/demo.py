@@ -21,13 +21,12 @@ from typing import Protocol
 
 import grpc
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from adapters.sdk.client import NO_RETRY, DutyLinkClient, Subscription
-from adapters.sdk.refusals import state_refusals
+from adapters.sdk.refusals import state_refusals, status_of
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.cli.demo_scenario import Step as Step
 from gateway.cli.demo_scenario import scenario as scenario
@@ -266,7 +265,7 @@ async def _publish_malformed(
     try:
         await client.publish(broken)
     except grpc.aio.AioRpcError as error:
-        status = rpc_status.from_call(error)
+        status = status_of(error)
         for detail in status.details if status else ():
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)

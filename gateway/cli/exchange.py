@@ -20,10 +20,9 @@ import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from adapters.sdk.client import ClientCertificate, DutyLinkClient
-from adapters.sdk.refusals import allowed_transitions, state_refusals
+from adapters.sdk.refusals import allowed_transitions, state_refusals, status_of
 from dutylink.v1 import event_pb2, gateway_pb2
 
 TargetOption = Annotated[
@@ -82,7 +81,7 @@ def client_for(
 def describe_rpc_error(error: grpc.aio.AioRpcError) -> str:
     """One line: the status code, its message and, for invalid input, every field violation."""
     text = f"{error.code().name}: {error.details()}"
-    status = rpc_status.from_call(error)
+    status = status_of(error)
     for detail in status.details if status is not None else ():
         bad_request = error_details_pb2.BadRequest()
         if detail.Unpack(bad_request):

@@ -193,12 +193,9 @@ def status(
         details.append(_packed(precondition_failure(refusals, left_out)))
         details.extend(_packed(refusal) for refusal in refusals)
     details.extend(_packed(detail) for detail in standard)
-    value = cast(int, code.value[0])
+    value = code.value[0]
     message = shorten(message, MAX_STATUS_MESSAGE_CHARS)
-    return cast(
-        grpc.Status,
-        rpc_status.to_status(status_pb2.Status(code=value, message=message, details=details)),
-    )
+    return rpc_status.to_status(status_pb2.Status(code=value, message=message, details=details))
 
 
 def _packed(message: Message) -> any_pb2.Any:
@@ -271,7 +268,7 @@ _ACTIONS = {
 }
 
 
-class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class DecodeGuard(grpc.aio.ServerInterceptor):
     """Every request message of every service is decoded by `tolerant`; one that could not be
     is answered INVALID_ARGUMENT and the refusal audited in `sink` (the bytes' digest, the
     caller's agency when the call authenticates), before the servicer sees anything."""

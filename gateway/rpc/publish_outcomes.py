@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import grpc
 
@@ -104,7 +103,7 @@ def publish_error(
     state_refusals: Sequence[gateway_pb2.StateRefusal] = (),
 ) -> gateway_pb2.PublishError:
     return gateway_pb2.PublishError(
-        code=cast(int, code.value[0]),
+        code=code.value[0],
         message=shorten(message, max_message_chars),
         violations=[
             gateway_pb2.FieldViolation(field=p.field, description=p.description, rule_id=p.rule_id)

@@ -60,7 +60,7 @@ def wrap_handler(
     return handler
 
 
-class QuotaInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class QuotaInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self, quotas: Quotas, authenticator: Authenticator, on_refused: OnRefused = _ignore
     ) -> None:

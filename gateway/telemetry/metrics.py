@@ -181,7 +181,7 @@ def _code(context: Any, error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every RPC, whatever its shape, by wrapping its handler, and records its
     span (gateway.telemetry.tracing): a unary handler runs with it as the current span."""
 

@@ -13,7 +13,7 @@ One TracerProvider per gateway, handed in (no global tracer provider is set or r
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 
 import grpc
 from opentelemetry import trace
@@ -64,7 +64,7 @@ def _headers_of(context: Context) -> dict[str, str]:
     return headers
 
 
-def metadata_headers(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
+def metadata_headers(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
     """The trace context headers among a call's metadata."""
     return {
         key: value if isinstance(value, str) else value.decode("ascii", "replace")
@@ -82,7 +82,7 @@ class Tracing:
 
     @contextlib.contextmanager
     def rpc_span(
-        self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None, *, current: bool
+        self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None, *, current: bool
     ) -> Iterator[trace.Span]:
         """A server span for one call of `method` ("package.Service/Method"), child of the
         caller's trace context if it sent one; the current span inside the block if `current`
@@ -113,7 +113,7 @@ class Tracing:
         if code is not grpc.StatusCode.OK:
             span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
 
-    def carried(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
+    def carried(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
         """The trace context the events of the current call are stored with: the call's own
         span when it is recorded, else the caller's context as it came (validated)."""
         current = trace.get_current_span()

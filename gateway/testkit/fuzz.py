@@ -294,7 +294,9 @@ async def send_all(
         async def worker() -> None:
             while not queue.empty():
                 request = queue.get_nowait()
-                call = channel.unary_unary(request.method)
+                call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                    request.method
+                )
                 metadata = (("authorization", f"Bearer {tokens[request.agency]}"),)
                 try:
                     await call(request.data, metadata=metadata, timeout=timeout)

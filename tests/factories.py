@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from dutylink.v1 import common_pb2, event_pb2, incident_pb2, resource_pb2, warning_pb2
+from gateway.core.admission import StateProblem
 
 NOW = datetime(2026, 8, 15, 6, 0, tzinfo=UTC)
 
@@ -124,3 +125,13 @@ def extreme_warning(plane: event_pb2.Plane.ValueType = event_pb2.PLANE_ACTUAL) -
     if plane == event_pb2.PLANE_EXERCISE:
         event.warning.status = warning_pb2.CAP_STATUS_EXERCISE
     return event
+
+
+# A ledger line without room: the state problem of a commitment beyond what is available.
+LINE = StateProblem(
+    aggregate="ledger/actual/health/AMB",
+    state="available 2",
+    version=12,
+    allowed=(),
+    reason="commits 4 ambulances; 2 are available",
+)

@@ -12,21 +12,14 @@ from google.rpc import error_details_pb2, status_pb2
 from adapters.sdk.refusals import field_violations, refusal_reason, retry_after, state_refusals
 from dutylink.v1 import gateway_pb2
 from gateway.audit.log import AuditUnavailableError
-from gateway.core.admission import RefusalKind, Refused, StateProblem
+from gateway.core.admission import RefusalKind, Refused
 from gateway.core.ports import StoreFullError, StoreUnavailableError
 from gateway.core.settings import GatewaySettings
 from gateway.core.validation import FieldProblem
 from gateway.rpc.error_model import DOMAIN
 from gateway.rpc.publish_outcomes import Outcome, Published, batch_response, failure_status
-from tests.factories import incident_event
+from tests.factories import LINE, incident_event
 
-LINE = StateProblem(
-    aggregate="ledger/actual/health/AMB",
-    state="available 2",
-    version=12,
-    allowed=(),
-    reason="commits 4 ambulances; 2 are available",
-)
 TYPE = FieldProblem("type", "unknown event type 'incident.bogus'", "catalogue.type")
 # Each refusal, its code, its reason and the retry delay it carries (None: none).
 CASES: list[tuple[Outcome, grpc.StatusCode, str, float | None]] = [

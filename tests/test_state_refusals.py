@@ -13,7 +13,7 @@ from gateway.core.admission import RefusalKind, Refused, StateProblem
 from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import MAX_STATUS_DETAIL_BYTES, STATE_REFUSALS_CUT
 from gateway.rpc.publish_outcomes import batch_response, failure_status
-from tests.factories import incident_event
+from tests.factories import LINE, incident_event
 
 CLOSED = StateProblem(
     aggregate="incident/actual/INC-2026-0815-001",
@@ -21,13 +21,6 @@ CLOSED = StateProblem(
     version=7,
     allowed=("incident.reopened → verified",),
     reason="incident.feedback is not allowed from 'closed'",
-)
-LINE = StateProblem(
-    aggregate="ledger/actual/health/AMB",
-    state="available 2",
-    version=12,
-    allowed=(),
-    reason="commits 4 ambulances; 2 are available",
 )
 
 

@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".dutylink-installed"
+# Every dependency, the development tools' included, at the exact version and hashes last
+# resolved (regenerate after changing pyproject.toml: see the file's first lines).
+LOCK = ROOT / "requirements-dev.lock"
 CHROMIUM = Path("/usr/bin/chromium")
 # checkov (deploy/'s policy checks) pins its own versions of libraries the gateway uses too:
 # it lives in a virtual environment of its own inside .venv.
@@ -64,11 +67,14 @@ def ensure_environment() -> None:
     if not (BIN / "python").exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes()).hexdigest()
     if not STAMP.exists() or STAMP.read_text().strip() != wanted:
         print("installing DutyLink and its development tools into .venv", flush=True)
         install(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-        install(BIN / "python", "-m", "pip", "install", "--quiet", "--editable", ".[dev]")
+        # Reproducible: the lock's versions, each file checked against its hash.
+        pip = (BIN / "python", "-m", "pip", "install", "--quiet")
+        install(*pip, "--require-hashes", "--requirement", LOCK)
+        install(*pip, "--no-deps", "--editable", ".")
         STAMP.write_text(wanted)
 
 

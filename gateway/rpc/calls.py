@@ -178,7 +178,7 @@ def status(
     room = MAX_STATUS_DETAIL_BYTES
     if problems:
         fitted = fit_problems(problems, room // 2 if state_problems else room)
-        details.append(_packed(error_details_pb2.BadRequest(
+        details.append(packed(error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
                     field=p.field, description=p.description, reason=p.rule_id
@@ -190,15 +190,16 @@ def status(
     if state_problems:
         # Each refusal travels twice (google.rpc's view and ours): half the room each.
         refusals, left_out = fit_state_refusals(state_problems, max(0, room) // 2)
-        details.append(_packed(precondition_failure(refusals, left_out)))
-        details.extend(_packed(refusal) for refusal in refusals)
-    details.extend(_packed(detail) for detail in standard)
+        details.append(packed(precondition_failure(refusals, left_out)))
+        details.extend(packed(refusal) for refusal in refusals)
+    details.extend(packed(detail) for detail in standard)
     value = code.value[0]
     message = shorten(message, MAX_STATUS_MESSAGE_CHARS)
     return rpc_status.to_status(status_pb2.Status(code=value, message=message, details=details))
 
 
-def _packed(message: Message) -> any_pb2.Any:
+def packed(message: Message) -> any_pb2.Any:
+    """`message` as a status detail (google.protobuf.Any)."""
     detail = any_pb2.Any()
     detail.Pack(message)
     return detail

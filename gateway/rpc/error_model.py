@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
@@ -22,7 +22,7 @@ from dutylink.v1 import gateway_pb2
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import RefusalKind, Refused
 from gateway.core.ports import StoreError, StoreFullError, StoreRejectedError
-from gateway.rpc.calls import precondition_failure
+from gateway.rpc.calls import packed, precondition_failure
 
 DOMAIN = "dutylink"
 REFUSAL_REASONS: dict[RefusalKind, str] = {
@@ -70,12 +70,6 @@ def standard_details(reason: str, event_id: str = "") -> list[Message]:
     return details
 
 
-def _packed(message: Message) -> any_pb2.Any:
-    detail = any_pb2.Any()
-    detail.Pack(message)
-    return detail
-
-
 def batch_status(error: gateway_pb2.PublishError, reason: str, *, lean: bool) -> status_pb2.Status:
     """`error` (as fitted into the batch's answer) as a google.rpc.Status with the details a
     unary Publish's status carries (the event's id is its PublishResult's). `lean`, once the
@@ -98,5 +92,5 @@ def batch_status(error: gateway_pb2.PublishError, reason: str, *, lean: bool) ->
         details.extend(cast(Sequence[Message], error.state_refusals))
     details.extend(standard_details(reason))
     return status_pb2.Status(
-        code=error.code, message=error.message, details=[_packed(d) for d in details]
+        code=error.code, message=error.message, details=[packed(d) for d in details]
     )

@@ -47,3 +47,16 @@ def test_no_line_shows_a_tracebacks_local_variables(capsys: pytest.CaptureFixtur
         (error,) = line["exception"]  # type: ignore[misc]
         assert error["exc_type"] == "ValueError" and error["frames"]
         assert all("locals" not in frame or not frame["locals"] for frame in error["frames"])
+
+
+def test_a_command_whose_output_is_its_result_gets_the_libraries_records_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The audit CLI's standard output is the auditor's report: a library's record (asyncio's
+    "Task was destroyed but it is pending!" at exit, say) goes to standard error."""
+    logs.configure("error", json=True, libraries_to="stderr")
+    logging.getLogger("asyncio").error("Task was destroyed but it is pending!")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = lines(captured.err)
+    assert line["logger"] == "asyncio" and line["level"] == "error"

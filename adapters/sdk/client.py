@@ -89,6 +89,9 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.service_config", SERVICE_CONFIG),
+    # A client's connections are its own: a subchannel to an address some other channel of
+    # this process keeps failing to (a gateway gone, its port since reused) is not shared.
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 

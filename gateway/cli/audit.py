@@ -84,7 +84,7 @@ _PRIVATE = "PRIVATE+KEY+"
 def _group() -> None:
     # Standard output is the auditor's report (and bundles are piped): only errors are logged,
     # e.g. by the nats-server a stopped gateway's store is read with.
-    logs.configure("error")
+    logs.configure("error", libraries_to="stderr")
 
 
 def _fail(status: int, message: str) -> NoReturn:

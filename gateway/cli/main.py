@@ -279,7 +279,7 @@ def bench(
         rss_seconds=rss_seconds,
         in_process=in_process,
     )
-    logs.configure("error")
+    logs.configure("error", libraries_to="stderr")
     figures = asyncio.run(
         bench_module.run(settings, progress=lambda line: typer.echo(f"bench: {line}", err=True))
     )

@@ -17,8 +17,9 @@ from typing import Any, TextIO, cast
 import structlog
 
 
-class _CurrentStdout:
-    """Whatever `sys.stdout` is when a line is written, not when logging was configured:
+class _Current:
+    """Whatever `sys.stdout` (or `sys.stderr`) is when a line is written, not when logging was
+    configured:
     loggers are cached on first use, and a stream swapped in for a while (a test runner's
     capture, an embedding application) may be closed by the time they write.
 
@@ -26,18 +27,19 @@ class _CurrentStdout:
     apart, two system calls when stdout is unbuffered): the workers of `serve --workers` share
     one stdout, and their lines must not interleave."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: str = "stdout") -> None:
+        self._stream = stream
         self._pending = ""
 
     def write(self, text: str) -> int:
         self._pending += text
         if self._pending.endswith("\n"):
             line, self._pending = self._pending, ""
-            sys.stdout.write(line)
+            getattr(sys, self._stream).write(line)
         return len(text)
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        getattr(sys, self._stream).flush()
 
 
 # Tracebacks as data, without the frames' local variables: they may hold an event's payload
@@ -59,9 +61,15 @@ def _adding(fields: Mapping[str, str]) -> structlog.typing.Processor:
 
 
 def configure(
-    level: str = "info", *, json: bool | None = None, fields: Mapping[str, str] | None = None
+    level: str = "info",
+    *,
+    json: bool | None = None,
+    fields: Mapping[str, str] | None = None,
+    libraries_to: str = "stdout",
 ) -> None:
-    """Log at `level` and above; `fields` are added to every line."""
+    """Log at `level` and above; `fields` are added to every line. `libraries_to`: "stderr"
+    for a command whose standard output is its result (the auditor's report), which the
+    libraries' records (a pending task destroyed at exit, say) must not mix into."""
     render_json = (not sys.stdout.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
@@ -72,7 +80,7 @@ def configure(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    _route_library_logs(level, renderer, shared)
+    _route_library_logs(level, renderer, shared, libraries_to)
     structlog.configure(
         processors=[
             *shared,
@@ -82,7 +90,7 @@ def configure(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStdout())),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Current())),
         cache_logger_on_first_use=True,
     )
 
@@ -91,10 +99,11 @@ def _route_library_logs(
     level: str,
     renderer: structlog.typing.Processor,
     shared: list[structlog.typing.Processor],
+    stream: str,
 ) -> None:
     """Python `logging` records (the libraries') rendered like structlog's lines, with the
-    record's logger name, on the same stdout."""
-    handler = logging.StreamHandler(cast(TextIO, _CurrentStdout()))
+    record's logger name, on `stream`."""
+    handler = logging.StreamHandler(cast(TextIO, _Current(stream)))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],

@@ -305,12 +305,19 @@ async def repeat(runs: int, measure: Callable[[Path], Awaitable[T]]) -> list[T]:
     return series.samples
 
 
+def _stat(path: Path) -> list[str]:
+    """A /proc/<pid>/stat's fields after the command name (which may hold spaces): the state
+    first, then the parent's pid, ..., user and system CPU ticks at 11 and 12."""
+    return path.read_text(encoding="ascii").rpartition(")")[2].split()
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time process `pid` has used so far, from /proc."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        # Fields after the command name (which may hold spaces) start at field 3 (state).
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu(_stat(Path(f"/proc/{pid}/stat")))
 
 
 def cpu_by_role() -> dict[str, float]:
@@ -322,7 +329,7 @@ def cpu_by_role() -> dict[str, float]:
     me = str(os.getpid())
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text(encoding="ascii").rpartition(")")[2].split()
+            fields = _stat(stat)
             command = (stat.parent / "cmdline").read_bytes().split(b"\0")
         except (OSError, UnicodeDecodeError):  # gone meanwhile, or not ours to read
             continue
@@ -336,8 +343,7 @@ def cpu_by_role() -> dict[str, float]:
             role = "gateway"
         else:
             continue
-        ticks = int(fields[11]) + int(fields[12])
-        used[role] = used.get(role, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+        used[role] = used.get(role, 0.0) + _cpu(fields)
     return used
 
 

@@ -119,7 +119,9 @@ class Tracing:
         current = trace.get_current_span()
         if current.get_span_context().is_valid and current.is_recording():
             return _headers_of(trace.set_span_in_context(current))
-        return _headers_of(_context_of(metadata_headers(metadata)))
+        sent = metadata_headers(metadata)
+        # Most calls carry none: no propagator work on the publish path for them.
+        return _headers_of(_context_of(sent)) if sent else {}
 
     def delivered(
         self, stored: Mapping[str, str], agency: str, subscription: str

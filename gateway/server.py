@@ -75,7 +75,7 @@ from gateway.rpc.dependencies import (
 )
 from gateway.rpc.publish import Publisher
 from gateway.rpc.quota_interceptor import QuotaInterceptor
-from gateway.rpc.store_witness import STORE_MISMATCH_MODES, move_mark, witness_store
+from gateway.rpc.store_witness import move_mark, witness_store
 from gateway.rpc.subscribe import Subscriber
 from gateway.rpc.tracking_service import TrackingServicer
 from gateway.store import nats_auth
@@ -223,7 +223,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self._metrics_http: web.AppRunner | None = None
         self.metrics_port = 0
-        self._nats_url = nats_url if nats_url is not None else config.nats.url
+        self._nats_url = nats_url if nats_url is not None else config.nats.url.get_secret_value()
         self._embedded: NatsServer | None = None
         self._store: EventStore | None = None
         self._server: grpc.aio.Server | None = None
@@ -611,11 +611,6 @@ class Gateway:
         """Open the audit log: check the event stream against it (gateway.rpc.store_witness),
         then record what the check found and the start, before any other fact."""
         settings, gateway_id = self.config.audit, self.config.gateway.gateway_id
-        if settings.store_mismatch not in STORE_MISMATCH_MODES:
-            expected = ", ".join(STORE_MISMATCH_MODES)
-            raise ConfigError(
-                f"audit.store_mismatch: expected one of {expected}, got {settings.store_mismatch!r}"
-            )
         audit_dir = Path(self.config.nats.data_dir) / "audit"
         key_file = Path(settings.key_file) if settings.key_file else audit_dir / f"{gateway_id}.key"
         self._audit.commitment_key = load_or_create_key(

@@ -18,7 +18,7 @@ from gateway.core.settings import ConfigError
 def test_no_file_gives_loopback_defaults_and_the_sample_agencies() -> None:
     loaded = config.load(None, environ={})
     assert loaded.gateway.listen == "127.0.0.1:50051"
-    assert loaded.nats.url == ""
+    assert loaded.nats.url.get_secret_value() == ""
     assert {a.id for a in loaded.agencies} >= {"police", "fire", "health", "emergency", "transport"}
 
 
@@ -26,7 +26,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     path = tmp_path / "dutylink.toml"
     path.write_text('[nats]\nurl = "nats://127.0.0.1:4222"\n[subscriptions]\nmax_deliveries = 3\n')
     loaded = config.load(path, environ={"DUTYLINK_SUBSCRIPTIONS_MAX_DELIVERIES": "7"})
-    assert loaded.nats.url == "nats://127.0.0.1:4222"
+    assert loaded.nats.url.get_secret_value() == "nats://127.0.0.1:4222"
     assert loaded.subscriptions.max_deliveries == 7
 
 
@@ -134,31 +134,31 @@ def test_a_listen_flag_that_is_not_an_address_is_one_line_naming_the_flag() -> N
     ]
 
 
-def test_a_misspelt_dutylink_variable_is_named_with_the_setting_it_resembles() -> None:
-    lines = config.unknown_variables(
-        {
-            "DUTYLINK_GATEWAY_LISTN": "127.0.0.1:1",
-            "DUTYLINK_GATEWAY_LISTEN": "127.0.0.1:2",  # a setting: not named
-            "DUTYLINK_FAILPOINT": "publish.stored",  # the crash drills' own: not named
-            "PATH": "/usr/bin",
-        }
-    )
-    assert lines == [
-        "DUTYLINK_GATEWAY_LISTN is not a DutyLink setting "
-        "(did you mean DUTYLINK_GATEWAY_LISTEN?); ignored"
+def test_a_misspelt_dutylink_variable_is_refused_naming_the_setting_it_resembles() -> None:
+    environ = {
+        "DUTYLINK_GATEWAY_LISTN": "127.0.0.1:1",
+        "DUTYLINK_GATEWAY_LISTEN": "127.0.0.1:2",  # a setting: not named
+        "DUTYLINK_FAILPOINT": "publish.stored",  # the crash drills' own: not named
+        "PATH": "/usr/bin",
+    }
+    assert config.unknown_variables(environ) == [
+        "DUTYLINK_GATEWAY_LISTN: not a DutyLink setting (did you mean DUTYLINK_GATEWAY_LISTEN?)"
     ]
+    with pytest.raises(ConfigError, match=r"^DUTYLINK_GATEWAY_LISTN: not a DutyLink setting"):
+        config.load(None, environ=environ)
+    del environ["DUTYLINK_GATEWAY_LISTN"]
+    assert config.load(None, environ=environ).gateway.listen == "127.0.0.1:2"
 
 
-def test_every_command_reading_the_configuration_warns_of_unknown_variables(
+def test_every_command_reading_the_configuration_refuses_unknown_variables(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DUTYLINK_NATS_UTL", "nats://127.0.0.1:4222")
     result = CliRunner().invoke(app, ["config", "show"])
-    assert result.exit_code == 0, result.output
-    assert (
-        "warning: DUTYLINK_NATS_UTL is not a DutyLink setting (did you mean DUTYLINK_NATS_URL?)"
-        in result.output
-    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: DUTYLINK_NATS_UTL: not a DutyLink setting (did you mean DUTYLINK_NATS_URL?)"
+    ]
 
 
 @pytest.mark.parametrize(

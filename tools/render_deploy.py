@@ -3,6 +3,8 @@
 - deploy/nats/nats.conf's `users: [...]` of the DUTYLINK account, from the NATS users and
   permissions declared in gateway/store/nats_auth.py (`DEPLOY_ROLES`, built from the stream and
   subject registry);
+- deploy/dutylink.example.toml, every gateway setting with its default and description, from
+  the settings' schema (gateway/core/settings.py, through gateway/core/settings_docs.py);
 - the ConfigMaps of deploy/kubernetes/ (`nats-config`, `dutylink-gateway`), from
   deploy/nats/nats.conf and deploy/gateway.toml, which compose mounts as they are.
 
@@ -17,11 +19,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+from gateway.core.settings_docs import render_example
 from gateway.store import nats_auth
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 NATS_CONF = DEPLOY / "nats" / "nats.conf"
+EXAMPLE_CONFIG = DEPLOY / "dutylink.example.toml"
 # The users' list of the DUTYLINK account: from its opening line to its closing one.
 USERS_START = "    users: [\n"
 USERS_END = "    ]\n    # Each node's VARZ"
@@ -83,7 +87,10 @@ def rendered_config_map(manifest: str, key: str, carried: str) -> str:
 
 def renders() -> dict[Path, str]:
     """Every rendered file by path, as it should read."""
-    files = {NATS_CONF: rendered_nats_conf(NATS_CONF.read_text(encoding="utf-8"))}
+    files = {
+        NATS_CONF: rendered_nats_conf(NATS_CONF.read_text(encoding="utf-8")),
+        EXAMPLE_CONFIG: render_example(),
+    }
     for manifest, key, source in CONFIG_MAPS:
         carried = files.get(source) or source.read_text(encoding="utf-8")
         files[manifest] = rendered_config_map(manifest.read_text(encoding="utf-8"), key, carried)

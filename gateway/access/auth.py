@@ -103,7 +103,9 @@ class TokenAuthenticator:
 
     def __init__(self, agencies: Iterable[Agency]) -> None:
         self._by_digest = {
-            _digest(a.token): Principal(a.id, frozenset(a.roles)) for a in agencies if a.token
+            _digest(a.token.get_secret_value()): Principal(a.id, frozenset(a.roles))
+            for a in agencies
+            if a.token
         }
 
     def authenticate(self, context: CallContext) -> Principal:

@@ -31,7 +31,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.core.settings import AGENCY_ID
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -59,7 +60,6 @@ AGENCY_URI_PREFIX = "urn:dutylink:agency:"
 CONSOLE_URI_PREFIX = "urn:dutylink:console:"
 CONSOLE_HOLDER_PREFIX = "console:"  # its name in issued.json, apart from any agency id
 SERVER_HOLDER = "server"
-AGENCY_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 CRL_VALIDITY = dt.timedelta(days=7)
 # Backdating notBefore by a few minutes keeps a fresh certificate usable on a peer whose clock

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import SecretStr
 
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2
@@ -44,7 +45,7 @@ class Fanout:
 def _fanout_agencies(count: int) -> tuple[Agency, ...]:
     """A publishing agency and `count` receiving ones, each with its own token."""
     ids = ["source", *(f"agency-{i:02d}" for i in range(1, count + 1))]
-    return tuple(Agency(i, i, token=f"bench-token-{i}") for i in ids)
+    return tuple(Agency(i, i, token=SecretStr(f"bench-token-{i}")) for i in ids)
 
 
 def _permissive_policy(directory: Path, agencies: Sequence[Agency]) -> Path:
@@ -87,7 +88,9 @@ async def _fanout(
         contextlib.AsyncExitStack() as stack,
     ):
         clients = [
-            await stack.enter_async_context(DutyLinkClient(address, token=a.token))
+            await stack.enter_async_context(
+                DutyLinkClient(address, token=a.token.get_secret_value())
+            )
             for a in agencies
         ]
         name = unique("bench")

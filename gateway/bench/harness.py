@@ -165,7 +165,7 @@ async def gateway_at(config: Config, nats_url: str, *, in_process: bool) -> Asyn
     config_file = data_dir.with_name(f"{data_dir.name}.toml")  # beside it, in the run's directory
     agencies = "".join(
         f"[[agencies]]\nid = {json.dumps(a.id)}\nname = {json.dumps(a.name)}\n"
-        f"token = {json.dumps(a.token)}\nroles = {json.dumps(list(a.roles))}\n\n"
+        f"token = {json.dumps(a.token.get_secret_value())}\nroles = {json.dumps(list(a.roles))}\n\n"
         for a in config.agencies
     )
     await asyncio.to_thread(config_file.write_text, agencies, "utf-8")

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import structlog
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -35,7 +36,8 @@ from gateway.cli.pki import pki_app
 from gateway.cli.policy import policy_app
 from gateway.cli.startup import console_beside, crash_at, run_reporting_startup_errors
 from gateway.core.ports import StoreError
-from gateway.core.settings import Config, ConfigError
+from gateway.core.settings import Config, ConfigError, check_address
+from gateway.core.settings_docs import render_example, render_schema
 from gateway.store import jetstream, nats_auth
 from gateway.store.nats_server import embedded_dir, running_url
 from gateway.telemetry import logs
@@ -104,13 +106,14 @@ def load_config(
     """File, then environment, then these flags; a bad file exits with its name and key."""
     try:
         if listen is not None:
-            config_module.check_address(listen, "--listen")
+            try:
+                check_address(listen)
+            except ValueError as error:
+                raise ConfigError(f"--listen: {error}") from None
         loaded = config_module.load(path)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    for line in config_module.unknown_variables(os.environ):
-        typer.echo(f"warning: {line}", err=True)
     gateway = (
         loaded.gateway if listen is None else dataclasses.replace(loaded.gateway, listen=listen)
     )
@@ -118,7 +121,7 @@ def load_config(
     if data_dir is not None:
         nats = dataclasses.replace(nats, data_dir=str(data_dir))
     if nats_url is not None:
-        nats = dataclasses.replace(nats, url=nats_url)
+        nats = dataclasses.replace(nats, url=SecretStr(nats_url))
     return dataclasses.replace(loaded, gateway=gateway, nats=nats)
 
 
@@ -311,10 +314,22 @@ def config_show(
     typer.echo(json.dumps(config_module.masked(settings), indent=2, ensure_ascii=False))
 
 
+@config_app.command("example")
+def config_example() -> None:
+    """Print a configuration file with every key, its default and what it does."""
+    typer.echo(render_example(), nl=False)
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the configuration file's JSON schema (for editors and config management)."""
+    typer.echo(render_schema(), nl=False)
+
+
 async def _connected_store(settings: Config) -> jetstream.EventStore:
     """An EventStore on the configured NATS, or on the embedded server of the data directory
     as the operator user (dead letters only: it can neither publish events nor read them)."""
-    url = settings.nats.url
+    url = settings.nats.url.get_secret_value()
     if not url:
         running = running_url(settings.nats.data_dir)
         if not running:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+from pydantic import SecretStr
 
 from gateway import config as config_module
 from gateway.core.settings import Config
@@ -67,7 +68,9 @@ class Orders:
             metrics_listen="127.0.0.1:0" if self.metrics else "",
             workers=1,
         )
-        nats = dataclasses.replace(loaded.nats, url=self.external_nats_url, data_dir=self.data_dir)
+        nats = dataclasses.replace(
+            loaded.nats, url=SecretStr(self.external_nats_url), data_dir=self.data_dir
+        )
         return dataclasses.replace(loaded, gateway=gateway, nats=nats)
 
 

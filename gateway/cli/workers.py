@@ -130,7 +130,7 @@ class Supervisor:
         self.workers = [_Worker(i, worker_id(replica, i)) for i in range(count)]
         self.address = ""  # the shared gRPC address, once reserved
         self.health_address = ""
-        self._connect_url = settings.nats.url
+        self._connect_url = settings.nats.url.get_secret_value()
         self._metrics_ports: dict[str, int] = {}
         self._stopping = asyncio.Event()
 
@@ -140,7 +140,7 @@ class Supervisor:
             gateway_id=worker.gateway_id,
             config_file=str(self.config_file) if self.config_file else "",
             data_dir=self.settings.nats.data_dir,
-            external_nats_url=self.settings.nats.url,
+            external_nats_url=self.settings.nats.url.get_secret_value(),
             connect_url=self._connect_url,
             listen=self.address,
             health_listen=self.health_address,

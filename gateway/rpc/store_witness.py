@@ -29,9 +29,6 @@ from gateway.store.witness import event_digests, events_state, read_witness_mark
 
 log = structlog.get_logger("dutylink.gateway")
 
-# audit.store_mismatch: refuse to start, or serve subscribers and refuse every publish.
-STORE_MISMATCH_MODES = ("refuse", "read-only")
-
 
 @dataclass(frozen=True)
 class Witnessed:

@@ -25,7 +25,6 @@ log = structlog.get_logger("dutylink.nats")
 # The system account's per-server VARZ, imported into the gateway's account under this subject
 # by deploy/nats/nats.conf (and gateway.testkit.cluster): how the gateway sees each node's sync setting.
 VARZ_SUBJECT = "dutylink.nats.varz"
-DURABILITY_MODES = ("refuse", "warn")
 # Fewer than 3 replicas on a cluster: one node's lost disk loses acknowledged events.
 CLUSTER_MIN_REPLICAS = 3
 

@@ -30,11 +30,11 @@ from gateway.core.ports import (
     StoreError,
     Subscriptions,
 )
-from gateway.core.settings import Config, ConfigError
+from gateway.core.settings import Config
 from gateway.core.streams import AGGREGATES_BUCKET, BucketSpec
 from gateway.store.connection import Callback, NatsConnection
 from gateway.store.dead_letters import JetStreamDeadLetters
-from gateway.store.durability import DURABILITY_MODES, DurabilityFinding, check_durability
+from gateway.store.durability import DurabilityFinding, check_durability
 from gateway.store.errors import STORE_FAILURES, translate
 from gateway.store.events import JetStreamEvents
 from gateway.store.grants import JetStreamGrants
@@ -123,13 +123,9 @@ class EventStore:
     async def check_durability(self, *, sync_configured: bool = False) -> list[DurabilityFinding]:
         """gateway.store.durability.check_durability with `nats.durability` and
         `nats.stream_replicas`, after `ensure_streams`."""
-        mode = self._config.nats.durability
-        if mode not in DURABILITY_MODES:
-            expected = ", ".join(DURABILITY_MODES)
-            raise ConfigError(f"nats.durability: expected one of {expected}, got {mode!r}")
         return await check_durability(
             self.connection,
-            mode=mode,
+            mode=self._config.nats.durability,
             replicas=self._config.nats.stream_replicas,
             sync_configured=sync_configured,
         )

@@ -1,0 +1,101 @@
+"""The example configuration and the JSON schema, generated from the settings' schema
+(gateway.core.settings): every section and key with its default and its description, so the
+documented file can never drift from what the gateway reads. `tools/render_deploy.py` writes it
+to deploy/dutylink.example.toml (checked fresh by `bootstrap.py check`); `dutylink config
+example` and `dutylink config schema` print them.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+from pydantic import SecretStr, TypeAdapter
+from pydantic.fields import FieldInfo
+
+from gateway.core.settings import SECTIONS, Agency, Config, schema_fields
+
+WIDTH = 99
+HEADER = """\
+# DutyLink gateway configuration: every key with its default. Any key can also be set with an
+# environment variable DUTYLINK_<SECTION>_<KEY>, e.g. DUTYLINK_NATS_URL (an array as
+# comma-separated words); command-line flags (--listen, --data-dir, --nats-url) win over both.
+# Unknown sections, keys and DUTYLINK_* variables are errors. `dutylink config schema` prints the
+# JSON schema of this file.
+#
+# Generated from gateway/core/settings.py by tools/render_deploy.py: edit the schema, not this.
+"""
+# The agencies of the example: one with an agency's rights, one with the command role.
+EXAMPLE_AGENCIES = (
+    Agency("fire", "Fire and Rescue (119)", SecretStr("replace-with-a-long-random-secret")),
+    Agency(
+        "command",
+        "Joint Command Centre",
+        SecretStr("replace-with-another-long-random-secret"),
+        ("command",),
+    ),
+)
+AGENCIES_NOTE = (
+    "Agencies and their API tokens (tokens only without [tls]). Without any [[agencies]] the "
+    "gateway serves the sample agencies of gateway/sample_agencies.toml with public "
+    "development tokens."
+)
+
+
+def _comment(text: str) -> list[str]:
+    """`text` as comment lines, its paragraphs' words rewrapped."""
+    return [f"# {line}" for line in textwrap.wrap(" ".join(text.split()), WIDTH - 2)]
+
+
+def toml_value(value: Any) -> str:
+    """A default as TOML writes it."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _keys(fields: dict[str, FieldInfo], values: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for name, field in fields.items():
+        if field.description:
+            lines.extend(_comment(field.description))
+        lines.extend([f"{name} = {toml_value(values[name])}", ""])
+    return lines
+
+
+def render_example() -> str:
+    """deploy/dutylink.example.toml as it should read."""
+    lines = [HEADER]
+    for name, cls in SECTIONS.items():
+        defaults = cls()
+        lines.append(f"[{name}]")
+        lines.extend(_comment(cls.__doc__ or ""))
+        lines.append("")
+        fields = schema_fields(cls)
+        lines.extend(_keys(fields, {key: getattr(defaults, key) for key in fields}))
+    lines.extend(_comment(AGENCIES_NOTE))
+    for index, agency in enumerate(EXAMPLE_AGENCIES):
+        lines.append("[[agencies]]")
+        values = {key: getattr(agency, key) for key in schema_fields(Agency)}
+        if index == 0:  # the keys' descriptions once
+            lines.extend(_keys(schema_fields(Agency), values))
+        else:
+            lines.extend([f"{key} = {toml_value(value)}" for key, value in values.items()] + [""])
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_schema() -> str:
+    """The configuration file's JSON schema (secrets marked writeOnly, format password)."""
+    schema = TypeAdapter(Config).json_schema()
+    schema["properties"].pop("agencies_source", None)  # where they came from, not a key
+    schema["title"] = "DutyLink gateway configuration"
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

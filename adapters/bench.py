@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from adapters.cap.adapter import KIND as CAP
 from adapters.cap.mapping import inbound_mapping as cap_mapping
 from adapters.edxl.adapter import KIND as EDXL
@@ -203,7 +205,7 @@ async def _measure(workload: Workload, directory: Path, *, count: int) -> Rates:
         runner = AdapterRunner(
             workload.kind,
             AdapterConfig(
-                file=directory / "adapter.toml", gateway=gateway.address, token=token,
+                file=directory / "adapter.toml", gateway=gateway.address, token=SecretStr(token),
                 state_dir=directory / "state", batch_size=BATCH,
                 options=workload.options(inbox),
             ),

@@ -44,13 +44,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from pydantic import Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from adapters.options import AdapterConfigError
+from adapters.options import OPTIONS, AdapterConfigError, Expect, Table, Text, read
 from adapters.records import Record, Rejected, event_id_for
 from dutylink.v1 import event_pb2
 
@@ -152,6 +154,33 @@ def set_path(event: event_pb2.Event, chain: Sequence[FieldDescriptor], value: An
         setattr(message, target.name, _scalar(target, value))
 
 
+Paths = Annotated[dict[str, str], Expect("a table of strings")]
+
+
+@pydantic_dataclass(frozen=True, config=OPTIONS)
+class MappingOptions:
+    """[options.mapping]: a record (JSON) -> an event."""
+
+    system: Text
+    """Prefix of event ids: "<system>:<record id>"."""
+    id: Text
+    """The record's own id (a dotted path into the JSON): a resent record is a duplicate."""
+    type: str = ""
+    """The event type; or take it from a field with type_from."""
+    type_from: str = ""
+    """The record's field whose value is looked up in [options.mapping.types]."""
+    types: Paths = Field(default_factory=dict)
+    """[options.mapping.types]: record value -> event type ("" skips the record)."""
+    time: str = ""
+    """The event time (ISO 8601); default: when read."""
+    fields: Paths = Field(default_factory=dict)
+    """[options.mapping.fields]: event field path = record path."""
+    constants: Table = Field(default_factory=dict)
+    """[options.mapping.constants]: event field path = fixed value."""
+    values: Annotated[dict[str, dict[str, Any]], Expect("a table of tables")] = Field(default_factory=dict)  # fmt: skip
+    """[options.mapping.values."<event field path>"]: record value -> field value."""
+
+
 @dataclass(frozen=True)
 class JsonMapping:
     system: str
@@ -166,27 +195,23 @@ class JsonMapping:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], where: str = "[options.mapping]") -> JsonMapping:  # fmt: skip
-        known = {"system", "id", "type", "type_from", "types", "time", "fields", "constants", "values"}  # fmt: skip
-        if unknown := set(options) - known:
-            raise MappingError(f"{where}: unknown key '{sorted(unknown)[0]}' (expected one of {', '.join(sorted(known))})")  # fmt: skip
-        for key in ("system", "id"):
-            if not isinstance(options.get(key), str) or not options[key]:
-                raise MappingError(f"{where}: '{key}' is required")
-        if bool(options.get("type")) == bool(options.get("type_from")):
+        """The mapping of an [options.mapping] table, checked against the event's fields."""
+        try:
+            declared = read(MappingOptions, options, where)
+        except AdapterConfigError as error:
+            raise MappingError(str(error)) from None
+        if bool(declared.type) == bool(declared.type_from):
             raise MappingError(f"{where}: give exactly one of 'type' or 'type_from' (with [types])")
         mapping = cls(
-            system=options["system"],
-            id_path=options["id"],
-            event_type=str(options.get("type", "")),
-            type_from=str(options.get("type_from", "")),
-            types={str(k): str(v) for k, v in dict(options.get("types", {})).items()},
-            time_path=str(options.get("time", "")),
-            fields={str(k): str(v) for k, v in dict(options.get("fields", {})).items()},
-            constants=dict(options.get("constants", {})),
-            values={
-                str(k): {str(a): b for a, b in dict(v).items()}
-                for k, v in dict(options.get("values", {})).items()
-            },
+            system=declared.system,
+            id_path=declared.id,
+            event_type=declared.type,
+            type_from=declared.type_from,
+            types=declared.types,
+            time_path=declared.time,
+            fields=declared.fields,
+            constants=declared.constants,
+            values=declared.values,
         )
         for path in (*mapping.fields, *mapping.constants):
             _field_chain(path, where)

@@ -1,13 +1,23 @@
-"""Reading an adapter's [options]: typed readers whose errors name the table and the key.
-Pure: adapters read their options here when they are built, before any I/O starts.
+"""Adapters' configuration, declared as schemas: each adapter states the keys of its [options]
+tables as pydantic dataclasses (types, bounds, choices, defaults, and the string under each key
+saying what it does), and `read` checks a table against one when the adapter is built, before
+any I/O starts. Every error names the table and the key: "[options.inbound] poll_seconds: must
+be a number greater than 0". The field types below carry the words their errors use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass as plain_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+# Unknown keys are errors (a misspelt key would leave a default in force and a sample config
+# rot unseen); the string under each key is its description.
+OPTIONS = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class AdapterConfigError(ValueError):
@@ -15,92 +25,82 @@ class AdapterConfigError(ValueError):
     built); the message names the file or key."""
 
 
-@dataclass(frozen=True)
-class Options:
-    """One table of an adapter's [options], read with types. Every error names the table and
-    the key: "[options.inbound] poll_seconds: must be a number greater than 0".
+@plain_dataclass(frozen=True)
+class Expect:
+    """What a key's value must be, in the words of its errors ("a path", "true or false")."""
 
-    `terse` words the errors as the webhook adapter always has ("[options.inbound]: unknown
-    key ...", "attempts: a whole number of at least 1", without "must be"): its documented
-    messages are kept as they were.
-    """
+    words: str
 
-    values: Mapping[str, Any]
-    where: str = "[options]"
-    terse: bool = False
 
-    def __bool__(self) -> bool:
-        return bool(self.values)
+def _path(value: object) -> object:
+    if not isinstance(value, str | Path) or not str(value):
+        raise PydanticCustomError("path_type", "a path")
+    return value
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
 
-    def _error(self, key: str, expected: str) -> AdapterConfigError:
-        return AdapterConfigError(f"{self.where} {key}: {'' if self.terse else 'must be '}{expected}")  # fmt: skip
+Text = Annotated[str, Strict(), Field(min_length=1), Expect("a non-empty string")]
+Positive = Annotated[float, Strict(), Field(gt=0), Expect("a number greater than 0")]
+NotNegative = Annotated[float, Strict(), Field(ge=0), Expect("a number of at least 0")]
+Count = Annotated[int, Strict(), Field(ge=1), Expect("a whole number of at least 1")]
+Names = Annotated[
+    tuple[Annotated[str, Strict(), Field(min_length=1)], ...], Expect("a list of non-empty strings")
+]
+Flag = Annotated[bool, Strict(), Expect("true or false")]
+FilePath = Annotated[Path, BeforeValidator(_path), Expect("a path")]
+Table = Annotated[dict[str, Any], Expect("a table")]
 
-    def check_keys(self, known: Iterable[str]) -> None:
-        """A misspelt key would otherwise be ignored silently (and a sample config rot unseen)."""
-        names = sorted(set(known))
-        if unknown := set(self.values) - set(names):
-            colon = ":" if self.terse else ""
-            raise AdapterConfigError(
-                f"{self.where}{colon} unknown key '{sorted(unknown)[0]}' "
-                f"(expected one of {', '.join(names)})"
-            )
+T = TypeVar("T")
 
-    def table(self, key: str) -> Options:
-        """The sub-table `key` (empty when absent)."""
-        value = self.values.get(key, {})
-        if not isinstance(value, Mapping):
-            raise self._error(key, "a table")
-        return Options(value, f"[{self.where.strip('[]')}.{key}]", self.terse)
 
-    def text(self, key: str, default: str | None = None) -> str:
-        """A non-empty string; required when there is no default."""
-        value = self.values.get(key, default)
-        if value is None:
-            raise AdapterConfigError(f"{self.where} {key}: required, a non-empty string")
-        if not isinstance(value, str) or not value:
-            raise self._error(key, "a non-empty string")
-        return value
+def _expected(cls: type[Any], key: str) -> str:
+    """The words of `key`'s type, or "" for a key with none (a choice, a nested schema)."""
+    field = getattr(cls, "__pydantic_fields__", {}).get(key)
+    for mark in field.metadata if field is not None else ():
+        if isinstance(mark, Expect):
+            return mark.words
+    return ""
 
-    def path(self, key: str) -> Path:
-        """A required path."""
-        value = self.values.get(key)
-        if not isinstance(value, str) or not value:
-            raise AdapterConfigError(f"{self.where} {key}: required, a path")
-        return Path(value)
 
-    def number(self, key: str, default: float) -> float:
-        """A number greater than 0 (seconds, mostly)."""
-        value = self.values.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self._error(key, "a number greater than 0")
-        return float(value)
+def _message(cls: type[Any], error: ErrorDetails, where: str, terse: bool) -> str:
+    kind, key = error["type"], str(error["loc"][0]) if error["loc"] else ""
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        names = ", ".join(sorted(getattr(cls, "__pydantic_fields__", {})))
+        colon = ":" if terse else ""
+        return f"{where}{colon} unknown key '{key}' (expected one of {names})"
+    if kind == "value_error":  # a check of the adapter's own, worded by it
+        return f"{where} {key + ': ' if key else ''}{error.get('ctx', {})['error']}"
+    if not key:
+        return f"{where}: must be a table"
+    if kind == "literal_error":
+        choices = error.get("ctx", {})["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{where} {key}: {error['input']!r} is not one of {choices}"
+    expected = _expected(cls, key) or str(error["msg"])
+    if kind in ("missing", "missing_argument"):
+        return f"{where} {key}: required, {expected}"
+    return f"{where} {key}: {'' if terse else 'must be '}{expected}"
 
-    def whole(self, key: str, default: int) -> int:
-        """A whole number of at least 1 (a count, a size)."""
-        value = self.values.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self._error(key, "a whole number of at least 1")
-        return value
 
-    def strings(self, key: str) -> tuple[str, ...]:
-        """A list of non-empty strings (empty when absent)."""
-        value = self.values.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self._error(key, "a list of non-empty strings")
-        return tuple(value)
+def read(cls: type[T], values: Any, where: str = "[options]", *, terse: bool = False) -> T:
+    """The table `values` as `cls`, checked; the first problem as an AdapterConfigError naming
+    `where` and the key. `terse` words them as the webhook adapter always has ("[options.inbound]:
+    unknown key ...", "attempts: a whole number of at least 1", without "must be")."""
+    if not isinstance(values, Mapping):
+        raise AdapterConfigError(f"{where}: must be a table")
+    try:
+        return TypeAdapter(cls).validate_python(dict(values))
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        raise AdapterConfigError(_message(cls, first, where, terse)) from None
 
-    def flag(self, key: str, default: bool = False) -> bool:
-        value = self.values.get(key, default)
-        if not isinstance(value, bool):
-            raise self._error(key, "true or false")
-        return value
 
-    def choice(self, key: str, allowed: Sequence[str]) -> str:
-        """One of `allowed`; the first when absent."""
-        value = self.values.get(key, allowed[0])
-        if value not in allowed:
-            raise AdapterConfigError(f"{self.where} {key}: {value!r} is not one of {', '.join(allowed)}")  # fmt: skip
-        return str(value)
+def sub_table(values: Mapping[str, Any], key: str, where: str = "[options]") -> dict[str, Any]:
+    """The sub-table `key` of `values` (empty when absent), with its table name for errors."""
+    table = values.get(key, {})
+    if not isinstance(table, Mapping):
+        raise AdapterConfigError(f"{where} {key}: must be a table")
+    return dict(table)
+
+
+def table_name(where: str, key: str) -> str:
+    """`[options.inbound]` for key `inbound` of `[options]`."""
+    return f"[{where.strip('[]')}.{key}]"

@@ -27,14 +27,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from aiohttp import web
+from pydantic import Field, SecretStr, Strict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from adapters.framework import AdapterKind, Outbound, Pipeline, RejectedStore, deliver_outbound
 from adapters.metrics import Metrics, metrics_route, serve_http
-from adapters.options import AdapterConfigError
+from adapters.options import OPTIONS, AdapterConfigError, Expect, FilePath, Table, Text, read
 from adapters.sdk.client import ClientCertificate, DutyLinkClient, Retry
 from dutylink.v1 import gateway_pb2
 
@@ -42,8 +44,35 @@ __all__ = ["AdapterConfig", "AdapterConfigError", "AdapterRunner", "load_adapter
 
 log = structlog.get_logger("dutylink.adapter")
 
-_ADAPTER_KEYS = {"gateway", "token", "tls", "state_dir", "http_listen", "batch_size"}
-_TLS_KEYS = {"ca_file", "cert_file", "key_file"}
+
+@pydantic_dataclass(frozen=True, config=OPTIONS)
+class AdapterSection:
+    """[adapter]: the same for every adapter."""
+
+    gateway: Text
+    """The gateway (or its load balancer), HOST:PORT."""
+    state_dir: FilePath
+    """rejected/, progress and seen-lists live here."""
+    token: Annotated[SecretStr, Strict(), Expect("a non-empty string")] | None = None
+    """The agency's token (development); or [adapter.tls]."""
+    tls: Table | None = None
+    """[adapter.tls]: mutual TLS (see `dutylink pki issue`)."""
+    http_listen: Text = "127.0.0.1:0"
+    """GET /healthz and /metrics (Prometheus)."""
+    batch_size: Annotated[int, Strict(), Field(ge=1, le=1000), Expect("an integer from 1 to 1000")] = 500  # fmt: skip
+    """Events per PublishBatch."""
+
+
+@pydantic_dataclass(frozen=True, config=OPTIONS)
+class AdapterTls:
+    """[adapter.tls]"""
+
+    ca_file: FilePath
+    """The exchange CA."""
+    cert_file: FilePath
+    """The agency's client certificate."""
+    key_file: FilePath
+    """Its private key (0600)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +80,7 @@ class AdapterConfig:
     file: Path
     gateway: str
     state_dir: Path
-    token: str | None = None
+    token: SecretStr | None = None
     certificate: ClientCertificate | None = None
     http_listen: str = "127.0.0.1:0"
     batch_size: int = 500
@@ -68,41 +97,32 @@ def load_adapter_config(path: Path) -> AdapterConfig:
     unknown = set(document) - {"adapter", "options"}
     if unknown:
         raise AdapterConfigError(f"{path}: unknown section [{sorted(unknown)[0]}] (expected [adapter], [options])")  # fmt: skip
-    adapter = document.get("adapter")
-    if not isinstance(adapter, dict):
+    if not isinstance(document.get("adapter"), dict):
         raise AdapterConfigError(f"{path}: [adapter] is required")
-    if unknown := set(adapter) - _ADAPTER_KEYS:
-        raise AdapterConfigError(f"{path}: [adapter] unknown key '{sorted(unknown)[0]}' (expected one of {', '.join(sorted(_ADAPTER_KEYS))})")  # fmt: skip
-    for key in ("gateway", "state_dir"):
-        if not isinstance(adapter.get(key), str) or not adapter[key]:
-            raise AdapterConfigError(f"{path}: [adapter] {key}: required, a non-empty string")
-    certificate = None
-    if (tls := adapter.get("tls")) is not None:
-        if not isinstance(tls, dict) or set(tls) != _TLS_KEYS:
-            raise AdapterConfigError(f"{path}: [adapter.tls] needs exactly {', '.join(sorted(_TLS_KEYS))}")  # fmt: skip
-        try:
-            certificate = ClientCertificate.from_files(
-                *(Path(str(tls[key])) for key in ("ca_file", "cert_file", "key_file"))
-            )
-        except OSError as error:
-            raise AdapterConfigError(f"{path}: [adapter.tls] {error.filename}: {error.strerror}") from None  # fmt: skip
-    token = adapter.get("token")
-    if (token is None) == (certificate is None):
-        raise AdapterConfigError(f"{path}: [adapter] give exactly one of token or [adapter.tls]")
-    batch_size = adapter.get("batch_size", 500)
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= 1000:
-        raise AdapterConfigError(f"{path}: [adapter] batch_size: an integer from 1 to 1000")
     options = document.get("options", {})
     if not isinstance(options, dict):
         raise AdapterConfigError(f"{path}: [options] must be a table")
+    try:
+        adapter = read(AdapterSection, document["adapter"], "[adapter]")
+        tls = None if adapter.tls is None else read(AdapterTls, adapter.tls, "[adapter.tls]")
+    except AdapterConfigError as error:
+        raise AdapterConfigError(f"{path}: {error}") from None
+    certificate = None
+    if tls is not None:
+        try:
+            certificate = ClientCertificate.from_files(tls.ca_file, tls.cert_file, tls.key_file)
+        except OSError as error:
+            raise AdapterConfigError(f"{path}: [adapter.tls] {error.filename}: {error.strerror}") from None  # fmt: skip
+    if (adapter.token is None) == (certificate is None):
+        raise AdapterConfigError(f"{path}: [adapter] give exactly one of token or [adapter.tls]")
     return AdapterConfig(
         file=path,
-        gateway=adapter["gateway"],
-        state_dir=Path(adapter["state_dir"]),
-        token=str(token) if token is not None else None,
+        gateway=adapter.gateway,
+        state_dir=adapter.state_dir,
+        token=adapter.token,
         certificate=certificate,
-        http_listen=str(adapter.get("http_listen", "127.0.0.1:0")),
-        batch_size=batch_size,
+        http_listen=adapter.http_listen,
+        batch_size=adapter.batch_size,
         options=options,
     )
 
@@ -124,7 +144,8 @@ class AdapterRunner:
         retry = Retry(attempts=30, timeout=300.0)
         if self.config.certificate is not None:
             return DutyLinkClient(self.config.gateway, certificate=self.config.certificate, retry=retry)  # fmt: skip
-        return DutyLinkClient(self.config.gateway, token=self.config.token, retry=retry)
+        token = self.config.token.get_secret_value() if self.config.token else None
+        return DutyLinkClient(self.config.gateway, token=token, retry=retry)
 
     async def _http(self) -> web.AppRunner:
         async def health(_: web.Request) -> web.Response:

@@ -1,51 +1,108 @@
-"""The typed reader of adapters' [options]: values with their types, errors naming table and key."""
+"""Adapters' [options] read against their declared schemas: values with their types and
+defaults, errors naming table and key, and every adapter's keys described."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
-from adapters.options import AdapterConfigError, Options
+from adapters.options import (
+    OPTIONS,
+    AdapterConfigError,
+    Count,
+    FilePath,
+    Flag,
+    Names,
+    Positive,
+    Table,
+    Text,
+    read,
+)
+from adapters.registry import adapter_kinds
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class Example:
+    directory: FilePath
+    name: Text = "x"
+    poll_seconds: Positive = 1.0
+    batch_size: Count = 500
+    patterns: Names = ()
+    allow_remote: Flag = False
+    format: Literal["jsonl", "csv"] = "jsonl"
+    fields: Table = Field(default_factory=dict)
 
 
 def test_values_are_read_with_their_types_and_defaults() -> None:
-    options = Options({"inbound": {"directory": "d", "poll_seconds": 2, "patterns": ["*.csv"]}})
-    inbound = options.table("inbound")
-    assert inbound.where == "[options.inbound]"
-    assert inbound.path("directory") == Path("d")
-    assert inbound.number("poll_seconds", 1.0) == 2.0
-    assert inbound.whole("batch_size", 500) == 500
-    assert inbound.strings("patterns") == ("*.csv",)
-    assert inbound.flag("allow_remote") is False
-    assert inbound.choice("format", ("jsonl", "csv")) == "jsonl"
-    assert not options.table("outbound")
+    read_back = read(Example, {"directory": "d", "poll_seconds": 2, "patterns": ["*.csv"]})
+    assert read_back == Example(Path("d"), poll_seconds=2.0, patterns=("*.csv",))
+    assert read_back.batch_size == 500 and read_back.format == "jsonl"
 
 
 @pytest.mark.parametrize(
-    ("values", "read", "message"),
+    ("values", "message"),
     [
-        ({"x": 1}, lambda o: o.check_keys({"y"}), "[options] unknown key 'x' (expected one of y)"),
-        ({"t": 1}, lambda o: o.table("t"), "[options] t: must be a table"),
-        ({}, lambda o: o.text("name"), "[options] name: required, a non-empty string"),
-        ({"n": ""}, lambda o: o.text("n", "d"), "[options] n: must be a non-empty string"),
-        ({"s": 0}, lambda o: o.number("s", 1.0), "[options] s: must be a number greater than 0"),
-        ({"c": True}, lambda o: o.whole("c", 1), "[options] c: must be a whole number of at least 1"),
-        ({"l": [""]}, lambda o: o.strings("l"), "[options] l: must be a list of non-empty strings"),
-        ({"f": "yes"}, lambda o: o.flag("f"), "[options] f: must be true or false"),
-        ({"k": "z"}, lambda o: o.choice("k", ("a", "b")), "[options] k: 'z' is not one of a, b"),
+        ({"directory": "d", "x": 1}, "[options] unknown key 'x' (expected one of allow_remote, batch_size, directory, fields, format, name, patterns, poll_seconds)"),
+        ({"directory": "d", "fields": 1}, "[options] fields: must be a table"),
+        ({}, "[options] directory: required, a path"),
+        ({"directory": ""}, "[options] directory: must be a path"),
+        ({"directory": "d", "name": ""}, "[options] name: must be a non-empty string"),
+        ({"directory": "d", "poll_seconds": 0}, "[options] poll_seconds: must be a number greater than 0"),
+        ({"directory": "d", "batch_size": True}, "[options] batch_size: must be a whole number of at least 1"),
+        ({"directory": "d", "batch_size": 2.5}, "[options] batch_size: must be a whole number of at least 1"),
+        ({"directory": "d", "patterns": [""]}, "[options] patterns: must be a list of non-empty strings"),
+        ({"directory": "d", "allow_remote": "yes"}, "[options] allow_remote: must be true or false"),
+        ({"directory": "d", "format": "xml"}, "[options] format: 'xml' is not one of jsonl, csv"),
     ],
 )  # fmt: skip
-def test_a_bad_value_is_refused_naming_table_and_key(values: dict[str, object], read: Callable[[Options], object], message: str) -> None:  # fmt: skip
+def test_a_bad_value_is_refused_naming_table_and_key(values: dict[str, Any], message: str) -> None:
     with pytest.raises(AdapterConfigError) as refused:
-        read(Options(values))
+        read(Example, values)
     assert str(refused.value) == message
 
 
 def test_terse_wording_states_what_is_expected_without_must_be() -> None:
-    options = Options({"inbound": {"tolerance": 5, "attempts": 0}}, terse=True)
     with pytest.raises(AdapterConfigError, match=r"^\[options.inbound\]: unknown key 'tolerance'"):
-        options.table("inbound").check_keys({"attempts"})
-    with pytest.raises(AdapterConfigError, match=r"^\[options.inbound\] attempts: a whole number"):
-        options.table("inbound").whole("attempts", 1)
+        read(Example, {"directory": "d", "tolerance": 5}, "[options.inbound]", terse=True)
+    with pytest.raises(
+        AdapterConfigError, match=r"^\[options.inbound\] batch_size: a whole number"
+    ):
+        read(Example, {"directory": "d", "batch_size": 0}, "[options.inbound]", terse=True)
+    with pytest.raises(AdapterConfigError, match=r"^\[options.inbound\]: must be a table"):
+        read(Example, ["d"], "[options.inbound]")
+
+
+SCHEMAS = [
+    ("adapters.cap.adapter", ("CapOptions", "CapInbound", "CapOutbound")),
+    ("adapters.filedrop.adapter", ("FiledropOptions", "FiledropInbound", "FiledropOutbound")),
+    ("adapters.dispatch.adapter", ("Cad110Options", "Dispatch119Options", "DispatchOutbound")),
+    ("adapters.edxl.adapter", ("EdxlOptions", "EdxlInbound", "EdxlOutbound")),
+    (
+        "adapters.webhook.options",
+        ("WebhookOptions", "InboundSettings", "OutboundOptions", "RetryOptions"),
+    ),
+    ("adapters.mapping", ("MappingOptions",)),
+    ("adapters.runner", ("AdapterSection", "AdapterTls")),
+]
+
+
+@pytest.mark.parametrize(("module", "names"), SCHEMAS)
+def test_every_adapter_key_is_declared_with_a_description(
+    module: str, names: tuple[str, ...]
+) -> None:
+    """The schema is the adapter's reference: a key nobody described is a key nobody can use."""
+    for name in names:
+        fields = getattr(importlib.import_module(module), name).__pydantic_fields__
+        undescribed = [key for key, field in fields.items() if not field.description]
+        assert not undescribed, f"{module}.{name}: {undescribed}"
+
+
+def test_every_adapter_kind_refuses_an_unknown_key_naming_it() -> None:
+    for kind in adapter_kinds().values():
+        with pytest.raises(AdapterConfigError, match="unknown key 'colour'"):
+            kind.build({"colour": "red"}, Path("state"))

@@ -11,6 +11,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from adapters.cap.adapter import KIND, feed_links
 from adapters.cap.codec import parse_cap
@@ -51,7 +52,7 @@ async def adapters(gateway: Gateway, tmp_path: Path) -> AsyncIterator[tuple[Path
     weather = AdapterRunner(
         KIND,
         AdapterConfig(
-            file=tmp_path / "weather.toml", gateway=gateway.address, token=TOKENS["weather"],
+            file=tmp_path / "weather.toml", gateway=gateway.address, token=SecretStr(TOKENS["weather"]),
             state_dir=tmp_path / "weather-state",
             options={"system": "sh-mb", "division_code": "310000",
                      "inbound": {"directory": str(drop), "poll_seconds": 0.1}},
@@ -60,7 +61,7 @@ async def adapters(gateway: Gateway, tmp_path: Path) -> AsyncIterator[tuple[Path
     transport = AdapterRunner(
         KIND,
         AdapterConfig(
-            file=tmp_path / "transport.toml", gateway=gateway.address, token=TOKENS["transport"],
+            file=tmp_path / "transport.toml", gateway=gateway.address, token=SecretStr(TOKENS["transport"]),
             state_dir=tmp_path / "transport-state",
             options={"outbound": {"subscription": "cap-out", "directory": str(outbox)}},
         ),
@@ -129,14 +130,14 @@ async def test_signed_and_latin_1_alerts_are_forwarded_byte_equal_or_re_rendered
     drop = tmp_path / "drop"
     runners = [
         AdapterRunner(KIND, AdapterConfig(
-            file=tmp_path / "weather.toml", gateway=gateway.address, token=TOKENS["weather"],
+            file=tmp_path / "weather.toml", gateway=gateway.address, token=SecretStr(TOKENS["weather"]),
             state_dir=tmp_path / "weather-state",
             options={"system": "sh-mb", "division_code": "310000",
                      "inbound": {"directory": str(drop), "poll_seconds": 0.1}},
         )),
     ] + [
         AdapterRunner(KIND, AdapterConfig(
-            file=tmp_path / f"{name}.toml", gateway=gateway.address, token=TOKENS["transport"],
+            file=tmp_path / f"{name}.toml", gateway=gateway.address, token=SecretStr(TOKENS["transport"]),
             state_dir=tmp_path / f"{name}-state",
             options={"outbound": {"subscription": name, "directory": str(tmp_path / name),
                                   "forward_original": name == "forwarded"}},
@@ -197,7 +198,7 @@ async def test_the_feed_poller_reads_each_linked_cap_document_once(
     runner = AdapterRunner(
         KIND,
         AdapterConfig(
-            file=tmp_path / "feed.toml", gateway=gateway.address, token=TOKENS["weather"],
+            file=tmp_path / "feed.toml", gateway=gateway.address, token=SecretStr(TOKENS["weather"]),
             state_dir=tmp_path / "state",
             options={"system": "sh-mb", "inbound": {"feed_url": f"http://127.0.0.1:{port}/feed.atom", "poll_seconds": 0.1}},
         ),
@@ -242,7 +243,9 @@ def test_the_examples_are_the_drop_directory_feed_and_outbox_configs() -> None:
 @pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda path: path.stem)
 def test_example_config_loads_and_builds(path: Path, tmp_path: Path) -> None:
     config = load_adapter_config(path)
-    assert config.token in {f"dev-{agency}-token" for agency in ("weather", "transport")}
+    assert config.token is not None and config.token.get_secret_value() in {
+        f"dev-{agency}-token" for agency in ("weather", "transport")
+    }
     assert config.gateway.startswith("127.0.0.1:")
     plan = KIND.build(config.options, tmp_path)
     assert plan.sources or plan.outbound

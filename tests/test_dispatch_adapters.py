@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
+from pydantic import SecretStr
 
 from adapters.dispatch.adapter import CAD110, DISPATCH119
 from adapters.dispatch.cad110 import cad110_events, cad110_outbound
@@ -346,7 +347,7 @@ def sample_config(name: str, tmp_path: Path, gateway: Gateway, agency: str) -> A
     return AdapterConfig(
         file=tmp_path / f"{name}.toml",
         gateway=gateway.address,
-        token=TOKENS[agency],
+        token=SecretStr(TOKENS[agency]),
         state_dir=tmp_path / "state",
         options=options,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from adapters.filedrop.adapter import FORMATS, KIND, build
 from adapters.framework import AdapterKind, Pipeline, RejectedStore
@@ -92,7 +93,7 @@ def runner(
         AdapterConfig(
             file=tmp_path / f"{name}.toml",
             gateway=gateway.address,
-            token=TOKENS[agency],
+            token=SecretStr(TOKENS[agency]),
             state_dir=tmp_path / f"state-{name}",
             options=opts,
         ),
@@ -426,7 +427,7 @@ async def test_other_agencies_events_arrive_as_files_in_the_outbox(
         ),
         (
             {"inbound": {"directory": "d"}, "mapping": {"id": "x"}},
-            "[options.mapping]: 'system' is required",
+            "[options.mapping] system: required, a non-empty string",
         ),
         ({}, "give [options.inbound], [options.outbound] or both"),
     ],

@@ -19,6 +19,7 @@ import aiohttp
 import nats
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -216,7 +217,7 @@ async def exchange(gateway: Gateway, nats_url: str, tmp_path: Path) -> AsyncIter
     housing = AdapterRunner(
         KIND,
         AdapterConfig(
-            file=tmp_path / "housing.toml", gateway=gateway.address, token=TOKENS["housing"],
+            file=tmp_path / "housing.toml", gateway=gateway.address, token=SecretStr(TOKENS["housing"]),
             state_dir=tmp_path / "housing-state", options=housing_options(tmp_path, port),
         ),
     )  # fmt: skip
@@ -226,7 +227,7 @@ async def exchange(gateway: Gateway, nats_url: str, tmp_path: Path) -> AsyncIter
     emergency = AdapterRunner(
         KIND,
         AdapterConfig(
-            file=tmp_path / "emergency.toml", gateway=gateway.address, token=TOKENS["emergency"],
+            file=tmp_path / "emergency.toml", gateway=gateway.address, token=SecretStr(TOKENS["emergency"]),
             state_dir=tmp_path / "emergency-state", options={"outbound": outbound},
         ),
     )  # fmt: skip
@@ -559,7 +560,7 @@ async def test_while_the_gateway_is_unavailable_the_sender_gets_503_and_may_rese
         KIND,
         AdapterConfig(
             file=tmp_path / "housing.toml", gateway=f"127.0.0.1:{free_port()}",  # nothing there
-            token=TOKENS["housing"], state_dir=tmp_path / "state", options=options,
+            token=SecretStr(TOKENS["housing"]), state_dir=tmp_path / "state", options=options,
         ),
     )  # fmt: skip
     task = asyncio.create_task(housing.run())

@@ -31,11 +31,13 @@ import asyncio
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 import structlog
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from adapters.cap.mapping import inbound_mapping, outbound_mapping
 from adapters.framework import (
@@ -46,7 +48,7 @@ from adapters.framework import (
     PublishUnavailableError,
     Subscription,
 )
-from adapters.options import AdapterConfigError, Options
+from adapters.options import OPTIONS, FilePath, Flag, Names, Positive, Table, Text, read
 from adapters.records import Record
 from adapters.transports import DirectorySink, DirectorySource, split_whole
 from adapters.xmlsafe import XmlError, parse_xml
@@ -144,44 +146,66 @@ class FeedSource:
 # --- the adapter ------------------------------------------------------------------------------
 
 
-_KEYS: Final = {
-    "": {"system", "division_code", "inbound", "outbound"},
-    "inbound": {"directory", "feed_url", "poll_seconds"},
-    "outbound": {"subscription", "directory", "forward_original", "types"},
-}
+@dataclass(frozen=True, config=OPTIONS)
+class CapOptions:
+    """[options]"""
+
+    system: Text = "cap"
+    """Prefix of event ids: "<system>:<CAP identifier>"."""
+    division_code: str = ""
+    """Jurisdiction (GB/T 2260) of an alert that gives no GB/T 2260 geocode."""
+    inbound: Table = Field(default_factory=dict)
+    """[options.inbound]: where alerts come from."""
+    outbound: Table = Field(default_factory=dict)
+    """[options.outbound]: where warnings go."""
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class CapInbound:
+    """[options.inbound]"""
+
+    directory: FilePath | None = None
+    """*.xml files, one alert each (see adapters.transports)."""
+    feed_url: Text | None = None
+    """An Atom or RSS index linking CAP documents, polled."""
+    poll_seconds: Positive = 5.0
+    """How often the directory and the feed are looked at."""
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class CapOutbound:
+    """[options.outbound]"""
+
+    directory: FilePath
+    """One <identifier>.xml per warning, written atomically."""
+    subscription: Text = "cap-out"
+    """The durable subscription's name: delivery resumes where it stopped."""
+    forward_original: Flag = False
+    """Write the received CAP bytes when present (they keep an XML signature valid)."""
+    types: Names = ()
+    """Only these warning types (e.g. "warning.alert"); empty: every warning."""
 
 
 def build(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    options = Options(values)
-    options.check_keys(_KEYS[""])
-    system = str(options.get("system", "cap"))
-    division_code = str(options.get("division_code", ""))
-    inbound, outbound = options.table("inbound"), options.table("outbound")
-    inbound.check_keys(_KEYS["inbound"])
-    outbound.check_keys(_KEYS["outbound"])
-    if outbound and "directory" not in outbound.values:
-        raise AdapterConfigError("[options.outbound] directory: required")
-    plan = AdapterPlan(inbound=inbound_mapping(system, division_code))
-    poll = float(inbound.get("poll_seconds", 5.0))
-    if directory := inbound.get("directory"):
+    options = read(CapOptions, values)
+    inbound = read(CapInbound, options.inbound, "[options.inbound]")
+    plan = AdapterPlan(inbound=inbound_mapping(options.system, options.division_code))
+    if inbound.directory is not None:
         plan.sources.append(
             DirectorySource(
-                Path(str(directory)), state_dir / "drop", ["*.xml"],
-                split_whole("application/cap+xml"), poll_seconds=poll,
+                inbound.directory, state_dir / "drop", ["*.xml"],
+                split_whole("application/cap+xml"), poll_seconds=inbound.poll_seconds,
             )
         )  # fmt: skip
-    if feed_url := inbound.get("feed_url"):
-        plan.sources.append(FeedSource(str(feed_url), state_dir, poll))
-    if outbound:
+    if inbound.feed_url is not None:
+        plan.sources.append(FeedSource(inbound.feed_url, state_dir, inbound.poll_seconds))
+    if options.outbound:
+        outbound = read(CapOutbound, options.outbound, "[options.outbound]")
         plan.outbound.append(
             Outbound(
-                Subscription(
-                    str(outbound.get("subscription", "cap-out")),
-                    families=("warning",),
-                    types=tuple(outbound.get("types", ())),
-                ),
-                outbound_mapping(bool(outbound.get("forward_original", False))),
-                DirectorySink(Path(str(outbound.get("directory")))),
+                Subscription(outbound.subscription, families=("warning",), types=outbound.types),
+                outbound_mapping(outbound.forward_original),
+                DirectorySink(outbound.directory),
             )
         )
     return plan

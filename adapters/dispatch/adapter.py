@@ -32,10 +32,14 @@ outbox. Feed shapes and mappings: adapters/dispatch/README.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass as plain_dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from adapters.dispatch.cad110 import Cad110Settings, cad110_events, cad110_outbound
 from adapters.dispatch.dispatch119 import (
@@ -43,9 +47,9 @@ from adapters.dispatch.dispatch119 import (
     dispatch119_events,
     dispatch119_outbound,
 )
-from adapters.filedrop.adapter import drop_source, split_utf8_json_lines
+from adapters.filedrop.adapter import DropInbound, drop_source, split_utf8_json_lines
 from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
-from adapters.options import AdapterConfigError, Options
+from adapters.options import OPTIONS, AdapterConfigError, FilePath, Flag, Names, Table, Text, read
 from adapters.records import InboundMapping, OutboundMapping
 from adapters.transports import DirectorySink, Splitter, split_csv
 from dutylink.v1 import event_pb2
@@ -57,85 +61,135 @@ _PLANES = {
 }
 
 
-def _plan(
-    options: Options,
-    state_dir: Path,
-    inbound_mapping: InboundMapping,
-    patterns: tuple[str, ...],
-    split: Splitter,
-    outbound_mapping: OutboundMapping,
-    families: tuple[str, ...],
-    subscription: str,
-) -> AdapterPlan:
-    inbound, outbound = options.table("inbound"), options.table("outbound")
+Plane = Literal["ACTUAL", "EXERCISE", "TEST"]
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class Cad110Options:
+    """[options] of cad-110"""
+
+    system: Text = "cad110"
+    """Prefix of event ids."""
+    agency: Text = "police"
+    """The centre's agency id (listed in involved_agencies)."""
+    plane: Plane = "ACTUAL"
+    """EXERCISE or TEST for drills."""
+    inbound: Table = Field(default_factory=dict)
+    """[options.inbound]: the feed's drop directory (*.jsonl)."""
+    outbound: Table = Field(default_factory=dict)
+    """[options.outbound]: what the centre needs, as JSON files."""
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class Dispatch119Options:
+    """[options] of dispatch-119-120"""
+
+    system: Text = "dispatch119"
+    """Prefix of event ids."""
+    agency: Text = "fire"
+    """The agency it publishes as (resource contacts)."""
+    fire_agency: Text = "fire"
+    """Owner of engines, ladders, hazmat, rescue and command units."""
+    ems_agency: Text = "health"
+    """Owner of ambulances."""
+    plane: Plane = "ACTUAL"
+    """EXERCISE or TEST for drills."""
+    deployment_reports: Flag = False
+    """Unit rows also as resource.status_report (see adapters/dispatch/README.md)."""
+    inbound: Table = Field(default_factory=dict)
+    """[options.inbound]: the feed's drop directory (*.csv)."""
+    outbound: Table = Field(default_factory=dict)
+    """[options.outbound]: what the centre needs, as JSON files."""
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class DispatchOutbound:
+    """[options.outbound]"""
+
+    directory: FilePath
+    """The outbox: one JSON file per event."""
+    subscription: Text | None = None
+    """The durable subscription's name (default: cad110-desk, dispatch119-desk)."""
+    incident_sources: Names = ()
+    """Whose incidents (default: fire and health for 110, police for 119/120)."""
+    jurisdictions: Names = ()
+    """Division-code prefixes; empty: all."""
+
+
+@plain_dataclass(frozen=True)
+class _Centre:
+    """What differs between the two dispatch adapters' plans."""
+
+    inbound_mapping: InboundMapping
+    patterns: tuple[str, ...]
+    split: Splitter
+    outbound_mapping: Callable[[tuple[str, ...]], OutboundMapping]
+    incident_sources: tuple[str, ...]
+    families: tuple[str, ...]
+    subscription: str
+
+
+def _plan(inbound: dict[str, Any], outbound: dict[str, Any], state_dir: Path, centre: _Centre) -> AdapterPlan:  # fmt: skip
     if not inbound and not outbound:
         raise AdapterConfigError("[options] give [options.inbound], [options.outbound] or both")
-    plan = AdapterPlan(inbound=inbound_mapping)
+    plan = AdapterPlan(inbound=centre.inbound_mapping)
     if inbound:
-        plan.sources.append(drop_source(inbound, state_dir, patterns, split))
+        drop = read(DropInbound, inbound, "[options.inbound]")
+        plan.sources.append(drop_source(drop, state_dir, centre.patterns, centre.split))
     if outbound:
-        outbound.check_keys(("subscription", "directory", "jurisdictions", "incident_sources"))
+        side = read(DispatchOutbound, outbound, "[options.outbound]")
         plan.outbound.append(
             Outbound(
                 Subscription(
-                    outbound.text("subscription", subscription),
-                    families=families,
-                    jurisdiction_prefixes=outbound.strings("jurisdictions"),
+                    side.subscription or centre.subscription,
+                    families=centre.families,
+                    jurisdiction_prefixes=side.jurisdictions,
                 ),
-                outbound_mapping,
-                DirectorySink(outbound.path("directory")),
+                centre.outbound_mapping(side.incident_sources or centre.incident_sources),
+                DirectorySink(side.directory),
             )
         )
     return plan
 
 
 def build_cad110(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    options = Options(values)
-    options.check_keys(("system", "agency", "plane", "inbound", "outbound"))
-    settings = Cad110Settings(
-        system=options.text("system", "cad110"),
-        agency=options.text("agency", "police"),
-        plane=_PLANES[options.choice("plane", tuple(_PLANES))],
-    )
-    outbound = options.table("outbound")
-    sources = outbound.strings("incident_sources") or ("fire", "health")
-    return _plan(
-        options,
-        state_dir,
+    options = read(Cad110Options, values)
+    settings = Cad110Settings(options.system, options.agency, _PLANES[options.plane])
+    centre = _Centre(
         partial(cad110_events, settings=settings),
         ("*.jsonl",),
         split_utf8_json_lines,
-        partial(cad110_outbound, incident_sources=sources),
+        lambda sources: partial(cad110_outbound, incident_sources=sources),
+        ("fire", "health"),
         ("incident", "warning"),
         "cad110-desk",
     )
+    return _plan(options.inbound, options.outbound, state_dir, centre)
 
 
 def build_dispatch119(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    options = Options(values)
-    known = ("system", "agency", "fire_agency", "ems_agency", "plane", "deployment_reports")
-    options.check_keys((*known, "inbound", "outbound"))
+    options = read(Dispatch119Options, values)
     settings = Dispatch119Settings(
-        system=options.text("system", "dispatch119"),
-        agency=options.text("agency", "fire"),
-        fire_agency=options.text("fire_agency", "fire"),
-        ems_agency=options.text("ems_agency", "health"),
-        plane=_PLANES[options.choice("plane", tuple(_PLANES))],
-        deployment_reports=options.flag("deployment_reports"),
+        system=options.system,
+        agency=options.agency,
+        fire_agency=options.fire_agency,
+        ems_agency=options.ems_agency,
+        plane=_PLANES[options.plane],
+        deployment_reports=options.deployment_reports,
     )
-    outbound = options.table("outbound")
-    sources = outbound.strings("incident_sources") or ("police",)
-    centre = (settings.fire_agency, settings.ems_agency)
-    return _plan(
-        options,
-        state_dir,
+    own = (settings.fire_agency, settings.ems_agency)
+    centre = _Centre(
         partial(dispatch119_events, settings=settings),
         ("*.csv",),
         split_csv,
-        partial(dispatch119_outbound, centre_agencies=centre, incident_sources=sources),
+        lambda sources: partial(
+            dispatch119_outbound, centre_agencies=own, incident_sources=sources
+        ),
+        ("police",),
         ("incident", "resource"),
         "dispatch119-desk",
     )
+    return _plan(options.inbound, options.outbound, state_dir, centre)
 
 
 CAD110 = AdapterKind(

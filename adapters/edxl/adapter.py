@@ -39,65 +39,129 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from adapters.edxl.mapping import de_outbound_mapping, inbound_mapping, outbound_mapping
+from pydantic import AfterValidator, Field
+from pydantic.dataclasses import dataclass
+
+from adapters.edxl.mapping import (
+    de_outbound_mapping,
+    inbound_mapping,
+    outbound_mapping,
+    utc_offset_minutes,
+)
 from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
-from adapters.options import AdapterConfigError, Options
+from adapters.options import (
+    OPTIONS,
+    AdapterConfigError,
+    Expect,
+    FilePath,
+    Flag,
+    Names,
+    Positive,
+    Table,
+    Text,
+    read,
+)
 from adapters.transports import DirectorySink, DirectorySource, split_whole
 
 # --- the adapter ---------------------------------------------------------------------------------
 
-_OUTBOUND_KEYS = {"subscription", "directory", "envelope", "types", "families", "forward_original"}  # fmt: skip
 _FAMILIES = {"none": ("resource",), "de": ("resource", "warning")}
 
 
+def _offset(value: str) -> str:
+    utc_offset_minutes(value)  # refuses what is not an offset
+    return value
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class EdxlOptions:
+    """[options]"""
+
+    system: Text = "edxl"
+    """Prefix of event ids: "<system>:<MessageID>"."""
+    division_code: str = ""
+    """Jurisdiction (GB/T 2260) when a message names none."""
+    classification: Literal["PUBLIC", "INTERNAL", "RESTRICTED", "CONFIDENTIAL"] = "INTERNAL"
+    """Of resource events (CAP alerts: from their scope)."""
+    default_utc_offset: Annotated[str, AfterValidator(_offset)] = "Z"
+    """Zone of EDXL-RM dateTimes written without an offset, e.g. "+08:00"."""
+    inbound: Table = Field(default_factory=dict)
+    """[options.inbound]: the drop directory."""
+    outbound: Annotated[
+        dict[str, Any] | list[dict[str, Any]], Expect("a table or an array of tables")
+    ] = Field(default_factory=list)
+    """[[options.outbound]]: one table, or several: each is one outbound side."""
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class EdxlInbound:
+    """[options.inbound]"""
+
+    directory: FilePath | None = None
+    """*.xml: one EDXL-RM message or EDXL-DE envelope each."""
+    poll_seconds: Positive = 1.0
+    """How often the directory is looked at."""
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class EdxlOutbound:
+    """[[options.outbound]]: one outbound side."""
+
+    directory: FilePath
+    """One file per event."""
+    envelope: Literal["none", "de"] = "none"
+    """"none": bare EDXL-RM; "de": EDXL-DE 1.0 envelopes around CAP and RM."""
+    subscription: Text | None = None
+    """A durable subscription name, one per side (default "rm-out", or "de-out")."""
+    types: Names = ()
+    """e.g. ["resource.request"]; empty: every type."""
+    families: Names | None = None
+    """Default ["resource"]; with envelope "de": ["resource", "warning"]."""
+    forward_original: Flag = False
+    """With envelope "de": embed the CAP bytes as received (they keep a signature valid)."""
+
+
 def _outbound_side(values: Any, where: str) -> Outbound:
-    if not isinstance(values, Mapping):
-        raise AdapterConfigError(f"{where}: must be a table")
-    table = Options(values, where)
-    table.check_keys(_OUTBOUND_KEYS)
-    directory = table.path("directory")
-    envelope = table.get("envelope", "none")
-    if envelope not in _FAMILIES:
-        raise AdapterConfigError(f"{where}: envelope: 'none' (bare EDXL-RM) or 'de' (EDXL-DE), not {envelope!r}")  # fmt: skip
-    families = tuple(table.get("families", _FAMILIES[envelope]))
-    if not families or not set(families) <= set(_FAMILIES[envelope]):
-        raise AdapterConfigError(f"{where}: families: some of {list(_FAMILIES[envelope])} with envelope = {envelope!r} (bare CAP is the cap adapter's)")  # fmt: skip
-    forward = table.flag("forward_original")
-    mapping = de_outbound_mapping(forward) if envelope == "de" else outbound_mapping()
+    side = read(EdxlOutbound, values, where)
+    allowed = _FAMILIES[side.envelope]
+    families = side.families if side.families is not None else allowed
+    if not families or not set(families) <= set(allowed):
+        raise AdapterConfigError(f"{where}: families: some of {list(allowed)} with envelope = {side.envelope!r} (bare CAP is the cap adapter's)")  # fmt: skip
+    de = side.envelope == "de"
     return Outbound(
         Subscription(
-            str(table.get("subscription", "de-out" if envelope == "de" else "rm-out")),
+            side.subscription or ("de-out" if de else "rm-out"),
             families=families,
-            types=tuple(table.get("types", ())),
+            types=side.types,
         ),
-        mapping,
-        DirectorySink(directory),
+        de_outbound_mapping(side.forward_original) if de else outbound_mapping(),
+        DirectorySink(side.directory),
     )
 
 
-def build(options: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    system = str(options.get("system", "edxl"))
-    inbound = dict(options.get("inbound", {}))
-    outbound = options.get("outbound", [])
-    sides = [outbound] if isinstance(outbound, Mapping) else list(outbound)
+def build(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
+    options = read(EdxlOptions, values)
+    inbound = read(EdxlInbound, options.inbound, "[options.inbound]")
+    outbound = options.outbound
+    sides = [outbound] if isinstance(outbound, dict) else outbound
     plan = AdapterPlan(
         inbound=inbound_mapping(
-            system,
-            str(options.get("division_code", "")),
-            str(options.get("classification", "INTERNAL")),
-            str(options.get("default_utc_offset", "Z")),
+            options.system,
+            options.division_code,
+            options.classification,
+            options.default_utc_offset,
         )
     )
-    if directory := inbound.get("directory"):
+    if inbound.directory is not None:
         plan.sources.append(
             DirectorySource(
-                Path(str(directory)), state_dir / "drop", ["*.xml"],
-                split_whole("application/xml"), poll_seconds=float(inbound.get("poll_seconds", 1.0)),
+                inbound.directory, state_dir / "drop", ["*.xml"],
+                split_whole("application/xml"), poll_seconds=inbound.poll_seconds,
             )
         )  # fmt: skip
-    where = "[options.outbound]" if isinstance(outbound, Mapping) else "[[options.outbound]]"
+    where = "[options.outbound]" if isinstance(outbound, dict) else "[[options.outbound]]"
     plan.outbound += [
         _outbound_side(side, where if len(sides) == 1 else f"{where} #{i + 1}")
         for i, side in enumerate(sides)

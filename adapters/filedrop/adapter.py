@@ -25,12 +25,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, Strict
+from pydantic.dataclasses import dataclass
 
 from adapters.filedrop.mapping import outbound_mapping
 from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
 from adapters.mapping import JsonMapping, MappingError
-from adapters.options import AdapterConfigError, Options
+from adapters.options import (
+    OPTIONS,
+    AdapterConfigError,
+    Count,
+    Expect,
+    FilePath,
+    Names,
+    Positive,
+    Table,
+    Text,
+    read,
+)
 from adapters.records import Record
 from adapters.transports import (
     DirectorySink,
@@ -56,91 +70,120 @@ FORMATS: dict[str, tuple[tuple[str, ...], Splitter]] = {
     "jsonl": (("*.jsonl", "*.ndjson"), split_utf8_json_lines),
     "csv": (("*.csv",), split_csv),
 }
-OUT_FORMATS = ("jsonl", "csv")
-INBOUND_KEYS = ("directory", "patterns", "poll_seconds", "batch_size")
-OUTBOUND_KEYS = (
-    "subscription",
-    "families",
-    "types",
-    "jurisdictions",
-    "from_agencies",
-    "directory",
-    "format",
-    "fields",
-)
 
 
 # --- options ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, config=OPTIONS)
+class FiledropOptions:
+    """[options]: give [options.inbound] (with [options.mapping]), [options.outbound] or both."""
+
+    inbound: Table = Field(default_factory=dict)
+    """[options.inbound]: files in."""
+    mapping: Table = Field(default_factory=dict)
+    """[options.mapping]: record -> event (adapters.mapping.JsonMapping); required with inbound."""
+    outbound: Table = Field(default_factory=dict)
+    """[options.outbound]: events out as files."""
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class DropInbound:
+    """[options.inbound] of every file-fed adapter: an inbox directory polled for files."""
+
+    # Descriptions as Field arguments, not strings under the keys: a subclass's schema (the
+    # file-drop adapter's own) reads only its own class's strings.
+    directory: FilePath = Field(
+        description="The inbox (on the same filesystem as [adapter] state_dir)."
+    )
+    patterns: Names = Field((), description="File name patterns taken; default: the format's own.")  # fmt: skip
+    poll_seconds: Positive = Field(1.0, description="How often the inbox is looked at.")
+    batch_size: Count = Field(500, description="Records per progress checkpoint.")
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class FiledropInbound(DropInbound):
+    format: Literal["jsonl", "csv"] = "jsonl"
+    """"jsonl": one JSON object a line (*.jsonl, *.ndjson); "csv": a header row (*.csv)."""
+
+
+FieldPaths = Annotated[
+    dict[str, Annotated[str, Strict(), Field(min_length=1)]],
+    Expect("a table of event field paths"),
+]
+
+
+@dataclass(frozen=True, config=OPTIONS)
+class FiledropOutbound:
+    """[options.outbound]"""
+
+    directory: FilePath
+    """The outbox: one file per event, written atomically."""
+    subscription: Text = "filedrop-out"
+    """The durable subscription's name: delivery resumes where it stopped."""
+    families: Names = ()
+    """Event families: "incident", "resource", "warning" (a union with types)."""
+    types: Names = ()
+    """Exact event types, e.g. "warning.alert"."""
+    jurisdictions: Names = ()
+    """Division-code prefixes; empty: all."""
+    from_agencies: Names = ()
+    """Only events these agencies published; empty: all (your own events too)."""
+    format: Literal["jsonl", "csv"] = "jsonl"
+    """"jsonl": one <source>.<event id>.json each; "csv": one .csv each."""
+    fields: FieldPaths = Field(default_factory=dict)
+    """[options.outbound.fields]: key or column = event field path; required for csv."""
+
+
 def drop_source(
-    inbound: Options,
-    state_dir: Path,
-    patterns: Sequence[str],
-    split: Splitter,
-    extra_keys: Sequence[str] = (),
+    inbound: DropInbound, state_dir: Path, patterns: Sequence[str], split: Splitter
 ) -> DirectorySource:
     """The DirectorySource every file-fed adapter here uses, its state in `<state>/drop/`."""
-    inbound.check_keys((*INBOUND_KEYS, *extra_keys))
     return DirectorySource(
-        inbound.path("directory"),
+        inbound.directory,
         state_dir / "drop",
-        inbound.strings("patterns") or tuple(patterns),
+        inbound.patterns or tuple(patterns),
         split,
-        poll_seconds=inbound.number("poll_seconds", 1.0),
-        batch_size=inbound.whole("batch_size", 500),
+        poll_seconds=inbound.poll_seconds,
+        batch_size=inbound.batch_size,
     )
 
 
 def build(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
-    options = Options(values)
-    options.check_keys(("inbound", "mapping", "outbound"))
-    inbound, outbound = options.table("inbound"), options.table("outbound")
-    if not inbound and not outbound:
+    options = read(FiledropOptions, values)
+    if not options.inbound and not options.outbound:
         raise AdapterConfigError("[options] give [options.inbound], [options.outbound] or both")
     plan = AdapterPlan()
-    if inbound:
-        patterns, split = FORMATS[inbound.choice("format", tuple(FORMATS))]
+    if options.inbound:
+        inbound = read(FiledropInbound, options.inbound, "[options.inbound]")
+        patterns, split = FORMATS[inbound.format]
         if "mapping" not in values:
             raise AdapterConfigError("[options.mapping] is required with [options.inbound]")
         try:
-            plan.inbound = JsonMapping.from_options(options.table("mapping").values).to_events
+            plan.inbound = JsonMapping.from_options(options.mapping).to_events
         except MappingError as error:
             raise AdapterConfigError(str(error)) from None
-        plan.sources.append(drop_source(inbound, state_dir, patterns, split, ("format",)))
-    if outbound:
-        plan.outbound.append(_outbound(outbound))
+        plan.sources.append(drop_source(inbound, state_dir, patterns, split))
+    if options.outbound:
+        plan.outbound.append(_outbound(read(FiledropOutbound, options.outbound, "[options.outbound]")))  # fmt: skip
     return plan
 
 
-def _outbound(outbound: Options) -> Outbound:
-    where = outbound.where
-    outbound.check_keys(OUTBOUND_KEYS)
-    file_format = outbound.choice("format", OUT_FORMATS)
-    fields = outbound.table("fields").values
-    if not all(isinstance(path, str) and path for path in fields.values()):
-        raise AdapterConfigError(f"{where} fields: each value must be an event field path")
-    if file_format == "csv" and not fields:
+def _outbound(outbound: FiledropOutbound) -> Outbound:
+    where = "[options.outbound]"
+    if outbound.format == "csv" and not outbound.fields:
         raise AdapterConfigError(f'{where} fields: required with format = "csv" (the columns)')
-    families, types = outbound.strings("families"), outbound.strings("types")
-    if not families and not types:
+    if not outbound.families and not outbound.types:
         raise AdapterConfigError(f"{where} give families, types or both")
-    subscription = outbound.get("subscription", "filedrop-out")
-    if not isinstance(subscription, str) or not subscription:
-        raise AdapterConfigError(f"{where} subscription: must be a name")
     return Outbound(
         Subscription(
-            subscription,
-            families=families,
-            types=types,
-            jurisdiction_prefixes=outbound.strings("jurisdictions"),
+            outbound.subscription,
+            families=outbound.families,
+            types=outbound.types,
+            jurisdiction_prefixes=outbound.jurisdictions,
         ),
-        outbound_mapping(
-            file_format,
-            {str(k): str(v) for k, v in fields.items()},
-            outbound.strings("from_agencies"),
-        ),
-        DirectorySink(outbound.path("directory")),
+        outbound_mapping(outbound.format, outbound.fields, outbound.from_agencies),
+        DirectorySink(outbound.directory),
     )
 
 

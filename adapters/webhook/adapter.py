@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import json
 import time
 from collections.abc import Mapping
@@ -40,13 +39,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import stamina
 import structlog
 from aiohttp import web
-from google.protobuf.descriptor import Descriptor
 
 from adapters.framework import (
     AdapterKind,
@@ -57,118 +54,39 @@ from adapters.framework import (
     Subscription,
 )
 from adapters.mapping import JsonMapping
-from adapters.options import AdapterConfigError, Options
+from adapters.options import AdapterConfigError, read
 from adapters.records import OutboundRecord, Record, RecordOutcome, Rejected
 from adapters.sdk.client import Retry
 from adapters.webhook.mapping import JSON, outbound_mapping
+from adapters.webhook.options import (
+    InboundSettings,
+    OutboundOptions,
+    RetryOptions,
+    Signature,
+    WebhookOptions,
+    field_paths,
+    read_secrets,
+)
 from adapters.webhook.signing import (
     ReplayGuard,
     ReplayGuardFullError,
     SignatureError,
-    parse_secret,
     signed_headers,
     standard_headers,
     verify_request,
 )
-from dutylink.v1 import event_pb2
 
 log = structlog.get_logger("dutylink.adapter")
-
-
-# --- options ----------------------------------------------------------------------------------
-
-
-def read_secrets(path: Path, where: str) -> tuple[bytes, ...]:
-    """The secrets in force, one a line (several while one is being rotated): "whsec_<base64>"
-    (Standard Webhooks) or a shared secret's raw text, surrounding whitespace ignored."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-        raise AdapterConfigError(f"{where} secret_file: {path}: {reason}") from None
-    secrets: list[bytes] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                secrets.append(parse_secret(line.strip()))
-            except ValueError as error:
-                raise AdapterConfigError(f"{where} secret_file: {path}:{number}: {error}") from None
-    if not secrets:
-        raise AdapterConfigError(f"{where} secret_file: {path} is empty")
-    return tuple(secrets)
 
 
 # --- inbound ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class InboundSettings:
-    host: str = "127.0.0.1"
-    port: int = 8081
-    path: str = "/events"
-    tolerance_seconds: float = 300.0
-    max_body_bytes: int = 1024 * 1024
-    publish_timeout_seconds: float = 20.0
-    retry_after_seconds: int = 30
-    replay_capacity: int = 100_000
-    # Senders still signing with X-DutyLink-Signature are taken until this is false.
-    accept_legacy_signatures: bool = True
-
-
-_INBOUND_KEYS = {
-    "listen", "path", "secret_file", "allow_remote", "tolerance_seconds", "max_body_bytes",
-    "publish_timeout_seconds", "retry_after_seconds", "replay_capacity",
-    "accept_legacy_signatures",
-}  # fmt: skip
-
-
-def _listen(value: str, allow_remote: bool, where: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise AdapterConfigError(f"{where} listen: '{value}' is not HOST:PORT")
-    if not allow_remote:
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise AdapterConfigError(
-                f"{where} listen: '{host}' is not a loopback address; put a TLS-terminating "
-                "proxy in front and set allow_remote = true to listen there"
-            )
-    return host, int(port)
-
-
-def inbound_settings(table: Options) -> tuple[InboundSettings, tuple[bytes, ...]]:
+def inbound_settings(values: dict[str, Any]) -> tuple[InboundSettings, tuple[bytes, ...]]:
     """[options.inbound] read and checked, and the secrets in force."""
-    where = table.where
-    table.check_keys(_INBOUND_KEYS)
-    defaults = InboundSettings()
-    host, port = _listen(
-        table.text("listen", f"{defaults.host}:{defaults.port}"),
-        table.flag("allow_remote"),
-        where,
-    )
-    path = table.text("path", defaults.path)
-    if not path.startswith("/"):
-        raise AdapterConfigError(f"{where} path: must start with '/'")
-    settings = InboundSettings(
-        host=host,
-        port=port,
-        path=path,
-        tolerance_seconds=table.number("tolerance_seconds", defaults.tolerance_seconds),
-        max_body_bytes=table.whole("max_body_bytes", defaults.max_body_bytes),
-        publish_timeout_seconds=table.number(
-            "publish_timeout_seconds", defaults.publish_timeout_seconds
-        ),
-        retry_after_seconds=table.whole("retry_after_seconds", defaults.retry_after_seconds),
-        replay_capacity=table.whole("replay_capacity", defaults.replay_capacity),
-        accept_legacy_signatures=table.flag(
-            "accept_legacy_signatures", defaults.accept_legacy_signatures
-        ),
-    )
-    return settings, read_secrets(Path(table.text("secret_file", None)), where)
+    where = "[options.inbound]"
+    settings = read(InboundSettings, values, where, terse=True)
+    return settings, read_secrets(settings.secret_file, where)
 
 
 class _BodyError(Exception):
@@ -317,12 +235,7 @@ def _retry_after(value: str | None) -> float | None:
 _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
 
-DEFAULT_RETRY = Retry(attempts=5, timeout=30.0, wait_initial=0.5, wait_max=10.0, wait_jitter=1.0)
-
-
-# How outbound POSTs are signed: Standard Webhooks, or DutyLink's scheme before it (for a
-# receiver that has not moved yet).
-SIGNATURES = ("standard", "dutylink-v1")
+DEFAULT_RETRY = RetryOptions().retry()
 
 
 @dataclass(frozen=True)
@@ -330,7 +243,7 @@ class OutboundSettings:
     url: str
     request_timeout_seconds: float = 10.0
     retry: Retry = DEFAULT_RETRY
-    signature: str = "standard"
+    signature: Signature = "standard"
 
 
 class WebhookSink:
@@ -390,69 +303,27 @@ class WebhookSink:
             raise WebhookDeliveryError(message)
 
 
-_OUTBOUND_KEYS = {
-    "subscription", "families", "types", "jurisdiction_prefixes", "ignore_sources", "url",
-    "secret_file", "fields", "request_timeout_seconds", "retry", "signature",
-}  # fmt: skip
-_RETRY_KEYS = {"attempts", "timeout_seconds", "wait_initial_seconds", "wait_max_seconds", "wait_jitter_seconds"}  # fmt: skip
-
-
-def _check_event_path(path: str, where: str) -> None:
-    """An event field path for event_to_json: proto field names, list indexes allowed."""
-    descriptor: Descriptor | None = event_pb2.Event.DESCRIPTOR
-    for part in path.split("."):
-        if part.isdigit():
-            continue
-        if descriptor is None or part not in descriptor.fields_by_name:
-            raise AdapterConfigError(f"{where}: '{path}': no field '{part}'")
-        descriptor = descriptor.fields_by_name[part].message_type
-
-
-def _retry(table: Options) -> Retry:
-    where = table.where
-    table.check_keys(_RETRY_KEYS)
-    default = DEFAULT_RETRY
-    jitter = table.get("wait_jitter_seconds", default.wait_jitter)
-    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or jitter < 0:
-        raise AdapterConfigError(f"{where} wait_jitter_seconds: a number of at least 0")
-    return Retry(
-        attempts=table.whole("attempts", default.attempts),
-        timeout=table.number("timeout_seconds", default.timeout),
-        wait_initial=table.number("wait_initial_seconds", default.wait_initial),
-        wait_max=table.number("wait_max_seconds", default.wait_max),
-        wait_jitter=float(jitter),
-    )
-
-
-def outbound_side(table: Options) -> Outbound:
+def outbound_side(values: dict[str, Any]) -> Outbound:
     """[options.outbound] read and checked: the subscription, the mapping and the sink."""
-    where = table.where
-    table.check_keys(_OUTBOUND_KEYS)
-    url = table.text("url", None)
-    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        raise AdapterConfigError(f"{where} url: '{url}' is not an http(s) URL")
-    fields = table.table("fields").values
-    for key, path in fields.items():
-        if not isinstance(path, str) or not path:
-            raise AdapterConfigError(f"[options.outbound.fields] {key}: an event field path")
-        _check_event_path(path, f"[options.outbound.fields] {key}")
-    signature = table.choice("signature", SIGNATURES)
+    where = "[options.outbound]"
+    options = read(OutboundOptions, values, where, terse=True)
+    fields = field_paths(options.fields, "[options.outbound.fields]")
+    retry = read(RetryOptions, options.retry, "[options.outbound.retry]", terse=True)
     settings = OutboundSettings(
-        url=url,
-        request_timeout_seconds=table.number("request_timeout_seconds", 10.0),
-        retry=_retry(table.table("retry")),
-        signature=signature,
+        url=options.url,
+        request_timeout_seconds=options.request_timeout_seconds,
+        retry=retry.retry(),
+        signature=options.signature,
     )
-    secrets = read_secrets(Path(table.text("secret_file", None)), where)
     return Outbound(
         Subscription(
-            table.text("subscription", "webhook-out"),
-            families=table.strings("families"),
-            types=table.strings("types"),
-            jurisdiction_prefixes=table.strings("jurisdiction_prefixes"),
+            options.subscription,
+            families=options.families,
+            types=options.types,
+            jurisdiction_prefixes=options.jurisdiction_prefixes,
         ),
-        outbound_mapping(dict(fields), frozenset(table.strings("ignore_sources"))),
-        WebhookSink(settings, secrets),
+        outbound_mapping(fields, frozenset(options.ignore_sources)),
+        WebhookSink(settings, read_secrets(options.secret_file, where)),
     )
 
 
@@ -462,21 +333,17 @@ def outbound_side(table: Options) -> Outbound:
 def build(values: Mapping[str, Any], state_dir: Path) -> AdapterPlan:
     """Sources and outbound side from [options]; errors name the key. Reads the secret files
     here, so that a missing secret stops the adapter before it listens or subscribes."""
-    # The webhook adapter's messages keep their documented wording (see Options.terse).
-    options = Options(values, terse=True)
-    options.check_keys({"inbound", "mapping", "outbound"})
-    inbound, outbound = options.table("inbound"), options.table("outbound")
-    if not inbound and not outbound:
+    options = read(WebhookOptions, values, terse=True)
+    if not options.inbound and not options.outbound:
         raise AdapterConfigError("[options]: give [options.inbound] (with [options.mapping]), [options.outbound], or both")  # fmt: skip
     plan = AdapterPlan()
-    if inbound:
-        mapping = options.table("mapping").values
-        if not mapping:
+    if options.inbound:
+        if not options.mapping:
             raise AdapterConfigError("[options.mapping]: required with [options.inbound]")
-        plan.inbound = JsonMapping.from_options(mapping).to_events
-        plan.sources.append(WebhookSource(*inbound_settings(inbound)))
-    if outbound:
-        plan.outbound.append(outbound_side(outbound))
+        plan.inbound = JsonMapping.from_options(options.mapping).to_events
+        plan.sources.append(WebhookSource(*inbound_settings(options.inbound)))
+    if options.outbound:
+        plan.outbound.append(outbound_side(options.outbound))
     return plan
 
 

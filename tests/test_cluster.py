@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from adapters.sdk.client import DutyLinkClient, Retry, Subscription
 from gateway.core import subjects
 from gateway.core.ports import DurabilityError
-from gateway.core.settings import Config, ConfigError
+from gateway.core.settings import Config
 from gateway.store.durability import DurabilityFinding, durability_findings
 from gateway.store.jetstream import EventStore
 from gateway.store.nats_auth import split_servers
@@ -91,12 +91,6 @@ def test_findings_name_memory_storage_missing_replicas_and_lazy_fsync() -> None:
         "jetstream sync_interval is not 'always': writes are acknowledged before they reach "
         "the disk, and a power cut can lose them (nats-server#7564)",
     )
-
-
-async def test_an_unknown_durability_mode_is_a_configuration_error() -> None:
-    store = EventStore(config_for_tests(nats={"durability": "ignore"}))
-    with pytest.raises(ConfigError, match=r"nats\.durability: expected one of refuse, warn"):
-        await store.check_durability()
 
 
 # --- a real cluster -----------------------------------------------------------------------------

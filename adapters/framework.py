@@ -299,6 +299,9 @@ class AdapterKind:
     name: str
     description: str
     build: Callable[[Mapping[str, Any], Path], AdapterPlan]  # (options, state directory)
+    # The declared tables of its [options] (adapters.options), by TOML name, in file order:
+    # `dutylink adapter options NAME` prints them with every key's default and description.
+    tables: tuple[tuple[str, type[Any]], ...] = ()
 
 
 async def deliver_outbound(

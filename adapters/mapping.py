@@ -159,7 +159,7 @@ Paths = Annotated[dict[str, str], Expect("a table of strings")]
 
 @pydantic_dataclass(frozen=True, config=OPTIONS)
 class MappingOptions:
-    """[options.mapping]: a record (JSON) -> an event."""
+    """A record (JSON) -> an event, declared."""
 
     system: Text
     """Prefix of event ids: "<system>:<record id>"."""

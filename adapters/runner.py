@@ -47,7 +47,7 @@ log = structlog.get_logger("dutylink.adapter")
 
 @pydantic_dataclass(frozen=True, config=OPTIONS)
 class AdapterSection:
-    """[adapter]: the same for every adapter."""
+    """The same for every adapter: the gateway, the agency's credentials, local state."""
 
     gateway: Text
     """The gateway (or its load balancer), HOST:PORT."""
@@ -55,7 +55,7 @@ class AdapterSection:
     """rejected/, progress and seen-lists live here."""
     token: Annotated[SecretStr, Strict(), Expect("a non-empty string")] | None = None
     """The agency's token (development); or [adapter.tls]."""
-    tls: Table | None = None
+    tls: Table = Field(default_factory=dict)
     """[adapter.tls]: mutual TLS (see `dutylink pki issue`)."""
     http_listen: Text = "127.0.0.1:0"
     """GET /healthz and /metrics (Prometheus)."""
@@ -65,7 +65,7 @@ class AdapterSection:
 
 @pydantic_dataclass(frozen=True, config=OPTIONS)
 class AdapterTls:
-    """[adapter.tls]"""
+    """Mutual TLS with the agency's client certificate (see `dutylink pki issue`)."""
 
     ca_file: FilePath
     """The exchange CA."""
@@ -104,7 +104,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         raise AdapterConfigError(f"{path}: [options] must be a table")
     try:
         adapter = read(AdapterSection, document["adapter"], "[adapter]")
-        tls = None if adapter.tls is None else read(AdapterTls, adapter.tls, "[adapter.tls]")
+        tls = read(AdapterTls, adapter.tls, "[adapter.tls]") if adapter.tls else None
     except AdapterConfigError as error:
         raise AdapterConfigError(f"{path}: {error}") from None
     certificate = None

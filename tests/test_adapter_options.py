@@ -4,12 +4,14 @@ defaults, errors naming table and key, and every adapter's keys described."""
 from __future__ import annotations
 
 import importlib
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from pydantic import Field
 from pydantic.dataclasses import dataclass
+from typer.testing import CliRunner
 
 from adapters.options import (
     OPTIONS,
@@ -24,6 +26,7 @@ from adapters.options import (
     read,
 )
 from adapters.registry import adapter_kinds
+from gateway.cli.main import app
 
 
 @dataclass(frozen=True, config=OPTIONS)
@@ -106,3 +109,18 @@ def test_every_adapter_kind_refuses_an_unknown_key_naming_it() -> None:
     for kind in adapter_kinds().values():
         with pytest.raises(AdapterConfigError, match="unknown key 'colour'"):
             kind.build({"colour": "red"}, Path("state"))
+
+
+def test_adapter_options_prints_each_adapters_file_with_every_key() -> None:
+    runner = CliRunner()
+    for name, kind in adapter_kinds().items():
+        printed = runner.invoke(app, ["adapter", "options", name])
+        assert printed.exit_code == 0, printed.output
+        tomllib.loads(printed.output)  # a file to start from: valid TOML
+        for _, schema in kind.tables:
+            for key, field in schema.__pydantic_fields__.items():
+                if not isinstance(field.get_default(call_default_factory=True), dict | list):
+                    assert f"{key} = " in printed.output, (name, key)  # sub-tables aside
+        assert "[adapter]" in printed.output and "state_dir" in printed.output
+    unknown = runner.invoke(app, ["adapter", "options", "nope"])
+    assert unknown.exit_code == 2 and "no adapter named 'nope'" in unknown.stderr

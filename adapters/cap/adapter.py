@@ -148,7 +148,7 @@ class FeedSource:
 
 @dataclass(frozen=True, config=OPTIONS)
 class CapOptions:
-    """[options]"""
+    """How alerts become warning events."""
 
     system: Text = "cap"
     """Prefix of event ids: "<system>:<CAP identifier>"."""
@@ -162,7 +162,7 @@ class CapOptions:
 
 @dataclass(frozen=True, config=OPTIONS)
 class CapInbound:
-    """[options.inbound]"""
+    """Alerts in: a drop directory, a polled feed, or both."""
 
     directory: FilePath | None = None
     """*.xml files, one alert each (see adapters.transports)."""
@@ -174,7 +174,7 @@ class CapInbound:
 
 @dataclass(frozen=True, config=OPTIONS)
 class CapOutbound:
-    """[options.outbound]"""
+    """Warnings out as CAP XML files."""
 
     directory: FilePath
     """One <identifier>.xml per warning, written atomically."""
@@ -215,4 +215,9 @@ KIND = AdapterKind(
     name="cap",
     description="CAP 1.2 warnings: XML files or an Atom/RSS feed in, CAP XML files out",
     build=build,
+    tables=(
+        ("options", CapOptions),
+        ("options.inbound", CapInbound),
+        ("options.outbound", CapOutbound),
+    ),
 )

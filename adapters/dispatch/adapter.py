@@ -66,7 +66,7 @@ Plane = Literal["ACTUAL", "EXERCISE", "TEST"]
 
 @dataclass(frozen=True, config=OPTIONS)
 class Cad110Options:
-    """[options] of cad-110"""
+    """The police 110 CAD feed (cad-110)."""
 
     system: Text = "cad110"
     """Prefix of event ids."""
@@ -82,7 +82,7 @@ class Cad110Options:
 
 @dataclass(frozen=True, config=OPTIONS)
 class Dispatch119Options:
-    """[options] of dispatch-119-120"""
+    """The fire & ambulance 119/120 dispatch feed (dispatch-119-120)."""
 
     system: Text = "dispatch119"
     """Prefix of event ids."""
@@ -104,7 +104,7 @@ class Dispatch119Options:
 
 @dataclass(frozen=True, config=OPTIONS)
 class DispatchOutbound:
-    """[options.outbound]"""
+    """What the centre needs back, as JSON files."""
 
     directory: FilePath
     """The outbox: one JSON file per event."""
@@ -196,9 +196,19 @@ CAD110 = AdapterKind(
     name="cad-110",
     description="Police 110 CAD: JSON Lines incident records in; fire/ambulance incidents and warnings out as JSON files",
     build=build_cad110,
+    tables=(
+        ("options", Cad110Options),
+        ("options.inbound", DropInbound),
+        ("options.outbound", DispatchOutbound),
+    ),
 )
 DISPATCH119 = AdapterKind(
     name="dispatch-119-120",
     description="Fire & ambulance 119/120 dispatch: CSV unit log in; hazardous police incidents and resource requests out as JSON files",
     build=build_dispatch119,
+    tables=(
+        ("options", Dispatch119Options),
+        ("options.inbound", DropInbound),
+        ("options.outbound", DispatchOutbound),
+    ),
 )

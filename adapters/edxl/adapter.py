@@ -77,7 +77,7 @@ def _offset(value: str) -> str:
 
 @dataclass(frozen=True, config=OPTIONS)
 class EdxlOptions:
-    """[options]"""
+    """How EDXL-RM messages and EDXL-DE envelopes become events."""
 
     system: Text = "edxl"
     """Prefix of event ids: "<system>:<MessageID>"."""
@@ -97,7 +97,7 @@ class EdxlOptions:
 
 @dataclass(frozen=True, config=OPTIONS)
 class EdxlInbound:
-    """[options.inbound]"""
+    """Messages and envelopes in from a drop directory."""
 
     directory: FilePath | None = None
     """*.xml: one EDXL-RM message or EDXL-DE envelope each."""
@@ -107,7 +107,7 @@ class EdxlInbound:
 
 @dataclass(frozen=True, config=OPTIONS)
 class EdxlOutbound:
-    """[[options.outbound]]: one outbound side."""
+    """One outbound side: EDXL-RM files, or EDXL-DE envelopes."""
 
     directory: FilePath
     """One file per event."""
@@ -177,4 +177,9 @@ KIND = AdapterKind(
     description="EDXL-RM 1.0 resource messages and EDXL-DE 1.0 envelopes (with CAP) in; "
     "EDXL-RM out, and EDXL-DE envelopes around CAP and RM out",
     build=build,
+    tables=(
+        ("options", EdxlOptions),
+        ("options.inbound", EdxlInbound),
+        ("[options.outbound]", EdxlOutbound),
+    ),
 )

@@ -32,7 +32,7 @@ from pydantic.dataclasses import dataclass
 
 from adapters.filedrop.mapping import outbound_mapping
 from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
-from adapters.mapping import JsonMapping, MappingError
+from adapters.mapping import JsonMapping, MappingError, MappingOptions
 from adapters.options import (
     OPTIONS,
     AdapterConfigError,
@@ -77,7 +77,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], Splitter]] = {
 
 @dataclass(frozen=True, config=OPTIONS)
 class FiledropOptions:
-    """[options]: give [options.inbound] (with [options.mapping]), [options.outbound] or both."""
+    """Give [options.inbound] (with [options.mapping]), [options.outbound] or both."""
 
     inbound: Table = Field(default_factory=dict)
     """[options.inbound]: files in."""
@@ -115,7 +115,7 @@ FieldPaths = Annotated[
 
 @dataclass(frozen=True, config=OPTIONS)
 class FiledropOutbound:
-    """[options.outbound]"""
+    """Events out as files, one per event."""
 
     directory: FilePath
     """The outbox: one file per event, written atomically."""
@@ -191,4 +191,10 @@ KIND = AdapterKind(
     name="filedrop",
     description="Any department system: JSON Lines or CSV files in (declarative mapping), JSON or CSV files out",
     build=build,
+    tables=(
+        ("options", FiledropOptions),
+        ("options.inbound", FiledropInbound),
+        ("options.mapping", MappingOptions),
+        ("options.outbound", FiledropOutbound),
+    ),
 )

@@ -53,7 +53,7 @@ from adapters.framework import (
     PublishUnavailableError,
     Subscription,
 )
-from adapters.mapping import JsonMapping
+from adapters.mapping import JsonMapping, MappingOptions
 from adapters.options import AdapterConfigError, read
 from adapters.records import OutboundRecord, Record, RecordOutcome, Rejected
 from adapters.sdk.client import Retry
@@ -351,4 +351,11 @@ KIND = AdapterKind(
     name="webhook",
     description="JSON over HTTP: signed POSTs of records in, signed POSTs of events out",
     build=build,
+    tables=(
+        ("options", WebhookOptions),
+        ("options.inbound", InboundSettings),
+        ("options.mapping", MappingOptions),
+        ("options.outbound", OutboundOptions),
+        ("options.outbound.retry", RetryOptions),
+    ),
 )

@@ -53,7 +53,7 @@ def read_secrets(path: Path, where: str) -> tuple[bytes, ...]:
 
 @dataclass(frozen=True, config=OPTIONS)
 class WebhookOptions:
-    """[options]: give [options.inbound] (with [options.mapping]), [options.outbound], or both."""
+    """Give [options.inbound] (with [options.mapping]), [options.outbound], or both."""
 
     inbound: Table = Field(default_factory=dict)
     """[options.inbound]: records in, POSTed to <path> on <listen>."""
@@ -78,7 +78,7 @@ def _url_path(value: str) -> str:
 
 @dataclass(frozen=True, config=OPTIONS)
 class InboundSettings:
-    """[options.inbound]"""
+    """Records in: signed POSTs of JSON."""
 
     secret_file: FilePath
     """The secrets in force, one a line: whsec_<base64> (Standard Webhooks) or a shared secret's
@@ -139,7 +139,7 @@ Signature = Literal["standard", "dutylink-v1"]
 
 @dataclass(frozen=True, config=OPTIONS)
 class OutboundOptions:
-    """[options.outbound]"""
+    """Events out: signed POSTs of JSON."""
 
     url: Annotated[Text, AfterValidator(_http_url)]
     """Where every event is POSTed; redirects are not followed (the signature is for this URL)."""
@@ -167,7 +167,7 @@ class OutboundOptions:
 
 @dataclass(frozen=True, config=OPTIONS)
 class RetryOptions:
-    """[options.outbound.retry]"""
+    """The retries of one delivery."""
 
     attempts: Count = 5
     """The most POSTs per delivery."""

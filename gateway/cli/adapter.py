@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.registry import adapter_kinds
-from adapters.runner import AdapterConfigError, AdapterRunner, load_adapter_config
+from adapters.runner import (
+    AdapterConfigError,
+    AdapterRunner,
+    AdapterSection,
+    AdapterTls,
+    load_adapter_config,
+)
+from gateway.core.settings_docs import render_table
 from gateway.telemetry import logs
 
 adapter_app = typer.Typer(help="Run the adapters of department systems.", no_args_is_help=True)
@@ -32,6 +39,23 @@ def list_adapters() -> None:
     for name, kind in sorted(adapter_kinds().items()):
         table.add_row(name, kind.description)
     Console().print(table)
+
+
+@adapter_app.command("options")
+def options(
+    name: Annotated[str, typer.Argument(help="The adapter, as `dutylink adapter list` names it.")],
+) -> None:
+    """Print an adapter's configuration file: every table and key with its default and what
+    it does, generated from the adapter's declared options."""
+    kinds = adapter_kinds()
+    kind = kinds.get(name)
+    if kind is None:
+        _fail(f"error: no adapter named {name!r} (adapters: {', '.join(sorted(kinds))})")
+    tables = (("adapter", AdapterSection), ("adapter.tls", AdapterTls), *kind.tables)
+    lines = [f"# The {kind.name} adapter: {kind.description}.", ""]
+    for table, schema in tables:
+        lines.extend(render_table(table, schema))
+    typer.echo("\n".join(lines).rstrip("\n"))
 
 
 @adapter_app.command("run")

@@ -72,16 +72,34 @@ def _keys(fields: dict[str, FieldInfo], values: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _default_lines(name: str, field: FieldInfo) -> list[str]:
+    """A key of a declared table with its default; a required key, one without a default
+    (None) and a sub-table (a dict) as comments, since TOML has no value that says so."""
+    if field.is_required():
+        return [f"# {name} = ...  (required)"]
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return [f"# {name} = ...  (optional)"]
+    if isinstance(default, dict | list):
+        return []  # sub-tables: their own [table] or [[table]], or free-form
+    return [f"{name} = {toml_value(default)}"]
+
+
+def render_table(name: str, cls: type[Any]) -> list[str]:
+    """One declared table as example TOML: `[name]`, what it is, then each key with what it
+    does and its default."""
+    lines = [f"[{name}]", *_comment(cls.__doc__ or ""), ""]
+    for key, field in schema_fields(cls).items():
+        lines.extend(_comment(field.description or ""))
+        lines.extend([*_default_lines(key, field), ""])
+    return lines
+
+
 def render_example() -> str:
     """deploy/dutylink.example.toml as it should read."""
     lines = [HEADER]
     for name, cls in SECTIONS.items():
-        defaults = cls()
-        lines.append(f"[{name}]")
-        lines.extend(_comment(cls.__doc__ or ""))
-        lines.append("")
-        fields = schema_fields(cls)
-        lines.extend(_keys(fields, {key: getattr(defaults, key) for key in fields}))
+        lines.extend(render_table(name, cls))
     lines.extend(_comment(AGENCIES_NOTE))
     for index, agency in enumerate(EXAMPLE_AGENCIES):
         lines.append("[[agencies]]")

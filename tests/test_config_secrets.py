@@ -15,6 +15,7 @@ import grpc
 import pytest
 from typer.testing import CliRunner
 
+from adapters.runner import load_adapter_config
 from adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway import config
@@ -137,3 +138,25 @@ async def test_a_gateway_serving_calls_with_debug_logs_logs_no_secret(
     key_files = [(tmp_path / name).read_bytes().hex() for name in ("commitment.key",)]
     assert_no_secret(log, *key_files)
     assert_no_secret(listed.decode(), *key_files)
+
+
+def test_an_adapters_token_shows_in_no_output_of_its_commands(tmp_path: Path) -> None:
+    path = tmp_path / "adapter.toml"
+    token = TOKENS["fire"]
+    path.write_text(
+        f'[adapter]\ngateway = "127.0.0.1:1"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'token = "{token}"\n[options.inbound]\npoll_seconds = -1\n',
+        encoding="utf-8",
+    )
+    loaded = load_adapter_config(path)
+    assert loaded.token is not None and loaded.token.get_secret_value() == token
+    assert_no_secret(repr(loaded))
+    result = CliRunner().invoke(app, ["adapter", "run", "cap", "--config", str(path)])
+    assert (
+        result.exit_code == 2 and "poll_seconds: must be a number greater than 0" in result.output
+    )
+    assert_no_secret(result.output)
+    path.write_text(f'[adapter]\ngateway = "127.0.0.1:1"\nstate_dir = "s"\ntoken = ["{token}"]\n')
+    refused = CliRunner().invoke(app, ["adapter", "run", "cap", "--config", str(path)])
+    assert refused.exit_code == 2 and "[adapter] token" in refused.output
+    assert_no_secret(refused.output)

@@ -1,4 +1,4 @@
-"""`python -m adapters.bench`: records per second through the adapters into the gateway, each
+"""`python -m dutylink.adapters.bench`: records per second through the adapters into the gateway, each
 beside the gateway's own PublishBatch rate for the same events in the same run (medians).
 
 Each run starts a fresh nats-server and gateway (sample policies, audit log on) on loopback:
@@ -26,16 +26,16 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from adapters.cap.adapter import KIND as CAP
-from adapters.cap.mapping import inbound_mapping as cap_mapping
-from adapters.edxl.adapter import KIND as EDXL
-from adapters.edxl.mapping import inbound_mapping as edxl_mapping
-from adapters.filedrop.adapter import KIND as FILEDROP
-from adapters.framework import AdapterKind
-from adapters.mapping import JsonMapping
-from adapters.records import InboundMapping, Record, events_of
-from adapters.runner import AdapterConfig, AdapterRunner
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.cap.adapter import KIND as CAP
+from dutylink.adapters.cap.mapping import inbound_mapping as cap_mapping
+from dutylink.adapters.edxl.adapter import KIND as EDXL
+from dutylink.adapters.edxl.mapping import inbound_mapping as edxl_mapping
+from dutylink.adapters.filedrop.adapter import KIND as FILEDROP
+from dutylink.adapters.framework import AdapterKind
+from dutylink.adapters.mapping import JsonMapping
+from dutylink.adapters.records import InboundMapping, Record, events_of
+from dutylink.adapters.runner import AdapterConfig, AdapterRunner
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.config import load, sample_tokens
 from gateway.server import Gateway

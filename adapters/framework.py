@@ -1,6 +1,6 @@
 """The adapter framework: how a department system joins the exchange without being rewritten.
 
-An adapter is made of pure **mappings** (see `adapters.records`: records in, events out, and
+An adapter is made of pure **mappings** (see `dutylink.adapters.records`: records in, events out, and
 back) and **transports**: `Source`s that read records (a directory, an HTTP endpoint, a polled
 feed) and `Deliver`ers that hand records to the department (files, HTTP POSTs).
 
@@ -31,8 +31,8 @@ from typing import Any, Protocol
 import grpc
 import structlog
 
-from adapters.metrics import Metrics
-from adapters.records import (
+from dutylink.adapters.metrics import Metrics
+from dutylink.adapters.records import (
     InboundMapping,
     OutboundMapping,
     OutboundRecord,
@@ -43,8 +43,8 @@ from adapters.records import (
     Rejected,
     RejectedPart,
 )
-from adapters.sdk.client import DutyLinkClient
-from adapters.sdk.retry import REFUSAL_CODE_NUMBERS
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.retry import REFUSAL_CODE_NUMBERS
 from dutylink.v1 import event_pb2, gateway_pb2
 
 log = structlog.get_logger("dutylink.adapter")
@@ -299,7 +299,7 @@ class AdapterKind:
     name: str
     description: str
     build: Callable[[Mapping[str, Any], Path], AdapterPlan]  # (options, state directory)
-    # The declared tables of its [options] (adapters.options), by TOML name, in file order:
+    # The declared tables of its [options] (dutylink.adapters.options), by TOML name, in file order:
     # `dutylink adapter options NAME` prints them with every key's default and description.
     tables: tuple[tuple[str, type[Any]], ...] = ()
 

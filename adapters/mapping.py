@@ -52,8 +52,8 @@ from google.protobuf.message import Message
 from pydantic import Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from adapters.options import OPTIONS, AdapterConfigError, Expect, Table, Text, read
-from adapters.records import Record, Rejected, event_id_for
+from dutylink.adapters.options import OPTIONS, AdapterConfigError, Expect, Table, Text, read
+from dutylink.adapters.records import Record, Rejected, event_id_for
 from dutylink.v1 import event_pb2
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from adapters.framework import AdapterKind
+from dutylink.adapters.framework import AdapterKind
 
 
 def adapter_kinds() -> dict[str, AdapterKind]:
     # Imported here, not at module level: each adapter pulls in its own codecs and transports.
-    from adapters.cap.adapter import KIND as CAP
-    from adapters.dispatch.adapter import CAD110, DISPATCH119
-    from adapters.edxl.adapter import KIND as EDXL
-    from adapters.filedrop.adapter import KIND as FILEDROP
-    from adapters.webhook.adapter import KIND as WEBHOOK
+    from dutylink.adapters.cap.adapter import KIND as CAP
+    from dutylink.adapters.dispatch.adapter import CAD110, DISPATCH119
+    from dutylink.adapters.edxl.adapter import KIND as EDXL
+    from dutylink.adapters.filedrop.adapter import KIND as FILEDROP
+    from dutylink.adapters.webhook.adapter import KIND as WEBHOOK
 
     return {kind.name: kind for kind in (CAP, EDXL, WEBHOOK, FILEDROP, CAD110, DISPATCH119)}

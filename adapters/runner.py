@@ -34,10 +34,24 @@ from aiohttp import web
 from pydantic import Field, SecretStr, Strict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from adapters.framework import AdapterKind, Outbound, Pipeline, RejectedStore, deliver_outbound
-from adapters.metrics import Metrics, metrics_route, serve_http
-from adapters.options import OPTIONS, AdapterConfigError, Expect, FilePath, Table, Text, read
-from adapters.sdk.client import ClientCertificate, DutyLinkClient, Retry
+from dutylink.adapters.framework import (
+    AdapterKind,
+    Outbound,
+    Pipeline,
+    RejectedStore,
+    deliver_outbound,
+)
+from dutylink.adapters.metrics import Metrics, metrics_route, serve_http
+from dutylink.adapters.options import (
+    OPTIONS,
+    AdapterConfigError,
+    Expect,
+    FilePath,
+    Table,
+    Text,
+    read,
+)
+from dutylink.adapters.sdk.client import ClientCertificate, DutyLinkClient, Retry
 from dutylink.v1 import gateway_pb2
 
 __all__ = ["AdapterConfig", "AdapterConfigError", "AdapterRunner", "load_adapter_config"]

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import structlog
 
-from adapters.framework import KEPT_MODE, Pipeline, PublishUnavailableError, write_new_file
-from adapters.records import OutboundRecord, Record
+from dutylink.adapters.framework import KEPT_MODE, Pipeline, PublishUnavailableError, write_new_file
+from dutylink.adapters.records import OutboundRecord, Record
 
 log = structlog.get_logger("dutylink.adapter")
 

@@ -38,6 +38,8 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from dutylink.catalogue import Catalogue, load_catalogue
+from dutylink.policies.loader import SAMPLE_DIR
+from dutylink.policies.model import PolicyError
 from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
@@ -108,8 +110,6 @@ from gateway.telemetry.metrics import (
     serve_http,
 )
 from gateway.telemetry.tracing import Tracing, provider_for
-from policies.loader import SAMPLE_DIR
-from policies.model import PolicyError
 
 log = structlog.get_logger("dutylink.gateway")
 

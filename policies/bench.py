@@ -1,4 +1,4 @@
-"""Decision cost: `python -m policies.bench` prints decisions per second for a synthetic policy
+"""Decision cost: `python -m dutylink.policies.bench` prints decisions per second for a synthetic policy
 (20 agencies x 200 rules by default), the median of 5 runs. Not a test: numbers depend on the
 machine; the gateway benchmark compares its paths with policies on and off."""
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
+from dutylink.policies.engine import Evaluator
+from dutylink.policies.loader import parse_policy
+from dutylink.policies.model import CLASSIFICATIONS, INCIDENT_CATEGORIES, PLANES
+from dutylink.policies.redaction import redact
 from dutylink.v1 import common_pb2, event_pb2
-from policies.engine import Evaluator
-from policies.loader import parse_policy
-from policies.model import CLASSIFICATIONS, INCIDENT_CATEGORIES, PLANES
-from policies.redaction import redact
 
 TYPES = ("incident.reported", "incident.status_changed", "resource.request", "resource.commit",
          "warning.alert", "warning.update")  # fmt: skip
@@ -105,7 +105,7 @@ def _rate(work: Sequence[tuple[str, str, event_pb2.Event]], evaluator: Evaluator
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m policies.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dutylink.policies.bench", description=__doc__)
     parser.add_argument("--agencies", type=int, default=20)
     parser.add_argument("--rules", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)

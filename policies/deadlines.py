@@ -9,8 +9,8 @@ import datetime as dt
 from collections.abc import Iterable
 
 from dutylink.catalogue import Catalogue
+from dutylink.policies.model import ANY, Deadline, EscalationLevel, Policy
 from dutylink.v1 import event_pb2
-from policies.model import ANY, Deadline, EscalationLevel, Policy
 
 
 def deadlines_for(

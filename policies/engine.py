@@ -16,8 +16,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dutylink.v1 import event_pb2
-from policies.model import (
+from dutylink.policies.model import (
     ACTIONS,
     ANY,
     CLASSIFICATIONS,
@@ -36,7 +35,8 @@ from policies.model import (
     type_pattern_error,
     type_scope,
 )
-from policies.redaction import covers, field_path_error, minimal_paths
+from dutylink.policies.redaction import covers, field_path_error, minimal_paths
+from dutylink.v1 import event_pb2
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from dutylink.catalogue import Catalogue, EventType, load_catalogue
-from policies.model import (
+from dutylink.policies.model import (
     ACTIONS,
     ANY,
     CAP_SEVERITIES,
@@ -59,7 +59,7 @@ from policies.model import (
     type_pattern_error,
     type_scope,
 )
-from policies.redaction import covers, field_path_error, sensitive_fields
+from dutylink.policies.redaction import covers, field_path_error, sensitive_fields
 
 SAMPLE_DIR = Path(__file__).parent
 

@@ -13,12 +13,12 @@ import pytest
 import structlog
 from hypothesis import settings
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from gateway.config import sample_tokens
 from gateway.server import Gateway
 from gateway.telemetry import logs
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests, nats_for_tests
-from policies.loader import SAMPLE_DIR
 
 TOKENS = sample_tokens()
 

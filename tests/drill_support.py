@@ -22,7 +22,12 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from adapters.sdk.client import NO_RETRY, AckNotConfirmedError, DutyLinkClient, Subscription
+from dutylink.adapters.sdk.client import (
+    NO_RETRY,
+    AckNotConfirmedError,
+    DutyLinkClient,
+    Subscription,
+)
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.audit.note import Verifier
 from gateway.audit.verify import verify_log

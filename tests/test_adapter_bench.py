@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.bench import WORKLOADS, run
+from dutylink.adapters.bench import WORKLOADS, run
 
 
 async def test_the_adapter_benchmark_measures_every_adapter(

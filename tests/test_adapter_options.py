@@ -13,7 +13,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 from typer.testing import CliRunner
 
-from adapters.options import (
+from dutylink.adapters.options import (
     OPTIONS,
     AdapterConfigError,
     Count,
@@ -25,7 +25,7 @@ from adapters.options import (
     Text,
     read,
 )
-from adapters.registry import adapter_kinds
+from dutylink.adapters.registry import adapter_kinds
 from gateway.cli.main import app
 
 
@@ -81,16 +81,22 @@ def test_terse_wording_states_what_is_expected_without_must_be() -> None:
 
 
 SCHEMAS = [
-    ("adapters.cap.adapter", ("CapOptions", "CapInbound", "CapOutbound")),
-    ("adapters.filedrop.adapter", ("FiledropOptions", "FiledropInbound", "FiledropOutbound")),
-    ("adapters.dispatch.adapter", ("Cad110Options", "Dispatch119Options", "DispatchOutbound")),
-    ("adapters.edxl.adapter", ("EdxlOptions", "EdxlInbound", "EdxlOutbound")),
+    ("dutylink.adapters.cap.adapter", ("CapOptions", "CapInbound", "CapOutbound")),
     (
-        "adapters.webhook.options",
+        "dutylink.adapters.filedrop.adapter",
+        ("FiledropOptions", "FiledropInbound", "FiledropOutbound"),
+    ),
+    (
+        "dutylink.adapters.dispatch.adapter",
+        ("Cad110Options", "Dispatch119Options", "DispatchOutbound"),
+    ),
+    ("dutylink.adapters.edxl.adapter", ("EdxlOptions", "EdxlInbound", "EdxlOutbound")),
+    (
+        "dutylink.adapters.webhook.options",
         ("WebhookOptions", "InboundSettings", "OutboundOptions", "RetryOptions"),
     ),
-    ("adapters.mapping", ("MappingOptions",)),
-    ("adapters.runner", ("AdapterSection", "AdapterTls")),
+    ("dutylink.adapters.mapping", ("MappingOptions",)),
+    ("dutylink.adapters.runner", ("AdapterSection", "AdapterTls")),
 ]
 
 

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from typer.testing import CliRunner
 
-from adapters.cap.adapter import KIND
-from adapters.runner import AdapterConfigError, AdapterRunner, load_adapter_config
+from dutylink.adapters.cap.adapter import KIND
+from dutylink.adapters.runner import AdapterConfigError, AdapterRunner, load_adapter_config
 from gateway.cli.main import app
 from gateway.server import Gateway
 from tests.conftest import TOKENS

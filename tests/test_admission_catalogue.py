@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from dutylink.catalogue import load_catalogue, parse_catalogue
+from dutylink.policies.engine import Decision
 from dutylink.v1 import event_pb2, task_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope
@@ -20,7 +21,6 @@ from gateway.core.admission import (
     pipeline,
 )
 from gateway.core.validation import Validator
-from policies.engine import Decision
 from tests.factories import envelope as envelope_of
 from tests.factories import incident_event, resource_request_event, warning_event
 

@@ -15,8 +15,8 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from adapters.sdk.client import DutyLinkClient
-from adapters.sdk.refusals import field_violations
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.refusals import field_violations
 from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,

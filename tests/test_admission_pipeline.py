@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from dutylink.policies.engine import Decision
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope
 from gateway.core.admission import Admitted, RefusalKind, Refused, admit_all, pipeline
 from gateway.core.facts import AuditSink, MemoryAuditSink, SinkUnavailableError
 from gateway.core.validation import Validator
-from policies.engine import Decision
 from tests.factories import incident_event
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -9,10 +9,10 @@ import grpc
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.framework import Pipeline, RejectedStore
-from adapters.metrics import Metrics
-from adapters.records import Record
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.framework import Pipeline, RejectedStore
+from dutylink.adapters.metrics import Metrics
+from dutylink.adapters.records import Record
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import common_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc, warning_pb2
 from gateway.core.validation import CUT_RULE, FieldProblem, Validator
 from gateway.server import Gateway

@@ -11,7 +11,7 @@ import grpc
 import nats
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.audit.note import Verifier
 from gateway.audit.verify import verify_log

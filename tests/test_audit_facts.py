@@ -15,7 +15,8 @@ import grpc
 import nats
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.authorization import PolicyHolder
 from gateway.audit import commitments
@@ -25,7 +26,6 @@ from gateway.server import Gateway
 from gateway.store import audit_files
 from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
-from policies.loader import SAMPLE_DIR
 from tests.conftest import TOKENS
 from tests.factories import incident_event, warning_event
 

@@ -10,7 +10,7 @@ import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.audit import merkle
 from gateway.audit.log import SigningKeyChangedError
 from gateway.audit.note import Checkpoint, Signer, Verifier, sign_note

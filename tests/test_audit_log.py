@@ -12,7 +12,7 @@ import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.sdk.client import NO_RETRY, DutyLinkClient
+from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.audit import merkle
 from gateway.audit.entries import decode_frames, gateway_entry

@@ -11,7 +11,7 @@ import grpc
 import nats
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, audit_service_pb2, audit_service_pb2_grpc
 from gateway.audit import commitments, merkle
 from gateway.audit.note import Checkpoint, Verifier, open_note

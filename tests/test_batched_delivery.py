@@ -14,7 +14,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.rpc.subscribe import delivery_batches
 from gateway.server import Gateway

@@ -12,7 +12,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.audit.note import Verifier
 from gateway.audit.verify import verify_log

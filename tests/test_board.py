@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from dutylink.catalogue import load_catalogue
 from dutylink.incidents import incident_ids
+from dutylink.policies.loader import SAMPLE_DIR
+from dutylink.policies.redaction import redact
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.access.authorization import Authorizer, GrantBook, PolicyHolder
@@ -24,8 +26,6 @@ from gateway.core.projections.board import (
     board_view,
     incident_view,
 )
-from policies.loader import SAMPLE_DIR
-from policies.redaction import redact
 from tests.workflow_support import T0, days, incident, task
 
 NOW = datetime(2026, 8, 15, 6, tzinfo=UTC)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from rich.console import Console
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import board_pb2, event_pb2
 from gateway.cli.board_live import board_table, follow, merged
 from gateway.cli.demo_scenario import scenario

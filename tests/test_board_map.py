@@ -8,11 +8,11 @@ import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2
 from gateway.access.authorization import Authorizer, GrantBook, PolicyHolder
 from gateway.core.projections.board import IncidentKey, IncidentView, Visible, incident_view
 from gateway.core.projections.board_wire import board_incident
-from policies.loader import SAMPLE_DIR
 from tests.test_board import CATALOGUE, NOW, as_agency, everything, folded, stored_story
 
 # Transport closes roads around the warning areas; in this policy it is kept from the scene.

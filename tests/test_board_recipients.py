@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.sdk.acknowledgements import acknowledgement_of
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import board_pb2, event_pb2, gateway_pb2
 from gateway.cli.demo_scenario import scenario
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests

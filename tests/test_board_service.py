@@ -14,15 +14,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
-from adapters.sdk.retry import NO_RETRY
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.retry import NO_RETRY
+from dutylink.policies.redaction import redact
 from dutylink.v1 import audit_pb2, board_pb2, event_pb2
 from gateway.access.auth import Principal
 from gateway.cli.demo_scenario import scenario
 from gateway.core.projections.board import IncidentKey
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests, nats_for_tests
-from policies.redaction import redact
 from tests.conftest import TOKENS
 from tests.test_audit_facts import logged
 from tests.test_cli_exchange import dutylink

@@ -29,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.audit import merkle
 from gateway.audit.bundle import readable

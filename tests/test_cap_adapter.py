@@ -13,11 +13,11 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from adapters.cap.adapter import KIND, feed_links
-from adapters.cap.codec import parse_cap
-from adapters.cap.compare import cap_differences
-from adapters.options import AdapterConfigError
-from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
+from dutylink.adapters.cap.adapter import KIND, feed_links
+from dutylink.adapters.cap.codec import parse_cap
+from dutylink.adapters.cap.compare import cap_differences
+from dutylink.adapters.options import AdapterConfigError
+from dutylink.adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
 from dutylink.v1 import warning_pb2
 from gateway.server import Gateway
 from tests.conftest import TOKENS

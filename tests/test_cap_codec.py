@@ -24,8 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from adapters.cap import codec
-from adapters.cap.codec import CAP_NAMESPACE, MAX_CAP_BYTES, CapError, parse_cap, to_cap_xml
+from dutylink.adapters.cap import codec
+from dutylink.adapters.cap.codec import (
+    CAP_NAMESPACE,
+    MAX_CAP_BYTES,
+    CapError,
+    parse_cap,
+    to_cap_xml,
+)
 from dutylink.v1 import common_pb2, warning_pb2
 from gateway.core.validation import Validator
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.cap.codec import CapError
-from adapters.cap.compare import cap_differences
+from dutylink.adapters.cap.codec import CapError
+from dutylink.adapters.cap.compare import cap_differences
 
 BASE = """<?xml version="1.0" encoding="UTF-8"?>
 <alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from adapters.cap import codec
-from adapters.cap.codec import parse_cap, to_cap_xml
-from adapters.cap.compare import cap_differences
-from adapters.cap.mapping import outbound_mapping, warning_event
+from dutylink.adapters.cap import codec
+from dutylink.adapters.cap.codec import parse_cap, to_cap_xml
+from dutylink.adapters.cap.compare import cap_differences
+from dutylink.adapters.cap.mapping import outbound_mapping, warning_event
 from dutylink.v1 import event_pb2, warning_pb2
 from gateway.core.validation import Validator
 

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from adapters.cap import codec
-from adapters.cap.codec import CAP_NAMESPACE, parse_cap, to_cap_xml
-from adapters.cap.compare import cap_differences
+from dutylink.adapters.cap import codec
+from dutylink.adapters.cap.codec import CAP_NAMESPACE, parse_cap, to_cap_xml
+from dutylink.adapters.cap.compare import cap_differences
 
 XSD = Path(codec.__file__).parent / "schema" / "CAP-v1.2.xsd"
 SCHEMA = etree.XMLSchema(etree.parse(str(XSD)))  # libxml2's validator: independent of the codec

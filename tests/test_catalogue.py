@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from adapters.edxl.mapping import RM_EVENT_TYPES
+from dutylink.adapters.edxl.mapping import RM_EVENT_TYPES
 from dutylink.catalogue import (
     NONE,
     CatalogueError,
@@ -19,9 +19,9 @@ from dutylink.catalogue import (
     load_catalogue,
     parse_catalogue,
 )
+from dutylink.policies.model import FAMILIES
 from dutylink.v1 import acknowledgement_pb2, event_pb2, gateway_pb2
 from gateway.core.workflows.notices import GATEWAY_TYPES
-from policies.model import FAMILIES
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "proto" / "examples").glob("*.json"))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.sdk.checkpoints import CheckpointError, CheckpointKeeper, ForkDetectedError
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.checkpoints import CheckpointError, CheckpointKeeper, ForkDetectedError
+from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.audit import merkle
 from gateway.audit.note import Checkpoint, Signer, Verifier, sign_note
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.config import sample_tokens
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
-from policies.loader import SAMPLE_DIR
 from tests.loop_support import incident as loop_incident
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "proto" / "examples"

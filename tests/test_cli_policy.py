@@ -10,10 +10,10 @@ import pytest
 from google.protobuf import json_format
 from typer.testing import CliRunner
 
+from dutylink.policies.loader import load_policy, policy_files
+from dutylink.policies.model import FAMILIES
 from dutylink.v1 import event_pb2
 from gateway.cli.policy import policy_app
-from policies.loader import load_policy, policy_files
-from policies.model import FAMILIES
 from tests.factories import incident_event, resource_request_event
 
 SAMPLES = load_policy(policy_files())

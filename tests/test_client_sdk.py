@@ -11,7 +11,7 @@ import grpc
 import nats
 import pytest
 
-from adapters.sdk.client import DutyLinkClient, Retry
+from dutylink.adapters.sdk.client import DutyLinkClient, Retry
 from dutylink.v1 import audit_pb2, gateway_pb2
 from gateway.server import Gateway
 from gateway.store.audit_reader import read_log

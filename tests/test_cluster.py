@@ -21,7 +21,7 @@ import pytest
 from nats.js import api
 from structlog.testing import capture_logs
 
-from adapters.sdk.client import DutyLinkClient, Retry, Subscription
+from dutylink.adapters.sdk.client import DutyLinkClient, Retry, Subscription
 from gateway.core import subjects
 from gateway.core.ports import DurabilityError
 from gateway.core.settings import Config

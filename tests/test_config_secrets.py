@@ -15,8 +15,8 @@ import grpc
 import pytest
 from typer.testing import CliRunner
 
-from adapters.runner import load_adapter_config
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.runner import load_adapter_config
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway import config
 from gateway.cli.main import app

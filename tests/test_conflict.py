@@ -12,10 +12,10 @@ import nats
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from adapters.framework import Pipeline, RejectedStore
-from adapters.metrics import Metrics
-from adapters.records import Record
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.framework import Pipeline, RejectedStore
+from dutylink.adapters.metrics import Metrics
+from dutylink.adapters.records import Record
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.audit.entries import decode_frames
 from gateway.audit.witness import Ledger, publish_facts

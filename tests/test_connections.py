@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.sdk.client import CHANNEL_OPTIONS, DutyLinkClient
+from dutylink.adapters.sdk.client import CHANNEL_OPTIONS, DutyLinkClient
 from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.config import load
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests

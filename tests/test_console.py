@@ -23,7 +23,7 @@ import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 from typer.testing import CliRunner
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.cli.console import is_loopback, split_listen
 from gateway.cli.demo_scenario import scenario

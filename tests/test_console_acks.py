@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from adapters.sdk.acknowledgements import acknowledgement_of
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.cli.demo_scenario import scenario
 from gateway.server import Gateway

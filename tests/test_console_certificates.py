@@ -25,7 +25,7 @@ import nats
 import pytest
 from playwright.async_api import expect
 
-from adapters.sdk.client import NO_RETRY, ClientCertificate, DutyLinkClient
+from dutylink.adapters.sdk.client import NO_RETRY, ClientCertificate, DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.access import pki
 from gateway.cli.console import certificate_console

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.console import app as console_app
 from gateway.console.ledger_pages import chooser
 from gateway.console.queries import BadQuery, agency_of

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.cli.demo_scenario import scenario
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from rich.console import Console
 
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.cli.demo import SUBSCRIPTIONS, DemoReport, publish_step, run_demo
 from gateway.cli.demo_scenario import script
@@ -16,7 +17,6 @@ from gateway.core.admission import RefusalKind, Refused, StateProblem
 from gateway.core.validation import Validator
 from gateway.rpc.publish_outcomes import failure_status
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
-from policies.loader import SAMPLE_DIR
 
 
 def test_every_scripted_event_is_valid() -> None:

@@ -15,25 +15,25 @@ import pytest
 from google.protobuf import json_format
 from pydantic import SecretStr
 
-from adapters.dispatch.adapter import CAD110, DISPATCH119
-from adapters.dispatch.cad110 import cad110_events, cad110_outbound
-from adapters.dispatch.dispatch119 import (
+from dutylink.adapters.dispatch.adapter import CAD110, DISPATCH119
+from dutylink.adapters.dispatch.cad110 import cad110_events, cad110_outbound
+from dutylink.adapters.dispatch.dispatch119 import (
     REQUEST_TYPE,
     STATUS_REPORT_TYPE,
     Dispatch119Settings,
     dispatch119_events,
     dispatch119_outbound,
 )
-from adapters.filedrop.adapter import split_utf8_json_lines
-from adapters.records import Record, Rejected
-from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
-from adapters.sdk.client import DutyLinkClient
-from adapters.transports import split_csv
+from dutylink.adapters.filedrop.adapter import split_utf8_json_lines
+from dutylink.adapters.records import Record, Rejected
+from dutylink.adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.transports import split_csv
+from dutylink.policies.engine import Evaluator
+from dutylink.policies.loader import load_policy, policy_files
 from dutylink.v1 import event_pb2, incident_pb2, resource_pb2
 from gateway.core.validation import Validator
 from gateway.server import Gateway
-from policies.engine import Evaluator
-from policies.loader import load_policy, policy_files
 from tests.conftest import TOKENS
 from tests.factories import incident_event, resource_request_event, warning_event
 from tests.test_filedrop_adapter import drop, open_durable, read_events, reasons, running, until
@@ -251,7 +251,7 @@ def test_with_deployment_reports_a_unit_status_is_also_an_edxl_rm_status_report(
 
 
 def test_the_resource_type_names_are_the_edxl_adapters() -> None:
-    from adapters.edxl.mapping import RM_EVENT_TYPES
+    from dutylink.adapters.edxl.mapping import RM_EVENT_TYPES
 
     assert RM_EVENT_TYPES["request_resource"] == REQUEST_TYPE
     assert RM_EVENT_TYPES["report_resource_deployment_status"] == STATUS_REPORT_TYPE

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.sdk.client import NO_RETRY, DutyLinkClient, Retry
+from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient, Retry
 from gateway.core import subjects
 from gateway.core.settings import Config
 from gateway.testkit.cluster import LocalCluster

@@ -16,17 +16,22 @@ import pytest
 from lxml import etree
 from pydantic import SecretStr
 
-from adapters.edxl.adapter import KIND
-from adapters.edxl.de import de_differences, unwrap_de
-from adapters.edxl.mapping import de_outbound_mapping, envelope_of, inbound_mapping, resource_event
-from adapters.edxl.rm import parse_rm
-from adapters.edxl.xml import load_schema
-from adapters.framework import Pipeline, RejectedStore
-from adapters.metrics import Metrics
-from adapters.options import AdapterConfigError
-from adapters.records import Parts, Record
-from adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.edxl.adapter import KIND
+from dutylink.adapters.edxl.de import de_differences, unwrap_de
+from dutylink.adapters.edxl.mapping import (
+    de_outbound_mapping,
+    envelope_of,
+    inbound_mapping,
+    resource_event,
+)
+from dutylink.adapters.edxl.rm import parse_rm
+from dutylink.adapters.edxl.xml import load_schema
+from dutylink.adapters.framework import Pipeline, RejectedStore
+from dutylink.adapters.metrics import Metrics
+from dutylink.adapters.options import AdapterConfigError
+from dutylink.adapters.records import Parts, Record
+from dutylink.adapters.runner import AdapterConfig, AdapterRunner, load_adapter_config
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.core.validation import Validator
 from gateway.server import Gateway

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from adapters.edxl.de import (
+from dutylink.adapters.edxl.de import (
     ContentObject,
     DeError,
     ExplicitAddress,
@@ -26,10 +26,10 @@ from adapters.edxl.de import (
     unwrap_de,
     wrap_de,
 )
-from adapters.edxl.mapping import RM_EVENT_TYPES, resource_event, utc_offset_minutes
-from adapters.edxl.rm import SUPPORTED_TYPES, RmError, parse_rm, to_rm_xml
-from adapters.edxl.rmdiff import rm_differences
-from adapters.edxl.xml import (
+from dutylink.adapters.edxl.mapping import RM_EVENT_TYPES, resource_event, utc_offset_minutes
+from dutylink.adapters.edxl.rm import SUPPORTED_TYPES, RmError, parse_rm, to_rm_xml
+from dutylink.adapters.edxl.rmdiff import rm_differences
+from dutylink.adapters.edxl.xml import (
     MAX_XML_BYTES,
     XmlError,
     _LocalOnly,
@@ -38,7 +38,7 @@ from adapters.edxl.xml import (
     parse_datetime,
     parse_xml,
 )
-from adapters.options import AdapterConfigError
+from dutylink.adapters.options import AdapterConfigError
 from dutylink.v1 import common_pb2, event_pb2, resource_pb2
 from gateway.core.validation import Validator
 

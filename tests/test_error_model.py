@@ -9,7 +9,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from adapters.sdk.refusals import field_violations, refusal_reason, retry_after, state_refusals
+from dutylink.adapters.sdk.refusals import (
+    field_violations,
+    refusal_reason,
+    retry_after,
+    state_refusals,
+)
 from dutylink.v1 import gateway_pb2
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import RefusalKind, Refused

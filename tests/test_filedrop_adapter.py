@@ -19,17 +19,17 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from adapters.filedrop.adapter import FORMATS, KIND, build
-from adapters.framework import AdapterKind, Pipeline, RejectedStore
-from adapters.metrics import Metrics
-from adapters.records import Record, RecordOutcome, Rejected
-from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
-from adapters.sdk.client import DutyLinkClient, Subscription
+from dutylink.adapters.filedrop.adapter import FORMATS, KIND, build
+from dutylink.adapters.framework import AdapterKind, Pipeline, RejectedStore
+from dutylink.adapters.metrics import Metrics
+from dutylink.adapters.records import Record, RecordOutcome, Rejected
+from dutylink.adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
+from dutylink.adapters.sdk.client import DutyLinkClient, Subscription
+from dutylink.policies.engine import Evaluator
+from dutylink.policies.loader import load_policy, policy_files
 from dutylink.v1 import event_pb2, incident_pb2
 from gateway.core.validation import Validator
 from gateway.server import Gateway
-from policies.engine import Evaluator
-from policies.loader import load_policy, policy_files
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 

@@ -36,34 +36,34 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("gateway.audit",),  # pure: Merkle, notes, entries, verify over bytes, bundles
     # pure record mappings and the standards' codecs beneath the adapters
     (
-        "adapters.records",
-        "adapters.options",
-        "adapters.mapping",
-        "adapters.xmlsafe",
-        "adapters.cap.codec",
-        "adapters.cap.compare",
-        "adapters.edxl.xml",
-        "adapters.edxl.rm",
-        "adapters.edxl.rmdiff",
-        "adapters.edxl.de",
-        "adapters.dispatch.fields",
-        "adapters.dispatch.cad110",
-        "adapters.dispatch.dispatch119",
-        "adapters.webhook.signing",
+        "dutylink.adapters.records",
+        "dutylink.adapters.options",
+        "dutylink.adapters.mapping",
+        "dutylink.adapters.xmlsafe",
+        "dutylink.adapters.cap.codec",
+        "dutylink.adapters.cap.compare",
+        "dutylink.adapters.edxl.xml",
+        "dutylink.adapters.edxl.rm",
+        "dutylink.adapters.edxl.rmdiff",
+        "dutylink.adapters.edxl.de",
+        "dutylink.adapters.dispatch.fields",
+        "dutylink.adapters.dispatch.cad110",
+        "dutylink.adapters.dispatch.dispatch119",
+        "dutylink.adapters.webhook.signing",
     ),
-    ("adapters.sdk",),  # client, retry policy, checkpoint keeper
+    ("dutylink.adapters.sdk",),  # client, retry policy, checkpoint keeper
     # the adapter framework, transports, runner and each adapter
     (
-        "adapters.framework",
-        "adapters.metrics",
-        "adapters.transports",
-        "adapters.runner",
-        "adapters.registry",
-        "adapters.cap",
-        "adapters.edxl",
-        "adapters.dispatch",
-        "adapters.filedrop",
-        "adapters.webhook",
+        "dutylink.adapters.framework",
+        "dutylink.adapters.metrics",
+        "dutylink.adapters.transports",
+        "dutylink.adapters.runner",
+        "dutylink.adapters.registry",
+        "dutylink.adapters.cap",
+        "dutylink.adapters.edxl",
+        "dutylink.adapters.dispatch",
+        "dutylink.adapters.filedrop",
+        "dutylink.adapters.webhook",
     ),
     ("gateway.access", "gateway.store", "gateway.telemetry"),  # edges: identity, JetStream, metrics
     ("gateway.rpc",),  # servicers and interceptors
@@ -74,14 +74,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "gateway.console",
         "gateway.bench",
         "gateway.testkit",
-        "adapters.bench",
-        "policies.bench",
+        "dutylink.adapters.bench",
+        "dutylink.policies.bench",
     ),
 )
 
 # Pure modules import no network, no I/O and no clock; they take values and return values.
-PURE = ("gateway.core", "gateway.audit", "policies", "adapters.records")
-NOT_PURE = ("policies.bench",)  # a face that happens to live beside the policies
+PURE = ("gateway.core", "gateway.audit", "policies", "dutylink.adapters.records")
+NOT_PURE = ("dutylink.policies.bench",)  # a face that happens to live beside the policies
 IMPURE_IMPORTS = frozenset(
     {
         "grpc",
@@ -137,15 +137,15 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str, str]] = frozenset(
         # Admission takes the Principal from the access edge.
         ("upward", "gateway.core.admission", "gateway.access.auth"),
         # The policy loader reads its YAML file itself; parsing the text is the pure part.
-        ("impure", "policies.loader", "pathlib"),
-        ("impure", "policies.loader", "read_text()"),
+        ("impure", "dutylink.policies.loader", "pathlib"),
+        ("impure", "dutylink.policies.loader", "read_text()"),
         # Modules over 400 lines with no reason at their top.
-        ("long", "adapters.sdk.client", ""),
+        ("long", "dutylink.adapters.sdk.client", ""),
         ("long", "gateway.audit.bundle", ""),
         ("long", "gateway.audit.entries", ""),
         ("long", "gateway.audit.verify", ""),
         ("long", "gateway.rpc.subscribe", ""),
-        ("long", "policies.engine", ""),
+        ("long", "dutylink.policies.engine", ""),
     }
 )
 
@@ -442,8 +442,8 @@ def test_the_parser_sees_every_package() -> None:
     assert {
         "gateway.server",
         "gateway.core.envelope",
-        "adapters.sdk.client",
-        "policies.engine",
+        "dutylink.adapters.sdk.client",
+        "dutylink.policies.engine",
     } <= set(names)
     assert import_graph()["gateway.server"], "the composition root imports the layers below it"
 

@@ -4,10 +4,10 @@ select the task and inventory families like the others."""
 
 from __future__ import annotations
 
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.core.subjects import FAMILIES
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
-from policies.loader import SAMPLE_DIR
 from tests.conftest import ClientFactory, agency_clients
 from tests.loop_support import VALIDATOR, commit, declare, request
 

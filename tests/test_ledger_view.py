@@ -12,8 +12,8 @@ from decimal import Decimal
 import grpc
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
-from adapters.sdk.retry import NO_RETRY
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.retry import NO_RETRY
 from dutylink.v1 import audit_pb2, board_pb2
 from gateway.core.projections.ledger_wire import ledger_page
 from gateway.core.workflows.ledger_state import Holding, ItemKey, ItemLine, LineKey, Stage

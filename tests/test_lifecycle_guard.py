@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dutylink.catalogue import load_catalogue
+from dutylink.policies.engine import Decision
 from dutylink.v1 import common_pb2, event_pb2, resource_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope
@@ -29,7 +30,6 @@ from gateway.core.workflows.ledger_state import ItemKey, plain
 from gateway.store.kv import JetStreamKeyValue
 from gateway.store.lifecycle_guard import LifecycleGuard
 from gateway.testkit.memory_kv import MemoryKeyValue
-from policies.engine import Decision
 
 CATALOGUE = load_catalogue()
 T0 = datetime(2026, 8, 15, 8, 0, tzinfo=UTC)

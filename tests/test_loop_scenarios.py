@@ -23,7 +23,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from adapters.sdk.client import DutyLinkClient, Retry
+from dutylink.adapters.sdk.client import DutyLinkClient, Retry
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.core.workflows import ledger_codec
 from gateway.core.workflows.ledger import rebuild

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from adapters.mapping import JsonMapping, MappingError, event_to_json
-from adapters.records import Record, Rejected
+from dutylink.adapters.mapping import JsonMapping, MappingError, event_to_json
+from dutylink.adapters.records import Record, Rejected
 from dutylink.v1 import event_pb2, incident_pb2
 
 OPTIONS = {

@@ -10,7 +10,7 @@ import aiohttp
 import grpc
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event

@@ -14,7 +14,7 @@ import grpc
 import nats
 import pytest
 
-from adapters.sdk.client import NO_RETRY, ClientCertificate, DutyLinkClient
+from dutylink.adapters.sdk.client import NO_RETRY, ClientCertificate, DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.access import pki
 from gateway.core.settings import Agency, Config, ConfigError, TlsSettings

@@ -18,7 +18,7 @@ from nats.aio.client import Client as NatsClient
 from typer.testing import CliRunner
 
 import gateway.cli.demo
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.cli.main import app
 from gateway.core import subjects
 from gateway.core.kv import Versioned

@@ -7,10 +7,10 @@ import datetime as dt
 
 import pytest
 
+from dutylink.policies.engine import BreakGlassError, Evaluator, declare_grant
+from dutylink.policies.loader import load_policy, policy_files
+from dutylink.policies.model import Grant
 from dutylink.v1 import event_pb2, incident_pb2
-from policies.engine import BreakGlassError, Evaluator, declare_grant
-from policies.loader import load_policy, policy_files
-from policies.model import Grant
 from tests.factories import incident_event
 
 POLICY = load_policy(policy_files())

@@ -10,18 +10,10 @@ import protovalidate
 import pytest
 
 from dutylink.catalogue import load_catalogue
-from dutylink.v1 import (
-    acknowledgement_pb2,
-    escalation_pb2,
-    event_pb2,
-    incident_pb2,
-    task_pb2,
-    warning_pb2,
-)
-from policies.deadlines import deadlines_for, due, level_due, matches, notified
-from policies.engine import Evaluator, parties
-from policies.loader import load_policy, parse_policy, policy_files
-from policies.model import (
+from dutylink.policies.deadlines import deadlines_for, due, level_due, matches, notified
+from dutylink.policies.engine import Evaluator, parties
+from dutylink.policies.loader import load_policy, parse_policy, policy_files
+from dutylink.policies.model import (
     CAP_SEVERITIES,
     CAP_URGENCIES,
     CLASSIFICATIONS,
@@ -29,6 +21,14 @@ from policies.model import (
     EscalationLevel,
     Policy,
     PolicyError,
+)
+from dutylink.v1 import (
+    acknowledgement_pb2,
+    escalation_pb2,
+    event_pb2,
+    incident_pb2,
+    task_pb2,
+    warning_pb2,
 )
 
 AGENCIES = textwrap.dedent("""\

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.sdk.client import DutyLinkClient, Subscription
+from dutylink.adapters.sdk.client import DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc, resource_pb2
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests

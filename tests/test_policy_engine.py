@@ -8,11 +8,11 @@ import textwrap
 
 import pytest
 
-from adapters.edxl.mapping import RM_EVENT_TYPES
+from dutylink.adapters.edxl.mapping import RM_EVENT_TYPES
+from dutylink.policies import bench
+from dutylink.policies.engine import Decision, Evaluator, declare_grant
+from dutylink.policies.loader import load_policy, parse_policy, policy_files
 from dutylink.v1 import event_pb2, incident_pb2, resource_pb2
-from policies import bench
-from policies.engine import Decision, Evaluator, declare_grant
-from policies.loader import load_policy, parse_policy, policy_files
 from tests.factories import NOW, incident_event, resource_request_event, warning_event
 
 SAMPLES = Evaluator(load_policy(policy_files()))

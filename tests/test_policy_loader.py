@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dutylink.policies.loader import load_policy, parse_policy, policy_files, policy_version
+from dutylink.policies.model import PolicyError
 from gateway.config import SAMPLE_AGENCIES
-from policies.loader import load_policy, parse_policy, policy_files, policy_version
-from policies.model import PolicyError
 
 AGENCIES = textwrap.dedent("""\
     roles:

@@ -11,9 +11,9 @@ from itertools import product
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dutylink.policies.engine import Evaluator
+from dutylink.policies.model import ACTIONS, EFFECTS, Agency, Grant, Policy, Rule, type_scope
 from dutylink.v1 import common_pb2, event_pb2
-from policies.engine import Evaluator
-from policies.model import ACTIONS, EFFECTS, Agency, Grant, Policy, Rule, type_scope
 
 AGENCY_IDS = ("fire", "police", "command")
 ROLES = ("command", "duty")

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.edxl.mapping import RM_EVENT_TYPES
-from dutylink.v1 import event_pb2
-from policies.redaction import (
+from dutylink.adapters.edxl.mapping import RM_EVENT_TYPES
+from dutylink.policies.redaction import (
     field_path_error,
     minimal_paths,
     redact,
     sensitive_fields,
     verbatim_copies,
 )
+from dutylink.v1 import event_pb2
 from tests.factories import incident_event, resource_request_event, warning_event
 
 PHONE = "13800000000"

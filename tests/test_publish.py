@@ -14,8 +14,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from nats.aio.msg import Msg
 
-from adapters.sdk.client import NO_RETRY, DutyLinkClient, Retry
-from adapters.sdk.refusals import field_violations
+from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient, Retry
+from dutylink.adapters.sdk.refusals import field_violations
+from dutylink.policies.engine import Decision
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.core.admission import Admitted, admit, admit_all
@@ -26,7 +27,6 @@ from gateway.server import Gateway
 from gateway.store.events import FLUSH_EVERY
 from gateway.store.jetstream import EventStore
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
-from policies.engine import Decision
 from tests.conftest import TOKENS, ClientFactory
 from tests.factories import incident_event, resource_request_event, warning_event
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
-from adapters.sdk.refusals import field_violations
+from dutylink.adapters.sdk.refusals import field_violations
 from dutylink.v1 import event_pb2
 from tests.conftest import ClientFactory
 from tests.factories import incident_event

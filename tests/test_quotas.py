@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.sdk.client import NO_RETRY, DutyLinkClient
+from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient
 from dutylink.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.core.quotas import UNAUTHENTICATED, Claim, FairTurns, Limits, Quotas, Refusal
 from gateway.rpc.fairness import FairScheduler

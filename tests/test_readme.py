@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from dutylink.policies.loader import SAMPLE_DIR
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
-from policies.loader import SAMPLE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

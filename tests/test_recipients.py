@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dutylink.policies.engine import Evaluator
+from dutylink.policies.loader import load_policy, policy_files
 from dutylink.v1 import event_pb2, incident_pb2, warning_pb2
 from gateway.core.workflows.recipients import Recipients, addressed, recipients
-from policies.engine import Evaluator
-from policies.loader import load_policy, policy_files
 from tests.factories import incident_event, warning_event
 
 SAMPLES = Evaluator(load_policy(policy_files()))

@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.msg import Msg
 
-from adapters.sdk.client import NO_RETRY, DutyLinkClient
+from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient
 from gateway.server import Gateway
 from gateway.store.nats_server import CONFIG_FILE, NatsServer, running_pid, running_url
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests

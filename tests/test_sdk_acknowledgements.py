@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
 from dutylink.v1 import acknowledgement_pb2, event_pb2
 from tests.conftest import ClientFactory
 from tests.factories import warning_event

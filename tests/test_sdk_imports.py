@@ -21,34 +21,34 @@ PACKAGES = ("adapters", "gateway", "policies")
 AUDIT_CORE = ("gateway.audit.merkle", "gateway.audit.note", "gateway.audit.entries", "gateway.audit.verify")  # fmt: skip
 
 SDK = (
-    "adapters.sdk.client",
-    "adapters.sdk.checkpoints",
-    "adapters.sdk.retry",
-    "adapters.sdk.refusals",
-    "adapters.sdk.acknowledgements",
+    "dutylink.adapters.sdk.client",
+    "dutylink.adapters.sdk.checkpoints",
+    "dutylink.adapters.sdk.retry",
+    "dutylink.adapters.sdk.refusals",
+    "dutylink.adapters.sdk.acknowledgements",
 )
 MAPPINGS = (
-    "adapters.records",
-    "adapters.options",
-    "adapters.mapping",
-    "adapters.cap.mapping",
-    "adapters.cap.codec",
-    "adapters.cap.compare",
-    "adapters.edxl.mapping",
-    "adapters.edxl.de",
-    "adapters.edxl.rm",
-    "adapters.edxl.rmdiff",
-    "adapters.dispatch.fields",
-    "adapters.dispatch.cad110",
-    "adapters.dispatch.dispatch119",
-    "adapters.filedrop.mapping",
-    "adapters.webhook.mapping",
+    "dutylink.adapters.records",
+    "dutylink.adapters.options",
+    "dutylink.adapters.mapping",
+    "dutylink.adapters.cap.mapping",
+    "dutylink.adapters.cap.codec",
+    "dutylink.adapters.cap.compare",
+    "dutylink.adapters.edxl.mapping",
+    "dutylink.adapters.edxl.de",
+    "dutylink.adapters.edxl.rm",
+    "dutylink.adapters.edxl.rmdiff",
+    "dutylink.adapters.dispatch.fields",
+    "dutylink.adapters.dispatch.cad110",
+    "dutylink.adapters.dispatch.dispatch119",
+    "dutylink.adapters.filedrop.mapping",
+    "dutylink.adapters.webhook.mapping",
 )
 # What a mapping may not reach: the network, metrics, the SDK, the adapters' I/O and the gateway.
 MAPPING_FORBIDDEN = (
     "grpc", "prometheus_client", "aiohttp", "nats", "stamina", "asyncio",
-    "adapters.sdk", "adapters.framework", "adapters.transports", "adapters.runner",
-    "adapters.metrics", "gateway",
+    "dutylink.adapters.sdk", "dutylink.adapters.framework", "dutylink.adapters.transports", "dutylink.adapters.runner",
+    "dutylink.adapters.metrics", "gateway",
 )  # fmt: skip
 
 
@@ -114,8 +114,8 @@ def test_the_sdk_imports_only_the_proto_package_the_audit_core_and_itself() -> N
         _chain(reached, module)
         for module in reached
         if _path_of(module) is not None
-        and not _matches(module, ("adapters.sdk", *AUDIT_CORE))
-        and module not in ("adapters", "adapters.sdk", "gateway", "gateway.audit")
+        and not _matches(module, ("dutylink.adapters.sdk", *AUDIT_CORE))
+        and module not in ("adapters", "dutylink.adapters.sdk", "gateway", "gateway.audit")
     ]
     assert outside == []
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from adapters.sdk import describe_state_refusal, state_refusals
+from dutylink.adapters.sdk import describe_state_refusal, state_refusals
 from dutylink.v1 import gateway_pb2
 from tests.conftest import ClientFactory
 from tests.loop_support import incident

@@ -13,7 +13,7 @@ import nats
 import pytest
 from typer.testing import CliRunner
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, gateway_pb2
 from gateway.audit.entries import decode_frames
 from gateway.cli.audit import audit_app

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from nats.aio.msg import Msg
 
-from adapters.sdk.client import AckNotConfirmedError, DutyLinkClient, Subscription
+from dutylink.adapters.sdk.client import AckNotConfirmedError, DutyLinkClient, Subscription
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.core import subjects
 from gateway.core.ports import StoreUnavailableError

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from dutylink.policies.engine import Decision, Evaluator
+from dutylink.policies.loader import load_policy, policy_files
 from dutylink.v1 import board_pb2, event_pb2, gateway_pb2, incident_pb2
 from gateway.core.projections.board_wire import board_recipient
 from gateway.core.projections.recipients import Decide, Outcome, recipient_lines
 from gateway.core.workflows import tracking
-from policies.engine import Decision, Evaluator
-from policies.loader import load_policy, policy_files
 from tests.factories import NOW, incident_event, warning_event
 
 SAMPLES = Evaluator(load_policy(policy_files()))

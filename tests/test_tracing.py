@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from adapters.sdk import tracing as sdk_tracing
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk import tracing as sdk_tracing
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import gateway_pb2
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
 from dutylink.catalogue import load_catalogue
+from dutylink.policies.loader import SAMPLE_DIR
+from dutylink.policies.model import incident_ids
 from dutylink.v1 import event_pb2, warning_pb2
 from gateway.access.authorization import Authorizer, GrantBook, PolicyHolder
 from gateway.core.streams import BucketSpec
@@ -23,8 +25,6 @@ from gateway.core.workflows.tracking_events import OPEN_PREFIX, due_key, open_ke
 from gateway.store.consumers import Delivery
 from gateway.store.tracker import Tracker
 from gateway.testkit.memory_kv import MemoryKeyValue
-from policies.loader import SAMPLE_DIR
-from policies.model import incident_ids
 from tests.factories import NOW, envelope, extreme_warning, incident_event
 
 RECEIVED = NOW

@@ -19,10 +19,10 @@ from pathlib import Path
 import nats
 import pytest
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from gateway.core.streams import AGGREGATES_BUCKET
 from gateway.core.workflows.tracking_events import tracked_key
-from policies.loader import SAMPLE_DIR
 from tests.conftest import TOKENS
 from tests.factories import extreme_warning
 from tests.test_serve_processes import serving

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sdk.acknowledgements import acknowledgement_of
-from adapters.sdk.client import Subscription
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.client import Subscription
 from dutylink.v1 import escalation_pb2, event_pb2, gateway_pb2
 from gateway.core.workflows.tracking import Status, Tracked, summary
 from gateway.server import Gateway

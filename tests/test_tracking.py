@@ -10,13 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dutylink.catalogue import load_catalogue
+from dutylink.policies.deadlines import deadlines_for, notified
+from dutylink.policies.engine import Evaluator
+from dutylink.policies.loader import load_policy, policy_files
 from dutylink.v1 import warning_pb2
 from gateway.core.workflows import tracking, tracking_codec
 from gateway.core.workflows.recipients import recipients
 from gateway.core.workflows.tracking import ArmedDeadline, ArmedLevel, Expect, Status
-from policies.deadlines import deadlines_for, notified
-from policies.engine import Evaluator
-from policies.loader import load_policy, policy_files
 from tests.factories import warning_event
 
 T0 = datetime(2026, 8, 15, 9, 0, tzinfo=UTC)

@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 import grpc
 import pytest
 
-from adapters.sdk.acknowledgements import acknowledgement_of
-from adapters.sdk.client import DutyLinkClient
-from adapters.sdk.retry import NO_RETRY
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.retry import NO_RETRY
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2
 from gateway.server import Gateway
 from gateway.store.nats_server import NatsServer

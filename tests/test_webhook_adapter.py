@@ -23,13 +23,13 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from adapters.framework import Outbound, RejectedStore, Subscription, deliver_outbound
-from adapters.mapping import JsonMapping
-from adapters.metrics import Metrics
-from adapters.records import OutboundRecord, Record, Rejected
-from adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
-from adapters.webhook.adapter import KIND, build
-from adapters.webhook.signing import (
+from dutylink.adapters.framework import Outbound, RejectedStore, Subscription, deliver_outbound
+from dutylink.adapters.mapping import JsonMapping
+from dutylink.adapters.metrics import Metrics
+from dutylink.adapters.records import OutboundRecord, Record, Rejected
+from dutylink.adapters.runner import AdapterConfig, AdapterConfigError, AdapterRunner
+from dutylink.adapters.webhook.adapter import KIND, build
+from dutylink.adapters.webhook.signing import (
     SIGNATURE_HEADER,
     STANDARD_SIGNATURE,
     TIMESTAMP_HEADER,

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.bench.harness import PUBLISHER, make_events
 from gateway.cli.workers import reserve
 from gateway.config import sample_tokens

@@ -17,7 +17,7 @@ import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
-from adapters.sdk.client import NO_RETRY, DutyLinkClient
+from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient
 from gateway.core import subjects
 from gateway.core.settings import Config
 from gateway.server import Gateway

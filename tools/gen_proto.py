@@ -103,8 +103,8 @@ def render_docs(proto_root: Path = PROTO_ROOT) -> dict[str, str]:
     from google.protobuf import descriptor_pb2
 
     from dutylink.catalogue import parse_catalogue
+    from dutylink.policies.loader import load_policy, policy_files
     from gateway.cli import catalogue_docs, schema_docs
-    from policies.loader import load_policy, policy_files
 
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "image.binpb"

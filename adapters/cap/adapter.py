@@ -7,7 +7,7 @@ alerting.
     division_code = "310000"          # jurisdiction when no GB/T 2260 geocode is given
 
     [options.inbound]
-    directory = "drop/cap"            # *.xml files, one alert each (see adapters.transports)
+    directory = "drop/cap"            # *.xml files, one alert each (see dutylink.adapters.transports)
     feed_url = "https://..."          # optional: an Atom or RSS index linking CAP documents
     poll_seconds = 30
 
@@ -39,8 +39,8 @@ import structlog
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from adapters.cap.mapping import inbound_mapping, outbound_mapping
-from adapters.framework import (
+from dutylink.adapters.cap.mapping import inbound_mapping, outbound_mapping
+from dutylink.adapters.framework import (
     AdapterKind,
     AdapterPlan,
     Outbound,
@@ -48,10 +48,10 @@ from adapters.framework import (
     PublishUnavailableError,
     Subscription,
 )
-from adapters.options import OPTIONS, FilePath, Flag, Names, Positive, Table, Text, read
-from adapters.records import Record
-from adapters.transports import DirectorySink, DirectorySource, split_whole
-from adapters.xmlsafe import XmlError, parse_xml
+from dutylink.adapters.options import OPTIONS, FilePath, Flag, Names, Positive, Table, Text, read
+from dutylink.adapters.records import Record
+from dutylink.adapters.transports import DirectorySink, DirectorySource, split_whole
+from dutylink.adapters.xmlsafe import XmlError, parse_xml
 
 log = structlog.get_logger("dutylink.adapter")
 
@@ -165,7 +165,7 @@ class CapInbound:
     """Alerts in: a drop directory, a polled feed, or both."""
 
     directory: FilePath | None = None
-    """*.xml files, one alert each (see adapters.transports)."""
+    """*.xml files, one alert each (see dutylink.adapters.transports)."""
     feed_url: Text | None = None
     """An Atom or RSS index linking CAP documents, polled."""
     poll_seconds: Positive = 5.0

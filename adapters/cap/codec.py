@@ -43,7 +43,7 @@ from xmlschema.validators import (
     XsdEnumerationFacets,
 )
 
-from adapters.xmlsafe import XmlError, parse_xml
+from dutylink.adapters.xmlsafe import XmlError, parse_xml
 from dutylink.v1 import common_pb2, warning_pb2
 
 CAP_NAMESPACE: Final = "urn:oasis:names:tc:emergency:cap:1.2"

@@ -28,14 +28,14 @@ from typing import Final
 
 from lxml import etree
 
-from adapters.cap.codec import (
+from dutylink.adapters.cap.codec import (
     CAP_NAMESPACE,
     DSIG_NAMESPACE,
     REPEATABLE_ELEMENTS,
     CapError,
     step_name,
 )
-from adapters.xmlsafe import parse_xml
+from dutylink.adapters.xmlsafe import parse_xml
 
 _XML_SPACE: Final = " \t\r\n"
 _XML_SPACE_RUN: Final = re.compile(r"[ \t\r\n]+")

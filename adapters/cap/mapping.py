@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from adapters.cap.codec import CapError, parse_cap, to_cap_xml
-from adapters.records import OutboundRecord, Record, Rejected, event_id_for
+from dutylink.adapters.cap.codec import CapError, parse_cap, to_cap_xml
+from dutylink.adapters.records import OutboundRecord, Record, Rejected, event_id_for
 from dutylink.v1 import common_pb2, event_pb2, warning_pb2
 
 _GEOCODE_NAMES = {"gb/t 2260", "gb2260", "division_code"}

@@ -1,6 +1,6 @@
 """The dispatch-feed adapters: the police 110 CAD (`cad-110`) and the fire & ambulance 119/120
 dispatch system (`dispatch-119-120`). Feeds arrive as files in a drop directory
-(adapters.transports.DirectorySource); what each centre needs comes back as JSON files in an
+(dutylink.adapters.transports.DirectorySource); what each centre needs comes back as JSON files in an
 outbox. Feed shapes and mappings: adapters/dispatch/README.md.
 
     [options]                          # cad-110
@@ -41,17 +41,26 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from adapters.dispatch.cad110 import Cad110Settings, cad110_events, cad110_outbound
-from adapters.dispatch.dispatch119 import (
+from dutylink.adapters.dispatch.cad110 import Cad110Settings, cad110_events, cad110_outbound
+from dutylink.adapters.dispatch.dispatch119 import (
     Dispatch119Settings,
     dispatch119_events,
     dispatch119_outbound,
 )
-from adapters.filedrop.adapter import DropInbound, drop_source, split_utf8_json_lines
-from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
-from adapters.options import OPTIONS, AdapterConfigError, FilePath, Flag, Names, Table, Text, read
-from adapters.records import InboundMapping, OutboundMapping
-from adapters.transports import DirectorySink, Splitter, split_csv
+from dutylink.adapters.filedrop.adapter import DropInbound, drop_source, split_utf8_json_lines
+from dutylink.adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
+from dutylink.adapters.options import (
+    OPTIONS,
+    AdapterConfigError,
+    FilePath,
+    Flag,
+    Names,
+    Table,
+    Text,
+    read,
+)
+from dutylink.adapters.records import InboundMapping, OutboundMapping
+from dutylink.adapters.transports import DirectorySink, Splitter, split_csv
 from dutylink.v1 import event_pb2
 
 _PLANES = {

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adapters.dispatch.fields import Fields
-from adapters.mapping import event_to_json
-from adapters.records import OutboundRecord, Record, event_id_for, outbox_name
+from dutylink.adapters.dispatch.fields import Fields
+from dutylink.adapters.mapping import event_to_json
+from dutylink.adapters.records import OutboundRecord, Record, event_id_for, outbox_name
 from dutylink.v1 import common_pb2, event_pb2, incident_pb2
 
 # CAD status -> (event type, incident status)

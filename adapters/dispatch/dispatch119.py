@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from adapters.dispatch.fields import Fields
-from adapters.mapping import event_to_json
-from adapters.records import OutboundRecord, Record, event_id_for, outbox_name
+from dutylink.adapters.dispatch.fields import Fields
+from dutylink.adapters.mapping import event_to_json
+from dutylink.adapters.records import OutboundRecord, Record, event_id_for, outbox_name
 from dutylink.v1 import common_pb2, event_pb2, incident_pb2, resource_pb2
 
 # Incident rows: status -> (event type, incident status)
@@ -60,7 +60,7 @@ CATEGORIES = {
     "MEDICAL": incident_pb2.INCIDENT_CATEGORY_MEDICAL,
     "RESCUE": incident_pb2.INCIDENT_CATEGORY_OTHER,
 }
-# The same names as the EDXL adapter's (adapters.edxl.mapping.RM_EVENT_TYPES).
+# The same names as the EDXL adapter's (dutylink.adapters.edxl.mapping.RM_EVENT_TYPES).
 REQUEST_TYPE = "resource.request"
 STATUS_REPORT_TYPE = "resource.status_report"
 # Police incidents the 119/120 centre takes: those its units may be sent to.

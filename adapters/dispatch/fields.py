@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 from google.protobuf import timestamp_pb2
 
-from adapters.records import Record, Rejected
+from dutylink.adapters.records import Record, Rejected
 
 T = TypeVar("T")
 

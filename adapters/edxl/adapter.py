@@ -44,14 +44,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 from pydantic.dataclasses import dataclass
 
-from adapters.edxl.mapping import (
+from dutylink.adapters.edxl.mapping import (
     de_outbound_mapping,
     inbound_mapping,
     outbound_mapping,
     utc_offset_minutes,
 )
-from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
-from adapters.options import (
+from dutylink.adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
+from dutylink.adapters.options import (
     OPTIONS,
     AdapterConfigError,
     Expect,
@@ -63,7 +63,7 @@ from adapters.options import (
     Text,
     read,
 )
-from adapters.transports import DirectorySink, DirectorySource, split_whole
+from dutylink.adapters.transports import DirectorySink, DirectorySource, split_whole
 
 # --- the adapter ---------------------------------------------------------------------------------
 

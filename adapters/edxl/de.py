@@ -26,8 +26,8 @@ from typing import Literal, TypeVar, cast
 
 from lxml import etree
 
-from adapters.edxl.rm import MSG_NS
-from adapters.edxl.xml import (
+from dutylink.adapters.edxl.rm import MSG_NS
+from dutylink.adapters.edxl.xml import (
     MAX_XML_BYTES,
     XmlError,
     format_datetime,

@@ -15,9 +15,9 @@ from typing import Any
 
 from lxml import etree
 
-from adapters.cap.codec import CapError, parse_cap, to_cap_xml
-from adapters.cap.mapping import warning_event
-from adapters.edxl.de import (
+from dutylink.adapters.cap.codec import CapError, parse_cap, to_cap_xml
+from dutylink.adapters.cap.mapping import warning_event
+from dutylink.adapters.edxl.de import (
     DEFAULT_CONFIDENTIALITY,
     ContentObject,
     DeError,
@@ -31,10 +31,10 @@ from adapters.edxl.de import (
     unwrap_de,
     wrap_de,
 )
-from adapters.edxl.rm import RmError, parse_rm, to_rm_xml
-from adapters.edxl.xml import XmlError, local_name, parse_xml
-from adapters.options import AdapterConfigError
-from adapters.records import (
+from dutylink.adapters.edxl.rm import RmError, parse_rm, to_rm_xml
+from dutylink.adapters.edxl.xml import XmlError, local_name, parse_xml
+from dutylink.adapters.options import AdapterConfigError
+from dutylink.adapters.records import (
     InboundMapping,
     OutboundMapping,
     OutboundRecord,

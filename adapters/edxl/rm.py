@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 from lxml import etree
 
-from adapters.edxl.rmdiff import element_differences
-from adapters.edxl.xml import (
+from dutylink.adapters.edxl.rmdiff import element_differences
+from dutylink.adapters.edxl.xml import (
     MAX_XML_BYTES,
     SCHEMA_DIR,
     XmlError,

@@ -19,7 +19,7 @@ from datetime import UTC
 
 from lxml import etree
 
-from adapters.edxl.xml import XmlError, parse_datetime, parse_xml
+from dutylink.adapters.edxl.xml import XmlError, parse_datetime, parse_xml
 
 _UNORDERED = frozenset(
     {

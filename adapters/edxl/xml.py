@@ -1,4 +1,4 @@
-"""XML helpers of the EDXL codecs: the shared safe parser (adapters.xmlsafe: bounded size, no
+"""XML helpers of the EDXL codecs: the shared safe parser (dutylink.adapters.xmlsafe: bounded size, no
 DOCTYPE, no entities, no network), schemas compiled from the vendored folder only (no import
 from anywhere else), validation errors naming element and line, and dateTimes. Pure.
 """
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from adapters.xmlsafe import MAX_XML_BYTES, XmlError, parse_xml
+from dutylink.adapters.xmlsafe import MAX_XML_BYTES, XmlError, parse_xml
 
 if TYPE_CHECKING:
     from lxml.etree._docloader import _InputDocument

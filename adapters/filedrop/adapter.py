@@ -8,7 +8,7 @@ the exchange with a config file and no code (see adapters/filedrop/README.md).
     poll_seconds = 1.0
     batch_size = 500              # records per progress checkpoint
 
-    [options.mapping]             # adapters.mapping.JsonMapping: record -> event
+    [options.mapping]             # dutylink.adapters.mapping.JsonMapping: record -> event
 
     [options.outbound]            # optional: events out as files
     subscription = "gas-out"
@@ -30,10 +30,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, Strict
 from pydantic.dataclasses import dataclass
 
-from adapters.filedrop.mapping import outbound_mapping
-from adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
-from adapters.mapping import JsonMapping, MappingError, MappingOptions
-from adapters.options import (
+from dutylink.adapters.filedrop.mapping import outbound_mapping
+from dutylink.adapters.framework import AdapterKind, AdapterPlan, Outbound, Subscription
+from dutylink.adapters.mapping import JsonMapping, MappingError, MappingOptions
+from dutylink.adapters.options import (
     OPTIONS,
     AdapterConfigError,
     Count,
@@ -45,8 +45,8 @@ from adapters.options import (
     Text,
     read,
 )
-from adapters.records import Record
-from adapters.transports import (
+from dutylink.adapters.records import Record
+from dutylink.adapters.transports import (
     DirectorySink,
     DirectorySource,
     Splitter,
@@ -82,7 +82,7 @@ class FiledropOptions:
     inbound: Table = Field(default_factory=dict)
     """[options.inbound]: files in."""
     mapping: Table = Field(default_factory=dict)
-    """[options.mapping]: record -> event (adapters.mapping.JsonMapping); required with inbound."""
+    """[options.mapping]: record -> event (dutylink.adapters.mapping.JsonMapping); required with inbound."""
     outbound: Table = Field(default_factory=dict)
     """[options.outbound]: events out as files."""
 

@@ -1,5 +1,5 @@
 """The file-drop adapter's outbound mapping, pure: an event as a JSON file or a one-row CSV
-file (its inbound side is the declarative `adapters.mapping.JsonMapping`)."""
+file (its inbound side is the declarative `dutylink.adapters.mapping.JsonMapping`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adapters.mapping import event_to_json
-from adapters.records import OutboundMapping, OutboundRecord, outbox_name
+from dutylink.adapters.mapping import event_to_json
+from dutylink.adapters.records import OutboundMapping, OutboundRecord, outbox_name
 from dutylink.v1 import event_pb2
 
 

@@ -3,8 +3,8 @@ what a refusal says (`state_refusals`, `field_violations`, `refusal_reason`, `re
 standard gRPC error model, the same for Publish and each PublishBatch result), and the business
 acknowledgement of a delivered message (`acknowledgement_of`)."""
 
-from adapters.sdk.acknowledgements import acknowledgement_of
-from adapters.sdk.refusals import (
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.refusals import (
     describe_state_refusal,
     field_violations,
     refusal_reason,

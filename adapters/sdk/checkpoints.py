@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.audit.merkle import ProofError, verify_consistency
 from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note
 

@@ -7,7 +7,7 @@
                 handle(delivery.event)
                 await subscription.ack(delivery)
 
-Publishing retries with exponential backoff and jitter (`adapters.sdk.retry`) on outcomes that
+Publishing retries with exponential backoff and jitter (`dutylink.adapters.sdk.retry`) on outcomes that
 may go away — UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED — never on a refusal
 (INVALID_ARGUMENT, PERMISSION_DENIED, ...). Retrying is safe because the event id is the
 idempotency key: a retry of a stored event stores nothing new (its receipt says `duplicate`).
@@ -38,7 +38,7 @@ import stamina
 import structlog
 from google.protobuf import timestamp_pb2
 
-from adapters.sdk.retry import (
+from dutylink.adapters.sdk.retry import (
     DEFAULT_RETRY,
     NO_RETRY,
     RETRYABLE_CODE_NUMBERS,
@@ -46,7 +46,7 @@ from adapters.sdk.retry import (
     Retry,
     is_retryable,
 )
-from adapters.sdk.tracing import handling_span, with_trace_context
+from dutylink.adapters.sdk.tracing import handling_span, with_trace_context
 from dutylink.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -352,7 +352,7 @@ class DutyLinkClient:
         self, gateway_id: str = ""
     ) -> AsyncIterator[audit_service_pb2.SignedCheckpoint]:
         """The audit logs' signed checkpoints (of every replica, or one): the latest of each,
-        then every new one. Keep them with `adapters.sdk.checkpoints.CheckpointKeeper`."""
+        then every new one. Keep them with `dutylink.adapters.sdk.checkpoints.CheckpointKeeper`."""
         call = self._checkpoints.WatchCheckpoints(
             audit_service_pb2.WatchCheckpointsRequest(gateway_id=gateway_id),
             metadata=self._metadata,

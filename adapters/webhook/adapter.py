@@ -10,7 +10,7 @@ honours Retry-After and keeps what the endpoint refuses for good.
     path = "/events"
     secret_file = "secrets/in.secret"  # the shared HMAC secret (required)
 
-    [options.mapping]                  # record JSON -> event (adapters.mapping.JsonMapping)
+    [options.mapping]                  # record JSON -> event (dutylink.adapters.mapping.JsonMapping)
     system = "housing-bsr"
     id = "report_id"                   # the sender's own id: resends are duplicates
     ...
@@ -45,7 +45,7 @@ import stamina
 import structlog
 from aiohttp import web
 
-from adapters.framework import (
+from dutylink.adapters.framework import (
     AdapterKind,
     AdapterPlan,
     Outbound,
@@ -53,12 +53,12 @@ from adapters.framework import (
     PublishUnavailableError,
     Subscription,
 )
-from adapters.mapping import JsonMapping, MappingOptions
-from adapters.options import AdapterConfigError, read
-from adapters.records import OutboundRecord, Record, RecordOutcome, Rejected
-from adapters.sdk.client import Retry
-from adapters.webhook.mapping import JSON, outbound_mapping
-from adapters.webhook.options import (
+from dutylink.adapters.mapping import JsonMapping, MappingOptions
+from dutylink.adapters.options import AdapterConfigError, read
+from dutylink.adapters.records import OutboundRecord, Record, RecordOutcome, Rejected
+from dutylink.adapters.sdk.client import Retry
+from dutylink.adapters.webhook.mapping import JSON, outbound_mapping
+from dutylink.adapters.webhook.options import (
     InboundSettings,
     OutboundOptions,
     RetryOptions,
@@ -67,7 +67,7 @@ from adapters.webhook.options import (
     field_paths,
     read_secrets,
 )
-from adapters.webhook.signing import (
+from dutylink.adapters.webhook.signing import (
     ReplayGuard,
     ReplayGuardFullError,
     SignatureError,

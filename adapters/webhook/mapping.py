@@ -1,12 +1,12 @@
 """The webhook adapter's outbound mapping, pure: an event as the JSON body of a POST (its
-inbound side is the declarative `adapters.mapping.JsonMapping`)."""
+inbound side is the declarative `dutylink.adapters.mapping.JsonMapping`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.mapping import event_to_json
-from adapters.records import OutboundMapping, OutboundRecord
+from dutylink.adapters.mapping import event_to_json
+from dutylink.adapters.records import OutboundMapping, OutboundRecord
 from dutylink.v1 import event_pb2
 
 JSON = "application/json"

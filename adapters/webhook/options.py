@@ -1,4 +1,4 @@
-"""The webhook adapter's [options], declared (see adapters.options), and its secret files. The
+"""The webhook adapter's [options], declared (see dutylink.adapters.options), and its secret files. The
 reference with examples is adapters/webhook/README.md; the errors keep the wording documented
 there ("[options.inbound]: unknown key ...", "attempts: a whole number of at least 1").
 """
@@ -14,7 +14,7 @@ from google.protobuf.descriptor import Descriptor
 from pydantic import AfterValidator, Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from adapters.options import (
+from dutylink.adapters.options import (
     OPTIONS,
     AdapterConfigError,
     Count,
@@ -26,8 +26,8 @@ from adapters.options import (
     Table,
     Text,
 )
-from adapters.sdk.client import Retry
-from adapters.webhook.signing import parse_secret
+from dutylink.adapters.sdk.client import Retry
+from dutylink.adapters.webhook.signing import parse_secret
 from dutylink.v1 import event_pb2
 
 
@@ -58,7 +58,7 @@ class WebhookOptions:
     inbound: Table = Field(default_factory=dict)
     """[options.inbound]: records in, POSTed to <path> on <listen>."""
     mapping: Table = Field(default_factory=dict)
-    """[options.mapping]: record JSON -> event (adapters.mapping.JsonMapping)."""
+    """[options.mapping]: record JSON -> event (dutylink.adapters.mapping.JsonMapping)."""
     outbound: Table = Field(default_factory=dict)
     """[options.outbound]: events out, POSTed to <url>."""
 

@@ -19,11 +19,11 @@ from typing import Protocol
 
 import structlog
 
+from dutylink.policies.engine import Decision, Evaluator
+from dutylink.policies.loader import parse_policy, policy_files, read_policy_texts
+from dutylink.policies.model import Grant, Policy, PolicyError
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.access.auth import Principal
-from policies.engine import Decision, Evaluator
-from policies.loader import parse_policy, policy_files, read_policy_texts
-from policies.model import Grant, Policy, PolicyError
 
 log = structlog.get_logger("dutylink.policy")
 

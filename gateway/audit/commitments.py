@@ -54,7 +54,7 @@ def _project(source: Message, target: Message, parts: Sequence[str]) -> None:
 
 def withheld_value(event: event_pb2.Event, path: str) -> bytes:
     """The deterministic encoding of an Event holding only the values at `path` (a path of
-    `policies.redaction`, repeated fields keeping their element positions)."""
+    `dutylink.policies.redaction`, repeated fields keeping their element positions)."""
     projection = event_pb2.Event()
     _project(event, projection, path.split("."))
     return projection.SerializeToString(deterministic=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
+from dutylink.policies.engine import Decision
 from dutylink.v1 import (
     audit_pb2,
     audit_service_pb2,
@@ -26,7 +27,6 @@ from dutylink.v1 import (
 )
 from gateway.audit.note import NoteError, Verifier
 from gateway.core.envelope import incident_ids
-from policies.engine import Decision
 
 if TYPE_CHECKING:  # the type alone: the revocation keeper reads certificate files
     from gateway.access.revocation import RevocationChange

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from adapters.sdk.client import NO_RETRY, DutyLinkClient
+from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient
 from dutylink.v1 import event_pb2
 from gateway.bench.figures import Figure, Settings, make_figure
 from gateway.bench.harness import (

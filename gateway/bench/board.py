@@ -34,7 +34,8 @@ from pathlib import Path
 
 import aiohttp
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2, gateway_pb2, incident_pb2
 from gateway.bench.figures import Figure, Settings, make_figure
 from gateway.bench.harness import (
@@ -61,7 +62,6 @@ from gateway.core.projections.board import Board
 from gateway.store.board_feed import BoardFeed
 from gateway.store.jetstream import EventStore
 from gateway.testkit.inprocess import free_port
-from policies.loader import SAMPLE_DIR
 
 FOLLOW_UP_LAG = 10  # incidents reported between an incident's report and its update
 WARM_UP = 5  # reports before the measured ones: connections, consumers, the console's stream

@@ -9,7 +9,8 @@ from pathlib import Path
 import nats
 from nats.aio.msg import Msg
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from gateway.audit.note import Checkpoint, Verifier, open_note
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import PUBLISHER, Latency, gateway_config, make_events, nats_at, repeat
@@ -17,7 +18,6 @@ from gateway.config import sample_tokens
 from gateway.core import subjects
 from gateway.server import Gateway
 from gateway.store.nats_auth import split_servers
-from policies.loader import SAMPLE_DIR
 
 
 async def _checkpoint_latency(

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import SecretStr
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import (

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import (
@@ -29,7 +30,6 @@ from gateway.bench.harness import (
     refusals,
 )
 from gateway.config import sample_tokens
-from policies.loader import SAMPLE_DIR
 
 WARM_UP = 20  # events through each RPC first: connections, streams, the key-value bucket
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from adapters.sdk.client import DutyLinkClient, Subscription
+from dutylink.adapters.sdk.client import DutyLinkClient, Subscription
 from dutylink.v1 import common_pb2, event_pb2, gateway_pb2, incident_pb2
 from gateway.config import load
 from gateway.console.app import serving

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import (
@@ -39,7 +40,6 @@ from gateway.bench.harness import (
     until,
 )
 from gateway.config import sample_tokens
-from policies.loader import SAMPLE_DIR
 
 URGENT = 40  # urgent events per run
 URGENT_RATE = 40.0  # urgent events per second: the last is sent a second in

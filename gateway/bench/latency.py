@@ -9,7 +9,8 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import (
@@ -31,7 +32,6 @@ from gateway.bench.harness import (
 )
 from gateway.bench.raw import raw_stream
 from gateway.config import sample_tokens
-from policies.loader import SAMPLE_DIR
 
 
 async def _latencies(

@@ -21,7 +21,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from adapters.sdk.client import CHANNEL_OPTIONS
+from dutylink.adapters.sdk.client import CHANNEL_OPTIONS
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.bench.figures import Figure, Settings, make_figure
 from gateway.bench.harness import (

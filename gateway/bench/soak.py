@@ -52,7 +52,8 @@ from typing import Any
 
 import grpc
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import (
@@ -69,7 +70,6 @@ from gateway.config import sample_tokens
 from gateway.store.nats_server import NatsServer
 from gateway.testkit.cluster import LocalCluster
 from gateway.testkit.inprocess import GatewayProcess
-from policies.loader import SAMPLE_DIR
 
 STALLED_IN_FLIGHT = 1000
 STALLED_READS = 10  # deliveries the stalled subscriber reads before it stops reading

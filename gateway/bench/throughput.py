@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import event_pb2
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import (
@@ -30,7 +31,6 @@ from gateway.bench.harness import (
 from gateway.bench.raw import echo_rate, raw_pipelined_rate, relay_rate, unary_rate
 from gateway.config import sample_tokens
 from gateway.testkit.inprocess import OPEN_POLICY
-from policies.loader import SAMPLE_DIR
 
 
 @dataclass(frozen=True)

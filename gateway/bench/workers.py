@@ -23,12 +23,12 @@ import aiohttp
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from dutylink.policies.loader import SAMPLE_DIR
 from dutylink.v1 import gateway_pb2
 from gateway.bench.figures import Figure, Settings, Target, make_figure
 from gateway.bench.harness import BATCH, PUBLISHER, Series, interleave, make_events, nats_at, unique
 from gateway.config import sample_tokens
 from gateway.testkit.inprocess import GatewayProcess, free_port
-from policies.loader import SAMPLE_DIR
 
 CHANNELS = 8
 PUBLISH_BATCH_METHOD = "/dutylink.v1.PublisherService/PublishBatch"

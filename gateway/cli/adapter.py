@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.registry import adapter_kinds
-from adapters.runner import (
+from dutylink.adapters.registry import adapter_kinds
+from dutylink.adapters.runner import (
     AdapterConfigError,
     AdapterRunner,
     AdapterSection,

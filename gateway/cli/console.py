@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 from aiohttp import web
 
-from adapters.sdk.client import ClientCertificate, DutyLinkClient
+from dutylink.adapters.sdk.client import ClientCertificate, DutyLinkClient
 from gateway.access.pki import IdentityError, PkiError, client_identity
 from gateway.access.revocation import REFUSE, RevocationKeeper
 from gateway.audit.note import NoteError, Verifier

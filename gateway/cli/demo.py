@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from adapters.sdk.client import NO_RETRY, DutyLinkClient, Subscription
-from adapters.sdk.refusals import state_refusals, status_of
+from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient, Subscription
+from dutylink.adapters.sdk.refusals import state_refusals, status_of
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.cli.demo_scenario import Step as Step
 from gateway.cli.demo_scenario import scenario as scenario

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
 from dutylink.v1 import (
     common_pb2,
     event_pb2,

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from google.protobuf import timestamp_pb2
 
-from adapters.sdk.acknowledgements import acknowledgement_of
+from dutylink.adapters.sdk.acknowledgements import acknowledgement_of
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.cli.exchange import (
     DEFAULT_TARGET,

@@ -21,8 +21,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
-from adapters.sdk.client import ClientCertificate, DutyLinkClient
-from adapters.sdk.refusals import allowed_transitions, state_refusals, status_of
+from dutylink.adapters.sdk.client import ClientCertificate, DutyLinkClient
+from dutylink.adapters.sdk.refusals import allowed_transitions, state_refusals, status_of
 from dutylink.v1 import event_pb2, gateway_pb2
 
 TargetOption = Annotated[

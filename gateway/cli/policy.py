@@ -2,7 +2,7 @@
 
 Long because `matrix` is about half of it: it reduces every rule to its simplest terms per agency
 and family, with deny overlaps and jurisdiction notes, to print a table people can review; `check`
-and `explain` are thin over policies.loader and policies.engine.
+and `explain` are thin over dutylink.policies.loader and dutylink.policies.engine.
 
 `check` validates the files as the gateway would load them, `explain` shows how one decision is
 made, `matrix` summarises who may publish and receive what, for review meetings. Policy errors
@@ -24,10 +24,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dutylink.v1 import event_pb2
-from policies.engine import Evaluator
-from policies.loader import SAMPLE_DIR, parse_policy, policy_files
-from policies.model import (
+from dutylink.policies.engine import Evaluator
+from dutylink.policies.loader import SAMPLE_DIR, parse_policy, policy_files
+from dutylink.policies.model import (
     CLASSIFICATIONS,
     FAMILIES,
     HIGHEST_CLASSIFICATION,
@@ -46,6 +45,7 @@ from policies.model import (
     resolve_agencies,
     type_scope,
 )
+from dutylink.v1 import event_pb2
 
 policy_app = typer.Typer(
     help="Check, explain and review the access policies.",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2
 
+from dutylink.policies.model import Policy
 from gateway.cli.asyncapi import render_asyncapi
 from gateway.cli.schema_reference import render_reference
-from policies.model import Policy
 
 
 def render_all(fds: descriptor_pb2.FileDescriptorSet, policy: Policy) -> dict[str, str]:

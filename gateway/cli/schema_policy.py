@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf import descriptor_pb2
 
-from gateway.cli.descriptors import EVENT_MESSAGE, SchemaIndex
-from policies.model import (
+from dutylink.policies.model import (
     CLASSIFICATIONS,
     HIGHEST_CLASSIFICATION,
     INCIDENT_CATEGORIES,
@@ -25,6 +24,7 @@ from policies.model import (
     name_of,
     type_scope,
 )
+from gateway.cli.descriptors import EVENT_MESSAGE, SchemaIndex
 
 
 @dataclass

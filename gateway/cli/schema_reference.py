@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from google.protobuf import descriptor_pb2
 
+from dutylink.policies.model import Policy, Rule
 from gateway.cli.descriptors import (
     ENUM_VALUE,
     EVENT_MESSAGE,
@@ -38,7 +39,6 @@ from gateway.cli.descriptors import (
     walk_messages,
 )
 from gateway.cli.schema_policy import conditions, policy_links
-from policies.model import Policy, Rule
 
 DOCUMENTED_PREFIX = "dutylink/"
 VALIDATE_FIELD = "buf.validate.field"

@@ -48,7 +48,7 @@ def console_beside(address: str, settings: Config) -> contextlib.AbstractAsyncCo
     """The web console (`[console] listen`) served by this process for the gateway at
     `address`: by token login over HTTP beside a plaintext gateway, by certificate login over
     HTTPS beside a mutual-TLS one (the gateway trusts the console it is configured with)."""
-    from adapters.sdk.client import DutyLinkClient
+    from dutylink.adapters.sdk.client import DutyLinkClient
     from gateway.cli.console import ConsoleCertificateError, certificate_console
     from gateway.console.app import serving
     from gateway.console.state import ConsoleSettings

@@ -17,7 +17,7 @@ import grpc
 from aiohttp import web
 from google.protobuf import timestamp_pb2
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_service_pb2
 from gateway.audit.note import NoteError, Verifier
 from gateway.console.api import as_dict

@@ -15,7 +15,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 
-from adapters.sdk.client import DutyLinkClient
+from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_service_pb2
 from gateway.audit.bundle import Bundle, Proof, check_bundle, render
 from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note

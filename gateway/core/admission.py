@@ -32,12 +32,12 @@ from typing import Protocol
 from google.protobuf import timestamp_pb2
 
 from dutylink.catalogue import Catalogue, load_catalogue
+from dutylink.policies.engine import Decision
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope, subjects
 from gateway.core.lanes import lane_of
 from gateway.core.validation import FieldProblem, Validator
-from policies.engine import Decision
 
 
 class RefusalKind(enum.Enum):

@@ -7,11 +7,10 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
-from dutylink.v1 import event_pb2
-
 # The incidents an event belongs to: defined with the policy vocabulary (the lower layer),
 # which scopes break-glass grants by them too.
-from policies.model import incident_ids as incident_ids
+from dutylink.policies.model import incident_ids as incident_ids
+from dutylink.v1 import event_pb2
 
 CLOUDEVENTS_SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"

@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from dutylink.policies import model
 from dutylink.v1 import event_pb2
 from gateway.core.lanes import Lane
-from policies import model
 
 EVENTS_STREAM = "DUTYLINK_EVENTS"
 DEADLETTER_STREAM = "DUTYLINK_DEADLETTER"

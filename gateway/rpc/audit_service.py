@@ -13,6 +13,7 @@ import grpc
 import structlog
 from google.protobuf.message import Message
 
+from dutylink.policies.engine import AUDITOR_ROLE, is_auditor
 from dutylink.v1 import audit_pb2, audit_service_pb2, audit_service_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.audit.commitments import salt
@@ -30,7 +31,6 @@ from gateway.store.audit_reader import (
     StoredCheckpoint,
     parse_stored_checkpoint,
 )
-from policies.engine import AUDITOR_ROLE, is_auditor
 
 log = structlog.get_logger("dutylink.audit")
 

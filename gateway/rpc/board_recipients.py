@@ -16,6 +16,8 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from dutylink.policies.engine import Decision
+from dutylink.policies.model import Policy
 from dutylink.v1 import event_pb2, gateway_pb2
 from gateway.access.auth import Principal
 from gateway.access.authorization import Authorizer, FixedPolicy
@@ -26,8 +28,6 @@ from gateway.core.workflows.tracking import Tracked
 from gateway.core.workflows.tracking_view import may_see, tracked_message
 from gateway.store.policy_archive import PolicyArchive
 from gateway.store.tracker import Tracker
-from policies.engine import Decision
-from policies.model import Policy
 
 # Tracked messages whose status one incident's answer carries, at most.
 MAX_ACKNOWLEDGEMENTS = 100

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.message import Message
 
 from dutylink.catalogue import Catalogue
+from dutylink.policies.redaction import redact
 from dutylink.v1 import audit_pb2, board_pb2, board_pb2_grpc, event_pb2
 from gateway.access.auth import Principal
 from gateway.access.authorization import Authorizer, FixedPolicy
@@ -56,7 +57,6 @@ from gateway.store.board_feed import BoardFeed
 from gateway.store.ledger_reader import LedgerReader
 from gateway.store.policy_archive import PolicyArchive
 from gateway.store.tracker import Tracker
-from policies.redaction import redact
 
 DEFAULT_BOARD_PAGE = 50
 MAX_BOARD_PAGE = 500

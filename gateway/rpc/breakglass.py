@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from dutylink.policies.engine import BreakGlassError, declare_grant, holds_break_glass_role
 from dutylink.v1 import audit_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.authorization import GrantBook
 from gateway.audit.entries import (
@@ -22,7 +23,6 @@ from gateway.rpc.calls import (
     store_message,
 )
 from gateway.rpc.dependencies import Dependencies, log
-from policies.engine import BreakGlassError, declare_grant, holds_break_glass_role
 
 
 class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import grpc
 
+from dutylink.policies.engine import Decision
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.audit.log import AuditUnavailableError
@@ -53,7 +54,6 @@ from gateway.rpc.publish_outcomes import (
     store_answer_entry,
     stored_before,
 )
-from policies.engine import Decision
 
 # Who publishes the gateway's own notices (ledger expiries and replenishment notices).
 GATEWAY_PRINCIPAL = Principal(GATEWAY_AGENCY)

@@ -17,6 +17,7 @@ from typing import Any, NoReturn, cast
 import grpc
 from nats.aio.msg import Msg
 
+from dutylink.policies.redaction import redact
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2, gateway_pb2_grpc
 from gateway.access.auth import Principal
 from gateway.audit.commitments import commit
@@ -41,7 +42,6 @@ from gateway.rpc.calls import (
 )
 from gateway.rpc.dependencies import Dependencies, log
 from gateway.store.subscriptions import DurableSubscription
-from policies.redaction import redact
 
 
 @dataclass(frozen=True)

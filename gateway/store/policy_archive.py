@@ -19,11 +19,11 @@ import nats.js.errors
 import structlog
 from nats.js import JetStreamContext
 
+from dutylink.policies.loader import parse_policy
+from dutylink.policies.model import Policy
 from gateway.core import subjects
 from gateway.core.ports import StoreUnavailableError
 from gateway.store.errors import STORE_FAILURES
-from policies.loader import parse_policy
-from policies.model import Policy
 
 log = structlog.get_logger("dutylink.policy")
 # Past policies parsed and kept in memory (each is a few kilobytes of rules).

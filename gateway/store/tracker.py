@@ -31,6 +31,7 @@ from datetime import datetime
 import structlog
 
 from dutylink.catalogue import Catalogue
+from dutylink.policies import deadlines as deadline_rules
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.access.authorization import Authorizer
@@ -63,7 +64,6 @@ from gateway.core.workflows.tracking_events import (
 )
 from gateway.store.consumers import Delivery
 from gateway.store.periodic import Clock, PeriodicCheck, utc_now
-from policies import deadlines as deadline_rules
 
 log = structlog.get_logger("dutylink.tracker")
 

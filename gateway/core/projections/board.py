@@ -21,6 +21,7 @@ from datetime import datetime
 
 from dutylink.catalogue import NONE, Catalogue
 from dutylink.incidents import incident_ids
+from dutylink.policies.deadlines import received_at
 from dutylink.v1 import common_pb2, event_pb2
 from gateway.core.projections.board_map import (
     WARNING,
@@ -31,7 +32,6 @@ from gateway.core.projections.board_map import (
 from gateway.core.projections.loop import LoopStep, incident_grade, loop_steps
 from gateway.core.workflows.base import AggregateState
 from gateway.core.workflows.machine import aggregate_refs, replay
-from policies.deadlines import received_at
 
 # The incident's own lifecycles; every other aggregate of its events is one of its lines.
 STAGE, PHASE = "incident", "emergency_phase"

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from dutylink.policies.deadlines import received_at
 from dutylink.v1 import event_pb2
-from policies.deadlines import received_at
 
 REPORTED = "incident.reported"
 # Each step of the loop and the event type whose first occurrence reaches it.

@@ -14,11 +14,11 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from dutylink.policies.engine import Decision
+from dutylink.policies.redaction import redact
 from dutylink.v1 import event_pb2
 from gateway.core.workflows.recipients import others
 from gateway.core.workflows.tracking import Recipient, Tracked
-from policies.engine import Decision
-from policies.redaction import redact
 
 # The receive decision of the policy for one agency and the event at hand.
 Decide = Callable[[str], Decision]

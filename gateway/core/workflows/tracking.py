@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from dutylink.policies import deadlines as rules
+from dutylink.policies.model import Deadline, EscalationLevel
 from dutylink.v1 import event_pb2
-from policies import deadlines as rules
-from policies.model import Deadline, EscalationLevel
 
 
 class Status(enum.Enum):
@@ -159,7 +159,7 @@ def arm(
     event: event_pb2.Event,
     notified: Callable[[EscalationLevel], Iterable[str]],
 ) -> tuple[ArmedDeadline, ...]:
-    """The policy's `deadlines` for `event` (policies.deadlines.deadlines_for), armed: due from
+    """The policy's `deadlines` for `event` (dutylink.policies.deadlines.deadlines_for), armed: due from
     its receipt, each level's agencies resolved now by `notified` (the deputies among them)."""
     return tuple(
         ArmedDeadline(

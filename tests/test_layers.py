@@ -1,4 +1,5 @@
-"""The house: the import graph of gateway/, adapters/ and policies/ keeps its shape.
+"""The house: the import graph of gateway/, adapters/ and policies/ (installed as gateway,
+dutylink.adapters and dutylink.policies) keeps its shape.
 
 Parses every module's imports (nothing is imported, no server) and fails on an import cycle, an
 arrow from a lower layer up (LAYERS), a server edge importing an adapter (SEPARATE), a pure module
@@ -19,18 +20,19 @@ from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTS = ("gateway", "adapters", "policies")
+# Directory -> the package it is installed as (pyproject.toml's package-dir).
+ROOTS = {"gateway": "gateway", "adapters": "dutylink.adapters", "policies": "dutylink.policies"}
 
 # Lowest first. A module belongs to the layer of its longest matching prefix (a prefix matches
 # itself and everything under it) and may import its own layer and any layer below. The package
-# roots `gateway` and `adapters` hold only a docstring, so they sit at the bottom; every other module
+# roots `gateway` and `dutylink.adapters` hold only a docstring, so they sit at the bottom; every other module
 # must match a longer prefix. Adapters sit below gateway's edges: the SDK and the adapters may lean
 # on the proto package, the policies and the pure audit core, never on the server's edges.
 # The settings classes are pure declarations every layer may read, so they sit below the core;
 # gateway.config, which loads them from files and the environment, is the composition root's.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("dutylink", "buf", "gateway", "adapters"),  # proto: generated schemas; package roots
-    ("policies",),  # pure: model, redaction, engine, loader
+    ("dutylink", "buf", "gateway", "dutylink.adapters"),  # proto: generated schemas; package roots
+    ("dutylink.policies",),  # pure: model, redaction, engine, loader
     ("gateway.core.settings",),  # pure: the configuration's sections and defaults
     ("gateway.core",),  # pure: envelope, subjects, admission, validation, quotas
     ("gateway.audit",),  # pure: Merkle, notes, entries, verify over bytes, bundles
@@ -80,7 +82,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 # Pure modules import no network, no I/O and no clock; they take values and return values.
-PURE = ("gateway.core", "gateway.audit", "policies", "dutylink.adapters.records")
+PURE = ("gateway.core", "gateway.audit", "dutylink.policies", "dutylink.adapters.records")
 NOT_PURE = ("dutylink.policies.bench",)  # a face that happens to live beside the policies
 IMPURE_IMPORTS = frozenset(
     {
@@ -118,7 +120,7 @@ SEPARATE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
             "gateway.server",
             "gateway.config",
         ),
-        ("adapters",),
+        ("dutylink.adapters",),
     ),
 )
 
@@ -169,11 +171,11 @@ def _generated(path: Path) -> bool:
 @cache
 def modules() -> dict[str, Module]:
     found: dict[str, Module] = {}
-    for root in ROOTS:
-        for path in sorted((REPO / root).rglob("*.py")):
+    for directory, root in ROOTS.items():
+        for path in sorted((REPO / directory).rglob("*.py")):
             if _generated(path) or ".venv" in path.parts:
                 continue
-            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            parts = [*root.split("."), *path.relative_to(REPO / directory).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
                 package = ".".join(parts)
@@ -453,7 +455,7 @@ def test_every_module_has_a_layer() -> None:
         name
         for name in modules()
         if (layer := layer_of(name)) is None
-        or (layer[1] in ("gateway", "adapters") and layer[1] != name)
+        or (layer[1] in ("gateway", "dutylink.adapters") and layer[1] != name)
     ]
     assert not unplaced, f"modules with no layer in LAYERS (add their package): {unplaced}"
 

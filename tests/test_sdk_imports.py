@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("adapters", "gateway", "policies")
+# Package -> its directory (pyproject.toml's package-dir).
+PACKAGES = {"dutylink.adapters": "adapters", "dutylink.policies": "policies", "gateway": "gateway"}
 
 # The pure audit core the SDK may use to verify checkpoints (not followed further: the audit
 # core's own purity has its own test).
@@ -54,9 +55,10 @@ MAPPING_FORBIDDEN = (
 
 def _path_of(module: str) -> Path | None:
     """The file of an in-repository module, None for a third-party or proto one."""
-    if module.split(".")[0] not in PACKAGES:
+    package = next((p for p in PACKAGES if _matches(module, [p])), None)
+    if package is None:
         return None
-    base = ROOT.joinpath(*module.split("."))
+    base = ROOT.joinpath(PACKAGES[package], *module.removeprefix(package).split(".")[1:])
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -115,7 +117,19 @@ def test_the_sdk_imports_only_the_proto_package_the_audit_core_and_itself() -> N
         for module in reached
         if _path_of(module) is not None
         and not _matches(module, ("dutylink.adapters.sdk", *AUDIT_CORE))
-        and module not in ("adapters", "dutylink.adapters.sdk", "gateway", "gateway.audit")
+        and module not in ("dutylink.adapters", "dutylink.adapters.sdk", "gateway", "gateway.audit")
+    ]
+    assert outside == []
+
+
+def test_only_the_checkpoint_keeper_needs_more_than_the_light_client_ships() -> None:
+    """dutylink-client (clients/python) ships the SDK and the protos only; the keeper verifies
+    checkpoints with the gateway's audit core (and says so when it is missing)."""
+    reached = _closure([m for m in SDK if m != "dutylink.adapters.sdk.checkpoints"])
+    outside = [
+        _chain(reached, module)
+        for module in reached
+        if _path_of(module) is not None and not _matches(module, ("dutylink.adapters.sdk",))
     ]
     assert outside == []
 

@@ -26,6 +26,8 @@ STAMP = VENV / ".dutylink-installed"
 # Every dependency, the development tools' included, at the exact version and hashes last
 # resolved (regenerate after changing pyproject.toml: see the file's first lines).
 LOCK = ROOT / "requirements-dev.lock"
+# dutylink-client, the SDK and protos without the server: a project of its own in this repository.
+CLIENT = ROOT / "clients" / "python"
 CHROMIUM = Path("/usr/bin/chromium")
 # checkov (deploy/'s policy checks) pins its own versions of libraries the gateway uses too:
 # it lives in a virtual environment of its own inside .venv.
@@ -67,13 +69,16 @@ def ensure_environment() -> None:
     if not (BIN / "python").exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes()).hexdigest()
+    projects = (ROOT / "pyproject.toml", CLIENT / "pyproject.toml")
+    wanted = hashlib.sha256(b"".join(p.read_bytes() for p in (*projects, LOCK))).hexdigest()
     if not STAMP.exists() or STAMP.read_text().strip() != wanted:
         print("installing DutyLink and its development tools into .venv", flush=True)
         install(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
         # Reproducible: the lock's versions, each file checked against its hash.
         pip = (BIN / "python", "-m", "pip", "install", "--quiet")
         install(*pip, "--require-hashes", "--requirement", LOCK)
+        # The light client first: it owns the protos and the SDK the full project depends on.
+        install(*pip, "--no-deps", "--editable", CLIENT)
         install(*pip, "--no-deps", "--editable", ".")
         STAMP.write_text(wanted)
 

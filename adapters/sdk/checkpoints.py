@@ -28,8 +28,19 @@ from pathlib import Path
 import structlog
 
 from dutylink.adapters.sdk.client import DutyLinkClient
-from gateway.audit.merkle import ProofError, verify_consistency
-from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note
+
+try:
+    from gateway.audit.merkle import ProofError, verify_consistency
+    from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note
+except ModuleNotFoundError as missing:
+    # The light client (dutylink-client) ships the SDK but not the gateway's audit core.
+    if not (missing.name or "").startswith("gateway"):
+        raise
+    raise ModuleNotFoundError(
+        "CheckpointKeeper verifies checkpoints with the gateway's audit core, which "
+        "dutylink-client does not ship: install the full `dutylink` distribution",
+        name=missing.name,
+    ) from missing
 
 log = structlog.get_logger("dutylink.checkpoints")
 

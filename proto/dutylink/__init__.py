@@ -1,1 +1,0 @@
-"""Generated protobuf code; the schemas are the .proto files here."""

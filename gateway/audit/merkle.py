@@ -1,4 +1,10 @@
-"""RFC 6962 / RFC 9162 Merkle tree hashing and proofs over SHA-256.
+"""RFC 6962 / RFC 9162 Merkle tree hashing and proofs, over SHA-256 or (the national crypto
+profile) SM3: the same tree shape and the same domain separation (0x00 before a leaf, 0x01
+before two children) with another 32-byte hash. Every function and class takes the tree's hash
+as `tree` (a `TreeHash`), SHA-256 unless told otherwise.
+
+Long because the log's side and the auditor's side of RFC 9162 share one module, so tests can
+hold one against the other: the proofs, their verifiers, and two incremental trees.
 
 Leaves are the exact stored bytes of audit records, hashed once with `leaf_hash`; everything
 else works on those 32-byte leaf hashes. The log side (`root`, `inclusion_proof`,
@@ -9,8 +15,10 @@ verifiers trust nothing except their arguments. Pure: no I/O, no clocks.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.core.crypto import SHA256, SM3, HashSuite
 
 HASH_SIZE = 32
 # The tlog-witness cap on proof lines; only trees of more than 2**63 leaves need longer proofs.
@@ -21,17 +29,38 @@ class ProofError(ValueError):
     """A proof does not check out: malformed input, wrong length, or a root that does not match."""
 
 
-def leaf_hash(data: bytes) -> bytes:
-    """SHA-256(0x00 || data): the prefix keeps a leaf from passing for an interior node."""
-    return hashlib.sha256(b"\x00" + data).digest()
+@dataclass(frozen=True)
+class TreeHash:
+    """A Merkle tree's hash: RFC 9162's over one 32-byte hash function."""
+
+    suite: HashSuite
+    empty_root: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "empty_root", self.suite.digest(b""))
+
+    def leaf(self, data: bytes) -> bytes:
+        """H(0x00 || data): the prefix keeps a leaf from passing for an interior node."""
+        return self.suite.digest(b"\x00" + data)
+
+    def node(self, left: bytes, right: bytes) -> bytes:
+        """H(0x01 || left || right)."""
+        return self.suite.digest(b"\x01" + left + right)
 
 
-def node_hash(left: bytes, right: bytes) -> bytes:
-    """SHA-256(0x01 || left || right)."""
-    return hashlib.sha256(b"\x01" + left + right).digest()
+SHA256_TREE = TreeHash(SHA256)
+SM3_TREE = TreeHash(SM3)
+EMPTY_ROOT = SHA256_TREE.empty_root
 
 
-EMPTY_ROOT = hashlib.sha256(b"").digest()
+def leaf_hash(data: bytes, tree: TreeHash = SHA256_TREE) -> bytes:
+    """H(0x00 || data), SHA-256 unless `tree` says otherwise."""
+    return tree.leaf(data)
+
+
+def node_hash(left: bytes, right: bytes, tree: TreeHash = SHA256_TREE) -> bytes:
+    """H(0x01 || left || right)."""
+    return tree.node(left, right)
 
 
 def _split(size: int) -> int:
@@ -40,12 +69,14 @@ def _split(size: int) -> int:
     return 1 << ((size - 1).bit_length() - 1)
 
 
-def _subtree(leaf_hashes: Sequence[bytes], start: int, end: int) -> bytes:
+def _subtree(leaf_hashes: Sequence[bytes], start: int, end: int, tree: TreeHash) -> bytes:
     """MTH(D[start:end]) for end > start; recursion depth is log2 of the range."""
     if end - start == 1:
         return leaf_hashes[start]
     middle = start + _split(end - start)
-    return node_hash(_subtree(leaf_hashes, start, middle), _subtree(leaf_hashes, middle, end))
+    return tree.node(
+        _subtree(leaf_hashes, start, middle, tree), _subtree(leaf_hashes, middle, end, tree)
+    )
 
 
 def _require_hashes(what: str, hashes: Iterable[bytes], error: type[ValueError]) -> None:
@@ -54,13 +85,15 @@ def _require_hashes(what: str, hashes: Iterable[bytes], error: type[ValueError])
             raise error(f"{what} {position} is {len(value)} bytes, expected {HASH_SIZE}")
 
 
-def root(leaf_hashes: Sequence[bytes]) -> bytes:
+def root(leaf_hashes: Sequence[bytes], tree: TreeHash = SHA256_TREE) -> bytes:
     """The Merkle tree hash of a tree with these leaf hashes (RFC 9162 §2.1.1)."""
     _require_hashes("leaf hash", leaf_hashes, ValueError)
-    return _subtree(leaf_hashes, 0, len(leaf_hashes)) if leaf_hashes else EMPTY_ROOT
+    return _subtree(leaf_hashes, 0, len(leaf_hashes), tree) if leaf_hashes else tree.empty_root
 
 
-def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+def inclusion_proof(
+    leaf_hashes: Sequence[bytes], index: int, tree: TreeHash = SHA256_TREE
+) -> list[bytes]:
     """PATH(index, D[n]) (RFC 9162 §2.1.3.1): sibling subtree hashes from the leaf upwards.
 
     Each sibling subtree is hashed once and they are disjoint, so the cost is O(n)."""
@@ -72,16 +105,18 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
     while end - start > 1:
         middle = start + _split(end - start)
         if index < middle:
-            siblings.append(_subtree(leaf_hashes, middle, end))
+            siblings.append(_subtree(leaf_hashes, middle, end, tree))
             end = middle
         else:
-            siblings.append(_subtree(leaf_hashes, start, middle))
+            siblings.append(_subtree(leaf_hashes, start, middle, tree))
             start = middle
     siblings.reverse()
     return siblings
 
 
-def consistency_proof(leaf_hashes: Sequence[bytes], size1: int) -> list[bytes]:
+def consistency_proof(
+    leaf_hashes: Sequence[bytes], size1: int, tree: TreeHash = SHA256_TREE
+) -> list[bytes]:
     """PROOF(size1, D[n]) (RFC 9162 §2.1.4.1): shows the first `size1` leaves are a prefix.
 
     Empty when `size1` is 0 or n; O(n) like `inclusion_proof`."""
@@ -96,15 +131,15 @@ def consistency_proof(leaf_hashes: Sequence[bytes], size1: int) -> list[bytes]:
     while old != end - start:
         middle = start + _split(end - start)
         if old <= middle - start:
-            siblings.append(_subtree(leaf_hashes, middle, end))
+            siblings.append(_subtree(leaf_hashes, middle, end, tree))
             end = middle
         else:
-            siblings.append(_subtree(leaf_hashes, start, middle))
+            siblings.append(_subtree(leaf_hashes, start, middle, tree))
             old -= middle - start
             start = middle
             whole_old_tree = False
     if not whole_old_tree:  # the verifier knows the old root, but not this subtree of it
-        siblings.append(_subtree(leaf_hashes, start, end))
+        siblings.append(_subtree(leaf_hashes, start, end, tree))
     siblings.reverse()
     return siblings
 
@@ -136,7 +171,12 @@ def _mismatch(what: str, calculated: bytes, expected: bytes) -> ProofError:
 
 
 def verify_inclusion(
-    index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes], root: bytes
+    index: int,
+    size: int,
+    leaf_hash: bytes,
+    proof: Sequence[bytes],
+    root: bytes,
+    tree: TreeHash = SHA256_TREE,
 ) -> None:
     """Check that leaf `index` (0-based) with `leaf_hash` is in the tree of `size` with `root`.
 
@@ -154,11 +194,11 @@ def verify_inclusion(
         if sn == 0:
             raise ProofError("inclusion proof is longer than the path to the root")
         if fn & 1 or fn == sn:
-            calculated = node_hash(sibling, calculated)
+            calculated = tree.node(sibling, calculated)
             while not fn & 1 and fn != 0:  # climb past levels where we are a lone right edge
                 fn, sn = fn >> 1, sn >> 1
         else:
-            calculated = node_hash(calculated, sibling)
+            calculated = tree.node(calculated, sibling)
         fn, sn = fn >> 1, sn >> 1
     if sn != 0:
         raise ProofError("inclusion proof is shorter than the path to the root")
@@ -176,13 +216,18 @@ def _consistency_length(size1: int, size2: int) -> int:
 
 
 def verify_consistency(
-    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
+    size1: int,
+    size2: int,
+    proof: Sequence[bytes],
+    root1: bytes,
+    root2: bytes,
+    tree: TreeHash = SHA256_TREE,
 ) -> None:
     """Check that the tree of `size1` with `root1` is a prefix of the tree of `size2` with
     `root2` (RFC 9162 §2.1.4.2, with the empty and equal-size cases of transparency-dev).
 
     As in the reference, any `root1` is consistent with size 0: whoever holds checkpoints must
-    check that a size-0 root is `EMPTY_ROOT`."""
+    check that a size-0 root is the empty tree's (`tree.empty_root`)."""
     _check_inputs({"old root": root1, "new root": root2}, proof, size1, size2)
     if size1 > size2:
         raise ProofError(f"old size {size1} is larger than new size {size2}")
@@ -214,11 +259,11 @@ def verify_consistency(
         if sn == 0:
             raise ProofError("consistency proof is longer than the path to the new root")
         if fn & 1 or fn == sn:
-            old, new = node_hash(sibling, old), node_hash(sibling, new)
+            old, new = tree.node(sibling, old), tree.node(sibling, new)
             while not fn & 1 and fn != 0:
                 fn, sn = fn >> 1, sn >> 1
         else:
-            new = node_hash(new, sibling)
+            new = tree.node(new, sibling)
         fn, sn = fn >> 1, sn >> 1
     if sn != 0:
         raise ProofError("consistency proof is shorter than the path to the new root")
@@ -234,7 +279,8 @@ class SubtreeHashes:
     visits, and so every proof, costs O(log n) node hashes instead of O(n). Appending a leaf
     costs at most log n node hashes; memory is about two hashes per leaf."""
 
-    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+    def __init__(self, leaf_hashes: Iterable[bytes] = (), tree: TreeHash = SHA256_TREE) -> None:
+        self.tree = tree
         self._levels: list[list[bytes]] = [[]]
         for leaf in leaf_hashes:
             self.append(leaf)
@@ -245,7 +291,7 @@ class SubtreeHashes:
         while len(below := self._levels[level]) % 2 == 0:
             if level + 1 == len(self._levels):
                 self._levels.append([])
-            self._levels[level + 1].append(node_hash(below[-2], below[-1]))
+            self._levels[level + 1].append(self.tree.node(below[-2], below[-1]))
             level += 1
 
     @property
@@ -262,13 +308,13 @@ class SubtreeHashes:
             level = width.bit_length() - 1
             return self._levels[level][start >> level]
         middle = start + _split(width)
-        return node_hash(self.subtree(start, middle), self.subtree(middle, end))
+        return self.tree.node(self.subtree(start, middle), self.subtree(middle, end))
 
     def root(self, size: int) -> bytes:
         """MTH(D[0:size])."""
         if not 0 <= size <= self.size:
             raise ValueError(f"size {size} is not within 0..{self.size}")
-        return self.subtree(0, size) if size else EMPTY_ROOT
+        return self.subtree(0, size) if size else self.tree.empty_root
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """PATH(index, D[0:size]) (RFC 9162 §2.1.3.1), equal to
@@ -324,9 +370,11 @@ class TreeState:
     A state can be rebuilt by replaying leaf hashes or restored from a stored (size, hashes).
     """
 
-    __slots__ = ("_hashes", "_size")
+    __slots__ = ("_hashes", "_size", "tree")
 
-    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+    def __init__(
+        self, size: int = 0, hashes: Sequence[bytes] = (), tree: TreeHash = SHA256_TREE
+    ) -> None:
         if size < 0 or len(hashes) != size.bit_count():
             raise ValueError(
                 f"a tree of size {size} has {max(size, 0).bit_count()} full subtrees, "
@@ -335,11 +383,14 @@ class TreeState:
         _require_hashes("subtree hash", hashes, ValueError)
         self._size = size
         self._hashes = list(hashes)
+        self.tree = tree
 
     @classmethod
-    def from_leaf_hashes(cls, leaf_hashes: Iterable[bytes]) -> TreeState:
+    def from_leaf_hashes(
+        cls, leaf_hashes: Iterable[bytes], tree: TreeHash = SHA256_TREE
+    ) -> TreeState:
         """Replay stored leaf hashes in order (e.g. after a restart)."""
-        state = cls()
+        state = cls(tree=tree)
         for leaf in leaf_hashes:
             state.append(leaf)
         return state
@@ -358,17 +409,17 @@ class TreeState:
             raise ValueError(f"leaf hash is {len(leaf_hash)} bytes, expected {HASH_SIZE}")
         merged, carry = leaf_hash, self._size
         while carry & 1:  # a subtree of the same size ends here: merge, like a binary carry
-            merged = node_hash(self._hashes.pop(), merged)
+            merged = self.tree.node(self._hashes.pop(), merged)
             carry >>= 1
         self._hashes.append(merged)
         self._size += 1
 
     def root(self) -> bytes:
         if not self._hashes:
-            return EMPTY_ROOT
+            return self.tree.empty_root
         result = self._hashes[-1]
         for left in reversed(self._hashes[:-1]):
-            result = node_hash(left, result)
+            result = self.tree.node(left, result)
         return result
 
     def __repr__(self) -> str:

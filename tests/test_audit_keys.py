@@ -8,7 +8,6 @@ from pathlib import Path
 
 import nats
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dutylink.adapters.sdk.client import DutyLinkClient
 from gateway.audit import merkle
@@ -138,7 +137,7 @@ async def test_verify_rejects_a_key_change_no_rotation_declares(
     report = await _verify(nats_url, tmp_path / "audit" / "gw-1.pub")
     assert report.ok and report.latest_size is not None
     # What the gateway used to do: sign on with a new key under the same name.
-    intruder = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.generate())
+    intruder = Signer.generate("dutylink/audit/gw-1")
     client = await nats.connect(nats_url)
     try:
         stored = await read_log(client.jetstream(), "gw-1")

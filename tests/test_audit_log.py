@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dutylink.adapters.sdk.client import NO_RETRY, DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
@@ -194,7 +193,7 @@ async def test_after_a_failed_append_the_log_resyncs_by_reading_only_the_frames_
     nats_url: str, tmp_path: Path
 ) -> None:
     config = config_for_tests(nats={"data_dir": str(tmp_path)})
-    signer = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.generate())
+    signer = Signer.generate("dutylink/audit/gw-1")
     ours_store, other_store = EventStore(config), EventStore(config)
     await ours_store.connect(nats_url)
     await other_store.connect(nats_url)
@@ -227,7 +226,7 @@ async def test_an_entry_too_large_for_a_frame_fails_its_own_append_and_no_other_
     nats_url: str, tmp_path: Path
 ) -> None:
     config = config_for_tests(nats={"data_dir": str(tmp_path)})
-    signer = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.generate())
+    signer = Signer.generate("dutylink/audit/gw-1")
     store = EventStore(config)
     await store.connect(nats_url)
     try:

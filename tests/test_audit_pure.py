@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dutylink.v1 import audit_pb2
 from gateway.audit import merkle
@@ -112,7 +111,7 @@ def test_importing_the_audit_core_loads_no_transport() -> None:
 # --- verification over bytes ------------------------------------------------------------------
 
 GW = "gw-pure"
-SIGNER = Signer(f"dutylink/audit/{GW}", Ed25519PrivateKey.from_private_bytes(bytes(32)))
+SIGNER = Signer(f"dutylink/audit/{GW}", bytes(32))
 
 
 def _entries(count: int) -> list[bytes]:

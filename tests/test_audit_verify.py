@@ -14,7 +14,6 @@ from typing import TypeVar
 
 import nats
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from dutylink.v1 import audit_pb2
@@ -34,9 +33,9 @@ from gateway.testkit.inprocess import config_for_tests
 from tests.cli_support import running_nats
 
 GW = "gw-1"
-SIGNER = Signer(f"dutylink/audit/{GW}", Ed25519PrivateKey.from_private_bytes(bytes(32)))
+SIGNER = Signer(f"dutylink/audit/{GW}", bytes(32))
 # Same name, another key: what a forger without the gateway's key can sign with.
-FORGER = Signer(SIGNER.name, Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32))
+FORGER = Signer(SIGNER.name, bytes([7]) * 32)
 SIZES = (3, 8, 13, 20)
 
 
@@ -321,7 +320,7 @@ def audit_entry(event_id: str) -> audit_pb2.AuditEntry:
 
 async def test_the_audit_log_in_jetstream_verifies_across_a_restart(tmp_path: Path) -> None:
     gateway_id = "gw-test"
-    signer = Signer(f"dutylink/audit/{gateway_id}", Ed25519PrivateKey.generate())
+    signer = Signer.generate(f"dutylink/audit/{gateway_id}")
     async with NatsServer(tmp_path / "nats") as server:
         client = await nats.connect(server.url)
         store = EventStore(config_for_tests())

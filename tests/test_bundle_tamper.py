@@ -26,7 +26,6 @@ from typing import Any
 
 import nats
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from dutylink.adapters.sdk.client import DutyLinkClient
@@ -126,7 +125,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 
 # --- what a forger does -----------------------------------------------------------------------
 
-FORGER = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32))
+FORGER = Signer("dutylink/audit/gw-1", bytes([7]) * 32)
 
 
 def rows(bundle: Path, name: str) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dutylink.adapters.sdk.checkpoints import CheckpointError, CheckpointKeeper, ForkDetectedError
 from dutylink.adapters.sdk.client import DutyLinkClient
@@ -18,7 +17,7 @@ from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event
 
-SIGNER = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.generate())
+SIGNER = Signer.generate("dutylink/audit/gw-1")
 LEAVES = [merkle.leaf_hash(bytes([n])) for n in range(20)]
 
 
@@ -73,7 +72,7 @@ async def test_a_larger_tree_that_does_not_extend_the_held_one_is_a_fork(tmp_pat
 
 async def test_unverifiable_checkpoints_are_refused(tmp_path: Path) -> None:
     keeper = CheckpointKeeper(tmp_path, {"gw-1": SIGNER.verifier()})
-    impostor = Signer("dutylink/audit/gw-1", Ed25519PrivateKey.generate())
+    impostor = Signer.generate("dutylink/audit/gw-1")
     with pytest.raises(CheckpointError, match="no signature by a trusted key"):
         await keeper.accept("gw-1", signed(3, signer=impostor), honest)
     with pytest.raises(CheckpointError, match="no key for gateway 'gw-2'"):

@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import pytest
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import Page, expect
 
 from dutylink.adapters.sdk.client import DutyLinkClient
@@ -147,7 +146,7 @@ async def test_verification_fails_in_the_browser_on_a_tampered_byte_a_wrong_key_
     # The replica's name with another key (a valid key string), and a key string whose id is
     # not its name and key's (a typo).
     name = Verifier.from_key_string(key).name
-    other = Verifier(name, Ed25519PrivateKey.generate().public_key()).key_string()
+    other = Signer.generate(name).verifier().key_string()
     typo = f"{name}+00000000+" + key.split("+", 2)[2]
     async with browser(tmp_path / "profile") as context:
         page = await context.new_page()
@@ -371,7 +370,7 @@ def test_audit_queries_are_checked_before_they_reach_the_gateway() -> None:
 
 
 def test_the_command_reads_audit_keys_named_by_their_gateway_id(tmp_path: Path) -> None:
-    signer = Signer("dutylink/audit/gw-2", Ed25519PrivateKey.generate())
+    signer = Signer.generate("dutylink/audit/gw-2")
     good = tmp_path / "gw-2.pub"
     good.write_text(signer.verifier().key_string() + "\n")
     assert audit_keys([good]) == (("gw-2", signer.verifier().key_string()),)

@@ -1,4 +1,9 @@
-"""C2SP checkpoints (c2sp.org/tlog-checkpoint) and Ed25519 signed notes (c2sp.org/signed-note).
+"""C2SP checkpoints (c2sp.org/tlog-checkpoint) and signed notes (c2sp.org/signed-note), signed
+with Ed25519 (signature type 0x01) or, in the national crypto profile, SM2 over SM3 with the
+default signer ID (GB/T 32918.2, GB/T 35276): signature type 0xff followed by the identifier
+"dutylink.sm2-sm3", as the spec reserves 0xff for types it has not assigned. An SM2 key's id is
+SM3(key name || 0x0A || type || 64-byte public key)[:4], so that a national deployment uses no
+other hash; an Ed25519 key's is SHA-256's, as the spec recommends.
 
 A log signs its checkpoint text as a note; auditors and agencies open the note with the keys
 they trust, then parse the checkpoint. Both parsers are strict so that a value has exactly one
@@ -10,19 +15,16 @@ Pure: text and bytes in, values out; reading keys and fetching notes happen else
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from gateway.core.crypto import INTERNATIONAL, NATIONAL, CryptoError, CryptoProfile
 
 MAX_NOTE_SIZE = 1 << 20  # bytes; the spec asks verifiers to cap a note's size or signatures
 MAX_SIGNATURES = 100  # signature lines; the spec requires accepting at least 16
 MAX_TREE_SIZE = 2**64 - 1  # tree sizes are uint64 in every C2SP log format
 
-_ED25519 = b"\x01"  # signature type byte in key ids and key strings
 _DASH = "\u2014 "  # em dash and space start every signature line
 _PRIVATE = "PRIVATE+KEY+"
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")  # signed-note: below U+0020, except newline
@@ -120,12 +122,33 @@ class Checkpoint:
         )
 
 
-def _key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public_key).digest()[:4]
+@dataclass(frozen=True)
+class KeyType:
+    """A signature type of signed notes: its identifier bytes (in key ids and key strings), the
+    crypto profile whose scheme signs, and its keys' sizes."""
+
+    name: str
+    identifier: bytes
+    profile: CryptoProfile
+    public_size: int
+    private_size: int
+
+    def key_id(self, name: str, public_key: bytes) -> bytes:
+        return self.profile.hash.digest(name.encode() + b"\n" + self.identifier + public_key)[:4]
 
 
-def _parse_key(what: str, key: str) -> tuple[str, bytes, bytes]:
-    """Split `name+<8 hex key id>+base64(0x01 || key32)`; the base64 part may contain '+'."""
+ED25519 = KeyType("Ed25519", b"\x01", INTERNATIONAL, 32, 32)
+SM2 = KeyType("SM2", b"\xff" + b"dutylink.sm2-sm3", NATIONAL, 64, 96)
+KEY_TYPES = (ED25519, SM2)
+
+
+def key_type_of(profile: CryptoProfile) -> KeyType:
+    """The signature type of a crypto profile's checkpoints."""
+    return next(kind for kind in KEY_TYPES if kind.profile == profile)
+
+
+def _parse_key(what: str, key: str, private: bool = False) -> tuple[str, bytes, KeyType, bytes]:
+    """Split `name+<8 hex key id>+base64(type || key)`; the base64 part may contain '+'."""
     parts = key.split("+", 2)
     if len(parts) != 3:
         raise NoteError(f"{what} must look like name+keyid+base64")
@@ -134,9 +157,14 @@ def _parse_key(what: str, key: str) -> tuple[str, bytes, bytes]:
     if not _KEY_ID.fullmatch(key_id):
         raise NoteError(f"{what} key id {key_id!r} is not 8 lowercase hex digits")
     raw = _b64decode(f"{what} key", encoded)
-    if len(raw) != 33 or raw[:1] != _ED25519:
-        raise NoteError(f"{what} is not an Ed25519 key (type 0x01 then 32 bytes)")
-    return name, bytes.fromhex(key_id), raw[1:]
+    for kind in KEY_TYPES:
+        size = kind.private_size if private else kind.public_size
+        if raw.startswith(kind.identifier) and len(raw) == len(kind.identifier) + size:
+            return name, bytes.fromhex(key_id), kind, raw[len(kind.identifier) :]
+    raise NoteError(
+        f"{what} is neither an Ed25519 key (type 0x01 then 32 bytes) nor an SM2 key "
+        f"(type 0xff 'dutylink.sm2-sm3' then {'96' if private else '64'} bytes)"
+    )
 
 
 def _check_key_id(name: str, stated: bytes, computed: bytes) -> None:
@@ -147,23 +175,24 @@ def _check_key_id(name: str, stated: bytes, computed: bytes) -> None:
 
 
 class Verifier:
-    """A trusted Ed25519 public key and its name; (name, key id) picks it out of a note."""
+    """A trusted public key, its type and its name; (name, key id) picks it out of a note."""
 
-    __slots__ = ("_key", "_key_id", "_name")
+    __slots__ = ("_key", "_key_id", "_name", "_type")
 
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, name: str, public_key: bytes, key_type: KeyType = ED25519) -> None:
         _check_name(name)
-        self._name, self._key = name, public_key
-        self._key_id = _key_id(name, public_key.public_bytes_raw())
+        if len(public_key) != key_type.public_size:
+            raise NoteError(
+                f"verifier key {name}: an {key_type.name} public key is "
+                f"{key_type.public_size} bytes, got {len(public_key)}"
+            )
+        self._name, self._key, self._type = name, bytes(public_key), key_type
+        self._key_id = key_type.key_id(name, self._key)
 
     @classmethod
     def from_key_string(cls, key: str) -> Verifier:
-        name, key_id, public = _parse_key("verifier key", key)
-        try:
-            public_key = Ed25519PublicKey.from_public_bytes(public)
-        except ValueError:
-            raise NoteError(f"verifier key {name} is not a valid Ed25519 public key") from None
-        verifier = cls(name, public_key)
+        name, key_id, key_type, public = _parse_key("verifier key", key)
+        verifier = cls(name, public, key_type)
         _check_key_id(name, key_id, verifier.key_id)
         return verifier
 
@@ -176,36 +205,59 @@ class Verifier:
         """The 4-byte key id (a big-endian uint32 in the spec)."""
         return self._key_id
 
+    @property
+    def key_type(self) -> KeyType:
+        return self._type
+
+    @property
+    def profile(self) -> CryptoProfile:
+        """The crypto profile of what this key signs: its trees' hash, its commitments'."""
+        return self._type.profile
+
+    @property
+    def public_key(self) -> bytes:
+        return self._key
+
     def key_string(self) -> str:
-        public = _b64encode(_ED25519 + self._key.public_bytes_raw())
-        return f"{self._name}+{self._key_id.hex()}+{public}"
+        return f"{self._name}+{self._key_id.hex()}+{_b64encode(self._type.identifier + self._key)}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         try:
-            self._key.verify(signature, message)
-        except InvalidSignature:
+            return self._type.profile.signature.verify(self._key, message, signature)
+        except CryptoError:
             return False
-        return True
 
     def __repr__(self) -> str:
         return f"Verifier({self.key_string()!r})"
 
 
 class Signer:
-    """An Ed25519 private key and its name. Ed25519 is deterministic: same text, same line."""
+    """A private key, its type and its name. Ed25519 is deterministic (same text, same line);
+    SM2 is not (each signature differs, each verifies)."""
 
     __slots__ = ("_key", "_verifier")
 
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        self._key = private_key
-        self._verifier = Verifier(name, private_key.public_key())
+    def __init__(self, name: str, private_key: bytes, key_type: KeyType = ED25519) -> None:
+        if len(private_key) != key_type.private_size:
+            raise NoteError(
+                f"signer key {name}: an {key_type.name} private key is "
+                f"{key_type.private_size} bytes, got {len(private_key)}"
+            )
+        self._key = bytes(private_key)
+        public = key_type.profile.signature.public_key(self._key)
+        self._verifier = Verifier(name, public, key_type)
+
+    @classmethod
+    def generate(cls, name: str, key_type: KeyType = ED25519) -> Signer:
+        private, _ = key_type.profile.signature.generate()
+        return cls(name, private, key_type)
 
     @classmethod
     def from_key_string(cls, key: str) -> Signer:
         if not key.startswith(_PRIVATE):
             raise NoteError(f"signer key must start with {_PRIVATE!r}")
-        name, key_id, seed = _parse_key("signer key", key.removeprefix(_PRIVATE))
-        signer = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+        name, key_id, key_type, private = _parse_key("signer key", key.removeprefix(_PRIVATE), private=True)  # fmt: skip
+        signer = cls(name, private, key_type)
         _check_key_id(name, key_id, signer.key_id)
         return signer
 
@@ -217,17 +269,21 @@ class Signer:
     def key_id(self) -> bytes:
         return self._verifier.key_id
 
+    @property
+    def profile(self) -> CryptoProfile:
+        return self._verifier.profile
+
     def key_string(self) -> str:
-        seed = _b64encode(_ED25519 + self._key.private_bytes_raw())
-        return f"{_PRIVATE}{self.name}+{self.key_id.hex()}+{seed}"
+        private = _b64encode(self._verifier.key_type.identifier + self._key)
+        return f"{_PRIVATE}{self.name}+{self.key_id.hex()}+{private}"
 
     def verifier(self) -> Verifier:
         return self._verifier
 
     def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message)
+        return self._verifier.profile.signature.sign(self._key, message)
 
-    def __repr__(self) -> str:  # never show the seed
+    def __repr__(self) -> str:  # never show the private key
         return f"Signer({self.name!r}, key id {self.key_id.hex()})"
 
 

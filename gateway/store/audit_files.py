@@ -11,8 +11,6 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from gateway.access.pki import write_atomically
 from gateway.audit.bundle import Bundle, BundleError, render
 from gateway.audit.commitments import KEY_BYTES
@@ -37,7 +35,7 @@ def load_or_create_signer(key_file: Path, name: str) -> Signer:
     string is written beside it (`.pub`) for auditors."""
     if key_file.exists():
         return Signer.from_key_string(key_file.read_text(encoding="utf-8").strip())
-    signer = Signer(name, Ed25519PrivateKey.generate())
+    signer = Signer.generate(name)
     _create_secret_file(key_file, signer.key_string())
     key_file.with_suffix(".pub").write_text(signer.verifier().key_string() + "\n", encoding="utf-8")
     return signer

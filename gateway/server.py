@@ -57,7 +57,9 @@ from gateway.access.pki import IdentityError, client_identity
 from gateway.access.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
 from gateway.audit.log import AuditUnavailableError
+from gateway.audit.note import key_type_of
 from gateway.core.admission import NoStatefulGuards, StatefulGuards
+from gateway.core.crypto import crypto_profile
 from gateway.core.ports import StoreError
 from gateway.core.projections.loop import LoopStep
 from gateway.core.quotas import Limits, Quotas, Refusal
@@ -618,7 +620,10 @@ class Gateway:
             if settings.commitment_key_file
             else audit_dir / "commitment.key"
         )
-        signer = load_or_create_signer(key_file, f"dutylink/audit/{gateway_id}")
+        profile = crypto_profile(settings.crypto_profile)
+        signer = load_or_create_signer(
+            key_file, f"dutylink/audit/{gateway_id}", key_type_of(profile)
+        )
         assert self._store is not None
         audit = AuditLog(
             self._store,
@@ -646,6 +651,7 @@ class Gateway:
             policy_version=policy_version,
             schema_version=schema_version(),
         )
+        started.crypto_profile = profile.name
         started.stream_sequence = witnessed.events_last  # the stream's end, as found at start
         assert self._deps is not None
         await self._deps.open_audit(audit, [*witnessed.settled, started])

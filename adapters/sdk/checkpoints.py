@@ -30,7 +30,7 @@ import structlog
 from dutylink.adapters.sdk.client import DutyLinkClient
 
 try:
-    from gateway.audit.merkle import ProofError, verify_consistency
+    from gateway.audit.merkle import ProofError, tree_for, verify_consistency
     from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note
 except ModuleNotFoundError as missing:
     # The light client (dutylink-client) ships the SDK but not the gateway's audit core.
@@ -145,7 +145,10 @@ class CheckpointKeeper:
             small, large = (old_cp, new_cp) if old_cp.size < new_cp.size else (new_cp, old_cp)
             proof = list(await prove(gateway_id, small.size, large.size))
             try:
-                verify_consistency(small.size, large.size, proof, small.root_hash, large.root_hash)
+                tree = tree_for(self._keys[gateway_id].profile)
+                verify_consistency(
+                    small.size, large.size, proof, small.root_hash, large.root_hash, tree
+                )
             except ProofError as error:
                 path = self._evidence(
                     gateway_id, "not consistent", [held.note, note], proof, str(error)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -41,9 +40,10 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from dutylink.v1 import audit_pb2
-from gateway.audit.merkle import ProofError, leaf_hash, verify_inclusion
+from gateway.audit.merkle import ProofError, leaf_hash, tree_for, verify_inclusion
 from gateway.audit.note import Checkpoint, NoteError, Verifier, open_note
 from gateway.audit.verify import Report, verify_log
+from gateway.core.crypto import INTERNATIONAL, NATIONAL
 
 FORMAT = "dutylink-audit-bundle/2"
 FORMAT_1 = "dutylink-audit-bundle/1"  # README.md not derivable (it held the export time)
@@ -58,7 +58,7 @@ README = "README.md"
 
 # A gateway id names a file (keys/<id>.pub): no path separators, no leading dot.
 _GATEWAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_DIGEST_HEX = re.compile(r"[0-9a-f]{64}")
 _MANIFEST_FIELDS: dict[str, type] = {
     "format": str,
     "gateway_id": str,
@@ -68,6 +68,9 @@ _MANIFEST_FIELDS: dict[str, type] = {
     "checkpoints": int,
     "files": dict,
 }
+# Optional (bundles written before crypto profiles lack it: theirs is "international"): the
+# profile of the log, whose hash also gives the files' digests (SHA-256 or SM3).
+PROFILE_FIELD = "crypto_profile"
 _ENTRY_FIELDS = ("index", "data", "entry")
 _PROOF_FIELDS = ("index", "tree_size", "proof")
 
@@ -147,8 +150,22 @@ salted commitment (the gateway's AuditService reveals a salt to auditors).
 """
 
 
-def _readme(gateway_id: str, origin: str, scope: str) -> str:
-    return _README.format(gateway_id=gateway_id, origin=origin, scope=scope)
+# Appended to a national-profile bundle's README: what to read in place of SHA-256 and Ed25519.
+_NATIONAL_README = """
+## National crypto profile (manifest.json: "crypto_profile": "national")
+
+Read SM3 (GB/T 32905) wherever the above says SHA-256: the leaf hash SM3(0x00 || data), the node
+hash SM3(0x01 || left || right), the empty tree's root SM3(""), the digests of manifest.json.
+Checkpoints are signed with SM2 (GB/T 32918.2) over SM3, the signer's ID being the default
+"1234567812345678" (GB/T 35276); each signature is DER (a SEQUENCE of r and s) after the 4-byte
+key id. The key in `keys/` is name+key id+base64 of 0xff "dutylink.sm2-sm3" || the 64-byte public
+key (x || y), and its key id is SM3(name || 0x0A || 0xff "dutylink.sm2-sm3" || public key)[:4].
+"""
+
+
+def _readme(gateway_id: str, origin: str, scope: str, profile: str) -> str:
+    text = _README.format(gateway_id=gateway_id, origin=origin, scope=scope)
+    return text + _NATIONAL_README if profile == NATIONAL.name else text
 
 
 def _jsonl(rows: Sequence[dict[str, Any]]) -> bytes:
@@ -157,13 +174,14 @@ def _jsonl(rows: Sequence[dict[str, Any]]) -> bytes:
 
 def render(bundle: Bundle) -> dict[str, bytes]:
     """Every file of `bundle` (relative path: bytes), the manifest included."""
+    profile = Verifier.from_key_string(bundle.key).profile
     files = {
         ENTRIES: _jsonl(
             [{"index": i, "data": _b64(d), "entry": readable(d)} for i, d in bundle.entries]
         ),
         CHECKPOINTS: _jsonl([{"note": note} for note in bundle.checkpoints]),
         key_file(bundle.gateway_id): (bundle.key + "\n").encode(),
-        README: _readme(bundle.gateway_id, bundle.origin, bundle.scope).encode(),
+        README: _readme(bundle.gateway_id, bundle.origin, bundle.scope, profile.name).encode(),
     }
     if bundle.scope != FULL:
         files[PROOFS] = _jsonl(
@@ -174,12 +192,13 @@ def render(bundle: Bundle) -> dict[str, bytes]:
         )
     manifest = {
         "format": FORMAT,
+        PROFILE_FIELD: profile.name,
         "gateway_id": bundle.gateway_id,
         "origin": bundle.origin,
         "scope": bundle.scope,
         "entries": len(bundle.entries),
         "checkpoints": len(bundle.checkpoints),
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+        "files": {name: profile.hash.digest(data).hex() for name, data in sorted(files.items())},
     }
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
     return files
@@ -317,6 +336,12 @@ def _manifest(checker: _Checker) -> dict[str, Any] | None:
     if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_1):
         checker.problem(f"{MANIFEST}: not a {FORMAT} (or {FORMAT_1}) manifest")
         return None
+    profile = manifest.pop(PROFILE_FIELD, INTERNATIONAL.name)
+    if profile != checker.verifier.profile.name:
+        checker.problem(
+            f"{MANIFEST}: crypto profile {profile!r}, but the trusted key is an "
+            f"{checker.verifier.key_type.name} key ({checker.verifier.profile.name!r})"
+        )
     for name in sorted(set(manifest) - set(_MANIFEST_FIELDS)):
         checker.problem(f"{MANIFEST}: unknown field {name!r}")
     for name, kind in _MANIFEST_FIELDS.items():
@@ -342,7 +367,8 @@ def _manifest(checker: _Checker) -> dict[str, Any] | None:
 
 
 def _files(checker: _Checker, manifest: dict[str, Any]) -> None:
-    """The bundle holds exactly its files, each with the SHA-256 the manifest lists."""
+    """The bundle holds exactly its files, each with the digest the manifest lists (its
+    profile's hash: SHA-256 or SM3)."""
     expected = {ENTRIES, CHECKPOINTS, README, key_file(manifest["gateway_id"])}
     if manifest["scope"] != FULL:
         expected.add(PROOFS)
@@ -360,12 +386,13 @@ def _files(checker: _Checker, manifest: dict[str, Any]) -> None:
         checker.problem(f"{MANIFEST}: does not list {name}")
     for name in sorted(expected & set(listed) & present):
         digest, data = listed[name], checker.files[name]
-        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
-            checker.problem(f"{MANIFEST}: the SHA-256 of {name} is not 64 lowercase hex digits")
+        hash_name = checker.verifier.profile.hash.name
+        if not isinstance(digest, str) or not _DIGEST_HEX.fullmatch(digest):
+            checker.problem(f"{MANIFEST}: the {hash_name} of {name} is not 64 lowercase hex digits")  # fmt: skip
         elif data is None:
             checker.problem(f"{name}: not a regular file")
-        elif hashlib.sha256(data).hexdigest() != digest:
-            checker.problem(f"{name}: SHA-256 differs from the one {MANIFEST} lists")
+        elif checker.verifier.profile.hash.digest(data).hex() != digest:
+            checker.problem(f"{name}: {hash_name} differs from the one {MANIFEST} lists")
 
 
 def _derived_files(checker: _Checker, manifest: dict[str, Any]) -> None:
@@ -378,7 +405,12 @@ def _derived_files(checker: _Checker, manifest: dict[str, Any]) -> None:
             f"{name}: holds {_short(held)}, not the trusted key {checker.verifier.key_string()}"
         )
     readme = checker.files.get(README)
-    derived = _readme(manifest["gateway_id"], manifest["origin"], manifest["scope"]).encode()
+    derived = _readme(
+        manifest["gateway_id"],
+        manifest["origin"],
+        manifest["scope"],
+        checker.verifier.profile.name,
+    ).encode()
     if manifest["format"] == FORMAT and readme is not None and readme != derived:
         checker.problem(f"{README}: differs from the text derived from {MANIFEST} (edited)")
 
@@ -525,8 +557,14 @@ def _incident(
             )
         else:
             try:
+                tree = tree_for(checker.verifier.profile)
                 verify_inclusion(
-                    index, checkpoint.size, leaf_hash(data), proof.hashes, checkpoint.root_hash
+                    index,
+                    checkpoint.size,
+                    leaf_hash(data, tree),
+                    proof.hashes,
+                    checkpoint.root_hash,
+                    tree,
                 )
             except ProofError as error:
                 checker.problem(

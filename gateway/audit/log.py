@@ -25,6 +25,7 @@ from gateway.audit.note import (
     signature_keys,
     unverified_text,
 )
+from gateway.core.crypto import INTERNATIONAL
 from gateway.core.settings import ConfigError
 
 
@@ -50,6 +51,19 @@ class DeclaredRotation:
     key_id: bytes
     key: Verifier | None = None
     signer: Signer | None = None
+
+
+def started_profile(entries: Sequence[bytes]) -> str | None:
+    """The crypto profile the log started with: its first GATEWAY_START entry's (a log begun
+    before profiles existed is "international"); None for a log not started yet."""
+    for data in entries:
+        try:
+            entry = audit_pb2.AuditEntry.FromString(data)
+        except DecodeError:
+            continue  # a damaged entry is for `dutylink audit verify` to name
+        if entry.action == audit_pb2.AUDIT_ACTION_GATEWAY_START:
+            return entry.crypto_profile or INTERNATIONAL.name
+    return None
 
 
 def last_rotation(entries: Sequence[bytes]) -> KeyRotation | None:
@@ -86,6 +100,14 @@ def check_signing_key(
     the log. `last_note` is the log's last stored checkpoint, `entries` its stored entries.
     Raises `SigningKeyChangedError` if the log is signed with another key and no rotation from
     it is declared, `AuditUnavailableError` if the last checkpoint is damaged."""
+    started = started_profile(entries)
+    if started is not None and started != signer.profile.name:
+        raise SigningKeyChangedError(
+            f"audit log of gateway {gateway_id} started with the {started} crypto profile, but "
+            f"this gateway's key ({key_source}) is an {signer.verifier().key_type.name} key of "
+            f"the {signer.profile.name} one: a log's profile is fixed when it starts; set "
+            f'audit.crypto_profile = "{started}", or start a new log under another gateway_id'
+        )
     mine = (signer.name, signer.key_id)
     if last_note is None:
         return SigningKeyCheck()  # nothing signed yet: this key will be the log's

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.crypto import SHA256, SM3, HashSuite
+from gateway.core.crypto import SHA256, SM3, CryptoProfile, HashSuite
 
 HASH_SIZE = 32
 # The tlog-witness cap on proof lines; only trees of more than 2**63 leaves need longer proofs.
@@ -51,6 +51,11 @@ class TreeHash:
 SHA256_TREE = TreeHash(SHA256)
 SM3_TREE = TreeHash(SM3)
 EMPTY_ROOT = SHA256_TREE.empty_root
+
+
+def tree_for(profile: CryptoProfile) -> TreeHash:
+    """The tree hash of a crypto profile's logs."""
+    return SM3_TREE if profile.hash is SM3 else SHA256_TREE
 
 
 def leaf_hash(data: bytes, tree: TreeHash = SHA256_TREE) -> bytes:

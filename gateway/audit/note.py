@@ -1,14 +1,11 @@
 """C2SP checkpoints (c2sp.org/tlog-checkpoint) and signed notes (c2sp.org/signed-note), signed
-with Ed25519 (signature type 0x01) or, in the national crypto profile, SM2 over SM3 with the
-default signer ID (GB/T 32918.2, GB/T 35276): signature type 0xff followed by the identifier
-"dutylink.sm2-sm3", as the spec reserves 0xff for types it has not assigned. An SM2 key's id is
-SM3(key name || 0x0A || type || 64-byte public key)[:4], so that a national deployment uses no
-other hash; an Ed25519 key's is SHA-256's, as the spec recommends.
-
-A log signs its checkpoint text as a note; auditors and agencies open the note with the keys
-they trust, then parse the checkpoint. Both parsers are strict so that a value has exactly one
-text: signatures are checked over the received bytes, never over a re-serialisation. Key
-strings follow golang.org/x/mod/sumdb/note, so Go and Python tools can share keys.
+with Ed25519 (type 0x01) or, in the national crypto profile, SM2 over SM3 with the default signer
+ID (GB/T 32918.2, GB/T 35276): type 0xff then "dutylink.sm2-sm3", as the spec reserves 0xff for
+types it has not assigned; an SM2 key's id hashes with SM3, so a national deployment uses no
+other hash. A log signs its checkpoint text as a note; auditors and agencies open the note with
+the keys they trust, then parse the checkpoint. Both parsers are strict so that a value has
+exactly one text: signatures are checked over the received bytes, never a re-serialisation. Key
+strings follow golang.org/x/mod/sumdb/note, so Go and Python tools share Ed25519 keys.
 Pure: text and bytes in, values out; reading keys and fetching notes happen elsewhere.
 """
 
@@ -124,8 +121,7 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class KeyType:
-    """A signature type of signed notes: its identifier bytes (in key ids and key strings), the
-    crypto profile whose scheme signs, and its keys' sizes."""
+    """A signature type: its identifier (in key ids and strings), profile and key sizes."""
 
     name: str
     identifier: bytes
@@ -143,8 +139,7 @@ KEY_TYPES = (ED25519, SM2)
 
 
 def key_type_of(profile: CryptoProfile) -> KeyType:
-    """The signature type of a crypto profile's checkpoints."""
-    return next(kind for kind in KEY_TYPES if kind.profile == profile)
+    return next(kind for kind in KEY_TYPES if kind.profile == profile)  # its checkpoints' type
 
 
 def _parse_key(what: str, key: str, private: bool = False) -> tuple[str, bytes, KeyType, bytes]:

@@ -43,8 +43,10 @@ from gateway.audit.entries import KeyRotation, parse_rotation
 from gateway.audit.merkle import (
     ProofError,
     SubtreeHashes,
+    TreeHash,
     TreeState,
     leaf_hash,
+    tree_for,
     verify_consistency,
 )
 from gateway.audit.note import (
@@ -175,9 +177,9 @@ def _open(number: int, text: str, verifier: Verifier, origin: str) -> _Signed | 
     return _Signed(number, checkpoint.size, checkpoint.root_hash)
 
 
-def _prefix_roots(leaves: Sequence[bytes], sizes: set[int]) -> dict[int, bytes]:
+def _prefix_roots(leaves: Sequence[bytes], sizes: set[int], tree: TreeHash) -> dict[int, bytes]:
     """The root of the first `size` leaves for each size, in one pass of `TreeState`."""
-    state, roots = TreeState(), {}
+    state, roots = TreeState(tree=tree), {}
     for size in sorted(sizes):
         while state.size < size:
             state.append(leaves[state.size])
@@ -204,10 +206,10 @@ class _Matched:
 
 
 def _checkpoint_problems(
-    signed: Sequence[_Signed], leaves: Sequence[bytes]
+    signed: Sequence[_Signed], leaves: Sequence[bytes], tree: TreeHash
 ) -> list[tuple[int, str]]:
     count = len(leaves)
-    roots = _prefix_roots(leaves, {c.size for c in signed if c.size <= count})
+    roots = _prefix_roots(leaves, {c.size for c in signed if c.size <= count}, tree)
     matched = _Matched([c for c in signed if c.size <= count and roots[c.size] == c.root])
     subtrees: SubtreeHashes | None = None
     problems: list[tuple[int, str]] = []
@@ -237,11 +239,12 @@ def _checkpoint_problems(
         ):
             # Both roots equal the recomputed ones; the proof re-derives them another way.
             if subtrees is None:
-                subtrees = SubtreeHashes(leaves[: max(c.size for c in signed if c.size <= count)])
+                covered = leaves[: max(c.size for c in signed if c.size <= count)]
+                subtrees = SubtreeHashes(covered, tree)
             proof = subtrees.consistency_proof(previous.size, checkpoint.size)
             try:
                 verify_consistency(
-                    previous.size, checkpoint.size, proof, previous.root, checkpoint.root
+                    previous.size, checkpoint.size, proof, previous.root, checkpoint.root, tree
                 )
             except ProofError as error:
                 problems.append(
@@ -334,6 +337,11 @@ def _key_epochs(
         if before.key is None and rotation.old_key is not None:
             before.key = rotation.old_key
         new = rotation.new_key
+        if new.profile != verifier.profile:
+            problems.append(
+                f"entry {index}: key rotation to an {new.key_type.name} key in a log whose "
+                f"checkpoints are {verifier.key_type.name}'s: a log's crypto profile never changes"
+            )
         epochs.append(_Epoch(new.name, new.key_id, new, index + 1, rotation))
     starts = [epoch.start for epoch in epochs]
     for number, text in enumerate(checkpoints):
@@ -444,18 +452,20 @@ def verify_log(
     """Check a gateway's stored entries (bytes, in stored order) against its signed
     checkpoints (note texts, in stored order) and `verifier`, the gateway's public key.
     `origin` is the checkpoints' expected first line: by default the key's name.
-    `frame_problems` (from unpacking stored frames) are reported first."""
+    `frame_problems` (from unpacking stored frames) are reported first. The key's crypto
+    profile says the tree's hash (SHA-256 under an Ed25519 key, SM3 under an SM2 key)."""
     expected_origin = verifier.name if origin is None else origin
     report = Report(gateway_id, len(entries), len(checkpoints))
     report.problems.extend(frame_problems)
     report.problems.extend(_entry_problems(entries, gateway_id))
-    leaves = [leaf_hash(data) for data in entries]
+    tree = tree_for(verifier.profile)
+    leaves = [leaf_hash(data, tree) for data in entries]
     rotations, rotation_problems = _rotations(entries)
     report.problems.extend(rotation_problems)
     epochs, chain_problems = _key_epochs(verifier, rotations, checkpoints)
     report.problems.extend(chain_problems)
     signed, found = _open_by_epoch(epochs, expected_origin, report)
-    found.extend(_checkpoint_problems(signed, leaves))
+    found.extend(_checkpoint_problems(signed, leaves, tree))
     found.sort(key=lambda item: item[0])  # stable: one checkpoint's problems keep their order
     report.problems.extend(text for _, text in found)
     if signed:

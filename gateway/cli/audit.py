@@ -47,7 +47,7 @@ from gateway.audit.bundle import (
     manifest_gateway_id,
 )
 from gateway.audit.entries import describe, frame_entries
-from gateway.audit.merkle import ProofError, leaf_hash, verify_inclusion
+from gateway.audit.merkle import ProofError, leaf_hash, tree_for, verify_inclusion
 from gateway.audit.note import NoteError, Verifier, open_note
 from gateway.audit.verify import Report, verify_log
 from gateway.audit.witness import Ledger, StreamView, Verdict, compare, publish_facts
@@ -440,7 +440,7 @@ async def _export(
     """The bundle, and how many newer entries it leaves out because no checkpoint signs them."""
     client = await _connect(url)
     try:
-        reader = AuditReader(client.jetstream())
+        reader = AuditReader(client.jetstream(), tree_for(key.profile))
         # Checkpoints first: entries stored meanwhile are beyond them, never the other way.
         stored = [c async for c in reader.checkpoints(gateway_id) if not isinstance(c, NoteError)]
         hashes = await reader.refresh(gateway_id)
@@ -531,7 +531,7 @@ async def _prove(
 ) -> tuple[StoredCheckpoint, list[tuple[int, bytes, list[bytes]]]]:
     client = await _connect(url)
     try:
-        reader = AuditReader(client.jetstream())
+        reader = AuditReader(client.jetstream(), tree_for(key.profile))
         latest = await reader.latest_checkpoint(gateway_id)
         if latest is None:
             _fail(1, f"error: audit log {gateway_id} has no signed checkpoint yet")
@@ -542,7 +542,10 @@ async def _prove(
             if audit_pb2.AuditEntry.FromString(data).event_id == event_id:
                 proof = hashes.inclusion_proof(index, size)
                 # Checked here as an auditor would, from the bytes and the signed root alone.
-                verify_inclusion(index, size, leaf_hash(data), proof, latest.checkpoint.root_hash)
+                tree = tree_for(key.profile)
+                verify_inclusion(
+                    index, size, leaf_hash(data, tree), proof, latest.checkpoint.root_hash, tree
+                )
                 found.append((index, data, proof))
         open_note(latest.note, [key])
         return latest, found
@@ -572,7 +575,7 @@ def prove(
         )
     for index, data, proof in found:
         typer.echo(f"entry {index}: {describe(audit_pb2.AuditEntry.FromString(data))}")
-        typer.echo(f"  leaf hash {leaf_hash(data).hex()}")
+        typer.echo(f"  leaf hash {leaf_hash(data, tree_for(verifier.profile)).hex()}")
         for number, node in enumerate(proof):
             typer.echo(f"  proof[{number}] {node.hex()}")
     typer.echo(f"all verified against checkpoint size {_count(latest.checkpoint.size)}:")

@@ -20,6 +20,8 @@ from pathlib import Path
 from dutylink.v1 import audit_pb2
 from gateway.audit.entries import dead_letter_replay_entry
 from gateway.audit.log import AuditUnavailableError
+from gateway.audit.note import key_type_of
+from gateway.core.crypto import crypto_profile
 from gateway.core.ports import DeadLetter, Stored, StoreError
 from gateway.core.settings import Config
 from gateway.core.subjects import operator_log_id
@@ -42,7 +44,8 @@ async def open_operator_log(settings: Config, store: EventStore) -> AuditLog:
     `AuditUnavailableError` when the audit stream cannot be read."""
     log_id = operator_log_id(settings.gateway.gateway_id)
     key_file = Path(settings.nats.data_dir) / "audit" / f"{log_id}.key"
-    signer = load_or_create_signer(key_file, f"dutylink/audit/{log_id}")
+    profile = crypto_profile(settings.audit.crypto_profile)
+    signer = load_or_create_signer(key_file, f"dutylink/audit/{log_id}", key_type_of(profile))
     # The operator user may not create or update streams (gateway.store.nats_auth.operator_role):
     # it appends to the audit stream its gateway created.
     audit = AuditLog(

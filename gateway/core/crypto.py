@@ -20,7 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 
 import gmssl_pyx
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-ProfileName = Literal["international", "national"]
-PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
+from gateway.core.settings import CryptoProfileName
+
 # The distinguishing identifier of an SM2 signer when none other is agreed (GB/T 35276-2017).
 SM2_DEFAULT_ID = b"1234567812345678"
 GCM_NONCE_BYTES = 12
@@ -206,7 +206,7 @@ SM4_GCM = Aead("SM4-GCM", 16)
 class CryptoProfile:
     """One deployment's algorithms, fixed when its audit log starts and recorded in it."""
 
-    name: ProfileName
+    name: CryptoProfileName
     hash: HashSuite
     signature: SignatureScheme
     aead: Aead

@@ -98,6 +98,8 @@ Durability = Literal["refuse", "warn"]
 StoreMismatch = Literal["refuse", "read-only"]
 CrlUnusable = Literal["refuse", "last_good"]
 TraceExporter = Literal["off", "otlp"]
+# A deployment's cryptographic algorithms (gateway.core.crypto).
+CryptoProfileName = Literal["international", "national"]
 # What `tls.crl_unusable` may say, for the revocation keeper.
 CRL_UNUSABLE_POLICIES: tuple[str, ...] = get_args(CrlUnusable)
 
@@ -243,6 +245,12 @@ class AuditSettings:
 
     enabled: bool = True
     """Publishes fail closed without it."""
+    crypto_profile: CryptoProfileName = "international"
+    """The log's algorithms, fixed when it starts and recorded in its start entries:
+    "international" (a SHA-256 Merkle tree, Ed25519 checkpoints) or "national" (商用密码: an
+    SM3 tree with the same shape, SM2 checkpoints; GB/T 39786-2021). Every verifier follows
+    the key it trusts. Entries' own digests and withheld-field commitments are SHA-256 in both
+    for now (the national profile's SM3 for them is being built)."""
     key_file: str = ""
     """This replica's Ed25519 checkpoint key; empty: <nats.data_dir>/audit/<gateway_id>.key,
     created on first start."""

@@ -19,9 +19,10 @@ from gateway.access.auth import Principal
 from gateway.audit.commitments import salt
 from gateway.audit.entries import salt_reveal_entry
 from gateway.audit.log import AuditUnavailableError
-from gateway.audit.merkle import SubtreeHashes
+from gateway.audit.merkle import SubtreeHashes, tree_for
 from gateway.audit.note import NoteError
 from gateway.core import subjects
+from gateway.core.crypto import crypto_profile
 from gateway.rpc.calls import abort, authenticate, status
 from gateway.rpc.dependencies import Dependencies
 from gateway.store.audit_reader import (
@@ -87,7 +88,8 @@ class _LogAccess:
                 await abort(
                     context, status(grpc.StatusCode.UNAVAILABLE, "not connected to NATS yet")
                 )
-            self._reader = AuditReader(self.deps.store.client.jetstream())
+            profile = crypto_profile(self.deps.config.audit.crypto_profile)
+            self._reader = AuditReader(self.deps.store.client.jetstream(), tree_for(profile))
         return self._reader
 
     def gateway_id(self, requested: str) -> str:

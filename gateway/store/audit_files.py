@@ -15,7 +15,7 @@ from gateway.access.pki import write_atomically
 from gateway.audit.bundle import Bundle, BundleError, render
 from gateway.audit.commitments import KEY_BYTES
 from gateway.audit.log import DeclaredRotation
-from gateway.audit.note import NoteError, Signer, Verifier
+from gateway.audit.note import ED25519, KeyType, NoteError, Signer, Verifier
 from gateway.core.ports import StoreDamagedError
 from gateway.core.settings import ConfigError
 
@@ -30,12 +30,20 @@ def _create_secret_file(key_file: Path, text: str) -> None:
         stream.write(text + "\n")
 
 
-def load_or_create_signer(key_file: Path, name: str) -> Signer:
-    """The gateway's Ed25519 checkpoint key, created (0600) on first start. The verifier key
-    string is written beside it (`.pub`) for auditors."""
+def load_or_create_signer(key_file: Path, name: str, key_type: KeyType = ED25519) -> Signer:
+    """The gateway's checkpoint key of `key_type` (its crypto profile's), created (0600) on
+    first start; a key file of another type is refused. The verifier key string is written
+    beside it (`.pub`) for auditors."""
     if key_file.exists():
-        return Signer.from_key_string(key_file.read_text(encoding="utf-8").strip())
-    signer = Signer.generate(name)
+        signer = Signer.from_key_string(key_file.read_text(encoding="utf-8").strip())
+        if signer.verifier().key_type != key_type:
+            raise ConfigError(
+                f"{key_file} holds an {signer.verifier().key_type.name} key, but the crypto "
+                f"profile {key_type.profile.name!r} signs with {key_type.name}: a log's profile "
+                "is fixed when it starts (audit.crypto_profile)"
+            )
+        return signer
+    signer = Signer.generate(name, key_type)
     _create_secret_file(key_file, signer.key_string())
     key_file.with_suffix(".pub").write_text(signer.verifier().key_string() + "\n", encoding="utf-8")
     return signer

@@ -46,7 +46,7 @@ from gateway.audit.log import (
     DeclaredRotation,
     check_signing_key,
 )
-from gateway.audit.merkle import TreeState, leaf_hash, root
+from gateway.audit.merkle import TreeState, leaf_hash, root, tree_for
 from gateway.audit.note import Checkpoint, Signer, sign_note
 from gateway.core import subjects
 from gateway.core.ports import StoreError
@@ -102,7 +102,9 @@ class AuditLog:
         self._signer = signer
         self.origin = origin
         self._replicas = replicas
-        self._tree = TreeState()
+        # The tree's hash follows the key: SHA-256 under Ed25519, SM3 under SM2 (the profile).
+        self._tree_hash = tree_for(signer.profile)
+        self._tree = TreeState(tree=self._tree_hash)
         self._lock = asyncio.Lock()
         self._signed_size = -1
         self._signed_at = time.monotonic()  # the last checkpoint signed (or the start)
@@ -144,10 +146,10 @@ class AuditLog:
                 f"audit log of {self.gateway_id} is damaged ({'; '.join(stored.problems[:3])}); "
                 "run `dutylink audit verify`"
             )
-        leaves = [leaf_hash(data) for data in stored.entries]
+        leaves = [leaf_hash(data, self._tree_hash) for data in stored.entries]
         self._last_stored = stored.last_sequence
         self._frame_bytes = frame_budget(self._store.client.max_payload)
-        self._tree = TreeState.from_leaf_hashes(leaves)
+        self._tree = TreeState.from_leaf_hashes(leaves, self._tree_hash)
         self._in_doubt = False
         checked = check_signing_key(
             self._signer,
@@ -191,7 +193,7 @@ class AuditLog:
                 verifiers=verifiers,
                 unverifiable_key_ids=[declared.key_id] if declared and declared.key is None else [],
                 size=len(leaves),
-                root_at=lambda size: root(leaves[:size]),
+                root_at=lambda size: root(leaves[:size], self._tree_hash),
             )
         except KeptCheckpointMismatchError as error:
             raise KeptCheckpointError(str(error)) from None
@@ -263,7 +265,7 @@ class AuditLog:
             encoded.extend(own)
         stored, failure = await self._publish(encoded, first)
         for data in encoded[:stored]:
-            self._tree.append(leaf_hash(data))
+            self._tree.append(leaf_hash(data, self._tree_hash))
         for done, positions in admitted:
             # Entries in frames stored before a failed one are durable: their callers succeed.
             if not positions or positions[-1] < first + stored:
@@ -329,7 +331,7 @@ class AuditLog:
             ):
                 self.frames_read += 1
                 for data in frame.entries:
-                    self._tree.append(leaf_hash(data))
+                    self._tree.append(leaf_hash(data, self._tree_hash))
                 self._last_stored = frame.sequence or self._last_stored
         except DamagedLogError as error:
             raise AuditUnavailableError(

@@ -26,7 +26,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from gateway.audit.entries import decode_frames, frame_entries
-from gateway.audit.merkle import SubtreeHashes, leaf_hash
+from gateway.audit.merkle import SHA256_TREE, SubtreeHashes, TreeHash, leaf_hash
 from gateway.audit.note import Checkpoint, NoteError, unverified_text
 from gateway.core import subjects
 from gateway.core.ports import StoreDamagedError
@@ -179,7 +179,7 @@ async def read_log(js: JetStreamContext, gateway_id: str) -> StoredLog:
 
 @dataclass
 class _Followed:
-    hashes: SubtreeHashes = field(default_factory=SubtreeHashes)
+    hashes: SubtreeHashes
     frame_starts: list[int] = field(default_factory=list)  # first leaf index of each frame
     frame_sequences: list[int] = field(default_factory=list)  # its stream sequence
     next_sequence: int = 1  # where to continue reading the stream
@@ -187,15 +187,17 @@ class _Followed:
 
 
 class AuditReader:
-    """Follows audit logs in the `DUTYLINK_AUDIT` stream."""
+    """Follows audit logs in the `DUTYLINK_AUDIT` stream, hashed with the deployment's tree
+    hash (its crypto profile's)."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, tree: TreeHash = SHA256_TREE) -> None:
         self._js = js
+        self._tree = tree
         self._logs: dict[str, _Followed] = {}
 
     async def refresh(self, gateway_id: str) -> SubtreeHashes:
         """The log's subtree hashes, after reading whatever was stored since the last call."""
-        followed = self._logs.setdefault(gateway_id, _Followed())
+        followed = self._logs.setdefault(gateway_id, _Followed(SubtreeHashes(tree=self._tree)))
         async with followed.lock:
             async for frame in stored_frames(
                 self._js,
@@ -206,7 +208,7 @@ class AuditReader:
                 followed.frame_starts.append(frame.first)
                 followed.frame_sequences.append(frame.sequence)
                 for data in frame.entries:
-                    followed.hashes.append(leaf_hash(data))
+                    followed.hashes.append(leaf_hash(data, self._tree))
                 followed.next_sequence = (frame.sequence or followed.next_sequence) + 1
             return followed.hashes
 

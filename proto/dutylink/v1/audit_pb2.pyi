@@ -261,6 +261,7 @@ class AuditEntry(_message.Message):
     INCIDENT_IDS_FIELD_NUMBER: _builtins.int
     CONTENT_DIGEST_FIELD_NUMBER: _builtins.int
     STORED_CONTENT_DIGEST_FIELD_NUMBER: _builtins.int
+    CRYPTO_PROFILE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in this gateway's log (0-based leaf index), assigned by the log."""
     gateway_id: _builtins.str
@@ -301,6 +302,10 @@ class AuditEntry(_message.Message):
     """
     stored_content_digest: _builtins.bytes
     """CONFLICT: the same digest of the original stored at `stream_sequence`."""
+    crypto_profile: _builtins.str
+    """GATEWAY_START: the log's crypto profile ("international" or "national"), fixed when the
+    log starts: its Merkle tree's hash and its checkpoint key's type.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the gateway recorded the fact."""
@@ -352,10 +357,11 @@ class AuditEntry(_message.Message):
         incident_ids: _abc.Iterable[_builtins.str] | None = ...,
         content_digest: _builtins.bytes = ...,
         stored_content_digest: _builtins.bytes = ...,
+        crypto_profile: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_agency", b"actor_agency", "attempt", b"attempt", "content_digest", b"content_digest", "event_digest", b"event_digest", "event_id", b"event_id", "event_type", b"event_type", "gateway_id", b"gateway_id", "grant_id", b"grant_id", "incident_ids", b"incident_ids", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "recipient_agency", b"recipient_agency", "rule_ids", b"rule_ids", "schema_version", b"schema_version", "sequence", b"sequence", "stored_content_digest", b"stored_content_digest", "stream_sequence", b"stream_sequence", "subscription", b"subscription", "time", b"time", "withheld_commitments", b"withheld_commitments", "withheld_fields", b"withheld_fields"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_agency", b"actor_agency", "attempt", b"attempt", "content_digest", b"content_digest", "crypto_profile", b"crypto_profile", "event_digest", b"event_digest", "event_id", b"event_id", "event_type", b"event_type", "gateway_id", b"gateway_id", "grant_id", b"grant_id", "incident_ids", b"incident_ids", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason", "recipient_agency", b"recipient_agency", "rule_ids", b"rule_ids", "schema_version", b"schema_version", "sequence", b"sequence", "stored_content_digest", b"stored_content_digest", "stream_sequence", b"stream_sequence", "subscription", b"subscription", "time", b"time", "withheld_commitments", b"withheld_commitments", "withheld_fields", b"withheld_fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

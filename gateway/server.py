@@ -461,7 +461,7 @@ class Gateway:
             # refusals too.
             interceptors=[
                 TelemetryInterceptor(self.metrics, self.tracing),
-                DecodeGuard(authenticator, deps.sink),
+                DecodeGuard(authenticator, deps.sink, deps.hashing),
                 QuotaInterceptor(quotas, authenticator, self._count_refusal),
             ],
             # The limits are kept by QuotaInterceptor, which knows the caller and never counts

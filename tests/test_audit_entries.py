@@ -22,6 +22,7 @@ from gateway.audit.entries import (
     fits_a_frame,
     frame_budget,
 )
+from gateway.core.crypto import SHA256
 from gateway.store import audit_files
 from tests.factories import incident_event, resource_request_event
 
@@ -99,22 +100,22 @@ def test_a_gap_or_an_undecodable_frame_is_named() -> None:
 def test_a_commitment_covers_exactly_the_withheld_value() -> None:
     event = incident_event()
     event.incident.reporter.phone = "13812345678"
-    salt = commitments.salt(KEY, event.id, "transport", "incident.reporter")
-    committed = commitments.commitment(salt, event, "incident.reporter")
-    (entry,) = commitments.commit(KEY, event, "transport", ["incident.reporter"])
+    salt = commitments.salt(KEY, event.id, "transport", "incident.reporter", SHA256)
+    committed = commitments.commitment(salt, event, "incident.reporter", SHA256)
+    (entry,) = commitments.commit(KEY, event, "transport", ["incident.reporter"], SHA256)
     assert (entry.path, entry.commitment) == ("incident.reporter", committed)
 
     unrelated = event_pb2.Event()
     unrelated.CopyFrom(event)
     unrelated.incident.title = "another title"  # not withheld: the commitment holds
-    assert commitments.commitment(salt, unrelated, "incident.reporter") == committed
+    assert commitments.commitment(salt, unrelated, "incident.reporter", SHA256) == committed
     changed = event_pb2.Event()
     changed.CopyFrom(event)
     changed.incident.reporter.phone = "13812345679"
-    assert commitments.commitment(salt, changed, "incident.reporter") != committed
+    assert commitments.commitment(salt, changed, "incident.reporter", SHA256) != committed
     # Another recipient or field gets another salt, so equal values do not link entries.
-    assert commitments.salt(KEY, event.id, "ecology", "incident.reporter") != salt
-    assert commitments.salt(KEY, event.id, "transport", "incident.reporter.phone") != salt
+    assert commitments.salt(KEY, event.id, "ecology", "incident.reporter", SHA256) != salt
+    assert commitments.salt(KEY, event.id, "transport", "incident.reporter.phone", SHA256) != salt
 
 
 def test_a_path_through_a_repeated_field_keeps_element_positions() -> None:

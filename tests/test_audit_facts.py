@@ -22,6 +22,7 @@ from gateway.access.authorization import PolicyHolder
 from gateway.audit import commitments
 from gateway.audit.entries import schema_version
 from gateway.cli.operator_audit import operator_name
+from gateway.core.crypto import SHA256
 from gateway.server import Gateway
 from gateway.store import audit_files
 from gateway.store.audit_reader import read_log
@@ -136,16 +137,19 @@ async def test_a_delivery_is_logged_with_the_digest_of_the_bytes_sent_and_commit
     # An auditor given the original event and the salt proves what was withheld from transport...
     key = audit_files.load_or_create_key(tmp_path / "data" / "audit" / "commitment.key")
     (commitment,) = delivered.withheld_commitments
-    salt = commitments.salt(key, event.id, "transport", "incident.reporter")
+    salt = commitments.salt(key, event.id, "transport", "incident.reporter", SHA256)
     assert commitment.path == "incident.reporter"
     assert (
-        commitments.commitment(salt, original.event, "incident.reporter") == commitment.commitment
+        commitments.commitment(salt, original.event, "incident.reporter", SHA256)
+        == commitment.commitment
     )
     # ...and any other value fails to match.
     forged = event_pb2.Event()
     forged.CopyFrom(original.event)
     forged.incident.reporter.phone = "13900000000"
-    assert commitments.commitment(salt, forged, "incident.reporter") != commitment.commitment
+    assert (
+        commitments.commitment(salt, forged, "incident.reporter", SHA256) != commitment.commitment
+    )
     police_delivery = next(e for e in entries if e.recipient_agency == "police")
     assert not police_delivery.withheld_commitments
 

@@ -16,12 +16,14 @@ from typer.testing import CliRunner
 
 from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
+from gateway.audit import commitments
 from gateway.audit.bundle import PROFILE_FIELD
 from gateway.audit.merkle import SM3_TREE, leaf_hash, root
 from gateway.audit.note import SM2, Checkpoint, Signer, open_note
 from gateway.audit.verify import verify_log
 from gateway.cli.audit import audit_app
-from gateway.core.crypto import sm3
+from gateway.core import subjects
+from gateway.core.crypto import INTERNATIONAL, NATIONAL, sm3
 from gateway.core.settings import ConfigError
 from gateway.server import Gateway
 from gateway.store.audit_reader import StoredLog, read_log
@@ -92,6 +94,40 @@ async def _read(url: str) -> StoredLog:
         return await read_log(client.jetstream(), "gw-1")
     finally:
         await client.close()
+
+
+def test_entries_record_the_sm3_digest_of_the_stored_bytes_and_the_store_check_agrees(
+    logged: tuple[Path, str, list[event_pb2.Event]],
+) -> None:
+    data_dir, url, _ = logged
+    stored = asyncio.run(_read(url))
+    entries = [audit_pb2.AuditEntry.FromString(data) for data in stored.entries]
+    kept = [e for e in entries if e.outcome == audit_pb2.AUDIT_OUTCOME_STORED]
+    assert len(kept) == 2
+    events = asyncio.run(_stored_events(url, [e.stream_sequence for e in kept]))
+    assert [e.event_digest for e in kept] == [sm3(data) for data in events]
+    code, out, err = audit("verify", "--store", "--gateway-id", "gw-1", "--data-dir", str(data_dir))  # fmt: skip
+    assert code == 0, err
+    assert "all verified" in out
+
+
+async def _stored_events(url: str, sequences: list[int]) -> list[bytes]:
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        return [(await js.get_msg(subjects.EVENTS_STREAM, seq=s)).data or b"" for s in sequences]
+    finally:
+        await client.close()
+
+
+def test_withheld_field_commitments_use_the_profiles_hash() -> None:
+    event, key, path = incident_event(), bytes(32), "incident.reporter"
+    salt = commitments.salt(key, event.id, "transport", path, NATIONAL.hash)
+    assert salt == NATIONAL.hash.mac(key, b"\x00".join((b"dutylink/commitment/v1", event.id.encode(), b"transport", path.encode())))  # fmt: skip
+    (committed,) = commitments.commit(key, event, "transport", [path], NATIONAL.hash)
+    assert committed.commitment == sm3(salt + commitments.withheld_value(event, path))
+    (international,) = commitments.commit(key, event, "transport", [path], INTERNATIONAL.hash)
+    assert international.commitment != committed.commitment
 
 
 def test_verify_prove_and_bundles_follow_the_sm2_key(

@@ -16,6 +16,7 @@ from dutylink.v1 import audit_pb2, audit_service_pb2, audit_service_pb2_grpc
 from gateway.audit import commitments, merkle
 from gateway.audit.note import Checkpoint, Verifier, open_note
 from gateway.core import subjects
+from gateway.core.crypto import SHA256
 from gateway.server import Gateway
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
@@ -185,7 +186,7 @@ async def test_salts_let_an_auditor_prove_what_was_withheld_from_whom(gateway: G
     (salt,) = revealed.salts
     (commitment,) = stored.entry.withheld_commitments
     assert salt.path == commitment.path == "incident.reporter"
-    assert commitments.commitment(salt.salt, event, salt.path) == commitment.commitment
+    assert commitments.commitment(salt.salt, event, salt.path, SHA256) == commitment.commitment
 
 
 async def test_a_salt_reveal_is_audited_naming_the_auditor_the_event_and_its_recipient(

@@ -1,6 +1,8 @@
 """Audit entries for what the gateway does. Pure: values in, AuditEntry out.
 
-Entries carry ids, types, digests, rule ids and field paths — never payload content.
+Entries carry ids, types, digests, rule ids and field paths — never payload content. Digests
+of bytes stored or sent come in made: the caller hashes with its crypto profile's hash (SHA-256
+or SM3), the one the log's tree uses.
 """
 
 from __future__ import annotations
@@ -51,20 +53,16 @@ def schema_version() -> str:
     return hashlib.sha256(descriptor_set.SerializeToString(deterministic=True)).hexdigest()
 
 
-def digest(data: bytes) -> bytes:
-    """SHA-256 of the exact bytes stored or sent."""
-    return hashlib.sha256(data).digest()
-
-
 def publish_entry(
     agency: str,
     event: event_pb2.Event,
     outcome: audit_pb2.AuditOutcome.ValueType,
     *,
     reason: str = "",
-    data: bytes = b"",
+    digest: bytes = b"",
     decision: Decision | None = None,
 ) -> audit_pb2.AuditEntry:
+    """A publish's fact; `digest`: of the event's exact bytes, when it was admitted."""
     entry = audit_pb2.AuditEntry(
         actor_agency=agency,
         action=audit_pb2.AUDIT_ACTION_PUBLISH,
@@ -74,21 +72,21 @@ def publish_entry(
         event_type=event.type,
         incident_ids=incident_ids(event),
     )
-    if data:
-        entry.event_digest = digest(data)
+    if digest:
+        entry.event_digest = digest
     return _decided(entry, decision)
 
 
 def stored_entry(
-    agency: str, event: event_pb2.Event, data: bytes, *, sequence: int, duplicate: bool
+    agency: str, event: event_pb2.Event, digest: bytes, *, sequence: int, duplicate: bool
 ) -> audit_pb2.AuditEntry:
-    """What the event stream answered for an accepted event (`data`: its exact bytes): stored
-    at `sequence`, or a duplicate of the event already stored there."""
+    """What the event stream answered for an accepted event (`digest`: of its exact bytes):
+    stored at `sequence`, or a duplicate of the event already stored there."""
     entry = publish_entry(
         agency,
         event,
         audit_pb2.AUDIT_OUTCOME_DUPLICATE if duplicate else audit_pb2.AUDIT_OUTCOME_STORED,
-        data=data,
+        digest=digest,
     )
     entry.stream_sequence = sequence
     return entry
@@ -117,11 +115,12 @@ class Delivered:
 def delivery_entry(
     delivered: Delivered,
     *,
-    data: bytes,
+    digest: bytes,
     decision: Decision,
     commitments: Sequence[audit_pb2.FieldCommitment] = (),
 ) -> audit_pb2.AuditEntry:
-    """An event sent to a subscription (`data`: the exact event bytes sent, after redaction)."""
+    """An event sent to a subscription (`digest`: of the exact event bytes sent, after
+    redaction)."""
     entry = _delivery_fact(
         delivered,
         audit_pb2.AUDIT_ACTION_DELIVER
@@ -129,7 +128,7 @@ def delivery_entry(
         else audit_pb2.AUDIT_ACTION_REDELIVER,
         audit_pb2.AUDIT_OUTCOME_OK,
     )
-    entry.event_digest = digest(data)
+    entry.event_digest = digest
     entry.withheld_fields.extend(c.path for c in commitments)
     entry.withheld_commitments.extend(commitments)
     return _decided(entry, decision)
@@ -182,9 +181,10 @@ def gateway_entry(
     schema_version: str = "",
     grant_id: str = "",
     subscription: str = "",
-    data: bytes = b"",
+    digest: bytes = b"",
 ) -> audit_pb2.AuditEntry:
-    """Any other fact: start and stop, policy reloads, break-glass, subscriptions."""
+    """Any other fact: start and stop, policy reloads, break-glass, subscriptions (`digest`:
+    of the request's bytes, where one is kept)."""
     entry = audit_pb2.AuditEntry(
         action=action,
         outcome=outcome,
@@ -195,8 +195,8 @@ def gateway_entry(
         grant_id=grant_id,
         subscription=subscription,
     )
-    if data:
-        entry.event_digest = digest(data)
+    if digest:
+        entry.event_digest = digest
     return entry
 
 
@@ -315,10 +315,10 @@ def status_query_entry(
     event_id: str = "",
     event_type: str = "",
     reason: str,
-    answer: bytes = b"",
+    answer_digest: bytes = b"",
 ) -> audit_pb2.AuditEntry:
     """`asker` asked for the acknowledgement status of `sender`'s message `event_id` (none: the
-    list of pending ones); `answer` is the response sent, kept as its digest."""
+    list of pending ones); `answer_digest`: of the response sent."""
     entry = audit_pb2.AuditEntry(
         action=audit_pb2.AUDIT_ACTION_STATUS_QUERY,
         outcome=outcome,
@@ -328,8 +328,8 @@ def status_query_entry(
         event_type=event_type,
         reason=reason,
     )
-    if answer:
-        entry.event_digest = digest(answer)
+    if answer_digest:
+        entry.event_digest = answer_digest
     return entry
 
 
@@ -339,10 +339,10 @@ def board_query_entry(
     *,
     reason: str,
     incidents: Sequence[str] = (),
-    answer: bytes = b"",
+    answer_digest: bytes = b"",
 ) -> audit_pb2.AuditEntry:
     """`asker` asked for the duty board (`reason`: what, and how much was answered) about
-    `incidents`; `answer` is the response sent, kept as its digest."""
+    `incidents`; `answer_digest`: of the response sent."""
     entry = audit_pb2.AuditEntry(
         action=audit_pb2.AUDIT_ACTION_BOARD_QUERY,
         outcome=outcome,
@@ -350,8 +350,8 @@ def board_query_entry(
         reason=reason,
         incident_ids=incidents,
     )
-    if answer:
-        entry.event_digest = digest(answer)
+    if answer_digest:
+        entry.event_digest = answer_digest
     return entry
 
 

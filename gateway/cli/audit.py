@@ -52,6 +52,7 @@ from gateway.audit.note import NoteError, Verifier, open_note
 from gateway.audit.verify import Report, verify_log
 from gateway.audit.witness import Ledger, StreamView, Verdict, compare, publish_facts
 from gateway.core import subjects
+from gateway.core.crypto import HashSuite
 from gateway.store import nats_auth
 from gateway.store.audit_files import read_files, write_bundle
 from gateway.store.audit_reader import (
@@ -158,12 +159,16 @@ async def _connect(url: str) -> NatsClient:
         )
 
 
-async def _witness(client: NatsClient, entries: list[bytes]) -> tuple[Verdict, int]:
+async def _witness(
+    client: NatsClient, entries: list[bytes], hashing: HashSuite
+) -> tuple[Verdict, int]:
     """The whole log's publish facts against the whole events stream (`--store`)."""
     js = client.jetstream()
     state = await events_state(js)
     ledger = Ledger().add(publish_facts(enumerate(entries)))
-    digests = await event_digests(js, state, start=1, wanted=ledger.wanted(), gets_only=True)
+    digests = await event_digests(
+        js, state, start=1, hashing=hashing, wanted=ledger.wanted(), gets_only=True
+    )
     retained_since = time.time() - state.max_age if state.max_age > 0 else 0.0
     view = StreamView(state.first_sequence, state.last_sequence, digests, 1, retained_since)
     return compare(ledger, view), state.last_sequence
@@ -199,7 +204,7 @@ async def _verify(
         )
         if not store:
             return report, "", ""
-        verdict, last = await _witness(client, stored.entries)
+        verdict, last = await _witness(client, stored.entries, verifier.profile.hash)
         if not verdict.ok:
             summary = verdict.summary(subjects.EVENTS_STREAM, last)
             return report, "", f"error: the event store lost acknowledged events: {summary}"

@@ -249,8 +249,8 @@ class AuditSettings:
     """The log's algorithms, fixed when it starts and recorded in its start entries:
     "international" (a SHA-256 Merkle tree, Ed25519 checkpoints) or "national" (商用密码: an
     SM3 tree with the same shape, SM2 checkpoints; GB/T 39786-2021). Every verifier follows
-    the key it trusts. Entries' own digests and withheld-field commitments are SHA-256 in both
-    for now (the national profile's SM3 for them is being built)."""
+    the key it trusts. The profile's hash also gives the digests entries keep of the bytes
+    stored or sent and the withheld-field commitments."""
     key_file: str = ""
     """This replica's Ed25519 checkpoint key; empty: <nats.data_dir>/audit/<gateway_id>.key,
     created on first start."""

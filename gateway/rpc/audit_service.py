@@ -233,6 +233,7 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
         data = await self._access.entry(context, gateway_id, request.index)
         entry = audit_pb2.AuditEntry.FromString(data)
         key = self._access.deps.audit.commitment_key
+        hashing = self._access.deps.hashing
         # Revealing is itself a fact: who was given which delivery's salts. Recorded before
         # they are given (fail closed: no record, no salts).
         try:
@@ -251,7 +252,8 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
         return audit_service_pb2.RevealCommitmentSaltsResponse(
             salts=[
                 audit_service_pb2.FieldSalt(
-                    path=c.path, salt=salt(key, entry.event_id, entry.recipient_agency, c.path)
+                    path=c.path,
+                    salt=salt(key, entry.event_id, entry.recipient_agency, c.path, hashing),
                 )
                 for c in entry.withheld_commitments
             ]

@@ -322,7 +322,9 @@ class BoardServicer(board_pb2_grpc.BoardServiceServicer):
             outcome,
             reason=principal.noted(reason),
             incidents=incidents,
-            answer=answer.SerializeToString() if answer is not None else b"",
+            answer_digest=self._deps.hashing.digest(answer.SerializeToString())
+            if answer is not None
+            else b"",
         )
         try:
             await self._deps.record([entry])

@@ -59,7 +59,7 @@ class BreakGlass(gateway_pb2_grpc.BreakGlassServiceServicer):
                     reason=reason,
                     policy_version=policy.version,
                     grant_id=grant_id,
-                    data=data,
+                    digest=self._deps.hashing.digest(data) if data else b"",
                 )
             ]
 

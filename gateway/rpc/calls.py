@@ -5,7 +5,6 @@ event (so grpcurl and every client show them), and answer a request that cannot 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from gateway.access.auth import Authenticator, Principal, UnauthenticatedError, 
 from gateway.access.revocation import RevocationUnavailableError
 from gateway.audit.entries import gateway_entry
 from gateway.core.admission import RefusalKind, StateProblem
+from gateway.core.crypto import HashSuite
 from gateway.core.facts import AuditSink
 from gateway.core.ports import StoreError, StoreFullError, StoreRejectedError, StoreUnavailableError
 from gateway.core.validation import FieldProblem, cut
@@ -242,7 +242,7 @@ class Undecodable:
     reason: str
 
 
-def tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def tolerant(deserializer: Callable[[bytes], Any], hashing: HashSuite) -> Callable[[bytes], Any]:
     """`deserializer` that cannot raise: an `Undecodable` instead of an error (which gRPC would
     answer with UNKNOWN), and messages without their unknown fields (no rule was written for
     them, so they never pass the door)."""
@@ -251,7 +251,7 @@ def tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         try:
             message = deserializer(data)
         except Exception as error:  # DecodeError, and whatever else corrupt bytes make it raise
-            return Undecodable(hashlib.sha256(data).digest(), len(data), type(error).__name__)
+            return Undecodable(hashing.digest(data), len(data), type(error).__name__)
         if isinstance(message, Message):
             message.DiscardUnknownFields()
         return message
@@ -274,9 +274,10 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
     is answered INVALID_ARGUMENT and the refusal audited in `sink` (the bytes' digest, the
     caller's agency when the call authenticates), before the servicer sees anything."""
 
-    def __init__(self, authenticator: Authenticator, sink: AuditSink) -> None:
+    def __init__(self, authenticator: Authenticator, sink: AuditSink, hashing: HashSuite) -> None:
         self._authenticator = authenticator
         self._sink = sink
+        self._hashing = hashing  # the audit log's: of the refused bytes, as its entries keep
 
     async def refuse(
         self, method: str, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]
@@ -308,7 +309,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_deserializer is None:
             return handler
         method = str(handler_call_details.method)
-        decode = tolerant(handler.request_deserializer)
+        decode = tolerant(handler.request_deserializer, self._hashing)
         if handler.request_streaming:
             kind = "stream_stream" if handler.response_streaming else "stream_unary"
             behavior = self._streaming(method, getattr(handler, kind))

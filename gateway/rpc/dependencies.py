@@ -17,6 +17,7 @@ from gateway.access.auth import Authenticator
 from gateway.access.authorization import Authorizer
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import NoStatefulGuards, StatefulGuards
+from gateway.core.crypto import HashSuite, crypto_profile
 from gateway.core.facts import AuditSink
 from gateway.core.settings import Config
 from gateway.core.validation import Validator
@@ -101,6 +102,11 @@ class Dependencies:
     deliveries: DeliveryRecorder = field(default_factory=NoDeliveryRecorder)
     # Spans and the trace context events carry from publish to delivery (off: carried only).
     tracing: Tracing = field(default_factory=Tracing)
+
+    @property
+    def hashing(self) -> HashSuite:
+        """The crypto profile's hash: of the bytes the audit log records, its commitments'."""
+        return crypto_profile(self.config.audit.crypto_profile).hash
 
     @property
     def sink(self) -> AuditSink:

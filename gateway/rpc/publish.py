@@ -264,7 +264,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         deps.failpoint("publish.admitted")
         try:
             # Audit first, in one append for all of them: no event stored without its entry.
-            await sink.record([accepted_entry(principal, a) for a in admitted])
+            await sink.record([accepted_entry(principal, a, deps.hashing) for a in admitted])
         except AuditUnavailableError as error:
             return [error] * len(admitted)
         deps.failpoint("publish.audited")
@@ -277,15 +277,15 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         before_answer: list[audit_pb2.AuditEntry] = []
         for accepted, stored in zip(admitted, stored_all, strict=True):
             if isinstance(stored, StoreError):
-                before_answer.append(failure_entry(principal, accepted, stored))
+                before_answer.append(failure_entry(principal, accepted, stored, deps.hashing))
                 outcomes.append(stored)
                 continue
             self._observe(principal, accepted, stored)
             outcomes.append(Published(accepted, stored))
             if stored.duplicate:
-                before_answer.append(store_answer_entry(principal, accepted, stored))
+                before_answer.append(store_answer_entry(principal, accepted, stored, deps.hashing))
             else:
-                sink.follow_up(store_answer_entry(principal, accepted, stored))
+                sink.follow_up(store_answer_entry(principal, accepted, stored, deps.hashing))
         if before_answer:
             await sink.record_best_effort(before_answer)
         return outcomes

@@ -14,6 +14,7 @@ from gateway.access.auth import Principal
 from gateway.audit.entries import publish_entry, stored_entry
 from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import Admitted, Refused
+from gateway.core.crypto import HashSuite
 from gateway.core.envelope import family
 from gateway.core.ports import Stored, StoreError, StoreUnavailableError
 from gateway.core.validation import CUT_RULE, FieldProblem
@@ -157,23 +158,25 @@ def refusal_entry(
     )
 
 
-def accepted_entry(principal: Principal, admitted: Admitted) -> audit_pb2.AuditEntry:
+def accepted_entry(
+    principal: Principal, admitted: Admitted, hashing: HashSuite
+) -> audit_pb2.AuditEntry:
     return publish_entry(
         principal.agency,
         admitted.event,
         audit_pb2.AUDIT_OUTCOME_ACCEPTED,
-        data=admitted.data,
+        digest=hashing.digest(admitted.data),
         decision=admitted.decision,
     )
 
 
 def store_answer_entry(
-    principal: Principal, admitted: Admitted, stored: Stored
+    principal: Principal, admitted: Admitted, stored: Stored, hashing: HashSuite
 ) -> audit_pb2.AuditEntry:
     entry = stored_entry(
         principal.agency,
         admitted.event,
-        admitted.data,
+        hashing.digest(admitted.data),
         sequence=stored.sequence,
         duplicate=stored.duplicate,
     )
@@ -186,14 +189,14 @@ def store_answer_entry(
 
 
 def failure_entry(
-    principal: Principal, admitted: Admitted, error: StoreError
+    principal: Principal, admitted: Admitted, error: StoreError, hashing: HashSuite
 ) -> audit_pb2.AuditEntry:
     return publish_entry(
         principal.agency,
         admitted.event,
         audit_pb2.AUDIT_OUTCOME_FAILED,
         reason=str(error),
-        data=admitted.data,
+        digest=hashing.digest(admitted.data),
     )
 
 

@@ -60,7 +60,9 @@ async def witness_store(
         entries, following = await audit_entries_from(js, gateway_id, mark.get("audit_sequence", 1))
         ledger = Ledger(high_water=mark.get("high_water", 0)).add(publish_facts(entries))
         read_from = mark.get("events_last_sequence", 0) + 1
-        digests = await event_digests(js, state, start=read_from, wanted=ledger.wanted())
+        digests = await event_digests(
+            js, state, start=read_from, hashing=audit.hashing, wanted=ledger.wanted()
+        )
     except (nats.errors.Error, OSError, TimeoutError) as error:
         raise StoreUnavailableError(f"checking the event stream failed: {error}") from error
     max_age = state.max_age

@@ -343,9 +343,15 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             # Never sent, not even in part; acked so it does not come back to this agency.
             return _Planned(message, withheld_entry(delivered, decision), delivered, judged)
         sent, withheld = redact(event, decision.redacted_fields)
-        commitments = commit(self._deps.audit.commitment_key, event, principal.agency, withheld)
+        hashing = self._deps.hashing
+        commitments = commit(
+            self._deps.audit.commitment_key, event, principal.agency, withheld, hashing
+        )
         entry = delivery_entry(
-            delivered, data=sent.SerializeToString(), decision=decision, commitments=commitments
+            delivered,
+            digest=hashing.digest(sent.SerializeToString()),
+            decision=decision,
+            commitments=commitments,
         )
         to_send = gateway_pb2.Delivery(
             event=sent,

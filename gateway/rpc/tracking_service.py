@@ -77,7 +77,7 @@ class TrackingServicer(gateway_pb2_grpc.TrackingServiceServicer):
                 event_id=event_id,
                 event_type=event_type,
                 reason=principal.noted(reason),
-                answer=answer,
+                answer_digest=self._deps.hashing.digest(answer) if answer else b"",
             )
 
         tracker = await self._admit(context, request, fact)
@@ -139,7 +139,7 @@ class TrackingServicer(gateway_pb2_grpc.TrackingServiceServicer):
                 outcome,
                 sender=asked_about,
                 reason=principal.noted(reason),
-                answer=answer,
+                answer_digest=self._deps.hashing.digest(answer) if answer else b"",
             )
 
         tracker = await self._admit(context, request, fact)

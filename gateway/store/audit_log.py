@@ -49,6 +49,7 @@ from gateway.audit.log import (
 from gateway.audit.merkle import TreeState, leaf_hash, root, tree_for
 from gateway.audit.note import Checkpoint, Signer, sign_note
 from gateway.core import subjects
+from gateway.core.crypto import HashSuite
 from gateway.core.ports import StoreError
 from gateway.core.settings import AuditSettings
 from gateway.core.streams import audit_stream_spec
@@ -117,6 +118,11 @@ class AuditLog:
     @property
     def size(self) -> int:
         return self._tree.size
+
+    @property
+    def hashing(self) -> HashSuite:
+        """The log's profile's hash: of its tree, and of the bytes its entries record."""
+        return self._signer.profile.hash
 
     @property
     def signed_size(self) -> int:

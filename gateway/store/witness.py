@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 
 from gateway.core import subjects
+from gateway.core.crypto import HashSuite
 from gateway.store.errors import STORE_FAILURES
 from gateway.store.events import EVENT_GETS_IN_FLIGHT
 
@@ -45,7 +45,9 @@ async def events_state(js: JetStreamContext) -> EventsState:
     )
 
 
-async def _event_digests_by_gets(js: JetStreamContext, first: int, last: int) -> dict[int, bytes]:
+async def _event_digests_by_gets(
+    js: JetStreamContext, first: int, last: int, hashing: HashSuite
+) -> dict[int, bytes]:
     """`event_digests` from `first` to `last` by message gets of each sequence."""
     prefix = f"{subjects.EVENTS_PREFIX}."
 
@@ -60,7 +62,7 @@ async def _event_digests_by_gets(js: JetStreamContext, first: int, last: int) ->
         window = range(low, min(low + EVENT_GETS_IN_FLIGHT, last + 1))
         for sequence, raw in zip(window, await asyncio.gather(*map(get, window)), strict=True):
             if raw is not None and (raw.subject or "").startswith(prefix):
-                digests[sequence] = hashlib.sha256(raw.data or b"").digest()
+                digests[sequence] = hashing.digest(raw.data or b"")
     return digests
 
 
@@ -69,10 +71,11 @@ async def event_digests(
     state: EventsState,
     *,
     start: int,
+    hashing: HashSuite,
     wanted: Iterable[int] = (),
     gets_only: bool = False,
 ) -> dict[int, bytes]:
-    """SHA-256 of the stored bytes of every event from stream sequence `start` to the last (on
+    """The digest (the log's profile's hash: SHA-256 or SM3) of the stored bytes of every event from stream sequence `start` to the last (on
     the event subjects: a replayed dead letter is a copy, not an accepted event), and of each
     `wanted` sequence before `start`; a sequence that holds nothing is left out. `gets_only`:
     one message get per event instead of an ordered consumer, for a user that may not create
@@ -81,12 +84,14 @@ async def event_digests(
     for sequence in sorted(s for s in set(wanted) if s < start):
         with contextlib.suppress(nats.js.errors.NotFoundError):
             raw = await js.get_msg(subjects.EVENTS_STREAM, seq=sequence)
-            digests[sequence] = hashlib.sha256(raw.data or b"").digest()
+            digests[sequence] = hashing.digest(raw.data or b"")
     if start > state.last_sequence:
         return digests
     events = f"{subjects.EVENTS_PREFIX}.>"
     if gets_only:
-        digests.update(await _event_digests_by_gets(js, max(start, 1), state.last_sequence))
+        digests.update(
+            await _event_digests_by_gets(js, max(start, 1), state.last_sequence, hashing)
+        )
         return digests
     try:  # the first event from `start`: the stream may hold none on these subjects
         first = await js.get_msg(
@@ -107,7 +112,7 @@ async def event_digests(
         while True:
             message = await reading.next_msg(timeout=READ_IDLE_SECONDS)
             meta = message.metadata
-            digests[meta.sequence.stream] = hashlib.sha256(message.data or b"").digest()
+            digests[meta.sequence.stream] = hashing.digest(message.data or b"")
             if meta.num_pending == 0 or meta.sequence.stream >= state.last_sequence:
                 return digests
     finally:

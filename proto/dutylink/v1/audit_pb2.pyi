@@ -4,9 +4,11 @@ isort:skip_file
 The gateway's audit record: one entry per fact, appended to a tamper-evident Merkle log.
 
 Each gateway replica keeps its own log (its own origin and signing key). Entries hold no
-personal data: events are identified by id and by the SHA-256 digest of their exact bytes,
-withheld fields by path. The log's leaf for an entry is SHA-256(0x00 || the entry's stored
-bytes) (RFC 6962), so verifiers hash the bytes as stored, never a re-serialisation.
+personal data: events are identified by id and by the digest of their exact bytes, withheld
+fields by path. The log's leaf for an entry is H(0x00 || the entry's stored bytes) (RFC 6962),
+so verifiers hash the bytes as stored, never a re-serialisation. H, and every digest and
+commitment below, is the log's crypto profile's hash (`crypto_profile`): SHA-256, or SM3
+under the national profile.
 """
 
 from collections import abc as _abc
@@ -82,7 +84,7 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """An agency asked for the acknowledgement status of a tracked message (TrackingService):
     `actor_agency` asked, `recipient_agency` is the message's sender, `event_id` the message
     (empty for a list of pending messages), `reason` the answer's summary line and
-    `event_digest` the SHA-256 of the response sent. OK: answered (`reason` "not tracked" when
+    `event_digest` the digest (H) of the response sent. OK: answered (`reason` "not tracked" when
     there was nothing to answer: the caller was told NOT_FOUND); DENIED: the caller may not see
     the message and was told NOT_FOUND as for an unknown one; INVALID: a malformed request;
     FAILED: the store did not answer.
@@ -90,7 +92,7 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     AUDIT_ACTION_BOARD_QUERY: _AuditAction.ValueType  # 17
     """An agency asked for the duty board (BoardService): `actor_agency` asked, `reason` what (an
     incident, a jurisdiction's board, a watch) and how much was answered, `incident_ids` the
-    incidents answered about, `event_digest` the SHA-256 of the response sent (of each change
+    incidents answered about, `event_digest` the digest (H) of the response sent (of each change
     sent, for a watch). OK: answered (NOT_FOUND included); INVALID: a malformed request.
     """
 
@@ -147,7 +149,7 @@ AUDIT_ACTION_STATUS_QUERY: AuditAction.ValueType  # 16
 """An agency asked for the acknowledgement status of a tracked message (TrackingService):
 `actor_agency` asked, `recipient_agency` is the message's sender, `event_id` the message
 (empty for a list of pending messages), `reason` the answer's summary line and
-`event_digest` the SHA-256 of the response sent. OK: answered (`reason` "not tracked" when
+`event_digest` the digest (H) of the response sent. OK: answered (`reason` "not tracked" when
 there was nothing to answer: the caller was told NOT_FOUND); DENIED: the caller may not see
 the message and was told NOT_FOUND as for an unknown one; INVALID: a malformed request;
 FAILED: the store did not answer.
@@ -155,7 +157,7 @@ FAILED: the store did not answer.
 AUDIT_ACTION_BOARD_QUERY: AuditAction.ValueType  # 17
 """An agency asked for the duty board (BoardService): `actor_agency` asked, `reason` what (an
 incident, a jurisdiction's board, a watch) and how much was answered, `incident_ids` the
-incidents answered about, `event_digest` the SHA-256 of the response sent (of each change
+incidents answered about, `event_digest` the digest (H) of the response sent (of each change
 sent, for a watch). OK: answered (NOT_FOUND included); INVALID: a malformed request.
 """
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
@@ -279,7 +281,7 @@ class AuditEntry(_message.Message):
     event_type: _builtins.str
     """Its type, e.g. "incident.reported"."""
     event_digest: _builtins.bytes
-    """SHA-256 of the exact event bytes to be stored (publish) or sent (delivery)."""
+    """The digest (H) of the exact event bytes to be stored (publish) or sent (delivery)."""
     stream_sequence: _builtins.int
     """The event's position in the event stream, when known."""
     recipient_agency: _builtins.str
@@ -370,9 +372,10 @@ Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
 @_typing.final
 class FieldCommitment(_message.Message):
     """A commitment to the value of one withheld field:
-      salt       = HMAC-SHA256(the gateway's commitment key,
-                               "dutylink/commitment/v1" 0x00 event_id 0x00 recipient 0x00 path)
-      commitment = SHA-256(salt || the deterministic encoding of an Event holding only `path`)
+      salt       = HMAC-H(the gateway's commitment key,
+                           "dutylink/commitment/v1" 0x00 event_id 0x00 recipient 0x00 path)
+      commitment = H(salt || the deterministic encoding of an Event holding only `path`)
+    (H: SHA-256, or SM3 under the national crypto profile.)
     The salt is disclosed to auditors per entry; without it, guessing low-entropy values (a
     phone number) is not possible from the log.
     """
@@ -384,7 +387,7 @@ class FieldCommitment(_message.Message):
     path: _builtins.str
     """The withheld field path, e.g. "incident.reporter"."""
     commitment: _builtins.bytes
-    """SHA-256(salt || value encoding), 32 bytes."""
+    """H(salt || value encoding), 32 bytes."""
     def __init__(
         self,
         *,
@@ -414,7 +417,7 @@ class AuditFrame(_message.Message):
     """Leaf index of the first entry in this frame; frames follow one another without gaps."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Encoded AuditEntry messages. Leaf = SHA-256(0x00 || these exact bytes)."""
+        """Encoded AuditEntry messages. Leaf = H(0x00 || these exact bytes)."""
 
     def __init__(
         self,

@@ -7,7 +7,8 @@ later show that history was rewritten).
 
 Every gateway replica keeps its own log (its own origin and key); any replica answers for any
 log, named by `gateway_id`. Proofs are RFC 9162 (section 2.1.3 and 2.1.4) over leaves
-SHA-256(0x00 || entry bytes); checkpoints are C2SP tlog-checkpoints in C2SP signed notes.
+H(0x00 || entry bytes), H being the log's crypto profile's hash (SHA-256, or SM3); checkpoints
+are C2SP tlog-checkpoints in C2SP signed notes (Ed25519, or SM2).
 """
 
 from collections import abc as _abc

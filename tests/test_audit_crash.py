@@ -47,14 +47,21 @@ async def stored_event_ids(nats_url: str) -> list[str]:
     [("publish.admitted", False), ("publish.audited", False), ("publish.stored", True)],
 )
 @pytest.mark.parametrize("batch", [False, True], ids=["unary", "batch"])
+@pytest.mark.parametrize("profile", ["international", "national"])
 async def test_a_gateway_killed_at_any_publish_step_restarts_and_continues_one_verified_log(
-    nats_url: str, tmp_path: Path, step: str, stored_before_the_crash: bool, batch: bool
+    nats_url: str,
+    tmp_path: Path,
+    step: str,
+    stored_before_the_crash: bool,
+    batch: bool,
+    profile: str,
 ) -> None:
     data_dir = tmp_path / "data"
     event, later = incident_event(), incident_event()
+    settings = {**CHECKPOINTS, "DUTYLINK_AUDIT_CRYPTO_PROFILE": profile}
 
     gateway = GatewayProcess(
-        nats_url, data_dir, env={**CHECKPOINTS, "DUTYLINK_FAILPOINT": step}, log_level="error"
+        nats_url, data_dir, env={**settings, "DUTYLINK_FAILPOINT": step}, log_level="error"
     )
     async with gateway:
         async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
@@ -67,7 +74,7 @@ async def test_a_gateway_killed_at_any_publish_step_restarts_and_continues_one_v
         assert await gateway.wait() == -signal.SIGKILL
         assert (event.id in await stored_event_ids(nats_url)) == stored_before_the_crash
 
-        await gateway.restart(env=CHECKPOINTS)  # same port and data directory, no failpoint
+        await gateway.restart(env=settings)  # same port and data directory, no failpoint
         async with DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire:
             retried = await fire.publish(event)  # the publisher retries with the same id
             await fire.publish(later)
@@ -80,6 +87,7 @@ async def test_a_gateway_killed_at_any_publish_step_restarts_and_continues_one_v
     finally:
         await connection.close()
     key = Verifier.from_key_string((data_dir / "audit" / "gw-1.pub").read_text().strip())
+    assert key.profile.name == profile
     report = verify_log(
         stored.entries, stored.checkpoints, key, "gw-1", frame_problems=stored.frame_problems
     )

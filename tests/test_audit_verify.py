@@ -8,6 +8,7 @@ the CLI tests run `dutylink audit verify` against a nats-server on a loop in ano
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from dutylink.v1 import audit_pb2
 from gateway.audit import merkle
 from gateway.audit.merkle import SubtreeHashes
-from gateway.audit.note import Checkpoint, Signer, sign_note
+from gateway.audit.note import SM2, Checkpoint, Signer, sign_note
 from gateway.audit.verify import Report, verify_log
 from gateway.cli.audit import audit_app
 from gateway.core import subjects
@@ -36,7 +37,22 @@ GW = "gw-1"
 SIGNER = Signer(f"dutylink/audit/{GW}", bytes(32))
 # Same name, another key: what a forger without the gateway's key can sign with.
 FORGER = Signer(SIGNER.name, bytes([7]) * 32)
+TREE = merkle.SHA256_TREE  # the logs' tree hash: SIGNER's profile's
 SIZES = (3, 8, 13, 20)
+# The same keys under the national crypto profile (SM2, an SM3 tree).
+NATIONAL_KEYS = (Signer.generate(SIGNER.name, SM2), Signer.generate(SIGNER.name, SM2))
+
+
+@pytest.fixture(autouse=True, params=["international", "national"])
+def profile(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every check below holds under both crypto profiles: the log's key, the forger's key and
+    the tree hash are the profile's."""
+    if request.param == "national":
+        signer, forger = NATIONAL_KEYS
+        monkeypatch.setattr(sys.modules[__name__], "SIGNER", signer)
+        monkeypatch.setattr(sys.modules[__name__], "FORGER", forger)
+        monkeypatch.setattr(sys.modules[__name__], "TREE", merkle.SM3_TREE)
+    return str(request.param)
 
 
 def entry(index: int, *, gateway_id: str = GW, event_id: str = "") -> bytes:
@@ -50,9 +66,10 @@ def entry(index: int, *, gateway_id: str = GW, event_id: str = "") -> bytes:
 
 
 def checkpoint(
-    entries: Sequence[bytes], size: int, *, signer: Signer = SIGNER, origin: str = ""
+    entries: Sequence[bytes], size: int, *, signer: Signer | None = None, origin: str = ""
 ) -> str:
-    root = merkle.root([merkle.leaf_hash(data) for data in entries[:size]])
+    signer = signer or SIGNER
+    root = merkle.root([merkle.leaf_hash(data, TREE) for data in entries[:size]], TREE)
     return sign_note(Checkpoint(origin or signer.name, size, root).to_text(), [signer])
 
 
@@ -66,7 +83,7 @@ def verify(entries: Sequence[bytes], checkpoints: Sequence[str]) -> Report:
 
 
 def root_of(entries: Sequence[bytes], size: int) -> str:
-    return merkle.root([merkle.leaf_hash(data) for data in entries[:size]]).hex()
+    return merkle.root([merkle.leaf_hash(data, TREE) for data in entries[:size]], TREE).hex()
 
 
 # --- good logs --------------------------------------------------------------------------------
@@ -78,7 +95,7 @@ def test_a_good_log_with_several_checkpoints_verifies() -> None:
     assert report.ok, report.problems
     assert (report.entries, report.checkpoints, report.problems) == (20, 4, [])
     assert report.latest_size == 20
-    assert report.latest_root == merkle.root([merkle.leaf_hash(e) for e in entries])
+    assert report.latest_root == merkle.root([merkle.leaf_hash(e, TREE) for e in entries], TREE)
     assert report.unsigned == 0
 
 
@@ -97,7 +114,7 @@ def test_empty_logs_and_size_zero_and_re_signed_sizes_verify() -> None:
     checkpoints = [checkpoint(entries, size) for size in (0, 0, 8, 8, 20)]
     report = verify(entries, checkpoints)
     assert report.ok, report.problems
-    assert verify([], [checkpoint([], 0)]).latest_root == merkle.EMPTY_ROOT
+    assert verify([], [checkpoint([], 0)]).latest_root == TREE.empty_root
 
 
 # --- tampered entries -------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -31,9 +30,10 @@ from typer.testing import CliRunner
 from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2
 from gateway.audit import merkle
-from gateway.audit.bundle import readable
+from gateway.audit.bundle import PROFILE_FIELD, readable
 from gateway.audit.note import Checkpoint, Signer, sign_note, unverified_text
 from gateway.cli.audit import audit_app
+from gateway.core.crypto import crypto_profile
 from gateway.server import Gateway
 from gateway.store.audit_reader import AuditReader
 from gateway.testkit.inprocess import config_for_tests
@@ -53,7 +53,7 @@ class Exported:
     key: str  # the trusted verifier key string
 
 
-async def _exchange(url: str, data_dir: Path) -> None:
+async def _exchange(url: str, data_dir: Path, profile: str) -> None:
     """Entries: 0 start, 1 INVALID (incident), 2-4 ACCEPTED (incident), 5 ACCEPTED (another
     incident), 6-8 STORED (incident), 9 STORED (another incident), 10 stop; checkpoints: one
     covering 0-9 (so the stop entry is the only one after it), one after the stop entry.
@@ -61,7 +61,10 @@ async def _exchange(url: str, data_dir: Path) -> None:
     The STORED entries wait in the gateway for the next append: the flush before a checkpoint,
     or the stop entry's append. Waiting for a checkpoint that covers all of them before the stop
     keeps them out of the stop's append, however late the checkpoint loop runs under load."""
-    config = config_for_tests(nats={"data_dir": str(data_dir)}, audit={"checkpoint_seconds": 0.05})
+    config = config_for_tests(
+        nats={"data_dir": str(data_dir)},
+        audit={"checkpoint_seconds": 0.05, "crypto_profile": profile},
+    )
     events = [incident_event(incident_id=INCIDENT) for _ in range(4)]
     events[0].incident.title = ""  # refused: audited INVALID
     for update in events[2:]:  # INCIDENT is reported once (events[1]), then updated
@@ -98,11 +101,13 @@ def audit(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+@pytest.fixture(scope="module", params=["international", "national"])
+def exported(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Exported:
+    """The bundles of one exchange's log, under each crypto profile: every tamper class below
+    is caught under both."""
     data_dir = tmp_path_factory.mktemp("gateway")
     with running_nats(data_dir) as (loop, url):
-        loop.run(_exchange(url, data_dir))
+        loop.run(_exchange(url, data_dir, request.param))
         for name, extra in (("full", []), ("incident", ["--incident", INCIDENT])):
             out = data_dir / name
             code, _, err = audit(
@@ -146,13 +151,15 @@ def write_manifest(bundle: Path, value: dict[str, Any]) -> None:
 
 
 def reseal(bundle: Path) -> None:
-    """Make the manifest agree with the files again: counts and SHA-256 of what it lists."""
+    """Make the manifest agree with the files again: counts and digests (its crypto profile's
+    hash) of what it lists."""
     value = manifest(bundle)
+    hashing = crypto_profile(value.get(PROFILE_FIELD, "international")).hash
     for field, name in (("entries", "entries.jsonl"), ("checkpoints", "checkpoints.jsonl")):
         if (bundle / name).is_file():
             value[field] = len((bundle / name).read_text().splitlines())
     value["files"] = {
-        name: hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+        name: hashing.digest((bundle / name).read_bytes()).hex()
         for name in value["files"]
         if (bundle / name).is_file()
     }
@@ -395,7 +402,12 @@ def scope_changed(bundle: Path) -> None:
 
 # (class, tamper, the file the reason must start with, a phrase of the reason)
 FULL_CLASSES: list[tuple[str, Callable[[Path], None], str, str]] = [
-    ("entry bytes edited", flip_data_byte, "entries.jsonl:", "SHA-256 differs"),
+    (
+        "entry bytes edited",
+        flip_data_byte,
+        "entries.jsonl:",
+        "differs from the one manifest.json lists",
+    ),
     (
         "entry bytes and view rewritten (INVALID made OK)",
         invalid_made_ok,
@@ -617,7 +629,7 @@ FULL_CLASSES: list[tuple[str, Callable[[Path], None], str, str]] = [
         "manifest: a file's hash edited",
         edit_manifest(lambda m: m["files"].update({"README.md": "0" * 64})),
         "README.md",
-        "SHA-256 differs",
+        "differs from the one manifest.json lists",
     ),
     (
         "manifest: a file unlisted",

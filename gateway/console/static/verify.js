@@ -123,6 +123,10 @@
     checkName(name);
     if (!/^[0-9a-f]{8}$/.test(id)) fail(`key id ${JSON.stringify(id)} is not 8 lowercase hex digits`);
     const raw = fromBase64("the key", parts.slice(2).join("+"));
+    if (raw[0] === 0xff) {
+      // The national crypto profile's SM2 key: the browser has no SM2 or SM3 to check it with.
+      fail("an SM2 key (the national crypto profile): check this log with `dutylink audit verify`; the browser checks Ed25519 logs only");
+    }
     if (raw.length !== 33 || raw[0] !== ED25519) fail("not an Ed25519 key (type 0x01 then 32 bytes)");
     const publicKey = raw.slice(1);
     const computed = hex(await keyId(name, publicKey));

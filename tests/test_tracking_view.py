@@ -78,7 +78,8 @@ def test_the_audit_entry_names_asker_and_message_and_the_digest_of_the_answer() 
     answer = gateway_pb2.GetStatusResponse(message=tracked_message(answered_warning()))
     data = answer.SerializeToString()
     entry = status_query_entry("command", audit_pb2.AUDIT_OUTCOME_OK, sender="ecology",
-                               event_id="W-1", reason="delivered …", answer=data)  # fmt: skip
+                               event_id="W-1", reason="delivered …",
+                               answer_digest=hashlib.sha256(data).digest())  # fmt: skip
     assert entry.action == audit_pb2.AUDIT_ACTION_STATUS_QUERY
     assert (entry.actor_agency, entry.recipient_agency, entry.event_id) == (
         "command",

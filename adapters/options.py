@@ -91,16 +91,3 @@ def read(cls: type[T], values: Any, where: str = "[options]", *, terse: bool = F
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         raise AdapterConfigError(_message(cls, first, where, terse)) from None
-
-
-def sub_table(values: Mapping[str, Any], key: str, where: str = "[options]") -> dict[str, Any]:
-    """The sub-table `key` of `values` (empty when absent), with its table name for errors."""
-    table = values.get(key, {})
-    if not isinstance(table, Mapping):
-        raise AdapterConfigError(f"{where} {key}: must be a table")
-    return dict(table)
-
-
-def table_name(where: str, key: str) -> str:
-    """`[options.inbound]` for key `inbound` of `[options]`."""
-    return f"[{where.strip('[]')}.{key}]"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from gateway.core.settings import (
     ConfigError,
     GatewaySettings,
     WebConsoleSettings,
+    is_loopback,
     schema_fields,
 )
 from gateway.store.nats_auth import redact_url
@@ -91,17 +91,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return lines
 
 
-def is_loopback(host: str) -> bool:
-    """Whether a listen address's host (brackets stripped) stays on this machine."""
-    host = host.removeprefix("[").removesuffix("]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name other than localhost may resolve anywhere
-
-
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as stream:
@@ -144,13 +133,13 @@ def _problem(error: ErrorDetails, secret: bool) -> str:
     if kind == "literal_error":
         choices = context["expected"].replace("'", "").replace(" or ", ", ")
         return f"expected one of {choices}{got}"
+    if kind in ("string_too_short", "missing", "missing_argument"):
+        return "is required and must be a non-empty string"
     for prefix, expected in (("int", "int"), ("float", "float"), ("bool", "bool"), ("string", "str")):  # fmt: skip
-        if kind.startswith(f"{prefix}_") and kind != "string_too_short":
+        if kind.startswith(f"{prefix}_"):
             return f"expected {expected}{got}"
     if kind in ("tuple_type", "list_type"):
         return f"expected an array of strings{got}"
-    if kind in ("string_too_short", "missing", "missing_argument"):
-        return "is required and must be a non-empty string"
     return str(error["msg"])
 
 

@@ -5,7 +5,6 @@ there ("[options.inbound]: unknown key ...", "attempts: a whole number of at lea
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ from dutylink.adapters.options import (
 from dutylink.adapters.sdk.client import Retry
 from dutylink.adapters.webhook.signing import parse_secret
 from dutylink.v1 import event_pb2
+from gateway.core.settings import check_address, is_loopback
 
 
 def read_secrets(path: Path, where: str) -> tuple[bytes, ...]:
@@ -63,13 +63,6 @@ class WebhookOptions:
     """[options.outbound]: events out, POSTed to <url>."""
 
 
-def _host_port(value: str) -> str:
-    host, _, port = value.rpartition(":")
-    if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"'{value}' is not HOST:PORT")
-    return value
-
-
 def _url_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("must start with '/'")
@@ -83,7 +76,7 @@ class InboundSettings:
     secret_file: FilePath
     """The secrets in force, one a line: whsec_<base64> (Standard Webhooks) or a shared secret's
     raw text; two lines while one is being rotated."""
-    listen: Annotated[Text, AfterValidator(_host_port)] = "127.0.0.1:8081"
+    listen: Annotated[Text, AfterValidator(check_address)] = "127.0.0.1:8081"
     """HOST:PORT to listen on (plain HTTP)."""
     allow_remote: Flag = False
     """Unless true, `listen` must be a loopback address (a TLS-terminating proxy in front)."""
@@ -105,16 +98,11 @@ class InboundSettings:
 
     @model_validator(mode="after")
     def _on_loopback_unless_allowed(self) -> InboundSettings:
-        if not self.allow_remote:
-            try:
-                loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
-            except ValueError:
-                loopback = False
-            if not loopback:
-                raise ValueError(
-                    f"listen: '{self.host}' is not a loopback address; put a TLS-terminating "
-                    "proxy in front and set allow_remote = true to listen there"
-                )
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(
+                f"listen: '{self.host}' is not a loopback address; put a TLS-terminating "
+                "proxy in front and set allow_remote = true to listen there"
+            )
         return self
 
     @property

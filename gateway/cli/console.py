@@ -27,10 +27,10 @@ from gateway.access.pki import IdentityError, PkiError, client_identity
 from gateway.access.revocation import REFUSE, RevocationKeeper
 from gateway.audit.note import NoteError, Verifier
 from gateway.cli.exchange import DEFAULT_TARGET, CaOption, KeyOption, fail
-from gateway.config import is_loopback
 from gateway.console.app import create_app
 from gateway.console.certificates import CertificateLogin, https_context
 from gateway.console.state import ConsoleSettings
+from gateway.core.settings import is_loopback
 
 DEFAULT_LISTEN = "127.0.0.1:8780"
 

@@ -13,6 +13,7 @@ a file or the environment. Secrets (agency tokens, the NATS URL, which may carry
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -45,6 +46,17 @@ def check_address(value: str) -> str:
     ):
         raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:50052), got {value!r}")
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address's host (brackets stripped) stays on this machine."""
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
 
 
 def _optional_address(value: str) -> str:

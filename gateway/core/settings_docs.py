@@ -63,15 +63,6 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def _keys(fields: dict[str, FieldInfo], values: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    for name, field in fields.items():
-        if field.description:
-            lines.extend(_comment(field.description))
-        lines.extend([f"{name} = {toml_value(values[name])}", ""])
-    return lines
-
-
 def _default_lines(name: str, field: FieldInfo) -> list[str]:
     """A key of a declared table with its default; a required key, one without a default
     (None) and a sub-table (a dict) as comments, since TOML has no value that says so."""
@@ -103,11 +94,12 @@ def render_example() -> str:
     lines.extend(_comment(AGENCIES_NOTE))
     for index, agency in enumerate(EXAMPLE_AGENCIES):
         lines.append("[[agencies]]")
-        values = {key: getattr(agency, key) for key in schema_fields(Agency)}
-        if index == 0:  # the keys' descriptions once
-            lines.extend(_keys(schema_fields(Agency), values))
-        else:
-            lines.extend([f"{key} = {toml_value(value)}" for key, value in values.items()] + [""])
+        for key, field in schema_fields(Agency).items():
+            described = index == 0  # the keys' descriptions once, spaced as in the tables
+            lines.extend(_comment(field.description or "") if described else [])
+            lines.extend([f"{key} = {toml_value(getattr(agency, key))}", *([""] if described else [])])  # fmt: skip
+        if index:
+            lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

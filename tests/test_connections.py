@@ -67,6 +67,9 @@ async def test_an_aged_connection_goes_away_and_the_subscription_continues(
     config = config_for_tests(
         gateway={"max_connection_age_seconds": 0.5, "max_connection_age_grace_seconds": 0.5},
         nats={"data_dir": str(tmp_path)},
+        # A pull cut short by the connection's end may still bring a message into no one's
+        # hands; it comes again after the ack wait, which is short here so the wait below holds.
+        subscriptions={"ack_wait_seconds": 2.0},
     )
     events = [incident_event() for _ in range(8)]
     received: set[str] = set()

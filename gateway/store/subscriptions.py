@@ -134,6 +134,11 @@ class DurableSubscription:
         return taken + routine.take(count - len(taken))
 
     async def close(self) -> None:
+        # A routine fetch that finished but was not collected holds messages: keep them, so
+        # that the lane gives them back. One still out is cancelled; what it brings comes
+        # back after the ack wait.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            self._collect_routine()
         self._ahead.cancel()
         for task in (self._ahead, self._routine_fetch):
             if task is not None:

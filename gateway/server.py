@@ -63,6 +63,7 @@ from gateway.core.crypto import crypto_profile
 from gateway.core.ports import StoreError
 from gateway.core.projections.loop import LoopStep
 from gateway.core.quotas import Limits, Quotas, Refusal
+from gateway.core.sealing import Keyring, SealingError
 from gateway.core.settings import Config, ConfigError, GatewaySettings
 from gateway.core.streams import TRACKER_CONSUMER
 from gateway.core.validation import ValidationLimits, Validator
@@ -75,6 +76,7 @@ from gateway.rpc.dependencies import (
     Dependencies,
     Failpoint,
     NoDeliveryRecorder,
+    SealingHolder,
     no_failpoint,
 )
 from gateway.rpc.publish import Publisher
@@ -103,6 +105,7 @@ from gateway.store.ledger_timer import (
 from gateway.store.lifecycle_guard import LifecycleGuard
 from gateway.store.nats_server import NatsServer, keep_running, start_embedded
 from gateway.store.policy_archive import PolicyArchive
+from gateway.store.sealing_keys import KeyringSource
 from gateway.store.tracker import Tracker
 from gateway.store.writer_lease import WriterLease
 from gateway.telemetry.metrics import (
@@ -234,6 +237,8 @@ class Gateway:
         self._policy_watch: asyncio.Task[None] | None = None
         self._revocations: RevocationKeeper | None = None
         self._crl_watch: asyncio.Task[None] | None = None
+        self._keyring_source: KeyringSource | None = None
+        self._keyring_watch: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._expiry_timer: ReservationExpiryTimer | None = None
         self._tracker: Tracker | None = None
@@ -431,6 +436,7 @@ class Gateway:
         )
         authorizer = Authorizer(policy, grants)
         catalogue = load_catalogue()
+        sealing = await self._load_sealing_keys()
         if gateway_settings.enforce_lifecycles:
             # Its escalations go through the publisher made below (the lambda reads it then).
             self._tracker = Tracker(
@@ -455,6 +461,7 @@ class Gateway:
             catalogue=catalogue,
             deliveries=self._tracker or NoDeliveryRecorder(),
             tracing=self.tracing,
+            sealing=sealing,
         )
         self._server = grpc.aio.server(
             # Metrics and spans outermost, so that they count the guard's and the quotas'
@@ -538,6 +545,11 @@ class Gateway:
         await self._store.follow_grants(
             lambda data: grants.add(gateway_pb2.EmergencyGrant.FromString(data))
         )
+        await self._record_sealing_keys(None, sealing.keyring)
+        if self._keyring_source is not None and sealing.keyring is not None:
+            self._keyring_watch = asyncio.create_task(
+                self._keyring_source.watch(sealing.keyring, self._record_sealing_keys)
+            )
         self._policy_watch = asyncio.create_task(
             policy.watch(
                 self.config.policy.reload_seconds,
@@ -696,6 +708,48 @@ class Gateway:
         if not change.refused:
             await self._archive_policy(policy)
 
+    async def _load_sealing_keys(self) -> SealingHolder:
+        """The key ring that seals personal fields (created on first start when it comes from
+        the default file); with sealing off, an existing ring still opens what it sealed."""
+        settings = self.config.personal_data
+        source = KeyringSource(
+            settings, self.config.nats.data_dir, crypto_profile(self.config.audit.crypto_profile)
+        )
+        if not settings.seal and not settings.key_command and not source.path.exists():
+            return SealingHolder(None, seal=False)
+        try:
+            keyring = await source.load(create=settings.seal)
+        except SealingError as error:
+            raise ConfigError(f"personal_data: {error}") from None
+        self._keyring_source = source
+        log.info("sealing.keys_loaded", where=source.where, keyring=keyring.describe())
+        return SealingHolder(keyring, seal=settings.seal)
+
+    async def _record_sealing_keys(
+        self, previous: Keyring | None, loaded: Keyring | SealingError | None
+    ) -> None:
+        """Put a changed ring in force (or keep the one in force when the new one does not
+        load) and record which, by key ids only."""
+        assert self._deps is not None
+        where = self._keyring_source.where if self._keyring_source else ""
+        if isinstance(loaded, SealingError):
+            log.error("sealing.keys_refused", reason=str(loaded))
+            outcome, reason = audit_pb2.AUDIT_OUTCOME_INVALID, f"refused: {loaded}"
+        elif loaded is None:
+            if not self._deps.sealing.seal:
+                return  # nothing sealed, nothing to open: nothing to record
+            outcome, reason = audit_pb2.AUDIT_OUTCOME_OK, "personal fields stored in clear"
+        else:
+            self._deps.sealing.keyring = loaded
+            change = "loaded" if previous is None else f"changed (was {previous.describe()})"
+            log.info("sealing.keys_in_force", keyring=loaded.describe(), change=change)
+            outcome = audit_pb2.AUDIT_OUTCOME_OK
+            reason = f"{change}: {loaded.describe()}; from {where}"
+            if not self._deps.sealing.seal:
+                reason += "; sealing off (personal_data.seal = false): opens only"
+        entry = gateway_entry(audit_pb2.AUDIT_ACTION_SEALING_KEYS, outcome, reason=reason)
+        await self._deps.sink.record_best_effort([entry])
+
     async def _watch_revocations(self, keeper: RevocationKeeper) -> None:
         """Look at the CRL now and then (calls look too), and audit every change, the load at
         start-up included. A change that cannot be recorded now is tried again next time."""
@@ -746,6 +800,7 @@ class Gateway:
             self._deps.stopping.set()
         await _cancel(self._policy_watch)
         await _cancel(self._crl_watch)
+        await _cancel(self._keyring_watch)
         await _cancel(self._recovery)
         if self._expiry_timer is not None:
             await self._expiry_timer.stop()

@@ -161,3 +161,51 @@ def redact(event: event_pb2.Event, paths: Sequence[str]) -> tuple[event_pb2.Even
         if _clear(copy, _checked(path)):
             withheld.append(path)
     return copy, tuple(withheld)
+
+
+def _copy(source: Message, target: Message, parts: Sequence[str], unset_too: bool) -> None:
+    """Copy the values at `parts` from `source` into `target`, element by element through
+    repeated fields (positions kept: element i of the source goes into element i of the
+    target, added when the target has fewer). `unset_too`: an optional scalar the source
+    leaves unset is set to its default in the target."""
+    field = cast(FieldDescriptor, source.DESCRIPTOR.fields_by_name[parts[0]])
+    value = getattr(source, field.name)
+    if len(parts) == 1:
+        if field.is_repeated:
+            getattr(target, field.name).MergeFrom(value)
+        elif field.message_type is not None:
+            if source.HasField(field.name):
+                getattr(target, field.name).CopyFrom(value)
+        elif unset_too or not field.has_presence or source.HasField(field.name):
+            setattr(target, field.name, value)
+        return
+    if field.is_repeated:
+        elements = getattr(target, field.name)
+        while len(elements) < len(value):
+            elements.add()
+        for element, into in zip(value, elements, strict=False):
+            _copy(element, into, parts[1:], unset_too)
+    elif source.HasField(field.name):
+        nested = getattr(target, field.name)
+        nested.SetInParent()
+        _copy(value, nested, parts[1:], unset_too)
+
+
+def project(
+    event: event_pb2.Event, paths: Sequence[str], *, unset_too: bool = False
+) -> event_pb2.Event:
+    """An Event holding only the values at `paths` of `event` (repeated fields keep their
+    element positions): what `redact` would withhold, on its own. `unset_too`: unset optional
+    scalars on the paths are set to their defaults (the encoding commitments have always
+    used); otherwise presence is kept as it is, so that `graft` restores the event exactly."""
+    projection = event_pb2.Event()
+    for path in paths:
+        _copy(event, projection, _checked(path), unset_too)
+    return projection
+
+
+def graft(event: event_pb2.Event, projection: event_pb2.Event, paths: Sequence[str]) -> None:
+    """Put back into `event` (in place) the values `project` took out at `paths`: the inverse
+    of `redact` for the event those values came from."""
+    for path in paths:
+        _copy(projection, event, _checked(path), False)

@@ -13,11 +13,8 @@ values). The salt is an HMAC of the delivery's context under the deployment's co
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
 
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
-
+from dutylink.policies.redaction import project
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.core.crypto import HashSuite
 
@@ -31,33 +28,10 @@ def salt(key: bytes, event_id: str, recipient: str, path: str, hashing: HashSuit
     return hashing.mac(key, message)
 
 
-def _project(source: Message, target: Message, parts: Sequence[str]) -> None:
-    field = cast(FieldDescriptor, source.DESCRIPTOR.fields_by_name[parts[0]])
-    value = getattr(source, field.name)
-    if len(parts) == 1:
-        if field.is_repeated:
-            getattr(target, field.name).MergeFrom(value)
-        elif field.message_type is not None:
-            if source.HasField(field.name):
-                getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
-        return
-    if field.is_repeated:
-        for element in value:
-            _project(element, getattr(target, field.name).add(), parts[1:])
-    elif source.HasField(field.name):
-        nested = getattr(target, field.name)
-        nested.SetInParent()
-        _project(value, nested, parts[1:])
-
-
 def withheld_value(event: event_pb2.Event, path: str) -> bytes:
     """The deterministic encoding of an Event holding only the values at `path` (a path of
     `dutylink.policies.redaction`, repeated fields keeping their element positions)."""
-    projection = event_pb2.Event()
-    _project(event, projection, path.split("."))
-    return projection.SerializeToString(deterministic=True)
+    return project(event, (path,), unset_too=True).SerializeToString(deterministic=True)
 
 
 def commitment(salt_bytes: bytes, event: event_pb2.Event, path: str, hashing: HashSuite) -> bytes:

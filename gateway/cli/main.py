@@ -31,6 +31,7 @@ from gateway.cli.adapter import adapter_app
 from gateway.cli.audit import audit_app
 from gateway.cli.catalogue import catalogue_app
 from gateway.cli.cluster import cluster_app
+from gateway.cli.keys import keys_app
 from gateway.cli.operator_audit import open_operator_log, operator_name, replay_dead_letter
 from gateway.cli.pki import pki_app
 from gateway.cli.policy import policy_app
@@ -69,6 +70,7 @@ def _options(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(pki_app, name="pki")
+app.add_typer(keys_app, name="keys")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapter_app, name="adapter")

@@ -37,6 +37,7 @@ from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope, subjects
 from gateway.core.lanes import lane_of
+from gateway.core.sealing import SEALED_HEADER, Sealer
 from gateway.core.validation import FieldProblem, Validator
 
 
@@ -241,6 +242,10 @@ class Pipeline:
 
     door: Sequence[Guard]
     stamped: Sequence[Guard]
+    # Seals the personal fields of what passes (None: stored in clear); a sealed event must
+    # still fit the store's message limit, `max_stored_bytes`.
+    sealer: Sealer | None = None
+    max_stored_bytes: int = 0
 
     def run(
         self,
@@ -265,19 +270,45 @@ class Pipeline:
             decision = verdict.decision or decision
         if decision is None:
             raise ValueError("an admission pipeline needs a policy guard that decides")
-        subject, data, headers = stored_form(stamped)
+        subject, data, headers = stored_form(stamped, self.sealer)
+        if refused := self._too_large_sealed(data, headers):
+            return refused
         return Admitted(stamped, subject, data, headers, decision, tuple(advisories))
 
+    def _too_large_sealed(self, data: bytes, headers: dict[str, str]) -> Refused | None:
+        sealed = headers.get(SEALED_HEADER)
+        if sealed is None or not self.max_stored_bytes:
+            return None
+        size = len(data) + len(sealed)
+        if size <= self.max_stored_bytes:
+            return None
+        problem = FieldProblem(
+            "",
+            f"event is {size} bytes once its personal fields are sealed; the limit is "
+            f"{self.max_stored_bytes}",
+            "event.max_bytes",
+        )
+        return Refused(RefusalKind.INVALID, problem.description, (problem,))
 
-def stored_form(stamped: event_pb2.Event) -> tuple[str, bytes, dict[str, str]]:
+
+def stored_form(
+    stamped: event_pb2.Event, sealer: Sealer | None = None
+) -> tuple[str, bytes, dict[str, str]]:
     """The subject, bytes and headers the event log stores an admitted (stamped) event under:
-    its plane, type, jurisdiction and lane; its CloudEvents attributes and content digest."""
+    its plane, type, jurisdiction and lane; its CloudEvents attributes and content digest; with
+    a `sealer`, its personal fields sealed (gateway.core.sealing)."""
     subject = subjects.event_subject(
         stamped.plane, stamped.type, stamped.jurisdiction.division_code, lane_of(stamped)
     )
     headers = envelope.cloudevents_headers(stamped)
-    headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()
-    return subject, stamped.SerializeToString(), headers
+    if sealer is None:
+        headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()
+        return subject, stamped.SerializeToString(), headers
+    sealed = sealer.seal(stamped)
+    headers[envelope.CONTENT_DIGEST_HEADER] = sealed.content_digest.hex()
+    if sealed.sealed is not None:
+        headers[SEALED_HEADER] = sealed.sealed
+    return subject, sealed.data, headers
 
 
 def pipeline(
@@ -286,15 +317,18 @@ def pipeline(
     *,
     max_event_bytes: int,
     catalogue: Catalogue | None = None,
+    sealer: Sealer | None = None,
 ) -> Pipeline:
     """The publish pipeline: validation, claimed source, the catalogue (None: the one shipped
-    with the schemas), then policy."""
+    with the schemas), then policy; personal fields sealed by `sealer`, if any."""
     return Pipeline(
         door=(validation_guard(validator, max_event_bytes), claimed_source_guard),
         stamped=(
             catalogue_guard(load_catalogue() if catalogue is None else catalogue),
             policy_guard(decide),
         ),
+        sealer=sealer,
+        max_stored_bytes=max_event_bytes,
     )
 
 
@@ -330,9 +364,12 @@ def admit_all(
     *,
     max_event_bytes: int,
     catalogue: Catalogue | None = None,
+    sealer: Sealer | None = None,
 ) -> list[Admitted | Refused]:
     """`admit` for each event of a batch, all received at one moment (`received`). The
     servicer calls it a few events at a time, in fair turns among agencies."""
     stamp = envelope.timestamp(received)
-    guards = pipeline(validator, decide, max_event_bytes=max_event_bytes, catalogue=catalogue)
+    guards = pipeline(
+        validator, decide, max_event_bytes=max_event_bytes, catalogue=catalogue, sealer=sealer
+    )
     return [guards.run(principal, event, stamp) for event in events]

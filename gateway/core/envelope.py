@@ -64,11 +64,17 @@ def content_digest(event: event_pb2.Event) -> bytes:
     is left out too: it says how the document travelled (bare, or in this or that EDXL-DE
     envelope), not what it says, so the same alert arriving both ways is a duplicate, not a
     conflict (the first arrival's envelope is the one kept)."""
+    return hashlib.sha256(content_bytes(event)).digest()
+
+
+def content_bytes(event: event_pb2.Event) -> bytes:
+    """What `content_digest` covers (an event with a sealed part keys its digest instead:
+    gateway.core.sealing)."""
     content = event_pb2.Event()
     content.CopyFrom(event)
     content.ClearField("received_time")
     content.ClearField("distribution")
-    return hashlib.sha256(content.SerializeToString(deterministic=True)).digest()
+    return content.SerializeToString(deterministic=True)
 
 
 def cloudevents_headers(event: event_pb2.Event) -> dict[str, str]:

@@ -289,6 +289,26 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, config=SCHEMA)
+class PersonalDataSettings:
+    """Personal data at rest (PIPL; GB/T 39786-2021): the fields the schema marks personal or
+    precise location are stored sealed (AES-256-GCM, or SM4-GCM in the national profile) and
+    opened only by the gateway, for the deliveries the policy allows (docs/compliance.md)."""
+
+    seal: bool = True
+    """Seal personal fields before they reach the event store; false stores them in clear
+    (a raw read of the store's files then shows them)."""
+    key_file: str = ""
+    """The sealing key ring (0600), the SAME file on every replica: rotate it with `dutylink
+    keys rotate`; empty: <nats.data_dir>/keys/sealing.keys, created on first start."""
+    key_command: tuple[str, ...] = ()
+    """A key service instead of the file: a command (program and arguments) whose output is
+    the key ring in the file's format, run at start and at each reload."""
+    reload_seconds: Seconds = 10.0
+    """How often the key ring is read again: a rotation takes effect (and is audited) without
+    a restart."""
+
+
+@dataclass(frozen=True, config=SCHEMA)
 class LedgerSettings:
     """The resource ledger (docs/ledger.md): reservations past their expiry return to available
     by themselves, through an inventory.reservation_expired event the gateway publishes."""
@@ -410,6 +430,7 @@ class Config:
     tls: TlsSettings = TlsSettings()
     policy: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
+    personal_data: PersonalDataSettings = PersonalDataSettings()
     ledger: LedgerSettings = LedgerSettings()
     tracking: TrackingSettings = TrackingSettings()
     console: WebConsoleSettings = WebConsoleSettings()
@@ -433,6 +454,7 @@ SECTIONS: dict[str, type[Any]] = {
     "tls": TlsSettings,
     "policy": PolicySettings,
     "audit": AuditSettings,
+    "personal_data": PersonalDataSettings,
     "ledger": LedgerSettings,
     "tracking": TrackingSettings,
     "console": WebConsoleSettings,

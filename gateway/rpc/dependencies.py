@@ -4,6 +4,7 @@ catalogue, the audit log, the clock; built once by the gateway (server.py)."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from gateway.audit.log import AuditUnavailableError
 from gateway.core.admission import NoStatefulGuards, StatefulGuards
 from gateway.core.crypto import HashSuite, crypto_profile
 from gateway.core.facts import AuditSink
+from gateway.core.sealing import Keyring, Sealer
 from gateway.core.settings import Config
 from gateway.core.validation import Validator
 from gateway.store.audit_log import AuditLog
@@ -57,6 +59,21 @@ class AuditHolder:
     # Set when the start-up check found the event store short of what the log says it stored
     # and audit.store_mismatch = "read-only": every publish is refused with this message.
     store_fault: str = ""
+
+
+@dataclass
+class SealingHolder:
+    """The sealing key ring in force (gateway.core.sealing), replaced when it is rotated: it
+    opens what was sealed, and seals new events when `seal` (personal_data.seal) is on."""
+
+    keyring: Keyring | None = None
+    seal: bool = True
+
+    def sealer(self) -> Sealer | None:
+        """What seals new events now (None: they are stored in clear)."""
+        if self.keyring is None or not self.seal:
+            return None
+        return Sealer(self.keyring, secrets.token_bytes)
 
 
 class DeliveryRecorder(Protocol):
@@ -102,6 +119,8 @@ class Dependencies:
     deliveries: DeliveryRecorder = field(default_factory=NoDeliveryRecorder)
     # Spans and the trace context events carry from publish to delivery (off: carried only).
     tracing: Tracing = field(default_factory=Tracing)
+    # The key ring that seals personal fields at rest and opens them for delivery.
+    sealing: SealingHolder = field(default_factory=SealingHolder)
 
     @property
     def hashing(self) -> HashSuite:

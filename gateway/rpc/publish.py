@@ -158,6 +158,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
         now = deps.clock()
         if decide is None:
             decide = partial(self._agency_decision, principal)
+        sealer = deps.sealing.sealer()
         admitted_or_refused = await self._turns.in_turns(
             principal.agency,
             events,
@@ -169,6 +170,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 now,
                 max_event_bytes=deps.config.gateway.max_message_bytes,
                 catalogue=deps.catalogue,
+                sealer=sealer,
             ),
         )
         # The lifecycle and ledger transitions, written with compare-and-set.

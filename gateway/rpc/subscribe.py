@@ -32,6 +32,7 @@ from gateway.audit.log import AuditUnavailableError
 from gateway.core import delivery, subjects
 from gateway.core.envelope import incident_ids
 from gateway.core.ports import StoreError
+from gateway.core.sealing import SEALED_HEADER, SealingError, open_sealed
 from gateway.core.validation import FieldProblem
 from gateway.rpc.calls import (
     abort,
@@ -319,7 +320,13 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         if screened.fate is not delivery.Fate.READ:
             return _settled_plan(message, delivered, screened)
         try:
-            event = event_pb2.Event.FromString(message.data)
+            event = open_sealed(
+                message.data, headers.get(SEALED_HEADER), self._deps.sealing.keyring
+            )
+        except SealingError as error:  # kept as a dead letter until the key is back
+            log.error("subscribe.unopenable", subscription=stream.name, reason=str(error))
+            unopenable = delivery.Plan(delivery.Fate.DEAD_LETTER, f"unopenable: {error}")
+            return _settled_plan(message, delivered, unopenable)
         except Exception:  # any undecodable payload is poison, not a crash
             judged = stream.session.judge(
                 delivered.stream_sequence, _Sent(message, delivered), readable=False, allowed=False

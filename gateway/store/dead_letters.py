@@ -12,6 +12,7 @@ import nats.js.errors
 
 from gateway.core import subjects
 from gateway.core.ports import MESSAGE_ID_HEADER, DeadLetter, Stored, StoreRejectedError
+from gateway.core.sealing import SEALED_HEADER
 from gateway.store.connection import NatsConnection
 from gateway.store.errors import STORE_FAILURES, translate
 from gateway.store.events import stored
@@ -25,8 +26,12 @@ REPLAY_OF_HEADER = "Dutylink-Replay-Of"
 
 
 def _event_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The event's own (CloudEvents) headers."""
-    return {key: value for key, value in headers.items() if key.startswith("ce-")}
+    """The event's own headers: its CloudEvents attributes and its sealed part."""
+    return {
+        key: value
+        for key, value in headers.items()
+        if key.startswith("ce-") or key == SEALED_HEADER
+    }
 
 
 def dead_letter_headers(

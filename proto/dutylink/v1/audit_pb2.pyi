@@ -95,6 +95,12 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     incidents answered about, `event_digest` the digest (H) of the response sent (of each change
     sent, for a watch). OK: answered (NOT_FOUND included); INVALID: a malformed request.
     """
+    AUDIT_ACTION_SEALING_KEYS: _AuditAction.ValueType  # 18
+    """The key ring that seals personal fields at rest (`[personal_data]`): loaded at start (OK),
+    changed while running (OK: a rotation or a retired key), or a changed ring refused
+    (INVALID: the ring in force stays). `reason` names the keys by id only, which one seals
+    new events and where the ring came from; no entry ever holds key material.
+    """
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
     """What an audit entry records."""
@@ -159,6 +165,12 @@ AUDIT_ACTION_BOARD_QUERY: AuditAction.ValueType  # 17
 incident, a jurisdiction's board, a watch) and how much was answered, `incident_ids` the
 incidents answered about, `event_digest` the digest (H) of the response sent (of each change
 sent, for a watch). OK: answered (NOT_FOUND included); INVALID: a malformed request.
+"""
+AUDIT_ACTION_SEALING_KEYS: AuditAction.ValueType  # 18
+"""The key ring that seals personal fields at rest (`[personal_data]`): loaded at start (OK),
+changed while running (OK: a rotation or a retired key), or a changed ring refused
+(INVALID: the ring in force stays). `reason` names the keys by id only, which one seals
+new events and where the ring came from; no entry ever holds key material.
 """
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 

@@ -18,8 +18,8 @@ import pytest
 from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2
 from gateway.core.crypto import INTERNATIONAL, NATIONAL, CryptoProfile
-from gateway.core.sealing import SEALED_HEADER
-from gateway.core.subjects import EVENTS_STREAM
+from gateway.core.sealing import SEALED_HEADER, open_sealed
+from gateway.core.subjects import DEADLETTER_STREAM, EVENTS_STREAM, deadletter_subject
 from gateway.store.audit_reader import read_log
 from gateway.store.nats_server import NatsServer
 from gateway.store.sealing_keys import read_key_file, rotated, write_key_file
@@ -91,6 +91,19 @@ async def receive(client: DutyLinkClient, count: int) -> list[gateway_pb2.Delive
         consuming.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consuming
+    return received
+
+
+async def receive_for(client: DutyLinkClient, name: str, seconds: float) -> list[str]:
+    """The ids of what subscription `name` delivers within `seconds`."""
+    received: list[str] = []
+    subscription = client.subscribe(name)
+    await subscription.open()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for delivery in subscription:
+                received.append(delivery.event.id)
+    await subscription.close()
     return received
 
 
@@ -230,3 +243,47 @@ async def test_a_rotation_is_audited_and_seals_new_events_with_the_new_key(
     outcome, refused = reasons[2]
     assert outcome == audit_pb2.AUDIT_OUTCOME_INVALID
     assert refused == f"refused: {key_file}: not a sealing key ring (JSONDecodeError)"
+
+
+async def test_an_event_this_gateway_cannot_open_is_kept_as_a_dead_letter(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """A replica without the key that sealed an event (another ring) does not deliver it in
+    part, nor lose it: it dead-letters it naming the key, sealed part and all, so that a
+    replay once the key is back delivers it whole."""
+    ring_a, ring_b = tmp_path / "a.keys", tmp_path / "b.keys"
+    event = personal_events()[0]
+    sealing_with = config_for_tests(personal_data={"key_file": str(ring_a)})
+    async with (
+        gateway_for_tests(nats_url, sealing_with) as gateway,
+        DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+        DutyLinkClient(gateway.address, token=TOKENS["police"]) as police,
+    ):
+        await subscribed(police, "other-ring")
+        await fire.publish(event)
+    other_ring = config_for_tests(personal_data={"key_file": str(ring_b)})
+    async with (
+        gateway_for_tests(nats_url, other_ring) as gateway,
+        DutyLinkClient(gateway.address, token=TOKENS["police"]) as police,
+    ):
+        received = await receive_for(police, "other-ring", seconds=2.0)
+    assert received == [], "delivered without its personal fields"
+    keyring = read_key_file(ring_a, INTERNATIONAL)
+    dead = [
+        e
+        for e in await audit_entries(nats_url)
+        if e.action == audit_pb2.AUDIT_ACTION_DEAD_LETTER and e.event_id == event.id
+    ]
+    assert len(dead) == 1
+    assert dead[0].reason.startswith(
+        f"unopenable: sealed with key {keyring.current}, which this gateway does not hold"
+    )
+    connection = await nats.connect(nats_url)
+    try:
+        letter = await connection.jetstream().get_last_msg(
+            DEADLETTER_STREAM, deadletter_subject("police", "other-ring")
+        )
+    finally:
+        await connection.close()
+    kept = open_sealed(letter.data or b"", (letter.headers or {})[SEALED_HEADER], keyring)
+    assert kept.incident.reporter == event.incident.reporter

@@ -227,10 +227,17 @@ class Sealer:
         return Sealed(data, header, digest)
 
 
-def open_sealed(data: bytes, sealed: str | None, keyring: Keyring | None) -> event_pb2.Event:
+def open_sealed(
+    data: bytes,
+    sealed: str | None,
+    keyring: Keyring | None,
+    *,
+    parsed: event_pb2.Event | None = None,
+) -> event_pb2.Event:
     """The whole event from its stored bytes and sealed part (DecodeError if the bytes are no
-    event; SealingError if the part cannot be opened: no such key here, or it was changed)."""
-    event = event_pb2.Event.FromString(data)
+    event; SealingError if the part cannot be opened: no such key here, or it was changed).
+    `parsed`: the event already parsed from `data`, completed in place and returned."""
+    event = event_pb2.Event.FromString(data) if parsed is None else parsed
     if not sealed:
         return event
     identifier, _, body = sealed.partition(":")

@@ -320,13 +320,8 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
         if screened.fate is not delivery.Fate.READ:
             return _settled_plan(message, delivered, screened)
         try:
-            event = open_sealed(
-                message.data, headers.get(SEALED_HEADER), self._deps.sealing.keyring
-            )
-        except SealingError as error:  # kept as a dead letter until the key is back
-            log.error("subscribe.unopenable", subscription=stream.name, reason=str(error))
-            unopenable = delivery.Plan(delivery.Fate.DEAD_LETTER, f"unopenable: {error}")
-            return _settled_plan(message, delivered, unopenable)
+            # The stored event: its personal fields are sealed apart (gateway.core.sealing).
+            event = event_pb2.Event.FromString(message.data)
         except Exception:  # any undecodable payload is poison, not a crash
             judged = stream.session.judge(
                 delivered.stream_sequence, _Sent(message, delivered), readable=False, allowed=False
@@ -339,7 +334,17 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
             incident_ids=tuple(incident_ids(event)),
         )
         principal = stream.principal
+        # No rule looks at a personal field: the decision on the stored event is the same.
         decision = self._deps.authorizer.decide(principal, "receive", event, self._deps.clock())
+        if decision.allowed and (sealed := headers.get(SEALED_HEADER)):
+            # Opened only for a recipient the policy lets have the event (its redaction
+            # and the commitments to what it withholds need the values).
+            try:
+                open_sealed(message.data, sealed, self._deps.sealing.keyring, parsed=event)
+            except SealingError as error:  # kept as a dead letter until the key is back
+                log.error("subscribe.unopenable", subscription=stream.name, reason=str(error))
+                unopenable = delivery.Plan(delivery.Fate.DEAD_LETTER, f"unopenable: {error}")
+                return _settled_plan(message, delivered, unopenable)
         judged = stream.session.judge(
             delivered.stream_sequence,
             _Sent(message, delivered),

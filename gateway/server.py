@@ -103,7 +103,7 @@ from gateway.store.ledger_timer import (
     reservation_expiry_timer,
 )
 from gateway.store.lifecycle_guard import LifecycleGuard
-from gateway.store.nats_server import NatsServer, keep_running, start_embedded
+from gateway.store.nats_server import NatsServer, keep_running, start_embedded, store_key_of
 from gateway.store.policy_archive import PolicyArchive
 from gateway.store.sealing_keys import KeyringSource
 from gateway.store.tracker import Tracker
@@ -417,7 +417,9 @@ class Gateway:
         if not self._nats_url:
             # Only the generated users may connect; the gateway as its own (gateway.store.nats_auth).
             self._embedded, self._nats_url = await start_embedded(
-                self.config.nats.data_dir, self.config.gateway.gateway_id
+                self.config.nats.data_dir,
+                self.config.gateway.gateway_id,
+                store_key_of(self.config.nats),
             )
             # This gateway's alone: when it dies, it is started again on its port and store
             # (the NATS client reconnects there, and recovery follows).

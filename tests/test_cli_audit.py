@@ -64,13 +64,13 @@ def test_a_full_export_verifies_on_its_own_and_a_changed_entry_is_named(
     code, out, err = audit("export", "--gateway-id", "gw-1", "--out", str(bundle), "--data-dir", str(data_dir))  # fmt: skip
     assert code == 0, err
     # start, 4 accepted, 4 stored, stop
-    assert out.startswith("exported 10 entries and ") and "(full)" in out
+    assert out.startswith("exported 11 entries and ") and "(full)" in out
     assert {p.name for p in bundle.iterdir()} == {"manifest.json", "entries.jsonl", "checkpoints.jsonl", "keys", "README.md"}  # fmt: skip
 
     key = (data_dir / "audit" / "gw-1.pub").read_text().strip()
     code, out, err = audit("verify", "--bundle", str(bundle), "--key", key)
     assert code == 0, err
-    assert out.startswith("audit log gw-1: 10 entries, ") and "all verified" in out
+    assert out.startswith("audit log gw-1: 11 entries, ") and "all verified" in out
 
     lines = (bundle / "entries.jsonl").read_text().splitlines()
     changed = json.loads(lines[2])
@@ -130,7 +130,7 @@ def test_prove_prints_an_events_entries_with_verified_proofs_and_the_checkpoint(
     code, out, err = audit("prove", events[1].id, "--gateway-id", "gw-1", "--data-dir", str(data_dir))  # fmt: skip
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("entry 2: ") and " PUBLISH ACCEPTED fire " in lines[0]
+    assert lines[0].startswith("entry 3: ") and " PUBLISH ACCEPTED fire " in lines[0]
     assert f"event={events[1].id}" in lines[0]
     assert lines[1].startswith("  leaf hash ")
     assert any(line.startswith("  proof[0] ") for line in lines)
@@ -149,7 +149,7 @@ def test_tail_prints_the_latest_entries_one_line_each(
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 3
-    assert lines[0].split()[0] == "7" and f"event={events[2].id}" in lines[0]
+    assert lines[0].split()[0] == "8" and f"event={events[2].id}" in lines[0]
     assert " PUBLISH STORED fire " in lines[0]
     assert " GATEWAY_STOP OK" in lines[2]
 
@@ -174,7 +174,7 @@ def test_a_stopped_gateways_log_is_read_from_a_copy_leaving_its_store_untouched(
 
     code, out, err = audit("verify", "--gateway-id", "gw-1", "--data-dir", str(tmp_path))
     assert code == 0, err
-    assert out.startswith("audit log gw-1: 10 entries, ") and "all verified" in out
+    assert out.startswith("audit log gw-1: 11 entries, ") and "all verified" in out
     assert f"note: the gateway of {tmp_path} is stopped: reading a copy of its store" in err
     code, out, err = audit("tail", "--gateway-id", "gw-1", "--count", "3", "--data-dir", str(tmp_path))  # fmt: skip
     assert code == 0, err

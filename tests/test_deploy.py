@@ -313,6 +313,7 @@ def node_environment(plan: cluster.ClusterPlan, index: int) -> dict[str, str]:
         "OPERATOR_PASSWORD_HASH": nats_auth.new_password(),
         "WITNESS_PASSWORD_HASH": nats_auth.new_password(),
         "SYSTEM_PASSWORD_HASH": plan.system_password,
+        "JETSTREAM_STORE_KEY": plan.system_password + "-store-key",
     }
 
 

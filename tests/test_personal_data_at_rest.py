@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import stat
 import struct
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +21,9 @@ from dutylink.v1 import audit_pb2, event_pb2, gateway_pb2
 from gateway.core.crypto import INTERNATIONAL, NATIONAL, CryptoProfile
 from gateway.core.sealing import SEALED_HEADER, open_sealed
 from gateway.core.subjects import DEADLETTER_STREAM, EVENTS_STREAM, deadletter_subject
+from gateway.server import Gateway
 from gateway.store.audit_reader import read_log
-from gateway.store.nats_server import NatsServer
+from gateway.store.nats_server import CONFIG_FILE, NatsServer
 from gateway.store.sealing_keys import read_key_file, rotated, write_key_file
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
@@ -287,3 +289,31 @@ async def test_an_event_this_gateway_cannot_open_is_kept_as_a_dead_letter(
         await connection.close()
     kept = open_sealed(letter.data or b"", (letter.headers or {})[SEALED_HEADER], keyring)
     assert kept.incident.reporter == event.incident.reporter
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "in-clear"])
+async def test_the_embedded_store_is_encrypted_with_a_key_kept_apart(
+    tmp_path: Path, encrypted: bool
+) -> None:
+    """JetStream's own encryption, the second layer: with it, not even the fields left in
+    clear by sealing (an event's title) can be read from the embedded store's files; its key
+    is a 0600 file beside (never inside) the store and never in the server's configuration."""
+    config = config_for_tests(
+        nats={"data_dir": str(tmp_path), "store_encryption": encrypted},
+    )
+    event = incident_event()
+    event.incident.title = "MARKER-4f1c9e2a title of the incident"
+    async with (
+        Gateway(config) as gateway,
+        DutyLinkClient(gateway.address, token=TOKENS["fire"]) as fire,
+    ):
+        await fire.publish(event)
+    raw = store_bytes(tmp_path / "nats" / "jetstream")
+    assert (b"MARKER-4f1c9e2a" in raw) is not encrypted
+    key_file = tmp_path / "keys" / "jetstream.key"
+    assert key_file.exists() is encrypted
+    if encrypted:
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text(encoding="utf-8").strip()
+        assert key.encode() not in store_bytes(tmp_path / "nats")  # config, logs, store
+        assert "cipher: aes" in (tmp_path / "nats" / CONFIG_FILE).read_text(encoding="utf-8")

@@ -307,13 +307,18 @@ def _nats(
             f"error: no NATS to talk to: give --nats-url, or a --data-dir holding a gateway's "
             f"store ({store} has none)",
         )
-    with _stopped_store(store, gateway_id) as credentials_and_url:
+    # An encrypted store opens with its key, where the gateway keeps it by default.
+    key_file = data_dir / "keys" / "jetstream.key"
+    store_key = key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else None
+    with _stopped_store(store, gateway_id, store_key) as credentials_and_url:
         credentials, copy_url = credentials_and_url
         yield credentials.url(copy_url, role)
 
 
 @contextlib.contextmanager
-def _stopped_store(store: Path, gateway_id: str) -> Iterator[tuple[nats_auth.Credentials, str]]:
+def _stopped_store(
+    store: Path, gateway_id: str, store_key: str | None
+) -> Iterator[tuple[nats_auth.Credentials, str]]:
     """A nats-server on a private copy of a stopped gateway's store (its credentials included),
     on its own thread's event loop while the command runs its own; removed afterwards. A copy,
     because a nats-server writes to the store it opens (indexes, meta) and an auditor's read
@@ -324,7 +329,7 @@ def _stopped_store(store: Path, gateway_id: str) -> Iterator[tuple[nats_auth.Cre
             store, copy, ignore=shutil.ignore_patterns(URL_FILE, PID_FILE), symlinks=True
         )
         credentials = nats_auth.ensure_credentials(copy)
-        server = NatsServer(copy, users=credentials.server_users(gateway_id))
+        server = NatsServer(copy, users=credentials.server_users(gateway_id), store_key=store_key)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()

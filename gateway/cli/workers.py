@@ -42,7 +42,7 @@ from gateway.core.workers import Restarts, worker_id
 from gateway.server import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
 from gateway.store import nats_auth
 from gateway.store.data_dir_lock import DataDirLock
-from gateway.store.nats_server import keep_running, start_embedded
+from gateway.store.nats_server import keep_running, start_embedded, store_key_of
 from gateway.telemetry.metrics import serve_http
 from gateway.telemetry.worker_metrics import workers_metrics_route
 
@@ -247,7 +247,7 @@ class Supervisor:
             stack.callback(held.close)
         if not self._connect_url:
             server, self._connect_url = await start_embedded(
-                self.settings.nats.data_dir, gateway.gateway_id
+                self.settings.nats.data_dir, gateway.gateway_id, store_key_of(self.settings.nats)
             )
             stack.push_async_callback(server.stop)
             watch = asyncio.create_task(

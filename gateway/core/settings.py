@@ -201,6 +201,14 @@ class NatsSettings:
     may carry a user's password or token (shown as nats://user:***@host)."""
     data_dir: str = ".dutylink"
     """The embedded server's storage (data_dir/nats) and local state."""
+    store_encryption: bool = True
+    """The embedded server encrypts its JetStream store (AES-GCM, JetStream's own encryption at
+    rest): a second layer under the sealed personal fields ([personal_data]). A store written
+    in clear is encrypted at the next start; losing the key loses the store. A server of your
+    own: set `cipher` and `key` in its jetstream block (deploy/nats/nats.conf)."""
+    store_key_file: str = ""
+    """The embedded store's key (0600, hex), kept apart from the store: empty:
+    <data_dir>/keys/jetstream.key, created on first start; better on another volume."""
     stream_replicas: Annotated[int, Field(ge=1, le=5)] = 1
     """Replicas of each stream: 3 on a JetStream cluster."""
     duplicate_window_seconds: Seconds = 120.0

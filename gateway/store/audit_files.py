@@ -50,12 +50,16 @@ def load_or_create_signer(key_file: Path, name: str, key_type: KeyType = ED25519
 
 
 def load_or_create_key(key_file: Path) -> bytes:
-    """The deployment's commitment key (hex in a 0600 file), created on first use. Replicas
-    share it (copy the file) so any of them can reveal salts for any entry."""
+    """A 32-byte secret (hex in a 0600 file), created on first use: the deployment's commitment
+    key (replicas share it, so that any of them can reveal salts for any entry), or the embedded
+    JetStream store's key. ConfigError if it holds no such key."""
     if key_file.exists():
-        key = bytes.fromhex(key_file.read_text(encoding="utf-8").strip())
+        try:
+            key = bytes.fromhex(key_file.read_text(encoding="utf-8").strip())
+        except ValueError:
+            key = b""
         if len(key) != KEY_BYTES:
-            raise ValueError(f"{key_file}: a commitment key is {KEY_BYTES} bytes in hex")
+            raise ConfigError(f"{key_file}: expected a {KEY_BYTES}-byte key in hex")
         return key
     key = secrets.token_bytes(KEY_BYTES)
     _create_secret_file(key_file, key.hex())

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import structlog
 
+from gateway.core.settings import NatsSettings
 from gateway.core.started import Started
 from gateway.store import nats_auth
+from gateway.store.audit_files import load_or_create_key
 from gateway.store.nats_auth import ServerUser, render_authorization
 
 _LISTENING = re.compile(rb"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
@@ -35,6 +37,8 @@ _READY = b"Server is ready"
 URL_FILE = "nats-server.url"
 PID_FILE = "nats-server.pid"
 CONFIG_FILE = "nats-server.conf"
+# The server's environment variable its configuration takes the store's encryption key from.
+STORE_KEY_VARIABLE = "JETSTREAM_STORE_KEY"
 _PROBLEM = re.compile(rb"\[(FTL|ERR)\] (.*)")
 
 log = structlog.get_logger("dutylink.nats_server")
@@ -42,6 +46,19 @@ log = structlog.get_logger("dutylink.nats_server")
 
 class NatsServerError(RuntimeError):
     """The nats-server process could not be found, failed to start or died."""
+
+
+def store_key_of(settings: NatsSettings) -> str | None:
+    """The embedded store's encryption key (created on first start), or None when
+    `nats.store_encryption` is off."""
+    if not settings.store_encryption:
+        return None
+    path = (
+        Path(settings.store_key_file)
+        if settings.store_key_file
+        else Path(settings.data_dir) / "keys" / "jetstream.key"
+    )
+    return load_or_create_key(path).hex()
 
 
 def embedded_dir(data_dir: str | Path) -> Path:
@@ -141,11 +158,13 @@ def render_config(
     name: str,
     sync_always: bool = True,
     users: Sequence[ServerUser] = (),
+    encrypted: bool = False,
 ) -> str:
     """The server's configuration file. JSON strings are valid NATS config strings.
     `sync_always=False` (JetStream's own default) exists only so the benchmark can show the cost.
     With `users` (gateway.store.nats_auth) only they may connect, each within its permissions; the
-    file holds their bcrypt hashes, never a password."""
+    file holds their bcrypt hashes, never a password. `encrypted`: JetStream encrypts its store
+    with the key in the server's environment (STORE_KEY_VARIABLE), never in the file."""
     return "\n".join(
         [
             f"server_name: {json.dumps(name)}",
@@ -153,6 +172,7 @@ def render_config(
             "jetstream {",
             f"  store_dir: {json.dumps(str(store_dir))}",
             *(["  sync_interval: always"] if sync_always else []),
+            *(["  cipher: aes", f"  key: ${STORE_KEY_VARIABLE}"] if encrypted else []),
             "}",
             *render_authorization(users),
             "",
@@ -174,10 +194,12 @@ class NatsServer(Started):
         sync_always: bool = True,
         config_text: str | None = None,
         users: Sequence[ServerUser] = (),
+        store_key: str | None = None,
     ) -> None:
         """`config_text` replaces the rendered single-server configuration (cluster nodes bring
         their own, see gateway.testkit.cluster); it must listen on a loopback client port. `users`:
-        who may connect (see gateway.store.nats_auth); none: anyone (test servers only)."""
+        who may connect (see gateway.store.nats_auth); none: anyone (test servers only).
+        `store_key`: JetStream encrypts its store with it (None: in clear)."""
         self.data_dir = data_dir
         self.host = host
         self.port = port
@@ -186,6 +208,7 @@ class NatsServer(Started):
         self.sync_always = sync_always
         self.config_text = config_text
         self.users = tuple(users)
+        self._store_key = store_key
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._url: str | None = None
@@ -230,11 +253,16 @@ class NatsServer(Started):
                 name=self.name,
                 sync_always=self.sync_always,
                 users=self.users,
+                encrypted=self._store_key is not None,
             ),
             encoding="utf-8",
         )
+        environment = None
+        if self._store_key is not None:  # only the server's own environment holds it
+            environment = {**os.environ, STORE_KEY_VARIABLE: self._store_key}
         self._process = await asyncio.create_subprocess_exec(
             *_dying_with_this_process([str(find_binary()), "-c", str(config)]),
+            env=environment,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -326,13 +354,16 @@ class NatsServer(Started):
         await self.stop()
 
 
-async def start_embedded(data_dir: str | Path, gateway_id: str) -> tuple[NatsServer, str]:
+async def start_embedded(
+    data_dir: str | Path, gateway_id: str, store_key: str | None = None
+) -> tuple[NatsServer, str]:
     """The embedded server of a gateway's data directory, started so that only the generated
-    users may connect (gateway.store.nats_auth), and the URL to connect to it as the gateway."""
+    users may connect (gateway.store.nats_auth), and the URL to connect to it as the gateway;
+    its store encrypted with `store_key` (see `store_key_of`), if any."""
     directory = embedded_dir(data_dir)
     credentials = nats_auth.ensure_credentials(directory)
     users = await asyncio.to_thread(credentials.server_users, gateway_id)  # bcrypt: not on the loop
-    server = NatsServer(directory, users=users)
+    server = NatsServer(directory, users=users, store_key=store_key)
     return server, credentials.url(await server.start(), nats_auth.GATEWAY)
 
 

@@ -65,8 +65,13 @@ def read_key_file(path: Path, profile: CryptoProfile) -> Keyring:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise SealingError(f"{path}: cannot read: {error}") from None
-    if mode & 0o077:
-        raise SealingError(f"{path}: other users may read it (mode {mode:04o}): chmod 600 it")
+    # Group read stays allowed: it is how a Kubernetes secret reaches a non-root pod
+    # (defaultMode 0440 with the pod's fsGroup).
+    if mode & 0o027:
+        raise SealingError(
+            f"{path}: mode {mode:04o} lets other users read it or its group change it: "
+            "chmod 600 it (or 640 for a group that must read it)"
+        )
     return parse_keyring(text, str(path), profile)
 
 

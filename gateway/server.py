@@ -243,7 +243,7 @@ class Gateway:
         self._expiry_timer: ReservationExpiryTimer | None = None
         self._tracker: Tracker | None = None
         self._tracker_feed: ConsumerRunner | None = None
-        self.board = BoardFeed(on_step=self._observe_loop_step)
+        self.board = BoardFeed(on_step=self._observe_loop_step, keys=self._sealing_keys)
         self._policy_archive: PolicyArchive | None = None
         self._nats_back = asyncio.Event()
         self._embedded_watch: asyncio.Task[None] | None = None
@@ -709,6 +709,10 @@ class Gateway:
         await self._deps.sink.record_best_effort([entry])
         if not change.refused:
             await self._archive_policy(policy)
+
+    def _sealing_keys(self) -> Keyring | None:
+        """The sealing key ring in force now (None before start-up loaded it)."""
+        return None if self._deps is None else self._deps.sealing.keyring
 
     async def _load_sealing_keys(self) -> SealingHolder:
         """The key ring that seals personal fields (created on first start when it comes from

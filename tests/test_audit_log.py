@@ -55,20 +55,21 @@ async def test_every_publish_is_recorded_with_the_digest_of_the_stored_bytes(
     actions = [(e.action, e.outcome) for e in log]
     assert actions == [
         (audit_pb2.AUDIT_ACTION_GATEWAY_START, audit_pb2.AUDIT_OUTCOME_OK),
+        (audit_pb2.AUDIT_ACTION_SEALING_KEYS, audit_pb2.AUDIT_OUTCOME_OK),
         (audit_pb2.AUDIT_ACTION_PUBLISH, audit_pb2.AUDIT_OUTCOME_ACCEPTED),
         # The store's answer rides with the next append (the refusal's): no extra round trip.
         (audit_pb2.AUDIT_ACTION_PUBLISH, audit_pb2.AUDIT_OUTCOME_STORED),
         (audit_pb2.AUDIT_ACTION_PUBLISH, audit_pb2.AUDIT_OUTCOME_INVALID),
         (audit_pb2.AUDIT_ACTION_GATEWAY_STOP, audit_pb2.AUDIT_OUTCOME_OK),
     ]
-    accepted, stored_fact = log[1], log[2]
+    accepted, stored_fact = log[2], log[3]
     assert accepted.event_digest == hashlib.sha256(event_bytes).digest()
     assert stored_fact.event_digest == accepted.event_digest
     assert stored_fact.stream_sequence == receipt.stream_sequence
     assert accepted.actor_agency == "fire" and accepted.rule_ids and accepted.policy_version
     assert event_pb2.Event.FromString(event_bytes).id == accepted.event_id
     assert receipt.stream_sequence == 1
-    assert [e.sequence for e in log] == [0, 1, 2, 3, 4]
+    assert [e.sequence for e in log] == [0, 1, 2, 3, 4, 5]
     assert b"Zhang San" not in b"".join(e.SerializeToString() for e in log), (
         "no personal data in the log"
     )
@@ -106,8 +107,8 @@ async def test_a_restarted_gateway_continues_the_same_log_with_consistent_signed
         ):
             await fire.publish_batch([incident_event() for _ in range(5)])
     raw = await stored(nats_url, subjects.audit_entries("gw-1"), subjects.AUDIT_STREAM)
-    assert [e.sequence for e in entries_of(raw)] == list(range(24)), (
-        "start, 5 accepted, 5 stored, stop; the same again"
+    assert [e.sequence for e in entries_of(raw)] == list(range(26)), (
+        "start, key ring, 5 accepted, 5 stored, stop; the same again"
     )
     notes = [
         n.decode()
@@ -128,7 +129,7 @@ async def test_a_restarted_gateway_continues_the_same_log_with_consistent_signed
                 previous.size, checkpoint.size, proof, previous.root_hash, checkpoint.root_hash
             )
         previous = checkpoint
-    assert previous is not None and previous.size == 24, "a last checkpoint is signed at shutdown"
+    assert previous is not None and previous.size == 26, "a last checkpoint is signed at shutdown"
 
 
 async def test_concurrent_appends_are_committed_together_in_one_gapless_order(

@@ -64,6 +64,7 @@ async def _exchange(url: str, data_dir: Path, profile: str) -> None:
     config = config_for_tests(
         nats={"data_dir": str(data_dir)},
         audit={"checkpoint_seconds": 0.05, "crypto_profile": profile},
+        personal_data={"seal": False},  # no key ring entry: the layout above stays as it is
     )
     events = [incident_event(incident_id=INCIDENT) for _ in range(4)]
     events[0].incident.title = ""  # refused: audited INVALID
@@ -958,7 +959,8 @@ def test_a_format_1_bundle_still_verifies_its_readme_by_hash_alone(
 
 
 async def _export_while_running(url: str, data_dir: Path, out: Path) -> tuple[int, str, str]:
-    """A gateway that signs only when it stops: its second run's start entry is unsigned."""
+    """A gateway that signs only when it stops: its second run's start and key ring entries
+    are unsigned."""
     config = config_for_tests(nats={"data_dir": str(data_dir)}, audit={"checkpoint_seconds": 3600})
     async with Gateway(config, nats_url=url):
         pass
@@ -973,9 +975,9 @@ def test_export_leaves_out_the_entries_no_checkpoint_signs_yet(tmp_path: Path) -
         code, stdout, err = loop.run(_export_while_running(url, tmp_path, out))
     assert code == 0, err
     line = next(line for line in stdout.splitlines() if line.startswith("exported "))
-    assert line.startswith("exported 2 entries and 1 checkpoint of gw-1 (full) to ")
+    assert line.startswith("exported 3 entries and 1 checkpoint of gw-1 (full) to ")
     assert line.endswith(
-        "; left out 1 newer entry no checkpoint signs yet (export again after the next one)"
+        "; left out 2 newer entries no checkpoint signs yet (export again after the next one)"
     )
     key = (tmp_path / "audit" / "gw-1.pub").read_text().strip()
     assert audit("verify", "--bundle", str(out), "--key", key)[0] == 0

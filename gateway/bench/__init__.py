@@ -97,6 +97,10 @@ Sections (`--only SECTION`, repeatable) and their figures:
 - `checkpoint`: under a steady 200 events/s publish load at the default `checkpoint_seconds`,
   from a Publish acknowledgement (its audit entry is durable by then) until a signed checkpoint
   covers that entry, p50 and p99 in s (target: p99 <= 1.5 s).
+- `profile` (`gateway.bench.profile`): the national crypto profile (SM3 tree, SM2 checkpoints,
+  SM4-GCM sealed personal fields) vs the international one, interleaved runs of the `publish`
+  section's gateway: PublishBatch, Subscribe delivery + ack and unary Publish events/s (target:
+  national >= 0.85x, at most 15 % slower), and one checkpoint signature, SM2 vs Ed25519 (ms).
 - `soak` (`gateway.bench.soak`, gateways as subprocesses): the gateway's RSS over
   `--rss-seconds` at 500 events/s with one stalled subscriber, measured once (its figures are
   fitted over the run after a 10 % warm-up): at the end vs at the start, the peak, and the growth, the
@@ -131,6 +135,7 @@ from gateway.bench.figures import (
 from gateway.bench.guard import guard_figures
 from gateway.bench.lanes import lanes_figures
 from gateway.bench.latency import latency_figures
+from gateway.bench.profile import profile_figures
 from gateway.bench.raw import sync_figures
 from gateway.bench.soak import soak_figures
 from gateway.bench.throughput import throughput_figures
@@ -159,6 +164,7 @@ _GROUPS: tuple[tuple[frozenset[str], Callable[[Settings], Awaitable[list[Figure]
     (frozenset({"abuse"}), abuse_figures),
     (frozenset({"fanout"}), fanout_figures),
     (frozenset({"checkpoint"}), checkpoint_figures),
+    (frozenset({"profile"}), profile_figures),
     (frozenset({"soak"}), soak_figures),
     (frozenset({"workers"}), workers_figures),
 )

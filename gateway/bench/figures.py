@@ -20,6 +20,7 @@ SECTIONS = (
     "abuse",
     "fanout",
     "checkpoint",
+    "profile",
     "soak",
     "workers",
 )

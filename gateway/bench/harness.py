@@ -23,7 +23,7 @@ from dutylink.v1 import common_pb2, event_pb2, gateway_pb2, incident_pb2
 from gateway.config import load
 from gateway.console.app import serving
 from gateway.console.state import ConsoleSettings
-from gateway.core.settings import Agency, Config
+from gateway.core.settings import Agency, Config, CryptoProfileName
 from gateway.server import Gateway
 from gateway.store.nats_server import NatsServer
 from gateway.testkit.inprocess import GatewayProcess
@@ -130,6 +130,7 @@ def gateway_config(
     audit: bool = True,
     enforce_lifecycles: bool = True,
     agencies: tuple[Agency, ...] = (),
+    crypto_profile: CryptoProfileName = "international",
 ) -> Config:
     """Defaults with this policy, audit switch and lifecycle guard switch, on a free port, with a fresh gateway id and
     the gateway's files (audit keys) in the run's directory: never a real deployment's
@@ -145,7 +146,7 @@ def gateway_config(
         ),
         nats=dataclasses.replace(config.nats, data_dir=str(directory / "gateway")),
         policy=dataclasses.replace(config.policy, dir=str(policy_dir)),
-        audit=dataclasses.replace(config.audit, enabled=audit),
+        audit=dataclasses.replace(config.audit, enabled=audit, crypto_profile=crypto_profile),
         agencies=agencies or config.agencies,
         agencies_source="dutylink bench" if agencies else config.agencies_source,
     )
@@ -177,6 +178,7 @@ async def gateway_at(config: Config, nats_url: str, *, in_process: bool) -> Asyn
         env={
             "DUTYLINK_AUDIT_ENABLED": str(config.audit.enabled).lower(),
             "DUTYLINK_GATEWAY_ENFORCE_LIFECYCLES": str(config.gateway.enforce_lifecycles).lower(),
+            "DUTYLINK_AUDIT_CRYPTO_PROFILE": config.audit.crypto_profile,
             **({"DUTYLINK_CONSOLE_LISTEN": config.console.listen} if config.console.listen else {}),
         },
         log_level="error",

@@ -30,6 +30,7 @@ from gateway.bench.harness import (
 )
 from gateway.bench.raw import echo_rate, raw_pipelined_rate, relay_rate, unary_rate
 from gateway.config import sample_tokens
+from gateway.core.settings import CryptoProfileName
 from gateway.testkit.inprocess import OPEN_POLICY
 
 
@@ -41,7 +42,7 @@ class GatewayRates:
     confirmed: float  # delivery + ack with confirm_acks, acks awaited concurrently
 
 
-async def _gateway_rates(
+async def gateway_rates(
     directory: Path,
     *,
     count: int,
@@ -49,11 +50,14 @@ async def _gateway_rates(
     audit: bool = True,
     nats_url: str = "",
     in_process: bool = False,
+    crypto_profile: CryptoProfileName = "international",
 ) -> GatewayRates:
     """Unary Publish (IN_FLIGHT at once, called as the baselines are), then PublishBatch (BATCH per call), then delivery +
     ack of everything published to transport's subscription, then the same through a second
     subscription with confirmed acks (each ack awaited, up to BATCH at once)."""
-    config = gateway_config(directory, policy_dir=policy_dir, audit=audit)
+    config = gateway_config(
+        directory, policy_dir=policy_dir, audit=audit, crypto_profile=crypto_profile
+    )
     async with (
         nats_at(directory, nats_url) as url,
         gateway_at(config, url, in_process=in_process) as address,
@@ -151,7 +155,7 @@ async def throughput_figures(settings: Settings) -> list[Figure]:
 
     def rates(policy_dir: Path, *, audit: bool = True) -> Series[GatewayRates]:
         return Series(
-            lambda d: _gateway_rates(
+            lambda d: gateway_rates(
                 d,
                 count=settings.count,
                 policy_dir=policy_dir,

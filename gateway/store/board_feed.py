@@ -21,6 +21,7 @@ from gateway.core import subjects
 from gateway.core.ports import StoreUnavailableError
 from gateway.core.projections.board import Board, IncidentKey
 from gateway.core.projections.loop import LoopStep, incident_grade, loop_steps, takes_a_step
+from gateway.core.sealing import SEALED_HEADER, Keyring, SealingError, open_sealed
 from gateway.store.errors import STORE_FAILURES
 
 log = structlog.get_logger("dutylink.board")
@@ -37,12 +38,21 @@ def _ignore(step: LoopStep, category: int, severity: int) -> None:
     pass
 
 
+# The sealing key ring in force when an event is folded (None: nothing to open with).
+Keys = Callable[[], Keyring | None]
+
+
+def _no_keys() -> Keyring | None:
+    return None
+
+
 class BoardFeed:
     """The board, and the consumer that feeds it once `follow` started it."""
 
-    def __init__(self, on_step: OnStep = _ignore) -> None:
+    def __init__(self, on_step: OnStep = _ignore, keys: Keys = _no_keys) -> None:
         self.board = Board()
         self._on_step = on_step
+        self._keys = keys
         self._stepped: dict[IncidentKey, set[str]] = {}
         self._subscription: JetStreamContext.PushSubscription | None = None
         self._watchers: set[asyncio.Queue[IncidentKey | None]] = set()
@@ -75,11 +85,19 @@ class BoardFeed:
             queue.put_nowait(None)
 
     async def _fold(self, message: Msg) -> None:
+        sequence = message.metadata.sequence.stream
         try:
             event = event_pb2.Event.FromString(message.data)
         except Exception:  # the gateway stores only what it parsed; never crash the feed
-            log.error("board.unreadable_event", sequence=message.metadata.sequence.stream)
+            log.error("board.unreadable_event", sequence=sequence)
             return
+        # The board shows each viewer what a delivery would carry: the personal fields too
+        # (in memory only), where the policy lets the viewer have them.
+        if sealed := (message.headers or {}).get(SEALED_HEADER):
+            try:
+                open_sealed(message.data, sealed, self._keys(), parsed=event)
+            except SealingError as error:  # shown without its personal fields
+                log.error("board.unopenable_event", sequence=sequence, reason=str(error))
         changed = self.board.add(message.metadata.sequence.stream, event)
         if takes_a_step(event):
             for key in changed:

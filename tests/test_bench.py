@@ -192,7 +192,7 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 7, 2, 1, 2, 5, 3, 3, 4, 3, 2, 4, 1]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 7, 2, 1, 2, 5, 3, 3, 4, 3, 2, 4, 4, 1]
     # CPU per event over 20 events may be below the kernel's tick (10 ms): zero.
     cpu = [f for f in figures if f.name.startswith("CPU per unary Publish event")]
     for figure in figures:
@@ -226,10 +226,14 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     checkpoint_p50, checkpoint_p99 = by_section["checkpoint"]
     assert checkpoint_p50.median <= checkpoint_p99.median
     targets = {f.name: f.target for f in figures if f.target is not None}
-    assert len(targets) == 12, (
+    assert len(targets) == 15, (
         "unary (echo, relay), batch, audit, guard, p99, urgent p50 and p99, lag growth, "
-        "checkpoint p99, RSS, workers"
+        "checkpoint p99, the national profile's batch, subscribe and unary, RSS, workers"
     )
+    *national, signature = by_section["profile"]
+    assert {f.baseline for f in national} == {"international profile"}
+    assert all(f.target == Target(0.85, of_ratio=True) for f in national)
+    assert signature.baseline == "Ed25519" and signature.unit == "ms"
     urgent_p50, urgent_p99, _ = by_section["lanes"]
     assert urgent_p50.baseline == urgent_p99.baseline == "no backlog"
     assert 0 < urgent_p50.median <= urgent_p99.median

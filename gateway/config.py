@@ -259,6 +259,11 @@ def _check_across_keys(config: Config, sources: _Sources) -> None:
             f"{sources.where}: tls: ca_file, cert_file and key_file go together "
             f"(only {', '.join(given)} set)"
         )
+    if bool(tls.fronts) != bool(tls.front_ca_file) or (tls.fronts and not tls.enabled):
+        raise ConfigError(
+            f"{sources.origin('tls', 'fronts')}: fronts need [tls] and tls.front_ca_file, the CA "
+            "the forwarded certificates are checked against, and front_ca_file needs fronts"
+        )
     agencies, where = config.agencies, sources.agencies_where
     ids = [a.id for a in agencies]
     if len(set(ids)) != len(ids):

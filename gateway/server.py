@@ -53,6 +53,7 @@ from dutylink.v1 import (
 )
 from gateway.access.auth import Authenticator, CertificateAuthenticator, TokenAuthenticator
 from gateway.access.authorization import Authorizer, GrantBook, PolicyChange, PolicyHolder
+from gateway.access.forwarded import load_authorities
 from gateway.access.pki import IdentityError, client_identity
 from gateway.access.revocation import CRL_KEPT_FILE, RevocationChange, RevocationKeeper
 from gateway.audit.entries import gateway_entry, revocation_entry, schema_version
@@ -360,6 +361,8 @@ class Gateway:
                 crl_unusable=tls.crl_unusable,
                 crl_kept_file=Path(self.config.nats.data_dir) / CRL_KEPT_FILE,
                 consoles=(*tls.consoles, *self._own_console()),
+                fronts=tls.fronts,
+                front_authorities=self._front_authorities(),
             )
             self._revocations = authenticator.revocations
             return authenticator, credentials
@@ -709,6 +712,16 @@ class Gateway:
         await self._deps.sink.record_best_effort([entry])
         if not change.refused:
             await self._archive_policy(policy)
+
+    def _front_authorities(self) -> list[x509.Certificate]:
+        """The CAs of the certificates TLCP fronts forward (`tls.front_ca_file`)."""
+        path = self.config.tls.front_ca_file
+        if not path:
+            return []
+        try:
+            return load_authorities(_read(path, "tls.front_ca_file"))
+        except IdentityError as error:
+            raise ConfigError(f"tls.front_ca_file: {path}: {error}") from None
 
     def _sealing_keys(self) -> Keyring | None:
         """The sealing key ring in force now (None before start-up loaded it)."""

@@ -192,7 +192,22 @@ async def test_every_section_produces_its_figures_from_real_runs() -> None:
     for figure in figures:
         by_section.setdefault(figure.section, []).append(figure)
     assert list(by_section) == list(bench.SECTIONS), "every section, in order"
-    assert [len(by_section[s]) for s in bench.SECTIONS] == [1, 7, 2, 1, 2, 5, 3, 3, 4, 3, 2, 4, 4, 1]
+    assert [len(by_section[s]) for s in bench.SECTIONS] == [
+        1,
+        7,
+        2,
+        1,
+        2,
+        5,
+        3,
+        3,
+        4,
+        3,
+        2,
+        4,
+        4,
+        1,
+    ]
     # CPU per event over 20 events may be below the kernel's tick (10 ms): zero.
     cpu = [f for f in figures if f.name.startswith("CPU per unary Publish event")]
     for figure in figures:

@@ -19,14 +19,17 @@ Nothing downstream reads a request to learn who sent it.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import structlog
+from cryptography import x509
 
+from gateway.access.forwarded import FORWARDED_CERT, forwarded_identity
 from gateway.access.pki import IdentityError, client_identity
 from gateway.access.revocation import REFUSE, RevocationKeeper
 from gateway.core.settings import Agency
@@ -41,15 +44,21 @@ class UnauthenticatedError(Exception):
 @dataclass(frozen=True)
 class Principal:
     """An authenticated caller: an agency and the roles it holds; `via`: the console relaying
-    the call for one of the agency's officers ("" when the agency called itself)."""
+    the call for one of the agency's officers ("" when the agency called itself); `through`:
+    the TLCP front the agency's own call came through (gateway.access.forwarded)."""
 
     agency: str
     roles: frozenset[str] = frozenset()
     via: str = ""
+    through: str = ""
 
     def noted(self, reason: str) -> str:
-        """An audit entry's reason, saying which console relayed the call, if one did."""
-        return f"{reason} (relayed by {self.via})" if self.via else reason
+        """An audit entry's reason, saying which console relayed the call, or which front it
+        came through, if any."""
+        note = f"relayed by {self.via}" if self.via else f"through {self.through}"
+        if not (self.via or self.through):
+            return reason
+        return f"{reason} ({note})" if reason else note
 
 
 # The metadata a trusted console names the officer's agency in.
@@ -134,9 +143,15 @@ class CertificateAuthenticator:
         crl_unusable: str = REFUSE,
         crl_kept_file: Path | None = None,
         consoles: Iterable[str] = (),
+        fronts: Iterable[str] = (),
+        front_authorities: Sequence[x509.Certificate] = (),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._principals = {a.id: Principal(a.id, frozenset(a.roles)) for a in agencies}
         self._consoles = frozenset(consoles)
+        self._fronts = frozenset(fronts)
+        self._front_authorities = tuple(front_authorities)
+        self._clock = clock
         # A missing or bad CRL at start-up (and none kept) is a configuration error: raises.
         self.revocations = (
             None
@@ -153,12 +168,14 @@ class CertificateAuthenticator:
             identity = client_identity(certificate)
         except IdentityError as error:
             raise UnauthenticatedError(str(error)) from None
-        who = f"console '{identity.name}'" if identity.console else f"agency '{identity.name}'"
+        who = f"{identity.kind} '{identity.name}'"
         revocations = None if self.revocations is None else self.revocations.current()
         if revocations is not None and revocations.is_revoked(certificate):
             raise UnauthenticatedError(f"the certificate of {who} is revoked")
         if identity.console:
             return self._relayed(identity.name, context)
+        if identity.front:
+            return self._fronted(identity.name, context)
         principal = self._principals.get(identity.name)
         if principal is None:
             raise UnauthenticatedError(f"{who} is not configured on this gateway")
@@ -186,3 +203,28 @@ class CertificateAuthenticator:
                 "on this gateway"
             )
         return replace(principal, via=f"console {console}")
+
+    def _fronted(self, front: str, context: CallContext) -> Principal:
+        """The agency whose certificate a trusted TLCP front forwards, once checked."""
+        if front not in self._fronts:
+            raise UnauthenticatedError(
+                f"front '{front}' may not forward calls to this gateway (not in tls.fronts)"
+            )
+        forwarded = [
+            value for key, value in context.invocation_metadata() or () if key == FORWARDED_CERT
+        ]
+        if len(forwarded) != 1:
+            raise UnauthenticatedError(
+                f"front '{front}' must forward its caller's certificate in '{FORWARDED_CERT}'"
+            )
+        try:
+            identity = forwarded_identity(forwarded[0], self._front_authorities, self._clock())
+        except IdentityError as error:
+            raise UnauthenticatedError(f"front '{front}': {error}") from None
+        principal = self._principals.get(identity.name)
+        if principal is None:
+            raise UnauthenticatedError(
+                f"front '{front}' forwards agency '{identity.name}', which is not configured on "
+                "this gateway"
+            )
+        return replace(principal, through=f"front {front}")

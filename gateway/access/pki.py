@@ -11,12 +11,15 @@ Layout of a PKI directory (0700; every private key 0600 from the moment it exist
 
     ca.pem  ca.key       the exchange CA (ECDSA P-256, CA:true pathlen 0)
     crl.pem              the CA-signed revocation list the gateway loads
-    issued.json          serial -> {agency, "server" or "console:<name>", subject, not_after, revoked}
+    issued.json          serial -> {agency, "server", "console:<name>" or "front:<name>", subject,
+                         not_after, revoked}
     agencies/<id>.pem    an agency's client certificate (EKU clientAuth) and its key
     agencies/<id>.key
     server.pem server.key  the gateway's server certificate (EKU serverAuth)
     consoles/<name>.pem  a web console's certificate (EKU serverAuth and clientAuth: it serves
     consoles/<name>.key  officers' browsers over HTTPS and relays their read-only calls)
+    fronts/<name>.pem    a TLCP front's client certificate (EKU clientAuth: it forwards its
+    fronts/<name>.key    callers' certificates, gateway.access.forwarded)
 
 Keys are ECDSA P-256, not Ed25519: grpcio's BoringSSL refuses an Ed25519 certificate in a real
 TLS handshake (NO_COMMON_SIGNATURE_ALGORITHMS), and P-256 is what every agency's TLS stack and
@@ -59,6 +62,10 @@ AGENCY_URI_PREFIX = "urn:dutylink:agency:"
 # A web console that the gateway lets relay officers' read-only calls (gateway.access.auth).
 CONSOLE_URI_PREFIX = "urn:dutylink:console:"
 CONSOLE_HOLDER_PREFIX = "console:"  # its name in issued.json, apart from any agency id
+# A TLCP-terminating front that forwards its callers' certificates (gateway.access.forwarded).
+FRONT_URI_PREFIX = "urn:dutylink:front:"
+FRONT_HOLDER_PREFIX = "front:"
+FRONTS = "fronts"
 SERVER_HOLDER = "server"
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 CRL_VALIDITY = dt.timedelta(days=7)
@@ -547,6 +554,35 @@ def issue_console(
     )
 
 
+def issue_front(directory: Path, name: str, *, days: int = 397) -> IssuedCertificate:
+    """Issue a TLCP front's client certificate (EKU clientAuth only): URI SAN
+    `urn:dutylink:front:<name>`. A gateway whose `tls.fronts` lists the name takes the calls it
+    relays as the agency of the certificate it forwards (gateway.access.forwarded). Written to
+    fronts/<name>.pem and .key; revoke it as `front:<name>`."""
+    directory = Path(directory)
+    validate_agency_id(name)  # the same shape: it becomes a file name and a URI too
+    ca_cert, ca_key = _load_ca(directory)
+    issued = _load_issued(directory)
+    certificate, key = _sign_leaf(
+        ca_cert,
+        ca_key,
+        subject=_name(f"front {name}"),
+        sans=[x509.UniformResourceIdentifier(FRONT_URI_PREFIX + name)],
+        usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        days=days,
+        not_before=None,
+    )
+    folder = _private_dir(directory / FRONTS)
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
+    _write_key(key_path, key)
+    _write_public(cert_path, _pem(certificate))
+    holder = FRONT_HOLDER_PREFIX + name
+    _record(directory, issued, certificate, holder, "front")
+    return IssuedCertificate(
+        certificate.serial_number, holder, cert_path, key_path, certificate.not_valid_after_utc
+    )
+
+
 def revoke(directory: Path, agency_or_serial: str | int) -> list[int]:
     """Revoke one serial, or every certificate of an agency ("server" for the gateway's), and
     rewrite crl.pem. Returns the serials newly revoked; revoking again is harmless but re-signs
@@ -598,10 +634,19 @@ def _certificate(cert_pem: bytes) -> x509.Certificate:
 @dataclass(frozen=True)
 class ClientIdentity:
     """Whom a client certificate names: an agency, or (`console`) a web console that relays
-    its officers' read-only calls."""
+    its officers' read-only calls, or (`front`) a TLCP front that forwards its callers'
+    certificates."""
 
     name: str
     console: bool = False
+    front: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "console" if self.console else "front" if self.front else "agency"
+
+
+_PREFIXES = {"agency": AGENCY_URI_PREFIX, "console": CONSOLE_URI_PREFIX, "front": FRONT_URI_PREFIX}
 
 
 def _identity_of(certificate: x509.Certificate) -> ClientIdentity:
@@ -613,9 +658,13 @@ def _identity_of(certificate: x509.Certificate) -> ClientIdentity:
         ) from None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     named = [
-        ClientIdentity(uri.removeprefix(prefix), console=prefix == CONSOLE_URI_PREFIX)
+        ClientIdentity(
+            uri.removeprefix(prefix),
+            console=prefix == CONSOLE_URI_PREFIX,
+            front=prefix == FRONT_URI_PREFIX,
+        )
         for uri in uris
-        for prefix in (AGENCY_URI_PREFIX, CONSOLE_URI_PREFIX)
+        for prefix in _PREFIXES.values()
         if uri.startswith(prefix)
     ]
     if not named:
@@ -624,22 +673,20 @@ def _identity_of(certificate: x509.Certificate) -> ClientIdentity:
             f"{AGENCY_URI_PREFIX}<agency> URI SAN"
         )
     if len(named) > 1:
-        shown = ", ".join(f"{'console ' if n.console else ''}{n.name}" for n in named)
+        shown = ", ".join(f"{'' if n.kind == 'agency' else n.kind + ' '}{n.name}" for n in named)
         raise IdentityError(f"certificate names more than one agency or console: {shown}")
     (identity,) = named
     if not AGENCY_ID.fullmatch(identity.name) or identity.name == SERVER_HOLDER:
-        kind, prefix = (
-            ("console", CONSOLE_URI_PREFIX) if identity.console else ("agency", AGENCY_URI_PREFIX)
-        )
-        raise IdentityError(f"malformed {kind} in URI SAN: {prefix}{identity.name!r}")
+        prefix = _PREFIXES[identity.kind]
+        raise IdentityError(f"malformed {identity.kind} in URI SAN: {prefix}{identity.name!r}")
     return identity
 
 
 def _agency_of(certificate: x509.Certificate) -> str:
     identity = _identity_of(certificate)
-    if identity.console:
+    if identity.kind != "agency":
         raise IdentityError(
-            f"certificate names the console {identity.name!r}, not an agency "
+            f"certificate names the {identity.kind} {identity.name!r}, not an agency "
             f"({AGENCY_URI_PREFIX}<agency> URI SAN)"
         )
     return identity.name
@@ -657,8 +704,13 @@ def check_client_certificate(cert_pem: bytes) -> str:
 
 
 def client_identity(cert_pem: bytes) -> ClientIdentity:
-    """The agency or console a certificate fit to be a client certificate names."""
-    return _identity_of(_client_profile(_certificate(cert_pem)))
+    """The agency, console or front a certificate fit to be a client certificate names."""
+    return client_identity_of(_certificate(cert_pem))
+
+
+def client_identity_of(certificate: x509.Certificate) -> ClientIdentity:
+    """`client_identity` of a parsed certificate."""
+    return _identity_of(_client_profile(certificate))
 
 
 def _client_profile(certificate: x509.Certificate) -> x509.Certificate:

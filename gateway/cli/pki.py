@@ -95,6 +95,28 @@ def server(
 
 
 @pki_app.command()
+def front(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The front's name, e.g. tlcp-1.",
+            callback=_agency_id,
+            metavar="NAME",
+            show_default=False,
+        ),
+    ],
+    directory: DirOption,
+    days: DaysOption = 397,
+) -> None:
+    """Issue a TLCP front's client certificate (URI SAN urn:dutylink:front:NAME): gateways whose
+    tls.fronts lists NAME take its calls as the agency of the certificate it forwards
+    (docs/tlcp-front.md). Revoke it as front:NAME."""
+    with _reported():
+        issued = pki.issue_front(directory, name, days=days)
+    _print_issued(issued)
+
+
+@pki_app.command()
 def console(
     name: Annotated[
         str,

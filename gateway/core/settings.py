@@ -408,6 +408,14 @@ class TlsSettings:
     """Web consoles (their certificates' urn:dutylink:console:NAME) that may relay their
     officers' read-only calls, each as the agency of the officer's own client certificate.
     As a variable: comma-separated."""
+    fronts: Annotated[tuple[str, ...], AfterValidator(_console_names)] = ()
+    """TLCP-terminating fronts (their certificates' urn:dutylink:front:NAME, `dutylink pki
+    front NAME`) whose calls are each taken as the agency of the certificate the front forwards,
+    once the gateway has checked it against front_ca_file (docs/tlcp-front.md). As a variable:
+    comma-separated."""
+    front_ca_file: str = ""
+    """The CA (PEM) of the agencies' certificates that fronts forward: SM2 (national, for TLCP)
+    or ECDSA."""
 
     @property
     def enabled(self) -> bool:

@@ -223,6 +223,8 @@ async def authenticate(
         # Not the caller's fault, and over once a current CRL is in place: retryable.
         log.warning("rpc.revocation_unavailable", rpc=rpc, reason=str(error))
         await abort(context, status(grpc.StatusCode.UNAVAILABLE, str(error)))
+    if principal.through:
+        structlog.contextvars.bind_contextvars(through=principal.through)
     if principal.via:
         structlog.contextvars.bind_contextvars(via=principal.via)
         if reason := relay_refusal(principal, rpc):

@@ -161,13 +161,15 @@ def refusal_entry(
 def accepted_entry(
     principal: Principal, admitted: Admitted, hashing: HashSuite
 ) -> audit_pb2.AuditEntry:
-    return publish_entry(
+    entry = publish_entry(
         principal.agency,
         admitted.event,
         audit_pb2.AUDIT_OUTCOME_ACCEPTED,
         digest=hashing.digest(admitted.data),
         decision=admitted.decision,
     )
+    entry.reason = principal.noted(entry.reason)  # which TLCP front it came through, if one
+    return entry
 
 
 def store_answer_entry(

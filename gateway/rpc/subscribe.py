@@ -189,7 +189,9 @@ class Subscriber(gateway_pb2_grpc.SubscriberServiceServicer):
                     audit_pb2.AUDIT_ACTION_SUBSCRIBE,
                     actor=principal.agency,
                     subscription=opening.name,
-                    reason=f"{len(filters)} filter subjects, {subscription.pending} pending",
+                    reason=principal.noted(
+                        f"{len(filters)} filter subjects, {subscription.pending} pending"
+                    ),
                 )
             ]
         )

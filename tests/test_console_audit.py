@@ -27,10 +27,11 @@ from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_service_pb2
 from gateway.audit import merkle
 from gateway.audit.bundle import check_bundle
-from gateway.audit.note import Signer, Verifier
+from gateway.audit.note import SM2, Checkpoint, Signer, Verifier, sign_note
 from gateway.cli.console import audit_keys
 from gateway.console.audit_queries import entries_query, gateways_of, key_of, number_of
 from gateway.console.queries import BadQuery
+from gateway.core.crypto import Sm2Scheme, sm3
 from gateway.server import Gateway
 from gateway.store.audit_files import read_files
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
@@ -378,3 +379,87 @@ def test_the_command_reads_audit_keys_named_by_their_gateway_id(tmp_path: Path) 
     bad.write_text(signer.key_string())  # the private key: refused
     with pytest.raises(typer.Exit):
         audit_keys([bad])
+
+
+# --- the national profile in the browser (sm.js) ------------------------------------------------
+
+SM3_EXAMPLES = {  # GB/T 32905-2016, appendix A
+    b"abc": "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0",
+    b"abcd" * 16: "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732",
+}
+
+
+async def test_sm_js_agrees_with_gmssl_on_sm3_and_sm2(tmp_path: Path) -> None:
+    messages = [b"", b"abc", bytes(range(256)) * 3, b"\xff" * 55, b"x" * 64, b"y" * 119]
+    scheme = Sm2Scheme()
+    private, public = scheme.generate()
+    _, other = scheme.generate()
+    signatures = [scheme.sign(private, m) for m in messages]
+    async with serving("127.0.0.1:9") as base, browser(tmp_path / "profile") as context:
+        page = await context.new_page()
+        await page.goto(f"{base}/login")
+        await page.add_script_tag(url="/static/sm.js")
+        digests = await page.evaluate(
+            "(messages) => messages.map((m) => Array.from(window.DutyLinkSM.sm3("
+            "Uint8Array.from(atob(m), (c) => c.charCodeAt(0))), (b) => b.toString(16)"
+            ".padStart(2, '0')).join(''))",
+            [b64(m) for m in [*SM3_EXAMPLES, *messages]],
+        )
+        verdicts = await page.evaluate(
+            """([cases]) => cases.map(([key, message, signature]) => {
+                const raw = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+                return window.DutyLinkSM.sm2Verify(raw(key), raw(message), raw(signature));
+            })""",
+            [
+                [
+                    *(
+                        [b64(public), b64(m), b64(s)]
+                        for m, s in zip(messages, signatures, strict=True)
+                    ),
+                    [b64(public), b64(messages[1] + b"!"), b64(signatures[1])],  # another message
+                    [b64(other), b64(messages[1]), b64(signatures[1])],  # another key
+                    [b64(public), b64(messages[1]), b64(signatures[1][:-1] + b"\x00")],  # changed
+                    [b64(public), b64(messages[1]), b64(b"\x30\x02\x02\x00")],  # malformed
+                ]
+            ],
+        )
+    assert digests[: len(SM3_EXAMPLES)] == list(SM3_EXAMPLES.values())
+    assert digests[len(SM3_EXAMPLES) :] == [sm3(m).hex() for m in messages]
+    assert verdicts == [True] * len(messages) + [False] * 4
+
+
+async def test_verify_js_checks_a_national_log_with_sm3_and_sm2(tmp_path: Path) -> None:
+    """A log of the national profile: its SM2 key, its SM2-signed checkpoint, an entry's
+    inclusion in its SM3 tree; a changed byte or another key fails as for Ed25519."""
+    signer = Signer.generate("dutylink/audit/gw-9", SM2)
+    key = signer.verifier().key_string()
+    data = [f"entry {i}".encode() for i in range(7)]
+    leaves = [merkle.leaf_hash(d, merkle.SM3_TREE) for d in data]
+    root = merkle.root(leaves, merkle.SM3_TREE)
+    note = sign_note(Checkpoint(signer.name, len(data), root).to_text(), [signer])
+    relayed = {
+        "index": 4,
+        "data": b64(data[4]),
+        "tree_size": len(data),
+        "proof": [b64(h) for h in merkle.inclusion_proof(leaves, 4, merkle.SM3_TREE)],
+        "checkpoint": {"note": note, "tree_size": len(data), "root_hash": b64(root)},
+    }
+    changed = {**relayed, "data": b64(b"entry 5")}
+    other = Signer.generate("dutylink/audit/gw-9", SM2).verifier().key_string()
+    async with serving("127.0.0.1:9") as base, browser(tmp_path / "profile") as context:
+        page = await context.new_page()
+        await page.goto(f"{base}/login")
+        for script in ("sm.js", "verify.js"):
+            await page.add_script_tag(url=f"/static/{script}")
+        results = [
+            await page.evaluate(
+                "([relayed, key]) => window.DutyLinkVerify.verifyEntry(relayed, key)",
+                [entry, with_key],
+            )
+            for entry, with_key in ((relayed, key), (changed, key), (relayed, other))
+        ]
+    good, tampered, foreign = results
+    assert all(check["ok"] for check in good), good
+    assert any("SM2 by dutylink/audit/gw-9+" in c["reason"] for c in good)
+    assert failed(tampered) == {"inclusion": "is not the signed root"}
+    assert "no signature by dutylink/audit/gw-9+" in failed(foreign)["signature"]

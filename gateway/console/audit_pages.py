@@ -1,7 +1,8 @@
 """The auditor pages' HTML shells: the audit log search (/audit) and the checkpoints of every
 log (/checkpoints). Any logged-in agency may open them; the gateway answers only auditors, and
 the page shows its refusal. The shells carry no data: static/audit.js fills them from the API and
-static/verify.js checks what it gets, in the browser."""
+static/verify.js (with static/sm.js for a log of the national profile) checks what it gets, in
+the browser."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from gateway.console.audit_queries import ACTIONS
 from gateway.console.pages import html_response, page
 
-SCRIPTS = ("verify.js", "audit.js")
+SCRIPTS = ("sm.js", "verify.js", "audit.js")
 
 # The verifier key of one log, held in the browser (localStorage, per gateway id).
 KEY_BOX = """<details class="keybox" id="keybox" data-testid="key-box" open>

@@ -1,12 +1,16 @@
 // Verifying the audit log in the browser, trusting nothing the console relays: RFC 9162 Merkle
-// hashing and inclusion proofs (as gateway/audit/merkle.py), C2SP signed notes with Ed25519 and
-// C2SP verifier keys (as gateway/audit/note.py), tlog-checkpoints. WebCrypto does the hashing
-// and the signatures; nothing else is used, so the page's checks are only as good as this file,
-// which a test holds against the Python modules. Sizes and indexes are BigInt: uint64 in the
-// proofs, and JavaScript's bit operators are 32-bit.
+// hashing and inclusion proofs (as gateway/audit/merkle.py), C2SP signed notes and C2SP verifier
+// keys (as gateway/audit/note.py), tlog-checkpoints. The crypto profile follows the key: an
+// Ed25519 key's log hashes with SHA-256 (WebCrypto does the hashing and the signatures), an SM2
+// key's (the national profile) with SM3, its signatures checked by sm.js. Nothing else is used,
+// so the page's checks are only as good as these files, which a test holds against the Python
+// modules. Sizes and indexes are BigInt: uint64 in the proofs, and JavaScript's bit operators
+// are 32-bit.
 "use strict";
 (function () {
   const ED25519 = 0x01; // the signature type byte in key ids and key strings
+  // The national profile's signature type: 0xff then its name (note.py's SM2 KeyType).
+  const SM2 = new Uint8Array([0xff, ...new TextEncoder().encode("dutylink.sm2-sm3")]);
   const DASH = "\u2014 "; // em dash and space start every signature line
   const DECIMAL = /^(0|[1-9][0-9]{0,19})$/;
   const encoder = new TextEncoder();
@@ -49,9 +53,12 @@
     return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   }
 
-  // SHA-256(0x00 || data): the prefix keeps a leaf from passing for an interior node.
-  function leafHash(data) { return sha256(concat(Uint8Array.of(0), data)); }
-  function nodeHash(left, right) { return sha256(concat(Uint8Array.of(1), left, right)); }
+  async function sm3(bytes) { return window.DutyLinkSM.sm3(bytes); }
+
+  // H(0x00 || data): the prefix keeps a leaf from passing for an interior node. H is SHA-256,
+  // or SM3 for a log of the national profile.
+  function leafHash(data, hash = sha256) { return hash(concat(Uint8Array.of(0), data)); }
+  function nodeHash(left, right, hash = sha256) { return hash(concat(Uint8Array.of(1), left, right)); }
 
   // The largest power of two strictly less than size (size > 1), as merkle._split.
   function split(size) {
@@ -60,32 +67,32 @@
     return k;
   }
 
-  async function subtree(leaves, start, end) {
+  async function subtree(leaves, start, end, hash) {
     if (end - start === 1n) return leaves[Number(start)];
     const middle = start + split(end - start);
-    return nodeHash(await subtree(leaves, start, middle), await subtree(leaves, middle, end));
+    return nodeHash(await subtree(leaves, start, middle, hash), await subtree(leaves, middle, end, hash), hash);
   }
 
   // MTH (RFC 9162 section 2.1.1) of these leaf hashes; used by the tests, not by the pages.
-  async function merkleRoot(leaves) {
-    if (leaves.length === 0) return sha256(new Uint8Array(0));
-    return subtree(leaves, 0n, BigInt(leaves.length));
+  async function merkleRoot(leaves, hash = sha256) {
+    if (leaves.length === 0) return hash(new Uint8Array(0));
+    return subtree(leaves, 0n, BigInt(leaves.length), hash);
   }
 
   // The audit path of leaf `index` (RFC 9162 section 2.1.3.1); for the tests.
-  async function inclusionProof(leaves, index, start = 0n, end = BigInt(leaves.length)) {
+  async function inclusionProof(leaves, index, start = 0n, end = BigInt(leaves.length), hash = sha256) {
     index = BigInt(index);
     if (end - start === 1n) return [];
     const middle = start + split(end - start);
     if (start + index < middle) {
-      return [...await inclusionProof(leaves, index, start, middle), await subtree(leaves, middle, end)];
+      return [...await inclusionProof(leaves, index, start, middle, hash), await subtree(leaves, middle, end, hash)];
     }
-    return [...await inclusionProof(leaves, start + index - middle, middle, end), await subtree(leaves, start, middle)];
+    return [...await inclusionProof(leaves, start + index - middle, middle, end, hash), await subtree(leaves, start, middle, hash)];
   }
 
   // RFC 9162 section 2.1.3.2: the root that `proof` leads to from `leaf` at `index` in a tree
   // of `size`; throws with the reason when the proof cannot be one for that position.
-  async function rootFromInclusionProof(index, size, leaf, proof) {
+  async function rootFromInclusionProof(index, size, leaf, proof, hash = sha256) {
     index = BigInt(index); size = BigInt(size);
     if (index >= size) fail(`index ${index} is not in a tree of size ${size}`);
     for (const node of proof) if (node.length !== 32) fail("a proof hash is not 32 bytes");
@@ -93,10 +100,10 @@
     for (const p of proof) {
       if (sn === 0n) fail(`the proof has ${proof.length} hashes, too many for index ${index} of ${size}`);
       if ((fn & 1n) === 1n || fn === sn) {
-        r = await nodeHash(p, r);
+        r = await nodeHash(p, r, hash);
         while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
       } else {
-        r = await nodeHash(r, p);
+        r = await nodeHash(r, p, hash);
       }
       fn >>= 1n; sn >>= 1n;
     }
@@ -108,13 +115,15 @@
     if (!name || /[+\s]/.test(name)) fail(`key name ${JSON.stringify(name)} must be non-empty, without spaces or '+'`);
   }
 
-  function keyId(name, publicKey) {
-    return sha256(concat(encoder.encode(name + "\n"), Uint8Array.of(ED25519), publicKey))
-      .then((digest) => digest.slice(0, 4));
+  // The key id: the key type's hash (SHA-256, SM3 for SM2) of name, newline, type and key.
+  async function keyId(name, type, publicKey, hash) {
+    return (await hash(concat(encoder.encode(name + "\n"), type, publicKey))).slice(0, 4);
   }
 
-  // A C2SP verifier key `name+<8 hex key id>+base64(0x01 || 32-byte key)`; the key id must be
-  // the one the name and key give (a pasted key with a typo fails here, not as a bad signature).
+  // A C2SP verifier key `name+<8 hex key id>+base64(type || key)`: 0x01 and a 32-byte Ed25519
+  // key, or the SM2 type and a 64-byte key (x || y). The key id must be the one the name and
+  // key give (a pasted key with a typo fails here, not as a bad signature). The key's profile
+  // gives the log's hash.
   async function parseKey(text) {
     if (!String(text || "").trim()) fail("no verifier key for this log: paste it above");
     const parts = String(text).trim().split("+");
@@ -123,15 +132,17 @@
     checkName(name);
     if (!/^[0-9a-f]{8}$/.test(id)) fail(`key id ${JSON.stringify(id)} is not 8 lowercase hex digits`);
     const raw = fromBase64("the key", parts.slice(2).join("+"));
-    if (raw[0] === 0xff) {
-      // The national crypto profile's SM2 key: the browser has no SM2 or SM3 to check it with.
-      fail("an SM2 key (the national crypto profile): check this log with `dutylink audit verify`; the browser checks Ed25519 logs only");
+    let key;
+    if (raw.length === 33 && raw[0] === ED25519) {
+      key = { type: "Ed25519", typeBytes: Uint8Array.of(ED25519), publicKey: raw.slice(1), hash: sha256 };
+    } else if (raw.length === SM2.length + 64 && equal(raw.slice(0, SM2.length), SM2)) {
+      key = { type: "SM2", typeBytes: SM2, publicKey: raw.slice(SM2.length), hash: sm3 };
+    } else {
+      fail("neither an Ed25519 key (type 0x01 then 32 bytes) nor an SM2 key (type 0xff 'dutylink.sm2-sm3' then 64 bytes)");
     }
-    if (raw.length !== 33 || raw[0] !== ED25519) fail("not an Ed25519 key (type 0x01 then 32 bytes)");
-    const publicKey = raw.slice(1);
-    const computed = hex(await keyId(name, publicKey));
+    const computed = hex(await keyId(name, key.typeBytes, key.publicKey, key.hash));
     if (computed !== id) fail(`key id ${id} does not match the computed ${computed}`);
-    return { name, keyId: id, publicKey };
+    return { name, keyId: id, ...key };
   }
 
   // A signed note's text (through its last newline before the blank line) and signature lines.
@@ -161,10 +172,16 @@
       const by = signatures.map((s) => `${s.name}+${s.keyId}`).join(", ");
       fail(`no signature by ${key.name}+${key.keyId} (signed by: ${by || "nobody"})`);
     }
-    const imported = await crypto.subtle.importKey("raw", key.publicKey, { name: "Ed25519" }, false, ["verify"]);
+    const message = encoder.encode(text);
+    let good;
+    if (key.type === "SM2") {
+      good = (signature) => window.DutyLinkSM.sm2Verify(key.publicKey, message, signature);
+    } else {
+      const imported = await crypto.subtle.importKey("raw", key.publicKey, { name: "Ed25519" }, false, ["verify"]);
+      good = (signature) => crypto.subtle.verify("Ed25519", imported, signature, message);
+    }
     for (const { signature } of mine) {
-      const good = await crypto.subtle.verify("Ed25519", imported, signature, encoder.encode(text));
-      if (!good) fail(`the signature by ${key.name}+${key.keyId} does not verify`);
+      if (!await good(signature)) fail(`the signature by ${key.name}+${key.keyId} does not verify`);
     }
     return text;
   }
@@ -208,7 +225,7 @@
       ["signature", async () => {
         if (!context.key) fail("no usable key");
         await verifyNote(signed.note, context.key);
-        return `Ed25519 by ${context.key.name}+${context.key.keyId}`;
+        return `${context.key.type} by ${context.key.name}+${context.key.keyId}`;
       }],
       ["checkpoint", async () => {
         const text = splitNote(signed.note).text; // checked even unsigned: say what is wrong
@@ -233,7 +250,7 @@
   }
 
   // The checks of one entry as /api/audit/proof relays it ({index, data, tree_size, proof,
-  // checkpoint}): the checkpoint's, then the inclusion of SHA-256(0x00 || data) in its root.
+  // checkpoint}): the checkpoint's, then the inclusion of H(0x00 || data) in its root.
   async function verifyEntry(relayed, keyText) {
     const context = {};
     const steps = checkpointSteps(relayed.checkpoint, keyText, context);
@@ -242,9 +259,10 @@
       if (String(relayed.tree_size) !== String(context.checkpoint.size)) {
         fail(`the proof is for size ${relayed.tree_size}, the checkpoint's is ${context.checkpoint.size}`);
       }
-      const leaf = await leafHash(fromBase64("the entry", relayed.data));
+      const hash = context.key ? context.key.hash : sha256;
+      const leaf = await leafHash(fromBase64("the entry", relayed.data), hash);
       const proof = relayed.proof.map((node, i) => fromBase64(`proof hash ${i}`, node));
-      const root = await rootFromInclusionProof(relayed.index, context.checkpoint.size, leaf, proof);
+      const root = await rootFromInclusionProof(relayed.index, context.checkpoint.size, leaf, proof, hash);
       if (!equal(root, context.checkpoint.rootHash)) {
         fail(`the root recomputed from entry ${relayed.index} (${hex(root).slice(0, 16)}…) is not the signed root`);
       }
@@ -254,7 +272,7 @@
   }
 
   window.DutyLinkVerify = {
-    toBase64, fromBase64, hex, sha256, leafHash, nodeHash, merkleRoot, inclusionProof,
+    toBase64, fromBase64, hex, sha256, sm3, leafHash, nodeHash, merkleRoot, inclusionProof,
     rootFromInclusionProof, parseKey, splitNote, verifyNote, parseCheckpoint,
     verifyCheckpoint, verifyEntry,
   };

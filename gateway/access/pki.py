@@ -54,8 +54,7 @@ CRL = "crl.pem"
 ISSUED = "issued.json"
 AGENCIES = "agencies"
 CONSOLES = "consoles"
-SERVER_CERT = "server.pem"
-SERVER_KEY = "server.key"
+SERVER_FILES = "server"  # server.pem and server.key
 
 ORGANIZATION = "DutyLink"
 AGENCY_URI_PREFIX = "urn:dutylink:agency:"
@@ -432,6 +431,36 @@ def validate_agency_id(agency_id: str) -> str:
     return agency_id
 
 
+def _issue(
+    directory: Path,
+    *,
+    subject: x509.Name,
+    sans: Sequence[x509.GeneralName],
+    usage: Sequence[x509.ObjectIdentifier],
+    folder: Path,
+    stem: str,
+    holder: str,
+    kind: str,
+    days: int,
+    not_before: dt.datetime | None = None,
+) -> IssuedCertificate:
+    """Sign a leaf with the CA, write it to `folder`/`stem`.pem and its key to .key (0600, the
+    folder 0700) and record it in issued.json under `holder`."""
+    ca_cert, ca_key = _load_ca(directory)
+    issued = _load_issued(directory)
+    certificate, key = _sign_leaf(
+        ca_cert, ca_key, subject=subject, sans=sans, usage=usage, days=days, not_before=not_before
+    )
+    folder = _private_dir(folder)
+    cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.key"
+    _write_key(key_path, key)
+    _write_public(cert_path, _pem(certificate))
+    _record(directory, issued, certificate, holder, kind)
+    return IssuedCertificate(
+        certificate.serial_number, holder, cert_path, key_path, certificate.not_valid_after_utc
+    )
+
+
 def issue_agency(
     directory: Path,
     agency_id: str,
@@ -445,24 +474,17 @@ def issue_agency(
     that need an expired or a not-yet-valid certificate."""
     directory = Path(directory)
     validate_agency_id(agency_id)
-    ca_cert, ca_key = _load_ca(directory)
-    issued = _load_issued(directory)
-    certificate, key = _sign_leaf(
-        ca_cert,
-        ca_key,
+    return _issue(
+        directory,
         subject=_name(agency_id),
         sans=[x509.UniformResourceIdentifier(AGENCY_URI_PREFIX + agency_id)],
         usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        folder=directory / AGENCIES,
+        stem=agency_id,
+        holder=agency_id,
+        kind="agency",
         days=days,
         not_before=not_before,
-    )
-    folder = _private_dir(directory / AGENCIES)
-    cert_path, key_path = folder / f"{agency_id}.pem", folder / f"{agency_id}.key"
-    _write_key(key_path, key)
-    _write_public(cert_path, _pem(certificate))
-    _record(directory, issued, certificate, agency_id, "agency")
-    return IssuedCertificate(
-        certificate.serial_number, agency_id, cert_path, key_path, certificate.not_valid_after_utc
     )
 
 
@@ -490,28 +512,16 @@ def issue_server(
     names = list(dict.fromkeys(hosts))
     if not names:
         raise PkiError("a server certificate needs at least one host name or address")
-    sans = [_host_name(host) for host in names]
-    ca_cert, ca_key = _load_ca(directory)
-    issued = _load_issued(directory)
-    certificate, key = _sign_leaf(
-        ca_cert,
-        ca_key,
+    return _issue(
+        directory,
         subject=_name(names[0]),
-        sans=sans,
+        sans=[_host_name(host) for host in names],
         usage=[ExtendedKeyUsageOID.SERVER_AUTH],
+        folder=directory,
+        stem=SERVER_FILES,
+        holder=SERVER_HOLDER,
+        kind="server",
         days=days,
-        not_before=None,
-    )
-    cert_path, key_path = directory / SERVER_CERT, directory / SERVER_KEY
-    _write_key(key_path, key)
-    _write_public(cert_path, _pem(certificate))
-    _record(directory, issued, certificate, SERVER_HOLDER, "server")
-    return IssuedCertificate(
-        certificate.serial_number,
-        SERVER_HOLDER,
-        cert_path,
-        key_path,
-        certificate.not_valid_after_utc,
     )
 
 
@@ -531,26 +541,17 @@ def issue_console(
     names = list(dict.fromkeys(hosts))
     if not names:
         raise PkiError("a console certificate needs at least one host name or address")
-    ca_cert, ca_key = _load_ca(directory)
-    issued = _load_issued(directory)
-    certificate, key = _sign_leaf(
-        ca_cert,
-        ca_key,
+    return _issue(
+        directory,
         subject=_name(names[0]),
         sans=[x509.UniformResourceIdentifier(CONSOLE_URI_PREFIX + name)]
         + [_host_name(host) for host in names],
         usage=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        folder=directory / CONSOLES,
+        stem=name,
+        holder=CONSOLE_HOLDER_PREFIX + name,
+        kind="console",
         days=days,
-        not_before=None,
-    )
-    folder = _private_dir(directory / CONSOLES)
-    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
-    _write_key(key_path, key)
-    _write_public(cert_path, _pem(certificate))
-    holder = CONSOLE_HOLDER_PREFIX + name
-    _record(directory, issued, certificate, holder, "console")
-    return IssuedCertificate(
-        certificate.serial_number, holder, cert_path, key_path, certificate.not_valid_after_utc
     )
 
 
@@ -561,25 +562,16 @@ def issue_front(directory: Path, name: str, *, days: int = 397) -> IssuedCertifi
     fronts/<name>.pem and .key; revoke it as `front:<name>`."""
     directory = Path(directory)
     validate_agency_id(name)  # the same shape: it becomes a file name and a URI too
-    ca_cert, ca_key = _load_ca(directory)
-    issued = _load_issued(directory)
-    certificate, key = _sign_leaf(
-        ca_cert,
-        ca_key,
+    return _issue(
+        directory,
         subject=_name(f"front {name}"),
         sans=[x509.UniformResourceIdentifier(FRONT_URI_PREFIX + name)],
         usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        folder=directory / FRONTS,
+        stem=name,
+        holder=FRONT_HOLDER_PREFIX + name,
+        kind="front",
         days=days,
-        not_before=None,
-    )
-    folder = _private_dir(directory / FRONTS)
-    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
-    _write_key(key_path, key)
-    _write_public(cert_path, _pem(certificate))
-    holder = FRONT_HOLDER_PREFIX + name
-    _record(directory, issued, certificate, holder, "front")
-    return IssuedCertificate(
-        certificate.serial_number, holder, cert_path, key_path, certificate.not_valid_after_utc
     )
 
 

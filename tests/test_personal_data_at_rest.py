@@ -22,12 +22,12 @@ from gateway.core.crypto import INTERNATIONAL, NATIONAL, CryptoProfile
 from gateway.core.sealing import SEALED_HEADER, open_sealed
 from gateway.core.subjects import DEADLETTER_STREAM, EVENTS_STREAM, deadletter_subject
 from gateway.server import Gateway
-from gateway.store.audit_reader import read_log
 from gateway.store.nats_server import CONFIG_FILE, NatsServer
 from gateway.store.sealing_keys import read_key_file, rotated, write_key_file
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests.conftest import TOKENS
 from tests.factories import incident_event, resource_request_event
+from tests.test_audit_facts import logged
 
 NAME, PHONE, ID_NUMBER = "Zhang Sanfeng", "13812345678", "31011519900101123X"
 LATITUDE = 31.240187
@@ -59,15 +59,6 @@ def store_bytes(store_dir: Path) -> bytes:
     files = [path for path in store_dir.rglob("*") if path.is_file()]
     assert any(path.suffix == ".blk" for path in files), "the store has written block files"
     return b"".join(path.read_bytes() for path in files)
-
-
-async def audit_entries(url: str) -> list[audit_pb2.AuditEntry]:
-    connection = await nats.connect(url)
-    try:
-        stored = await read_log(connection.jetstream(), "gw-1")
-    finally:
-        await connection.close()
-    return [audit_pb2.AuditEntry.FromString(data) for data in stored.entries]
 
 
 async def subscribed(client: DutyLinkClient, name: str) -> None:
@@ -159,7 +150,7 @@ async def test_a_raw_read_of_the_store_shows_no_personal_field(
             await fire.publish_batch(events)
             delivered = {d.event.id: d.event for d in await receive(police, len(events))}
             await dead_letter_all(health, len(events))
-        entries = await audit_entries(server.url)
+        entries = await logged(server.url)
     # The recipient the (open) policy allows gets every personal field back.
     incident, resource = (delivered[e.id] for e in events)
     assert incident.incident.reporter.phone == PHONE
@@ -188,7 +179,7 @@ async def sealing_reasons(url: str, count: int) -> list[tuple[int, str]]:
     for _ in range(100):
         reasons = [
             (e.outcome, e.reason)
-            for e in await audit_entries(url)
+            for e in await logged(url)
             if e.action == audit_pb2.AUDIT_ACTION_SEALING_KEYS
         ]
         if len(reasons) >= count:
@@ -273,7 +264,7 @@ async def test_an_event_this_gateway_cannot_open_is_kept_as_a_dead_letter(
     keyring = read_key_file(ring_a, INTERNATIONAL)
     dead = [
         e
-        for e in await audit_entries(nats_url)
+        for e in await logged(nats_url)
         if e.action == audit_pb2.AUDIT_ACTION_DEAD_LETTER and e.event_id == event.id
     ]
     assert len(dead) == 1

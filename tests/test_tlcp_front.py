@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-import nats
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -31,10 +30,10 @@ from gateway.access.forwarded import (
 from gateway.access.pki import IdentityError
 from gateway.core.settings import ConfigError, TlsSettings
 from gateway.server import Gateway
-from gateway.store.audit_reader import read_log
 from gateway.testkit.inprocess import config_for_tests, gateway_for_tests
 from tests import sm2_certificates as sm2
 from tests.factories import incident_event
+from tests.test_audit_facts import logged
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -179,12 +178,7 @@ async def test_a_listed_front_publishes_as_the_agency_it_forwards_and_is_audited
 ) -> None:
     fire = [(FORWARDED_CERT, forwarded(national_ca, "fire"))]
     response = await publish_as(gateway, exchange, "fronts/tlcp-1", fire)
-    connection = await nats.connect(nats_url)
-    try:
-        stored = await read_log(connection.jetstream(), gateway.config.gateway.gateway_id)
-    finally:
-        await connection.close()
-    entries = [audit_pb2.AuditEntry.FromString(data) for data in stored.entries]
+    entries = await logged(nats_url)
     (accepted,) = [
         e
         for e in entries

@@ -17,7 +17,7 @@ from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope
 from gateway.core.admission import Admitted, RefusalKind, Refused, pipeline
-from gateway.core.crypto import INTERNATIONAL, NATIONAL, CryptoProfile
+from gateway.core.crypto import INTERNATIONAL, NATIONAL, CryptoProfile, sm3
 from gateway.core.sealing import (
     SEALED_HEADER,
     SEALED_PATHS,
@@ -256,3 +256,18 @@ def test_admission_seals_and_refuses_what_no_longer_fits_once_sealed() -> None:
     # Without a sealer the same event fits.
     plain = pipeline(Validator(), allow, max_event_bytes=limit)
     assert isinstance(plain.run(Principal("fire"), event, received), Admitted)
+
+
+def test_the_content_digest_follows_the_profile() -> None:
+    """No SHA-256 under the national profile: an event without personal fields is digested
+    with SM3 (and with a sealed part, HMAC-SM3 under the ring's digest key)."""
+    event = reported()
+    event.incident.reporter.Clear()
+    received = envelope.timestamp(datetime(2026, 12, 7, tzinfo=UTC))
+    national = pipeline(Validator(), allow, max_event_bytes=1 << 20, hashing=NATIONAL.hash)
+    admitted = national.run(Principal("fire"), event, received)
+    assert isinstance(admitted, Admitted)
+    content = envelope.content_bytes(admitted.event)
+    assert admitted.headers[envelope.CONTENT_DIGEST_HEADER] == sm3(content).hex()
+    sealed = sealer(ring(NATIONAL)).seal(admitted.event)
+    assert sealed.content_digest == sm3(content)

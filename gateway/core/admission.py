@@ -36,6 +36,7 @@ from dutylink.policies.engine import Decision
 from dutylink.v1 import event_pb2
 from gateway.access.auth import Principal
 from gateway.core import envelope, subjects
+from gateway.core.crypto import SHA256, HashSuite
 from gateway.core.lanes import lane_of
 from gateway.core.sealing import SEALED_HEADER, Sealer
 from gateway.core.validation import FieldProblem, Validator
@@ -246,6 +247,7 @@ class Pipeline:
     # still fit the store's message limit, `max_stored_bytes`.
     sealer: Sealer | None = None
     max_stored_bytes: int = 0
+    hashing: HashSuite = SHA256  # the crypto profile's: of the content digest
 
     def run(
         self,
@@ -270,7 +272,7 @@ class Pipeline:
             decision = verdict.decision or decision
         if decision is None:
             raise ValueError("an admission pipeline needs a policy guard that decides")
-        subject, data, headers = stored_form(stamped, self.sealer)
+        subject, data, headers = stored_form(stamped, self.sealer, self.hashing)
         if refused := self._too_large_sealed(data, headers):
             return refused
         return Admitted(stamped, subject, data, headers, decision, tuple(advisories))
@@ -292,17 +294,18 @@ class Pipeline:
 
 
 def stored_form(
-    stamped: event_pb2.Event, sealer: Sealer | None = None
+    stamped: event_pb2.Event, sealer: Sealer | None = None, hashing: HashSuite = SHA256
 ) -> tuple[str, bytes, dict[str, str]]:
     """The subject, bytes and headers the event log stores an admitted (stamped) event under:
-    its plane, type, jurisdiction and lane; its CloudEvents attributes and content digest; with
-    a `sealer`, its personal fields sealed (gateway.core.sealing)."""
+    its plane, type, jurisdiction and lane; its CloudEvents attributes and content digest (the
+    crypto profile's `hashing`); with a `sealer`, its personal fields sealed
+    (gateway.core.sealing: the sealer's profile gives the digest)."""
     subject = subjects.event_subject(
         stamped.plane, stamped.type, stamped.jurisdiction.division_code, lane_of(stamped)
     )
     headers = envelope.cloudevents_headers(stamped)
     if sealer is None:
-        headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped).hex()
+        headers[envelope.CONTENT_DIGEST_HEADER] = envelope.content_digest(stamped, hashing).hex()
         return subject, stamped.SerializeToString(), headers
     sealed = sealer.seal(stamped)
     headers[envelope.CONTENT_DIGEST_HEADER] = sealed.content_digest.hex()
@@ -318,9 +321,11 @@ def pipeline(
     max_event_bytes: int,
     catalogue: Catalogue | None = None,
     sealer: Sealer | None = None,
+    hashing: HashSuite = SHA256,
 ) -> Pipeline:
     """The publish pipeline: validation, claimed source, the catalogue (None: the one shipped
-    with the schemas), then policy; personal fields sealed by `sealer`, if any."""
+    with the schemas), then policy; personal fields sealed by `sealer`, if any; content
+    digests with the crypto profile's `hashing`."""
     return Pipeline(
         door=(validation_guard(validator, max_event_bytes), claimed_source_guard),
         stamped=(
@@ -329,6 +334,7 @@ def pipeline(
         ),
         sealer=sealer,
         max_stored_bytes=max_event_bytes,
+        hashing=hashing,
     )
 
 
@@ -365,11 +371,17 @@ def admit_all(
     max_event_bytes: int,
     catalogue: Catalogue | None = None,
     sealer: Sealer | None = None,
+    hashing: HashSuite = SHA256,
 ) -> list[Admitted | Refused]:
     """`admit` for each event of a batch, all received at one moment (`received`). The
     servicer calls it a few events at a time, in fair turns among agencies."""
     stamp = envelope.timestamp(received)
     guards = pipeline(
-        validator, decide, max_event_bytes=max_event_bytes, catalogue=catalogue, sealer=sealer
+        validator,
+        decide,
+        max_event_bytes=max_event_bytes,
+        catalogue=catalogue,
+        sealer=sealer,
+        hashing=hashing,
     )
     return [guards.run(principal, event, stamp) for event in events]

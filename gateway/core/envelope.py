@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 from google.protobuf import timestamp_pb2
@@ -11,12 +10,13 @@ from google.protobuf import timestamp_pb2
 # which scopes break-glass grants by them too.
 from dutylink.policies.model import incident_ids as incident_ids
 from dutylink.v1 import event_pb2
+from gateway.core.crypto import SHA256, HashSuite
 
 CLOUDEVENTS_SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
 DATA_SCHEMA = "dutylink.v1.Event"
-# The stored event's content digest (hex SHA-256, see `content_digest`): a duplicate id is
-# compared with it to tell a retry from new content under a used id.
+# The stored event's content digest (hex, the crypto profile's hash, see `content_digest`): a
+# duplicate id is compared with it to tell a retry from new content under a used id.
 CONTENT_DIGEST_HEADER = "Dutylink-Content-Digest"
 
 
@@ -57,14 +57,15 @@ def stamped(
     return copy
 
 
-def content_digest(event: event_pb2.Event) -> bytes:
-    """SHA-256 of what the publisher said: the deterministic encoding of the stamped event with
+def content_digest(event: event_pb2.Event, hashing: HashSuite = SHA256) -> bytes:
+    """The digest (the crypto profile's hash: SHA-256, or SM3) of what the publisher said: the
+    deterministic encoding of the stamped event with
     `received_time` cleared (the source is the same agency's for every publish under one dedup
     key). A retry of the same event has the same digest whenever it is received. `distribution`
     is left out too: it says how the document travelled (bare, or in this or that EDXL-DE
     envelope), not what it says, so the same alert arriving both ways is a duplicate, not a
     conflict (the first arrival's envelope is the one kept)."""
-    return hashlib.sha256(content_bytes(event)).digest()
+    return hashing.digest(content_bytes(event))
 
 
 def content_bytes(event: event_pb2.Event) -> bytes:

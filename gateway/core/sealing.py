@@ -214,7 +214,8 @@ class Sealer:
         """The stored form of the stamped `event`."""
         public, withheld = redact(event, SEALED_PATHS)
         if not withheld:
-            return Sealed(event.SerializeToString(), None, envelope.content_digest(event))
+            digest = envelope.content_digest(event, self.keyring.profile.hash)
+            return Sealed(event.SerializeToString(), None, digest)
         ring = self.keyring
         data = public.SerializeToString()
         plaintext = project(event, withheld).SerializeToString(deterministic=True)

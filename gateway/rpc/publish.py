@@ -171,6 +171,7 @@ class Publisher(gateway_pb2_grpc.PublisherServiceServicer):
                 max_event_bytes=deps.config.gateway.max_message_bytes,
                 catalogue=deps.catalogue,
                 sealer=sealer,
+                hashing=deps.hashing,
             ),
         )
         # The lifecycle and ledger transitions, written with compare-and-set.

@@ -226,7 +226,8 @@ class JetStreamEvents:
 
 def original_digest(headers: dict[str, str], data: bytes) -> bytes | None:
     """A stored event's content digest: from its header, or computed from its bytes when it was
-    stored without one; None when the bytes are not an event as the gateway stores them."""
+    stored without one (by a gateway older than the header, before crypto profiles: SHA-256);
+    None when the bytes are not an event as the gateway stores them."""
     try:
         if digest := headers.get(envelope.CONTENT_DIGEST_HEADER):
             return bytes.fromhex(digest)

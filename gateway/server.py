@@ -666,7 +666,7 @@ class Gateway:
         started = gateway_entry(
             audit_pb2.AUDIT_ACTION_GATEWAY_START,
             policy_version=policy_version,
-            schema_version=schema_version(),
+            schema_version=schema_version(profile.hash),
         )
         started.crypto_profile = profile.name
         started.stream_sequence = witnessed.events_last  # the stream's end, as found at start

@@ -18,12 +18,13 @@ from dutylink.adapters.sdk.client import DutyLinkClient
 from dutylink.v1 import audit_pb2, event_pb2
 from gateway.audit import commitments
 from gateway.audit.bundle import PROFILE_FIELD
+from gateway.audit.entries import bound_entry, schema_version
 from gateway.audit.merkle import SM3_TREE, leaf_hash, root
 from gateway.audit.note import SM2, Checkpoint, Signer, open_note
 from gateway.audit.verify import verify_log
 from gateway.cli.audit import audit_app
 from gateway.core import subjects
-from gateway.core.crypto import INTERNATIONAL, NATIONAL, sm3
+from gateway.core.crypto import INTERNATIONAL, NATIONAL, SM3, sm3
 from gateway.core.settings import ConfigError
 from gateway.server import Gateway
 from gateway.store.audit_reader import StoredLog, read_log
@@ -78,6 +79,7 @@ def test_the_log_is_an_sm3_tree_under_sm2_checkpoints_and_says_so(
     start = audit_pb2.AuditEntry.FromString(stored.entries[0])
     assert start.action == audit_pb2.AUDIT_ACTION_GATEWAY_START
     assert start.crypto_profile == "national"
+    assert start.schema_version == schema_version(SM3)  # no SHA-256 under this profile
     text, signers = open_note(stored.checkpoints[-1], [verifier])
     checkpoint = Checkpoint.parse(text)
     leaves = [leaf_hash(data, SM3_TREE) for data in stored.entries[: checkpoint.size]]
@@ -180,3 +182,13 @@ async def test_a_log_started_national_refuses_an_international_restart(tmp_path:
         with pytest.raises(ConfigError, match="started with the national crypto profile"):
             async with Gateway(elsewhere, nats_url=url):
                 pass
+
+
+def test_a_bounded_field_names_its_sm3_digest() -> None:
+    entry = audit_pb2.AuditEntry(reason="x" * 2000, incident_ids=[f"INC-{i}" for i in range(9)])
+    bound_entry(entry, 256, 4, SM3)
+    assert entry.reason.endswith(f"…[2000 bytes, sm3:{sm3(b'x' * 2000).hex()}]")
+    assert (
+        entry.incident_ids[-1]
+        == f"…[6 more, sm3:{sm3(chr(10).join(f'INC-{i}' for i in range(3, 9)).encode()).hex()}]"
+    )

@@ -7,7 +7,6 @@ or SM3), the one the log's tree uses.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,15 +27,17 @@ from dutylink.v1 import (
     warning_pb2,
 )
 from gateway.audit.note import NoteError, Verifier
+from gateway.core.crypto import SHA256, HashSuite
 from gateway.core.envelope import incident_ids
 
 if TYPE_CHECKING:  # the type alone: the revocation keeper reads certificate files
     from gateway.access.revocation import RevocationChange
 
 
-def schema_version() -> str:
-    """SHA-256 (hex) of the event schemas this gateway runs: every dutylink.v1 file's
-    descriptor, so a schema change between two starts shows in the log."""
+def schema_version(hashing: HashSuite = SHA256) -> str:
+    """The digest (hex; the crypto profile's hash: SHA-256, or SM3) of the event schemas this
+    gateway runs: every dutylink.v1 file's descriptor, so a schema change between two starts
+    shows in the log."""
     descriptor_set = descriptor_pb2.FileDescriptorSet()
     for module in (
         audit_pb2,
@@ -50,7 +51,7 @@ def schema_version() -> str:
         warning_pb2,
     ):
         module.DESCRIPTOR.CopyToProto(descriptor_set.file.add())
-    return hashlib.sha256(descriptor_set.SerializeToString(deterministic=True)).hexdigest()
+    return hashing.digest(descriptor_set.SerializeToString(deterministic=True)).hex()
 
 
 def publish_entry(
@@ -207,19 +208,30 @@ def gateway_entry(
 _CALLER_LISTS = ("incident_ids",)
 
 
-def bounded_text(text: str, max_bytes: int) -> str:
+def _digest_label(hashing: HashSuite, data: bytes) -> str:
+    """ "sha256:<hex>" or "sm3:<hex>": a digest named by its hash."""
+    return f"{hashing.name.lower().replace('-', '')}:{hashing.digest(data).hex()}"
+
+
+def bounded_text(text: str, max_bytes: int, hashing: HashSuite = SHA256) -> str:
     """`text` if its UTF-8 fits `max_bytes`; otherwise as much of its start as fits beside a
-    marker naming its full length and SHA-256, so the entry still identifies it without
-    holding it. The result never exceeds `max(max_bytes, len(marker))` bytes."""
+    marker naming its full length and digest (the crypto profile's hash), so the entry still
+    identifies it without holding it. The result never exceeds `max(max_bytes, len(marker))`
+    bytes."""
     raw = text.encode("utf-8", "surrogatepass")
     if len(raw) <= max_bytes:
         return text
-    marker = f"…[{len(raw)} bytes, sha256:{hashlib.sha256(raw).hexdigest()}]"
+    marker = f"…[{len(raw)} bytes, {_digest_label(hashing, raw)}]"
     room = max(0, max_bytes - len(marker.encode()))
     return raw[:room].decode("utf-8", "ignore") + marker
 
 
-def bound_entry(entry: audit_pb2.AuditEntry, max_field_bytes: int, max_items: int) -> None:
+def bound_entry(
+    entry: audit_pb2.AuditEntry,
+    max_field_bytes: int,
+    max_items: int,
+    hashing: HashSuite = SHA256,
+) -> None:
     """Bound, in place, every string the entry holds (see `bounded_text`), and the number of
     items of caller-supplied lists: past `max_items`, the rest become one item naming their
     count and digest. An entry's size then has a fixed ceiling, whatever the input was."""
@@ -227,7 +239,7 @@ def bound_entry(entry: audit_pb2.AuditEntry, max_field_bytes: int, max_items: in
         if field.type != field.TYPE_STRING:
             continue
         if not field.is_repeated:
-            setattr(entry, field.name, bounded_text(value, max_field_bytes))
+            setattr(entry, field.name, bounded_text(value, max_field_bytes, hashing))
             continue
         items = list(value)
         if field.name in _CALLER_LISTS and len(items) > max_items:
@@ -235,10 +247,10 @@ def bound_entry(entry: audit_pb2.AuditEntry, max_field_bytes: int, max_items: in
             joined = "\n".join(rest).encode("utf-8", "surrogatepass")
             items = [
                 *items[: max_items - 1],
-                f"…[{len(rest)} more, sha256:{hashlib.sha256(joined).hexdigest()}]",
+                f"…[{len(rest)} more, {_digest_label(hashing, joined)}]",
             ]
         del value[:]
-        value.extend(bounded_text(item, max_field_bytes) for item in items)
+        value.extend(bounded_text(item, max_field_bytes, hashing) for item in items)
 
 
 # --- key rotation -----------------------------------------------------------------------------

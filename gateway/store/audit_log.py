@@ -289,7 +289,7 @@ class AuditLog:
         if not entry.HasField("time"):
             entry.time.CopyFrom(now)
         try:
-            bound_entry(entry, self._max_field_bytes, self._max_field_items)
+            bound_entry(entry, self._max_field_bytes, self._max_field_items, self.hashing)
             data = entry.SerializeToString()
         except Exception as error:  # whatever the encoder objects to, it is this entry's fault
             raise AuditEntryRefusedError(f"audit entry cannot be encoded: {error}") from error

@@ -307,12 +307,13 @@ class AuditEntry(_message.Message):
     attempt: _builtins.int
     """Which delivery of the event to this subscription this is (1 = first; more = redelivery)."""
     schema_version: _builtins.str
-    """Fingerprint (SHA-256, hex) of the event schemas the gateway runs (GATEWAY_START), so a
-    schema change shows between two starts.
+    """Fingerprint (H, hex) of the event schemas the gateway runs (GATEWAY_START), so a schema
+    change shows between two starts.
     """
     content_digest: _builtins.bytes
-    """CONFLICT: SHA-256 of the refused event's content (the deterministic encoding of the
-    event with `received_time` cleared), which differs from `stored_content_digest`.
+    """CONFLICT: H of the refused event's content (the deterministic encoding of the event with
+    `received_time` cleared; HMAC-H under the sealing key ring's digest key when the event has
+    personal fields, which are sealed), which differs from `stored_content_digest`.
     """
     stored_content_digest: _builtins.bytes
     """CONFLICT: the same digest of the original stored at `stream_sequence`."""

@@ -244,7 +244,7 @@ def bench(
             "--only",
             metavar="SECTION",
             help="Run just this section (repeatable): sync, publish, policy, audit, guard, latency, "
-            "lanes, board, abuse, fanout, checkpoint, soak, workers.",
+            "lanes, board, abuse, fanout, checkpoint, profile, soak, workers.",
         ),
     ] = None,
     skip_soak: Annotated[

@@ -310,7 +310,8 @@ class PersonalDataSettings:
     keys rotate`; empty: <nats.data_dir>/keys/sealing.keys, created on first start."""
     key_command: tuple[str, ...] = ()
     """A key service instead of the file: a command (program and arguments) whose output is
-    the key ring in the file's format, run at start and at each reload."""
+    the key ring in the file's format, run at start and at each reload (within 10 s, at most
+    256 KiB). As a variable: comma-separated."""
     reload_seconds: Seconds = 10.0
     """How often the key ring is read again: a rotation takes effect (and is audited) without
     a restart."""

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -75,6 +76,25 @@ def read_key_file(path: Path, profile: CryptoProfile) -> Keyring:
     return parse_keyring(text, str(path), profile)
 
 
+def create_key_file(path: Path, profile: CryptoProfile) -> None:
+    """A fresh ring at `path` unless one is there: written whole to a 0600 temporary file, then
+    linked into place, so that a replica (or worker) starting at the same moment reads either
+    nothing or the whole ring made first, never half of one."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keyring = fresh_keyring(profile)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(render_keyring(keyring) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        with contextlib.suppress(FileExistsError):  # another start linked its own first
+            os.link(temporary, path)
+            log.info("sealing.keys_created", where=str(path), keyring=keyring.describe())
+    finally:
+        os.unlink(temporary)
+
+
 def write_key_file(path: Path, keyring: Keyring) -> None:
     """Replace (or create) `path` with `keyring`: 0600, atomically, in a 0700 directory."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -125,14 +145,7 @@ class KeyringSource:
         if self._settings.key_command:
             return await _run_key_command(self._settings.key_command, self._profile)
         if create and not self.path.exists():
-            keyring = fresh_keyring(self._profile)
-            # Exclusive: a replica starting at the same moment keeps the ring made first.
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-                    stream.write(render_keyring(keyring) + "\n")
-                log.info("sealing.keys_created", where=str(self.path), keyring=keyring.describe())
+            create_key_file(self.path, self._profile)
         return read_key_file(self.path, self._profile)
 
     async def watch(

@@ -208,8 +208,13 @@ class GatewayProcess(Started):
 
     def environment(self) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("DUTYLINK_")}
+        profile = self.env.get("DUTYLINK_AUDIT_CRYPTO_PROFILE", "international")
         return {
             **inherited,
+            # The replicas of a test share one sealing key ring, as a deployment's must.
+            "DUTYLINK_PERSONAL_DATA_KEY_FILE": str(
+                scratch_dir() / "audit" / f"sealing-{profile}.keys"
+            ),
             "DUTYLINK_NATS_URL": self.nats_url,
             "DUTYLINK_NATS_DATA_DIR": str(self.data_dir),
             "DUTYLINK_GATEWAY_LISTEN": self.address,

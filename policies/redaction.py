@@ -157,10 +157,17 @@ def redact(event: event_pb2.Event, paths: Sequence[str]) -> tuple[event_pb2.Even
     copy = event_pb2.Event()
     copy.CopyFrom(event)
     withheld = []
-    for path in minimal_paths([*paths, *(c for p in paths for c in verbatim_copies(p))]):
+    for path in _cleared(tuple(paths)):
         if _clear(copy, _checked(path)):
             withheld.append(path)
     return copy, tuple(withheld)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cleared(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The minimal paths `redact` clears for `paths`: they and the verbatim copies that may
+    hold them. Worked out once per set (a policy has a few; sealing has one)."""
+    return minimal_paths([*paths, *(c for p in paths for c in verbatim_copies(p))])
 
 
 def _copy(source: Message, target: Message, parts: Sequence[str], unset_too: bool) -> None:

@@ -127,25 +127,42 @@ def _present(message: Message, field: FieldDescriptor) -> bool:
     return bool(value != field.default_value)
 
 
-def _clear(message: Message, parts: Sequence[str]) -> bool:
-    """Clear the field at `parts` in `message` (in every element of repeated fields on the way);
-    True when something was there to clear."""
-    field = cast(FieldDescriptor, message.DESCRIPTOR.fields_by_name[parts[0]])
-    if len(parts) == 1:
-        present = _present(message, field)
-        if present:
-            message.ClearField(field.name)
-        return present
-    if field.is_repeated:
-        found = False
-        for element in getattr(message, field.name):
-            found |= _clear(element, parts[1:])
-        return found
-    # Descend only into sub-messages that are set: reading an unset one is harmless, but
-    # there is nothing in it to withhold.
-    if not message.HasField(field.name):
-        return False
-    return _clear(getattr(message, field.name), parts[1:])
+# A set of paths as a tree of field names, each path ending on None: one walk of a message
+# visits only what is set, however many paths there are (sealing names some 70).
+_Tree = dict[str, "_Tree | None"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _tree(paths: tuple[str, ...]) -> _Tree:
+    """The tree of the minimal set of `paths` (never to be changed: it is shared)."""
+    tree: _Tree = {}
+    for path in minimal_paths(paths):
+        *parents, last = _checked(path)
+        node = tree
+        for part in parents:
+            below = node.setdefault(part, {})
+            assert below is not None  # minimal: no path ends where another goes on
+            node = below
+        node[last] = None
+    return tree
+
+
+def _clear(message: Message, tree: _Tree, prefix: str, withheld: set[str]) -> None:
+    """Clear in `message` every field `tree` names (in every element of repeated fields on the
+    way), adding to `withheld` the path of each that held something."""
+    for name, below in tree.items():
+        field = cast(FieldDescriptor, message.DESCRIPTOR.fields_by_name[name])
+        if below is None:
+            if _present(message, field):
+                message.ClearField(name)
+                withheld.add(prefix + name)
+        elif field.is_repeated:
+            for element in getattr(message, name):
+                _clear(element, below, f"{prefix}{name}.", withheld)
+        # Descend only into sub-messages that are set: reading an unset one is harmless, but
+        # there is nothing in it to withhold.
+        elif message.HasField(name):
+            _clear(getattr(message, name), below, f"{prefix}{name}.", withheld)
 
 
 def redact(event: event_pb2.Event, paths: Sequence[str]) -> tuple[event_pb2.Event, tuple[str, ...]]:
@@ -156,11 +173,10 @@ def redact(event: event_pb2.Event, paths: Sequence[str]) -> tuple[event_pb2.Even
     validated on load, so that is a caller's bug."""
     copy = event_pb2.Event()
     copy.CopyFrom(event)
-    withheld = []
-    for path in _cleared(tuple(paths)):
-        if _clear(copy, _checked(path)):
-            withheld.append(path)
-    return copy, tuple(withheld)
+    cleared = _cleared(tuple(paths))
+    withheld: set[str] = set()
+    _clear(copy, _tree(cleared), "", withheld)
+    return copy, tuple(path for path in cleared if path in withheld)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -170,32 +186,32 @@ def _cleared(paths: tuple[str, ...]) -> tuple[str, ...]:
     return minimal_paths([*paths, *(c for p in paths for c in verbatim_copies(p))])
 
 
-def _copy(source: Message, target: Message, parts: Sequence[str], unset_too: bool) -> None:
-    """Copy the values at `parts` from `source` into `target`, element by element through
+def _copy(source: Message, target: Message, tree: _Tree, unset_too: bool) -> None:
+    """Copy the values `tree` names from `source` into `target`, element by element through
     repeated fields (positions kept: element i of the source goes into element i of the
     target, added when the target has fewer). `unset_too`: an optional scalar the source
     leaves unset is set to its default in the target."""
-    field = cast(FieldDescriptor, source.DESCRIPTOR.fields_by_name[parts[0]])
-    value = getattr(source, field.name)
-    if len(parts) == 1:
-        if field.is_repeated:
-            getattr(target, field.name).MergeFrom(value)
-        elif field.message_type is not None:
-            if source.HasField(field.name):
-                getattr(target, field.name).CopyFrom(value)
-        elif unset_too or not field.has_presence or source.HasField(field.name):
-            setattr(target, field.name, value)
-        return
-    if field.is_repeated:
-        elements = getattr(target, field.name)
-        while len(elements) < len(value):
-            elements.add()
-        for element, into in zip(value, elements, strict=False):
-            _copy(element, into, parts[1:], unset_too)
-    elif source.HasField(field.name):
-        nested = getattr(target, field.name)
-        nested.SetInParent()
-        _copy(value, nested, parts[1:], unset_too)
+    for name, below in tree.items():
+        field = cast(FieldDescriptor, source.DESCRIPTOR.fields_by_name[name])
+        value = getattr(source, name)
+        if below is None:
+            if field.is_repeated:
+                getattr(target, name).MergeFrom(value)
+            elif field.message_type is not None:
+                if source.HasField(name):
+                    getattr(target, name).CopyFrom(value)
+            elif unset_too or not field.has_presence or source.HasField(name):
+                setattr(target, name, value)
+        elif field.is_repeated:
+            elements = getattr(target, name)
+            while len(elements) < len(value):
+                elements.add()
+            for element, into in zip(value, elements, strict=False):
+                _copy(element, into, below, unset_too)
+        elif source.HasField(name):
+            nested = getattr(target, name)
+            nested.SetInParent()
+            _copy(value, nested, below, unset_too)
 
 
 def project(
@@ -206,13 +222,11 @@ def project(
     scalars on the paths are set to their defaults (the encoding commitments have always
     used); otherwise presence is kept as it is, so that `graft` restores the event exactly."""
     projection = event_pb2.Event()
-    for path in paths:
-        _copy(event, projection, _checked(path), unset_too)
+    _copy(event, projection, _tree(tuple(paths)), unset_too)
     return projection
 
 
 def graft(event: event_pb2.Event, projection: event_pb2.Event, paths: Sequence[str]) -> None:
     """Put back into `event` (in place) the values `project` took out at `paths`: the inverse
     of `redact` for the event those values came from."""
-    for path in paths:
-        _copy(projection, event, _checked(path), False)
+    _copy(projection, event, _tree(tuple(paths)), False)

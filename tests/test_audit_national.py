@@ -166,18 +166,15 @@ async def test_a_log_started_national_refuses_an_international_restart(tmp_path:
         async with Gateway(config_for_tests(**national(tmp_path)), nats_url=url):
             pass
         back = config_for_tests(nats={"data_dir": str(tmp_path)})  # the international default
-        with pytest.raises(ConfigError, match="keys are for the national profile; this deployment is international"):  # fmt: skip
-            async with Gateway(back, nats_url=url):  # its sealing key ring is SM4's
-                pass
-        fresh_ring = {"key_file": str(tmp_path / "international.keys")}
-        back = config_for_tests(nats={"data_dir": str(tmp_path)}, personal_data=fresh_ring)
         with pytest.raises(ConfigError, match="holds an SM2 key, but the crypto profile 'international'"):  # fmt: skip
             async with Gateway(back, nats_url=url):
                 pass
+        national_ring = {"key_file": config_for_tests(**national(tmp_path)).personal_data.key_file}
+        with pytest.raises(ConfigError, match="keys are for the national profile; this deployment is international"):  # fmt: skip
+            async with Gateway(config_for_tests(personal_data=national_ring), nats_url=url):
+                pass
         elsewhere = config_for_tests(
-            nats={"data_dir": str(tmp_path)},
-            audit={"key_file": str(tmp_path / "new.key")},
-            personal_data=fresh_ring,
+            nats={"data_dir": str(tmp_path)}, audit={"key_file": str(tmp_path / "new.key")}
         )
         with pytest.raises(ConfigError, match="started with the national crypto profile"):
             async with Gateway(elsewhere, nats_url=url):

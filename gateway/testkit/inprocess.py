@@ -89,9 +89,10 @@ def config_for_tests(**sections: dict[str, Any]) -> Config:
 
     Unless `nats={"data_dir": ...}` names one, each call gets a data directory of its own under
     `scratch_dir()` (so no state a gateway keeps there, such as its kept audit checkpoint, meets
-    another test's NATS), while the audit and sealing keys are the process's: every gateway of
-    a test run signs gw-1's log with one key, as the same gateway id on a shared NATS must, and
-    opens what another sealed."""
+    another test's NATS), while the audit keys are the process's: every gateway of a test run
+    signs gw-1's log with one key, as the same gateway id on a shared NATS must. The sealing key
+    ring is the process's whatever the data directory: every gateway opens what another
+    sealed."""
     config = config_module.load(None, environ={})
     config = dataclasses.replace(
         config,
@@ -114,14 +115,16 @@ def config_for_tests(**sections: dict[str, Any]) -> Config:
                 key_file=audit.key_file or str(keys / f"{config.gateway.gateway_id}.key"),
                 commitment_key_file=audit.commitment_key_file or str(keys / "commitment.key"),
             ),
-            # One ring per profile for the process, as every replica of a deployment shares one.
-            personal_data=dataclasses.replace(
-                config.personal_data,
-                key_file=config.personal_data.key_file
-                or str(keys / f"sealing-{audit.crypto_profile}.keys"),
-            ),
         )
-    return config
+    # One sealing key ring per profile for the process, as every replica of a deployment shares
+    # one: gateways of a test that each have their own data directory open what another sealed.
+    ring = scratch_dir() / "audit" / f"sealing-{config.audit.crypto_profile}.keys"
+    return dataclasses.replace(
+        config,
+        personal_data=dataclasses.replace(
+            config.personal_data, key_file=config.personal_data.key_file or str(ring)
+        ),
+    )
 
 
 @asynccontextmanager

@@ -734,8 +734,13 @@ class Gateway:
         source = KeyringSource(
             settings, self.config.nats.data_dir, crypto_profile(self.config.audit.crypto_profile)
         )
-        if not settings.seal and not settings.key_command and not source.path.exists():
-            return SealingHolder(None, seal=False)
+        if not settings.seal:
+            log.warning(
+                "sealing.off",
+                message="personal_data.seal = false: personal fields are stored in clear",
+            )
+            if not settings.key_command and not source.path.exists():
+                return SealingHolder(None, seal=False)
         try:
             keyring = await source.load(create=settings.seal)
         except SealingError as error:
@@ -751,13 +756,11 @@ class Gateway:
         load) and record which, by key ids only."""
         assert self._deps is not None
         where = self._keyring_source.where if self._keyring_source else ""
+        if loaded is None:
+            return  # sealing off and no ring to open with: no keys to record
         if isinstance(loaded, SealingError):
             log.error("sealing.keys_refused", reason=str(loaded))
             outcome, reason = audit_pb2.AUDIT_OUTCOME_INVALID, f"refused: {loaded}"
-        elif loaded is None:
-            if not self._deps.sealing.seal:
-                return  # nothing sealed, nothing to open: nothing to record
-            outcome, reason = audit_pb2.AUDIT_OUTCOME_OK, "personal fields stored in clear"
         else:
             self._deps.sealing.keyring = loaded
             change = "loaded" if previous is None else f"changed (was {previous.describe()})"

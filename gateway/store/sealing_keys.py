@@ -113,18 +113,36 @@ async def _run_key_command(argv: tuple[str, ...], profile: CryptoProfile) -> Key
     except OSError as error:
         raise SealingError(f"{where}: cannot run: {error.strerror}") from None
     try:
-        output, errors = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_SECONDS)
+        async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
+            output, errors = await asyncio.gather(
+                _read_at_most(process.stdout, MAX_RING_BYTES + 1),
+                _read_at_most(process.stderr, 4096),
+            )
+            if len(output) > MAX_RING_BYTES:
+                raise SealingError(f"{where}: answered more than {MAX_RING_BYTES} bytes")
+            await process.wait()
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
         raise SealingError(f"{where}: no answer within {COMMAND_TIMEOUT_SECONDS:g} s") from None
+    finally:
+        if process.returncode is None:  # timed out, or answered too much
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
     if process.returncode != 0:
         said = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
         raise SealingError(f"{where}: exit status {process.returncode}: {said[0][:200]}")
-    if len(output) > MAX_RING_BYTES:
-        raise SealingError(f"{where}: answered more than {MAX_RING_BYTES} bytes")
     return parse_keyring(output.decode("utf-8", "replace"), where, profile)
+
+
+async def _read_at_most(stream: asyncio.StreamReader | None, limit: int) -> bytes:
+    """What `stream` gives until its end or `limit` bytes, whichever comes first: a command
+    that writes without end costs no more memory than that."""
+    if stream is None:
+        return b""
+    data = bytearray()
+    while len(data) < limit and (chunk := await stream.read(limit - len(data))):
+        data += chunk
+    return bytes(data)
 
 
 class KeyringSource:

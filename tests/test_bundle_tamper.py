@@ -64,7 +64,8 @@ async def _exchange(url: str, data_dir: Path, profile: str) -> None:
     config = config_for_tests(
         nats={"data_dir": str(data_dir)},
         audit={"checkpoint_seconds": 0.05, "crypto_profile": profile},
-        personal_data={"seal": False},  # no key ring entry: the layout above stays as it is
+        # No ring to seal or open with, so no key ring entry: the layout above stays as it is.
+        personal_data={"seal": False, "key_file": str(data_dir / "no-ring.keys")},
     )
     events = [incident_event(incident_id=INCIDENT) for _ in range(4)]
     events[0].incident.title = ""  # refused: audited INVALID

@@ -35,7 +35,10 @@ from tests import sm2_certificates as sm2
 from tests.factories import incident_event
 from tests.test_audit_facts import logged
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    """The time of the check (never of the import: a full run collects minutes earlier)."""
+    return dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,7 @@ def forwarded(ca: sm2.Sm2Party, agency: str, *, not_before: dt.datetime | None =
 def test_an_sm2_certificate_of_the_national_ca_names_its_agency(national_ca: sm2.Sm2Party) -> None:
     authorities = load_authorities(ca_pem(national_ca))
     assert sm2_public_key(authorities[0]) == national_ca.public
-    identity = forwarded_identity(forwarded(national_ca, "fire"), authorities, NOW)
+    identity = forwarded_identity(forwarded(national_ca, "fire"), authorities, now())
     assert identity.name == "fire" and identity.kind == "agency"
 
 
@@ -74,21 +77,21 @@ def test_a_forged_expired_or_foreign_certificate_is_refused(national_ca: sm2.Sm2
     authorities = load_authorities(ca_pem(national_ca))
     impostor = sm2.party("Municipal SM2 CA")  # the same name, another key
     with pytest.raises(IdentityError, match="signature does not verify"):
-        forwarded_identity(forwarded(impostor, "fire"), authorities, NOW)
+        forwarded_identity(forwarded(impostor, "fire"), authorities, now())
     foreign = sm2.party("Another CA")
     with pytest.raises(IdentityError, match="issuer 'CN=Another CA' is not a CA of"):
-        forwarded_identity(forwarded(foreign, "fire"), authorities, NOW)
-    long_ago = NOW - dt.timedelta(days=400)
+        forwarded_identity(forwarded(foreign, "fire"), authorities, now())
+    long_ago = now() - dt.timedelta(days=400)
     with pytest.raises(IdentityError, match="not valid now"):
-        forwarded_identity(forwarded(national_ca, "fire", not_before=long_ago), authorities, NOW)
+        forwarded_identity(forwarded(national_ca, "fire", not_before=long_ago), authorities, now())
     der = bytearray(base64.b64decode(forwarded(national_ca, "fire")))
     der[-3] ^= 0x01  # inside the signature
     with pytest.raises(IdentityError, match="signature does not verify"):
-        forwarded_identity(base64.b64encode(bytes(der)).decode(), authorities, NOW)
+        forwarded_identity(base64.b64encode(bytes(der)).decode(), authorities, now())
     with pytest.raises(IdentityError, match="holds no certificate"):
-        forwarded_identity("not a certificate", authorities, NOW)
+        forwarded_identity("not a certificate", authorities, now())
     with pytest.raises(IdentityError, match="longer than 8192 bytes"):
-        forwarded_identity("A" * 20_000, authorities, NOW)
+        forwarded_identity("A" * 20_000, authorities, now())
 
 
 def test_nginx_s_url_encoded_pem_is_read_too(national_ca: sm2.Sm2Party) -> None:
@@ -97,7 +100,7 @@ def test_nginx_s_url_encoded_pem_is_read_too(national_ca: sm2.Sm2Party) -> None:
     pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
     escaped = urllib.parse.quote(pem, safe="")
     authorities = load_authorities(ca_pem(national_ca))
-    assert forwarded_identity(escaped, authorities, NOW).name == "health"
+    assert forwarded_identity(escaped, authorities, now()).name == "health"
 
 
 def test_a_forwarded_certificate_must_name_an_agency(national_ca: sm2.Sm2Party) -> None:
@@ -105,7 +108,7 @@ def test_a_forwarded_certificate_must_name_an_agency(national_ca: sm2.Sm2Party) 
     holder = sm2.party("tlcp-2")
     der = sm2.certificate(holder, national_ca, serial=9, uri="urn:dutylink:front:tlcp-2")
     with pytest.raises(IdentityError, match="must name an agency"):
-        forwarded_identity(base64.b64encode(der).decode(), authorities, NOW)
+        forwarded_identity(base64.b64encode(der).decode(), authorities, now())
 
 
 def test_an_ecdsa_certificate_of_a_listed_ca_is_checked_alike(tmp_path: Path) -> None:
@@ -114,7 +117,7 @@ def test_an_ecdsa_certificate_of_a_listed_ca_is_checked_alike(tmp_path: Path) ->
     authorities = load_authorities((tmp_path / "ca.pem").read_bytes())
     cert = x509.load_pem_x509_certificate((tmp_path / "agencies" / "police.pem").read_bytes())
     der = cert.public_bytes(Encoding.DER)
-    assert forwarded_identity(base64.b64encode(der).decode(), authorities, NOW).name == "police"
+    assert forwarded_identity(base64.b64encode(der).decode(), authorities, now()).name == "police"
 
 
 # --- through a front, end to end over mutual TLS ---------------------------------------------------

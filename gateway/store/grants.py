@@ -3,10 +3,12 @@ review, one per grant id, and followed by every replica."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from gateway.core import subjects
 from gateway.core.ports import MESSAGE_ID_HEADER, Stored
@@ -14,10 +16,14 @@ from gateway.store.connection import NatsConnection
 from gateway.store.errors import STORE_FAILURES, translate
 from gateway.store.events import stored
 
+# How long stopping waits for the follower's unsubscribe before going on without it.
+_STOP_SECONDS = 5.0
+
 
 class JetStreamGrants:
     def __init__(self, connection: NatsConnection) -> None:
         self._connection = connection
+        self._following: JetStreamContext.PushSubscription | None = None
 
     async def record_grant(self, grant_id: str, data: bytes) -> Stored:
         """Keep a break-glass declaration (never deleted: it is listed for review)."""
@@ -39,7 +45,7 @@ class JetStreamGrants:
             on_grant(message.data)
 
         try:
-            await self._connection.js.subscribe(
+            self._following = await self._connection.js.subscribe(
                 f"{subjects.GRANTS_PREFIX}.>",
                 stream=subjects.GRANTS_STREAM,
                 cb=deliver,
@@ -48,3 +54,12 @@ class JetStreamGrants:
             )
         except STORE_FAILURES as error:
             raise translate(error) from error
+
+    async def stop_following(self) -> None:
+        """Stop the follower before the connection closes: an ordered consumer left open keeps
+        nats-py's heartbeat and flow-control tasks pending past the connection's end."""
+        following, self._following = self._following, None
+        if following is not None:
+            with contextlib.suppress(*STORE_FAILURES, TimeoutError):
+                async with asyncio.timeout(_STOP_SECONDS):
+                    await following.unsubscribe()

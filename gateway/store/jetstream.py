@@ -99,6 +99,7 @@ class EventStore:
 
     async def close(self) -> None:
         """Drain: let in-flight publishes and acks finish, then close."""
+        await self.grants.stop_following()
         await self.connection.close()
 
     async def ensure_streams(self) -> None:

@@ -60,8 +60,9 @@ def rotated(keyring: Keyring) -> Keyring:
 def read_key_file(path: Path, profile: CryptoProfile) -> Keyring:
     """The ring in `path`; SealingError if others may read it or it is no ring of `profile`."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if path.stat().st_size > MAX_RING_BYTES:
+        status = path.stat()
+        mode = stat.S_IMODE(status.st_mode)
+        if status.st_size > MAX_RING_BYTES:
             raise SealingError(f"{path}: larger than {MAX_RING_BYTES} bytes: not a key ring")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
